@@ -1,0 +1,9 @@
+"""distnet: data-parallel neural-network training on numpy and MPI."""
+from distnet._version import __version__  # noqa: F401
+from distnet.autodiff import gradients  # noqa: F401
+from distnet.errors import (  # noqa: F401
+    CheckpointError, ConfigError, DataError, DistnetError, DistributedError,
+    DTypeError, InvalidArgumentError, ShapeError,
+)
+from distnet.tensor import Tensor, Variable, constant  # noqa: F401
+from distnet.ops import *  # noqa: F401,F403

@@ -1,0 +1,39 @@
+"""The package's own exceptions.
+
+Every error distnet raises on bad input derives from :class:`DistnetError`,
+so callers can catch one type.  Messages say what was expected and what came
+(``Expect: ... Actual: ...`` in the Chainer style).
+"""
+from __future__ import annotations
+
+
+class DistnetError(Exception):
+    """Base class of every error raised by distnet."""
+
+
+class ShapeError(DistnetError, ValueError):
+    """Operands have shapes an op cannot accept."""
+
+
+class DTypeError(DistnetError, TypeError):
+    """Operands have dtypes an op cannot accept."""
+
+
+class InvalidArgumentError(DistnetError, ValueError):
+    """An argument has an impossible value (negative rate, bad padding, ...)."""
+
+
+class DataError(DistnetError, ValueError):
+    """A dataset file or array is malformed (bad header, label out of range, ...)."""
+
+
+class CheckpointError(DistnetError):
+    """A checkpoint is missing, corrupt, truncated or does not match the model."""
+
+
+class DistributedError(DistnetError, RuntimeError):
+    """Ranks disagree, a rank failed, or the job stalled."""
+
+
+class ConfigError(DistnetError, ValueError):
+    """A job file has an unknown key, a wrong type or an impossible value."""

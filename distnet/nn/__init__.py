@@ -1,0 +1,1 @@
+"""Neural-network ops (TF's ``tf.nn``)."""

@@ -1,0 +1,282 @@
+"""``Tensor``, ``Variable`` and ``constant``: numpy arrays that remember how
+they were computed, so that :func:`distnet.gradients` can differentiate them.
+
+Conventions (TensorFlow 1.x):
+
+* Python floats and lists of floats become float32; Python ints become int32;
+  a numpy array keeps its dtype.
+* In a binary op between a Tensor and a non-Tensor (scalar, list, ndarray),
+  the non-Tensor is converted to the Tensor's dtype.  Two Tensors of different
+  dtypes are an error, as in TensorFlow: cast one explicitly.
+* ``==`` compares identity (TF1 semantics, keeps tensors hashable); use
+  :func:`distnet.equal` for the element-wise comparison.  ``<``, ``>``,
+  ``<=``, ``>=`` are element-wise and return non-differentiable bool tensors.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from distnet.errors import DTypeError, ShapeError
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+DEFAULT_INT = np.dtype(np.int32)
+
+
+def _to_array(value: Any, dtype=None) -> np.ndarray:
+    """Convert a Python or numpy value to an ndarray with TF's default dtypes."""
+    if isinstance(value, Tensor):
+        arr = value.data
+    elif isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, np.generic):
+        arr = np.asarray(value)
+    else:
+        arr = np.asarray(value)
+        if dtype is None:
+            if arr.dtype == np.float64:
+                arr = arr.astype(DEFAULT_FLOAT)
+            elif arr.dtype == np.int64:
+                arr = arr.astype(DEFAULT_INT)
+    if arr.dtype == object:
+        raise DTypeError(f"cannot make a tensor from {type(value).__name__}: it holds Python objects")
+    if dtype is not None:
+        arr = arr.astype(np.dtype(dtype), copy=False)
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array in a differentiable computation.
+
+    Create one with :func:`constant` or as the result of an op.  The wrapped
+    array is ``tensor.data``; :meth:`numpy` returns it.
+    """
+
+    __slots__ = ("data", "_op", "_parents", "name", "__weakref__")
+    # Make ``ndarray + Tensor`` defer to Tensor.__radd__.
+    __array_priority__ = 1000
+
+    def __init__(self, value: Any, dtype=None, name: str | None = None):
+        self.data = _to_array(value, dtype)
+        self._op = None
+        self._parents: tuple = ()
+        self.name = name
+
+    @classmethod
+    def _from_op(cls, data: np.ndarray, op, parents) -> "Tensor":
+        t = Tensor.__new__(Tensor)
+        t.data = data if isinstance(data, np.ndarray) else np.asarray(data)
+        t._op = op
+        t._parents = tuple(parents)
+        t.name = None
+        return t
+
+    # -- array-like properties -------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def numpy(self) -> np.ndarray:
+        """The value as a numpy array (the tensor's own buffer, not a copy)."""
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def __float__(self) -> float:
+        return float(self.data)
+
+    def __int__(self) -> int:
+        return int(self.data)
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        name = f" name={self.name!r}" if self.name else ""
+        return f"<distnet.{kind}{name} shape={self.shape} dtype={self.dtype.name}\n{self.data!r}>"
+
+    __hash__ = object.__hash__
+
+    # -- operators (the ops live in distnet.ops) ---------------------------
+    def __add__(self, other):
+        return _ops.add(self, other)
+
+    def __radd__(self, other):
+        return _ops.add(other, self)
+
+    def __sub__(self, other):
+        return _ops.subtract(self, other)
+
+    def __rsub__(self, other):
+        return _ops.subtract(other, self)
+
+    def __mul__(self, other):
+        return _ops.multiply(self, other)
+
+    def __rmul__(self, other):
+        return _ops.multiply(other, self)
+
+    def __truediv__(self, other):
+        return _ops.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops.divide(other, self)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops.matmul(other, self)
+
+    def __pow__(self, other):
+        return _ops.pow(self, other)
+
+    def __rpow__(self, other):
+        return _ops.pow(other, self)
+
+    def __neg__(self):
+        return _ops.negative(self)
+
+    def __abs__(self):
+        return _ops.abs(self)
+
+    def __getitem__(self, index):
+        return _ops.getitem(self, index)
+
+    def __gt__(self, other):
+        return _ops.greater(self, other)
+
+    def __ge__(self, other):
+        return _ops.greater_equal(self, other)
+
+    def __lt__(self, other):
+        return _ops.less(self, other)
+
+    def __le__(self, other):
+        return _ops.less_equal(self, other)
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                "use distnet.reduce_any / reduce_all or compare a scalar"
+            )
+        return bool(self.data)
+
+    # -- conveniences -----------------------------------------------------
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops.reshape(self, shape)
+
+    @property
+    def T(self):
+        return _ops.transpose(self)
+
+
+class Variable(Tensor):
+    """A mutable, named tensor: a model parameter.
+
+    ``Variable(initial_value, name=None, trainable=True, dtype=None)``.  The
+    value is copied into a buffer the variable owns; :meth:`assign` writes
+    into that buffer in place, so optimizers and all-reduce can update it
+    without allocating.
+    """
+
+    __slots__ = ("trainable",)
+
+    def __init__(self, initial_value: Any, name: str | None = None, trainable: bool = True, dtype=None):
+        arr = _to_array(initial_value, dtype)
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise DTypeError(f"Variable {name!r}: expected a numeric dtype, got {arr.dtype}")
+        super().__init__(np.array(arr, copy=True, order="C"), name=name if name is not None else "Variable")
+        self.trainable = bool(trainable)
+
+    def assign(self, value: Any) -> "Variable":
+        """Set the value in place; the shape must match, the dtype is cast."""
+        arr = value.data if isinstance(value, Tensor) else np.asarray(value)
+        if arr.shape != self.data.shape:
+            raise ShapeError(
+                f"Variable {self.name!r}: assign of a value with shape {arr.shape}; "
+                f"Expect: shape {self.data.shape} Actual: shape {arr.shape}"
+            )
+        np.copyto(self.data, arr, casting="unsafe")
+        return self
+
+    def assign_add(self, delta: Any) -> "Variable":
+        return self.assign(self.data + np.asarray(delta.data if isinstance(delta, Tensor) else delta))
+
+    def assign_sub(self, delta: Any) -> "Variable":
+        return self.assign(self.data - np.asarray(delta.data if isinstance(delta, Tensor) else delta))
+
+    def value(self) -> Tensor:
+        """A constant snapshot of the current value (a copy)."""
+        return Tensor(self.data.copy())
+
+    def __repr__(self) -> str:
+        return f"<distnet.Variable {self.name!r} shape={self.shape} dtype={self.dtype.name} trainable={self.trainable}>"
+
+
+def constant(value: Any, dtype=None, name: str | None = None) -> Tensor:
+    """A tensor holding ``value`` (TF's ``tf.constant``).
+
+    Python floats become float32 and ints int32 unless ``dtype`` is given;
+    numpy arrays keep their dtype.
+    """
+    return Tensor(value, dtype=dtype, name=name)
+
+
+def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
+    """``value`` as a Tensor; a non-Tensor takes ``like``'s dtype if given."""
+    if isinstance(value, Tensor):
+        return value
+    if like is not None:
+        return Tensor(_to_array(value, like.dtype))
+    return Tensor(value)
+
+
+def binary_operands(x: Any, y: Any, op_name: str) -> tuple[Tensor, Tensor]:
+    """Convert the operands of a binary op, enforcing one dtype.
+
+    A non-Tensor adopts the other operand's dtype; two Tensors with different
+    dtypes raise :class:`DTypeError` naming both.
+    """
+    xt, yt = isinstance(x, Tensor), isinstance(y, Tensor)
+    if xt and not yt:
+        y = as_tensor(y, like=x)
+    elif yt and not xt:
+        x = as_tensor(x, like=y)
+    elif not xt and not yt:
+        x, y = as_tensor(x), as_tensor(y)
+        if x.dtype != y.dtype:
+            y = Tensor(y.data.astype(x.dtype))
+    if x.dtype != y.dtype:
+        raise DTypeError(
+            f"{op_name}: both operands must have the same dtype. "
+            f"Expect: {x.dtype.name} and {x.dtype.name} Actual: {x.dtype.name} and {y.dtype.name}; "
+            "use distnet.cast to convert one"
+        )
+    return x, y
+
+
+from distnet import ops as _ops  # noqa: E402  (operators need the ops; ops need Tensor)
