@@ -1,0 +1,939 @@
+"""Job files: parse and validate a TOML job into a :class:`JobConfig`.
+
+A job file describes one training run (see ``docs/jobs.md`` for every key)::
+
+    seed = 0
+    run_dir = "runs/seed003"
+
+    [[model.layers]]
+    type = "conv2d"
+    filters = 32
+    kernel_size = 5
+    activation = "relu"
+
+    [optimizer]
+    name = "adam"
+    learning_rate = 1e-4
+
+    [train]
+    batch_size = 100
+    steps = 1000
+
+Everything is checked before any worker starts: an unknown key (with a "did
+you mean" suggestion), a value of the wrong type or an impossible value
+raises :class:`~distnet.errors.ConfigError` naming the key and, where the
+key comes from a file, the file and line.  ``--set key.path=value``
+overrides are applied before validation, so they are checked the same way.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from distnet.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "JobConfig", "ModelConfig", "LossConfig", "RegularizationConfig", "OptimizerConfig",
+    "ScheduleConfig", "EMAConfig", "DataConfig", "TrainConfig", "CheckpointConfig",
+    "DistConfig", "load_job", "parse_job", "default_job", "apply_overrides",
+    "parse_override", "check_world_size", "dumps_toml", "BUILTIN_DATASETS",
+]
+
+#: Dataset names ``[data] name`` accepts (paths go in ``[data] path``).
+BUILTIN_DATASETS = ("fashion_mnist", "mnist")
+
+# ---------------------------------------------------------------------------
+# The dataclasses: one per section, every field with its default.
+# ---------------------------------------------------------------------------
+
+
+#: The default model, used when a job has no ``[model]`` section: seed 003's
+#: reference net (conv 5x5 SAME + relu, max-pool 2, dense relu, dense 10)
+#: narrowed from 32 filters / 1024 units so that the default job trains in
+#: about a minute on two cores.
+DEFAULT_LAYERS: tuple[dict, ...] = (
+    {"type": "conv2d", "filters": 16, "kernel_size": 5, "padding": "same", "activation": "relu"},
+    {"type": "max_pool2d", "pool_size": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 128, "activation": "relu"},
+    {"type": "dense", "units": 10},
+)
+
+
+@dataclass
+class ModelConfig:
+    """``[model]``: the layers, in order, each a dict with a ``type`` key."""
+
+    layers: list[dict] = field(default_factory=lambda: [dict(x) for x in DEFAULT_LAYERS])
+
+
+@dataclass
+class LossConfig:
+    """``[loss]``: the base loss between labels and the model's logits."""
+
+    type: str = "sparse_softmax_cross_entropy"
+
+
+@dataclass
+class RegularizationConfig:
+    """``[regularization]``: way (a), ``weight_decay * sum(l2_loss(v))``."""
+
+    weight_decay: float = 0.0
+    exclude_bias: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    """``[optimizer]``: the optimizer's name and its hyper-parameters."""
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    params: dict = field(default_factory=dict)  # beta1, momentum, clip_norm, ...
+
+
+@dataclass
+class ScheduleConfig:
+    """``[schedule]``: learning rate as a function of the global step."""
+
+    type: str = "constant"
+    warmup_steps: int = 0
+    params: dict = field(default_factory=dict)  # decay_steps, decay_rate, ...
+
+
+@dataclass
+class EMAConfig:
+    """``[ema]``: exponential moving average of the trainable weights."""
+
+    enabled: bool = False
+    decay: float = 0.999
+    num_updates: bool = True
+
+
+@dataclass
+class DataConfig:
+    """``[data]``: a built-in dataset by name, or a path (HDF5 file or IDX directory)."""
+
+    name: str | None = None
+    path: str | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """``[train]``: batch, length of the run, evaluation and logging."""
+
+    batch_size: int = 100
+    epochs: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
+    log_every: int = 100
+    micro_batches: int = 1
+
+
+@dataclass
+class CheckpointConfig:
+    """``[checkpoint]``: where and how often the job is saved."""
+
+    dir: str | None = None
+    every: int | None = None
+    max_to_keep: int = 5
+
+
+@dataclass
+class DistConfig:
+    """``[dist]``: failure detection across ranks."""
+
+    stall_timeout: float = 120.0
+    check_every: int | None = None
+
+
+@dataclass
+class JobConfig:
+    """One validated training job.  Build it with :func:`load_job` or :func:`parse_job`.
+
+    Example:
+        >>> cfg = parse_job('[train]\\nsteps = 10\\n', overrides=["optimizer.learning_rate=0.01"])
+        >>> cfg.optimizer.learning_rate, cfg.train.steps
+        (0.01, 10)
+    """
+
+    name: str = "job"
+    seed: int = 0
+    run_dir: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    source: str = "<default job>"  # where the job came from (file name), for messages
+
+    def to_dict(self) -> dict:
+        """The job as a plain dict in the job-file layout (what :func:`dumps_toml` writes)."""
+        return _config_to_raw(self)
+
+    def to_toml(self) -> str:
+        """The job as TOML text: parsing it again gives an equal :class:`JobConfig`."""
+        return dumps_toml(self.to_dict())
+
+
+# ---------------------------------------------------------------------------
+# The schema: which keys each section takes, their types and allowed values.
+# ---------------------------------------------------------------------------
+
+_INT = "an integer"
+_FLOAT = "a number"
+_BOOL = "true or false"
+_STR = "a string"
+_TABLE = "a table"
+
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+INITIALIZERS = ("zeros", "ones", "constant", "random_normal", "truncated_normal",
+                "glorot_uniform", "he_normal")
+REGULARIZERS = ("l1", "l2", "l1_l2")
+LOSSES = ("sparse_softmax_cross_entropy", "softmax_cross_entropy")
+
+# Optimizer hyper-parameters, TF1 names and defaults are the library's.
+_OPT_COMMON = {"clip_norm": _FLOAT}
+OPTIMIZERS: dict[str, dict[str, str]] = {
+    "sgd": {},
+    "momentum": {"momentum": _FLOAT, "use_nesterov": _BOOL},
+    "adam": {"beta1": _FLOAT, "beta2": _FLOAT, "epsilon": _FLOAT},
+    "adamw": {"beta1": _FLOAT, "beta2": _FLOAT, "epsilon": _FLOAT, "weight_decay": _FLOAT},
+    "rmsprop": {"decay": _FLOAT, "momentum": _FLOAT, "epsilon": _FLOAT, "centered": _BOOL},
+    "adagrad": {"initial_accumulator_value": _FLOAT},
+}
+_OPT_ALIASES = {"gradient_descent": "sgd", "gradientdescent": "sgd"}
+
+SCHEDULES: dict[str, dict[str, str]] = {
+    "constant": {},
+    "exponential": {"decay_steps": _INT, "decay_rate": _FLOAT, "staircase": _BOOL},
+    "piecewise": {"boundaries": "a list of integers", "values": "a list of numbers"},
+    "polynomial": {"decay_steps": _INT, "end_learning_rate": _FLOAT, "power": _FLOAT,
+                   "cycle": _BOOL},
+    "cosine": {"decay_steps": _INT, "alpha": _FLOAT},
+}
+_SCHEDULE_REQUIRED = {
+    "exponential": ("decay_steps", "decay_rate"),
+    "piecewise": ("boundaries", "values"),
+    "polynomial": ("decay_steps",),
+    "cosine": ("decay_steps",),
+}
+
+_WEIGHTED = {"activation": _STR, "use_bias": _BOOL, "kernel_initializer": "a string or a table",
+             "bias_initializer": "a string or a table", "kernel_regularizer": _TABLE,
+             "bias_regularizer": _TABLE}
+LAYERS: dict[str, dict[str, str]] = {
+    "dense": {"units": _INT, **_WEIGHTED},
+    "conv2d": {"filters": _INT, "kernel_size": "an integer or a pair of integers",
+               "strides": "an integer or a pair of integers", "padding": _STR, **_WEIGHTED},
+    "max_pool2d": {"pool_size": "an integer or a pair of integers",
+                   "strides": "an integer or a pair of integers", "padding": _STR},
+    "flatten": {},
+    "dropout": {"rate": _FLOAT},
+}
+_LAYER_REQUIRED = {"dense": ("units",), "conv2d": ("filters", "kernel_size"), "dropout": ("rate",)}
+
+_TOP = {"name": _STR, "seed": _INT, "run_dir": _STR}
+_SECTIONS: dict[str, dict[str, str]] = {
+    "model": {"layers": "a list of tables"},
+    "loss": {"type": _STR},
+    "regularization": {"weight_decay": _FLOAT, "exclude_bias": _BOOL},
+    "optimizer": {"name": _STR, "learning_rate": _FLOAT},  # + per-optimizer keys
+    "schedule": {"type": _STR, "warmup_steps": _INT},      # + per-schedule keys
+    "ema": {"enabled": _BOOL, "decay": _FLOAT, "num_updates": _BOOL},
+    "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT},
+    "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
+              "log_every": _INT, "micro_batches": _INT},
+    "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
+    "dist": {"stall_timeout": _FLOAT, "check_every": _INT},
+}
+
+
+# ---------------------------------------------------------------------------
+# Locating keys in the file text (tomllib gives no positions).
+# ---------------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEYLINE = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _split_dotted(key: str) -> list[str]:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", key)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+class _Locator:
+    """Maps key paths (``("optimizer", "learning_rate")``) to 1-based line numbers.
+
+    A small scan for ``key =`` under its ``[section]`` header; arrays of tables
+    (``[[model.layers]]``) are numbered in order.  A path not found falls back to
+    its closest located parent (a key inside an inline table gets the table's line).
+    """
+
+    def __init__(self, text: str | None, filename: str | None, overrides: Iterable[str] = ()):
+        self.filename = filename
+        self.lines: dict[tuple, int] = {}
+        self.overridden: dict[tuple, str] = {}
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            self.overridden[tuple(_path_from_override(key))] = item
+        if not text:
+            return
+        prefix: tuple = ()
+        counters: dict[tuple, int] = {}
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            m = _HEADER.match(line)
+            if m and not _KEYLINE.match(line):
+                path = tuple(_split_dotted(m.group(2)))
+                if m.group(1) == "[[":
+                    index = counters.get(path, 0)
+                    counters[path] = index + 1
+                    prefix = path + (index,)
+                else:
+                    prefix = path
+                self.lines.setdefault(prefix, lineno)
+                continue
+            k = _KEYLINE.match(line)
+            if k:
+                parts = tuple(_split_dotted(k.group(1)))
+                for n in range(1, len(parts) + 1):  # dotted keys also locate their tables
+                    self.lines.setdefault(prefix + parts[:n], lineno)
+
+    def where(self, path: tuple) -> str:
+        """``"--set a.b=1"``, ``"job.toml:12"``, ``"job.toml"`` or ``""``."""
+        for n in range(len(path), 0, -1):
+            if tuple(path[:n]) in self.overridden:
+                return f"--set {self.overridden[tuple(path[:n])]}"
+        for n in range(len(path), 0, -1):
+            if tuple(path[:n]) in self.lines:
+                return f"{self.filename or '<job>'}:{self.lines[tuple(path[:n])]}"
+        return self.filename or ""
+
+
+def _dotted(path: Iterable) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class _Checker:
+    """Collects the location logic so every error reads the same way."""
+
+    def __init__(self, locator: _Locator):
+        self.loc = locator
+
+    def fail(self, path: tuple, message: str) -> None:
+        where = self.loc.where(path)
+        key = _dotted(path)
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}{key}: {message}" if key else f"{prefix}{message}")
+
+    def known(self, table: Mapping, path: tuple, allowed: Iterable[str]) -> None:
+        allowed = list(allowed)
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                self.fail(path + (key,), f"unknown key; {hint}expected one of: "
+                          + ", ".join(sorted(allowed)))
+
+    def typed(self, value: Any, path: tuple, kind: str) -> Any:
+        ok = {
+            _INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            _FLOAT: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            _BOOL: lambda v: isinstance(v, bool),
+            _STR: lambda v: isinstance(v, str),
+            _TABLE: lambda v: isinstance(v, dict),
+            "a list of tables": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+            "a list of integers": lambda v: isinstance(v, list) and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in v),
+            "a list of numbers": lambda v: isinstance(v, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v),
+            "a string or a table": lambda v: isinstance(v, (str, dict)),
+            "an integer or a pair of integers": lambda v: (
+                isinstance(v, int) and not isinstance(v, bool)) or (
+                isinstance(v, list) and len(v) == 2 and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in v)),
+        }[kind]
+        if not ok(value):
+            self.fail(path, f"expected {kind}, got {_describe(value)}")
+        if kind == _FLOAT:
+            value = float(value)
+            if not math.isfinite(value):
+                self.fail(path, f"expected a finite number, got {value}")
+        return value
+
+    def positive(self, value, path: tuple, allow_zero: bool = False) -> None:
+        if value is None:
+            return
+        if value < 0 or (value == 0 and not allow_zero):
+            self.fail(path, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    def choice(self, value: str, path: tuple, choices: Iterable[str]) -> str:
+        choices = list(choices)
+        if value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            self.fail(path, f"unknown value '{value}'; {hint}expected one of: " + ", ".join(choices))
+        return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return f"a list ({_short(value)})"
+    if isinstance(value, dict):
+        return f"a table ({_short(value)})"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------
+
+def _path_from_override(key: str) -> list:
+    return [int(p) if p.isdigit() else p for p in _split_dotted(key)]
+
+
+def parse_override(item: str) -> tuple[list, Any]:
+    """Split ``"optimizer.learning_rate=0.01"`` into its key path and value.
+
+    The value is parsed as a TOML value (``0.01``, ``true``, ``[1, 2]``,
+    ``{type = "l2", scale = 0.004}``); if that fails it is taken as a string,
+    so ``data.path=/tmp/x.h5`` needs no quotes.  A number in the path indexes a
+    list: ``model.layers.2.units=512``.
+
+    Returns:
+        ``(path, value)``.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected KEY=VALUE (e.g. optimizer.learning_rate=0.01)")
+    key, text = item.split("=", 1)
+    key, text = key.strip(), text.strip()
+    if not key or not re.fullmatch(r"[A-Za-z0-9_.-]+", key) or ".." in key or key.startswith("."):
+        raise ConfigError(f"--set {item}: expected a dotted key like optimizer.learning_rate, got {key!r}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return _path_from_override(key), value
+
+
+# Keys that exclude each other: overriding one removes the other from the job,
+# so ``--set train.steps=10`` works on a job that sets ``train.epochs``.
+_EXCLUSIVE = {("train", "steps"): ("train", "epochs"), ("train", "epochs"): ("train", "steps"),
+              ("data", "path"): ("data", "name"), ("data", "name"): ("data", "path")}
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    """Return a copy of the raw job dict with ``--set`` overrides applied.
+
+    Setting one of two exclusive keys (``train.steps`` / ``train.epochs``,
+    ``data.path`` / ``data.name``) removes the other one.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        other = _EXCLUSIVE.get(tuple(path))
+        if other is not None and isinstance(raw.get(other[0]), dict):
+            raw[other[0]].pop(other[1], None)
+        node: Any = raw
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                if not isinstance(part, int) or not 0 <= part < len(node):
+                    raise ConfigError(f"--set {item}: {_dotted(path[:i])} has {len(node)} entries, "
+                                      f"no index {part}")
+                node = node[part]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {_dotted(path[:i])} is not a table")
+            if isinstance(path[i + 1], int) and part not in node:
+                raise ConfigError(f"--set {item}: {_dotted(path[:i + 1])} is not set in the job")
+            node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or not 0 <= last < len(node):
+                raise ConfigError(f"--set {item}: {_dotted(path[:-1])} has {len(node)} entries, "
+                                  f"no index {last}")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {item}: {_dotted(path[:-1])} is not a table")
+    return raw
+
+
+# ---------------------------------------------------------------------------
+# Validation: raw dict -> JobConfig
+# ---------------------------------------------------------------------------
+
+def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
+    chk.known(raw, (), list(_TOP) + list(_SECTIONS))
+    for key, kind in _TOP.items():
+        if key in raw:
+            chk.typed(raw[key], (key,), kind)
+    for section in _SECTIONS:
+        if section in raw and not isinstance(raw[section], dict):
+            chk.fail((section,), f"expected a table ([{section}]), got {_describe(raw[section])}")
+
+    cfg = JobConfig()
+    cfg.name = raw.get("name", cfg.name)
+    cfg.seed = raw.get("seed", cfg.seed)
+    chk.positive(cfg.seed, ("seed",), allow_zero=True)
+    cfg.run_dir = raw.get("run_dir")
+
+    def simple(section: str, target: Any, skip: Iterable[str] = ()) -> dict:
+        table = raw.get(section, {})
+        for key, kind in _SECTIONS[section].items():
+            if key in table and key not in skip:
+                setattr(target, key, chk.typed(table[key], (section, key), kind))
+        return table
+
+    # [model]
+    model = raw.get("model", {})
+    chk.known(model, ("model",), _SECTIONS["model"])
+    if "model" in raw:
+        cfg.model.layers = []
+    if "layers" in model:
+        chk.typed(model["layers"], ("model", "layers"), "a list of tables")
+        cfg.model.layers = [_validate_layer(layer, ("model", "layers", i), chk)
+                            for i, layer in enumerate(model["layers"])]
+    if not cfg.model.layers:
+        chk.fail(("model", "layers"), "the model needs at least one layer "
+                 "(add [[model.layers]] tables, or leave [model] out for the default model)")
+    _check_model_order(cfg.model.layers, chk)
+
+    # [loss]
+    loss = raw.get("loss", {})
+    chk.known(loss, ("loss",), _SECTIONS["loss"])
+    simple("loss", cfg.loss)
+    chk.choice(cfg.loss.type, ("loss", "type"), LOSSES)
+
+    # [regularization]
+    chk.known(raw.get("regularization", {}), ("regularization",), _SECTIONS["regularization"])
+    simple("regularization", cfg.regularization)
+    chk.positive(cfg.regularization.weight_decay, ("regularization", "weight_decay"), allow_zero=True)
+
+    # [optimizer]
+    opt = raw.get("optimizer", {})
+    if "name" in opt:
+        name = chk.typed(opt["name"], ("optimizer", "name"), _STR).lower()
+        name = _OPT_ALIASES.get(name, name)
+        cfg.optimizer.name = chk.choice(name, ("optimizer", "name"), OPTIMIZERS)
+    specific = OPTIMIZERS[cfg.optimizer.name]
+    chk.known(opt, ("optimizer",), list(_SECTIONS["optimizer"]) + list(specific) + list(_OPT_COMMON))
+    simple("optimizer", cfg.optimizer, skip=("name",))
+    chk.positive(cfg.optimizer.learning_rate, ("optimizer", "learning_rate"))
+    for key, kind in {**specific, **_OPT_COMMON}.items():
+        if key in opt:
+            cfg.optimizer.params[key] = chk.typed(opt[key], ("optimizer", key), kind)
+    _check_optimizer_params(cfg.optimizer, chk)
+
+    # [schedule]
+    sched = raw.get("schedule", {})
+    if "type" in sched:
+        stype = chk.typed(sched["type"], ("schedule", "type"), _STR).lower()
+        cfg.schedule.type = chk.choice(stype, ("schedule", "type"), SCHEDULES)
+    chk.known(sched, ("schedule",), list(_SECTIONS["schedule"]) + list(SCHEDULES[cfg.schedule.type]))
+    simple("schedule", cfg.schedule, skip=("type",))
+    chk.positive(cfg.schedule.warmup_steps, ("schedule", "warmup_steps"), allow_zero=True)
+    for key, kind in SCHEDULES[cfg.schedule.type].items():
+        if key in sched:
+            cfg.schedule.params[key] = chk.typed(sched[key], ("schedule", key), kind)
+    for key in _SCHEDULE_REQUIRED.get(cfg.schedule.type, ()):
+        if key not in cfg.schedule.params:
+            chk.fail(("schedule",), f"the {cfg.schedule.type} schedule needs '{key}'")
+    _check_schedule_params(cfg.schedule, chk)
+
+    # [ema]
+    ema = raw.get("ema", {})
+    chk.known(ema, ("ema",), _SECTIONS["ema"])
+    simple("ema", cfg.ema)
+    if "ema" in raw and "enabled" not in ema:
+        cfg.ema.enabled = True  # an [ema] section switches it on
+    if not 0.0 < cfg.ema.decay < 1.0:
+        chk.fail(("ema", "decay"), f"must be in (0, 1), got {cfg.ema.decay}")
+
+    # [data]
+    data = raw.get("data", {})
+    chk.known(data, ("data",), _SECTIONS["data"])
+    simple("data", cfg.data)
+    from_cli = ("data", "path") in chk.loc.overridden  # a --set path is relative to the cwd
+    _check_data(cfg.data, chk, None if from_cli else base_dir)
+
+    # [train]
+    chk.known(raw.get("train", {}), ("train",), _SECTIONS["train"])
+    simple("train", cfg.train)
+    t = cfg.train
+    for key in ("batch_size", "epochs", "steps", "eval_every", "log_every", "micro_batches"):
+        chk.positive(getattr(t, key), ("train", key))
+    if t.epochs is not None and t.steps is not None:
+        chk.fail(("train", "steps"), f"set either train.epochs or train.steps, not both "
+                 f"(got epochs = {t.epochs} and steps = {t.steps})")
+    if t.epochs is None and t.steps is None:
+        t.epochs = 1
+    if t.micro_batches > t.batch_size:
+        chk.fail(("train", "micro_batches"), f"must be <= train.batch_size ({t.batch_size}), "
+                 f"got {t.micro_batches}")
+
+    # [checkpoint]
+    chk.known(raw.get("checkpoint", {}), ("checkpoint",), _SECTIONS["checkpoint"])
+    simple("checkpoint", cfg.checkpoint)
+    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"))
+    chk.positive(cfg.checkpoint.max_to_keep, ("checkpoint", "max_to_keep"))
+    if cfg.checkpoint.every is not None and cfg.checkpoint.dir is None:
+        chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoint.dir "
+                 "(the directory the checkpoints are written to)")
+
+    # [dist]
+    chk.known(raw.get("dist", {}), ("dist",), _SECTIONS["dist"])
+    simple("dist", cfg.dist)
+    chk.positive(cfg.dist.stall_timeout, ("dist", "stall_timeout"))
+    chk.positive(cfg.dist.check_every, ("dist", "check_every"))
+    return cfg
+
+
+def _validate_layer(layer: dict, path: tuple, chk: _Checker) -> dict:
+    if "type" not in layer:
+        chk.fail(path, "every layer needs a 'type' (one of: " + ", ".join(LAYERS) + ")")
+    ltype = chk.typed(layer["type"], path + ("type",), _STR).lower()
+    ltype = {"maxpool2d": "max_pool2d", "max_pool": "max_pool2d", "maxpool": "max_pool2d",
+             "conv": "conv2d", "fc": "dense"}.get(ltype, ltype)
+    chk.choice(ltype, path + ("type",), LAYERS)
+    schema = {**LAYERS[ltype], "name": _STR}
+    chk.known(layer, path, ["type"] + list(schema))
+    out: dict[str, Any] = {"type": ltype}
+    for key, kind in schema.items():
+        if key in layer:
+            out[key] = chk.typed(layer[key], path + (key,), kind)
+    for key in _LAYER_REQUIRED.get(ltype, ()):
+        if key not in out:
+            chk.fail(path, f"a {ltype} layer needs '{key}'")
+    for key in ("units", "filters"):
+        chk.positive(out.get(key), path + (key,))
+    for key in ("kernel_size", "strides", "pool_size"):
+        if key in out:
+            values = out[key] if isinstance(out[key], list) else [out[key]]
+            if min(values) <= 0:
+                chk.fail(path + (key,), f"must be > 0, got {out[key]}")
+    if "padding" in out:
+        out["padding"] = chk.choice(out["padding"].lower(), path + ("padding",), ("same", "valid"))
+    if "activation" in out:
+        act = out["activation"].lower()
+        out["activation"] = chk.choice("linear" if act == "none" else act, path + ("activation",),
+                                       ACTIVATIONS)
+    if ltype == "dropout" and not 0.0 <= out["rate"] < 1.0:
+        chk.fail(path + ("rate",), f"must be in [0, 1) (the fraction of units dropped), got {out['rate']}")
+    for key in ("kernel_regularizer", "bias_regularizer"):
+        if key in out:
+            out[key] = _validate_regularizer(out[key], path + (key,), chk)
+    for key in ("kernel_initializer", "bias_initializer"):
+        if key in out:
+            out[key] = _validate_initializer(out[key], path + (key,), chk)
+    return out
+
+
+def _validate_regularizer(spec: dict, path: tuple, chk: _Checker) -> dict:
+    if "type" not in spec:
+        chk.fail(path, "a regularizer needs a 'type' (l1, l2 or l1_l2), "
+                 "e.g. {type = \"l2\", scale = 0.004}")
+    rtype = chk.choice(chk.typed(spec["type"], path + ("type",), _STR).lower(), path + ("type",),
+                       REGULARIZERS)
+    keys = ("l1", "l2") if rtype == "l1_l2" else ("scale",)
+    chk.known(spec, path, ("type",) + keys)
+    out: dict[str, Any] = {"type": rtype}
+    for key in keys:
+        if key not in spec:
+            chk.fail(path, f"an {rtype} regularizer needs '{key}'")
+        out[key] = chk.typed(spec[key], path + (key,), _FLOAT)
+        chk.positive(out[key], path + (key,), allow_zero=True)
+    return out
+
+
+def _validate_initializer(spec: Any, path: tuple, chk: _Checker) -> Any:
+    if isinstance(spec, str):
+        return chk.choice(spec.lower(), path, INITIALIZERS)
+    if "type" not in spec:
+        chk.fail(path, "an initializer table needs a 'type', e.g. {type = \"truncated_normal\", stddev = 0.1}")
+    itype = chk.choice(chk.typed(spec["type"], path + ("type",), _STR).lower(), path + ("type",),
+                       INITIALIZERS)
+    params = {"constant": ("value",), "random_normal": ("mean", "stddev"),
+              "truncated_normal": ("mean", "stddev")}.get(itype, ())
+    chk.known(spec, path, ("type",) + params)
+    out: dict[str, Any] = {"type": itype}
+    for key in params:
+        if key in spec:
+            out[key] = chk.typed(spec[key], path + (key,), _FLOAT)
+    if "stddev" in out:
+        chk.positive(out["stddev"], path + ("stddev",))
+    return out
+
+
+def _check_model_order(layers: list[dict], chk: _Checker) -> None:
+    flat = False
+    for i, layer in enumerate(layers):
+        if layer["type"] in ("conv2d", "max_pool2d") and flat:
+            chk.fail(("model", "layers", i, "type"), f"a {layer['type']} layer needs image input "
+                     "(NHWC) but comes after a flatten/dense layer")
+        if layer["type"] in ("flatten", "dense"):
+            flat = True
+    last = layers[-1]
+    if last["type"] != "dense":
+        chk.fail(("model", "layers", len(layers) - 1), "the last layer must be dense "
+                 f"(it gives the logits, one per class), got {last['type']}")
+    if last.get("activation", "linear") != "linear":
+        chk.fail(("model", "layers", len(layers) - 1, "activation"),
+                 "the last layer gives the logits: leave its activation out (linear), "
+                 f"got '{last['activation']}' (the loss applies the softmax)")
+
+
+def _check_optimizer_params(opt: OptimizerConfig, chk: _Checker) -> None:
+    p = opt.params
+    for key in ("beta1", "beta2"):
+        if key in p and not 0.0 <= p[key] < 1.0:
+            chk.fail(("optimizer", key), f"must be in [0, 1), got {p[key]}")
+    if "decay" in p and not 0.0 <= p["decay"] < 1.0:
+        chk.fail(("optimizer", "decay"), f"must be in [0, 1), got {p['decay']}")
+    for key in ("epsilon", "clip_norm"):
+        if key in p:
+            chk.positive(p[key], ("optimizer", key))
+    for key in ("momentum", "weight_decay", "initial_accumulator_value"):
+        if key in p:
+            chk.positive(p[key], ("optimizer", key), allow_zero=True)
+
+
+def _check_schedule_params(s: ScheduleConfig, chk: _Checker) -> None:
+    p = s.params
+    if "decay_steps" in p:
+        chk.positive(p["decay_steps"], ("schedule", "decay_steps"))
+    if "decay_rate" in p:
+        chk.positive(p["decay_rate"], ("schedule", "decay_rate"))
+    if "end_learning_rate" in p:
+        chk.positive(p["end_learning_rate"], ("schedule", "end_learning_rate"), allow_zero=True)
+    if "power" in p:
+        chk.positive(p["power"], ("schedule", "power"))
+    if "alpha" in p and not 0.0 <= p["alpha"] <= 1.0:
+        chk.fail(("schedule", "alpha"), f"must be in [0, 1], got {p['alpha']}")
+    if s.type == "piecewise":
+        b, v = p["boundaries"], p["values"]
+        if len(v) != len(b) + 1:
+            chk.fail(("schedule", "values"), f"needs one more entry than schedule.boundaries "
+                     f"({len(b)} boundaries -> {len(b) + 1} values), got {len(v)}")
+        if any(x >= y for x, y in zip(b, b[1:])) or (b and b[0] <= 0):
+            chk.fail(("schedule", "boundaries"), f"must be positive and strictly increasing, got {b}")
+        for x in v:
+            chk.positive(x, ("schedule", "values"))
+
+
+def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
+    if d.name is not None and d.path is not None:
+        chk.fail(("data", "path"), f"set either data.name or data.path, not both "
+                 f"(got name = '{d.name}' and path = '{d.path}')")
+    if d.name is not None:
+        d.name = chk.choice(d.name.lower().replace("-", "_"), ("data", "name"), BUILTIN_DATASETS)
+    if d.path is not None:
+        path = Path(os.path.expanduser(d.path))
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.exists():
+            chk.fail(("data", "path"), f"no such file or directory: {path} "
+                     "(expected an HDF5 dataset file or a directory of IDX files)")
+        d.path = str(path)
+    if d.name is None and d.path is None:
+        d.name = "fashion_mnist"
+    chk.positive(d.train_samples, ("data", "train_samples"))
+    chk.positive(d.test_samples, ("data", "test_samples"))
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------
+
+#: The built-in default job: seed 003's conv net, sized to train in about a
+#: minute on two cores on the embedded Fashion-MNIST subset.
+DEFAULT_JOB_TOML = """\
+name = "default"
+seed = 0
+
+# No [model] section: the default model (DEFAULT_LAYERS), seed 003's
+# reference net (conv 5x5 SAME + relu, max-pool 2, dense relu, dense 10),
+# narrowed so the default job is quick on a laptop.
+
+[optimizer]
+name = "adam"
+learning_rate = 1e-3
+
+[ema]
+decay = 0.99
+num_updates = true
+
+[data]
+name = "fashion_mnist"
+
+[train]
+batch_size = 100
+epochs = 2
+eval_every = 100
+log_every = 20
+"""
+
+
+def parse_job(text: str, filename: str | None = None, overrides: Iterable[str] = (),
+              base_dir: str | os.PathLike | None = None) -> JobConfig:
+    """Parse and validate job text.
+
+    Args:
+        text: the TOML job.
+        filename: shown in error messages (``job.toml:12: ...``).
+        overrides: ``--set`` items, ``"optimizer.learning_rate=0.01"``.
+        base_dir: relative ``data.path`` values are taken from here (the job
+            file's directory); default the current directory.
+
+    Returns:
+        The validated :class:`JobConfig`.
+
+    Raises:
+        ConfigError: on bad TOML, unknown keys, wrong types or impossible values.
+    """
+    overrides = list(overrides)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{filename or '<job>'}: not valid TOML: {exc}") from None
+    raw = apply_overrides(raw, overrides)
+    chk = _Checker(_Locator(text, filename, overrides))
+    cfg = _validate(raw, chk, Path(base_dir) if base_dir is not None else None)
+    cfg.source = filename or "<job>"
+    if cfg.run_dir is None:
+        cfg.run_dir = os.path.join("runs", cfg.name)
+    return cfg
+
+
+def load_job(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> JobConfig:
+    """Read and validate a job file (``None`` gives the built-in default job).
+
+    Relative ``data.path`` values are relative to the job file's directory.
+
+    Example:
+        >>> cfg = load_job(None, ["train.steps=50"])
+        >>> cfg.train.steps, cfg.train.epochs
+        (50, None)
+    """
+    if path is None:
+        return default_job(overrides)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the job file ({exc})") from None
+    return parse_job(text, str(p), overrides, base_dir=p.parent)
+
+
+def default_job(overrides: Iterable[str] = ()) -> JobConfig:
+    """The built-in default job (what ``distnet train`` runs with no job file)."""
+    cfg = parse_job(DEFAULT_JOB_TOML, "<default job>", overrides)
+    cfg.source = "<default job>"
+    return cfg
+
+
+def check_world_size(cfg: JobConfig, world_size: int) -> None:
+    """Raise ConfigError if the job cannot run on ``world_size`` ranks.
+
+    Every rank needs at least one sample of each global batch (and of each
+    micro-batch), so ``train.batch_size >= world_size * micro_batches``.
+    """
+    need = world_size * cfg.train.micro_batches
+    if cfg.train.batch_size < need:
+        extra = f" x {cfg.train.micro_batches} micro-batches" if cfg.train.micro_batches > 1 else ""
+        raise ConfigError(f"{cfg.source}: train.batch_size: the global batch ({cfg.train.batch_size}) "
+                          f"must be at least the number of ranks ({world_size}){extra} = {need}, "
+                          "so that every rank gets at least one sample per step")
+
+
+# ---------------------------------------------------------------------------
+# Writing a config back as TOML (for checkpoints and `distnet inspect`).
+# ---------------------------------------------------------------------------
+
+def _config_to_raw(cfg: JobConfig) -> dict:
+    d = asdict(cfg)
+    raw: dict[str, Any] = {"name": cfg.name, "seed": cfg.seed}
+    if cfg.run_dir is not None:
+        raw["run_dir"] = cfg.run_dir
+    raw["model"] = {"layers": d["model"]["layers"]}
+    raw["loss"] = d["loss"]
+    raw["regularization"] = d["regularization"]
+    raw["optimizer"] = {"name": cfg.optimizer.name, "learning_rate": cfg.optimizer.learning_rate,
+                        **cfg.optimizer.params}
+    raw["schedule"] = {"type": cfg.schedule.type, "warmup_steps": cfg.schedule.warmup_steps,
+                       **cfg.schedule.params}
+    raw["ema"] = d["ema"]
+    for section in ("data", "train", "checkpoint", "dist"):
+        raw[section] = {k: v for k, v in d[section].items() if v is not None}
+    return raw
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_toml(raw: Mapping) -> str:
+    """Write a job dict as TOML (top-level keys, then tables, lists of tables as ``[[...]]``)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            continue
+        plain = {k: v for k, v in table.items()
+                 if not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))}
+        arrays = {k: v for k, v in table.items() if k not in plain}
+        if plain or not arrays:
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in plain.items()]
+        for key, items in arrays.items():
+            for item in items:
+                lines += ["", f"[[{section}.{key}]]"]
+                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"
