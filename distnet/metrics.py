@@ -1,0 +1,356 @@
+"""Watching a run: ``metrics.jsonl``, a progress display and a closing summary.
+
+Only rank 0 logs (``is_main=True``); on the other ranks every method does
+nothing, so their output never interleaves with rank 0's.
+
+``metrics.jsonl`` in the run directory holds one JSON object per line,
+written and flushed as it happens (a killed run keeps what it logged):
+
+* ``{"kind": "start", "time", "start_step", "total_steps", ...}``
+* ``{"kind": "step", "step", "epoch", "loss", "reg_loss", "lr", "samples_per_sec", "time", ...}``
+* ``{"kind": "eval", "step", "epoch", "test_loss", "test_accuracy",
+  "ema_test_loss", "ema_test_accuracy", "time", ...}`` (the EMA keys when an EMA is kept)
+* ``{"kind": "end", "time", "step", "status", ...}``
+
+``time`` is seconds since the Unix epoch.  Extra keyword arguments are
+stored as given (e.g. ``accuracy`` for the training batch's accuracy).
+
+On a terminal the progress is a tqdm bar (step, epoch, samples/s, loss,
+lr, ETA); otherwise a plain line every ``print_every`` steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from distnet.errors import DataError, InvalidArgumentError
+
+__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE"]
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python numbers, NaN/inf to strings JSON can hold."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": strict JSON has no NaN
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class MetricsLogger:
+    """Writes ``metrics.jsonl`` and shows progress, on the main rank only.
+
+    Args:
+        run_dir: directory of the run (created if needed); ``None`` logs
+            to the display only.
+        is_main: ``True`` on rank 0; on other ranks the logger does nothing.
+        stream: where progress goes (default ``sys.stdout``).
+        progress: ``"auto"`` (a bar on a terminal, plain lines otherwise),
+            ``"bar"``, ``"plain"`` or ``"none"``.
+        print_every: plain mode prints a line every this many steps.
+
+    Example:
+        >>> log = MetricsLogger("runs/demo", is_main=True, progress="none")
+        >>> log.start(total_steps=2)
+        >>> log.log_step(step=1, epoch=0, loss=2.3, reg_loss=0.0, lr=1e-3, samples_per_sec=900.0)
+        >>> log.log_eval(step=1, epoch=0, test_loss=2.2, test_accuracy=0.2)
+        >>> log.close()
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None, is_main: bool = True, *,
+                 stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100):
+        if progress not in ("auto", "bar", "plain", "none"):
+            raise InvalidArgumentError(f"progress must be 'auto', 'bar', 'plain' or 'none', got {progress!r}")
+        if print_every <= 0:
+            raise InvalidArgumentError(f"print_every must be > 0, got {print_every}")
+        self.is_main = bool(is_main)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.path = self.run_dir / METRICS_FILE if self.run_dir is not None else None
+        self.stream = stream
+        self.print_every = int(print_every)
+        self._mode = progress
+        self._file: IO[str] | None = None
+        self._bar = None
+        self._total: int | None = None
+        self._start_step = 0
+        self._t0: float | None = None
+        self._last_step: dict | None = None
+        self._evals: list[dict] = []
+        self._rates: list[float] = []
+        self._closed = False
+
+    # -- set-up ---------------------------------------------------------------
+    def _out(self) -> IO[str]:
+        return self.stream if self.stream is not None else sys.stdout
+
+    def _open(self) -> None:
+        if self._file is None and self.path is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            # Line-buffered append: a resumed run continues the same file.
+            self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def _write(self, record: dict) -> None:
+        self._open()
+        if self._file is not None:
+            self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
+            self._file.flush()
+
+    def _use_bar(self) -> bool:
+        if self._mode == "bar":
+            return True
+        if self._mode != "auto":
+            return False
+        isatty = getattr(self._out(), "isatty", None)
+        return bool(isatty and isatty())
+
+    def start(self, total_steps: int | None = None, start_step: int = 0, **info: Any) -> None:
+        """Begin a run (or its resumption at ``start_step``) of ``total_steps`` steps in all.
+
+        Extra keyword arguments (``world_size``, ``global_batch_size``,
+        ``job``, ...) go into the ``start`` record.
+        """
+        if not self.is_main:
+            return
+        self._total = total_steps
+        self._start_step = int(start_step)
+        self._t0 = time.time()
+        self._write({"kind": "start", "time": self._t0, "start_step": start_step,
+                     "total_steps": total_steps, **info})
+        if self._use_bar():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is optional: fall back to plain lines
+                self._mode = "plain"
+                return
+            self._bar = tqdm(total=total_steps, initial=start_step, file=self._out(),
+                             unit="step", dynamic_ncols=True, smoothing=0.1)
+
+    # -- records ----------------------------------------------------------------
+    def log_step(self, step: int, epoch: int | float, loss: float, reg_loss: float, lr: float,
+                 samples_per_sec: float, **extra: Any) -> None:
+        """Record one training step (``step`` counts completed steps: 1 after the first).
+
+        Args:
+            step: the global step after this update.
+            epoch: the epoch the step belongs to (0-based; may be fractional).
+            loss: the global total loss (base + regularization) of the step.
+            reg_loss: the regularization part of ``loss``.
+            lr: the learning rate the step used.
+            samples_per_sec: global throughput of the step.
+            **extra: stored as given (e.g. ``accuracy``, ``base_loss``).
+        """
+        if not self.is_main:
+            return
+        if self._t0 is None:
+            self.start()
+        record = {"kind": "step", "step": int(step), "epoch": epoch, "loss": float(loss),
+                  "reg_loss": float(reg_loss), "lr": float(lr),
+                  "samples_per_sec": float(samples_per_sec), "time": time.time(), **extra}
+        self._write(record)
+        self._last_step = record
+        if math.isfinite(record["samples_per_sec"]) and record["samples_per_sec"] > 0:
+            self._rates.append(record["samples_per_sec"])
+        if self._bar is not None:
+            self._bar.n = int(step)
+            self._bar.set_postfix_str(
+                f"epoch {_fmt_epoch(epoch)} | {record['samples_per_sec']:.0f} samples/s | "
+                f"loss {record['loss']:.4f} | lr {record['lr']:.3g}", refresh=False)
+            self._bar.refresh()
+        elif self._mode != "none" and (step % self.print_every == 0 or step == self._total):
+            self._print(self._step_line(record))
+
+    def log_eval(self, step: int, epoch: int | float, test_loss: float, test_accuracy: float,
+                 ema_test_loss: float | None = None, ema_test_accuracy: float | None = None,
+                 **extra: Any) -> None:
+        """Record an evaluation on the test split, with trained and (if kept) EMA weights."""
+        if not self.is_main:
+            return
+        if self._t0 is None:
+            self.start()
+        record = {"kind": "eval", "step": int(step), "epoch": epoch, "test_loss": float(test_loss),
+                  "test_accuracy": float(test_accuracy)}
+        if ema_test_loss is not None:
+            record["ema_test_loss"] = float(ema_test_loss)
+        if ema_test_accuracy is not None:
+            record["ema_test_accuracy"] = float(ema_test_accuracy)
+        record.update(time=time.time(), **extra)
+        self._write(record)
+        self._evals.append(record)
+        if self._mode != "none":
+            line = (f"eval  step {step}: test loss {record['test_loss']:.4f}, "
+                    f"accuracy {record['test_accuracy']:.4f}")
+            if "ema_test_accuracy" in record:
+                line += (f" | EMA loss {record.get('ema_test_loss', float('nan')):.4f}, "
+                         f"accuracy {record['ema_test_accuracy']:.4f}")
+            self._print(line)
+
+    def log(self, kind: str, **fields: Any) -> None:
+        """Record anything else (``kind`` names it: ``"checkpoint"``, ``"warning"``, ...)."""
+        if not self.is_main:
+            return
+        self._write({"kind": kind, "time": time.time(), **fields})
+
+    def message(self, text: str) -> None:
+        """Print a line on the main rank without breaking the progress bar."""
+        if self.is_main and self._mode != "none":
+            self._print(text)
+
+    # -- end --------------------------------------------------------------------
+    def close(self, status: str = "completed") -> None:
+        """End the run: an ``end`` record, the bar closed and the summary table printed.
+
+        Args:
+            status: ``"completed"``, ``"interrupted"`` or ``"failed"``.
+        """
+        if not self.is_main or self._closed:
+            return
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        summary = self.summary()
+        self._write({"kind": "end", "time": time.time(), "status": status, **summary})
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._mode != "none":
+            self._print(self.summary_table(summary, status))
+
+    def __enter__(self) -> "MetricsLogger":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status = ("completed" if exc_type is None else
+                  "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
+        self.close(status)
+
+    def summary(self) -> dict:
+        """The run's figures so far: steps, time, throughput, last loss, best accuracy."""
+        out: dict[str, Any] = {}
+        last = self._last_step
+        if last is not None:
+            out.update(step=last["step"], epoch=last["epoch"], final_loss=last["loss"],
+                       final_reg_loss=last["reg_loss"], final_lr=last["lr"])
+            out["steps_run"] = last["step"] - self._start_step
+        if self._t0 is not None:
+            out["elapsed_sec"] = time.time() - self._t0
+        if self._rates:
+            rates = sorted(self._rates)
+            out["median_samples_per_sec"] = rates[len(rates) // 2]
+        if self._evals:
+            e = self._evals[-1]
+            out["test_loss"] = e["test_loss"]
+            out["test_accuracy"] = e["test_accuracy"]
+            out["best_test_accuracy"] = max(r["test_accuracy"] for r in self._evals)
+            if "ema_test_accuracy" in e:
+                out["ema_test_accuracy"] = e["ema_test_accuracy"]
+                out["ema_test_loss"] = e.get("ema_test_loss")
+        return out
+
+    @staticmethod
+    def summary_table(summary: dict, status: str = "completed") -> str:
+        """Format :meth:`summary` as a short two-column table."""
+        rows = [("status", status)]
+        labels = [("step", "steps", "{}"), ("epoch", "epoch", None),
+                  ("elapsed_sec", "wall time", "{:.1f} s"),
+                  ("median_samples_per_sec", "samples/s (median)", "{:.0f}"),
+                  ("final_loss", "final train loss", "{:.4f}"),
+                  ("final_reg_loss", "  of which regularization", "{:.4f}"),
+                  ("final_lr", "final learning rate", "{:.3g}"),
+                  ("test_loss", "test loss", "{:.4f}"),
+                  ("test_accuracy", "test accuracy", "{:.4f}"),
+                  ("best_test_accuracy", "best test accuracy", "{:.4f}"),
+                  ("ema_test_loss", "EMA test loss", "{:.4f}"),
+                  ("ema_test_accuracy", "EMA test accuracy", "{:.4f}")]
+        for key, label, fmt in labels:
+            if summary.get(key) is None:
+                continue
+            value = summary[key]
+            rows.append((label, _fmt_epoch(value) if fmt is None else fmt.format(value)))
+        width = max(len(r[0]) for r in rows)
+        vwidth = max(len(r[1]) for r in rows)
+        rule = "-" * (width + vwidth + 3)
+        body = "\n".join(f"{k:<{width}}   {v:>{vwidth}}" for k, v in rows)
+        return f"{rule}\n{body}\n{rule}"
+
+    # -- display ------------------------------------------------------------------
+    def _step_line(self, r: dict) -> str:
+        total = f"/{self._total}" if self._total else ""
+        eta = ""
+        if self._total and self._t0 is not None and r["step"] > self._start_step:
+            done = r["step"] - self._start_step
+            left = (time.time() - self._t0) / done * (self._total - r["step"])
+            eta = f" | ETA {_fmt_duration(left)}"
+        return (f"step {r['step']}{total} | epoch {_fmt_epoch(r['epoch'])} | "
+                f"{r['samples_per_sec']:.0f} samples/s | loss {r['loss']:.4f} "
+                f"(reg {r['reg_loss']:.4f}) | lr {r['lr']:.3g}{eta}")
+
+    def _print(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.write(line, file=self._out())
+        else:
+            out = self._out()
+            out.write(line + "\n")
+            out.flush()
+
+
+def _fmt_epoch(epoch: Any) -> str:
+    if isinstance(epoch, float) and not epoch.is_integer():
+        return f"{epoch:.2f}"
+    return str(int(epoch)) if isinstance(epoch, (int, float)) else str(epoch)
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Read a ``metrics.jsonl`` (or the run directory holding one).
+
+    A last line cut short by a killed writer is skipped; any other bad line
+    raises :class:`~distnet.errors.DataError` naming the file and line.
+
+    Returns:
+        The records, in order.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / METRICS_FILE
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{p}: no metrics file (expected {METRICS_FILE} in the run directory)") from None
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines):
+                break  # a line cut short by a killed run
+            raise DataError(f"{p}:{i}: not a JSON line ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{p}:{i}: expected a JSON object, got {type(rec).__name__}")
+        for key, value in rec.items():  # the strings _clean wrote for non-finite numbers
+            if value in ("nan", "inf", "-inf"):
+                rec[key] = float(value)
+        records.append(rec)
+    return records
