@@ -73,20 +73,24 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
 def _topological_order(root: "Tensor") -> list:
     """Tensors reachable from ``root``, every tensor after its inputs.
 
-    Iterative depth-first post-order, so a chain of any length works.
+    Iterative depth-first post-order, so a chain of any length works.  A
+    node is marked when it is expanded, not when it is pushed: a tensor
+    reached by two paths (a diamond) must still come after all its inputs.
     """
     order: list = []
-    visited: set[int] = {id(root)}
+    visited: set[int] = set()
     stack: list = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         stack.append((node, True))
         for parent in node._parents:
             if id(parent) not in visited:
-                visited.add(id(parent))
                 stack.append((parent, False))
     return order
 

@@ -1,8 +1,34 @@
 """Math ops on tensors, grouped by kind (one module each).
 
-Everything here is also exported at the top level (``distnet.matmul``), as
-TensorFlow does.
+Everything in ``__all__`` is also exported at the top level
+(``distnet.matmul``), as TensorFlow does.
 """
-from distnet.ops.arithmetic import add, multiply, negative, subtract  # noqa: F401
-from distnet.ops.reduction import reduce_sum  # noqa: F401
-from distnet.ops.shape import reshape  # noqa: F401
+from distnet.ops.arithmetic import (
+    abs, add, divide, exp, log, maximum, minimum, multiply, negative, pow, sqrt, square, subtract,
+)
+from distnet.ops.comparison import (
+    argmax, argmin, clip_by_value, equal, greater, greater_equal, less, less_equal,
+    logical_and, logical_not, logical_or, not_equal, where,
+)
+from distnet.ops.linalg import matmul
+from distnet.ops.reduction import reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum
+from distnet.ops.shape import (
+    IndexOutOfRangeError, cast, concat, expand_dims, gather, getitem, reshape, squeeze, stack,
+    stop_gradient, transpose,
+)
+
+__all__ = [
+    # arithmetic
+    "abs", "add", "divide", "exp", "log", "maximum", "minimum", "multiply", "negative", "pow",
+    "sqrt", "square", "subtract",
+    # linalg
+    "matmul",
+    # reductions
+    "reduce_all", "reduce_any", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum",
+    # shape
+    "cast", "concat", "expand_dims", "gather", "getitem", "reshape", "squeeze", "stack",
+    "stop_gradient", "transpose", "IndexOutOfRangeError",
+    # comparison and selection
+    "argmax", "argmin", "clip_by_value", "equal", "greater", "greater_equal", "less", "less_equal",
+    "logical_and", "logical_not", "logical_or", "not_equal", "where",
+]

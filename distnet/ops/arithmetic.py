@@ -1,22 +1,32 @@
-"""Element-wise arithmetic: add, subtract, multiply, divide, negative, ...
+"""Element-wise arithmetic: add, subtract, multiply, divide, negative, square,
+sqrt, pow, exp, log, abs, maximum, minimum.
 
 Binary ops broadcast like numpy; their backward sums the gradient back to
-each operand's shape with :func:`~distnet.autodiff.unbroadcast`.
-Derived ops (``subtract``) are composed from primitives and need no backward.
+each operand's shape with :func:`~distnet.autodiff.unbroadcast`.  Operands are
+converted with :func:`~distnet.tensor.binary_operands`: a Python number takes
+the tensor's dtype, two tensors of different dtypes are a
+:class:`~distnet.errors.DTypeError` (TF1).
+
+``exp``, ``log`` and ``sqrt`` need a floating tensor (TF1 rejects integer
+input rather than promoting it); cast first with :func:`distnet.cast`.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from distnet.autodiff import Op, unbroadcast
-from distnet.errors import ShapeError
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.tensor import Tensor, as_tensor, binary_operands
 
 
 def check_broadcast(op_name: str, a: Tensor, b: Tensor) -> None:
     """Raise a ShapeError naming both shapes when they cannot broadcast."""
+    if a.data.shape == b.data.shape:
+        return
     try:
-        np.broadcast_shapes(a.shape, b.shape)
+        np.broadcast_shapes(a.data.shape, b.data.shape)
     except ValueError:
         raise ShapeError(
             f"{op_name}: incompatible shapes {a.shape} and {b.shape}; "
@@ -24,12 +34,23 @@ def check_broadcast(op_name: str, a: Tensor, b: Tensor) -> None:
         ) from None
 
 
-def binary(op_cls, op_name: str, x, y) -> Tensor:
+def binary(op_cls, op_name: str, x: Any, y: Any) -> Tensor:
     """Convert, check and apply a broadcasting binary op."""
     x, y = binary_operands(x, y, op_name)
     check_broadcast(op_name, x, y)
     return op_cls.apply(x, y)
 
+
+def require_float(op_name: str, x: Tensor) -> None:
+    """Raise a DTypeError unless ``x`` has a floating dtype."""
+    if x.data.dtype.kind != "f":
+        raise DTypeError(
+            f"{op_name}: Expect: a floating tensor (float32 or float64) Actual: {x.dtype.name}; "
+            "use distnet.cast to convert it"
+        )
+
+
+# -- binary ops ---------------------------------------------------------------
 
 class Add(Op):
     __slots__ = ("xs", "ys")
@@ -41,6 +62,18 @@ class Add(Op):
     def backward(self, g, needs):
         return (unbroadcast(g, self.xs) if needs[0] else None,
                 unbroadcast(g, self.ys) if needs[1] else None)
+
+
+class Subtract(Op):
+    __slots__ = ("xs", "ys")
+
+    def forward(self, x, y):
+        self.xs, self.ys = x.shape, y.shape
+        return x - y
+
+    def backward(self, g, needs):
+        return (unbroadcast(g, self.xs) if needs[0] else None,
+                unbroadcast(-g, self.ys) if needs[1] else None)
 
 
 class Multiply(Op):
@@ -55,6 +88,75 @@ class Multiply(Op):
                 unbroadcast(g * self.x, self.y.shape) if needs[1] else None)
 
 
+class Divide(Op):
+    __slots__ = ("x", "y", "out")
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        self.out = x / y
+        return self.out
+
+    def backward(self, g, needs):
+        gx = unbroadcast(g / self.y, self.x.shape) if needs[0] else None
+        # d(x/y)/dy = -x / y**2 = -out / y
+        gy = unbroadcast(-g * self.out / self.y, self.y.shape) if needs[1] else None
+        return gx, gy
+
+
+class Pow(Op):
+    __slots__ = ("x", "y", "out")
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        self.out = np.power(x, y)
+        return self.out
+
+    def backward(self, g, needs):
+        x, y = self.x, self.y
+        gx = gy = None
+        if needs[0]:
+            gx = unbroadcast(g * y * np.power(x, y - 1), x.shape)
+        if needs[1]:
+            # TF1: the exponent's gradient is out * log(x) where x > 0, else 0
+            # (log of a non-positive base is undefined; TF masks it to zero).
+            pos = x > 0
+            logx = np.log(np.where(pos, x, 1))
+            gy = unbroadcast(g * self.out * logx, y.shape)
+        return gx, gy
+
+
+class Maximum(Op):
+    __slots__ = ("mask", "xs", "ys")
+
+    def forward(self, x, y):
+        self.xs, self.ys = x.shape, y.shape
+        # TF1 (_MaximumGrad): x gets the gradient where x >= y, so ties go to x.
+        self.mask = x >= y
+        return np.maximum(x, y)
+
+    def backward(self, g, needs):
+        zero = np.zeros((), dtype=g.dtype)
+        return (unbroadcast(np.where(self.mask, g, zero), self.xs) if needs[0] else None,
+                unbroadcast(np.where(self.mask, zero, g), self.ys) if needs[1] else None)
+
+
+class Minimum(Op):
+    __slots__ = ("mask", "xs", "ys")
+
+    def forward(self, x, y):
+        self.xs, self.ys = x.shape, y.shape
+        # TF1 (_MinimumGrad): x gets the gradient where x <= y, so ties go to x.
+        self.mask = x <= y
+        return np.minimum(x, y)
+
+    def backward(self, g, needs):
+        zero = np.zeros((), dtype=g.dtype)
+        return (unbroadcast(np.where(self.mask, g, zero), self.xs) if needs[0] else None,
+                unbroadcast(np.where(self.mask, zero, g), self.ys) if needs[1] else None)
+
+
+# -- unary ops ----------------------------------------------------------------
+
 class Negative(Op):
     __slots__ = ()
 
@@ -65,23 +167,180 @@ class Negative(Op):
         return (-g,)
 
 
-def add(x, y) -> Tensor:
-    """``x + y`` element-wise, with broadcasting."""
+class Square(Op):
+    __slots__ = ("x",)
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g, needs):
+        return (2 * g * self.x,)
+
+
+class Sqrt(Op):
+    __slots__ = ("out",)
+
+    def forward(self, x):
+        self.out = np.sqrt(x)
+        return self.out
+
+    def backward(self, g, needs):
+        # TF1: grad * 0.5 / sqrt(x) (infinite at x == 0, as in TF).
+        return (g * 0.5 / self.out,)
+
+
+class Exp(Op):
+    __slots__ = ("out",)
+
+    def forward(self, x):
+        self.out = np.exp(x)
+        return self.out
+
+    def backward(self, g, needs):
+        return (g * self.out,)
+
+
+class Log(Op):
+    __slots__ = ("x",)
+
+    def forward(self, x):
+        self.x = x
+        return np.log(x)
+
+    def backward(self, g, needs):
+        return (g / self.x,)
+
+
+class Abs(Op):
+    __slots__ = ("x",)
+
+    def forward(self, x):
+        self.x = x
+        return np.abs(x)
+
+    def backward(self, g, needs):
+        # TF1: grad * sign(x), so the gradient at exactly 0 is 0.
+        return (g * np.sign(self.x),)
+
+
+# -- public functions ---------------------------------------------------------
+
+def add(x: Any, y: Any) -> Tensor:
+    """``x + y`` element-wise, with broadcasting.
+
+    Args:
+      x, y: tensors or values convertible to one (a number takes the other
+        operand's dtype).
+
+    Returns:
+      A tensor of the broadcast shape.
+
+    Example:
+      >>> distnet.add([1.0, 2.0], 1.0).numpy()
+      array([2., 3.], dtype=float32)
+    """
     return binary(Add, "add", x, y)
 
 
-def multiply(x, y) -> Tensor:
+def subtract(x: Any, y: Any) -> Tensor:
+    """``x - y`` element-wise, with broadcasting."""
+    return binary(Subtract, "subtract", x, y)
+
+
+def multiply(x: Any, y: Any) -> Tensor:
     """``x * y`` element-wise, with broadcasting."""
     return binary(Multiply, "multiply", x, y)
 
 
-def negative(x) -> Tensor:
+def divide(x: Any, y: Any) -> Tensor:
+    """``x / y`` element-wise (true division), with broadcasting.
+
+    Integer tensors divide to float64, as numpy and TF1's ``truediv`` do for
+    int32/int64.
+    """
+    return binary(Divide, "divide", x, y)
+
+
+def pow(x: Any, y: Any) -> Tensor:  # noqa: A001  (TF's name)
+    """``x ** y`` element-wise; ``y`` is a tensor or a number.
+
+    The gradient w.r.t. ``x`` is ``y * x**(y-1)``; w.r.t. ``y`` it is
+    ``x**y * log(x)`` where ``x > 0`` and 0 elsewhere (TF1).
+
+    Example:
+      >>> distnet.pow(distnet.constant([2.0, 3.0]), 2.0).numpy()
+      array([4., 9.], dtype=float32)
+    """
+    x, y = binary_operands(x, y, "pow")
+    check_broadcast("pow", x, y)
+    if y.data.dtype.kind in "iu" and x.data.dtype.kind in "iu" and np.any(y.data < 0):
+        raise InvalidArgumentError(
+            "pow: integers to negative integer powers are not allowed; "
+            f"Expect: exponents >= 0 for dtype {x.dtype.name} Actual: min exponent {y.data.min()}; "
+            "cast the base to a float dtype"
+        )
+    return Pow.apply(x, y)
+
+
+def maximum(x: Any, y: Any) -> Tensor:
+    """Element-wise maximum, with broadcasting.
+
+    Ties (``x == y``) send the whole gradient to ``x`` (TF1's convention).
+    """
+    return binary(Maximum, "maximum", x, y)
+
+
+def minimum(x: Any, y: Any) -> Tensor:
+    """Element-wise minimum, with broadcasting.
+
+    Ties (``x == y``) send the whole gradient to ``x`` (TF1's convention).
+    """
+    return binary(Minimum, "minimum", x, y)
+
+
+def negative(x: Any) -> Tensor:
     """``-x``."""
     return Negative.apply(as_tensor(x))
 
 
-def subtract(x, y) -> Tensor:
-    """``x - y``, composed as ``x + (-y)``."""
-    x, y = binary_operands(x, y, "subtract")
-    check_broadcast("subtract", x, y)
-    return add(x, negative(y))
+def square(x: Any) -> Tensor:
+    """``x * x`` element-wise.
+
+    Example:
+      >>> distnet.reduce_sum(distnet.square([[5.0, -2.0], [-3.0, 1.0]])).numpy()
+      np.float32(39.0)
+    """
+    return Square.apply(as_tensor(x))
+
+
+def sqrt(x: Any) -> Tensor:
+    """Element-wise square root of a floating tensor."""
+    x = as_tensor(x)
+    require_float("sqrt", x)
+    return Sqrt.apply(x)
+
+
+def exp(x: Any) -> Tensor:
+    """Element-wise ``e ** x`` of a floating tensor."""
+    x = as_tensor(x)
+    require_float("exp", x)
+    return Exp.apply(x)
+
+
+def log(x: Any) -> Tensor:
+    """Element-wise natural logarithm of a floating tensor (``-inf`` at 0, as TF)."""
+    x = as_tensor(x)
+    require_float("log", x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return Log.apply(x)
+
+
+def abs(x: Any) -> Tensor:  # noqa: A001  (TF's name)
+    """Element-wise absolute value; the gradient is ``sign(x)`` (0 at 0, TF1).
+
+    Example:
+      >>> distnet.reduce_sum(distnet.abs([[5.0, -2.0], [-3.0, 1.0]])).numpy()
+      np.float32(11.0)
+    """
+    return Abs.apply(as_tensor(x))

@@ -3,14 +3,25 @@
 ``axis=None`` reduces everything; an int or tuple reduces those axes
 (negative axes count from the end); ``keepdims`` keeps them with size 1.
 Seed 000: on ``[[1,2,3],[4,5,6]]`` axis 0 sums the columns ``[5,7,9]``,
-axis 1 the rows ``[6,15]``, no axis everything ``21``.
+axis 1 the rows ``[6,15]``, no axis everything ``21``.  TF1's older keyword
+``reduction_indices`` is accepted as an alias of ``axis``.
+
+Conventions (TF1):
+
+* ``reduce_mean`` of an integer tensor stays integer (truncating division).
+* ``reduce_max`` / ``reduce_min`` split the gradient equally among the
+  elements that tie for the extremum.
+* ``reduce_any`` / ``reduce_all`` take bool tensors and are not
+  differentiable.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from distnet.autodiff import Op
-from distnet.errors import InvalidArgumentError
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.tensor import Tensor, as_tensor
 
 
@@ -18,13 +29,21 @@ def normalize_axis(axis, ndim: int, op_name: str) -> tuple[int, ...]:
     """``axis`` as a sorted tuple of non-negative ints, validated."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list, np.ndarray)):
+        axes = tuple(axis)
+    else:
+        raise InvalidArgumentError(f"{op_name}: axis must be None, an int or a tuple of ints, got {axis!r}")
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)):
-            raise InvalidArgumentError(f"{op_name}: axis must be an int or a tuple of ints, got {axis!r}")
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise InvalidArgumentError(f"{op_name}: axis must be None, an int or a tuple of ints, got {axis!r}")
         if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
-            raise InvalidArgumentError(f"{op_name}: axis {a} is out of range for a tensor of rank {ndim}")
+            raise InvalidArgumentError(
+                f"{op_name}: axis {a} is out of range for a tensor of rank {ndim}; "
+                f"Expect: an axis in [{-ndim}, {ndim})"
+            )
         out.append(int(a) % max(ndim, 1))
     if len(set(out)) != len(out):
         raise InvalidArgumentError(f"{op_name}: repeated axis in {axis!r}")
@@ -35,27 +54,188 @@ def _kept_shape(shape: tuple, axes: tuple) -> tuple:
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-class Sum(Op):
-    __slots__ = ("shape", "axes")
+def _resolve_axis(axis, reduction_indices, op_name: str):
+    if reduction_indices is not None:
+        if axis is not None:
+            raise InvalidArgumentError(f"{op_name}: give axis or reduction_indices, not both")
+        return reduction_indices
+    return axis
 
-    def __init__(self, axes):
-        self.axes = axes
+
+class Sum(Op):
+    __slots__ = ("shape", "axes", "keepdims")
+
+    def __init__(self, axes, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
         self.shape = x.shape
-        return np.sum(x, axis=self.axes, keepdims=True)
+        # TF1: the sum keeps the input's dtype (numpy would widen int32 to int64).
+        return np.sum(x, axis=self.axes, keepdims=self.keepdims,
+                      dtype=x.dtype if x.dtype.kind in "iu" else None)
 
     def backward(self, g, needs):
+        if not self.keepdims:
+            g = g.reshape(_kept_shape(self.shape, self.axes))
         return (np.broadcast_to(g, self.shape).copy(),)
 
 
-def reduce_sum(x, axis=None, keepdims: bool = False) -> Tensor:
-    """Sum of elements across ``axis`` (TF's ``tf.reduce_sum``)."""
-    x = as_tensor(x)
-    axes = normalize_axis(axis, x.ndim, "reduce_sum")
-    out = Sum.apply(x, axes=axes)
-    if keepdims:
-        return out
-    from distnet.ops.shape import reshape
+class Mean(Op):
+    __slots__ = ("shape", "axes", "keepdims", "count")
 
-    return reshape(out, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+    def __init__(self, axes, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.shape = x.shape
+        count = 1
+        for a in self.axes:
+            count *= x.shape[a]
+        self.count = count
+        if x.dtype.kind in "iu":
+            # TF1: the mean of integers is an integer (division truncates toward 0).
+            s = np.sum(x, axis=self.axes, keepdims=self.keepdims)
+            if count == 0:
+                return np.zeros_like(s)
+            q = np.abs(s) // count
+            return (np.sign(s) * q).astype(x.dtype)
+        if count == 0:
+            # An empty reduction is NaN (as TF), without numpy's warning.
+            return np.full(_kept_shape(x.shape, self.axes) if self.keepdims
+                           else tuple(n for i, n in enumerate(x.shape) if i not in self.axes),
+                           np.nan, dtype=x.dtype)
+        return np.mean(x, axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, g, needs):
+        if not self.keepdims:
+            g = g.reshape(_kept_shape(self.shape, self.axes))
+        return (np.broadcast_to(g / max(self.count, 1), self.shape).copy(),)
+
+
+class _Extremum(Op):
+    """reduce_max / reduce_min: TF1 splits the gradient among tied elements."""
+
+    __slots__ = ("x", "y", "axes", "keepdims")
+    reducer = None
+
+    def __init__(self, axes, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.x = x
+        self.y = type(self).reducer(x, axis=self.axes, keepdims=True)
+        if self.keepdims:
+            return self.y
+        return self.y.reshape(tuple(n for i, n in enumerate(x.shape) if i not in self.axes))
+
+    def backward(self, g, needs):
+        if not self.keepdims:
+            g = g.reshape(self.y.shape)
+        mask = self.x == self.y
+        count = np.sum(mask, axis=self.axes, keepdims=True)
+        return (mask * (g / count.astype(g.dtype)),)
+
+
+class Max(_Extremum):
+    __slots__ = ()
+    reducer = staticmethod(np.max)
+
+
+class Min(_Extremum):
+    __slots__ = ()
+    reducer = staticmethod(np.min)
+
+
+def _reduce(op_cls, op_name: str, x: Any, axis, keepdims: bool, reduction_indices) -> Tensor:
+    x = as_tensor(x)
+    axes = normalize_axis(_resolve_axis(axis, reduction_indices, op_name), x.ndim, op_name)
+    return op_cls.apply(x, axes=axes, keepdims=bool(keepdims))
+
+
+def reduce_sum(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+    """Sum of elements across ``axis`` (TF's ``tf.reduce_sum``).
+
+    Args:
+      x: a tensor (or a value convertible to one).
+      axis: None (all axes), an int, or a tuple/list of ints.
+      keepdims: keep the reduced axes with size 1.
+      reduction_indices: TF1's deprecated alias of ``axis``.
+
+    Returns:
+      The reduced tensor, of ``x``'s dtype.
+
+    Example:
+      >>> x = distnet.constant([[1, 2, 3], [4, 5, 6]])
+      >>> distnet.reduce_sum(x, 0).numpy(), distnet.reduce_sum(x, 1).numpy()
+      (array([5, 7, 9], dtype=int32), array([ 6, 15], dtype=int32))
+    """
+    return _reduce(Sum, "reduce_sum", x, axis, keepdims, reduction_indices)
+
+
+def reduce_mean(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+    """Mean of elements across ``axis`` (TF's ``tf.reduce_mean``).
+
+    Integer input gives an integer mean that truncates toward zero, as in
+    TF1 (``reduce_mean([[1,2,3],[4,5,6]])`` is ``3``); cast to float first for
+    the exact mean.  Arguments as :func:`reduce_sum`.
+
+    Example:
+      >>> distnet.reduce_mean(distnet.constant([[1.0, 2.0], [3.0, 4.0]]), axis=1).numpy()
+      array([1.5, 3.5], dtype=float32)
+    """
+    return _reduce(Mean, "reduce_mean", x, axis, keepdims, reduction_indices)
+
+
+def _check_nonempty(op_name: str, x: Tensor, axes: tuple) -> None:
+    for a in axes:
+        if x.shape[a] == 0:
+            raise ShapeError(
+                f"{op_name}: cannot reduce axis {a} of size 0 (shape {x.shape}); "
+                "Expect: a non-empty axis"
+            )
+
+
+def reduce_max(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+    """Maximum of elements across ``axis`` (TF's ``tf.reduce_max``).
+
+    The gradient goes to the elements equal to the maximum, split equally
+    among ties (TF1).  Arguments as :func:`reduce_sum`.
+
+    Example:
+      >>> distnet.reduce_max(distnet.constant([[1.0, 5.0], [7.0, 2.0]]), axis=0).numpy()
+      array([7., 5.], dtype=float32)
+    """
+    x = as_tensor(x)
+    axes = normalize_axis(_resolve_axis(axis, reduction_indices, "reduce_max"), x.ndim, "reduce_max")
+    _check_nonempty("reduce_max", x, axes)
+    return Max.apply(x, axes=axes, keepdims=bool(keepdims))
+
+
+def reduce_min(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+    """Minimum of elements across ``axis`` (TF's ``tf.reduce_min``).
+
+    The gradient is split equally among tied minima (TF1).  Arguments as
+    :func:`reduce_sum`.
+    """
+    x = as_tensor(x)
+    axes = normalize_axis(_resolve_axis(axis, reduction_indices, "reduce_min"), x.ndim, "reduce_min")
+    _check_nonempty("reduce_min", x, axes)
+    return Min.apply(x, axes=axes, keepdims=bool(keepdims))
+
+
+def _bool_reduce(fn, op_name: str, x: Any, axis, keepdims: bool) -> Tensor:
+    x = as_tensor(x)
+    if x.dtype != np.bool_:
+        raise DTypeError(f"{op_name}: Expect: a bool tensor Actual: {x.dtype.name}; compare first, e.g. x > 0")
+    axes = normalize_axis(axis, x.ndim, op_name)
+    return Tensor._from_op(np.asarray(fn(x.data, axis=axes, keepdims=bool(keepdims))), None, ())
+
+
+def reduce_any(x: Any, axis=None, keepdims: bool = False) -> Tensor:
+    """Logical or of a bool tensor across ``axis``; not differentiable."""
+    return _bool_reduce(np.any, "reduce_any", x, axis, keepdims)
+
+
+def reduce_all(x: Any, axis=None, keepdims: bool = False) -> Tensor:
+    """Logical and of a bool tensor across ``axis``; not differentiable."""
+    return _bool_reduce(np.all, "reduce_all", x, axis, keepdims)
