@@ -1,0 +1,31 @@
+"""Optimizers with TensorFlow 1.x update formulas and defaults, in order of
+increasing complexity.  See :mod:`distnet.optimizers.base` for the API."""
+from distnet.optimizers.base import Optimizer, clip_by_global_norm, global_norm  # noqa: F401
+from distnet.optimizers.gradient_descent import GradientDescent  # noqa: F401
+from distnet.optimizers.momentum import Momentum  # noqa: F401
+from distnet.optimizers.adagrad import Adagrad  # noqa: F401
+from distnet.optimizers.rmsprop import RMSProp  # noqa: F401
+from distnet.optimizers.adam import Adam  # noqa: F401
+from distnet.optimizers.adamw import AdamW  # noqa: F401
+
+_BY_NAME = {"sgd": GradientDescent, "gradient_descent": GradientDescent, "momentum": Momentum,
+            "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
+
+
+def get(name: str, **kwargs) -> Optimizer:
+    """An optimizer by name (``"sgd"``, ``"momentum"``, ``"adagrad"``, ``"rmsprop"``,
+    ``"adam"``, ``"adamw"``), built with ``kwargs``.
+
+    Example:
+      >>> get("adam", learning_rate=1e-4)
+    """
+    from distnet.errors import InvalidArgumentError
+
+    key = str(name).lower()
+    if key not in _BY_NAME:
+        raise InvalidArgumentError(f"unknown optimizer {name!r}; expected one of {sorted(_BY_NAME)}")
+    return _BY_NAME[key](**kwargs)
+
+
+__all__ = ["Optimizer", "clip_by_global_norm", "global_norm", "GradientDescent", "Momentum", "Adagrad",
+           "RMSProp", "Adam", "AdamW", "get"]

@@ -1,0 +1,42 @@
+"""Adagrad (TF1's AdagradOptimizer): ``accum += g^2; var -= lr * g / sqrt(accum)``.
+
+TF1 convention: the accumulator starts at ``initial_accumulator_value``
+(default 0.1, must be > 0) and there is no epsilon.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.schedules import LearningRate
+
+
+class Adagrad(Optimizer):
+    """Adagrad; slot ``"accumulator"``.
+
+    Args:
+      learning_rate: float > 0 or a schedule.
+      initial_accumulator_value: > 0.
+
+    Example:
+      >>> opt = Adagrad(0.1)
+    """
+
+    slot_names = ("accumulator",)
+
+    def __init__(self, learning_rate: LearningRate, initial_accumulator_value: float = 0.1, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.initial_accumulator_value = check_hyper("initial_accumulator_value", initial_accumulator_value,
+                                                     low=0.0, low_open=True)
+
+    def _init_slot(self, slot, var):
+        return np.full(var.shape, self.initial_accumulator_value, dtype=var.dtype)
+
+    def _update(self, var, grad, lr, t, tmp):
+        acc = self._slots["accumulator"][var.name]
+        np.multiply(grad, grad, out=tmp, casting="unsafe")
+        acc += tmp
+        np.sqrt(acc, out=tmp)
+        np.divide(grad, tmp, out=tmp, casting="unsafe")
+        tmp *= lr
+        var.data -= tmp

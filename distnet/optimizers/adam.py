@@ -1,0 +1,62 @@
+"""Adam (TF1's AdamOptimizer).
+
+TF1 convention ("epsilon hat"): the bias correction is folded into the
+step size, ``lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)``, and epsilon
+is added to ``sqrt(v)`` *uncorrected*: ``var -= lr_t * m / (sqrt(v) + eps)``.
+PyTorch adds epsilon to ``sqrt(v_hat)``; the two differ by a factor
+``sqrt(1 - beta2^t)`` on epsilon.  ``t`` is the 1-based step number.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.schedules import LearningRate
+
+
+class Adam(Optimizer):
+    """Adam with TF1's defaults and formula; slots ``"m"`` and ``"v"`` (zeros).
+
+    Args:
+      learning_rate: float > 0 or a schedule (default 0.001).
+      beta1, beta2: decay rates in [0, 1).
+      epsilon: > 0 (TF1's epsilon hat).
+
+    Example:
+      >>> opt = Adam(1e-4)
+    """
+
+    slot_names = ("m", "v")
+
+    def __init__(self, learning_rate: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 epsilon: float = 1e-8, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta1 = check_hyper("beta1", beta1, low=0.0, high=1.0, high_open=True)
+        self.beta2 = check_hyper("beta2", beta2, low=0.0, high=1.0, high_open=True)
+        self.epsilon = check_hyper("epsilon", epsilon, low=0.0, low_open=True)
+
+    def _adam_step(self, var, grad, lr, t, tmp):
+        m = self._slots["m"][var.name]
+        v = self._slots["v"][var.name]
+        b1, b2 = self.beta1, self.beta2
+        lr_t = lr * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        # m = b1 * m + (1 - b1) * g
+        m *= b1
+        np.multiply(grad, 1.0 - b1, out=tmp, casting="unsafe")
+        m += tmp
+        # v = b2 * v + (1 - b2) * g * g
+        v *= b2
+        np.multiply(grad, grad, out=tmp, casting="unsafe")
+        tmp *= 1.0 - b2
+        v += tmp
+        # var -= lr_t * m / (sqrt(v) + eps)
+        np.sqrt(v, out=tmp)
+        tmp += self.epsilon
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr_t
+        var.data -= tmp
+
+    def _update(self, var, grad, lr, t, tmp):
+        self._adam_step(var, grad, lr, t, tmp)

@@ -1,0 +1,43 @@
+"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter).
+
+Convention (PyTorch / Keras ``AdamW``): the decay is scaled by the current
+learning rate, ``var -= lr * weight_decay * var``, applied to the weights
+before the Adam step (which does not read the weights, so the order does not
+change the result).  TF1's contrib ``AdamWOptimizer`` instead subtracted
+``weight_decay * var`` unscaled; with a schedule the two differ.  The decay
+is not part of the loss and not of the gradient.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from distnet.optimizers.adam import Adam
+from distnet.optimizers.base import check_hyper
+from distnet.schedules import LearningRate
+
+
+class AdamW(Adam):
+    """Adam (TF1 formula) plus decoupled weight decay ``var -= lr * wd * var``.
+
+    Args:
+      learning_rate: float > 0 or a schedule (default 0.001).
+      weight_decay: >= 0 (default 0.01, as PyTorch).
+      beta1, beta2, epsilon: as :class:`Adam`.
+      decay_filter: optional ``name -> bool``; variables for which it returns
+        False are not decayed (e.g. ``lambda n: not n.endswith("/bias")``).
+
+    Example:
+      >>> opt = AdamW(1e-3, weight_decay=1e-2)
+    """
+
+    def __init__(self, learning_rate: LearningRate = 0.001, weight_decay: float = 0.01, beta1: float = 0.9,
+                 beta2: float = 0.999, epsilon: float = 1e-8, decay_filter: Callable[[str], bool] | None = None,
+                 **kwargs):
+        super().__init__(learning_rate, beta1, beta2, epsilon, **kwargs)
+        self.weight_decay = check_hyper("weight_decay", weight_decay, low=0.0)
+        self.decay_filter = decay_filter
+
+    def _update(self, var, grad, lr, t, tmp):
+        if self.weight_decay and (self.decay_filter is None or self.decay_filter(var.name)):
+            var.data *= 1.0 - lr * self.weight_decay
+        self._adam_step(var, grad, lr, t, tmp)

@@ -1,0 +1,300 @@
+"""The ``Optimizer`` base class and gradient clipping by global norm.
+
+An optimizer turns ``(gradient, variable)`` pairs into in-place updates of
+``variable.data``.  Its state is a set of named *slots* (``"m"``, ``"v"``,
+``"accumulator"``, ...) holding one array per variable, keyed by the
+variable's name (STYLE.md rule 6), plus ``iterations``, the global step.
+
+Conventions (TF1):
+
+* ``apply_gradients`` increments ``iterations`` once per call; the learning
+  rate (a float or a schedule ``step -> float``) is resolved once per call
+  with the step *before* the increment.
+* Updates run in the variable's dtype, in place (numpy ``out=``) on the
+  variable and slot arrays, with one scratch buffer per variable reused
+  every step instead of fresh parameter-sized temporaries.
+* A ``None`` gradient leaves its variable (and its slots) untouched, as in TF.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence, Union
+
+import numpy as np
+
+from distnet.autodiff import gradients
+from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
+from distnet.schedules import LearningRate, resolve
+from distnet.tensor import Tensor, Variable
+
+
+def global_norm(grads: Iterable[np.ndarray | None]) -> float:
+    """``sqrt(sum(sum(g**2)))`` over the non-None arrays (TF's ``tf.global_norm``)."""
+    total = 0.0
+    for g in grads:
+        if g is not None:
+            g = np.asarray(g)
+            total += float(np.vdot(g.ravel(), g.ravel()).real) if g.size else 0.0
+    return math.sqrt(total)
+
+
+def clip_by_global_norm(grads: Sequence[np.ndarray | None], clip_norm: float,
+                        use_norm: float | None = None) -> tuple[list, float]:
+    """Scale ``grads`` so that their global norm is at most ``clip_norm``.
+
+    TF1's ``tf.clip_by_global_norm``: each ``g`` becomes
+    ``g * clip_norm / max(global_norm, clip_norm)``; ``None`` entries stay None.
+
+    Args:
+      grads: arrays (or None).
+      clip_norm: the maximum global norm, > 0.
+      use_norm: the global norm if already known.
+
+    Returns:
+      ``(clipped, global_norm)``; the inputs are not modified.
+
+    Example:
+      >>> clipped, norm = clip_by_global_norm([np.array([3.0]), np.array([4.0])], 1.0)
+      >>> norm, clipped[0], clipped[1]
+      (5.0, array([0.6]), array([0.8]))
+    """
+    if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(clip_norm)) or clip_norm <= 0:
+        raise InvalidArgumentError(f"clip_norm must be a finite number > 0, got {clip_norm!r}")
+    norm = global_norm(grads) if use_norm is None else float(use_norm)
+    if not math.isfinite(norm):
+        raise InvalidArgumentError(f"clip_by_global_norm: the global norm of the gradients is {norm}; "
+                                   "expected a finite number (a gradient holds inf or nan)")
+    scale = float(clip_norm) / max(norm, float(clip_norm))
+    out = [None if g is None else (np.asarray(g) * np.asarray(g).dtype.type(scale)
+                                   if np.issubdtype(np.asarray(g).dtype, np.floating) else np.asarray(g) * scale)
+           for g in grads]
+    return out, norm
+
+
+def check_hyper(name: str, value, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """Validate a float hyper-parameter against ``[low, high]`` (open ends on request)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        want = f"in {lo}, {hi}" if low is not None and high is not None else (
+            f"{'>' if low_open else '>='} {low:g}" if low is not None else f"{'<' if high_open else '<='} {high:g}")
+        raise InvalidArgumentError(f"{name} must be {want}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class; subclasses set ``slot_names`` and implement :meth:`_update`.
+
+    Args:
+      learning_rate: a float > 0 or a schedule ``step -> float``.
+      clipnorm: if set, each gradient is rescaled so its own L2 norm is at
+        most this (Keras' ``clipnorm``).
+      global_clipnorm: if set, all gradients of a step are rescaled together
+        so their global norm is at most this (TF1's ``clip_by_global_norm``,
+        Keras' ``global_clipnorm``).
+      name: used in error messages.
+    """
+
+    slot_names: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: LearningRate, *, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None, name: str | None = None):
+        if callable(learning_rate):
+            self.learning_rate = learning_rate
+        else:
+            self.learning_rate = check_hyper("learning_rate", learning_rate, low=0.0, low_open=True)
+        self.clipnorm = None if clipnorm is None else check_hyper("clipnorm", clipnorm, low=0.0, low_open=True)
+        self.global_clipnorm = None if global_clipnorm is None else check_hyper(
+            "global_clipnorm", global_clipnorm, low=0.0, low_open=True)
+        self.name = name or type(self).__name__
+        self.iterations = 0
+        self._slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
+        self._scratch: dict[str, np.ndarray] = {}
+        self._vars: dict[str, Variable] = {}
+
+    # -- slots ------------------------------------------------------------
+    def _init_slot(self, slot: str, var: Variable) -> np.ndarray:
+        """Initial value of ``slot`` for ``var`` (zeros unless overridden)."""
+        return np.zeros(var.shape, dtype=var.dtype)
+
+    def _check_var(self, var) -> None:
+        if not isinstance(var, Variable):
+            raise DTypeError(f"{self.name}: can only update a Variable, got {type(var).__name__}")
+        if not np.issubdtype(var.dtype, np.floating):
+            raise DTypeError(f"{self.name}: variable {var.name!r} has dtype {var.dtype}; Expect: a floating dtype")
+
+    def build(self, var_list: Sequence[Variable]) -> None:
+        """Create the slots of every variable now (e.g. before :meth:`load_state_dict`).
+
+        Variables already known keep their slots.  Names must be unique.
+        """
+        var_list = list(var_list)
+        names = [getattr(v, "name", None) for v in var_list]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise InvalidArgumentError(f"{self.name}: variable names must be unique. Found duplicates: {dups}")
+        for var in var_list:
+            self._check_var(var)
+            known = self._vars.get(var.name)
+            if known is var:
+                continue
+            if known is not None:
+                raise InvalidArgumentError(
+                    f"{self.name}: a different variable named {var.name!r} already has slots; "
+                    "variable names must be unique")
+            self._vars[var.name] = var
+            for s in self.slot_names:
+                self._slots[s][var.name] = np.ascontiguousarray(self._init_slot(s, var))
+            self._scratch[var.name] = np.empty(var.shape, dtype=var.dtype)
+
+    def get_slot(self, var: Variable, name: str) -> np.ndarray:
+        """The slot array ``name`` of ``var`` (updated in place by every step)."""
+        if name not in self._slots:
+            raise InvalidArgumentError(f"{self.name} has no slot {name!r}; its slots are {list(self.slot_names)}")
+        vname = var.name if isinstance(var, Tensor) else str(var)
+        try:
+            return self._slots[name][vname]
+        except KeyError:
+            raise InvalidArgumentError(
+                f"{self.name}: no slot {name!r} for variable {vname!r}; call build(var_list) or apply a step first"
+            ) from None
+
+    # -- the step ---------------------------------------------------------
+    def compute_gradients(self, loss: Union[Tensor, Callable[[], Tensor]],
+                          var_list: Sequence[Variable]) -> list[tuple[np.ndarray, Variable]]:
+        """Gradients of a scalar loss (or of ``loss()`` if callable) w.r.t. ``var_list``.
+
+        Returns:
+          ``[(grad ndarray, var)]`` in the order of ``var_list``.
+        """
+        if callable(loss) and not isinstance(loss, Tensor):
+            loss = loss()
+        if not isinstance(loss, Tensor):
+            raise DTypeError(f"{self.name}.compute_gradients: loss must be a Tensor or a callable returning one, "
+                             f"got {type(loss).__name__}")
+        var_list = list(var_list)
+        if not var_list:
+            raise InvalidArgumentError(f"{self.name}.compute_gradients: var_list is empty")
+        for v in var_list:
+            self._check_var(v)
+        return list(zip(gradients(loss, var_list), var_list))
+
+    def _learning_rate(self) -> float:
+        return resolve(self.learning_rate, self.iterations)
+
+    def apply_gradients(self, grads_and_vars: Iterable[tuple[np.ndarray | None, Variable]]) -> int:
+        """Apply one update to each variable and increment ``iterations``.
+
+        Args:
+          grads_and_vars: ``(gradient ndarray or None, Variable)`` pairs.
+
+        Returns:
+          The new value of ``iterations``.
+        """
+        pairs = []
+        for i, item in enumerate(grads_and_vars):
+            try:
+                g, v = item
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(
+                    f"{self.name}.apply_gradients: item {i} must be a (gradient, variable) pair, got {item!r}") from None
+            self._check_var(v)
+            if g is not None:
+                if isinstance(g, Tensor):
+                    g = g.data
+                g = np.asarray(g)
+                if g.shape != v.shape:
+                    raise ShapeError(f"{self.name}: gradient of {v.name!r} has the wrong shape; "
+                                     f"Expect: {v.shape} Actual: {g.shape}")
+                if not (np.issubdtype(g.dtype, np.floating) or np.issubdtype(g.dtype, np.integer)):
+                    raise DTypeError(f"{self.name}: gradient of {v.name!r} has dtype {g.dtype}; Expect: a floating dtype")
+            pairs.append((g, v))
+        names = [v.name for _, v in pairs]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise InvalidArgumentError(f"{self.name}: variable names must be unique. Found duplicates: {dups}")
+        self.build([v for _, v in pairs])
+        if self.clipnorm is not None:
+            pairs = [(None if g is None else clip_by_global_norm([g], self.clipnorm)[0][0], v) for g, v in pairs]
+        if self.global_clipnorm is not None:
+            clipped, _ = clip_by_global_norm([g for g, _ in pairs], self.global_clipnorm)
+            pairs = list(zip(clipped, [v for _, v in pairs]))
+        lr = self._learning_rate()
+        t = self.iterations + 1
+        for g, v in pairs:
+            if g is None:
+                continue
+            self._update(v, g, lr, t, self._scratch[v.name])
+        self.iterations = t
+        return t
+
+    def _update(self, var: Variable, grad: np.ndarray, lr: float, t: int, tmp: np.ndarray) -> None:
+        """Update ``var.data`` (and its slots) in place; ``t`` is the 1-based step,
+        ``tmp`` a scratch array of the variable's shape and dtype."""
+        raise NotImplementedError  # pragma: no cover
+
+    def minimize(self, loss: Union[Tensor, Callable[[], Tensor]], var_list: Sequence[Variable]) -> int:
+        """``apply_gradients(compute_gradients(loss, var_list))``; returns the new ``iterations``."""
+        return self.apply_gradients(self.compute_gradients(loss, var_list))
+
+    # -- state ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{"iterations": int, "slots": {slot: {var_name: ndarray copy}}}``, names sorted."""
+        return {"iterations": int(self.iterations),
+                "slots": {s: {n: self._slots[s][n].copy() for n in sorted(self._slots[s])} for s in self.slot_names}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output; strict on slot names, variable names and shapes.
+
+        Call :meth:`build` (or apply one step) first so the optimizer knows its
+        variables.  Every problem is listed in one :class:`CheckpointError`.
+        """
+        if not isinstance(state, dict) or "iterations" not in state or "slots" not in state:
+            raise CheckpointError(f"{self.name}: optimizer state must be a dict with keys 'iterations' and 'slots', "
+                                  f"got {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else None}")
+        it = state["iterations"]
+        if isinstance(it, bool) or int(it) != it or int(it) < 0:
+            raise CheckpointError(f"{self.name}: iterations must be an integer >= 0, got {it!r}")
+        slots = state["slots"]
+        problems = []
+        missing_slots = sorted(set(self.slot_names) - set(slots))
+        extra_slots = sorted(set(slots) - set(self.slot_names))
+        if missing_slots:
+            problems.append(f"missing slots: {missing_slots}")
+        if extra_slots:
+            problems.append(f"unexpected slots: {extra_slots}")
+        known = set(self._vars)
+        for s in self.slot_names:
+            if s not in slots:
+                continue
+            got = slots[s]
+            missing = sorted(known - set(got))
+            extra = sorted(set(got) - known)
+            if missing:
+                problems.append(f"slot {s!r}: missing variables {missing}")
+            if extra:
+                problems.append(f"slot {s!r}: unexpected variables {extra}")
+            for n in sorted(known & set(got)):
+                shape = np.shape(got[n])
+                if shape != self._vars[n].shape:
+                    problems.append(f"slot {s!r}, variable {n!r}: Expect: shape {self._vars[n].shape} Actual: shape {shape}")
+        if problems:
+            hint = "" if known else " (the optimizer knows no variables yet: call build(var_list) first)"
+            raise CheckpointError(f"{self.name}: cannot load optimizer state{hint}: " + "; ".join(problems))
+        for s in self.slot_names:
+            for n, arr in slots[s].items():
+                np.copyto(self._slots[s][n], np.asarray(arr), casting="unsafe")
+        self.iterations = int(it)
+
+    def __repr__(self) -> str:
+        return f"<distnet.optimizers.{type(self).__name__} learning_rate={self.learning_rate!r} iterations={self.iterations}>"

@@ -1,0 +1,28 @@
+"""Plain gradient descent: ``var -= lr * grad`` (TF1's GradientDescentOptimizer)."""
+from __future__ import annotations
+
+import numpy as np
+
+from distnet.optimizers.base import Optimizer
+from distnet.schedules import LearningRate
+
+
+class GradientDescent(Optimizer):
+    """``var -= learning_rate * grad``.
+
+    Args:
+      learning_rate: float > 0 or a schedule.
+
+    Example:
+      >>> opt = GradientDescent(0.5)
+      >>> opt.minimize(loss, model.trainable_variables)
+    """
+
+    slot_names = ()
+
+    def __init__(self, learning_rate: LearningRate, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+
+    def _update(self, var, grad, lr, t, tmp):
+        np.multiply(grad, lr, out=tmp, casting="unsafe")
+        var.data -= tmp

@@ -1,0 +1,47 @@
+"""Momentum (TF1's MomentumOptimizer).
+
+TF1 convention: the velocity accumulates raw gradients and the learning rate
+is applied after it (``accum = mu * accum + g; var -= lr * accum``), unlike
+the formulation that folds ``lr`` into the velocity.  Nesterov:
+``var -= lr * g + lr * mu * accum`` with the already-updated ``accum``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.schedules import LearningRate
+
+
+class Momentum(Optimizer):
+    """SGD with momentum; slot ``"momentum"`` (starts at zeros).
+
+    Args:
+      learning_rate: float > 0 or a schedule.
+      momentum: ``mu`` >= 0.
+      use_nesterov: Nesterov's look-ahead form.
+
+    Example:
+      >>> opt = Momentum(0.1, momentum=0.9)
+    """
+
+    slot_names = ("momentum",)
+
+    def __init__(self, learning_rate: LearningRate, momentum: float = 0.9, use_nesterov: bool = False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.momentum = check_hyper("momentum", momentum, low=0.0)
+        self.use_nesterov = bool(use_nesterov)
+
+    def _update(self, var, grad, lr, t, tmp):
+        accum = self._slots["momentum"][var.name]
+        accum *= self.momentum
+        accum += grad
+        if self.use_nesterov:
+            # var -= lr * g + lr * mu * accum
+            np.multiply(accum, lr * self.momentum, out=tmp)
+            var.data -= tmp
+            np.multiply(grad, lr, out=tmp, casting="unsafe")
+            var.data -= tmp
+        else:
+            np.multiply(accum, lr, out=tmp)
+            var.data -= tmp

@@ -1,0 +1,72 @@
+"""RMSProp (TF1's RMSPropOptimizer).
+
+TF1 details kept: the mean-square slot ``"rms"`` starts at ONES (not zeros),
+epsilon sits inside the square root, and the learning rate is applied inside
+the momentum accumulator::
+
+    rms = decay * rms + (1 - decay) * g^2
+    mom = momentum * mom + lr * g / sqrt(rms + eps)          # uncentered
+    mom = momentum * mom + lr * g / sqrt(rms - mg^2 + eps)   # centered, mg = decay*mg + (1-decay)*g
+    var -= mom
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.schedules import LearningRate
+
+
+class RMSProp(Optimizer):
+    """RMSProp with TF1's formula; slots ``"rms"`` (ones), ``"momentum"`` (zeros)
+    and, when ``centered``, ``"mg"`` (zeros).
+
+    Args:
+      learning_rate: float > 0 or a schedule.
+      decay: discounting factor in [0, 1].
+      momentum: >= 0.
+      epsilon: > 0, added inside the square root.
+      centered: normalise by the estimated variance instead of the raw second moment.
+
+    Example:
+      >>> opt = RMSProp(0.01, decay=0.9)
+    """
+
+    def __init__(self, learning_rate: LearningRate, decay: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-10, centered: bool = False, **kwargs):
+        self.slot_names = ("rms", "momentum", "mg") if centered else ("rms", "momentum")
+        super().__init__(learning_rate, **kwargs)
+        self.decay = check_hyper("decay", decay, low=0.0, high=1.0)
+        self.momentum = check_hyper("momentum", momentum, low=0.0)
+        self.epsilon = check_hyper("epsilon", epsilon, low=0.0, low_open=True)
+        self.centered = bool(centered)
+
+    def _init_slot(self, slot, var):
+        if slot == "rms":
+            return np.ones(var.shape, dtype=var.dtype)  # TF1: ms starts at ones
+        return np.zeros(var.shape, dtype=var.dtype)
+
+    def _update(self, var, grad, lr, t, tmp):
+        rms = self._slots["rms"][var.name]
+        mom = self._slots["momentum"][var.name]
+        d = self.decay
+        rms *= d
+        np.multiply(grad, grad, out=tmp, casting="unsafe")
+        tmp *= 1.0 - d
+        rms += tmp
+        if self.centered:
+            mg = self._slots["mg"][var.name]
+            mg *= d
+            np.multiply(grad, 1.0 - d, out=tmp, casting="unsafe")
+            mg += tmp
+            np.multiply(mg, mg, out=tmp)
+            np.subtract(rms, tmp, out=tmp)
+        else:
+            np.copyto(tmp, rms)
+        tmp += self.epsilon
+        np.sqrt(tmp, out=tmp)
+        np.divide(grad, tmp, out=tmp, casting="unsafe")
+        tmp *= lr
+        mom *= self.momentum
+        mom += tmp
+        var.data -= mom
