@@ -1,0 +1,198 @@
+"""Activations: relu, sigmoid, tanh, softmax, log_softmax.
+
+All are numerically stable: sigmoid evaluates ``exp`` of a non-positive
+number only, softmax and log_softmax subtract the maximum along ``axis``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from distnet.autodiff import Op
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.ops.reduction import normalize_axis
+from distnet.tensor import Tensor, as_tensor
+
+
+def floating_tensor(x: Any, op_name: str) -> Tensor:
+    """``x`` as a Tensor of a floating dtype, or a :class:`DTypeError`."""
+    t = as_tensor(x)
+    if not np.issubdtype(t.dtype, np.floating):
+        raise DTypeError(
+            f"{op_name}: expected a floating tensor (float32 or float64). Actual: {t.dtype.name}; "
+            "use distnet.cast to convert"
+        )
+    return t
+
+
+def class_axis(axis: Any, ndim: int, op_name: str) -> int:
+    """A single validated axis (``-1`` is the last) as a non-negative int."""
+    if ndim == 0:
+        raise ShapeError(f"{op_name}: expected a tensor of rank >= 1, got a scalar")
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise InvalidArgumentError(f"{op_name}: axis must be one int, got {axis!r}")
+    return normalize_axis(int(axis), ndim, op_name)[0]
+
+
+def _log_sum_exp_parts(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(z, lse)`` with ``z = x - max(x)`` and ``lse = log(sum(exp(z)))`` (keepdims)."""
+    z = x - np.max(x, axis=axis, keepdims=True)
+    lse = np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    return z, lse
+
+
+class Relu(Op):
+    __slots__ = ("mask",)
+
+    def forward(self, x):
+        self.mask = x > 0
+        return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+    def backward(self, g, needs):
+        # TF: the gradient at exactly 0 is 0.
+        return (g * self.mask,)
+
+
+class Sigmoid(Op):
+    __slots__ = ("y",)
+
+    def forward(self, x):
+        # Stable: e = exp(-|x|) <= 1, sigmoid = 1/(1+e) for x >= 0 and e/(1+e) for x < 0.
+        e = np.exp(-np.abs(x))
+        self.y = np.where(x >= 0, np.ones((), x.dtype), e) / (1 + e)
+        return self.y
+
+    def backward(self, g, needs):
+        return (g * self.y * (1 - self.y),)
+
+
+class Tanh(Op):
+    __slots__ = ("y",)
+
+    def forward(self, x):
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, g, needs):
+        return (g * (1 - self.y * self.y),)
+
+
+class Softmax(Op):
+    __slots__ = ("axis", "y")
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, x):
+        z, lse = _log_sum_exp_parts(x, self.axis)
+        self.y = np.exp(z - lse)
+        return self.y
+
+    def backward(self, g, needs):
+        gy = g * self.y
+        return (gy - self.y * np.sum(gy, axis=self.axis, keepdims=True),)
+
+
+class LogSoftmax(Op):
+    __slots__ = ("axis", "y")
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, x):
+        z, lse = _log_sum_exp_parts(x, self.axis)
+        self.y = z - lse
+        return self.y
+
+    def backward(self, g, needs):
+        return (g - np.exp(self.y) * np.sum(g, axis=self.axis, keepdims=True),)
+
+
+def relu(features: Any, name: str | None = None) -> Tensor:
+    """``max(features, 0)`` element-wise (TF's ``tf.nn.relu``); gradient 0 at 0.
+
+    Args:
+      features: a numeric tensor (or array / Python value).
+      name: ignored (TF compatibility).
+
+    Returns:
+      A tensor of the same shape and dtype.
+
+    Example:
+      >>> distnet.nn.relu([-1.0, 0.0, 2.0]).numpy()
+      array([0., 0., 2.], dtype=float32)
+    """
+    return Relu.apply(as_tensor(features))
+
+
+def sigmoid(x: Any, name: str | None = None) -> Tensor:
+    """``1 / (1 + exp(-x))``, finite for any ``|x|`` (TF's ``tf.sigmoid``).
+
+    Args:
+      x: a floating tensor.
+      name: ignored.
+
+    Returns:
+      A tensor of the same shape and dtype, in ``[0, 1]``.
+
+    Example:
+      >>> distnet.nn.sigmoid([0.0]).numpy()
+      array([0.5], dtype=float32)
+    """
+    return Sigmoid.apply(floating_tensor(x, "sigmoid"))
+
+
+def tanh(x: Any, name: str | None = None) -> Tensor:
+    """Hyperbolic tangent element-wise (TF's ``tf.tanh``).
+
+    Args:
+      x: a floating tensor.
+      name: ignored.
+
+    Returns:
+      A tensor of the same shape and dtype, in ``[-1, 1]``.
+
+    Example:
+      >>> distnet.nn.tanh([0.0]).numpy()
+      array([0.], dtype=float32)
+    """
+    return Tanh.apply(floating_tensor(x, "tanh"))
+
+
+def softmax(logits: Any, axis: int = -1, name: str | None = None) -> Tensor:
+    """``exp(logits) / sum(exp(logits), axis)``, max-subtracted (TF's ``tf.nn.softmax``).
+
+    Args:
+      logits: a floating tensor of rank >= 1.
+      axis: the class axis (default the last).
+      name: ignored.
+
+    Returns:
+      A tensor of the same shape and dtype whose slices along ``axis`` sum to 1.
+
+    Example:
+      >>> distnet.nn.softmax([[1e4, 0.0]]).numpy()
+      array([[1., 0.]], dtype=float32)
+    """
+    x = floating_tensor(logits, "softmax")
+    return Softmax.apply(x, axis=class_axis(axis, x.ndim, "softmax"))
+
+
+def log_softmax(logits: Any, axis: int = -1, name: str | None = None) -> Tensor:
+    """``logits - log(sum(exp(logits), axis))``, max-subtracted (TF's ``tf.nn.log_softmax``).
+
+    Args:
+      logits: a floating tensor of rank >= 1.
+      axis: the class axis (default the last).
+      name: ignored.
+
+    Returns:
+      A tensor of the same shape and dtype, finite for finite logits of any size.
+
+    Example:
+      >>> distnet.nn.log_softmax([[1e4, 0.0]]).numpy()
+      array([[     0., -10000.]], dtype=float32)
+    """
+    x = floating_tensor(logits, "log_softmax")
+    return LogSoftmax.apply(x, axis=class_axis(axis, x.ndim, "log_softmax"))

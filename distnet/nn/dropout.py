@@ -1,0 +1,229 @@
+"""Inverted dropout whose randomness is always explicit.
+
+``dropout(x, rate, rng=generator)`` draws the mask from a seeded numpy
+``Generator``.  ``dropout(x, rate, sample_keys=keys)`` instead derives each
+sample's mask from that sample's ``uint64`` key alone, with a counter-based
+generator: element ``j`` of the sample with key ``k`` is kept when
+
+    u = mix64(mix64(k) + (j + 1) * 0x9E3779B97F4A7C15) >> 11  (53 random bits)
+    u * 2**-53 >= rate
+
+where ``mix64`` is the SplitMix64 finaliser (a bijection of 64-bit words)
+and arithmetic wraps modulo 2**64.  No state is carried between calls, so a
+sample gets the same mask in a batch of 1 or at any position of a batch of
+any size — which is how a run on N ranks reproduces a run on one.  Make the
+keys with :func:`dropout_sample_keys` from ``(seed, step, layer_index,
+global_sample_indices)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from distnet.autodiff import Op
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.nn.activations import floating_tensor
+from distnet.tensor import Tensor
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on a uint64 array (modifies and returns ``z``)."""
+    z ^= z >> np.uint64(30)
+    z *= _M1
+    z ^= z >> np.uint64(27)
+    z *= _M2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _uint64_scalar(value: Any, what: str) -> np.uint64:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"dropout_sample_keys: {what} must be a non-negative int, got {value!r}")
+    if not 0 <= int(value) < 2 ** 64:
+        raise InvalidArgumentError(f"dropout_sample_keys: {what} must be in [0, 2**64), got {value}")
+    return np.uint64(int(value))
+
+
+def dropout_sample_keys(seed: int, step: int, layer_index: int, sample_indices: Any) -> np.ndarray:
+    """Per-sample dropout keys for ``dropout(..., sample_keys=...)``.
+
+    ``key = mix64(mix64(mix64(mix64(seed + G) ^ step) ^ layer_index) ^ index)``
+    with ``G = 0x9E3779B97F4A7C15`` and ``mix64`` the SplitMix64 finaliser:
+    a bijection at each stage, so two samples (or two steps, or two layers)
+    never share a key for the same seed.  Use the sample's *global* index in
+    the dataset (or in the global batch), never its position on a rank.
+
+    Args:
+      seed: the job's seed, an int in ``[0, 2**64)``.
+      step: the global training step.
+      layer_index: which dropout layer of the model (0, 1, ...).
+      sample_indices: 1-D non-negative integers, one per sample of the batch.
+
+    Returns:
+      A ``uint64`` array of ``sample_indices``' length.
+
+    Example:
+      >>> keys = distnet.nn.dropout_sample_keys(seed=0, step=12, layer_index=0, sample_indices=[5, 9])
+      >>> y = distnet.nn.dropout(x, rate=0.5, sample_keys=keys)   # x has 2 samples
+    """
+    h = np.array([_uint64_scalar(seed, "seed")], dtype=np.uint64)
+    h += _GOLDEN
+    for value, what in ((step, "step"), (layer_index, "layer_index")):
+        _mix64(h)
+        h ^= _uint64_scalar(value, what)
+    _mix64(h)
+    idx = np.asarray(sample_indices)
+    if idx.ndim != 1:
+        raise ShapeError(f"dropout_sample_keys: sample_indices must be 1-D. Actual: shape {idx.shape}")
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise DTypeError(f"dropout_sample_keys: sample_indices must be integers. Actual: {idx.dtype.name}")
+    if idx.size and idx.min() < 0:
+        raise InvalidArgumentError(
+            f"dropout_sample_keys: sample_indices must be >= 0, got {int(idx.min())}"
+        )
+    keys = idx.astype(np.uint64) ^ h
+    return _mix64(keys)
+
+
+def keyed_uniform(sample_keys: np.ndarray, sample_shape: tuple) -> np.ndarray:
+    """Uniform [0, 1) float64 numbers ``[len(keys), *sample_shape]``, each row from its key alone."""
+    n_elem = int(np.prod(sample_shape, dtype=np.int64))
+    base = _mix64(sample_keys.astype(np.uint64, copy=True))
+    counter = np.arange(1, n_elem + 1, dtype=np.uint64)
+    counter *= _GOLDEN
+    bits = base[:, None] + counter[None, :]
+    _mix64(bits)
+    bits >>= np.uint64(11)
+    u = bits.astype(np.float64)
+    u *= 2.0 ** -53
+    return u.reshape((len(sample_keys),) + tuple(sample_shape))
+
+
+class Dropout(Op):
+    """Multiply by a fixed (already scaled) mask."""
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+
+    def forward(self, x):
+        return x * self.mask
+
+    def backward(self, g, needs):
+        return (g * self.mask,)
+
+
+def _rate(rate: Any, keep_prob: Any) -> float:
+    if (rate is None) == (keep_prob is None):
+        raise InvalidArgumentError(
+            "dropout: give exactly one of rate (fraction dropped, TF2) and keep_prob (fraction kept, TF1); "
+            f"got rate={rate!r}, keep_prob={keep_prob!r}"
+        )
+    name, value = ("rate", rate) if rate is not None else ("keep_prob", keep_prob)
+    if isinstance(value, Tensor):
+        value = value.data
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"dropout: {name} must be a number, got {value!r}") from None
+    if rate is not None:
+        if not 0.0 <= v < 1.0:
+            raise InvalidArgumentError(f"dropout: rate must be in [0, 1). Expect: 0 <= rate < 1 Actual: {v}")
+        return v
+    if not 0.0 < v <= 1.0:
+        raise InvalidArgumentError(
+            f"dropout: keep_prob must be in (0, 1]. Expect: 0 < keep_prob <= 1 Actual: {v}"
+        )
+    return 1.0 - v
+
+
+def _noise_shape(noise_shape: Any, shape: tuple) -> tuple:
+    if noise_shape is None:
+        return shape
+    ns = tuple(int(n) for n in np.asarray(noise_shape).reshape(-1))
+    ok = len(ns) == len(shape) and all(n == s or n == 1 for n, s in zip(ns, shape))
+    if not ok:
+        raise ShapeError(
+            f"dropout: noise_shape must have x's rank with each entry equal to x's or 1. "
+            f"Expect: broadcastable to {shape} Actual: {ns}"
+        )
+    return ns
+
+
+def dropout(x: Any, rate: float | None = None, *, keep_prob: float | None = None,
+            rng: np.random.Generator | None = None, sample_keys: np.ndarray | None = None,
+            noise_shape: Any = None, name: str | None = None) -> Tensor:
+    """Zero each element with probability ``rate``, scale the rest by ``1/(1-rate)``.
+
+    Inverted dropout as TF (``tf.nn.dropout``): the expected value of every
+    element is unchanged, so nothing is rescaled at evaluation time (simply do
+    not call dropout then).  An element is kept when its uniform draw ``u``
+    satisfies ``u >= rate`` (TF2).  Note: the second positional argument is
+    TF2's ``rate``; TF1's ``keep_prob`` must be given by keyword.
+
+    Args:
+      x: a floating tensor.
+      rate: fraction dropped, ``0 <= rate < 1`` (``0`` returns ``x``).
+      keep_prob: TF1's alternative, fraction kept, ``0 < keep_prob <= 1``.
+      rng: a seeded ``numpy.random.Generator`` to draw the mask from.
+      sample_keys: instead of ``rng``, one ``uint64`` key per sample (first
+        axis of ``x``): each sample's mask depends on its key alone (see the
+        module doc and :func:`dropout_sample_keys`).
+      noise_shape: optional shape broadcastable to ``x`` (entries equal to
+        x's or 1): the mask is drawn at that shape and broadcast, as TF.
+        With ``sample_keys`` its first entry must be x's batch size.
+      name: ignored.
+
+    Returns:
+      A tensor of ``x``'s shape and dtype.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> y = distnet.nn.dropout(distnet.constant(np.ones((4, 8), np.float32)), rate=0.5, rng=rng)
+      >>> sorted(set(y.numpy().ravel().tolist()))
+      [0.0, 2.0]
+    """
+    xt = floating_tensor(x, "dropout")
+    r = _rate(rate, keep_prob)
+    if (rng is None) == (sample_keys is None):
+        raise InvalidArgumentError(
+            "dropout: give exactly one source of randomness: rng=numpy.random.Generator (seeded) or "
+            "sample_keys=uint64 array (one key per sample); there is no global random state. "
+            f"Actual: rng={'given' if rng is not None else None}, "
+            f"sample_keys={'given' if sample_keys is not None else None}"
+        )
+    ns = _noise_shape(noise_shape, xt.shape)
+    if rng is not None:
+        if not isinstance(rng, np.random.Generator):
+            raise DTypeError(
+                f"dropout: rng must be a numpy.random.Generator (np.random.default_rng(seed)). "
+                f"Actual: {type(rng).__name__}"
+            )
+        u = None if r == 0.0 else rng.random(ns)
+    else:
+        keys = np.asarray(sample_keys)
+        if keys.dtype != np.uint64:
+            raise DTypeError(f"dropout: sample_keys must be a uint64 array. Actual: {keys.dtype.name}")
+        if xt.ndim < 1 or keys.shape != (xt.shape[0],):
+            raise ShapeError(
+                "dropout: sample_keys must be 1-D with one key per sample (x's first axis). "
+                f"Expect: shape ({xt.shape[0] if xt.ndim else '?'},) Actual: {keys.shape} (x shape {xt.shape})"
+            )
+        if ns[0] != xt.shape[0]:
+            raise ShapeError(
+                f"dropout: with sample_keys, noise_shape[0] must be the batch size {xt.shape[0]}; "
+                f"Actual: {ns[0]}"
+            )
+        u = None if r == 0.0 else keyed_uniform(keys, ns[1:])
+    if u is None:
+        return xt
+    # Inverted scaling: kept values are multiplied by 1 / (1 - rate).
+    scale = 1.0 / (1.0 - r)
+    mask = np.where(u >= r, scale, 0.0).astype(xt.dtype)
+    return Dropout.apply(xt, mask=mask)
