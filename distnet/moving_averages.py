@@ -1,0 +1,192 @@
+"""Exponential moving averages of variables (TF1's ``tf.train.ExponentialMovingAverage``).
+
+Each tracked variable gets a *shadow*, a non-trainable :class:`Variable`
+named ``<var name>/ExponentialMovingAverage``::
+
+    shadow = decay * shadow + (1 - decay) * var
+    decay  = min(decay, (1 + n) / (10 + n))      # when num_updates n is given
+
+A shadow starts at its variable's value when it is created (by :meth:`build`
+or the first :meth:`apply`), so the first ``apply`` leaves it equal to the
+variable.  No zero-debiasing (TF1's default for variables).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError
+from distnet.tensor import Variable
+
+
+class ExponentialMovingAverage:
+    """Shadow copies of variables that follow them with an exponential decay.
+
+    Args:
+      decay: in [0, 1]; TF1 practice is close to 1 (0.99, 0.999).
+      name: suffix of the shadow names.
+
+    Example:
+      >>> ema = ExponentialMovingAverage(0.99)
+      >>> ema.apply(model.trainable_variables, num_updates=opt.iterations)
+      >>> with ema.swapped(model.trainable_variables):
+      ...     evaluate(model)
+    """
+
+    def __init__(self, decay: float, name: str = "ExponentialMovingAverage"):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating)) or not 0.0 <= float(decay) <= 1.0:
+            raise InvalidArgumentError(f"ExponentialMovingAverage: decay must be a number in [0, 1], got {decay!r}")
+        self.decay = float(decay)
+        self.name = name
+        self._shadows: dict[str, Variable] = {}
+        self._vars: dict[str, Variable] = {}
+        self._pending: dict[str, np.ndarray] | None = None
+
+    # -- tracking ---------------------------------------------------------
+    def average_name(self, var: Variable) -> str:
+        """The name of ``var``'s shadow: ``<var name>/ExponentialMovingAverage``."""
+        return f"{var.name}/{self.name}"
+
+    def _check(self, var_list) -> list[Variable]:
+        var_list = list(var_list)
+        for v in var_list:
+            if not isinstance(v, Variable):
+                raise DTypeError(f"ExponentialMovingAverage: expected Variables, got {type(v).__name__}")
+            if not np.issubdtype(v.dtype, np.floating):
+                raise DTypeError(f"ExponentialMovingAverage: variable {v.name!r} has dtype {v.dtype}; "
+                                 "Expect: a floating dtype")
+        names = [v.name for v in var_list]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise InvalidArgumentError(f"ExponentialMovingAverage: variable names must be unique. Found duplicates: {dups}")
+        return var_list
+
+    def build(self, var_list: Sequence[Variable]) -> None:
+        """Create the shadows of ``var_list`` now (from the variables' current values,
+        or from a state loaded earlier with :meth:`load_state_dict`)."""
+        var_list = self._check(var_list)
+        new = [v for v in var_list if v.name not in self._vars]
+        for v in var_list:
+            known = self._vars.get(v.name)
+            if known is not None and known is not v:
+                raise InvalidArgumentError(
+                    f"ExponentialMovingAverage: a different variable named {v.name!r} is already averaged")
+        if self._pending is not None and new:
+            pending = self._pending
+            problems = []
+            missing = sorted(v.name for v in new if v.name not in pending)
+            if missing:
+                problems.append(f"missing variables {missing}")
+            for v in new:
+                if v.name in pending and np.shape(pending[v.name]) != v.shape:
+                    problems.append(f"variable {v.name!r}: Expect: shape {v.shape} Actual: shape {np.shape(pending[v.name])}")
+            if problems:
+                raise CheckpointError("ExponentialMovingAverage: the loaded state does not match the variables: "
+                                      + "; ".join(problems))
+        for v in new:
+            init = v.data if self._pending is None else self._pending.pop(v.name)
+            self._shadows[v.name] = Variable(np.asarray(init, dtype=v.dtype), name=self.average_name(v), trainable=False)
+            self._vars[v.name] = v
+        if self._pending is not None and not self._pending:
+            self._pending = None
+
+    def apply(self, var_list: Sequence[Variable], num_updates: int | None = None) -> float:
+        """Update the shadows of ``var_list`` (creating missing ones first).
+
+        Args:
+          var_list: the variables to average (typically ``model.trainable_variables``).
+          num_updates: the global step; caps the decay at ``(1 + n) / (10 + n)``.
+
+        Returns:
+          The decay used.
+        """
+        var_list = self._check(var_list)
+        self.build(var_list)
+        decay = self.decay
+        if num_updates is not None:
+            if isinstance(num_updates, bool) or int(num_updates) != num_updates or num_updates < 0:
+                raise InvalidArgumentError(f"ExponentialMovingAverage: num_updates must be an integer >= 0, got {num_updates!r}")
+            n = float(num_updates)
+            decay = min(decay, (1.0 + n) / (10.0 + n))
+        for v in var_list:
+            s = self._shadows[v.name].data
+            # shadow -= (1 - decay) * (shadow - var): TF1's update, in place.
+            s *= decay
+            s += (1.0 - decay) * v.data
+        return decay
+
+    def average(self, var: Variable) -> Variable:
+        """The shadow of ``var`` (a non-trainable Variable).
+
+        Raises:
+          InvalidArgumentError: ``var`` is not averaged (TF1 returned None).
+        """
+        name = var.name if isinstance(var, Variable) else str(var)
+        try:
+            return self._shadows[name]
+        except KeyError:
+            raise InvalidArgumentError(
+                f"ExponentialMovingAverage: variable {name!r} has no shadow; averaged: {sorted(self._shadows)}") from None
+
+    @property
+    def shadows(self) -> dict[str, Variable]:
+        """``{var name: shadow Variable}`` sorted by name."""
+        return {n: self._shadows[n] for n in sorted(self._shadows)}
+
+    @contextlib.contextmanager
+    def swapped(self, var_list: Sequence[Variable] | None = None) -> Iterator[None]:
+        """Put the shadows into the variables; restore the trained values on exit
+        (also when the block raises).
+
+        Args:
+          var_list: variables to swap (default: every averaged variable).
+        """
+        var_list = list(self._vars.values()) if var_list is None else self._check(var_list)
+        missing = [v.name for v in var_list if v.name not in self._shadows]
+        if missing:
+            raise InvalidArgumentError(f"ExponentialMovingAverage.swapped: no shadow for {missing}; call apply() first")
+        saved = [(v, v.data.copy()) for v in var_list]
+        for v in var_list:
+            np.copyto(v.data, self._shadows[v.name].data)
+        try:
+            yield
+        finally:
+            for v, data in saved:
+                np.copyto(v.data, data)
+
+    # -- state ------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{var name: shadow ndarray copy}``, sorted by name."""
+        return {n: self._shadows[n].data.copy() for n in sorted(self._shadows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore shadows saved by :meth:`state_dict`.
+
+        If shadows exist, names and shapes must match exactly (all problems
+        in one :class:`CheckpointError`).  Before the first :meth:`build` /
+        :meth:`apply` the state is kept and used as the shadows' start values.
+        """
+        if not isinstance(state, dict):
+            raise CheckpointError(f"ExponentialMovingAverage: state must be a dict {{name: array}}, got {type(state).__name__}")
+        if not self._shadows:
+            self._pending = {str(k): np.array(v, copy=True) for k, v in state.items()}
+            return
+        problems = []
+        missing = sorted(set(self._shadows) - set(state))
+        extra = sorted(set(state) - set(self._shadows))
+        if missing:
+            problems.append(f"missing variables {missing}")
+        if extra:
+            problems.append(f"unexpected variables {extra}")
+        for n in sorted(set(self._shadows) & set(state)):
+            if np.shape(state[n]) != self._shadows[n].shape:
+                problems.append(f"variable {n!r}: Expect: shape {self._shadows[n].shape} Actual: shape {np.shape(state[n])}")
+        if problems:
+            raise CheckpointError("ExponentialMovingAverage: cannot load state: " + "; ".join(problems))
+        for n, arr in state.items():
+            np.copyto(self._shadows[n].data, np.asarray(arr), casting="unsafe")
+
+    def __repr__(self) -> str:
+        return f"<distnet.ExponentialMovingAverage decay={self.decay} variables={len(self._shadows)}>"
