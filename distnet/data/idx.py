@@ -164,7 +164,7 @@ def _decode(raw: BinaryIO, name: str, total_size: int | None, ndim: int | None,
     out = np.empty(need, dtype=np.uint8)
     got = stream.readinto(memoryview(out))
     if got < need:
-        raise _fail(name, "data length", expected, f"{got} bytes (the file is truncated)")
+        raise _fail(name, "data length", expected, f"{got} data bytes (the file is truncated)")
     extra = stream.read(_READ_BLOCK)
     if extra:
         more = len(extra)
