@@ -1,0 +1,239 @@
+"""Sample-weighted gradient averaging over ranks, in preallocated flat buffers.
+
+Each rank computes the gradient of its *mean* loss over its own ``n_r``
+samples.  The synchroniser packs ``n_r * grad`` of every variable into one
+contiguous float32 buffer (or a few buckets), all-reduces it in place and
+divides by ``sum(n_r)``: the result is the mean over the whole global batch,
+exact however unevenly the samples are spread (a rank with 0 samples
+contributes zeros).  This is the gradient a single process would compute on
+the same global batch.
+
+Scalars that must be global (loss sum, correct count) ride in the same
+buffer, so metrics cost no extra round trip; they are summed, not averaged.
+
+Regularization: a term that depends only on the weights (L1/L2, weight
+decay) has the same gradient on every rank, because the weights are
+identical.  It must enter the update exactly once.  Compute it on every rank
+from the weights and pass it as ``regularization_grads``: it is added
+*after* the averaging (Horovod/DDP average the data term; adding the
+weight term after keeps it out of the sample weighting, and a rank with 0
+samples still gets it).  Passing it inside ``grads`` would weight it by the
+sample counts too, which also gives it once (the weights sum to 1) but wastes
+bandwidth and breaks when the global batch is empty.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from distnet.dist.abort import CollectiveError
+from distnet.dist.communicator import Communicator
+from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
+
+
+@dataclass
+class SyncResult:
+    """What :meth:`GradientSynchronizer.sync` returns.
+
+    Attributes:
+        grads: the averaged gradients, aligned with the synchroniser's
+            ``variables``; views into its buffers, valid until the next ``sync``.
+        variables: the variables, in the order given to the synchroniser.
+        scalars: every named scalar summed over ranks.
+        global_count: samples in the global batch (sum of ``local_count``).
+        is_finite: False when any averaged gradient or scalar is NaN or inf.
+            Every rank sees the same reduced values, hence the same flag.
+    """
+
+    grads: list
+    variables: list
+    scalars: dict = field(default_factory=dict)
+    global_count: int = 0
+    is_finite: bool = True
+
+    def grads_and_vars(self) -> list:
+        """``[(grad, variable), ...]`` for ``optimizer.apply_gradients``."""
+        return list(zip(self.grads, self.variables))
+
+
+class GradientSynchronizer:
+    """All-reduce gradients as a sample-weighted mean over ranks.
+
+    Args:
+        comm: the job's communicator.
+        variables: the trainable variables (unique names); packed in sorted
+            name order, so every rank lays out the buffer the same way.
+        bucket_bytes: None for a single buffer, else the target size of each
+            bucket (a variable is never split, so a bucket holding one big
+            variable can be larger).
+        scalar_names: names of the scalars summed with the gradients, e.g.
+            ``("loss_sum", "correct")``.  Held in float32: exact for integer
+            counts up to 2**24.
+    Example:
+        >>> sync = GradientSynchronizer(comm, model.trainable_variables, scalar_names=("loss_sum",))
+        >>> res = sync.sync(grads, local_count=len(idx), scalars={"loss_sum": loss * len(idx)},
+        ...                 regularization_grads=reg_grads)
+        >>> if res.is_finite: opt.apply_gradients(res.grads_and_vars())
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, comm: Communicator, variables: Sequence, bucket_bytes: int | None = None,
+                 scalar_names: Sequence[str] = ()) -> None:
+        self.comm = comm
+        self.variables = list(variables)
+        if not self.variables:
+            raise InvalidArgumentError("GradientSynchronizer: Expect: at least one variable Actual: none")
+        names = [getattr(v, "name", None) for v in self.variables]
+        if any(not isinstance(n, str) for n in names):
+            raise InvalidArgumentError("GradientSynchronizer: every variable needs a string name")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidArgumentError(f"Variable names must be unique. Found duplicates: {dupes}")
+        if bucket_bytes is not None and (isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int)
+                                         or bucket_bytes <= 0):
+            raise InvalidArgumentError(f"bucket_bytes: Expect: None or an int > 0 Actual: {bucket_bytes!r}")
+        self.scalar_names = tuple(scalar_names)
+        if len(set(self.scalar_names)) != len(self.scalar_names) or "count" in self.scalar_names:
+            raise InvalidArgumentError(
+                f"scalar_names: Expect: unique names other than 'count' Actual: {self.scalar_names}")
+        self.names = names
+        self._index = {n: i for i, n in enumerate(names)}
+        self._layout(bucket_bytes)
+
+    def _layout(self, bucket_bytes: int | None) -> None:
+        order = sorted(range(len(self.variables)), key=lambda i: self.names[i])
+        n_scalars = 1 + len(self.scalar_names)   # slot 0: the sample count
+        itemsize = self.dtype.itemsize
+        groups: list[list[int]] = [[]]
+        filled = n_scalars * itemsize
+        for i in order:
+            nbytes = int(np.prod(self.variables[i].shape, dtype=np.int64)) * itemsize
+            if bucket_bytes is not None and groups[-1] and filled + nbytes > bucket_bytes:
+                groups.append([])
+                filled = 0
+            groups[-1].append(i)
+            filled += nbytes
+        self.buckets: list[np.ndarray] = []
+        self._views: list[np.ndarray | None] = [None] * len(self.variables)
+        self._flat_views: list[np.ndarray | None] = [None] * len(self.variables)
+        for b, group in enumerate(groups):
+            offset = n_scalars if b == 0 else 0
+            sizes = [int(np.prod(self.variables[i].shape, dtype=np.int64)) for i in group]
+            buf = np.zeros(offset + sum(sizes), dtype=self.dtype)
+            for i, size in zip(group, sizes):
+                flat = buf[offset: offset + size]
+                self._flat_views[i] = flat
+                self._views[i] = flat.reshape(self.variables[i].shape)
+                offset += size
+            self.buckets.append(buf)
+        self._scalars = self.buckets[0][:n_scalars]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes all-reduced per :meth:`sync`."""
+        return sum(b.nbytes for b in self.buckets)
+
+    def _aligned(self, grads, what: str) -> list:
+        if isinstance(grads, Mapping):
+            unknown = sorted(set(grads) - set(self._index))
+            if unknown:
+                raise InvalidArgumentError(f"{what}: gradients for unknown variables {unknown}; "
+                                           f"Expect: names among {sorted(self._index)}")
+            return [grads.get(n) for n in self.names]
+        grads = list(grads)
+        if len(grads) != len(self.variables):
+            raise InvalidArgumentError(
+                f"{what}: Expect: {len(self.variables)} gradients, one per variable Actual: {len(grads)}")
+        return grads
+
+    def _check_grad(self, i: int, g, what: str) -> np.ndarray:
+        g = np.asarray(getattr(g, "data", g))
+        if g.shape != self._views[i].shape:
+            raise ShapeError(f"{what} of {self.names[i]!r}: Expect: shape {self._views[i].shape} "
+                             f"Actual: shape {g.shape}")
+        return g
+
+    def sync(self, grads, local_count: int, scalars: Mapping[str, float] | None = None,
+             regularization_grads=None, global_count: int | None = None) -> SyncResult:
+        """Average the gradients over ranks, weighted by sample counts.
+
+        Args:
+            grads: this rank's gradients of its mean loss, a sequence aligned
+                with ``variables`` or a mapping ``name -> array``; ``None``
+                (or a missing name) is a zero gradient.  Ignored when
+                ``local_count`` is 0.
+            local_count: samples this rank used (0 allowed).
+            scalars: values of ``scalar_names`` on this rank, summed over ranks.
+            regularization_grads: gradients that depend only on the weights
+                (identical on all ranks), added once after the averaging.
+            global_count: the global batch size if known (the sampler knows
+                it): saves one pass over the buffer and is checked.
+        Returns:
+            a :class:`SyncResult` (its ``grads`` are views into the buffers).
+        """
+        if isinstance(local_count, bool) or not isinstance(local_count, (int, np.integer)) or local_count < 0:
+            raise InvalidArgumentError(f"local_count: Expect: an integer >= 0 Actual: {local_count!r}")
+        local_count = int(local_count)
+        if global_count is not None:
+            if isinstance(global_count, bool) or not isinstance(global_count, (int, np.integer)) \
+                    or global_count < max(local_count, 1):
+                raise InvalidArgumentError(
+                    f"global_count: Expect: an integer >= max(local_count, 1) = {max(local_count, 1)} "
+                    f"Actual: {global_count!r}")
+            global_count = int(global_count)
+        scalars = dict(scalars or {})
+        unknown = sorted(set(scalars) - set(self.scalar_names))
+        if unknown:
+            raise InvalidArgumentError(f"scalars: Expect: names among {self.scalar_names} Actual: {unknown}")
+        grads = self._aligned(grads, "grads")
+
+        # Pack n_r * grad (or n_r / N * grad when N is known) in one pass.
+        weight = local_count / global_count if global_count is not None else float(local_count)
+        for i, g in enumerate(grads):
+            view = self._views[i]
+            if g is None or local_count == 0:
+                view.fill(0.0)
+            else:
+                np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
+        self._scalars[0] = local_count
+        for k, name in enumerate(self.scalar_names, start=1):
+            self._scalars[k] = float(scalars.get(name, 0.0))
+
+        for buf in self.buckets:
+            self.comm.allreduce_(buf)
+
+        total = int(round(float(self._scalars[0])))
+        if total == 0:
+            raise CollectiveError("gradient sync: the global batch is empty (every rank passed local_count=0)")
+        if global_count is None:
+            n_scalars = self._scalars.size
+            for b, buf in enumerate(self.buckets):
+                grad_part = buf[n_scalars:] if b == 0 else buf   # scalars stay sums
+                np.divide(grad_part, total, out=grad_part)
+        elif total != global_count:
+            raise DistributedError(
+                f"gradient sync: global_count: Expect: the sum of every rank's local_count = {total} "
+                f"Actual: {global_count} on rank {self.comm.rank}")
+
+        if regularization_grads is not None:
+            for i, g in enumerate(self._aligned(regularization_grads, "regularization_grads")):
+                if g is not None:
+                    np.add(self._views[i], self._check_grad(i, g, "regularization gradient"),
+                           out=self._views[i], casting="same_kind")
+
+        return SyncResult(
+            grads=list(self._views), variables=list(self.variables),
+            scalars={name: float(self._scalars[k]) for k, name in enumerate(self.scalar_names, start=1)},
+            global_count=total, is_finite=self._all_finite(),
+        )
+
+    def _all_finite(self) -> bool:
+        for buf in self.buckets:
+            # A sum is finite only if every term is (fast path); an overflow of
+            # a finite sum is told apart by the exact check.
+            if not np.isfinite(np.add.reduce(buf)) and not np.isfinite(buf).all():
+                return False
+        return True

@@ -1,0 +1,128 @@
+"""MPI through mpi4py's buffer API: numpy arrays are reduced and broadcast in
+place (``MPI.IN_PLACE``), never pickled.  Importing this module initialises
+MPI (mpi4py asks for ``MPI_THREAD_MULTIPLE``, which the watchdog needs)."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from distnet.dist.communicator import (
+    Communicator, check_buffer, check_counts, check_op, check_root,
+)
+from distnet.errors import InvalidArgumentError
+
+_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+
+
+class MPICommunicator(Communicator):
+    """A communicator over an mpi4py intracommunicator (``COMM_WORLD`` by default).
+
+    Args:
+        comm: an ``mpi4py.MPI.Intracomm``; default ``MPI.COMM_WORLD``.
+    Example:
+        $ mpiexec -n 2 python -c "from distnet.dist import get_communicator as g; \\
+              import numpy as np; c = g('mpi'); a = np.ones(2); c.allreduce_(a); print(a)"
+        [2. 2.]
+        [2. 2.]
+    """
+
+    def __init__(self, comm: "MPI.Intracomm | None" = None) -> None:
+        super().__init__()
+        self.mpi_comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank = self.mpi_comm.Get_rank()
+        self.size = self.mpi_comm.Get_size()
+
+    # Every collective records itself in ``self.calls`` for the watchdog.
+    def allreduce_(self, arr: np.ndarray, op: str = "sum") -> np.ndarray:
+        check_buffer(arr, "allreduce_")
+        mpi_op = _OPS[check_op(op)]
+        self.calls.enter("allreduce")
+        try:
+            self.mpi_comm.Allreduce(MPI.IN_PLACE, arr, op=mpi_op)
+        finally:
+            self.calls.leave()
+        return arr
+
+    def bcast_(self, arr: np.ndarray, root: int = 0) -> np.ndarray:
+        check_buffer(arr, "bcast_")
+        root = check_root(root, self.size)
+        self.calls.enter("bcast")
+        try:
+            self.mpi_comm.Bcast(arr, root=root)
+        finally:
+            self.calls.leave()
+        return arr
+
+    def reduce_scatter(self, arr: np.ndarray, counts: Sequence[int] | None = None,
+                       op: str = "sum") -> np.ndarray:
+        check_buffer(arr, "reduce_scatter", writable=False)
+        if arr.ndim != 1:
+            raise InvalidArgumentError(f"reduce_scatter: Expect: a 1-d array Actual: shape {arr.shape}")
+        counts = check_counts(counts, arr.size, self.size, "reduce_scatter")
+        mpi_op = _OPS[check_op(op)]
+        out = np.empty(counts[self.rank], dtype=arr.dtype)
+        self.calls.enter("reduce_scatter")
+        try:
+            self.mpi_comm.Reduce_scatter(arr, out, counts, op=mpi_op)
+        finally:
+            self.calls.leave()
+        return out
+
+    def allgather(self, block: np.ndarray, counts: Sequence[int] | None = None) -> np.ndarray:
+        check_buffer(block, "allgather", writable=False)
+        if block.ndim != 1:
+            raise InvalidArgumentError(f"allgather: Expect: a 1-d array Actual: shape {block.shape}")
+        if counts is None:
+            sizes = np.empty(self.size, dtype=np.int64)
+            self.calls.enter("allgather")
+            try:
+                self.mpi_comm.Allgather(np.array([block.size], dtype=np.int64), sizes)
+            finally:
+                self.calls.leave()
+            counts = sizes.tolist()
+        counts = check_counts(counts, None, self.size, "allgather")
+        if counts[self.rank] != block.size:
+            raise InvalidArgumentError(
+                f"allgather: rank {self.rank}'s block: Expect: {counts[self.rank]} elements "
+                f"(counts {counts}) Actual: {block.size}")
+        out = np.empty(sum(counts), dtype=block.dtype)
+        self.calls.enter("allgather")
+        try:
+            self.mpi_comm.Allgatherv(block, (out, counts))
+        finally:
+            self.calls.leave()
+        return out
+
+    def barrier(self) -> None:
+        self.calls.enter("barrier")
+        try:
+            self.mpi_comm.Barrier()
+        finally:
+            self.calls.leave()
+
+    def allgather_object(self, obj: Any) -> list:
+        self.calls.enter("allgather_object")
+        try:
+            return self.mpi_comm.allgather(obj)
+        finally:
+            self.calls.leave()
+
+    def bcast_object(self, obj: Any, root: int = 0) -> Any:
+        root = check_root(root, self.size)
+        self.calls.enter("bcast_object")
+        try:
+            return self.mpi_comm.bcast(obj, root=root)
+        finally:
+            self.calls.leave()
+
+    def abort(self, code: int = 1, message: str = "") -> None:
+        """Print ``message`` prefixed with the rank, then ``MPI_Abort`` the
+        whole world: the launcher ends every rank with a non-zero status."""
+        if message:
+            sys.stderr.write("".join(f"[rank {self.rank}] {line}\n" for line in message.rstrip("\n").split("\n")))
+        sys.stderr.flush()
+        sys.stdout.flush()
+        MPI.COMM_WORLD.Abort(int(code) if code else 1)

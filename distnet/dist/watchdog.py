@@ -1,0 +1,213 @@
+"""Catch a rank that stops answering without dying.
+
+A rank killed outright is noticed by the launcher (MPICH's hydra ends the
+job).  A rank that is stopped (SIGSTOP), stuck in an endless loop, or that
+left the training loop early while the others wait for it, is not: the others
+wait in their next collective forever.  :class:`Watchdog` turns that into an
+abort naming the rank and the step.
+
+Design (one daemon thread per rank, on a duplicated communicator, so its
+messages never mix with the job's):
+
+* the training loop calls :meth:`Watchdog.beat(step) <Watchdog.beat>` once a step;
+* every ``interval`` seconds the thread sends each peer a heartbeat with
+  non-blocking point-to-point messages: the last step, how long ago it was
+  beaten, whether the rank is waiting in a collective (read from the
+  communicator's :class:`~distnet.dist.communicator.CallState`) and whether
+  it has finished;
+* a peer whose heartbeats stop for longer than ``stall_timeout`` is *silent*
+  (stopped, or hung in native code);
+* when this rank has waited in one collective for longer than
+  ``stall_timeout``, a peer that is alive but not in a collective is *busy*
+  (an endless loop), a peer that has finished ran fewer steps, and if all
+  wait the ranks called different collectives;
+* the rank that sees it prints ``rank K silent since step S for T s`` (or the
+  other diagnosis) and aborts the world.  Ranks take turns by rank order
+  (0.5 s apart) so the message is normally printed once.
+
+Heartbeats are exchanged between every pair of ranks: N*(N-1) tiny messages
+per interval, fine for the tens of ranks distnet targets.  It needs
+``MPI_THREAD_MULTIPLE`` (mpi4py's default ``mpi4py.rc.thread_level``).
+
+The message on abort goes to stderr; the exit status is :data:`STALL_EXIT_CODE`.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+
+import numpy as np
+
+from distnet.dist.communicator import Communicator
+from distnet.errors import DistributedError, InvalidArgumentError
+
+STALL_EXIT_CODE = 3
+_TAG = 7411
+_CALLS = ("", "allreduce", "bcast", "barrier", "allgather_object", "bcast_object",
+          "reduce_scatter", "allgather")
+# payload: step, seconds since the last beat, call code, seconds in the call, finished
+_STEP, _BEAT_AGE, _CALL, _CALL_AGE, _FINISHED = range(5)
+
+
+class Watchdog:
+    """Abort the job when a rank stalls for longer than ``stall_timeout``.
+
+    Constructing it is collective (it duplicates the communicator): every
+    rank must create its watchdog at the same point.  With a world of size 1
+    it does nothing.
+
+    Args:
+        comm: the job's communicator.
+        stall_timeout: seconds of silence before the job is aborted (> 0).
+        interval: seconds between heartbeats; default ``min(1, timeout / 10)``.
+    Example:
+        >>> with Watchdog(comm, stall_timeout=120) as wd:
+        ...     for step in range(steps):
+        ...         wd.beat(step)
+        ...         train_step()
+    """
+
+    def __init__(self, comm: Communicator, stall_timeout: float = 120.0, interval: float | None = None) -> None:
+        if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)) or not stall_timeout > 0:
+            raise InvalidArgumentError(f"stall_timeout: Expect: seconds > 0 Actual: {stall_timeout!r}")
+        self.comm = comm
+        self.stall_timeout = float(stall_timeout)
+        self.interval = float(interval) if interval is not None else min(1.0, self.stall_timeout / 10)
+        if not self.interval > 0:
+            raise InvalidArgumentError(f"interval: Expect: seconds > 0 Actual: {interval!r}")
+        self.step = 0
+        self._beat_time = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.report: str | None = None   # the diagnosis, set just before aborting
+        if comm.size == 1:
+            return
+        mpi_comm = getattr(comm, "mpi_comm", None)
+        if mpi_comm is None:
+            raise DistributedError(f"Watchdog: Expect: an MPI communicator for size {comm.size} "
+                                   f"Actual: {type(comm).__name__}")
+        from mpi4py import MPI
+        if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+            raise DistributedError(
+                "Watchdog needs MPI_THREAD_MULTIPLE: Expect: mpi4py.rc.thread_level = 'multiple' "
+                f"(the default) before importing mpi4py.MPI Actual: thread level {MPI.Query_thread()}")
+        self._mpi = MPI
+        self._wcomm = mpi_comm.Dup()
+        self._thread = threading.Thread(target=self._run, name="distnet-watchdog", daemon=True)
+        self._thread.start()
+        # Stop before mpi4py finalizes MPI at exit (atexit runs last-in first-out).
+        atexit.register(self.stop)
+
+    # -- called by the training loop ---------------------------------------
+    def beat(self, step: int) -> None:
+        """Say that this rank reached ``step`` (call once per step, any thread)."""
+        self.step = int(step)
+        self._beat_time = time.monotonic()
+
+    def stop(self) -> None:
+        """Tell the peers this rank has finished, and stop the thread."""
+        if self._thread is None or self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5 * self.interval + 2.0)
+
+    def __enter__(self) -> "Watchdog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the thread ----------------------------------------------------------
+    def _payload(self, now: float, finished: bool) -> np.ndarray:
+        calls = self.comm.calls
+        name = calls.name
+        code = _CALLS.index(name) if name in _CALLS else (len(_CALLS) if name else 0)
+        return np.array([self.step, now - self._beat_time, code,
+                         now - calls.since if name else 0.0, 1.0 if finished else 0.0])
+
+    def _run(self) -> None:
+        MPI, wcomm, me, size = self._mpi, self._wcomm, self.comm.rank, self.comm.size
+        peers = [p for p in range(size) if p != me]
+        start = time.monotonic()
+        last_seen = {p: start for p in peers}
+        state = {p: np.zeros(5) for p in peers}
+        recv_bufs = {p: np.zeros(5) for p in peers}
+        send_bufs = {p: np.zeros(5) for p in peers}
+        recv_reqs = {p: wcomm.Irecv(recv_bufs[p], source=p, tag=_TAG) for p in peers}
+        send_reqs: dict = {p: None for p in peers}
+        while True:
+            finishing = self._stop.is_set()
+            now = time.monotonic()
+            for p in peers:
+                while recv_reqs[p].Test():
+                    state[p][:] = recv_bufs[p]
+                    last_seen[p] = now
+                    recv_reqs[p] = wcomm.Irecv(recv_bufs[p], source=p, tag=_TAG)
+            payload = self._payload(now, finishing)
+            for p in peers:
+                # At most one heartbeat in flight per peer: a stopped peer
+                # cannot make us queue messages without bound.
+                if send_reqs[p] is None or send_reqs[p].Test():
+                    send_bufs[p][:] = payload
+                    send_reqs[p] = wcomm.Isend(send_bufs[p], dest=p, tag=_TAG)
+            if finishing:
+                break
+            problem = self._diagnose(now, peers, last_seen, state)
+            if problem is not None:
+                self.report = problem
+                self.comm.abort(STALL_EXIT_CODE, f"distnet watchdog: {problem}; aborting the job "
+                                                 f"(stall_timeout {self.stall_timeout:g} s)")
+                return
+            self._stop.wait(self.interval)
+        # Finished: let the last heartbeat go out, withdraw our receives.
+        deadline = time.monotonic() + 1.0
+        for p in peers:
+            while send_reqs[p] is not None and not send_reqs[p].Test() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            recv_reqs[p].Cancel()
+            recv_reqs[p].Wait()
+
+    def _diagnose(self, now: float, peers: list, last_seen: dict, state: dict) -> str | None:
+        timeout, me = self.stall_timeout, self.comm.rank
+        calls = self.comm.calls
+        my_call = calls.name
+        my_wait = now - calls.since if my_call else 0.0
+        culprits: list = []
+        over = -1.0
+        problem = None
+        silent = [p for p in peers if not state[p][_FINISHED] and now - last_seen[p] > timeout]
+        if silent:
+            p = silent[0]
+            culprits = silent
+            over = now - last_seen[p] - timeout
+            problem = (f"rank {p} silent since step {int(state[p][_STEP])} for {now - last_seen[p]:.1f} s "
+                       f"(no heartbeat: stopped, or hung outside Python)")
+        elif my_call and my_wait > timeout:
+            over = my_wait - timeout
+            busy = [p for p in peers if not state[p][_FINISHED] and state[p][_CALL] == 0]
+            done = [p for p in peers if state[p][_FINISHED]]
+            if busy:
+                p = busy[0]
+                culprits = busy
+                age = state[p][_BEAT_AGE] + (now - last_seen[p])
+                problem = (f"rank {p} silent since step {int(state[p][_STEP])} for {age:.1f} s "
+                           f"(alive but has not joined {my_call}: an endless loop or a step "
+                           f"longer than the stall timeout)")
+            elif done:
+                p = done[0]
+                problem = (f"rank {me} waits in {my_call} at step {self.step} for {my_wait:.1f} s but rank {p} "
+                           f"finished at step {int(state[p][_STEP])}: the ranks ran a different number of steps")
+            else:
+                where = ", ".join(
+                    [f"rank {me} in {my_call} at step {self.step}"]
+                    + [f"rank {p} in {_CALLS[int(state[p][_CALL])] if state[p][_CALL] < len(_CALLS) else '?'} "
+                       f"at step {int(state[p][_STEP])}" for p in peers])
+                problem = (f"every rank has waited in a collective for more than {timeout:g} s: {where} "
+                           f"(the ranks called different collectives)")
+        if problem is None:
+            return None
+        # Ranks that can see the problem take turns, 0.5 s apart, by rank.
+        watchers = [r for r in range(self.comm.size) if r not in culprits]
+        turn = watchers.index(me) if me in watchers else len(watchers)
+        return problem if over >= 0.5 * turn else None
