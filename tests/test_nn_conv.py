@@ -1,0 +1,182 @@
+"""conv2d: against a naive loop, TF's padding rule, gradient checks, errors."""
+import math
+
+import numpy as np
+import pytest
+
+import distnet
+from distnet import nn
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.gradcheck import check_gradients
+
+
+def naive_conv2d(x, w, stride, padding, dilation=(1, 1)):
+    """Direct loops over every output element, TF's padding rule written out."""
+    n, h, wd, c = x.shape
+    kh, kw, ci, co = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if padding == "SAME":
+        oh, ow = math.ceil(h / sh), math.ceil(wd / sw)
+        ph = max((oh - 1) * sh + keh - h, 0)
+        pw = max((ow - 1) * sw + kew - wd, 0)
+        top, left = ph // 2, pw // 2
+    else:
+        oh, ow = math.ceil((h - keh + 1) / sh), math.ceil((wd - kew + 1) / sw)
+        top = left = 0
+    out = np.zeros((n, oh, ow, co))
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                for o in range(co):
+                    acc = 0.0
+                    for p in range(kh):
+                        for q in range(kw):
+                            r, s = i * sh + p * dh - top, j * sw + q * dw - left
+                            if 0 <= r < h and 0 <= s < wd:
+                                acc += np.dot(x[b, r, s, :], w[p, q, :, o])
+                    out[b, i, j, o] = acc
+    return out
+
+
+CASES = [
+    # (input shape, filter shape, stride, padding)
+    ((2, 5, 5, 3), (3, 3, 3, 4), (1, 1), "SAME"),
+    ((2, 5, 5, 3), (3, 3, 3, 4), (1, 1), "VALID"),
+    ((2, 6, 7, 2), (3, 2, 2, 3), (2, 2), "SAME"),
+    ((2, 6, 7, 2), (3, 2, 2, 3), (2, 2), "VALID"),
+    ((1, 4, 4, 1), (2, 2, 1, 2), (1, 1), "SAME"),   # even kernel: the odd padding goes after
+    ((3, 7, 6, 1), (5, 5, 1, 2), (2, 1), "SAME"),   # kernel larger than half the input
+    ((1, 5, 4, 2), (1, 1, 2, 5), (2, 2), "VALID"),  # 1x1 kernel, strided
+]
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", CASES)
+def test_forward_matches_naive_loops(xs, ws, stride, padding):
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    got = nn.conv2d(x, w, strides=stride, padding=padding).numpy()
+    np.testing.assert_allclose(got, naive_conv2d(x, w, stride, padding), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", CASES)
+def test_gradients_float64(xs, ws, stride, padding):
+    rng = np.random.default_rng(2)
+    check_gradients(lambda x, w: nn.conv2d(x, w, strides=stride, padding=padding),
+                    [rng.standard_normal(xs), rng.standard_normal(ws)])
+
+
+def test_dilations_match_naive_and_gradients():
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 7, 8, 2)), rng.standard_normal((2, 3, 2, 3))
+    for padding in ("SAME", "VALID"):
+        got = nn.conv2d(x, w, strides=1, padding=padding, dilations=[1, 2, 2, 1]).numpy()
+        np.testing.assert_allclose(got, naive_conv2d(x, w, (1, 1), padding, (2, 2)), rtol=1e-12, atol=1e-12)
+        check_gradients(lambda a, b: nn.conv2d(a, b, 1, padding, dilations=2), [x, w])
+
+
+def test_same_padding_puts_the_odd_pixel_after():
+    # TF: 4 wide, 2x2 kernel, stride 1 -> pad_total 1, before 0, after 1.
+    x = np.arange(16.0).reshape(1, 4, 4, 1)
+    w = np.ones((2, 2, 1, 1))
+    out = nn.conv2d(x, w, strides=[1, 1, 1, 1], padding="SAME").numpy()[0, :, :, 0]
+    assert out[0, 0] == 0 + 1 + 4 + 5
+    assert out[3, 3] == 15  # bottom-right window sees only the last pixel
+    assert out[0, 3] == 3 + 7
+
+
+def test_output_shapes_follow_tf():
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    w = np.zeros((5, 5, 1, 32), np.float32)
+    assert nn.conv2d(x, w, 1, "SAME").shape == (1, 28, 28, 32)
+    assert nn.conv2d(x, w, 2, "SAME").shape == (1, 14, 14, 32)
+    assert nn.conv2d(x, w, 1, "VALID").shape == (1, 24, 24, 32)
+    assert nn.conv2d(x, w, 3, "VALID").shape == (1, 8, 8, 32)   # ceil(24 / 3)
+    assert nn.conv2d(x, w, (2, 3), "SAME").shape == (1, 14, 10, 32)
+
+
+def test_stride_spellings_agree():
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 9, 9, 2)), rng.standard_normal((3, 3, 2, 2))
+    a = nn.conv2d(x, w, 2, "SAME").numpy()
+    b = nn.conv2d(x, w, (2, 2), "SAME").numpy()
+    c = nn.conv2d(x, w, [1, 2, 2, 1], "SAME").numpy()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_float32_stays_float32_and_gradients_flow():
+    rng = np.random.default_rng(5)
+    x = distnet.Variable(rng.standard_normal((2, 6, 6, 3)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal((3, 3, 3, 4)).astype(np.float32))
+    y = nn.conv2d(x, w, 1, "SAME")
+    assert y.dtype == np.float32
+    gx, gw = distnet.gradients(distnet.reduce_sum(y), [x, w])
+    assert gx.dtype == np.float32 and gw.dtype == np.float32
+    # d sum / d w[p, q, c, o] = sum of the input pixels that offset reads, the same for every o.
+    x64 = x.numpy().astype(np.float64)
+    ref = check_sum_grad_w(x64, (3, 3))
+    np.testing.assert_allclose(gw[:, :, :, 0], ref, rtol=1e-5, atol=1e-5)  # float32 sums of ~50 terms
+    np.testing.assert_allclose(gw[:, :, :, 3], ref, rtol=1e-5, atol=1e-5)
+
+
+def check_sum_grad_w(x, k):
+    """Gradient of sum(conv2d(x, w, 1, 'SAME')) w.r.t. w[:, :, :, o], by shifting."""
+    n, h, w, c = x.shape
+    kh, kw = k
+    xp = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    return np.array([[xp[:, p:p + h, q:q + w, :].sum(axis=(0, 1, 2)) for q in range(kw)] for p in range(kh)])
+
+
+def test_only_the_requested_gradient_is_computed():
+    rng = np.random.default_rng(6)
+    x = distnet.constant(rng.standard_normal((1, 4, 4, 1)))
+    w = distnet.Variable(rng.standard_normal((3, 3, 1, 2)))
+    (gw,) = distnet.gradients(distnet.reduce_sum(nn.conv2d(x, w, 1, "VALID")), [w])
+    np.testing.assert_allclose(gw[:, :, 0, 0], [[x.numpy()[0, p:p + 2, q:q + 2, 0].sum() for q in range(3)]
+                                                for p in range(3)])
+
+
+def test_wrong_rank_is_a_clear_error():
+    with pytest.raises(ShapeError, match=r"rank 4.*Actual: rank 3"):
+        nn.conv2d(np.zeros((28, 28, 1)), np.zeros((5, 5, 1, 32)), 1, "SAME")
+    with pytest.raises(ShapeError, match=r"filters must have rank 4"):
+        nn.conv2d(np.zeros((1, 28, 28, 1)), np.zeros((5, 5, 32)), 1, "SAME")
+
+
+def test_channel_mismatch_names_both_numbers():
+    with pytest.raises(ShapeError, match=r"input has 3 channels but filters expect 1"):
+        nn.conv2d(np.zeros((1, 8, 8, 3)), np.zeros((3, 3, 1, 4)), 1, "SAME")
+
+
+@pytest.mark.parametrize("padding", ["same", "FULL", "", None, 2])
+def test_bad_padding(padding):
+    with pytest.raises(InvalidArgumentError, match="padding must be 'SAME' or 'VALID'"):
+        nn.conv2d(np.zeros((1, 8, 8, 1)), np.zeros((3, 3, 1, 1)), 1, padding)
+
+
+@pytest.mark.parametrize("strides, pattern", [
+    (0, "positive"), ((1, -1), "positive"), ([2, 1, 1, 1], "batch and channel"),
+    ((1, 2, 3), "1, 2 or 4 entries"), (1.5, "int"), ("2", "int"),
+])
+def test_bad_strides(strides, pattern):
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        nn.conv2d(np.zeros((1, 8, 8, 1)), np.zeros((3, 3, 1, 1)), strides, "SAME")
+
+
+def test_valid_window_larger_than_input():
+    with pytest.raises(ShapeError, match=r"window \(5\) is larger than the input height \(4\)"):
+        nn.conv2d(np.zeros((1, 4, 8, 1)), np.zeros((5, 5, 1, 1)), 1, "VALID")
+
+
+def test_dtype_errors():
+    with pytest.raises(DTypeError):
+        nn.conv2d(distnet.constant(np.zeros((1, 4, 4, 1), np.float32)),
+                  distnet.constant(np.zeros((3, 3, 1, 1), np.float64)), 1, "SAME")
+    with pytest.raises(DTypeError, match="floating"):
+        nn.conv2d(np.zeros((1, 4, 4, 1), np.int32), np.zeros((3, 3, 1, 1), np.int32), 1, "SAME")
+
+
+def test_nchw_is_refused():
+    with pytest.raises(InvalidArgumentError, match="NHWC"):
+        nn.conv2d(np.zeros((1, 4, 4, 1)), np.zeros((3, 3, 1, 1)), 1, "SAME", data_format="NCHW")

@@ -1,0 +1,125 @@
+"""max_pool: against a naive loop, TF1 tie and padding rules, gradient checks, errors."""
+import math
+
+import numpy as np
+import pytest
+
+import distnet
+from distnet import nn
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.gradcheck import check_gradients
+
+
+def naive_max_pool(x, k, s, padding):
+    """Loops over output pixels; returns the output and TF1's argmax (first max, padding excluded)."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = k, s
+    if padding == "SAME":
+        oh, ow = math.ceil(h / sh), math.ceil(w / sw)
+        top = max((oh - 1) * sh + kh - h, 0) // 2
+        left = max((ow - 1) * sw + kw - w, 0) // 2
+    else:
+        oh, ow = math.ceil((h - kh + 1) / sh), math.ceil((w - kw + 1) / sw)
+        top = left = 0
+    out = np.zeros((n, oh, ow, c))
+    grad_to = {}
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                for ch in range(c):
+                    best, where = None, None
+                    for p in range(kh):
+                        for q in range(kw):
+                            r, t = i * sh + p - top, j * sw + q - left
+                            if 0 <= r < h and 0 <= t < w:
+                                v = x[b, r, t, ch]
+                                if best is None or best < v:
+                                    best, where = v, (b, r, t, ch)
+                    out[b, i, j, ch] = best
+                    grad_to[(b, i, j, ch)] = where
+    return out, grad_to
+
+
+def naive_grad(x, grad_to, g):
+    dx = np.zeros_like(x)
+    for out_idx, in_idx in grad_to.items():
+        dx[in_idx] += g[out_idx]
+    return dx
+
+
+CASES = [
+    ((2, 4, 4, 3), (2, 2), (2, 2), "SAME"),
+    ((2, 5, 5, 2), (2, 2), (2, 2), "SAME"),    # odd size: the last window is padded
+    ((2, 5, 5, 2), (2, 2), (2, 2), "VALID"),
+    ((1, 6, 5, 2), (3, 3), (1, 1), "SAME"),    # overlapping windows
+    ((1, 6, 5, 2), (3, 2), (1, 1), "VALID"),
+    ((2, 7, 6, 1), (3, 3), (2, 2), "SAME"),
+    ((2, 7, 6, 1), (3, 3), (2, 2), "VALID"),
+]
+
+
+@pytest.mark.parametrize("xs, k, s, padding", CASES)
+def test_forward_and_gradient_match_naive_loops(xs, k, s, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs)
+    out, grad_to = naive_max_pool(x, k, s, padding)
+    xt = distnet.Variable(x)
+    y = nn.max_pool(xt, ksize=k, strides=s, padding=padding)
+    np.testing.assert_array_equal(y.numpy(), out)
+    g = rng.standard_normal(out.shape)
+    (dx,) = distnet.gradients(distnet.reduce_sum(y * g), [xt])
+    np.testing.assert_allclose(dx, naive_grad(x, grad_to, g), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("xs, k, s, padding", CASES)
+def test_gradients_float64(xs, k, s, padding):
+    # Distinct values well apart, so eps never changes which element is the maximum.
+    rng = np.random.default_rng(1)
+    x = rng.permutation(np.prod(xs)).reshape(xs).astype(np.float64) * 0.1
+    check_gradients(lambda t: nn.max_pool(t, list((1,) + k + (1,)), [1, s[0], s[1], 1], padding), [x])
+
+
+def test_ties_route_the_gradient_to_the_first_maximum():
+    # TF1 CPU kernel: the running maximum is replaced only by a strictly larger value (row-major scan).
+    x = distnet.Variable(np.array([[1.0, 3.0], [3.0, 3.0]]).reshape(1, 2, 2, 1))
+    (dx,) = distnet.gradients(distnet.reduce_sum(nn.max_pool(x, 2, 2, "VALID")), [x])
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[0.0, 1.0], [0.0, 0.0]])
+
+
+def test_padding_never_receives_gradient_even_for_minus_inf_windows():
+    # A window of -inf pixels at the padded border: TF1 routes to its first real pixel.
+    x_np = np.full((1, 3, 3, 1), -np.inf)
+    x = distnet.Variable(x_np)
+    y = nn.max_pool(x, 2, 2, "SAME")
+    assert np.all(y.numpy() == -np.inf)
+    (dx,) = distnet.gradients(distnet.reduce_sum(y), [x])
+    expected = np.zeros((3, 3))
+    expected[0, 0] = expected[0, 2] = expected[2, 0] = expected[2, 2] = 1.0
+    np.testing.assert_array_equal(dx[0, :, :, 0], expected)
+
+
+def test_same_padding_with_negative_values_ignores_the_padding():
+    x = -np.arange(1.0, 10.0).reshape(1, 3, 3, 1)
+    y = nn.max_pool(x, 2, 2, "SAME").numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(y, [[-1.0, -3.0], [-7.0, -9.0]])
+
+
+def test_seed_003_shape_and_dtype():
+    x = np.zeros((10, 28, 28, 32), np.float32)
+    y = nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
+    assert y.shape == (10, 14, 14, 32) and y.dtype == np.float32
+
+
+def test_errors():
+    with pytest.raises(ShapeError, match="rank 4"):
+        nn.max_pool(np.zeros((4, 4, 1)), 2, 2, "SAME")
+    with pytest.raises(InvalidArgumentError, match="padding"):
+        nn.max_pool(np.zeros((1, 4, 4, 1)), 2, 2, "same")
+    with pytest.raises(InvalidArgumentError, match="batch and channel"):
+        nn.max_pool(np.zeros((1, 4, 4, 1)), [2, 2, 2, 1], 2, "SAME")
+    with pytest.raises(InvalidArgumentError, match="positive"):
+        nn.max_pool(np.zeros((1, 4, 4, 1)), 2, 0, "SAME")
+    with pytest.raises(ShapeError, match="larger than the input"):
+        nn.max_pool(np.zeros((1, 2, 2, 1)), 3, 1, "VALID")
+    with pytest.raises(DTypeError, match="floating"):
+        nn.max_pool(np.zeros((1, 4, 4, 1), np.int32), 2, 2, "SAME")
