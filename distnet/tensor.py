@@ -251,7 +251,17 @@ def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     if isinstance(value, Tensor):
         return value
     if like is not None:
-        return Tensor(_to_array(value, like.dtype))
+        dt = like.dtype
+        if dt.kind in "iub":
+            # TF1: a float value never silently truncates into an integer tensor.
+            probe = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if probe.dtype.kind in "fc":
+                raise DTypeError(
+                    f"cannot combine a {dt.name} tensor with the float value {value!r}; "
+                    f"Expect: a value of dtype {dt.name} Actual: {probe.dtype.name}; "
+                    "use distnet.cast to make the tensor floating"
+                )
+        return Tensor(_to_array(value, dt))
     return Tensor(value)
 
 
