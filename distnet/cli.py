@@ -1,29 +1,382 @@
-"""The ``distnet`` command line."""
+"""The ``distnet`` command line.
+
+Commands: ``train``, ``eval``, ``inspect``, ``plot``, ``data fetch``,
+``data convert``.  Exit codes:
+
+* 0 -- success;
+* 1 -- failure during training (or any unexpected error);
+* 2 -- bad input: a bad job file, dataset or checkpoint, or bad arguments;
+* 130 -- interrupted with Ctrl-C (after the trainer saved a checkpoint).
+
+Bad input prints one line, ``distnet: error: ...``, and no traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
+from typing import Sequence
 
 from distnet._version import __version__
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+_EPILOG_TOP = """\
+examples:
+  distnet train                                  # the built-in default job (Fashion-MNIST)
+  distnet train examples/jobs/seed003_l2.toml -n 2
+  distnet eval runs/default --ema
+  distnet plot runs/default
+
+exit codes: 0 success, 1 failure during training, 2 bad input, 130 interrupted (Ctrl-C)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 2 and a one-line error (argparse's own convention)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=78)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The argument parser of the ``distnet`` command (every subcommand)."""
+    parser = _Parser(
         prog="distnet",
-        description="Data-parallel neural-network training on numpy and MPI.",
+        description=_wrap("Data-parallel neural-network training on numpy and MPI, with "
+                    "TensorFlow 1.x semantics."),
+        epilog=_EPILOG_TOP, formatter_class=_formatter,
     )
     parser.add_argument("--version", action="version", version=f"distnet {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # -- train --------------------------------------------------------------
+    p = sub.add_parser(
+        "train", help="train a job (no JOB: the built-in default job)",
+        description=_wrap("Train the job described by a TOML job file (see docs/jobs.md) on one "
+                    "process, or on N MPI workers with -n / --hostfile. Without JOB the built-in "
+                    "default job runs: a small conv net on the Fashion-MNIST data shipped with "
+                    "distnet. Rank 0 writes metrics.jsonl in the run directory and shows progress; "
+                    "Ctrl-C saves a checkpoint and --resume continues from it."),
+        epilog="examples:\n"
+               "  distnet train\n"
+               "  distnet train examples/jobs/seed003_dropout.toml --set train.steps=200\n"
+               "  distnet train job.toml -n 2 --set optimizer.learning_rate=0.01\n"
+               "  distnet train job.toml --hostfile hosts.txt --resume\n",
+        formatter_class=_formatter)
+    p.add_argument("job", nargs="?", metavar="JOB", help="the TOML job file (default: the built-in job)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a job value, e.g. --set optimizer.learning_rate=0.01 "
+                        "(VALUE is read as TOML, else as a string); repeatable")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N",
+                       help="launch N MPI workers on this machine (through mpiexec)")
+    where.add_argument("--hostfile", metavar="FILE",
+                       help="launch the workers listed in an MPI hostfile (one host per line)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest good checkpoint in the job's checkpoint directory")
+    p.add_argument("--run-dir", metavar="DIR", help="where metrics.jsonl, job.toml and (by "
+                   "default) checkpoints go (default: the job's run_dir, runs/<name>)")
+    p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
+                   help="progress display: a bar on a terminal, plain lines otherwise (default: auto)")
+    p.add_argument("--check", action="store_true",
+                   help="validate the job (and the dataset path) and print it as TOML; do not train")
+
+    # -- eval ---------------------------------------------------------------
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint on its job's test split",
+        description=_wrap("Load a checkpoint (a file, a checkpoint directory or a run directory: the "
+                    "newest good checkpoint is used), rebuild the model from the job stored in it "
+                    "and print the loss and accuracy on the test split, with the trained weights "
+                    "or, with --ema, the moving-average (shadow) weights."),
+        epilog="examples:\n"
+               "  distnet eval runs/default\n"
+               "  distnet eval runs/default/checkpoints/ckpt-00000300.h5 --ema\n"
+               "  distnet eval runs/default --data /data/fashion-test.h5\n",
+        formatter_class=_formatter)
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, checkpoint directory or run directory")
+    p.add_argument("--ema", action="store_true", help="use the EMA shadow weights")
+    p.add_argument("--data", metavar="NAME|PATH",
+                   help="evaluate on another dataset: fashion_mnist, mnist, an HDF5 file or an "
+                        "IDX directory (default: the job's own data)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the stored job, e.g. --set data.test_samples=500")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    # -- inspect ------------------------------------------------------------
+    p = sub.add_parser(
+        "inspect", help="show what a checkpoint holds",
+        description=_wrap("Print a checkpoint's step, epoch, world size, variables and shapes, "
+                    "optimizer and its slots, EMA shadows, last metrics and the job configuration."),
+        epilog="examples:\n  distnet inspect runs/default\n"
+               "  distnet inspect runs/default/checkpoints/ckpt-00000300.h5 --no-config\n",
+        formatter_class=_formatter)
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, checkpoint directory or run directory")
+    p.add_argument("--no-config", action="store_true", help="leave out the stored job configuration")
+
+    # -- plot ---------------------------------------------------------------
+    p = sub.add_parser(
+        "plot", help="plot loss, accuracy and learning-rate curves to a PNG",
+        description=_wrap("Read metrics.jsonl of one run (or several, to compare them on the same "
+                    "axes) and draw loss, accuracy (train, test, EMA) and learning-rate curves "
+                    "into a PNG."),
+        epilog="examples:\n  distnet plot runs/default                  # -> runs/default/metrics.png\n"
+               "  distnet plot runs/seed003_* -o seed003.png  # the three variants side by side\n",
+        formatter_class=_formatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory holding metrics.jsonl")
+    p.add_argument("-o", "--output", metavar="OUT.png",
+                   help="image to write (default: RUN_DIR/metrics.png, or runs.png for several runs)")
+
+    # -- data ---------------------------------------------------------------
+    p = sub.add_parser(
+        "data", help="download or convert datasets",
+        description=_wrap("Download a dataset (fetch) or convert IDX files to distnet's HDF5 "
+                    "dataset format (convert)."),
+        epilog="examples:\n  distnet data fetch fashion_mnist --dest data/fashion\n"
+               "  distnet data convert train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz train.h5\n",
+        formatter_class=_formatter)
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    f = dsub.add_parser(
+        "fetch", help="download MNIST or Fashion-MNIST (checksums verified)",
+        description=_wrap("Download a dataset's four IDX files from their official addresses into "
+                    "DEST, verify their checksums and resume or discard partial downloads."),
+        epilog="example:\n  distnet data fetch mnist --dest ~/datasets/mnist\n",
+        formatter_class=_formatter)
+    f.add_argument("name", metavar="NAME", help="fashion_mnist or mnist")
+    f.add_argument("--dest", required=True, metavar="DIR", help="directory to write the files to")
+    c = dsub.add_parser(
+        "convert", help="convert an IDX images/labels pair to an HDF5 dataset",
+        description=_wrap("Convert an IDX images file and its labels file (raw or .gz) to one HDF5 "
+                    "dataset file (images, labels and metadata), from which each rank of a job "
+                    "reads only its own rows."),
+        epilog="example:\n  distnet data convert t10k-images-idx3-ubyte.gz "
+               "t10k-labels-idx1-ubyte.gz fashion-test.h5\n",
+        formatter_class=_formatter)
+    c.add_argument("images", metavar="IMAGES", help="IDX images file")
+    c.add_argument("labels", metavar="LABELS", help="IDX labels file")
+    c.add_argument("out", metavar="OUT.h5", help="HDF5 file to write")
+    c.add_argument("--num-classes", type=int, metavar="K",
+                   help="number of classes (default: largest label + 1)")
+    c.add_argument("--compression", choices=("gzip", "lzf"), help="HDF5 compression filter")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+def _cmd_train(args) -> int:
+    from distnet.config import check_world_size, load_job
+
+    cfg = load_job(args.job, args.overrides)
+    if args.run_dir is not None:
+        cfg.run_dir = args.run_dir
+    if args.check:
+        if args.num_workers is not None:
+            check_world_size(cfg, args.num_workers)
+        print(cfg.to_toml(), end="")
+        return EXIT_OK
+    if args.num_workers is not None or args.hostfile is not None:
+        return _launch(args, cfg)
+    from distnet.dist import get_communicator
+    from distnet.job import run_train
+
+    comm = get_communicator("auto")
+    if comm.size == 1:
+        run_train(cfg, comm, resume=args.resume, progress=args.progress)
+        return EXIT_OK
+    # Under mpiexec: an error every rank agreed on (bad job or data, found before
+    # training) returns normally on every rank; any other error on one rank
+    # must end every rank at once instead of leaving them in a collective.
+    from distnet.dist.abort import install_abort_hook
+
+    install_abort_hook(comm)
+    try:
+        run_train(cfg, comm, resume=args.resume, progress=args.progress)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        if getattr(exc, "agreed_by_all_ranks", False):
+            raise
+        comm.abort(EXIT_FAILURE, f"[rank {comm.rank}] distnet: training failed: "
+                                 f"{type(exc).__name__}: {_one_line(exc)}")
+        raise
+    return EXIT_OK
+
+
+def _launch(args, cfg) -> int:
+    """Re-run this ``distnet train`` under mpiexec (as horovodrun / torchrun do)."""
+    from distnet.config import check_world_size
+
+    if args.num_workers is not None:
+        if args.num_workers < 1:
+            raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
+        check_world_size(cfg, args.num_workers)  # before any worker starts
+    worker_args = ["train"]
+    if args.job is not None:
+        worker_args.append(args.job)
+    for item in args.overrides:
+        worker_args += ["--set", item]
+    if args.run_dir is not None:
+        worker_args += ["--run-dir", args.run_dir]
+    if args.resume:
+        worker_args.append("--resume")
+    progress = args.progress
+    if progress == "auto":  # the workers' output is a pipe: decide from our terminal
+        progress = "bar" if sys.stdout.isatty() else "plain"
+    worker_args += ["--progress", progress]
+    from distnet import launcher
+
+    return int(launcher.launch(worker_args, num_workers=args.num_workers, hostfile=args.hostfile))
+
+
+def _bad_input(message: str):
+    from distnet.errors import ConfigError
+
+    return ConfigError(message)
+
+
+def _cmd_eval(args) -> int:
+    from distnet.job import run_eval
+
+    result = run_eval(args.ckpt, use_ema=args.ema, data=args.data, overrides=args.overrides)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
+              f"test loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
+              f"on {result['samples']} samples")
+    return EXIT_OK
+
+
+def _cmd_inspect(args) -> int:
+    from distnet.job import load_checkpoint
+
+    path, state = load_checkpoint(args.ckpt)
+    print(f"checkpoint      {path}")
+    print(f"step            {state.step}")
+    print(f"epoch           {state.epoch} (position {state.position})")
+    print(f"world size      {state.world_size}")
+    print(f"distnet         {state.distnet_version} (format {state.format_version})")
+    total = sum(int(a.size) for a in state.params.values())
+    print(f"\nvariables ({len(state.params)}, {total:,} parameters):")
+    width = max((len(n) for n in state.params), default=0)
+    for name, arr in state.params.items():
+        shadow = " ema" if name in state.ema else ""
+        print(f"  {name:<{width}}  {arr.dtype}{list(arr.shape)}{shadow}")
+    opt = state.optimizer
+    slots = ", ".join(f"{s} ({len(v)})" for s, v in opt.get("slots", {}).items()) or "none"
+    print(f"\noptimizer       {opt.get('name') or '?'}, {opt.get('iterations', 0)} iterations, slots: {slots}")
+    for key, value in opt.get("hyper", {}).items():
+        print(f"  {key} = {value}")
+    print(f"ema             {'%d shadow weights' % len(state.ema) if state.ema else 'none'}")
+    if state.metrics:
+        print("\nmetrics:")
+        for key, value in state.metrics.items():
+            print(f"  {key} = {value:.6g}")
+    if not args.no_config:
+        print("\nconfig:")
+        text = state.config_text.strip()
+        print("  " + text.replace("\n", "\n  ") if text else "  (none stored)")
+    return EXIT_OK
+
+
+def _cmd_plot(args) -> int:
+    from distnet.plot import plot_run, plot_runs
+
+    if len(args.run_dirs) == 1:
+        out = plot_run(args.run_dirs[0], args.output)
+    else:
+        out = plot_runs(args.run_dirs, args.output or "runs.png")
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _cmd_data(args, parser) -> int:
+    if args.data_command == "fetch":
+        from distnet.data import fetch
+
+        paths = fetch.fetch(args.name, args.dest)
+        for path in paths or ():
+            print(path)
+        return EXIT_OK
+    if args.data_command == "convert":
+        from distnet.data import convert_idx_to_hdf5
+
+        out = convert_idx_to_hdf5(args.images, args.labels, args.out, num_classes=args.num_classes,
+                                  compression=args.compression)
+        print(f"wrote {out}")
+        return EXIT_OK
+    parser.parse_args(["data", "--help"])
+    return EXIT_BAD_INPUT  # pragma: no cover - --help exits
+
+
+def _is_main_rank() -> bool:
+    """True unless this process is a rank > 0 of an MPI job (only rank 0 prints errors)."""
+    import os
+
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK"):
+        if os.environ.get(var, "0") not in ("0", ""):
+            return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``distnet`` command; returns the exit code (0, 1, 2 or 130)."""
+    from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
+                                InvalidArgumentError)
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or an argparse error (code 2)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_BAD_INPUT
     if args.command is None:
         parser.print_help()
-        return 0
-    return 0
+        return EXIT_OK
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
+    speak = _is_main_rank()
+    try:
+        if args.command == "data":
+            return _cmd_data(args, parser)
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        if speak:
+            print("\ndistnet: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, DataError, CheckpointError, InvalidArgumentError) as exc:
+        if speak:
+            print(f"distnet: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DistnetError as exc:
+        if speak:
+            print(f"distnet: training failed: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ImportError as exc:
+        print(f"distnet: error: {exc} (a part of distnet or an optional dependency is missing)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"distnet: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -123,7 +123,10 @@ class EMAConfig:
 
 @dataclass
 class DataConfig:
-    """``[data]``: a built-in dataset by name, or a path (HDF5 file or IDX directory)."""
+    """``[data]``: a built-in dataset by name, or a path (HDF5 file or IDX directory).
+
+    With a path to an IDX directory, ``name`` says which dataset it holds.
+    """
 
     name: str | None = None
     path: str | None = None
@@ -145,7 +148,11 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    """``[checkpoint]``: where and how often the job is saved."""
+    """``[checkpoint]``: where and how often the job is saved.
+
+    ``dir`` defaults to ``RUN_DIR/checkpoints``; ``dir = ""`` switches
+    checkpoints off.  Without ``every`` the job is saved at its end and on Ctrl-C.
+    """
 
     dir: str | None = None
     every: int | None = None
@@ -452,15 +459,14 @@ def parse_override(item: str) -> tuple[list, Any]:
 
 # Keys that exclude each other: overriding one removes the other from the job,
 # so ``--set train.steps=10`` works on a job that sets ``train.epochs``.
-_EXCLUSIVE = {("train", "steps"): ("train", "epochs"), ("train", "epochs"): ("train", "steps"),
-              ("data", "path"): ("data", "name"), ("data", "name"): ("data", "path")}
+_EXCLUSIVE = {("train", "steps"): ("train", "epochs"), ("train", "epochs"): ("train", "steps")}
 
 
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     """Return a copy of the raw job dict with ``--set`` overrides applied.
 
-    Setting one of two exclusive keys (``train.steps`` / ``train.epochs``,
-    ``data.path`` / ``data.name``) removes the other one.
+    Setting one of two exclusive keys (``train.steps`` / ``train.epochs``)
+    removes the other one.
     """
     raw = copy.deepcopy(raw)
     for item in overrides:
@@ -612,9 +618,9 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     simple("checkpoint", cfg.checkpoint)
     chk.positive(cfg.checkpoint.every, ("checkpoint", "every"))
     chk.positive(cfg.checkpoint.max_to_keep, ("checkpoint", "max_to_keep"))
-    if cfg.checkpoint.every is not None and cfg.checkpoint.dir is None:
-        chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoint.dir "
-                 "(the directory the checkpoints are written to)")
+    if cfg.checkpoint.every is not None and cfg.checkpoint.dir == "":
+        chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoints on, "
+                 "but checkpoint.dir is \"\" (off)")
 
     # [dist]
     chk.known(raw.get("dist", {}), ("dist",), _SECTIONS["dist"])
@@ -728,9 +734,11 @@ def _check_optimizer_params(opt: OptimizerConfig, chk: _Checker) -> None:
     for key in ("epsilon", "clip_norm"):
         if key in p:
             chk.positive(p[key], ("optimizer", key))
-    for key in ("momentum", "weight_decay", "initial_accumulator_value"):
+    for key in ("momentum", "weight_decay"):
         if key in p:
             chk.positive(p[key], ("optimizer", key), allow_zero=True)
+    if "initial_accumulator_value" in p:
+        chk.positive(p["initial_accumulator_value"], ("optimizer", "initial_accumulator_value"))
 
 
 def _check_schedule_params(s: ScheduleConfig, chk: _Checker) -> None:
@@ -757,9 +765,6 @@ def _check_schedule_params(s: ScheduleConfig, chk: _Checker) -> None:
 
 
 def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
-    if d.name is not None and d.path is not None:
-        chk.fail(("data", "path"), f"set either data.name or data.path, not both "
-                 f"(got name = '{d.name}' and path = '{d.path}')")
     if d.name is not None:
         d.name = chk.choice(d.name.lower().replace("-", "_"), ("data", "name"), BUILTIN_DATASETS)
     if d.path is not None:
@@ -770,8 +775,8 @@ def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
             chk.fail(("data", "path"), f"no such file or directory: {path} "
                      "(expected an HDF5 dataset file or a directory of IDX files)")
         d.path = str(path)
-    if d.name is None and d.path is None:
-        d.name = "fashion_mnist"
+    if d.name is None:
+        d.name = "fashion_mnist"  # with a path: what an IDX directory holds
     chk.positive(d.train_samples, ("data", "train_samples"))
     chk.positive(d.test_samples, ("data", "test_samples"))
 
@@ -800,12 +805,16 @@ num_updates = true
 
 [data]
 name = "fashion_mnist"
+test_samples = 2000
 
 [train]
 batch_size = 100
-epochs = 2
+steps = 300
 eval_every = 100
 log_every = 20
+
+[checkpoint]
+every = 100
 """
 
 

@@ -1,0 +1,509 @@
+"""Turn a :class:`~distnet.config.JobConfig` into a model, an optimizer, data and a Trainer.
+
+This is what ``distnet train`` and ``distnet eval`` run::
+
+    cfg = load_job("examples/jobs/seed003_l2.toml")
+    comm = get_communicator("auto")
+    run_train(cfg, comm)                    # -> the trainer's history
+    run_eval("runs/seed003_l2/checkpoints", use_ema=True)
+
+Every builder validates what the job file could not (e.g. that a dataset
+exists and is readable) and raises the package's own errors.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distnet.config import JobConfig, check_world_size, parse_job
+from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
+
+__all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
+           "build_trainer", "run_train", "run_eval", "evaluate", "load_checkpoint",
+           "config_from_checkpoint", "checkpoint_dir", "SubsetDataset"]
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+def _regularizer(spec: dict | None):
+    if spec is None:
+        return None
+    from distnet import regularizers
+
+    if spec["type"] == "l1":
+        return regularizers.l1(spec["scale"])
+    if spec["type"] == "l2":
+        return regularizers.l2(spec["scale"])
+    return regularizers.l1_l2(spec["l1"], spec["l2"])
+
+
+def _initializer(spec: Any):
+    if spec is None or isinstance(spec, str):
+        return spec
+    from distnet import initializers
+
+    params = {k: v for k, v in spec.items() if k != "type"}
+    return getattr(initializers, spec["type"])(**params)
+
+
+def _pair_or_int(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def build_layer(spec: dict, name: str | None = None):
+    """One layer from its job-file table (``{"type": "dense", "units": 10, ...}``).
+
+    Returns:
+        A ``distnet.layers`` layer.
+    """
+    from distnet import layers
+
+    kind = spec["type"]
+    opts = {k: v for k, v in spec.items() if k != "type"}
+    for key in ("kernel_regularizer", "bias_regularizer"):
+        if key in opts:
+            opts[key] = _regularizer(opts[key])
+    for key in ("kernel_initializer", "bias_initializer"):
+        if key in opts:
+            opts[key] = _initializer(opts[key])
+    for key in ("kernel_size", "strides", "pool_size"):
+        if key in opts:
+            opts[key] = _pair_or_int(opts[key])
+    if opts.get("activation") == "linear":
+        opts["activation"] = None
+    cls = {"dense": layers.Dense, "conv2d": layers.Conv2D, "max_pool2d": layers.MaxPool2D,
+           "flatten": layers.Flatten, "dropout": layers.Dropout}[kind]
+    return cls(**opts)
+
+
+def build_model(cfg: JobConfig):
+    """The job's :class:`distnet.Sequential`, its weights drawn from ``cfg.seed``.
+
+    The model is built lazily on its first call (or by the Trainer, from the
+    dataset's image shape); every rank draws the same weights from the seed
+    and the Trainer broadcasts rank 0's anyway.
+
+    Example:
+        >>> model = build_model(load_job(None))
+    """
+    from distnet.models import Sequential
+
+    try:
+        layer_list = [build_layer(spec) for spec in cfg.model.layers]
+        return Sequential(layer_list, seed=cfg.seed)
+    except InvalidArgumentError as exc:
+        raise ConfigError(f"{cfg.source}: model: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Optimizer, schedule, EMA
+# ---------------------------------------------------------------------------
+
+def build_schedule(cfg: JobConfig):
+    """The learning rate: a float, or a schedule ``step -> float`` (with warm-up).
+
+    # Warm-up follows optax/Goyal et al.: linear from 0 over warmup_steps, then
+    # the decay schedule starts its own step count.
+    """
+    from distnet import schedules
+
+    lr0 = cfg.optimizer.learning_rate
+    s, p = cfg.schedule, cfg.schedule.params
+    if s.type == "constant":
+        lr: Any = lr0
+    elif s.type == "exponential":
+        lr = schedules.exponential_decay(lr0, p["decay_steps"], p["decay_rate"], p.get("staircase", False))
+    elif s.type == "piecewise":
+        lr = schedules.piecewise_constant(p["boundaries"], p["values"])
+    elif s.type == "polynomial":
+        lr = schedules.polynomial_decay(lr0, p["decay_steps"], p.get("end_learning_rate", 0.0001),
+                                        p.get("power", 1.0), p.get("cycle", False))
+    else:  # cosine
+        lr = schedules.cosine_decay(lr0, p["decay_steps"], p.get("alpha", 0.0))
+    if s.warmup_steps:
+        lr = schedules.warmup(lr, s.warmup_steps)
+    return lr
+
+
+def build_optimizer(cfg: JobConfig):
+    """The job's optimizer, with its learning-rate schedule.
+
+    ``optimizer.clip_norm`` is TF1's ``clip_by_global_norm`` (all gradients
+    of a step rescaled together).
+
+    Example:
+        >>> opt = build_optimizer(load_job(None, ["optimizer.name=momentum"]))
+    """
+    from distnet import optimizers
+
+    params = dict(cfg.optimizer.params)
+    if "clip_norm" in params:
+        params["global_clipnorm"] = params.pop("clip_norm")
+    try:
+        return optimizers.get(cfg.optimizer.name, learning_rate=build_schedule(cfg), **params)
+    except InvalidArgumentError as exc:
+        raise ConfigError(f"{cfg.source}: optimizer/schedule: {exc}") from None
+
+
+def build_ema(cfg: JobConfig):
+    """An :class:`~distnet.ExponentialMovingAverage`, or ``None`` when ``[ema]`` is off."""
+    if not cfg.ema.enabled:
+        return None
+    from distnet.moving_averages import ExponentialMovingAverage
+
+    return ExponentialMovingAverage(cfg.ema.decay)
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+class SubsetDataset:
+    """The first ``n`` samples of a dataset (``data.train_samples`` / ``test_samples``)."""
+
+    def __init__(self, base, n: int):
+        self.base = base
+        self.n = min(int(n), len(base))
+        self.num_classes = base.num_classes
+        self.image_shape = base.image_shape
+        self.class_names = getattr(base, "class_names", None)
+        self.source = f"{getattr(base, 'source', '')} (first {self.n})"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, indices):
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise InvalidArgumentError(f"read: indices: expected row numbers in [0, {self.n}), "
+                                       f"found {int(idx.min())}..{int(idx.max())}")
+        return self.base.read(idx)
+
+
+def _hdf5_pair(path: Path) -> tuple[Path, Path | None]:
+    """The train file and its test file (``...train...h5`` -> ``...test...h5``) if it exists."""
+    name = path.name
+    if "train" in name:
+        test = path.with_name(name.replace("train", "test"))
+        if test.exists():
+            return path, test
+    return path, None
+
+
+def load_data(cfg: JobConfig) -> tuple[Any, Any]:
+    """The job's (train, test) datasets.
+
+    ``data.name`` loads a named dataset (Fashion-MNIST: an installed copy or
+    the embedded subset).  ``data.path`` is either a directory of IDX files
+    (of ``data.name``'s dataset, default Fashion-MNIST), a directory holding
+    ``*-train.h5`` and ``*-test.h5``, or one HDF5 file (its test split is the
+    same name with ``train`` replaced by ``test``, when that file exists).
+
+    Returns:
+        ``(train, test)``; ``test`` may be ``None`` (no evaluation).
+
+    Raises:
+        DataError: missing or malformed files.
+    """
+    from distnet import data
+
+    d = cfg.data
+    name = d.name or "fashion_mnist"
+    test = None
+    if d.path is None:
+        train, test = data.load_dataset(name)
+    else:
+        path = Path(d.path)
+        if path.is_dir():
+            h5 = sorted(path.glob("*train*.h5"))
+            if h5:
+                train_file, test_file = _hdf5_pair(h5[0])
+                train = data.HDF5Dataset(train_file)
+                test = data.HDF5Dataset(test_file) if test_file is not None else None
+            else:
+                train, test = data.load_dataset(name, path)
+        elif path.is_file():
+            train_file, test_file = _hdf5_pair(path)
+            train = data.HDF5Dataset(train_file)
+            test = data.HDF5Dataset(test_file) if test_file is not None else None
+        else:
+            raise DataError(f"data.path: expected an HDF5 file or a directory, found nothing at {str(path)!r}")
+    if d.train_samples is not None:
+        train = SubsetDataset(train, d.train_samples)
+    if test is not None and d.test_samples is not None:
+        test = SubsetDataset(test, d.test_samples)
+    if test is not None and test.num_classes != train.num_classes:
+        raise DataError(f"data: the test split has {test.num_classes} classes, the train split "
+                        f"{train.num_classes}")
+    _check_output_units(cfg, train.num_classes)
+    return train, test
+
+
+def _check_output_units(cfg: JobConfig, num_classes: int) -> None:
+    last = cfg.model.layers[-1]
+    if last.get("units") != num_classes:
+        i = len(cfg.model.layers) - 1
+        raise ConfigError(f"{cfg.source}: model.layers[{i}].units: the last layer gives one logit "
+                          f"per class: expected {num_classes} (the dataset's classes), got {last.get('units')}")
+
+
+# ---------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------
+
+def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> str | None:
+    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``."""
+    if cfg.checkpoint.dir is not None:
+        return cfg.checkpoint.dir or None  # "" switches checkpoints off
+    base = run_dir if run_dir is not None else cfg.run_dir
+    return os.path.join(os.fspath(base), "checkpoints") if base is not None else None
+
+
+def _loss(cfg: JobConfig):
+    return cfg.loss.type
+
+
+def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
+                  logger=None, data: tuple[Any, Any] | None = None):
+    """A :class:`distnet.trainer.Trainer` running ``cfg`` on ``comm``.
+
+    Args:
+        cfg: the validated job.
+        comm: the communicator (default: ``get_communicator("auto")``).
+        run_dir: overrides ``cfg.run_dir``.
+        logger: a :class:`~distnet.metrics.MetricsLogger` (default: none).
+        data: ``(train, test)`` already loaded (default: :func:`load_data`).
+
+    Returns:
+        The trainer; call ``trainer.fit(resume=...)``.
+    """
+    from distnet.dist import get_communicator
+    from distnet.trainer import Trainer
+
+    comm = comm if comm is not None else get_communicator("auto")
+    check_world_size(cfg, comm.size)
+    train, test = data if data is not None else load_data(cfg)
+    run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
+    t = cfg.train
+    kwargs = dict(
+        eval_data=test, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
+        ema=build_ema(cfg), weight_decay=cfg.regularization.weight_decay,
+        weight_decay_exclude_bias=cfg.regularization.exclude_bias,
+        micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
+        log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
+        checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
+        config_text=cfg.to_toml(), logger=logger,
+    )
+    # Options that only some trainer versions take are passed when it accepts them.
+    import inspect
+
+    accepted = inspect.signature(Trainer.__init__).parameters
+    optional = {"ema_num_updates": cfg.ema.num_updates, "stall_timeout": cfg.dist.stall_timeout,
+                "check_every": cfg.dist.check_every, "run_dir": run_dir}
+    kwargs.update({k: v for k, v in optional.items() if k in accepted})
+    try:
+        return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
+    except InvalidArgumentError as exc:
+        raise ConfigError(f"{cfg.source}: {exc}") from None
+
+
+def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
+              run_dir: str | os.PathLike | None = None, progress: str = "auto") -> list[dict]:
+    """Train the job: what ``distnet train`` runs on every rank.
+
+    Rank 0 writes ``metrics.jsonl`` and shows progress; the others stay quiet.
+    On Ctrl-C the trainer saves a checkpoint (when a checkpoint directory is
+    configured) and ``KeyboardInterrupt`` propagates.
+
+    Args:
+        cfg: the validated job.
+        comm: the communicator (default: ``get_communicator("auto")``).
+        resume: continue from the newest good checkpoint in the checkpoint dir.
+        run_dir: overrides ``cfg.run_dir``.
+        progress: ``"auto"``, ``"bar"``, ``"plain"`` or ``"none"``.
+
+    Returns:
+        The trainer's history (a list of dicts).
+    """
+    from distnet.dist import get_communicator
+    from distnet.metrics import MetricsLogger
+
+    comm = comm if comm is not None else get_communicator("auto")
+    run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
+    if resume and checkpoint_dir(cfg, run_dir) is None:
+        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but checkpoint.dir is \"\" (off)")
+    data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
+    is_main = comm.rank == 0
+    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
+    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data)
+    if is_main:
+        train, test = data
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "job.toml").write_text(cfg.to_toml(), encoding="utf-8")
+        logger.message(f"distnet: job {cfg.name!r} ({cfg.source}) on {comm.size} rank(s), "
+                       f"{len(train)} training samples ({getattr(train, 'source', '')}), "
+                       f"{trainer.total_steps} steps of {cfg.train.batch_size}; run dir {run_dir}")
+    logger.start(total_steps=trainer.total_steps, world_size=comm.size,
+                 global_batch_size=cfg.train.batch_size, job=cfg.name, resume=bool(resume))
+    status = "failed"
+    try:
+        history = trainer.fit(resume=resume)
+        status = "completed"
+        return history
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        logger.close(status)
+
+
+def _agree(comm, fn):
+    """Run ``fn`` on every rank; if it raises a bad-input error on any rank, raise on all.
+
+    The error raised carries ``agreed_by_all_ranks = True``.
+
+    A file missing on one host must stop the whole job with one clear
+    message, not leave the other ranks waiting in the trainer's first collective.
+    """
+    if comm.size == 1:
+        return fn()
+    result, error = None, None
+    try:
+        result = fn()
+    except (ConfigError, DataError) as exc:
+        error = (type(exc).__name__, str(exc))
+    errors = comm.allgather_object(error)
+    for rank, err in enumerate(errors):
+        if err is not None:
+            cls = DataError if err[0] == "DataError" else ConfigError
+            exc = cls(err[1] if error is not None else f"rank {rank}: {err[1]}")
+            exc.agreed_by_all_ranks = True  # every rank raises it: no abort needed
+            raise exc
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Evaluation from a checkpoint
+# ---------------------------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[str, Any]:
+    """Load a checkpoint file, or the newest good one in a directory.
+
+    ``path`` may be a checkpoint file, a checkpoint directory or a run
+    directory (holding ``checkpoints/``).  In a directory, a newest file that
+    is corrupt is skipped (with a warning) for the previous good one.
+
+    Returns:
+        ``(file, CheckpointState)``.
+
+    Raises:
+        CheckpointError: no checkpoint there, or none usable.
+    """
+    import warnings
+
+    from distnet.checkpoint import CheckpointManager, CheckpointWarning, load
+
+    p = Path(path)
+    if p.is_file():
+        return str(p), load(p)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint file or directory")
+    if (p / "checkpoints").is_dir():
+        p = p / "checkpoints"
+    found = CheckpointManager(p, is_writer=False).checkpoints()
+    if not found:
+        raise CheckpointError(f"{p}: no checkpoint (ckpt-<step>.h5) in this directory")
+    problems = []
+    for file in reversed(found):
+        try:
+            return file, load(file)
+        except CheckpointError as exc:
+            problems.append(f"{file}: {exc}")
+            warnings.warn(f"skipping unusable checkpoint {file}: {exc}", CheckpointWarning, stacklevel=2)
+    raise CheckpointError(f"{p}: no usable checkpoint; " + "; ".join(problems))
+
+
+def config_from_checkpoint(state, where: str) -> JobConfig:
+    """The :class:`JobConfig` stored in a checkpoint (its ``config_text``)."""
+    if not state.config_text.strip():
+        raise CheckpointError(f"{where}: the checkpoint stores no job configuration")
+    try:
+        return parse_job(state.config_text, f"{where} (stored job)")
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: its stored job configuration is invalid: {exc}") from None
+
+
+def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_size: int = 1000) -> dict:
+    """Mean loss and accuracy of ``model`` on ``dataset`` (one process).
+
+    Returns:
+        ``{"loss": float, "accuracy": float, "samples": int}``.
+    """
+    from distnet import losses
+
+    loss_fn = getattr(losses, loss)
+    n = len(dataset)
+    total, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        x, y = dataset.read(np.arange(start, min(start + batch_size, n)))
+        logits = model(x, training=False)
+        total += float(loss_fn(y, logits, reduction="sum").numpy())
+        correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
+    return {"loss": total / max(n, 1), "accuracy": correct / max(n, 1), "samples": n}
+
+
+def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Evaluate a checkpoint on its job's test split: what ``distnet eval`` runs.
+
+    Args:
+        ckpt: a checkpoint file, a checkpoint directory or a run directory
+            (the newest good checkpoint is used).
+        use_ema: evaluate with the EMA shadow weights instead of the trained ones.
+        data: another dataset (a name or a path, as ``data.name`` / ``data.path``).
+        overrides: ``--set`` items applied to the stored job (e.g. ``data.test_samples=500``).
+
+    Returns:
+        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples"}``.
+    """
+    from distnet.checkpoint import ema_params
+
+    path, state = load_checkpoint(ckpt)
+    cfg = config_from_checkpoint(state, path)
+    extra = list(overrides)
+    if data is not None:
+        extra.append(f"data.name={data}" if data.replace("-", "_").lower() in ("fashion_mnist", "mnist")
+                     else f"data.path={data}")
+    if extra:
+        cfg = parse_job(cfg.to_toml(), f"{path} (stored job)", extra)
+    _, test = load_data(cfg)
+    if test is None:
+        raise DataError(f"{cfg.data.path}: no test split found to evaluate on "
+                        "(expected a file named like the training file with 'train' replaced by 'test')")
+    model = build_model(cfg)
+    model.build((None,) + tuple(test.image_shape))
+    weights = ema_params(state) if use_ema else state.params
+    by_name = {v.name: v for v in model.variables}
+    missing = sorted(set(by_name) - set(weights))
+    unexpected = sorted(set(weights) - set(by_name))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not match the model of its job: missing {missing}, "
+                              f"unexpected {unexpected}")
+    for name, var in by_name.items():
+        if tuple(var.shape) != tuple(weights[name].shape):
+            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)}, "
+                                  f"found {tuple(weights[name].shape)}")
+        var.assign(weights[name])
+    result = evaluate(model, test, cfg.loss.type)
+    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result}
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: its message, prefixed by its kind when that helps."""
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(exc, DistnetError) else f"{type(exc).__name__}: {text}"
