@@ -284,6 +284,20 @@ def _check_expected(datasets: Mapping[str, _Dataset], expected: Mapping[str, Any
                                       + "\n  - ".join(problems))
 
 
+def _scalar_attribute(f: h5py.File, name: str, fname: str) -> Any:
+    """A root attribute, checked to be a small scalar before it is read."""
+    if name not in f.attrs:
+        raise CorruptCheckpointError(f"checkpoint {fname}: root attribute {name!r} is missing "
+                                     "(not a distnet checkpoint)")
+    aid = h5py.h5a.open(f.id, name.encode())
+    tid = aid.get_type()
+    if aid.shape != () or tid.get_class() not in (h5py.h5t.STRING, h5py.h5t.INTEGER) \
+            or tid.get_size() > 1024:
+        raise UnsafeCheckpointError(f"checkpoint {fname}: root attribute {name!r} is not a "
+                                    "scalar string or integer")
+    return f.attrs[name]
+
+
 def _open(fname: str) -> h5py.File:
     if not os.path.exists(fname):
         raise CheckpointError(f"checkpoint {fname} does not exist")
@@ -305,15 +319,16 @@ def _load(fname: str, expected: Mapping[str, Any] | None, max_bytes: int | None)
     with _open(fname) as f:
         file_size = os.path.getsize(fname)
         scanner = _Scanner(fname)
-        scanner.check_attributes(f.id, "/")  # version first: a newer layout is reported as such
-        fmt = f.attrs.get("format")
+        # Format and version first: a newer layout is reported as such.
+        fmt = _scalar_attribute(f, "format", fname)
         fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
         if fmt != FORMAT_NAME:
-            raise CorruptCheckpointError(f"checkpoint {fname}: root attribute 'format' is {fmt!r}, "
+            raise CorruptCheckpointError(f"checkpoint {fname}: root attribute 'format' is {fmt!r:.80}, "
                                          f"expected {FORMAT_NAME!r} (not a distnet checkpoint)")
-        version = f.attrs.get("format_version")
+        version = _scalar_attribute(f, "format_version", fname)
         if not isinstance(version, (np.integer, int)) or int(version) != FORMAT_VERSION:
-            raise CorruptCheckpointError(f"checkpoint {fname} has format version {version!r}; "
+            shown = int(version) if isinstance(version, (np.integer, int)) else repr(version)[:80]
+            raise CorruptCheckpointError(f"checkpoint {fname} has format version {shown}; "
                                          f"this distnet reads version {FORMAT_VERSION}")
         scanner.walk(f.id, "/", 0)
         top = {g.lstrip("/") for g in scanner.groups if g.count("/") == 1}

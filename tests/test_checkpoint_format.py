@@ -1,0 +1,345 @@
+"""Checkpoint layout, round trip, digest, strict restore and EMA export."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+
+import distnet
+from distnet.checkpoint import (
+    FORMAT_VERSION, CheckpointMismatchError, CheckpointState, CorruptCheckpointError,
+    compute_digest, ema_params, expected_from, export_weights, load, write_checkpoint,
+)
+from distnet.checkpoint.writer import chunk_shape, header_items
+from distnet.errors import CheckpointError, InvalidArgumentError
+
+
+def make_state(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {
+        "conv2d/kernel": rng.standard_normal((5, 5, 1, 4)).astype(np.float32),
+        "conv2d/bias": rng.standard_normal(4).astype(np.float32),
+        "dense/kernel": rng.standard_normal((300, 7)),           # float64, > 1 chunk? no: small
+        "dense_1/bias": rng.standard_normal(3).astype(np.float16),
+        "counter": np.array(7, dtype=np.int64),                   # 0-d
+        "empty": np.zeros((0, 3), dtype=np.int32),                 # zero-size
+        "codes": rng.integers(0, 255, size=(6,), dtype=np.uint8),
+        "big_endian": np.arange(5, dtype=">i4"),
+    }
+    ema = {k: v + 1 for k, v in params.items() if v.dtype.kind == "f"}
+    gen = np.random.default_rng(123)
+    gen.random(3)
+    return CheckpointState(
+        params=params,
+        ema=ema,
+        optimizer={"name": "adam", "iterations": 42,
+                   "slots": {"m": {k: v * 0.5 for k, v in ema.items()},
+                             "v": {k: v * v for k, v in ema.items()},
+                             "unused": {}},
+                   "hyper": {"learning_rate": 1e-3, "beta1": 0.9, "schedule": "exponential_decay"}},
+        step=1234, epoch=3, position=4500,
+        rng={"numpy": json.dumps(gen.bit_generator.state), "seed": 7, "keys": [1, 2, 3]},
+        world_size=4,
+        config_text='[job]\nname = "mnist — ünïcode"\nsteps = 100\n',
+        metrics={"loss": 0.25, "accuracy": 0.875, "diverged": float("nan")},
+    )
+
+
+def assert_same(a: CheckpointState, b: CheckpointState):
+    for field in ("params", "ema"):
+        da, db = getattr(a, field), getattr(b, field)
+        assert sorted(da) == sorted(db), field
+        for k in da:
+            assert da[k].dtype == db[k].dtype, (field, k)
+            assert da[k].shape == db[k].shape, (field, k)
+            assert da[k].tobytes() == db[k].tobytes(), (field, k)
+    sa, sb = a.optimizer["slots"], b.optimizer["slots"]
+    assert sorted(sa) == sorted(sb)
+    for slot in sa:
+        assert sorted(sa[slot]) == sorted(sb[slot])
+        for k in sa[slot]:
+            assert sa[slot][k].dtype == sb[slot][k].dtype
+            assert sa[slot][k].tobytes() == sb[slot][k].tobytes()
+    for key in ("name", "iterations", "hyper"):
+        assert a.optimizer[key] == b.optimizer[key], key
+    for field in ("step", "epoch", "position", "rng", "world_size", "config_text",
+                  "format_version", "distnet_version"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert json.dumps(a.metrics) == json.dumps(b.metrics)  # NaN-aware equality
+
+
+def test_round_trip_every_field(tmp_path):
+    original = make_state()
+    path = write_checkpoint(tmp_path / "ckpt-00001234.h5", original)
+    assert path == str(tmp_path / "ckpt-00001234.h5")
+    back = load(path)
+    assert_same(original.validate(), back)
+    # The RNG state brings a generator back to the same stream.
+    gen = np.random.default_rng()
+    gen.bit_generator.state = json.loads(back.rng["numpy"])
+    ref = np.random.default_rng(123)
+    ref.random(3)
+    np.testing.assert_array_equal(gen.random(4), ref.random(4))
+    assert back.format_version == FORMAT_VERSION
+    assert back.distnet_version == distnet.__version__
+    assert os.listdir(tmp_path) == ["ckpt-00001234.h5"]  # no temporary left
+
+
+def test_non_contiguous_and_scalar_inputs(tmp_path):
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    state = CheckpointState(params={"t": base.T, "s": np.float64(2.5)})
+    back = load(write_checkpoint(tmp_path / "c.h5", state))
+    np.testing.assert_array_equal(back.params["t"], base.T)
+    assert back.params["s"].shape == () and back.params["s"] == 2.5
+
+
+def test_plain_h5py_reads_the_layout(tmp_path):
+    state = make_state()
+    path = write_checkpoint(tmp_path / "c.h5", state)
+    with h5py.File(path, "r") as f:
+        assert set(f) == {"params", "ema", "optimizer", "state"}
+        np.testing.assert_array_equal(f["/params/conv2d/kernel"][()], state.params["conv2d/kernel"])
+        np.testing.assert_array_equal(f["/ema/dense/kernel"][()], state.ema["dense/kernel"])
+        np.testing.assert_array_equal(f["/optimizer/m/conv2d/bias"][()],
+                                      state.optimizer["slots"]["m"]["conv2d/bias"])
+        assert "unused" in f["/optimizer"]
+        assert f["/state"].attrs["step"] == 1234
+        assert f["/state"].attrs["epoch"] == 3
+        assert f["/state"].attrs["position"] == 4500
+        assert f["/state"].attrs["world_size"] == 4
+        assert f["/state"].attrs["config_text"] == state.config_text
+        assert json.loads(f["/state"].attrs["rng"]) == state.rng
+        assert f["/optimizer"].attrs["name"] == "adam"
+        assert f["/optimizer"].attrs["iterations"] == 42
+        assert f.attrs["format"] == "distnet-checkpoint"
+        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert len(f.attrs["sha256"]) == 64
+        # Every non-empty, non-scalar array carries a fletcher32 checksum;
+        # nothing is stored as an object dtype.
+        seen = []
+
+        def check(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                seen.append(name)
+                assert obj.dtype.kind in "fiu", name
+                if obj.size and obj.ndim:
+                    assert obj.fletcher32 and obj.chunks is not None, name
+                    assert obj.compression is None, name
+        f.visititems(check)
+        assert len(seen) == len(state.arrays())
+
+
+def test_h5dump_lists_the_layout(tmp_path, capsys):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    h5dump = shutil.which("h5dump")
+    if h5dump is None:
+        with capsys.disabled():
+            print("\nh5dump not installed (apt-get install hdf5-tools): "
+                  "skipping the h5dump listing check; plain h5py is checked above")
+        pytest.skip("h5dump not installed (apt-get install hdf5-tools)")
+    out = subprocess.run([h5dump, "-n", path], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for line in ("dataset    /params/conv2d/kernel", "dataset    /ema/dense/kernel",
+                 "dataset    /optimizer/v/conv2d/bias", "group      /state"):
+        assert line in out.stdout
+    attrs = subprocess.run([h5dump, "-A", "-g", "/state", path], capture_output=True, text=True, timeout=60)
+    assert attrs.returncode == 0, attrs.stderr
+    assert '"step"' in attrs.stdout and "1234" in attrs.stdout
+
+
+def test_digest_covers_names_dtypes_shapes_bytes_and_header():
+    a = np.arange(6, dtype=np.float32)
+    header = {"/state/step": "1"}
+    base = compute_digest([("params/w", a)], header)
+    assert base == compute_digest([("params/w", a.copy())], dict(header))
+    variants = [
+        ([("params/v", a)], header),                                  # name
+        ([("params/w", a.reshape(2, 3))], header),                    # shape
+        ([("params/w", a.view(np.int32))], header),                   # dtype, same bytes
+        ([("params/w", np.where(a == 5, 6, a).astype(np.float32))], header),  # one value
+        ([("params/w", a)], {"/state/step": "2"}),                    # header value
+        ([("params/w", a), ("params/x", a[:0])], header),             # an extra empty array
+    ]
+    digests = {compute_digest(arrs, h) for arrs, h in variants}
+    assert base not in digests and len(digests) == len(variants)
+
+
+def test_changed_array_fails_the_digest(tmp_path):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    with h5py.File(path, "r+") as f:  # rewritten through HDF5: fletcher32 is recomputed
+        f["/params/conv2d/bias"][0] += 1.0
+    with pytest.raises(CorruptCheckpointError, match="digest mismatch") as info:
+        load(path)
+    assert path in str(info.value)
+
+
+def test_changed_state_attribute_fails_the_digest(tmp_path):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    with h5py.File(path, "r+") as f:
+        f["/state"].attrs["step"] = np.int64(1235)
+    with pytest.raises(CorruptCheckpointError, match="digest mismatch"):
+        load(path)
+
+
+def test_wrong_format_version_is_named(tmp_path):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
+    with pytest.raises(CorruptCheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
+        load(path)
+
+
+def test_missing_group_is_named(tmp_path):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    with h5py.File(path, "r+") as f:
+        del f["ema"]
+    with pytest.raises(CorruptCheckpointError, match=r"missing \['ema'\]"):
+        load(path)
+
+
+def test_strict_expected_lists_all_problems_at_once(tmp_path):
+    state = make_state()
+    path = write_checkpoint(tmp_path / "c.h5", state)
+    expected = expected_from(state.params)
+    assert load(path, expected).step == 1234
+    del expected["conv2d/bias"]                         # unexpected in the file
+    expected["dense_2/kernel"] = ((3, 3), np.float32)   # missing from the file
+    expected["dense/kernel"] = ((300, 8), np.float64)   # shape mismatch
+    with pytest.raises(CheckpointMismatchError) as info:
+        load(path, expected)
+    msg = str(info.value)
+    assert path in msg
+    assert "missing" in msg and "dense_2/kernel" in msg
+    assert "unexpected" in msg and "conv2d/bias" in msg
+    assert "/params/dense/kernel: file [300, 7], model [300, 8]" in msg
+    assert "/ema/dense/kernel" in msg and "/optimizer/m/dense/kernel" in msg
+
+
+def test_strict_expected_checks_dtype(tmp_path):
+    state = make_state()
+    path = write_checkpoint(tmp_path / "c.h5", state)
+    expected = expected_from(state.params)
+    expected["conv2d/kernel"] = ((5, 5, 1, 4), np.float64)
+    with pytest.raises(CheckpointMismatchError, match="file dtype float32, model float64"):
+        load(path, expected)
+    with pytest.raises(InvalidArgumentError, match="must be \\(shape, dtype\\)"):
+        load(path, {"conv2d/kernel": 3})
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"params": {"": np.zeros(2)}}, "not a valid checkpoint path"),
+    ({"params": {"a//b": np.zeros(2)}}, "not a valid checkpoint path"),
+    ({"params": {"a/../b": np.zeros(2)}}, "not a valid checkpoint path"),
+    ({"params": {"a": np.zeros(2), "a/b": np.zeros(2)}}, "both 'a' and 'a/b'"),
+    ({"params": {"w": np.array([object()])}}, "dtype object"),
+    ({"params": {"w": np.array(["x"])}}, "dtype <U1"),
+    ({"params": {"w": np.zeros(2, np.complex64)}}, "dtype complex64"),
+    ({"params": {"w": [1.0, 2.0]}}, "must be a numpy array, got list"),
+    ({"params": {}, "step": -1}, r"step must be in \[0"),
+    ({"params": {}, "step": 1.5}, "step must be an int, got float"),
+    ({"params": {}, "world_size": 0}, r"world_size must be in \[1"),
+    ({"params": {}, "rng": {"g": object()}}, "rng must hold JSON-able values"),
+    ({"params": {}, "metrics": {"loss": "low"}}, r"metrics\['loss'\] must be a number, got str"),
+    ({"params": {}, "config_text": b"x"}, "config_text must be a str, got bytes"),
+    ({"params": {}, "optimizer": {"name": "sgd", "slot": {}}}, "unknown keys"),
+    ({"params": {}, "optimizer": {"slots": {"m/x": {}}}}, "must not contain '/'"),
+    ({"params": {}, "optimizer": {"hyper": {"lr": [1]}}}, "must be a float or a str, got list"),
+])
+def test_invalid_state_is_rejected_before_writing(tmp_path, bad, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        write_checkpoint(tmp_path / "c.h5", CheckpointState(**bad))
+    assert os.listdir(tmp_path) == []
+
+
+def test_only_the_writer_writes(tmp_path):
+    class Comm:
+        def __init__(self, rank):
+            self.rank, self.size = rank, 2
+
+    state = make_state()
+    assert write_checkpoint(tmp_path / "a.h5", state, comm=Comm(1)) is None
+    assert write_checkpoint(tmp_path / "b.h5", state, is_writer=False) is None
+    assert os.listdir(tmp_path) == []
+    assert write_checkpoint(tmp_path / "c.h5", state, comm=Comm(0)) is not None
+    assert os.listdir(tmp_path) == ["c.h5"]
+
+
+def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    path = write_checkpoint(tmp_path / "c.h5", make_state(0))
+    import distnet.checkpoint.writer as writer
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.os, "replace", fail)
+    with pytest.raises(CheckpointError, match="No space left on device") as info:
+        write_checkpoint(path, make_state(1))
+    assert path in str(info.value)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["c.h5"]
+    assert_same(make_state(0).validate(), load(path))
+
+
+def test_missing_directory_is_reported(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        write_checkpoint(tmp_path / "nope" / "c.h5", make_state())
+
+
+def test_chunk_shape():
+    assert chunk_shape((), 4) is None
+    assert chunk_shape((0, 5), 4) is None
+    assert chunk_shape((10,), 4, target=1024) == (10,)
+    assert chunk_shape((6272, 1024), 4, target=2 ** 20) == (256, 1024)
+    assert chunk_shape((3, 5000), 8, target=1024) == (1, 128)
+    for shape in [(7,), (6272, 1024), (5, 5, 1, 32), (3, 1000, 1000)]:
+        c = chunk_shape(shape, 4, target=2 ** 16)
+        assert len(c) == len(shape) and all(1 <= a <= b for a, b in zip(c, shape))
+        assert int(np.prod(c)) * 4 <= 2 ** 16
+
+
+def test_header_items_are_text():
+    items = header_items(make_state().validate())
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in items.items())
+    assert items["/state/step"] == "1234"
+
+
+def test_ema_params_and_export(tmp_path):
+    state = make_state()
+    src = write_checkpoint(tmp_path / "c.h5", state)
+    full = load(src)
+    # 'counter', 'empty', 'codes', 'big_endian' have no shadow.
+    with pytest.raises(CheckpointError, match="without an EMA shadow"):
+        ema_params(full)
+    weights = ema_params(full, strict=False)
+    np.testing.assert_array_equal(weights["conv2d/kernel"], state.ema["conv2d/kernel"])
+    np.testing.assert_array_equal(weights["counter"], state.params["counter"])
+    out = export_weights(src, tmp_path / "model-ema.h5", use_ema=True, strict=False)
+    exported = load(out, expected_from(state.params))
+    assert exported.ema == {} and exported.optimizer["slots"] == {} and exported.rng == {}
+    assert exported.step == state.step and exported.config_text == state.config_text
+    for k, v in weights.items():
+        assert exported.params[k].tobytes() == v.tobytes() and exported.params[k].dtype == v.dtype
+    trained = load(export_weights(src, tmp_path / "model.h5", use_ema=False))
+    for k, v in state.params.items():
+        assert trained.params[k].tobytes() == v.tobytes()
+
+
+def test_ema_params_without_shadows(tmp_path):
+    state = CheckpointState(params={"w": np.ones(2, np.float32)})
+    with pytest.raises(CheckpointError, match="no EMA shadow weights"):
+        ema_params(state)
+    path = write_checkpoint(tmp_path / "c.h5", state)
+    with pytest.raises(CheckpointError, match="no EMA shadow weights"):
+        export_weights(path, tmp_path / "e.h5")
+
+
+def test_package_never_unpickles():
+    root = pathlib.Path(distnet.__file__).parent
+    for source in root.rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        assert "pickle.load" not in text, source
+        assert "allow_pickle=True" not in text, source
