@@ -1,0 +1,212 @@
+"""``Layer``: the base class of distnet's Keras-style layers.
+
+A layer owns its variables and the regularizers attached to them.  It is
+built lazily from the first input's per-sample shape (or eagerly by
+``Sequential(input_shape=...)``), drawing initial values from a Generator
+it is given — never from a global RNG.  Variables are named
+``<layer name>/<weight name>`` (``dense_1/kernel``); a model gives its layers
+their names (a counter per layer type within the model, as Keras).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from distnet import initializers as _init
+from distnet import regularizers as _reg
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.tensor import Tensor, Variable
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
+
+
+def get_activation(identifier: Union[None, str, Callable]) -> Optional[Callable[[Tensor], Tensor]]:
+    """``None``/``'linear'`` -> None (identity); ``'relu'``, ``'sigmoid'``, ``'tanh'``,
+    ``'softmax'`` -> the ``distnet.nn`` op; a callable is kept."""
+    if identifier is None or identifier == "linear":
+        return None
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str) and identifier in ACTIVATIONS:
+        import distnet.nn as nn
+
+        return getattr(nn, identifier)
+    raise InvalidArgumentError(f"unknown activation {identifier!r}; expected None, a callable or one of {list(ACTIVATIONS)}")
+
+
+def check_name(name: Any) -> Optional[str]:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or "/" in name or name != name.strip():
+        raise InvalidArgumentError(f"layer name must be a non-empty string without '/' or surrounding spaces, got {name!r}")
+    return name
+
+
+class Layer:
+    """Base class.  Subclasses set ``base_name`` and implement :meth:`build_weights`,
+    :meth:`compute_output_shape` and :meth:`call`.
+
+    Args:
+      name: explicit layer name (the prefix of its variables); default from
+        ``base_name`` and the model's counter.
+    """
+
+    base_name = "layer"
+
+    def __init__(self, name: Optional[str] = None):
+        self._explicit_name = check_name(name)
+        self.name = self._explicit_name or self.base_name
+        self.built = False
+        self.input_shape: Optional[tuple] = None
+        self.output_shape: Optional[tuple] = None
+        self.dtype = np.dtype(np.float32)
+        self._weights: list[Variable] = []
+        self._regularized: list[tuple[Variable, Callable]] = []
+        self._model = None
+        self.index = 0  # position in its model (Dropout derives its keys from it)
+
+    # -- building ---------------------------------------------------------
+    def add_weight(self, name: str, shape: tuple, initializer, regularizer=None, rng=None,
+                   trainable: bool = True) -> Variable:
+        """Create the variable ``<layer name>/<name>`` from ``initializer(shape, dtype, rng)``."""
+        init = _init.get(initializer)
+        value = np.asarray(init(tuple(shape), self.dtype, rng))
+        if value.shape != tuple(shape):
+            raise ShapeError(f"{self.name}/{name}: initializer {init!r} returned shape {value.shape}; "
+                             f"Expect: {tuple(shape)}")
+        var = Variable(value, name=f"{self.name}/{name}", trainable=trainable, dtype=self.dtype)
+        self._weights.append(var)
+        reg = _reg.get(regularizer)
+        if reg is not None:
+            self._regularized.append((var, reg))
+        return var
+
+    def build(self, input_shape: tuple, rng: Optional[np.random.Generator] = None, dtype=np.float32) -> None:
+        """Create the variables for inputs of per-sample shape ``input_shape``.
+
+        Args:
+          input_shape: the shape of one sample (no batch axis).
+          rng: Generator for the initial values (default ``default_rng(0)``).
+          dtype: floating dtype of the variables.
+        """
+        input_shape = tuple(int(n) for n in input_shape)
+        if self.built:
+            if input_shape != self.input_shape:
+                raise ShapeError(f"layer {self.name!r} was built for inputs of shape {self.input_shape}; "
+                                 f"Actual: {input_shape}")
+            return
+        self.dtype = np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise DTypeError(f"layer {self.name!r}: dtype must be floating, got {self.dtype}")
+        self.output_shape = tuple(self.compute_output_shape(input_shape))
+        self.build_weights(input_shape, np.random.default_rng(0) if rng is None else rng)
+        self.input_shape = input_shape
+        self.built = True
+
+    def build_weights(self, input_shape: tuple, rng: np.random.Generator) -> None:
+        """Create the variables (none by default)."""
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Per-sample output shape for a per-sample input shape."""
+        return input_shape
+
+    # -- running ----------------------------------------------------------
+    def __call__(self, x: Any, training: bool = False, rng: Optional[np.random.Generator] = None,
+                 sample_keys: Optional[np.ndarray] = None) -> Tensor:
+        if not isinstance(x, Tensor):
+            x = Tensor(np.asarray(x), dtype=self.dtype if self.built else None)
+        if x.ndim < 1:
+            raise ShapeError(f"layer {self.name!r}: input must have a batch axis; Actual: a scalar")
+        if not self.built:
+            dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
+            self.build(x.shape[1:], dtype=dtype)
+        elif tuple(x.shape[1:]) != self.input_shape:
+            raise ShapeError(f"layer {self.name!r}: Expect: input of shape (batch, {', '.join(map(str, self.input_shape))}"
+                             f"{',' if len(self.input_shape) == 1 else ''}) Actual: {x.shape}")
+        return self.call(x, training=training, rng=rng, sample_keys=sample_keys)
+
+    def call(self, x: Tensor, training: bool = False, rng=None, sample_keys=None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- introspection ----------------------------------------------------
+    @property
+    def variables(self) -> list[Variable]:
+        return list(self._weights)
+
+    @property
+    def trainable_variables(self) -> list[Variable]:
+        return [v for v in self._weights if v.trainable]
+
+    @property
+    def regularization_losses(self) -> list[Tensor]:
+        """The regularizers' terms recomputed from the current weights (disabled ones left out)."""
+        out = []
+        for var, reg in self._regularized:
+            term = reg(var)
+            if term is not None:
+                out.append(term)
+        return out
+
+    def count_params(self) -> int:
+        return int(sum(v.size for v in self._weights))
+
+    def __repr__(self) -> str:
+        return f"<distnet.layers.{type(self).__name__} name={self.name!r} built={self.built}>"
+
+
+class WeightedLayer(Layer):
+    """A layer with a kernel, an optional bias and an activation (Dense, Conv2D)."""
+
+    def __init__(self, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        self.activation = get_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _init.get(kernel_initializer)
+        self.bias_initializer = _init.get(bias_initializer)
+        self.kernel_regularizer = _reg.get(kernel_regularizer)
+        self.bias_regularizer = _reg.get(bias_regularizer)
+        self.kernel: Optional[Variable] = None
+        self.bias: Optional[Variable] = None
+
+    def _make_weights(self, kernel_shape: tuple, units: int, rng) -> None:
+        self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer, rng)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer, rng)
+
+    def _finish(self, y: Tensor) -> Tensor:
+        if self.use_bias:
+            from distnet.nn import bias_add
+
+            y = bias_add(y, self.bias)
+        return y if self.activation is None else self.activation(y)
+
+
+def positive_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
+    """An int or a pair of positive ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    try:
+        a, b = (int(v) for v in value)
+        ok = all(int(v) == v and not isinstance(v, bool) for v in value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or a <= 0 or b <= 0:
+        raise InvalidArgumentError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+    return a, b
+
+
+def check_padding(padding: Any, layer: str) -> str:
+    """Keras' ``'valid'`` / ``'same'`` (either case) -> TF's ``'VALID'`` / ``'SAME'``."""
+    if not isinstance(padding, str) or padding.upper() not in ("VALID", "SAME"):
+        raise InvalidArgumentError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
+    return padding.upper()
+
+
+def window_out(size: int, k: int, s: int, padding: str) -> int:
+    """TF's output size: SAME ceil(n / s), VALID ceil((n - k + 1) / s)."""
+    if padding == "SAME":
+        return -(-size // s)
+    return -(-(size - k + 1) // s)

@@ -1,0 +1,181 @@
+"""Weight regularizers (TF1's ``tf.contrib.layers.l1_regularizer`` / ``l2_regularizer``).
+
+A regularizer is a callable ``w -> scalar Tensor`` (or ``None``)::
+
+    l1(scale)(w)      = scale * sum(|w|)
+    l2(scale)(w)      = scale * sum(w**2) / 2        # TF1: scale * tf.nn.l2_loss(w)
+    l1_l2(a, b)(w)    = l1(a)(w) + l2(b)(w)
+
+Seed 003/004: with ``w = [[5,-2],[-3,1]]`` and scale 0.5, l1 gives 5.5 and
+l2 gives 9.75.  Note that Keras' ``regularizers.l2`` has no ``/ 2``; distnet
+follows TF1.
+
+Convention for a zero scale (TF1): the term is *disabled* and the callable
+returns ``None``; layers and :func:`collect` skip it.  A negative scale is an
+:class:`~distnet.errors.InvalidArgumentError`.
+
+The aggregates :func:`weight_decay_loss` (way (a) of the seeds) and
+``distnet.losses.get_regularization_loss`` (way (b)) always return a scalar
+Tensor, ``0.0`` when there is nothing to add.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Optional, Union
+
+import numpy as np
+
+from distnet.errors import DTypeError, InvalidArgumentError
+from distnet.tensor import Tensor, as_tensor
+
+Regularizer = Callable[[Tensor], Optional[Tensor]]
+
+
+def _scale(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise InvalidArgumentError(f"{name}: scale must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise InvalidArgumentError(f"{name}: scale must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _weights(name: str, w: Any) -> Tensor:
+    t = as_tensor(w)
+    if not np.issubdtype(t.dtype, np.floating):
+        raise DTypeError(f"{name}: expected a floating tensor, got dtype {t.dtype}")
+    return t
+
+
+class L1:
+    """``scale * sum(|w|)``; ``None`` when ``scale == 0``."""
+
+    def __init__(self, scale: float):
+        self.scale = _scale("l1", scale)
+
+    def __call__(self, w: Any) -> Optional[Tensor]:
+        from distnet.ops import abs as _abs, reduce_sum
+
+        if self.scale == 0.0:
+            return None
+        return reduce_sum(_abs(_weights("l1", w))) * self.scale
+
+    def __repr__(self) -> str:
+        return f"l1({self.scale})"
+
+
+class L2:
+    """``scale * sum(w**2) / 2`` (TF1's l2_regularizer); ``None`` when ``scale == 0``."""
+
+    def __init__(self, scale: float):
+        self.scale = _scale("l2", scale)
+
+    def __call__(self, w: Any) -> Optional[Tensor]:
+        from distnet.nn import l2_loss
+
+        if self.scale == 0.0:
+            return None
+        return l2_loss(_weights("l2", w)) * self.scale
+
+    def __repr__(self) -> str:
+        return f"l2({self.scale})"
+
+
+class L1L2:
+    """``l1 * sum(|w|) + l2 * sum(w**2) / 2``; a zero part is left out, ``None`` if both are."""
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0):
+        self.l1, self.l2 = L1(_scale("l1_l2", l1)), L2(_scale("l1_l2", l2))
+
+    def __call__(self, w: Any) -> Optional[Tensor]:
+        terms = [t for t in (self.l1(w), self.l2(w)) if t is not None]
+        if not terms:
+            return None
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    def __repr__(self) -> str:
+        return f"l1_l2(l1={self.l1.scale}, l2={self.l2.scale})"
+
+
+def l1(scale: float) -> L1:
+    """L1 regularizer ``scale * sum(|w|)``.
+
+    Example:
+      >>> l1(0.5)(distnet.constant([[5.0, -2.0], [-3.0, 1.0]])).numpy()
+      array(5.5, dtype=float32)
+    """
+    return L1(scale)
+
+
+def l2(scale: float) -> L2:
+    """L2 regularizer ``scale * sum(w**2) / 2`` (TF1).
+
+    Example:
+      >>> l2(0.5)(distnet.constant([[5.0, -2.0], [-3.0, 1.0]])).numpy()
+      array(9.75, dtype=float32)
+    """
+    return L2(scale)
+
+
+def l1_l2(l1: float = 0.0, l2: float = 0.0) -> L1L2:  # noqa: F811 (Keras' argument names)
+    """Sum of an L1 and an L2 (TF1 halved) regularizer."""
+    return L1L2(l1, l2)
+
+
+def get(identifier: Union[None, str, Regularizer]) -> Optional[Regularizer]:
+    """``None`` stays None; a callable is returned as is; names ``"l1"``, ``"l2"``,
+    ``"l1_l2"`` give the regularizer with scale 0.01 (Keras' default)."""
+    if identifier is None or callable(identifier):
+        return identifier
+    table = {"l1": lambda: L1(0.01), "l2": lambda: L2(0.01), "l1_l2": lambda: L1L2(0.01, 0.01)}
+    if isinstance(identifier, str) and identifier in table:
+        return table[identifier]()
+    raise InvalidArgumentError(
+        f"unknown regularizer {identifier!r}; expected None, a callable w -> scalar Tensor, or one of {sorted(table)}")
+
+
+def _zero(dtype=np.float32) -> Tensor:
+    return Tensor(np.zeros((), dtype=dtype))
+
+
+def add_n(terms: Iterable[Optional[Tensor]]) -> Tensor:
+    """Sum of scalar tensors, skipping ``None`` (disabled terms); ``0.0`` if empty."""
+    total = None
+    for t in terms:
+        if t is None:
+            continue
+        total = t if total is None else total + t
+    return _zero() if total is None else total
+
+
+def _is_bias(var) -> bool:
+    name = getattr(var, "name", None) or ""
+    return name.rsplit("/", 1)[-1].startswith("bias")
+
+
+def weight_decay_loss(variables: Iterable, weight_decay: float, exclude_bias: bool = False) -> Tensor:
+    """Way (a): ``weight_decay * sum(l2_loss(v) for v in variables)``.
+
+    Args:
+      variables: typically ``model.trainable_variables`` (biases included, as
+        in the seeds).
+      weight_decay: >= 0; 0 gives a scalar 0.0.
+      exclude_bias: leave out variables whose last name component starts with
+        ``bias`` (``dense/bias``).
+
+    Returns:
+      A scalar Tensor.
+
+    Example:
+      >>> weight_decay_loss(model.trainable_variables, 0.004)
+    """
+    from distnet.nn import l2_loss
+
+    wd = _scale("weight_decay_loss", weight_decay)
+    variables = [v for v in variables if not (exclude_bias and _is_bias(v))]
+    if wd == 0.0 or not variables:
+        return _zero(variables[0].dtype if variables else np.float32)
+    return add_n(l2_loss(v) for v in variables) * wd
+
+
+__all__ = ["l1", "l2", "l1_l2", "get", "weight_decay_loss", "add_n", "L1", "L2", "L1L2"]
