@@ -7,3 +7,6 @@ from distnet.errors import (  # noqa: F401
 )
 from distnet.tensor import Tensor, Variable, constant  # noqa: F401
 from distnet.ops import *  # noqa: F401,F403
+from distnet import initializers, layers, losses, optimizers, regularizers, schedules  # noqa: F401,E402
+from distnet.models import Sequential  # noqa: F401,E402
+from distnet.moving_averages import ExponentialMovingAverage  # noqa: F401,E402
