@@ -23,7 +23,7 @@ from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "run_eval", "evaluate", "load_checkpoint",
-           "config_from_checkpoint", "checkpoint_dir", "SubsetDataset"]
+           "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset"]
 
 
 # ---------------------------------------------------------------------------
@@ -48,6 +48,8 @@ def _initializer(spec: Any):
     from distnet import initializers
 
     params = {k: v for k, v in spec.items() if k != "type"}
+    if not params:
+        return spec["type"]
     return getattr(initializers, spec["type"])(**params)
 
 
@@ -264,8 +266,26 @@ def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> 
     return os.path.join(os.fspath(base), "checkpoints") if base is not None else None
 
 
+def loss_function(name: str):
+    """The loss ``fn(labels, logits, reduction)`` for integer class labels.
+
+    ``softmax_cross_entropy`` takes one-hot labels (TF1): the labels are
+    one-hot encoded from the logits' width first.
+    """
+    from distnet import losses
+
+    if name == "softmax_cross_entropy":
+        def softmax_cross_entropy(labels, logits, reduction="mean"):
+            labels = np.asarray(labels)
+            onehot = np.eye(logits.shape[-1], dtype=logits.dtype)[labels]
+            return losses.softmax_cross_entropy(onehot, logits, reduction=reduction)
+
+        return softmax_cross_entropy
+    return getattr(losses, name)
+
+
 def _loss(cfg: JobConfig):
-    return cfg.loss.type
+    return cfg.loss.type if cfg.loss.type == "sparse_softmax_cross_entropy" else loss_function(cfg.loss.type)
 
 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
@@ -444,9 +464,7 @@ def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_s
     Returns:
         ``{"loss": float, "accuracy": float, "samples": int}``.
     """
-    from distnet import losses
-
-    loss_fn = getattr(losses, loss)
+    loss_fn = loss_function(loss)
     n = len(dataset)
     total, correct = 0.0, 0
     for start in range(0, n, batch_size):

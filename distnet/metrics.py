@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
 
@@ -89,6 +89,7 @@ class MetricsLogger:
         self._start_step = 0
         self._t0: float | None = None
         self._last_step: dict | None = None
+        self._first_step: int | None = None
         self._evals: list[dict] = []
         self._rates: list[float] = []
         self._closed = False
@@ -130,72 +131,103 @@ class MetricsLogger:
         self._t0 = time.time()
         self._write({"kind": "start", "time": self._t0, "start_step": start_step,
                      "total_steps": total_steps, **info})
-        if self._use_bar():
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # tqdm is optional: fall back to plain lines
-                self._mode = "plain"
-                return
-            self._bar = tqdm(total=total_steps, initial=start_step, file=self._out(),
-                             unit="step", dynamic_ncols=True, smoothing=0.1)
+
+    def _open_bar(self, initial: int) -> None:
+        """The tqdm bar, opened at the first step (a resumed run starts part-way)."""
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm is optional: fall back to plain lines
+            self._mode = "plain"
+            return
+        self._bar = tqdm(total=self._total, initial=initial, file=self._out(), unit="step",
+                         dynamic_ncols=True, smoothing=0.1)
 
     # -- records ----------------------------------------------------------------
-    def log_step(self, step: int, epoch: int | float, loss: float, reg_loss: float, lr: float,
-                 samples_per_sec: float, **extra: Any) -> None:
-        """Record one training step (``step`` counts completed steps: 1 after the first).
+    def log_step(self, record: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        """Record one training step, given as a dict or as keywords.
 
-        Args:
-            step: the global step after this update.
-            epoch: the epoch the step belongs to (0-based; may be fractional).
-            loss: the global total loss (base + regularization) of the step.
-            reg_loss: the regularization part of ``loss``.
-            lr: the learning rate the step used.
-            samples_per_sec: global throughput of the step.
-            **extra: stored as given (e.g. ``accuracy``, ``base_loss``).
+        Keys: ``step`` (the global step after this update: 1 after the first),
+        ``epoch`` (0-based), ``loss`` (global total loss: base +
+        regularization), ``reg_loss`` (its regularization part), ``lr`` (the
+        rate the step used), ``samples_per_sec`` (global throughput); any other
+        key (``accuracy``, ``finite``, ...) is stored as given.
+
+        Example:
+            >>> log.log_step(step=1, epoch=0, loss=2.3, reg_loss=0.0, lr=1e-3, samples_per_sec=900.0)
         """
         if not self.is_main:
             return
+        r = {**(record or {}), **fields}
+        missing = [k for k in ("step", "loss") if k not in r]
+        if missing:
+            raise InvalidArgumentError(f"log_step: missing {missing}; expected at least step and loss, "
+                                       f"got keys {sorted(r)}")
         if self._t0 is None:
             self.start()
-        record = {"kind": "step", "step": int(step), "epoch": epoch, "loss": float(loss),
-                  "reg_loss": float(reg_loss), "lr": float(lr),
-                  "samples_per_sec": float(samples_per_sec), "time": time.time(), **extra}
-        self._write(record)
-        self._last_step = record
-        if math.isfinite(record["samples_per_sec"]) and record["samples_per_sec"] > 0:
-            self._rates.append(record["samples_per_sec"])
+        rec = {"kind": "step", "step": int(r.pop("step")), "epoch": r.pop("epoch", 0),
+               "loss": _float(r.pop("loss")), "reg_loss": _float(r.pop("reg_loss", 0.0)),
+               "lr": _float(r.pop("lr", float("nan"))),
+               "samples_per_sec": _float(r.pop("samples_per_sec", float("nan"))), "time": time.time()}
+        rec.update(r)
+        self._write(rec)
+        self._last_step = rec
+        if self._first_step is None:
+            self._first_step = rec["step"]
+        rate = rec["samples_per_sec"]
+        if math.isfinite(rate) and rate > 0:
+            self._rates.append(rate)
+        step = rec["step"]
+        if self._mode in ("bar", "auto") and self._bar is None and self._use_bar() and self._total:
+            self._open_bar(initial=max(step - 1, 0))
         if self._bar is not None:
-            self._bar.n = int(step)
             self._bar.set_postfix_str(
-                f"epoch {_fmt_epoch(epoch)} | {record['samples_per_sec']:.0f} samples/s | "
-                f"loss {record['loss']:.4f} | lr {record['lr']:.3g}", refresh=False)
-            self._bar.refresh()
+                f"epoch {_fmt_epoch(rec['epoch'])} | {rate:.0f} samples/s | "
+                f"loss {rec['loss']:.4f} | lr {rec['lr']:.3g}", refresh=False)
+            self._bar.update(step - self._bar.n)  # tqdm's rate and ETA follow the steps
         elif self._mode != "none" and (step % self.print_every == 0 or step == self._total):
-            self._print(self._step_line(record))
+            self._print(self._step_line(rec))
 
-    def log_eval(self, step: int, epoch: int | float, test_loss: float, test_accuracy: float,
-                 ema_test_loss: float | None = None, ema_test_accuracy: float | None = None,
-                 **extra: Any) -> None:
-        """Record an evaluation on the test split, with trained and (if kept) EMA weights."""
+    def log_eval(self, record: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        """Record an evaluation on the test split, with trained and (if kept) EMA weights.
+
+        Keys: ``step``, ``epoch``, ``test_loss``, ``test_accuracy`` and, with
+        an EMA, ``ema_test_loss``, ``ema_test_accuracy`` (the spellings
+        ``test_ema_loss`` / ``test_ema_accuracy`` are accepted too); others
+        are stored as given.
+
+        Example:
+            >>> log.log_eval(step=100, epoch=0, test_loss=0.52, test_accuracy=0.81)
+        """
         if not self.is_main:
             return
+        r = {**(record or {}), **fields}
+        for old, new in (("test_ema_loss", "ema_test_loss"), ("test_ema_accuracy", "ema_test_accuracy"),
+                         ("test_ema_samples", "ema_test_samples")):
+            if old in r:
+                r.setdefault(new, r.pop(old))
+        missing = [k for k in ("step", "test_loss", "test_accuracy") if k not in r]
+        if missing:
+            raise InvalidArgumentError(f"log_eval: missing {missing}; got keys {sorted(r)}")
         if self._t0 is None:
             self.start()
-        record = {"kind": "eval", "step": int(step), "epoch": epoch, "test_loss": float(test_loss),
-                  "test_accuracy": float(test_accuracy)}
-        if ema_test_loss is not None:
-            record["ema_test_loss"] = float(ema_test_loss)
-        if ema_test_accuracy is not None:
-            record["ema_test_accuracy"] = float(ema_test_accuracy)
-        record.update(time=time.time(), **extra)
-        self._write(record)
-        self._evals.append(record)
+        rec: dict[str, Any] = {"kind": "eval", "step": int(r.pop("step")), "epoch": r.pop("epoch", None)}
+        if rec["epoch"] is None:
+            rec["epoch"] = self._last_step["epoch"] if self._last_step else 0
+        rec["test_loss"] = _float(r.pop("test_loss"))
+        rec["test_accuracy"] = _float(r.pop("test_accuracy"))
+        for key in ("ema_test_loss", "ema_test_accuracy"):
+            if r.get(key) is not None:
+                rec[key] = _float(r.pop(key))
+        rec["time"] = time.time()
+        rec.update(r)
+        self._write(rec)
+        self._evals.append(rec)
         if self._mode != "none":
-            line = (f"eval  step {step}: test loss {record['test_loss']:.4f}, "
-                    f"accuracy {record['test_accuracy']:.4f}")
-            if "ema_test_accuracy" in record:
-                line += (f" | EMA loss {record.get('ema_test_loss', float('nan')):.4f}, "
-                         f"accuracy {record['ema_test_accuracy']:.4f}")
+            line = (f"eval  step {rec['step']}: test loss {rec['test_loss']:.4f}, "
+                    f"accuracy {rec['test_accuracy']:.4f}")
+            if "ema_test_accuracy" in rec:
+                line += (f" | EMA loss {rec.get('ema_test_loss', float('nan')):.4f}, "
+                         f"accuracy {rec['ema_test_accuracy']:.4f}")
             self._print(line)
 
     def log(self, kind: str, **fields: Any) -> None:
@@ -245,7 +277,7 @@ class MetricsLogger:
         if last is not None:
             out.update(step=last["step"], epoch=last["epoch"], final_loss=last["loss"],
                        final_reg_loss=last["reg_loss"], final_lr=last["lr"])
-            out["steps_run"] = last["step"] - self._start_step
+            out["steps_run"] = last["step"] - (self._first_step or 1) + 1
         if self._t0 is not None:
             out["elapsed_sec"] = time.time() - self._t0
         if self._rates:
@@ -291,8 +323,9 @@ class MetricsLogger:
     def _step_line(self, r: dict) -> str:
         total = f"/{self._total}" if self._total else ""
         eta = ""
-        if self._total and self._t0 is not None and r["step"] > self._start_step:
-            done = r["step"] - self._start_step
+        first = self._first_step or r["step"]
+        if self._total and self._t0 is not None and r["step"] >= first:
+            done = r["step"] - first + 1
             left = (time.time() - self._t0) / done * (self._total - r["step"])
             eta = f" | ETA {_fmt_duration(left)}"
         return (f"step {r['step']}{total} | epoch {_fmt_epoch(r['epoch'])} | "
@@ -306,6 +339,13 @@ class MetricsLogger:
             out = self._out()
             out.write(line + "\n")
             out.flush()
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"expected a number, got {value!r}") from None
 
 
 def _fmt_epoch(epoch: Any) -> str:
