@@ -368,13 +368,14 @@ def _load(fname: str, expected: Mapping[str, Any] | None, max_bytes: int | None)
         if expected is not None:
             _check_expected(scanner.datasets, expected, fname)
         header = _read_header(f, fname)
+        for path, d in sorted(scanner.datasets.items()):
+            stored = f[path].id.get_storage_size() if d.nbytes else 0
+            if stored < d.nbytes:
+                raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} stores {stored} "
+                                             f"bytes for {d.nbytes} declared (chunks never written)")
         arrays: dict[str, np.ndarray] = {}
         for path, d in sorted(scanner.datasets.items()):
             ds = f[path]
-            if d.nbytes and ds.id.get_storage_size() < d.nbytes:
-                raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} stores "
-                                             f"{ds.id.get_storage_size()} bytes for {d.nbytes} "
-                                             "declared (chunks never written)")
             out = np.empty(d.shape, dtype=d.dtype)
             if d.nbytes:
                 try:
@@ -384,10 +385,10 @@ def _load(fname: str, expected: Mapping[str, Any] | None, max_bytes: int | None)
                                                  f"(fletcher32 checksum or read error): {err}") from None
             arrays[path] = out
         digest = compute_digest(arrays.items(), header)
-        stored = _read_text(f.attrs["sha256"], fname, "/sha256")
-        if digest != stored:
+        stored_digest = _read_text(f.attrs["sha256"], fname, "/sha256")
+        if digest != stored_digest:
             raise CorruptCheckpointError(f"checkpoint {fname}: SHA-256 digest mismatch (stored "
-                                         f"{stored[:16]}..., computed {digest[:16]}...): the file "
+                                         f"{stored_digest[:16]}..., computed {digest[:16]}...): the file "
                                          "was modified or damaged")
     return _build_state(fname, header, arrays, scanner.groups)
 
