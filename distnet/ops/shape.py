@@ -294,7 +294,11 @@ def getitem(x: Any, index: Any) -> Tensor:
     try:
         out = x.data[idx]
     except IndexError as e:
-        raise IndexOutOfRangeError(f"getitem: {e} (tensor of shape {x.shape}, index {index!r})") from None
+        if "out of bounds" in str(e):
+            raise IndexOutOfRangeError(f"getitem: {e} (tensor of shape {x.shape}, index {index!r})") from None
+        raise InvalidArgumentError(
+            f"getitem: invalid index {index!r} for a tensor of shape {x.shape}: {e}"
+        ) from None
     except (TypeError, ValueError) as e:
         raise InvalidArgumentError(
             f"getitem: invalid index {index!r} for a tensor of shape {x.shape}: {e}; "
