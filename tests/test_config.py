@@ -1,0 +1,342 @@
+"""Job files: parsing, validation errors (key, file and line), overrides, examples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distnet.config import (
+    DEFAULT_LAYERS, JobConfig, apply_overrides, check_world_size, default_job, dumps_toml,
+    load_job, parse_job, parse_override,
+)
+from distnet.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples" / "jobs").glob("*.toml"))
+
+MINIMAL = """\
+name = "tiny"
+
+[[model.layers]]
+type = "flatten"
+
+[[model.layers]]
+type = "dense"
+units = 10
+
+[train]
+batch_size = 10
+steps = 3
+"""
+
+
+def error_of(text: str, overrides=(), filename="job.toml", **kw) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_job(text, filename, overrides, **kw)
+    return str(info.value)
+
+
+# -- the examples and the default job ----------------------------------------
+
+def test_examples_exist():
+    names = {p.stem for p in EXAMPLES}
+    assert {"seed003_baseline", "seed003_l2", "seed003_dropout", "mlp", "conv2"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_parses_and_round_trips(path):
+    cfg = load_job(path)
+    assert cfg.source == str(path)
+    again = parse_job(cfg.to_toml(), "again.toml")
+    again.source = cfg.source
+    assert again == cfg
+
+
+def test_seed003_variants_differ_only_in_regularization():
+    base, l2, drop = (load_job(ROOT / "examples" / "jobs" / f"seed003_{v}.toml")
+                      for v in ("baseline", "l2", "dropout"))
+    for cfg in (base, l2, drop):
+        assert cfg.optimizer.name == "adam" and cfg.optimizer.learning_rate == 1e-4
+        assert cfg.train.batch_size == 100 and cfg.train.steps == 1000
+        conv = cfg.model.layers[0]
+        assert (conv["type"], conv["filters"], conv["kernel_size"], conv["padding"]) == ("conv2d", 32, 5, "same")
+    fc_units = [[l.get("units") for l in c.model.layers if l["type"] == "dense"] for c in (base, l2, drop)]
+    assert fc_units == [[1024, 10]] * 3
+    assert not any("kernel_regularizer" in l for l in base.model.layers)
+    regs = [l["kernel_regularizer"] for l in l2.model.layers if "kernel_regularizer" in l]
+    assert regs == [{"type": "l2", "scale": 0.004}] * 2
+    assert [l["rate"] for l in drop.model.layers if l["type"] == "dropout"] == [0.5]
+    assert [l["type"] for l in base.model.layers] == [l["type"] for l in l2.model.layers]
+
+
+def test_default_job():
+    cfg = load_job(None)
+    assert cfg.model.layers == [dict(x) for x in DEFAULT_LAYERS]
+    assert cfg.data.name == "fashion_mnist" and cfg.data.path is None
+    assert cfg.ema.enabled and cfg.optimizer.name == "adam"
+    assert cfg.run_dir == "runs/default"
+    assert cfg.train.steps is not None and cfg.train.epochs is None
+
+
+def test_defaults_when_sections_are_left_out():
+    cfg = parse_job("")
+    assert isinstance(cfg, JobConfig)
+    assert cfg.model.layers == [dict(x) for x in DEFAULT_LAYERS]
+    assert cfg.train.epochs == 1 and cfg.train.steps is None
+    assert cfg.loss.type == "sparse_softmax_cross_entropy"
+    assert cfg.ema.enabled is False
+    assert cfg.schedule.type == "constant"
+    cfg = parse_job("[ema]\ndecay = 0.9\n")
+    assert cfg.ema.enabled is True and cfg.ema.decay == 0.9 and cfg.ema.num_updates is True
+
+
+def test_ints_are_accepted_as_floats_and_names_normalised():
+    cfg = parse_job('[optimizer]\nname = "Gradient_Descent"\nlearning_rate = 1\n'
+                    '[[model.layers]]\ntype = "Dense"\nunits = 10\nactivation = "None"\n')
+    assert cfg.optimizer.name == "sgd"
+    assert cfg.optimizer.learning_rate == 1.0 and isinstance(cfg.optimizer.learning_rate, float)
+    assert cfg.model.layers == [{"type": "dense", "units": 10, "activation": "linear"}]
+
+
+# -- unknown keys ---------------------------------------------------------------
+
+def test_unknown_section_key_names_line_and_suggests():
+    msg = error_of(MINIMAL + "\n[optimizer]\nname = \"adam\"\nlearnig_rate = 0.1\n")
+    assert msg.startswith("job.toml:16: optimizer.learnig_rate: unknown key")
+    assert "did you mean 'learning_rate'" in msg
+
+
+def test_unknown_top_level_section():
+    msg = error_of(MINIMAL + "\n[optimiser]\nname = \"adam\"\n")
+    assert msg.startswith("job.toml:14: optimiser: unknown key")
+    assert "did you mean 'optimizer'" in msg
+
+
+def test_unknown_layer_key_in_second_layer_table():
+    text = MINIMAL.replace("units = 10\n", "units = 10\nunit = 3\n")
+    msg = error_of(text)
+    assert msg.startswith("job.toml:9: model.layers[1].unit: unknown key")
+    assert "did you mean 'units'" in msg
+
+
+def test_key_of_other_optimizer_is_unknown():
+    msg = error_of('[optimizer]\nname = "adam"\nmomentum = 0.9\n')
+    assert msg.startswith("job.toml:3: optimizer.momentum: unknown key")
+
+
+def test_unknown_value_suggests():
+    msg = error_of('[schedule]\ntype = "cosin"\ndecay_steps = 10\n')
+    assert msg.startswith("job.toml:2: schedule.type: unknown value 'cosin'")
+    assert "did you mean 'cosine'" in msg
+    msg = error_of(MINIMAL.replace('type = "flatten"', 'type = "flaten"'))
+    assert "job.toml:4: model.layers[0].type" in msg and "'flatten'" in msg
+
+
+def test_unknown_key_in_inline_table_points_at_its_line():
+    text = MINIMAL.replace("units = 10\n", "units = 10\nkernel_regularizer = {type = \"l2\", scal = 0.1}\n")
+    msg = error_of(text)
+    assert msg.startswith("job.toml:9: model.layers[1].kernel_regularizer.scal: unknown key")
+    assert "did you mean 'scale'" in msg
+
+
+def test_dotted_keys_are_located():
+    msg = error_of('name = "x"\noptimizer.learning_rate = -0.5\n')
+    assert msg.startswith("job.toml:2: optimizer.learning_rate: must be > 0, got -0.5")
+
+
+# -- wrong types ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, key, expected, got", [
+    ("[train]\nbatch_size = 1.5\n", "train.batch_size", "an integer", "a number (1.5)"),
+    ("[train]\nbatch_size = true\n", "train.batch_size", "an integer", "a boolean (true)"),
+    ("[optimizer]\nlearning_rate = \"fast\"\n", "optimizer.learning_rate", "a number", "a string ('fast')"),
+    ("[ema]\nnum_updates = 1\n", "ema.num_updates", "true or false", "an integer (1)"),
+    ("seed = \"1\"\n", "seed", "an integer", "a string ('1')"),
+    ("[train]\nsteps = [10]\n", "train.steps", "an integer", "a list ([10])"),
+])
+def test_wrong_type(text, key, expected, got):
+    msg = error_of(text)
+    line = text.count("\n", 0, text.index(key.split(".")[-1] + " =")) + 1
+    assert msg == f"job.toml:{line}: {key}: expected {expected}, got {got}"
+
+
+def test_section_that_is_not_a_table():
+    msg = error_of("train = 3\n")
+    assert msg.startswith("job.toml:1: train: expected a table")
+
+
+def test_layers_must_be_tables():
+    msg = error_of("[model]\nlayers = [1, 2]\n")
+    assert msg.startswith("job.toml:2: model.layers: expected a list of tables")
+
+
+def test_kernel_size_pair():
+    cfg = parse_job(MINIMAL.replace('type = "flatten"', 'type = "conv2d"\nfilters = 4\nkernel_size = [3, 5]')
+                    .replace("[[model.layers]]\ntype = \"dense\"", "[[model.layers]]\ntype = \"flatten\"\n\n"
+                             "[[model.layers]]\ntype = \"dense\""))
+    assert cfg.model.layers[0]["kernel_size"] == [3, 5]
+    msg = error_of(MINIMAL.replace('type = "flatten"', 'type = "conv2d"\nfilters = 4\nkernel_size = [3, 5, 1]'))
+    assert "model.layers[0].kernel_size: expected an integer or a pair of integers" in msg
+
+
+# -- impossible values -----------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("[optimizer]\nlearning_rate = 0\n", "optimizer.learning_rate: must be > 0, got 0.0"),
+    ("[optimizer]\nlearning_rate = -1e-3\n", "optimizer.learning_rate: must be > 0, got -0.001"),
+    ("[train]\nbatch_size = 0\n", "train.batch_size: must be > 0, got 0"),
+    ("[train]\nsteps = -5\n", "train.steps: must be > 0, got -5"),
+    ("[train]\neval_every = 0\n", "train.eval_every: must be > 0, got 0"),
+    ("[regularization]\nweight_decay = -0.004\n", "regularization.weight_decay: must be >= 0, got -0.004"),
+    ("[ema]\ndecay = 1.0\n", "ema.decay: must be in (0, 1), got 1.0"),
+    ("[checkpoint]\nmax_to_keep = 0\n", "checkpoint.max_to_keep: must be > 0, got 0"),
+    ("[dist]\nstall_timeout = 0\n", "dist.stall_timeout: must be > 0, got 0.0"),
+    ("[optimizer]\nname = \"adam\"\nbeta1 = 1.0\n", "optimizer.beta1: must be in [0, 1), got 1.0"),
+    ("[schedule]\ntype = \"exponential\"\ndecay_steps = 0\ndecay_rate = 0.5\n",
+     "schedule.decay_steps: must be > 0, got 0"),
+    ("[schedule]\nwarmup_steps = -1\n", "schedule.warmup_steps: must be >= 0, got -1"),
+    ("[train]\nbatch_size = 4\nmicro_batches = 8\n", "train.micro_batches: must be <= train.batch_size (4), got 8"),
+    ("seed = -1\n", "seed: must be >= 0, got -1"),
+])
+def test_impossible_values(text, message):
+    msg = error_of(text)
+    assert msg.endswith(message)
+    assert msg.startswith("job.toml:")
+
+
+def test_impossible_layer_values():
+    msg = error_of(MINIMAL.replace('type = "flatten"', 'type = "dropout"\nrate = 1.0'))
+    assert msg == ("job.toml:5: model.layers[0].rate: must be in [0, 1) (the fraction of units dropped), "
+                   "got 1.0")
+    msg = error_of(MINIMAL.replace("units = 10", "units = 0"))
+    assert msg == "job.toml:8: model.layers[1].units: must be > 0, got 0"
+    msg = error_of(MINIMAL.replace("units = 10", "units = 10\nkernel_regularizer = {type = \"l2\", scale = -1}"))
+    assert msg == "job.toml:9: model.layers[1].kernel_regularizer.scale: must be >= 0, got -1.0"
+
+
+def test_missing_required_keys():
+    assert "a dense layer needs 'units'" in error_of(MINIMAL.replace("units = 10\n", ""))
+    assert "needs a 'type'" in error_of("[[model.layers]]\nunits = 10\n")
+    msg = error_of('[schedule]\ntype = "exponential"\ndecay_steps = 10\n')
+    assert msg == "job.toml:1: schedule: the exponential schedule needs 'decay_rate'"
+    assert "needs 'scale'" in error_of(MINIMAL.replace("units = 10", "units = 10\nkernel_regularizer = {type = \"l2\"}"))
+
+
+def test_model_structure_checks():
+    msg = error_of(MINIMAL.replace("units = 10\n", "units = 10\nactivation = \"softmax\"\n"))
+    assert msg.startswith("job.toml:9: model.layers[1].activation: the last layer gives the logits")
+    msg = error_of(MINIMAL + '\n[[model.layers]]\ntype = "dropout"\nrate = 0.5\n')
+    assert "the last layer must be dense" in msg
+    msg = error_of('[[model.layers]]\ntype = "flatten"\n[[model.layers]]\ntype = "conv2d"\nfilters = 3\n'
+                   'kernel_size = 3\n[[model.layers]]\ntype = "dense"\nunits = 10\n')
+    assert msg.startswith("job.toml:4: model.layers[1].type: a conv2d layer needs image input")
+    assert "at least one layer" in error_of("[model]\nlayers = []\n")
+
+
+def test_piecewise_schedule_checks():
+    ok = parse_job('[schedule]\ntype = "piecewise"\nboundaries = [100, 200]\nvalues = [0.1, 0.01, 0.001]\n')
+    assert ok.schedule.params == {"boundaries": [100, 200], "values": [0.1, 0.01, 0.001]}
+    msg = error_of('[schedule]\ntype = "piecewise"\nboundaries = [100, 200]\nvalues = [0.1, 0.01]\n')
+    assert msg.startswith("job.toml:4: schedule.values: needs one more entry")
+    msg = error_of('[schedule]\ntype = "piecewise"\nboundaries = [200, 100]\nvalues = [0.1, 0.01, 0.001]\n')
+    assert msg.startswith("job.toml:3: schedule.boundaries: must be positive and strictly increasing")
+
+
+def test_epochs_and_steps_both_set():
+    msg = error_of("[train]\nepochs = 2\nsteps = 100\n")
+    assert msg == ("job.toml:3: train.steps: set either train.epochs or train.steps, not both "
+                   "(got epochs = 2 and steps = 100)")
+
+
+def test_missing_dataset_path(tmp_path):
+    msg = error_of('[data]\npath = "nowhere/train.h5"\n', base_dir=tmp_path)
+    assert msg.startswith("job.toml:2: data.path: no such file or directory: "
+                          f"{tmp_path / 'nowhere' / 'train.h5'}")
+    assert "expected an HDF5 dataset file or a directory of IDX files" in msg
+
+
+def test_dataset_path_relative_to_the_job_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.h5").write_bytes(b"")
+    job = tmp_path / "job.toml"
+    job.write_text('[data]\npath = "data/train.h5"\n')
+    assert load_job(job).data.path == str(tmp_path / "data" / "train.h5")
+    assert "unknown value 'cifar'" in error_of('[data]\nname = "cifar"\n')
+
+
+def test_batch_smaller_than_world_size():
+    cfg = parse_job("[train]\nbatch_size = 3\n", "job.toml")
+    check_world_size(cfg, 3)
+    with pytest.raises(ConfigError) as info:
+        check_world_size(cfg, 4)
+    assert str(info.value) == ("job.toml: train.batch_size: the global batch (3) must be at least the "
+                               "number of ranks (4) = 4, so that every rank gets at least one sample per step")
+    cfg = parse_job("[train]\nbatch_size = 6\nmicro_batches = 2\n", "job.toml")
+    with pytest.raises(ConfigError, match=r"\(4\) x 2 micro-batches = 8"):
+        check_world_size(cfg, 4)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    msg = error_of("[train\nsteps = 3\n")
+    assert msg.startswith("job.toml: not valid TOML:")
+    with pytest.raises(ConfigError, match="no such job file"):
+        load_job(tmp_path / "missing.toml")
+
+
+# -- overrides --------------------------------------------------------------------
+
+@pytest.mark.parametrize("item, path, value", [
+    ("optimizer.learning_rate=0.01", ["optimizer", "learning_rate"], 0.01),
+    ("train.steps=20", ["train", "steps"], 20),
+    ("ema.num_updates=false", ["ema", "num_updates"], False),
+    ("data.path=/tmp/x.h5", ["data", "path"], "/tmp/x.h5"),
+    ('name="quoted"', ["name"], "quoted"),
+    ("schedule.boundaries=[1, 2]", ["schedule", "boundaries"], [1, 2]),
+    ('model.layers.1.kernel_regularizer={type = "l2", scale = 0.004}',
+     ["model", "layers", 1, "kernel_regularizer"], {"type": "l2", "scale": 0.004}),
+])
+def test_parse_override(item, path, value):
+    assert parse_override(item) == (path, value)
+
+
+@pytest.mark.parametrize("item", ["optimizer.learning_rate", "=3", "a..b=1", "a b=1"])
+def test_bad_override_syntax(item):
+    with pytest.raises(ConfigError, match=r"--set"):
+        parse_override(item)
+
+
+def test_overrides_are_applied_and_validated():
+    cfg = parse_job(MINIMAL, "job.toml", ["optimizer.learning_rate=0.01", "model.layers.1.units=10",
+                                          "train.batch_size=20", "ema.decay=0.5"])
+    assert cfg.optimizer.learning_rate == 0.01 and cfg.train.batch_size == 20
+    assert cfg.ema.enabled and cfg.ema.decay == 0.5
+    msg = error_of(MINIMAL, ["optimizer.learnig_rate=0.01"])
+    assert msg.startswith("--set optimizer.learnig_rate=0.01: optimizer.learnig_rate: unknown key")
+    msg = error_of(MINIMAL, ["train.batch_size=-2"])
+    assert msg == "--set train.batch_size=-2: train.batch_size: must be > 0, got -2"
+    msg = error_of(MINIMAL, ["model.layers.5.units=3"])
+    assert msg == "--set model.layers.5.units=3: model.layers has 2 entries, no index 5"
+
+
+def test_override_of_steps_replaces_epochs():
+    cfg = parse_job("[train]\nepochs = 3\n", overrides=["train.steps=7"])
+    assert (cfg.train.steps, cfg.train.epochs) == (7, None)
+    cfg = default_job(["train.epochs=1"])
+    assert (cfg.train.steps, cfg.train.epochs) == (None, 1)
+
+
+def test_apply_overrides_does_not_touch_its_input():
+    raw = {"train": {"steps": 3}}
+    out = apply_overrides(raw, ["train.steps=4", "optimizer.name=sgd"])
+    assert raw == {"train": {"steps": 3}}
+    assert out == {"train": {"steps": 4}, "optimizer": {"name": "sgd"}}
+
+
+def test_dumps_toml_arrays_of_tables_and_escapes():
+    text = dumps_toml({"name": 'a "b"\\c', "model": {"layers": [{"type": "dense", "units": 3}]},
+                       "train": {"steps": 2, "flag": True, "xs": [1.5, 2]}})
+    import tomllib
+
+    assert tomllib.loads(text) == {"name": 'a "b"\\c', "model": {"layers": [{"type": "dense", "units": 3}]},
+                                   "train": {"steps": 2, "flag": True, "xs": [1.5, 2]}}
+    assert "[[model.layers]]" in text
