@@ -76,6 +76,16 @@ def test_keys_differ_by_sample_step_layer_and_seed():
     assert 0.4 < np.mean(y[0] != y[1]) < 0.6
 
 
+def test_keys_can_be_derived_from_uint64_keys_per_layer():
+    sample = keys(np.arange(16), seed=5, step=2)
+    layer0 = nn.dropout_sample_keys(0, 0, 0, sample)
+    layer1 = nn.dropout_sample_keys(0, 0, 1, sample)
+    assert layer0.dtype == np.uint64 and len(np.unique(np.concatenate([layer0, layer1]))) == 32
+    np.testing.assert_array_equal(nn.dropout_sample_keys(0, 0, 0, sample[3:4]), layer0[3:4])
+    from distnet.nn.dropout import make_sample_keys
+    np.testing.assert_array_equal(make_sample_keys(5, 2, 0, np.arange(16)), sample)
+
+
 def test_gradient_with_a_fixed_mask():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 5))

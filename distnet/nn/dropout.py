@@ -62,7 +62,9 @@ def dropout_sample_keys(seed: int, step: int, layer_index: int, sample_indices: 
       seed: the job's seed, an int in ``[0, 2**64)``.
       step: the global training step.
       layer_index: which dropout layer of the model (0, 1, ...).
-      sample_indices: 1-D non-negative integers, one per sample of the batch.
+      sample_indices: 1-D non-negative integers, one per sample of the batch
+        (any integer dtype; ``uint64`` keys are accepted too, which derives
+        per-layer keys from per-sample keys).
 
     Returns:
       A ``uint64`` array of ``sample_indices``' length.
@@ -88,6 +90,10 @@ def dropout_sample_keys(seed: int, step: int, layer_index: int, sample_indices: 
         )
     keys = idx.astype(np.uint64) ^ h
     return _mix64(keys)
+
+
+# The name the trainer uses; the same function.
+make_sample_keys = dropout_sample_keys
 
 
 def keyed_uniform(sample_keys: np.ndarray, sample_shape: tuple) -> np.ndarray:

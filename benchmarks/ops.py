@@ -1,0 +1,150 @@
+"""Forward+backward time of the hot ops against bare numpy BLAS calls.
+
+Run ``python benchmarks/ops.py [--threads N] [--repeats R]``.  Prints, for
+each case, the median time of the distnet path (op forward, then
+``distnet.gradients`` through the graph) beside the bare numpy matmuls that
+do the same floating-point work, and their ratio (target: <= 1.15).
+
+Cases (float32, batch 100, the reference network of seed 003):
+
+* ``conv1``: ``conv2d`` 28x28x1 -> 32 filters 5x5 SAME, gradient w.r.t. the
+  filters only (the input is data, as in the network).  Baseline: the
+  forward matmul ``cols @ W`` and the filter-gradient matmul ``cols.T @ G``
+  on a ready-made im2col matrix, so distnet's im2col copy counts as overhead.
+* ``conv1+dx``: the same with the input gradient too (one more matmul
+  ``G @ W.T`` in the baseline; distnet adds the col2im scatter).
+* ``conv2``: 14x14x32 -> 64 filters 5x5 SAME, both gradients.
+* ``dense``: ``matmul`` 100x6272 @ 6272x1024, both gradients (three matmuls).
+
+The upstream gradient is injected by a head op that costs nothing, so only
+the measured op and the autodiff machinery are timed.  BLAS threads are set
+explicitly with threadpoolctl (default 1: the figures are per core).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import distnet
+from distnet import nn
+from distnet.autodiff import Op
+
+
+class InjectGrad(Op):
+    """Head op: a scalar whose backward hands a fixed upstream gradient to its input."""
+
+    __slots__ = ("g",)
+
+    def __init__(self, g: np.ndarray):
+        self.g = g
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        return np.zeros((), dtype=y.dtype)
+
+    def backward(self, g, needs):
+        return (self.g,)
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def im2col(x: np.ndarray, k: int, pad: int) -> np.ndarray:
+    """Baseline's ready-made column matrix (stride 1), built once outside the timing."""
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    n, h, w, c = x.shape
+    cols = np.empty((n, h, w, k, k, c), dtype=x.dtype)
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j, :] = xp[:, i:i + h, j:j + w, :]
+    return cols.reshape(n * h * w, k * k * c)
+
+
+def conv_case(rng, n, hw, cin, cout, k, need_dx, repeats):
+    x_np = rng.standard_normal((n, hw, hw, cin)).astype(np.float32)
+    w_np = (rng.standard_normal((k, k, cin, cout)) * 0.1).astype(np.float32)
+    g = rng.standard_normal((n, hw, hw, cout)).astype(np.float32)
+    x = distnet.Variable(x_np, name="x") if need_dx else distnet.constant(x_np)
+    w = distnet.Variable(w_np, name="w")
+    wrt = [x, w] if need_dx else [w]
+
+    def distnet_path():
+        y = nn.conv2d(x, w, strides=[1, 1, 1, 1], padding="SAME")
+        return distnet.gradients(InjectGrad.apply(y, g=g), wrt)
+
+    cols = im2col(x_np, k, k // 2)
+    w2d = w_np.reshape(-1, cout)
+    g2d = g.reshape(-1, cout)
+
+    def bare():
+        out = cols @ w2d
+        dw = cols.T @ g2d
+        dx = g2d @ w2d.T if need_dx else None
+        return out, dw, dx
+
+    # The two paths must compute the same thing.
+    ref_out, ref_dw, _ = bare()
+    got = distnet_path()
+    np.testing.assert_allclose(got[-1].reshape(ref_dw.shape), ref_dw, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(nn.conv2d(x, w, 1, "SAME").numpy().reshape(ref_out.shape), ref_out,
+                               rtol=2e-3, atol=2e-3)
+    flops = 2 * cols.shape[0] * cols.shape[1] * cout * (3 if need_dx else 2)
+    return median_ms(distnet_path, repeats), median_ms(bare, repeats), flops
+
+
+def dense_case(rng, repeats):
+    a_np = rng.standard_normal((100, 6272)).astype(np.float32)
+    w_np = (rng.standard_normal((6272, 1024)) * 0.01).astype(np.float32)
+    g = rng.standard_normal((100, 1024)).astype(np.float32)
+    a, w = distnet.Variable(a_np, name="a"), distnet.Variable(w_np, name="w")
+
+    def distnet_path():
+        y = distnet.matmul(a, w)
+        return distnet.gradients(InjectGrad.apply(y, g=g), [a, w])
+
+    def bare():
+        return a_np @ w_np, g @ w_np.T, a_np.T @ g
+
+    _, ref_da, ref_dw = bare()
+    got_da, got_dw = distnet_path()
+    np.testing.assert_allclose(got_dw, ref_dw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got_da, ref_da, rtol=1e-4, atol=1e-3)
+    flops = 3 * 2 * 100 * 6272 * 1024
+    return median_ms(distnet_path, repeats), median_ms(bare, repeats), flops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repetitions per case (median)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        blas = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
+                for i in threadpool_info() if i["user_api"] == "blas"]
+        print(f"numpy {np.__version__}; BLAS: {', '.join(blas) or 'none found'}; repeats {args.repeats}")
+        cases = [
+            ("conv1     100x28x28x1 -> 32, 5x5 SAME, dW", conv_case(rng, 100, 28, 1, 32, 5, False, args.repeats)),
+            ("conv1+dx  100x28x28x1 -> 32, 5x5 SAME, dW+dX", conv_case(rng, 100, 28, 1, 32, 5, True, args.repeats)),
+            ("conv2     100x14x14x32 -> 64, 5x5 SAME, dW+dX", conv_case(rng, 100, 14, 32, 64, 5, True, args.repeats)),
+            ("dense     100x6272 @ 6272x1024, dA+dW", dense_case(rng, args.repeats)),
+        ]
+    print(f"{'case':48s} {'distnet ms':>11s} {'bare BLAS ms':>13s} {'ratio':>6s} {'GFLOP/s':>8s}")
+    for label, (ours, bare, flops) in cases:
+        print(f"{label:48s} {ours:11.2f} {bare:13.2f} {ours / bare:6.2f} {flops / ours / 1e6:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
