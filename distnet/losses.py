@@ -234,7 +234,7 @@ def get_regularization_loss(model) -> Tensor:
     if terms is None:
         raise InvalidArgumentError(
             f"get_regularization_loss: expected a model with regularization_losses, got {type(model).__name__}")
-    return add_n(terms)
+    return add_n(terms, dtype=getattr(model, "dtype", np.float32))
 
 
 _BY_NAME = {

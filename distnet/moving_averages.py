@@ -43,6 +43,7 @@ class ExponentialMovingAverage:
         self._shadows: dict[str, Variable] = {}
         self._vars: dict[str, Variable] = {}
         self._pending: dict[str, np.ndarray] | None = None
+        self._scratch: dict[str, np.ndarray] = {}
 
     # -- tracking ---------------------------------------------------------
     def average_name(self, var: Variable) -> str:
@@ -89,6 +90,7 @@ class ExponentialMovingAverage:
             init = v.data if self._pending is None else self._pending.pop(v.name)
             self._shadows[v.name] = Variable(np.asarray(init, dtype=v.dtype), name=self.average_name(v), trainable=False)
             self._vars[v.name] = v
+            self._scratch[v.name] = np.empty(v.shape, dtype=v.dtype)
         if self._pending is not None and not self._pending:
             self._pending = None
 
@@ -111,10 +113,11 @@ class ExponentialMovingAverage:
             n = float(num_updates)
             decay = min(decay, (1.0 + n) / (10.0 + n))
         for v in var_list:
-            s = self._shadows[v.name].data
-            # shadow -= (1 - decay) * (shadow - var): TF1's update, in place.
+            s, tmp = self._shadows[v.name].data, self._scratch[v.name]
+            # shadow = decay * shadow + (1 - decay) * var, in place (no temporaries).
             s *= decay
-            s += (1.0 - decay) * v.data
+            np.multiply(v.data, 1.0 - decay, out=tmp)
+            s += tmp
         return decay
 
     def average(self, var: Variable) -> Variable:

@@ -138,14 +138,14 @@ def _zero(dtype=np.float32) -> Tensor:
     return Tensor(np.zeros((), dtype=dtype))
 
 
-def add_n(terms: Iterable[Optional[Tensor]]) -> Tensor:
-    """Sum of scalar tensors, skipping ``None`` (disabled terms); ``0.0`` if empty."""
+def add_n(terms: Iterable[Optional[Tensor]], dtype=np.float32) -> Tensor:
+    """Sum of scalar tensors, skipping ``None`` (disabled terms); ``0.0`` of ``dtype`` if empty."""
     total = None
     for t in terms:
         if t is None:
             continue
         total = t if total is None else total + t
-    return _zero() if total is None else total
+    return _zero(dtype) if total is None else total
 
 
 def _is_bias(var) -> bool:

@@ -106,3 +106,11 @@ def test_regularization_losses_follow_the_current_weights():
     none = _model(regularizers.l2(0.0))
     assert none.regularization_losses == []
     assert float(losses.get_regularization_loss(none)) == 0.0
+
+
+def test_empty_regularization_loss_has_the_model_dtype():
+    m = Sequential([Dense(2)], input_shape=(3,), dtype=np.float64)
+    reg = losses.get_regularization_loss(m)
+    assert reg.dtype == np.float64 and float(reg) == 0.0
+    base = losses.mean_squared_error(np.zeros((1, 2)), m(np.ones((1, 3))))
+    assert (base + reg).dtype == np.float64

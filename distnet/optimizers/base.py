@@ -263,7 +263,11 @@ class Optimizer:
             raise CheckpointError(f"{self.name}: optimizer state must be a dict with keys 'iterations' and 'slots', "
                                   f"got {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else None}")
         it = state["iterations"]
-        if isinstance(it, bool) or int(it) != it or int(it) < 0:
+        try:
+            ok = not isinstance(it, bool) and int(it) == it and int(it) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise CheckpointError(f"{self.name}: iterations must be an integer >= 0, got {it!r}")
         slots = state["slots"]
         problems = []
