@@ -4,6 +4,7 @@ MPI (mpi4py asks for ``MPI_THREAD_MULTIPLE``, which the watchdog needs)."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -13,6 +14,9 @@ from distnet.dist.communicator import (
     Communicator, check_buffer, check_counts, check_op, check_root,
 )
 from distnet.errors import InvalidArgumentError
+
+# Seconds between writing the abort message and MPI_Abort.
+ABORT_FLUSH_DELAY = 0.5
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
@@ -125,4 +129,7 @@ class MPICommunicator(Communicator):
             sys.stderr.write("".join(f"[rank {self.rank}] {line}\n" for line in message.rstrip("\n").split("\n")))
         sys.stderr.flush()
         sys.stdout.flush()
+        # MPI_Abort makes hydra kill every process, its proxies included; a
+        # proxy killed before forwarding our output loses it.  Give it time.
+        time.sleep(ABORT_FLUSH_DELAY)
         MPI.COMM_WORLD.Abort(int(code) if code else 1)

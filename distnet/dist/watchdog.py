@@ -21,9 +21,14 @@ messages never mix with the job's):
   ``stall_timeout``, a peer that is alive but not in a collective is *busy*
   (an endless loop), a peer that has finished ran fewer steps, and if all
   wait the ranks called different collectives;
-* the rank that sees it prints ``rank K silent since step S for T s`` (or the
-  other diagnosis) and aborts the world.  Ranks take turns by rank order
-  (0.5 s apart) so the message is normally printed once.
+* the rank that sees it tells its peers it is aborting, prints ``rank K
+  silent since step S for T s`` (or the other diagnosis) and aborts the
+  world.  Ranks take turns by rank order (``TURN`` seconds apart) and stand
+  down when a peer announced its abort, so the message is printed once.
+
+A beat wakes the thread, so a new step reaches the peers at once (at most
+one heartbeat per ``MIN_GAP`` seconds): a rank that stalls is reported with
+the step it last reached.
 
 Heartbeats are exchanged between every pair of ranks: N*(N-1) tiny messages
 per interval, fine for the tens of ranks distnet targets.  It needs
@@ -44,6 +49,9 @@ from distnet.errors import DistributedError, InvalidArgumentError
 
 STALL_EXIT_CODE = 3
 _TAG = 7411
+TURN = 1.0          # seconds between the ranks' turns to report a stall
+MIN_GAP = 0.05      # seconds between two heartbeats woken by beats
+_RUNNING, _FINISHED_STATE, _ABORTING = 0.0, 1.0, 2.0
 _CALLS = ("", "allreduce", "bcast", "barrier", "allgather_object", "bcast_object",
           "reduce_scatter", "allgather")
 # payload: step, seconds since the last beat, call code, seconds in the call, finished
@@ -79,6 +87,7 @@ class Watchdog:
         self.step = 0
         self._beat_time = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.report: str | None = None   # the diagnosis, set just before aborting
         if comm.size == 1:
@@ -104,12 +113,14 @@ class Watchdog:
         """Say that this rank reached ``step`` (call once per step, any thread)."""
         self.step = int(step)
         self._beat_time = time.monotonic()
+        self._wake.set()
 
     def stop(self) -> None:
         """Tell the peers this rank has finished, and stop the thread."""
         if self._thread is None or self._stop.is_set():
             return
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5 * self.interval + 2.0)
 
     def __enter__(self) -> "Watchdog":
@@ -119,12 +130,12 @@ class Watchdog:
         self.stop()
 
     # -- the thread ----------------------------------------------------------
-    def _payload(self, now: float, finished: bool) -> np.ndarray:
+    def _payload(self, now: float, state: float) -> np.ndarray:
         calls = self.comm.calls
         name = calls.name
         code = _CALLS.index(name) if name in _CALLS else (len(_CALLS) if name else 0)
         return np.array([self.step, now - self._beat_time, code,
-                         now - calls.since if name else 0.0, 1.0 if finished else 0.0])
+                         now - calls.since if name else 0.0, state])
 
     def _run(self) -> None:
         MPI, wcomm, me, size = self._mpi, self._wcomm, self.comm.rank, self.comm.size
@@ -136,6 +147,16 @@ class Watchdog:
         send_bufs = {p: np.zeros(5) for p in peers}
         recv_reqs = {p: wcomm.Irecv(recv_bufs[p], source=p, tag=_TAG) for p in peers}
         send_reqs: dict = {p: None for p in peers}
+        peer_aborting_since = None
+
+        def send_all(payload):
+            for p in peers:
+                # At most one heartbeat in flight per peer: a stopped peer
+                # cannot make us queue messages without bound.
+                if send_reqs[p] is None or send_reqs[p].Test():
+                    send_bufs[p][:] = payload
+                    send_reqs[p] = wcomm.Isend(send_bufs[p], dest=p, tag=_TAG)
+
         while True:
             finishing = self._stop.is_set()
             now = time.monotonic()
@@ -143,30 +164,39 @@ class Watchdog:
                 while recv_reqs[p].Test():
                     state[p][:] = recv_bufs[p]
                     last_seen[p] = now
+                    if state[p][_FINISHED] == _ABORTING and peer_aborting_since is None:
+                        peer_aborting_since = now
                     recv_reqs[p] = wcomm.Irecv(recv_bufs[p], source=p, tag=_TAG)
-            payload = self._payload(now, finishing)
-            for p in peers:
-                # At most one heartbeat in flight per peer: a stopped peer
-                # cannot make us queue messages without bound.
-                if send_reqs[p] is None or send_reqs[p].Test():
-                    send_bufs[p][:] = payload
-                    send_reqs[p] = wcomm.Isend(send_bufs[p], dest=p, tag=_TAG)
             if finishing:
+                # Say we finished: wait (briefly) for the last heartbeat in flight first.
+                self._drain(send_reqs, peers)
+                send_all(self._payload(now, _FINISHED_STATE))
                 break
+            send_all(self._payload(now, _RUNNING))
             problem = self._diagnose(now, peers, last_seen, state)
-            if problem is not None:
+            # A peer is already aborting the job: stand down (unless it failed to).
+            if problem is not None and (peer_aborting_since is None
+                                        or now - peer_aborting_since > self.stall_timeout):
                 self.report = problem
+                send_all(self._payload(now, _ABORTING))
                 self.comm.abort(STALL_EXIT_CODE, f"distnet watchdog: {problem}; aborting the job "
                                                  f"(stall_timeout {self.stall_timeout:g} s)")
                 return
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self._stop.wait(MIN_GAP)
         # Finished: let the last heartbeat go out, withdraw our receives.
-        deadline = time.monotonic() + 1.0
+        self._drain(send_reqs, peers)
+        for p in peers:
+            recv_reqs[p].Cancel()
+            recv_reqs[p].Wait()
+
+    @staticmethod
+    def _drain(send_reqs: dict, peers: list, patience: float = 1.0) -> None:
+        deadline = time.monotonic() + patience
         for p in peers:
             while send_reqs[p] is not None and not send_reqs[p].Test() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            recv_reqs[p].Cancel()
-            recv_reqs[p].Wait()
 
     def _diagnose(self, now: float, peers: list, last_seen: dict, state: dict) -> str | None:
         timeout, me = self.stall_timeout, self.comm.rank
@@ -176,7 +206,7 @@ class Watchdog:
         culprits: list = []
         over = -1.0
         problem = None
-        silent = [p for p in peers if not state[p][_FINISHED] and now - last_seen[p] > timeout]
+        silent = [p for p in peers if state[p][_FINISHED] != _FINISHED_STATE and now - last_seen[p] > timeout]
         if silent:
             p = silent[0]
             culprits = silent
@@ -185,15 +215,17 @@ class Watchdog:
                        f"(no heartbeat: stopped, or hung outside Python)")
         elif my_call and my_wait > timeout:
             over = my_wait - timeout
-            busy = [p for p in peers if not state[p][_FINISHED] and state[p][_CALL] == 0]
-            done = [p for p in peers if state[p][_FINISHED]]
+            busy = [p for p in peers if state[p][_FINISHED] != _FINISHED_STATE and state[p][_CALL] == 0]
+            done = [p for p in peers if state[p][_FINISHED] == _FINISHED_STATE]
             if busy:
                 p = busy[0]
                 culprits = busy
                 age = state[p][_BEAT_AGE] + (now - last_seen[p])
-                problem = (f"rank {p} silent since step {int(state[p][_STEP])} for {age:.1f} s "
-                           f"(alive but has not joined {my_call}: an endless loop or a step "
-                           f"longer than the stall timeout)")
+                if now - last_seen[p] > 3 * self.interval + 0.5:
+                    why = f"no heartbeat for {now - last_seen[p]:.1f} s: stopped, or hung outside Python"
+                else:
+                    why = f"alive but has not joined {my_call}: an endless loop or a step longer than the stall timeout"
+                problem = f"rank {p} silent since step {int(state[p][_STEP])} for {age:.1f} s ({why})"
             elif done:
                 p = done[0]
                 problem = (f"rank {me} waits in {my_call} at step {self.step} for {my_wait:.1f} s but rank {p} "
@@ -207,7 +239,7 @@ class Watchdog:
                            f"(the ranks called different collectives)")
         if problem is None:
             return None
-        # Ranks that can see the problem take turns, 0.5 s apart, by rank.
+        # Ranks that can see the problem take turns, TURN seconds apart, by rank.
         watchers = [r for r in range(self.comm.size) if r not in culprits]
         turn = watchers.index(me) if me in watchers else len(watchers)
-        return problem if over >= 0.5 * turn else None
+        return problem if over >= TURN * turn else None

@@ -1,0 +1,15 @@
+"""Helpers shared by the scripts that tests run under mpiexec."""
+from __future__ import annotations
+
+import sys
+
+
+def script_args() -> list:
+    """``sys.argv[1:]`` without the test harness's marker argument."""
+    return [a for a in sys.argv[1:] if not a.startswith("--distnet-test-marker=")]
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise (not assert: scripts also run under ``python -O``) when a check fails."""
+    if not condition:
+        raise RuntimeError(f"check failed: {message}")
