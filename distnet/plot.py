@@ -59,11 +59,6 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
     Example:
         >>> plot_runs(["runs/baseline", "runs/l2", "runs/dropout"], "seed003.png")  # doctest: +SKIP
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - matplotlib is the plot extra
-        raise InvalidArgumentError("plotting needs matplotlib: pip install 'distnet[plot]'") from None
     if not run_dirs:
         raise InvalidArgumentError("plot_runs needs at least one run directory")
     if labels is not None and len(labels) != len(run_dirs):
@@ -76,6 +71,11 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
         if "loss" not in c and "test_loss" not in c:
             raise DataError(f"{d}: the metrics hold no step or eval records to plot")
         runs.append(c)
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # matplotlib is the plot extra
+        raise InvalidArgumentError("plotting needs matplotlib: pip install 'distnet[plot]'") from None
 
     fig = Figure(figsize=(15, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
