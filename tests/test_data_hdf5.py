@@ -350,6 +350,14 @@ def test_write_validation(tmp_path, kwargs, match):
     assert not os.listdir(tmp_path)
 
 
+def test_write_to_bad_destination(tmp_path):
+    images, labels = arrays(10)
+    with pytest.raises(DataError, match="expected a writable directory"):
+        write_hdf5_dataset(tmp_path / "no" / "such" / "dir.h5", images, labels)
+    with pytest.raises(DataError, match="expected a file name, found the directory"):
+        write_hdf5_dataset(tmp_path, images, labels)
+
+
 def test_convert_idx_to_hdf5(tmp_path):
     images, labels = arrays(64, seed=5, classes=10)
     write_idx(tmp_path / "img.gz", images)

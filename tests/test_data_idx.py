@@ -190,6 +190,20 @@ def test_missing_file_and_directory(tmp_path):
         read_idx(12)
 
 
+def test_reads_from_a_pipe(tmp_path):
+    """A non-regular file (no size known up front) is read and checked all the same."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    arr = np.arange(6, dtype=np.int16).reshape(2, 3)
+    writer = subprocess.Popen([sys.executable, "-c",
+                               "import sys; open(sys.argv[1], 'wb').write(bytes.fromhex(sys.argv[2]))",
+                               str(fifo), encode_idx(arr, compress=True).hex()])
+    try:
+        np.testing.assert_array_equal(read_idx(fifo), arr)
+    finally:
+        writer.wait(timeout=60)
+
+
 def test_file_errors_name_the_path(tmp_path):
     path = tmp_path / "train-labels-idx1-ubyte"
     path.write_bytes(idx_bytes(0x08, (5,), bytes(3)))

@@ -83,7 +83,10 @@ def open_file(path: "str | os.PathLike[str] | Any", name: str | None = None,
         if os.path.isdir(path):
             raise DataError(f"HDF5 dataset {name}: file: expected a file, found a directory")
     try:
-        return h5py.File(path, "r", rdcc_nbytes=int(chunk_cache_bytes))
+        # No HDF5 file locking: files are only ever replaced by an atomic rename,
+        # so readers need no lock, and locks fail on some shared file systems
+        # (NFS volumes of a cluster) where every rank opens the same file.
+        return h5py.File(path, "r", rdcc_nbytes=int(chunk_cache_bytes), locking=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"HDF5 dataset {name}: file: expected an HDF5 file, found something "
                         f"h5py cannot open ({exc})") from exc
@@ -249,7 +252,14 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
     h5py = _h5py()
     out_path = Path(os.fspath(out_path))
     directory = str(out_path.parent) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=directory)
+    if out_path.is_dir():
+        raise DataError(f"write_hdf5_dataset: out_path: expected a file name, found the "
+                        f"directory {str(out_path)!r}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise DataError(f"write_hdf5_dataset: out_path: expected a writable directory, found "
+                        f"{directory!r} ({exc.strerror or exc})") from exc
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import stat
 import zlib
 from typing import BinaryIO, NamedTuple
 
@@ -142,8 +143,8 @@ def _parse_header(stream: _Stream) -> IdxHeader:
 
 def _decode(raw: BinaryIO, name: str, total_size: int | None, ndim: int | None,
             header_only: bool = False):
-    head = raw.read(2)
-    raw.seek(0)
+    # Peek, not read: the stream may be a pipe, which cannot seek back.
+    head = raw.peek(2)[:2] if hasattr(raw, "peek") else raw.getvalue()[:2]
     compressed = head == _GZIP_MAGIC
     stream = _Stream(raw, name, compressed)
     header = _parse_header(stream)
@@ -201,7 +202,7 @@ def decode_idx(data: bytes, name: str = "<bytes>", ndim: int | None = None) -> n
     return _decode(io.BytesIO(bytes(data)), name, len(data), ndim)
 
 
-def _open(path) -> tuple[BinaryIO, str, int]:
+def _open(path) -> tuple[BinaryIO, str, int | None]:
     try:
         fspath = os.fspath(path)
     except TypeError:
@@ -210,7 +211,9 @@ def _open(path) -> tuple[BinaryIO, str, int]:
     name = repr(str(fspath))
     try:
         f = open(fspath, "rb")
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        # The size bounds the declared length only for a regular file (not a pipe).
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
     except OSError as exc:
         raise DataError(f"IDX file {name}: cannot be opened ({exc.strerror or exc})") from exc
     return f, name, size
