@@ -178,7 +178,11 @@ class LinearWarmup(Schedule):
             self.after = schedule_or_float
         else:
             self.after = float(_number("learning_rate", schedule_or_float, positive=True))
-        if isinstance(warmup_steps, bool) or int(warmup_steps) != warmup_steps or warmup_steps <= 0:
+        try:
+            ok = not isinstance(warmup_steps, bool) and int(warmup_steps) == warmup_steps and warmup_steps > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise InvalidArgumentError(f"warmup_steps must be an integer > 0, got {warmup_steps!r}")
         self.warmup_steps = int(warmup_steps)
         self.initial_learning_rate = _number("initial_learning_rate", initial_learning_rate, nonnegative=True)

@@ -69,6 +69,7 @@ def test_resolve():
     (lambda: polynomial_decay(0.1, -5), "decay_steps"),
     (lambda: cosine_decay(0.1, 10, alpha=2.0), "alpha"),
     (lambda: warmup(0.1, 0), "warmup_steps"),
+    (lambda: warmup(0.1, "ten"), "warmup_steps"),
     (lambda: exponential_decay("a", 10, 0.9), "learning_rate must be a number"),
 ])
 def test_validation(make, word):
