@@ -1,0 +1,336 @@
+"""The ``distnet`` command: help, exit codes, one-line errors, eval/inspect/plot/data, train."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distnet
+from distnet.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, main
+from distnet.config import parse_job
+
+TINY_JOB = """\
+name = "tiny"
+seed = 1
+
+[[model.layers]]
+type = "flatten"
+
+[[model.layers]]
+type = "dense"
+units = 10
+
+[optimizer]
+name = "adam"
+learning_rate = 0.01
+
+[ema]
+decay = 0.9
+
+[data]
+name = "fashion_mnist"
+train_samples = 300
+test_samples = 100
+
+[train]
+batch_size = 50
+steps = 4
+eval_every = 2
+log_every = 1
+"""
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- version and help -------------------------------------------------------------
+
+def test_version_in_process(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == EXIT_OK and out.strip() == f"distnet {distnet.__version__}"
+
+
+def test_version_as_module_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "distnet", "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"distnet {distnet.__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["inspect"], ["plot"], ["data"],
+                                     ["data", "fetch"], ["data", "convert"]], ids=" ".join)
+def test_every_help_is_useful(capsys, command):
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == EXIT_OK
+    assert out.startswith("usage: distnet")
+    assert "example" in out  # an example of use in every --help
+    assert len(out.splitlines()) >= 8
+
+
+def test_no_command_prints_help(capsys):
+    code, out, _ = run(capsys)
+    assert code == EXIT_OK and "train" in out and "eval" in out and "inspect" in out
+
+
+@pytest.mark.parametrize("argv", [["bogus"], ["train", "--no-such-option"], ["eval"],
+                                  ["train", "-n", "2", "--hostfile", "h.txt"], ["train", "-n", "two"]])
+def test_argument_errors_exit_2(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == EXIT_BAD_INPUT
+    assert "error:" in err and "Traceback" not in err
+
+
+# -- train: validation before anything starts ----------------------------------------
+
+def test_bad_job_file_is_one_line_exit_2(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB.replace("learning_rate = 0.01", "learning_rate = -0.01"))
+    code, out, err = run(capsys, "train", str(job))
+    assert code == EXIT_BAD_INPUT
+    assert err == f"distnet: error: {job}:13: optimizer.learning_rate: must be > 0, got -0.01\n"
+    assert out == ""
+
+
+def test_bad_override_exit_2(capsys):
+    code, _, err = run(capsys, "train", "--set", "optimizer.learnig_rate=0.1", "--check")
+    assert code == EXIT_BAD_INPUT
+    assert "did you mean 'learning_rate'" in err and err.count("\n") == 1
+
+
+def test_check_prints_the_effective_job(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB)
+    code, out, _ = run(capsys, "train", str(job), "--check", "--set", "train.steps=9",
+                       "--run-dir", str(tmp_path / "r"))
+    assert code == EXIT_OK
+    raw = tomllib.loads(out)
+    assert raw["train"]["steps"] == 9 and raw["run_dir"] == str(tmp_path / "r")
+    assert parse_job(out).optimizer.learning_rate == 0.01
+
+
+def test_world_size_checked_before_launch(capsys, monkeypatch):
+    launched = []
+    fake = types.ModuleType("distnet.launcher")
+    fake.launch = lambda *a, **k: launched.append((a, k)) or 0
+    monkeypatch.setitem(sys.modules, "distnet.launcher", fake)
+    monkeypatch.setattr(distnet, "launcher", fake, raising=False)
+    code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "-n", "4")
+    assert code == EXIT_BAD_INPUT
+    assert "the global batch (3) must be at least the number of ranks (4)" in err
+    assert launched == []
+
+
+def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path):
+    launched = []
+    fake = types.ModuleType("distnet.launcher")
+    fake.launch = lambda args, **k: launched.append((args, k)) or 0
+    monkeypatch.setitem(sys.modules, "distnet.launcher", fake)
+    monkeypatch.setattr(distnet, "launcher", fake, raising=False)
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB)
+    code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume",
+                     "--run-dir", "out")
+    assert code == EXIT_OK
+    args, kwargs = launched[0]
+    assert args == ["train", str(job), "--set", "train.steps=6", "--run-dir", "out", "--resume",
+                    "--progress", "plain"]
+    assert kwargs == {"num_workers": 2, "hostfile": None}
+
+
+@pytest.mark.parametrize("exc, code", [(KeyboardInterrupt(), EXIT_INTERRUPTED),
+                                       (distnet.DistributedError("rank 1 stalled at step 7"), EXIT_FAILURE),
+                                       (distnet.DataError("train.h5: labels out of range"), EXIT_BAD_INPUT)])
+def test_exit_codes_of_train_failures(capsys, monkeypatch, exc, code):
+    import distnet.job
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(distnet.job, "run_train", fail)
+    got, _, err = run(capsys, "train", "--set", "train.steps=1")
+    assert got == code
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if code != EXIT_INTERRUPTED:
+        assert str(exc) in err
+
+
+# -- eval and inspect on a checkpoint written here ----------------------------------
+
+def _reference(weights: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Loss and accuracy of the flatten+dense model, in plain numpy (float64)."""
+    logits = x.reshape(len(x), -1).astype(np.float64) @ weights["dense/kernel"] + weights["dense/bias"]
+    m = logits.max(axis=1, keepdims=True)
+    log_z = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]
+    loss = float(np.mean(log_z - logits[np.arange(len(y)), y]))
+    return loss, float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    from distnet.checkpoint import CheckpointState, save
+    from distnet.job import load_data
+
+    cfg = parse_job(TINY_JOB, "tiny.toml")
+    rng = np.random.default_rng(0)
+    params = {"dense/kernel": rng.normal(0, 0.05, (784, 10)).astype(np.float32),
+              "dense/bias": rng.normal(0, 0.1, 10).astype(np.float32)}
+    ema = {k: (v * 0.5).astype(np.float32) for k, v in params.items()}
+    slots = {"m": {k: np.zeros_like(v) for k, v in params.items()},
+             "v": {k: np.zeros_like(v) for k, v in params.items()}}
+    state = CheckpointState(params=params, ema=ema, step=4, epoch=0, position=200,
+                            optimizer={"name": "Adam", "iterations": 4, "slots": slots, "hyper": {}},
+                            config_text=cfg.to_toml(), metrics={"loss": 1.25})
+    path = tmp_path / "run" / "checkpoints" / "ckpt-00000004.h5"
+    path.parent.mkdir(parents=True)
+    save(path, state)
+    _, test = load_data(cfg)
+    x, y = test.read(np.arange(len(test)))
+    return path, params, ema, x, y
+
+
+@pytest.mark.parametrize("use_ema", [False, True])
+def test_eval_matches_a_numpy_reference(capsys, checkpoint, use_ema):
+    path, params, ema, x, y = checkpoint
+    argv = ["eval", str(path.parent.parent), "--json"] + (["--ema"] if use_ema else [])
+    code, out, err = run(capsys, *argv)
+    assert code == EXIT_OK, err
+    result = json.loads(out)
+    loss, acc = _reference(ema if use_ema else params, x, y)
+    assert result["checkpoint"] == str(path) and result["step"] == 4 and result["samples"] == 100
+    assert result["weights"] == ("ema" if use_ema else "trained")
+    assert result["accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_eval_text_output_and_overrides(capsys, checkpoint):
+    path, params, _, x, y = checkpoint
+    code, out, _ = run(capsys, "eval", str(path), "--set", "data.test_samples=40")
+    assert code == EXIT_OK
+    _, acc = _reference(params, x[:40], y[:40])
+    assert out.startswith(f"{path} (step 4, trained weights): test loss ")
+    assert out.rstrip().endswith(f"accuracy {acc:.4f} on 40 samples")
+
+
+def test_eval_and_inspect_errors_exit_2(capsys, checkpoint, tmp_path):
+    path = checkpoint[0]
+    code, _, err = run(capsys, "eval", str(tmp_path / "nothing"))
+    assert code == EXIT_BAD_INPUT and "no such checkpoint" in err
+    bad = tmp_path / "bad.h5"
+    data = bytearray(path.read_bytes())
+    bad.write_bytes(bytes(data[: len(data) // 2]))
+    code, _, err = run(capsys, "inspect", str(bad))
+    assert code == EXIT_BAD_INPUT and "Traceback" not in err and str(bad) in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "eval", str(empty))
+    assert code == EXIT_BAD_INPUT and "no checkpoint" in err
+
+
+def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
+    path = checkpoint[0]
+    code, out, _ = run(capsys, "inspect", str(path.parent))
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert lines[0].split() == ["checkpoint", str(path)]
+    assert "step            4" in out and "position 200" in out
+    assert "  dense/bias    float32[10] ema" in lines
+    assert "  dense/kernel  float32[784, 10] ema" in lines
+    assert "variables (2, 7,850 parameters)" in out
+    assert "optimizer       Adam, 4 iterations, slots: m (2), v (2)" in out
+    assert "ema             2 shadow weights" in out
+    assert "loss = 1.25" in out
+    assert 'name = "tiny"' in out.split("config:")[1]
+    code, out, _ = run(capsys, "inspect", str(path), "--no-config")
+    assert code == EXIT_OK and "config:" not in out
+
+
+# -- plot and data ------------------------------------------------------------------
+
+def test_plot_command(capsys, tmp_path):
+    from distnet.metrics import MetricsLogger
+
+    for name in ("a", "b"):
+        log = MetricsLogger(tmp_path / name, progress="none")
+        for s in range(1, 6):
+            log.log_step(step=s, epoch=0, loss=1.0 / s, reg_loss=0.0, lr=0.1, samples_per_sec=10.0)
+        log.log_eval(step=5, epoch=0, test_loss=0.5, test_accuracy=0.5)
+        log.close()
+    code, out, err = run(capsys, "plot", str(tmp_path / "a"))
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        assert code == EXIT_BAD_INPUT and "matplotlib" in err
+        return
+    assert code == EXIT_OK and out.strip() == f"wrote {tmp_path / 'a' / 'metrics.png'}"
+    assert (tmp_path / "a" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run(capsys, "plot", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "ab.png"))
+    assert code == EXIT_OK and (tmp_path / "ab.png").exists()
+    code, _, err = run(capsys, "plot", str(tmp_path / "missing"))
+    assert code == EXIT_BAD_INPUT and "no metrics file" in err
+
+
+def test_data_convert(capsys, tmp_path):
+    from distnet.data import HDF5Dataset, write_idx
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 12).astype(np.uint8)
+    write_idx(tmp_path / "img.idx", images)
+    write_idx(tmp_path / "lab.idx", labels)
+    code, out, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "lab.idx"),
+                         str(tmp_path / "out.h5"), "--num-classes", "10")
+    assert code == EXIT_OK, err
+    ds = HDF5Dataset(tmp_path / "out.h5")
+    x, y = ds.read([3, 0])
+    np.testing.assert_array_equal(y, labels[[3, 0]])
+    np.testing.assert_allclose(x[..., 0], images[[3, 0]] / 255.0, atol=1e-6)
+    (tmp_path / "short.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05ab")
+    code, _, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "short.idx"),
+                       str(tmp_path / "x.h5"))
+    assert code == EXIT_BAD_INPUT and "short.idx" in err and "Traceback" not in err
+
+
+# -- end to end ------------------------------------------------------------------------
+
+def test_train_eval_resume_end_to_end(capsys, tmp_path):
+    pytest.importorskip("distnet.trainer")
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB)
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--progress", "plain")
+    assert code == EXIT_OK, err
+    from distnet.metrics import read_metrics
+
+    recs = read_metrics(run_dir)
+    steps = [r for r in recs if r["kind"] == "step"]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) and r["lr"] == 0.01 and r["samples_per_sec"] > 0 for r in steps)
+    assert [r["step"] for r in evals][:2] == [2, 4]
+    assert all("ema_test_accuracy" in r for r in evals)
+    assert recs[-1]["kind"] == "end" and recs[-1]["status"] == "completed"
+    assert "test accuracy" in out  # the summary table
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.h5"))
+    assert ckpts and ckpts[-1].name == "ckpt-00000004.h5"
+    assert (run_dir / "job.toml").exists()
+
+    code, out, _ = run(capsys, "eval", str(run_dir), "--ema", "--json")
+    assert code == EXIT_OK
+    result = json.loads(out)
+    assert result["step"] == 4 and result["weights"] == "ema"
+    assert result["accuracy"] == pytest.approx(evals[-1]["ema_test_accuracy"], abs=1e-9)
+
+    code, _, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--resume",
+                       "--set", "train.steps=6", "--progress", "none")
+    assert code == EXIT_OK, err
+    steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
+    assert steps == [1, 2, 3, 4, 5, 6]
