@@ -231,9 +231,10 @@ class GradientSynchronizer:
         )
 
     def _all_finite(self) -> bool:
-        for buf in self.buckets:
-            # A sum is finite only if every term is (fast path); an overflow of
-            # a finite sum is told apart by the exact check.
-            if not np.isfinite(np.add.reduce(buf)) and not np.isfinite(buf).all():
-                return False
+        with np.errstate(over="ignore", invalid="ignore"):
+            for buf in self.buckets:
+                # A sum is finite only if every term is (fast path); an overflow
+                # of a finite sum is told apart by the exact check.
+                if not np.isfinite(np.add.reduce(buf)) and not np.isfinite(buf).all():
+                    return False
         return True

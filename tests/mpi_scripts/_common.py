@@ -13,3 +13,10 @@ def expect(condition: bool, message: str) -> None:
     """Raise (not assert: scripts also run under ``python -O``) when a check fails."""
     if not condition:
         raise RuntimeError(f"check failed: {message}")
+
+
+def say(line: str) -> None:
+    """Print one line in a single write, so lines of different ranks do not
+    interleave (``print`` writes the text and the newline separately)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

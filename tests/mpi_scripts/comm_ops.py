@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from _common import expect
+from _common import expect, say
 from distnet.dist import (
     CollectiveError, block_counts, broadcast_variables, check_same_variables, get_communicator,
     install_abort_hook,
@@ -32,7 +32,7 @@ def data(r, dtype, n=1000):
 
 def ok(name):
     if rank == 0:
-        print("OK", name, flush=True)
+        say(f"OK {name}")
 
 
 for dtype in (np.float32, np.float64, np.int32, np.int64):
@@ -136,4 +136,4 @@ else:
     raise RuntimeError("check_same_variables accepted different shapes")
 ok("check_same_variables_mismatch")
 
-print("DONE", rank, size, type(comm).__name__, flush=True)
+say(f"DONE {rank} {size} {type(comm).__name__}")

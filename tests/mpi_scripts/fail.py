@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from _common import expect, script_args
+from _common import expect, script_args, say
 from distnet.dist import (
     DivergenceChecker, GradientSynchronizer, NonFiniteGuard, Watchdog, broadcast_variables,
     check_parameters_agree, check_same_variables, get_communicator, install_abort_hook,
@@ -37,7 +37,7 @@ watchdog = Watchdog(comm, stall_timeout=stall_timeout) if stall_timeout > 0 else
 
 
 def failing_now():
-    print(f"FAIL_AT {time.time()!r}", flush=True)
+    say(f"FAIL_AT {time.time()!r}")
 
 
 rng = np.random.default_rng(rank)
@@ -96,11 +96,11 @@ for step in range(steps):
         for g, v in res.grads_and_vars():
             v.data -= 0.1 * g
     else:
-        print(f"SKIP {rank} {step}", flush=True)
+        say(f"SKIP {rank} {step}")
     checker.maybe_check(step)
     time.sleep(0.05)
 
 if watchdog is not None:
     watchdog.stop()
 check_parameters_agree(comm, variables) if mode != "steps" else None
-print(f"DONE {rank} {float(sum(v.data.sum(dtype=np.float64) for v in variables))!r}", flush=True)
+say(f"DONE {rank} {float(sum(v.data.sum(dtype=np.float64) for v in variables))!r}")

@@ -12,7 +12,7 @@ sizes, with and without ``global_count``, and checks the result.  Prints
 """
 import numpy as np
 
-from _common import expect, script_args
+from _common import expect, script_args, say
 from distnet.dist import GradientSynchronizer, get_communicator, install_abort_hook
 from distnet.tensor import Variable
 
@@ -69,7 +69,7 @@ for bucket_bytes in (None, 200, 1000, 10 ** 6):
         if bucket_bytes is not None and bucket_bytes < 1000:
             expect(len(sync.buckets) > 1, f"{case}: expected several buckets, got {len(sync.buckets)}")
         if rank == 0:
-            print(f"OK {case} buckets={len(sync.buckets)}", flush=True)
+            say(f"OK {case} buckets={len(sync.buckets)}")
 
 # Non-finite on one rank only: every rank sees is_finite False.
 sync = GradientSynchronizer(comm, variables)
@@ -82,5 +82,5 @@ expect(flags == [False] * size, f"is_finite after an inf on rank {size - 1}: {fl
 res = sync.sync([np.zeros(v.shape, np.float32) for v in variables], 1)
 expect(res.is_finite, "finite again on the next step")
 if rank == 0:
-    print("OK non_finite", flush=True)
-print(f"DONE {rank}", flush=True)
+    say("OK non_finite")
+say(f"DONE {rank}")

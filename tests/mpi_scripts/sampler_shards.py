@@ -11,7 +11,7 @@ that every sample not consumed before POSITION is seen exactly once.  Prints
 """
 import numpy as np
 
-from _common import expect, script_args
+from _common import expect, script_args, say
 from distnet.dist import ShardSampler, get_communicator, install_abort_hook
 
 n, batch, seed, epochs = (int(a) for a in script_args()[:4])
@@ -42,5 +42,5 @@ for epoch in range(epochs):
     expect(sorted(seen + reference.permutation(epoch)[:first].tolist()) == list(range(n)),
            f"epoch {epoch}: not every sample exactly once")
     if comm.rank == 0:
-        print(f"EPOCH {epoch} {steps} {min(sizes)} {max(sizes)}", flush=True)
-print(f"DONE {comm.rank}", flush=True)
+        say(f"EPOCH {epoch} {steps} {min(sizes)} {max(sizes)}")
+say(f"DONE {comm.rank}")

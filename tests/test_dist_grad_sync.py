@@ -1,0 +1,188 @@
+"""GradientSynchronizer: the sample-weighted mean over ranks, regularization
+counted once, global scalars, non-finite flag.  In process with a world of
+one and with a simulated world; under real ``mpiexec`` with uneven shards."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distnet.dist import CollectiveError, GradientSynchronizer, SingleCommunicator
+from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
+from distnet.tensor import Variable
+from mpi_util import run_mpi
+
+
+def make_vars():
+    return [Variable(np.zeros((2, 3), np.float32), name="dense/kernel"),
+            Variable(np.zeros(3, np.float32), name="dense/bias"),
+            Variable(np.zeros((4,), np.float32), name="a/w")]
+
+
+class SumOfWorlds(SingleCommunicator):
+    """A communicator that all-reduces by adding what other simulated ranks
+    contributed (given as a list of buffers), to test the arithmetic of
+    uneven shards in process."""
+
+    def __init__(self, others):
+        super().__init__()
+        self.others = others   # list of lists of buffers, one list per other rank
+        self.calls_made = 0
+
+    def allreduce_(self, arr, op="sum"):
+        for other in self.others:
+            arr += other[self.calls_made]
+        self.calls_made += 1
+        return arr
+
+
+def test_single_rank_returns_the_gradients_themselves(rng):
+    variables = make_vars()
+    grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    res = GradientSynchronizer(SingleCommunicator(), variables).sync(grads, 7)
+    assert res.global_count == 7 and res.is_finite
+    for g, want in zip(res.grads, grads):
+        np.testing.assert_allclose(g, want, rtol=1e-6)
+    assert [v for _, v in res.grads_and_vars()] == variables
+
+
+def test_uneven_shards_give_the_sample_weighted_mean(rng):
+    """Rank 0 has 1 sample, rank 1 has 3: the mean is over the 4 samples, not
+    the mean of the two ranks' means."""
+    variables = make_vars()
+    per_sample = [[rng.standard_normal(v.shape) for v in variables] for _ in range(4)]
+    mean0 = [per_sample[0][k] for k in range(3)]
+    mean1 = [sum(per_sample[i][k] for i in (1, 2, 3)) / 3 for k in range(3)]
+    other = GradientSynchronizer(SingleCommunicator(), variables, scalar_names=("loss_sum",))
+    other.sync([m.astype(np.float32) for m in mean1], 3)
+    # Rank 1's packed contribution: count 3, loss sum 0, then 3 * mean1.
+    contribution = [buf.copy() for buf in other.buckets]
+    assert contribution[0][0] == 3
+    contribution[0][2:] *= 3
+    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables, scalar_names=("loss_sum",))
+    res = sync.sync([m.astype(np.float32) for m in mean0], 1)
+    assert res.global_count == 4
+    for k, v in enumerate(variables):
+        want = sum(per_sample[i][k] for i in range(4)) / 4
+        np.testing.assert_allclose(res.grads[k], want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(res.grads[k], (mean0[k] + mean1[k]) / 2, atol=1e-3)
+
+
+def test_regularization_gradient_enters_exactly_once(rng):
+    variables = make_vars()
+    grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    reg = [np.full(v.shape, 0.5, np.float32) for v in variables]
+    res = GradientSynchronizer(SingleCommunicator(), variables).sync(grads, 5, regularization_grads=reg)
+    for g, d, r in zip(res.grads, grads, reg):
+        np.testing.assert_allclose(g, d + r, rtol=1e-6)
+
+
+def test_a_rank_with_no_samples_contributes_zeros_but_gets_the_average():
+    variables = make_vars()
+    contribution = [np.concatenate([[6.0], np.full(sum(v.size for v in variables), 12.0)]).astype(np.float32)]
+    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables)
+    garbage = [np.full(v.shape, np.nan, np.float32) for v in variables]   # ignored: count 0
+    res = sync.sync(garbage, 0, regularization_grads={"a/w": np.ones(4, np.float32)})
+    assert res.global_count == 6 and res.is_finite
+    np.testing.assert_allclose(res.grads[0], 2.0)
+    np.testing.assert_allclose(res.grads[2], 3.0)
+
+
+def test_an_empty_global_batch_is_an_error():
+    with pytest.raises(CollectiveError, match="empty"):
+        GradientSynchronizer(SingleCommunicator(), make_vars()).sync([None, None, None], 0)
+
+
+def test_scalars_are_summed_and_the_count_reported():
+    sync = GradientSynchronizer(SingleCommunicator(), make_vars(), scalar_names=("loss_sum", "correct"))
+    res = sync.sync([None] * 3, 4, scalars={"loss_sum": 2.5, "correct": 3})
+    assert res.scalars == {"loss_sum": 2.5, "correct": 3.0}
+    assert res.global_count == 4
+
+
+def test_known_global_count_is_checked():
+    sync = GradientSynchronizer(SingleCommunicator(), make_vars())
+    with pytest.raises(DistributedError, match="global_count"):
+        sync.sync([None] * 3, 4, global_count=5)
+    with pytest.raises(InvalidArgumentError, match="global_count"):
+        sync.sync([None] * 3, 4, global_count=3)
+
+
+def test_mapping_input_and_missing_gradients_are_zero(rng):
+    variables = make_vars()
+    g = rng.standard_normal((2, 3)).astype(np.float32)
+    res = GradientSynchronizer(SingleCommunicator(), variables).sync({"dense/kernel": g}, 2)
+    np.testing.assert_allclose(res.grads[0], g, rtol=1e-6)
+    assert not res.grads[1].any() and not res.grads[2].any()
+
+
+def test_non_finite_is_flagged():
+    variables = make_vars()
+    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=16)
+    for bad in (np.nan, np.inf, -np.inf):
+        grads = [np.zeros(v.shape, np.float32) for v in variables]
+        grads[1][2] = bad
+        assert not sync.sync(grads, 1).is_finite
+    assert sync.sync([None] * 3, 1).is_finite
+    huge = [np.full(v.shape, 3e38, np.float32) for v in variables]   # finite, but the sum overflows
+    assert sync.sync(huge, 1).is_finite
+
+
+def test_layout_is_in_sorted_name_order_whatever_the_list_order():
+    a = GradientSynchronizer(SingleCommunicator(), make_vars())
+    b = GradientSynchronizer(SingleCommunicator(), list(reversed(make_vars())))
+    grads = {"a/w": np.full(4, 1.0), "dense/bias": np.full(3, 2.0), "dense/kernel": np.full((2, 3), 3.0)}
+    a.sync(grads, 1)
+    b.sync(grads, 1)
+    np.testing.assert_array_equal(a.buckets[0], b.buckets[0])
+    np.testing.assert_array_equal(a.buckets[0][1:5], 1.0)   # a/w first, after the count
+
+
+def test_buckets_never_split_a_variable():
+    sync = GradientSynchronizer(SingleCommunicator(), make_vars(), bucket_bytes=20)
+    assert [b.size for b in sync.buckets] == [1 + 4, 3, 6]   # count + a/w, dense/bias, dense/kernel
+    assert sync.nbytes == 4 * 14
+
+
+def test_results_are_views_into_the_buffers():
+    sync = GradientSynchronizer(SingleCommunicator(), make_vars())
+    res = sync.sync([None] * 3, 1)
+    assert all(np.shares_memory(g, sync.buckets[0]) for g in res.grads)
+
+
+@pytest.mark.parametrize("build, exc, words", [
+    (lambda: GradientSynchronizer(SingleCommunicator(), []), InvalidArgumentError, "at least one"),
+    (lambda: GradientSynchronizer(SingleCommunicator(), make_vars() + [Variable([1.0], name="a/w")]),
+     InvalidArgumentError, r"Found duplicates: \['a/w'\]"),
+    (lambda: GradientSynchronizer(SingleCommunicator(), make_vars(), bucket_bytes=0), InvalidArgumentError,
+     "bucket_bytes"),
+    (lambda: GradientSynchronizer(SingleCommunicator(), make_vars(), scalar_names=("count",)),
+     InvalidArgumentError, "scalar_names"),
+])
+def test_bad_construction_is_refused(build, exc, words):
+    with pytest.raises(exc, match=words):
+        build()
+
+
+def test_bad_sync_arguments_are_refused():
+    sync = GradientSynchronizer(SingleCommunicator(), make_vars(), scalar_names=("loss_sum",))
+    with pytest.raises(ShapeError, match=r"'dense/kernel'.*\(2, 3\).*\(3, 2\)"):
+        sync.sync([np.zeros((3, 2)), None, None], 1)
+    with pytest.raises(InvalidArgumentError, match="3 gradients"):
+        sync.sync([None], 1)
+    with pytest.raises(InvalidArgumentError, match="unknown variables"):
+        sync.sync({"nope": np.zeros(1)}, 1)
+    with pytest.raises(InvalidArgumentError, match="local_count"):
+        sync.sync([None] * 3, -1)
+    with pytest.raises(InvalidArgumentError, match="scalars"):
+        sync.sync([None] * 3, 1, scalars={"accuracy": 1.0})
+    with pytest.raises(ShapeError, match="regularization"):
+        sync.sync([None] * 3, 1, regularization_grads=[np.zeros(5), None, None])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("counts", [(4, 4), (3, 0, 5)])
+def test_mpi_sample_weighted_mean_with_uneven_shards(counts):
+    run = run_mpi("grad_sync_check.py", len(counts), *counts, timeout=60)
+    assert run.returncode == 0, run.describe()
+    assert sorted(run.values("DONE")) == [str(r) for r in range(len(counts))], run.describe()
+    assert len(run.values("OK")) == 9, run.describe()
