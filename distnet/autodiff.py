@@ -74,24 +74,26 @@ def _topological_order(root: "Tensor") -> list:
     """Tensors reachable from ``root``, every tensor after its inputs.
 
     Iterative depth-first post-order, so a chain of any length works.  A
-    node is marked when it is expanded, not when it is pushed: a tensor
-    reached by two paths (a diamond) must still come after all its inputs.
+    tensor is placed only when it is met again after all its inputs were
+    expanded, so a tensor reached by two paths (a diamond) still comes after
+    all its inputs.  Tensors hash by identity, so they key the state directly.
     """
     order: list = []
-    visited: set[int] = set()
-    stack: list = [(root, False)]
+    state: dict = {}  # tensor -> 1 (expanded) or 2 (placed)
+    stack: list = [root]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for parent in node._parents:
-            if id(parent) not in visited:
-                stack.append((parent, False))
+        node = stack[-1]
+        s = state.get(node)
+        if s is None:
+            state[node] = 1
+            for parent in node._parents:
+                if parent not in state:
+                    stack.append(parent)
+        else:
+            stack.pop()
+            if s == 1:
+                state[node] = 2
+                order.append(node)
     return order
 
 
@@ -132,52 +134,66 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
             raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
 
     order = _topological_order(ys)
-    wanted = {id(x) for x in xs}
-    # needs[id]: a requested tensor is this one or lies upstream of it.
-    needs: dict[int, bool] = {}
+    wanted = set(xs)
+    # needs[t]: t is requested or lies downstream of a requested tensor.
+    needs: dict = {}
     for node in order:
-        needs[id(node)] = id(node) in wanted or any(needs[id(p)] for p in node._parents)
+        need = node in wanted
+        if not need:
+            for p in node._parents:
+                if needs[p]:
+                    need = True
+                    break
+        needs[node] = need
 
-    found: dict[int, np.ndarray] = {}
-    if needs[id(ys)]:
+    found: dict = {}
+    if needs[ys]:
         if grad_ys is None:
             seed = np.ones(ys.shape, dtype=_grad_dtype(ys))
         else:
             seed = np.asarray(grad_ys, dtype=_grad_dtype(ys)).reshape(ys.shape)
-        grads: dict[int, np.ndarray] = {id(ys): seed}
+        grads: dict = {ys: seed}
         for node in reversed(order):
-            g = grads.pop(id(node), None)
+            g = grads.pop(node, None)
             if g is None:
                 continue
-            if id(node) in wanted:
-                found[id(node)] = g
-            if node._op is None:
+            if node in wanted:
+                found[node] = g
+            op = node._op
+            if op is None:
                 continue
-            parent_needs = [needs[id(p)] for p in node._parents]
-            if not any(parent_needs):
+            parents = node._parents
+            parent_needs = [needs[p] for p in parents]
+            if True not in parent_needs:
                 continue
-            pgrads = node._op.backward(g, parent_needs)
-            for parent, pg, need in zip(node._parents, pgrads, parent_needs):
+            pgrads = op.backward(g, parent_needs)
+            for parent, pg, need in zip(parents, pgrads, parent_needs):
                 if not need or pg is None:
                     continue
-                if pg.shape != parent.shape:
+                if pg.shape != parent.data.shape:
                     raise ShapeError(
-                        f"internal: {type(node._op).__name__}.backward returned a gradient of "
+                        f"internal: {type(op).__name__}.backward returned a gradient of "
                         f"shape {pg.shape} for an input of shape {parent.shape}"
                     )
-                prev = grads.get(id(parent))
-                grads[id(parent)] = pg if prev is None else prev + pg
+                prev = grads.get(parent)
+                grads[parent] = pg if prev is None else prev + pg
+        del grads
     out = []
     for x in xs:
-        g = found.get(id(x))
+        g = found.get(x)
+        dt = _grad_dtype(x)
         if g is None:
-            g = np.zeros(x.shape, dtype=_grad_dtype(x))
-        elif g.dtype != _grad_dtype(x):
-            g = g.astype(_grad_dtype(x))
+            g = np.zeros(x.shape, dtype=dt)
+        elif not isinstance(g, np.ndarray) or g.dtype != dt:
+            g = np.asarray(g, dtype=dt)
         out.append(g)
     return out
 
 
 def _grad_dtype(t: "Tensor") -> np.dtype:
     """Gradients have the tensor's dtype when it is floating, else float32."""
-    return t.dtype if np.issubdtype(t.dtype, np.floating) else np.dtype(np.float32)
+    dt = t.data.dtype
+    return dt if dt.kind == "f" else _FLOAT32
+
+
+_FLOAT32 = np.dtype(np.float32)
