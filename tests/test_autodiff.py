@@ -246,3 +246,41 @@ def test_float64_end_to_end(rng):
         lambda wt: distnet.reduce_mean(distnet.square(distnet.maximum(distnet.matmul(x, wt), 0.0) - 1.0)),
         [w.numpy()],
     )
+
+
+def test_gradient_of_a_0d_variable_is_an_ndarray():
+    s = distnet.Variable(2.0)
+    (g,) = gradients(distnet.abs(s) * 3.0, [s])
+    assert isinstance(g, np.ndarray) and g.shape == () and g.dtype == np.float32 and g == 3.0
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis.extra.numpy import mutually_broadcastable_shapes
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    given = None
+
+if given is not None:
+    @settings(max_examples=25, deadline=None)
+    @given(mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3))
+    def test_broadcast_gradients_match_numpy_for_any_shapes(shapes):
+        sx, sy = shapes.input_shapes
+        rng = np.random.default_rng(1)
+        xv, yv = rng.standard_normal(sx), rng.standard_normal(sy)
+        x, y = distnet.constant(xv), distnet.constant(yv)
+        gx, gy = gradients(distnet.reduce_sum(x * y + x), [x, y])
+        assert gx.shape == sx and gy.shape == sy
+        # The loss is linear in each operand: the gradient at element i is the
+        # loss's change for a one-hot input at i (independent of unbroadcast).
+        full = np.broadcast_shapes(sx, sy)
+
+        def one_hot_response(shape, weight):
+            out = np.zeros(shape)
+            for i in np.ndindex(*shape):
+                e = np.zeros(shape)
+                e[i] = 1.0
+                out[i] = np.sum(np.broadcast_to(e, full) * weight)
+            return out
+
+        np.testing.assert_allclose(gx, one_hot_response(sx, yv + 1.0), rtol=1e-12)
+        np.testing.assert_allclose(gy, one_hot_response(sy, xv), rtol=1e-12)
