@@ -50,15 +50,22 @@ class InjectGrad(Op):
         return (self.g,)
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+def paired_median_ms(ours: Callable[[], object], bare: Callable[[], object], repeats: int,
+                     warmup: int = 2) -> tuple[float, float]:
+    """Median times of two functions, run alternately so that load changes hit both alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        ours()
+        bare()
+    t_ours, t_bare = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        ours()
+        t1 = time.perf_counter()
+        bare()
+        t2 = time.perf_counter()
+        t_ours.append(t1 - t0)
+        t_bare.append(t2 - t1)
+    return statistics.median(t_ours) * 1e3, statistics.median(t_bare) * 1e3
 
 
 def im2col(x: np.ndarray, k: int, pad: int) -> np.ndarray:
@@ -101,7 +108,7 @@ def conv_case(rng, n, hw, cin, cout, k, need_dx, repeats):
     np.testing.assert_allclose(nn.conv2d(x, w, 1, "SAME").numpy().reshape(ref_out.shape), ref_out,
                                rtol=2e-3, atol=2e-3)
     flops = 2 * cols.shape[0] * cols.shape[1] * cout * (3 if need_dx else 2)
-    return median_ms(distnet_path, repeats), median_ms(bare, repeats), flops
+    return (*paired_median_ms(distnet_path, bare, repeats), flops)
 
 
 def dense_case(rng, repeats):
@@ -122,7 +129,7 @@ def dense_case(rng, repeats):
     np.testing.assert_allclose(got_dw, ref_dw, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got_da, ref_da, rtol=1e-4, atol=1e-3)
     flops = 3 * 2 * 100 * 6272 * 1024
-    return median_ms(distnet_path, repeats), median_ms(bare, repeats), flops
+    return (*paired_median_ms(distnet_path, bare, repeats), flops)
 
 
 def main() -> None:

@@ -2,11 +2,14 @@
 
 Forward: the padded input is viewed as windows with numpy stride tricks
 (``[N, Ho, Wo, kh, kw, C]``, no copy), gathered once into a contiguous
-``[N*Ho*Wo, kh*kw*C]`` matrix (im2col) and multiplied by the filters seen as
-``[kh*kw*C, O]`` in one BLAS call, whose ``[N*Ho*Wo, O]`` result already is
-the NHWC output.  Backward: the filter gradient is one matmul
-``cols.T @ g``; the input gradient is one matmul ``g @ W.T`` followed by a
-col2im scatter-add that loops over the ``kh*kw`` kernel offsets only.
+``[N*Ho*Wo, kh*kw*C]`` matrix (im2col; each window row of ``kw*C`` values
+is moved as one item) and multiplied by the filters seen as ``[kh*kw*C, O]``
+in one BLAS call, whose ``[N*Ho*Wo, O]`` result already is the NHWC output.
+Backward: the filter gradient is one matmul ``cols.T @ g``; the input
+gradient is ``g @ W.T`` scattered back (col2im) by a loop over the
+``kh*kw`` kernel offsets only — one matmul for a single input channel,
+otherwise one small matmul per offset fused with its scatter-add (same
+FLOPs, measured faster).  No Python loop runs over samples or pixels.
 
 Like TensorFlow this is a cross-correlation (the kernel is not flipped).
 """
@@ -21,6 +24,26 @@ from distnet.autodiff import Op
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.nn._spatial import Axis, axis_geometry, check_padding, pad_hw, spatial_pair, window_slice
 from distnet.tensor import Tensor, binary_operands
+
+
+def _im2col(xp: np.ndarray, k: tuple[int, int], out: tuple[int, int], strides: tuple[int, int],
+            dilations: tuple[int, int]) -> np.ndarray:
+    """Contiguous ``[N*Ho*Wo, kh*kw*C]`` windows of the C-contiguous padded input ``xp``."""
+    n, _, _, c = xp.shape
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = k, out, strides, dilations
+    bn, bh, bw, bc = xp.strides
+    if dw == 1:
+        # A window row (kw pixels x C channels) is one contiguous run of kw*C values: view each
+        # run as a single opaque item, so the copy moves kw*C values per step instead of C.
+        run = np.dtype((np.void, kw * c * xp.itemsize))
+        rows = np.ndarray(shape=(n, ho, wo, kh), dtype=run, buffer=xp,
+                          strides=(bn, bh * sh, bw * sw, bh * dh))
+        cols = np.empty((n, ho, wo, kh), dtype=run)
+        np.copyto(cols, rows)
+        return cols.view(xp.dtype).reshape(n * ho * wo, kh * kw * c)
+    windows = as_strided(xp, shape=(n, ho, wo, kh, kw, c),
+                         strides=(bn, bh * sh, bw * sw, bh * dh, bw * dw, bc), writeable=False)
+    return windows.reshape(n * ho * wo, kh * kw * c)
 
 
 class Conv2D(Op):
@@ -39,11 +62,8 @@ class Conv2D(Op):
         (sh, sw), (dh, dw) = self.strides, self.dilations
         ho, wo = self.rows.out, self.cols_axis.out
         xp = np.ascontiguousarray(pad_hw(x, self.rows, self.cols_axis))
-        bn, bh, bw, bc = xp.strides
-        windows = as_strided(xp, shape=(n, ho, wo, kh, kw, c),
-                             strides=(bn, bh * sh, bw * sw, bh * dh, bw * dw, bc), writeable=False)
         # im2col: the one copy of the forward pass; rows are output pixels in NHWC order.
-        self.cols = windows.reshape(n * ho * wo, kh * kw * c)
+        self.cols = _im2col(xp, (kh, kw), (ho, wo), self.strides, self.dilations)
         self.w2d = np.ascontiguousarray(w).reshape(kh * kw * c, o)
         return (self.cols @ self.w2d).reshape(n, ho, wo, o)
 
@@ -60,14 +80,26 @@ class Conv2D(Op):
         kh, kw, _, _ = self.w_shape
         (sh, sw), (dh, dw) = self.strides, self.dilations
         rows, cols = self.rows, self.cols_axis
-        dcols = (g2d @ self.w2d.T).reshape(n, rows.out, cols.out, kh, kw, c)
         hp, wp = h + rows.before + rows.after, w + cols.before + cols.after
-        dxp = np.zeros((n, hp, wp, c), dtype=dcols.dtype)
+        dxp = np.zeros((n, hp, wp, c), dtype=g2d.dtype)
+        if c == 1:
+            # One matmul for all offsets, computed transposed ([kh*kw, N*Ho*Wo]) so that each
+            # offset's block is contiguous.
+            dcols = (self.w2d @ g2d.T).reshape(kh, kw, n, rows.out, cols.out, c)
+        else:
+            # One matmul per offset, each fused with its scatter-add while the block is in cache:
+            # the same FLOPs as one big matmul, but faster than scattering from the strided
+            # slices of one [N*Ho*Wo, kh*kw*C] matrix (measured, batch 100, 5x5 kernels:
+            # 14x14x32->64 24 ms vs 43 ms; 28x28x4->32 15 ms vs 48 ms).
+            w4 = self.w2d.reshape(kh, kw, c, -1)
+            dcols = None
         # col2im: scatter-add each kernel offset's columns back to the pixels it read.
         for i in range(kh):
             ri = window_slice(i, dh, sh, rows.out)
             for j in range(kw):
-                dxp[:, ri, window_slice(j, dw, sw, cols.out), :] += dcols[:, :, :, i, j, :]
+                block = (dcols[i, j] if dcols is not None
+                         else (g2d @ w4[i, j].T).reshape(n, rows.out, cols.out, c))
+                dxp[:, ri, window_slice(j, dw, sw, cols.out), :] += block
         if hp == h and wp == w:
             return dxp
         return dxp[:, rows.before:rows.before + h, cols.before:cols.before + w, :]
