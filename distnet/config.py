@@ -767,6 +767,8 @@ def _check_schedule_params(s: ScheduleConfig, chk: _Checker) -> None:
 def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
     if d.name is not None:
         d.name = chk.choice(d.name.lower().replace("-", "_"), ("data", "name"), BUILTIN_DATASETS)
+    if d.path == "":
+        d.path = None  # data.path = "" clears a path (e.g. --set data.path="")
     if d.path is not None:
         path = Path(os.path.expanduser(d.path))
         if not path.is_absolute() and base_dir is not None:

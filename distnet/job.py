@@ -448,14 +448,21 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[str, Any]:
     raise CheckpointError(f"{p}: no usable checkpoint; " + "; ".join(problems))
 
 
-def config_from_checkpoint(state, where: str) -> JobConfig:
-    """The :class:`JobConfig` stored in a checkpoint (its ``config_text``)."""
+def config_from_checkpoint(state, where: str, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
+    """The :class:`JobConfig` stored in a checkpoint (its ``config_text``), with ``--set`` overrides.
+
+    An override error is the user's (ConfigError); a stored job that is
+    invalid as such makes the checkpoint unusable (CheckpointError).
+    """
     if not state.config_text.strip():
         raise CheckpointError(f"{where}: the checkpoint stores no job configuration")
     try:
-        return parse_job(state.config_text, f"{where} (stored job)")
+        return parse_job(state.config_text, f"{where} (stored job)", overrides)
     except ConfigError as exc:
-        raise CheckpointError(f"{where}: its stored job configuration is invalid: {exc}") from None
+        if str(exc).startswith("--set"):
+            raise  # the user's override is wrong
+        raise CheckpointError(f"{where}: its stored job configuration is invalid here: {exc} "
+                              "(use --data or --set to point it elsewhere)") from None
 
 
 def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_size: int = 1000) -> dict:
@@ -492,13 +499,13 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
     from distnet.checkpoint import ema_params
 
     path, state = load_checkpoint(ckpt)
-    cfg = config_from_checkpoint(state, path)
     extra = list(overrides)
     if data is not None:
-        extra.append(f"data.name={data}" if data.replace("-", "_").lower() in ("fashion_mnist", "mnist")
-                     else f"data.path={data}")
-    if extra:
-        cfg = parse_job(cfg.to_toml(), f"{path} (stored job)", extra)
+        if data.replace("-", "_").lower() in ("fashion_mnist", "mnist"):
+            extra += [f"data.name={data}", 'data.path=""']
+        else:
+            extra.append(f"data.path={data}")
+    cfg = config_from_checkpoint(state, path, extra)
     _, test = load_data(cfg)
     if test is None:
         raise DataError(f"{cfg.data.path}: no test split found to evaluate on "

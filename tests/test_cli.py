@@ -334,3 +334,19 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     assert code == EXIT_OK, err
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_eval_when_the_stored_data_path_is_gone(capsys, checkpoint, tmp_path):
+    from distnet.checkpoint import load, save
+
+    path, params, _, x, y = checkpoint
+    state = load(path)
+    state.config_text = state.config_text.replace('[data]\n', '[data]\npath = "/nonexistent/train.h5"\n')
+    moved = tmp_path / "moved.h5"
+    save(moved, state)
+    code, _, err = run(capsys, "eval", str(moved))
+    assert code == EXIT_BAD_INPUT
+    assert "stored job configuration is invalid here" in err and "/nonexistent/train.h5" in err
+    code, out, err = run(capsys, "eval", str(moved), "--data", "fashion_mnist", "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["accuracy"] == pytest.approx(_reference(params, x, y)[1], abs=1e-12)
