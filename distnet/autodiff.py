@@ -110,7 +110,8 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
       grad_ys: optional upstream gradient for ``ys`` (defaults to 1).
 
     Returns:
-      ``list[np.ndarray]``, each of its tensor's shape and dtype.
+      ``list[np.ndarray]``, each of its tensor's shape and dtype, writeable
+      and distinct from the other returned arrays.
 
     Example:
       >>> x = distnet.Variable([1.0, 2.0])
@@ -179,6 +180,7 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
                 grads[parent] = pg if prev is None else prev + pg
         del grads
     out = []
+    handed_out: set[int] = set()
     for x in xs:
         g = found.get(x)
         dt = _grad_dtype(x)
@@ -186,6 +188,13 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
             g = np.zeros(x.shape, dtype=dt)
         elif not isinstance(g, np.ndarray) or g.dtype != dt:
             g = np.asarray(g, dtype=dt)
+        # Each returned array belongs to the caller: writeable, and not the
+        # same object as another returned gradient (``w1 + w2`` hands the same
+        # upstream array to both inputs; an in-place update of one must not
+        # change the other).
+        if id(g) in handed_out or not g.flags.writeable:
+            g = g.copy()
+        handed_out.add(id(g))
         out.append(g)
     return out
 

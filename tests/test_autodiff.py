@@ -284,3 +284,14 @@ if given is not None:
 
         np.testing.assert_allclose(gx, one_hot_response(sx, yv + 1.0), rtol=1e-12)
         np.testing.assert_allclose(gy, one_hot_response(sy, xv), rtol=1e-12)
+
+
+def test_returned_gradients_are_separate_writeable_arrays():
+    a = distnet.Variable([1.0, 2.0])
+    b = distnet.Variable([3.0, 4.0])
+    ga, gb, ga2 = gradients(distnet.reduce_sum(a + b), [a, b, a])
+    ga *= 10.0  # an optimizer may update a gradient in place
+    np.testing.assert_array_equal(gb, [1.0, 1.0])
+    np.testing.assert_array_equal(ga2, [1.0, 1.0])
+    (gs,) = gradients(distnet.reduce_sum(a), [a])
+    gs += 1.0
