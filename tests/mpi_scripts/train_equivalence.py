@@ -1,0 +1,80 @@
+"""Train a small conv net for a few steps and save parameters, EMA shadows and
+the logged losses, so runs on 1, 2 and 3 ranks can be compared.
+
+The net has everything whose distribution could go wrong: a conv layer with
+an L2 kernel regularizer (way b) plus weight decay on every variable (way a),
+dropout (per-sample keyed masks), Adam with an exponentially decaying
+learning rate, an EMA with num_updates, and optionally micro-batches.
+
+usage: python train_equivalence.py OUT.npz [--steps 20] [--batch 10] [--micro 1]
+       [--reg-mult M]                 (multiply every regularization scale by M)
+       [--ckpt DIR --stop-at K]       (train K steps, checkpoint into DIR, exit)
+       [--ckpt DIR --resume]          (resume from DIR's newest checkpoint)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import numpy as np  # noqa: E402
+from _common import script_args, say  # noqa: E402
+
+import distnet  # noqa: E402
+from distnet import layers, regularizers, schedules  # noqa: E402
+from distnet.data import ArrayDataset  # noqa: E402
+from distnet.trainer import Trainer  # noqa: E402
+
+
+def dataset(n: int = 53) -> ArrayDataset:
+    rng = np.random.default_rng(7)
+    x = rng.random((n, 8, 8, 1), dtype=np.float32)
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype(np.int64)
+    y += 2 * (x[:, :, :4].mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    return ArrayDataset(x, y, num_classes=4)
+
+
+def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: float = 1.0) -> Trainer:
+    model = distnet.Sequential([
+        layers.Conv2D(4, 3, padding="same", activation="relu", kernel_regularizer=regularizers.l2(0.05 * reg_mult)),
+        layers.MaxPool2D(2),
+        layers.Flatten(),
+        layers.Dense(16, activation="tanh", kernel_regularizer=regularizers.l1(0.01 * reg_mult)),
+        layers.Dropout(0.3),
+        layers.Dense(4),
+    ], input_shape=(8, 8, 1), seed=3)
+    lr = schedules.exponential_decay(0.01, decay_steps=5, decay_rate=0.5, staircase=False)
+    return Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(lr), dataset(),
+                   global_batch_size=batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
+                   weight_decay=0.01 * reg_mult, micro_batches=micro, seed=11, comm=comm, check_every=5,
+                   checkpoint_dir=ckpt, checkpoint_every=None, log_every=1000)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--micro", type=int, default=1)
+    parser.add_argument("--ckpt", default=None)
+    parser.add_argument("--stop-at", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--reg-mult", type=float, default=1.0)
+    args = parser.parse_args(script_args())
+    comm = distnet.dist.get_communicator("auto")
+    steps = args.stop_at if args.stop_at is not None else args.steps
+    trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult)
+    history = trainer.fit(resume=args.resume)  # with a checkpoint dir, the last step is saved
+    losses = np.array([r["loss"] for r in history if "loss" in r])
+    regs = np.array([r["reg_loss"] for r in history if "reg_loss" in r])
+    if comm.rank == 0:
+        arrays = {f"param:{v.name}": v.numpy() for v in trainer.all_variables}
+        arrays.update({f"ema:{k}": v for k, v in trainer.ema.state_dict().items()})
+        np.savez(args.out, losses=losses, regs=regs, **arrays)
+    say(f"rank {comm.rank} size {comm.size} steps {trainer.step} final_loss {losses[-1]:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
