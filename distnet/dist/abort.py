@@ -54,7 +54,7 @@ class AbortHook:
             # Rank 0 raised the same error and is aborting the job.
             time.sleep(COLLECTIVE_GRACE)
         text = "".join(traceback.format_exception(exc_type, exc, tb))
-        head = f"unhandled exception{where}; aborting all {comm.size} ranks\n"
+        head = f"unhandled exception{where}; aborting the job ({comm.size} rank{'s' if comm.size > 1 else ''})\n"
         try:
             comm.abort(self.exit_code, head + text)
         finally:  # abort should not return; if it does, make sure we die

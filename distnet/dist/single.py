@@ -65,7 +65,7 @@ class SingleCommunicator(Communicator):
     def abort(self, code: int = 1, message: str = "") -> None:
         """Print ``message`` and end the process with ``code`` (no cleanup)."""
         if message:
-            sys.stderr.write(f"[rank 0] {message}\n")
+            sys.stderr.write("".join(f"[rank 0] {line}\n" for line in message.rstrip("\n").split("\n")))
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(int(code) if code else 1)
