@@ -16,13 +16,15 @@ Conventions (TF1):
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from distnet.autodiff import Op
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.tensor import Tensor, as_tensor
+
+AxisArg = Union[int, Sequence[int], None]
 
 
 def normalize_axis(axis, ndim: int, op_name: str) -> tuple[int, ...]:
@@ -152,7 +154,8 @@ def _reduce(op_cls, op_name: str, x: Any, axis, keepdims: bool, reduction_indice
     return op_cls.apply(x, axes=axes, keepdims=bool(keepdims))
 
 
-def reduce_sum(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+def reduce_sum(x: Any, axis: AxisArg = None, keepdims: bool = False,
+               reduction_indices: AxisArg = None) -> Tensor:
     """Sum of elements across ``axis`` (TF's ``tf.reduce_sum``).
 
     Args:
@@ -172,7 +175,8 @@ def reduce_sum(x: Any, axis=None, keepdims: bool = False, reduction_indices=None
     return _reduce(Sum, "reduce_sum", x, axis, keepdims, reduction_indices)
 
 
-def reduce_mean(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+def reduce_mean(x: Any, axis: AxisArg = None, keepdims: bool = False,
+               reduction_indices: AxisArg = None) -> Tensor:
     """Mean of elements across ``axis`` (TF's ``tf.reduce_mean``).
 
     Integer input gives an integer mean that truncates toward zero, as in
@@ -195,7 +199,8 @@ def _check_nonempty(op_name: str, x: Tensor, axes: tuple) -> None:
             )
 
 
-def reduce_max(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+def reduce_max(x: Any, axis: AxisArg = None, keepdims: bool = False,
+               reduction_indices: AxisArg = None) -> Tensor:
     """Maximum of elements across ``axis`` (TF's ``tf.reduce_max``).
 
     The gradient goes to the elements equal to the maximum, split equally
@@ -211,7 +216,8 @@ def reduce_max(x: Any, axis=None, keepdims: bool = False, reduction_indices=None
     return Max.apply(x, axes=axes, keepdims=bool(keepdims))
 
 
-def reduce_min(x: Any, axis=None, keepdims: bool = False, reduction_indices=None) -> Tensor:
+def reduce_min(x: Any, axis: AxisArg = None, keepdims: bool = False,
+               reduction_indices: AxisArg = None) -> Tensor:
     """Minimum of elements across ``axis`` (TF's ``tf.reduce_min``).
 
     The gradient is split equally among tied minima (TF1).  Arguments as
@@ -231,11 +237,11 @@ def _bool_reduce(fn, op_name: str, x: Any, axis, keepdims: bool) -> Tensor:
     return Tensor._from_op(np.asarray(fn(x.data, axis=axes, keepdims=bool(keepdims))), None, ())
 
 
-def reduce_any(x: Any, axis=None, keepdims: bool = False) -> Tensor:
+def reduce_any(x: Any, axis: AxisArg = None, keepdims: bool = False) -> Tensor:
     """Logical or of a bool tensor across ``axis``; not differentiable."""
     return _bool_reduce(np.any, "reduce_any", x, axis, keepdims)
 
 
-def reduce_all(x: Any, axis=None, keepdims: bool = False) -> Tensor:
+def reduce_all(x: Any, axis: AxisArg = None, keepdims: bool = False) -> Tensor:
     """Logical and of a bool tensor across ``axis``; not differentiable."""
     return _bool_reduce(np.all, "reduce_all", x, axis, keepdims)

@@ -56,7 +56,7 @@ class Reshape(Op):
         return (g.reshape(self.in_shape),)
 
 
-def reshape(x: Any, shape) -> Tensor:
+def reshape(x: Any, shape: int | Sequence[int]) -> Tensor:
     """``x`` with a new shape of the same size; one dimension may be -1.
 
     Example:
@@ -379,7 +379,7 @@ class Cast(Op):
         return (None,)
 
 
-def cast(x: Any, dtype) -> Tensor:
+def cast(x: Any, dtype: Any) -> Tensor:
     """``x`` converted to ``dtype`` (TF's ``tf.cast``; floats to ints truncate).
 
     The gradient flows from a float output back to a float input only.
