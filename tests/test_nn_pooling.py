@@ -58,10 +58,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("xs, k, s, padding", CASES)
-def test_forward_and_gradient_match_naive_loops(xs, k, s, padding):
+def test_forward_and_gradient_match_naive_loops(xs, k, s, padding, ties):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(xs)
+    # With ties: small integers (many equal maxima, as after a relu), which TF1 breaks by order.
+    x = rng.integers(-1, 2, xs).astype(np.float64) if ties else rng.standard_normal(xs)
     out, grad_to = naive_max_pool(x, k, s, padding)
     xt = distnet.Variable(x)
     y = nn.max_pool(xt, ksize=k, strides=s, padding=padding)
@@ -123,3 +125,29 @@ def test_errors():
         nn.max_pool(np.zeros((1, 2, 2, 1)), 3, 1, "VALID")
     with pytest.raises(DTypeError, match="floating"):
         nn.max_pool(np.zeros((1, 4, 4, 1), np.int32), 2, 2, "SAME")
+
+
+def test_nan_follows_the_tf1_comparison():
+    # TF1 replaces the maximum only when `max < value`: a NaN is skipped unless it comes first.
+    x = distnet.Variable(np.array([[np.nan, 1.0, 5.0, 2.0], [1.0, np.nan, 3.0, 2.0]]).reshape(1, 2, 4, 1))
+    y = nn.max_pool(x, 2, 2, "VALID")
+    out, grad_to = naive_max_pool(x.numpy(), (2, 2), (2, 2), "VALID")
+    np.testing.assert_array_equal(y.numpy(), out)  # NaN-aware equality
+    (dx,) = distnet.gradients(distnet.reduce_sum(y), [x])
+    np.testing.assert_array_equal(dx, naive_grad(x.numpy(), grad_to, np.ones(out.shape)))
+    assert np.isnan(y.numpy()[0, 0, 0, 0]) and y.numpy()[0, 0, 1, 0] == 5.0
+
+
+@pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((3, 3), (1, 1))])
+def test_infinite_upstream_gradient_reaches_only_the_maximum(k, s):
+    rng = np.random.default_rng(3)
+    x_np = rng.standard_normal((1, 4, 4, 2))
+    x = distnet.Variable(x_np)
+    y = nn.max_pool(x, k, s, "SAME")
+    g = np.ones(y.shape)
+    g[0, 0, 0, 0] = np.inf
+    (dx,) = distnet.gradients(distnet.reduce_sum(y * g), [x])
+    out, grad_to = naive_max_pool(x_np, k, s, "SAME")
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(dx, naive_grad(x_np, grad_to, g))
+    assert not np.isnan(dx).any()

@@ -22,11 +22,17 @@ from distnet.nn._spatial import Axis, axis_geometry, check_padding, pad_hw, spat
 from distnet.tensor import Tensor, as_tensor
 
 
-def _valid(axis: Axis, size: int, offset: int, stride: int) -> np.ndarray | None:
-    """Which output positions read a real (non-padding) pixel at ``offset``; None if all do."""
-    pos = offset + stride * np.arange(axis.out) - axis.before
-    ok = (pos >= 0) & (pos < size)
-    return None if ok.all() else ok
+def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: int) -> np.ndarray | None:
+    """``[Ho, Wo]`` mask of the windows whose pixel at offset ``(i, j)`` is real, not padding.
+
+    None when every window's pixel is real (always so without padding).
+    """
+    r = i + sh * np.arange(rows.out) - rows.before
+    q = j + sw * np.arange(cols.out) - cols.before
+    r_ok, q_ok = (r >= 0) & (r < h), (q >= 0) & (q < w)
+    if r_ok.all() and q_ok.all():
+        return None
+    return r_ok[:, None] & q_ok[None, :]
 
 
 class MaxPool(Op):
@@ -43,31 +49,46 @@ class MaxPool(Op):
         n, h, w, c = x.shape
         (kh, kw), (sh, sw) = self.ksize, self.strides
         rows, cols = self.rows, self.cols_axis
-        # TF: SAME pads with -inf; the padded pixels are also masked out below.
+        # TF: SAME pads with -inf; padded pixels are also kept from winning a tie below.
         xp = pad_hw(x, rows, cols, fill=-np.inf)
-        out = np.full((n, rows.out, cols.out, c), -np.inf, dtype=x.dtype)
-        # Index of the winning offset in the window, -1 while no real pixel was seen.
-        arg = np.full(out.shape, -1, dtype=np.int16 if kh * kw < 2 ** 15 else np.int32)
-        for i in range(kh):
-            vi = _valid(rows, h, i, sh)
-            for j in range(kw):
-                vj = _valid(cols, w, j, sw)
-                v = xp[:, window_slice(i, 1, sh, rows.out), window_slice(j, 1, sw, cols.out), :]
-                take = v > out
-                if i == 0 and j == 0 and vi is None and vj is None:
-                    take[...] = True
-                else:
-                    first = arg < 0
-                    if vi is not None or vj is not None:
-                        ok = np.ones((rows.out, cols.out), dtype=bool)
-                        if vi is not None:
-                            ok &= vi[:, None]
-                        if vj is not None:
-                            ok &= vj[None, :]
-                        first &= ok[None, :, :, None]
-                    take |= first
+        shape = (n, rows.out, cols.out, c)
+        out = np.empty(shape, dtype=x.dtype)
+        # The winning offset (row-major index in the window); -1 while a window saw only padding.
+        arg = np.zeros(shape, dtype=np.int8 if kh * kw <= 127 else np.int32)
+        take = np.empty(shape, dtype=bool)
+        step = np.empty(shape, dtype=arg.dtype)
+        # Masked writes (copyto/where) are ~20x slower than arithmetic on random masks, so the
+        # running maximum uses fmax (equal to TF's rule for NaN-free input) and the argmax an
+        # arithmetic select; input holding NaN takes the masked path, which follows TF exactly.
+        exact = bool(np.isnan(x).any()) if np.issubdtype(x.dtype, np.floating) else False
+        unseen = None
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            v = xp[:, window_slice(i, 1, sh, rows.out), window_slice(j, 1, sw, cols.out), :]
+            real = _real(rows, h, i, sh, cols, w, j, sw)
+            if k == 0:
+                np.copyto(out, v)
+                if real is not None:
+                    unseen = ~real
+                    np.copyto(arg, -1, where=unseen[None, :, :, None])
+                continue
+            # TF1 kernel: replace the running maximum only when it is strictly smaller ...
+            np.greater(v, out, out=take)
+            if unseen is not None:
+                # ... or when the window has seen no real pixel yet and this one is real.
+                first = unseen if real is None else unseen & real
+                take |= first[None, :, :, None]
+                unseen = unseen & ~first
+                if not unseen.any():
+                    unseen = None
+            if exact:
                 np.copyto(out, v, where=take)
-                arg[take] = i * kw + j
+            else:
+                np.fmax(out, v, out=out)
+            # arg = take ? k : arg
+            np.subtract(k, arg, out=step)
+            step *= take
+            arg += step
         self.argmax = arg
         return out
 
@@ -77,11 +98,21 @@ class MaxPool(Op):
         rows, cols = self.rows, self.cols_axis
         hp, wp = h + rows.before + rows.after, w + cols.before + cols.after
         dxp = np.zeros((n, hp, wp, c), dtype=g.dtype)
-        zero = np.zeros((), dtype=g.dtype)
-        for i in range(kh):
-            ri = window_slice(i, 1, sh, rows.out)
-            for j in range(kw):
-                dxp[:, ri, window_slice(j, 1, sw, cols.out), :] += np.where(self.argmax == i * kw + j, g, zero)
+        overlap = kh > sh or kw > sw
+        # g * mask is exact when g is finite (no inf * 0); otherwise use masked writes.
+        exact = not bool(np.isfinite(g).all())
+        mask = np.empty(g.shape, dtype=bool)
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            dst = dxp[:, window_slice(i, 1, sh, rows.out), window_slice(j, 1, sw, cols.out), :]
+            np.equal(self.argmax, k, out=mask)
+            if exact:
+                np.add(dst, g, out=dst, where=mask)
+            elif overlap:
+                dst += g * mask
+            else:
+                # Disjoint windows: each input pixel gets at most one gradient, no accumulation.
+                np.multiply(g, mask, out=dst)
         if hp == h and wp == w:
             return (dxp,)
         return (dxp[:, rows.before:rows.before + h, cols.before:cols.before + w, :],)
