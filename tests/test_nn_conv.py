@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import distnet
 from distnet import nn
@@ -180,3 +182,23 @@ def test_dtype_errors():
 def test_nchw_is_refused():
     with pytest.raises(InvalidArgumentError, match="NHWC"):
         nn.conv2d(np.zeros((1, 4, 4, 1)), np.zeros((3, 3, 1, 1)), 1, "SAME", data_format="NCHW")
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 7), w=st.integers(1, 7), c=st.integers(1, 3), o=st.integers(1, 3),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), padding=st.sampled_from(["SAME", "VALID"]))
+def test_any_geometry_matches_naive_loops(n, h, w, c, o, kh, kw, sh, sw, dh, dw, padding):
+    if padding == "VALID":
+        assume((kh - 1) * dh + 1 <= h and (kw - 1) * dw + 1 <= w)
+    rng = np.random.default_rng(n * 1000 + h * 100 + w)
+    x, f = rng.standard_normal((n, h, w, c)), rng.standard_normal((kh, kw, c, o))
+    xt, ft = distnet.Variable(x), distnet.Variable(f)
+    y = nn.conv2d(xt, ft, (sh, sw), padding, dilations=(dh, dw))
+    np.testing.assert_allclose(y.numpy(), naive_conv2d(x, f, (sh, sw), padding, (dh, dw)), rtol=1e-12, atol=1e-12)
+    # The backward of a linear map is its transpose: <conv(x), g> == <x, dx> == <f, df>.
+    g = rng.standard_normal(y.shape)
+    dx, df = distnet.gradients(distnet.reduce_sum(y * g), [xt, ft])
+    total = float(np.sum(y.numpy() * g))
+    assert np.isclose(np.sum(x * dx), total, rtol=1e-10, atol=1e-10)
+    assert np.isclose(np.sum(f * df), total, rtol=1e-10, atol=1e-10)

@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import distnet
 from distnet import nn
@@ -151,3 +153,21 @@ def test_infinite_upstream_gradient_reaches_only_the_maximum(k, s):
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(dx, naive_grad(x_np, grad_to, g))
     assert not np.isnan(dx).any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 7), w=st.integers(1, 7), c=st.integers(1, 3),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       padding=st.sampled_from(["SAME", "VALID"]), ties=st.booleans())
+def test_any_geometry_matches_naive_loops(n, h, w, c, kh, kw, sh, sw, padding, ties):
+    if padding == "VALID":
+        assume(kh <= h and kw <= w)
+    rng = np.random.default_rng(n * 1000 + h * 100 + w * 10 + c)
+    x_np = rng.integers(-2, 2, (n, h, w, c)).astype(np.float64) if ties else rng.standard_normal((n, h, w, c))
+    x = distnet.Variable(x_np)
+    y = nn.max_pool(x, (kh, kw), (sh, sw), padding)
+    out, grad_to = naive_max_pool(x_np, (kh, kw), (sh, sw), padding)
+    np.testing.assert_array_equal(y.numpy(), out)
+    g = rng.standard_normal(out.shape)
+    (dx,) = distnet.gradients(distnet.reduce_sum(y * g), [x])
+    np.testing.assert_allclose(dx, naive_grad(x_np, grad_to, g), rtol=1e-12, atol=1e-15)
