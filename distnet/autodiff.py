@@ -15,14 +15,11 @@ tensors that hold it, so it is freed when the step's loss goes out of scope.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from distnet.errors import DTypeError, ShapeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from distnet.tensor import Tensor
 
 
 class Op:
@@ -46,8 +43,6 @@ class Op:
     @classmethod
     def apply(cls, *inputs: "Tensor", **attrs) -> "Tensor":
         """Run the op on tensors and record it in the graph of the result."""
-        from distnet.tensor import Tensor
-
         op = cls(**attrs)
         out = op.forward(*[t.data for t in inputs])
         return Tensor._from_op(out, op, inputs)
@@ -118,8 +113,6 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
       >>> distnet.gradients(distnet.reduce_sum(x * x), [x])
       [array([2., 4.], dtype=float32)]
     """
-    from distnet.tensor import Tensor
-
     if not isinstance(ys, Tensor):
         raise DTypeError(f"gradients: ys must be a Tensor, got {type(ys).__name__}")
     if ys.data.size != 1:
@@ -206,3 +199,8 @@ def _grad_dtype(t: "Tensor") -> np.dtype:
 
 
 _FLOAT32 = np.dtype(np.float32)
+
+
+# Imported last: distnet.tensor imports the ops, which import Op from here.
+# A module-level name (not an import inside apply) keeps per-op overhead low.
+from distnet.tensor import Tensor  # noqa: E402

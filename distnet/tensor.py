@@ -261,7 +261,7 @@ def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
                     f"Expect: a value of dtype {dt.name} Actual: {probe.dtype.name}; "
                     "use distnet.cast to make the tensor floating"
                 )
-        return Tensor(_to_array(value, dt))
+        return Tensor._from_op(_to_array(value, dt), None, ())  # converted once, not twice
     return Tensor(value)
 
 

@@ -23,15 +23,16 @@ from distnet.tensor import Tensor, as_tensor, binary_operands
 
 def check_broadcast(op_name: str, a: Tensor, b: Tensor) -> None:
     """Raise a ShapeError naming both shapes when they cannot broadcast."""
-    if a.data.shape == b.data.shape:
+    sa, sb = a.data.shape, b.data.shape
+    if sa == sb or not sa or not sb:
         return
-    try:
-        np.broadcast_shapes(a.data.shape, b.data.shape)
-    except ValueError:
-        raise ShapeError(
-            f"{op_name}: incompatible shapes {a.shape} and {b.shape}; "
-            "Expect: shapes that broadcast (equal, or 1, in each trailing dimension)"
-        ) from None
+    # numpy's rule, checked in plain Python (np.broadcast_shapes costs ~2 us).
+    for m, n in zip(reversed(sa), reversed(sb)):
+        if m != n and m != 1 and n != 1:
+            raise ShapeError(
+                f"{op_name}: incompatible shapes {sa} and {sb}; "
+                "Expect: shapes that broadcast (equal, or 1, in each trailing dimension)"
+            )
 
 
 def binary(op_cls, op_name: str, x: Any, y: Any) -> Tensor:
