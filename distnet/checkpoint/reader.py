@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -38,7 +40,7 @@ from distnet.checkpoint.state import (
     FORMAT_NAME, FORMAT_VERSION, CheckpointMismatchError, CheckpointState,
     CorruptCheckpointError, UnsafeCheckpointError, check_name,
 )
-from distnet.checkpoint.writer import INT_ATTRIBUTES, compute_digest
+from distnet.checkpoint.writer import INT_ATTRIBUTES, Digest
 from distnet.errors import CheckpointError, DistnetError, InvalidArgumentError
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -309,7 +311,8 @@ def _open(fname: str) -> h5py.File:
         raise CorruptCheckpointError(f"checkpoint {fname} is not an HDF5 file "
                                      f"(first bytes {head!r}, expected the HDF5 signature)")
     try:
-        return h5py.File(fname, "r")
+        # rdcc_nbytes=0: chunks are read once, straight into the output array.
+        return h5py.File(fname, "r", rdcc_nbytes=0)
     except Exception as err:  # h5py reports a damaged file as OSError (sometimes others)
         raise CorruptCheckpointError(f"checkpoint {fname} cannot be opened as HDF5 "
                                      f"(truncated or corrupt): {err}") from None
@@ -373,24 +376,55 @@ def _load(fname: str, expected: Mapping[str, Any] | None, max_bytes: int | None)
             if stored < d.nbytes:
                 raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} stores {stored} "
                                              f"bytes for {d.nbytes} declared (chunks never written)")
-        arrays: dict[str, np.ndarray] = {}
-        for path, d in sorted(scanner.datasets.items()):
-            ds = f[path]
-            out = np.empty(d.shape, dtype=d.dtype)
-            if d.nbytes:
-                try:
-                    ds.read_direct(out)
-                except Exception as err:
-                    raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} is corrupt "
-                                                 f"(fletcher32 checksum or read error): {err}") from None
-            arrays[path] = out
-        digest = compute_digest(arrays.items(), header)
+        arrays, hasher = _read_and_hash(f, scanner.datasets, fname)
+        digest = hasher.finish(header)
         stored_digest = _read_text(f.attrs["sha256"], fname, "/sha256")
         if digest != stored_digest:
             raise CorruptCheckpointError(f"checkpoint {fname}: SHA-256 digest mismatch (stored "
                                          f"{stored_digest[:16]}..., computed {digest[:16]}...): the file "
                                          "was modified or damaged")
     return _build_state(fname, header, arrays, scanner.groups)
+
+
+def _read_and_hash(f: h5py.File, datasets: Mapping[str, _Dataset],
+                   fname: str) -> tuple[dict[str, np.ndarray], Digest]:
+    """Read every dataset (HDF5 checks fletcher32) while a thread hashes the
+    ones already read (hashlib releases the GIL), in sorted path order."""
+    digest = Digest()
+    pending: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def hash_worker() -> None:
+        while True:
+            item = pending.get()
+            if item is None:
+                return
+            try:
+                if not failure:
+                    digest.add(*item)
+            except BaseException as err:  # reported by the reading thread
+                failure.append(err)
+
+    worker = threading.Thread(target=hash_worker, name="checkpoint-digest", daemon=True)
+    worker.start()
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        for path, d in sorted(datasets.items()):
+            out = np.empty(d.shape, dtype=d.dtype)
+            if d.nbytes:
+                try:
+                    f[path].read_direct(out)
+                except Exception as err:
+                    raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} is corrupt "
+                                                 f"(fletcher32 checksum or read error): {err}") from None
+            arrays[path] = out
+            pending.put((path, out))
+    finally:
+        pending.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return arrays, digest
 
 
 def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.ndarray],
