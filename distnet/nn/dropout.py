@@ -3,20 +3,24 @@
 ``dropout(x, rate, rng=generator)`` draws the mask from a seeded numpy
 ``Generator``.  ``dropout(x, rate, sample_keys=keys)`` instead derives each
 sample's mask from that sample's ``uint64`` key alone, with a counter-based
-generator: element ``j`` of the sample with key ``k`` is kept when
+generator.  With ``m = mix64(k)`` for the sample's key ``k``, split into its
+32-bit halves ``lo`` and ``hi``, element ``j`` of the sample (row-major
+index within the sample, from 0) is kept when
 
-    u = mix64(mix64(k) + (j + 1) * 0x9E3779B97F4A7C15) >> 11  (53 random bits)
-    u * 2**-53 >= rate
+    h = hash32(hash32(j ^ lo) ^ hi)  >=  ceil(rate * 2**32)
 
 where ``mix64`` is the SplitMix64 finaliser (a bijection of 64-bit words)
-and arithmetic wraps modulo 2**64.  No state is carried between calls, so a
-sample gets the same mask in a batch of 1 or at any position of a batch of
-any size — which is how a run on N ranks reproduces a run on one.  Make the
-keys with :func:`dropout_sample_keys` from ``(seed, step, layer_index,
+and ``hash32`` the "lowbias32" integer hash (a bijection of 32-bit words),
+all arithmetic wrapping.  The per-element work is 32-bit, which numpy runs
+in SIMD.  No state is carried between calls, so a sample gets the same mask
+in a batch of 1 or at any position of a batch of any size — which is how a
+run on N ranks reproduces a run on one.  Make the keys with
+:func:`dropout_sample_keys` from ``(seed, step, layer_index,
 global_sample_indices)``.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,8 @@ from distnet.tensor import Tensor
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+_H1 = np.uint32(0x7FEB352D)
+_H2 = np.uint32(0x846CA68B)
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
@@ -39,6 +45,16 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     z *= _M2
     z ^= z >> np.uint64(31)
     return z
+
+
+def _hash32(x: np.ndarray) -> np.ndarray:
+    """lowbias32 integer hash on a uint32 array (modifies and returns ``x``)."""
+    x ^= x >> np.uint32(16)
+    x *= _H1
+    x ^= x >> np.uint32(15)
+    x *= _H2
+    x ^= x >> np.uint32(16)
+    return x
 
 
 def _uint64_scalar(value: Any, what: str) -> np.uint64:
@@ -96,18 +112,19 @@ def dropout_sample_keys(seed: int, step: int, layer_index: int, sample_indices: 
 make_sample_keys = dropout_sample_keys
 
 
-def keyed_uniform(sample_keys: np.ndarray, sample_shape: tuple) -> np.ndarray:
-    """Uniform [0, 1) float64 numbers ``[len(keys), *sample_shape]``, each row from its key alone."""
+def keyed_bits32(sample_keys: np.ndarray, sample_shape: tuple) -> np.ndarray:
+    """32 random bits per element, ``[len(keys), *sample_shape]`` uint32, each row from its key alone."""
     n_elem = int(np.prod(sample_shape, dtype=np.int64))
-    base = _mix64(sample_keys.astype(np.uint64, copy=True))
-    counter = np.arange(1, n_elem + 1, dtype=np.uint64)
-    counter *= _GOLDEN
-    bits = base[:, None] + counter[None, :]
-    _mix64(bits)
-    bits >>= np.uint64(11)
-    u = bits.astype(np.float64)
-    u *= 2.0 ** -53
-    return u.reshape((len(sample_keys),) + tuple(sample_shape))
+    if n_elem >= 2 ** 32:
+        raise ShapeError(f"dropout: a sample has {n_elem} elements; sample_keys support fewer than 2**32")
+    m = _mix64(sample_keys.astype(np.uint64, copy=True))
+    lo = (m & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    hi = (m >> np.uint64(32)).astype(np.uint32)
+    bits = np.arange(n_elem, dtype=np.uint32)[None, :] ^ lo[:, None]
+    _hash32(bits)
+    bits ^= hi[:, None]
+    _hash32(bits)
+    return bits.reshape((len(sample_keys),) + tuple(sample_shape))
 
 
 class Dropout(Op):
@@ -211,7 +228,9 @@ def dropout(x: Any, rate: float | None = None, *, keep_prob: float | None = None
                 f"dropout: rng must be a numpy.random.Generator (np.random.default_rng(seed)). "
                 f"Actual: {type(rng).__name__}"
             )
-        u = None if r == 0.0 else rng.random(ns)
+        if r == 0.0:
+            return xt
+        keep = rng.random(ns) >= r
     else:
         keys = np.asarray(sample_keys)
         if keys.dtype != np.uint64:
@@ -226,10 +245,12 @@ def dropout(x: Any, rate: float | None = None, *, keep_prob: float | None = None
                 f"dropout: with sample_keys, noise_shape[0] must be the batch size {xt.shape[0]}; "
                 f"Actual: {ns[0]}"
             )
-        u = None if r == 0.0 else keyed_uniform(keys, ns[1:])
-    if u is None:
-        return xt
+        if r == 0.0:
+            return xt
+        threshold = math.ceil(r * 2.0 ** 32)  # exact: a power-of-2 scale
+        bits = keyed_bits32(keys, ns[1:])
+        keep = bits >= np.uint32(threshold) if threshold < 2 ** 32 else np.zeros(bits.shape, dtype=bool)
     # Inverted scaling: kept values are multiplied by 1 / (1 - rate).
-    scale = 1.0 / (1.0 - r)
-    mask = np.where(u >= r, scale, 0.0).astype(xt.dtype)
+    mask = keep.astype(xt.dtype)
+    mask *= xt.dtype.type(1.0 / (1.0 - r))
     return Dropout.apply(xt, mask=mask)
