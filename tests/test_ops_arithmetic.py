@@ -194,3 +194,22 @@ def test_gradient_wrt_a_constant_operand():
     gx, gc = gradients(distnet.reduce_sum(x * c / c), [x, c])
     np.testing.assert_allclose(gx, [1.0, 1.0])
     np.testing.assert_allclose(gc, [0.0, 0.0], atol=1e-6)
+
+
+def test_add_n_values_gradients_and_errors(rng):
+    arrs = [rng.standard_normal((2, 3)) for _ in range(3)]
+    np.testing.assert_allclose(distnet.add_n(arrs).numpy(), arrs[0] + arrs[1] + arrs[2], rtol=1e-15)
+    check_gradients(lambda a, b, c: distnet.add_n([a, b * b, c]), arrs)
+    x = distnet.Variable([1.0, 2.0])
+    (g,) = gradients(distnet.reduce_sum(distnet.add_n([x, x, x * 2.0])), [x])
+    np.testing.assert_array_equal(g, [4.0, 4.0])
+    assert distnet.add_n([x]) is x
+    # seed 004: loss = add_n([base_loss] + regularization_losses)
+    total = distnet.add_n([distnet.constant(1.5), distnet.constant(0.25), 0.25])
+    assert total.dtype == np.float32 and float(total) == 2.0
+    with pytest.raises(ShapeError, match=r"Expect: \(2,\) Actual: \(3,\) at inputs\[1\]"):
+        distnet.add_n([np.ones(2, np.float32), np.ones(3, np.float32)])
+    with pytest.raises(DTypeError, match=r"float32 Actual: float64 at inputs\[1\]"):
+        distnet.add_n([distnet.constant([1.0]), distnet.constant(np.ones(1))])
+    with pytest.raises(InvalidArgumentError, match="non-empty"):
+        distnet.add_n([])

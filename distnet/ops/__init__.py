@@ -4,7 +4,7 @@ Everything in ``__all__`` is also exported at the top level
 (``distnet.matmul``), as TensorFlow does.
 """
 from distnet.ops.arithmetic import (
-    abs, add, divide, exp, log, maximum, minimum, multiply, negative, pow, sqrt, square, subtract,
+    abs, add, add_n, divide, exp, log, maximum, minimum, multiply, negative, pow, sqrt, square, subtract,
 )
 from distnet.ops.comparison import (
     argmax, argmin, clip_by_value, equal, greater, greater_equal, less, less_equal,
@@ -19,7 +19,7 @@ from distnet.ops.shape import (
 
 __all__ = [
     # arithmetic
-    "abs", "add", "divide", "exp", "log", "maximum", "minimum", "multiply", "negative", "pow",
+    "abs", "add", "add_n", "divide", "exp", "log", "maximum", "minimum", "multiply", "negative", "pow",
     "sqrt", "square", "subtract",
     # linalg
     "matmul",

@@ -12,7 +12,7 @@ input rather than promoting it); cast first with :func:`distnet.cast`.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -154,6 +154,19 @@ class Minimum(Op):
         zero = np.zeros((), dtype=g.dtype)
         return (unbroadcast(np.where(self.mask, g, zero), self.xs) if needs[0] else None,
                 unbroadcast(np.where(self.mask, zero, g), self.ys) if needs[1] else None)
+
+
+class AddN(Op):
+    __slots__ = ()
+
+    def forward(self, *xs):
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out += x  # ``out`` is a fresh array: accumulate in place
+        return out
+
+    def backward(self, g, needs):
+        return tuple(g if n else None for n in needs)
 
 
 # -- unary ops ----------------------------------------------------------------
@@ -345,3 +358,44 @@ def abs(x: Any) -> Tensor:  # noqa: A001  (TF's name)
       np.float32(11.0)
     """
     return Abs.apply(as_tensor(x))
+
+
+def add_n(inputs: Sequence[Any]) -> Tensor:
+    """Element-wise sum of a list of tensors of one shape and dtype (TF's ``tf.add_n``).
+
+    One op for the whole list, e.g. ``add_n([base_loss] + regularization_losses)``
+    as in seed 004.
+
+    Args:
+      inputs: a non-empty list or tuple of tensors (numbers take the first
+        tensor's dtype); no broadcasting, as in TF.
+
+    Returns:
+      Their sum; a single input is returned as it is.
+
+    Example:
+      >>> distnet.add_n([distnet.constant(1.0), distnet.constant(2.0), 3.0]).numpy()
+      np.float32(6.0)
+    """
+    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
+        raise InvalidArgumentError(
+            f"add_n: Expect: a non-empty list or tuple of tensors Actual: {type(inputs).__name__} "
+            f"{'of length 0' if isinstance(inputs, (list, tuple)) else ''}".rstrip()
+        )
+    like = next((t for t in inputs if isinstance(t, Tensor)), None)
+    ts = [as_tensor(t, like=like) for t in inputs]
+    first = ts[0]
+    for i, t in enumerate(ts):
+        if t.dtype != first.dtype:
+            raise DTypeError(
+                f"add_n: all inputs must have one dtype. Expect: {first.dtype.name} "
+                f"Actual: {t.dtype.name} at inputs[{i}]; use distnet.cast"
+            )
+        if t.shape != first.shape:
+            raise ShapeError(
+                f"add_n: all inputs must have one shape. Expect: {first.shape} "
+                f"Actual: {t.shape} at inputs[{i}]"
+            )
+    if len(ts) == 1:
+        return first
+    return AddN.apply(*ts)
