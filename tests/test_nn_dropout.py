@@ -109,6 +109,9 @@ def test_noise_shape_broadcasts_the_mask():
     yk = nn.dropout(x, 0.5, sample_keys=keys(np.arange(6)), noise_shape=(6, 1, 1, 8)).numpy()
     assert np.all(yk == yk[:, :1, :1, :])
     assert 0 < np.mean(yk == 0) < 1
+    # Keras: None stands for x's size.
+    yn = nn.dropout(x, 0.5, sample_keys=keys(np.arange(6)), noise_shape=(None, 1, 1, None)).numpy()
+    np.testing.assert_array_equal(yn, yk)
 
 
 def test_rate_zero_is_identity_and_dtype_is_kept():
@@ -131,6 +134,7 @@ def test_rate_zero_is_identity_and_dtype_is_kept():
     (dict(rate=0.5, sample_keys=np.zeros(3, np.uint64)), ShapeError, "one key per sample"),
     (dict(rate=0.5, rng=np.random.default_rng(0), noise_shape=(4, 3)), ShapeError, "noise_shape"),
     (dict(rate=0.5, sample_keys=np.zeros(4, np.uint64), noise_shape=(1, 5)), ShapeError, "batch size"),
+    (dict(rate=0.5, rng=np.random.default_rng(0), noise_shape=(4, 2.5)), ShapeError, "noise_shape"),
 ])
 def test_errors(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):

@@ -169,8 +169,12 @@ def _rate(rate: Any, keep_prob: Any) -> float:
 def _noise_shape(noise_shape: Any, shape: tuple) -> tuple:
     if noise_shape is None:
         return shape
-    ns = tuple(int(n) for n in np.asarray(noise_shape).reshape(-1))
-    ok = len(ns) == len(shape) and all(n == s or n == 1 for n, s in zip(ns, shape))
+    given = list(noise_shape) if isinstance(noise_shape, (list, tuple)) else list(np.asarray(noise_shape).reshape(-1))
+    # Keras: a None entry stands for x's size on that axis.
+    ok = len(given) == len(shape) and all(
+        n is None or (isinstance(n, (int, np.integer)) and not isinstance(n, bool)) for n in given)
+    ns = tuple(s if n is None else int(n) for n, s in zip(given, shape)) if ok else tuple(given)
+    ok = ok and all(n == s or n == 1 for n, s in zip(ns, shape))
     if not ok:
         raise ShapeError(
             f"dropout: noise_shape must have x's rank with each entry equal to x's or 1. "
