@@ -228,6 +228,11 @@ def test_strict_expected_checks_dtype(tmp_path):
         load(path, expected)
     with pytest.raises(InvalidArgumentError, match="must be \\(shape, dtype\\)"):
         load(path, {"conv2d/kernel": 3})
+    # The caller's mistake is reported as such, even for a file that is not there.
+    with pytest.raises(InvalidArgumentError, match="expected must be a dict"):
+        load(path + ".missing", [("conv2d/kernel", (5, 5, 1, 4), "float32")])
+    with pytest.raises(InvalidArgumentError, match="max_bytes"):
+        load(path, max_bytes=-1)
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -246,9 +246,17 @@ def _parse_json(text: str, fname: str, where: str) -> Any:
                                      f"{type(err).__name__}: {str(err)[:200]}") from None
 
 
-def _check_expected(datasets: Mapping[str, _Dataset], expected: Mapping[str, Any], fname: str) -> None:
-    """Compare declared shapes and dtypes with the model's, listing every problem."""
-    exp: dict[str, tuple[tuple[int, ...], np.dtype | None]] = {}
+_Expected = dict[str, tuple[tuple[int, ...], "np.dtype | None"]]
+
+
+def _normalise_expected(expected: Any) -> _Expected | None:
+    """Check the caller's ``expected`` before touching the file."""
+    if expected is None:
+        return None
+    if not isinstance(expected, Mapping):
+        raise InvalidArgumentError(
+            f"expected must be a dict {{name: (shape, dtype)}} or None, got {type(expected).__name__}")
+    exp: _Expected = {}
     for name, spec in expected.items():
         check_name(name, "expected variable name")
         try:
@@ -257,6 +265,11 @@ def _check_expected(datasets: Mapping[str, _Dataset], expected: Mapping[str, Any
         except (TypeError, ValueError):
             raise InvalidArgumentError(
                 f"expected[{name!r}] must be (shape, dtype), got {spec!r:.80}") from None
+    return exp
+
+
+def _check_expected(datasets: Mapping[str, _Dataset], exp: _Expected, fname: str) -> None:
+    """Compare declared shapes and dtypes with the model's, listing every problem."""
     params = {p[len("params/"):]: d for p, d in datasets.items() if p.startswith("params/")}
     missing = sorted(set(exp) - set(params))
     unexpected = sorted(set(params) - set(exp))
@@ -318,7 +331,7 @@ def _open(fname: str) -> h5py.File:
                                      f"(truncated or corrupt): {err}") from None
 
 
-def _load(fname: str, expected: Mapping[str, Any] | None, max_bytes: int | None) -> CheckpointState:
+def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> CheckpointState:
     with _open(fname) as f:
         file_size = os.path.getsize(fname)
         scanner = _Scanner(fname)
@@ -492,8 +505,12 @@ def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
         >>> state = load("ckpt/ckpt-00000100.h5", expected_from(model_params))
     """
     fname = os.path.abspath(os.fspath(path))
+    exp = _normalise_expected(expected)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
+                                  or max_bytes < 0):
+        raise InvalidArgumentError(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
     try:
-        return _load(fname, expected, max_bytes)
+        return _load(fname, exp, max_bytes)
     except (CheckpointError, InvalidArgumentError):
         raise
     except DistnetError as err:
