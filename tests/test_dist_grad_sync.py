@@ -133,20 +133,45 @@ def test_layout_is_in_sorted_name_order_whatever_the_list_order():
     grads = {"a/w": np.full(4, 1.0), "dense/bias": np.full(3, 2.0), "dense/kernel": np.full((2, 3), 3.0)}
     a.sync(grads, 1)
     b.sync(grads, 1)
-    np.testing.assert_array_equal(a.buckets[0], b.buckets[0])
-    np.testing.assert_array_equal(a.buckets[0][1:5], 1.0)   # a/w first, after the count
+    np.testing.assert_array_equal(a.buffer, b.buffer)
+    np.testing.assert_array_equal(a.buffer[1:5], 1.0)   # a/w first, after the count
 
 
-def test_buckets_never_split_a_variable():
+def test_buckets_are_consecutive_slices_of_the_buffer():
     sync = GradientSynchronizer(SingleCommunicator(), make_vars(), bucket_bytes=20)
-    assert [b.size for b in sync.buckets] == [1 + 4, 3, 6]   # count + a/w, dense/bias, dense/kernel
+    assert [b.size for b in sync.buckets] == [5, 5, 4]   # 1 count + 13 gradient elements
+    assert all(np.shares_memory(b, sync.buffer) for b in sync.buckets)
     assert sync.nbytes == 4 * 14
+    assert len(GradientSynchronizer(SingleCommunicator(), make_vars()).buckets) == 1
 
 
-def test_results_are_views_into_the_buffers():
+def test_results_are_views_into_the_buffer():
     sync = GradientSynchronizer(SingleCommunicator(), make_vars())
     res = sync.sync([None] * 3, 1)
-    assert all(np.shares_memory(g, sync.buckets[0]) for g in res.grads)
+    assert all(np.shares_memory(g, sync.buffer) for g in res.grads)
+
+
+def test_gradients_written_into_the_views_are_scaled_in_place(rng):
+    variables = make_vars()
+    contribution = [np.concatenate([[1.0], np.zeros(13)]).astype(np.float32)]   # another rank: 1 sample, zeros
+    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables)
+    views = sync.grad_views()
+    want = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    for view, w in zip(views, want):
+        np.copyto(view, w)
+    res = sync.sync(views, 3, global_count=4)
+    for g, w in zip(res.grads, want):
+        np.testing.assert_allclose(g, w * 3 / 4, rtol=1e-6)
+
+
+def test_prescaled_gradients_are_summed_as_they_are():
+    variables = make_vars()
+    contribution = [np.concatenate([[2.0], np.full(13, 0.25)]).astype(np.float32)]
+    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables)
+    res = sync.sync([np.full(v.shape, 0.5, np.float32) for v in variables], 2, prescaled=True)
+    assert res.global_count == 4
+    for g in res.grads:
+        np.testing.assert_allclose(g, 0.75)
 
 
 @pytest.mark.parametrize("build, exc, words", [
@@ -185,4 +210,4 @@ def test_mpi_sample_weighted_mean_with_uneven_shards(counts):
     run = run_mpi("grad_sync_check.py", len(counts), *counts, timeout=60)
     assert run.returncode == 0, run.describe()
     assert sorted(run.values("DONE")) == [str(r) for r in range(len(counts))], run.describe()
-    assert len(run.values("OK")) == 9, run.describe()
+    assert len(run.values("OK")) == 10, run.describe()

@@ -39,7 +39,7 @@ class SyncResult:
 
     Attributes:
         grads: the averaged gradients, aligned with the synchroniser's
-            ``variables``; views into its buffers, valid until the next ``sync``.
+            ``variables``; views into its buffer, valid until the next ``sync``.
         variables: the variables, in the order given to the synchroniser.
         scalars: every named scalar summed over ranks.
         global_count: samples in the global batch (sum of ``local_count``).
@@ -65,9 +65,9 @@ class GradientSynchronizer:
         comm: the job's communicator.
         variables: the trainable variables (unique names); packed in sorted
             name order, so every rank lays out the buffer the same way.
-        bucket_bytes: None for a single buffer, else the target size of each
-            bucket (a variable is never split, so a bucket holding one big
-            variable can be larger).
+        bucket_bytes: None to all-reduce the buffer in one call, else the
+            size of each consecutive slice reduced in turn (the last is
+            shorter; a slice may cut through a variable).
         scalar_names: names of the scalars summed with the gradients, e.g.
             ``("loss_sum", "correct")``.  Held in float32: exact for integer
             counts up to 2**24.
@@ -104,37 +104,36 @@ class GradientSynchronizer:
         self._layout(bucket_bytes)
 
     def _layout(self, bucket_bytes: int | None) -> None:
+        # One flat buffer: [count, scalars..., gradients in sorted-name order].
+        # Buckets are consecutive slices of it, reduced one after the other;
+        # a bucket boundary may fall inside a variable.
         order = sorted(range(len(self.variables)), key=lambda i: self.names[i])
-        n_scalars = 1 + len(self.scalar_names)   # slot 0: the sample count
-        itemsize = self.dtype.itemsize
-        groups: list[list[int]] = [[]]
-        filled = n_scalars * itemsize
+        n_scalars = 1 + len(self.scalar_names)
+        sizes = {i: int(np.prod(self.variables[i].shape, dtype=np.int64)) for i in order}
+        self.buffer = np.zeros(n_scalars + sum(sizes.values()), dtype=self.dtype)
+        self._views: list = [None] * len(self.variables)
+        offset = n_scalars
         for i in order:
-            nbytes = int(np.prod(self.variables[i].shape, dtype=np.int64)) * itemsize
-            if bucket_bytes is not None and groups[-1] and filled + nbytes > bucket_bytes:
-                groups.append([])
-                filled = 0
-            groups[-1].append(i)
-            filled += nbytes
-        self.buckets: list[np.ndarray] = []
-        self._views: list[np.ndarray | None] = [None] * len(self.variables)
-        self._flat_views: list[np.ndarray | None] = [None] * len(self.variables)
-        for b, group in enumerate(groups):
-            offset = n_scalars if b == 0 else 0
-            sizes = [int(np.prod(self.variables[i].shape, dtype=np.int64)) for i in group]
-            buf = np.zeros(offset + sum(sizes), dtype=self.dtype)
-            for i, size in zip(group, sizes):
-                flat = buf[offset: offset + size]
-                self._flat_views[i] = flat
-                self._views[i] = flat.reshape(self.variables[i].shape)
-                offset += size
-            self.buckets.append(buf)
-        self._scalars = self.buckets[0][:n_scalars]
+            self._views[i] = self.buffer[offset: offset + sizes[i]].reshape(self.variables[i].shape)
+            offset += sizes[i]
+        self._scalars = self.buffer[:n_scalars]
+        self._grad_part = self.buffer[n_scalars:]
+        step = self.buffer.size if bucket_bytes is None else max(1, bucket_bytes // self.dtype.itemsize)
+        self.buckets: list = [self.buffer[lo: lo + step] for lo in range(0, self.buffer.size, step)]
+
+    def grad_views(self) -> list:
+        """Views into the buffer, one per variable (aligned with ``variables``).
+
+        A caller that writes its gradients straight into them (``out=``,
+        ``np.copyto``) and passes them back to :meth:`sync` saves the packing
+        copy.  They are overwritten by every ``sync``.
+        """
+        return list(self._views)
 
     @property
     def nbytes(self) -> int:
         """Bytes all-reduced per :meth:`sync`."""
-        return sum(b.nbytes for b in self.buckets)
+        return self.buffer.nbytes
 
     def _aligned(self, grads, what: str) -> list:
         if isinstance(grads, Mapping):
@@ -157,22 +156,27 @@ class GradientSynchronizer:
         return g
 
     def sync(self, grads, local_count: int, scalars: Mapping[str, float] | None = None,
-             regularization_grads=None, global_count: int | None = None) -> SyncResult:
+             regularization_grads=None, global_count: int | None = None,
+             prescaled: bool = False) -> SyncResult:
         """Average the gradients over ranks, weighted by sample counts.
 
         Args:
             grads: this rank's gradients of its mean loss, a sequence aligned
                 with ``variables`` or a mapping ``name -> array``; ``None``
                 (or a missing name) is a zero gradient.  Ignored when
-                ``local_count`` is 0.
+                ``local_count`` is 0.  Arrays from :meth:`grad_views` are
+                scaled in place instead of copied.
             local_count: samples this rank used (0 allowed).
             scalars: values of ``scalar_names`` on this rank, summed over ranks.
             regularization_grads: gradients that depend only on the weights
                 (identical on all ranks), added once after the averaging.
             global_count: the global batch size if known (the sampler knows
                 it): saves one pass over the buffer and is checked.
+            prescaled: the gradients are already this rank's share of the
+                global mean (gradients of ``local loss sum / global_count``):
+                they are summed as they are, with no scaling pass.
         Returns:
-            a :class:`SyncResult` (its ``grads`` are views into the buffers).
+            a :class:`SyncResult` (its ``grads`` are views into the buffer).
         """
         if isinstance(local_count, bool) or not isinstance(local_count, (int, np.integer)) or local_count < 0:
             raise InvalidArgumentError(f"local_count: Expect: an integer >= 0 Actual: {local_count!r}")
@@ -190,29 +194,37 @@ class GradientSynchronizer:
             raise InvalidArgumentError(f"scalars: Expect: names among {self.scalar_names} Actual: {unknown}")
         grads = self._aligned(grads, "grads")
 
-        # Pack n_r * grad (or n_r / N * grad when N is known) in one pass.
-        weight = local_count / global_count if global_count is not None else float(local_count)
+        # Pack n_r * grad (n_r / N * grad when N is known, grad when prescaled) in one pass.
+        if prescaled:
+            weight = 1.0
+        elif global_count is not None:
+            weight = local_count / global_count
+        else:
+            weight = float(local_count)
         for i, g in enumerate(grads):
             view = self._views[i]
             if g is None or local_count == 0:
                 view.fill(0.0)
+            elif g is view:
+                if weight != 1.0:
+                    np.multiply(view, weight, out=view)
+            elif weight == 1.0:
+                np.copyto(view, self._check_grad(i, g, "gradient"), casting="same_kind")
             else:
                 np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
         self._scalars[0] = local_count
         for k, name in enumerate(self.scalar_names, start=1):
             self._scalars[k] = float(scalars.get(name, 0.0))
 
-        for buf in self.buckets:
-            self.comm.allreduce_(buf)
+        for bucket in self.buckets:
+            self.comm.allreduce_(bucket)
 
         total = int(round(float(self._scalars[0])))
         if total == 0:
             raise CollectiveError("gradient sync: the global batch is empty (every rank passed local_count=0)")
         if global_count is None:
-            n_scalars = self._scalars.size
-            for b, buf in enumerate(self.buckets):
-                grad_part = buf[n_scalars:] if b == 0 else buf   # scalars stay sums
-                np.divide(grad_part, total, out=grad_part)
+            if not prescaled:
+                np.divide(self._grad_part, total, out=self._grad_part)   # scalars stay sums
         elif total != global_count:
             raise DistributedError(
                 f"gradient sync: global_count: Expect: the sum of every rank's local_count = {total} "
@@ -231,10 +243,8 @@ class GradientSynchronizer:
         )
 
     def _all_finite(self) -> bool:
+        buf = self.buffer
         with np.errstate(over="ignore", invalid="ignore"):
-            for buf in self.buckets:
-                # A sum is finite only if every term is (fast path); an overflow
-                # of a finite sum is told apart by the exact check.
-                if not np.isfinite(np.add.reduce(buf)) and not np.isfinite(buf).all():
-                    return False
-        return True
+            # sum(x*x) is finite only if every element is (one fast BLAS pass);
+            # an overflow of finite values is told apart by the exact check.
+            return bool(np.isfinite(np.dot(buf, buf)) or np.isfinite(buf).all())

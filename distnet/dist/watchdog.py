@@ -61,9 +61,11 @@ _STEP, _BEAT_AGE, _CALL, _CALL_AGE, _FINISHED = range(5)
 class Watchdog:
     """Abort the job when a rank stalls for longer than ``stall_timeout``.
 
-    Constructing it is collective (it duplicates the communicator): every
-    rank must create its watchdog at the same point.  With a world of size 1
-    it does nothing.
+    Constructing it is collective (it duplicates the communicator) and starts
+    the thread: every rank must create its watchdog at the same point, and
+    :meth:`stop` it when leaving the training loop (normally or not), before
+    any further collective that other ranks may not join.  With a world of
+    size 1 it does nothing.
 
     Args:
         comm: the job's communicator.
@@ -109,6 +111,11 @@ class Watchdog:
         atexit.register(self.stop)
 
     # -- called by the training loop ---------------------------------------
+    def start(self) -> "Watchdog":
+        """No-op kept for symmetry with :meth:`stop`: the thread starts with
+        the constructor (which is the collective part).  Returns ``self``."""
+        return self
+
     def beat(self, step: int) -> None:
         """Say that this rank reached ``step`` (call once per step, any thread)."""
         self.step = int(step)

@@ -71,6 +71,24 @@ for bucket_bytes in (None, 200, 1000, 10 ** 6):
         if rank == 0:
             say(f"OK {case} buckets={len(sync.buckets)}")
 
+# Gradients written straight into the buffer's views, and prescaled ones.
+sync = GradientSynchronizer(comm, variables, bucket_bytes=256)
+views = sync.grad_views()
+for view, g in zip(views, local):
+    if g is None:
+        view.fill(np.nan)   # ignored: this rank has no samples
+    else:
+        np.copyto(view, g, casting="same_kind")
+res = sync.sync(views, len(mine), global_count=total)
+for g, w, v in zip(res.grads, want, variables):
+    expect(float(np.max(np.abs(g + reg[v.name] - w))) < 1e-5, f"in-place views: {v.name}")
+prescaled = [None if g is None else (g * len(mine) / total).astype(np.float32) for g in local]
+res = GradientSynchronizer(comm, variables).sync(prescaled, len(mine), prescaled=True)
+for g, w, v in zip(res.grads, want, variables):
+    expect(float(np.max(np.abs(g + reg[v.name] - w))) < 1e-5, f"prescaled: {v.name}")
+if rank == 0:
+    say("OK views_and_prescaled")
+
 # Non-finite on one rank only: every rank sees is_finite False.
 sync = GradientSynchronizer(comm, variables)
 grads = [np.zeros(v.shape, np.float32) for v in variables]

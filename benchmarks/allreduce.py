@@ -1,0 +1,112 @@
+"""Gradient synchronisation vs a bare in-place ``MPI.Allreduce`` of the same bytes.
+
+The gradients have the reference conv net's shapes (conv2d 5x5x1x32, dense
+6272x1024, dense_1 1024x10: ~6.4 M float32 parameters, ~26 MB).  Per call,
+each side is timed between two barriers, bare and synchronised calls
+alternating so that machine noise hits both alike; the figure is the median
+over repeats of the slowest rank's time.
+
+Usage::
+
+    mpiexec -n 2 python benchmarks/allreduce.py
+    mpiexec -n 2 python benchmarks/allreduce.py --repeats 50 --buckets 1,4,8,16,32,0
+
+``--buckets`` in MB, 0 meaning one buffer.  Prints, per bucket size, the
+median ms of the bare all-reduce and of ``GradientSynchronizer.sync`` in its
+four ways of use (gradients copied in; computed into ``grad_views()``;
+prescaled; global count all-reduced rather than given) and each ratio to the
+bare all-reduce (target: <= 1.1x).  Set OMP_NUM_THREADS=1 (the launcher's
+environment reaches every rank).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from distnet.dist import GradientSynchronizer, get_communicator  # noqa: E402
+from distnet.tensor import Variable  # noqa: E402
+
+SHAPES = {
+    "conv2d/kernel": (5, 5, 1, 32), "conv2d/bias": (32,),
+    "dense/kernel": (6272, 1024), "dense/bias": (1024,),
+    "dense_1/kernel": (1024, 10), "dense_1/bias": (10,),
+}
+MB = 1 << 20
+
+
+def timed(comm, fn) -> float:
+    """Seconds of ``fn()`` on the slowest rank, between two barriers."""
+    comm.barrier()
+    t0 = time.perf_counter()
+    fn()
+    took = np.array([time.perf_counter() - t0])
+    comm.allreduce_(took, op="max")
+    return float(took[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--buckets", default="1,4,8,16,32,0", help="bucket sizes in MB, 0 = one buffer")
+    args = parser.parse_args()
+
+    comm = get_communicator("auto")
+    rank, size = comm.rank, comm.size
+    rng = np.random.default_rng(rank)
+    variables = [Variable(np.zeros(s, np.float32), name=n) for n, s in SHAPES.items()]
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES.values()]
+    nbytes = sum(g.nbytes for g in grads)
+    bare = rng.standard_normal(nbytes // 4, dtype=np.float32)
+    local_count = 50 + rank   # uneven shards
+    global_count = sum(50 + r for r in range(size))
+
+    if rank == 0:
+        print(f"ranks {size}, {len(grads)} gradients, {nbytes / MB:.1f} MB float32, "
+              f"{args.repeats} repeats (median ms of the slowest rank; ratio to the bare all-reduce)")
+        print("  copy: sync(grads) packs the arrays; views: grads computed into sync.grad_views();")
+        print("  prescaled: views already scaled by local/global count; N reduced: global_count not given")
+        print(f"{'bucket':>8} {'n':>3} {'case':>10} {'median ms':>10} {'ratio':>6} {'best ms':>8} {'ratio':>6}")
+    scalars = {"loss_sum": 1.0, "correct": 3}
+    for mb in (float(x) for x in args.buckets.split(",")):
+        bucket_bytes = None if mb == 0 else int(mb * MB)
+        sync = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
+        views = sync.grad_views()
+
+        def fill_views():   # stands for a backward pass writing into the views: not timed
+            for v, g in zip(views, grads):
+                np.copyto(v, g)
+
+        cases = {
+            "bare": lambda: comm.allreduce_(bare),
+            "copy": lambda: sync.sync(grads, local_count, scalars=scalars, global_count=global_count),
+            "views": lambda: sync.sync(views, local_count, scalars=scalars, global_count=global_count),
+            "prescaled": lambda: sync.sync(views, local_count, scalars=scalars, global_count=global_count,
+                                           prescaled=True),
+            "N reduced": lambda: sync.sync(grads, local_count, scalars=scalars),
+        }
+        times: dict = {k: [] for k in cases}
+        for i in range(args.warmup + args.repeats):
+            for name, fn in cases.items():   # interleaved: noise hits every case alike
+                if name in ("views", "prescaled"):
+                    fill_views()
+                took = timed(comm, fn)
+                if i >= args.warmup:
+                    times[name].append(took)
+        if rank == 0:
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            best = {k: min(v) * 1e3 for k, v in times.items()}
+            label = "one" if bucket_bytes is None else f"{mb:g} MB"
+            for k in cases:
+                print(f"{label:>8} {len(sync.buckets):>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
+                      f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}", flush=True)
+
+if __name__ == "__main__":
+    main()
