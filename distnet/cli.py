@@ -81,11 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a job value, e.g. --set optimizer.learning_rate=0.01 "
                         "(VALUE is read as TOML, else as a string); repeatable")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N",
-                       help="launch N MPI workers on this machine (through mpiexec)")
-    where.add_argument("--hostfile", metavar="FILE",
-                       help="launch the workers listed in an MPI hostfile (one host per line)")
+    p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N",
+                   help="launch N MPI workers (through mpiexec) on this machine, or on the "
+                        "hostfile's hosts")
+    p.add_argument("--hostfile", metavar="FILE",
+                   help="launch workers on the hosts of an MPI hostfile ('host' or 'host:slots' "
+                        "per line; one worker per slot unless -n is given)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest good checkpoint in the job's checkpoint directory")
     p.add_argument("--run-dir", metavar="DIR", help="where metrics.jsonl, job.toml and (by "
@@ -221,10 +222,14 @@ def _launch(args, cfg) -> int:
     """Re-run this ``distnet train`` under mpiexec (as horovodrun / torchrun do)."""
     from distnet.config import check_world_size
 
-    if args.num_workers is not None:
-        if args.num_workers < 1:
-            raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
-        check_world_size(cfg, args.num_workers)  # before any worker starts
+    from distnet import launcher
+
+    size = args.num_workers
+    if size is not None and size < 1:
+        raise _bad_input(f"-n: expected a number of workers >= 1, got {size}")
+    if size is None:  # one worker per slot of the hostfile
+        size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
+    check_world_size(cfg, size)  # before any worker starts
     worker_args = ["train"]
     if args.job is not None:
         worker_args.append(args.job)
@@ -238,7 +243,6 @@ def _launch(args, cfg) -> int:
     if progress == "auto":  # the workers' output is a pipe: decide from our terminal
         progress = "bar" if sys.stdout.isatty() else "plain"
     worker_args += ["--progress", progress]
-    from distnet import launcher
 
     return int(launcher.launch(worker_args, num_workers=args.num_workers, hostfile=args.hostfile))
 

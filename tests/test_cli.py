@@ -82,7 +82,7 @@ def test_no_command_prints_help(capsys):
 
 
 @pytest.mark.parametrize("argv", [["bogus"], ["train", "--no-such-option"], ["eval"],
-                                  ["train", "-n", "2", "--hostfile", "h.txt"], ["train", "-n", "two"]])
+                                  ["train", "-n", "two"], ["data", "fetch", "mnist"]])
 def test_argument_errors_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
     assert code == EXIT_BAD_INPUT
@@ -127,6 +127,24 @@ def test_world_size_checked_before_launch(capsys, monkeypatch):
     assert code == EXIT_BAD_INPUT
     assert "the global batch (3) must be at least the number of ranks (4)" in err
     assert launched == []
+
+
+def test_hostfile_slots_checked_before_launch(capsys, monkeypatch, tmp_path):
+    launched = []
+    import distnet.launcher
+
+    monkeypatch.setattr(distnet.launcher, "launch", lambda *a, **k: launched.append((a, k)) or 0)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node1:2\nnode2 slots=2\n")
+    code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "--hostfile", str(hosts))
+    assert code == EXIT_BAD_INPUT and "number of ranks (4)" in err
+    code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "--hostfile", str(hosts), "-n", "3")
+    assert code == EXIT_OK, err
+    assert launched[0][1] == {"num_workers": 3, "hostfile": str(hosts)}
+    hosts.write_text("node1:zero\n")
+    code, _, err = run(capsys, "train", "--hostfile", str(hosts))
+    assert code == EXIT_BAD_INPUT and f"{hosts}:1" in err
+    assert len(launched) == 1
 
 
 def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path):
