@@ -1,0 +1,471 @@
+"""Start N distnet workers under MPICH's ``mpiexec`` (hydra), as horovodrun / torchrun do.
+
+``distnet train job.toml -n 4`` and ``distnet train job.toml --hostfile hosts``
+end here: :func:`launch` runs::
+
+    mpiexec -n N [-hosts h1:s1,h2:s2 -launcher ssh [-launcher-exec AGENT]] [-iface IF]
+            -genvall PYTHON -m distnet train job.toml ...
+
+and returns mpiexec's exit status.  :func:`build_mpiexec_command` only builds
+that command and its environment (what the scripts in ``launch/`` and the
+Docker entry point print with ``--dry-run``).
+
+Which mpiexec
+    The one next to ``sys.executable`` (the ``mpich`` wheel installs hydra's
+    ``mpiexec`` in the environment's ``bin/``), else the first on ``PATH``.
+    Every worker runs this same ``sys.executable``: on a cluster the
+    environment must be installed at the same path on every host (the
+    Docker image does that).
+
+Hostfile
+    One host per line, MPICH's format ``host`` or ``host:slots``; OpenMPI's
+    ``host slots=N`` is accepted and converted.  ``#`` starts a comment, blank
+    lines are ignored.  Slots default to 1.  A missing, empty or malformed
+    file raises :class:`HostfileError` naming the file and the line.  Use IP
+    addresses when the hosts cannot resolve each other's names.  Without
+    ``num_workers`` the job gets one rank per slot; with it, hydra fills the
+    hosts in file order, one slot at a time, wrapping around when N exceeds
+    the slots.
+
+Remote start
+    With a hostfile, hydra starts its proxy on each remote host through
+    ``ssh`` (``-launcher ssh``; passwordless keys needed).  ``launcher_exec``
+    substitutes another agent, called like ssh: ``AGENT [options] HOST
+    COMMAND...``.  The multi-host test uses an agent that enters a network
+    namespace (``ip netns exec``) instead; hydra also reads the agent from
+    ``HYDRA_LAUNCHER_EXEC`` in the environment, which is how a user of
+    ``distnet train --hostfile`` chooses one without a new option.
+
+Network
+    ``iface`` (hydra's ``-iface``) names the interface the ranks talk over;
+    it is also given to the MPI transports (``UCX_NET_DEVICES``,
+    ``FI_TCP_IFACE``) unless those are already set.  Hosts that share one
+    kernel (containers or namespaces on one machine) look like one machine
+    to UCX, which would then move data through shared memory: set
+    ``UCX_TLS=tcp,self`` there to keep the traffic on the network.
+
+Threads
+    Ranks that share a machine would fight over its cores with one BLAS /
+    OpenMP pool each.  Each rank gets ``OMP_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` = cores // ranks on the
+    busiest host (at least 1), counted from this machine's usable cores
+    (hosts of a hostfile are assumed alike).  A value already in the
+    environment wins (torchrun's convention).  The rest of the environment
+    is passed to every rank (``-genvall``).
+
+Signals and failures
+    mpiexec runs in its own process group.  SIGINT / SIGTERM received by the
+    launcher are forwarded to it (hydra forwards them to every rank), so
+    Ctrl-C stops the whole job; if mpiexec is still alive ``stop_grace``
+    seconds later it is killed.  When hydra reports a failed rank (its ``BAD
+    TERMINATION`` banner, or an ``MPI_Abort``) but cannot finish its clean-up
+    -- a host became unreachable and hydra waits for its proxy forever -- the
+    launcher stops mpiexec ``failure_grace`` seconds later, says so on
+    stderr and returns a non-zero status.  mpiexec's output is relayed as it
+    comes.
+
+Example:
+    >>> from distnet.launcher import build_mpiexec_command
+    >>> argv, env = build_mpiexec_command(["train", "job.toml"], num_workers=2,
+    ...                                   mpiexec="mpiexec", python="python", cores=4)
+    >>> argv
+    ['mpiexec', '-n', '2', '-genvall', 'python', '-m', 'distnet', 'train', 'job.toml']
+    >>> env["OMP_NUM_THREADS"]
+    '2'
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Mapping, Sequence
+
+from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+# What hydra prints when a rank dies or aborts; seeing it starts the failure grace.
+FAILURE_MARKERS = (b"BAD TERMINATION", b"application called MPI_Abort")
+
+# Exit status when the launcher had to stop mpiexec itself after a failure.
+EXIT_STOPPED = 1
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+$")
+
+
+class HostfileError(ConfigError):
+    """A hostfile is missing, empty or has a line that is not ``host[:slots]``."""
+
+
+class LaunchError(DistributedError):
+    """mpiexec cannot be found or started."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """One hostfile entry: a name or address and its number of slots."""
+
+    name: str
+    slots: int
+
+
+def parse_hostfile(path: str | os.PathLike) -> list[Host]:
+    """Read an MPICH (``host:slots``) or OpenMPI (``host slots=N``) hostfile.
+
+    Args:
+        path: the file.
+    Returns:
+        The hosts in file order.
+    Raises:
+        HostfileError: the file is missing or unreadable, has no host, or a
+            line is malformed or repeats a host (message names file and line).
+    Example:
+        >>> # hosts: "node1:2\\nnode2 slots=4\\n"  ->  [Host('node1', 2), Host('node2', 4)]
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HostfileError(f"hostfile {str(p)!r} does not exist; expected a file with one "
+                            f"'host:slots' line per machine") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HostfileError(f"hostfile {str(p)!r} cannot be read: {exc}") from None
+    hosts: list[Host] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        host = _parse_host_line(line, p, lineno)
+        if host.name in seen:
+            raise HostfileError(f"{p}:{lineno}: host {host.name!r} is already listed on line "
+                                f"{seen[host.name]}; expected each host once (give it more slots)")
+        seen[host.name] = lineno
+        hosts.append(host)
+    if not hosts:
+        raise HostfileError(f"hostfile {str(p)!r} lists no host; expected one 'host:slots' "
+                            f"line per machine")
+    return hosts
+
+
+def _parse_host_line(line: str, path: Path, lineno: int) -> Host:
+    where = f"{path}:{lineno}"
+    expect = "expected 'host', 'host:slots' (MPICH) or 'host slots=N' (OpenMPI)"
+    fields = line.split()
+    if len(fields) == 1:
+        name, sep, slots_text = fields[0].rpartition(":")
+        if not sep:  # no colon: a bare host
+            name, slots_text = fields[0], "1"
+    elif len(fields) == 2 and fields[1].startswith("slots="):
+        name, slots_text = fields[0], fields[1][len("slots="):]
+    else:
+        raise HostfileError(f"{where}: cannot read {line!r}; {expect}")
+    if not name or not _HOST_RE.match(name):
+        raise HostfileError(f"{where}: {name!r} is not a host name or address; {expect}")
+    if not slots_text.isdigit() or int(slots_text) < 1:
+        raise HostfileError(f"{where}: slots must be an integer >= 1, got {slots_text!r}")
+    return Host(name, int(slots_text))
+
+
+def ranks_per_host(hosts: Sequence[Host], num_workers: int) -> list[int]:
+    """How hydra places ``num_workers`` ranks: fill each host's slots in order, wrap around.
+
+    Example:
+        >>> ranks_per_host([Host("a", 2), Host("b", 1)], 5)
+        [4, 1]
+    """
+    counts = [0] * len(hosts)
+    left = num_workers
+    while left > 0:
+        for i, host in enumerate(hosts):
+            take = min(host.slots, left)
+            counts[i] += take
+            left -= take
+            if left == 0:
+                break
+    return counts
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def find_mpiexec() -> str:
+    """The ``mpiexec`` next to ``sys.executable`` (the mpich wheel's), else on ``PATH``.
+
+    Raises:
+        LaunchError: none is found.
+    """
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise LaunchError(f"mpiexec not found next to {sys.executable} nor on PATH; expected "
+                          f"MPICH's hydra (pip install mpich)")
+    return found
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise InvalidArgumentError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def build_mpiexec_command(
+    program_args: Sequence[str],
+    *,
+    num_workers: int | None = None,
+    hostfile: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    launcher_exec: str | None = None,
+    iface: str | None = None,
+    mpiexec: str | None = None,
+    python: str | None = None,
+    entry: Sequence[str] = ("-m", "distnet"),
+    cores: int | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Build the mpiexec command line and the environment the workers get.
+
+    Args:
+        program_args: arguments after ``python -m distnet`` (e.g. ``["train", "job.toml"]``);
+            must not contain ``-n`` / ``--hostfile`` again.
+        num_workers: number of ranks; defaults to the hostfile's total slots.
+        hostfile: MPICH or OpenMPI hostfile; without it every rank runs here.
+        env: environment to pass (default ``os.environ``); not modified.
+        launcher_exec: remote-start agent used instead of ``ssh`` (hydra's ``-launcher-exec``).
+        iface: network interface for MPI traffic (hydra's ``-iface``).
+        mpiexec: the mpiexec to run (default :func:`find_mpiexec`).
+        python: the workers' interpreter (default ``sys.executable``).
+        entry: what python runs before ``program_args`` (default ``-m distnet``).
+        cores: cores per machine for the thread split (default :func:`usable_cores`).
+    Returns:
+        ``(argv, env)``.
+    Raises:
+        InvalidArgumentError: ``num_workers`` < 1 or neither it nor a hostfile given.
+        HostfileError: the hostfile is missing, empty or malformed.
+        LaunchError: no mpiexec found.
+    """
+    if num_workers is None and hostfile is None:
+        raise InvalidArgumentError("give num_workers (-n N) or a hostfile (--hostfile FILE); "
+                                   "got neither")
+    if num_workers is not None:
+        num_workers = _check_count("num_workers", num_workers)
+    if cores is not None:
+        cores = _check_count("cores", cores)
+    if isinstance(program_args, (str, bytes)):
+        raise InvalidArgumentError(f"program_args must be a list of arguments, got the string "
+                                   f"{program_args!r}")
+    program_args = [str(a) for a in program_args]
+    for flag in ("-n", "--hostfile", "--num-workers"):
+        if flag in program_args:
+            raise InvalidArgumentError(f"program_args must not contain {flag} (each worker "
+                                       f"would launch workers again); got {program_args}")
+
+    argv = [mpiexec or find_mpiexec()]
+    if hostfile is not None:
+        hosts = parse_hostfile(hostfile)
+        if num_workers is None:
+            num_workers = sum(h.slots for h in hosts)
+        busiest = max(ranks_per_host(hosts, num_workers))
+        argv += ["-n", str(num_workers),
+                 "-hosts", ",".join(f"{h.name}:{h.slots}" for h in hosts),
+                 "-launcher", "ssh"]
+        if launcher_exec is not None:
+            argv += ["-launcher-exec", str(launcher_exec)]
+    else:
+        if launcher_exec is not None:
+            raise InvalidArgumentError("launcher_exec starts workers on remote hosts: it needs "
+                                       "a hostfile")
+        busiest = int(num_workers)  # given: checked above
+        argv += ["-n", str(num_workers)]
+    out_env = dict(os.environ if env is None else env)
+    if iface is not None:
+        if not re.match(r"^[A-Za-z0-9_.\-@]+$", iface):
+            raise InvalidArgumentError(f"iface must be an interface name such as 'eth0', "
+                                       f"got {iface!r}")
+        argv += ["-iface", iface]
+        out_env.setdefault("UCX_NET_DEVICES", iface)
+        out_env.setdefault("FI_TCP_IFACE", iface)
+    argv.append("-genvall")  # hydra's default, stated: every rank gets this environment
+    argv += [python or sys.executable, *entry, *program_args]
+
+    # torchrun's convention: one pool per rank, an explicit setting wins.
+    threads = str(max(1, (cores or usable_cores()) // busiest))
+    for name in THREAD_VARIABLES:
+        if not out_env.get(name):
+            out_env[name] = threads
+    return argv, out_env
+
+
+class _Relay(threading.Thread):
+    """Copy one of mpiexec's output pipes to our stream, watching for failure banners."""
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO, on_failure: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.source, self.sink, self.on_failure = source, sink, on_failure
+
+    def run(self) -> None:
+        tail = b""
+        fd = self.source.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            window = tail + chunk
+            if any(m in window for m in FAILURE_MARKERS):
+                self.on_failure.set()
+            tail = window[-64:]
+            try:
+                self.sink.write(chunk)
+                self.sink.flush()
+            except (OSError, ValueError):
+                pass  # our own output is gone; keep draining so mpiexec never blocks
+        self.source.close()
+
+
+def _binary(stream) -> BinaryIO:
+    return getattr(stream, "buffer", stream)
+
+
+def launch(
+    program_args: Sequence[str],
+    *,
+    num_workers: int | None = None,
+    hostfile: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    launcher_exec: str | None = None,
+    iface: str | None = None,
+    mpiexec: str | None = None,
+    python: str | None = None,
+    entry: Sequence[str] = ("-m", "distnet"),
+    cores: int | None = None,
+    failure_grace: float = 10.0,
+    stop_grace: float = 30.0,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+) -> int:
+    """Run the workers under mpiexec and return its exit status.
+
+    Args:
+        program_args, num_workers, hostfile, env, launcher_exec, iface, mpiexec, python,
+        entry, cores: as in :func:`build_mpiexec_command`.
+        failure_grace: seconds mpiexec gets to finish after it reported a failed rank.
+        stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
+        stdout, stderr: binary streams for the workers' output (default ours).
+    Returns:
+        mpiexec's exit status (0 when every rank succeeded); 128 + signal number
+        when it died of a signal; :data:`EXIT_STOPPED` when the launcher had to
+        stop it.
+    Raises:
+        as :func:`build_mpiexec_command`; LaunchError when mpiexec cannot start.
+    Example:
+        >>> launch(["train", "job.toml"], num_workers=2)  # doctest: +SKIP
+        0
+    """
+    for name, value in (("failure_grace", failure_grace), ("stop_grace", stop_grace)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
+    argv, run_env = build_mpiexec_command(
+        program_args, num_workers=num_workers, hostfile=hostfile, env=env,
+        launcher_exec=launcher_exec, iface=iface, mpiexec=mpiexec, python=python,
+        entry=entry, cores=cores)
+    out = stdout if stdout is not None else _binary(sys.stdout)
+    err = stderr if stderr is not None else _binary(sys.stderr)
+    try:
+        proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)  # our signals reach it once, via us
+    except OSError as exc:
+        raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
+
+    failed = threading.Event()
+    relays = [_Relay(proc.stdout, out, failed), _Relay(proc.stderr, err, failed)]
+    for relay in relays:
+        relay.start()
+
+    received: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        received.append(signum)
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, forward)
+    stopped_by_us = False
+    try:
+        deadline = None
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if deadline is None and received:
+                deadline, why = now + stop_grace, "after the interrupt"
+            if deadline is None and failed.is_set():
+                deadline, why = now + failure_grace, "after a rank failed"
+            if deadline is not None and now > deadline:
+                stopped_by_us = True
+                _say(err, f"distnet launch: mpiexec did not finish within "
+                          f"{stop_grace if received else failure_grace:g} s {why} (a host may "
+                          f"be unreachable); stopping it")
+                _stop(proc)
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:  # an exception (KeyboardInterrupt in a non-main thread...)
+            _stop(proc)
+        for relay in relays:
+            relay.join(timeout=5)
+    code = proc.returncode
+    if code < 0:
+        code = 128 - code
+    if stopped_by_us and code == 0:
+        code = EXIT_STOPPED
+    return code
+
+
+def _say(stream: BinaryIO, message: str) -> None:
+    try:
+        stream.write(message.encode() + b"\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _stop(proc: subprocess.Popen, term_wait: float = 5.0) -> None:
+    """SIGTERM mpiexec's process group, then SIGKILL it if still alive."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
