@@ -30,7 +30,7 @@ import json
 import os
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import h5py
@@ -79,6 +79,7 @@ class _Dataset:
     shape: tuple[int, ...]
     dtype: np.dtype
     nbytes: int
+    id: Any = field(compare=False, repr=False)  # the open h5py DatasetID (no path lookups later)
 
 
 def _type_name(tid: Any) -> str:
@@ -201,7 +202,7 @@ class _Scanner:
                                   f"({_LAYOUT_NAMES[layout]}); the writer chunks it with fletcher32")
         else:
             raise self.unsafe(f"dataset {path!r} has an unknown layout {layout}")
-        self.datasets[path.lstrip("/")] = _Dataset(path.lstrip("/"), shape, dtype, nbytes)
+        self.datasets[path.lstrip("/")] = _Dataset(path.lstrip("/"), shape, dtype, nbytes, did)
 
 
 def _read_text(value: Any, fname: str, where: str) -> str:
@@ -367,12 +368,15 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
                     check_name(part)
                 except InvalidArgumentError:
                     raise UnsafeCheckpointError(f"checkpoint {fname}: invalid name /{path}") from None
+        # Groups that hold at least one dataset somewhere below them.
+        filled = {"/" + "/".join(p.split("/")[:i]) for p in scanner.datasets
+                  for i in range(1, p.count("/") + 1)}
         for g in scanner.groups:
             parts = g.split("/")[1:]
             if parts[0] == "state" and len(parts) > 1:
                 raise UnsafeCheckpointError(f"checkpoint {fname}: unexpected group {g} in /state")
             inner = len(parts) > (2 if parts[0] == "optimizer" else 1)
-            if inner and not any(p.startswith(g[1:] + "/") for p in scanner.datasets):
+            if inner and g not in filled:
                 raise CorruptCheckpointError(f"checkpoint {fname}: empty group {g}")
         declared = sum(d.nbytes for d in scanner.datasets.values())
         limit = file_size if max_bytes is None else min(file_size, max_bytes)
@@ -385,7 +389,7 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
             _check_expected(scanner.datasets, expected, fname)
         header = _read_header(f, fname)
         for path, d in sorted(scanner.datasets.items()):
-            stored = f[path].id.get_storage_size() if d.nbytes else 0
+            stored = d.id.get_storage_size() if d.nbytes else 0
             if stored < d.nbytes:
                 raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} stores {stored} "
                                              f"bytes for {d.nbytes} declared (chunks never written)")
@@ -399,39 +403,58 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
     return _build_state(fname, header, arrays, scanner.groups)
 
 
+def _read_into(did: Any, out: np.ndarray) -> None:
+    """Read a whole dataset into ``out`` (HDF5 verifies each chunk's fletcher32)."""
+    did.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+
+
+#: Arrays are handed to the hashing thread in batches of at least this size
+#: (one hand-off per small array costs more than hashing it).
+_HASH_BATCH_BYTES = 2 ** 20
+
+
 def _read_and_hash(f: h5py.File, datasets: Mapping[str, _Dataset],
                    fname: str) -> tuple[dict[str, np.ndarray], Digest]:
-    """Read every dataset (HDF5 checks fletcher32) while a thread hashes the
-    ones already read (hashlib releases the GIL), in sorted path order."""
+    """Read every dataset while a thread hashes the ones already read
+    (hashlib releases the GIL), in sorted path order."""
     digest = Digest()
     pending: queue.Queue = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
 
     def hash_worker() -> None:
         while True:
-            item = pending.get()
-            if item is None:
+            batch = pending.get()
+            if batch is None:
                 return
             try:
                 if not failure:
-                    digest.add(*item)
+                    for path, arr in batch:
+                        digest.add(path, arr)
             except BaseException as err:  # reported by the reading thread
                 failure.append(err)
 
     worker = threading.Thread(target=hash_worker, name="checkpoint-digest", daemon=True)
     worker.start()
     arrays: dict[str, np.ndarray] = {}
+    batch: list[tuple[str, np.ndarray]] = []
+    batch_bytes = 0
     try:
         for path, d in sorted(datasets.items()):
             out = np.empty(d.shape, dtype=d.dtype)
             if d.nbytes:
                 try:
-                    f[path].read_direct(out)
+                    _read_into(d.id, out)
                 except Exception as err:
                     raise CorruptCheckpointError(f"checkpoint {fname}: dataset /{path} is corrupt "
                                                  f"(fletcher32 checksum or read error): {err}") from None
             arrays[path] = out
-            pending.put((path, out))
+            batch.append((path, out))
+            batch_bytes += d.nbytes
+            if batch_bytes >= _HASH_BATCH_BYTES:
+                pending.put(batch)
+                batch, batch_bytes = [], 0
+        if batch:
+            pending.put(batch)
     finally:
         pending.put(None)
         worker.join()
