@@ -127,15 +127,20 @@ def run_mpi(script: str, nprocs: int, *args: str, timeout: float = 60.0, env: di
 
     Fails the calling test on timeout (after killing the job) or when a
     process of the job outlives the launcher by more than ``leftover_grace``
-    seconds.  Skips the test when there is no mpiexec or mpi4py.
+    seconds, and when there is no mpiexec or mpi4py.
 
     Returns:
         an :class:`MPIRun` (the caller checks the exit status and output).
     """
+    # mpi4py and mpich are dependencies of distnet: their absence is a broken
+    # install, which must fail the MPI tests rather than skip them.
     mpiexec = find_mpiexec()
     if mpiexec is None:
-        pytest.skip("no mpiexec beside the Python executable nor on PATH (pip install mpich)")
-    pytest.importorskip("mpi4py")
+        pytest.fail("no mpiexec beside the Python executable nor on PATH: Expect: `pip install mpich`")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f"mpi4py cannot be imported ({exc}): Expect: `pip install mpi4py`")
     marker = f"{MARKER_PREFIX}{uuid.uuid4().hex}"
     cmd = [mpiexec, "-n", str(nprocs), sys.executable, str(SCRIPTS / script), *map(str, args), marker]
     start = time.monotonic()

@@ -87,6 +87,14 @@ def test_a_rank_with_no_samples_contributes_zeros_but_gets_the_average():
     np.testing.assert_allclose(res.grads[2], 3.0)
 
 
+def test_no_gradients_at_all_from_an_empty_rank():
+    contribution = [np.concatenate([[2.0], np.full(13, 4.0)]).astype(np.float32)]
+    res = GradientSynchronizer(SumOfWorlds([contribution]), make_vars()).sync(None, 0)
+    assert res.global_count == 2
+    for g in res.grads:
+        np.testing.assert_allclose(g, 2.0)
+
+
 def test_an_empty_global_batch_is_an_error():
     with pytest.raises(CollectiveError, match="empty"):
         GradientSynchronizer(SingleCommunicator(), make_vars()).sync([None, None, None], 0)

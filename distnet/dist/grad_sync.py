@@ -136,6 +136,8 @@ class GradientSynchronizer:
         return self.buffer.nbytes
 
     def _aligned(self, grads, what: str) -> list:
+        if grads is None:   # e.g. a rank with no samples this step
+            return [None] * len(self.variables)
         if isinstance(grads, Mapping):
             unknown = sorted(set(grads) - set(self._index))
             if unknown:
@@ -163,7 +165,7 @@ class GradientSynchronizer:
         Args:
             grads: this rank's gradients of its mean loss, a sequence aligned
                 with ``variables`` or a mapping ``name -> array``; ``None``
-                (or a missing name) is a zero gradient.  Ignored when
+                (for all, for one, or a missing name) is a zero gradient.  Ignored when
                 ``local_count`` is 0.  Arrays from :meth:`grad_views` are
                 scaled in place instead of copied.
             local_count: samples this rank used (0 allowed).
