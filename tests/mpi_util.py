@@ -122,12 +122,14 @@ def _kill_all(pids: list) -> None:
 
 
 def run_mpi(script: str, nprocs: int, *args: str, timeout: float = 60.0, env: dict | None = None,
-            leftover_grace: float = 5.0) -> MPIRun:
+            leftover_grace: float = 5.0, prefix: tuple = ()) -> MPIRun:
     """Run ``mpiexec -n nprocs python tests/mpi_scripts/<script> args... MARKER``.
 
     Fails the calling test on timeout (after killing the job) or when a
     process of the job outlives the launcher by more than ``leftover_grace``
     seconds, and when there is no mpiexec or mpi4py.
+
+    ``prefix`` goes before ``mpiexec`` (e.g. ``("unshare", "-n")``).
 
     Returns:
         an :class:`MPIRun` (the caller checks the exit status and output).
@@ -142,7 +144,7 @@ def run_mpi(script: str, nprocs: int, *args: str, timeout: float = 60.0, env: di
     except ImportError as exc:
         pytest.fail(f"mpi4py cannot be imported ({exc}): Expect: `pip install mpi4py`")
     marker = f"{MARKER_PREFIX}{uuid.uuid4().hex}"
-    cmd = [mpiexec, "-n", str(nprocs), sys.executable, str(SCRIPTS / script), *map(str, args), marker]
+    cmd = [*prefix, mpiexec, "-n", str(nprocs), sys.executable, str(SCRIPTS / script), *map(str, args), marker]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=mpi_env(env), start_new_session=True)

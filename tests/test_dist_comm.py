@@ -2,6 +2,8 @@
 ``mpiexec -n 2`` and ``-n 3`` runs checked against numpy."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -137,3 +139,20 @@ def test_mpi_collectives_match_numpy(nprocs):
     assert run.returncode == 0, run.describe()
     assert sorted(run.values("DONE")) == sorted(f"{r} {nprocs} MPICommunicator" for r in range(nprocs)), run.describe()
     assert len(run.values("OK")) == COMM_CHECKS, run.describe()
+
+
+def _can_unshare_network() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.mpi
+def test_mpi_needs_no_network():
+    """hydra forks the ranks locally and they talk through shared memory: the
+    job runs in a network namespace where no interface, not even loopback, is up."""
+    if not _can_unshare_network():
+        pytest.skip("needs root and `unshare -n` (a new network namespace) to take the network away")
+    run = run_mpi("comm_ops.py", 2, timeout=60, prefix=("unshare", "-n"))
+    assert run.returncode == 0, run.describe()
+    assert len(run.values("DONE")) == 2 and len(run.values("OK")) == COMM_CHECKS, run.describe()

@@ -34,6 +34,12 @@ Heartbeats are exchanged between every pair of ranks: N*(N-1) tiny messages
 per interval, fine for the tens of ranks distnet targets.  It needs
 ``MPI_THREAD_MULTIPLE`` (mpi4py's default ``mpi4py.rc.thread_level``).
 
+Choosing ``stall_timeout``: it must exceed the longest phase in which one
+rank works while the others wait for it in a collective (rank 0 writing a
+checkpoint, an evaluation on uneven shards) and any stretch in which the
+heartbeat thread cannot get the GIL (a long native call that keeps it).
+The default, 120 s, is generous; tests use about 5 s.
+
 The message on abort goes to stderr; the exit status is :data:`STALL_EXIT_CODE`.
 """
 from __future__ import annotations
