@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import textwrap
+import warnings
 from typing import Sequence
 
 from distnet._version import __version__
@@ -340,9 +341,6 @@ def _is_main_rank() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``distnet`` command; returns the exit code (0, 1, 2 or 130)."""
-    from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
-                                InvalidArgumentError)
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -351,8 +349,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
     speak = _is_main_rank()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one line per warning, restored on return
+        return _run(args, parser, speak)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"distnet: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _run(args, parser, speak: bool) -> int:
+    from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
+                                InvalidArgumentError)
+
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

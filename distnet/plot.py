@@ -15,7 +15,7 @@ from typing import Sequence
 from distnet.errors import DataError, InvalidArgumentError
 from distnet.metrics import read_metrics
 
-__all__ = ["plot_run", "plot_runs", "curves"]
+__all__ = ["plot_run", "plot_runs", "curves", "smoothed"]
 
 
 def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
@@ -85,13 +85,13 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
     for c, name, color in zip(runs, names, colors):
         tag = "" if single else f"{name}: "
         # Loss: train (solid), regularization part (dotted), test (dashed, markers), EMA (dash-dot).
-        _line(ax_loss, c, "loss", f"{tag}train loss", color, "-", alpha=0.8)
+        _line(ax_loss, c, "loss", f"{tag}train loss", color, "-", alpha=0.8, smooth=True)
         if single and any(v != 0 for v in c.get("reg_loss", ((), ()))[1]):
             _line(ax_loss, c, "reg_loss", "regularization loss", "C3", ":")
         _line(ax_loss, c, "test_loss", f"{tag}test loss", color if not single else "C1", "--", marker="o")
         _line(ax_loss, c, "ema_test_loss", f"{tag}EMA test loss", color if not single else "C2", "-.",
               marker="s")
-        _line(ax_acc, c, "train_accuracy", f"{tag}train accuracy", color, "-", alpha=0.5)
+        _line(ax_acc, c, "train_accuracy", f"{tag}train accuracy", color, "-", alpha=0.5, smooth=True)
         _line(ax_acc, c, "test_accuracy", f"{tag}test accuracy", color if not single else "C1", "--",
               marker="o")
         _line(ax_acc, c, "ema_test_accuracy", f"{tag}EMA test accuracy", color if not single else "C2",
@@ -139,11 +139,25 @@ def plot_run(run_dir: str | os.PathLike, out_png: str | os.PathLike | None = Non
     return plot_runs([run_dir], out_png)
 
 
+def smoothed(values: Sequence[float], weight: float = 0.9) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
+
+
 def _line(ax, c: dict, name: str, label: str, color: str, style: str, marker: str | None = None,
-          alpha: float = 1.0) -> None:
+          alpha: float = 1.0, smooth: bool = False) -> None:
     if name not in c:
         return
     steps, values = c[name]
+    if smooth and len(steps) > 50:
+        # Per-step values are noisy: the raw curve faint, a smoothed one on top.
+        ax.plot(steps, values, style, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, smoothed(values), style, color=color, label=f"{label} (smoothed)")
+        return
     ax.plot(steps, values, style, color=color, label=label, alpha=alpha,
             marker=marker if len(steps) <= 50 else None, markersize=4)
 

@@ -92,3 +92,11 @@ def test_plot_errors(tmp_path):
         plot_runs([run], tmp_path / "x.png", labels=["a", "b"])
     with pytest.raises(InvalidArgumentError, match="at least one run"):
         plot_runs([], tmp_path / "x.png")
+
+
+def test_smoothing_is_a_debiased_moving_average():
+    from distnet.plot import smoothed
+
+    # weight 0.5: avg = 0.5, 0.25 -> debiased by 1 - 0.5**i: 1.0, 1/3
+    assert smoothed([1.0, 0.0], weight=0.5) == pytest.approx([1.0, 1 / 3])
+    assert smoothed([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
