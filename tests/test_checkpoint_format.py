@@ -116,7 +116,8 @@ def test_plain_h5py_reads_the_layout(tmp_path):
         assert f["/optimizer"].attrs["name"] == "adam"
         assert f["/optimizer"].attrs["iterations"] == 42
         assert f.attrs["format"] == "distnet-checkpoint"
-        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert f["/state"].attrs["format_version"] == FORMAT_VERSION
+        assert f["/state"].attrs["distnet_version"] == distnet.__version__
         assert len(f.attrs["sha256"]) == 64
         # Every non-empty, non-scalar array carries a fletcher32 checksum;
         # nothing is stored as an object dtype.
@@ -188,7 +189,8 @@ def test_changed_state_attribute_fails_the_digest(tmp_path):
 def test_wrong_format_version_is_named(tmp_path):
     path = write_checkpoint(tmp_path / "c.h5", make_state())
     with h5py.File(path, "r+") as f:
-        f.attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
+        f["/state"].attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
+        f["/state"].attrs["added_in_version_2"] = "x"  # the version is reported first
     with pytest.raises(CorruptCheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
         load(path)
 
@@ -198,6 +200,10 @@ def test_missing_group_is_named(tmp_path):
     with h5py.File(path, "r+") as f:
         del f["ema"]
     with pytest.raises(CorruptCheckpointError, match=r"missing \['ema'\]"):
+        load(path)
+    with h5py.File(path, "r+") as f:
+        del f["state"]
+    with pytest.raises(CorruptCheckpointError, match="group /state is missing"):
         load(path)
 
 

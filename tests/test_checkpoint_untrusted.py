@@ -79,6 +79,12 @@ CASES = {
         lambda f, d: (f.__delitem__("params/dense/bias"),
                       f.__setitem__("params/dense/bias", h5py.SoftLink("/ema/dense/bias"))),
         "soft link"),
+    "/state as a soft link": (lambda f, d: (f.__delitem__("state"),
+                                            f.__setitem__("state", h5py.SoftLink("/optimizer"))),
+                              "/state is a soft link"),
+    "/state as an external link": (lambda f, d: (f.__delitem__("state"),
+                                                 f.__setitem__("state", h5py.ExternalLink("/x.h5", "/s"))),
+                                   "/state is an external link"),
     "external link": (lambda f, d: f.__setitem__("params/ext", h5py.ExternalLink("/etc/passwd", "/x")),
                       "external link"),
     "hard link alias": (lambda f, d: f.__setitem__("params/alias", f["params/dense/kernel"]),
@@ -205,7 +211,7 @@ def test_plain_hdf5_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "data.h5"
     with h5py.File(path, "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(CorruptCheckpointError, match="'format' is missing"):
+    with pytest.raises(CorruptCheckpointError, match="attribute /format is missing"):
         load(path)
 
 

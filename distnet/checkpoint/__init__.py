@@ -3,12 +3,13 @@ state, written atomically by one rank and verified on load.
 
 Layout (see docs/checkpoints.md)::
 
-    /                 @format @format_version @distnet_version @sha256
+    /                 @format @sha256
     /params/<name>    trained weights, e.g. /params/conv2d/kernel
     /ema/<name>       EMA shadow weights (may be empty)
     /optimizer        @name @iterations @hyper
     /optimizer/<slot>/<name>   e.g. /optimizer/m/dense/kernel
-    /state            @step @epoch @position @world_size @config_text @rng @metrics
+    /state            @format_version @distnet_version @step @epoch @position
+                      @world_size @config_text @rng @metrics
 """
 from distnet.checkpoint.manager import CheckpointManager, checkpoint_name, export_weights
 from distnet.checkpoint.reader import load, verify

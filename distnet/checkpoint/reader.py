@@ -66,9 +66,10 @@ _LAYOUT_NAMES = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous",
 
 # Attributes each group must carry (and no others).
 _GROUP_ATTRIBUTES = {
-    "/": {"format", "format_version", "distnet_version", "sha256"},
+    "/": {"format", "sha256"},
     "/optimizer": {"name", "iterations", "hyper"},
-    "/state": {"step", "epoch", "position", "world_size", "config_text", "rng", "metrics"},
+    "/state": {"format_version", "distnet_version", "step", "epoch", "position", "world_size",
+               "config_text", "rng", "metrics"},
 }
 _TOP_GROUPS = {"params", "ema", "optimizer", "state"}
 
@@ -300,18 +301,34 @@ def _check_expected(datasets: Mapping[str, _Dataset], exp: _Expected, fname: str
                                       + "\n  - ".join(problems))
 
 
-def _scalar_attribute(f: h5py.File, name: str, fname: str) -> Any:
-    """A root attribute, checked to be a small scalar before it is read."""
-    if name not in f.attrs:
-        raise CorruptCheckpointError(f"checkpoint {fname}: root attribute {name!r} is missing "
+def _scalar_attribute(group: h5py.Group, name: str, fname: str) -> Any:
+    """An attribute of ``group``, checked to be a small scalar before it is read."""
+    where = group.name.rstrip("/") + "/" + name
+    if name not in group.attrs:
+        raise CorruptCheckpointError(f"checkpoint {fname}: attribute {where} is missing "
                                      "(not a distnet checkpoint)")
-    aid = h5py.h5a.open(f.id, name.encode())
+    aid = h5py.h5a.open(group.id, name.encode())
     tid = aid.get_type()
     if aid.shape != () or tid.get_class() not in (h5py.h5t.STRING, h5py.h5t.INTEGER) \
             or tid.get_size() > 1024:
-        raise UnsafeCheckpointError(f"checkpoint {fname}: root attribute {name!r} is not a "
+        raise UnsafeCheckpointError(f"checkpoint {fname}: attribute {where} is not a "
                                     "scalar string or integer")
-    return f.attrs[name]
+    return group.attrs[name]
+
+
+def _state_group(f: h5py.File, fname: str) -> h5py.Group:
+    """/state, checked to be a hard-linked group before it is opened."""
+    link = f.get("state", getlink=True)
+    if link is None:
+        raise CorruptCheckpointError(f"checkpoint {fname}: group /state is missing")
+    if not isinstance(link, h5py.HardLink):
+        kind = {"SoftLink": "a soft link", "ExternalLink": "an external link"}.get(type(link).__name__, "a link")
+        raise UnsafeCheckpointError(f"checkpoint {fname}: /state is {kind}, not a group; "
+                                    "refusing to read it")
+    group = f["state"]
+    if not isinstance(group, h5py.Group):
+        raise CorruptCheckpointError(f"checkpoint {fname}: /state is not a group")
+    return group
 
 
 def _open(fname: str) -> h5py.File:
@@ -342,7 +359,7 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
         if fmt != FORMAT_NAME:
             raise CorruptCheckpointError(f"checkpoint {fname}: root attribute 'format' is {fmt!r:.80}, "
                                          f"expected {FORMAT_NAME!r} (not a distnet checkpoint)")
-        version = _scalar_attribute(f, "format_version", fname)
+        version = _scalar_attribute(_state_group(f, fname), "format_version", fname)
         if not isinstance(version, (np.integer, int)) or int(version) != FORMAT_VERSION:
             shown = int(version) if isinstance(version, (np.integer, int)) else repr(version)[:80]
             raise CorruptCheckpointError(f"checkpoint {fname} has format version {shown}; "
@@ -493,7 +510,8 @@ def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.
         step=int(header["/state/step"]), epoch=int(header["/state/epoch"]),
         position=int(header["/state/position"]), world_size=int(header["/state/world_size"]),
         rng=rng, config_text=header["/state/config_text"], metrics=metrics,
-        format_version=int(header["/format_version"]), distnet_version=header["/distnet_version"],
+        format_version=int(header["/state/format_version"]),
+        distnet_version=header["/state/distnet_version"],
     )
     try:
         return state.validate()

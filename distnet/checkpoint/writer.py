@@ -72,8 +72,8 @@ def header_items(state: CheckpointState) -> dict[str, str]:
     opt = state.optimizer
     return {
         "/format": FORMAT_NAME,
-        "/format_version": str(int(state.format_version)),
-        "/distnet_version": state.distnet_version,
+        "/state/format_version": str(int(state.format_version)),
+        "/state/distnet_version": state.distnet_version,
         "/optimizer/name": opt["name"],
         "/optimizer/iterations": str(int(opt["iterations"])),
         "/optimizer/hyper": _json(opt["hyper"]),
@@ -88,7 +88,7 @@ def header_items(state: CheckpointState) -> dict[str, str]:
 
 
 #: Header attributes stored as int64 (the others are UTF-8 strings).
-INT_ATTRIBUTES = frozenset({"/format_version", "/optimizer/iterations", "/state/step",
+INT_ATTRIBUTES = frozenset({"/state/format_version", "/optimizer/iterations", "/state/step",
                             "/state/epoch", "/state/position", "/state/world_size"})
 
 
