@@ -11,6 +11,13 @@ contributing zeros).
 
 Positions are counted in samples of the epoch already consumed, not in steps,
 so a job can resume with a different number of ranks (or batch size).
+
+Convention: PyTorch's ``DistributedSampler`` deals samples round-robin
+(``perm[rank::size]``) and pads the epoch with duplicates so every rank gets
+the same count; we cut each global batch into contiguous shards and never
+pad, so the global batch of step ``s`` is the same set of samples whatever
+the number of ranks (N-rank training equals 1-rank training), and no sample
+is counted twice.
 """
 from __future__ import annotations
 
