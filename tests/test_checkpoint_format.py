@@ -245,6 +245,8 @@ def test_strict_expected_checks_dtype(tmp_path):
     ({"params": {"": np.zeros(2)}}, "not a valid checkpoint path"),
     ({"params": {"a//b": np.zeros(2)}}, "not a valid checkpoint path"),
     ({"params": {"a/../b": np.zeros(2)}}, "not a valid checkpoint path"),
+    ({"params": {"kernel\n": np.zeros(2)}}, "not a valid checkpoint path"),
+    ({"params": {"dense kernel": np.zeros(2)}}, "not a valid checkpoint path"),
     ({"params": {"a": np.zeros(2), "a/b": np.zeros(2)}}, "both 'a' and 'a/b'"),
     ({"params": {"w": np.array([object()])}}, "dtype object"),
     ({"params": {"w": np.array(["x"])}}, "dtype <U1"),

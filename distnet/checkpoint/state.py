@@ -32,7 +32,7 @@ ALLOWED_DTYPES = tuple(np.dtype(t) for t in (
 
 # One path component: letters, digits and ``_ . : -`` (TF names such as
 # ``dense_1/kernel`` or ``conv2d/kernel:0``), never ``.`` or ``..``.
-_COMPONENT = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+_COMPONENT = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -72,7 +72,7 @@ def check_name(name: Any, what: str = "variable name") -> str:
             f"{what} must be a str, got {type(name).__name__} {name!r}")
     parts = name.split("/")
     for part in parts:
-        if not _COMPONENT.match(part) or part in (".", ".."):
+        if not _COMPONENT.fullmatch(part) or part in (".", ".."):
             raise InvalidArgumentError(
                 f"{what} {name!r} is not a valid checkpoint path: expected "
                 "'/'-separated components of letters, digits and '_.:-' "
