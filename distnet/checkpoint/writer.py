@@ -171,7 +171,9 @@ def write_checkpoint(path: str | os.PathLike, state: CheckpointState, *,
 
     Args:
         path: final file name (its directory must exist).
-        state: the state to write; it is validated first.
+        state: the state to write; it is validated first.  Its arrays must
+            not change until the call returns (they are written and hashed
+            in place, without a copy).
         comm: a communicator; only its rank 0 writes.
         is_writer: without ``comm``, whether this process writes (default True).
         chunk_bytes: target HDF5 chunk size (one fletcher32 checksum each).
