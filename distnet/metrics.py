@@ -6,7 +6,7 @@ nothing, so their output never interleaves with rank 0's.
 ``metrics.jsonl`` in the run directory holds one JSON object per line,
 written and flushed as it happens (a killed run keeps what it logged):
 
-* ``{"kind": "start", "time", "start_step", "total_steps", ...}``
+* ``{"kind": "start", "time", "total_steps", ...}``
 * ``{"kind": "step", "step", "epoch", "loss", "reg_loss", "lr", "samples_per_sec", "time", ...}``
 * ``{"kind": "eval", "step", "epoch", "test_loss", "test_accuracy",
   "ema_test_loss", "ema_test_accuracy", "time", ...}`` (the EMA keys when an EMA is kept)
@@ -86,7 +86,6 @@ class MetricsLogger:
         self._file: IO[str] | None = None
         self._bar = None
         self._total: int | None = None
-        self._start_step = 0
         self._t0: float | None = None
         self._last_step: dict | None = None
         self._first_step: int | None = None
@@ -118,7 +117,7 @@ class MetricsLogger:
         isatty = getattr(self._out(), "isatty", None)
         return bool(isatty and isatty())
 
-    def start(self, total_steps: int | None = None, start_step: int = 0, **info: Any) -> None:
+    def start(self, total_steps: int | None = None, start_step: int | None = None, **info: Any) -> None:
         """Begin a run (or its resumption at ``start_step``) of ``total_steps`` steps in all.
 
         Extra keyword arguments (``world_size``, ``global_batch_size``,
@@ -127,10 +126,11 @@ class MetricsLogger:
         if not self.is_main:
             return
         self._total = total_steps
-        self._start_step = int(start_step)
         self._t0 = time.time()
-        self._write({"kind": "start", "time": self._t0, "start_step": start_step,
-                     "total_steps": total_steps, **info})
+        record = {"kind": "start", "time": self._t0, "total_steps": total_steps, **info}
+        if start_step is not None:  # else the first logged step tells
+            record["start_step"] = int(start_step)
+        self._write(record)
 
     def _open_bar(self, initial: int) -> None:
         """The tqdm bar, opened at the first step (a resumed run starts part-way)."""
