@@ -368,3 +368,44 @@ def test_eval_when_the_stored_data_path_is_gone(capsys, checkpoint, tmp_path):
     code, out, err = run(capsys, "eval", str(moved), "--data", "fashion_mnist", "--json")
     assert code == EXIT_OK, err
     assert json.loads(out)["accuracy"] == pytest.approx(_reference(params, x, y)[1], abs=1e-12)
+
+
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
+    import signal
+    import time
+
+    pytest.importorskip("distnet.trainer")
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB.replace("steps = 4", "steps = 100000").replace("eval_every = 2", "eval_every = 100000"))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "distnet", "train", str(job), "--run-dir", str(run_dir),
+                             "--progress", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        metrics = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline:  # wait until training is under way
+            if metrics.exists() and '"kind":"step"' in metrics.read_text():
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err and "Traceback" not in err
+    from distnet.checkpoint import load
+    from distnet.metrics import read_metrics
+
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.h5"))
+    assert ckpts, "no checkpoint saved on Ctrl-C"
+    saved = load(ckpts[-1]).step
+    recs = read_metrics(run_dir)
+    assert recs[-1]["kind"] == "end" and recs[-1]["status"] == "interrupted"
+    logged = max(r["step"] for r in recs if r["kind"] == "step")
+    # The interrupt may land between an update and its log line: the checkpoint is never behind.
+    assert saved >= 1 and logged in (saved - 1, saved)
+    assert main(["train", str(job), "--run-dir", str(run_dir), "--resume", "--progress", "none",
+                 "--set", f"train.steps={saved + 3}"]) == EXIT_OK
+    steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
+    assert steps == list(range(1, logged + 1)) + list(range(saved + 1, saved + 4))
