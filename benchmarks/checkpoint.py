@@ -90,7 +90,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 def report(label: str, seconds: tuple[float, float], nbytes: int, baseline: float | None = None) -> None:
     med, best = seconds
     mb = nbytes / 1e6
-    line = f"{label:<44} {med:7.3f} s  {mb / med:8.1f} MB/s   (best {best:.3f} s, {mb / best:.1f} MB/s)"
+    line = f"{label:<52} {med:7.3f} s  {mb / med:8.1f} MB/s   (best {best:.3f} s, {mb / best:.1f} MB/s)"
     if baseline is not None:
         line += f"   ratio {med / baseline:.2f}x"
     print(line, flush=True)
@@ -130,25 +130,33 @@ def main() -> None:
 
 
 def sweep(state, arrays, nbytes, directory, repeats, np_write) -> None:
-    print("\n-- where the time goes --")
+    """Where the time goes: the digest alone, and the bare HDF5 write (no
+    digest) for several chunk sizes, chunk-cache settings and format bounds,
+    all interleaved with numpy.save."""
+    print("\n-- where the time goes (interleaved; ratios against numpy.save of this run) --")
     header = header_items(state)
-    report("SHA-256 digest alone", timed(lambda: compute_digest(arrays.items(), header), repeats), nbytes)
     tmp = os.path.join(directory, "sweep.h5")
-    digest = "0" * 64
+    npy = os.path.join(directory, "sweep.npy")
     slots = sorted(state.optimizer["slots"])
 
-    def raw_write(chunk_bytes, libver):
+    def raw_write(chunk_bytes, libver=writer_module.LIBVER, rdcc=0):
         def run():
-            writer_module._write_file(tmp, arrays, header, lambda: digest, slots, chunk_bytes, libver)
+            writer_module._write_file(tmp, arrays, header, lambda: "0" * 64, slots,
+                                      chunk_bytes, libver, rdcc)
             fsync_file(tmp)
         return run
 
+    runs = {"numpy.save + fsync": lambda: numpy_save(npy, arrays),
+            "SHA-256 digest alone": lambda: compute_digest(arrays.items(), header)}
     for mib in (0.25, 1, 4, 16, 64):
-        report(f"h5 write + fsync, chunks {mib:g} MiB (no digest)",
-               timed(raw_write(int(mib * 2 ** 20), writer_module.LIBVER), repeats), nbytes, np_write)
-    for libver in (("earliest", "latest"), ("v108", "v108"), ("latest", "latest")):
-        report(f"h5 write + fsync, libver {libver[0]}, 4 MiB",
-               timed(raw_write(CHUNK_BYTES, libver), repeats), nbytes, np_write)
+        runs[f"h5 write + fsync, {mib:g} MiB chunks"] = raw_write(int(mib * 2 ** 20))
+    runs["h5 write + fsync, 1 MiB chunks, 1 MiB chunk cache"] = raw_write(2 ** 20, rdcc=2 ** 20)
+    for libver in (("earliest", "latest"), ("v110", "v110"), ("latest", "latest")):
+        runs[f"h5 write + fsync, 1 MiB chunks, libver {libver[0]}"] = raw_write(2 ** 20, libver)
+    times = timed_together(runs, repeats)
+    base = times["numpy.save + fsync"][0]
+    for name, t in times.items():
+        report(name, t, nbytes, None if name.startswith("numpy") else base)
 
 
 if __name__ == "__main__":
