@@ -174,6 +174,9 @@ def test_sigkill_of_one_rank_ends_the_job():
     took = fail_time(run)
     assert run.returncode != 0, run.describe()
     assert took < EXIT_LIMIT, run.describe()
+    # hydra reports the killed rank once (its banner goes to stdout).
+    assert run.output.count("BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES") == 1, run.describe()
+    assert "Killed (signal 9)" in run.output, run.describe()
     assert not run.values("DONE"), run.describe()
 
 
