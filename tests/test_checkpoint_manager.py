@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import h5py
 import numpy as np
@@ -50,8 +51,11 @@ def test_save_names_files_by_step_and_latest_is_highest(tmp_path):
     mgr = CheckpointManager(tmp_path, max_to_keep=None)
     assert mgr.latest() is None and mgr.restore_latest() is None
     for step in (5, 100, 20):
-        path = mgr.save(make_state(step))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = mgr.save(make_state(step))
         assert os.path.basename(path) == checkpoint_name(step)
+        assert len(caught) == (step == 20)  # 20 is saved after 100
     assert checkpoint_name(100) == "ckpt-00000100.h5"
     assert checkpoint_name(123456789) == "ckpt-123456789.h5"
     assert [os.path.basename(p) for p in mgr.checkpoints()] == \
@@ -221,3 +225,16 @@ def test_same_step_overwrites(tmp_path):
     assert names(tmp_path) == ["ckpt-00000005.h5"]
     got = mgr.restore_latest()
     assert got.params["dense/bias"].tobytes() == make_state(5, seed=2).params["dense/bias"].tobytes()
+
+
+def test_saving_an_older_step_keeps_it_and_warns(tmp_path):
+    mgr = CheckpointManager(tmp_path, max_to_keep=2)
+    mgr.save(make_state(100))
+    mgr.save(make_state(200))
+    with pytest.warns(CheckpointWarning, match="newer checkpoints exist.*ckpt-00000200.h5"):
+        path = mgr.save(make_state(150))
+    assert os.path.exists(path)
+    assert names(tmp_path) == ["ckpt-00000150.h5", "ckpt-00000200.h5"]
+    with pytest.warns(CheckpointWarning):
+        mgr.save(make_state(50))   # the oldest, yet never deleted right after saving
+    assert "ckpt-00000050.h5" in names(tmp_path)

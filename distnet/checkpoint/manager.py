@@ -132,14 +132,20 @@ class CheckpointManager:
                     pass
                 raise CheckpointError(f"checkpoint {path} failed verification after writing and was "
                                       f"removed; older checkpoints are kept: {err}") from err
-        self._rotate()
+        self._rotate(path)
         return path
 
-    def _rotate(self) -> None:
+    def _rotate(self, just_written: str) -> None:
+        found = self.checkpoints()
+        newer = found[found.index(just_written) + 1:] if just_written in found else []
+        if newer:
+            # e.g. a run resumed from an older file after a corrupt newest one
+            warnings.warn(f"saved {just_written}, but newer checkpoints exist ({', '.join(newer)}): "
+                          "latest() still returns the newest", CheckpointWarning, stacklevel=3)
         if self.max_to_keep is None:
             return
-        found = self.checkpoints()
         doomed = found[:-self.max_to_keep] if len(found) > self.max_to_keep else []
+        doomed = [p for p in doomed if p != just_written]  # never the file just saved
         for path in doomed:
             try:
                 os.unlink(path)
