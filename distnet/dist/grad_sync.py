@@ -1,12 +1,19 @@
-"""Sample-weighted gradient averaging over ranks, in preallocated flat buffers.
+"""Sample-weighted gradient averaging over ranks, in one preallocated flat buffer.
 
 Each rank computes the gradient of its *mean* loss over its own ``n_r``
-samples.  The synchroniser packs ``n_r * grad`` of every variable into one
-contiguous float32 buffer (or a few buckets), all-reduces it in place and
-divides by ``sum(n_r)``: the result is the mean over the whole global batch,
-exact however unevenly the samples are spread (a rank with 0 samples
-contributes zeros).  This is the gradient a single process would compute on
-the same global batch.
+samples.  The synchroniser packs ``n_r / N * grad`` of every variable (``N``
+the global batch, when known; else ``n_r * grad`` and a division by the
+all-reduced ``N`` afterwards) into one contiguous float32 buffer, all-reduces
+it in place (in one call, or in consecutive bucket slices) and returns views
+of it: the mean over the whole global batch, exact however unevenly the
+samples are spread (a rank with 0 samples contributes zeros).  This is the
+gradient a single process computes on the same global batch.
+
+Buffer layout: ``[count, scalars..., gradients in sorted-name order]``.  A
+caller can compute its gradients straight into :meth:`GradientSynchronizer.grad_views`
+(no packing copy) and, with ``prescaled=True``, already scaled by ``n_r / N``
+(no scaling pass either); what is left is the all-reduce and one pass for
+the non-finite check.
 
 Scalars that must be global (loss sum, correct count) ride in the same
 buffer, so metrics cost no extra round trip; they are summed, not averaged.
@@ -15,11 +22,10 @@ Regularization: a term that depends only on the weights (L1/L2, weight
 decay) has the same gradient on every rank, because the weights are
 identical.  It must enter the update exactly once.  Compute it on every rank
 from the weights and pass it as ``regularization_grads``: it is added
-*after* the averaging (Horovod/DDP average the data term; adding the
-weight term after keeps it out of the sample weighting, and a rank with 0
-samples still gets it).  Passing it inside ``grads`` would weight it by the
-sample counts too, which also gives it once (the weights sum to 1) but wastes
-bandwidth and breaks when the global batch is empty.
+*after* the averaging, once, identically on every rank (Horovod and DDP
+average whatever the loss holds; we keep the weight term out of the
+all-reduce, so it is not rounded through the sample weighting, costs no
+bandwidth, and the data term alone carries the sample counts).
 """
 from __future__ import annotations
 
