@@ -22,7 +22,8 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     """Turn metrics records into ``{name: (steps, values)}`` curves.
 
     A step logged twice (a run resumed from an earlier checkpoint) keeps
-    its latest value.  Curves: ``loss``, ``reg_loss``, ``lr``,
+    its latest value.  Curves: ``loss`` (total), ``base_loss`` (total minus
+    regularization), ``reg_loss``, ``lr``,
     ``train_accuracy`` (when steps carry ``accuracy``), ``test_loss``,
     ``test_accuracy``, ``ema_test_loss``, ``ema_test_accuracy``.
     """
@@ -39,8 +40,14 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
             value = rec.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 by_name.setdefault(name, {})[int(rec["step"])] = float(value)
-    return {name: (sorted(points), [points[s] for s in sorted(points)])
-            for name, points in by_name.items()}
+    out = {name: (sorted(points), [points[s] for s in sorted(points)])
+           for name, points in by_name.items()}
+    if "loss" in out:
+        # The data term alone (what the test loss measures): total minus regularization.
+        reg = by_name.get("reg_loss", {})
+        steps, values = out["loss"]
+        out["base_loss"] = (steps, [v - reg.get(s, 0.0) for s, v in zip(steps, values)])
+    return out
 
 
 def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
@@ -84,9 +91,14 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
     single = len(runs) == 1
     for c, name, color in zip(runs, names, colors):
         tag = "" if single else f"{name}: "
-        # Loss: train (solid), regularization part (dotted), test (dashed, markers), EMA (dash-dot).
-        _line(ax_loss, c, "loss", f"{tag}train loss", color, "-", alpha=0.8, smooth=True)
-        if single and any(v != 0 for v in c.get("reg_loss", ((), ()))[1]):
+        # Loss: train data term (solid), total and regularization (single run, when there is
+        # regularization), test (dashed, markers), EMA (dash-dot).  Test losses have no
+        # regularization term, so the train curve to compare them with is the data term.
+        has_reg = any(v != 0 for v in c.get("reg_loss", ((), ()))[1])
+        _line(ax_loss, c, "base_loss", f"{tag}train loss" + (" (without reg.)" if has_reg else ""),
+              color, "-", alpha=0.8, smooth=True)
+        if single and has_reg:
+            _line(ax_loss, c, "loss", "train total loss", "C4", "--", smooth=True)
             _line(ax_loss, c, "reg_loss", "regularization loss", "C3", ":")
         _line(ax_loss, c, "test_loss", f"{tag}test loss", color if not single else "C1", "--", marker="o")
         _line(ax_loss, c, "ema_test_loss", f"{tag}EMA test loss", color if not single else "C2", "-.",

@@ -39,7 +39,7 @@ def png_size(path) -> tuple[int, int]:
 def test_curves_keep_the_latest_value_of_a_repeated_step():
     recs = [
         {"kind": "start", "time": 0.0},
-        {"kind": "step", "step": 1, "loss": 3.0, "reg_loss": 0.0, "lr": 0.1},
+        {"kind": "step", "step": 1, "loss": 3.0, "reg_loss": 0.5, "lr": 0.1},
         {"kind": "step", "step": 2, "loss": 2.0, "reg_loss": 0.0, "lr": 0.1, "accuracy": 0.5},
         {"kind": "step", "step": 2, "loss": 1.5, "reg_loss": 0.0, "lr": 0.05},  # resumed from step 1
         {"kind": "eval", "step": 2, "test_loss": 1.75, "test_accuracy": 0.25, "ema_test_accuracy": 0.375},
@@ -47,6 +47,8 @@ def test_curves_keep_the_latest_value_of_a_repeated_step():
     ]
     c = curves(recs)
     assert c["loss"] == ([1, 2], [3.0, 1.5])
+    assert c["base_loss"] == ([1, 2], [2.5, 1.5])
+    assert c["reg_loss"] == ([1, 2], [0.5, 0.0])
     assert c["lr"] == ([1, 2], [0.1, 0.05])
     assert c["train_accuracy"] == ([2], [0.5])
     assert c["test_loss"] == ([2], [1.75])
