@@ -409,3 +409,29 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
                  "--set", f"train.steps={saved + 3}"]) == EXIT_OK
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
     assert steps == list(range(1, logged + 1)) + list(range(saved + 1, saved + 4))
+
+
+@pytest.mark.parametrize("point_at", ["file", "directory"])
+def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
+    pytest.importorskip("distnet.trainer")
+    from distnet.data import write_hdf5_dataset
+    from distnet.metrics import read_metrics
+
+    rng = np.random.default_rng(2)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 60), ("test", 20)):
+        write_hdf5_dataset(data / f"toy-{split}.h5", rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+                           rng.integers(0, 3, n), num_classes=3)
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB.replace("units = 10", "units = 3").replace(
+        'name = "fashion_mnist"\ntrain_samples = 300\ntest_samples = 100',
+        'path = "data/toy-train.h5"' if point_at == "file" else 'path = "data"'))
+    code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run"), "--progress", "none")
+    assert code == EXIT_OK, err
+    evals = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "eval"]
+    assert evals and evals[-1]["test_samples"] == 20
+    job.write_text(job.read_text().replace("units = 3", "units = 10"))
+    code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run2"))
+    assert code == EXIT_BAD_INPUT
+    assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
