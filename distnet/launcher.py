@@ -57,12 +57,14 @@ Signals and failures
     mpiexec runs in its own process group.  SIGINT / SIGTERM received by the
     launcher are forwarded to it (hydra forwards them to every rank), so
     Ctrl-C stops the whole job; if mpiexec is still alive ``stop_grace``
-    seconds later it is killed.  When hydra reports a failed rank (its ``BAD
-    TERMINATION`` banner, or an ``MPI_Abort``) but cannot finish its clean-up
-    -- a host became unreachable and hydra waits for its proxy forever -- the
-    launcher stops mpiexec ``failure_grace`` seconds later, says so on
-    stderr and returns a non-zero status.  mpiexec's output is relayed as it
-    comes.
+    seconds later it is killed.  When a rank failed -- hydra printed its
+    ``BAD TERMINATION`` banner or a rank called ``MPI_Abort``, or one of
+    hydra's per-host proxies ended while mpiexec keeps running -- but hydra
+    cannot finish its clean-up (a host became unreachable and hydra waits for
+    its proxy forever), the launcher stops mpiexec ``failure_grace`` seconds
+    later, says so on stderr and returns a non-zero status.  (The ranks of a
+    healthy job end together, so their proxies do too.)  mpiexec's output is
+    relayed as it comes.
 
 Example:
     >>> from distnet.launcher import build_mpiexec_command
@@ -400,6 +402,7 @@ def launch(
     for relay in relays:
         relay.start()
 
+    proxies = _ProxyWatch(proc.pid)
     received: list[int] = []
 
     def forward(signum, _frame) -> None:
@@ -425,6 +428,8 @@ def launch(
             now = time.monotonic()
             if deadline is None and received:
                 deadline, why = now + stop_grace, "after the interrupt"
+            if deadline is None and not failed.is_set() and proxies.one_ended():
+                failed.set()
             if deadline is None and failed.is_set():
                 deadline, why = now + failure_grace, "after a rank failed"
             if deadline is not None and now > deadline:
@@ -432,7 +437,7 @@ def launch(
                 _say(err, f"distnet launch: mpiexec did not finish within "
                           f"{stop_grace if received else failure_grace:g} s {why} (a host may "
                           f"be unreachable); stopping it")
-                _stop(proc)
+                _stop(proc, term_wait=min(5.0, stop_grace if received else failure_grace))
                 break
     finally:
         for sig, handler in previous.items():
@@ -447,6 +452,44 @@ def launch(
     if stopped_by_us and code == 0:
         code = EXIT_STOPPED
     return code
+
+
+class _ProxyWatch:
+    """Notice when one of mpiexec's children (a host's proxy, or its ssh/agent) has ended.
+
+    hydra starts one child per host; they end together when the job ends.  One
+    that ended while mpiexec keeps running means its host's ranks are gone and
+    hydra is cleaning up -- which never finishes when another host cannot be
+    reached.  Linux only (``/proc/PID/task/TID/children``); elsewhere it never
+    fires and the failure banners alone start the grace period.
+    """
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        self.pid, self.every = pid, every
+        self.seen: set[int] = set()
+        self.next_look = 0.0
+
+    def _children(self) -> set[int] | None:
+        found: set[int] = set()
+        try:
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                with open(f"/proc/{self.pid}/task/{tid}/children") as f:
+                    found.update(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            return None
+        return found
+
+    def one_ended(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_look:
+            return False
+        self.next_look = now + self.every
+        children = self._children()
+        if children is None:
+            return False
+        ended = bool(self.seen - children)
+        self.seen |= children
+        return ended
 
 
 def _say(stream: BinaryIO, message: str) -> None:

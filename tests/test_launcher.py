@@ -234,7 +234,44 @@ def test_mpiexec_hung_after_a_failure_is_stopped(tmp_path):
     elapsed = time.monotonic() - start
     assert code != 0
     assert "did not finish within 0.5 s after a rank failed" in err.getvalue().decode()
-    assert elapsed < 15  # grace, then SIGTERM (ignored) for 5 s, then SIGKILL
+    assert elapsed < 10  # grace, then SIGTERM (ignored) for 0.5 s, then SIGKILL
+
+
+FAKE_MPIEXEC_LOSING_A_PROXY = """\
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+quick = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+quick.wait()  # one host's proxy is gone; the other host never answers
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_mpiexec_hung_after_a_proxy_ended_is_stopped(tmp_path):
+    fake = tmp_path / "mpiexec"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_MPIEXEC_LOSING_A_PROXY}")
+    fake.chmod(0o755)
+    err = io.BytesIO()
+    code = launch(["x"], num_workers=1, mpiexec=str(fake), env=_clean_env(),
+                  failure_grace=0.5, stdout=io.BytesIO(), stderr=err)
+    assert code != 0
+    assert "after a rank failed" in err.getvalue().decode()
+
+
+def test_healthy_job_is_not_stopped(tmp_path):
+    # children that end together with mpiexec are a normal end
+    fake = tmp_path / "mpiexec"
+    fake.write_text(f"#!{sys.executable}\nimport subprocess, sys, time\n"
+                    f"ps = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1.5)'])"
+                    f" for _ in range(2)]\n"
+                    f"[p.wait() for p in ps]\nprint('finished', flush=True)\n")
+    fake.chmod(0o755)
+    out, err = io.BytesIO(), io.BytesIO()
+    code = launch(["x"], num_workers=1, mpiexec=str(fake), env=_clean_env(),
+                  failure_grace=0.5, stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert out.getvalue() == b"finished\n" and err.getvalue() == b""
 
 
 @pytest.mark.parametrize("grace", [0, -1.0, True, "10"])

@@ -1,0 +1,242 @@
+"""Jobs across hosts, played by network namespaces (see tests/netns.py).
+
+Three namespaces joined by a bridge stand for three machines (10.201.0.1-3,
+addresses that exist only inside them).  Jobs go through the hostfile path of
+the launcher, with a remote-start agent that enters the host's namespace
+where ssh would log in to the machine.  What makes MPICH use the network
+between them (all of them found by trying, documented in launch/README.md):
+
+* the hostfile lists addresses: the namespaces share ``/etc/hosts`` and the
+  host name, so names would not tell them apart;
+* ``mpiexec`` itself runs inside the first host's namespace, so the proxies
+  can reach its control port; hydra starts the proxy of a host whose
+  address is local by fork, the others through the agent;
+* ``HYDRA_IFACE=eth0`` (``-iface``) binds hydra's traffic to the host link;
+* ``UCX_TLS=tcp,self`` and ``UCX_NET_DEVICES=eth0``: UCX (the default netmod
+  of the mpich wheel) sees one kernel and would otherwise use shared memory
+  between "hosts" -- a cut link then changes nothing.  The switch's port
+  counters check that the data did cross the links.
+
+Skipped, with the reason printed, only where namespaces cannot be made (not
+root, no ``ip``).  The namespaces are deleted at the end, also on failure.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import netns  # noqa: E402  (test helper beside this file)
+
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).parent / "mpi_scripts_multihost" / "allreduce_check.py"
+JOB = REPO / "examples" / "jobs" / "mlp.toml"
+SHORT = ["--set", "train.steps=8", "--set", "train.batch_size=60", "--set", "train.eval_every=8",
+         "--set", "train.log_every=1"]
+CUT_WITHIN = 60.0
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        print(f"\nmulti-host test skipped: {reason}")
+        pytest.skip(reason)
+    c = netns.NetnsCluster(3)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def files(cluster, tmp_path_factory):
+    d = tmp_path_factory.mktemp("multihost")
+    return {"dir": d, "hostfile": cluster.write_hostfile(d / "hosts"),
+            "agent": cluster.write_agent(d / "agent.sh")}
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "HYDRA_", "UCX_", "FI_", "OMP_", "OPENBLAS_", "MKL_"))}
+    env.update(PYTHONUNBUFFERED="1", UCX_TLS="tcp,self", UCX_NET_DEVICES="eth0",
+               UCX_LOG_LEVEL="error")
+    env.update(extra)
+    return env
+
+
+def _run(cmd, env, timeout=120.0) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd} did not finish in {timeout} s\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _steps(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "step"]
+
+
+def _last_checkpoint_params(run_dir: Path) -> dict:
+    import h5py
+
+    path = sorted(glob.glob(str(run_dir / "checkpoints" / "*.h5")))[-1]
+    params = {}
+    with h5py.File(path, "r") as f:
+        f["params"].visititems(lambda name, obj: params.__setitem__(name, obj[()])
+                               if isinstance(obj, h5py.Dataset) else None)
+    return params
+
+
+LAUNCH_SCRIPT = """\
+import sys
+from distnet.launcher import launch
+hostfile, agent, script, *args = sys.argv[1:]
+sys.exit(launch(args, hostfile=hostfile, launcher_exec=agent, iface="eth0", entry=[script],
+                failure_grace=5))
+"""
+
+
+def test_allreduce_crosses_the_links(cluster, files):
+    before = [cluster.port_bytes(i) for i in range(3)]
+    r = _run(cluster.in_host(0) + [sys.executable, "-c", LAUNCH_SCRIPT, str(files["hostfile"]),
+                                   str(files["agent"]), str(SCRIPT), "20"],
+             _env(DISTNET_TEST_IFACE="eth0"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # (hydra may join the ranks' lines: match, do not split)
+    where = sorted(re.findall(r"rank \d of 3 on (\S+?) threads", r.stdout))
+    assert where == cluster.addresses  # one rank in each namespace
+    assert "step 19 sum 60" in r.stdout  # 3*19 + 0+1+2
+    assert all(f"ok rank {k}" in r.stdout for k in range(3))
+    # 20 all-reduces of 8 kB: every host's link carried them (not shared memory)
+    moved = [cluster.port_bytes(i) - b for i, b in zip(range(3), before)]
+    assert min(moved) > 100_000, moved
+
+
+def test_training_across_hosts_matches_single_process(cluster, files):
+    single, multi = files["dir"] / "single", files["dir"] / "multi"
+    base = [sys.executable, "-m", "distnet", "train", str(JOB), *SHORT, "--progress", "plain"]
+    r1 = _run(base + ["--run-dir", str(single)], _env())
+    assert r1.returncode == 0, r1.stdout + r1.stderr
+    before = cluster.port_bytes(2)
+    # the user's command, with the agent chosen through hydra's environment variable
+    r3 = _run(cluster.in_host(0) + base + ["--hostfile", str(files["hostfile"]),
+                                           "--run-dir", str(multi)],
+              _env(HYDRA_LAUNCHER_EXEC=str(files["agent"]), HYDRA_IFACE="eth0"))
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    assert "on 3 rank(s)" in r3.stdout + r3.stderr
+    assert cluster.port_bytes(2) - before > 1_000_000  # gradients crossed host 3's link
+    s1, s3 = _steps(single), _steps(multi)
+    assert [r["step"] for r in s1] == [r["step"] for r in s3] == list(range(1, 9))
+    np.testing.assert_allclose([r["loss"] for r in s3], [r["loss"] for r in s1], rtol=1e-5)
+    p1, p3 = _last_checkpoint_params(single), _last_checkpoint_params(multi)
+    assert sorted(p1) == sorted(p3) and len(p1) == 6
+    for name in p1:
+        np.testing.assert_allclose(p3[name], p1[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"job ended before step {step}: {proc.returncode}")
+        try:
+            if any(r["step"] >= step for r in _steps(run_dir)):
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no step {step} within {timeout} s")
+
+
+def _cut_mid_run(cluster, cmd, env, run_dir: Path | None, ready) -> dict:
+    """Start ``cmd`` in host 1, cut host 3's link once ``ready(proc)``, time the end."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        ready(proc)
+        cluster.cut(2)
+        cut_at = time.monotonic()
+        try:
+            out, _ = proc.communicate(timeout=CUT_WITHIN + 30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        took = time.monotonic() - cut_at
+        time.sleep(3)  # let the processes of the job end
+        left = cluster.pids()
+        return {"code": proc.returncode, "took": took, "output": out, "left": left}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        cluster.close_processes()
+        cluster.restore(2)
+
+
+@pytest.fixture(scope="module")
+def cut_allreduce(cluster, files):
+    cmd = cluster.in_host(0) + [sys.executable, "-c", LAUNCH_SCRIPT, str(files["hostfile"]),
+                                str(files["agent"]), str(SCRIPT), "100000", "0.02", "4"]
+
+    def ready(proc):
+        line = ""
+        while not line.startswith("step 20 "):
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError("job ended before step 20")
+
+    return _cut_mid_run(cluster, cmd, _env(), None, ready)
+
+
+def test_cut_link_ends_an_mpi_job_and_every_process(cut_allreduce):
+    r = cut_allreduce
+    assert r["code"] != 0, r["output"]
+    assert r["took"] < CUT_WITHIN, r
+    assert "stalled for 4 s" in r["output"]
+    assert r["left"] == [], r
+
+
+@pytest.fixture(scope="module")
+def cut_training(cluster, files):
+    run_dir = files["dir"] / "cut"
+    cmd = cluster.in_host(0) + [
+        sys.executable, "-m", "distnet", "train", str(JOB), "--hostfile", str(files["hostfile"]),
+        "--set", "train.steps=100000", "--set", "train.batch_size=60", "--set",
+        "train.log_every=1", "--set", "dist.stall_timeout=10", "--run-dir", str(run_dir),
+        "--progress", "plain"]
+    env = _env(HYDRA_LAUNCHER_EXEC=str(files["agent"]), HYDRA_IFACE="eth0")
+    return _cut_mid_run(cluster, cmd, env, run_dir,
+                        lambda proc: _wait_for_step(run_dir, 3, proc, timeout=60))
+
+
+def test_cut_link_stops_training_with_a_clear_error(cut_training):
+    r = cut_training
+    assert r["code"] != 0, r["output"]
+    assert r["took"] < CUT_WITHIN, r
+    assert "rank 2 silent since step" in r["output"], r["output"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the rank on the cut-off host lives on: its watchdog calls MPI_Abort, which returns when "
+    "hydra cannot be reached, and the thread ends while the main thread waits in "
+    "MPI_Allreduce forever; distnet.dist.mpi abort() needs os._exit after MPI_Abort"))
+def test_cut_link_leaves_no_training_process(cut_training):
+    assert cut_training["left"] == [], cut_training
