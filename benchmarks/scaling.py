@@ -1,0 +1,149 @@
+"""Data-parallel scaling of the reference conv net: step time on 1 rank vs N.
+
+Run the same command with and without mpiexec, one BLAS thread per rank:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/scaling.py --batch 200
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python benchmarks/scaling.py --batch 200
+
+or let it launch both, side by side, in alternation (the fair way on a shared
+machine):
+
+    python benchmarks/scaling.py --compare 2 --batch 200
+
+Definitions printed:
+  * step time: median wall time of a synchronized training step (forward,
+    backward, gradient all-reduce, Adam update) at global batch B;
+  * sync time: median time inside the gradient all-reduce of a step, beside a
+    bare in-place ``MPI.Allreduce`` of the same number of bytes in the same run;
+  * scaling efficiency = (1-rank step time at B) / (N-rank step time at B) / N,
+    as a percentage — 100% means N ranks process the global batch N times
+    faster.
+
+The reference conv net: conv 5x5x32 SAME + relu + max-pool 2 -> dense 1024
+relu -> dense 10, softmax cross-entropy, Adam, float32, 28x28x1 inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def reference_net(seed: int = 0):
+    import distnet
+    from distnet import layers
+
+    return distnet.Sequential([
+        layers.Conv2D(32, 5, padding="same", activation="relu"),
+        layers.MaxPool2D(2),
+        layers.Flatten(),
+        layers.Dense(1024, activation="relu"),
+        layers.Dense(10),
+    ], input_shape=(28, 28, 1), seed=seed)
+
+
+def measure(batch: int, steps: int, warmup: int) -> dict | None:
+    import distnet
+    from distnet.data import ArrayDataset
+    from distnet.trainer import Trainer
+
+    comm = distnet.dist.get_communicator("auto")
+    rng = np.random.default_rng(0)
+    n = batch * (steps + warmup)
+    data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
+    trainer = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
+                      global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None)
+
+    sync_times: list[float] = []
+    original = trainer.sync.sync
+
+    def timed_sync(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync_times.append(time.perf_counter() - t0)
+        return out
+
+    trainer.sync.sync = timed_sync
+    step_times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_step(_trainer, _record):
+        now = time.perf_counter()
+        step_times.append(now - last[0])
+        last[0] = now
+
+    trainer.callbacks.append(on_step)
+    comm.barrier()
+    last[0] = time.perf_counter()
+    trainer.fit()
+
+    bare = []
+    if comm.size > 1:
+        buf = np.ones(trainer.sync.nbytes // 4, dtype=np.float32)
+        for _ in range(steps):
+            comm.barrier()
+            t0 = time.perf_counter()
+            comm.allreduce_(buf)
+            bare.append(time.perf_counter() - t0)
+    result = {
+        "ranks": comm.size, "batch": batch, "steps": steps,
+        "step_ms": 1e3 * float(np.median(step_times[warmup:])),
+        "sync_ms": 1e3 * float(np.median(sync_times[warmup:])),
+        "bare_allreduce_ms": 1e3 * float(np.median(bare)) if bare else None,
+        "sync_mbytes": trainer.sync.nbytes / 1e6,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"),
+    }
+    return result if comm.rank == 0 else None
+
+
+def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    me = [sys.executable, __file__, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup), "--json"]
+    runs: dict[int, list[dict]] = {1: [], nranks: []}
+    for _ in range(rounds):  # alternate, so both see the same machine load
+        for n in (1, nranks):
+            cmd = me if n == 1 else [mpiexec, "-n", str(n), *me]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            runs[n].append(json.loads(out.strip().splitlines()[-1]))
+    t1 = float(np.median([r["step_ms"] for r in runs[1]]))
+    tn = float(np.median([r["step_ms"] for r in runs[nranks]]))
+    sync = float(np.median([r["sync_ms"] for r in runs[nranks]]))
+    bare = float(np.median([r["bare_allreduce_ms"] for r in runs[nranks]]))
+    mb = runs[nranks][0]["sync_mbytes"]
+    print(f"reference conv net, global batch {batch}, {steps} timed steps x {rounds} alternating rounds, "
+          f"1 BLAS thread per rank")
+    print(f"  1 rank : {t1:8.1f} ms/step  ({batch / t1 * 1e3:7.0f} samples/s)")
+    print(f"  {nranks} ranks: {tn:8.1f} ms/step  ({batch / tn * 1e3:7.0f} samples/s)")
+    print(f"  scaling efficiency = T1 / (T{nranks} * {nranks}) = {100 * t1 / (tn * nranks):.1f} %")
+    print(f"  gradient sync: {sync:.2f} ms/step vs bare Allreduce of the same {mb:.1f} MB: {bare:.2f} ms "
+          f"-> {sync / bare:.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compare", type=int, default=None, metavar="N",
+                        help="launch 1 rank and N ranks alternately and print the comparison")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON line (for --compare)")
+    args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args.batch, args.steps, args.warmup, args.rounds)
+        return 0
+    result = measure(args.batch, args.steps, args.warmup)
+    if result is not None:
+        print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
