@@ -151,7 +151,7 @@ def sweep(state, arrays, nbytes, directory, repeats, np_write) -> None:
     for mib in (0.25, 1, 4, 16, 64):
         runs[f"h5 write + fsync, {mib:g} MiB chunks"] = raw_write(int(mib * 2 ** 20))
     runs["h5 write + fsync, 1 MiB chunks, 1 MiB chunk cache"] = raw_write(2 ** 20, rdcc=2 ** 20)
-    for libver in (("earliest", "latest"), ("v110", "v110"), ("latest", "latest")):
+    for libver in (("earliest", "latest"), ("v108", "v108"), ("latest", "latest")):
         runs[f"h5 write + fsync, 1 MiB chunks, libver {libver[0]}"] = raw_write(2 ** 20, libver)
     times = timed_together(runs, repeats)
     base = times["numpy.save + fsync"][0]

@@ -111,14 +111,19 @@ def test_plain_h5py_reads_the_layout(tmp_path):
         assert f["/state"].attrs["epoch"] == 3
         assert f["/state"].attrs["position"] == 4500
         assert f["/state"].attrs["world_size"] == 4
-        assert f["/state"].attrs["config_text"] == state.config_text
+        # Text is fixed-length UTF-8: h5py hands back bytes.
+        assert f["/state"].attrs["config_text"].decode("utf-8") == state.config_text
         assert json.loads(f["/state"].attrs["rng"]) == state.rng
-        assert f["/optimizer"].attrs["name"] == "adam"
+        assert f["/optimizer"].attrs["name"] == b"adam"
         assert f["/optimizer"].attrs["iterations"] == 42
-        assert f.attrs["format"] == "distnet-checkpoint"
+        assert f.attrs["format"] == b"distnet-checkpoint"
         assert f["/state"].attrs["format_version"] == FORMAT_VERSION
-        assert f["/state"].attrs["distnet_version"] == distnet.__version__
+        assert f["/state"].attrs["distnet_version"].decode() == distnet.__version__
         assert len(f.attrs["sha256"]) == 64
+        for group in (f, f["/state"], f["/optimizer"]):
+            for name in group.attrs:
+                tid = h5py.h5a.open(group.id, name.encode()).get_type()
+                assert not (tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()), name
         # Every non-empty, non-scalar array carries a fletcher32 checksum;
         # nothing is stored as an object dtype.
         seen = []
@@ -258,6 +263,7 @@ def test_strict_expected_checks_dtype(tmp_path):
     ({"params": {}, "rng": {"g": object()}}, "rng must hold JSON-able values"),
     ({"params": {}, "metrics": {"loss": "low"}}, r"metrics\['loss'\] must be a number, got str"),
     ({"params": {}, "config_text": b"x"}, "config_text must be a str, got bytes"),
+    ({"params": {}, "config_text": "a\x00b"}, "contains a NUL character"),
     ({"params": {}, "optimizer": {"name": "sgd", "slot": {}}}, "unknown keys"),
     ({"params": {}, "optimizer": {"slots": {"m/x": {}}}}, "must not contain '/'"),
     ({"params": {}, "optimizer": {"hyper": {"lr": [1]}}}, "must be a float or a str, got list"),

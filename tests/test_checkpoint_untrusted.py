@@ -12,7 +12,7 @@ from distnet.checkpoint import (
     compute_digest, expected_from, load, write_checkpoint,
 )
 from distnet.checkpoint import reader
-from distnet.checkpoint.writer import header_items
+from distnet.checkpoint.writer import header_items, set_text_attribute
 from distnet.errors import CheckpointError
 
 
@@ -138,6 +138,12 @@ CASES = {
                                           f["state"].attrs.create("rng", f["params"].ref,
                                                                   dtype=h5py.ref_dtype)),
                             "expected a string or an integer"),
+    "variable-length string attribute": (lambda f, d: (f["state"].attrs.__delitem__("config_text"),
+                                                       f["state"].attrs.__setitem__("config_text", "[job]")),
+                                         "variable-length string"),
+    "variable-length format marker": (lambda f, d: (f.attrs.__delitem__("format"),
+                                                    f.attrs.__setitem__("format", "distnet-checkpoint")),
+                                      "not a scalar fixed-length string"),
     "array attribute": (lambda f, d: f["state"].attrs.__setitem__("step", np.arange(3)),
                         "expected a scalar"),
     "dataset in /state": (lambda f, d: f.create_dataset("state/blob", data=np.zeros(4, "f4"),
@@ -181,7 +187,9 @@ def test_unwritten_chunks_are_rejected(tmp_path, no_data_reads):
     state = base_state()
     state.params["big"] = np.ones(100_000, np.float32)   # makes the file large enough
     path = write_checkpoint(tmp_path / "c.h5", state)
-    edit(path, lambda f: replace(f, "params/dense/bias", shape=(4096,), dtype="f4", chunks=(1024,),
+    # 4 KiB declared, nothing stored: fits in the file's metadata slack, so
+    # only the per-array storage check can catch it.
+    edit(path, lambda f: replace(f, "params/dense/bias", shape=(1024,), dtype="f4", chunks=(256,),
                                  fletcher32=True))
     with pytest.raises(CorruptCheckpointError, match="chunks never written"):
         load(path)
@@ -235,13 +243,18 @@ def _recraft(path, attr_path, value):
     could: the digest detects damage, not malice, so content is still checked."""
     with h5py.File(path, "r+") as f:
         where, name = attr_path.rsplit("/", 1)
-        f[where or "/"].attrs[name] = value
+        if isinstance(value, str):
+            del f[where or "/"].attrs[name]
+            set_text_attribute(f[where or "/"], name, value)
+        else:
+            f[where or "/"].attrs[name] = value
         arrays = []
         f.visititems(lambda n, o: arrays.append((n, o[()])) if isinstance(o, h5py.Dataset) else None)
         state = base_state().validate()
         header = header_items(state)
         header[attr_path] = str(value)
-        f.attrs["sha256"] = compute_digest(arrays, header)
+        del f.attrs["sha256"]
+        set_text_attribute(f, "sha256", compute_digest(arrays, header))
 
 
 @pytest.mark.parametrize("attr_path, value, match", [

@@ -158,7 +158,12 @@ class _Scanner:
             tid = aid.get_type()
             cls = tid.get_class()
             if cls == h5py.h5t.STRING:
-                if not tid.is_variable_str() and tid.get_size() > MAX_TEXT_BYTES:
+                if tid.is_variable_str():
+                    # Variable-length strings live in the unchecksummed global
+                    # heap; the writer never uses them.
+                    raise self.unsafe(f"attribute {path}@{name} is a variable-length string; "
+                                      "expected a fixed-length one")
+                if tid.get_size() > MAX_TEXT_BYTES:
                     raise self.unsafe(f"attribute {path}@{name} is {tid.get_size()} bytes long")
             elif cls != h5py.h5t.INTEGER:
                 raise self.unsafe(f"attribute {path}@{name} has dtype {_type_name(tid)}; "
@@ -310,9 +315,9 @@ def _scalar_attribute(group: h5py.Group, name: str, fname: str) -> Any:
     aid = h5py.h5a.open(group.id, name.encode())
     tid = aid.get_type()
     if aid.shape != () or tid.get_class() not in (h5py.h5t.STRING, h5py.h5t.INTEGER) \
-            or tid.get_size() > 1024:
+            or tid.get_size() > 1024 or (tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()):
         raise UnsafeCheckpointError(f"checkpoint {fname}: attribute {where} is not a "
-                                    "scalar string or integer")
+                                    "scalar fixed-length string or integer")
     return group.attrs[name]
 
 

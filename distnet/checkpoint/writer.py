@@ -29,10 +29,12 @@ from distnet.errors import CheckpointError, InvalidArgumentError
 #: chunks write fastest (they stay in the CPU cache while the checksum is
 #: computed); 4 MiB is ~30 % slower, 64 MiB twice as slow.
 CHUNK_BYTES = 2 ** 20
-#: HDF5 format bounds: 'v108' and later store checksummed object headers and
-#: superblock (so a flipped byte in metadata is detected, not misread), and
-#: every HDF5 since 1.8 reads them.
-LIBVER = ("v108", "v108")
+#: HDF5 format bounds.  'v110' files checksum all their metadata: superblock,
+#: object headers and the chunk index (a fixed array; 'v108' files index
+#: chunks with a version-1 B-tree, which has none), so a damaged byte of
+#: metadata is detected instead of misread or looped on.  Every HDF5 since
+#: 1.10 (2017) reads them.
+LIBVER = ("v110", "v110")
 _DIGEST_MAGIC = b"distnet-checkpoint-digest-v1\n"
 
 
@@ -198,11 +200,13 @@ def write_checkpoint(path: str | os.PathLike, state: CheckpointState, *,
     if not os.path.isdir(directory):
         raise CheckpointError(f"cannot write checkpoint {final}: directory {directory} does not exist")
     header = header_items(state)
-    try:
-        for key, text in header.items():
+    for key, text in header.items():
+        try:
             text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidArgumentError(f"checkpoint text {key} is not encodable as UTF-8: {err}") from None
+        except UnicodeEncodeError as err:
+            raise InvalidArgumentError(f"checkpoint text {key} is not encodable as UTF-8: {err}") from None
+        if "\x00" in text:  # fixed-length HDF5 strings are NUL-padded
+            raise InvalidArgumentError(f"checkpoint text {key} contains a NUL character")
     # (np.ascontiguousarray would turn a 0-d array into a 1-d one)
     arrays = {p: a if a.flags.c_contiguous else a.copy(order="C") for p, a in state.arrays().items()}
     # The digest is computed in a thread while HDF5 writes (hashlib releases
@@ -252,6 +256,18 @@ class _DigestThread:
         return self._value  # type: ignore[return-value]
 
 
+def set_text_attribute(obj: Any, name: str, text: str) -> None:
+    """Store ``text`` as a scalar fixed-length UTF-8 string attribute.
+
+    Fixed length, not variable length: the bytes sit in the object header,
+    which HDF5 checksums, while variable-length strings live in the global
+    heap, which has no checksum (a damaged heap can even hang the HDF5 reader).
+    """
+    raw = text.encode("utf-8")
+    obj.attrs.create(name, data=np.array(raw, dtype=f"S{max(1, len(raw))}"),
+                     dtype=h5py.string_dtype("utf-8", max(1, len(raw))))
+
+
 def _write_file(tmp: str, arrays: Mapping[str, np.ndarray], header: Mapping[str, str],
                 digest: Callable[[], str], slots: list[str], chunk_bytes: int = CHUNK_BYTES,
                 libver: Any = LIBVER, rdcc_nbytes: int = 0) -> None:
@@ -266,8 +282,10 @@ def _write_file(tmp: str, arrays: Mapping[str, np.ndarray], header: Mapping[str,
         for key, text in header.items():
             where, attr = key.rsplit("/", 1)
             obj = groups[where or "/"]
-            # Strings are variable-length UTF-8 (h5dump prints them as text).
-            obj.attrs[attr] = np.int64(text) if key in INT_ATTRIBUTES else text
+            if key in INT_ATTRIBUTES:
+                obj.attrs[attr] = np.int64(text)
+            else:
+                set_text_attribute(obj, attr, text)
         for path, arr in arrays.items():
             chunks = chunk_shape(arr.shape, arr.itemsize, chunk_bytes)
             if chunks is None:
@@ -276,4 +294,4 @@ def _write_file(tmp: str, arrays: Mapping[str, np.ndarray], header: Mapping[str,
                 ds = f.create_dataset(path, shape=arr.shape, dtype=arr.dtype,
                                       chunks=chunks, fletcher32=True)
                 ds.write_direct(arr)
-        f.attrs["sha256"] = digest()
+        set_text_attribute(f, "sha256", digest())
