@@ -25,9 +25,10 @@ from distnet.checkpoint.state import FORMAT_NAME, CheckpointState
 from distnet.errors import CheckpointError, InvalidArgumentError
 
 #: Target size of one HDF5 chunk (each chunk carries its own fletcher32
-#: checksum).  Measured with benchmarks/checkpoint.py --sweep: 0.25-1 MiB
-#: chunks write fastest (they stay in the CPU cache while the checksum is
-#: computed); 4 MiB is ~30 % slower, 64 MiB twice as slow.
+#: checksum).  Measured with benchmarks/checkpoint.py --sweep on a quiet
+#: machine: 0.25-4 MiB chunks write equally fast, 16 MiB ~30 % slower,
+#: 64 MiB twice as slow (the chunk no longer stays in the CPU cache while its
+#: checksum is computed).
 CHUNK_BYTES = 2 ** 20
 #: HDF5 format bounds.  'v110' files checksum all their metadata: superblock,
 #: object headers and the chunk index (a fixed array; 'v108' files index
@@ -271,8 +272,8 @@ def set_text_attribute(obj: Any, name: str, text: str) -> None:
 def _write_file(tmp: str, arrays: Mapping[str, np.ndarray], header: Mapping[str, str],
                 digest: Callable[[], str], slots: list[str], chunk_bytes: int = CHUNK_BYTES,
                 libver: Any = LIBVER, rdcc_nbytes: int = 0) -> None:
-    # rdcc_nbytes=0: no chunk cache, each chunk goes through the filter and to
-    # the file once, with no extra copy (measured ~20 % faster).
+    # rdcc_nbytes=0: no chunk cache; every chunk is written once, whole (the
+    # cache made no measurable difference on a quiet machine).
     with h5py.File(tmp, "w", libver=libver, rdcc_nbytes=rdcc_nbytes) as f:
         groups = {"/": f}
         for name in ("params", "ema", "optimizer", "state"):
