@@ -174,6 +174,43 @@ def test_digest_covers_names_dtypes_shapes_bytes_and_header():
     assert base not in digests and len(digests) == len(variants)
 
 
+def test_digest_follows_the_documented_recipe(tmp_path):
+    """Recompute the stored digest from plain h5py reads, following
+    docs/checkpoints.md, without distnet's code."""
+    import hashlib
+
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    h = hashlib.sha256(b"distnet-checkpoint-digest-v1\n")
+    with h5py.File(path, "r") as f:
+        arrays = []
+        f.visititems(lambda n, o: arrays.append((n, o[()])) if isinstance(o, h5py.Dataset) else None)
+        for name, arr in sorted(arrays, key=lambda item: item[0]):
+            arr = np.asarray(arr)
+            p = name.encode()
+            shape = ",".join(str(d) for d in arr.shape).encode()
+            h.update(b"A%d:%s%s:%s:%d\n" % (len(p), p, arr.dtype.str.encode(), shape, arr.nbytes))
+            h.update(arr.tobytes())
+        attrs = {}
+        for group in ("/", "/optimizer", "/state"):
+            for name, value in f[group].attrs.items():
+                if name != "sha256":
+                    key = f"{group.rstrip('/')}/{name}"
+                    attrs[key] = value if isinstance(value, bytes) else str(int(value)).encode()
+        for key in sorted(attrs):
+            k, v = key.encode(), attrs[key]
+            h.update(b"H%d:%s%d:%s\n" % (len(k), k, len(v), v))
+        assert f.attrs["sha256"].decode() == h.hexdigest()
+
+
+def test_digest_insists_on_sorted_order():
+    from distnet.checkpoint.writer import Digest
+
+    d = Digest()
+    d.add("params/b", np.zeros(1))
+    with pytest.raises(ValueError, match="sorted order"):
+        d.add("params/a", np.zeros(1))
+
+
 def test_changed_array_fails_the_digest(tmp_path):
     path = write_checkpoint(tmp_path / "c.h5", make_state())
     with h5py.File(path, "r+") as f:  # rewritten through HDF5: fletcher32 is recomputed
