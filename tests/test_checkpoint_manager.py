@@ -238,3 +238,53 @@ def test_saving_an_older_step_keeps_it_and_warns(tmp_path):
     with pytest.warns(CheckpointWarning):
         mgr.save(make_state(50))   # the oldest, yet never deleted right after saving
     assert "ckpt-00000050.h5" in names(tmp_path)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from distnet.checkpoint import CheckpointManager, CheckpointState
+    mgr = CheckpointManager(sys.argv[1], max_to_keep=2)
+    first = int(sys.argv[2])
+    big = np.random.default_rng(first).standard_normal(1_000_000).astype(np.float32)  # 4 MB
+    print("ready", flush=True)
+    for step in range(first, first + 10_000):
+        big[0] = step
+        mgr.save(CheckpointState(params={"big": big}, step=step))
+        print(step, flush=True)
+""")
+
+
+def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path, capsys):
+    """Kill a writer with SIGKILL at random moments (some land mid-write):
+    the newest finished file always loads, without any fallback."""
+    import random
+    import signal
+    import time
+
+    rnd = random.Random(1234)
+    last_step, mid_write = 0, 0
+    kills = 6
+    for _ in range(kills):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path), str(last_step + 1)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(rnd.uniform(0.05, 0.6))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            proc.stdout.close()
+        mid_write += any(n.startswith(".ckpt-") for n in names(tmp_path))
+        mgr = CheckpointManager(tmp_path, max_to_keep=2)  # removes the leftover temporary
+        assert not any(n.startswith(".ckpt-") for n in names(tmp_path))
+        if mgr.latest() is None:  # killed before its first save finished
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CheckpointWarning)
+            state = mgr.restore_latest({"big": ((1_000_000,), np.float32)})
+        assert state.step >= last_step and state.params["big"][0] == state.step
+        last_step = state.step
+    assert last_step > 0
+    with capsys.disabled():
+        print(f"\n{kills} SIGKILLs, {mid_write} during a write; newest step {last_step}, always loadable")
