@@ -404,3 +404,11 @@ def test_package_never_unpickles():
         text = source.read_text(encoding="utf-8")
         assert "pickle.load" not in text, source
         assert "allow_pickle=True" not in text, source
+
+
+def test_long_config_text_round_trips(tmp_path):
+    # Past 64 KiB HDF5 moves attributes to its dense storage.
+    text = "".join(f"key_{i} = {i * 7 % 1000}  # ünïcode\n" for i in range(5000))
+    assert len(text.encode()) > 2 ** 17
+    state = CheckpointState(params={"w": np.ones(3, np.float32)}, config_text=text)
+    assert load(write_checkpoint(tmp_path / "c.h5", state)).config_text == text
