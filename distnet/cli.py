@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter)
     f.add_argument("name", metavar="NAME", help="fashion_mnist or mnist")
     f.add_argument("--dest", required=True, metavar="DIR", help="directory to write the files to")
+    f.add_argument("--base-url", metavar="URL",
+                   help="a mirror serving the same file names (default: the official address)")
     c = dsub.add_parser(
         "convert", help="convert an IDX images/labels pair to an HDF5 dataset",
         description=_wrap("Convert an IDX images file and its labels file (raw or .gz) to one HDF5 "
@@ -314,9 +316,8 @@ def _cmd_data(args, parser) -> int:
     if args.data_command == "fetch":
         from distnet.data import fetch
 
-        paths = fetch.fetch(args.name, args.dest)
-        for path in paths or ():
-            print(path)
+        paths = fetch.fetch(args.name, args.dest, args.base_url, log=print)
+        print(f"{args.name}: {len(paths)} files verified in {args.dest}")
         return EXIT_OK
     if args.data_command == "convert":
         from distnet.data import convert_idx_to_hdf5

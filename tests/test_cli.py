@@ -435,3 +435,35 @@ def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run2"))
     assert code == EXIT_BAD_INPUT
     assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
+
+
+def test_data_fetch_from_a_loopback_mirror_with_wrong_files(capsys, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from distnet.data.builtin import EMBEDDED_DIR
+
+    # The embedded subset has the official file names but not their content:
+    # every checksum must fail, with one clear line and exit code 2.
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep stderr for distnet's own line
+            pass
+
+    handler = functools.partial(Quiet, directory=str(EMBEDDED_DIR))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        code, _, err = run(capsys, "data", "fetch", "fashion_mnist", "--dest", str(tmp_path / "fm"),
+                           "--base-url", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == EXIT_BAD_INPUT
+    assert err.startswith("distnet: error: ") and "Traceback" not in err
+    assert "train-images-idx3-ubyte.gz" in err
+    assert not (tmp_path / "fm" / "train-images-idx3-ubyte.gz").exists()  # the bad file is deleted
+    code, _, err = run(capsys, "data", "fetch", "cifar", "--dest", str(tmp_path / "x"))
+    assert code == EXIT_BAD_INPUT and "cifar" in err
