@@ -320,7 +320,6 @@ def test_data_convert(capsys, tmp_path):
 # -- end to end ------------------------------------------------------------------------
 
 def test_train_eval_resume_end_to_end(capsys, tmp_path):
-    pytest.importorskip("distnet.trainer")
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB)
     run_dir = tmp_path / "run"
@@ -374,7 +373,6 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     import signal
     import time
 
-    pytest.importorskip("distnet.trainer")
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB.replace("steps = 4", "steps = 100000").replace("eval_every = 2", "eval_every = 100000"))
     run_dir = tmp_path / "run"
@@ -413,7 +411,6 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
 
 @pytest.mark.parametrize("point_at", ["file", "directory"])
 def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
-    pytest.importorskip("distnet.trainer")
     from distnet.data import write_hdf5_dataset
     from distnet.metrics import read_metrics
 
