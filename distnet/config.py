@@ -142,6 +142,7 @@ class TrainConfig:
     epochs: int | None = None
     steps: int | None = None
     eval_every: int | None = None
+    eval_batch_size: int | None = None
     log_every: int = 100
     micro_batches: int = 1
 
@@ -165,6 +166,8 @@ class DistConfig:
 
     stall_timeout: float = 120.0
     check_every: int | None = None
+    max_bad_steps: int | None = None
+    bucket_bytes: int | None = None
 
 
 @dataclass
@@ -268,9 +271,10 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "ema": {"enabled": _BOOL, "decay": _FLOAT, "num_updates": _BOOL},
     "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT},
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
-              "log_every": _INT, "micro_batches": _INT},
+              "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
-    "dist": {"stall_timeout": _FLOAT, "check_every": _INT},
+    "dist": {"stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
+             "bucket_bytes": _INT},
 }
 
 
@@ -602,7 +606,8 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     chk.known(raw.get("train", {}), ("train",), _SECTIONS["train"])
     simple("train", cfg.train)
     t = cfg.train
-    for key in ("batch_size", "epochs", "steps", "eval_every", "log_every", "micro_batches"):
+    for key in ("batch_size", "epochs", "steps", "eval_every", "eval_batch_size", "log_every",
+                "micro_batches"):
         chk.positive(getattr(t, key), ("train", key))
     if t.epochs is not None and t.steps is not None:
         chk.fail(("train", "steps"), f"set either train.epochs or train.steps, not both "
@@ -627,6 +632,8 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     simple("dist", cfg.dist)
     chk.positive(cfg.dist.stall_timeout, ("dist", "stall_timeout"))
     chk.positive(cfg.dist.check_every, ("dist", "check_every"))
+    chk.positive(cfg.dist.max_bad_steps, ("dist", "max_bad_steps"))
+    chk.positive(cfg.dist.bucket_bytes, ("dist", "bucket_bytes"))
     return cfg
 
 

@@ -191,6 +191,8 @@ def test_kernel_size_pair():
     ("[ema]\ndecay = 1.0\n", "ema.decay: must be in (0, 1), got 1.0"),
     ("[checkpoint]\nmax_to_keep = 0\n", "checkpoint.max_to_keep: must be > 0, got 0"),
     ("[dist]\nstall_timeout = 0\n", "dist.stall_timeout: must be > 0, got 0.0"),
+    ("[dist]\nmax_bad_steps = 0\n", "dist.max_bad_steps: must be > 0, got 0"),
+    ("[train]\neval_batch_size = -1\n", "train.eval_batch_size: must be > 0, got -1"),
     ("[optimizer]\nname = \"adam\"\nbeta1 = 1.0\n", "optimizer.beta1: must be in [0, 1), got 1.0"),
     ("[schedule]\ntype = \"exponential\"\ndecay_steps = 0\ndecay_rate = 0.5\n",
      "schedule.decay_steps: must be > 0, got 0"),
@@ -340,3 +342,16 @@ def test_dumps_toml_arrays_of_tables_and_escapes():
     assert tomllib.loads(text) == {"name": 'a "b"\\c', "model": {"layers": [{"type": "dense", "units": 3}]},
                                    "train": {"steps": 2, "flag": True, "xs": [1.5, 2]}}
     assert "[[model.layers]]" in text
+
+
+def test_dist_and_train_options_reach_the_trainer():
+    from distnet.job import build_trainer
+
+    cfg = parse_job(MINIMAL + "eval_batch_size = 7\n[dist]\nstall_timeout = 9.5\ncheck_every = 3\n"
+                    "max_bad_steps = 2\nbucket_bytes = 4096\n[ema]\ndecay = 0.5\nnum_updates = false\n"
+                    "[data]\ntrain_samples = 30\ntest_samples = 10\n[checkpoint]\ndir = \"\"\n")
+    t = build_trainer(cfg)
+    assert (t.stall_timeout, t.check_every, t.max_bad_steps, t.eval_batch_size) == (9.5, 3, 2, 7)
+    assert t.ema is not None and t.ema.decay == 0.5 and t.ema_num_updates is False
+    assert t.global_batch_size == 10 and t.total_steps == 3 and t.checkpoint_dir is None
+    assert len(t.train_data) == 30 and len(t.eval_data) == 10
