@@ -355,3 +355,55 @@ def test_dist_and_train_options_reach_the_trainer():
     assert t.ema is not None and t.ema.decay == 0.5 and t.ema_num_updates is False
     assert t.global_batch_size == 10 and t.total_steps == 3 and t.checkpoint_dir is None
     assert len(t.train_data) == 30 and len(t.eval_data) == 10
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_builds_its_model_and_optimizer(path):
+    from distnet.job import build_ema, build_model, build_optimizer
+
+    cfg = load_job(path)
+    model = build_model(cfg)
+    model.build((None, 28, 28, 1))
+    names = {v.name for v in model.trainable_variables}
+    dense = [l for l in cfg.model.layers if l["type"] == "dense"]
+    assert len([n for n in names if n.endswith("/kernel")]) == len(dense) + sum(
+        l["type"] == "conv2d" for l in cfg.model.layers)
+    n_reg = sum("kernel_regularizer" in l for l in cfg.model.layers)
+    assert len(model.regularization_losses) == n_reg
+    opt = build_optimizer(cfg)
+    assert type(opt).__name__.lower().startswith(cfg.optimizer.name.replace("sgd", "gradientdescent"))
+    assert (build_ema(cfg) is not None) == cfg.ema.enabled
+
+
+def test_seed003_model_names_and_l2_term():
+    import numpy as np
+
+    from distnet.job import build_model
+
+    cfg = load_job(ROOT / "examples" / "jobs" / "seed003_l2.toml")
+    model = build_model(cfg)
+    model.build((None, 28, 28, 1))
+    shapes = {v.name: v.shape for v in model.trainable_variables}
+    assert shapes == {"conv1/kernel": (5, 5, 1, 32), "conv1/bias": (32,), "fc1/kernel": (14 * 14 * 32, 1024),
+                      "fc1/bias": (1024,), "fc2/kernel": (1024, 10), "fc2/bias": (10,)}
+    by_name = {v.name: v.numpy().astype(np.float64) for v in model.trainable_variables}
+    # TF1: l2_regularizer(0.004)(w) = 0.004 * sum(w**2) / 2, one term per FC kernel.
+    expected = sum(0.004 * np.sum(by_name[k] ** 2) / 2 for k in ("fc1/kernel", "fc2/kernel"))
+    got = sum(float(t.numpy()) for t in model.regularization_losses)
+    # The terms are float32 sums over 6.4 M weights: agree to float32 accumulation error.
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert np.allclose(by_name["fc1/bias"], 0.1) and np.abs(by_name["fc1/kernel"]).max() <= 0.2
+
+
+def test_schedule_from_the_job():
+    from distnet.job import build_schedule
+
+    lr = build_schedule(load_job(ROOT / "examples" / "jobs" / "mlp.toml"))
+    # warm-up 50 steps to 0.05, then 0.05 * 0.5 ** (s / 600) counted from the end of the warm-up
+    assert [lr(0), lr(25), lr(50), lr(650)] == pytest.approx([0.0, 0.025, 0.05, 0.025])
+    lr = build_schedule(parse_job('[optimizer]\nlearning_rate = 0.1\n[schedule]\ntype = "exponential"\n'
+                                  'decay_steps = 10\ndecay_rate = 0.5\nstaircase = true\n'))
+    assert [lr(9), lr(10), lr(25)] == pytest.approx([0.1, 0.05, 0.025])
+    lr = build_schedule(parse_job('[schedule]\ntype = "piecewise"\nboundaries = [5]\nvalues = [1.0, 0.5]\n'))
+    assert [lr(5), lr(6)] == pytest.approx([1.0, 0.5])
+    assert build_schedule(parse_job("[optimizer]\nlearning_rate = 0.3\n")) == 0.3
