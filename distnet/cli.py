@@ -381,6 +381,13 @@ def _run(args, parser, speak: bool) -> int:
         if speak:
             print(f"distnet: training failed: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # Our reader went away (``distnet inspect CKPT | head``): stop quietly.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
     except ImportError as exc:
         print(f"distnet: error: {exc} (a part of distnet or an optional dependency is missing)",
               file=sys.stderr)
