@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from distnet.config import JobConfig, check_world_size, parse_job
-from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
+from distnet.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "run_eval", "evaluate", "load_checkpoint",
@@ -528,9 +528,3 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
         var.assign(weights[name])
     result = evaluate(model, test, cfg.loss.type)
     return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result}
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for an error: its message, prefixed by its kind when that helps."""
-    text = str(exc).strip() or type(exc).__name__
-    return text if isinstance(exc, DistnetError) else f"{type(exc).__name__}: {text}"
