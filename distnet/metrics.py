@@ -139,8 +139,13 @@ class MetricsLogger:
         except ImportError:  # tqdm is optional: fall back to plain lines
             self._mode = "plain"
             return
+        try:  # a pseudo-terminal may report a 0 x 0 size: tqdm would then draw nothing
+            size = os.get_terminal_size(self._out().fileno())
+        except (AttributeError, OSError, ValueError):
+            size = os.terminal_size((0, 0))
+        sizing = {"dynamic_ncols": True} if min(size) > 0 else {"ncols": 120, "nrows": 40}
         self._bar = tqdm(total=self._total, initial=initial, file=self._out(), unit="step",
-                         dynamic_ncols=True, smoothing=0.1)
+                         smoothing=0.1, **sizing)
 
     # -- records ----------------------------------------------------------------
     def log_step(self, record: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
