@@ -29,7 +29,9 @@ Hostfile
 
 Remote start
     With a hostfile, hydra starts its proxy on each remote host through
-    ``ssh`` (``-launcher ssh``; passwordless keys needed).  ``launcher_exec``
+    ``ssh`` (``-launcher ssh``; passwordless keys needed), or through the
+    launcher named by ``HYDRA_LAUNCHER`` in the environment when set (e.g.
+    ``slurm``: srun inside an allocation).  ``launcher_exec``
     substitutes another agent, called like ssh: ``AGENT [options] HOST
     COMMAND...``.  The multi-host test uses an agent that enters a network
     namespace (``ip netns exec``) instead; hydra also reads the agent from
@@ -284,8 +286,9 @@ def build_mpiexec_command(
             num_workers = sum(h.slots for h in hosts)
         busiest = max(ranks_per_host(hosts, num_workers))
         argv += ["-n", str(num_workers),
-                 "-hosts", ",".join(f"{h.name}:{h.slots}" for h in hosts),
-                 "-launcher", "ssh"]
+                 "-hosts", ",".join(f"{h.name}:{h.slots}" for h in hosts)]
+        if not (env if env is not None else os.environ).get("HYDRA_LAUNCHER"):
+            argv += ["-launcher", "ssh"]  # else hydra's own variable decides (slurm.sbatch)
         if launcher_exec is not None:
             argv += ["-launcher-exec", str(launcher_exec)]
     else:

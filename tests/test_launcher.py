@@ -144,6 +144,15 @@ def test_hostfile_command_converts_openmpi_and_uses_ssh_or_agent(tmp_path):
     assert env["OMP_NUM_THREADS"] == "2"  # 2 ranks on the busiest host
 
 
+def test_hydra_launcher_variable_replaces_ssh(tmp_path):
+    f = tmp_path / "hosts"
+    f.write_text("n1:4\n")
+    argv, env = build_mpiexec_command(["train"], hostfile=f, mpiexec="M", python="P", cores=4,
+                                      env={"HYDRA_LAUNCHER": "slurm"})
+    assert "-launcher" not in argv and env["HYDRA_LAUNCHER"] == "slurm"
+    assert env["OMP_NUM_THREADS"] == "1"
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"num_workers": 0}, "num_workers must be >= 1, got 0"),
     ({"num_workers": -2}, "got -2"),
