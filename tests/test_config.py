@@ -320,6 +320,13 @@ def test_overrides_are_applied_and_validated():
     assert msg == "--set model.layers.5.units=3: model.layers has 2 entries, no index 5"
 
 
+def test_overrides_of_the_default_model():
+    cfg = default_job(["model.layers.0.filters=32", "model.layers.3.units=1024"])
+    assert [l.get("filters") or l.get("units") for l in cfg.model.layers] == [32, None, None, 1024, 10]
+    assert cfg.model.layers[0]["kernel_size"] == 5 and cfg.model.layers[3]["activation"] == "relu"
+    assert default_job().model.layers[0]["filters"] == DEFAULT_LAYERS[0]["filters"]  # untouched
+
+
 def test_override_of_steps_replaces_epochs():
     cfg = parse_job("[train]\nepochs = 3\n", overrides=["train.steps=7"])
     assert (cfg.train.steps, cfg.train.epochs) == (7, None)
