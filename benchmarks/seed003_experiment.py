@@ -63,7 +63,8 @@ def subset(ds, n: int) -> ArrayDataset:
     return ArrayDataset(x, y)
 
 
-def run(variant: str, train, test, steps: int, seed: int, two_conv: bool, every: int, comm) -> list[dict]:
+def run(variant: str, train, test, steps: int, seed: int, two_conv: bool, every: int, comm,
+        lr: float = 1e-4) -> list[dict]:
     model = build_model(variant, seed, two_conv)
     train_probe, test_probe = subset(train, 1000), subset(test, 1000)
     rows: list[dict] = []
@@ -80,7 +81,7 @@ def run(variant: str, train, test, steps: int, seed: int, two_conv: bool, every:
                 print(f"{variant:8s} step {step:5d}  train accuracy {row['train_acc']:.3f}  "
                       f"test accuracy {row['test_acc']:.3f}  loss {row['loss']:.4f}", flush=True)
 
-    trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), train,
+    trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(lr), train,
                       global_batch_size=100, steps=steps, seed=seed, comm=comm, callbacks=[probe],
                       check_every=None)
     t0 = time.perf_counter()
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of --steps")
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the seed: 1e-4)")
     parser.add_argument("--two-conv", action="store_true", help="add conv 5x5x64 + pool (the 2-conv net)")
     parser.add_argument("--json", default=None, help="write the table as JSON to this file")
     args = parser.parse_args(argv)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     rows: list[dict] = []
     for variant in args.variants.split(","):
-        rows += run(variant, train, test, steps, args.seed, args.two_conv, args.every, comm)
+        rows += run(variant, train, test, steps, args.seed, args.two_conv, args.every, comm, args.lr)
     if args.json and comm.rank == 0:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
