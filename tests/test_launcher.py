@@ -249,7 +249,7 @@ def test_mpiexec_hung_after_a_failure_is_stopped(tmp_path):
 FAKE_MPIEXEC_LOSING_A_PROXY = """\
 import signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-quick = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+quick = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)"])
 slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 quick.wait()  # one host's proxy is gone; the other host never answers
 time.sleep(600)
