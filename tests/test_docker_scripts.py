@@ -1,0 +1,320 @@
+"""docker/ and launch/ scripts, run as plain scripts (Docker itself cannot run here).
+
+Covers: bash syntax of every script; make-hostfile from names and addresses;
+the entry point's key generation (0600 in a 0700 directory on the shared
+volume, one pair however many containers start at once), its sshd
+configuration (keys only, no root), its worker discovery and known_hosts,
+its refusal to run a role as root; the static promises of the Dockerfile and
+compose file; and the launch/ wrappers' commands.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distnet.launcher import Host, parse_hostfile
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER = REPO / "docker"
+LAUNCH = REPO / "launch"
+ENTRY = DOCKER / "entrypoint.sh"
+MAKE_HOSTFILE = DOCKER / "make-hostfile.sh"
+SCRIPTS = sorted(DOCKER.glob("*.sh")) + sorted(LAUNCH.glob("*.sh")) + [LAUNCH / "slurm.sbatch"]
+
+
+def _run(cmd, env=None, input=None, timeout=60) -> subprocess.CompletedProcess:
+    full = dict(os.environ)
+    full.update(env or {})
+    return subprocess.run([str(c) for c in cmd], env=full, input=input, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _needs_ssh_keygen():
+    if shutil.which("ssh-keygen") is None:
+        print("\nskipped: ssh-keygen (openssh-client) is not installed")
+        pytest.skip("ssh-keygen (openssh-client) is not installed")
+
+
+# ---------------------------------------------------------------- syntax, help
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_bash_syntax(script):
+    r = _run(["bash", "-n", script])
+    assert r.returncode == 0, r.stderr
+    assert script.read_text().startswith("#!/usr/bin/env bash\n")
+    assert os.access(script, os.X_OK) or script.suffix == ".sbatch"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help(script):
+    r = _run(["bash", script, "--help"])
+    assert r.returncode == 0, r.stderr
+    assert "Usage:" in r.stdout and "set -euo" not in r.stdout
+    assert len(r.stdout.splitlines()) > 5
+
+
+# ---------------------------------------------------------------- make-hostfile
+
+def test_make_hostfile_sorts_dedups_and_parses(tmp_path):
+    r = _run([MAKE_HOSTFILE, "10.5.0.10", "10.5.0.3", "worker-b", "10.5.0.3", "worker-a"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "10.5.0.3:1\n10.5.0.10:1\nworker-a:1\nworker-b:1\n"
+    out = tmp_path / "hosts"
+    r = _run([MAKE_HOSTFILE, "--slots", "4", "--output", out], input="10.5.0.2\n10.5.0.1 \n")
+    assert r.returncode == 0 and r.stdout == ""
+    assert parse_hostfile(out) == [Host("10.5.0.1", 4), Host("10.5.0.2", 4)]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["a;b"], "'a;b' is not a host name"),
+    (["ok", "-bad"], "unknown option '-bad'"),
+    (["--", "x y"], "'x y' is not a host name"),
+    (["--slots", "0", "h"], "--slots expects an integer >= 1, got '0'"),
+    (["--slots", "two", "h"], "got 'two'"),
+    ([], "no host given"),
+])
+def test_make_hostfile_refuses(args, words):
+    r = _run([MAKE_HOSTFILE, *args], input="")
+    assert r.returncode == 2 and words in r.stderr and r.stdout == ""
+
+
+# ---------------------------------------------------------------- entrypoint: keys, sshd
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_cluster_keys_on_the_volume_with_private_permissions(tmp_path):
+    _needs_ssh_keygen()
+    volume = tmp_path / "cluster"
+    env = {"DISTNET_CLUSTER_DIR": str(volume)}
+    r = _run([ENTRY, "keys"], env)
+    assert r.returncode == 0, r.stderr
+    key = volume / "ssh" / "id_ed25519"
+    assert r.stdout.strip() == str(key)
+    assert _mode(key.parent) == 0o700 and _mode(key) == 0o600
+    assert _mode(key.with_suffix(".pub")) == 0o644
+    public = _run(["ssh-keygen", "-y", "-f", key]).stdout.split()[:2]
+    assert key.with_suffix(".pub").read_text().split()[:2] == public
+    # a second container keeps the pair
+    before = key.read_bytes()
+    assert _run([ENTRY, "keys"], env).returncode == 0
+    assert key.read_bytes() == before
+
+
+def test_containers_starting_together_share_one_key_pair(tmp_path):
+    _needs_ssh_keygen()
+    env = dict(os.environ, DISTNET_CLUSTER_DIR=str(tmp_path / "cluster"))
+    procs = [subprocess.Popen([str(ENTRY), "keys"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in results), results
+    key = tmp_path / "cluster" / "ssh" / "id_ed25519"
+    derived = _run(["ssh-keygen", "-y", "-f", key]).stdout.split()[:2]
+    assert key.with_suffix(".pub").read_text().split()[:2] == derived
+    assert sorted(p.name for p in key.parent.iterdir()) == ["id_ed25519", "id_ed25519.pub"]
+
+
+def test_sshd_config_keys_only_no_root(tmp_path):
+    _needs_ssh_keygen()
+    d = tmp_path / "sshd"
+    r = _run([ENTRY, "sshd-config", d], {"DISTNET_SSH_PORT": "2299"})
+    assert r.returncode == 0, r.stderr
+    config = (d / "sshd_config").read_text()
+    settings = {}
+    for line in config.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split(None, 1)
+            assert key not in settings, f"{key} set twice"
+            settings[key] = value
+    assert settings["PasswordAuthentication"] == "no"
+    assert settings["KbdInteractiveAuthentication"] == "no"
+    assert settings["PermitRootLogin"] == "no"
+    assert settings["PermitEmptyPasswords"] == "no"
+    assert settings["PubkeyAuthentication"] == "yes"
+    assert settings["Port"] == "2299"
+    assert settings["AllowUsers"] == _run(["id", "-un"]).stdout.strip()
+    assert settings["HostKey"] == str(d / "ssh_host_ed25519_key")
+    assert _mode(d / "ssh_host_ed25519_key") == 0o600
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if sshd is not None:  # the real parser, where openssh-server is installed
+        t = _run([sshd, "-t", "-f", d / "sshd_config"])
+        assert t.returncode == 0, t.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks the refusal to run as root")
+@pytest.mark.parametrize("role", ["worker", "launcher"])
+def test_roles_refuse_root(tmp_path, role):
+    r = _run([ENTRY, role], {"DISTNET_CLUSTER_DIR": str(tmp_path)})
+    assert r.returncode == 1
+    assert "runs as the non-root user" in r.stderr
+    assert not (tmp_path / "ssh").exists()  # refused before touching anything
+
+
+# ---------------------------------------------------------------- entrypoint: discovery
+
+def _fake_getent(tmp_path: Path, addresses: list[str]) -> dict:
+    """A getent that answers `ahostsv4 worker` like Docker's DNS (one line per address, 3 kinds)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    lines = "".join(f"echo '{a}      {kind} worker'\n" for a in addresses
+                    for kind in ("STREAM", "DGRAM", "RAW"))
+    script = bin_dir / "getent"
+    script.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'ahostsv4 worker' ] || exit 2\n{lines}")
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_hostfile_from_the_service_addresses(tmp_path):
+    env = _fake_getent(tmp_path, ["172.30.0.4", "172.30.0.3", "172.30.0.12"])
+    env.update(DISTNET_WORKERS="3", DISTNET_SETTLE="0", DISTNET_SLOTS="2")
+    r = _run([ENTRY, "hostfile"], env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "172.30.0.3:2\n172.30.0.4:2\n172.30.0.12:2\n"
+
+
+def test_hostfile_gives_up_when_workers_are_missing(tmp_path):
+    env = _fake_getent(tmp_path, ["172.30.0.3", "172.30.0.4"])
+    env.update(DISTNET_WORKERS="3", DISTNET_SETTLE="0", DISTNET_WAIT_TIMEOUT="1")
+    r = _run([ENTRY, "hostfile"], env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert "found 2 worker(s) of service 'worker' after 1 s, expected at least 3" in r.stderr
+
+
+def test_hostfile_rejects_bad_settings(tmp_path):
+    env = _fake_getent(tmp_path, ["172.30.0.3"])
+    env.update(DISTNET_WORKERS="two")
+    r = _run([ENTRY, "hostfile"], env)
+    assert r.returncode == 1 and "DISTNET_WORKERS expects a non-negative integer, got 'two'" in r.stderr
+
+
+def test_known_hosts_from_published_host_keys(tmp_path):
+    volume = tmp_path / "cluster"
+    (volume / "hostkeys").mkdir(parents=True)
+    (volume / "hostkeys" / "172.30.0.3.pub").write_text("ssh-ed25519 AAAAkey3 distnet-host\n")
+    (volume / "hostkeys" / "172.30.0.9.pub").write_text("ssh-ed25519 AAAAkey9 distnet-host\n")
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("172.30.0.3:1\n172.30.0.4:1\n")  # .4 has not published yet
+    out = tmp_path / "known_hosts"
+    r = _run([ENTRY, "known-hosts", hostfile, out], {"DISTNET_CLUSTER_DIR": str(volume)})
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "[172.30.0.3]:2222 ssh-ed25519 AAAAkey3\n"
+
+
+def test_other_commands_run_as_given():
+    r = _run([ENTRY, sys.executable, "-c", "print('ran')"])
+    assert r.returncode == 0 and r.stdout == "ran\n"
+
+
+# ---------------------------------------------------------------- Dockerfile, compose
+
+def _instructions(dockerfile: Path) -> list[str]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_dockerfile_promises():
+    steps = _instructions(DOCKER / "Dockerfile")
+    assert steps[0] == "FROM python:3.11-slim"
+    users = [s for s in steps if s.startswith("USER ")]
+    assert users == ["USER distnet"] and steps.index(users[0]) > max(
+        i for i, s in enumerate(steps) if s.startswith("RUN "))  # nothing runs as root after
+    copies = [s for s in steps if s.startswith(("COPY", "ADD"))]
+    assert not [s for s in copies if re.search(r"\s\.\s", s + " ")], "never the whole context"
+    assert not any("ssh-keygen" in s or "id_" in s or "ssh_host_" in s and "rm -f" not in s
+                   for s in steps), "no key generated or copied at build time"
+    assert any("rm -f /etc/ssh/ssh_host_*" in s for s in steps)
+    assert any("pip install" in s and "openssh-server" not in s for s in steps)
+    assert any("openssh-server" in s for s in steps)
+    assert steps[-2:] == ['ENTRYPOINT ["entrypoint.sh"]', 'CMD ["worker"]']
+
+
+def test_nothing_runs_as_root_anywhere():
+    for path in list(DOCKER.iterdir()) + list(LAUNCH.iterdir()):
+        if path.suffix == ".md":
+            continue
+        text = path.read_text()
+        assert "allow-run-as-root" not in text and "--allow-run" not in text, path
+
+
+def test_compose_text():
+    text = (DOCKER / "compose.yaml").read_text()
+    assert re.search(r"^networks:\n  mpi:\n    internal: true$", text, re.M)
+    assert "ports:" not in text and "network_mode" not in text and "privileged" not in text
+    assert "replicas: ${DISTNET_WORKERS:-2}" in text
+    assert re.search(r"^  worker:$", text, re.M) and re.search(r"^  launcher:$", text, re.M)
+
+
+def test_compose_structure():
+    text = (DOCKER / "compose.yaml").read_text()
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed: structural check skipped")
+    doc = yaml.safe_load(text)
+    assert doc["networks"] == {"mpi": {"internal": True}}
+    services = doc["services"]
+    assert set(services) == {"launcher", "worker"}
+    for svc in services.values():
+        assert svc["networks"] == ["mpi"]
+        assert "cluster:/cluster" in svc["volumes"] and "runs:/runs" in svc["volumes"]
+        assert svc["build"]["dockerfile"] == "docker/Dockerfile"
+        assert "ports" not in svc  # nothing published on the Docker host
+    assert services["worker"]["command"] == ["worker"]
+    assert services["worker"]["deploy"]["replicas"] == "${DISTNET_WORKERS:-2}"
+    assert services["launcher"]["command"][0] == "launcher"
+    assert services["launcher"]["environment"]["DISTNET_WORKERS"] == "${DISTNET_WORKERS:-2}"
+    assert services["launcher"]["environment"]["UCX_TLS"] == "${UCX_TLS:-tcp,self}"
+
+
+# ---------------------------------------------------------------- launch/ wrappers
+
+def test_local_wrapper_runs_distnet_train_with_n(tmp_path):
+    r = _run([LAUNCH / "local.sh", "-n", "3", "job.toml", "--set", "a=1", "--resume"],
+             {"DISTNET": "echo"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "train job.toml --set a=1 --resume -n 3\n"
+    r = _run([LAUNCH / "local.sh", "--dry-run", "-n", "2"], {"DISTNET": "distnet"})
+    assert r.stdout == "distnet train -n 2 \n"
+    for bad in (["-n", "0"], ["-n", "x"], ["--hostfile", "h"]):
+        r = _run([LAUNCH / "local.sh", *bad], {"DISTNET": "echo"})
+        assert r.returncode == 2 and r.stdout == "", bad
+
+
+def test_hostfile_wrapper(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("n1:2\n")
+    r = _run([LAUNCH / "hostfile.sh", hosts, "job.toml", "-n", "2", "--progress", "plain"],
+             {"DISTNET": "echo"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"train job.toml --progress plain --hostfile {hosts} -n 2\n"
+    r = _run([LAUNCH / "hostfile.sh", tmp_path / "nope", "job.toml"], {"DISTNET": "echo"})
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_slurm_wrapper_hostfile_from_the_allocation(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\n[ \"$1 $2 $3\" = 'show hostnames node[1-2]' ] || exit 9\necho node1\necho node2\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    (bin_dir / "distnet").write_text("#!/bin/sh\necho \"$HYDRA_LAUNCHER $*\"\n")
+    (bin_dir / "distnet").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "HYDRA_"))}
+    env.update({"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "node[1-2]",
+                "SLURM_TASKS_PER_NODE": "4(x2)", "SLURM_JOB_ID": "77", "TMPDIR": str(tmp_path),
+                "DISTNET": str(bin_dir / "distnet")})
+    r = subprocess.run(["bash", str(LAUNCH / "slurm.sbatch"), "job.toml", "--resume"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    hostfile = tmp_path / "distnet-hosts.77"
+    assert r.stdout == f"slurm train job.toml --resume --hostfile {hostfile}\n"
+    assert parse_hostfile(hostfile) == [Host("node1", 4), Host("node2", 4)]
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    r = subprocess.run(["bash", str(LAUNCH / "slurm.sbatch")], env=outside, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "not inside a SLURM allocation" in r.stderr
