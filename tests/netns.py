@@ -138,8 +138,16 @@ class NetnsCluster:
         _ip("-n", self.switch, "link", "set", self.ports[index], "down")
 
     def restore(self, index: int) -> None:
-        """Plug host ``index``'s cable back in."""
+        """Plug host ``index``'s cable back in; forget the neighbours that failed meanwhile."""
         _ip("-n", self.switch, "link", "set", self.ports[index], "up")
+        deadline = time.monotonic() + 10
+        while "NO-CARRIER" in _ip("-n", self.hosts[index], "link", "show", "eth0").stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.hosts[index]}: eth0 has no carrier 10 s after restore")
+            time.sleep(0.05)
+        # ARP entries that failed during the cut answer "No route to host" until they expire
+        for ns in self.hosts:
+            _ip("-n", ns, "neigh", "flush", "all")
 
     def port_bytes(self, index: int) -> int:
         """Bytes received plus sent on host ``index``'s switch port."""

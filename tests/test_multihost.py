@@ -156,7 +156,8 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"job ended before step {step}: {proc.returncode}")
+            raise AssertionError(f"job ended before step {step} with status {proc.returncode}:\n"
+                                 f"{proc.stdout.read()}")
         try:
             if any(r["step"] >= step for r in _steps(run_dir)):
                 return
