@@ -181,7 +181,11 @@ def _cut_mid_run(cluster, cmd, env, run_dir: Path | None, ready) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
         took = time.monotonic() - cut_at
-        time.sleep(3)  # let the processes of the job end
+        # The cut-off host's ranks end on their own (their watchdog): give them
+        # up to 15 s more, within the 60 s promised from the cut.
+        deadline = time.monotonic() + min(15.0, max(1.0, CUT_WITHIN - took))
+        while cluster.pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
         left = cluster.pids()
         return {"code": proc.returncode, "took": took, "output": out, "left": left}
     finally:
