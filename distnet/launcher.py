@@ -274,7 +274,7 @@ def build_mpiexec_command(
         raise InvalidArgumentError(f"program_args must be a list of arguments, got the string "
                                    f"{program_args!r}")
     program_args = [str(a) for a in program_args]
-    for flag in ("-n", "--hostfile", "--num-workers"):
+    for flag in ("-n", "--np", "--hostfile", "--num-workers"):
         if flag in program_args:
             raise InvalidArgumentError(f"program_args must not contain {flag} (each worker "
                                        f"would launch workers again); got {program_args}")

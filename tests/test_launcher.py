@@ -168,7 +168,8 @@ def test_bad_arguments(kwargs, words):
         build_mpiexec_command(["train"], mpiexec="M", python="P", **kwargs)
 
 
-@pytest.mark.parametrize("args", [["train", "-n", "2"], ["train", "--hostfile", "h"]])
+@pytest.mark.parametrize("args", [["train", "-n", "2"], ["train", "--np", "2"],
+                                  ["train", "--hostfile", "h"]])
 def test_program_args_must_not_relaunch(args):
     with pytest.raises(InvalidArgumentError, match="launch workers again"):
         build_mpiexec_command(args, num_workers=2, mpiexec="M", python="P")

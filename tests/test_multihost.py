@@ -110,7 +110,7 @@ import sys
 from distnet.launcher import launch
 hostfile, agent, script, *args = sys.argv[1:]
 sys.exit(launch(args, hostfile=hostfile, launcher_exec=agent, iface="eth0", entry=[script],
-                failure_grace=5))
+                failure_grace=2))
 """
 
 
