@@ -3,6 +3,7 @@ place (``MPI.IN_PLACE``), never pickled.  Importing this module initialises
 MPI (mpi4py asks for ``MPI_THREAD_MULTIPLE``, which the watchdog needs)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -133,3 +134,6 @@ class MPICommunicator(Communicator):
         # proxy killed before forwarding our output loses it.  Give it time.
         time.sleep(ABORT_FLUSH_DELAY)
         MPI.COMM_WORLD.Abort(int(code) if code else 1)
+        # MPI_Abort can return when the launcher is unreachable (a cut link):
+        # this rank must still end, not linger in a collective forever.
+        os._exit(int(code) if code else 1)
