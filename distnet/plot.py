@@ -81,8 +81,8 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError:  # matplotlib is the plot extra
-        raise InvalidArgumentError("plotting needs matplotlib: pip install 'distnet[plot]'") from None
+    except ImportError:  # a dependency, but an environment may lack it
+        raise InvalidArgumentError("plotting needs matplotlib: pip install matplotlib") from None
 
     fig = Figure(figsize=(15, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)

@@ -58,7 +58,7 @@ def test_curves_keep_the_latest_value_of_a_repeated_step():
 
 def test_plot_run_writes_a_png(tmp_path):
     run = synthetic_run(tmp_path / "run")
-    if not HAVE_MPL:  # matplotlib is the plot extra: a clear error without it
+    if not HAVE_MPL:  # an environment without matplotlib gets a clear error
         with pytest.raises(InvalidArgumentError, match="matplotlib"):
             plot_run(run)
         return
