@@ -119,6 +119,7 @@ class Trainer:
         check_every: int | None = 100,
         stall_timeout: float | None = None,
         bucket_bytes: int | None = None,
+        shard_optimizer: bool = False,
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
     ):
         from distnet.dist import get_communicator
@@ -144,6 +145,18 @@ class Trainer:
             raise InvalidArgumentError(f"weight_decay must be >= 0, got {weight_decay}")
         if len(train_data) == 0:
             raise InvalidArgumentError("the training dataset is empty")
+        if not isinstance(shard_optimizer, (bool, np.bool_)):
+            raise InvalidArgumentError(f"shard_optimizer must be True or False, got {shard_optimizer!r}")
+        if shard_optimizer and bucket_bytes is not None:
+            raise InvalidArgumentError(
+                f"bucket_bytes={bucket_bytes!r} applies to the replicated all-reduce; Expect: bucket_bytes=None "
+                "with shard_optimizer=True (the sharded path reduce-scatters the whole buffer in one call)")
+        if shard_optimizer and (getattr(optimizer, "clipnorm", None) is not None
+                                or getattr(optimizer, "global_clipnorm", None) is not None):
+            raise InvalidArgumentError(
+                "shard_optimizer=True: Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
+                "whole gradient is not available on a rank that holds 1/N of it) Actual: "
+                f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
 
         self.model = model
         self.loss_fn = _resolve_loss(loss)
@@ -180,19 +193,27 @@ class Trainer:
         self.variables: list[Variable] = sorted(model.trainable_variables, key=lambda v: v.name)
         self.all_variables: list[Variable] = sorted(model.variables, key=lambda v: v.name)
         self._check_and_broadcast_variables()
-        self.optimizer.build(self.variables)
+
+        from distnet.dist import GradientSynchronizer, NonFiniteGuard, ShardSampler
+        from distnet.dist.sharded import ShardedSynchronizer
+
+        self.shard_optimizer = bool(shard_optimizer)
+        if self.shard_optimizer:
+            # ZeRO-1: the optimizer and the EMA see only this rank's pieces of
+            # the variables (1-d Variables with the variables' names).
+            self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"))
+            self._updated = self.sync.pieces
+        else:
+            self.sync = GradientSynchronizer(self.comm, self.variables, bucket_bytes=bucket_bytes,
+                                             scalar_names=("loss_sum", "correct"))
+            self._updated = self.variables
+        self.optimizer.build(self._updated)
         if self.ema is not None:
             # TF1: the shadows start at the variables' initial values (before step 1).
-            self.ema.build(self.variables)
-
-        from distnet.dist import GradientSynchronizer, ShardSampler
-
-        from distnet.dist import NonFiniteGuard
+            self.ema.build(self._updated)
 
         self.sampler = ShardSampler(len(train_data), self.global_batch_size, self.seed,
                                     self.comm.rank, self.comm.size)
-        self.sync = GradientSynchronizer(self.comm, self.variables, bucket_bytes=bucket_bytes,
-                                         scalar_names=("loss_sum", "correct"))
         self._guard = NonFiniteGuard(self.max_bad_steps, rank=self.comm.rank)
         self._manager = None
         if checkpoint_dir is not None:
@@ -270,9 +291,12 @@ class Trainer:
         count = res.global_count
         lr = self.current_lr()
         if self._guard.check(res.is_finite, step):
+            # Sharded: pieces of this rank's block; replicated: the variables.
             self.optimizer.apply_gradients(res.grads_and_vars())
             if self.ema is not None:
-                self.ema.apply(self.variables, num_updates=self.step if self.ema_num_updates else None)
+                self.ema.apply(self._updated, num_updates=self.step if self.ema_num_updates else None)
+            if self.shard_optimizer:
+                self.sync.gather_params()
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0)
@@ -301,8 +325,18 @@ class Trainer:
         if use_ema:
             if self.ema is None:
                 raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
-            with self.ema.swapped(self.variables):
-                totals = run()
+            if self.shard_optimizer:
+                shadows = self.sync.gather_pieces(self.ema.state_dict())
+                saved = self.sync.params.copy()
+                try:
+                    for v in self.variables:
+                        np.copyto(v.data, shadows[v.name])
+                    totals = run()
+                finally:
+                    np.copyto(self.sync.params, saved)
+            else:
+                with self.ema.swapped(self.variables):
+                    totals = run()
         else:
             totals = run()
         self.comm.allreduce_(totals)
@@ -311,15 +345,25 @@ class Trainer:
 
     # ------------------------------------------------------------------
     def state(self):
-        """The full training state as a CheckpointState (same on every rank)."""
+        """The full training state as a CheckpointState (same on every rank).
+
+        With ``shard_optimizer`` this is a collective (every rank calls it):
+        the slot and shadow pieces are gathered into full arrays, so the state
+        is the same as the replicated path's.
+        """
         from distnet.checkpoint import CheckpointState
 
         opt_state = self.optimizer.state_dict()
+        slots = opt_state["slots"]
+        ema = self.ema.state_dict() if self.ema is not None else {}
+        if self.shard_optimizer:
+            slots = {s: self.sync.gather_pieces(table) for s, table in slots.items()}
+            ema = self.sync.gather_pieces(ema) if self.ema is not None else {}
         return CheckpointState(
             params={v.name: v.numpy() for v in self.all_variables},
-            ema=self.ema.state_dict() if self.ema is not None else {},
+            ema=ema,
             optimizer={"name": type(self.optimizer).__name__, "iterations": int(opt_state["iterations"]),
-                       "slots": opt_state["slots"], "hyper": {}},
+                       "slots": slots, "hyper": {}},
             step=self.step,
             epoch=self.sampler.epoch,
             position=self.sampler.position,
@@ -335,8 +379,9 @@ class Trainer:
         if self._manager is None:
             return None
         path = None
+        state = self.state() if self.shard_optimizer else None   # sharded: a collective gather
         if self.comm.rank == 0:
-            path = self._manager.save(self.state())
+            path = self._manager.save(state if state is not None else self.state())
         self.comm.barrier()
         return path
 
@@ -345,10 +390,14 @@ class Trainer:
         by_name = {v.name: v for v in self.all_variables}
         for name, arr in state.params.items():
             by_name[name].assign(arr)
-        self.optimizer.load_state_dict({"iterations": state.optimizer["iterations"],
-                                        "slots": state.optimizer["slots"]})
-        if self.ema is not None and state.ema:
-            self.ema.load_state_dict(state.ema)
+        slots, ema = state.optimizer["slots"], state.ema
+        if self.shard_optimizer:
+            # Full arrays keyed by name (whatever world size wrote them) -> this rank's pieces.
+            slots = {s: self.sync.local_pieces(table) for s, table in slots.items()}
+            ema = self.sync.local_pieces(ema) if ema else ema
+        self.optimizer.load_state_dict({"iterations": state.optimizer["iterations"], "slots": slots})
+        if self.ema is not None and ema:
+            self.ema.load_state_dict(ema)
         self.sampler.set_position(int(state.epoch), int(state.position))
 
     def _restore_latest(self) -> bool:

@@ -163,29 +163,9 @@ class GradientSynchronizer:
                              f"Actual: shape {g.shape}")
         return g
 
-    def sync(self, grads, local_count: int, scalars: Mapping[str, float] | None = None,
-             regularization_grads=None, global_count: int | None = None,
-             prescaled: bool = False) -> SyncResult:
-        """Average the gradients over ranks, weighted by sample counts.
-
-        Args:
-            grads: this rank's gradients of its mean loss, a sequence aligned
-                with ``variables`` or a mapping ``name -> array``; ``None``
-                (for all, for one, or a missing name) is a zero gradient.  Ignored when
-                ``local_count`` is 0.  Arrays from :meth:`grad_views` are
-                scaled in place instead of copied.
-            local_count: samples this rank used (0 allowed).
-            scalars: values of ``scalar_names`` on this rank, summed over ranks.
-            regularization_grads: gradients that depend only on the weights
-                (identical on all ranks), added once after the averaging.
-            global_count: the global batch size if known (the sampler knows
-                it): saves one pass over the buffer and is checked.
-            prescaled: the gradients are already this rank's share of the
-                global mean (gradients of ``local loss sum / global_count``):
-                they are summed as they are, with no scaling pass.
-        Returns:
-            a :class:`SyncResult` (its ``grads`` are views into the buffer).
-        """
+    def _pack(self, grads, local_count, scalars, global_count, prescaled) -> tuple:
+        """Validate the arguments and write this rank's weighted gradients into
+        the buffer's gradient part; returns ``(local_count, global_count, scalars)``."""
         if isinstance(local_count, bool) or not isinstance(local_count, (int, np.integer)) or local_count < 0:
             raise InvalidArgumentError(f"local_count: Expect: an integer >= 0 Actual: {local_count!r}")
         local_count = int(local_count)
@@ -220,6 +200,32 @@ class GradientSynchronizer:
                 np.copyto(view, self._check_grad(i, g, "gradient"), casting="same_kind")
             else:
                 np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
+        return local_count, global_count, scalars
+
+    def sync(self, grads, local_count: int, scalars: Mapping[str, float] | None = None,
+             regularization_grads=None, global_count: int | None = None,
+             prescaled: bool = False) -> SyncResult:
+        """Average the gradients over ranks, weighted by sample counts.
+
+        Args:
+            grads: this rank's gradients of its mean loss, a sequence aligned
+                with ``variables`` or a mapping ``name -> array``; ``None``
+                (for all, for one, or a missing name) is a zero gradient.  Ignored when
+                ``local_count`` is 0.  Arrays from :meth:`grad_views` are
+                scaled in place instead of copied.
+            local_count: samples this rank used (0 allowed).
+            scalars: values of ``scalar_names`` on this rank, summed over ranks.
+            regularization_grads: gradients that depend only on the weights
+                (identical on all ranks), added once after the averaging.
+            global_count: the global batch size if known (the sampler knows
+                it): saves one pass over the buffer and is checked.
+            prescaled: the gradients are already this rank's share of the
+                global mean (gradients of ``local loss sum / global_count``):
+                they are summed as they are, with no scaling pass.
+        Returns:
+            a :class:`SyncResult` (its ``grads`` are views into the buffer).
+        """
+        local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
         self._scalars[0] = local_count
         for k, name in enumerate(self.scalar_names, start=1):
             self._scalars[k] = float(scalars.get(name, 0.0))
