@@ -66,9 +66,12 @@ def main() -> int:
     trainer = build(args, comm)
     if args.nan_at is not None:
         original = trainer.sync.sync
+        planted_once = []
 
         def planted(grads, *a, **kw):
-            if comm.rank == 0 and trainer.step == args.nan_at:
+            # A skipped step does not advance the step: plant only once.
+            if comm.rank == 0 and trainer.step == args.nan_at and not planted_once:
+                planted_once.append(True)
                 grads = [np.array(g, copy=True) for g in grads]
                 grads[-1].reshape(-1)[-1] = np.nan   # one element of the last variable
             return original(grads, *a, **kw)
