@@ -197,6 +197,10 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int) -> dict | 
         original = sync.sync
 
         def timed_sync(*args, **kwargs):
+            # Between a barrier and the return, as the bare all-reduce below: waiting for a
+            # slower rank is load imbalance, not synchronisation cost.
+            if comm.size > 1:
+                comm.barrier()
             t0 = time.perf_counter()
             out = original(*args, **kwargs)
             sync_times.append(time.perf_counter() - t0)
@@ -204,16 +208,18 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int) -> dict | 
 
         sync.sync = timed_sync
     step_times: list[float] = []
-    last = [0.0]
+    cpu_times: list[float] = []
+    last = [0.0, 0.0]
 
     def on_step(_trainer, _record) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         step_times.append(now - last[0])
-        last[0] = now
+        cpu_times.append(cpu - last[1])
+        last[0], last[1] = now, cpu
 
     trainer.callbacks.append(on_step)
     comm.barrier()
-    last[0] = time.perf_counter()
+    last[0], last[1] = time.perf_counter(), time.process_time()
     trainer.fit()
 
     bare: list[float] = []
@@ -230,6 +236,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int) -> dict | 
         return None
     return {
         "step_ms": 1e3 * statistics.median(step_times[warmup:]),
+        "cores": sum(cpu_times[warmup:]) / sum(step_times[warmup:]),
         "sync_ms": 1e3 * statistics.median(sync_times[warmup:]) if len(sync_times) > warmup else None,
         "bare_allreduce_ms": 1e3 * statistics.median(bare) if bare else None,
         "sync_mbytes": nbytes / 1e6,
@@ -282,22 +289,23 @@ def run_torch(model_name: str, batch: int, steps: int, warmup: int, threads: int
     xs = [torch.from_numpy(np.ascontiguousarray(x[i * batch + rank * local:i * batch + (rank + 1) * local]
                                                 .transpose(0, 3, 1, 2))) for i in range(steps + warmup)]
     ys = [torch.from_numpy(y[i * batch + rank * local:i * batch + (rank + 1) * local]) for i in range(steps + warmup)]
-    times = []
+    times, cpu = [], []
     for xb, yb in zip(xs, ys):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
         loss.backward()
         opt.step()
         loss.item()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if ddp:
         import torch.distributed as tdist
 
         tdist.destroy_process_group()
     if rank != 0:
         return None
-    return {"step_ms": 1e3 * statistics.median(times[warmup:])}
+    return {"step_ms": 1e3 * statistics.median(times[warmup:]), "cores": sum(cpu[warmup:]) / sum(times[warmup:])}
 
 
 def run_tensorflow(model_name: str, batch: int, steps: int, warmup: int, threads: int, jit: bool) -> dict:
@@ -332,12 +340,14 @@ def run_tensorflow(model_name: str, batch: int, steps: int, warmup: int, threads
     x, y = make_data(batch * (steps + warmup))
     xs = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(steps + warmup)]
     ys = [tf.constant(y[i * batch:(i + 1) * batch]) for i in range(steps + warmup)]
-    times = []
+    times, cpu = [], []
     for xb, yb in zip(xs, ys):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_step(xb, yb).numpy()
         times.append(time.perf_counter() - t0)
-    return {"step_ms": 1e3 * statistics.median(times[warmup:]), "jit": jit}
+        cpu.append(time.process_time() - c0)
+    return {"step_ms": 1e3 * statistics.median(times[warmup:]), "cores": sum(cpu[warmup:]) / sum(times[warmup:]),
+            "jit": jit}
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -442,7 +452,7 @@ def main() -> int:
     parser.add_argument("--tf-jit", choices=("on", "off"), default="off",
                         help="TensorFlow's XLA compilation of the train step (default off: faster here)")
     parser.add_argument("--quick", action="store_true",
-                        help="reference net and MLP, 1x1 and 2x1, 5 steps, 1 round: under a minute")
+                        help="reference net and MLP, 4 steps, 1 round: under a minute on an idle machine")
     parser.add_argument("--json", metavar="FILE", help="also write every raw result to FILE")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -451,8 +461,8 @@ def main() -> int:
     if args.worker:
         return worker(args)
     if args.quick:
-        args.models, args.configs = "reference,mlp", "1x1,2x1,scaling"
-        args.steps, args.warmup, args.rounds = 5, 2, 1
+        args.models, args.configs = "reference,mlp", "1x1,1x2,2x1,scaling"
+        args.steps, args.warmup, args.rounds = 4, 2, 1
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for m in models:
@@ -549,6 +559,15 @@ def main() -> int:
                         extra.append(f"vs {fw} 1x2 {v:.1f} ms: {fmt_ratio(d, v).strip()}")
                 if extra:
                     print(f"{'':18} distnet 2x1 " + "; ".join(extra))
+    print("\ncores busy per process during the timed steps (CPU time / wall time; checks the thread settings)")
+    for model in models:
+        for config in [c for c in configs if c != "scaling"]:
+            cells = []
+            for fw in present:
+                v = med(fw, config, model, "cores")
+                if v is not None:
+                    cells.append(f"{fw} {v:.2f}")
+            print(f"  {model:10} {config:7} " + ", ".join(cells))
     print("  (2x1: distnet = mpiexec -n 2 x 1 thread; torch = DDP gloo 2 processes x 1 thread; "
           "global batch split 50/50)")
 
