@@ -35,6 +35,9 @@ class ExponentialMovingAverage:
       ...     evaluate(model)
     """
 
+    #: elements per in-place pass (cache-sized chunks, as the optimizers).
+    chunk_size: int = 32768
+
     def __init__(self, decay: float, name: str = "ExponentialMovingAverage"):
         if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating)) or not 0.0 <= float(decay) <= 1.0:
             raise InvalidArgumentError(f"ExponentialMovingAverage: decay must be a number in [0, 1], got {decay!r}")
@@ -90,7 +93,7 @@ class ExponentialMovingAverage:
             init = v.data if self._pending is None else self._pending.pop(v.name)
             self._shadows[v.name] = Variable(np.asarray(init, dtype=v.dtype), name=self.average_name(v), trainable=False)
             self._vars[v.name] = v
-            self._scratch[v.name] = np.empty(v.shape, dtype=v.dtype)
+            self._scratch[v.name] = np.empty(min(v.data.size, self.chunk_size), dtype=v.dtype)
         if self._pending is not None and not self._pending:
             self._pending = None
 
@@ -112,12 +115,18 @@ class ExponentialMovingAverage:
                 raise InvalidArgumentError(f"ExponentialMovingAverage: num_updates must be an integer >= 0, got {num_updates!r}")
             n = float(num_updates)
             decay = min(decay, (1.0 + n) / (10.0 + n))
+        c = max(1, int(self.chunk_size))
         for v in var_list:
-            s, tmp = self._shadows[v.name].data, self._scratch[v.name]
-            # shadow = decay * shadow + (1 - decay) * var, in place (no temporaries).
-            s *= decay
-            np.multiply(v.data, 1.0 - decay, out=tmp)
-            s += tmp
+            s, x, tmp = self._shadows[v.name].data.reshape(-1), np.ravel(v.data), self._scratch[v.name]
+            if tmp.size < min(x.size, c):   # chunk_size raised after build
+                tmp = self._scratch[v.name] = np.empty(min(x.size, c), dtype=v.dtype)
+            # shadow = decay * shadow + (1 - decay) * var, in place, in cache-sized chunks.
+            for lo in range(0, x.size, c):
+                hi = min(lo + c, x.size)
+                sc, t = s[lo:hi], tmp[:hi - lo]
+                sc *= decay
+                np.multiply(x[lo:hi], 1.0 - decay, out=t)
+                sc += t
         return decay
 
     def average(self, var: Variable) -> Variable:

@@ -109,3 +109,25 @@ def test_validation():
         ema.apply([a, b])
     with pytest.raises(InvalidArgumentError, match="num_updates"):
         ema.apply([a], num_updates=-1)
+
+
+def test_chunked_update_equals_whole_array_update():
+    """Chunks of 5 elements give bit for bit the whole-array shadows (float32),
+    and match the formula computed in float64."""
+    rng = np.random.default_rng(3)
+    values = [rng.standard_normal((6, 7)).astype(np.float32) for _ in range(4)]
+    shadows = []
+    for chunk in (5, 10**9):
+        v = distnet.Variable(values[0], name="w")
+        ema = ExponentialMovingAverage(0.9)
+        ema.chunk_size = chunk
+        for n, x in enumerate(values):
+            v.assign(x)
+            ema.apply([v], num_updates=n)
+        shadows.append(ema.average(v).data.copy())
+    assert np.array_equal(shadows[0], shadows[1])
+    ref = values[0].astype(np.float64)
+    for n, x in enumerate(values):
+        d = min(0.9, (1 + n) / (10 + n))
+        ref = d * ref + (1 - d) * x
+    np.testing.assert_allclose(shadows[0], ref, rtol=1e-5, atol=1e-6)

@@ -283,3 +283,64 @@ def test_bad_gradients_and_names():
     neg = GradientDescent(lambda step: -1.0)
     with pytest.raises(InvalidArgumentError, match="learning rate at step 0"):
         neg.apply_gradients([(np.zeros(2), v)])
+
+
+# -- cache-sized chunks ---------------------------------------------------------
+CHUNKED = [
+    ("gd", lambda: GradientDescent(0.1)),
+    ("momentum", lambda: Momentum(0.1, momentum=0.9)),
+    ("nesterov", lambda: Momentum(0.1, momentum=0.9, use_nesterov=True)),
+    ("adam", lambda: Adam(0.01)),
+    ("adamw", lambda: AdamW(0.01, weight_decay=0.1)),
+    ("adagrad", lambda: Adagrad(0.1)),
+    ("rmsprop", lambda: RMSProp(0.01, momentum=0.5, centered=True)),
+]
+
+
+@pytest.mark.parametrize("name,make", CHUNKED, ids=[c[0] for c in CHUNKED])
+def test_chunked_update_equals_whole_array_update(name, make):
+    """Chunks of 7 elements (cutting through rows; the last one short) give
+    bit for bit the whole-array update, slots included, in float32."""
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((9, 13)).astype(np.float32)
+    grads = [rng.standard_normal((9, 13)).astype(np.float32) for _ in range(4)]
+    results = []
+    for chunk in (7, 10**9):
+        opt = make()
+        opt.chunk_size = chunk
+        v = distnet.Variable(w0, name="w")
+        for g in grads:
+            opt.apply_gradients([(g, v)])
+        results.append((v.data.copy(), opt.state_dict()["slots"]))
+    (w_small, s_small), (w_whole, s_whole) = results
+    assert not np.array_equal(w_small, w0)
+    assert np.array_equal(w_small, w_whole)
+    for slot in s_whole:
+        assert np.array_equal(s_small[slot]["w"], s_whole[slot]["w"]), slot
+
+
+def test_chunked_adam_matches_the_closed_form_in_float64():
+    """Independent of the implementation: TF1's Adam in float64 numpy, whole
+    arrays, against the default (chunked) optimizer on 100 003 elements."""
+    rng = np.random.default_rng(2)
+    n = 100_003   # several default chunks and a short last one
+    w = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) for _ in range(3)]
+    opt = Adam(0.01)
+    assert opt.chunk_size < n
+    v = distnet.Variable(w.copy(), name="w")
+    m = np.zeros(n)
+    s = np.zeros(n)
+    for t, g in enumerate(grads, start=1):
+        opt.apply_gradients([(g, v)])
+        m = 0.9 * m + 0.1 * g
+        s = 0.999 * s + 0.001 * g * g
+        w = w - 0.01 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(s) + 1e-8)
+    np.testing.assert_allclose(v.data, w, rtol=1e-12, atol=1e-12)
+
+
+def test_scratch_is_chunk_sized_not_parameter_sized():
+    opt = Adam(0.01)
+    v = distnet.Variable(np.zeros(100_000, np.float32), name="big")
+    opt.build([v])
+    assert opt._scratch["big"].size == opt.chunk_size

@@ -32,11 +32,11 @@ class Adagrad(Optimizer):
     def _init_slot(self, slot, var):
         return np.full(var.shape, self.initial_accumulator_value, dtype=var.dtype)
 
-    def _update(self, var, grad, lr, t, tmp):
-        acc = self._slots["accumulator"][var.name]
+    def _update_chunk(self, name, p, grad, slots, lr, t, tmp):
+        (acc,) = slots
         np.multiply(grad, grad, out=tmp, casting="unsafe")
         acc += tmp
         np.sqrt(acc, out=tmp)
         np.divide(grad, tmp, out=tmp, casting="unsafe")
         tmp *= lr
-        var.data -= tmp
+        p -= tmp

@@ -37,9 +37,7 @@ class Adam(Optimizer):
         self.beta2 = check_hyper("beta2", beta2, low=0.0, high=1.0, high_open=True)
         self.epsilon = check_hyper("epsilon", epsilon, low=0.0, low_open=True)
 
-    def _adam_step(self, var, grad, lr, t, tmp):
-        m = self._slots["m"][var.name]
-        v = self._slots["v"][var.name]
+    def _adam_step(self, p, grad, m, v, lr, t, tmp):
         b1, b2 = self.beta1, self.beta2
         lr_t = lr * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
         # m = b1 * m + (1 - b1) * g
@@ -56,7 +54,8 @@ class Adam(Optimizer):
         tmp += self.epsilon
         np.divide(m, tmp, out=tmp)
         tmp *= lr_t
-        var.data -= tmp
+        p -= tmp
 
-    def _update(self, var, grad, lr, t, tmp):
-        self._adam_step(var, grad, lr, t, tmp)
+    def _update_chunk(self, name, p, g, slots, lr, t, tmp):
+        m, v = slots
+        self._adam_step(p, g, m, v, lr, t, tmp)

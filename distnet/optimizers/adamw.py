@@ -37,7 +37,8 @@ class AdamW(Adam):
         self.weight_decay = check_hyper("weight_decay", weight_decay, low=0.0)
         self.decay_filter = decay_filter
 
-    def _update(self, var, grad, lr, t, tmp):
-        if self.weight_decay and (self.decay_filter is None or self.decay_filter(var.name)):
-            var.data *= 1.0 - lr * self.weight_decay
-        self._adam_step(var, grad, lr, t, tmp)
+    def _update_chunk(self, name, p, g, slots, lr, t, tmp):
+        if self.weight_decay and (self.decay_filter is None or self.decay_filter(name)):
+            p *= 1.0 - lr * self.weight_decay
+        m, v = slots
+        self._adam_step(p, g, m, v, lr, t, tmp)

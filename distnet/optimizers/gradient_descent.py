@@ -23,6 +23,6 @@ class GradientDescent(Optimizer):
     def __init__(self, learning_rate: LearningRate, **kwargs):
         super().__init__(learning_rate, **kwargs)
 
-    def _update(self, var, grad, lr, t, tmp):
+    def _update_chunk(self, name, p, grad, slots, lr, t, tmp):
         np.multiply(grad, lr, out=tmp, casting="unsafe")
-        var.data -= tmp
+        p -= tmp

@@ -32,16 +32,16 @@ class Momentum(Optimizer):
         self.momentum = check_hyper("momentum", momentum, low=0.0)
         self.use_nesterov = bool(use_nesterov)
 
-    def _update(self, var, grad, lr, t, tmp):
-        accum = self._slots["momentum"][var.name]
+    def _update_chunk(self, name, p, grad, slots, lr, t, tmp):
+        (accum,) = slots
         accum *= self.momentum
         accum += grad
         if self.use_nesterov:
             # var -= lr * g + lr * mu * accum
             np.multiply(accum, lr * self.momentum, out=tmp)
-            var.data -= tmp
+            p -= tmp
             np.multiply(grad, lr, out=tmp, casting="unsafe")
-            var.data -= tmp
+            p -= tmp
         else:
             np.multiply(accum, lr, out=tmp)
-            var.data -= tmp
+            p -= tmp

@@ -46,16 +46,15 @@ class RMSProp(Optimizer):
             return np.ones(var.shape, dtype=var.dtype)  # TF1: ms starts at ones
         return np.zeros(var.shape, dtype=var.dtype)
 
-    def _update(self, var, grad, lr, t, tmp):
-        rms = self._slots["rms"][var.name]
-        mom = self._slots["momentum"][var.name]
+    def _update_chunk(self, name, p, grad, slots, lr, t, tmp):
+        rms, mom = slots[0], slots[1]
         d = self.decay
         rms *= d
         np.multiply(grad, grad, out=tmp, casting="unsafe")
         tmp *= 1.0 - d
         rms += tmp
         if self.centered:
-            mg = self._slots["mg"][var.name]
+            mg = slots[2]
             mg *= d
             np.multiply(grad, 1.0 - d, out=tmp, casting="unsafe")
             mg += tmp
@@ -69,4 +68,4 @@ class RMSProp(Optimizer):
         tmp *= lr
         mom *= self.momentum
         mom += tmp
-        var.data -= mom
+        p -= mom
