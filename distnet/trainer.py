@@ -290,7 +290,9 @@ class Trainer:
                              regularization_grads=reg_grads, global_count=batch.global_batch_size)
         count = res.global_count
         lr = self.current_lr()
-        if self._guard.check(res.is_finite, step):
+        # The regularization value is the same on every rank (same weights): an
+        # inf there (its gradient added after the reduce may be too) skips the step everywhere.
+        if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
             # Sharded: pieces of this rank's block; replicated: the variables.
             self.optimizer.apply_gradients(res.grads_and_vars())
             if self.ema is not None:

@@ -189,3 +189,25 @@ def test_pieces_share_memory_with_the_variables():
     assert {k: a.shape for k, a in full.items()} == {v.name: v.shape for v in trainer.variables}
     with pytest.raises(Exception, match="Expect"):
         sync.local_pieces({v.name: np.zeros(3) for v in trainer.variables})
+
+
+def test_fused_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
+    from distnet.dist import SingleCommunicator
+    from distnet.dist.sharded import ShardedSynchronizer
+    from distnet.tensor import Variable
+
+    variables = [Variable(np.zeros((3, 50_000), np.float32), name="big"), Variable(np.zeros(3, np.float32), name="b")]
+    sync = ShardedSynchronizer(SingleCommunicator(), variables)
+    sync.check_chunk = 1000   # many chunks; the bad element sits in a middle one
+    for bad in (np.nan, np.inf, -np.inf):
+        grads = [np.ones(v.shape, np.float32) for v in variables]
+        grads[0][1, 12_345] = bad
+        assert not sync.sync(grads, 2, global_count=2).is_finite, bad
+    grads = [np.ones(v.shape, np.float32) for v in variables]
+    grads[0][2, -1] = 3.0
+    res = sync.sync(grads, 2)   # packed as 2 * g chunk by chunk, divided by the count 2
+    assert res.is_finite
+    assert [p.name for p in res.variables] == ["b", "big"]   # this rank's pieces, in layout order
+    np.testing.assert_array_equal(res.grads[1], np.ravel(grads[0]))
+    huge = [np.full(v.shape, 3e38, np.float32) for v in variables]   # finite; its sum of squares overflows
+    assert sync.sync(huge, 1).is_finite

@@ -123,7 +123,8 @@ class ShardedSynchronizer(GradientSynchronizer):
             piece.data = self.block[p.lo: p.lo + p.size]
             self.pieces.append(piece)
         self._grad_pieces = [self.grad_block[p.lo: p.lo + p.size] for p in self.pieces_info]
-        self._small = np.zeros(2 + len(self.scalar_names), dtype=np.float64)
+        # [count, scalars..., non-finite flag, huge-element flag], summed over ranks.
+        self._small = np.zeros(3 + len(self.scalar_names), dtype=np.float64)
 
     # -- collectives on preallocated buffers ------------------------------
     def _reduce_scatter(self) -> None:
@@ -171,20 +172,31 @@ class ShardedSynchronizer(GradientSynchronizer):
             pieces (views, valid until the next ``sync``); ``is_finite`` is
             global (any non-finite element on any rank's block).
         """
-        local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
+        # The finite check runs on the local gradients while they are packed
+        # (in cache); its flags ride in the small all-reduce, so every rank
+        # takes the same decision.  A NaN/inf anywhere makes the reduced sum
+        # non-finite, and with every element below ~1.8e19 (sum of squares
+        # finite) the sum over ranks cannot overflow: only when a rank saw
+        # such a huge element is the reduced block checked exactly.
+        flags: list = []
+        local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled,
+                                                        check=flags)
         self._reduce_scatter()
+        gb = self.grad_block
         small = self._small
         small[0] = local_count
         for k, name in enumerate(self.scalar_names, start=1):
             small[k] = float(scalars.get(name, 0.0))
-        gb = self.grad_block
-        with np.errstate(over="ignore", invalid="ignore"):
-            # sum(x*x) is finite only if every element is (one BLAS pass); an
-            # overflow of finite values is told apart by the exact check.
-            finite = bool(np.isfinite(np.dot(gb, gb)) or np.isfinite(gb).all()) if gb.size else True
-        small[-1] = 0.0 if finite else 1.0
+        small[-2] = 1.0 if flags[0] else 0.0
+        small[-1] = 1.0 if flags[1] else 0.0
         if self.comm.size > 1:
             self.comm.allreduce_(small)
+        finite = small[-2] == 0.0 and bool(np.isfinite(small[:-2]).all())
+        if finite and small[-1] > 0:   # rare: huge finite gradients somewhere; decide together
+            exact = np.array([0.0 if np.isfinite(gb).all() else 1.0])
+            if self.comm.size > 1:
+                self.comm.allreduce_(exact)
+            finite = exact[0] == 0.0
         total = int(round(float(small[0])))
         if total == 0:
             raise CollectiveError("gradient sync: the global batch is empty (every rank passed local_count=0)")
@@ -205,7 +217,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         return SyncResult(
             grads=list(self._grad_pieces), variables=list(self.pieces),
             scalars={name: float(small[k]) for k, name in enumerate(self.scalar_names, start=1)},
-            global_count=total, is_finite=small[-1] == 0.0 and bool(np.isfinite(small[:-1]).all()),
+            global_count=total, is_finite=finite,
         )
 
     def gather_params(self) -> None:
