@@ -211,3 +211,39 @@ def test_fused_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
     np.testing.assert_array_equal(res.grads[1], np.ravel(grads[0]))
     huge = [np.full(v.shape, 3e38, np.float32) for v in variables]   # finite; its sum of squares overflows
     assert sync.sync(huge, 1).is_finite
+
+
+JOB = """\
+name = "tiny"
+
+[[model.layers]]
+type = "flatten"
+
+[[model.layers]]
+type = "dense"
+units = 10
+
+[train]
+batch_size = 10
+steps = 3
+
+[data]
+train_samples = 30
+test_samples = 10
+
+[checkpoint]
+dir = ""
+"""
+
+
+def test_job_file_option_reaches_the_trainer():
+    from distnet.config import parse_job
+    from distnet.errors import ConfigError
+    from distnet.job import build_trainer
+
+    assert build_trainer(parse_job(JOB + "[dist]\nshard_optimizer = true\n")).shard_optimizer is True
+    assert build_trainer(parse_job(JOB)).shard_optimizer is False
+    with pytest.raises(ConfigError, match="shard_optimizer"):
+        parse_job(JOB + "[dist]\nshard_optimizer = 1\n")
+    with pytest.raises(ConfigError, match="bucket_bytes"):
+        build_trainer(parse_job(JOB + "[dist]\nshard_optimizer = true\nbucket_bytes = 4096\n"))
