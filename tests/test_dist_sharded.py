@@ -179,7 +179,7 @@ def test_sharded_rejects_what_it_cannot_do():
 def test_pieces_share_memory_with_the_variables():
     trainer = _tiny_trainer(shard_optimizer=True)
     sync = trainer.sync
-    assert sum(p.data.size for p in sync.pieces) == sync.params.size == 4 * 2 + 2
+    assert sum(p.data.size for p in sync.pieces) == sync.total == 4 * 2 + 2
     for v in trainer.variables:
         assert np.shares_memory(v.data, sync.params)
     before = {v.name: v.numpy().copy() for v in trainer.variables}
@@ -191,21 +191,20 @@ def test_pieces_share_memory_with_the_variables():
         sync.local_pieces({v.name: np.zeros(3) for v in trainer.variables})
 
 
-def test_fused_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
+def test_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
     from distnet.dist import SingleCommunicator
     from distnet.dist.sharded import ShardedSynchronizer
     from distnet.tensor import Variable
 
     variables = [Variable(np.zeros((3, 50_000), np.float32), name="big"), Variable(np.zeros(3, np.float32), name="b")]
     sync = ShardedSynchronizer(SingleCommunicator(), variables)
-    sync.check_chunk = 1000   # many chunks; the bad element sits in a middle one
     for bad in (np.nan, np.inf, -np.inf):
         grads = [np.ones(v.shape, np.float32) for v in variables]
         grads[0][1, 12_345] = bad
         assert not sync.sync(grads, 2, global_count=2).is_finite, bad
     grads = [np.ones(v.shape, np.float32) for v in variables]
     grads[0][2, -1] = 3.0
-    res = sync.sync(grads, 2)   # packed as 2 * g chunk by chunk, divided by the count 2
+    res = sync.sync(grads, 2)   # packed as 2 * g, divided by the count 2
     assert res.is_finite
     assert [p.name for p in res.variables] == ["b", "big"]   # this rank's pieces, in layout order
     np.testing.assert_array_equal(res.grads[1], np.ravel(grads[0]))

@@ -163,19 +163,9 @@ class GradientSynchronizer:
                              f"Actual: shape {g.shape}")
         return g
 
-    #: elements per pass of the fused pack + finite check (cache-sized).
-    check_chunk = 32768
-
-    def _pack(self, grads, local_count, scalars, global_count, prescaled, check: list | None = None) -> tuple:
+    def _pack(self, grads, local_count, scalars, global_count, prescaled) -> tuple:
         """Validate the arguments and write this rank's weighted gradients into
-        the buffer's gradient part; returns ``(local_count, global_count, scalars)``.
-
-        With ``check`` (a list), the local gradients are also checked while
-        each cache-sized chunk is hot: ``check`` receives ``[bad, big]``, bad
-        when an element is NaN or inf, big when all are finite but the sum of
-        squares overflows (an element above ~1.8e19, whose sum over ranks
-        could overflow: only then is an exact check after the reduce needed).
-        """
+        the buffer's gradient part; returns ``(local_count, global_count, scalars)``."""
         if isinstance(local_count, bool) or not isinstance(local_count, (int, np.integer)) or local_count < 0:
             raise InvalidArgumentError(f"local_count: Expect: an integer >= 0 Actual: {local_count!r}")
         local_count = int(local_count)
@@ -199,38 +189,17 @@ class GradientSynchronizer:
             weight = local_count / global_count
         else:
             weight = float(local_count)
-        bad = big = False
         for i, g in enumerate(grads):
             view = self._views[i]
             if g is None or local_count == 0:
                 view.fill(0.0)
-                continue
-            if g is not view:
-                g = self._check_grad(i, g, "gradient")
-            if check is None:
-                if g is view:
-                    if weight != 1.0:
-                        np.multiply(view, weight, out=view)
-                elif weight == 1.0:
-                    np.copyto(view, g, casting="same_kind")
-                else:
-                    np.multiply(g, weight, out=view, casting="same_kind")
-                continue
-            flat, src = view.reshape(-1), np.ravel(g)
-            c = self.check_chunk
-            with np.errstate(over="ignore", invalid="ignore"):
-                for lo in range(0, flat.size, c):
-                    dst = flat[lo: lo + c]
-                    if weight != 1.0 or src is not flat:
-                        np.multiply(src[lo: lo + c], weight, out=dst, casting="same_kind")
-                    # sum(x*x) is finite only if every element is (one BLAS pass, in cache).
-                    if not np.isfinite(np.dot(dst, dst)):
-                        if np.isfinite(dst).all():
-                            big = True
-                        else:
-                            bad = True
-        if check is not None:
-            check[:] = [bad, big]
+            elif g is view:
+                if weight != 1.0:
+                    np.multiply(view, weight, out=view)
+            elif weight == 1.0:
+                np.copyto(view, self._check_grad(i, g, "gradient"), casting="same_kind")
+            else:
+                np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
         return local_count, global_count, scalars
 
     def sync(self, grads, local_count: int, scalars: Mapping[str, float] | None = None,

@@ -2,8 +2,8 @@
 
 The trainable variables are laid out, in sorted-name order, in one flat
 parameter buffer; the variables' ``data`` become views into it.  The buffer
-is cut into N consecutive blocks (``block_counts``: lengths differ by at most
-one, a block may cut through a variable).  Each step:
+is cut into N consecutive blocks of ``ceil(n / N)`` elements (zero padding
+at the end; a block may cut through a variable).  Each step:
 
 1. the gradients are packed as for the replicated path
    (:class:`~distnet.dist.grad_sync.GradientSynchronizer`) and
@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from distnet.dist.abort import CollectiveError
-from distnet.dist.communicator import Communicator, block_counts
+from distnet.dist.communicator import Communicator
 from distnet.dist.grad_sync import GradientSynchronizer, SyncResult
 from distnet.errors import DTypeError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
@@ -90,26 +90,43 @@ class ShardedSynchronizer(GradientSynchronizer):
                              f"Actual: dtypes {dtypes}")
         self.param_dtype = np.dtype(dtypes[0])
         total = self._grad_part.size
-        self.counts = block_counts(total, comm.size)
-        self.displs = [int(x) for x in np.concatenate([[0], np.cumsum(self.counts)[:-1]])]
-        lo = self.displs[comm.rank]
-        hi = lo + self.counts[comm.rank]
-        self.block_range = (lo, hi)
+        # Equal blocks of ceil(total / N) elements, the buffers zero-padded at
+        # the end: MPI's Reduce_scatter_block and in-place Allgather (equal
+        # counts) ran 2-9x faster here than their v-variants for 13-26 MB.
+        size = comm.size
+        # Blocks are a multiple of 16 elements (64 bytes), so every rank's block
+        # starts on a cache line.
+        block = -(-total // (size * 16)) * 16
+        self.padded = block * size
+        self.block_size = block
+        lo = min(total, comm.rank * block)
+        hi = min(total, lo + block)
+        self.block_range = (lo, hi)           # real (unpadded) elements of this rank
+        self.total = total
+
+        # Re-lay the sync buffer with the padding: [gradients, zeros, count, scalars...]
+        # (the gradients at the aligned start of the allocation).
+        itemsize = self.dtype.itemsize
+        base = self._grad_part.__array_interface__["data"][0]
+        self._offsets: list = [int((self._views[i].__array_interface__["data"][0] - base) // itemsize)
+                               for i in range(len(self.variables))]
+        n_scalars = self._scalars.size
+        self.buffer = np.zeros(self.padded + n_scalars, dtype=self.dtype)
+        self._grad_part = self.buffer[:self.padded]
+        self._scalars = self.buffer[self.padded:]
+        self.buckets = [self.buffer]
+        self._views = [self._grad_part[off: off + v.data.size].reshape(v.shape)
+                       for off, v in zip(self._offsets, self.variables)]
 
         # The flat parameter buffer, laid out like the gradient part of the
         # sync buffer; the variables' data become views into it.
-        self.params = np.empty(total, dtype=self.param_dtype)
-        self._offsets: list = [0] * len(self.variables)
-        base = self._grad_part.__array_interface__["data"][0]
-        itemsize = self.dtype.itemsize
-        for i, v in enumerate(self.variables):
-            off = (self._views[i].__array_interface__["data"][0] - base) // itemsize
-            self._offsets[i] = int(off)
+        self.params = np.zeros(self.padded, dtype=self.param_dtype)
+        for off, v in zip(self._offsets, self.variables):
             view = self.params[off: off + v.data.size].reshape(v.shape)
             np.copyto(view, v.data)
             v.data = view
         self.block = self.params[lo:hi]                   # this rank's parameters (a view)
-        self.grad_block = np.empty(hi - lo, dtype=self.dtype)
+        self.grad_block = np.zeros(block, dtype=self.dtype)
         self.pieces_info: list[Piece] = []
         for i in sorted(range(len(self.variables)), key=lambda k: self._offsets[k]):
             a = max(lo, self._offsets[i])
@@ -123,8 +140,8 @@ class ShardedSynchronizer(GradientSynchronizer):
             piece.data = self.block[p.lo: p.lo + p.size]
             self.pieces.append(piece)
         self._grad_pieces = [self.grad_block[p.lo: p.lo + p.size] for p in self.pieces_info]
-        # [count, scalars..., non-finite flag, huge-element flag], summed over ranks.
-        self._small = np.zeros(3 + len(self.scalar_names), dtype=np.float64)
+        # [count, scalars..., non-finite flag], summed over ranks.
+        self._small = np.zeros(2 + len(self.scalar_names), dtype=np.float64)
 
     # -- collectives on preallocated buffers ------------------------------
     def _reduce_scatter(self) -> None:
@@ -134,31 +151,30 @@ class ShardedSynchronizer(GradientSynchronizer):
         elif mpi_comm is not None:
             self.comm.calls.enter("reduce_scatter")
             try:
-                mpi_comm.Reduce_scatter(self._grad_part, self.grad_block, self.counts)
+                mpi_comm.Reduce_scatter_block(self._grad_part, self.grad_block)
             finally:
                 self.comm.calls.leave()
         else:
-            np.copyto(self.grad_block, self.comm.reduce_scatter(self._grad_part, self.counts))
+            counts = [self.block_size] * self.comm.size
+            np.copyto(self.grad_block, self.comm.reduce_scatter(self._grad_part, counts))
 
-    def _allgather(self, flat: np.ndarray, block: np.ndarray | None = None) -> np.ndarray:
-        """Fill ``flat`` (the full length) from every rank's block; ``block``
-        defaults to this rank's range of ``flat`` itself (in place)."""
-        lo, hi = self.block_range
-        if block is not None:
-            np.copyto(flat[lo:hi], block)
-        mpi_comm = getattr(self.comm, "mpi_comm", None)
+    def _allgather(self, flat: np.ndarray) -> np.ndarray:
+        """Fill ``flat`` (padded length) from every rank's block of it, in place."""
         if self.comm.size == 1:
             return flat
+        mpi_comm = getattr(self.comm, "mpi_comm", None)
         if mpi_comm is not None:
             from mpi4py import MPI
 
             self.comm.calls.enter("allgather")
             try:
-                mpi_comm.Allgatherv(MPI.IN_PLACE, [flat, (self.counts, self.displs)])
+                mpi_comm.Allgather(MPI.IN_PLACE, flat)
             finally:
                 self.comm.calls.leave()
         else:
-            np.copyto(flat, self.comm.allgather(np.ascontiguousarray(flat[lo:hi]), self.counts))
+            b, r = self.block_size, self.comm.rank
+            np.copyto(flat, self.comm.allgather(np.ascontiguousarray(flat[r * b: (r + 1) * b]),
+                                                [b] * self.comm.size))
         return flat
 
     # -- the step ---------------------------------------------------------
@@ -172,31 +188,23 @@ class ShardedSynchronizer(GradientSynchronizer):
             pieces (views, valid until the next ``sync``); ``is_finite`` is
             global (any non-finite element on any rank's block).
         """
-        # The finite check runs on the local gradients while they are packed
-        # (in cache); its flags ride in the small all-reduce, so every rank
-        # takes the same decision.  A NaN/inf anywhere makes the reduced sum
-        # non-finite, and with every element below ~1.8e19 (sum of squares
-        # finite) the sum over ranks cannot overflow: only when a rank saw
-        # such a huge element is the reduced block checked exactly.
-        flags: list = []
-        local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled,
-                                                        check=flags)
+        local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
         self._reduce_scatter()
         gb = self.grad_block
         small = self._small
         small[0] = local_count
         for k, name in enumerate(self.scalar_names, start=1):
             small[k] = float(scalars.get(name, 0.0))
-        small[-2] = 1.0 if flags[0] else 0.0
-        small[-1] = 1.0 if flags[1] else 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            # Each rank checks its reduced block (1/N of the buffer): sum(x*x)
+            # is finite only if every element is (one BLAS pass); an overflow
+            # of finite values is told apart by the exact check.  The flags
+            # ride in the small all-reduce, so every rank decides the same.
+            finite = bool(np.isfinite(np.dot(gb, gb)) or np.isfinite(gb).all())
+        small[-1] = 0.0 if finite else 1.0
         if self.comm.size > 1:
             self.comm.allreduce_(small)
-        finite = small[-2] == 0.0 and bool(np.isfinite(small[:-2]).all())
-        if finite and small[-1] > 0:   # rare: huge finite gradients somewhere; decide together
-            exact = np.array([0.0 if np.isfinite(gb).all() else 1.0])
-            if self.comm.size > 1:
-                self.comm.allreduce_(exact)
-            finite = exact[0] == 0.0
+        finite = small[-1] == 0.0 and bool(np.isfinite(small[:-1]).all())
         total = int(round(float(small[0])))
         if total == 0:
             raise CollectiveError("gradient sync: the global batch is empty (every rank passed local_count=0)")
@@ -232,7 +240,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         missing = sorted(p.name for p in self.pieces_info if p.name not in table)
         if missing:
             raise InvalidArgumentError(f"gather_pieces: Expect: a piece for each of {missing} Actual: none")
-        flat = np.empty(self.params.size, dtype=self.param_dtype)
+        flat = np.zeros(self.params.size, dtype=self.param_dtype)
         lo, _ = self.block_range
         for p in self.pieces_info:
             np.copyto(flat[lo + p.lo: lo + p.lo + p.size], np.asarray(table[p.name]).reshape(-1), casting="unsafe")
