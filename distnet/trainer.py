@@ -66,6 +66,38 @@ def _resolve_loss(loss: str | LossFn) -> LossFn:
     return fn
 
 
+def tune_malloc() -> bool:
+    """Keep freed large blocks in the C heap for reuse (glibc only).
+
+    Every step allocates and frees activations and gradients of up to tens
+    of MB.  By default glibc serves each with a fresh ``mmap`` and unmaps it
+    when freed, so every page is faulted in and zeroed again at every step
+    (~6000 minor page faults per step for the reference conv net, 14% of a
+    1-rank step and more with 2 ranks competing for memory).  This raises the
+    mmap threshold to glibc's maximum (32 MB) and the heap trim threshold to
+    1 GB for the whole process, as ``MALLOC_MMAP_THRESHOLD_=33554432
+    MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment would: the peak
+    heap stays allocated instead of being returned to the system.
+
+    Returns:
+        True when applied, False where ``mallopt`` is not glibc's (no change).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version   # glibc, whose mallopt takes these parameters
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def per_sample_keys(seed: int, step: int, indices: np.ndarray) -> np.ndarray:
     """uint64 dropout keys of the samples ``indices`` (global indices) at ``step``.
 
@@ -120,6 +152,7 @@ class Trainer:
         stall_timeout: float | None = None,
         bucket_bytes: int | None = None,
         shard_optimizer: bool = False,
+        malloc_tuning: bool = True,
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
     ):
         from distnet.dist import get_communicator
@@ -158,6 +191,9 @@ class Trainer:
                 "whole gradient is not available on a rank that holds 1/N of it) Actual: "
                 f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
 
+        # A process-wide allocator setting (see tune_malloc), made here because
+        # the training loop is what allocates and frees the large arrays.
+        self.malloc_tuned = tune_malloc() if malloc_tuning else False
         self.model = model
         self.loss_fn = _resolve_loss(loss)
         self.optimizer = optimizer
