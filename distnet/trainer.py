@@ -19,6 +19,15 @@ A single process is simply a world of size 1.  Each synchronized step:
 
 Dropout masks are keyed by (seed, step, global sample index), so a run on N
 ranks draws exactly the masks of the same run on one rank.
+
+``shard_optimizer=True`` (ZeRO stage 1, :mod:`distnet.dist.sharded`) replaces
+steps 3-6 by: reduce-scatter of the gradients, the regularization gradient
+added for this rank's block, the optimizer and EMA update of the block only
+(slots and shadows for 1/N of the weights), then an all-gather of the
+weights.  The results equal the replicated path's (bitwise on 2 ranks), and
+:meth:`Trainer.state` gathers the full slots and shadows, so checkpoints are
+the same either way.  With it, ``optimizer.get_slot`` returns this rank's
+1-d pieces; global-norm clipping and ``bucket_bytes`` are refused.
 """
 from __future__ import annotations
 
