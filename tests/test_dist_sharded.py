@@ -143,6 +143,19 @@ def test_one_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path):
     assert all(np.isfinite(v).all() for v in _state(res).values())
 
 
+@pytest.mark.mpi
+def test_ranks_holding_no_parameters(tmp_path):
+    """8 parameters on 3 ranks: blocks of 16 elements, so ranks 1 and 2 hold
+    nothing; they still take every step, write and resume checkpoints."""
+    ref = _single(tmp_path, "tiny1", "--tiny")
+    ckpt = tmp_path / "ckpt"
+    _mpi(tmp_path, 3, "tiny3a", "--tiny", "--shard", "--ckpt", ckpt, "--stop-at", 9)
+    res = _mpi(tmp_path, 3, "tiny3", "--tiny", "--shard", "--ckpt", ckpt, "--resume")
+    assert sorted(k for k in res if k.startswith("param:")) == ["param:dense/bias", "param:dense/kernel"]
+    assert _max_diff(ref, res) < TOL
+    np.testing.assert_allclose(res["losses"], ref["losses"][9:], rtol=1e-5, atol=1e-6)
+
+
 # -- in one process -----------------------------------------------------------
 def test_sharded_in_one_process_is_bitwise_replicated(single, tmp_path):
     res = _single(tmp_path, "shard1", "--shard")

@@ -8,6 +8,7 @@ width of 17: 1217 parameters, which 2 and 3 ranks do not divide evenly.
 usage: python sharded_train.py OUT.npz [--shard] [--opt adam|momentum|sgd]
        [--steps 20] [--batch 10] [--ckpt DIR --stop-at K | --ckpt DIR --resume]
        [--nan-at STEP]   (rank 0 plants one NaN in one gradient element at STEP)
+       [--tiny]          (a model of 8 parameters: ranks beyond the first hold none)
 """
 from __future__ import annotations
 
@@ -35,7 +36,22 @@ def optimizer(kind: str):
 
 
 def build(args, comm) -> Trainer:
-    model = distnet.Sequential([
+    if args.tiny:   # 8 parameters: on 3 ranks, ranks 1 and 2 hold none
+        model = distnet.Sequential([
+            layers.MaxPool2D(8), layers.Flatten(),
+            layers.Dense(4, kernel_regularizer=regularizers.l2(0.05)),
+        ], input_shape=(8, 8, 1), seed=3)
+    else:
+        model = _net()
+    steps = args.stop_at if args.stop_at is not None else args.steps
+    return Trainer(model, "sparse_softmax_cross_entropy", optimizer(args.opt), dataset(),
+                   global_batch_size=args.batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
+                   weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
+                   log_every=1000, shard_optimizer=args.shard)
+
+
+def _net():
+    return distnet.Sequential([
         layers.Conv2D(4, 3, padding="same", activation="relu", kernel_regularizer=regularizers.l2(0.05)),
         layers.MaxPool2D(2),
         layers.Flatten(),
@@ -43,11 +59,6 @@ def build(args, comm) -> Trainer:
         layers.Dropout(0.3),
         layers.Dense(4),
     ], input_shape=(8, 8, 1), seed=3)
-    steps = args.stop_at if args.stop_at is not None else args.steps
-    return Trainer(model, "sparse_softmax_cross_entropy", optimizer(args.opt), dataset(),
-                   global_batch_size=args.batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
-                   weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
-                   log_every=1000, shard_optimizer=args.shard)
 
 
 def main() -> int:
@@ -61,6 +72,7 @@ def main() -> int:
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--nan-at", type=int, default=None)
+    parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args(script_args())
     comm = distnet.dist.get_communicator("auto")
     trainer = build(args, comm)
