@@ -78,6 +78,14 @@ def test_sharded_adam_on_2_ranks_equals_one_process_and_replicated(single, shard
 
 
 @pytest.mark.mpi
+def test_auto_shards_on_2_ranks(sharded2, tmp_path):
+    res = _mpi(tmp_path, 2, "auto", "--auto")
+    assert bool(res["sharded"]) and bool(sharded2["sharded"])
+    for k in _state(sharded2):
+        assert np.array_equal(res[k], sharded2[k]), k
+
+
+@pytest.mark.mpi
 @pytest.mark.parametrize("opt", ["momentum", "sgd"])
 def test_sharded_momentum_and_sgd_on_2_ranks(single, tmp_path, opt):
     res = _mpi(tmp_path, 2, opt, "--shard", "--opt", opt)
@@ -185,8 +193,14 @@ def test_sharded_rejects_what_it_cannot_do():
         _tiny_trainer(shard_optimizer=True, bucket_bytes=1 << 20)
     with pytest.raises(InvalidArgumentError, match="global_clipnorm"):
         _tiny_trainer(shard_optimizer=True, optimizer=distnet.optimizers.Adam(0.1, global_clipnorm=1.0))
-    with pytest.raises(InvalidArgumentError, match="shard_optimizer must be True or False"):
+    with pytest.raises(InvalidArgumentError, match="shard_optimizer must be True, False or None"):
         _tiny_trainer(shard_optimizer="yes")
+
+
+def test_auto_is_replicated_on_one_rank():
+    assert _tiny_trainer().shard_optimizer is False
+    assert _tiny_trainer(shard_optimizer=None).shard_optimizer is False
+    assert _tiny_trainer(shard_optimizer=True).shard_optimizer is True
 
 
 def test_pieces_share_memory_with_the_variables():

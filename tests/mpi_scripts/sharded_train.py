@@ -5,7 +5,7 @@ The net is tests/mpi_scripts/train_equivalence.py's (L2 + L1 kernel
 regularizers, weight decay, dropout, EMA with num_updates) with a hidden
 width of 17: 1217 parameters, which 2 and 3 ranks do not divide evenly.
 
-usage: python sharded_train.py OUT.npz [--shard] [--opt adam|momentum|sgd]
+usage: python sharded_train.py OUT.npz [--shard | --auto] [--opt adam|momentum|sgd]
        [--steps 20] [--batch 10] [--ckpt DIR --stop-at K | --ckpt DIR --resume]
        [--nan-at STEP]   (rank 0 plants one NaN in one gradient element at STEP)
        [--tiny]          (a model of 8 parameters: ranks beyond the first hold none)
@@ -47,7 +47,7 @@ def build(args, comm) -> Trainer:
     return Trainer(model, "sparse_softmax_cross_entropy", optimizer(args.opt), dataset(),
                    global_batch_size=args.batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
                    weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
-                   log_every=1000, shard_optimizer=args.shard)
+                   log_every=1000, shard_optimizer=None if args.auto else args.shard)
 
 
 def _net():
@@ -65,6 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--shard", action="store_true")
+    parser.add_argument("--auto", action="store_true", help="shard_optimizer=None: the trainer decides")
     parser.add_argument("--opt", default="adam", choices=("adam", "momentum", "sgd"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10)
@@ -99,7 +100,7 @@ def main() -> int:
         for slot, table in state.optimizer["slots"].items():
             arrays.update({f"slot:{slot}:{k}": v for k, v in table.items()})
         ema_eval = trainer.evaluate(dataset(), use_ema=True)
-        np.savez(args.out, losses=losses, finite=finite, steps=trainer.step,
+        np.savez(args.out, losses=losses, finite=finite, steps=trainer.step, sharded=trainer.shard_optimizer,
                  ema_eval_loss=ema_eval["loss"], **arrays)
     else:
         trainer.evaluate(dataset(), use_ema=True)
