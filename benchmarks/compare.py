@@ -168,6 +168,17 @@ def peak_rss_bytes() -> int:
 
 
 def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False) -> dict | None:
+    """distnet's step through ``Trainer`` on this process's communicator (mpiexec gives 2 ranks).
+
+    Args:
+      model_name: one of ``MODELS``.
+      batch: the global batch.
+      steps, warmup: timed and untimed steps.
+      sharded: ``Trainer(shard_optimizer=True)`` (ZeRO-1).
+
+    Returns:
+      On rank 0, ``{"step_ms", "cores", "sync_ms", "bare_allreduce_ms", "sync_mbytes", "rss"}``; None elsewhere.
+    """
     import numpy as np
 
     import distnet
@@ -258,6 +269,11 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
 
 
 def run_torch(model_name: str, batch: int, steps: int, warmup: int, threads: int, ddp: bool) -> dict | None:
+    """PyTorch's eager step (NCHW); with ``ddp``, DistributedDataParallel over gloo (RANK/WORLD_SIZE env).
+
+    Returns:
+      On rank 0, ``{"step_ms", "cores"}``; None elsewhere.
+    """
     import numpy as np
     import torch
     import torch.nn as tnn
@@ -322,6 +338,11 @@ def run_torch(model_name: str, batch: int, steps: int, warmup: int, threads: int
 
 
 def run_tensorflow(model_name: str, batch: int, steps: int, warmup: int, threads: int, jit: bool) -> dict:
+    """TensorFlow's step: a ``tf.function`` (XLA if ``jit``) with a GradientTape and the Keras Adam.
+
+    Returns:
+      ``{"step_ms", "cores", "jit"}``.
+    """
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -364,6 +385,7 @@ def run_tensorflow(model_name: str, batch: int, steps: int, warmup: int, threads
 
 
 def worker(args: argparse.Namespace) -> int:
+    """One measurement in this process; prints ``RESULT {json}`` on rank 0."""
     if args.worker == "distnet":
         out = run_distnet(args.models, args.batch, args.steps, args.warmup, args.sharded)
     elif args.worker == "torch":
@@ -380,6 +402,7 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def thread_env(threads: int) -> dict:
+    """The environment of a run with ``threads`` BLAS/OpenMP threads (set before any import)."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -426,6 +449,7 @@ def launch(framework: str, config: str, model: str, batch: int, steps: int, warm
 
 
 def machine_info() -> dict:
+    """CPU count and model, numpy and BLAS versions, load average and date."""
     import numpy as np
 
     info = {"nproc": os.cpu_count(), "cpu": "?", "numpy": np.__version__, "python": sys.version.split()[0],
