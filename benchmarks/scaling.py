@@ -48,7 +48,7 @@ def reference_net(seed: int = 0):
     ], input_shape=(28, 28, 1), seed=seed)
 
 
-def measure(batch: int, steps: int, warmup: int) -> dict | None:
+def measure(batch: int, steps: int, warmup: int, shard: bool = False) -> dict | None:
     import distnet
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
@@ -58,7 +58,8 @@ def measure(batch: int, steps: int, warmup: int) -> dict | None:
     n = batch * (steps + warmup)
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
     trainer = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
-                      global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None)
+                      global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
+                      shard_optimizer=shard and comm.size > 1)
 
     sync_times: list[float] = []
     original = trainer.sync.sync
@@ -102,10 +103,12 @@ def measure(batch: int, steps: int, warmup: int) -> dict | None:
     return result if comm.rank == 0 else None
 
 
-def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int) -> None:
+def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int, shard: bool = False) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     me = [sys.executable, __file__, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup), "--json"]
+    if shard:
+        me.append("--shard")
     runs: dict[int, list[dict]] = {1: [], nranks: []}
     for _ in range(rounds):  # alternate, so both see the same machine load
         for n in (1, nranks):
@@ -118,7 +121,7 @@ def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int) -> No
     bare = float(np.median([r["bare_allreduce_ms"] for r in runs[nranks]]))
     mb = runs[nranks][0]["sync_mbytes"]
     print(f"reference conv net, global batch {batch}, {steps} timed steps x {rounds} alternating rounds, "
-          f"1 BLAS thread per rank")
+          f"1 BLAS thread per rank{', sharded optimizer (ZeRO-1) on N ranks' if shard else ''}")
     print(f"  1 rank : {t1:8.1f} ms/step  ({batch / t1 * 1e3:7.0f} samples/s)")
     print(f"  {nranks} ranks: {tn:8.1f} ms/step  ({batch / tn * 1e3:7.0f} samples/s)")
     print(f"  scaling efficiency = T1 / (T{nranks} * {nranks}) = {100 * t1 / (tn * nranks):.1f} %")
@@ -134,12 +137,14 @@ def main() -> int:
     parser.add_argument("--compare", type=int, default=None, metavar="N",
                         help="launch 1 rank and N ranks alternately and print the comparison")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shard", action="store_true",
+                        help="N ranks use the sharded (ZeRO-1) optimizer; its sync figure is the reduce-scatter only")
     parser.add_argument("--json", action="store_true", help="print one JSON line (for --compare)")
     args = parser.parse_args()
     if args.compare:
-        compare(args.compare, args.batch, args.steps, args.warmup, args.rounds)
+        compare(args.compare, args.batch, args.steps, args.warmup, args.rounds, args.shard)
         return 0
-    result = measure(args.batch, args.steps, args.warmup)
+    result = measure(args.batch, args.steps, args.warmup, args.shard)
     if result is not None:
         print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0

@@ -68,9 +68,10 @@ def main() -> int:
     history = trainer.fit(resume=args.resume)  # with a checkpoint dir, the last step is saved
     losses = np.array([r["loss"] for r in history if "loss" in r])
     regs = np.array([r["reg_loss"] for r in history if "reg_loss" in r])
+    state = trainer.state()  # collective: gathers sharded slots and shadows
     if comm.rank == 0:
-        arrays = {f"param:{v.name}": v.numpy() for v in trainer.all_variables}
-        arrays.update({f"ema:{k}": v for k, v in trainer.ema.state_dict().items()})
+        arrays = {f"param:{k}": v for k, v in state.params.items()}
+        arrays.update({f"ema:{k}": v for k, v in state.ema.items()})
         np.savez(args.out, losses=losses, regs=regs, **arrays)
     say(f"rank {comm.rank} size {comm.size} steps {trainer.step} final_loss {losses[-1]:.6f}")
     return 0
