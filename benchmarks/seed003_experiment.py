@@ -14,7 +14,7 @@ seed does.  Variants:
 (The seed's own code applies ``l2_loss`` to the *initial value* tensor, which
 carries no gradient; here the penalty is on the variables, as intended.)
 
-Run ``python benchmarks/seed003_experiment.py [--data DIR] [--ranks N]``;
+Run ``python benchmarks/seed003_experiment.py [--data DIR]``;
 with ``mpiexec -n N`` the same run is data-parallel (same results).
 Add ``--two-conv --epochs 3`` for the 2-conv baseline.
 """
