@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distnet.errors import DTypeError, ShapeError
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 
 
 class Op:
@@ -92,7 +92,7 @@ def _topological_order(root: "Tensor") -> list:
     return order
 
 
-def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
+def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero") -> list:
     """Gradients of the scalar ``ys`` with respect to each tensor in ``xs``.
 
     TF1's ``tf.gradients`` for a scalar: returns a list of numpy arrays in the
@@ -103,6 +103,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
       ys: a scalar :class:`Tensor` (shape ``()`` or any shape of size 1).
       xs: a tensor or a list of tensors / variables.
       grad_ys: optional upstream gradient for ``ys`` (defaults to 1).
+      unconnected_gradients: TF's option: ``"zero"`` (default) gives zeros for
+        a tensor ``ys`` does not depend on, ``"none"`` gives ``None`` and
+        allocates nothing.
 
     Returns:
       ``list[np.ndarray]``, each of its tensor's shape and dtype, writeable
@@ -121,6 +124,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
             f"Expect: shape () Actual: shape {ys.shape}; reduce it first, "
             "e.g. with distnet.reduce_sum or distnet.reduce_mean"
         )
+    if unconnected_gradients not in ("zero", "none"):
+        raise InvalidArgumentError(
+            f"gradients: unconnected_gradients must be 'zero' or 'none', got {unconnected_gradients!r}")
     single = isinstance(xs, Tensor)
     xs = [xs] if single else list(xs)
     for i, x in enumerate(xs):
@@ -178,6 +184,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None) -> list[np.ndarray]:
         g = found.get(x)
         dt = _grad_dtype(x)
         if g is None:
+            if unconnected_gradients == "none":
+                out.append(None)
+                continue
             g = np.zeros(x.shape, dtype=dt)
         elif not isinstance(g, np.ndarray) or g.dtype != dt:
             g = np.asarray(g, dtype=dt)

@@ -340,7 +340,8 @@ class Trainer:
         if reg is not None:
             reg_value = float(reg.numpy())
             # A function of the weights alone, identical on every rank: added once, after the reduce.
-            reg_grads = gradients(reg, self.variables)
+            # Variables it does not touch get None (no parameter-sized zeros per step).
+            reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
         res = self.sync.sync(grads, local, scalars={"loss_sum": loss_sum, "correct": correct},
                              regularization_grads=reg_grads, global_count=batch.global_batch_size)
         count = res.global_count

@@ -295,3 +295,14 @@ def test_returned_gradients_are_separate_writeable_arrays():
     np.testing.assert_array_equal(ga2, [1.0, 1.0])
     (gs,) = gradients(distnet.reduce_sum(a), [a])
     gs += 1.0
+
+
+def test_unconnected_gradients_none_allocates_nothing():
+    x, y = distnet.Variable([1.0, 2.0]), distnet.Variable([3.0])
+    loss = distnet.reduce_sum(x * x)
+    gx, gy = distnet.gradients(loss, [x, y], unconnected_gradients="none")
+    np.testing.assert_array_equal(gx, [2.0, 4.0])
+    assert gy is None
+    assert distnet.gradients(loss, [y])[0].tolist() == [0.0]  # the default stays zeros
+    with pytest.raises(distnet.InvalidArgumentError, match="unconnected_gradients"):
+        distnet.gradients(loss, [x], unconnected_gradients="zeros")

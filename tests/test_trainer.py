@@ -45,21 +45,22 @@ def test_learns_blobs_and_reports_global_metrics():
     assert steps[-1]["loss"] < steps[0]["loss"]
 
 
-def test_one_sgd_step_matches_hand_computation():
+@pytest.mark.parametrize("wd", [0.02, 0.0])  # 0.0: the output layer is untouched by regularization
+def test_one_sgd_step_matches_hand_computation(wd):
     """loss = mean CE + l2 term: the update is lr * (mean grad + reg grad), once."""
     train = blobs(12, 2)
     reg = regularizers.l2(0.3)
     model = mlp(seed=4, reg=reg)
     w0 = weights(model)
     t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), train,
-                global_batch_size=12, steps=1, seed=0, weight_decay=0.02)
+                global_batch_size=12, steps=1, seed=0, weight_decay=wd)
     # Expected: the same forward on the same (permuted) batch, by hand with the autodiff core.
     ref = mlp(seed=4, reg=reg)
     x, y = train.read(np.arange(12))
     logits = ref(x, training=True)
     base = distnet.losses.sparse_softmax_cross_entropy(y, logits)
     reg_total = distnet.losses.get_regularization_loss(ref) + regularizers.weight_decay_loss(
-        ref.trainable_variables, 0.02)
+        ref.trainable_variables, wd)
     grads = distnet.gradients(base + reg_total, ref.trainable_variables)
     t.fit()
     for v, g in zip(ref.trainable_variables, grads):
