@@ -119,6 +119,8 @@ def test_regeneration_script(tmp_path):
     assert script.main(["--source", str(src), "--out", str(out), "--check"]) == 1
 
 
+# Compares the embedded subset with Debian's full files; .ci/run installs
+# dataset-fashion-mnist, so this runs in CI (the checksum tests run everywhere).
 @pytest.mark.skipif(not (SYSTEM / "train-images-idx3-ubyte.gz").exists(),
                     reason="the Debian package dataset-fashion-mnist is not installed")
 def test_embedded_rows_are_the_first_rows_of_the_installed_dataset():

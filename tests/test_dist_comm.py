@@ -151,6 +151,8 @@ def _can_unshare_network() -> bool:
 def test_mpi_needs_no_network():
     """hydra forks the ranks locally and they talk through shared memory: the
     job runs in a network namespace where no interface, not even loopback, is up."""
+    # Taking the network away needs a new network namespace (root + unshare);
+    # CI runs as root, so this runs there.
     if not _can_unshare_network():
         pytest.skip("needs root and `unshare -n` (a new network namespace) to take the network away")
     run = run_mpi("comm_ops.py", 2, timeout=60, prefix=("unshare", "-n"))

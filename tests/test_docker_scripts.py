@@ -37,6 +37,9 @@ def _run(cmd, env=None, input=None, timeout=60) -> subprocess.CompletedProcess:
 
 
 def _needs_ssh_keygen():
+    # The entrypoint generates the cluster keys with the system's ssh-keygen; no
+    # Python stand-in tests the real thing.  .ci/run installs openssh-client, so
+    # this runs in CI; elsewhere the reason is printed.
     if shutil.which("ssh-keygen") is None:
         print("\nskipped: ssh-keygen (openssh-client) is not installed")
         pytest.skip("ssh-keygen (openssh-client) is not installed")
@@ -148,6 +151,8 @@ def test_sshd_config_keys_only_no_root(tmp_path):
 def test_sshd_accepts_the_config(tmp_path):
     _needs_ssh_keygen()
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    # `sshd -t/-T` is the only authority on what the written config means.
+    # .ci/run installs openssh-server (which creates /run/sshd), so this runs in CI.
     if sshd is None or not Path("/run/sshd").is_dir():
         reason = "openssh-server (sshd and /run/sshd, as in the image) is not installed"
         print(f"\nskipped: {reason}")
@@ -164,6 +169,8 @@ def test_sshd_accepts_the_config(tmp_path):
     assert effective["permitrootlogin"] == "no"
 
 
+# The refusal can only be observed as root (CI runs as root); as another user
+# the entrypoint has nothing to refuse.
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks the refusal to run as root")
 @pytest.mark.parametrize("role", ["worker", "launcher"])
 def test_roles_refuse_root(tmp_path, role):
@@ -269,6 +276,7 @@ def test_compose_text():
 
 def test_compose_structure():
     text = (DOCKER / "compose.yaml").read_text()
+    # PyYAML is in the test extra, so this runs in CI; the textual checks above run regardless.
     yaml = pytest.importorskip("yaml", reason="PyYAML not installed: structural check skipped")
     doc = yaml.safe_load(text)
     assert doc["networks"] == {"mpi": {"internal": True}}

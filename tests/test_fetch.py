@@ -25,6 +25,9 @@ NAMES = [f.name for f in fetch_mod.FASHION_MNIST.files]
 
 
 def _debian_or_skip() -> Path:
+    # The loopback server serves Debian's real Fashion-MNIST files, so the
+    # published checksums are checked against real bytes; .ci/run installs
+    # dataset-fashion-mnist, so these tests run in CI.
     if not all((DEBIAN / n).is_file() for n in NAMES):
         reason = f"{DEBIAN} is absent (apt-get install dataset-fashion-mnist)"
         print(f"\ntest_fetch skipped: {reason}")

@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _mpiexec_or_skip() -> str:
+    # mpiexec comes with the mpich wheel, a dependency: this only skips in an
+    # environment installed without it (never in CI).
     try:
         return launcher.find_mpiexec()
     except launcher.LaunchError as exc:
@@ -257,6 +259,8 @@ time.sleep(600)
 """
 
 
+# Process leftovers are found by scanning /proc (no psutil dependency): Linux only,
+# as are CI and the MPI wheel we test with.
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_mpiexec_hung_after_a_proxy_ended_is_stopped(tmp_path):
     fake = tmp_path / "mpiexec"

@@ -50,6 +50,8 @@ CUT_WITHIN = 60.0
 
 @pytest.fixture(scope="module")
 def cluster():
+    # Network namespaces need root and iproute2; CI runs as root and .ci/run
+    # installs iproute2, so the multi-host tests run there.
     reason = netns.unavailable_reason()
     if reason is not None:
         print(f"\nmulti-host test skipped: {reason}")
