@@ -115,6 +115,57 @@ def test_watchdog_is_inert_for_a_world_of_one_and_validates():
         Watchdog(SingleCommunicator(), stall_timeout=0)
 
 
+def _diagnosis(peer_states, heard_ago, my_call="allreduce", my_wait=12.0, my_step=3, timeout=10.0):
+    """What rank 0 of a 3-rank world diagnoses from its peers' last heartbeats.
+
+    ``peer_states``: per peer (rank 1, 2), ``(step, call name or "", finished)``;
+    ``heard_ago``: seconds since each peer's last heartbeat arrived.
+    """
+    from distnet.dist import watchdog as w
+    wd = Watchdog(SingleCommunicator(), stall_timeout=timeout)   # a world of one: no thread
+    now = 1000.0
+    wd.comm = FakeWorld([None, None])
+    wd.comm.calls.name, wd.comm.calls.since = my_call, now - my_wait
+    wd.step = my_step
+    peers = [1, 2]
+    state = {p: np.array([st, 0.0, w._CALLS.index(call), 0.0, w._FINISHED_STATE if done else w._RUNNING])
+             for p, (st, call, done) in zip(peers, peer_states)}
+    last_seen = {p: now - ago for p, ago in zip(peers, heard_ago)}
+    return wd._diagnose(now, peers, last_seen, state)
+
+
+def test_watchdog_names_the_rank_whose_heartbeats_stopped_inside_the_collective():
+    # Every rank entered allreduce at step 3; then rank 2's link went down.
+    # Its last heartbeat says it waits too: still, it is the one to name.
+    msg = _diagnosis([(3, "allreduce", False), (3, "allreduce", False)], heard_ago=[0.3, 8.0])
+    assert msg is not None and msg.startswith("rank 2 silent since step 3 for 8.0 s"), msg
+    assert "different collectives" not in msg
+
+
+def test_watchdog_waits_for_a_fading_peer_before_blaming_the_collective():
+    # All in the same collective and all heard from: not yet a diagnosis ...
+    assert _diagnosis([(3, "allreduce", False), (3, "allreduce", False)], heard_ago=[0.3, 0.5]) is None
+    # ... until twice the stall timeout: then the collective itself is stuck.
+    msg = _diagnosis([(3, "allreduce", False), (3, "allreduce", False)], heard_ago=[0.3, 0.5], my_wait=21.0)
+    assert "every rank has waited in allreduce at step 3 for more than 20 s" in msg
+    assert "the collective does not complete" in msg
+
+
+@pytest.mark.parametrize("peer_states, words", [
+    ([(3, "allreduce", False), (3, "bcast", False)], "(the ranks called different collectives)"),
+    ([(3, "allreduce", False), (4, "allreduce", False)], "rank 2 in allreduce at step 4"),
+    ([(3, "allreduce", False), (3, "", False)], "rank 2 silent since step 3"),
+    ([(3, "allreduce", False), (5, "", True)], "rank 2 finished at step 5"),
+])
+def test_watchdog_diagnoses_from_heartbeats(peer_states, words):
+    msg = _diagnosis(peer_states, heard_ago=[0.3, 0.3])
+    assert msg is not None and words in msg, msg
+
+
+def test_watchdog_says_nothing_before_the_timeout():
+    assert _diagnosis([(3, "allreduce", False), (3, "", False)], heard_ago=[0.3, 0.3], my_wait=9.0) is None
+
+
 @pytest.mark.parametrize("code, words", [
     ("raise ValueError('bad thing')", "[rank 0] ValueError: bad thing"),
     ("import threading; t = threading.Thread(target=lambda: 1 / 0, name='w'); t.start(); t.join(); "

@@ -211,6 +211,43 @@ class Watchdog:
             while send_reqs[p] is not None and not send_reqs[p].Test() and time.monotonic() < deadline:
                 time.sleep(0.01)
 
+    def _all_waiting(self, now: float, peers: list, last_seen: dict, state: dict,
+                     my_call: str, my_wait: float) -> tuple:
+        """Diagnose a stall in which every rank reports waiting in a collective.
+
+        Returns ``(problem or None, culprits)``.  Three cases:
+
+        * a peer's heartbeats have stopped (for longer than a few intervals):
+          that peer is named -- its link is down or it was stopped inside the
+          collective.  The heartbeats it sent before say it was waiting too, so
+          without this case the stall would be blamed on mismatched calls;
+        * the ranks wait in different collectives, or at different steps: a
+          program error, reported at once;
+        * they all wait in the same one and every peer is still heard from:
+          the collective itself does not complete (a network fault that spares
+          the heartbeats).  Reported after twice the stall timeout, which
+          leaves a peer whose heartbeats are about to stop the time to be
+          named instead.
+        """
+        timeout = self.stall_timeout
+        names = {p: _CALLS[int(state[p][_CALL])] if state[p][_CALL] < len(_CALLS) else "?" for p in peers}
+        where = ", ".join([f"rank {self.comm.rank} in {my_call} at step {self.step}"]
+                          + [f"rank {p} in {names[p]} at step {int(state[p][_STEP])}" for p in peers])
+        quiet = [p for p in peers if now - last_seen[p] > 3 * self.interval + 0.5]
+        if quiet:
+            p = max(quiet, key=lambda q: now - last_seen[q])
+            return (f"rank {p} silent since step {int(state[p][_STEP])} for {now - last_seen[p]:.1f} s "
+                    f"(no heartbeat while every rank waits in {my_call} at step {self.step} for "
+                    f"{my_wait:.1f} s: its link is down, or it was stopped)"), quiet
+        if any(names[p] != my_call or int(state[p][_STEP]) != self.step for p in peers):
+            return (f"every rank has waited in a collective for more than {timeout:g} s: {where} "
+                    f"(the ranks called different collectives)"), []
+        if my_wait > 2 * timeout:
+            return (f"every rank has waited in {my_call} at step {self.step} for more than {2 * timeout:g} s "
+                    f"and every rank is still heard from: the collective does not complete "
+                    f"(a network fault between the ranks?)"), []
+        return None, []
+
     def _diagnose(self, now: float, peers: list, last_seen: dict, state: dict) -> str | None:
         timeout, me = self.stall_timeout, self.comm.rank
         calls = self.comm.calls
@@ -244,12 +281,7 @@ class Watchdog:
                 problem = (f"rank {me} waits in {my_call} at step {self.step} for {my_wait:.1f} s but rank {p} "
                            f"finished at step {int(state[p][_STEP])}: the ranks ran a different number of steps")
             else:
-                where = ", ".join(
-                    [f"rank {me} in {my_call} at step {self.step}"]
-                    + [f"rank {p} in {_CALLS[int(state[p][_CALL])] if state[p][_CALL] < len(_CALLS) else '?'} "
-                       f"at step {int(state[p][_STEP])}" for p in peers])
-                problem = (f"every rank has waited in a collective for more than {timeout:g} s: {where} "
-                           f"(the ranks called different collectives)")
+                problem, culprits = self._all_waiting(now, peers, last_seen, state, my_call, my_wait)
         if problem is None:
             return None
         # Ranks that can see the problem take turns, TURN seconds apart, by rank.
