@@ -74,3 +74,30 @@ def test_every_op_is_in_the_namespace():
                  "sparse_softmax_cross_entropy_with_logits"):
         assert callable(getattr(nn, name)), name
         assert name in nn.__all__
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_add_large_bias_gradient_matches_plain_sum(dtype):
+    # From _GEMV_ROWS rows on the bias gradient is a gemv with ones: the same sum in another
+    # order, so it equals the plain reduction up to rounding (float32: relative 1e-5 over
+    # 3136 terms of size ~1; float64: 1e-12).
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((4, 28, 28, 5)).astype(dtype)
+    v = distnet.Variable(np.zeros_like(g))
+    b = distnet.Variable(np.zeros(5, dtype))
+    y = nn.bias_add(v, b)
+    _, gb = distnet.gradients(distnet.reduce_sum(y * distnet.constant(g)), [v, b])
+    assert gb.dtype == dtype
+    expected = g.astype(np.float64).reshape(-1, 5).sum(axis=0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(gb, expected, rtol=tol, atol=tol * np.abs(g).sum(axis=(0, 1, 2)).max())
+    # Below the threshold the plain reduction runs: bitwise the numpy sum.
+    small = g[:1, :8, :8]
+    vs = distnet.Variable(np.zeros_like(small))
+    _, gbs = distnet.gradients(distnet.reduce_sum(nn.bias_add(vs, b) * distnet.constant(small)), [vs, b])
+    np.testing.assert_array_equal(gbs, small.reshape(-1, 5).sum(axis=0))
+
+
+def test_bias_add_gradient_check_on_the_gemv_path():
+    rng = np.random.default_rng(8)
+    check_gradients(nn.bias_add, [rng.standard_normal((3, 10, 10, 2)), rng.standard_normal(2)])

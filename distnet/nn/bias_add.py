@@ -10,6 +10,11 @@ from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.tensor import Tensor, binary_operands
 
 
+#: From this many rows on, the bias gradient of a channels-last tensor is a gemv (see backward).
+_GEMV_ROWS = 256
+_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 class BiasAdd(Op):
     __slots__ = ("channel_axis", "ndim")
 
@@ -26,7 +31,15 @@ class BiasAdd(Op):
         db = None
         if needs[1]:
             if self.channel_axis == self.ndim - 1 and g.flags.c_contiguous:
-                db = g.reshape(-1, g.shape[-1]).sum(axis=0)
+                g2d = g.reshape(-1, g.shape[-1])
+                if g2d.dtype in _BLAS_DTYPES and g2d.shape[0] >= _GEMV_ROWS:
+                    # A matrix-vector product with ones (BLAS gemv) instead of sum(axis=0):
+                    # measured ~9x faster on [50*28*28, 32] float32 (0.05 vs 0.49 ms), which
+                    # numpy reduces one row at a time.  Same sum, another order: equal within
+                    # float rounding, not bitwise.
+                    db = np.ones(g2d.shape[0], dtype=g2d.dtype) @ g2d
+                else:
+                    db = g2d.sum(axis=0)
             else:
                 db = g.sum(axis=tuple(i for i in range(self.ndim) if i != self.channel_axis))
         return (g if needs[0] else None), db
