@@ -171,3 +171,74 @@ def test_any_geometry_matches_naive_loops(n, h, w, c, kh, kw, sh, sw, padding, t
     g = rng.standard_normal(out.shape)
     (dx,) = distnet.gradients(distnet.reduce_sum(y * g), [x])
     np.testing.assert_allclose(dx, naive_grad(x_np, grad_to, g), rtol=1e-12, atol=1e-15)
+
+
+DISJOINT = [
+    ((3, 28, 28, 8), (2, 2), (2, 2), "SAME"),    # the reference net's pool (no padding needed)
+    ((2, 14, 14, 5), (2, 2), (2, 2), "VALID"),
+    ((2, 7, 9, 3), (2, 2), (2, 2), "VALID"),     # a last row and column no window covers
+    ((1, 9, 6, 2), (3, 3), (3, 3), "SAME"),
+    ((1, 8, 6, 2), (2, 3), (2, 3), "VALID"),
+    ((2, 5, 4, 1), (1, 1), (1, 1), "VALID"),     # one-pixel windows
+]
+
+
+def _pool_op(xs, k, s, padding):
+    from distnet.nn._spatial import axis_geometry
+    from distnet.nn.pooling import MaxPool
+
+    rows = axis_geometry(xs[1], k[0], s[0], 1, padding, "height", "max_pool")
+    cols = axis_geometry(xs[2], k[1], s[1], 1, padding, "width", "max_pool")
+    return MaxPool(ksize=k, strides=s, rows=rows, cols_axis=cols)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("xs, k, s, padding", DISJOINT)
+def test_disjoint_fast_path_equals_the_argmax_path_bitwise(xs, k, s, padding, ties, monkeypatch):
+    # Disjoint windows without padding take the fast path (running maximum, then the first
+    # offset equal to it); it must give exactly what the general argmax path gives, float32,
+    # ties (as after a relu) included, and match the naive loops.
+    from distnet.nn.pooling import MaxPool
+
+    rng = np.random.default_rng(11)
+    x = (rng.integers(-1, 2, xs) if ties else rng.standard_normal(xs)).astype(np.float32)
+    fast, plain = _pool_op(xs, k, s, padding), _pool_op(xs, k, s, padding)
+    y_plain = plain._forward_argmax(x)
+    with monkeypatch.context() as m:
+        m.setattr(MaxPool, "_forward_argmax", lambda self, x: pytest.fail("the fast path did not run"))
+        y_fast = fast.forward(x)
+    np.testing.assert_array_equal(y_fast, y_plain)
+    np.testing.assert_array_equal(fast.argmax, plain.argmax)
+    assert fast.argmax.dtype == plain.argmax.dtype
+    g = rng.standard_normal(y_fast.shape).astype(np.float32)
+    (dx_fast,), (dx_plain,) = fast.backward(g, [True]), plain.backward(g, [True])
+    assert dx_fast.dtype == np.float32
+    np.testing.assert_array_equal(dx_fast, dx_plain)
+    out, grad_to = naive_max_pool(x.astype(np.float64), k, s, padding)
+    np.testing.assert_array_equal(y_fast, out)
+    np.testing.assert_array_equal(dx_fast, naive_grad(x.astype(np.float64), grad_to, g.astype(np.float64)))
+
+
+def test_disjoint_fast_path_gradient_float64_and_nan_fallback():
+    rng = np.random.default_rng(12)
+    x = rng.permutation(96).reshape(2, 4, 6, 2) * 0.1
+    check_gradients(lambda t: nn.max_pool(t, 2, 2, "VALID"), [x])
+    # A NaN in a window sends the op to the exact argmax path (TF1's NaN rule).
+    x_nan = x.copy()
+    x_nan[0, 0, 0, 0] = np.nan
+    from distnet.nn.pooling import MaxPool
+
+    calls = []
+    general = MaxPool._forward_argmax
+
+    def spy(self, x):
+        calls.append(x.shape)
+        return general(self, x)
+
+    op = _pool_op(x_nan.shape, (2, 2), (2, 2), "VALID")
+    MaxPool._forward_argmax = spy
+    try:
+        y = op.forward(x_nan)
+    finally:
+        MaxPool._forward_argmax = general
+    assert calls == [x_nan.shape] and np.isnan(y[0, 0, 0, 0])
