@@ -202,3 +202,83 @@ def test_any_geometry_matches_naive_loops(n, h, w, c, o, kh, kw, sh, sw, dh, dw,
     total = float(np.sum(y.numpy() * g))
     assert np.isclose(np.sum(x * dx), total, rtol=1e-10, atol=1e-10)
     assert np.isclose(np.sum(f * df), total, rtol=1e-10, atol=1e-10)
+
+
+CHUNKED_CASES = [
+    # (input shape, filter shape, stride, dilation, padding); batches of 5 in chunks of 2 leave a
+    # partial last chunk.
+    ((5, 7, 6, 3), (5, 5, 3, 4), (1, 1), (1, 1), "SAME"),    # the 2-conv net's geometry, small
+    ((5, 7, 6, 3), (3, 2, 3, 4), (1, 1), (1, 1), "VALID"),
+    ((5, 6, 6, 2), (2, 2, 2, 3), (1, 1), (1, 1), "SAME"),    # even kernel: odd padding after
+    ((1, 9, 8, 2), (5, 5, 2, 3), (1, 1), (1, 1), "SAME"),    # batch 1
+    ((5, 7, 6, 3), (3, 3, 3, 2), (2, 1), (1, 1), "SAME"),    # strided: input gradient by scatter
+    ((5, 9, 9, 2), (3, 3, 2, 2), (1, 1), (2, 2), "VALID"),   # dilated: input gradient by scatter
+]
+
+
+def _conv_grads(x, f, stride, dilation, padding):
+    xt, ft = distnet.Variable(x), distnet.Variable(f)
+    y = nn.conv2d(xt, ft, stride, padding, dilations=dilation)
+    g = np.random.default_rng(5).standard_normal(y.shape).astype(x.dtype)
+    dx, df = distnet.gradients(distnet.reduce_sum(y * distnet.constant(g)), [xt, ft])
+    return y.numpy(), dx, df, g
+
+
+@pytest.mark.parametrize("xs, ws, stride, dilation, padding", CHUNKED_CASES)
+def test_chunked_path_matches_whole_matrix_path_and_naive_loops(xs, ws, stride, dilation, padding, monkeypatch):
+    from distnet.nn import conv
+
+    rng = np.random.default_rng(4)
+    x, f = rng.standard_normal(xs), rng.standard_normal(ws)
+    whole = _conv_grads(x, f, stride, dilation, padding)
+    whole32 = _conv_grads(x.astype(np.float32), f.astype(np.float32), stride, dilation, padding)
+    chunk_sizes = []
+    original = conv._im2col
+
+    def spy(xp, *args):
+        chunk_sizes.append(xp.shape[0])
+        return original(xp, *args)
+
+    # Force the chunked path: every matrix is "large", chunks of two samples.
+    monkeypatch.setattr(conv, "CHUNK_MIN_BYTES", 0)
+    monkeypatch.setattr(conv, "_im2col", spy)
+    for dtype, ref in ((np.float64, whole), (np.float32, whole32)):
+        per_sample = int(np.prod(ws[:3])) * np.dtype(dtype).itemsize * math.prod(ref[0].shape[1:3])
+        monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * per_sample)
+        y, dx, df, g = _conv_grads(x.astype(dtype), f.astype(dtype), stride, dilation, padding)
+        assert y.dtype == dx.dtype == df.dtype == dtype
+        # The chunked sums add the same products in another order: float64 agrees to 1e-12,
+        # float32 to a few ulps of the magnitudes (sums of up to 5*5*3 products, then of 5 chunks).
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        scale = [max(1.0, float(np.abs(a).max())) for a in ref[:3]]
+        for got, want, sc in zip((y, dx, df), ref[:3], scale):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * sc)
+    # The chunks really were chunks (at most two samples per gathered matrix, the last one
+    # partial), and the float64 run also matches the naive loops and the transpose identity.
+    assert chunk_sizes and max(chunk_sizes) <= 2 and (xs[0] == 1 or 1 in chunk_sizes)
+    y, dx, df, g = _conv_grads(x, f, stride, dilation, padding)
+    np.testing.assert_allclose(y, naive_conv2d(x, f, stride, padding, dilation), rtol=1e-12, atol=1e-12)
+    total = float(np.sum(y * g))
+    assert np.isclose(np.sum(x * dx), total, rtol=1e-10) and np.isclose(np.sum(f * df), total, rtol=1e-10)
+
+
+@pytest.mark.parametrize("xs, ws, stride, dilation, padding", CHUNKED_CASES[:1] + CHUNKED_CASES[4:5])
+def test_chunked_path_gradients_float64(xs, ws, stride, dilation, padding, monkeypatch):
+    from distnet.nn import conv
+
+    monkeypatch.setattr(conv, "CHUNK_MIN_BYTES", 0)
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)   # one sample per chunk
+    rng = np.random.default_rng(6)
+    check_gradients(lambda a, b: nn.conv2d(a, b, stride, padding, dilations=dilation),
+                    [rng.standard_normal(xs), rng.standard_normal(ws)])
+
+
+def test_large_matrices_take_the_chunked_path():
+    # The 2-conv net's second conv at batch 50 gathers 31 MB of columns: chunked.
+    from distnet.nn.conv import CHUNK_MIN_BYTES, Conv2D
+
+    x = distnet.constant(np.zeros((50, 14, 14, 32), np.float32))
+    w = distnet.Variable(np.zeros((5, 5, 32, 64), np.float32))
+    y = nn.conv2d(x, w, 1, "SAME")
+    assert 50 * 14 * 14 * 5 * 5 * 32 * 4 >= CHUNK_MIN_BYTES
+    assert isinstance(y._op, Conv2D) and y._op.chunk >= 1 and y._op.cols is None

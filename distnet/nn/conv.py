@@ -11,6 +11,20 @@ gradient is ``g @ W.T`` scattered back (col2im) by a loop over the
 otherwise one small matmul per offset fused with its scatter-add (same
 FLOPs, measured faster).  No Python loop runs over samples or pixels.
 
+Large im2col matrices (from ``CHUNK_MIN_BYTES`` on, e.g. the 2-conv net's
+14x14x32 -> 64 layer at batch 50 and up) are never built whole: forward and
+backward run over chunks of samples whose column matrix is about
+``CHUNK_BYTES`` (cache-sized), so each chunk's gather, matmul and scatter stay
+in cache; backward gathers a chunk's columns again from the saved padded
+input instead of keeping the whole matrix (less memory, too).  In that mode
+the input gradient of a stride-1, undilated convolution is itself a
+convolution — the upstream gradient, padded, correlated with the kernel
+flipped in space and transposed in channels — so it is one more im2col +
+matmul per chunk, with no scatter.  Measured at batch 100, 14x14x32 -> 64,
+5x5 SAME, one thread: forward 30.6 -> 18.1 ms, input gradient 23.1 -> 20.3
+ms, filter gradient unchanged.  The chunked sums run in another order than
+the whole-matrix ones: equal within float rounding, not bitwise.
+
 Like TensorFlow this is a cross-correlation (the kernel is not flipped).
 """
 from __future__ import annotations
@@ -24,6 +38,12 @@ from distnet.autodiff import Op
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.nn._spatial import Axis, axis_geometry, check_padding, pad_hw, spatial_pair, window_slice
 from distnet.tensor import Tensor, binary_operands
+
+
+#: im2col matrices of at least this many bytes are processed in sample chunks (see module doc).
+CHUNK_MIN_BYTES = 16 << 20
+#: Target size in bytes of one chunk's column matrix (at least one sample per chunk).
+CHUNK_BYTES = 2 << 20
 
 
 def _im2col(xp: np.ndarray, k: tuple[int, int], out: tuple[int, int], strides: tuple[int, int],
@@ -49,11 +69,13 @@ def _im2col(xp: np.ndarray, k: tuple[int, int], out: tuple[int, int], strides: t
 class Conv2D(Op):
     """``conv2d`` on arrays; geometry is resolved by :func:`conv2d`."""
 
-    __slots__ = ("strides", "dilations", "rows", "cols_axis", "x_shape", "w_shape", "cols", "w2d")
+    __slots__ = ("strides", "dilations", "rows", "cols_axis", "x_shape", "w_shape", "cols", "w2d", "xp", "chunk")
 
     def __init__(self, strides: tuple[int, int], dilations: tuple[int, int], rows: Axis, cols_axis: Axis):
         self.strides, self.dilations = strides, dilations
         self.rows, self.cols_axis = rows, cols_axis
+        self.cols = self.xp = None
+        self.chunk = 0
 
     def forward(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         self.x_shape, self.w_shape = x.shape, w.shape
@@ -62,17 +84,71 @@ class Conv2D(Op):
         (sh, sw), (dh, dw) = self.strides, self.dilations
         ho, wo = self.rows.out, self.cols_axis.out
         xp = np.ascontiguousarray(pad_hw(x, self.rows, self.cols_axis))
+        self.w2d = np.ascontiguousarray(w).reshape(kh * kw * c, o)
+        sample_bytes = ho * wo * kh * kw * c * xp.itemsize
+        if n * sample_bytes >= CHUNK_MIN_BYTES:
+            # Chunks of samples, each chunk's columns gathered and multiplied while in cache.
+            self.chunk, self.xp, self.cols = max(1, CHUNK_BYTES // sample_bytes), xp, None
+            out = np.empty((n * ho * wo, o), dtype=np.result_type(xp, self.w2d))
+            for lo, hi, cols in self._chunk_cols():
+                np.matmul(cols, self.w2d, out=out[lo * ho * wo:hi * ho * wo])
+            return out.reshape(n, ho, wo, o)
         # im2col: the one copy of the forward pass; rows are output pixels in NHWC order.
         self.cols = _im2col(xp, (kh, kw), (ho, wo), self.strides, self.dilations)
-        self.w2d = np.ascontiguousarray(w).reshape(kh * kw * c, o)
         return (self.cols @ self.w2d).reshape(n, ho, wo, o)
+
+    def _chunk_cols(self):
+        """``(lo, hi, cols)`` for each chunk of samples ``lo:hi``: its im2col matrix, from the saved input."""
+        n = self.x_shape[0]
+        k, out = self.w_shape[:2], (self.rows.out, self.cols_axis.out)
+        for lo in range(0, n, self.chunk):
+            hi = min(lo + self.chunk, n)
+            yield lo, hi, _im2col(self.xp[lo:hi], k, out, self.strides, self.dilations)
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         n, h, w, c = self.x_shape
         kh, kw, _, o = self.w_shape
         g2d = np.ascontiguousarray(g).reshape(-1, o)
+        if self.chunk:
+            return self._backward_chunked(g2d, needs)
         dw_ = (self.cols.T @ g2d).reshape(self.w_shape) if needs[1] else None
         dx = self._input_grad(g2d) if needs[0] else None
+        return dx, dw_
+
+    def _backward_chunked(self, g2d: np.ndarray, needs) -> tuple:
+        """Backward over the forward's sample chunks (see the module doc)."""
+        n, h, w, c = self.x_shape
+        kh, kw, _, o = self.w_shape
+        rows, cols_axis = self.rows, self.cols_axis
+        per = rows.out * cols_axis.out
+        dw_ = tmp = None
+        if needs[1]:
+            dw_ = np.empty((kh * kw * c, o), dtype=g2d.dtype)
+            tmp = np.empty_like(dw_)
+            for lo, hi, cols in self._chunk_cols():
+                np.matmul(cols.T, g2d[lo * per:hi * per], out=dw_ if lo == 0 else tmp)
+                if lo:
+                    dw_ += tmp
+            dw_ = dw_.reshape(self.w_shape)
+        if not needs[0]:
+            return None, dw_
+        if self.strides != (1, 1) or self.dilations != (1, 1):
+            return self._input_grad(g2d), dw_
+        # dx[y, x, ch] = sum over (i, j, oc) of g[y + before - i, x + before_w - j, oc] * W[i, j, ch, oc]:
+        # a VALID correlation of g, padded by kh-1-before (top) and h-out+before (bottom), with
+        # the kernel flipped in space and transposed in channels.
+        top, left = kh - 1 - rows.before, kw - 1 - cols_axis.before
+        gp = np.zeros((min(self.chunk, n), h + kh - 1, w + kw - 1, o), dtype=g2d.dtype)
+        flipped = np.ascontiguousarray(self.w2d.reshape(kh, kw, c, o)[::-1, ::-1].transpose(0, 1, 3, 2))
+        flipped = flipped.reshape(kh * kw * o, c)
+        g4 = g2d.reshape(n, rows.out, cols_axis.out, o)
+        dx = np.empty((n, h, w, c), dtype=np.result_type(g2d, flipped))
+        dx2d = dx.reshape(n * h * w, c)
+        for lo in range(0, n, self.chunk):
+            hi = min(lo + self.chunk, n)
+            gp[:hi - lo, top:top + rows.out, left:left + cols_axis.out] = g4[lo:hi]
+            gcols = _im2col(gp[:hi - lo], (kh, kw), (h, w), (1, 1), (1, 1))
+            np.matmul(gcols, flipped, out=dx2d[lo * h * w:hi * h * w])
         return dx, dw_
 
     def _input_grad(self, g2d: np.ndarray) -> np.ndarray:
