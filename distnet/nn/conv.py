@@ -123,7 +123,7 @@ class Conv2D(Op):
         per = rows.out * cols_axis.out
         dw_ = tmp = None
         if needs[1]:
-            dw_ = np.empty((kh * kw * c, o), dtype=g2d.dtype)
+            dw_ = np.empty((kh * kw * c, o), dtype=np.result_type(self.xp, g2d))   # as cols.T @ g2d
             tmp = np.empty_like(dw_)
             for lo, hi, cols in self._chunk_cols():
                 np.matmul(cols.T, g2d[lo * per:hi * per], out=dw_ if lo == 0 else tmp)
@@ -142,7 +142,7 @@ class Conv2D(Op):
         flipped = np.ascontiguousarray(self.w2d.reshape(kh, kw, c, o)[::-1, ::-1].transpose(0, 1, 3, 2))
         flipped = flipped.reshape(kh * kw * o, c)
         g4 = g2d.reshape(n, rows.out, cols_axis.out, o)
-        dx = np.empty((n, h, w, c), dtype=np.result_type(g2d, flipped))
+        dx = np.empty((n, h, w, c), dtype=g2d.dtype)   # as the scatter path's
         dx2d = dx.reshape(n * h * w, c)
         for lo in range(0, n, self.chunk):
             hi = min(lo + self.chunk, n)

@@ -75,7 +75,7 @@ class MaxPool(Op):
                 last = len(views) - 1
                 # Without NaN every window's maximum is one of its values: the last offset
                 # needs no comparison.
-                arg = np.full(out.shape, last, dtype=np.int8 if last <= 127 else np.int32)
+                arg = np.full(out.shape, last, dtype=np.int8 if len(views) <= 127 else np.int32)
                 eq = np.empty(out.shape, dtype=bool)
                 step = np.empty(out.shape, dtype=arg.dtype)
                 for k in range(last - 1, -1, -1):
