@@ -282,3 +282,39 @@ def test_large_matrices_take_the_chunked_path():
     y = nn.conv2d(x, w, 1, "SAME")
     assert 50 * 14 * 14 * 5 * 5 * 32 * 4 >= CHUNK_MIN_BYTES
     assert isinstance(y._op, Conv2D) and y._op.chunk >= 1 and y._op.cols is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), h=st.integers(1, 7), w=st.integers(1, 7), c=st.integers(1, 3), o=st.integers(1, 3),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 2), sw=st.integers(1, 2),
+       dh=st.integers(1, 2), padding=st.sampled_from(["SAME", "VALID"]), chunk=st.integers(1, 3))
+def test_any_geometry_chunked_matches_naive_loops(n, h, w, c, o, kh, kw, sh, sw, dh, padding, chunk):
+    from distnet.nn import conv
+
+    if padding == "VALID":
+        assume((kh - 1) * dh + 1 <= h and (kw - 1) * dh + 1 <= w)
+    rng = np.random.default_rng(n * 1000 + h * 100 + w * 10 + chunk)
+    x, f = rng.standard_normal((n, h, w, c)), rng.standard_normal((kh, kw, c, o))
+    saved = conv.CHUNK_MIN_BYTES, conv.CHUNK_BYTES
+    rows_out = -(-h // sh) if padding == "SAME" else -(-(h - (kh - 1) * dh) // sh)
+    cols_out = -(-w // sw) if padding == "SAME" else -(-(w - (kw - 1) * dh) // sw)
+    conv.CHUNK_MIN_BYTES, conv.CHUNK_BYTES = 0, chunk * rows_out * cols_out * kh * kw * c * 8
+    try:
+        xt, ft = distnet.Variable(x), distnet.Variable(f)
+        y = nn.conv2d(xt, ft, (sh, sw), padding, dilations=(dh, dh))
+        assert y._op.chunk == chunk
+        g = rng.standard_normal(y.shape)
+        dx, df = distnet.gradients(distnet.reduce_sum(y * g), [xt, ft])
+    finally:
+        conv.CHUNK_MIN_BYTES, conv.CHUNK_BYTES = saved
+    np.testing.assert_allclose(y.numpy(), naive_conv2d(x, f, (sh, sw), padding, (dh, dh)), rtol=1e-12, atol=1e-12)
+    total = float(np.sum(y.numpy() * g))
+    assert np.isclose(np.sum(x * dx), total, rtol=1e-10, atol=1e-10)
+    assert np.isclose(np.sum(f * df), total, rtol=1e-10, atol=1e-10)
+    # Element by element against the whole-matrix path (float64: sums in another order).
+    xw, fw = distnet.Variable(x), distnet.Variable(f)
+    yw = nn.conv2d(xw, fw, (sh, sw), padding, dilations=(dh, dh))
+    assert yw._op.chunk == 0
+    dxw, dfw = distnet.gradients(distnet.reduce_sum(yw * g), [xw, fw])
+    np.testing.assert_allclose(dx, dxw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(df, dfw, rtol=1e-12, atol=1e-12)
