@@ -9,7 +9,8 @@ Backward: the filter gradient is one matmul ``cols.T @ g``; the input
 gradient is ``g @ W.T`` scattered back (col2im) by a loop over the
 ``kh*kw`` kernel offsets only — one matmul for a single input channel,
 otherwise one small matmul per offset fused with its scatter-add (same
-FLOPs, measured faster).  No Python loop runs over samples or pixels.
+FLOPs, measured faster).  No Python loop runs over pixels, nor over samples
+except in the chunks below.
 
 Large im2col matrices (from ``CHUNK_MIN_BYTES`` on, e.g. the 2-conv net's
 14x14x32 -> 64 layer at batch 50 and up) are never built whole: forward and
