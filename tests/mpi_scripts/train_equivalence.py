@@ -8,6 +8,8 @@ learning rate, an EMA with num_updates, and optionally micro-batches.
 
 usage: python train_equivalence.py OUT.npz [--steps 20] [--batch 10] [--micro 1]
        [--reg-mult M]                 (multiply every regularization scale by M)
+       [--direct 0|1] [--overlap 0|1] [--bucket BYTES] [--shard 0|1]
+                                      (Trainer's direct_grads, overlap, bucket_bytes, shard_optimizer)
        [--ckpt DIR --stop-at K]       (train K steps, checkpoint into DIR, exit)
        [--ckpt DIR --resume]          (resume from DIR's newest checkpoint)
 """
@@ -35,7 +37,8 @@ def dataset(n: int = 53) -> ArrayDataset:
     return ArrayDataset(x, y, num_classes=4)
 
 
-def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: float = 1.0) -> Trainer:
+def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: float = 1.0,
+          **options) -> Trainer:
     model = distnet.Sequential([
         layers.Conv2D(4, 3, padding="same", activation="relu", kernel_regularizer=regularizers.l2(0.05 * reg_mult)),
         layers.MaxPool2D(2),
@@ -48,7 +51,7 @@ def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: 
     return Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(lr), dataset(),
                    global_batch_size=batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
                    weight_decay=0.01 * reg_mult, micro_batches=micro, seed=11, comm=comm, check_every=5,
-                   checkpoint_dir=ckpt, checkpoint_every=None, log_every=1000)
+                   checkpoint_dir=ckpt, checkpoint_every=None, log_every=1000, **options)
 
 
 def main() -> int:
@@ -61,10 +64,19 @@ def main() -> int:
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--reg-mult", type=float, default=1.0)
+    parser.add_argument("--direct", type=int, choices=(0, 1), default=None)
+    parser.add_argument("--overlap", type=int, choices=(0, 1), default=None)
+    parser.add_argument("--bucket", type=int, default=None)
+    parser.add_argument("--shard", type=int, choices=(0, 1), default=0)
     args = parser.parse_args(script_args())
     comm = distnet.dist.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
-    trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult)
+    options = {"bucket_bytes": args.bucket, "shard_optimizer": bool(args.shard)}
+    if args.direct is not None:
+        options["direct_grads"] = bool(args.direct)
+    if args.overlap is not None:
+        options["overlap"] = bool(args.overlap)
+    trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)
     history = trainer.fit(resume=args.resume)  # with a checkpoint dir, the last step is saved
     losses = np.array([r["loss"] for r in history if "loss" in r])
     regs = np.array([r["reg_loss"] for r in history if "reg_loss" in r])
