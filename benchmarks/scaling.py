@@ -10,6 +10,17 @@ machine):
 
     python benchmarks/scaling.py --compare 2 --batch 200
 
+Trainer options side by side on N ranks (alternating runs, no 1-rank run):
+
+    python benchmarks/scaling.py --variants plain,direct,overlap --ranks 2 --batch 100
+
+``plain``: backward allocates the gradients, the synchroniser packs them
+scaled by n_r/N; ``direct``: ``Trainer(direct_grads=True)``, gradients written
+prescaled into the sync buffer; ``overlap``: ``Trainer(overlap=True)``, buckets
+all-reduced with ``Iallreduce`` while backward runs (``--bucket-mb``, default
+the trainer's 8 MB).  Their sync time is what is left to wait for after
+backward.
+
 Definitions printed:
   * step time: median wall time of a synchronized training step (forward,
     backward, gradient all-reduce, Adam update) at global batch B;
@@ -48,7 +59,14 @@ def reference_net(seed: int = 0):
     ], input_shape=(28, 28, 1), seed=seed)
 
 
-def measure(batch: int, steps: int, warmup: int, shard: bool = False) -> dict | None:
+VARIANTS = {
+    "plain": {"direct_grads": False},
+    "direct": {"direct_grads": True},
+    "overlap": {"direct_grads": True, "overlap": True},
+}
+
+
+def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: dict | None = None) -> dict | None:
     import distnet
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
@@ -59,7 +77,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False) -> dict | 
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
     trainer = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      shard_optimizer=shard and comm.size > 1)
+                      shard_optimizer=shard and comm.size > 1, **(options or {}))
 
     sync_times: list[float] = []
     original = trainer.sync.sync
@@ -129,6 +147,33 @@ def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int, shard
           f"-> {sync / bare:.2f}x")
 
 
+def compare_variants(names: list[str], nranks: int, batch: int, steps: int, warmup: int, rounds: int,
+                     bucket_mb: float | None) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):  # alternate (order rotating), so all see the same machine load
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            options = dict(VARIANTS[name])
+            if options.get("overlap") and bucket_mb is not None:
+                options["bucket_bytes"] = int(bucket_mb * (1 << 20))
+            cmd = [sys.executable, __file__, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
+                   "--json", "--options", json.dumps(options)]
+            if nranks > 1:
+                cmd = [mpiexec, "-n", str(nranks), *cmd]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"reference conv net, {nranks} ranks x 1 BLAS thread, global batch {batch}, {steps} timed steps x "
+          f"{rounds} alternating rounds; load average before: {os.getloadavg()[0]:.2f}")
+    base = float(np.median([r["step_ms"] for r in runs[names[0]]]))
+    for name in names:
+        step = float(np.median([r["step_ms"] for r in runs[name]]))
+        sync = float(np.median([r["sync_ms"] for r in runs[name]]))
+        each = " ".join(f"{r['step_ms']:.1f}" for r in runs[name])
+        print(f"  {name:8s}: {step:7.1f} ms/step ({step / base:.3f}x {names[0]}), sync wait {sync:6.2f} ms;"
+              f" rounds: {each}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=100)
@@ -140,11 +185,24 @@ def main() -> int:
     parser.add_argument("--shard", action="store_true",
                         help="N ranks use the sharded (ZeRO-1) optimizer; its sync figure is the reduce-scatter only")
     parser.add_argument("--json", action="store_true", help="print one JSON line (for --compare)")
+    parser.add_argument("--options", default=None, help="Trainer keyword arguments as a JSON object")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated among {sorted(VARIANTS)}: compare them on --ranks ranks")
+    parser.add_argument("--ranks", type=int, default=2, help="ranks for --variants (default 2)")
+    parser.add_argument("--bucket-mb", type=float, default=None, help="bucket size of the overlap variant")
     args = parser.parse_args()
+    if args.variants:
+        names = args.variants.split(",")
+        unknown = sorted(set(names) - set(VARIANTS))
+        if unknown:
+            parser.error(f"--variants: unknown {unknown}; expected among {sorted(VARIANTS)}")
+        compare_variants(names, args.ranks, args.batch, args.steps, args.warmup, args.rounds, args.bucket_mb)
+        return 0
     if args.compare:
         compare(args.compare, args.batch, args.steps, args.warmup, args.rounds, args.shard)
         return 0
-    result = measure(args.batch, args.steps, args.warmup, args.shard)
+    result = measure(args.batch, args.steps, args.warmup, args.shard,
+                     json.loads(args.options) if args.options else None)
     if result is not None:
         print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0

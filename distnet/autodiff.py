@@ -30,9 +30,18 @@ class Op:
     backward pass needs) and return one gradient per input from
     :meth:`backward`, ``None`` where ``needs[i]`` is false.  Broadcasting is
     undone with :func:`unbroadcast`.  Build a tensor with :meth:`apply`.
+
+    An op whose backward can produce a gradient straight into a given array
+    (``np.matmul(..., out=)``) may define ``backward_out(g, needs, outs)``:
+    ``outs[i]`` is an array of input ``i``'s shape and gradient dtype, or
+    None; it returns what :meth:`backward` returns, with ``outs[i]`` itself
+    where it wrote that gradient there.  :func:`gradients` calls it when a
+    requested leaf's gradient goes into a caller's ``out`` array, saving the
+    copy; an op without it is simply copied from.
     """
 
     __slots__ = ()
+    backward_out = None   # optional: (g, needs, outs) -> tuple, see above
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -231,7 +240,18 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
             if g is not None and op is not None:
                 parent_needs = [needs[p] for p in parents]
                 if True in parent_needs:
-                    pgrads = op.backward(g, parent_needs)
+                    pgrads = None
+                    if owned and op.backward_out is not None:
+                        # First contributions to out arrays: let the op write there.
+                        dests, given = [], set()
+                        for p, need in zip(parents, parent_needs):
+                            d = owned.get(p) if need and p not in grads and p not in given else None
+                            given.add(p)
+                            dests.append(d)
+                        if any(d is not None for d in dests):
+                            pgrads = op.backward_out(g, parent_needs, tuple(dests))
+                    if pgrads is None:
+                        pgrads = op.backward(g, parent_needs)
                     for parent, pg, need in zip(parents, pgrads, parent_needs):
                         if not need or pg is None:
                             continue
@@ -243,7 +263,7 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
                         prev = grads.get(parent)
                         if prev is None:
                             dest = owned.get(parent)
-                            if dest is not None:
+                            if dest is not None and pg is not dest:
                                 np.copyto(dest, pg, casting="same_kind")
                                 pg = dest
                             grads[parent] = pg

@@ -463,3 +463,69 @@ def test_gradients_with_out_check_against_finite_differences(rng):
         d[idx] = eps
         num[idx] = (f(w0 + d) - f(w0 - d)) / (2 * eps)
     np.testing.assert_allclose(buf, num, rtol=1e-6, atol=1e-8)
+
+
+class _ScaleInto(Op):
+    """y = a * w (w a vector), with a backward_out that writes dw into out."""
+
+    __slots__ = ("a", "w", "calls")
+
+    def forward(self, a, w):
+        self.a, self.w, self.calls = a, w, []
+        return a * w
+
+    def backward(self, g, needs):
+        self.calls.append("backward")
+        return (g * self.w if needs[0] else None), ((g * self.a).sum(axis=0) if needs[1] else None)
+
+    def backward_out(self, g, needs, outs):
+        self.calls.append(("backward_out", tuple(o is not None for o in outs)))
+        ga = g * self.w if needs[0] else None
+        gw = None
+        if needs[1]:
+            gw = outs[1] if outs[1] is not None else np.empty(self.w.shape, self.w.dtype)
+            np.sum(g * self.a, axis=0, out=gw)
+        return ga, gw
+
+
+def test_backward_out_writes_the_first_contribution_straight_into_out(rng):
+    a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
+    y = _ScaleInto.apply(a, w)
+    op = y._op
+    loss = distnet.reduce_sum(y * y)
+    plain = gradients(loss, [a, w])
+    assert op.calls == ["backward"]
+    buf = np.full(4, np.nan, np.float32)
+    op.calls.clear()
+    ga, gw = gradients(loss, [a, w], out=[None, buf])
+    assert op.calls == [("backward_out", (False, True))]
+    assert gw is buf
+    np.testing.assert_array_equal(buf, plain[1])
+    np.testing.assert_array_equal(ga, plain[0])
+    # With accumulate (out holds earlier micro-batches) the op is not handed out.
+    op.calls.clear()
+    gradients(loss, [a, w], out=[None, buf], accumulate=True)
+    assert op.calls == ["backward"]
+    np.testing.assert_array_equal(buf, plain[1] + plain[1])
+
+
+def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
+    # w used twice; whichever use comes second is added in place, never handed
+    # to backward_out (which would overwrite the first).
+    a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
+    y = _ScaleInto.apply(a, w)
+    loss = distnet.reduce_sum(y * y) + distnet.reduce_sum(w * w)
+    plain = gradients(loss, [w])
+    buf = np.full(4, np.nan, np.float32)
+    gradients(loss, [w], out=[buf])
+    np.testing.assert_array_equal(buf, plain[0])   # first use written, second added: as plain
+    y2 = _ScaleInto.apply(a, w)
+    z = _ScaleInto.apply(a, w)
+    loss2 = distnet.reduce_sum(y2 * z)
+    want = gradients(loss2, [w])[0]
+    gradients(loss2, [w], out=[buf])
+    np.testing.assert_array_equal(buf, want)
+    outs_given = [c for c in y2._op.calls + z._op.calls if isinstance(c, tuple) and c[1][1]]
+    assert len(outs_given) == 1
