@@ -14,6 +14,11 @@ Trainer options side by side on N ranks (alternating runs, no 1-rank run):
 
     python benchmarks/scaling.py --variants plain,direct,overlap --ranks 2 --batch 100
 
+or, robust to a changing load, their steps interleaved in the same two processes:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python benchmarks/scaling.py \
+        --variants plain,direct,overlap --interleave --batch 100 --steps 60
+
 ``plain``: backward allocates the gradients, the synchroniser packs them
 scaled by n_r/N; ``direct``: ``Trainer(direct_grads=True)``, gradients written
 prescaled into the sync buffer; ``overlap``: ``Trainer(overlap=True)``, buckets
@@ -147,6 +152,58 @@ def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int, shard
           f"-> {sync / bare:.2f}x")
 
 
+def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, bucket_mb: float | None) -> None:
+    """One trainer per variant in the same processes, their steps interleaved
+    (A B C A B C ...): every variant sees the same machine load, and the
+    per-step ratios against the first variant are paired."""
+    import distnet
+    from distnet.data import ArrayDataset
+    from distnet.trainer import Trainer
+
+    comm = distnet.dist.get_communicator("auto")
+    rng = np.random.default_rng(0)
+    n = batch * (steps + warmup)
+    data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
+    trainers, syncs = {}, {}
+    for name in names:
+        options = dict(VARIANTS[name])
+        if options.get("overlap") and bucket_mb is not None:
+            options["bucket_bytes"] = int(bucket_mb * (1 << 20))
+        t = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
+                    global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None, **options)
+        syncs[name] = []
+        original = t.sync.sync
+
+        def timed_sync(*args, _orig=original, _out=syncs[name], **kwargs):
+            t0 = time.perf_counter()
+            res = _orig(*args, **kwargs)
+            _out.append(time.perf_counter() - t0)
+            return res
+
+        t.sync.sync = timed_sync
+        trainers[name] = t
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for k in range(steps + warmup):
+        order = names[k % len(names):] + names[:k % len(names)]
+        for name in order:
+            t = trainers[name]
+            comm.barrier()
+            t0 = time.perf_counter()
+            t.train_step(t.sampler.next())
+            times[name].append(time.perf_counter() - t0)
+    if comm.rank != 0:
+        return
+    base = np.array(times[names[0]][warmup:])
+    print(f"reference conv net, {comm.size} ranks, global batch {batch}, {steps} timed steps interleaved "
+          f"(one trainer per variant, same processes); load average: {os.getloadavg()[0]:.2f}")
+    for name in names:
+        t = np.array(times[name][warmup:])
+        sy = np.array(syncs[name][warmup:])
+        print(f"  {name:8s}: median {1e3 * np.median(t):7.1f} ms/step, best {1e3 * t.min():7.1f}, "
+              f"sync wait median {1e3 * np.median(sy):6.2f} ms; median paired ratio to {names[0]}: "
+              f"{np.median(t / base):.3f}")
+
+
 def compare_variants(names: list[str], nranks: int, batch: int, steps: int, warmup: int, rounds: int,
                      bucket_mb: float | None) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -190,13 +247,19 @@ def main() -> int:
                         help=f"comma-separated among {sorted(VARIANTS)}: compare them on --ranks ranks")
     parser.add_argument("--ranks", type=int, default=2, help="ranks for --variants (default 2)")
     parser.add_argument("--bucket-mb", type=float, default=None, help="bucket size of the overlap variant")
+    parser.add_argument("--interleave", action="store_true",
+                        help="with --variants, under mpiexec (or 1 process): the variants' steps interleaved in "
+                             "the same processes")
     args = parser.parse_args()
     if args.variants:
         names = args.variants.split(",")
         unknown = sorted(set(names) - set(VARIANTS))
         if unknown:
             parser.error(f"--variants: unknown {unknown}; expected among {sorted(VARIANTS)}")
-        compare_variants(names, args.ranks, args.batch, args.steps, args.warmup, args.rounds, args.bucket_mb)
+        if args.interleave:
+            measure_interleaved(names, args.batch, args.steps, args.warmup, args.bucket_mb)
+        else:
+            compare_variants(names, args.ranks, args.batch, args.steps, args.warmup, args.rounds, args.bucket_mb)
         return 0
     if args.compare:
         compare(args.compare, args.batch, args.steps, args.warmup, args.rounds, args.shard)

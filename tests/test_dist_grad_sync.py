@@ -342,3 +342,37 @@ def test_overlap_misuse_is_refused():
     with pytest.raises(InvalidArgumentError, match="its grad_views.. array"):
         sync.sync([np.zeros(v.shape, np.float32) for v in variables], 2, scalars={"loss_sum": 1.0},
                   prescaled=True)
+
+
+@pytest.mark.parametrize("overlap,prescaled", [(False, False), (False, True), (True, True)])
+def test_sync_allocates_no_large_array(overlap, prescaled):
+    """The step's sync path works in the preallocated buffer: with gradients
+    in its views (scaled in place, or prescaled) and a regularization
+    gradient, a sync of 4 MB allocates nothing close to a gradient's size."""
+    import tracemalloc
+
+    variables = [Variable(np.zeros((1000, 1000), np.float32), name="big"),
+                 Variable(np.zeros(10, np.float32), name="small")]
+    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=1 << 20, scalar_names=("loss_sum",),
+                                overlap=overlap)
+    views = sync.grad_views()
+    reg = [np.full((1000, 1000), 0.5, np.float32), None]
+    count = 3 if prescaled else None   # not prescaled: divided by the reduced count in place
+    for view in views:
+        view.fill(1.0)
+    sync.sync(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count, prescaled=prescaled)
+    tracemalloc.start()
+    try:
+        for _ in range(2):
+            if overlap:
+                sync.begin(3, {"loss_sum": 1.0})
+                for i in (1, 0):
+                    sync.grad_ready(i)
+                    sync.progress()
+            res = sync.sync(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count,
+                            prescaled=prescaled)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.is_finite
+    assert peak < 64 * 1024, f"sync allocated {peak} bytes at peak (a gradient is 4 MB)"
