@@ -229,3 +229,17 @@ def test_default_overlap_bucket_size_applies_only_with_overlap():
     t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
                 global_batch_size=10, steps=1)
     assert not t.sync.overlap
+
+
+def test_job_file_overlap_option_reaches_the_trainer():
+    from distnet.config import parse_job
+    from distnet.errors import ConfigError
+    from distnet.job import build_trainer
+    from test_dist_sharded import JOB
+
+    assert build_trainer(parse_job(JOB + "[dist]\noverlap = true\n")).overlap is True
+    assert build_trainer(parse_job(JOB)).overlap is False
+    with pytest.raises(ConfigError, match="overlap"):
+        parse_job(JOB + "[dist]\noverlap = 1\n")
+    with pytest.raises(ConfigError, match="overlap=True applies to the replicated"):
+        build_trainer(parse_job(JOB + "[dist]\noverlap = true\nshard_optimizer = true\n"))
