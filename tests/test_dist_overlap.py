@@ -110,3 +110,15 @@ def test_sharded_optimizer_with_direct_writes_on_and_off(runs, tmp_path):
     plain = _mpi(tmp_path, 2, "zero1_plain", "--direct", 0, "--shard", 1)
     for res in (direct, plain):
         assert _max_diff(runs["plain"], res) < TOL
+
+
+@pytest.mark.parametrize("mode", [("--overlap", 1, *SMALL_BUCKETS), ("--direct", 0)])
+def test_one_nan_on_one_rank_skips_the_step_on_every_rank(runs, tmp_path, mode):
+    """Rank 0's NaN rides in a bucket (overlapped: started during backward);
+    every rank sees the reduced NaN and skips the same step, then trains on."""
+    res = _mpi(tmp_path, 2, "nan", *mode, "--nan-at", 3)
+    finite = res["finite"]
+    assert finite.size == 21 and int((~finite).sum()) == 1 and not finite[3]
+    assert int(res["steps"]) == 20
+    assert all(np.isfinite(v).all() for v in _weights(res).values())
+    assert _max_diff(runs["plain"], res) > 100 * TOL    # the skipped step's batch was not trained on
