@@ -71,6 +71,18 @@ VARIANTS = {
 }
 
 
+def variant_options(spec: str, bucket_mb: float | None) -> dict:
+    """Trainer options of ``name`` or ``name:MB`` (bucket_bytes in MB; else
+    ``bucket_mb`` for the overlap variant, the trainer's default otherwise)."""
+    name, _, mb = spec.partition(":")
+    options = dict(VARIANTS[name])
+    if mb:
+        options["bucket_bytes"] = int(float(mb) * (1 << 20))
+    elif options.get("overlap") and bucket_mb is not None:
+        options["bucket_bytes"] = int(bucket_mb * (1 << 20))
+    return options
+
+
 def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: dict | None = None) -> dict | None:
     import distnet
     from distnet.data import ArrayDataset
@@ -166,9 +178,7 @@ def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, b
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
     trainers, syncs = {}, {}
     for name in names:
-        options = dict(VARIANTS[name])
-        if options.get("overlap") and bucket_mb is not None:
-            options["bucket_bytes"] = int(bucket_mb * (1 << 20))
+        options = variant_options(name, bucket_mb)
         t = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
                     global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None, **options)
         syncs[name] = []
@@ -211,9 +221,7 @@ def compare_variants(names: list[str], nranks: int, batch: int, steps: int, warm
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):  # alternate (order rotating), so all see the same machine load
         for name in names[r % len(names):] + names[:r % len(names)]:
-            options = dict(VARIANTS[name])
-            if options.get("overlap") and bucket_mb is not None:
-                options["bucket_bytes"] = int(bucket_mb * (1 << 20))
+            options = variant_options(name, bucket_mb)
             cmd = [sys.executable, __file__, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
                    "--json", "--options", json.dumps(options)]
             if nranks > 1:
@@ -244,7 +252,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line (for --compare)")
     parser.add_argument("--options", default=None, help="Trainer keyword arguments as a JSON object")
     parser.add_argument("--variants", default=None,
-                        help=f"comma-separated among {sorted(VARIANTS)}: compare them on --ranks ranks")
+                        help=f"comma-separated among {sorted(VARIANTS)}, each optionally NAME:MB (bucket size): "
+                             "compare them on --ranks ranks")
     parser.add_argument("--ranks", type=int, default=2, help="ranks for --variants (default 2)")
     parser.add_argument("--bucket-mb", type=float, default=None, help="bucket size of the overlap variant")
     parser.add_argument("--interleave", action="store_true",
@@ -253,7 +262,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.variants:
         names = args.variants.split(",")
-        unknown = sorted(set(names) - set(VARIANTS))
+        unknown = sorted({n.partition(":")[0] for n in names} - set(VARIANTS))
         if unknown:
             parser.error(f"--variants: unknown {unknown}; expected among {sorted(VARIANTS)}")
         if args.interleave:
