@@ -376,3 +376,15 @@ def test_sync_allocates_no_large_array(overlap, prescaled):
         tracemalloc.stop()
     assert res.is_finite
     assert peak < 64 * 1024, f"sync allocated {peak} bytes at peak (a gradient is 4 MB)"
+
+
+def test_progress_outside_a_step_does_nothing():
+    world = RecordingWorld()
+    sync = GradientSynchronizer(world, overlap_vars(), bucket_bytes=24, overlap=True)
+    sync.progress()
+    sync.begin(1)
+    for i in range(3):
+        sync.grad_ready(i)
+    sync.sync(sync.grad_views(), 1, prescaled=True)
+    sync.progress()
+    assert [e[0] for e in world.events].count("test") == 0

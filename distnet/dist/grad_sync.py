@@ -203,7 +203,10 @@ class GradientSynchronizer:
         self._launch()
 
     def progress(self) -> None:
-        """Let MPI move the started buckets along (cheap; call between ops)."""
+        """Let MPI move the started buckets along (cheap; call between ops).
+        Does nothing outside an overlapped step."""
+        if self._step is None:
+            return
         for k in range(len(self.buckets) - 1, self._next, -1):
             if not self._requests[k].test():
                 break       # one test progresses the whole engine
