@@ -289,10 +289,11 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
     for i, x in enumerate(xs):
         g = found.get(x)
         if x in watch and not done[i]:
-            finish_one = watch[x]
+            # Never reached by the walk (unconnected): finish this index only.
+            indices = watch[x]
             watch[x] = [i]
             finish(x)
-            watch[x] = finish_one
+            watch[x] = indices
         dest = outs[i] if outs is not None else None
         if dest is not None:
             result.append(None if g is None and unconnected_gradients == "none" else dest)
