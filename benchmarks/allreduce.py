@@ -14,8 +14,10 @@ Usage::
 ``--buckets`` in MB, 0 meaning one buffer.  Prints, per bucket size, the
 median ms of the bare all-reduce and of ``GradientSynchronizer.sync`` in its
 four ways of use (gradients copied in; computed into ``grad_views()``;
-prescaled; global count all-reduced rather than given) and each ratio to the
-bare all-reduce (target: <= 1.1x).  Set OMP_NUM_THREADS=1 (the launcher's
+prescaled; global count all-reduced rather than given), and of the
+non-blocking path of ``overlap=True`` (``begin``, every variable reported
+final, ``sync``: Iallreduce + Wait of each bucket with no backward to hide
+them behind), and each ratio to the bare all-reduce (target: <= 1.1x).  Set OMP_NUM_THREADS=1 (the launcher's
 environment reaches every rank).
 """
 from __future__ import annotations
@@ -73,13 +75,23 @@ def main() -> None:
         print(f"ranks {size}, {len(grads)} gradients, {nbytes / MB:.1f} MB float32, "
               f"{args.repeats} repeats (median ms of the slowest rank; ratio to the bare all-reduce)")
         print("  copy: sync(grads) packs the arrays; views: grads computed into sync.grad_views();")
-        print("  prescaled: views already scaled by local/global count; N reduced: global_count not given")
+        print("  prescaled: views already scaled by local/global count; N reduced: global_count not given;")
+        print("  nonblock: overlap=True's Iallreduce per bucket, prescaled views, nothing to overlap with")
         print(f"{'bucket':>8} {'n':>3} {'case':>10} {'median ms':>10} {'ratio':>6} {'best ms':>8} {'ratio':>6}")
     scalars = {"loss_sum": 1.0, "correct": 3}
     for mb in (float(x) for x in args.buckets.split(",")):
         bucket_bytes = None if mb == 0 else int(mb * MB)
         sync = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
         views = sync.grad_views()
+        nb = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"),
+                                  overlap=True)
+        nb_views = nb.grad_views()
+
+        def nonblocking():
+            nb.begin(local_count, scalars)
+            for i in reversed(range(len(nb_views))):
+                nb.grad_ready(i)
+            return nb.sync(nb_views, local_count, scalars=scalars, global_count=global_count, prescaled=True)
 
         def fill_views():   # stands for a backward pass writing into the views: not timed
             for v, g in zip(views, grads):
@@ -92,6 +104,7 @@ def main() -> None:
             "prescaled": lambda: sync.sync(views, local_count, scalars=scalars, global_count=global_count,
                                            prescaled=True),
             "N reduced": lambda: sync.sync(grads, local_count, scalars=scalars),
+            "nonblock": nonblocking,
         }
         times: dict = {k: [] for k in cases}
         for i in range(args.warmup + args.repeats):
@@ -100,6 +113,9 @@ def main() -> None:
                 # and the same cache state for the bare and the in-place cases.
                 if name in ("views", "prescaled"):
                     fill_views()
+                elif name == "nonblock":
+                    for v, g in zip(nb_views, grads):
+                        np.copyto(v, g)
                 elif name == "bare":
                     np.copyto(bare, bare_values)
                 took = timed(comm, fn)

@@ -10,6 +10,22 @@ machine):
 
     python benchmarks/scaling.py --compare 2 --batch 200
 
+Trainer options side by side on N ranks (alternating runs, no 1-rank run):
+
+    python benchmarks/scaling.py --variants plain,direct,overlap --ranks 2 --batch 100
+
+or, robust to a changing load, their steps interleaved in the same two processes:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python benchmarks/scaling.py \
+        --variants plain,direct,overlap --interleave --batch 100 --steps 60
+
+``plain``: backward allocates the gradients, the synchroniser packs them
+scaled by n_r/N; ``direct``: ``Trainer(direct_grads=True)``, gradients written
+prescaled into the sync buffer; ``overlap``: ``Trainer(overlap=True)``, buckets
+all-reduced with ``Iallreduce`` while backward runs (``--bucket-mb``, default
+the trainer's 8 MB).  Their sync time is what is left to wait for after
+backward.
+
 Definitions printed:
   * step time: median wall time of a synchronized training step (forward,
     backward, gradient all-reduce, Adam update) at global batch B;
@@ -48,7 +64,26 @@ def reference_net(seed: int = 0):
     ], input_shape=(28, 28, 1), seed=seed)
 
 
-def measure(batch: int, steps: int, warmup: int, shard: bool = False) -> dict | None:
+VARIANTS = {
+    "plain": {"direct_grads": False},
+    "direct": {"direct_grads": True},
+    "overlap": {"direct_grads": True, "overlap": True},
+}
+
+
+def variant_options(spec: str, bucket_mb: float | None) -> dict:
+    """Trainer options of ``name`` or ``name:MB`` (bucket_bytes in MB; else
+    ``bucket_mb`` for the overlap variant, the trainer's default otherwise)."""
+    name, _, mb = spec.partition(":")
+    options = dict(VARIANTS[name])
+    if mb:
+        options["bucket_bytes"] = int(float(mb) * (1 << 20))
+    elif options.get("overlap") and bucket_mb is not None:
+        options["bucket_bytes"] = int(bucket_mb * (1 << 20))
+    return options
+
+
+def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: dict | None = None) -> dict | None:
     import distnet
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
@@ -59,7 +94,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False) -> dict | 
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
     trainer = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      shard_optimizer=shard and comm.size > 1)
+                      shard_optimizer=shard and comm.size > 1, **(options or {}))
 
     sync_times: list[float] = []
     original = trainer.sync.sync
@@ -129,6 +164,81 @@ def compare(nranks: int, batch: int, steps: int, warmup: int, rounds: int, shard
           f"-> {sync / bare:.2f}x")
 
 
+def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, bucket_mb: float | None) -> None:
+    """One trainer per variant in the same processes, their steps interleaved
+    (A B C A B C ...): every variant sees the same machine load, and the
+    per-step ratios against the first variant are paired."""
+    import distnet
+    from distnet.data import ArrayDataset
+    from distnet.trainer import Trainer
+
+    comm = distnet.dist.get_communicator("auto")
+    rng = np.random.default_rng(0)
+    n = batch * (steps + warmup)
+    data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
+    trainers, syncs = {}, {}
+    for name in names:
+        options = variant_options(name, bucket_mb)
+        t = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
+                    global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None, **options)
+        syncs[name] = []
+        original = t.sync.sync
+
+        def timed_sync(*args, _orig=original, _out=syncs[name], **kwargs):
+            t0 = time.perf_counter()
+            res = _orig(*args, **kwargs)
+            _out.append(time.perf_counter() - t0)
+            return res
+
+        t.sync.sync = timed_sync
+        trainers[name] = t
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for k in range(steps + warmup):
+        order = names[k % len(names):] + names[:k % len(names)]
+        for name in order:
+            t = trainers[name]
+            comm.barrier()
+            t0 = time.perf_counter()
+            t.train_step(t.sampler.next())
+            times[name].append(time.perf_counter() - t0)
+    if comm.rank != 0:
+        return
+    base = np.array(times[names[0]][warmup:])
+    print(f"reference conv net, {comm.size} ranks, global batch {batch}, {steps} timed steps interleaved "
+          f"(one trainer per variant, same processes); load average: {os.getloadavg()[0]:.2f}")
+    for name in names:
+        t = np.array(times[name][warmup:])
+        sy = np.array(syncs[name][warmup:])
+        print(f"  {name:8s}: median {1e3 * np.median(t):7.1f} ms/step, best {1e3 * t.min():7.1f}, "
+              f"sync wait median {1e3 * np.median(sy):6.2f} ms; median paired ratio to {names[0]}: "
+              f"{np.median(t / base):.3f}")
+
+
+def compare_variants(names: list[str], nranks: int, batch: int, steps: int, warmup: int, rounds: int,
+                     bucket_mb: float | None) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):  # alternate (order rotating), so all see the same machine load
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            options = variant_options(name, bucket_mb)
+            cmd = [sys.executable, __file__, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
+                   "--json", "--options", json.dumps(options)]
+            if nranks > 1:
+                cmd = [mpiexec, "-n", str(nranks), *cmd]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"reference conv net, {nranks} ranks x 1 BLAS thread, global batch {batch}, {steps} timed steps x "
+          f"{rounds} alternating rounds; load average before: {os.getloadavg()[0]:.2f}")
+    base = float(np.median([r["step_ms"] for r in runs[names[0]]]))
+    for name in names:
+        step = float(np.median([r["step_ms"] for r in runs[name]]))
+        sync = float(np.median([r["sync_ms"] for r in runs[name]]))
+        each = " ".join(f"{r['step_ms']:.1f}" for r in runs[name])
+        print(f"  {name:8s}: {step:7.1f} ms/step ({step / base:.3f}x {names[0]}), sync wait {sync:6.2f} ms;"
+              f" rounds: {each}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=100)
@@ -140,11 +250,31 @@ def main() -> int:
     parser.add_argument("--shard", action="store_true",
                         help="N ranks use the sharded (ZeRO-1) optimizer; its sync figure is the reduce-scatter only")
     parser.add_argument("--json", action="store_true", help="print one JSON line (for --compare)")
+    parser.add_argument("--options", default=None, help="Trainer keyword arguments as a JSON object")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated among {sorted(VARIANTS)}, each optionally NAME:MB (bucket size): "
+                             "compare them on --ranks ranks")
+    parser.add_argument("--ranks", type=int, default=2, help="ranks for --variants (default 2)")
+    parser.add_argument("--bucket-mb", type=float, default=None, help="bucket size of the overlap variant")
+    parser.add_argument("--interleave", action="store_true",
+                        help="with --variants, under mpiexec (or 1 process): the variants' steps interleaved in "
+                             "the same processes")
     args = parser.parse_args()
+    if args.variants:
+        names = args.variants.split(",")
+        unknown = sorted({n.partition(":")[0] for n in names} - set(VARIANTS))
+        if unknown:
+            parser.error(f"--variants: unknown {unknown}; expected among {sorted(VARIANTS)}")
+        if args.interleave:
+            measure_interleaved(names, args.batch, args.steps, args.warmup, args.bucket_mb)
+        else:
+            compare_variants(names, args.ranks, args.batch, args.steps, args.warmup, args.rounds, args.bucket_mb)
+        return 0
     if args.compare:
         compare(args.compare, args.batch, args.steps, args.warmup, args.rounds, args.shard)
         return 0
-    result = measure(args.batch, args.steps, args.warmup, args.shard)
+    result = measure(args.batch, args.steps, args.warmup, args.shard,
+                     json.loads(args.options) if args.options else None)
     if result is not None:
         print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0

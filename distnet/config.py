@@ -167,6 +167,7 @@ class DistConfig:
     max_bad_steps: int | None = None
     bucket_bytes: int | None = None
     shard_optimizer: bool | None = None
+    overlap: bool | None = None
 
 
 @dataclass
@@ -273,7 +274,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
     "dist": {"stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
-             "bucket_bytes": _INT, "shard_optimizer": _BOOL},
+             "bucket_bytes": _INT, "shard_optimizer": _BOOL, "overlap": _BOOL},
 }
 
 

@@ -306,3 +306,226 @@ def test_unconnected_gradients_none_allocates_nothing():
     assert distnet.gradients(loss, [y])[0].tolist() == [0.0]  # the default stays zeros
     with pytest.raises(distnet.InvalidArgumentError, match="unconnected_gradients"):
         distnet.gradients(loss, [x], unconnected_gradients="zeros")
+
+
+# -- gradients(out=, accumulate=, on_final=, progress=) ---------------------
+def _net(rng, dtype=np.float32):
+    """A small two-layer net with a shared weight and an unused variable."""
+    w1 = distnet.Variable(rng.standard_normal((5, 4)).astype(dtype), name="w1")
+    b1 = distnet.Variable(rng.standard_normal(4).astype(dtype), name="b1")
+    w2 = distnet.Variable(rng.standard_normal((4, 3)).astype(dtype), name="w2")
+    unused = distnet.Variable(np.ones(2, dtype), name="unused")
+    x = distnet.constant(rng.standard_normal((6, 5)).astype(dtype))
+    h = distnet.nn.tanh(distnet.matmul(x, w1) + b1)
+    # w1 is used twice (a diamond through the loss), b1 once, w2 once.
+    loss = distnet.reduce_sum(distnet.matmul(h, w2) ** 2) + distnet.reduce_sum(w1 * w1)
+    return loss, [w1, b1, w2, unused]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_gives_the_plain_gradients_bitwise(rng, dtype):
+    loss, xs = _net(rng, dtype)
+    plain = gradients(loss, xs)
+    outs = [np.full(x.shape, np.nan, dtype) for x in xs]
+    got = gradients(loss, xs, out=outs)
+    for o, g, p in zip(outs, got, plain):
+        assert g is o
+        np.testing.assert_array_equal(o, p)   # the same arithmetic: bitwise
+    assert not outs[3].any()                  # unconnected: zero-filled
+
+
+def test_out_accumulate_equals_plus_equals(rng):
+    loss, xs = _net(rng)
+    start = [rng.standard_normal(x.shape).astype(np.float32) for x in xs]
+    want = [s.copy() for s in start]
+    for w, g in zip(want, gradients(loss, xs)):
+        w += g
+    outs = [s.copy() for s in start]
+    gradients(loss, xs, out=outs, accumulate=True)
+    for o, w in zip(outs, want):
+        np.testing.assert_array_equal(o, w)
+
+
+def test_out_with_none_entries_and_a_single_use_of_a_variable_used_twice():
+    # (x + x) * x: the leaf gets three contributions, added in place into out.
+    x = distnet.Variable([1.0, -2.0, 3.0])
+    y = distnet.Variable([1.0, 1.0])
+    buf = np.empty(3, np.float32)
+    gx, gy = gradients(distnet.reduce_sum((x + x) * x), [x, y], out=[buf, None])
+    assert gx is buf
+    np.testing.assert_array_equal(buf, [4.0, -8.0, 12.0])
+    np.testing.assert_array_equal(gy, [0.0, 0.0])
+
+
+def test_out_unconnected_none_leaves_out_untouched():
+    x = distnet.Variable([1.0, 2.0])
+    y = distnet.Variable([5.0])
+    buf = np.array([7.0], np.float32)
+    gx, gy = gradients(distnet.reduce_sum(x), [x, y], out=[None, buf], unconnected_gradients="none")
+    assert gy is None and buf[0] == 7.0
+    np.testing.assert_array_equal(gx, [1.0, 1.0])
+
+
+def test_out_for_an_intermediate_tensor_and_for_ys_itself():
+    x = distnet.Variable([1.0, 2.0])
+    h = x * 3.0
+    y = distnet.reduce_sum(h * h)
+    bh, bx, by = np.empty(2, np.float32), np.empty(2, np.float32), np.empty((), np.float32)
+    gradients(y, [h, x, y], out=[bh, bx, by])
+    np.testing.assert_array_equal(bh, [6.0, 12.0])
+    np.testing.assert_array_equal(bx, [18.0, 36.0])
+    assert by == 1.0
+
+
+@pytest.mark.parametrize("make_out, err, match", [
+    (lambda: [np.zeros((5, 3), np.float32)] + [None] * 3, ShapeError, r"out\[0\].*Expect: shape \(5, 4\)"),
+    (lambda: [np.zeros((5, 4), np.float64)] + [None] * 3, DTypeError, r"out\[0\].*Expect: dtype float32"),
+    (lambda: [None], distnet.errors.InvalidArgumentError, "Expect: 4 arrays"),
+    (lambda: np.zeros(3), distnet.errors.InvalidArgumentError, "a list of arrays"),
+    (lambda: [[0.0] * 4, None, None, None], distnet.errors.InvalidArgumentError, r"out\[0\].*numpy array"),
+    (lambda: [np.zeros((4, 5), np.float32).T] + [None] * 3, distnet.errors.InvalidArgumentError,
+     "C-contiguous"),
+])
+def test_out_is_validated(rng, make_out, err, match):
+    loss, xs = _net(rng)
+    with pytest.raises(err, match=match):
+        gradients(loss, xs, out=make_out())
+
+
+def test_out_validation_overlap_duplicates_readonly_and_accumulate_without_out(rng):
+    loss, xs = _net(rng)
+    buf = np.zeros(30, np.float32)
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="overlapping"):
+        gradients(loss, xs[:2], out=[buf[:20].reshape(5, 4), buf[16:20]])
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="each tensor once"):
+        gradients(loss, [xs[0], xs[0]], out=[np.zeros((5, 4), np.float32), None])
+    ro = np.zeros((5, 4), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="writeable"):
+        gradients(loss, xs[:1], out=[ro])
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="accumulate=True"):
+        gradients(loss, xs, accumulate=True)
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="on_final"):
+        gradients(loss, xs, on_final=3)
+
+
+def test_on_final_fires_once_per_variable_as_soon_as_its_uses_are_done(rng):
+    # A chain of 3 layers: the last layer's weight is final after its matmul's
+    # backward, long before the walk reaches the first layer.
+    ws = [distnet.Variable(rng.standard_normal((4, 4)).astype(np.float32), name=f"w{i}") for i in range(3)]
+    h = distnet.constant(rng.standard_normal((2, 4)).astype(np.float32))
+    for w in ws:
+        h = distnet.nn.tanh(distnet.matmul(h, w))
+    loss = distnet.reduce_sum(h)
+    events = []
+    outs = [np.zeros((4, 4), np.float32) for _ in ws]
+    snapshots = {}
+
+    def on_final(i):
+        events.append(("final", i))
+        snapshots[i] = outs[i].copy()     # the gradient is already in out
+
+    gradients(loss, ws, out=outs, on_final=on_final, progress=lambda: events.append(("op",)))
+    finals = [e[1] for e in events if e[0] == "final"]
+    assert finals == [2, 1, 0]
+    pos = [events.index(("final", i)) for i in (2, 1, 0)]
+    # ops ran between the finals (the later layers' backward), and after the
+    # last-layer weight was final the walk still had ops to run.
+    assert sum(1 for e in events[pos[0]:] if e == ("op",)) >= 4
+    plain = gradients(loss, ws)
+    for i in range(3):
+        np.testing.assert_array_equal(snapshots[i], plain[i])
+
+
+def test_on_final_without_out_and_for_unconnected_and_duplicate_tensors():
+    x = distnet.Variable([1.0, 2.0])
+    z = distnet.Variable([3.0])
+    seen = []
+    gx, gz, gx2 = gradients(distnet.reduce_sum(x * x), [x, z, x], on_final=seen.append)
+    assert sorted(seen) == [0, 1, 2] and len(seen) == 3
+    np.testing.assert_array_equal(gx, [2.0, 4.0])
+    np.testing.assert_array_equal(gx2, gx)
+    assert gx2 is not gx
+    np.testing.assert_array_equal(gz, [0.0])
+
+
+def test_gradients_with_out_check_against_finite_differences(rng):
+    """float64: what lands in out (accumulated onto zeros) is the true gradient."""
+    w0 = rng.standard_normal((3, 2))
+    f = lambda a: np.sum(np.tanh(a) * a)   # noqa: E731
+    w = distnet.Variable(w0)
+    buf = np.zeros((3, 2))
+    gradients(distnet.reduce_sum(distnet.nn.tanh(w) * w), [w], out=[buf], accumulate=True)
+    eps = 1e-6
+    num = np.zeros_like(buf)
+    for idx in np.ndindex(buf.shape):
+        d = np.zeros_like(buf)
+        d[idx] = eps
+        num[idx] = (f(w0 + d) - f(w0 - d)) / (2 * eps)
+    np.testing.assert_allclose(buf, num, rtol=1e-6, atol=1e-8)
+
+
+class _ScaleInto(Op):
+    """y = a * w (w a vector), with a backward_out that writes dw into out."""
+
+    __slots__ = ("a", "w", "calls")
+
+    def forward(self, a, w):
+        self.a, self.w, self.calls = a, w, []
+        return a * w
+
+    def backward(self, g, needs):
+        self.calls.append("backward")
+        return (g * self.w if needs[0] else None), ((g * self.a).sum(axis=0) if needs[1] else None)
+
+    def backward_out(self, g, needs, outs):
+        self.calls.append(("backward_out", tuple(o is not None for o in outs)))
+        ga = g * self.w if needs[0] else None
+        gw = None
+        if needs[1]:
+            gw = outs[1] if outs[1] is not None else np.empty(self.w.shape, self.w.dtype)
+            np.sum(g * self.a, axis=0, out=gw)
+        return ga, gw
+
+
+def test_backward_out_writes_the_first_contribution_straight_into_out(rng):
+    a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
+    y = _ScaleInto.apply(a, w)
+    op = y._op
+    loss = distnet.reduce_sum(y * y)
+    plain = gradients(loss, [a, w])
+    assert op.calls == ["backward"]
+    buf = np.full(4, np.nan, np.float32)
+    op.calls.clear()
+    ga, gw = gradients(loss, [a, w], out=[None, buf])
+    assert op.calls == [("backward_out", (False, True))]
+    assert gw is buf
+    np.testing.assert_array_equal(buf, plain[1])
+    np.testing.assert_array_equal(ga, plain[0])
+    # With accumulate (out holds earlier micro-batches) the op is not handed out.
+    op.calls.clear()
+    gradients(loss, [a, w], out=[None, buf], accumulate=True)
+    assert op.calls == ["backward"]
+    np.testing.assert_array_equal(buf, plain[1] + plain[1])
+
+
+def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
+    # w used twice; whichever use comes second is added in place, never handed
+    # to backward_out (which would overwrite the first).
+    a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
+    y = _ScaleInto.apply(a, w)
+    loss = distnet.reduce_sum(y * y) + distnet.reduce_sum(w * w)
+    plain = gradients(loss, [w])
+    buf = np.full(4, np.nan, np.float32)
+    gradients(loss, [w], out=[buf])
+    np.testing.assert_array_equal(buf, plain[0])   # first use written, second added: as plain
+    y2 = _ScaleInto.apply(a, w)
+    z = _ScaleInto.apply(a, w)
+    loss2 = distnet.reduce_sum(y2 * z)
+    want = gradients(loss2, [w])[0]
+    gradients(loss2, [w], out=[buf])
+    np.testing.assert_array_equal(buf, want)
+    outs_given = [c for c in y2._op.calls + z._op.calls if isinstance(c, tuple) and c[1][1]]
+    assert len(outs_given) == 1

@@ -218,4 +218,173 @@ def test_mpi_sample_weighted_mean_with_uneven_shards(counts):
     run = run_mpi("grad_sync_check.py", len(counts), *counts, timeout=60)
     assert run.returncode == 0, run.describe()
     assert sorted(run.values("DONE")) == [str(r) for r in range(len(counts))], run.describe()
-    assert len(run.values("OK")) == 10, run.describe()
+    assert len(run.values("OK")) == 13, run.describe()
+
+
+# -- overlap: non-blocking buckets started as gradients become final --------
+class RecordingWorld(SingleCommunicator):
+    """Records when each bucket's non-blocking all-reduce starts, what the
+    bucket held then, and the tests / waits made on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def iallreduce_(self, arr, op="sum"):
+        world = self
+        index = len([e for e in self.events if e[0] == "start"])
+        self.events.append(("start", index, arr.size, arr.copy()))
+
+        class Req:
+            def test(self):
+                world.events.append(("test", index))
+                return False
+
+            def wait(self):
+                world.events.append(("wait", index))
+        return Req()
+
+
+def overlap_vars():
+    # sorted: a/w (4), b/w (6), c/w (8): with the 2 scalars, 20 floats.
+    return [Variable(np.zeros(n, np.float32), name=name) for name, n in (("c/w", 8), ("a/w", 4), ("b/w", 6))]
+
+
+def test_overlap_starts_each_bucket_when_its_variables_are_final_last_first(rng):
+    world = RecordingWorld()
+    variables = overlap_vars()
+    sync = GradientSynchronizer(world, variables, bucket_bytes=24, scalar_names=("loss_sum",), overlap=True)
+    # Buckets of 6 floats: [cnt, loss, a0..a3], [b0..b5], [c0..c5], [c6, c7].
+    assert [b.size for b in sync.buckets] == [6, 6, 6, 2]
+    views = sync.grad_views()
+    grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    sync.begin(3, {"loss_sum": 1.5})
+    assert world.events == []
+    np.copyto(views[0], grads[0])
+    sync.grad_ready(0)            # c/w: buckets 3 and 2 are complete, started last first
+    assert [(e[1], e[2]) for e in world.events] == [(0, 2), (1, 6)]
+    np.testing.assert_array_equal(world.events[0][3], grads[0][6:])
+    sync.progress()
+    assert world.events[-1] == ("test", 0)
+    np.copyto(views[1], grads[1])
+    sync.grad_ready(1)            # a/w: bucket 0 is complete, but bucket 1 (b/w) comes first
+    assert len([e for e in world.events if e[0] == "start"]) == 2
+    np.copyto(views[2], grads[2])
+    sync.grad_ready(2)
+    starts = [e for e in world.events if e[0] == "start"]
+    assert [e[2] for e in starts] == [2, 6, 6, 6]
+    np.testing.assert_array_equal(starts[3][3], [3, 1.5, *grads[1]])
+    res = sync.sync(views, 3, scalars={"loss_sum": 1.5}, prescaled=True, global_count=3)
+    assert [e[1] for e in world.events if e[0] == "wait"] == [0, 1, 2, 3]
+    for g, want in zip(res.grads, grads):
+        np.testing.assert_array_equal(g, want)
+    assert res.scalars == {"loss_sum": 1.5} and res.global_count == 3
+
+
+def test_overlap_sync_without_begin_starts_every_bucket_last_first():
+    """A rank with no sample skips begin(); it must still start the same
+    non-blocking reductions in the same order as its peers."""
+    world = RecordingWorld()
+    sync = GradientSynchronizer(world, overlap_vars(), bucket_bytes=24, scalar_names=("loss_sum",), overlap=True)
+    with pytest.raises(CollectiveError):   # alone in the world, an empty batch
+        sync.sync(None, 0)
+    assert [e[2] for e in world.events if e[0] == "start"] == [2, 6, 6, 6]
+    assert [e[1] for e in world.events if e[0] == "wait"] == [0, 1, 2, 3]
+
+
+def test_overlap_in_one_process_equals_the_blocking_sync_bitwise(rng):
+    variables = overlap_vars()
+    grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    reg = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    plain = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=24, scalar_names=("loss_sum",))
+    want = plain.sync(grads, 4, scalars={"loss_sum": 2.0}, regularization_grads=reg, global_count=4,
+                      prescaled=True)
+    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=24, scalar_names=("loss_sum",),
+                                overlap=True)
+    views = sync.grad_views()
+    sync.begin(4, {"loss_sum": 2.0})
+    for i in (2, 0, 1):
+        np.copyto(views[i], grads[i])
+        sync.grad_ready(i)
+        sync.progress()
+    got = sync.sync(views, 4, scalars={"loss_sum": 2.0}, regularization_grads=reg, global_count=4, prescaled=True)
+    for g, w in zip(got.grads, want.grads):
+        np.testing.assert_array_equal(g, w)
+    assert got.scalars == want.scalars and got.is_finite
+    # The next step can begin again; a non-finite gradient is still flagged.
+    sync.begin(4, {"loss_sum": 2.0})
+    views[0][0] = np.nan
+    assert not sync.sync(views, 4, scalars={"loss_sum": 2.0}, global_count=4, prescaled=True).is_finite
+
+
+def test_overlap_misuse_is_refused():
+    variables = overlap_vars()
+    plain = GradientSynchronizer(SingleCommunicator(), variables)
+    with pytest.raises(InvalidArgumentError, match="overlap=True"):
+        plain.begin(1)
+    with pytest.raises(InvalidArgumentError, match="overlap: Expect: True or False"):
+        GradientSynchronizer(SingleCommunicator(), variables, overlap="yes")
+    sync = GradientSynchronizer(SingleCommunicator(), variables, overlap=True, scalar_names=("loss_sum",))
+    with pytest.raises(InvalidArgumentError, match="begin.. first"):
+        sync.grad_ready(0)
+    with pytest.raises(InvalidArgumentError, match="local_count: Expect: an integer >= 1"):
+        sync.begin(0)
+    views = sync.grad_views()
+    sync.begin(2, {"loss_sum": 1.0})
+    with pytest.raises(InvalidArgumentError, match="a step already begun"):
+        sync.begin(2)
+    with pytest.raises(InvalidArgumentError, match="prescaled=True"):
+        sync.sync(views, 2, scalars={"loss_sum": 1.0})
+    sync.begin(2, {"loss_sum": 1.0})
+    with pytest.raises(InvalidArgumentError, match="as given to begin"):
+        sync.sync(views, 3, scalars={"loss_sum": 1.0}, prescaled=True)
+    sync.begin(2, {"loss_sum": 1.0})
+    with pytest.raises(InvalidArgumentError, match="its grad_views.. array"):
+        sync.sync([np.zeros(v.shape, np.float32) for v in variables], 2, scalars={"loss_sum": 1.0},
+                  prescaled=True)
+
+
+@pytest.mark.parametrize("overlap,prescaled", [(False, False), (False, True), (True, True)])
+def test_sync_allocates_no_large_array(overlap, prescaled):
+    """The step's sync path works in the preallocated buffer: with gradients
+    in its views (scaled in place, or prescaled) and a regularization
+    gradient, a sync of 4 MB allocates nothing close to a gradient's size."""
+    import tracemalloc
+
+    variables = [Variable(np.zeros((1000, 1000), np.float32), name="big"),
+                 Variable(np.zeros(10, np.float32), name="small")]
+    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=1 << 20, scalar_names=("loss_sum",),
+                                overlap=overlap)
+    views = sync.grad_views()
+    reg = [np.full((1000, 1000), 0.5, np.float32), None]
+    count = 3 if prescaled else None   # not prescaled: divided by the reduced count in place
+    for view in views:
+        view.fill(1.0)
+    sync.sync(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count, prescaled=prescaled)
+    tracemalloc.start()
+    try:
+        for _ in range(2):
+            if overlap:
+                sync.begin(3, {"loss_sum": 1.0})
+                for i in (1, 0):
+                    sync.grad_ready(i)
+                    sync.progress()
+            res = sync.sync(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count,
+                            prescaled=prescaled)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.is_finite
+    assert peak < 64 * 1024, f"sync allocated {peak} bytes at peak (a gradient is 4 MB)"
+
+
+def test_progress_outside_a_step_does_nothing():
+    world = RecordingWorld()
+    sync = GradientSynchronizer(world, overlap_vars(), bucket_bytes=24, overlap=True)
+    sync.progress()
+    sync.begin(1)
+    for i in range(3):
+        sync.grad_ready(i)
+    sync.sync(sync.grad_views(), 1, prescaled=True)
+    sync.progress()
+    assert [e[0] for e in world.events].count("test") == 0

@@ -218,6 +218,24 @@ def test_pieces_share_memory_with_the_variables():
         sync.local_pieces({v.name: np.zeros(3) for v in trainer.variables})
 
 
+def test_grad_views_are_the_padded_buffer_and_direct_writes_equal_plain():
+    """ShardedSynchronizer.grad_views(): one view per variable into its own
+    (padded) sync buffer, where the trainer's direct path writes; in one
+    process the direct and plain paths give the same weights bitwise."""
+    trainer = _tiny_trainer(shard_optimizer=True)
+    sync = trainer.sync
+    views = sync.grad_views()
+    assert [v.shape for v in views] == [v.shape for v in trainer.variables]
+    assert all(np.shares_memory(v, sync._grad_part) for v in views)
+    assert trainer._grad_views is not None and all(a is b for a, b in zip(trainer._grad_views, views))
+    trainer.fit()
+    plain = _tiny_trainer(shard_optimizer=True, direct_grads=False)
+    assert plain._grad_views is None
+    plain.fit()
+    for a, b in zip(trainer.variables, plain.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
     from distnet.dist import SingleCommunicator
     from distnet.dist.sharded import ShardedSynchronizer

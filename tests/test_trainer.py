@@ -116,13 +116,14 @@ def test_resume_is_bitwise(tmp_path):
         assert np.array_equal(v, resumed.ema.state_dict()[k]), k
 
 
-def test_non_finite_steps_are_skipped_then_abort():
+@pytest.mark.parametrize("direct,overlap", [(False, False), (True, False), (True, True)])
+def test_non_finite_steps_are_skipped_then_abort(direct, overlap):
     x = np.full((10, 1, 1, 2), 0.5, dtype=np.float32)
     y = np.zeros(10, dtype=np.int64)
     data = ArrayDataset(x, y, num_classes=3)
     model = mlp()
     t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), data,
-                global_batch_size=5, steps=10, max_bad_steps=3, seed=0)
+                global_batch_size=5, steps=10, max_bad_steps=3, seed=0, direct_grads=direct, overlap=overlap)
     # A NaN weight makes the loss and every gradient NaN.
     model.trainable_variables[0].data[0, 0] = np.nan
     before = weights(model)
@@ -140,6 +141,10 @@ def test_non_finite_steps_are_skipped_then_abort():
     (dict(steps=1, global_batch_size=0), "global_batch_size"),
     (dict(steps=1, micro_batches=0), "micro_batches"),
     (dict(steps=1, weight_decay=-1.0), "weight_decay"),
+    (dict(steps=1, overlap=1), "overlap must be True or False"),
+    (dict(steps=1, direct_grads=None), "direct_grads must be True or False"),
+    (dict(steps=1, overlap=True, direct_grads=False), "Expect: direct_grads=True"),
+    (dict(steps=1, overlap=True, shard_optimizer=True), "Expect: shard_optimizer=False"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(InvalidArgumentError, match=match):
@@ -163,3 +168,78 @@ def test_evaluate_with_ema_weights_restores_trained_weights():
     assert plain["loss"] != averaged["loss"]
     for k, v in weights(model).items():
         np.testing.assert_array_equal(v, trained[k])
+
+
+@pytest.mark.parametrize("micro", [1, 3])
+def test_direct_writes_and_overlap_equal_the_plain_path(micro):
+    """In one process the gradient written straight into the sync buffer is the
+    plain gradient bitwise (local count = global count, so the loss scaling is
+    the same), with micro-batches accumulated in place as ``+=`` does."""
+    runs = {}
+    for direct, overlap in ((False, False), (True, False), (True, True)):
+        model = mlp(seed=2, reg=regularizers.l2(0.01), dropout=0.25)
+        Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01), blobs(50, 3),
+                global_batch_size=20, steps=6, micro_batches=micro, seed=5, weight_decay=0.002,
+                direct_grads=direct, overlap=overlap, bucket_bytes=64).fit()
+        runs[direct, overlap] = weights(model)
+    for key in ((True, False), (True, True)):
+        for k in runs[False, False]:
+            np.testing.assert_array_equal(runs[key][k], runs[False, False][k], err_msg=f"{key} {k}")
+
+
+def test_overlap_starts_buckets_while_backward_runs():
+    from distnet.dist import SingleCommunicator
+
+    class Recording(SingleCommunicator):
+        def __init__(self):
+            super().__init__()
+            self.events = []
+
+        def iallreduce_(self, arr, op="sum"):
+            self.events.append("start")
+            events = self.events
+
+            class Req:
+                def test(self):
+                    events.append("test")
+                    return False
+
+                def wait(self):
+                    events.append("wait")
+            return Req()
+
+    comm = Recording()
+    t = Trainer(mlp(seed=1), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
+                global_batch_size=10, steps=1, comm=comm, overlap=True, bucket_bytes=64, check_every=None)
+    t.fit()
+    n = len(t.sync.buckets)
+    assert n >= 3
+    starts = [i for i, e in enumerate(comm.events) if e == "start"]
+    assert len(starts) == n and comm.events.count("wait") == n
+    # Some buckets started during backward (tests of them follow) before the last one.
+    assert "test" in comm.events[starts[0]:starts[-1]]
+
+
+def test_default_overlap_bucket_size_applies_only_with_overlap():
+    from distnet.trainer import OVERLAP_BUCKET_BYTES
+
+    t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
+                global_batch_size=10, steps=1, overlap=True)
+    assert t.sync.overlap and len(t.sync.buckets) == 1 and t.sync.buckets[0].nbytes <= OVERLAP_BUCKET_BYTES
+    t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
+                global_batch_size=10, steps=1)
+    assert not t.sync.overlap
+
+
+def test_job_file_overlap_option_reaches_the_trainer():
+    from distnet.config import parse_job
+    from distnet.errors import ConfigError
+    from distnet.job import build_trainer
+    from test_dist_sharded import JOB
+
+    assert build_trainer(parse_job(JOB + "[dist]\noverlap = true\n")).overlap is True
+    assert build_trainer(parse_job(JOB)).overlap is False
+    with pytest.raises(ConfigError, match="overlap"):
+        parse_job(JOB + "[dist]\noverlap = 1\n")
+    with pytest.raises(ConfigError, match="overlap=True applies to the replicated"):
+        build_trainer(parse_job(JOB + "[dist]\noverlap = true\nshard_optimizer = true\n"))

@@ -13,7 +13,7 @@ with no interface up).  Set ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_/MKL_``)
 per rank so ranks do not oversubscribe the cores.
 """
 from distnet.dist.abort import CollectiveError, install_abort_hook
-from distnet.dist.communicator import Communicator, block_counts, get_communicator, launched_world_size
+from distnet.dist.communicator import Communicator, Request, block_counts, get_communicator, launched_world_size
 from distnet.dist.consistency import (
     DivergenceChecker, NonFiniteGuard, NonFiniteWarning, broadcast_arrays, broadcast_variables,
     check_parameters_agree, check_same_variables, parameter_checksums, variable_specs,
@@ -24,7 +24,7 @@ from distnet.dist.single import SingleCommunicator
 from distnet.dist.watchdog import STALL_EXIT_CODE, Watchdog
 
 __all__ = [
-    "CollectiveError", "Communicator", "DivergenceChecker", "GradientSynchronizer", "NonFiniteGuard",
+    "CollectiveError", "Communicator", "Request", "DivergenceChecker", "GradientSynchronizer", "NonFiniteGuard",
     "NonFiniteWarning", "STALL_EXIT_CODE", "ShardBatch", "ShardSampler", "SingleCommunicator", "SyncResult",
     "Watchdog", "block_counts", "broadcast_arrays", "broadcast_variables", "check_parameters_agree",
     "check_same_variables", "get_communicator", "install_abort_hook", "launched_world_size",

@@ -52,6 +52,21 @@ class CallState:
         self.name = None
 
 
+class Request:
+    """A started non-blocking collective: :meth:`test` progresses it and says
+    whether it is complete, :meth:`wait` blocks until it is.  This base class
+    is a completed request."""
+
+    __slots__ = ()
+
+    def test(self) -> bool:
+        """Progress the operation; True once it is complete."""
+        return True
+
+    def wait(self) -> None:
+        """Block until the operation is complete."""
+
+
 class Communicator(ABC):
     """A group of ranks that run the same program on their own data.
 
@@ -83,6 +98,19 @@ class Communicator(ABC):
         Example:
             >>> g = np.ones(3, np.float32); comm.allreduce_(g)  # g == size
         """
+
+    def iallreduce_(self, arr: np.ndarray, op: str = "sum") -> "Request":
+        """Start reducing ``arr`` over all ranks in place; returns a :class:`Request`.
+
+        ``arr`` must not be read or written until the request completes.
+        Every rank starts its non-blocking reductions in the same order (they
+        never match a blocking :meth:`allreduce_`).  This default reduces at
+        once and returns a completed request; MPI starts an ``Iallreduce``.
+        Example:
+            >>> req = comm.iallreduce_(bucket); ...; req.wait()
+        """
+        self.allreduce_(arr, op=op)
+        return Request()
 
     @abstractmethod
     def bcast_(self, arr: np.ndarray, root: int = 0) -> np.ndarray:

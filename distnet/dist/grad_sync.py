@@ -15,6 +15,17 @@ caller can compute its gradients straight into :meth:`GradientSynchronizer.grad_
 (no scaling pass either); what is left is the all-reduce and one pass for
 the non-finite check.
 
+Overlap (``overlap=True``): the buckets are reduced with non-blocking
+``Iallreduce`` calls, each started as soon as the gradients of every variable
+in it are final: the caller opens the step with :meth:`GradientSynchronizer.begin`
+(count and scalars), writes the gradients into :meth:`grad_views` already
+scaled, reports each final one with :meth:`grad_ready` (autodiff's
+``on_final``) and calls :meth:`progress` between backward ops (autodiff's
+``progress``: MPI moves data only inside MPI calls when it has no progress
+thread); :meth:`sync` then starts what is left and waits.  Buckets are started
+from the last to the first, every rank in the same order (the order backward
+finishes a Sequential model's layers when names sort like the layers).
+
 Scalars that must be global (loss sum, correct count) ride in the same
 buffer, so metrics cost no extra round trip; they are summed, not averaged.
 
@@ -35,7 +46,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from distnet.dist.abort import CollectiveError
-from distnet.dist.communicator import Communicator
+from distnet.dist.communicator import Communicator, Request
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
 
 
@@ -77,6 +88,9 @@ class GradientSynchronizer:
         scalar_names: names of the scalars summed with the gradients, e.g.
             ``("loss_sum", "correct")``.  Held in float32: exact for integer
             counts up to 2**24.
+        overlap: reduce the buckets with non-blocking all-reduces, started by
+            :meth:`grad_ready` while backward goes on (see the module
+            docstring); every rank must use the same setting.
     Example:
         >>> sync = GradientSynchronizer(comm, model.trainable_variables, scalar_names=("loss_sum",))
         >>> res = sync.sync(grads, local_count=len(idx), scalars={"loss_sum": loss * len(idx)},
@@ -87,8 +101,11 @@ class GradientSynchronizer:
     dtype = np.dtype(np.float32)
 
     def __init__(self, comm: Communicator, variables: Sequence, bucket_bytes: int | None = None,
-                 scalar_names: Sequence[str] = ()) -> None:
+                 scalar_names: Sequence[str] = (), overlap: bool = False) -> None:
         self.comm = comm
+        if not isinstance(overlap, (bool, np.bool_)):
+            raise InvalidArgumentError(f"overlap: Expect: True or False Actual: {overlap!r}")
+        self.overlap = bool(overlap)
         self.variables = list(variables)
         if not self.variables:
             raise InvalidArgumentError("GradientSynchronizer: Expect: at least one variable Actual: none")
@@ -126,6 +143,21 @@ class GradientSynchronizer:
         self._grad_part = self.buffer[n_scalars:]
         step = self.buffer.size if bucket_bytes is None else max(1, bucket_bytes // self.dtype.itemsize)
         self.buckets: list = [self.buffer[lo: lo + step] for lo in range(0, self.buffer.size, step)]
+        # For overlap: the buckets each variable's elements fall in, and how
+        # many variables each bucket waits for.
+        self._var_buckets: list = [None] * len(self.variables)
+        self._bucket_waits: list = [0] * len(self.buckets)
+        offset = n_scalars
+        for i in order:
+            first, last = offset // step, (offset + max(sizes[i], 1) - 1) // step
+            self._var_buckets[i] = tuple(range(first, min(last, len(self.buckets) - 1) + 1)) if sizes[i] else ()
+            for k in self._var_buckets[i]:
+                self._bucket_waits[k] += 1
+            offset += sizes[i]
+        self._step: tuple | None = None       # (local_count, scalars) between begin() and sync()
+        self._remaining: list = []
+        self._requests: list = []
+        self._next = -1
 
     def grad_views(self) -> list:
         """Views into the buffer, one per variable (aligned with ``variables``).
@@ -135,6 +167,70 @@ class GradientSynchronizer:
         copy.  They are overwritten by every ``sync``.
         """
         return list(self._views)
+
+    # -- overlap ------------------------------------------------------------
+    def begin(self, local_count: int, scalars: Mapping[str, float] | None = None) -> None:
+        """Open an overlapped step (``overlap=True``): write the sample count
+        and the scalars, so buckets can start as gradients become final.
+
+        The gradients of the step must be written into :meth:`grad_views`
+        already scaled (``prescaled``), each reported once to
+        :meth:`grad_ready` when final; then :meth:`sync` with the views,
+        the same ``local_count`` and scalars, and ``prescaled=True``.
+        A rank with no sample skips ``begin`` (``sync`` zero-fills its part).
+        """
+        if not self.overlap:
+            raise InvalidArgumentError("begin: Expect: a synchroniser made with overlap=True Actual: overlap=False")
+        if self._step is not None:
+            raise InvalidArgumentError("begin: Expect: sync() of the previous step first Actual: a step already begun")
+        if isinstance(local_count, bool) or not isinstance(local_count, (int, np.integer)) or local_count < 1:
+            raise InvalidArgumentError(f"begin: local_count: Expect: an integer >= 1 Actual: {local_count!r}")
+        scalars = self._check_scalars(scalars)
+        self._write_scalars(int(local_count), scalars)
+        self._step = (int(local_count), scalars)
+        self._remaining = list(self._bucket_waits)
+        self._requests = [None] * len(self.buckets)
+        self._next = len(self.buckets) - 1
+        self._launch()
+
+    def grad_ready(self, i: int) -> None:
+        """Variable ``i``'s gradient is final in its view: start every bucket
+        that is now complete (in order, the last bucket first)."""
+        if self._step is None:
+            raise InvalidArgumentError("grad_ready: Expect: begin() first Actual: no step begun")
+        for k in self._var_buckets[i]:
+            self._remaining[k] -= 1
+        self._launch()
+
+    def progress(self) -> None:
+        """Let MPI move the started buckets along (cheap; call between ops).
+        Does nothing outside an overlapped step."""
+        if self._step is None:
+            return
+        for k in range(len(self.buckets) - 1, self._next, -1):
+            if not self._requests[k].test():
+                break       # one test progresses the whole engine
+
+    def _launch(self) -> None:
+        while self._next >= 0 and self._remaining[self._next] <= 0:
+            self._requests[self._next] = self.comm.iallreduce_(self.buckets[self._next])
+            self._next -= 1
+
+    def _reduce(self) -> None:
+        """All-reduce every bucket: blocking in order, or (overlap) start what
+        is not started yet, last bucket first, and wait for all."""
+        if not self.overlap:
+            for bucket in self.buckets:
+                self.comm.allreduce_(bucket)
+            return
+        if self._step is None:
+            self._requests = [None] * len(self.buckets)
+            self._next = len(self.buckets) - 1
+        self._remaining = [0] * len(self.buckets)
+        self._launch()
+        for k in range(len(self.buckets) - 1, -1, -1):
+            self._requests[k].wait()
+        self._requests = []
 
     @property
     def nbytes(self) -> int:
@@ -176,11 +272,23 @@ class GradientSynchronizer:
                     f"global_count: Expect: an integer >= max(local_count, 1) = {max(local_count, 1)} "
                     f"Actual: {global_count!r}")
             global_count = int(global_count)
-        scalars = dict(scalars or {})
-        unknown = sorted(set(scalars) - set(self.scalar_names))
-        if unknown:
-            raise InvalidArgumentError(f"scalars: Expect: names among {self.scalar_names} Actual: {unknown}")
+        scalars = self._check_scalars(scalars)
         grads = self._aligned(grads, "grads")
+        if self._step is not None:
+            # An overlapped step: the gradients are in the views (some already
+            # in flight) and the scalars in the buffer; check, never rewrite.
+            if not prescaled:
+                raise InvalidArgumentError("sync after begin(): Expect: prescaled=True Actual: prescaled=False")
+            if (local_count, scalars) != self._step:
+                raise InvalidArgumentError(
+                    f"sync after begin(): Expect: local_count and scalars as given to begin() {self._step} "
+                    f"Actual: {(local_count, scalars)}")
+            for i, g in enumerate(grads):
+                if g is not self._views[i]:
+                    raise InvalidArgumentError(
+                        f"sync after begin(): gradient of {self.names[i]!r}: Expect: its grad_views() array "
+                        f"Actual: {type(g).__name__}")
+            return local_count, global_count, scalars
 
         # Pack n_r * grad (n_r / N * grad when N is known, grad when prescaled) in one pass.
         if prescaled:
@@ -200,7 +308,20 @@ class GradientSynchronizer:
                 np.copyto(view, self._check_grad(i, g, "gradient"), casting="same_kind")
             else:
                 np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
+        self._write_scalars(local_count, scalars)
         return local_count, global_count, scalars
+
+    def _check_scalars(self, scalars) -> dict:
+        scalars = dict(scalars or {})
+        unknown = sorted(set(scalars) - set(self.scalar_names))
+        if unknown:
+            raise InvalidArgumentError(f"scalars: Expect: names among {self.scalar_names} Actual: {unknown}")
+        return scalars
+
+    def _write_scalars(self, local_count: int, scalars: dict) -> None:
+        self._scalars[0] = local_count
+        for k, name in enumerate(self.scalar_names, start=1):
+            self._scalars[k] = float(scalars.get(name, 0.0))
 
     def sync(self, grads, local_count: int, scalars: Mapping[str, float] | None = None,
              regularization_grads=None, global_count: int | None = None,
@@ -221,17 +342,16 @@ class GradientSynchronizer:
                 it): saves one pass over the buffer and is checked.
             prescaled: the gradients are already this rank's share of the
                 global mean (gradients of ``local loss sum / global_count``):
-                they are summed as they are, with no scaling pass.
+                they are summed as they are, with no scaling pass.  Required
+                after :meth:`begin`.
         Returns:
             a :class:`SyncResult` (its ``grads`` are views into the buffer).
         """
-        local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
-        self._scalars[0] = local_count
-        for k, name in enumerate(self.scalar_names, start=1):
-            self._scalars[k] = float(scalars.get(name, 0.0))
-
-        for bucket in self.buckets:
-            self.comm.allreduce_(bucket)
+        try:
+            local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
+            self._reduce()
+        finally:
+            self._step = None
 
         total = int(round(float(self._scalars[0])))
         if total == 0:

@@ -12,7 +12,7 @@ import numpy as np
 from mpi4py import MPI
 
 from distnet.dist.communicator import (
-    Communicator, check_buffer, check_counts, check_op, check_root,
+    CallState, Communicator, Request, check_buffer, check_counts, check_op, check_root,
 )
 from distnet.errors import InvalidArgumentError
 
@@ -20,6 +20,30 @@ from distnet.errors import InvalidArgumentError
 ABORT_FLUSH_DELAY = 0.5
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+
+
+class MPIRequest(Request):
+    """An mpi4py request; waiting in it shows as a collective to the watchdog."""
+
+    __slots__ = ("_req", "_calls", "_done")
+
+    def __init__(self, req: "MPI.Request", calls: CallState) -> None:
+        self._req, self._calls, self._done = req, calls, False
+
+    def test(self) -> bool:
+        if not self._done:
+            self._done = bool(self._req.Test())
+        return self._done
+
+    def wait(self) -> None:
+        if self._done:
+            return
+        self._calls.enter("iallreduce")
+        try:
+            self._req.Wait()
+        finally:
+            self._calls.leave()
+        self._done = True
 
 
 class MPICommunicator(Communicator):
@@ -50,6 +74,16 @@ class MPICommunicator(Communicator):
         finally:
             self.calls.leave()
         return arr
+
+    def iallreduce_(self, arr: np.ndarray, op: str = "sum") -> "MPIRequest":
+        """``MPI_Iallreduce`` in place; the request's ``test``/``wait`` progress it.
+
+        Without an asynchronous progress thread, MPI moves the data only
+        inside MPI calls: call ``test()`` now and then while computing.
+        """
+        check_buffer(arr, "iallreduce_")
+        mpi_op = _OPS[check_op(op)]
+        return MPIRequest(self.mpi_comm.Iallreduce(MPI.IN_PLACE, arr, op=mpi_op), self.calls)
 
     def bcast_(self, arr: np.ndarray, root: int = 0) -> np.ndarray:
         check_buffer(arr, "bcast_")

@@ -8,6 +8,10 @@ learning rate, an EMA with num_updates, and optionally micro-batches.
 
 usage: python train_equivalence.py OUT.npz [--steps 20] [--batch 10] [--micro 1]
        [--reg-mult M]                 (multiply every regularization scale by M)
+       [--direct 0|1] [--overlap 0|1] [--bucket BYTES] [--shard 0|1]
+                                      (Trainer's direct_grads, overlap, bucket_bytes, shard_optimizer)
+       [--nan-at STEP]                (rank 0 plants a NaN in its gradient of the first variable at STEP,
+                                       in the sync buffer, before that variable is reported final)
        [--ckpt DIR --stop-at K]       (train K steps, checkpoint into DIR, exit)
        [--ckpt DIR --resume]          (resume from DIR's newest checkpoint)
 """
@@ -35,7 +39,8 @@ def dataset(n: int = 53) -> ArrayDataset:
     return ArrayDataset(x, y, num_classes=4)
 
 
-def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: float = 1.0) -> Trainer:
+def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: float = 1.0,
+          **options) -> Trainer:
     model = distnet.Sequential([
         layers.Conv2D(4, 3, padding="same", activation="relu", kernel_regularizer=regularizers.l2(0.05 * reg_mult)),
         layers.MaxPool2D(2),
@@ -48,7 +53,45 @@ def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: 
     return Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(lr), dataset(),
                    global_batch_size=batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
                    weight_decay=0.01 * reg_mult, micro_batches=micro, seed=11, comm=comm, check_every=5,
-                   checkpoint_dir=ckpt, checkpoint_every=None, log_every=1000)
+                   checkpoint_dir=ckpt, checkpoint_every=None, log_every=1000, **options)
+
+
+def plant_nan(trainer: Trainer, comm, step: int) -> None:
+    """On rank 0, once, at ``step``: a NaN in the first variable's gradient,
+    written where the direct path keeps it (the sync buffer), before it is
+    reported final (so an overlapped bucket carries it)."""
+    sync, planted = trainer.sync, []
+    view = sync.grad_views()[0]
+
+    def due() -> bool:
+        # A skipped step does not advance the step: plant only once.
+        return comm.rank == 0 and trainer.step == step and not planted
+
+    if trainer.overlap:
+        original_ready = sync.grad_ready
+
+        def grad_ready(i):
+            if i == 0 and due():
+                planted.append(True)
+                view.reshape(-1)[0] = np.nan
+            return original_ready(i)
+
+        sync.grad_ready = grad_ready
+    else:
+        original_sync = sync.sync
+
+        def planted_sync(grads, *a, **kw):
+            if due():
+                planted.append(True)
+                grads = list(grads)
+                if grads[0] is view:
+                    view.reshape(-1)[0] = np.nan
+                else:
+                    grads[0] = np.array(grads[0], copy=True)
+                    grads[0].reshape(-1)[0] = np.nan
+            return original_sync(grads, *a, **kw)
+
+        sync.sync = planted_sync
 
 
 def main() -> int:
@@ -61,18 +104,31 @@ def main() -> int:
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--reg-mult", type=float, default=1.0)
+    parser.add_argument("--direct", type=int, choices=(0, 1), default=None)
+    parser.add_argument("--overlap", type=int, choices=(0, 1), default=None)
+    parser.add_argument("--bucket", type=int, default=None)
+    parser.add_argument("--shard", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--nan-at", type=int, default=None)
     args = parser.parse_args(script_args())
     comm = distnet.dist.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
-    trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult)
+    options = {"bucket_bytes": args.bucket, "shard_optimizer": bool(args.shard)}
+    if args.direct is not None:
+        options["direct_grads"] = bool(args.direct)
+    if args.overlap is not None:
+        options["overlap"] = bool(args.overlap)
+    trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)
+    if args.nan_at is not None:
+        plant_nan(trainer, comm, args.nan_at)
     history = trainer.fit(resume=args.resume)  # with a checkpoint dir, the last step is saved
     losses = np.array([r["loss"] for r in history if "loss" in r])
+    finite = np.array([r["finite"] for r in history if "finite" in r])
     regs = np.array([r["reg_loss"] for r in history if "reg_loss" in r])
     state = trainer.state()  # collective: gathers sharded slots and shadows
     if comm.rank == 0:
         arrays = {f"param:{k}": v for k, v in state.params.items()}
         arrays.update({f"ema:{k}": v for k, v in state.ema.items()})
-        np.savez(args.out, losses=losses, regs=regs, **arrays)
+        np.savez(args.out, losses=losses, regs=regs, finite=finite, steps=trainer.step, **arrays)
     say(f"rank {comm.rank} size {comm.size} steps {trainer.step} final_loss {losses[-1]:.6f}")
     return 0
 
