@@ -36,6 +36,7 @@ import numpy as np
 
 from distnet.dist.abort import CollectiveError
 from distnet.dist.communicator import Communicator
+from distnet.dist.compression import check_compression, make_compressor
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
 
 
@@ -77,6 +78,9 @@ class GradientSynchronizer:
         scalar_names: names of the scalars summed with the gradients, e.g.
             ``("loss_sum", "correct")``.  Held in float32: exact for integer
             counts up to 2**24.
+        compression: ``"none"`` or ``"float16"``: the gradients go on the
+            wire as float16, the count and scalars stay float32, apart
+            (:mod:`distnet.dist.compression`; a no-op on one rank).
     Example:
         >>> sync = GradientSynchronizer(comm, model.trainable_variables, scalar_names=("loss_sum",))
         >>> res = sync.sync(grads, local_count=len(idx), scalars={"loss_sum": loss * len(idx)},
@@ -87,7 +91,7 @@ class GradientSynchronizer:
     dtype = np.dtype(np.float32)
 
     def __init__(self, comm: Communicator, variables: Sequence, bucket_bytes: int | None = None,
-                 scalar_names: Sequence[str] = ()) -> None:
+                 scalar_names: Sequence[str] = (), compression: str = "none") -> None:
         self.comm = comm
         self.variables = list(variables)
         if not self.variables:
@@ -108,6 +112,8 @@ class GradientSynchronizer:
         self.names = names
         self._index = {n: i for i, n in enumerate(names)}
         self._layout(bucket_bytes)
+        self.compression = check_compression(compression)
+        self.compressor = make_compressor(compression, comm, bucket_bytes)
 
     def _layout(self, bucket_bytes: int | None) -> None:
         # One flat buffer: [count, scalars..., gradients in sorted-name order].
@@ -230,8 +236,12 @@ class GradientSynchronizer:
         for k, name in enumerate(self.scalar_names, start=1):
             self._scalars[k] = float(scalars.get(name, 0.0))
 
-        for bucket in self.buckets:
-            self.comm.allreduce_(bucket)
+        if self.compressor is not None:   # float16 gradients; count and scalars exact, apart
+            self.comm.allreduce_(self._scalars)
+            self.compressor.allreduce_(self._grad_part)
+        else:
+            for bucket in self.buckets:
+                self.comm.allreduce_(bucket)
 
         total = int(round(float(self._scalars[0])))
         if total == 0:
