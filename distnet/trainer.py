@@ -165,6 +165,7 @@ class Trainer:
         shard_optimizer: bool | None = False,
         malloc_tuning: bool = True,
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
+        compression: str = "none",
     ):
         from distnet.dist import get_communicator
 
@@ -210,6 +211,9 @@ class Trainer:
                 "whole gradient is not available on a rank that holds 1/N of it) Actual: "
                 f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
 
+        from distnet.dist.compression import check_compression
+
+        compression = check_compression(compression, "compression")   # gradients on the wire: see distnet.dist.compression
         # A process-wide allocator setting (see tune_malloc), made here because
         # the training loop is what allocates and frees the large arrays.
         self.malloc_tuned = tune_malloc() if malloc_tuning else False
@@ -256,11 +260,12 @@ class Trainer:
         if self.shard_optimizer:
             # ZeRO-1: the optimizer and the EMA see only this rank's pieces of
             # the variables (1-d Variables with the variables' names).
-            self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"))
+            self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"),
+                                            compression=compression)
             self._updated = self.sync.pieces
         else:
             self.sync = GradientSynchronizer(self.comm, self.variables, bucket_bytes=bucket_bytes,
-                                             scalar_names=("loss_sum", "correct"))
+                                             scalar_names=("loss_sum", "correct"), compression=compression)
             self._updated = self.variables
         self.optimizer.build(self._updated)
         if self.ema is not None:
