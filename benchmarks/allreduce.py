@@ -15,8 +15,13 @@ Usage::
 median ms of the bare all-reduce and of ``GradientSynchronizer.sync`` in its
 four ways of use (gradients copied in; computed into ``grad_views()``;
 prescaled; global count all-reduced rather than given) and each ratio to the
-bare all-reduce (target: <= 1.1x).  Set OMP_NUM_THREADS=1 (the launcher's
-environment reaches every rank).
+bare all-reduce (target: <= 1.1x).  With ``--f16`` (default on) the same run
+adds ``f16 copy``: the ``copy`` case with ``compression="float16"`` (half
+the bytes on the wire), and after the table the sharded (ZeRO-1)
+reduce-scatter with and without compression, the time of the float16
+casts and sums alone (no communication) and the link bandwidth below which
+compression pays.  Set OMP_NUM_THREADS=1 (the launcher's environment
+reaches every rank).
 """
 from __future__ import annotations
 
@@ -56,6 +61,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--buckets", default="1,4,8,16,32,0", help="bucket sizes in MB, 0 = one buffer")
+    parser.add_argument("--f16", choices=("on", "off"), default="on",
+                        help="also time the float16-compressed sync (compression='float16')")
     args = parser.parse_args()
 
     comm = get_communicator("auto")
@@ -93,6 +100,10 @@ def main() -> None:
                                            prescaled=True),
             "N reduced": lambda: sync.sync(grads, local_count, scalars=scalars),
         }
+        if args.f16 == "on" and size > 1:
+            sync16 = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes,
+                                          scalar_names=("loss_sum", "correct"), compression="float16")
+            cases["f16 copy"] = lambda: sync16.sync(grads, local_count, scalars=scalars, global_count=global_count)
         times: dict = {k: [] for k in cases}
         for i in range(args.warmup + args.repeats):
             for name, fn in cases.items():   # interleaved: noise hits every case alike
@@ -112,6 +123,68 @@ def main() -> None:
             for k in cases:
                 print(f"{label:>8} {len(sync.buckets):>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
                       f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}", flush=True)
+    if args.f16 == "on" and size > 1:
+        f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local_count, global_count)
+
+
+def f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local_count, global_count) -> None:
+    """The sharded reduce-scatter with and without float16 compression beside
+    the bare all-reduce, then the compressor's local work alone."""
+    from distnet.dist.compression import Float16Compressor
+    from distnet.dist.sharded import ShardedSynchronizer
+
+    size = comm.size
+    syncs = {c: ShardedSynchronizer(comm, [Variable(np.zeros(v.shape, np.float32), name=v.name) for v in variables],
+                                    scalar_names=("loss_sum", "correct"), compression=c)
+             for c in ("none", "float16")}
+    cases = {"bare": lambda: comm.allreduce_(bare),
+             "zero1 rs": lambda: syncs["none"].sync(grads, local_count, global_count=global_count),
+             "zero1 f16": lambda: syncs["float16"].sync(grads, local_count, global_count=global_count)}
+    times: dict = {k: [] for k in cases}
+    for i in range(args.warmup + args.repeats):
+        for name, fn in cases.items():
+            if name == "bare":
+                np.copyto(bare, bare_values)
+            took = timed(comm, fn)
+            if i >= args.warmup:
+                times[name].append(took)
+
+    # The compressor's arithmetic without the wire: encode n, sum N float16
+    # blocks of n/N into float32, encode n/N, decode n (what allreduce_ does
+    # around its Alltoall and Allgather).
+    comp = Float16Compressor(comm)
+    flat = np.concatenate([g.reshape(-1) for g in grads])
+    n = flat.size
+    block = comp._block(n)
+    send, recv, acc = comp._buffers(block)
+
+    def local_work():
+        comp._encode(flat, send[:n])
+        np.copyto(recv, send)
+        comp._sum_blocks(recv, block, acc)
+        comp._encode(acc, send[:block])
+        np.copyto(flat, send[:n])
+
+    work = []
+    for i in range(args.warmup + args.repeats):
+        took = timed(comm, local_work)
+        if i >= args.warmup:
+            work.append(took)
+    if comm.rank == 0:
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        best = {k: min(v) * 1e3 for k, v in times.items()}
+        print(f"\nsharded (ZeRO-1) sync: reduce-scatter + small all-reduce, beside the bare all-reduce")
+        for k in cases:
+            print(f"{'one':>8} {'':>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
+                  f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}")
+        w = statistics.median(work) * 1e3
+        nbytes = 4 * n
+        # Ring all-reduce: each rank sends 2 (N-1)/N of the bytes; float16 halves that.
+        saved = (size - 1) / size * nbytes
+        print(f"\nfloat16 casts and sums alone (no communication), {n} gradients: median {w:.2f} ms "
+              f"({w * 1e6 / n:.2f} ns per gradient)")
+        print(f"compression saves {saved / MB:.1f} MB per rank and sync: it pays on links slower than "
+              f"~{saved / (w / 1e3) / 1e6:.0f} MB/s ({8 * saved / (w / 1e3) / 1e9:.1f} Gbit/s)")
 
 if __name__ == "__main__":
     main()
