@@ -163,7 +163,7 @@ def f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local
         np.copyto(recv, send)
         comp._sum_blocks(recv, block, acc)
         comp._encode(acc, send[:block])
-        np.copyto(flat, send[:n])
+        comp._decode(send[:n], flat)
 
     work = []
     for i in range(args.warmup + args.repeats):

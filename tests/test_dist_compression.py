@@ -183,3 +183,53 @@ def test_job_file_reaches_the_trainer_on_one_rank():
                     overrides=["dist.compression=float16"])
     trainer = build_trainer(cfg, comm=SingleCommunicator(), data=(_blobs(), _blobs(20, 1)))
     assert trainer.sync.compression == "float16" and trainer.sync.compressor is None
+
+
+# -- the float16 conversions against numpy's cast, in process ---------------------
+
+def _codec():
+    import types
+
+    from distnet.dist.communicator import CallState
+
+    # The conversions need no communication: a stand-in for an MPI communicator.
+    return Float16Compressor(types.SimpleNamespace(mpi_comm=object(), rank=0, size=2, calls=CallState()))
+
+
+def test_encode_is_bitwise_numpys_cast_but_nan_payloads():
+    codec = _codec()
+    every_half = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    finite = every_half[np.isfinite(every_half)]
+    ordered = np.unique(finite)
+    mid = ((ordered[:-1].astype(np.float64) + ordered[1:]) / 2).astype(np.float32)   # the ties, every binade
+    rng = np.random.default_rng(5)
+    x = np.concatenate([
+        every_half, mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf)),
+        rng.integers(0, 1 << 32, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32),  # NaN payloads too
+        (rng.standard_normal(100_000) * 10.0 ** rng.uniform(-12, 6, 100_000)).astype(np.float32),
+        np.array([65504, 65519.99, 65520, 1e6, -7e4, 2.0 ** -24, 2.0 ** -25, -2.0 ** -25, 1e-45, -1e-45,
+                  2.0 ** -14 * (1 - 2.0 ** -12), np.inf, -np.inf, np.nan, -0.0], np.float32),
+        np.full(40_000, 0.5, np.float32),      # whole chunks without subnormals take numpy's cast
+    ])
+    assert (np.abs(x) < 2.0 ** -14).mean() > 0.1    # the subnormal path is exercised
+    got = np.empty(x.size, np.float16)
+    codec._encode(x, got)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(np.float16)
+    nan = np.isnan(x)
+    assert np.isnan(got[nan]).all() and nan.sum() > 100
+    # Bitwise for every value but NaN (whose payload a multiply may quiet).
+    assert np.array_equal(got[~nan].view(np.uint16), want[~nan].view(np.uint16))
+
+
+def test_decode_is_bitwise_numpys_cast():
+    codec = _codec()
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    got = np.empty(bits.size, np.float32)
+    codec._decode(bits.view(np.float16), got)
+    assert np.array_equal(got.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32))
+    # The blocks' sum decodes by the same table, in rank order.
+    recv = np.random.default_rng(1).standard_normal(2 * 40_000).astype(np.float16)
+    out = np.empty(40_000, np.float32)
+    codec._sum_blocks(recv, 40_000, out)
+    assert np.array_equal(out, recv[:40_000].astype(np.float32) + recv[40_000:].astype(np.float32))
