@@ -209,7 +209,8 @@ def test_encode_is_bitwise_numpys_cast_but_nan_payloads():
         (rng.standard_normal(100_000) * 10.0 ** rng.uniform(-12, 6, 100_000)).astype(np.float32),
         np.array([65504, 65519.99, 65520, 1e6, -7e4, 2.0 ** -24, 2.0 ** -25, -2.0 ** -25, 1e-45, -1e-45,
                   2.0 ** -14 * (1 - 2.0 ** -12), np.inf, -np.inf, np.nan, -0.0], np.float32),
-        np.full(40_000, 0.5, np.float32),      # whole chunks without subnormals take numpy's cast
+        np.full(40_000, 0.5, np.float32),      # whole chunks without subnormals take numpy's cast,
+        rng.standard_normal(50_000).astype(np.float32) * np.float32(0.01),   # and those with a few
     ])
     assert (np.abs(x) < 2.0 ** -14).mean() > 0.1    # the subnormal path is exercised
     got = np.empty(x.size, np.float16)
