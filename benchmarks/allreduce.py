@@ -17,10 +17,10 @@ four ways of use (gradients copied in; computed into ``grad_views()``;
 prescaled; global count all-reduced rather than given) and each ratio to the
 bare all-reduce (target: <= 1.1x).  With ``--f16`` (default on) the same run
 adds ``f16 copy``: the ``copy`` case with ``compression="float16"`` (half
-the bytes on the wire), and after the table the sharded (ZeRO-1)
-reduce-scatter with and without compression, the time of the float16
-casts and sums alone (no communication) and the link bandwidth below which
-compression pays.  Set OMP_NUM_THREADS=1 (the launcher's environment
+the bytes on the wire; gradient-like magnitudes, see ``grads16``), and
+after the table the sharded (ZeRO-1) reduce-scatter with and without
+compression, the time of the float16 casts and sums alone (no
+communication) and the link bandwidth below which compression pays.  Set OMP_NUM_THREADS=1 (the launcher's environment
 reaches every rank).
 """
 from __future__ import annotations
@@ -70,6 +70,11 @@ def main() -> None:
     rng = np.random.default_rng(rank)
     variables = [Variable(np.zeros(s, np.float32), name=n) for n, s in SHAPES.items()]
     grads = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES.values()]
+    # float16 conversion time depends on the values (numpy is slow on float16
+    # subnormals): the float16 cases get gradient-like magnitudes, 1e-5..1e-2
+    # (a quarter of them below float16's smallest normal, 6.1e-5, as in the
+    # MLP example's gradients late in training).
+    grads16 = [(g * 10.0 ** rng.uniform(-5, -2, g.shape)).astype(np.float32) for g in grads]
     nbytes = sum(g.nbytes for g in grads)
     bare_values = rng.standard_normal(nbytes // 4, dtype=np.float32)
     bare = bare_values.copy()
@@ -103,7 +108,7 @@ def main() -> None:
         if args.f16 == "on" and size > 1:
             sync16 = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes,
                                           scalar_names=("loss_sum", "correct"), compression="float16")
-            cases["f16 copy"] = lambda: sync16.sync(grads, local_count, scalars=scalars, global_count=global_count)
+            cases["f16 copy"] = lambda: sync16.sync(grads16, local_count, scalars=scalars, global_count=global_count)
         times: dict = {k: [] for k in cases}
         for i in range(args.warmup + args.repeats):
             for name, fn in cases.items():   # interleaved: noise hits every case alike
@@ -124,10 +129,11 @@ def main() -> None:
                 print(f"{label:>8} {len(sync.buckets):>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
                       f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}", flush=True)
     if args.f16 == "on" and size > 1:
-        f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local_count, global_count)
+        f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_values, local_count, global_count)
 
 
-def f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local_count, global_count) -> None:
+def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_values, local_count,
+                          global_count) -> None:
     """The sharded reduce-scatter with and without float16 compression beside
     the bare all-reduce, then the compressor's local work alone."""
     from distnet.dist.compression import Float16Compressor
@@ -139,7 +145,7 @@ def f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local
              for c in ("none", "float16")}
     cases = {"bare": lambda: comm.allreduce_(bare),
              "zero1 rs": lambda: syncs["none"].sync(grads, local_count, global_count=global_count),
-             "zero1 f16": lambda: syncs["float16"].sync(grads, local_count, global_count=global_count)}
+             "zero1 f16": lambda: syncs["float16"].sync(grads16, local_count, global_count=global_count)}
     times: dict = {k: [] for k in cases}
     for i in range(args.warmup + args.repeats):
         for name, fn in cases.items():
@@ -153,7 +159,8 @@ def f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local
     # blocks of n/N into float32, encode n/N, decode n (what allreduce_ does
     # around its Alltoall and Allgather).
     comp = Float16Compressor(comm)
-    flat = np.concatenate([g.reshape(-1) for g in grads])
+    flat = np.concatenate([g.reshape(-1) for g in grads16])
+    flat_values = flat.copy()
     n = flat.size
     block = comp._block(n)
     send, recv, acc = comp._buffers(block)
@@ -167,6 +174,7 @@ def f16_sharded_and_casts(comm, args, variables, grads, bare, bare_values, local
 
     work = []
     for i in range(args.warmup + args.repeats):
+        np.copyto(flat, flat_values)   # untimed: the same values every time
         took = timed(comm, local_work)
         if i >= args.warmup:
             work.append(took)
