@@ -4,11 +4,11 @@
 "float16"``) sends the gradients between ranks as IEEE float16: half the
 bytes of float32, at the price of ~3 significant decimal digits (10-bit
 mantissa, relative rounding error <= 2**-11), a largest finite value of
-65504 and gradients below ~6e-8 (half the smallest float16 subnormal,
-2**-24) flushed to zero.  A value that overflows becomes inf, so the
-existing non-finite guard skips the step on every rank.  Horovod's
-``Compression.fp16`` casts to float16 too, but then sums in float16 on the
-wire; here every partial sum is float32.
+65504, fewer digits below 2**-14 ~ 6.1e-5 (subnormals, steps of 2**-24 ~
+6e-8) and magnitudes below 2**-25 ~ 3e-8 flushed to zero.  A value that
+overflows becomes inf, so the existing non-finite guard skips the step on
+every rank.  Horovod's ``Compression.fp16`` casts to float16 too, but its
+partial sums are rounded to float16 as they go; here they are float32.
 
 MPI has no float16 datatype nor sum (MPICH's ``MPI_Allreduce`` cannot add
 halves), so the reduction is built from built-in collectives that only move
@@ -30,13 +30,14 @@ all-gather stays float32.  The sample count and the metric scalars (loss
 sum, correct count) never go through float16: they are all-reduced apart
 in float32, exactly as without compression.
 
-An ``MPI.Op.Create`` user sum on a 2-byte type was measured too (2 ranks,
-6.4 M gradients): slower (70 vs 55 ms median under load) and, on 3 ranks,
-its partial sums are float16-rounded in an order MPI chooses, so it was not
-kept.  On one machine the ranks talk through shared memory at several GB/s
-and numpy's float32 <-> float16 casts (~1.5 ns per element, in software)
-cost more than the bytes saved: compression pays off only on a network
-slow enough that half the bytes is worth ~3.5 casts per gradient (see
+An ``MPI.Op.Create`` user sum on ``MPI.UINT16_T`` in ``Allreduce`` was
+measured too (``benchmarks/f16_reduction.py``): slower, and on 3 ranks its
+partial sums are rounded to float16 in an order MPI chooses, so its result
+differs from the rank-order reference; it was not kept.  On one machine the
+ranks talk through shared memory at several GB/s and the float32 <->
+float16 conversions (done by numpy, in software: 3.5 per gradient) cost
+more than the bytes saved: compression pays off only on a slow link (the
+break-even is printed by ``benchmarks/allreduce.py``; figures in
 ``benchmarks/README.md``).
 
 With one rank nothing goes on the wire: compression is a no-op (no
@@ -59,8 +60,8 @@ _CHUNK = 1 << 14
 # Below this magnitude a float32 becomes a float16 subnormal (or zero).
 _F16_MIN_NORMAL = np.float32(2.0 ** -14)
 # A chunk with fewer than 1 / _FEW_TINY of subnormal-bound values goes
-# through numpy's cast (~1.5 ns per normal value, ~65 ns per subnormal one);
-# denser ones through the full-width path (~3.5 ns per value, measured here).
+# through numpy's cast (~1.5 ns per normal value, 65-170 ns per tiny one);
+# denser ones through the full-width path (~3.5-5 ns per value, measured here).
 _FEW_TINY = 40
 
 
@@ -163,9 +164,10 @@ class Float16Compressor:
         cast but for NaN payloads (overflow -> inf, NaN -> NaN, caught later
         by the finite check).
 
-        numpy converts a float32 that lands in float16's subnormal range
-        (|x| < 2**-14: 5-20% of the gradients of the MLP example) about 40x
-        slower than a normal one, so those never reach numpy's cast: they
+        numpy converts a float32 that rounds inexactly to a float16
+        subnormal or to zero (|x| < 2**-14: 5-20% of the MLP example's
+        gradients) 40-100x slower than a normal one (65-170 ns, measured
+        here), so where they are many they never reach numpy's cast: they
         are cast as signed zeros, and their mantissa is OR-ed in, computed
         by adding 0.5 in float32 (which rounds |x| to a multiple of 2**-24,
         the ulp of 0.5, to nearest even): the bits of the sum minus those
