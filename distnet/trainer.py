@@ -213,7 +213,7 @@ class Trainer:
 
         from distnet.dist.compression import check_compression
 
-        compression = check_compression(compression, "compression")   # gradients on the wire: see distnet.dist.compression
+        compression = check_compression(compression, "compression")   # see distnet.dist.compression
         # A process-wide allocator setting (see tune_malloc), made here because
         # the training loop is what allocates and frees the large arrays.
         self.malloc_tuned = tune_malloc() if malloc_tuning else False
