@@ -234,3 +234,21 @@ def test_decode_is_bitwise_numpys_cast():
     out = np.empty(40_000, np.float32)
     codec._sum_blocks(recv, 40_000, out)
     assert np.array_equal(out, recv[:40_000].astype(np.float32) + recv[40_000:].astype(np.float32))
+
+
+def test_distnet_train_takes_the_override(capsys, tmp_path):
+    from distnet.cli import EXIT_BAD_INPUT, EXIT_OK, main
+
+    job = tmp_path / "job.toml"
+    job.write_text('[[model.layers]]\ntype = "flatten"\n\n[[model.layers]]\ntype = "dense"\nunits = 10\n\n'
+                   '[data]\nname = "fashion_mnist"\ntrain_samples = 200\ntest_samples = 50\n\n'
+                   '[train]\nbatch_size = 50\nsteps = 2\n')
+    run_dir = tmp_path / "run"
+    assert main(["train", str(job), "--set", "dist.compression=float16", "--run-dir", str(run_dir),
+                 "--progress", "none"]) == EXIT_OK
+    assert parse_job((run_dir / "job.toml").read_text()).dist.compression == "float16"
+    capsys.readouterr()
+    assert main(["train", str(job), "--set", "dist.compression=half", "--run-dir", str(tmp_path / "bad"),
+                 "--progress", "none"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "dist.compression: unknown value 'half'" in err and "float16" in err
