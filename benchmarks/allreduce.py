@@ -17,7 +17,13 @@ four ways of use (gradients copied in; computed into ``grad_views()``;
 prescaled; global count all-reduced rather than given), and of the
 non-blocking path of ``overlap=True`` (``begin``, every variable reported
 final, ``sync``: Iallreduce + Wait of each bucket with no backward to hide
-them behind), and each ratio to the bare all-reduce (target: <= 1.1x).  Set OMP_NUM_THREADS=1 (the launcher's
+them behind), and each ratio to the bare all-reduce (target: <= 1.1x).
+With ``--f16`` (default on) the same run adds ``f16 copy``: the ``copy``
+case with ``compression="float16"`` (half the bytes on the wire;
+gradient-like magnitudes, see ``grads16``), and after the table the sharded
+(ZeRO-1) reduce-scatter with and without compression, the time of the
+float16 casts and sums alone (no communication) and the link bandwidth
+below which compression pays.  Set OMP_NUM_THREADS=1 (the launcher's
 environment reaches every rank).
 """
 from __future__ import annotations
@@ -58,6 +64,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--buckets", default="1,4,8,16,32,0", help="bucket sizes in MB, 0 = one buffer")
+    parser.add_argument("--f16", choices=("on", "off"), default="on",
+                        help="also time the float16-compressed sync (compression='float16')")
     args = parser.parse_args()
 
     comm = get_communicator("auto")
@@ -65,6 +73,11 @@ def main() -> None:
     rng = np.random.default_rng(rank)
     variables = [Variable(np.zeros(s, np.float32), name=n) for n, s in SHAPES.items()]
     grads = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES.values()]
+    # float16 conversion time depends on the values (numpy is slow on float16
+    # subnormals): the float16 cases get gradient-like magnitudes, 1e-5..1e-2
+    # (a quarter of them below float16's smallest normal, 6.1e-5, as in the
+    # MLP example's gradients late in training).
+    grads16 = [(g * 10.0 ** rng.uniform(-5, -2, g.shape)).astype(np.float32) for g in grads]
     nbytes = sum(g.nbytes for g in grads)
     bare_values = rng.standard_normal(nbytes // 4, dtype=np.float32)
     bare = bare_values.copy()
@@ -106,6 +119,10 @@ def main() -> None:
             "N reduced": lambda: sync.sync(grads, local_count, scalars=scalars),
             "nonblock": nonblocking,
         }
+        if args.f16 == "on" and size > 1:
+            sync16 = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes,
+                                          scalar_names=("loss_sum", "correct"), compression="float16")
+            cases["f16 copy"] = lambda: sync16.sync(grads16, local_count, scalars=scalars, global_count=global_count)
         times: dict = {k: [] for k in cases}
         for i in range(args.warmup + args.repeats):
             for name, fn in cases.items():   # interleaved: noise hits every case alike
@@ -128,6 +145,71 @@ def main() -> None:
             for k in cases:
                 print(f"{label:>8} {len(sync.buckets):>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
                       f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}", flush=True)
+    if args.f16 == "on" and size > 1:
+        f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_values, local_count, global_count)
+
+
+def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_values, local_count,
+                          global_count) -> None:
+    """The sharded reduce-scatter with and without float16 compression beside
+    the bare all-reduce, then the compressor's local work alone."""
+    from distnet.dist.compression import Float16Compressor
+    from distnet.dist.sharded import ShardedSynchronizer
+
+    size = comm.size
+    syncs = {c: ShardedSynchronizer(comm, [Variable(np.zeros(v.shape, np.float32), name=v.name) for v in variables],
+                                    scalar_names=("loss_sum", "correct"), compression=c)
+             for c in ("none", "float16")}
+    cases = {"bare": lambda: comm.allreduce_(bare),
+             "zero1 rs": lambda: syncs["none"].sync(grads, local_count, global_count=global_count),
+             "zero1 f16": lambda: syncs["float16"].sync(grads16, local_count, global_count=global_count)}
+    times: dict = {k: [] for k in cases}
+    for i in range(args.warmup + args.repeats):
+        for name, fn in cases.items():
+            if name == "bare":
+                np.copyto(bare, bare_values)
+            took = timed(comm, fn)
+            if i >= args.warmup:
+                times[name].append(took)
+
+    # The compressor's arithmetic without the wire: encode n, sum N float16
+    # blocks of n/N into float32, encode n/N, decode n (what allreduce_ does
+    # around its Alltoall and Allgather).
+    comp = Float16Compressor(comm)
+    flat = np.concatenate([g.reshape(-1) for g in grads16])
+    flat_values = flat.copy()
+    n = flat.size
+    block = comp._block(n)
+    send, recv, acc = comp._buffers(block)
+
+    def local_work():
+        comp._encode(flat, send[:n])
+        np.copyto(recv, send)
+        comp._sum_blocks(recv, block, acc)
+        comp._encode(acc, send[:block])
+        comp._decode(send[:n], flat)
+
+    work = []
+    for i in range(args.warmup + args.repeats):
+        np.copyto(flat, flat_values)   # untimed: the same values every time
+        took = timed(comm, local_work)
+        if i >= args.warmup:
+            work.append(took)
+    if comm.rank == 0:
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        best = {k: min(v) * 1e3 for k, v in times.items()}
+        print(f"\nsharded (ZeRO-1) sync: reduce-scatter + small all-reduce, beside the bare all-reduce")
+        for k in cases:
+            print(f"{'one':>8} {'':>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
+                  f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}")
+        w = statistics.median(work) * 1e3
+        nbytes = 4 * n
+        # Ring all-reduce: each rank sends 2 (N-1)/N of the bytes; float16 halves that.
+        saved = (size - 1) / size * nbytes
+        print(f"\nfloat16 casts and sums alone (no communication), {n} gradients: median {w:.2f} ms "
+              f"({w * 1e6 / n:.2f} ns per gradient)")
+        print(f"compression saves {saved / MB:.1f} MB per rank and sync: it pays on links slower than "
+              f"~{saved / (w / 1e3) / 1e6:.0f} MB/s ({8 * saved / (w / 1e3) / 1e9:.1f} Gbit/s)")
 
 if __name__ == "__main__":
     main()

@@ -168,6 +168,7 @@ class DistConfig:
     bucket_bytes: int | None = None
     shard_optimizer: bool | None = None
     overlap: bool | None = None
+    compression: str | None = None   # None: "none" (float32 on the wire); "float16"
 
 
 @dataclass
@@ -274,7 +275,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
     "dist": {"stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
-             "bucket_bytes": _INT, "shard_optimizer": _BOOL, "overlap": _BOOL},
+             "bucket_bytes": _INT, "shard_optimizer": _BOOL, "overlap": _BOOL, "compression": _STR},
 }
 
 
@@ -636,6 +637,10 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     chk.positive(cfg.dist.check_every, ("dist", "check_every"))
     chk.positive(cfg.dist.max_bad_steps, ("dist", "max_bad_steps"))
     chk.positive(cfg.dist.bucket_bytes, ("dist", "bucket_bytes"))
+    if cfg.dist.compression is not None:
+        from distnet.dist.compression import COMPRESSIONS
+
+        chk.choice(cfg.dist.compression, ("dist", "compression"), COMPRESSIONS)
     return cfg
 
 

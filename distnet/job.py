@@ -327,6 +327,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
                 "check_every": cfg.dist.check_every, "max_bad_steps": cfg.dist.max_bad_steps,
                 "bucket_bytes": cfg.dist.bucket_bytes, "shard_optimizer": cfg.dist.shard_optimizer,
                 "overlap": cfg.dist.overlap,
+                "compression": cfg.dist.compression,
                 "eval_batch_size": t.eval_batch_size,
                 "run_dir": run_dir}
     kwargs.update({k: v for k, v in optional.items() if k in accepted and v is not None})

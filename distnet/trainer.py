@@ -177,6 +177,7 @@ class Trainer:
         overlap: bool = False,
         malloc_tuning: bool = True,
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
+        compression: str = "none",
     ):
         from distnet.dist import get_communicator
 
@@ -233,6 +234,13 @@ class Trainer:
                 "whole gradient is not available on a rank that holds 1/N of it) Actual: "
                 f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
 
+        from distnet.dist.compression import check_compression
+
+        compression = check_compression(compression, "compression")   # see distnet.dist.compression
+        if overlap and compression != "none":
+            raise InvalidArgumentError(
+                f"overlap=True with compression={compression!r}: Expect: one of them (the float16 reduction "
+                "is made of its own blocking collectives, it cannot run as non-blocking buckets)")
         # A process-wide allocator setting (see tune_malloc), made here because
         # the training loop is what allocates and frees the large arrays.
         self.malloc_tuned = tune_malloc() if malloc_tuning else False
@@ -281,13 +289,15 @@ class Trainer:
         if self.shard_optimizer:
             # ZeRO-1: the optimizer and the EMA see only this rank's pieces of
             # the variables (1-d Variables with the variables' names).
-            self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"))
+            self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"),
+                                            compression=compression)
             self._updated = self.sync.pieces
         else:
             if overlap and bucket_bytes is None:
                 bucket_bytes = OVERLAP_BUCKET_BYTES
             self.sync = GradientSynchronizer(self.comm, self.variables, bucket_bytes=bucket_bytes,
-                                             scalar_names=("loss_sum", "correct"), overlap=self.overlap)
+                                             scalar_names=("loss_sum", "correct"), overlap=self.overlap,
+                                             compression=compression)
             self._updated = self.variables
         # direct_grads: backward writes into the synchroniser's buffer (no
         # gradient arrays of its own, no packing pass).

@@ -388,3 +388,9 @@ def test_progress_outside_a_step_does_nothing():
     sync.sync(sync.grad_views(), 1, prescaled=True)
     sync.progress()
     assert [e[0] for e in world.events].count("test") == 0
+
+
+def test_overlap_and_float16_compression_are_refused_together():
+    v = [Variable(np.zeros(3, np.float32), name="a")]
+    with pytest.raises(InvalidArgumentError, match=r"compression='float16' with overlap=True: Expect: one of them"):
+        GradientSynchronizer(SingleCommunicator(), v, overlap=True, compression="float16")

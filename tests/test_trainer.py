@@ -145,6 +145,7 @@ def test_non_finite_steps_are_skipped_then_abort(direct, overlap):
     (dict(steps=1, direct_grads=None), "direct_grads must be True or False"),
     (dict(steps=1, overlap=True, direct_grads=False), "Expect: direct_grads=True"),
     (dict(steps=1, overlap=True, shard_optimizer=True), "Expect: shard_optimizer=False"),
+    (dict(steps=1, overlap=True, compression="float16"), r"overlap=True with compression='float16'"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(InvalidArgumentError, match=match):

@@ -47,6 +47,7 @@ import numpy as np
 
 from distnet.dist.abort import CollectiveError
 from distnet.dist.communicator import Communicator, Request
+from distnet.dist.compression import check_compression, make_compressor
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
 
 
@@ -91,6 +92,10 @@ class GradientSynchronizer:
         overlap: reduce the buckets with non-blocking all-reduces, started by
             :meth:`grad_ready` while backward goes on (see the module
             docstring); every rank must use the same setting.
+        compression: ``"none"`` or ``"float16"``: the gradients go on the
+            wire as float16, the count and scalars stay float32, apart
+            (:mod:`distnet.dist.compression`; a no-op on one rank).  Not
+            with ``overlap``.
     Example:
         >>> sync = GradientSynchronizer(comm, model.trainable_variables, scalar_names=("loss_sum",))
         >>> res = sync.sync(grads, local_count=len(idx), scalars={"loss_sum": loss * len(idx)},
@@ -101,7 +106,8 @@ class GradientSynchronizer:
     dtype = np.dtype(np.float32)
 
     def __init__(self, comm: Communicator, variables: Sequence, bucket_bytes: int | None = None,
-                 scalar_names: Sequence[str] = (), overlap: bool = False) -> None:
+                 scalar_names: Sequence[str] = (), overlap: bool = False,
+                 compression: str = "none") -> None:
         self.comm = comm
         if not isinstance(overlap, (bool, np.bool_)):
             raise InvalidArgumentError(f"overlap: Expect: True or False Actual: {overlap!r}")
@@ -125,6 +131,12 @@ class GradientSynchronizer:
         self.names = names
         self._index = {n: i for i, n in enumerate(names)}
         self._layout(bucket_bytes)
+        self.compression = check_compression(compression)
+        if self.overlap and self.compression != "none":
+            raise InvalidArgumentError(
+                f"compression={compression!r} with overlap=True: Expect: one of them (the float16 "
+                "reduction is made of its own blocking collectives, it cannot run as non-blocking buckets)")
+        self.compressor = make_compressor(compression, comm, bucket_bytes)
 
     def _layout(self, bucket_bytes: int | None) -> None:
         # One flat buffer: [count, scalars..., gradients in sorted-name order].
@@ -218,7 +230,12 @@ class GradientSynchronizer:
 
     def _reduce(self) -> None:
         """All-reduce every bucket: blocking in order, or (overlap) start what
-        is not started yet, last bucket first, and wait for all."""
+        is not started yet, last bucket first, and wait for all; with
+        compression, the count and scalars exactly, then the float16 gradients."""
+        if self.compressor is not None:
+            self.comm.allreduce_(self._scalars)
+            self.compressor.allreduce_(self._grad_part)
+            return
         if not self.overlap:
             for bucket in self.buckets:
                 self.comm.allreduce_(bucket)

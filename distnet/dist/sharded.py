@@ -72,7 +72,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         variables: the trainable variables (unique names, one floating
             dtype); their ``data`` is moved into a flat buffer (views), so
             keep using the same :class:`Variable` objects.
-        scalar_names: as for :class:`GradientSynchronizer`.
+        scalar_names, compression: as for :class:`GradientSynchronizer`.
     Example:
         >>> sync = ShardedSynchronizer(comm, variables, scalar_names=("loss_sum",))
         >>> opt.build(sync.pieces); ema.build(sync.pieces)
@@ -82,8 +82,11 @@ class ShardedSynchronizer(GradientSynchronizer):
         ...     sync.gather_params()
     """
 
-    def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = ()) -> None:
-        super().__init__(comm, variables, bucket_bytes=None, scalar_names=scalar_names)
+    def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
+                 compression: str = "none") -> None:
+        # compression="float16": the reduce-scatter sends float16 gradients and
+        # sums them in float32 (the block stays float32); parameters go as float32.
+        super().__init__(comm, variables, bucket_bytes=None, scalar_names=scalar_names, compression=compression)
         dtypes = sorted({np.dtype(v.dtype).name for v in self.variables})
         if len(dtypes) != 1 or not np.issubdtype(np.dtype(dtypes[0]), np.floating):
             raise DTypeError(f"shard_optimizer: Expect: trainable variables of one floating dtype "
@@ -146,7 +149,9 @@ class ShardedSynchronizer(GradientSynchronizer):
     # -- collectives on preallocated buffers ------------------------------
     def _reduce_scatter(self) -> None:
         mpi_comm = getattr(self.comm, "mpi_comm", None)
-        if self.comm.size == 1:
+        if self.compressor is not None:
+            self.compressor.reduce_scatter_block(self._grad_part, self.grad_block)
+        elif self.comm.size == 1:
             np.copyto(self.grad_block, self._grad_part)
         elif mpi_comm is not None:
             self.comm.calls.enter("reduce_scatter")
