@@ -331,6 +331,9 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
                 "eval_batch_size": t.eval_batch_size,
                 "run_dir": run_dir}
     kwargs.update({k: v for k, v in optional.items() if k in accepted and v is not None})
+    # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it
+    # (measured faster, less memory; the same results and checkpoints).
+    kwargs["shard_optimizer"] = cfg.dist.shard_optimizer
     try:
         return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:

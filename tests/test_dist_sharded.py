@@ -324,3 +324,13 @@ def test_malloc_tuning_reuses_freed_large_blocks():
         faults[tuning] = int(proc.stdout.split()[-1])
     print(f"minor page faults for 20 x 3 x 12 MB: tuned {faults[True]}, default {faults[False]}")
     assert 5 * faults[True] < faults[False]   # 20 x 3 x 2930 pages if all were faulted in again
+
+
+@pytest.mark.mpi
+def test_job_files_shard_the_optimizer_by_default_on_several_ranks_where_they_can():
+    run = run_mpi("job_defaults.py", 2, timeout=60)
+    assert run.returncode == 0, run.describe()
+    got = dict(line.split(" ", 2)[1:] for line in run.stdout.splitlines() if line.startswith("OPTIONS "))
+    assert got == {"unset": "shard=True overlap=False", "off": "shard=False overlap=False",
+                   "buckets": "shard=False overlap=False", "overlap": "shard=False overlap=True",
+                   "clip": "shard=False overlap=False"}, run.describe()

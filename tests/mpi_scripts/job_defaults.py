@@ -1,0 +1,29 @@
+"""Which synchroniser a job file gets on this many ranks: prints, on rank 0,
+one line ``OPTIONS shard=<bool> overlap=<bool>`` per ``[dist]`` variant.
+
+usage: mpiexec -n N python job_defaults.py
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from _common import say  # noqa: E402
+
+from distnet.config import parse_job  # noqa: E402
+from distnet.job import build_trainer  # noqa: E402
+from test_dist_sharded import JOB  # noqa: E402
+
+VARIANTS = {
+    "unset": "",
+    "off": "[dist]\nshard_optimizer = false\n",
+    "buckets": "[dist]\nbucket_bytes = 4096\n",
+    "overlap": "[dist]\noverlap = true\n",
+    "clip": "[optimizer]\nclip_norm = 1.0\n",
+}
+for name, extra in VARIANTS.items():
+    t = build_trainer(parse_job(JOB + extra))
+    if t.comm.rank == 0:
+        say(f"OPTIONS {name} shard={t.shard_optimizer} overlap={t.overlap}")
