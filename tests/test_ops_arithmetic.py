@@ -213,3 +213,62 @@ def test_add_n_values_gradients_and_errors(rng):
         distnet.add_n([distnet.constant([1.0]), distnet.constant(np.ones(1))])
     with pytest.raises(InvalidArgumentError, match="non-empty"):
         distnet.add_n([])
+
+
+# -- sign ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sign_values_keep_the_float_dtype(dtype):
+    x = np.array([-2.5, -1e-30, -0.0, 0.0, 1e-30, 7.0, -np.inf, np.inf], dtype)
+    s = distnet.sign(distnet.constant(x))
+    assert s.dtype == dtype
+    np.testing.assert_array_equal(s.numpy(), [-1, -1, 0, 0, 1, 1, -1, 1])
+
+
+def test_sign_of_nan_is_nan():
+    s = distnet.sign(distnet.constant([np.nan, -1.0, np.nan])).numpy()
+    assert np.isnan(s[0]) and np.isnan(s[2]) and s[1] == -1.0
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int8])
+def test_sign_of_integers_is_integer(dtype):
+    s = distnet.sign(np.array([-5, 0, 3], dtype))
+    assert s.dtype == dtype
+    np.testing.assert_array_equal(s.numpy(), [-1, 0, 1])
+    assert distnet.sign([-3, 0, 9]).dtype == np.int32   # a Python list of ints is int32 (TF1)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3)])
+def test_sign_float64_gradient_check_gives_zeros(shape, rng):
+    # Away from 0 the finite differences of sign are 0; TF1 defines the
+    # gradient as zeros everywhere.
+    x = rng.standard_normal(shape)
+    x = np.sign(x) * (np.abs(x) + 0.1)
+    check_gradients(distnet.sign, [x])
+    t = distnet.constant(x)
+    (g,) = gradients(distnet.reduce_sum(distnet.sign(t) * 3.0), [t])
+    np.testing.assert_array_equal(g, np.zeros(shape))
+    assert g.dtype == np.float64
+
+
+def test_sign_gradient_is_connected_zeros_even_at_zero():
+    x = distnet.Variable([-2.0, 0.0, 3.0])
+    # TF1 (_SignGrad): zeros, not "unconnected": "none" still gives an array.
+    (g,) = gradients(distnet.reduce_sum(distnet.sign(x)), [x], unconnected_gradients="none")
+    assert g is not None
+    np.testing.assert_array_equal(g, [0.0, 0.0, 0.0])
+
+
+def test_x_times_sign_x_is_abs_with_gradient_sign(rng):
+    x = distnet.Variable([-2.0, 0.5, 3.0])
+    y = x * distnet.sign(x)
+    np.testing.assert_array_equal(y.numpy(), [2.0, 0.5, 3.0])
+    (g,) = gradients(distnet.reduce_sum(y), [x])
+    np.testing.assert_array_equal(g, [-1.0, 1.0, 1.0])   # sign(x) + x * 0
+    a = rng.standard_normal((3, 2))
+    check_gradients(lambda t: t * distnet.sign(t), [np.sign(a) * (np.abs(a) + 0.1)])
+
+
+def test_sign_rejects_bool():
+    with pytest.raises(DTypeError, match=r"sign: Expect: an integer or floating tensor Actual: bool"):
+        distnet.sign(np.array([True, False]))

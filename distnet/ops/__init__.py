@@ -4,12 +4,13 @@ Everything in ``__all__`` is also exported at the top level
 (``distnet.matmul``), as TensorFlow does.
 """
 from distnet.ops.arithmetic import (
-    abs, add, add_n, divide, exp, log, maximum, minimum, multiply, negative, pow, sqrt, square, subtract,
+    abs, add, add_n, divide, exp, log, maximum, minimum, multiply, negative, pow, sign, sqrt, square, subtract,
 )
 from distnet.ops.comparison import (
     argmax, argmin, clip_by_value, equal, greater, greater_equal, less, less_equal,
     logical_and, logical_not, logical_or, not_equal, where,
 )
+from distnet.ops.creation import fill, one_hot, ones, ones_like, zeros, zeros_like
 from distnet.ops.linalg import matmul
 from distnet.ops.reduction import reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum
 from distnet.ops.shape import (
@@ -20,7 +21,9 @@ from distnet.ops.shape import (
 __all__ = [
     # arithmetic
     "abs", "add", "add_n", "divide", "exp", "log", "maximum", "minimum", "multiply", "negative", "pow",
-    "sqrt", "square", "subtract",
+    "sign", "sqrt", "square", "subtract",
+    # creation
+    "fill", "one_hot", "ones", "ones_like", "zeros", "zeros_like",
     # linalg
     "matmul",
     # reductions

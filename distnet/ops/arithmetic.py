@@ -1,5 +1,5 @@
 """Element-wise arithmetic: add, subtract, multiply, divide, negative, square,
-sqrt, pow, exp, log, abs, maximum, minimum.
+sqrt, pow, exp, log, abs, sign, maximum, minimum.
 
 Binary ops broadcast like numpy; their backward sums the gradient back to
 each operand's shape with :func:`~distnet.autodiff.unbroadcast`.  Operands are
@@ -238,6 +238,19 @@ class Abs(Op):
         return (g * np.sign(self.x),)
 
 
+class Sign(Op):
+    __slots__ = ("shape",)
+
+    def forward(self, x):
+        self.shape = x.shape
+        # NaN -> NaN (numpy, TF 2); early TF1 kernels gave 0 for NaN.
+        return np.sign(x)
+
+    def backward(self, g, needs):
+        # TF1 (_SignGrad): the gradient is zeros, connected (not None).
+        return (np.zeros(self.shape, dtype=g.dtype),)
+
+
 # -- public functions ---------------------------------------------------------
 
 def add(x: Any, y: Any) -> Tensor:
@@ -358,6 +371,33 @@ def abs(x: Any) -> Tensor:  # noqa: A001  (TF's name)
       np.float32(11.0)
     """
     return Abs.apply(as_tensor(x))
+
+
+def sign(x: Any) -> Tensor:
+    """Element-wise sign: -1 where ``x < 0``, 0 where ``x == 0``, 1 where ``x > 0``
+    (TF's ``tf.sign``), in ``x``'s dtype.
+
+    NaN gives NaN (numpy's and TF 2's rule; early TF1 documented 0 for NaN:
+    a NaN is not hidden here).  The gradient is zero everywhere (TF1's
+    ``_SignGrad``): connected, so ``gradients`` gives zeros, never ``None``.
+
+    Args:
+      x: an integer or floating tensor, or a value convertible to one.
+
+    Returns:
+      A tensor of ``x``'s shape and dtype.
+
+    Example:
+      >>> distnet.sign(distnet.constant([-2.5, 0.0, 3.0])).numpy()
+      array([-1.,  0.,  1.], dtype=float32)
+    """
+    x = as_tensor(x)
+    if x.data.dtype.kind not in "iuf":
+        raise DTypeError(
+            f"sign: Expect: an integer or floating tensor Actual: {x.dtype.name}; "
+            "use distnet.cast to convert it"
+        )
+    return Sign.apply(x)
 
 
 def add_n(inputs: Sequence[Any]) -> Tensor:
