@@ -37,13 +37,26 @@ def _to_array(value: Any, dtype=None) -> np.ndarray:
         if dtype is None:
             if arr.dtype == np.float64:
                 arr = arr.astype(DEFAULT_FLOAT)
-            elif arr.dtype == np.int64:
+            elif arr.dtype == np.int64 and _fits(arr, DEFAULT_INT):
+                # TF1: Python ints are int32, int64 when a value does not fit.
                 arr = arr.astype(DEFAULT_INT)
     if arr.dtype == object:
         raise DTypeError(f"cannot make a tensor from {type(value).__name__}: it holds Python objects")
     if dtype is not None:
-        arr = arr.astype(np.dtype(dtype), copy=False)
+        dtype = np.dtype(dtype)
+        if dtype.kind in "iu" and arr.dtype.kind in "iu" and not _fits(arr, dtype):
+            raise DTypeError(f"cannot convert to {dtype.name}: Expect: values in [{np.iinfo(dtype).min}, "
+                             f"{np.iinfo(dtype).max}] Actual: [{arr.min()}, {arr.max()}]")
+        arr = arr.astype(dtype, copy=False)
     return arr
+
+
+def _fits(arr: np.ndarray, dtype) -> bool:
+    """Whether every value of the integer array ``arr`` is representable in ``dtype``."""
+    if arr.size == 0 or np.can_cast(arr.dtype, dtype):
+        return True
+    info = np.iinfo(dtype)
+    return bool(int(arr.min()) >= info.min and int(arr.max()) <= info.max)
 
 
 class Tensor:

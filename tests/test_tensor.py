@@ -112,3 +112,19 @@ def test_variable_in_expressions_is_a_tensor():
     assert type(out) is distnet.Tensor
     (g,) = distnet.gradients(distnet.reduce_sum(out), [v])
     np.testing.assert_array_equal(g, [2.0, 2.0])
+
+
+def test_python_ints_are_int32_unless_a_value_does_not_fit():
+    # TF1: int32 by default, int64 for a Python int beyond int32's range.
+    assert distnet.constant(5).dtype == np.int32
+    assert distnet.constant([1, -(2 ** 31)]).dtype == np.int32
+    big = distnet.constant([1, 2 ** 40])
+    assert big.dtype == np.int64 and big.numpy()[1] == 2 ** 40
+    assert distnet.constant(-(2 ** 31) - 1).dtype == np.int64
+
+
+@pytest.mark.parametrize("value, dtype", [(2 ** 40, "int32"), (300, "uint8"), ([-1, 2], "uint16")])
+def test_an_integer_that_does_not_fit_the_requested_dtype_is_an_error(value, dtype):
+    with pytest.raises(DTypeError, match=rf"cannot convert to {dtype}: Expect: values in"):
+        distnet.constant(value, dtype=dtype)
+    assert distnet.constant(7, dtype=dtype).numpy() == 7
