@@ -357,6 +357,14 @@ def _check_out(xs: list, out, accumulate: bool) -> list | None:
             b = outs[j]
             if a is not None and b is not None and a.size and b.size and np.shares_memory(a, b):
                 raise InvalidArgumentError(f"gradients: out[{i}] and out[{j}]: Expect: separate memory Actual: overlapping")
+        if a is None or not a.size:
+            continue
+        # An out array over a value of the graph would be overwritten while
+        # backward still reads it (e.g. a variable's own data): refused.
+        for j, x in enumerate(xs):
+            if x.data.size and np.may_share_memory(a, x.data):
+                raise InvalidArgumentError(
+                    f"gradients: out[{i}]: Expect: memory apart from the values of xs Actual: it overlaps xs[{j}]'s value")
     return outs
 
 

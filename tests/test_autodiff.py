@@ -529,3 +529,15 @@ def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
     np.testing.assert_array_equal(buf, want)
     outs_given = [c for c in y2._op.calls + z._op.calls if isinstance(c, tuple) and c[1][1]]
     assert len(outs_given) == 1
+
+
+def test_out_over_a_value_of_the_graph_is_refused(rng):
+    # Writing a gradient over a variable's own data would change what the rest
+    # of backward reads: refused rather than silently wrong.
+    x = distnet.Variable(rng.standard_normal((4, 3)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    loss = distnet.reduce_sum(distnet.square(distnet.matmul(x, w)))
+    with pytest.raises(distnet.errors.InvalidArgumentError, match=r"out\[0\].*overlaps xs\[0\]'s value"):
+        gradients(loss, [x, w], out=[x.data, None])
+    with pytest.raises(distnet.errors.InvalidArgumentError, match=r"out\[1\].*overlaps xs\[0\]'s value"):
+        gradients(loss, [x, w], out=[None, x.data.reshape(3, 4)])

@@ -142,13 +142,25 @@ def test_watchdog_names_the_rank_whose_heartbeats_stopped_inside_the_collective(
     assert "different collectives" not in msg
 
 
-def test_watchdog_waits_for_a_fading_peer_before_blaming_the_collective():
+@pytest.mark.parametrize("call", ["allreduce", "iallreduce", "alltoall", "reduce_scatter", "allgather"])
+def test_watchdog_waits_for_a_fading_peer_before_blaming_the_collective(call):
     # All in the same collective and all heard from: not yet a diagnosis ...
-    assert _diagnosis([(3, "allreduce", False), (3, "allreduce", False)], heard_ago=[0.3, 0.5]) is None
+    assert _diagnosis([(3, call, False), (3, call, False)], heard_ago=[0.3, 0.5], my_call=call) is None
     # ... until twice the stall timeout: then the collective itself is stuck.
-    msg = _diagnosis([(3, "allreduce", False), (3, "allreduce", False)], heard_ago=[0.3, 0.5], my_wait=21.0)
-    assert "every rank has waited in allreduce at step 3 for more than 20 s" in msg
+    msg = _diagnosis([(3, call, False), (3, call, False)], heard_ago=[0.3, 0.5], my_wait=21.0, my_call=call)
+    assert f"every rank has waited in {call} at step 3 for more than 20 s" in msg
     assert "the collective does not complete" in msg
+
+
+def test_every_collective_a_communicator_enters_has_a_heartbeat_code():
+    import re
+    from pathlib import Path
+
+    from distnet.dist import watchdog as w
+
+    src = Path(w.__file__).parent
+    entered = {m for f in src.glob("*.py") for m in re.findall(r'calls\.enter\("([a-z_]+)"\)', f.read_text())}
+    assert entered and entered <= set(w._CALLS), sorted(entered - set(w._CALLS))
 
 
 @pytest.mark.parametrize("peer_states, words", [

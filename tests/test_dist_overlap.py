@@ -122,3 +122,16 @@ def test_one_nan_on_one_rank_skips_the_step_on_every_rank(runs, tmp_path, mode):
     assert int(res["steps"]) == 20
     assert all(np.isfinite(v).all() for v in _weights(res).values())
     assert _max_diff(runs["plain"], res) > 100 * TOL    # the skipped step's batch was not trained on
+
+
+@pytest.mark.parametrize("mode", [("--overlap", 1, *SMALL_BUCKETS), ("--direct", 1, "--shard", 1),
+                                  ("--direct", 1, "--micro", 3)])
+def test_a_rank_with_no_samples_in_the_last_batch(tmp_path, mode):
+    # Batches of 3 over 53 samples: the last batch has 2, so one of 3 ranks has
+    # none at that step and must still join every (non-blocking) collective.
+    single = _single(tmp_path, "single", "--direct", 0, "--batch", 3, "--steps", 20)
+    res = _mpi(tmp_path, 3, "empty_rank", *mode, "--batch", 3, "--steps", 20)
+    diff = _max_diff(single, res)
+    print(f"3 ranks, batch 3, {' '.join(map(str, mode))} vs 1 process: max |difference| = {diff:.3g}")
+    assert diff < TOL
+    np.testing.assert_allclose(res["losses"], single["losses"], rtol=1e-5, atol=1e-6)
