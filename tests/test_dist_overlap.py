@@ -18,43 +18,20 @@ What is bitwise and what is not:
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from mpi_util import SCRIPTS, run_mpi
+# The job, its runners and the weight comparison are test_dist_equivalence's.
+from test_dist_equivalence import SCRIPT, TOL, _mpi, _single, _weights  # noqa: F401
+from test_dist_equivalence import _max_diff as _any_max_diff
 
 pytestmark = pytest.mark.mpi
-SCRIPT = "train_equivalence.py"
-TOL = 1e-5  # max abs difference allowed in float32 (as in test_dist_equivalence)
 SMALL_BUCKETS = ("--bucket", "256")
 
 
-def _single(tmp_path, name, *args):
-    out = tmp_path / f"{name}.npz"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / SCRIPT), str(out), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return np.load(out)
-
-
-def _mpi(tmp_path, n, name, *args):
-    out = tmp_path / f"{name}.npz"
-    run = run_mpi(SCRIPT, n, str(out), *map(str, args), timeout=120)
-    assert run.returncode == 0, run.describe()
-    return np.load(out)
-
-
-def _weights(res) -> dict:
-    return {k: res[k] for k in res.files if k.startswith(("param:", "ema:"))}
-
-
 def _max_diff(a, b) -> float:
-    wa, wb = _weights(a), _weights(b)
-    assert sorted(wa) == sorted(wb) and len(wa) == 12
-    return max(float(np.max(np.abs(wa[k] - wb[k]))) for k in wa)
+    assert len(_weights(a)) == 12   # 6 parameters and their EMA shadows
+    return _any_max_diff(a, b)
 
 
 def _bitwise(a, b) -> bool:

@@ -20,3 +20,22 @@ def say(line: str) -> None:
     interleave (``print`` writes the text and the newline separately)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def plant_in_gradients(trainer, at_step: int, mutate) -> None:
+    """Make rank 0 hand the synchroniser changed gradients once, at ``at_step``:
+    ``mutate(grads)`` edits copies of them in place (a NaN, a huge value...).
+    A skipped step does not advance the step, so it is planted only once."""
+    original = trainer.sync.sync
+    planted: list = []
+
+    def sync(grads, *args, **kwargs):
+        if trainer.comm.rank == 0 and trainer.step == at_step and not planted:
+            planted.append(True)
+            import numpy as np
+
+            grads = [np.array(g, copy=True) for g in grads]
+            mutate(grads)
+        return original(grads, *args, **kwargs)
+
+    trainer.sync.sync = sync

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _common import expect, say, script_args  # noqa: E402
+from _common import expect, plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
 from distnet.trainer import Trainer  # noqa: E402
@@ -87,18 +87,10 @@ def main() -> int:
     active = trainer.sync.compressor is not None
     expect(active == (args.compression == "float16" and comm.size > 1), f"compressor active: {active}")
     if args.blowup_at is not None:
-        original = trainer.sync.sync
-        planted = []
+        def blowup(grads):
+            grads[0].reshape(-1)[0] = 1e6   # x n_r/N = 5e5 on the wire
 
-        def blowup(grads, *a, **kw):
-            # A skipped step does not advance the step: plant only once.
-            if comm.rank == 0 and trainer.step == args.blowup_at and not planted:
-                planted.append(True)
-                grads = [np.array(g, copy=True) for g in grads]
-                grads[0].reshape(-1)[0] = 1e6   # x n_r/N = 5e5 on the wire
-            return original(grads, *a, **kw)
-
-        trainer.sync.sync = blowup
+        plant_in_gradients(trainer, args.blowup_at, blowup)
     history = trainer.fit()
     finite = np.array([r["finite"] for r in history if "finite" in r])
     losses = np.array([r["loss"] for r in history if "loss" in r])

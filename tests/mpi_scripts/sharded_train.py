@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _common import script_args, say  # noqa: E402
+from _common import plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
 from distnet import layers, regularizers, schedules  # noqa: E402
@@ -78,18 +78,10 @@ def main() -> int:
     comm = distnet.dist.get_communicator("auto")
     trainer = build(args, comm)
     if args.nan_at is not None:
-        original = trainer.sync.sync
-        planted_once = []
+        def nan(grads):
+            grads[-1].reshape(-1)[-1] = np.nan   # one element of the last variable
 
-        def planted(grads, *a, **kw):
-            # A skipped step does not advance the step: plant only once.
-            if comm.rank == 0 and trainer.step == args.nan_at and not planted_once:
-                planted_once.append(True)
-                grads = [np.array(g, copy=True) for g in grads]
-                grads[-1].reshape(-1)[-1] = np.nan   # one element of the last variable
-            return original(grads, *a, **kw)
-
-        trainer.sync.sync = planted
+        plant_in_gradients(trainer, args.nan_at, nan)
     history = trainer.fit(resume=args.resume)
     losses = np.array([r["loss"] for r in history if "loss" in r])
     finite = np.array([r["finite"] for r in history if "finite" in r])
