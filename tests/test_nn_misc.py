@@ -101,3 +101,15 @@ def test_bias_add_large_bias_gradient_matches_plain_sum(dtype):
 def test_bias_add_gradient_check_on_the_gemv_path():
     rng = np.random.default_rng(8)
     check_gradients(nn.bias_add, [rng.standard_normal((3, 10, 10, 2)), rng.standard_normal(2)])
+
+
+def test_l2_loss_of_a_large_float32_kernel_is_accurate():
+    # A dense kernel's worth of float32 weights: one float32 dot product is off
+    # by ~4e-5 relative here; the chunked float64 accumulation must not be.
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal(6_422_528) * 0.05).astype(np.float32)
+    exact = float(np.sum(w.astype(np.float64) ** 2) / 2)
+    got = float(nn.l2_loss(w).numpy())
+    assert abs(got - exact) / exact < 1e-6, (got, exact)
+    # Small arrays take one dot product: seed numbers unchanged.
+    assert nn.l2_loss([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]).numpy() == 45.5

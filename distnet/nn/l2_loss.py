@@ -1,6 +1,7 @@
 """``l2_loss``: half the sum of squares (TF's ``tf.nn.l2_loss``)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,14 +11,30 @@ from distnet.nn.activations import floating_tensor
 from distnet.tensor import Tensor
 
 
+# Elements per BLAS dot product; the partial sums are added in float64.
+CHUNK = 65536
+
+
+def sum_of_squares(x: np.ndarray) -> float:
+    """``sum(x ** 2)`` of a float array, as a Python float.
+
+    One BLAS dot product accumulates in the array's precision: over the 6.4 M
+    weights of a dense kernel in float32 that is off by ~4e-5 relative.  Dot
+    products of ``CHUNK`` elements added in float64 are within ~1e-7 (like
+    numpy's pairwise ``sum``) at the same speed.
+    """
+    flat = x.reshape(-1)
+    if flat.size <= CHUNK:
+        return float(np.dot(flat, flat))
+    return math.fsum(float(np.dot(flat[i:i + CHUNK], flat[i:i + CHUNK])) for i in range(0, flat.size, CHUNK))
+
+
 class L2Loss(Op):
     __slots__ = ("x",)
 
     def forward(self, x):
         self.x = x
-        flat = x.reshape(-1)
-        # One BLAS dot product, in the input's dtype.
-        return np.asarray(np.dot(flat, flat) / 2, dtype=x.dtype)
+        return np.asarray(sum_of_squares(x) / 2, dtype=x.dtype)
 
     def backward(self, g, needs):
         return (g * self.x,)
