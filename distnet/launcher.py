@@ -91,9 +91,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
+from distnet.dist.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # What hydra prints when a rank dies or aborts; seeing it starts the failure grace.
 FAILURE_MARKERS = (b"BAD TERMINATION", b"application called MPI_Abort")
@@ -195,14 +194,6 @@ def ranks_per_host(hosts: Sequence[Host], num_workers: int) -> list[int]:
             if left == 0:
                 break
     return counts
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def find_mpiexec() -> str:

@@ -176,6 +176,7 @@ class Trainer:
         direct_grads: bool = True,
         overlap: bool = False,
         malloc_tuning: bool = True,
+        blas_threads: int | str | None = "auto",
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
         compression: str = "none",
     ):
@@ -244,6 +245,11 @@ class Trainer:
         # A process-wide allocator setting (see tune_malloc), made here because
         # the training loop is what allocates and frees the large arrays.
         self.malloc_tuned = tune_malloc() if malloc_tuning else False
+        # One BLAS pool per rank sized to its share of the machine's cores,
+        # unless the environment chose (see distnet.dist.threads); collective.
+        from distnet.dist.threads import limit_blas_threads
+
+        self.blas_threads = limit_blas_threads(self.comm, blas_threads)
         self.model = model
         self.loss_fn = _resolve_loss(loss)
         self.optimizer = optimizer
