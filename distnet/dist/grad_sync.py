@@ -130,6 +130,7 @@ class GradientSynchronizer:
                 f"scalar_names: Expect: unique names other than 'count' Actual: {self.scalar_names}")
         self.names = names
         self._index = {n: i for i, n in enumerate(names)}
+        self.bucket_bytes = bucket_bytes   # None: one all-reduce of the whole buffer
         self._layout(bucket_bytes)
         self.compression = check_compression(compression)
         if self.overlap and self.compression != "none":

@@ -1,5 +1,6 @@
 """Which synchroniser a job file gets on this many ranks: prints, on rank 0,
-one line ``OPTIONS shard=<bool> overlap=<bool>`` per ``[dist]`` variant.
+one line ``OPTIONS <variant> shard=<bool> overlap=<bool> buckets=<bucket_bytes>``
+per ``[dist]`` variant (buckets: None when sharded or one buffer).
 
 usage: mpiexec -n N python job_defaults.py
 """
@@ -22,8 +23,10 @@ VARIANTS = {
     "buckets": "[dist]\nbucket_bytes = 4096\n",
     "overlap": "[dist]\noverlap = true\n",
     "clip": "[optimizer]\nclip_norm = 1.0\n",
+    "f16": "[dist]\nshard_optimizer = false\ncompression = \"float16\"\n",
 }
 for name, extra in VARIANTS.items():
     t = build_trainer(parse_job(JOB + extra))
     if t.comm.rank == 0:
-        say(f"OPTIONS {name} shard={t.shard_optimizer} overlap={t.overlap}")
+        buckets = None if t.shard_optimizer else t.sync.bucket_bytes
+        say(f"OPTIONS {name} shard={t.shard_optimizer} overlap={t.overlap} buckets={buckets}")
