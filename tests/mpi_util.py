@@ -172,3 +172,21 @@ def run_mpi(script: str, nprocs: int, *args: str, timeout: float = 60.0, env: di
         pytest.fail(f"processes of the job left behind {leftover_grace} s after mpiexec exited: {details}\n"
                     f"{run.describe()}")
     return run
+
+
+def run_script(script: str, tmp_path, name: str, *args, nprocs: int | None = None,
+               timeout: float = 120.0) -> dict:
+    """Run ``tests/mpi_scripts/<script> OUT.npz args...`` in one plain process
+    (``nprocs`` None) or under ``mpiexec -n nprocs``; fail the test if it fails,
+    else return the arrays it saved to ``tmp_path/<name>.npz``."""
+    import numpy as np
+
+    out = tmp_path / f"{name}.npz"
+    if nprocs is None:
+        proc = subprocess.run([sys.executable, str(SCRIPTS / script), str(out), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    else:
+        run = run_mpi(script, nprocs, str(out), *map(str, args), timeout=timeout)
+        assert run.returncode == 0, run.describe()
+    return dict(np.load(out))

@@ -10,33 +10,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpi_util import SCRIPTS, run_mpi
+from mpi_util import run_script
 
 pytestmark = pytest.mark.mpi
 SCRIPT = "train_equivalence.py"
 TOL = 1e-5  # max abs difference allowed in float32
 
 
-def _single(tmp_path, name, *args):
-    import subprocess
-    import sys
-
-    out = tmp_path / f"{name}.npz"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / SCRIPT), str(out), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return np.load(out)
+def _single(tmp_path, name, *args) -> dict:
+    return run_script(SCRIPT, tmp_path, name, *args)
 
 
-def _mpi(tmp_path, n, name, *args):
-    out = tmp_path / f"{name}.npz"
-    run = run_mpi(SCRIPT, n, str(out), *map(str, args), timeout=120)
-    assert run.returncode == 0, run.describe()
-    return np.load(out)
+def _mpi(tmp_path, n, name, *args) -> dict:
+    return run_script(SCRIPT, tmp_path, name, *args, nprocs=n)
 
 
 def _weights(res) -> dict:
-    return {k: res[k] for k in res.files if k.startswith(("param:", "ema:"))}
+    return {k: res[k] for k in res if k.startswith(("param:", "ema:"))}
 
 
 def _max_diff(a, b) -> float:

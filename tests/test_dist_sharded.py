@@ -15,25 +15,19 @@ import sys
 import numpy as np
 import pytest
 
-from mpi_util import SCRIPTS, run_mpi
+from mpi_util import run_mpi, run_script
+from test_config import MINIMAL
 
 SCRIPT = "sharded_train.py"
 TOL = 1e-5  # max abs difference allowed in float32
 
 
-def _single(tmp_path, name, *args):
-    out = tmp_path / f"{name}.npz"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / SCRIPT), str(out), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return dict(np.load(out))
+def _single(tmp_path, name, *args) -> dict:
+    return run_script(SCRIPT, tmp_path, name, *args)
 
 
-def _mpi(tmp_path, n, name, *args):
-    out = tmp_path / f"{name}.npz"
-    run = run_mpi(SCRIPT, n, str(out), *map(str, args), timeout=120)
-    assert run.returncode == 0, run.describe()
-    return dict(np.load(out))
+def _mpi(tmp_path, n, name, *args) -> dict:
+    return run_script(SCRIPT, tmp_path, name, *args, nprocs=n)
 
 
 def _state(res, prefixes=("param:", "ema:", "slot:")) -> dict:
@@ -257,20 +251,8 @@ def test_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
     assert sync.sync(huge, 1).is_finite
 
 
-JOB = """\
-name = "tiny"
-
-[[model.layers]]
-type = "flatten"
-
-[[model.layers]]
-type = "dense"
-units = 10
-
-[train]
-batch_size = 10
-steps = 3
-
+# test_config's smallest job, on 30 generated samples, without checkpoints.
+JOB = MINIMAL + """
 [data]
 train_samples = 30
 test_samples = 10
