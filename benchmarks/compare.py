@@ -261,6 +261,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     return {
         "step_ms": 1e3 * statistics.median(step_times[warmup:]),
         "cores": sum(cpu_times[warmup:]) / sum(step_times[warmup:]),
+        "blas_kernel": blas_kernel(),
         "sync_ms": 1e3 * statistics.median(sync_times[warmup:]) if len(sync_times) > warmup else None,
         "bare_allreduce_ms": 1e3 * statistics.median(bare) if bare else None,
         "sync_mbytes": nbytes / 1e6,
@@ -401,9 +402,19 @@ def worker(args: argparse.Namespace) -> int:
 # Driver.
 
 
+#: What ``--openblas-core`` does to ``OPENBLAS_CORETYPE`` in every run's environment:
+#: None removes it (OpenBLAS picks its kernels from the CPU, as oneDNN does for
+#: torch and TensorFlow), ``"inherit"`` keeps this process's, a name sets it.
+OPENBLAS_CORE: str | None = None
+
+
 def thread_env(threads: int) -> dict:
     """The environment of a run with ``threads`` BLAS/OpenMP threads (set before any import)."""
     env = dict(os.environ)
+    if OPENBLAS_CORE is None:
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif OPENBLAS_CORE != "inherit":
+        env["OPENBLAS_CORETYPE"] = OPENBLAS_CORE
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -469,6 +480,15 @@ def machine_info() -> dict:
     return info
 
 
+def blas_kernel() -> str:
+    """The kernel family numpy's OpenBLAS runs in this process (threadpoolctl), or "?"."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "?"
+    return ",".join(sorted({str(p.get("architecture")) for p in threadpool_info() if p.get("user_api") == "blas"})) or "?"
+
+
 def fmt_ratio(a, b) -> str:
     return f"{a / b:6.2f}x" if a is not None and b is not None else "      -"
 
@@ -496,9 +516,15 @@ def main() -> int:
     parser.add_argument("--zero1", choices=("off", "on", "both"), default="both",
                         help="distnet's 2-rank runs with the replicated optimizer (off), the sharded ZeRO-1 "
                              "optimizer (on) or both side by side (default)")
+    parser.add_argument("--openblas-core", default="auto", metavar="auto|inherit|NAME",
+                        help="OPENBLAS_CORETYPE of every run: auto (default) removes it, so OpenBLAS picks its "
+                             "kernels from the CPU as oneDNN does for torch and TensorFlow; inherit keeps this "
+                             "shell's; a name (Haswell, SkylakeX, ...) sets it")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    global OPENBLAS_CORE
+    OPENBLAS_CORE = None if args.openblas_core == "auto" else args.openblas_core
     if args.quick:  # what the user names explicitly still wins
         args.models = args.models or "reference,mlp"
         args.steps, args.warmup, args.rounds = 4, 2, 1
@@ -539,6 +565,14 @@ def main() -> int:
     print(f"# {info['date']}; {info['nproc']} cpus, {info['cpu']}; python {info['python']}, numpy {info['numpy']} "
           f"({info['blas']}); " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"# load average at start: {info['loadavg']}")
+    kernel = subprocess.run([sys.executable, "-c", "import numpy, sys; sys.path.insert(0, sys.argv[1]); "
+                             "import compare; print(compare.blas_kernel())", str(Path(__file__).parent)],
+                            capture_output=True, text=True, env=thread_env(1)).stdout.strip() or "?"
+    inherited = os.environ.get("OPENBLAS_CORETYPE")
+    how = {"auto": f"OPENBLAS_CORETYPE={inherited} of this shell removed, picked from the CPU" if inherited
+           else "picked from the CPU", "inherit": f"OPENBLAS_CORETYPE={inherited or '(unset)'} kept"
+           }.get(args.openblas_core, f"OPENBLAS_CORETYPE={args.openblas_core} set")
+    print(f"# numpy's OpenBLAS kernels in every run: {kernel} ({how}; --openblas-core)")
     print(f"# global batch {args.batch}, {args.steps} timed + {args.warmup} warm-up steps per run, "
           f"{args.rounds} alternating round(s); TensorFlow jit_compile={args.tf_jit}")
     print("# command: " + " ".join([Path(sys.executable).name, *sys.argv]))

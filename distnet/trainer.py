@@ -253,9 +253,11 @@ class Trainer:
         self.malloc_tuned = tune_malloc() if malloc_tuning else False
         # One BLAS pool per rank sized to its share of the machine's cores,
         # unless the environment chose (see distnet.dist.threads); collective.
-        from distnet.dist.threads import limit_blas_threads
+        from distnet.dist.threads import limit_blas_threads, warn_blas_kernel_once
 
         self.blas_threads = limit_blas_threads(self.comm, blas_threads)
+        if self.comm.rank == 0:
+            warn_blas_kernel_once()   # an OPENBLAS_CORETYPE older than the CPU
         self.model = model
         self.loss_fn = _resolve_loss(loss)
         self.optimizer = optimizer

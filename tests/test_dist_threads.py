@@ -10,7 +10,9 @@ import distnet
 from distnet import layers
 from distnet.data import ArrayDataset
 from distnet.dist import SingleCommunicator
-from distnet.dist.threads import THREAD_VARIABLES, limit_blas_threads, usable_cores
+from distnet.dist import threads
+from distnet.dist.threads import (THREAD_VARIABLES, PerformanceWarning, blas_kernel_advice, cpu_vector_level,
+                                  kernel_vector_level, limit_blas_threads, usable_cores)
 from distnet.errors import InvalidArgumentError
 from distnet.trainer import Trainer
 from mpi_util import run_mpi
@@ -53,3 +55,56 @@ def test_one_process_is_left_alone_and_bad_values_are_refused():
     t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), data,
                 global_batch_size=2, steps=1, comm=SingleCommunicator())
     assert t.blas_threads is None
+
+
+# --- OpenBLAS kernels held below the CPU by OPENBLAS_CORETYPE --------------
+
+CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx {}\n"
+
+
+def test_the_cpus_vector_level_is_read_from_its_flags():
+    assert cpu_vector_level(CPUINFO.format("avx2 fma avx512f avx512vl")) == "avx512"
+    assert cpu_vector_level(CPUINFO.format("avx2 fma")) == "avx2"
+    assert cpu_vector_level(CPUINFO.format("avx2")) == "older"      # AVX2 without FMA: not Haswell
+    assert cpu_vector_level("processor : 0\n") is None             # no flags line: unknown, no advice
+    assert [kernel_vector_level(c) for c in ("SkylakeX", "cooperlake", "Haswell", "ZEN", "Sandybridge")] == \
+        ["avx512", "avx512", "avx2", "avx2", "older"]
+
+
+def test_a_pinned_kernel_older_than_the_cpu_is_named_with_the_variable_that_pins_it():
+    advice = blas_kernel_advice({"OPENBLAS_CORETYPE": "Haswell"}, ["Haswell"], "avx512")
+    assert "Haswell kernels" in advice and "OPENBLAS_CORETYPE=Haswell" in advice and "AVX-512" in advice
+    assert "Unset OPENBLAS_CORETYPE" in advice
+    older = blas_kernel_advice({"OPENBLAS_CORETYPE": "Sandybridge"}, ["Sandybridge"], "avx2")
+    assert "Sandybridge kernels" in older and "AVX2 and FMA" in older
+
+
+def test_no_advice_when_openblas_chose_or_the_pin_matches_the_cpu(monkeypatch):
+    assert blas_kernel_advice({}, ["Haswell"], "avx512") is None                      # OpenBLAS's own choice
+    assert blas_kernel_advice({"OPENBLAS_CORETYPE": ""}, ["Haswell"], "avx512") is None
+    assert blas_kernel_advice({"OPENBLAS_CORETYPE": "SkylakeX"}, ["SkylakeX"], "avx512") is None
+    assert blas_kernel_advice({"OPENBLAS_CORETYPE": "Haswell"}, ["Haswell"], "avx2") is None
+    assert blas_kernel_advice({"OPENBLAS_CORETYPE": "Zen"}, ["Zen"], "avx2") is None
+    assert blas_kernel_advice({"OPENBLAS_CORETYPE": "Haswell"}, [], "avx512") is None   # no OpenBLAS (MKL)
+    monkeypatch.setattr(threads, "cpu_vector_level", lambda: None)                   # CPU unknown
+    assert blas_kernel_advice({"OPENBLAS_CORETYPE": "Haswell"}, ["Haswell"]) is None
+
+
+def test_the_trainer_warns_once_per_process(monkeypatch):
+    monkeypatch.setattr(threads, "_advised", False)
+    monkeypatch.setattr(threads, "blas_kernel_advice", lambda: "held back")
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.random((4, 2, 2, 1), dtype=np.float32), rng.integers(0, 3, 4), num_classes=3)
+
+    def make():
+        model = distnet.Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(2, 2, 1), seed=0)
+        return Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), data,
+                       global_batch_size=2, steps=1, comm=SingleCommunicator())
+
+    with pytest.warns(PerformanceWarning, match="held back"):
+        make()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceWarning)
+        make()   # the second trainer in the same process stays quiet
