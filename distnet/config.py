@@ -167,6 +167,7 @@ class DistConfig:
     max_bad_steps: int | None = None
     bucket_bytes: int | None = None
     shard_optimizer: bool | None = None
+    shared_memory: bool | None = None   # None: "auto" (on when every worker is on one machine)
     overlap: bool | None = None
     compression: str | None = None   # None: "none" (float32 on the wire); "float16"
 
@@ -275,7 +276,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
     "dist": {"stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
-             "bucket_bytes": _INT, "shard_optimizer": _BOOL, "overlap": _BOOL, "compression": _STR},
+             "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
+             "overlap": _BOOL, "compression": _STR},
 }
 
 

@@ -326,7 +326,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     optional = {"ema_num_updates": cfg.ema.num_updates, "stall_timeout": cfg.dist.stall_timeout,
                 "check_every": cfg.dist.check_every, "max_bad_steps": cfg.dist.max_bad_steps,
                 "bucket_bytes": cfg.dist.bucket_bytes, "shard_optimizer": cfg.dist.shard_optimizer,
-                "overlap": cfg.dist.overlap,
+                "shared_memory": cfg.dist.shared_memory, "overlap": cfg.dist.overlap,
                 "compression": cfg.dist.compression,
                 "eval_batch_size": t.eval_batch_size,
                 "run_dir": run_dir}

@@ -34,9 +34,14 @@ weights.  The results equal the replicated path's (bitwise on 2 ranks), and
 :meth:`Trainer.state` gathers the full slots and shadows, so checkpoints are
 the same either way.  With it, ``optimizer.get_slot`` returns this rank's
 1-d pieces; global-norm clipping and ``bucket_bytes`` are refused.
+When every rank runs on one machine, the sharded path moves no messages for
+the two big collectives (``shared_memory="auto"``, the default): the weights
+exist once per machine in shared memory and each rank sums its block of the
+gradients from the other ranks' shared buffers (:mod:`distnet.dist.shared_memory`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -185,6 +190,7 @@ class Trainer:
         blas_threads: int | str | None = "auto",
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
         compression: str = "none",
+        shared_memory: bool | str = "auto",
     ):
         from distnet.dist import get_communicator
 
@@ -231,6 +237,10 @@ class Trainer:
             # Not the default: with it, optimizer.get_slot / ema.state_dict()
             # hold this rank's pieces only (Trainer.state() gathers them).
             shard_optimizer = self.comm.size > 1 and not clipping and bucket_bytes is None and not overlap
+        if shared_memory is True and not shard_optimizer:
+            raise InvalidArgumentError(
+                "shared_memory=True applies to the sharded optimizer; Expect: shard_optimizer=True or None "
+                f"(auto) Actual: shard_optimizer={shard_optimizer!r}")
         if shard_optimizer and bucket_bytes is not None:
             raise InvalidArgumentError(
                 f"bucket_bytes={bucket_bytes!r} applies to the replicated all-reduce; Expect: bucket_bytes=None "
@@ -304,7 +314,7 @@ class Trainer:
             # ZeRO-1: the optimizer and the EMA see only this rank's pieces of
             # the variables (1-d Variables with the variables' names).
             self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"),
-                                            compression=compression)
+                                            compression=compression, shared_memory=shared_memory)
             self._updated = self.sync.pieces
         else:
             if bucket_bytes is None and (overlap or (self.comm.size > 1 and compression == "none")):
@@ -458,11 +468,13 @@ class Trainer:
                 shadows = self.sync.gather_pieces(self.ema.state_dict())
                 saved = self.sync.params.copy()
                 try:
-                    for v in self.variables:
-                        np.copyto(v.data, shadows[v.name])
+                    with self.sync.writing_params():   # shared by the ranks of a machine: fenced
+                        for v in self.variables:
+                            np.copyto(v.data, shadows[v.name])
                     totals = run()
                 finally:
-                    np.copyto(self.sync.params, saved)
+                    with self.sync.writing_params():
+                        np.copyto(self.sync.params, saved)
             else:
                 with self.ema.swapped(self.variables):
                     totals = run()
@@ -517,8 +529,9 @@ class Trainer:
     def restore(self, state) -> None:
         """Load ``state`` (already identical on every rank) into the job."""
         by_name = {v.name: v for v in self.all_variables}
-        for name, arr in state.params.items():
-            by_name[name].assign(arr)
+        with self.sync.writing_params() if self.shard_optimizer else contextlib.nullcontext():
+            for name, arr in state.params.items():
+                by_name[name].assign(arr)
         slots, ema = state.optimizer["slots"], state.ema
         if self.shard_optimizer:
             # Full arrays keyed by name (whatever world size wrote them) -> this rank's pieces.

@@ -5,7 +5,11 @@ Real ``mpiexec -n 2`` and ``-n 3`` runs of tests/mpi_scripts/sharded_train.py
 cut through variables), compared with one process: parameters, EMA shadows
 and optimizer slots (gathered to full arrays) within 1e-5, the same logged
 loss; checkpoints resume bitwise on the same world size, across 2 -> 3
-ranks, and between the sharded and the replicated path both ways.
+ranks, and between the sharded and the replicated path both ways.  On one
+machine the sharded path goes through shared memory by default (one copy of
+the weights, gradients summed from the other ranks' shared buffers); the
+same runs with ``shared_memory=False`` (MPI reduce-scatter and all-gather)
+give the same bits on 2 ranks.
 """
 from __future__ import annotations
 
@@ -69,6 +73,33 @@ def test_sharded_adam_on_2_ranks_equals_one_process_and_replicated(single, shard
     # Two ranks: reduce-scatter sums the same two numbers as the all-reduce.
     for k in _state(replicated):
         assert np.array_equal(replicated[k], sharded2[k]), f"{k}: sharded != replicated on 2 ranks"
+
+
+@pytest.mark.mpi
+def test_shared_memory_and_mpi_messages_give_the_same_bits(sharded2, tmp_path):
+    assert bool(sharded2["shared"]), "2 ranks on one machine: the default goes through shared memory"
+    messages = _mpi(tmp_path, 2, "messages", "--shard", "--shm", "off")
+    assert not bool(messages["shared"])
+    for k in _state(sharded2):
+        assert np.array_equal(messages[k], sharded2[k]), f"{k}: shared memory != MPI messages on 2 ranks"
+    np.testing.assert_array_equal(messages["losses"], sharded2["losses"])
+    assert float(messages["ema_eval_loss"]) == float(sharded2["ema_eval_loss"])
+
+
+@pytest.mark.mpi
+def test_mpi_messages_on_3_ranks_and_a_resume_across_the_two_ways(single, tmp_path):
+    res = _mpi(tmp_path, 3, "messages3", "--shard", "--shm", "off")
+    assert not bool(res["shared"])
+    assert _max_diff(single["adam"], res) < TOL
+    # Written through shared memory, resumed with messages (and the other way): same bits.
+    ckpt_a, ckpt_b = tmp_path / "a", tmp_path / "b"
+    _mpi(tmp_path, 2, "shm-first", "--shard", "--shm", "on", "--ckpt", ckpt_a, "--stop-at", 9)
+    _mpi(tmp_path, 2, "msg-first", "--shard", "--shm", "off", "--ckpt", ckpt_b, "--stop-at", 9)
+    a = _mpi(tmp_path, 2, "msg-resumed", "--shard", "--shm", "off", "--ckpt", ckpt_a, "--resume")
+    b = _mpi(tmp_path, 2, "shm-resumed", "--shard", "--shm", "on", "--ckpt", ckpt_b, "--resume")
+    assert bool(b["shared"]) and not bool(a["shared"])
+    for k in _state(a):
+        assert np.array_equal(a[k], b[k]), f"{k}: resumed runs differ"
 
 
 @pytest.mark.mpi
@@ -189,6 +220,37 @@ def test_sharded_rejects_what_it_cannot_do():
         _tiny_trainer(shard_optimizer=True, optimizer=distnet.optimizers.Adam(0.1, global_clipnorm=1.0))
     with pytest.raises(InvalidArgumentError, match="shard_optimizer must be True, False or None"):
         _tiny_trainer(shard_optimizer="yes")
+
+
+def test_shared_memory_is_refused_where_it_cannot_be():
+    from distnet.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="shared_memory=True: Expect: an MPI job of 2 or more ranks "
+                                                   "on one machine Actual: 1 rank"):
+        _tiny_trainer(shard_optimizer=True, shared_memory=True)
+    with pytest.raises(InvalidArgumentError, match="shared_memory=True applies to the sharded optimizer"):
+        _tiny_trainer(shard_optimizer=False, shared_memory=True)
+    for bad in ("yes", 1, None):
+        with pytest.raises(InvalidArgumentError, match="shared_memory: Expect: 'auto', True or False"):
+            _tiny_trainer(shard_optimizer=True, shared_memory=bad)
+    assert _tiny_trainer(shard_optimizer=True).sync.shared is False        # auto, one process
+
+
+def test_shared_memory_with_compression_is_refused_or_left_off(monkeypatch):
+    """On one machine (faked here: one_machine says yes), float16 compression
+    keeps the message path: auto leaves shared memory off, True is an error."""
+    import distnet
+    from distnet.dist import shared_memory
+    from distnet.dist.sharded import ShardedSynchronizer
+    from distnet.errors import InvalidArgumentError
+
+    monkeypatch.setattr(shared_memory, "one_machine", lambda comm: True)
+    variables = [distnet.Variable(np.zeros(3), name="v", dtype="float32")]
+    comm = distnet.dist.SingleCommunicator()
+    assert ShardedSynchronizer(comm, variables, compression="float16").shared is False
+    with pytest.raises(InvalidArgumentError, match="shared_memory=True with compression: Expect: one of them"):
+        ShardedSynchronizer(comm, variables, compression="float16", shared_memory=True)
+    assert _tiny_trainer(shard_optimizer=True, shared_memory=False).sync.shared is False
 
 
 def test_auto_is_replicated_on_one_rank():

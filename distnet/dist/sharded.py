@@ -21,6 +21,17 @@ at the end; a block may cut through a variable).  Each step:
 Reduce-scatter + all-gather move the same bytes as one all-reduce (that is
 how ring all-reduce works), and the element-wise update and the EMA cost 1/N.
 
+When every rank runs on one machine (``shared_memory="auto"``, the default),
+both collectives go through memory the ranks share instead
+(:mod:`distnet.dist.shared_memory`): the flat parameter buffer exists once
+per machine, the gradient buffer is each rank's segment of a shared window,
+rank r sums block r of every segment itself (1 after a barrier), and a
+barrier replaces the all-gather (5).  Same results (for two ranks the same
+bits: a + b either way round); 3.66 -> 1.02 ms per step for the reference
+net's 25.7 MB on 2 ranks here.  Every write to the shared parameters outside
+the step (restoring a checkpoint, evaluating with the EMA weights) is fenced
+by :meth:`ShardedSynchronizer.writing_params`.
+
 Checkpoints hold the full state: :meth:`ShardedSynchronizer.gather_pieces`
 gathers slot and shadow blocks into full arrays keyed by variable name, and
 :meth:`ShardedSynchronizer.local_pieces` cuts a full state into this rank's
@@ -30,8 +41,9 @@ same: consolidate to full tensors on save.)
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +52,10 @@ from distnet.dist.communicator import Communicator
 from distnet.dist.grad_sync import GradientSynchronizer, SyncResult
 from distnet.errors import DTypeError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
+
+#: Elements per chunk of the shared-memory reduction (256 KiB of float32: sum
+#: and finite check of a chunk while it is in the core's cache).
+SHARED_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,10 @@ class ShardedSynchronizer(GradientSynchronizer):
             dtype); their ``data`` is moved into a flat buffer (views), so
             keep using the same :class:`Variable` objects.
         scalar_names, compression: as for :class:`GradientSynchronizer`.
+        shared_memory: ``"auto"`` (default): through shared memory when
+            every rank is on one machine and there is no compression; True:
+            that, or an error saying why not; False: MPI collectives always.
+            The same on every rank (a collective choice).
     Example:
         >>> sync = ShardedSynchronizer(comm, variables, scalar_names=("loss_sum",))
         >>> opt.build(sync.pieces); ema.build(sync.pieces)
@@ -83,7 +103,7 @@ class ShardedSynchronizer(GradientSynchronizer):
     """
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
-                 compression: str = "none") -> None:
+                 compression: str = "none", shared_memory: bool | str = "auto") -> None:
         # compression="float16": the reduce-scatter sends float16 gradients and
         # sums them in float32 (the block stays float32); parameters go as float32.
         super().__init__(comm, variables, bucket_bytes=None, scalar_names=scalar_names, compression=compression)
@@ -114,7 +134,19 @@ class ShardedSynchronizer(GradientSynchronizer):
         self._offsets: list = [int((self._views[i].__array_interface__["data"][0] - base) // itemsize)
                                for i in range(len(self.variables))]
         n_scalars = self._scalars.size
-        self.buffer = np.zeros(self.padded + n_scalars, dtype=self.dtype)
+        self.shared = self._choose_shared_memory(shared_memory)
+        self._segments: list[np.ndarray] = []
+        self._windows: list = []   # kept alive: the arrays below view their memory
+        if self.shared:
+            from distnet.dist.shared_memory import SharedSegments
+
+            grads = SharedSegments(comm, self.padded + n_scalars, self.dtype)
+            self._windows.append(grads)
+            self.buffer = grads.arrays[comm.rank]
+            self.buffer[:] = 0
+            self._segments = [seg[:self.padded] for seg in grads.arrays]
+        else:
+            self.buffer = np.zeros(self.padded + n_scalars, dtype=self.dtype)
         self._grad_part = self.buffer[:self.padded]
         self._scalars = self.buffer[self.padded:]
         self.buckets = [self.buffer]
@@ -123,11 +155,25 @@ class ShardedSynchronizer(GradientSynchronizer):
 
         # The flat parameter buffer, laid out like the gradient part of the
         # sync buffer; the variables' data become views into it.
-        self.params = np.zeros(self.padded, dtype=self.param_dtype)
+        if self.shared:
+            # One copy per machine: rank 0 fills it (the variables are equal on every
+            # rank by now), then every rank's variables view it.
+            from distnet.dist.shared_memory import SharedSegments
+
+            window = SharedSegments(comm, self.padded, self.param_dtype, single=True)
+            self._windows.append(window)
+            self.params = window.arrays[0]
+            if comm.rank == 0:
+                self.params[:] = 0
+                for off, v in zip(self._offsets, self.variables):
+                    np.copyto(self.params[off: off + v.data.size].reshape(v.shape), v.data)
+            comm.barrier()
+        else:
+            self.params = np.zeros(self.padded, dtype=self.param_dtype)
+            for off, v in zip(self._offsets, self.variables):
+                np.copyto(self.params[off: off + v.data.size].reshape(v.shape), v.data)
         for off, v in zip(self._offsets, self.variables):
-            view = self.params[off: off + v.data.size].reshape(v.shape)
-            np.copyto(view, v.data)
-            v.data = view
+            v.data = self.params[off: off + v.data.size].reshape(v.shape)
         self.block = self.params[lo:hi]                   # this rank's parameters (a view)
         self.grad_block = np.zeros(block, dtype=self.dtype)
         self.pieces_info: list[Piece] = []
@@ -146,7 +192,49 @@ class ShardedSynchronizer(GradientSynchronizer):
         # [count, scalars..., non-finite flag], summed over ranks.
         self._small = np.zeros(2 + len(self.scalar_names), dtype=np.float64)
 
+    def _choose_shared_memory(self, shared_memory) -> bool:
+        if not (isinstance(shared_memory, (bool, np.bool_)) or (isinstance(shared_memory, str)
+                                                                and shared_memory == "auto")):
+            raise InvalidArgumentError(f"shared_memory: Expect: 'auto', True or False Actual: {shared_memory!r}")
+        if isinstance(shared_memory, (bool, np.bool_)) and not shared_memory:
+            return False
+        from distnet.dist.shared_memory import one_machine
+
+        possible = one_machine(self.comm)   # a collective: called on every rank alike
+        if shared_memory != "auto":   # True
+            if not possible:
+                raise InvalidArgumentError(
+                    "shared_memory=True: Expect: an MPI job of 2 or more ranks on one machine Actual: "
+                    + (f"{self.comm.size} rank(s)" if self.comm.size == 1 or getattr(self.comm, "mpi_comm", None)
+                       is None else "ranks on several machines"))
+            if self.compression != "none":
+                raise InvalidArgumentError(
+                    "shared_memory=True with compression: Expect: one of them (shared memory moves no messages "
+                    "to compress)")
+        return possible and self.compression == "none"
+
     # -- collectives on preallocated buffers ------------------------------
+    def _reduce_scatter_shared(self) -> float:
+        """This rank's block summed over every rank's segment; returns its sum of squares.
+
+        After a barrier: every rank has written its gradients and has stopped
+        reading the parameters (the update that follows writes them).
+        """
+        self.comm.barrier()
+        lo = self.comm.rank * self.block_size
+        first, *rest = self._segments
+        gb = self.grad_block
+        squares = 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            for a in range(0, self.block_size, SHARED_CHUNK):
+                b = min(a + SHARED_CHUNK, self.block_size)
+                out = gb[a:b]
+                np.add(first[lo + a: lo + b], rest[0][lo + a: lo + b], out=out)
+                for seg in rest[1:]:
+                    out += seg[lo + a: lo + b]
+                squares += float(np.dot(out, out))
+        return squares
+
     def _reduce_scatter(self) -> None:
         mpi_comm = getattr(self.comm, "mpi_comm", None)
         if self.compressor is not None:
@@ -194,7 +282,9 @@ class ShardedSynchronizer(GradientSynchronizer):
             global (any non-finite element on any rank's block).
         """
         local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
-        self._reduce_scatter()
+        squares = self._reduce_scatter_shared() if self.shared else None
+        if not self.shared:
+            self._reduce_scatter()
         gb = self.grad_block
         small = self._small
         small[0] = local_count
@@ -205,7 +295,8 @@ class ShardedSynchronizer(GradientSynchronizer):
             # is finite only if every element is (one BLAS pass); an overflow
             # of finite values is told apart by the exact check.  The flags
             # ride in the small all-reduce, so every rank decides the same.
-            finite = bool(np.isfinite(np.dot(gb, gb)) or np.isfinite(gb).all())
+            # (The shared-memory reduction computed the sum of squares chunk by chunk.)
+            finite = bool(np.isfinite(np.dot(gb, gb) if squares is None else squares) or np.isfinite(gb).all())
         small[-1] = 0.0 if finite else 1.0
         if self.comm.size > 1:
             self.comm.allreduce_(small)
@@ -234,8 +325,29 @@ class ShardedSynchronizer(GradientSynchronizer):
         )
 
     def gather_params(self) -> None:
-        """All-gather every rank's updated block into the variables (in place)."""
-        self._allgather(self.params)
+        """All-gather every rank's updated block into the variables (in place).
+
+        Through shared memory, a barrier: every rank's block is written.
+        """
+        if self.shared:
+            self.comm.barrier()
+        else:
+            self._allgather(self.params)
+
+    @contextmanager
+    def writing_params(self) -> Iterator[None]:
+        """Fence a write of the variables outside the step (a collective).
+
+        Through shared memory the parameters exist once per machine: every
+        rank waits until all have stopped reading them, writes (the same
+        values on every rank, so the concurrent writes agree), and waits
+        until all have written.  Otherwise nothing to wait for.
+        """
+        if self.shared:
+            self.comm.barrier()
+        yield
+        if self.shared:
+            self.comm.barrier()
 
     # -- full state <-> pieces --------------------------------------------
     def gather_pieces(self, table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

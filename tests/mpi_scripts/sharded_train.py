@@ -47,7 +47,8 @@ def build(args, comm) -> Trainer:
     return Trainer(model, "sparse_softmax_cross_entropy", optimizer(args.opt), dataset(),
                    global_batch_size=args.batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
                    weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
-                   log_every=1000, shard_optimizer=None if args.auto else args.shard)
+                   log_every=1000, shard_optimizer=None if args.auto else args.shard,
+                   shared_memory={"auto": "auto", "on": True, "off": False}[args.shm])
 
 
 def _net():
@@ -74,6 +75,8 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--nan-at", type=int, default=None)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--shm", default="auto", choices=("auto", "on", "off"),
+                        help="shared_memory of the sharded path: auto, True or False")
     args = parser.parse_args(script_args())
     comm = distnet.dist.get_communicator("auto")
     trainer = build(args, comm)
@@ -93,6 +96,7 @@ def main() -> int:
             arrays.update({f"slot:{slot}:{k}": v for k, v in table.items()})
         ema_eval = trainer.evaluate(dataset(), use_ema=True)
         np.savez(args.out, losses=losses, finite=finite, steps=trainer.step, sharded=trainer.shard_optimizer,
+                 shared=bool(getattr(trainer.sync, "shared", False)),
                  ema_eval_loss=ema_eval["loss"], **arrays)
     else:
         trainer.evaluate(dataset(), use_ema=True)
