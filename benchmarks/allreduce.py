@@ -157,12 +157,24 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
     from distnet.dist.sharded import ShardedSynchronizer
 
     size = comm.size
-    syncs = {c: ShardedSynchronizer(comm, [Variable(np.zeros(v.shape, np.float32), name=v.name) for v in variables],
-                                    scalar_names=("loss_sum", "correct"), compression=c)
-             for c in ("none", "float16")}
+    def sharded(compression, shared):
+        return ShardedSynchronizer(comm, [Variable(np.zeros(v.shape, np.float32), name=v.name) for v in variables],
+                                   scalar_names=("loss_sum", "correct"), compression=compression,
+                                   shared_memory=shared)
+
+    # "none"/"float16": MPI messages; "shm": through shared memory where the
+    # ranks share a machine (the default there; else the same as "none").
+    syncs = {"none": sharded("none", False), "float16": sharded("float16", False), "shm": sharded("none", "auto")}
+
+    def with_gather(sync, g):
+        sync.sync(g, local_count, global_count=global_count)
+        sync.gather_params()
+
     cases = {"bare": lambda: comm.allreduce_(bare),
              "zero1 rs": lambda: syncs["none"].sync(grads, local_count, global_count=global_count),
-             "zero1 f16": lambda: syncs["float16"].sync(grads16, local_count, global_count=global_count)}
+             "zero1 f16": lambda: syncs["float16"].sync(grads16, local_count, global_count=global_count),
+             "rs+ag": lambda: with_gather(syncs["none"], grads),
+             "shm rs+ag" if syncs["shm"].shared else "(no shm)": lambda: with_gather(syncs["shm"], grads)}
     times: dict = {k: [] for k in cases}
     for i in range(args.warmup + args.repeats):
         for name, fn in cases.items():
@@ -198,7 +210,9 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
     if comm.rank == 0:
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         best = {k: min(v) * 1e3 for k, v in times.items()}
-        print(f"\nsharded (ZeRO-1) sync: reduce-scatter + small all-reduce, beside the bare all-reduce")
+        print(f"\nsharded (ZeRO-1) sync: reduce-scatter + small all-reduce (zero1 rs, f16: MPI messages), "
+              f"with the parameters' all-gather (rs+ag: MPI messages; shm rs+ag: through shared memory, "
+              f"the default when the ranks share a machine), beside the bare all-reduce")
         for k in cases:
             print(f"{'one':>8} {'':>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
                   f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}")
