@@ -165,6 +165,18 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def pss_bytes() -> int | None:
+    """This process's proportional set size now (Linux): shared pages count 1/k in each of the k
+    processes that map them, so the ranks' figures add up to the machine's memory; None elsewhere."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Workers: one run = one framework, one configuration, one model; prints one
 # JSON line (rank 0).
@@ -258,7 +270,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
             t0 = time.perf_counter()
             comm.allreduce_(buf)
             bare.append(time.perf_counter() - t0)
-    rss = comm.allgather_object({"peak": peak_rss_bytes(), "baseline": baseline_rss})
+    rss = comm.allgather_object({"peak": peak_rss_bytes(), "baseline": baseline_rss, "pss": pss_bytes()})
     if comm.rank != 0:
         return None
     return {
@@ -681,7 +693,8 @@ def main() -> int:
             print(f"scaling, reference net, global batch {args.scaling_batch}, {label[dn]}: T1 = {t1:.1f} ms "
                   f"(1 rank x 1 thread), T2 = {t2:.1f} ms (2 ranks x 1 thread); "
                   f"efficiency = T1 / (2 * T2) = {100 * t1 / (2 * t2):.1f} %")
-    print("\npeak RSS per distnet rank (ru_maxrss) beside the theoretical need (MB = 1e6 bytes)")
+    print("\npeak RSS per distnet rank (ru_maxrss; counts a shared page in every rank that touches it) and "
+          "PSS at the end (shared pages split between the ranks) beside the theoretical need (MB = 1e6 bytes)")
     mem_rows = []
     for model in models:
         for config in [c for c in configs if c != "scaling"]:
@@ -696,15 +709,20 @@ def main() -> int:
         need = memory_need(model, batch // size, size)
         peaks = [statistics.median(run["rss"][i]["peak"] for run in runs) / 1e6 for i in range(size)]
         base = statistics.median(run["rss"][0]["baseline"] for run in runs) / 1e6
+        pss = [statistics.median(run["rss"][i].get("pss") or 0 for run in runs) / 1e6 for i in range(size)]
         name = config + (f" {label[dn]}" if size > 1 else "")
         print(f"  {model:10} {name:19} ranks {size}, local batch {batch // size}: peak RSS "
               + ", ".join(f"rank {i} {p:.0f}" for i, p in enumerate(peaks))
-              + f" MB (of which {base:.0f} MB before the model: interpreter, numpy, MPI, data)")
+              + f" MB (of which {base:.0f} MB before the model: interpreter, numpy, MPI, data)"
+              + (f"; PSS at the end {', '.join(f'{p:.0f}' for p in pss)} MB" if all(pss) else ""))
         sharded = dn == "distnet-zero1"
+        shared = sharded and bool(runs[0].get("shared_memory"))
         slots = need["adam_m_v"] // size if sharded else need["adam_m_v"]
-        total = need["total_without_ema"] - need["adam_m_v"] + slots
+        params = need["parameters"] // size if shared else need["parameters"]
+        total = need["total_without_ema"] - need["adam_m_v"] + slots - need["parameters"] + params
         print(f"  {'':30} need {total / 1e6:.1f} MB = parameters "
-              f"{need['parameters'] / 1e6:.1f} ({need['num_parameters']:,}) + gradients "
+              f"{params / 1e6:.1f}{' (one shared copy per machine, 1/2 per rank)' if shared else ''} "
+              f"({need['num_parameters']:,}) + gradients "
               f"{need['gradients'] / 1e6:.1f} + Adam m,v {slots / 1e6:.1f}{' (1/2 per rank)' if sharded else ''}"
               f" + activations {need['activations'] / 1e6:.1f}; an EMA would add "
               f"{(need['ema'] // size if sharded else need['ema']) / 1e6:.1f}")
