@@ -218,7 +218,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     data = ArrayDataset(x, y, num_classes=CLASSES)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(LEARNING_RATE), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      **({"shard_optimizer": True} if sharded else {}))
+                      **({"shard_optimizer": True, "shared_memory": "auto"} if sharded else {}))
 
     sync_times: list[float] = []
     sync = getattr(trainer, "sync", None)

@@ -334,6 +334,10 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it
     # (measured faster, less memory; the same results and checkpoints).
     kwargs["shard_optimizer"] = cfg.dist.shard_optimizer
+    # Unset: shared memory wherever the sharded optimizer can use it (one machine);
+    # the job's own code writes the weights only inside the trainer.
+    if "shared_memory" in accepted:
+        kwargs["shared_memory"] = "auto" if cfg.dist.shared_memory is None else cfg.dist.shared_memory
     try:
         return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:
@@ -381,6 +385,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     status = "failed"
     try:
         history = trainer.fit(resume=resume)
+        trainer.close()   # a collective: frees the workers' shared memory
         status = "completed"
         return history
     except KeyboardInterrupt:

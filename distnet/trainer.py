@@ -190,7 +190,7 @@ class Trainer:
         blas_threads: int | str | None = "auto",
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
         compression: str = "none",
-        shared_memory: bool | str = "auto",
+        shared_memory: bool | str = False,
     ):
         from distnet.dist import get_communicator
 
@@ -237,7 +237,7 @@ class Trainer:
             # Not the default: with it, optimizer.get_slot / ema.state_dict()
             # hold this rank's pieces only (Trainer.state() gathers them).
             shard_optimizer = self.comm.size > 1 and not clipping and bucket_bytes is None and not overlap
-        if shared_memory is True and not shard_optimizer:
+        if isinstance(shared_memory, (bool, np.bool_)) and shared_memory and not shard_optimizer:
             raise InvalidArgumentError(
                 "shared_memory=True applies to the sharded optimizer; Expect: shard_optimizer=True or None "
                 f"(auto) Actual: shard_optimizer={shard_optimizer!r}")
@@ -326,6 +326,7 @@ class Trainer:
         # direct_grads: backward writes into the synchroniser's buffer (no
         # gradient arrays of its own, no packing pass).
         self._grad_views = self.sync.grad_views() if self.direct_grads else None
+        self._closed = False
         self.optimizer.build(self._updated)
         if self.ema is not None:
             # TF1: the shadows start at the variables' initial values (before step 1).
@@ -374,8 +375,34 @@ class Trainer:
         return float(lr(self.step)) if callable(lr) else float(lr)
 
     # ------------------------------------------------------------------
+    def close(self) -> None:
+        """End the trainer (a collective: every rank calls it): free the shared memory of
+        ``shared_memory`` and give the variables private copies of their values.
+
+        The model stays usable (evaluate, save, another Trainer); this trainer trains no more.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self.sync, "close", None)
+        if close is not None:
+            close()
+        self._grad_views = None   # they viewed the synchroniser's (maybe freed) buffer
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Not after an exception: it may have happened on this rank only, and close()
+        # is a collective the other ranks would never join.
+        if exc_type is None:
+            self.close()
+
     def train_step(self, batch) -> StepResult:
         """One synchronized step on this rank's shard (a ``ShardBatch``)."""
+        if self._closed:
+            raise InvalidArgumentError("train_step: Expect: an open Trainer Actual: close() was called "
+                                       "(build a new Trainer to train again)")
         t0 = time.perf_counter()
         step = self.step
         indices = batch.indices

@@ -103,8 +103,53 @@ def test_mpi_messages_on_3_ranks_and_a_resume_across_the_two_ways(single, tmp_pa
 
 
 @pytest.mark.mpi
+def test_shared_memory_with_evaluation_micro_batches_and_close(tmp_path):
+    """EMA evaluation every 2 steps (the weights swapped in and out of the shared
+    buffer between barriers), 2 micro-batches, then close(): the same bits as
+    the message path, and after close() the same evaluation from private weights."""
+    args = ("--shard", "--eval-every", 2, "--micro-batches", 2, "--close")
+    shm = _mpi(tmp_path, 2, "shm-eval", *args, "--shm", "on")
+    msg = _mpi(tmp_path, 2, "msg-eval", *args, "--shm", "off")
+    assert bool(shm["shared"]) and not bool(msg["shared"])
+    for k in _state(shm):
+        assert np.array_equal(shm[k], msg[k]), k
+    np.testing.assert_array_equal(shm["losses"], msg["losses"])
+    three = _mpi(tmp_path, 3, "shm-eval3", *args, "--shm", "on")
+    assert bool(three["shared"]) and _max_diff(msg, three) < TOL
+
+
+@pytest.mark.mpi
+def test_close_frees_the_shared_windows():
+    import json
+
+    run = run_mpi("shm_windows.py", 2, "close", timeout=60)
+    assert run.returncode == 0, run.describe()
+    res = json.loads(run.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    mb = 1e6
+    # 5 synchronisers of 4 MB of weights + 2 x 4 MB of gradient segments each
+    kept = (res["free_closed"] - res["free_kept"]) / mb
+    assert kept > 5 * 11, f"windows that are never closed hold /dev/shm: only {kept:.1f} MB"
+    assert abs(res["free0"] - res["free_closed"]) / mb < 2, res
+
+
+@pytest.mark.mpi
+def test_a_small_dev_shm_falls_back_to_messages_or_is_refused():
+    import json
+
+    run = run_mpi("shm_windows.py", 2, "small", timeout=60)
+    assert run.returncode == 0, run.describe()
+    res = json.loads(run.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert res["auto_shared"] is False
+    assert any("uses MPI messages (slower)" in w and "10.5 MB free" in w for w in res["warnings"]), res
+    assert "shared_memory=True: Expect: " in res["true_error"] and "/dev/shm" in res["true_error"]
+    assert "shm-size" in res["true_error"]
+
+
+@pytest.mark.mpi
 def test_auto_shards_on_2_ranks(sharded2, tmp_path):
-    res = _mpi(tmp_path, 2, "auto", "--auto")
+    # shard_optimizer=None and the Trainer's default shared_memory (False): messages
+    res = _mpi(tmp_path, 2, "auto", "--auto", "--shm", "default")
+    assert not bool(res["shared"])
     assert bool(res["sharded"]) and bool(sharded2["sharded"])
     for k in _state(sharded2):
         assert np.array_equal(res[k], sharded2[k]), k

@@ -287,6 +287,7 @@ def test_compose_structure():
         assert "cluster:/cluster" in svc["volumes"] and "runs:/runs" in svc["volumes"]
         assert svc["build"]["dockerfile"] == "docker/Dockerfile"
         assert "ports" not in svc  # nothing published on the Docker host
+        assert svc["shm_size"] == "${DISTNET_SHM_SIZE:-1gb}"  # room for the shared weights (64 MB default)
     assert services["worker"]["command"] == ["worker"]
     assert services["worker"]["deploy"]["replicas"] == "${DISTNET_WORKERS:-2}"
     assert services["launcher"]["command"][0] == "launcher"

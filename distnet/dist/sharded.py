@@ -134,6 +134,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         self._offsets: list = [int((self._views[i].__array_interface__["data"][0] - base) // itemsize)
                                for i in range(len(self.variables))]
         n_scalars = self._scalars.size
+        self._closed = False
         self.shared = self._choose_shared_memory(shared_memory)
         self._segments: list[np.ndarray] = []
         self._windows: list = []   # kept alive: the arrays below view their memory
@@ -167,7 +168,7 @@ class ShardedSynchronizer(GradientSynchronizer):
                 self.params[:] = 0
                 for off, v in zip(self._offsets, self.variables):
                     np.copyto(self.params[off: off + v.data.size].reshape(v.shape), v.data)
-            comm.barrier()
+            self._shared_barrier()
         else:
             self.params = np.zeros(self.padded, dtype=self.param_dtype)
             for off, v in zip(self._offsets, self.variables):
@@ -201,6 +202,8 @@ class ShardedSynchronizer(GradientSynchronizer):
         from distnet.dist.shared_memory import one_machine
 
         possible = one_machine(self.comm)   # a collective: called on every rank alike
+        if shared_memory == "auto" and self.compression != "none":
+            return False
         if shared_memory != "auto":   # True
             if not possible:
                 raise InvalidArgumentError(
@@ -211,7 +214,40 @@ class ShardedSynchronizer(GradientSynchronizer):
                 raise InvalidArgumentError(
                     "shared_memory=True with compression: Expect: one of them (shared memory moves no messages "
                     "to compress)")
-        return possible and self.compression == "none"
+        if not possible:
+            return False
+        from distnet.dist.shared_memory import SHM_DIR, room_for, segment_bytes
+
+        need = (self.comm.size * segment_bytes(self.padded + self._scalars.size, self.dtype)
+                + segment_bytes(self.padded, self.param_dtype))
+        enough, free = room_for(self.comm, need)   # a collective; every rank gets the same answer
+        if enough:
+            return True
+        why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for the weights and every rank's gradients Actual: "
+               + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}")
+               + " (a container gets 64 MB there by default: docker run --shm-size, compose shm_size)")
+        if shared_memory != "auto":
+            raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
+        if self.comm.rank == 0:
+            import warnings
+
+            from distnet.dist.threads import PerformanceWarning
+
+            warnings.warn(f"shared_memory: the sharded optimizer uses MPI messages (slower): Expect: {why}",
+                          PerformanceWarning, stacklevel=4)
+        return False
+
+    def _shared_barrier(self) -> None:
+        """A barrier with ``MPI_Win_sync`` on both sides (stores before it seen by loads after it)."""
+        for w in self._windows:
+            w.sync()
+        self.comm.barrier()
+        for w in self._windows:
+            w.sync()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DistributedError("the sharded synchroniser is closed (Trainer.close()): it trains no more")
 
     # -- collectives on preallocated buffers ------------------------------
     def _reduce_scatter_shared(self) -> float:
@@ -220,7 +256,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         After a barrier: every rank has written its gradients and has stopped
         reading the parameters (the update that follows writes them).
         """
-        self.comm.barrier()
+        self._shared_barrier()
         lo = self.comm.rank * self.block_size
         first, *rest = self._segments
         gb = self.grad_block
@@ -281,6 +317,7 @@ class ShardedSynchronizer(GradientSynchronizer):
             pieces (views, valid until the next ``sync``); ``is_finite`` is
             global (any non-finite element on any rank's block).
         """
+        self._check_open()
         local_count, global_count, scalars = self._pack(grads, local_count, scalars, global_count, prescaled)
         squares = self._reduce_scatter_shared() if self.shared else None
         if not self.shared:
@@ -329,8 +366,9 @@ class ShardedSynchronizer(GradientSynchronizer):
 
         Through shared memory, a barrier: every rank's block is written.
         """
+        self._check_open()
         if self.shared:
-            self.comm.barrier()
+            self._shared_barrier()
         else:
             self._allgather(self.params)
 
@@ -343,11 +381,47 @@ class ShardedSynchronizer(GradientSynchronizer):
         values on every rank, so the concurrent writes agree), and waits
         until all have written.  Otherwise nothing to wait for.
         """
-        if self.shared:
-            self.comm.barrier()
-        yield
-        if self.shared:
-            self.comm.barrier()
+        if not self.shared:
+            yield
+            return
+        self._shared_barrier()
+        try:
+            yield
+        finally:   # also when the write fails on some ranks: every rank reaches this barrier
+            self._shared_barrier()
+
+    def close(self) -> None:
+        """Free the shared windows, if any (a collective); the synchroniser trains no more.
+
+        The variables keep their values in private arrays of their own, so the
+        model can still be evaluated, saved or trained by another trainer.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self.shared:
+            return
+        self._shared_barrier()   # every rank done with the shared arrays
+        private = np.array(self.params)
+        for off, v in zip(self._offsets, self.variables):
+            v.data = private[off: off + v.data.size].reshape(v.shape)
+        self.params = private
+        lo, hi = self.block_range
+        self.block = private[lo:hi]
+        for piece, info in zip(self.pieces, self.pieces_info):
+            piece.data = self.block[info.lo: info.lo + info.size]
+        self.buffer = np.zeros_like(self.buffer)   # nothing may point into a freed window
+        self._grad_part = self.buffer[:self.padded]
+        self._scalars = self.buffer[self.padded:]
+        self.buckets = [self.buffer]
+        self._views = [self._grad_part[off: off + v.data.size].reshape(v.shape)
+                       for off, v in zip(self._offsets, self.variables)]
+        self._segments = []
+        self.comm.barrier()   # every rank has its private copy before the memory goes
+        for w in self._windows:
+            w.free()
+        self._windows = []
+        self.shared = False
 
     # -- full state <-> pieces --------------------------------------------
     def gather_pieces(self, table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -13,21 +13,32 @@ When every rank of a job runs on one machine, the sharded optimizer
 Measured here (2 ranks, 2 cores, 25.7 MB of gradients, medians): reduce-
 scatter + finite check + small all-reduce + all-gather 3.66 ms with MPI,
 1.02 ms through shared memory, beside a bare ``MPI.Allreduce`` of the same
-bytes at 2.68 ms (``mpiexec -n 2 python benchmarks/allreduce.py``).  One
-copy of the parameters per machine also leaves more of the cache to the
-matrix products (two ranks' dense layer: 23.1 ms with private weights, 21.6
-ms with shared ones).
+bytes at 2.68 ms.  One copy of the parameters per machine also leaves more
+of the cache to the matrix products (two ranks' dense layer: 23.1 ms with
+private weights, 21.6 ms with shared ones).
 
-The windows are allocated with ``MPI.Win.Allocate_shared`` on the job's
-communicator and live as long as the job's MPI (freeing a window is a
-collective, which a garbage collector cannot make).  MPICH gives each rank's
-segment its own page-aligned start.
+MPICH backs the windows with files in ``/dev/shm``; a write beyond that
+file system's size kills the process (SIGBUS), and containers get 64 MB
+there by default.  :func:`room_for` checks the space first, on every rank.
+Each segment is rounded up to whole pages, so every rank's segment starts
+on its own page (no cache line shared by two ranks' data).  Every window
+stays in a passive-target epoch (``Lock_all``) for its life, and
+:meth:`SharedSegments.sync` (``MPI_Win_sync``) is called on both sides of
+each barrier, the portable way to order loads and stores on shared windows.
+Freeing a window is a collective: :meth:`SharedSegments.free`, called by
+``Trainer.close()``; a garbage collector cannot make that call.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from distnet.dist.communicator import Communicator
+
+#: Where MPICH puts the files behind shared windows.
+SHM_DIR = "/dev/shm"
+PAGE = 4096
 
 
 def one_machine(comm: Communicator) -> bool:
@@ -45,6 +56,33 @@ def one_machine(comm: Communicator) -> bool:
         return local.Get_size() == comm.size
     finally:
         local.Free()
+
+
+def free_bytes(path: str = SHM_DIR) -> int | None:
+    """Bytes free for an unprivileged writer in the file system at ``path``; None if there is none."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def room_for(comm: Communicator, nbytes: int) -> tuple[bool, int | None]:
+    """Whether ``SHM_DIR`` has ``nbytes`` (+ 1 MiB) free on every rank (a collective; all agree).
+
+    Returns:
+        ``(enough, least free bytes seen by a rank or None)``.
+    """
+    seen = comm.allgather_object(free_bytes())
+    if any(f is None for f in seen):
+        return False, None
+    least = min(seen)
+    return least >= nbytes + (1 << 20), least
+
+
+def segment_bytes(count: int, dtype) -> int:
+    """Bytes of a segment of ``count`` elements, rounded up to whole pages."""
+    return -(-count * np.dtype(dtype).itemsize // PAGE) * PAGE
 
 
 class SharedSegments:
@@ -66,12 +104,22 @@ class SharedSegments:
         from mpi4py import MPI
 
         dtype = np.dtype(dtype)
-        mpi_comm = comm.mpi_comm
-        mine = count if (not single or comm.rank == 0) else 0
-        # At least one byte: some MPIs return no address for an empty segment.
-        self.window = MPI.Win.Allocate_shared(max(mine * dtype.itemsize, 1), dtype.itemsize, comm=mpi_comm)
+        mine = segment_bytes(count, dtype) if (not single or comm.rank == 0) else 0
+        # At least one page: some MPIs return no address for an empty segment.
+        self.window = MPI.Win.Allocate_shared(max(mine, PAGE), dtype.itemsize, comm=comm.mpi_comm)
+        self.window.Lock_all(MPI.MODE_NOCHECK)
         owners = [0] if single else range(comm.size)
         self.arrays = []
         for q in owners:
             buf, _ = self.window.Shared_query(q)
             self.arrays.append(np.frombuffer(buf, dtype=dtype, count=count))
+
+    def sync(self) -> None:
+        """``MPI_Win_sync``: this rank's stores visible, others' loads ordered (around a barrier)."""
+        self.window.Sync()
+
+    def free(self) -> None:
+        """Free the window (a collective).  ``arrays`` must not be used after."""
+        self.arrays = []
+        self.window.Unlock_all()
+        self.window.Free()

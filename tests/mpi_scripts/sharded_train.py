@@ -18,9 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _common import plant_in_gradients, say, script_args  # noqa: E402
+from _common import expect, plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
+import distnet.errors  # noqa: E402
 from distnet import layers, regularizers, schedules  # noqa: E402
 from distnet.trainer import Trainer  # noqa: E402
 from train_equivalence import dataset  # noqa: E402
@@ -48,7 +49,9 @@ def build(args, comm) -> Trainer:
                    global_batch_size=args.batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
                    weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
                    log_every=1000, shard_optimizer=None if args.auto else args.shard,
-                   shared_memory={"auto": "auto", "on": True, "off": False}[args.shm])
+                   eval_every=args.eval_every, micro_batches=args.micro_batches,
+                   **({} if args.shm == "default" else
+                      {"shared_memory": {"auto": "auto", "on": True, "off": False}[args.shm]}))
 
 
 def _net():
@@ -75,8 +78,13 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--nan-at", type=int, default=None)
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--shm", default="auto", choices=("auto", "on", "off"),
-                        help="shared_memory of the sharded path: auto, True or False")
+    parser.add_argument("--shm", default="auto", choices=("auto", "on", "off", "default"),
+                        help="shared_memory of the sharded path: auto, True, False or the Trainer's default")
+    parser.add_argument("--eval-every", type=int, default=None, help="evaluate (and with the EMA) every N steps")
+    parser.add_argument("--micro-batches", type=int, default=1)
+    parser.add_argument("--close", action="store_true",
+                        help="close() the trainer at the end, evaluate again with the EMA weights, "
+                             "and check that it trains no more")
     args = parser.parse_args(script_args())
     comm = distnet.dist.get_communicator("auto")
     trainer = build(args, comm)
@@ -99,7 +107,21 @@ def main() -> int:
                  shared=bool(getattr(trainer.sync, "shared", False)),
                  ema_eval_loss=ema_eval["loss"], **arrays)
     else:
-        trainer.evaluate(dataset(), use_ema=True)
+        ema_eval = trainer.evaluate(dataset(), use_ema=True)
+    if args.close:
+        before = {v.name: v.numpy().copy() for v in trainer.variables}
+        trainer.close()
+        expect(not getattr(trainer.sync, "shared", False), "no shared memory after close()")
+        expect(all(np.array_equal(before[v.name], v.numpy()) for v in trainer.variables),
+               "the weights keep their values after close()")
+        again = trainer.evaluate(dataset(), use_ema=True)
+        expect(again == ema_eval, f"EMA evaluation after close() {again} != before {ema_eval}")
+        try:
+            trainer.train_step(trainer.sampler.next())
+            expect(False, "a closed trainer trained")
+        except distnet.errors.InvalidArgumentError as exc:
+            expect("close() was called" in str(exc), str(exc))
+        say(f"rank {comm.rank} closed")
     say(f"rank {comm.rank} size {comm.size} shard {args.shard} steps {trainer.step} final_loss {losses[-1]:.6f}")
     return 0
 

@@ -1,0 +1,70 @@
+"""The shared windows of the sharded optimizer: freed by close(), refused or
+left off when /dev/shm is too small.
+
+usage: python shm_windows.py close    (5 synchronisers built and closed, 5 built and dropped:
+                                      /dev/shm's free space before and after each)
+       python shm_windows.py small    (free space faked at 10 MB: auto falls back, True is an error)
+Prints one ``RESULT {json}`` line on rank 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+sys.path.insert(0, os.path.dirname(__file__))
+import numpy as np  # noqa: E402
+from _common import expect, say, script_args  # noqa: E402
+
+import distnet  # noqa: E402
+from distnet.dist import shared_memory  # noqa: E402
+from distnet.dist.sharded import ShardedSynchronizer  # noqa: E402
+from distnet.errors import InvalidArgumentError  # noqa: E402
+
+N = 1_000_000   # 4 MB of float32: segments of 4 MB per rank + 4 MB of weights per synchroniser
+
+
+def build(comm, shared):
+    v = distnet.Variable(np.ones(N, dtype=np.float32), name="w")
+    return ShardedSynchronizer(comm, [v], shared_memory=shared), v
+
+
+def main() -> int:
+    mode = script_args()[0]
+    comm = distnet.dist.get_communicator("auto")
+    out = {}
+    if mode == "close":
+        free0 = shared_memory.free_bytes()
+        for _ in range(5):
+            sync, v = build(comm, True)
+            expect(sync.shared, "shared memory on one machine")
+            sync.close()
+            expect(not sync.shared and float(v.data.sum()) == N, "private weights after close")
+        comm.barrier()
+        free_closed = shared_memory.free_bytes()
+        kept = [build(comm, True) for _ in range(5)]   # never closed: their windows stay
+        comm.barrier()
+        free_kept = shared_memory.free_bytes()
+        out = {"free0": free0, "free_closed": free_closed, "free_kept": free_kept}
+        for sync, _ in kept:
+            sync.close()
+    elif mode == "small":
+        shared_memory.free_bytes = lambda path=shared_memory.SHM_DIR: 10 << 20   # 10 MB, on every rank
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sync, _ = build(comm, "auto")
+        out["auto_shared"] = sync.shared
+        out["warnings"] = [str(w.message) for w in caught]
+        try:
+            build(comm, True)
+            out["true_error"] = None
+        except InvalidArgumentError as exc:
+            out["true_error"] = str(exc)
+    if comm.rank == 0:
+        say("RESULT " + json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
