@@ -47,6 +47,18 @@ def _to_array(value: Any, dtype=None) -> np.ndarray:
         if dtype.kind in "iu" and arr.dtype.kind in "iu" and not _fits(arr, dtype):
             raise DTypeError(f"cannot convert to {dtype.name}: Expect: values in [{np.iinfo(dtype).min}, "
                              f"{np.iinfo(dtype).max}] Actual: [{arr.min()}, {arr.max()}]")
+        if dtype.kind in "iu" and arr.dtype.kind in "fc":
+            # Never a silent truncation (numpy's astype would turn 3.7 into 3).  TF1 refuses
+            # every float here; whole numbers that fit are let through.
+            flat = arr.reshape(-1)
+            info = np.iinfo(dtype)
+            with np.errstate(invalid="ignore"):
+                ok = (np.isfinite(flat) & (flat == np.round(flat)) & (flat >= info.min) & (flat <= info.max)
+                      if arr.dtype.kind == "f" else np.zeros(flat.shape, dtype=bool))
+            if not ok.all():
+                raise DTypeError(f"cannot convert {arr.dtype.name} values to {dtype.name}: Expect: whole numbers "
+                                 f"in [{info.min}, {info.max}] Actual: {flat[~ok][:3].tolist()}; "
+                                 "use distnet.cast to truncate on purpose")
         arr = arr.astype(dtype, copy=False)
     return arr
 

@@ -21,6 +21,20 @@ def test_constant_default_dtypes_follow_tf():
     assert distnet.constant(1.5, dtype="float64").numpy() == 1.5    # no float32 rounding on the way
 
 
+def test_a_float_never_truncates_silently_into_an_integer_dtype():
+    for value in (3.7, [1.0, 2.5], np.nan, np.inf, 1e10, np.array([0.5])):
+        with pytest.raises(DTypeError, match="Expect: whole numbers in .* use distnet.cast to truncate on purpose"):
+            distnet.constant(value, dtype="int32")
+    with pytest.raises(DTypeError, match=r"to uint8: Expect: whole numbers in \[0, 255\] Actual: \[-1.0\]"):
+        distnet.constant(-1.0, dtype="uint8")
+    with pytest.raises(DTypeError, match="whole numbers"):
+        distnet.Variable(np.full(3, 0.25), name="v", dtype="int64")
+    # whole numbers that fit convert; distnet.cast still truncates on purpose (as tf.cast)
+    assert distnet.constant(3.0, dtype="int32").numpy() == 3
+    np.testing.assert_array_equal(distnet.constant(np.array([1.0, -2.0]), dtype="int64").numpy(), [1, -2])
+    np.testing.assert_array_equal(distnet.cast(distnet.constant([3.7, -3.7]), "int32").numpy(), [3, -3])
+
+
 def test_constant_rejects_objects():
     with pytest.raises(DTypeError, match="Python objects"):
         distnet.constant([object()])
