@@ -52,8 +52,11 @@ def _to_array(value: Any, dtype=None) -> np.ndarray:
             # every float here; whole numbers that fit are let through.
             flat = arr.reshape(-1)
             info = np.iinfo(dtype)
+            # Bounds as powers of two, which every float type holds exactly (info.max itself
+            # rounds up to 2**bits in float32/float64, and would let the first value past it wrap).
+            lo, hi = float(info.min), float(info.max) + 1.0
             with np.errstate(invalid="ignore"):
-                ok = (np.isfinite(flat) & (flat == np.round(flat)) & (flat >= info.min) & (flat <= info.max)
+                ok = (np.isfinite(flat) & (flat == np.round(flat)) & (flat >= lo) & (flat < hi)
                       if arr.dtype.kind == "f" else np.zeros(flat.shape, dtype=bool))
             if not ok.all():
                 raise DTypeError(f"cannot convert {arr.dtype.name} values to {dtype.name}: Expect: whole numbers "

@@ -376,8 +376,9 @@ class Trainer:
 
     # ------------------------------------------------------------------
     def close(self) -> None:
-        """End the trainer (a collective: every rank calls it): free the shared memory of
-        ``shared_memory`` and give the variables private copies of their values.
+        """End the trainer (a collective: every rank calls it, at the same point; on one
+        rank alone its barriers would meet the others' next step): free the shared memory
+        of ``shared_memory`` and give the variables private copies of their values.
 
         The model stays usable (evaluate, save, another Trainer); this trainer trains no more.
         """

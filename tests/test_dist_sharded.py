@@ -129,7 +129,7 @@ def test_close_frees_the_shared_windows():
     # 5 synchronisers of 4 MB of weights + 2 x 4 MB of gradient segments each
     kept = (res["free_closed"] - res["free_kept"]) / mb
     assert kept > 5 * 11, f"windows that are never closed hold /dev/shm: only {kept:.1f} MB"
-    assert abs(res["free0"] - res["free_closed"]) / mb < 2, res
+    assert abs(res["free0"] - res["free_closed"]) / mb < 8, res   # against 60 MB unfreed
 
 
 @pytest.mark.mpi
@@ -139,10 +139,10 @@ def test_a_small_dev_shm_falls_back_to_messages_or_is_refused():
     run = run_mpi("shm_windows.py", 2, "small", timeout=60)
     assert run.returncode == 0, run.describe()
     res = json.loads(run.stdout.split("RESULT ", 1)[1].splitlines()[0])
-    assert res["auto_shared"] is False
+    assert res["auto_shared"] == [False, False]     # only rank 1 is short: both ranks agree
     assert any("uses MPI messages (slower)" in w and "10.5 MB free" in w for w in res["warnings"]), res
-    assert "shared_memory=True: Expect: " in res["true_error"] and "/dev/shm" in res["true_error"]
-    assert "shm-size" in res["true_error"]
+    for error in res["true_errors"]:                  # refused on every rank, not only the short one
+        assert "shared_memory=True: Expect: " in error and "/dev/shm" in error and "shm-size" in error
 
 
 @pytest.mark.mpi
@@ -298,6 +298,25 @@ def test_shared_memory_with_compression_is_refused_or_left_off(monkeypatch):
     assert _tiny_trainer(shard_optimizer=True, shared_memory=False).sync.shared is False
 
 
+def test_close_in_one_process_replicated_or_sharded_twice_and_as_a_context():
+    from distnet.errors import InvalidArgumentError
+
+    for kwargs in ({}, {"shard_optimizer": True}):
+        with _tiny_trainer(**kwargs) as trainer:
+            trainer.fit()
+            before = [v.numpy().copy() for v in trainer.variables]
+        assert trainer._closed                                   # closed on leaving the block
+        trainer.close()                                          # twice: nothing more to do
+        assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, trainer.variables))
+        assert trainer.evaluate(trainer.train_data)["samples"] == 8   # still evaluates
+        with pytest.raises(InvalidArgumentError, match="close\\(\\) was called"):
+            trainer.train_step(trainer.sampler.next())
+    with pytest.raises(ZeroDivisionError):
+        with _tiny_trainer() as trainer:
+            raise ZeroDivisionError
+    assert not trainer._closed   # not after an exception (it may be one rank's alone)
+
+
 def test_auto_is_replicated_on_one_rank():
     assert _tiny_trainer().shard_optimizer is False
     assert _tiny_trainer(shard_optimizer=None).shard_optimizer is False
@@ -421,9 +440,12 @@ def test_job_files_shard_the_optimizer_by_default_on_several_ranks_where_they_ca
     assert run.returncode == 0, run.describe()
     got = dict(line.split(" ", 2)[1:] for line in run.stdout.splitlines() if line.startswith("OPTIONS "))
     eight = 8 << 20   # the replicated path's default buckets on several ranks (distnet/trainer.py)
-    assert got == {"unset": "shard=True overlap=False buckets=None",
-                   "off": f"shard=False overlap=False buckets={eight}",
-                   "buckets": "shard=False overlap=False buckets=4096",
-                   "overlap": f"shard=False overlap=True buckets={eight}",
-                   "clip": f"shard=False overlap=False buckets={eight}",
-                   "f16": "shard=False overlap=False buckets=None"}, run.describe()
+    # and, on one machine, through shared memory unless told not to or compressing
+    assert got == {"unset": "shard=True overlap=False buckets=None shm=True",
+                   "off": f"shard=False overlap=False buckets={eight} shm=False",
+                   "buckets": "shard=False overlap=False buckets=4096 shm=False",
+                   "overlap": f"shard=False overlap=True buckets={eight} shm=False",
+                   "clip": f"shard=False overlap=False buckets={eight} shm=False",
+                   "f16": "shard=False overlap=False buckets=None shm=False",
+                   "noshm": "shard=True overlap=False buckets=None shm=False",
+                   "shard-f16": "shard=True overlap=False buckets=None shm=False"}, run.describe()

@@ -22,9 +22,17 @@ def test_constant_default_dtypes_follow_tf():
 
 
 def test_a_float_never_truncates_silently_into_an_integer_dtype():
-    for value in (3.7, [1.0, 2.5], np.nan, np.inf, 1e10, np.array([0.5])):
+    for value in (3.7, [1.0, 2.5], np.nan, np.inf, 1e10, np.array([0.5]), 2.0 ** 31, np.float32(2 ** 31)):
         with pytest.raises(DTypeError, match="Expect: whole numbers in .* use distnet.cast to truncate on purpose"):
             distnet.constant(value, dtype="int32")
+    # the first value past the top, which float32/float64 cannot tell from iinfo.max
+    for value, dtype in ((2.0 ** 63, "int64"), (np.float32(2 ** 63), "int64"), (2.0 ** 64, "uint64"),
+                         (256.0, "uint8"), (-2.0 ** 31 - 1, "int32")):
+        with pytest.raises(DTypeError, match="whole numbers"):
+            distnet.constant(value, dtype=dtype)
+    assert distnet.constant(-2.0 ** 31, dtype="int32").numpy() == -2 ** 31
+    assert distnet.constant(2.0 ** 31 - 1, dtype="int32").numpy() == 2 ** 31 - 1
+    assert distnet.constant(255.0, dtype="uint8").numpy() == 255
     with pytest.raises(DTypeError, match=r"to uint8: Expect: whole numbers in \[0, 255\] Actual: \[-1.0\]"):
         distnet.constant(-1.0, dtype="uint8")
     with pytest.raises(DTypeError, match="whole numbers"):

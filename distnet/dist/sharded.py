@@ -398,8 +398,8 @@ class ShardedSynchronizer(GradientSynchronizer):
         """
         if self._closed:
             return
-        self._closed = True
         if not self.shared:
+            self._closed = True
             return
         self._shared_barrier()   # every rank done with the shared arrays
         private = np.array(self.params)
@@ -410,18 +410,16 @@ class ShardedSynchronizer(GradientSynchronizer):
         self.block = private[lo:hi]
         for piece, info in zip(self.pieces, self.pieces_info):
             piece.data = self.block[info.lo: info.lo + info.size]
-        self.buffer = np.zeros_like(self.buffer)   # nothing may point into a freed window
-        self._grad_part = self.buffer[:self.padded]
-        self._scalars = self.buffer[self.padded:]
-        self.buckets = [self.buffer]
-        self._views = [self._grad_part[off: off + v.data.size].reshape(v.shape)
-                       for off, v in zip(self._offsets, self.variables)]
-        self._segments = []
+        # Nothing may point into a freed window; a closed synchroniser syncs no more.
+        self.buffer = np.zeros(0, dtype=self.dtype)
+        self._grad_part = self._scalars = self.buffer
+        self.buckets, self._views, self._segments = [], [], []
         self.comm.barrier()   # every rank has its private copy before the memory goes
         for w in self._windows:
             w.free()
         self._windows = []
         self.shared = False
+        self._closed = True
 
     # -- full state <-> pieces --------------------------------------------
     def gather_pieces(self, table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ from distnet.dist.communicator import Communicator
 
 #: Where MPICH puts the files behind shared windows.
 SHM_DIR = "/dev/shm"
-PAGE = 4096
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def one_machine(comm: Communicator) -> bool:

@@ -1,6 +1,7 @@
 """Which synchroniser a job file gets on this many ranks: prints, on rank 0,
-one line ``OPTIONS <variant> shard=<bool> overlap=<bool> buckets=<bucket_bytes>``
-per ``[dist]`` variant (buckets: None when sharded or one buffer).
+one line ``OPTIONS <variant> shard=<bool> overlap=<bool> buckets=<bucket_bytes> shm=<bool>``
+per ``[dist]`` variant (buckets: None when sharded or one buffer; shm: the
+sharded path through shared memory).
 
 usage: mpiexec -n N python job_defaults.py
 """
@@ -24,9 +25,13 @@ VARIANTS = {
     "overlap": "[dist]\noverlap = true\n",
     "clip": "[optimizer]\nclip_norm = 1.0\n",
     "f16": "[dist]\nshard_optimizer = false\ncompression = \"float16\"\n",
+    "noshm": "[dist]\nshared_memory = false\n",
+    "shard-f16": "[dist]\ncompression = \"float16\"\n",
 }
 for name, extra in VARIANTS.items():
     t = build_trainer(parse_job(JOB + extra))
     if t.comm.rank == 0:
         buckets = None if t.shard_optimizer else t.sync.bucket_bytes
-        say(f"OPTIONS {name} shard={t.shard_optimizer} overlap={t.overlap} buckets={buckets}")
+        shm = bool(getattr(t.sync, "shared", False))
+        say(f"OPTIONS {name} shard={t.shard_optimizer} overlap={t.overlap} buckets={buckets} shm={shm}")
+    t.close()
