@@ -194,17 +194,15 @@ class ShardedSynchronizer(GradientSynchronizer):
         self._small = np.zeros(2 + len(self.scalar_names), dtype=np.float64)
 
     def _choose_shared_memory(self, shared_memory) -> bool:
-        if not (isinstance(shared_memory, (bool, np.bool_)) or (isinstance(shared_memory, str)
-                                                                and shared_memory == "auto")):
+        auto = isinstance(shared_memory, str) and shared_memory == "auto"
+        if not (auto or isinstance(shared_memory, (bool, np.bool_))):
             raise InvalidArgumentError(f"shared_memory: Expect: 'auto', True or False Actual: {shared_memory!r}")
-        if isinstance(shared_memory, (bool, np.bool_)) and not shared_memory:
+        if not auto and not shared_memory:
             return False
         from distnet.dist.shared_memory import one_machine
 
         possible = one_machine(self.comm)   # a collective: called on every rank alike
-        if shared_memory == "auto" and self.compression != "none":
-            return False
-        if shared_memory != "auto":   # True
+        if not auto:   # True: possible, or an error saying why not
             if not possible:
                 raise InvalidArgumentError(
                     "shared_memory=True: Expect: an MPI job of 2 or more ranks on one machine Actual: "
@@ -214,7 +212,7 @@ class ShardedSynchronizer(GradientSynchronizer):
                 raise InvalidArgumentError(
                     "shared_memory=True with compression: Expect: one of them (shared memory moves no messages "
                     "to compress)")
-        if not possible:
+        if not possible or self.compression != "none":
             return False
         from distnet.dist.shared_memory import SHM_DIR, room_for, segment_bytes
 
@@ -226,7 +224,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for the weights and every rank's gradients Actual: "
                + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}")
                + " (a container gets 64 MB there by default: docker run --shm-size, compose shm_size)")
-        if shared_memory != "auto":
+        if not auto:
             raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
         if self.comm.rank == 0:
             import warnings
