@@ -22,10 +22,10 @@ numpy/torch/tensorflow are imported):
   ``distnet.Trainer``; PyTorch DistributedDataParallel with the gloo backend.
   This row is also compared with the frameworks' ``1x2`` figures.  distnet
   runs it twice (``--zero1 both``, the default): with the replicated Adam and
-  with the sharded ZeRO-1 optimizer (``Trainer(shard_optimizer=True)``; its
-  default ``shared_memory="auto"`` puts the weights in memory the two ranks
-  share and sums the gradient blocks from it: no reduce-scatter/all-gather
-  messages).
+  with the sharded ZeRO-1 optimizer (``Trainer(shard_optimizer=True,
+  shared_memory="auto")``, as job files run it: the weights in memory the two
+  ranks share and the gradient blocks summed from it, no reduce-scatter/
+  all-gather messages).
 
 The frameworks are optional: the script looks for ``torch`` and
 ``tensorflow`` with ``importlib`` in the running interpreter and says which it

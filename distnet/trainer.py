@@ -34,10 +34,21 @@ weights.  The results equal the replicated path's (bitwise on 2 ranks), and
 :meth:`Trainer.state` gathers the full slots and shadows, so checkpoints are
 the same either way.  With it, ``optimizer.get_slot`` returns this rank's
 1-d pieces; global-norm clipping and ``bucket_bytes`` are refused.
-When every rank runs on one machine, the sharded path moves no messages for
-the two big collectives (``shared_memory="auto"``, the default): the weights
-exist once per machine in shared memory and each rank sums its block of the
-gradients from the other ranks' shared buffers (:mod:`distnet.dist.shared_memory`).
+
+``shared_memory="auto"`` (with the sharded optimizer; the default of job
+files, while the Trainer's own default is False): when every rank runs on
+one machine, the two big collectives move no messages -- the weights exist
+once per machine in shared memory and each rank sums its block of the
+gradients from the other ranks' shared buffers
+(:mod:`distnet.dist.shared_memory`).  The weights are then *shared*: code
+that writes them outside the step (a callback, code between or after
+``fit()``) writes them for every rank of the machine, so an in-place change
+made on every rank (``v.assign(v * 0.9)``) is applied once per rank.  Write
+them inside ``with trainer.sync.writing_params():``, with the same absolute
+values on every rank, or leave ``shared_memory`` off.  The cross-rank
+parameter check (``check_every``) then compares the one shared copy with
+itself.  ``Trainer.close()`` (a collective; also ``with Trainer(...) as
+t:``) frees the shared memory and gives the variables private copies.
 """
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ at the end; a block may cut through a variable).  Each step:
 Reduce-scatter + all-gather move the same bytes as one all-reduce (that is
 how ring all-reduce works), and the element-wise update and the EMA cost 1/N.
 
-When every rank runs on one machine (``shared_memory="auto"``, the default),
-both collectives go through memory the ranks share instead
+When every rank runs on one machine and ``shared_memory`` is ``"auto"`` (the
+default of job files; the Trainer's is False) or True, both collectives go through memory the ranks share instead
 (:mod:`distnet.dist.shared_memory`): the flat parameter buffer exists once
 per machine, the gradient buffer is each rank's segment of a shared window,
 rank r sums block r of every segment itself (1 after a barrier), and a
