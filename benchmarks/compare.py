@@ -497,12 +497,10 @@ def machine_info() -> dict:
 
 
 def blas_kernel() -> str:
-    """The kernel family numpy's OpenBLAS runs in this process (threadpoolctl), or "?"."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "?"
-    return ",".join(sorted({str(p.get("architecture")) for p in threadpool_info() if p.get("user_api") == "blas"})) or "?"
+    """The kernel family numpy's OpenBLAS runs in this process, or "?"."""
+    from distnet.dist.threads import openblas_cores
+
+    return ",".join(sorted(set(openblas_cores()))) or "?"
 
 
 def fmt_ratio(a, b) -> str:

@@ -154,6 +154,7 @@ def test_sshd_accepts_the_config(tmp_path):
     # `sshd -t/-T` is the only authority on what the written config means.
     # .ci/run installs openssh-server (which creates /run/sshd), so this runs in CI.
     if sshd is None or not Path("/run/sshd").is_dir():
+        # Skip only without openssh-server (a developer's machine); CI installs it.
         reason = "openssh-server (sshd and /run/sshd, as in the image) is not installed"
         print(f"\nskipped: {reason}")
         pytest.skip(reason)

@@ -173,9 +173,6 @@ class ShardedSynchronizer(GradientSynchronizer):
             self.params = np.zeros(self.padded, dtype=self.param_dtype)
             for off, v in zip(self._offsets, self.variables):
                 np.copyto(self.params[off: off + v.data.size].reshape(v.shape), v.data)
-        for off, v in zip(self._offsets, self.variables):
-            v.data = self.params[off: off + v.data.size].reshape(v.shape)
-        self.block = self.params[lo:hi]                   # this rank's parameters (a view)
         self.grad_block = np.zeros(block, dtype=self.dtype)
         self.pieces_info: list[Piece] = []
         for i in sorted(range(len(self.variables)), key=lambda k: self._offsets[k]):
@@ -184,11 +181,9 @@ class ShardedSynchronizer(GradientSynchronizer):
             if a < b:
                 self.pieces_info.append(Piece(i, self.names[i], a - self._offsets[i], b - self._offsets[i], a - lo))
         # A piece is a 1-d Variable named like its variable, its data a view of the block.
-        self.pieces: list[Variable] = []
-        for p in self.pieces_info:
-            piece = Variable(np.zeros(0, dtype=self.param_dtype), name=p.name)
-            piece.data = self.block[p.lo: p.lo + p.size]
-            self.pieces.append(piece)
+        self.pieces: list[Variable] = [Variable(np.zeros(0, dtype=self.param_dtype), name=p.name)
+                                       for p in self.pieces_info]
+        self._bind_params(self.params)
         self._grad_pieces = [self.grad_block[p.lo: p.lo + p.size] for p in self.pieces_info]
         # [count, scalars..., non-finite flag], summed over ranks.
         self._small = np.zeros(2 + len(self.scalar_names), dtype=np.float64)
@@ -234,6 +229,17 @@ class ShardedSynchronizer(GradientSynchronizer):
             warnings.warn(f"shared_memory: the sharded optimizer uses MPI messages (slower): Expect: {why}",
                           PerformanceWarning, stacklevel=4)
         return False
+
+    def _bind_params(self, params: np.ndarray) -> None:
+        """Make ``params`` the flat parameter buffer that the variables, this
+        rank's block and its pieces view."""
+        self.params = params
+        for off, v in zip(self._offsets, self.variables):
+            v.data = params[off: off + v.data.size].reshape(v.shape)
+        lo, hi = self.block_range
+        self.block = params[lo:hi]
+        for piece, p in zip(self.pieces, self.pieces_info):
+            piece.data = self.block[p.lo: p.lo + p.size]
 
     def _shared_barrier(self) -> None:
         """A barrier with ``MPI_Win_sync`` on both sides (stores before it seen by loads after it)."""
@@ -400,14 +406,7 @@ class ShardedSynchronizer(GradientSynchronizer):
             self._closed = True
             return
         self._shared_barrier()   # every rank done with the shared arrays
-        private = np.array(self.params)
-        for off, v in zip(self._offsets, self.variables):
-            v.data = private[off: off + v.data.size].reshape(v.shape)
-        self.params = private
-        lo, hi = self.block_range
-        self.block = private[lo:hi]
-        for piece, info in zip(self.pieces, self.pieces_info):
-            piece.data = self.block[info.lo: info.lo + info.size]
+        self._bind_params(np.array(self.params))   # private copies
         # Nothing may point into a freed window; a closed synchroniser syncs no more.
         self.buffer = np.zeros(0, dtype=self.dtype)
         self._grad_part = self._scalars = self.buffer

@@ -71,6 +71,16 @@ def kernel_vector_level(core: str) -> str:
     return "avx512" if core in _AVX512_CORES else "avx2" if core in _AVX2_CORES else "older"
 
 
+def openblas_cores() -> list[str]:
+    """The kernel families (core names) of the OpenBLAS libraries loaded in this process."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [str(p["architecture"]) for p in threadpool_info()
+            if p.get("internal_api") == "openblas" and p.get("architecture")]
+
+
 def blas_kernel_advice(environ=None, cores: list[str] | None = None, cpu_level: str | None = None) -> str | None:
     """A sentence for the user when ``OPENBLAS_CORETYPE`` holds OpenBLAS below the CPU, else None.
 
@@ -86,13 +96,7 @@ def blas_kernel_advice(environ=None, cores: list[str] | None = None, cpu_level: 
     pinned = environ.get("OPENBLAS_CORETYPE")
     if not pinned:
         return None
-    if cores is None:
-        try:
-            from threadpoolctl import threadpool_info
-        except ImportError:
-            return None
-        cores = [str(p.get("architecture")) for p in threadpool_info()
-                 if p.get("internal_api") == "openblas" and p.get("architecture")]
+    cores = openblas_cores() if cores is None else cores
     cpu_level = cpu_vector_level() if cpu_level is None else cpu_level
     if not cores or cpu_level is None:
         return None
