@@ -38,7 +38,7 @@ import numpy as np
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from distnet.dist import GradientSynchronizer, get_communicator  # noqa: E402
+from distnet.distributed import GradientSynchronizer, get_communicator  # noqa: E402
 from distnet.tensor import Variable  # noqa: E402
 
 SHAPES = {
@@ -153,8 +153,8 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
                           global_count) -> None:
     """The sharded reduce-scatter with and without float16 compression beside
     the bare all-reduce, then the compressor's local work alone."""
-    from distnet.dist.compression import Float16Compressor
-    from distnet.dist.sharded import ShardedSynchronizer
+    from distnet.distributed.compression import Float16Compressor
+    from distnet.distributed.sharded import ShardedSynchronizer
 
     size = comm.size
     def sharded(compression, shared):

@@ -201,7 +201,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     baseline_rss = peak_rss_bytes()
     seq = []
     for layer in layer_plan(model_name):
@@ -498,7 +498,7 @@ def machine_info() -> dict:
 
 def blas_kernel() -> str:
     """The kernel family numpy's OpenBLAS runs in this process, or "?"."""
-    from distnet.dist.threads import openblas_cores
+    from distnet.distributed.threads import openblas_cores
 
     return ",".join(sorted(set(openblas_cores()))) or "?"
 

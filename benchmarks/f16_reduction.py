@@ -1,6 +1,6 @@
 """Two ways to sum float16 gradients over ranks with MPI, which has no float16 sum.
 
-1. distnet's :class:`~distnet.dist.compression.Float16Compressor`: ``Alltoall``
+1. distnet's :class:`~distnet.distributed.compression.Float16Compressor`: ``Alltoall``
    of float16 blocks, each rank sums its block in float32 in rank order,
    casts it to float16, in-place ``Allgather``;
 2. ``MPI.Op.Create`` of a Python sum on ``MPI.UINT16_T`` passed to
@@ -31,8 +31,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-from distnet.dist import get_communicator  # noqa: E402
-from distnet.dist.compression import Float16Compressor  # noqa: E402
+from distnet.distributed import get_communicator  # noqa: E402
+from distnet.distributed.compression import Float16Compressor  # noqa: E402
 
 
 def main() -> None:

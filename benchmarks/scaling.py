@@ -88,7 +88,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     rng = np.random.default_rng(0)
     n = batch * (steps + warmup)
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
@@ -172,7 +172,7 @@ def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, b
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     rng = np.random.default_rng(0)
     n = batch * (steps + warmup)
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the table as JSON to this file")
     args = parser.parse_args(argv)
 
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     train, test = load_dataset("fashion_mnist", directory=args.data)
     steps = args.steps if args.epochs is None else args.epochs * -(-len(train) // 100)
     if comm.rank == 0:

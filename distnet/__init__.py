@@ -10,5 +10,5 @@ from distnet.ops import *  # noqa: F401,F403
 from distnet import initializers, layers, losses, optimizers, regularizers, schedules  # noqa: F401,E402
 from distnet.models import Sequential  # noqa: F401,E402
 from distnet.moving_averages import ExponentialMovingAverage  # noqa: F401,E402
-from distnet import data, dist, nn  # noqa: F401,E402
+from distnet import data, distributed, nn  # noqa: F401,E402
 from distnet.trainer import Trainer  # noqa: F401,E402

@@ -195,7 +195,7 @@ def _cmd_train(args) -> int:
         return EXIT_OK
     if args.num_workers is not None or args.hostfile is not None:
         return _launch(args, cfg)
-    from distnet.dist import get_communicator
+    from distnet.distributed import get_communicator
     from distnet.job import run_train
 
     comm = get_communicator("auto")
@@ -205,7 +205,7 @@ def _cmd_train(args) -> int:
     # Under mpiexec: an error every rank agreed on (bad job or data, found before
     # training) returns normally on every rank; any other error on one rank
     # must end every rank at once instead of leaving them in a collective.
-    from distnet.dist.abort import install_abort_hook
+    from distnet.distributed.abort import install_abort_hook
 
     install_abort_hook(comm)
     try:

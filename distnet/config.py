@@ -640,7 +640,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     chk.positive(cfg.dist.max_bad_steps, ("dist", "max_bad_steps"))
     chk.positive(cfg.dist.bucket_bytes, ("dist", "bucket_bytes"))
     if cfg.dist.compression is not None:
-        from distnet.dist.compression import COMPRESSIONS
+        from distnet.distributed.compression import COMPRESSIONS
 
         chk.choice(cfg.dist.compression, ("dist", "compression"), COMPRESSIONS)
     return cfg

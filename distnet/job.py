@@ -302,7 +302,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
     """
-    from distnet.dist import get_communicator
+    from distnet.distributed import get_communicator
     from distnet.trainer import Trainer
 
     comm = comm if comm is not None else get_communicator("auto")
@@ -362,7 +362,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     Returns:
         The trainer's history (a list of dicts).
     """
-    from distnet.dist import get_communicator
+    from distnet.distributed import get_communicator
     from distnet.metrics import MetricsLogger
 
     comm = comm if comm is not None else get_communicator("auto")

@@ -102,7 +102,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
-from distnet.dist.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
+from distnet.distributed.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 
 # What hydra prints when a rank dies or aborts; seeing it starts the failure grace.

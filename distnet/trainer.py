@@ -24,7 +24,7 @@ A single process is simply a world of size 1.  Each synchronized step:
 Dropout masks are keyed by (seed, step, global sample index), so a run on N
 ranks draws exactly the masks of the same run on one rank.
 
-``shard_optimizer=True`` (ZeRO stage 1, :mod:`distnet.dist.sharded`;
+``shard_optimizer=True`` (ZeRO stage 1, :mod:`distnet.distributed.sharded`;
 ``None`` turns it on when there is more than one rank, the optimizer does not
 clip and ``bucket_bytes`` is not given) replaces
 steps 3-6 by: reduce-scatter of the gradients, the regularization gradient
@@ -40,7 +40,7 @@ files, while the Trainer's own default is False): when every rank runs on
 one machine, the two big collectives move no messages -- the weights exist
 once per machine in shared memory and each rank sums its block of the
 gradients from the other ranks' shared buffers
-(:mod:`distnet.dist.shared_memory`).  The weights are then *shared*: code
+(:mod:`distnet.distributed.shared_memory`).  The weights are then *shared*: code
 that writes them outside the step (a callback, code between or after
 ``fit()``) writes them for every rank of the machine, so an in-place change
 made on every rank (``v.assign(v * 0.9)``) is applied once per rank.  Write
@@ -203,7 +203,7 @@ class Trainer:
         compression: str = "none",
         shared_memory: bool | str = False,
     ):
-        from distnet.dist import get_communicator
+        from distnet.distributed import get_communicator
 
         self.comm = comm if comm is not None else get_communicator("auto")
         if (epochs is None) == (steps is None):
@@ -262,9 +262,9 @@ class Trainer:
                 "whole gradient is not available on a rank that holds 1/N of it) Actual: "
                 f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
 
-        from distnet.dist.compression import check_compression
+        from distnet.distributed.compression import check_compression
 
-        compression = check_compression(compression, "compression")   # see distnet.dist.compression
+        compression = check_compression(compression, "compression")   # see distnet.distributed.compression
         if overlap and compression != "none":
             raise InvalidArgumentError(
                 f"overlap=True with compression={compression!r}: Expect: one of them (the float16 reduction "
@@ -273,8 +273,8 @@ class Trainer:
         # the training loop is what allocates and frees the large arrays.
         self.malloc_tuned = tune_malloc() if malloc_tuning else False
         # One BLAS pool per rank sized to its share of the machine's cores,
-        # unless the environment chose (see distnet.dist.threads); collective.
-        from distnet.dist.threads import limit_blas_threads, warn_blas_kernel_once
+        # unless the environment chose (see distnet.distributed.threads); collective.
+        from distnet.distributed.threads import limit_blas_threads, warn_blas_kernel_once
 
         self.blas_threads = limit_blas_threads(self.comm, blas_threads)
         if self.comm.rank == 0:
@@ -317,8 +317,8 @@ class Trainer:
         self.all_variables: list[Variable] = sorted(model.variables, key=lambda v: v.name)
         self._check_and_broadcast_variables()
 
-        from distnet.dist import GradientSynchronizer, NonFiniteGuard, ShardSampler
-        from distnet.dist.sharded import ShardedSynchronizer
+        from distnet.distributed import GradientSynchronizer, NonFiniteGuard, ShardSampler
+        from distnet.distributed.sharded import ShardedSynchronizer
 
         self.shard_optimizer = bool(shard_optimizer)
         if self.shard_optimizer:
@@ -360,7 +360,7 @@ class Trainer:
         return int(self.optimizer.iterations)
 
     def _check_and_broadcast_variables(self) -> None:
-        from distnet.dist import broadcast_variables, check_same_variables
+        from distnet.distributed import broadcast_variables, check_same_variables
 
         if self.comm.size > 1:
             check_same_variables(self.comm, self.all_variables)
@@ -600,7 +600,7 @@ class Trainer:
             self._restore_latest()
         watchdog = None
         if self.stall_timeout and self.comm.size > 1:
-            from distnet.dist import Watchdog
+            from distnet.distributed import Watchdog
 
             watchdog = Watchdog(self.comm, self.stall_timeout)
             watchdog.start()
@@ -620,7 +620,7 @@ class Trainer:
                 if log is not None:
                     log.log_step(record)
                 if self.check_every and self.comm.size > 1 and self.step % self.check_every == 0:
-                    from distnet.dist import check_parameters_agree
+                    from distnet.distributed import check_parameters_agree
 
                     check_parameters_agree(self.comm, self.all_variables, step=self.step)
                 if self.eval_every and self.eval_data is not None and self.step % self.eval_every == 0:
@@ -665,7 +665,7 @@ def broadcast_state(comm, state):
     if comm.size == 1:
         return state
     from distnet.checkpoint import CheckpointState
-    from distnet.dist import broadcast_arrays
+    from distnet.distributed import broadcast_arrays
 
     def arrays_of(st) -> dict:
         out = {f"params/{k}": v for k, v in st.params.items()}

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from distnet.dist import SingleCommunicator, block_counts, get_communicator, launched_world_size
+from distnet.distributed import SingleCommunicator, block_counts, get_communicator, launched_world_size
 from distnet.errors import DistributedError, DTypeError, InvalidArgumentError
 from mpi_util import mpi_env, run_mpi
 
@@ -42,21 +42,21 @@ def test_launched_world_size_rejects_garbage():
 
 
 def test_auto_without_launcher_is_single_and_never_imports_mpi4py():
-    res = _python("import sys, distnet.dist as d; c = d.get_communicator('auto'); "
+    res = _python("import sys, distnet.distributed as d; c = d.get_communicator('auto'); "
                   "print(type(c).__name__, c.rank, c.size, 'mpi4py' in sys.modules)")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["SingleCommunicator", "0", "1", "False"]
 
 
 def test_auto_with_a_size_one_launch_is_single():
-    res = _python("import sys, distnet.dist as d; c = d.get_communicator('auto'); "
+    res = _python("import sys, distnet.distributed as d; c = d.get_communicator('auto'); "
                   "print(type(c).__name__, 'mpi4py' in sys.modules)", {"PMI_SIZE": "1"})
     assert res.stdout.split() == ["SingleCommunicator", "False"], res.stderr
 
 
 def test_explicit_mpi_without_mpi4py_is_a_clear_error():
     res = _python("import sys; sys.modules['mpi4py'] = None\n"
-                  "import distnet.dist as d\n"
+                  "import distnet.distributed as d\n"
                   "try:\n    d.get_communicator('mpi')\n"
                   "except d.CollectiveError:\n    print('wrong error type')\n"
                   "except Exception as e:\n    print(type(e).__name__, '|', e)\n")
@@ -119,7 +119,7 @@ def test_single_rejects_read_only_bad_op_and_bad_root():
 
 
 def test_single_abort_ends_the_process_with_the_code():
-    res = _python("import distnet.dist as d; d.SingleCommunicator().abort(7, 'stopping now'); print('survived')")
+    res = _python("import distnet.distributed as d; d.SingleCommunicator().abort(7, 'stopping now'); print('survived')")
     assert res.returncode == 7
     assert "survived" not in res.stdout
     assert "[rank 0] stopping now" in res.stderr

@@ -1,4 +1,4 @@
-"""float16 gradient compression (distnet/dist/compression.py).
+"""float16 gradient compression (distnet/distributed/compression.py).
 
 Under real ``mpiexec -n 2`` and ``-n 3``: the compressed sync equals, bitwise
 (tolerance 0: the reference does the same float operations in the same
@@ -19,9 +19,9 @@ import distnet
 from distnet import layers
 from distnet.config import parse_job
 from distnet.data import ArrayDataset
-from distnet.dist import GradientSynchronizer, SingleCommunicator
-from distnet.dist.compression import COMPRESSIONS, Float16Compressor, check_compression, make_compressor
-from distnet.dist.sharded import ShardedSynchronizer
+from distnet.distributed import GradientSynchronizer, SingleCommunicator
+from distnet.distributed.compression import COMPRESSIONS, Float16Compressor, check_compression, make_compressor
+from distnet.distributed.sharded import ShardedSynchronizer
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
 from distnet.trainer import Trainer
@@ -190,7 +190,7 @@ def test_job_file_reaches_the_trainer_on_one_rank():
 def _codec():
     import types
 
-    from distnet.dist.communicator import CallState
+    from distnet.distributed.communicator import CallState
 
     # The conversions need no communication: a stand-in for an MPI communicator.
     return Float16Compressor(types.SimpleNamespace(mpi_comm=object(), rank=0, size=2, calls=CallState()))

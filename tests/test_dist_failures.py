@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from distnet.dist import (
+from distnet.distributed import (
     CollectiveError, DivergenceChecker, NonFiniteGuard, NonFiniteWarning, SingleCommunicator, Watchdog,
     check_parameters_agree, check_same_variables, parameter_checksums, variable_specs,
 )
@@ -121,7 +121,7 @@ def _diagnosis(peer_states, heard_ago, my_call="allreduce", my_wait=12.0, my_ste
     ``peer_states``: per peer (rank 1, 2), ``(step, call name or "", finished)``;
     ``heard_ago``: seconds since each peer's last heartbeat arrived.
     """
-    from distnet.dist import watchdog as w
+    from distnet.distributed import watchdog as w
     wd = Watchdog(SingleCommunicator(), stall_timeout=timeout)   # a world of one: no thread
     now = 1000.0
     wd.comm = FakeWorld([None, None])
@@ -156,7 +156,7 @@ def test_every_collective_a_communicator_enters_has_a_heartbeat_code():
     import re
     from pathlib import Path
 
-    from distnet.dist import watchdog as w
+    from distnet.distributed import watchdog as w
 
     src = Path(w.__file__).parent
     entered = {m for f in src.glob("*.py") for m in re.findall(r'calls\.enter\("([a-z_]+)"\)', f.read_text())}
@@ -184,7 +184,7 @@ def test_watchdog_says_nothing_before_the_timeout():
      "import time; time.sleep(5); print('survived')", "[rank 0] ZeroDivisionError"),
 ])
 def test_abort_hook_in_a_single_process(code, words):
-    res = subprocess.run([sys.executable, "-c", "import distnet.dist as d; "
+    res = subprocess.run([sys.executable, "-c", "import distnet.distributed as d; "
                           "d.install_abort_hook(d.SingleCommunicator())\n" + code],
                          capture_output=True, text=True, timeout=30, env=mpi_env())
     assert res.returncode == 1

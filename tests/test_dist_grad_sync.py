@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distnet.dist import CollectiveError, GradientSynchronizer, SingleCommunicator
+from distnet.distributed import CollectiveError, GradientSynchronizer, SingleCommunicator
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
 from distnet.tensor import Variable
 from mpi_util import run_mpi

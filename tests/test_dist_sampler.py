@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distnet.dist import ShardSampler
+from distnet.distributed import ShardSampler
 from distnet.errors import InvalidArgumentError
 from mpi_util import run_mpi
 

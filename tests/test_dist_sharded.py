@@ -252,7 +252,7 @@ def _tiny_trainer(**kwargs):
     model = distnet.Sequential([layers.Flatten(), layers.Dense(2)], input_shape=(2, 2, 1), seed=0)
     opt = kwargs.pop("optimizer", None) or distnet.optimizers.Adam(0.1)
     return Trainer(model, "sparse_softmax_cross_entropy", opt, data, global_batch_size=4, steps=2,
-                   comm=distnet.dist.SingleCommunicator(), **kwargs)
+                   comm=distnet.distributed.SingleCommunicator(), **kwargs)
 
 
 def test_sharded_rejects_what_it_cannot_do():
@@ -285,13 +285,13 @@ def test_shared_memory_with_compression_is_refused_or_left_off(monkeypatch):
     """On one machine (faked here: one_machine says yes), float16 compression
     keeps the message path: auto leaves shared memory off, True is an error."""
     import distnet
-    from distnet.dist import shared_memory
-    from distnet.dist.sharded import ShardedSynchronizer
+    from distnet.distributed import shared_memory
+    from distnet.distributed.sharded import ShardedSynchronizer
     from distnet.errors import InvalidArgumentError
 
     monkeypatch.setattr(shared_memory, "one_machine", lambda comm: True)
     variables = [distnet.Variable(np.zeros(3), name="v", dtype="float32")]
-    comm = distnet.dist.SingleCommunicator()
+    comm = distnet.distributed.SingleCommunicator()
     assert ShardedSynchronizer(comm, variables, compression="float16").shared is False
     with pytest.raises(InvalidArgumentError, match="shared_memory=True with compression: Expect: one of them"):
         ShardedSynchronizer(comm, variables, compression="float16", shared_memory=True)
@@ -357,8 +357,8 @@ def test_grad_views_are_the_padded_buffer_and_direct_writes_equal_plain():
 
 
 def test_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
-    from distnet.dist import SingleCommunicator
-    from distnet.dist.sharded import ShardedSynchronizer
+    from distnet.distributed import SingleCommunicator
+    from distnet.distributed.sharded import ShardedSynchronizer
     from distnet.tensor import Variable
 
     variables = [Variable(np.zeros((3, 50_000), np.float32), name="big"), Variable(np.zeros(3, np.float32), name="b")]

@@ -1,4 +1,4 @@
-"""Thread control: each rank's BLAS threads (distnet/dist/threads.py)."""
+"""Thread control: each rank's BLAS threads (distnet/distributed/threads.py)."""
 from __future__ import annotations
 
 import re
@@ -9,9 +9,9 @@ import pytest
 import distnet
 from distnet import layers
 from distnet.data import ArrayDataset
-from distnet.dist import SingleCommunicator
-from distnet.dist import threads
-from distnet.dist.threads import (THREAD_VARIABLES, PerformanceWarning, blas_kernel_advice, cpu_vector_level,
+from distnet.distributed import SingleCommunicator
+from distnet.distributed import threads
+from distnet.distributed.threads import (THREAD_VARIABLES, PerformanceWarning, blas_kernel_advice, cpu_vector_level,
                                   kernel_vector_level, limit_blas_threads, usable_cores)
 from distnet.errors import InvalidArgumentError
 from distnet.trainer import Trainer

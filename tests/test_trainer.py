@@ -7,7 +7,7 @@ import pytest
 import distnet
 from distnet import layers, regularizers
 from distnet.data import ArrayDataset
-from distnet.dist import CollectiveError
+from distnet.distributed import CollectiveError
 from distnet.errors import InvalidArgumentError
 from distnet.trainer import Trainer
 
@@ -189,7 +189,7 @@ def test_direct_writes_and_overlap_equal_the_plain_path(micro):
 
 
 def test_overlap_starts_buckets_while_backward_runs():
-    from distnet.dist import SingleCommunicator
+    from distnet.distributed import SingleCommunicator
 
     class Recording(SingleCommunicator):
         def __init__(self):

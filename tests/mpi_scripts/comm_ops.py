@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from _common import expect, say
-from distnet.dist import (
+from distnet.distributed import (
     CollectiveError, block_counts, broadcast_variables, check_same_variables, get_communicator,
     install_abort_hook,
 )

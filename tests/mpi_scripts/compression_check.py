@@ -19,8 +19,8 @@ import hashlib
 import numpy as np
 
 from _common import expect, say, script_args
-from distnet.dist import GradientSynchronizer, get_communicator, install_abort_hook
-from distnet.dist.sharded import ShardedSynchronizer
+from distnet.distributed import GradientSynchronizer, get_communicator, install_abort_hook
+from distnet.distributed.sharded import ShardedSynchronizer
 from distnet.tensor import Variable
 
 counts = [int(c) for c in script_args()]

@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--blowup-at", type=int, default=None)
     parser.add_argument("--job", action="store_true")
     args = parser.parse_args(script_args())
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     if args.job:
         from distnet.config import parse_job
         from distnet.job import build_trainer

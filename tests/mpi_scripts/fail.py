@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from _common import expect, script_args, say
-from distnet.dist import (
+from distnet.distributed import (
     DivergenceChecker, GradientSynchronizer, NonFiniteGuard, Watchdog, broadcast_variables,
     check_parameters_agree, check_same_variables, get_communicator, install_abort_hook,
 )

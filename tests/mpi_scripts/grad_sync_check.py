@@ -13,7 +13,7 @@ sizes, with and without ``global_count``, and checks the result.  Prints
 import numpy as np
 
 from _common import expect, script_args, say
-from distnet.dist import GradientSynchronizer, get_communicator, install_abort_hook
+from distnet.distributed import GradientSynchronizer, get_communicator, install_abort_hook
 from distnet.tensor import Variable
 
 counts = [int(c) for c in script_args()]

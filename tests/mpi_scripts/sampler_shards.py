@@ -12,7 +12,7 @@ that every sample not consumed before POSITION is seen exactly once.  Prints
 import numpy as np
 
 from _common import expect, script_args, say
-from distnet.dist import ShardSampler, get_communicator, install_abort_hook
+from distnet.distributed import ShardSampler, get_communicator, install_abort_hook
 
 n, batch, seed, epochs = (int(a) for a in script_args()[:4])
 position = int(script_args()[4]) if len(script_args()) > 4 else 0

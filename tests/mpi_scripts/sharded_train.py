@@ -86,7 +86,7 @@ def main() -> int:
                         help="close() the trainer at the end, evaluate again with the EMA weights, "
                              "and check that it trains no more")
     args = parser.parse_args(script_args())
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     trainer = build(args, comm)
     if args.nan_at is not None:
         def nan(grads):

@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 from _common import expect, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet.dist import shared_memory  # noqa: E402
-from distnet.dist.sharded import ShardedSynchronizer  # noqa: E402
+from distnet.distributed import shared_memory  # noqa: E402
+from distnet.distributed.sharded import ShardedSynchronizer  # noqa: E402
 from distnet.errors import InvalidArgumentError  # noqa: E402
 
 N = 1_000_000   # 4 MB of float32: segments of 4 MB per rank + 4 MB of weights per synchroniser
@@ -32,7 +32,7 @@ def build(comm, shared):
 
 def main() -> int:
     mode = script_args()[0]
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     out = {}
     if mode == "close":
         free0 = shared_memory.free_bytes()

@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--shard", type=int, choices=(0, 1), default=0)
     parser.add_argument("--nan-at", type=int, default=None)
     args = parser.parse_args(script_args())
-    comm = distnet.dist.get_communicator("auto")
+    comm = distnet.distributed.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
     options = {"bucket_bytes": args.bucket, "shard_optimizer": bool(args.shard)}
     if args.direct is not None:

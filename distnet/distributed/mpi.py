@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 from mpi4py import MPI
 
-from distnet.dist.communicator import (
+from distnet.distributed.communicator import (
     CallState, Communicator, Request, check_buffer, check_counts, check_op, check_root,
 )
 from distnet.errors import InvalidArgumentError
@@ -52,7 +52,7 @@ class MPICommunicator(Communicator):
     Args:
         comm: an ``mpi4py.MPI.Intracomm``; default ``MPI.COMM_WORLD``.
     Example:
-        $ mpiexec -n 2 python -c "from distnet.dist import get_communicator as g; \\
+        $ mpiexec -n 2 python -c "from distnet.distributed import get_communicator as g; \\
               import numpy as np; c = g('mpi'); a = np.ones(2); c.allreduce_(a); print(a)"
         [2. 2.]
         [2. 2.]

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distnet.dist.communicator import (
+from distnet.distributed.communicator import (
     Communicator, check_buffer, check_counts, check_op, check_root,
 )
 from distnet.errors import InvalidArgumentError
@@ -15,7 +15,7 @@ from distnet.errors import InvalidArgumentError
 
 class SingleCommunicator(Communicator):
     """Size 1, rank 0.  Arrays are validated as MPI would need them, so code
-    that runs here also runs under :class:`~distnet.dist.mpi.MPICommunicator`.
+    that runs here also runs under :class:`~distnet.distributed.mpi.MPICommunicator`.
 
     Example:
         >>> comm = SingleCommunicator()

@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from distnet.dist.abort import CollectiveError
-from distnet.dist.communicator import Communicator
+from distnet.distributed.abort import CollectiveError
+from distnet.distributed.communicator import Communicator
 from distnet.errors import InvalidArgumentError
 
 

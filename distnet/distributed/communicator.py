@@ -4,8 +4,8 @@ A communicator moves numpy arrays between the ranks of a job.  Arrays go
 through the buffer interface, in place, with no pickling; only small Python
 objects (metrics, consistency checks) go through ``*_object`` calls.
 
-Two implementations: :class:`~distnet.dist.single.SingleCommunicator` (a world
-of size 1, never imports mpi4py) and :class:`~distnet.dist.mpi.MPICommunicator`
+Two implementations: :class:`~distnet.distributed.single.SingleCommunicator` (a world
+of size 1, never imports mpi4py) and :class:`~distnet.distributed.mpi.MPICommunicator`
 (mpi4py's buffer API).  ``get_communicator("auto")`` picks MPI only when the
 process was launched by an MPI launcher with more than one rank, read from the
 environment first so a plain ``python`` run never pays for importing MPI.
@@ -34,7 +34,7 @@ _RANK_ONLY_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HYDRA_CONTR
 class CallState:
     """What a communicator is doing now: the collective it is waiting in, if any.
 
-    Read by :class:`~distnet.dist.watchdog.Watchdog` from its own thread to
+    Read by :class:`~distnet.distributed.watchdog.Watchdog` from its own thread to
     tell a rank that waits for its peers from a rank that computes.
     """
 
@@ -267,17 +267,17 @@ def get_communicator(kind: str = "auto") -> Communicator:
             comm = _mpi_communicator()
             if comm.size > 1:
                 return comm
-            from distnet.dist.single import SingleCommunicator
+            from distnet.distributed.single import SingleCommunicator
             return SingleCommunicator()
     if kind == "single":
-        from distnet.dist.single import SingleCommunicator
+        from distnet.distributed.single import SingleCommunicator
         return SingleCommunicator()
     return _mpi_communicator()
 
 
 def _mpi_communicator() -> Communicator:
     try:
-        from distnet.dist.mpi import MPICommunicator
+        from distnet.distributed.mpi import MPICommunicator
         return MPICommunicator()
     except ImportError as exc:
         raise DistributedError(

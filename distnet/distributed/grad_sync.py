@@ -45,9 +45,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from distnet.dist.abort import CollectiveError
-from distnet.dist.communicator import Communicator, Request
-from distnet.dist.compression import check_compression, make_compressor
+from distnet.distributed.abort import CollectiveError
+from distnet.distributed.communicator import Communicator, Request
+from distnet.distributed.compression import check_compression, make_compressor
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
 
 
@@ -94,7 +94,7 @@ class GradientSynchronizer:
             docstring); every rank must use the same setting.
         compression: ``"none"`` or ``"float16"``: the gradients go on the
             wire as float16, the count and scalars stay float32, apart
-            (:mod:`distnet.dist.compression`; a no-op on one rank).  Not
+            (:mod:`distnet.distributed.compression`; a no-op on one rank).  Not
             with ``overlap``.
     Example:
         >>> sync = GradientSynchronizer(comm, model.trainable_variables, scalar_names=("loss_sum",))

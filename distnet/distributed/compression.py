@@ -103,7 +103,7 @@ class Float16Compressor:
     """Sum float32 arrays over ranks with float16 on the wire (see the module docstring).
 
     Args:
-        comm: an :class:`~distnet.dist.mpi.MPICommunicator` (it needs
+        comm: an :class:`~distnet.distributed.mpi.MPICommunicator` (it needs
             ``Alltoall`` and ``Allgather``, which only MPI provides).
         bucket_elements: gradients reduced per call by :meth:`allreduce_`
             (None: the whole array in one call).

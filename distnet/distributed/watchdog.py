@@ -13,7 +13,7 @@ messages never mix with the job's):
 * every ``interval`` seconds the thread sends each peer a heartbeat with
   non-blocking point-to-point messages: the last step, how long ago it was
   beaten, whether the rank is waiting in a collective (read from the
-  communicator's :class:`~distnet.dist.communicator.CallState`) and whether
+  communicator's :class:`~distnet.distributed.communicator.CallState`) and whether
   it has finished;
 * a peer whose heartbeats stop for longer than ``stall_timeout`` is *silent*
   (stopped, or hung in native code);
@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 
-from distnet.dist.communicator import Communicator
+from distnet.distributed.communicator import Communicator
 from distnet.errors import DistributedError, InvalidArgumentError
 
 STALL_EXIT_CODE = 3

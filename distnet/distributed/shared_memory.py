@@ -1,7 +1,7 @@
 """Arrays in memory shared by the ranks of one machine (MPI-3 shared windows).
 
 When every rank of a job runs on one machine, the sharded optimizer
-(:mod:`distnet.dist.sharded`) needs no messages for its two big collectives:
+(:mod:`distnet.distributed.sharded`) needs no messages for its two big collectives:
 
 * the **parameters** live once, in one shared array that every rank's
   variables view; each rank writes its own block in the update, and a
@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from distnet.dist.communicator import Communicator
+from distnet.distributed.communicator import Communicator
 
 #: Where MPICH puts the files behind shared windows.
 SHM_DIR = "/dev/shm"

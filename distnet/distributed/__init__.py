@@ -12,16 +12,16 @@ descriptors and talk through shared memory (checked in a network namespace
 with no interface up).  Set ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_/MKL_``)
 per rank so ranks do not oversubscribe the cores.
 """
-from distnet.dist.abort import CollectiveError, install_abort_hook
-from distnet.dist.communicator import Communicator, Request, block_counts, get_communicator, launched_world_size
-from distnet.dist.consistency import (
+from distnet.distributed.abort import CollectiveError, install_abort_hook
+from distnet.distributed.communicator import Communicator, Request, block_counts, get_communicator, launched_world_size
+from distnet.distributed.consistency import (
     DivergenceChecker, NonFiniteGuard, NonFiniteWarning, broadcast_arrays, broadcast_variables,
     check_parameters_agree, check_same_variables, parameter_checksums, variable_specs,
 )
-from distnet.dist.grad_sync import GradientSynchronizer, SyncResult
-from distnet.dist.sampler import ShardBatch, ShardSampler
-from distnet.dist.single import SingleCommunicator
-from distnet.dist.watchdog import STALL_EXIT_CODE, Watchdog
+from distnet.distributed.grad_sync import GradientSynchronizer, SyncResult
+from distnet.distributed.sampler import ShardBatch, ShardSampler
+from distnet.distributed.single import SingleCommunicator
+from distnet.distributed.watchdog import STALL_EXIT_CODE, Watchdog
 
 __all__ = [
     "CollectiveError", "Communicator", "Request", "DivergenceChecker", "GradientSynchronizer", "NonFiniteGuard",

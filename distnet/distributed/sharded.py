@@ -6,7 +6,7 @@ is cut into N consecutive blocks of ``ceil(n / N)`` elements (zero padding
 at the end; a block may cut through a variable).  Each step:
 
 1. the gradients are packed as for the replicated path
-   (:class:`~distnet.dist.grad_sync.GradientSynchronizer`) and
+   (:class:`~distnet.distributed.grad_sync.GradientSynchronizer`) and
    *reduce-scattered*: rank r receives the sample-weighted mean of its block;
 2. one small all-reduce carries the sample count, the metrics and a
    non-finite flag of every block, so every rank takes the same decision;
@@ -23,7 +23,7 @@ how ring all-reduce works), and the element-wise update and the EMA cost 1/N.
 
 When every rank runs on one machine and ``shared_memory`` is ``"auto"`` (the
 default of job files; the Trainer's is False) or True, both collectives go through memory the ranks share instead
-(:mod:`distnet.dist.shared_memory`): the flat parameter buffer exists once
+(:mod:`distnet.distributed.shared_memory`): the flat parameter buffer exists once
 per machine, the gradient buffer is each rank's segment of a shared window,
 rank r sums block r of every segment itself (1 after a barrier), and a
 barrier replaces the all-gather (5).  Same results (for two ranks the same
@@ -47,9 +47,9 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from distnet.dist.abort import CollectiveError
-from distnet.dist.communicator import Communicator
-from distnet.dist.grad_sync import GradientSynchronizer, SyncResult
+from distnet.distributed.abort import CollectiveError
+from distnet.distributed.communicator import Communicator
+from distnet.distributed.grad_sync import GradientSynchronizer, SyncResult
 from distnet.errors import DTypeError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
 
@@ -139,7 +139,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         self._segments: list[np.ndarray] = []
         self._windows: list = []   # kept alive: the arrays below view their memory
         if self.shared:
-            from distnet.dist.shared_memory import SharedSegments
+            from distnet.distributed.shared_memory import SharedSegments
 
             grads = SharedSegments(comm, self.padded + n_scalars, self.dtype)
             self._windows.append(grads)
@@ -159,7 +159,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         if self.shared:
             # One copy per machine: rank 0 fills it (the variables are equal on every
             # rank by now), then every rank's variables view it.
-            from distnet.dist.shared_memory import SharedSegments
+            from distnet.distributed.shared_memory import SharedSegments
 
             window = SharedSegments(comm, self.padded, self.param_dtype, single=True)
             self._windows.append(window)
@@ -194,7 +194,7 @@ class ShardedSynchronizer(GradientSynchronizer):
             raise InvalidArgumentError(f"shared_memory: Expect: 'auto', True or False Actual: {shared_memory!r}")
         if not auto and not shared_memory:
             return False
-        from distnet.dist.shared_memory import one_machine
+        from distnet.distributed.shared_memory import one_machine
 
         possible = one_machine(self.comm)   # a collective: called on every rank alike
         if not auto:   # True: possible, or an error saying why not
@@ -209,7 +209,7 @@ class ShardedSynchronizer(GradientSynchronizer):
                     "to compress)")
         if not possible or self.compression != "none":
             return False
-        from distnet.dist.shared_memory import SHM_DIR, room_for, segment_bytes
+        from distnet.distributed.shared_memory import SHM_DIR, room_for, segment_bytes
 
         need = (self.comm.size * segment_bytes(self.padded + self._scalars.size, self.dtype)
                 + segment_bytes(self.padded, self.param_dtype))
@@ -224,7 +224,7 @@ class ShardedSynchronizer(GradientSynchronizer):
         if self.comm.rank == 0:
             import warnings
 
-            from distnet.dist.threads import PerformanceWarning
+            from distnet.distributed.threads import PerformanceWarning
 
             warnings.warn(f"shared_memory: the sharded optimizer uses MPI messages (slower): Expect: {why}",
                           PerformanceWarning, stacklevel=4)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-from distnet.dist.communicator import Communicator
+from distnet.distributed.communicator import Communicator
 from distnet.errors import InvalidArgumentError
 
 #: Environment variables that choose BLAS/OpenMP thread counts; when any is

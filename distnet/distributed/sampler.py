@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from distnet.dist.communicator import block_counts
+from distnet.distributed.communicator import block_counts
 from distnet.errors import InvalidArgumentError
 
 

@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Callable
 
-from distnet.dist.communicator import Communicator
+from distnet.distributed.communicator import Communicator
 from distnet.errors import DistributedError
 
 EXIT_CODE = 1
@@ -82,7 +82,7 @@ def install_abort_hook(comm: Communicator, exit_code: int = EXIT_CODE) -> AbortH
     Sets ``sys.excepthook`` and ``threading.excepthook``.  The failing rank's
     traceback is printed once, each line prefixed with ``[rank R]``, then
     ``comm.abort(exit_code)`` ends the world.  With a
-    :class:`~distnet.dist.single.SingleCommunicator` the process just exits
+    :class:`~distnet.distributed.single.SingleCommunicator` the process just exits
     with ``exit_code`` (a failing thread also ends the process).
 
     Args:
