@@ -310,34 +310,25 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     train, test = data if data is not None else load_data(cfg)
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
+    d = cfg.dist
     kwargs = dict(
         eval_data=test, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
-        ema=build_ema(cfg), weight_decay=cfg.regularization.weight_decay,
+        ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
         micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
-        log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
+        eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), logger=logger,
+        config_text=cfg.to_toml(), logger=logger, stall_timeout=d.stall_timeout, check_every=d.check_every,
+        max_bad_steps=d.max_bad_steps,
+        # Unset shard_optimizer: automatic -- ZeRO-1 on two or more workers where the job allows it.
+        strategy={True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
+        bucket_bytes=d.bucket_bytes, overlap=d.overlap, compression=d.compression,
+        # Unset: shared memory wherever ZeRO-1 can use it (one machine); the
+        # job's own code writes the weights only inside the trainer.
+        shared_memory="auto" if d.shared_memory is None else d.shared_memory,
     )
-    # Options that only some trainer versions take are passed when it accepts them.
-    import inspect
-
-    accepted = inspect.signature(Trainer.__init__).parameters
-    optional = {"ema_num_updates": cfg.ema.num_updates, "stall_timeout": cfg.dist.stall_timeout,
-                "check_every": cfg.dist.check_every, "max_bad_steps": cfg.dist.max_bad_steps,
-                "bucket_bytes": cfg.dist.bucket_bytes, "shard_optimizer": cfg.dist.shard_optimizer,
-                "shared_memory": cfg.dist.shared_memory, "overlap": cfg.dist.overlap,
-                "compression": cfg.dist.compression,
-                "eval_batch_size": t.eval_batch_size,
-                "run_dir": run_dir}
-    kwargs.update({k: v for k, v in optional.items() if k in accepted and v is not None})
-    # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it
-    # (measured faster, less memory; the same results and checkpoints).
-    kwargs["shard_optimizer"] = cfg.dist.shard_optimizer
-    # Unset: shared memory wherever the sharded optimizer can use it (one machine);
-    # the job's own code writes the weights only inside the trainer.
-    if "shared_memory" in accepted:
-        kwargs["shared_memory"] = "auto" if cfg.dist.shared_memory is None else cfg.dist.shared_memory
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("eval_data", "epochs", "steps", "ema",
+                                                                        "checkpoint_dir", "logger")}
     try:
         return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:

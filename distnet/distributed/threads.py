@@ -109,15 +109,8 @@ def blas_kernel_advice(environ=None, cores: list[str] | None = None, cpu_level: 
             f"net's dense layer on one such machine). Unset OPENBLAS_CORETYPE before starting Python.")
 
 
-_advised = False
-
-
-def warn_blas_kernel_once() -> str | None:
-    """Warn (:class:`PerformanceWarning`) once per process if :func:`blas_kernel_advice` has advice."""
-    global _advised
-    if _advised:
-        return None
-    _advised = True
+def warn_blas_kernel() -> str | None:
+    """Warn (:class:`PerformanceWarning`) if :func:`blas_kernel_advice` has advice; returns it."""
     advice = blas_kernel_advice()
     if advice:
         import warnings
@@ -135,17 +128,14 @@ def usable_cores() -> int:
 
 
 def ranks_on_this_host(comm: Communicator) -> int:
-    """How many ranks of ``comm`` share this machine (a collective under MPI)."""
-    mpi_comm = getattr(comm, "mpi_comm", None)
-    if comm.size == 1 or mpi_comm is None:
+    """How many ranks of ``comm`` share this machine (a collective)."""
+    if comm.size == 1:
         return 1
-    from mpi4py import MPI
-
-    local = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local = comm.split_local()
     try:
-        return local.Get_size()
+        return local.size
     finally:
-        local.Free()
+        local.free()
 
 
 def limit_blas_threads(comm: Communicator, threads: int | str | None = "auto") -> int | None:
