@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class Trainer:
 
     Args (the strategy's):
         strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any name of
-            :func:`distnet.distributed.strategies.strategies`.
+            :func:`distnet.distributed.strategies.all_strategies`.
         **strategy_options: the strategy's own options (``bucket_bytes``,
             ``overlap``, ``compression``, ``shared_memory``), checked by it.
 

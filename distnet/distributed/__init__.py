@@ -2,7 +2,7 @@
 sharded sampler, the strategies that synchronise a step, consistency checks,
 the abort hook, the watchdog, and :func:`init`, which sets a process up.
 
-Importing this package never imports mpi4py; only
+Importing this package never loads MPI; only
 ``get_communicator("mpi")`` (or ``"auto"`` under an MPI launcher) does.
 
 Launching: ``mpiexec -n N python script.py`` with the MPICH (hydra) mpiexec of
@@ -23,7 +23,7 @@ from distnet.distributed.layout import FlatLayout
 from distnet.distributed.process import init
 from distnet.distributed.sampler import ShardBatch, ShardSampler
 from distnet.distributed.single import SingleCommunicator
-from distnet.distributed.strategies import Strategy, SyncResult, strategies
+from distnet.distributed.strategies import Strategy, SyncResult, all_strategies
 from distnet.distributed.strategies.replicated import Replicated
 from distnet.distributed.strategies.zero1 import Zero1
 from distnet.distributed.watchdog import STALL_EXIT_CODE, Watchdog
@@ -33,5 +33,5 @@ __all__ = [
     "NonFiniteWarning", "Replicated", "STALL_EXIT_CODE", "ShardBatch", "ShardSampler", "SingleCommunicator", "Strategy",
     "SyncResult", "Watchdog", "block_counts", "broadcast_arrays", "broadcast_variables", "check_parameters_agree",
     "check_same_variables", "get_communicator", "init", "install_abort_hook", "launched_world_size",
-    "parameter_checksums", "strategies", "variable_specs", "Zero1",
+    "all_strategies", "parameter_checksums", "variable_specs", "Zero1",
 ]

@@ -217,10 +217,9 @@ class Communicator(ABC):
         """A communicator of the same ranks whose messages never mix with this one's."""
         return self
 
-    @property
-    def threads_supported(self) -> bool:
-        """Whether another thread may use :meth:`dup`'s communicator while this one computes."""
-        return True
+    def require_threads(self, what: str) -> None:
+        """Raise a clear error unless another thread may use :meth:`dup`'s
+        communicator while this one computes (``what`` needs it)."""
 
     def isend_(self, arr: np.ndarray, dest: int, tag: int = 0) -> Request:
         """Start sending ``arr`` to rank ``dest``; ``arr`` stays untouched until the request completes."""

@@ -60,8 +60,8 @@ _CHUNK = 1 << 14
 # Below this magnitude a float32 becomes a float16 subnormal (or zero).
 _F16_MIN_NORMAL = np.float32(2.0 ** -14)
 # A chunk with fewer than 1 / _FEW_TINY of subnormal-bound values goes
-# through numpy's cast (~1.5 ns per normal value, 65-170 ns per tiny one);
-# denser ones through the full-width path (~3.5-5 ns per value, measured here).
+# through numpy's cast, denser ones through the full-width path: numpy's cast
+# of a tiny value costs tens of normal ones (benchmarks/README.md).
 _FEW_TINY = 40
 
 
@@ -164,9 +164,9 @@ class Float16Compressor:
         by the finite check).
 
         numpy converts a float32 that rounds inexactly to a float16
-        subnormal or to zero (|x| < 2**-14: 5-20% of the MLP example's
-        gradients) 40-100x slower than a normal one (65-170 ns, measured
-        here), so where they are many they never reach numpy's cast: they
+        subnormal or to zero (|x| < 2**-14, common among small gradients)
+        far slower than a normal one (benchmarks/README.md), so where they
+        are many they never reach numpy's cast: they
         are cast as signed zeros, and their mantissa is OR-ed in, computed
         by adding 0.5 in float32 (which rounds |x| to a multiple of 2**-24,
         the ulp of 0.5, to nearest even): the bits of the sum minus those

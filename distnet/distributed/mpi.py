@@ -17,7 +17,14 @@ import numpy as np
 from mpi4py import MPI
 
 from distnet.distributed.communicator import (
-    CallState, Communicator, Request, SharedArrays, check_buffer, check_counts, check_op, check_root,
+    CallState,
+    Communicator,
+    Request,
+    SharedArrays,
+    check_buffer,
+    check_counts,
+    check_op,
+    check_root,
 )
 from distnet.errors import DistributedError, InvalidArgumentError
 
@@ -30,7 +37,7 @@ _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 class MPIRequest(Request):
     """An mpi4py request; waiting in it shows as a collective to the watchdog."""
 
-    __slots__ = ("_req", "_calls", "_done")
+    __slots__ = ("_calls", "_done", "_req")
 
     def __init__(self, req: "MPI.Request", calls: CallState | None) -> None:
         self._req, self._calls, self._done = req, calls, False
@@ -237,9 +244,11 @@ class MPICommunicator(Communicator):
     def dup(self) -> "MPICommunicator":
         return MPICommunicator(self.mpi_comm.Dup())
 
-    @property
-    def threads_supported(self) -> bool:
-        return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+    def require_threads(self, what: str) -> None:
+        if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+            raise DistributedError(
+                f"{what} needs MPI_THREAD_MULTIPLE: Expect: mpi4py.rc.thread_level = 'multiple' (the default) "
+                f"before importing mpi4py.MPI Actual: thread level {MPI.Query_thread()}")
 
     def isend_(self, arr: np.ndarray, dest: int, tag: int = 0) -> MPIRequest:
         return MPIRequest(self.mpi_comm.Isend(check_buffer(arr, "isend_", writable=False), dest=dest, tag=tag),

@@ -32,7 +32,7 @@ the step it last reached.
 
 Heartbeats are exchanged between every pair of ranks: N*(N-1) tiny messages
 per interval, fine for the tens of ranks distnet targets.  It needs
-``MPI_THREAD_MULTIPLE`` (mpi4py's default ``mpi4py.rc.thread_level``).
+``MPI_THREAD_MULTIPLE`` (the thread level the MPI communicator asks for by default).
 
 Choosing ``stall_timeout``: it must exceed the longest phase in which one
 rank works while the others wait for it in a collective (rank 0 writing a
@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
-from distnet.errors import DistributedError, InvalidArgumentError
+from distnet.errors import InvalidArgumentError
 
 STALL_EXIT_CODE = 3
 _TAG = 7411
@@ -100,10 +100,7 @@ class Watchdog:
         self.report: str | None = None   # the diagnosis, set just before aborting
         if comm.size == 1:
             return
-        if not comm.threads_supported:
-            raise DistributedError(
-                "Watchdog needs MPI_THREAD_MULTIPLE: Expect: mpi4py.rc.thread_level = 'multiple' "
-                "(the default) before importing mpi4py.MPI Actual: a lower thread level")
+        comm.require_threads("Watchdog")
         # Heartbeats on a communicator of their own: they never match the job's messages.
         self._wcomm = comm.dup()
         self._thread = threading.Thread(target=self._run, name="distnet-watchdog", daemon=True)

@@ -23,7 +23,7 @@ from distnet.errors import InvalidArgumentError
 NEUTRAL = (None, False, "auto")
 
 
-def strategies() -> dict[str, type[Strategy]]:
+def all_strategies() -> dict[str, type[Strategy]]:
     """Every strategy defined in this folder, by name."""
     found: dict[str, type[Strategy]] = {}
     for info in pkgutil.iter_modules(__path__):
@@ -49,7 +49,7 @@ def strategy_class(name: str, comm, optimizer, options: Mapping[str, Any]) -> tu
     Returns:
         ``(class, options)``.
     """
-    known = strategies()
+    known = all_strategies()
     asked = {k for k, v in options.items() if not any(v is n or (isinstance(v, str) and v == n) for n in NEUTRAL)}
     if name == "auto":
         best, best_score = None, None
@@ -71,4 +71,4 @@ def strategy_class(name: str, comm, optimizer, options: Mapping[str, Any]) -> tu
     return cls, cls.check_options(options, comm, optimizer)
 
 
-__all__ = ["GradientSink", "NEUTRAL", "Strategy", "SyncResult", "strategies", "strategy_class"]
+__all__ = ["NEUTRAL", "GradientSink", "Strategy", "SyncResult", "all_strategies", "strategy_class"]

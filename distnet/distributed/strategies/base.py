@@ -81,7 +81,7 @@ class GradientSink:
         on_final: called as ``on_final(i)`` once variable ``i`` is landed.
     """
 
-    __slots__ = ("views", "accumulate", "on_final")
+    __slots__ = ("accumulate", "on_final", "views")
 
     def __init__(self, views: Sequence[np.ndarray], accumulate: bool,
                  on_final: Callable[[int], None] | None = None) -> None:
@@ -155,10 +155,20 @@ class Strategy(ABC):
         return {**cls.options, **options}
 
     @classmethod
+    def build(cls, comm: Communicator, variables: Sequence, scalar_names: Sequence[str], **options) -> "Strategy":
+        """The strategy as the Trainer makes it (a subclass may fill in defaults that depend on the job)."""
+        return cls(comm, variables, scalar_names, **options)
+
+    @classmethod
     def preference(cls, comm: Communicator, optimizer, options: Mapping[str, Any]) -> int | None:
         """How much ``strategy="auto"`` wants this strategy here (higher wins), or
         None when it cannot run it.  The same on every rank."""
         return None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffer this rank's gradients are reduced from each step."""
+        return self.buffer.nbytes
 
     # -- the step ---------------------------------------------------------
     @abstractmethod

@@ -30,7 +30,12 @@ import numpy as np
 
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import check_compression, make_compressor
-from distnet.distributed.strategies.base import GradientSink, Strategy, SyncResult, all_finite
+from distnet.distributed.strategies.base import (
+    GradientSink,
+    Strategy,
+    SyncResult,
+    all_finite,
+)
 from distnet.errors import InvalidArgumentError
 
 #: Bucket size when several ranks reduce and the user gave none (the step
@@ -113,11 +118,6 @@ class Replicated(Strategy):
     def grad_views(self) -> list:
         """Views into the buffer, one per variable (overwritten by every reduce)."""
         return self._views
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes all-reduced per step."""
-        return self.buffer.nbytes
 
     # -- overlap ------------------------------------------------------------
     def gradient_sink(self, accumulate: bool, local_count: int, scalars: Mapping[str, float],

@@ -166,15 +166,16 @@ class Zero1(Strategy):
         # Several ranks share the update and the EMA; one rank has nothing to share.
         return 1 if comm.size > 1 and not _clipping(optimizer) else None
 
-    @classmethod
-    def build(cls, comm: Communicator, variables: Sequence, scalar_names: Sequence[str], **options) -> "Zero1":
-        return cls(comm, variables, scalar_names, **options)
-
     def _choose_shared_memory(self, shared_memory, n_scalars: int) -> bool:
         auto = shared_memory == "auto" and not isinstance(shared_memory, (bool, np.bool_))
         if not auto and not shared_memory:
             return False
-        from distnet.distributed.shared_memory import SHM_DIR, one_machine, room_for, segment_bytes
+        from distnet.distributed.shared_memory import (
+            SHM_DIR,
+            one_machine,
+            room_for,
+            segment_bytes,
+        )
 
         possible = one_machine(self.comm)   # a collective: called on every rank alike
         if not auto and not possible:   # True: possible, or an error saying why not
