@@ -28,8 +28,15 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
+from distnet.registry import FLOAT, Option
 from distnet.schedules import LearningRate, resolve
 from distnet.tensor import Tensor, Variable
+
+
+#: The job-file key every optimizer takes (``optimizer.clip_norm``).
+CLIP_NORM = Option("clip_norm", FLOAT, None, "all gradients of a step are rescaled together so that their "
+                   "global norm is at most this (TF1's `clip_by_global_norm`)", low=0.0, low_open=True,
+                   arg="global_clipnorm", group="common")
 
 
 def global_norm(grads: Iterable[np.ndarray | None]) -> float:
