@@ -3,7 +3,7 @@
 An optimizer turns ``(gradient, variable)`` pairs into in-place updates of
 ``variable.data``.  Its state is a set of named *slots* (``"m"``, ``"v"``,
 ``"accumulator"``, ...) holding one array per variable, keyed by the
-variable's name (STYLE.md rule 6), plus ``iterations``, the global step.
+variable's name (checkpoints store exactly these), plus ``iterations``, the global step.
 
 Conventions (TF1):
 
@@ -117,8 +117,8 @@ class Optimizer:
     """
 
     slot_names: tuple[str, ...] = ()
-    #: elements per in-place pass of the update (measured fastest around 32-128 K
-    #: float32 elements on a 2-core machine: 20% faster than whole arrays for Adam).
+    #: elements per in-place pass of the update: a chunk of every array the update
+    #: reads stays in the CPU cache (benchmarks/optimizer_update.py; figures in benchmarks/README.md).
     chunk_size: int = 32768
 
     def __init__(self, learning_rate: LearningRate, *, clipnorm: float | None = None,
