@@ -3,7 +3,7 @@
 A job file describes one training run (see ``docs/jobs.md`` for every key)::
 
     seed = 0
-    run_dir = "runs/seed003"
+    run_dir = "runs/my_job"
 
     [[model.layers]]
     type = "conv2d"
@@ -60,8 +60,8 @@ BUILTIN_DATASETS = ("fashion_mnist", "mnist")
 # ---------------------------------------------------------------------------
 
 
-#: The default model, used when a job has no ``[model]`` section: seed 003's
-#: reference net (conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10).
+#: The default model, used when a job has no ``[model]`` section: the reference
+#: net (conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10; docs/jobs.md).
 DEFAULT_LAYERS: tuple[dict, ...] = (
     {"type": "conv2d", "filters": 32, "kernel_size": 5, "padding": "same", "activation": "relu"},
     {"type": "max_pool2d", "pool_size": 2},
@@ -87,7 +87,7 @@ class LossConfig:
 
 @dataclass
 class RegularizationConfig:
-    """``[regularization]``: way (a), ``weight_decay * sum(l2_loss(v))``."""
+    """``[regularization]``: weight decay, ``weight_decay * sum(l2_loss(v))`` over the trainable variables."""
 
     weight_decay: float = 0.0
     exclude_bias: bool = False
@@ -720,15 +720,15 @@ def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
 # Public entry points
 # ---------------------------------------------------------------------------
 
-#: The built-in default job: seed 003's reference net with Adam 1e-4 and
+#: The built-in default job: the reference net with Adam 1e-4 and
 #: batch 100, run for 500 steps (5 epochs of the embedded 10,000 images) so
 #: that it trains in about a minute on two cores.
 DEFAULT_JOB_TOML = """\
 name = "default"
 seed = 0
 
-# No [model] section: the default model (DEFAULT_LAYERS), seed 003's
-# reference net: conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10.
+# No [model] section: the default model (DEFAULT_LAYERS), the reference
+# net: conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10.
 
 [optimizer]
 name = "adam"

@@ -6,17 +6,18 @@ A regularizer is a callable ``w -> scalar Tensor`` (or ``None``)::
     l2(scale)(w)      = scale * sum(w**2) / 2        # TF1: scale * tf.nn.l2_loss(w)
     l1_l2(a, b)(w)    = l1(a)(w) + l2(b)(w)
 
-Seed 003/004: with ``w = [[5,-2],[-3,1]]`` and scale 0.5, l1 gives 5.5 and
-l2 gives 9.75.  Note that Keras' ``regularizers.l2`` has no ``/ 2``; distnet
+With ``w = [[5,-2],[-3,1]]`` and scale 0.5, l1 gives 5.5 and l2 gives 9.75.  Note that Keras' ``regularizers.l2`` has no ``/ 2``; distnet
 follows TF1.
 
 Convention for a zero scale (TF1): the term is *disabled* and the callable
 returns ``None``; layers and :func:`collect` skip it.  A negative scale is an
 :class:`~distnet.errors.InvalidArgumentError`.
 
-The aggregates :func:`weight_decay_loss` (way (a) of the seeds) and
-``distnet.losses.get_regularization_loss`` (way (b)) always return a scalar
-Tensor, ``0.0`` when there is nothing to add.
+The two ways to regularize have one aggregate each, and both always return
+a scalar Tensor, ``0.0`` when there is nothing to add: :func:`weight_decay_loss`
+(weight decay over a list of variables, a job's ``[regularization]``) and
+``distnet.losses.get_regularization_loss`` (the sum of the layers' own
+regularizer terms).  Given the same scale on the same variables they agree.
 """
 from __future__ import annotations
 
@@ -170,11 +171,11 @@ def _is_bias(var) -> bool:
 
 
 def weight_decay_loss(variables: Iterable, weight_decay: float, exclude_bias: bool = False) -> Tensor:
-    """Way (a): ``weight_decay * sum(l2_loss(v) for v in variables)``.
+    """Weight decay: ``weight_decay * sum(l2_loss(v) for v in variables)``.
 
     Args:
       variables: typically ``model.trainable_variables`` (biases included, as
-        in the seeds).
+        TF1 code written this way does).
       weight_decay: >= 0; 0 gives a scalar 0.0.
       exclude_bias: leave out variables whose last name component starts with
         ``bias`` (``dense/bias``).

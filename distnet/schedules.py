@@ -1,6 +1,6 @@
 """Learning-rate schedules: small callable objects ``step -> float``.
 
-A learning rate in distnet is a number or a schedule (STYLE.md rule 7).  The
+A learning rate in distnet is a number or a schedule, nothing else.  The
 optimizer resolves it once per step with the global step *before* that
 step's increment, as TF1's ``exponential_decay(global_step)`` read the
 variable that ``apply_gradients`` then incremented.

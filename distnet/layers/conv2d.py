@@ -29,7 +29,7 @@ class Conv2D(WeightedLayer):
       kernel_regularizer, bias_regularizer, name: as :class:`Dense`.
 
     Example:
-      >>> Conv2D(32, 5, padding="same", activation="relu")   # seed 003's first layer
+      >>> Conv2D(32, 5, padding="same", activation="relu")   # the reference net's first layer
     """
 
     base_name = "conv2d"

@@ -30,7 +30,7 @@ class Dropout(Layer):
       name: layer name (default ``dropout``, ``dropout_1``, ...).
 
     Example:
-      >>> Dropout(0.5)   # seed 003's dropout run
+      >>> Dropout(0.5)   # examples/jobs/seed003_dropout.toml
     """
 
     base_name = "dropout"
