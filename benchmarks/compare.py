@@ -5,7 +5,7 @@ with integer labels, float32, global batch 100, random data of the right
 shape (the same arrays for every framework, from one seed).  Models:
 
 * ``reference``: conv 5x5x32 SAME + relu + max-pool 2 -> dense 1024 relu ->
-  dense 10 (seed 003's net, the default job);
+  dense 10 (the reference net of docs/jobs.md, the default job);
 * ``twoconv``: the same with conv 5x5x64 SAME + relu + max-pool 2 added
   after the first pool;
 * ``mlp``: 784 -> 256 relu -> 128 relu -> 10.
