@@ -161,8 +161,9 @@ class CheckpointConfig:
 
 @dataclass
 class DistConfig:
-    """``[dist]``: failure detection across ranks."""
+    """``[dist]``: how the workers synchronise, and failure detection across them."""
 
+    strategy: str | None = None   # None: "auto" (or what shard_optimizer says)
     stall_timeout: float = 120.0
     check_every: int | None = None
     max_bad_steps: int | None = None
@@ -230,7 +231,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
-    "dist": {"stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
+    "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
              "overlap": _BOOL, "compression": _STR},
 }
@@ -593,6 +594,15 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
         from distnet.distributed.compression import COMPRESSIONS
 
         chk.choice(cfg.dist.compression, ("dist", "compression"), COMPRESSIONS)
+    if cfg.dist.strategy is not None:
+        from distnet.distributed.strategies import all_strategies
+
+        chk.choice(cfg.dist.strategy, ("dist", "strategy"), ["auto", *all_strategies()])
+        said = {True: "zero1", False: "replicated", None: cfg.dist.strategy}[cfg.dist.shard_optimizer]
+        if cfg.dist.strategy != said:
+            chk.fail(("dist", "shard_optimizer"), f"Expect: no shard_optimizer with strategy = "
+                                                  f"'{cfg.dist.strategy}' Actual: shard_optimizer = "
+                                                  f"{str(cfg.dist.shard_optimizer).lower()} (it means '{said}')")
     return cfg
 
 

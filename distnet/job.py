@@ -275,8 +275,8 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
         config_text=cfg.to_toml(), logger=logger, stall_timeout=d.stall_timeout, check_every=d.check_every,
         max_bad_steps=d.max_bad_steps,
-        # Unset shard_optimizer: automatic -- ZeRO-1 on two or more workers where the job allows it.
-        strategy={True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
+        # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
+        strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
         bucket_bytes=d.bucket_bytes, overlap=d.overlap, compression=d.compression,
         # Unset: shared memory wherever ZeRO-1 can use it (one machine); the
         # job's own code writes the weights only inside the trainer.

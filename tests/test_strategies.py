@@ -129,3 +129,22 @@ def test_auto_prefers_zero1_on_several_ranks_unless_it_cannot():
     with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['bucket_bytes', "
                                                    r"'shared_memory'\]"):
         strategy_class("auto", two, adam, {"bucket_bytes": 64, "shared_memory": True})
+
+
+def test_job_files_name_the_strategy():
+    from distnet.config import parse_job
+    from distnet.errors import ConfigError
+    from distnet.job import build_trainer
+    from test_dist_sharded import JOB
+
+    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\n')).strategy.name == "zero1"
+    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "replicated"\noverlap = true\n')).strategy.overlap
+    again = parse_job(parse_job(JOB + '[dist]\nstrategy = "zero1"\n').to_toml())
+    assert again.dist.strategy == "zero1"
+    with pytest.raises(ConfigError, match=r"dist.strategy: unknown value 'zero'; did you mean 'zero1'\?"):
+        parse_job(JOB + '[dist]\nstrategy = "zero"\n')
+    with pytest.raises(ConfigError, match=r"dist.shard_optimizer: Expect: no shard_optimizer with strategy = "
+                                          r"'zero1' Actual: shard_optimizer = false"):
+        parse_job(JOB + '[dist]\nstrategy = "zero1"\nshard_optimizer = false\n')
+    with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap'"):
+        build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\noverlap = true\n'))
