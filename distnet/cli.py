@@ -1,12 +1,9 @@
 """The ``distnet`` command line.
 
 Commands: ``train``, ``eval``, ``inspect``, ``plot``, ``data fetch``,
-``data convert``.  Exit codes:
-
-* 0 -- success;
-* 1 -- failure during training (or any unexpected error);
-* 2 -- bad input: a bad job file, dataset or checkpoint, or bad arguments;
-* 130 -- interrupted with Ctrl-C (after the trainer saved a checkpoint).
+``data convert``.  Exit statuses: the table in :mod:`distnet.exit_status`
+(0 done, 1 training failed, 2 bad input, 3 stalled, 130 / 143 stopped by
+SIGINT / SIGTERM).
 
 Bad input prints one line, ``distnet: error: ...``, and no traceback.
 """
@@ -19,12 +16,15 @@ import textwrap
 import warnings
 from typing import Sequence
 
+from distnet import exit_status
 from distnet._version import __version__
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_OK = exit_status.OK
+EXIT_FAILURE = exit_status.FAILED
+EXIT_BAD_INPUT = exit_status.BAD_INPUT
+EXIT_STALLED = exit_status.STALLED
+EXIT_INTERRUPTED = exit_status.SIGINT
+EXIT_TERMINATED = exit_status.SIGTERM
 
 _EPILOG_TOP = """\
 examples:
@@ -33,7 +33,8 @@ examples:
   distnet eval runs/default --ema
   distnet plot runs/default
 
-exit codes: 0 success, 1 failure during training, 2 bad input, 130 interrupted (Ctrl-C)
+exit statuses: 0 done, 1 training failed, 2 bad input, 3 stalled,
+  130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint
 """
 
 
@@ -70,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap("Train the job described by a TOML job file (see docs/jobs.md) on one "
                     "process, or on N MPI workers with -n / --hostfile. Without JOB the built-in "
                     "default job runs: a small conv net on the Fashion-MNIST data shipped with "
-                    "distnet. Rank 0 writes metrics.jsonl in the run directory and shows progress; "
-                    "Ctrl-C saves a checkpoint and --resume continues from it."),
+                    "distnet. Rank 0 writes metrics.jsonl in the run directory and shows progress. "
+                    "Ctrl-C or SIGTERM stops every worker after the same step and saves a checkpoint "
+                    "there (exit 130 / 143; a second signal aborts at once); --resume continues from "
+                    "it."),
         epilog="examples:\n"
                "  distnet train\n"
                "  distnet train examples/jobs/seed003_dropout.toml --set train.steps=200\n"
@@ -88,8 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostfile", metavar="FILE",
                    help="launch workers on the hosts of an MPI hostfile ('host' or 'host:slots' "
                         "per line; one worker per slot unless -n is given)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest good checkpoint in the job's checkpoint directory")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from the newest good checkpoint in the job's checkpoint directory "
+                            "(an error when there is none)")
+    start.add_argument("--resume-if-any", action="store_true",
+                       help="continue from the newest good checkpoint if there is one, else start")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start again in a run directory that holds an earlier run: its checkpoints and "
+                            "metrics.jsonl are deleted first")
+    p.add_argument("--max-restarts", type=int, metavar="K",
+                   help="with -n / --hostfile: when a worker dies or the job fails after its first step, "
+                        "end the rest and relaunch from the newest checkpoint, up to K times "
+                        "(default: [dist] max_restarts, 0)")
+    p.add_argument("--min-workers", type=int, metavar="M",
+                   help="with --hostfile and --max-restarts: leave out a host that failed twice and go on "
+                        "while the others have at least M slots")
     p.add_argument("--run-dir", metavar="DIR", help="where metrics.jsonl, job.toml and (by "
                    "default) checkpoints go (default: the job's run_dir, runs/<name>)")
     p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
@@ -117,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the stored job, e.g. --set data.test_samples=500")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="read a checkpoint whose weights hold NaN/inf (refused otherwise)")
 
     # -- inspect ------------------------------------------------------------
     p = sub.add_parser(
@@ -128,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter)
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, checkpoint directory or run directory")
     p.add_argument("--no-config", action="store_true", help="leave out the stored job configuration")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="read a checkpoint whose weights, slots or shadows hold NaN/inf (refused otherwise)")
 
     # -- plot ---------------------------------------------------------------
     p = sub.add_parser(
@@ -183,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------
 
 def _cmd_train(args) -> int:
+    if args.num_workers is not None or args.hostfile is not None or args.check:
+        return _train_or_launch(args, None)
+    from distnet.stop import StopSignals
+
+    # First of all: a signal during start-up ends this process cleanly (130 / 143),
+    # one during training stops every rank after an agreed step.
+    with StopSignals() as signals:
+        return _train_or_launch(args, signals)
+
+
+def _train_or_launch(args, signals) -> int:
     from distnet.config import check_world_size, load_job
 
     cfg = load_job(args.job, args.overrides)
@@ -195,27 +227,35 @@ def _cmd_train(args) -> int:
         return EXIT_OK
     if args.num_workers is not None or args.hostfile is not None:
         return _launch(args, cfg)
+    if args.max_restarts is not None or args.min_workers is not None:
+        raise _bad_input("--max-restarts and --min-workers restart a job of workers: give -n N or --hostfile")
     from distnet.distributed import get_communicator, init
+    from distnet.errors import TrainingStopped
     from distnet.job import run_train
+    from distnet.stop import DEFAULT_GRACE
 
+    signals.grace = cfg.dist.stop_grace or DEFAULT_GRACE
     comm = get_communicator("auto")
+    signals.attach(comm)   # several ranks: signals are read by a thread from now on
     # BLAS threads per rank, the allocator, and (under mpiexec) aborting every
     # rank when one fails: an error every rank agreed on (bad job or data, found
     # before training) returns normally on every rank; any other error on one
     # rank must end every rank at once instead of leaving them in a collective.
     init(comm)
+    options = dict(resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite,
+                   progress=args.progress, signals=signals)
     if comm.size == 1:
-        run_train(cfg, comm, resume=args.resume, progress=args.progress)
+        run_train(cfg, comm, **options)
         return EXIT_OK
     try:
-        run_train(cfg, comm, resume=args.resume, progress=args.progress)
-    except KeyboardInterrupt:
-        raise
+        run_train(cfg, comm, **options)
+    except (TrainingStopped, KeyboardInterrupt):
+        raise   # every rank stopped at the same step
     except BaseException as exc:
         if getattr(exc, "agreed_by_all_ranks", False):
             raise
-        comm.abort(EXIT_FAILURE, f"[rank {comm.rank}] distnet: training failed: "
-                                 f"{type(exc).__name__}: {_one_line(exc)}")
+        # comm.abort puts the "[rank R]" in front of each line.
+        comm.abort(EXIT_FAILURE, f"distnet: training failed: {type(exc).__name__}: {_one_line(exc)}")
         raise
     return EXIT_OK
 
@@ -239,14 +279,29 @@ def _launch(args, cfg) -> int:
         worker_args += ["--set", item]
     if args.run_dir is not None:
         worker_args += ["--run-dir", args.run_dir]
-    if args.resume:
-        worker_args.append("--resume")
     progress = args.progress
     if progress == "auto":  # the workers' output is a pipe: decide from our terminal
         progress = "bar" if sys.stdout.isatty() else "plain"
     worker_args += ["--progress", progress]
+    first = {"resume": ["--resume"], "resume_if_any": ["--resume-if-any"], "overwrite": ["--overwrite"]}
+    first_args = next((flag for key, flag in first.items() if getattr(args, key)), [])
+    max_restarts = args.max_restarts if args.max_restarts is not None else (cfg.dist.max_restarts or 0)
+    if max_restarts < 0:
+        raise _bad_input(f"--max-restarts: expected a number of restarts >= 0, got {max_restarts}")
+    if args.min_workers is not None:
+        if args.hostfile is None:
+            raise _bad_input("--min-workers leaves out failed hosts of a --hostfile: give one")
+        if not 1 <= args.min_workers <= size:
+            raise _bad_input(f"--min-workers: expected 1 .. {size} (the job's workers), got {args.min_workers}")
+        check_world_size(cfg, args.min_workers)
+    from distnet.job import checkpoint_dir
+    from distnet.restart import supervise
+    from distnet.stop import DEFAULT_GRACE
 
-    return int(launcher.launch(worker_args, num_workers=args.num_workers, hostfile=args.hostfile))
+    return supervise(worker_args, first_args=first_args, num_workers=args.num_workers, hostfile=args.hostfile,
+                     max_restarts=max_restarts, min_workers=args.min_workers, run_dir=cfg.run_dir,
+                     checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
+                     stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, entry=launcher.WORKER_ENTRY)
 
 
 def _bad_input(message: str):
@@ -258,7 +313,8 @@ def _bad_input(message: str):
 def _cmd_eval(args) -> int:
     from distnet.job import run_eval
 
-    result = run_eval(args.ckpt, use_ema=args.ema, data=args.data, overrides=args.overrides)
+    result = run_eval(args.ckpt, use_ema=args.ema, data=args.data, overrides=args.overrides,
+                      allow_nonfinite=args.allow_nonfinite)
     if args.json:
         print(json.dumps(result))
     else:
@@ -271,7 +327,7 @@ def _cmd_eval(args) -> int:
 def _cmd_inspect(args) -> int:
     from distnet.job import load_checkpoint
 
-    path, state = load_checkpoint(args.ckpt)
+    path, state = load_checkpoint(args.ckpt, allow_nonfinite=args.allow_nonfinite)
     print(f"checkpoint      {path}")
     print(f"step            {state.step}")
     print(f"epoch           {state.epoch} (position {state.position})")
@@ -340,7 +396,7 @@ def _is_main_rank() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``distnet`` command; returns the exit code (0, 1, 2 or 130)."""
+    """Run the ``distnet`` command; returns the exit status (:mod:`distnet.exit_status`)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -361,13 +417,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _run(args, parser, speak: bool) -> int:
     from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
-                                InvalidArgumentError)
+                                InvalidArgumentError, TrainingStopped)
 
     commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)
         return commands[args.command](args)
+    except TrainingStopped as exc:
+        if speak:
+            if exc.aborted:
+                print(f"distnet: {exc.reason}: stopped at once (no checkpoint)", file=sys.stderr)
+            else:
+                saved = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else " (checkpoints are off)"
+                print(f"distnet: interrupted: stopped by {exit_status.signal_name(exc.signal)} after step "
+                      f"{exc.step}{saved}", file=sys.stderr)
+        return int(exc.code)
     except KeyboardInterrupt:
         if speak:
             print("\ndistnet: interrupted (Ctrl-C)", file=sys.stderr)
@@ -397,8 +462,9 @@ def _run(args, parser, speak: bool) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text
+    """The error's message on one line (a message of several lines joined with "; ")."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -172,6 +172,8 @@ class DistConfig:
     shared_memory: bool | None = None   # None: "auto" (on when every worker is on one machine)
     overlap: bool | None = None
     compression: str | None = None   # None: "none" (float32 on the wire); "float16"
+    stop_grace: float | None = None   # None: distnet.stop.DEFAULT_GRACE seconds for a signalled stop
+    max_restarts: int | None = None   # None: 0 (the launcher restarts a failed job this many times)
 
 
 @dataclass
@@ -233,7 +235,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
     "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
-             "overlap": _BOOL, "compression": _STR},
+             "overlap": _BOOL, "compression": _STR, "stop_grace": _FLOAT, "max_restarts": _INT},
 }
 
 
@@ -590,6 +592,8 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     chk.positive(cfg.dist.check_every, ("dist", "check_every"))
     chk.positive(cfg.dist.max_bad_steps, ("dist", "max_bad_steps"))
     chk.positive(cfg.dist.bucket_bytes, ("dist", "bucket_bytes"))
+    chk.positive(cfg.dist.stop_grace, ("dist", "stop_grace"))
+    chk.positive(cfg.dist.max_restarts, ("dist", "max_restarts"), allow_zero=True)
     if cfg.dist.compression is not None:
         from distnet.distributed.compression import COMPRESSIONS
 

@@ -37,3 +37,29 @@ class DistributedError(DistnetError, RuntimeError):
 
 class ConfigError(DistnetError, ValueError):
     """A job file has an unknown key, a wrong type or an impossible value."""
+
+
+class TrainingStopped(SystemExit):
+    """Training stopped by a signal (SIGINT: ``code`` 130, SIGTERM: 143).
+
+    A :class:`SystemExit`: left unhandled it ends a script with that status
+    and no traceback, on every rank (the ranks raise it at the same step).
+
+    Attributes:
+        code: the exit status (:mod:`distnet.exit_status`).
+        signal: the signal number.
+        step: the step every rank stopped after (None if aborted).
+        checkpoint: the checkpoint written at that step, or None.
+        aborted: True when the job ended at once (a second signal, the grace
+            period, start-up) without a checkpoint.
+        reason: why, in words.
+    """
+
+    def __init__(self, code: int, *, signal: int, step: int | None = None, checkpoint: str | None = None,
+                 aborted: bool = False, reason: str = "") -> None:
+        super().__init__(code)
+        self.signal = signal
+        self.step = step
+        self.checkpoint = checkpoint
+        self.aborted = aborted
+        self.reason = reason

@@ -23,7 +23,7 @@ from distnet.config import JobConfig, check_world_size, parse_job
 from distnet.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
-           "build_trainer", "run_train", "run_eval", "evaluate", "load_checkpoint",
+           "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate", "load_checkpoint",
            "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset"]
 
 
@@ -290,33 +290,102 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         raise ConfigError(f"{cfg.source}: {exc}") from None
 
 
+def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+                  resume_if_any: bool = False, overwrite: bool = False) -> list[str]:
+    """Refuse to mix two runs in one run directory; returns the checkpoints found.
+
+    A directory holding checkpoints (or logged steps) of an earlier run needs
+    ``resume`` (continue it), ``resume_if_any`` (continue it if there is one:
+    what restarts use) or ``overwrite`` (start again: :func:`clear_run_dir`);
+    ``resume`` with no checkpoint is an error too.
+
+    Raises:
+        ConfigError: naming the directory and the ways on.
+    """
+    from distnet.checkpoint import CheckpointManager
+    from distnet.metrics import METRICS_FILE
+
+    if sum(map(bool, (resume, resume_if_any, overwrite))) > 1:
+        raise ConfigError("give one of --resume, --resume-if-any and --overwrite")
+    ckdir = checkpoint_dir(cfg, run_dir)
+    if (resume or resume_if_any) and ckdir is None:
+        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but checkpoint.dir is \"\" (off)")
+    found = CheckpointManager(ckdir, is_writer=False).checkpoints() if ckdir is not None else []
+    if resume and not found:
+        raise ConfigError(f"--resume: no checkpoint in {ckdir} to continue from; train without --resume "
+                          f"to start the run, or with --resume-if-any to continue only when there is one")
+    if resume or resume_if_any or overwrite:
+        return found
+    metrics = Path(run_dir) / METRICS_FILE
+    logged = metrics.is_file() and '"kind":"step"' in metrics.read_text(encoding="utf-8", errors="replace")
+    if found or logged:
+        what = f"checkpoints of an earlier run (newest {os.path.basename(found[-1])})" if found \
+            else f"the {METRICS_FILE} of an earlier run"
+        raise ConfigError(f"run directory {run_dir} holds {what}: --resume continues that run, --overwrite "
+                          f"starts it again (deleting its checkpoints and {METRICS_FILE}), or choose another "
+                          f"--run-dir")
+    return found
+
+
+def clear_run_dir(cfg: JobConfig, run_dir: str | os.PathLike) -> list[str]:
+    """Delete an earlier run's checkpoints (``ckpt-*.h5``) and ``metrics.jsonl`` (``--overwrite``);
+    nothing else in the directory.  Returns the files removed."""
+    from distnet.checkpoint import CheckpointManager
+    from distnet.metrics import METRICS_FILE
+
+    ckdir = checkpoint_dir(cfg, run_dir)
+    doomed = CheckpointManager(ckdir, is_writer=False).checkpoints() if ckdir is not None else []
+    metrics = Path(run_dir) / METRICS_FILE
+    if metrics.is_file():
+        doomed.append(str(metrics))
+    for path in doomed:
+        os.unlink(path)
+    return doomed
+
+
 def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
-              run_dir: str | os.PathLike | None = None, progress: str = "auto") -> list[dict]:
+              run_dir: str | os.PathLike | None = None, progress: str = "auto",
+              resume_if_any: bool = False, overwrite: bool = False, signals=None) -> list[dict]:
     """Train the job: what ``distnet train`` runs on every rank.
 
     Rank 0 writes ``metrics.jsonl`` and shows progress; the others stay quiet.
-    On Ctrl-C the trainer saves a checkpoint (when a checkpoint directory is
-    configured) and ``KeyboardInterrupt`` propagates.
+    SIGINT / SIGTERM stop every rank after one agreed step, with a checkpoint
+    there (:meth:`Trainer.fit`): :class:`~distnet.errors.TrainingStopped`
+    propagates, and the ``end`` record says ``"interrupted"``.
 
     Args:
         cfg: the validated job.
         comm: the communicator (default: ``get_communicator("auto")``).
-        resume: continue from the newest good checkpoint in the checkpoint dir.
+        resume: continue from the newest good checkpoint (an error if there is none).
         run_dir: overrides ``cfg.run_dir``.
         progress: ``"auto"``, ``"bar"``, ``"plain"`` or ``"none"``.
+        resume_if_any: continue from the newest good checkpoint if there is one.
+        overwrite: delete an earlier run's checkpoints and metrics first.
+        signals: an installed :class:`distnet.stop.StopSignals` (default: ``fit`` installs one).
 
     Returns:
         The trainer's history (a list of dicts).
+    Raises:
+        ConfigError: the run directory holds an earlier run (:func:`check_run_dir`).
+        TrainingStopped: a signal stopped training.
     """
     from distnet.distributed import get_communicator
+    from distnet.errors import TrainingStopped
     from distnet.metrics import MetricsLogger
 
     comm = comm if comm is not None else get_communicator("auto")
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
-    if resume and checkpoint_dir(cfg, run_dir) is None:
-        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but checkpoint.dir is \"\" (off)")
-    data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
     is_main = comm.rank == 0
+
+    def start_up():
+        check_world_size(cfg, comm.size)
+        if is_main:   # only rank 0 writes (and may see) the run directory
+            check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
+        return load_data(cfg)
+
+    data = _agree(comm, start_up)
+    if overwrite and is_main:
+        clear_run_dir(cfg, run_dir)
     logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
     trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data)
     if is_main:
@@ -326,15 +395,16 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         logger.message(f"distnet: job {cfg.name!r} ({cfg.source}) on {comm.size} rank(s), "
                        f"{len(train)} training samples ({getattr(train, 'source', '')}), "
                        f"{trainer.total_steps} steps of {cfg.train.batch_size}; run dir {run_dir}")
+    resuming = bool(resume or resume_if_any)
     logger.start(total_steps=trainer.total_steps, world_size=comm.size,
-                 global_batch_size=cfg.train.batch_size, job=cfg.name, resume=bool(resume))
+                 global_batch_size=cfg.train.batch_size, job=cfg.name, resume=resuming)
     status = "failed"
     try:
-        history = trainer.fit(resume=resume)
+        history = trainer.fit(resume=resuming, signals=signals, stop_grace=cfg.dist.stop_grace)
         trainer.close()   # a collective: frees the workers' shared memory
         status = "completed"
         return history
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TrainingStopped):
         status = "interrupted"
         raise
     finally:
@@ -370,12 +440,13 @@ def _agree(comm, fn):
 # Evaluation from a checkpoint
 # ---------------------------------------------------------------------------
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[str, Any]:
+def load_checkpoint(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> tuple[str, Any]:
     """Load a checkpoint file, or the newest good one in a directory.
 
     ``path`` may be a checkpoint file, a checkpoint directory or a run
     directory (holding ``checkpoints/``).  In a directory, a newest file that
-    is corrupt is skipped (with a warning) for the previous good one.
+    is corrupt (or holds NaN/inf) is skipped (with a warning) for the previous good one.
+    ``allow_nonfinite`` reads a checkpoint holding NaN/inf (for inspection).
 
     Returns:
         ``(file, CheckpointState)``.
@@ -389,7 +460,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[str, Any]:
 
     p = Path(path)
     if p.is_file():
-        return str(p), load(p)
+        return str(p), load(p, allow_nonfinite=allow_nonfinite)
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint file or directory")
     if (p / "checkpoints").is_dir():
@@ -400,7 +471,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[str, Any]:
     problems = []
     for file in reversed(found):
         try:
-            return file, load(file)
+            return file, load(file, allow_nonfinite=allow_nonfinite)
         except CheckpointError as exc:
             problems.append(f"{file}: {exc}")
             warnings.warn(f"skipping unusable checkpoint {file}: {exc}", CheckpointWarning, stacklevel=2)
@@ -442,7 +513,7 @@ def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_s
 
 
 def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = None,
-             overrides: list[str] | tuple[str, ...] = ()) -> dict:
+             overrides: list[str] | tuple[str, ...] = (), *, allow_nonfinite: bool = False) -> dict:
     """Evaluate a checkpoint on its job's test split: what ``distnet eval`` runs.
 
     Args:
@@ -457,7 +528,7 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
     """
     from distnet.checkpoint import ema_params
 
-    path, state = load_checkpoint(ckpt)
+    path, state = load_checkpoint(ckpt, allow_nonfinite=allow_nonfinite)
     extra = list(overrides)
     if data is not None:
         if data.replace("-", "_").lower() in ("fashion_mnist", "mnist"):

@@ -2,8 +2,11 @@
 
 ``distnet train job.toml -n 4`` and ``distnet train job.toml --hostfile hosts``
 end here: :func:`launch` runs ``mpiexec -n N [-hosts ...] -genvall PYTHON -m
-distnet train ...`` and returns its exit status; :func:`build_mpiexec_command`
-only builds that command and its environment.  ``launch/README.md`` says what
+distnet train ...`` and returns the job's exit status (:mod:`distnet.exit_status`;
+:func:`launch_job` also says which rank failed and how);
+:func:`build_mpiexec_command` only builds that command and its environment.
+mpiexec dies with the launcher (Linux), and hydra then ends every rank: a
+killed launcher leaves no job behind.  ``launch/README.md`` says what
 they do and why: which mpiexec, hostfiles, remote start, network, BLAS threads
 per worker, signals and failed workers, and the ``/dev/shm`` clean-up.
 
@@ -18,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
+from distnet import exit_status
 from distnet.distributed.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 
@@ -37,7 +42,20 @@ from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 FAILURE_MARKERS = (b"BAD TERMINATION", b"application called MPI_Abort")
 
 # Exit status when the launcher had to stop mpiexec itself after a failure.
-EXIT_STOPPED = 1
+EXIT_STOPPED = exit_status.FAILED
+
+#: How ``distnet train -n N`` starts each worker: SIGINT / SIGTERM end it quietly
+#: (status 130 / 143) while Python imports numpy and distnet, until ``distnet
+#: train`` installs its own handlers (:mod:`distnet.stop`).
+WORKER_ENTRY = ("-c", "import signal, sys\n"
+                      "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit(128 + n))\n"
+                      "from distnet.cli import main\n"
+                      "sys.exit(main(sys.argv[1:]))")
+
+# hydra's report of a rank that died: its pid, host, status and how it ended.
+_BANNER = re.compile(rb"PID (\d+) RUNNING AT (\S+)\s*=+\s*EXIT CODE: (\d+)")
+_EXIT_STRING = re.compile(rb"EXIT STRING: [^\n(]*\(signal (\d+)\)")
+_ABORTED = re.compile(rb"MPI_Abort\(MPI_COMM_WORLD, (\d+)\) - process (\d+)")
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+$")
 
@@ -252,6 +270,7 @@ class _Relay(threading.Thread):
     def __init__(self, source: BinaryIO, sink: BinaryIO, on_failure: threading.Event) -> None:
         super().__init__(daemon=True)
         self.source, self.sink, self.on_failure = source, sink, on_failure
+        self.report = b""   # what hydra printed from its first failure banner on (bounded)
 
     def run(self) -> None:
         tail = b""
@@ -266,6 +285,8 @@ class _Relay(threading.Thread):
             window = tail + chunk
             if any(m in window for m in FAILURE_MARKERS):
                 self.on_failure.set()
+            if self.on_failure.is_set() and len(self.report) < 8192:
+                self.report += window if not self.report else chunk
             tail = window[-64:]
             try:
                 self.sink.write(chunk)
@@ -296,7 +317,12 @@ def launch(
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
 ) -> int:
-    """Run the workers under mpiexec and return its exit status.
+    """Run the workers under mpiexec and return the job's exit status.
+
+    The status is one of :mod:`distnet.exit_status`'s table: the ranks'
+    own (0, 1, 2, 3, 130, 143), a rank that died otherwise (hydra's 9 for
+    SIGKILL ...) is 1, with a line naming it (rank, host, signal) on
+    ``stderr``.  :func:`launch_job` takes the same arguments and says more.
 
     Args:
         program_args, num_workers, hostfile, env, launcher_exec, iface, mpiexec, python,
@@ -305,15 +331,57 @@ def launch(
         stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
         stdout, stderr: binary streams for the workers' output (default ours).
     Returns:
-        mpiexec's exit status (0 when every rank succeeded); 128 + signal number
-        when it died of a signal; :data:`EXIT_STOPPED` when the launcher had to
-        stop it.
+        the exit status (0 when every rank succeeded).
     Raises:
         as :func:`build_mpiexec_command`; LaunchError when mpiexec cannot start.
     Example:
         >>> launch(["train", "job.toml"], num_workers=2)  # doctest: +SKIP
         0
     """
+    return launch_job(program_args, num_workers=num_workers, hostfile=hostfile, env=env,
+                      launcher_exec=launcher_exec, iface=iface, mpiexec=mpiexec, python=python, entry=entry,
+                      cores=cores, failure_grace=failure_grace, stop_grace=stop_grace, stdout=stdout,
+                      stderr=stderr).code
+
+
+@dataclass
+class LaunchOutcome:
+    """How one run of mpiexec ended.
+
+    Attributes:
+        code: the job's exit status (:mod:`distnet.exit_status`).
+        raw: mpiexec's own status (128 + N when it died of signal N).
+        failure: which rank failed and how (``"rank 1 (pid 5127 on node2) was
+            killed by SIGKILL"``), or None.
+        failed_host: the host of the failed rank, when hydra named it.
+        signal: the first SIGINT / SIGTERM the launcher received and passed on, or None.
+    """
+
+    code: int
+    raw: int
+    failure: str | None = None
+    failed_host: str | None = None
+    signal: int | None = None
+
+
+def launch_job(
+    program_args: Sequence[str],
+    *,
+    num_workers: int | None = None,
+    hostfile: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    launcher_exec: str | None = None,
+    iface: str | None = None,
+    mpiexec: str | None = None,
+    python: str | None = None,
+    entry: Sequence[str] = ("-m", "distnet"),
+    cores: int | None = None,
+    failure_grace: float = 10.0,
+    stop_grace: float = 30.0,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+) -> LaunchOutcome:
+    """:func:`launch`, returning a :class:`LaunchOutcome`."""
     for name, value in (("failure_grace", failure_grace), ("stop_grace", stop_grace)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
@@ -327,7 +395,8 @@ def launch(
     try:
         proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)  # our signals reach it once, via us
+                                start_new_session=True,  # our signals reach it once, via us
+                                preexec_fn=_die_with_parent(os.getpid()))
     except OSError as exc:
         raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
 
@@ -337,10 +406,14 @@ def launch(
         relay.start()
 
     proxies = _ProxyWatch(proc.pid)
+    ranks = _RankMap(proc.pid)
     received: list[int] = []
 
     def forward(signum, _frame) -> None:
         received.append(signum)
+        if len(received) == 1:
+            _say(err, f"distnet launch: {exit_status.signal_name(signum)}: every worker stops after its current "
+                      f"step and saves a checkpoint (again to abort at once)")
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
@@ -360,6 +433,7 @@ def launch(
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
+            ranks.look(now)
             if deadline is None and received:
                 deadline, why = now + stop_grace, "after the interrupt"
             if deadline is None and not failed.is_set() and proxies.one_ended():
@@ -380,17 +454,100 @@ def launch(
             _stop(proc)
         for relay in relays:
             relay.join(timeout=5)
-    code = proc.returncode
-    if code < 0:
-        code = 128 - code
+    raw = proc.returncode
+    if raw < 0:
+        raw = 128 - raw
+    failure, host = _describe_failure(b"".join(r.report for r in relays), ranks)
+    code = exit_status.from_mpiexec(raw)
     if stopped_by_us and code == 0:
         code = EXIT_STOPPED
-    if code != 0:
+    if received and code not in (exit_status.OK, exit_status.SIGINT, exit_status.SIGTERM):
+        # Stopped at once (a second signal, hydra's forced abort): the stop is the reason.
+        code, failure = exit_status.for_signal(received[0]), None
+    if raw != 0:
         removed, freed = remove_leftover_shm(shm_before)
         if removed:
             _say(err, f"distnet launch: removed {removed} shared-memory file(s) ({freed / 1e6:.1f} MB) that "
                       f"the failed job's ranks left in {SHM_DIR}")
-    return code
+    if failure is not None and code not in (exit_status.OK, exit_status.SIGINT, exit_status.SIGTERM):
+        _say(err, f"distnet launch: {failure}; exit status {code} ({exit_status.MEANING[code]})")
+    return LaunchOutcome(code=code, raw=raw, failure=failure, failed_host=host,
+                         signal=received[0] if received else None)
+
+
+def _die_with_parent(parent: int):
+    """mpiexec's pre-exec step: SIGTERM it when the launcher dies (Linux
+    ``PR_SET_PDEATHSIG``), so a killed launcher or a closed terminal stops
+    the job (hydra passes the SIGTERM on: the ranks stop and save) instead
+    of leaving it training unwatched."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        pr_set_pdeathsig = 1
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:   # the launcher died before the line above
+            os._exit(exit_status.SIGTERM)
+
+    return preexec
+
+
+class _RankMap:
+    """Which local pid is which rank: read from the ranks' environment (``PMI_RANK``)
+    while the job runs, so that a rank hydra reports by pid can be named."""
+
+    def __init__(self, pid: int, every: float = 1.0) -> None:
+        self.pid, self.every = pid, every
+        self.ranks: dict[int, int] = {}
+        self.next_look = 0.0
+
+    def look(self, now: float) -> None:
+        if now < self.next_look:
+            return
+        self.next_look = now + self.every
+        todo, seen = [self.pid], set()
+        while todo:
+            p = todo.pop()
+            try:
+                for tid in os.listdir(f"/proc/{p}/task"):
+                    with open(f"/proc/{p}/task/{tid}/children") as f:
+                        todo += [int(c) for c in f.read().split() if int(c) not in seen]
+            except (OSError, ValueError):
+                continue
+            seen.add(p)
+            if p not in self.ranks and p != self.pid:
+                try:
+                    with open(f"/proc/{p}/environ", "rb") as f:
+                        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+                    self.ranks[p] = int(env[b"PMI_RANK"])
+                except (OSError, KeyError, ValueError):
+                    continue
+
+
+def _describe_failure(report: bytes, ranks: _RankMap) -> tuple[str | None, str | None]:
+    """The failed rank in words, from hydra's report, and its host."""
+    aborted = _ABORTED.search(report)
+    banner = _BANNER.search(report)
+    if banner is None:
+        if aborted is not None:
+            return (f"rank {int(aborted.group(2))} ended the job (MPI_Abort, status {int(aborted.group(1))}; "
+                    f"its message is above)"), None
+        return None, None
+    pid, host, status = int(banner.group(1)), banner.group(2).decode(errors="replace"), int(banner.group(3))
+    rank = ranks.ranks.get(pid)
+    who = f"rank {rank} (pid {pid} on {host})" if rank is not None else f"a rank (pid {pid} on {host})"
+    killed = _EXIT_STRING.search(report)
+    if killed is not None:
+        how = f"was killed by {exit_status.signal_name(int(killed.group(1)))}"
+    elif aborted is not None:
+        how = f"ended the job (MPI_Abort, status {int(aborted.group(1))}; its message is above)"
+    else:
+        how = f"exited with status {status}"
+    return f"{who} {how}", host
 
 
 class _ProxyWatch:

@@ -247,11 +247,12 @@ class MetricsLogger:
             self._print(text)
 
     # -- end --------------------------------------------------------------------
-    def close(self, status: str = "completed") -> None:
+    def close(self, status: str = "completed", **fields: Any) -> None:
         """End the run: an ``end`` record, the bar closed and the summary table printed.
 
         Args:
-            status: ``"completed"``, ``"interrupted"`` or ``"failed"``.
+            status: ``"completed"``, ``"interrupted"`` (stopped by a signal) or ``"failed"``.
+            **fields: stored in the ``end`` record too (``signal="SIGTERM"``).
         """
         if not self.is_main or self._closed:
             return
@@ -260,7 +261,7 @@ class MetricsLogger:
             self._bar.close()
             self._bar = None
         summary = self.summary()
-        self._write({"kind": "end", "time": time.time(), "status": status, **summary})
+        self._write({"kind": "end", "time": time.time(), "status": status, **summary, **fields})
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -17,6 +17,12 @@ A single process is simply a world of size 1.  Each synchronized step:
 6. periodic evaluation (global, all-reduced), checkpoints from rank 0, and a
    cross-rank parameter check every ``check_every`` steps.
 
+SIGINT or SIGTERM during :meth:`Trainer.fit` (to any rank, or all) asks to
+stop: the request rides in the step's reduction as one more scalar, so every
+rank finishes the same step, one checkpoint is written there (its data
+position is the next unseen sample) and :class:`~distnet.errors.TrainingStopped`
+is raised with status 130 / 143 (:mod:`distnet.stop`).
+
 How gradients are summed and who updates what is the strategy's business
 (:mod:`distnet.distributed.strategies`): ``"replicated"`` all-reduces them
 and every rank updates every weight; ``"zero1"`` gives each rank 1/N of the
@@ -42,6 +48,7 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import InvalidArgumentError
+from distnet.stop import decode as decode_stop
 from distnet.tensor import Tensor, Variable
 
 LossFn = Callable[..., Tensor]
@@ -60,6 +67,7 @@ class StepResult:
     samples: int
     finite: bool
     seconds: float = 0.0
+    stop: int | None = None   # the signal every rank agreed to stop on after this step
 
 
 def _resolve_loss(loss: str | LossFn) -> LossFn:
@@ -163,6 +171,10 @@ class Trainer:
             raise InvalidArgumentError(f"weight_decay must be >= 0, got {weight_decay}")
         if len(train_data) == 0:
             raise InvalidArgumentError("the training dataset is empty")
+        if global_batch_size > len(train_data):
+            raise InvalidArgumentError(
+                f"global_batch_size: Expect: at most the {len(train_data)} training samples "
+                f"Actual: {global_batch_size} (every step would be the whole dataset)")
         strategy_cls, strategy_options = strategy_class(strategy, self.comm, optimizer, strategy_options)
         self.model = model
         self.loss_fn = _resolve_loss(loss)
@@ -190,6 +202,7 @@ class Trainer:
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
         self._last_eval_step: int | None = None
+        self._signals = None   # the StopSignals of a running fit()
 
         self.steps_per_epoch = math.ceil(len(train_data) / self.global_batch_size)
         self.total_steps = int(steps) if steps is not None else int(epochs) * self.steps_per_epoch
@@ -202,7 +215,9 @@ class Trainer:
 
         from distnet.distributed import NonFiniteGuard, ShardSampler
 
-        self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct"), **strategy_options)
+        # "stop": the stop request (distnet.stop) rides with the step's metrics.
+        self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
+                                           **strategy_options)
         self._closed = False
         # What this rank updates: the variables, or (ZeRO-1) its pieces of them.
         self.optimizer.build(self.strategy.updated)
@@ -287,6 +302,8 @@ class Trainer:
         denom = float(batch.global_batch_size)
         loss_sum = 0.0
         correct = 0
+        # Read once: the sinks and the reduce must carry the same value.
+        stop = self._signals.code if self._signals is not None else 0.0
         if local:
             x, y = self.train_data.read(indices)
             keys = per_sample_keys(self.seed, step, indices)
@@ -297,7 +314,7 @@ class Trainer:
                 loss_sum += float(loss.numpy()) * denom
                 correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
                 sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
-                                              scalars={"loss_sum": loss_sum, "correct": correct})
+                                              scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
                 gradients(loss, self.variables, sink=sink)
         reg = self.regularization_loss()
         reg_value, reg_grads = 0.0, None
@@ -305,7 +322,7 @@ class Trainer:
             reg_value = float(reg.numpy())
             # Variables it does not touch get None (no parameter-sized zeros per step).
             reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
-        res = strategy.reduce(local_count=local, scalars={"loss_sum": loss_sum, "correct": correct},
+        res = strategy.reduce(local_count=local, scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop},
                               regularization_grads=reg_grads, global_count=batch.global_batch_size,
                               prescaled=True)
         count = res.global_count
@@ -317,7 +334,8 @@ class Trainer:
                             num_updates=self.step if self.ema_num_updates else None)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
-                          samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0)
+                          samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
+                          stop=decode_stop(res.scalars["stop"]))
 
     # ------------------------------------------------------------------
     def evaluate(self, data=None, use_ema: bool = False) -> dict:
@@ -405,22 +423,93 @@ class Trainer:
         self.sampler.set_position(int(state.epoch), int(state.position))
 
     def _restore_latest(self) -> bool:
-        """Rank 0 reads the newest good checkpoint and broadcasts it."""
-        state = None
+        """Rank 0 reads the newest good checkpoint and broadcasts it; says which (step, epoch)."""
+        from distnet.errors import CheckpointError
+
+        found, error = None, None
         if self.comm.rank == 0 and self._manager is not None:
             expected = {v.name: (v.shape, v.dtype) for v in self.all_variables}
-            state = self._manager.restore_latest(expected)
-        state = broadcast_state(self.comm, state)
+            try:
+                found = self._manager.latest_good(expected)
+            except CheckpointError as exc:
+                error = str(exc)
+        if self.comm.size > 1:
+            # Rank 0's error is every rank's: the others must not wait for a state that never comes.
+            error = self.comm.bcast_object(error, root=0)
+        if error is not None:
+            exc = CheckpointError(error)
+            exc.agreed_by_all_ranks = True
+            raise exc
+        state = broadcast_state(self.comm, found[1] if found is not None else None)
         if state is None:
+            if self.logger is not None:
+                where = self._manager.directory if self._manager is not None else "(checkpoints are off)"
+                self.logger.message(f"distnet: no checkpoint in {where}: starting from step 0")
             return False
         self.restore(state)
+        if self.logger is not None and found is not None:
+            self.logger.log("resume", checkpoint=found[0], step=state.step, epoch=state.epoch,
+                            position=state.position, world_size_then=state.world_size)
+            self.logger.message(f"distnet: resuming from {found[0]}: step {state.step}, epoch {state.epoch} "
+                                f"(sample {state.position} of it), written by {state.world_size} rank(s)")
         return True
 
     # ------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> list[dict]:
-        """Train until ``steps`` / ``epochs`` are done; returns the history."""
-        if resume:
-            self._restore_latest()
+    def fit(self, resume: bool = False, *, signals=None, stop_grace: float | None = None) -> list[dict]:
+        """Train until ``steps`` / ``epochs`` are done; returns the history.
+
+        SIGINT / SIGTERM stop it after a step every rank agrees on, with one
+        checkpoint at that step (module docstring), by raising
+        :class:`~distnet.errors.TrainingStopped` (status 130 / 143).  A
+        second signal, or ``stop_grace`` seconds, end the job at once.
+
+        Args:
+            resume: continue from the newest good checkpoint.
+            signals: a :class:`distnet.stop.StopSignals` already installed
+                (``distnet train`` installs one before start-up); default:
+                one installed for the duration of ``fit`` (main thread only).
+            stop_grace: seconds a stop may take (default
+                :data:`distnet.stop.DEFAULT_GRACE`) when ``fit`` installs the handlers.
+        Raises:
+            TrainingStopped: a signal stopped training.
+        """
+        from distnet.stop import DEFAULT_GRACE, StopSignals
+
+        own = signals is None
+        if own:
+            signals = StopSignals(self.comm, grace=stop_grace or DEFAULT_GRACE).install()
+        try:
+            if resume:
+                self._restore_latest()
+            signals.begin_training()
+            stopped = self._loop(signals)
+            if stopped is not None:
+                self._stop(stopped)
+            if self.eval_data is not None and self._last_eval_step != self.step:
+                self._log_eval()
+            if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
+                self.save_checkpoint()
+        finally:
+            if own:
+                signals.uninstall()
+        if self.logger is not None:
+            self.logger.close()
+        return self.history
+
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop after the next step as a signal would (e.g. from a callback); only during :meth:`fit`.
+
+        Args:
+            signum: ``signal.SIGINT`` (the default, status 130) or ``signal.SIGTERM`` (143).
+        """
+        import signal
+
+        if self._signals is None:
+            raise InvalidArgumentError("request_stop: Expect: a running fit() Actual: no training under way")
+        self._signals.request(signal.SIGINT if signum is None else signum)
+
+    def _loop(self, signals) -> int | None:
+        """The steps; returns the signal every rank agreed to stop on, or None when done."""
         watchdog = None
         if self.stall_timeout and self.comm.size > 1:
             from distnet.distributed import Watchdog
@@ -428,7 +517,7 @@ class Trainer:
             watchdog = Watchdog(self.comm, self.stall_timeout)
             watchdog.start()
         log = self.logger
-        interrupted = False
+        self._signals = signals
         try:
             while self.step < self.total_steps:
                 batch = self.sampler.next()
@@ -442,6 +531,8 @@ class Trainer:
                 self.history.append(record)
                 if log is not None:
                     log.log_step(record)
+                if result.stop is not None:
+                    return result.stop
                 if self.check_every and self.comm.size > 1 and self.step % self.check_every == 0:
                     from distnet.distributed import check_parameters_agree
 
@@ -452,24 +543,26 @@ class Trainer:
                     self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, record)
-        except KeyboardInterrupt:
-            interrupted = True
-            raise
+            return None
         finally:
+            self._signals = None
             if watchdog is not None:
                 watchdog.stop()
-            if interrupted and self._manager is not None:
-                try:
-                    self.save_checkpoint()
-                except Exception:  # noqa: BLE001 - never mask the interrupt
-                    pass
-        if self.eval_data is not None and self._last_eval_step != self.step:
-            self._log_eval()
-        if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
-            self.save_checkpoint()
-        if log is not None:
-            log.close()
-        return self.history
+
+    def _stop(self, signum: int) -> None:
+        """Every rank agreed to stop after this step: one checkpoint here, then raise."""
+        from distnet import exit_status
+        from distnet.errors import TrainingStopped
+
+        path = self.save_checkpoint()   # a collective: every rank is here, at the same step
+        name = exit_status.signal_name(signum)
+        if self.logger is not None:
+            self.logger.log("stop", step=self.step, epoch=self.sampler.epoch, signal=name, checkpoint=path)
+            self.logger.message(f"distnet: stopped by {name} after step {self.step}"
+                                + (f"; checkpoint {path}" if path else " (checkpoints are off)"))
+            self.logger.close("interrupted", signal=name)
+        raise TrainingStopped(exit_status.for_signal(signum), signal=signum, step=self.step, checkpoint=path,
+                              reason=f"{name} after step {self.step}")
 
     def _log_eval(self) -> dict:
         self._last_eval_step = self.step

@@ -15,7 +15,7 @@ from distnet.checkpoint.manager import CheckpointManager, checkpoint_name, expor
 from distnet.checkpoint.reader import load, verify
 from distnet.checkpoint.state import (
     FORMAT_VERSION, CheckpointMismatchError, CheckpointState, CheckpointWarning,
-    CorruptCheckpointError, UnsafeCheckpointError, ema_params, expected_from,
+    CorruptCheckpointError, NonFiniteCheckpointError, UnsafeCheckpointError, ema_params, expected_from,
 )
 from distnet.checkpoint.writer import compute_digest, write_checkpoint
 
@@ -24,7 +24,7 @@ save = write_checkpoint
 
 __all__ = [
     "CheckpointManager", "CheckpointMismatchError", "CheckpointState", "CheckpointWarning",
-    "CorruptCheckpointError", "FORMAT_VERSION", "UnsafeCheckpointError", "checkpoint_name",
+    "CorruptCheckpointError", "FORMAT_VERSION", "NonFiniteCheckpointError", "UnsafeCheckpointError", "checkpoint_name",
     "compute_digest", "ema_params", "expected_from", "export_weights", "load", "save",
     "verify", "write_checkpoint",
 ]

@@ -124,7 +124,7 @@ class CheckpointManager:
         write_checkpoint(path, state, is_writer=True)
         if self.verify:
             try:
-                load(path)
+                load(path, allow_nonfinite=True)   # the file's integrity; its values are load()'s business
             except CheckpointError as err:
                 try:
                     os.unlink(path)
@@ -160,15 +160,20 @@ class CheckpointManager:
         return load(path, expected)
 
     def restore_latest(self, expected: Mapping[str, Any] | None = None) -> CheckpointState | None:
+        """Load the newest good checkpoint (see :meth:`latest_good`), or None."""
+        found = self.latest_good(expected)
+        return found[1] if found is not None else None
+
+    def latest_good(self, expected: Mapping[str, Any] | None = None) -> tuple[str, CheckpointState] | None:
         """Load the newest good checkpoint.
 
-        A newest file that is corrupt or unreadable is reported with a
-        :class:`CheckpointWarning` (naming the file and the error) and the
-        previous one is tried.  A file that is intact but does not match
-        ``expected`` is not a reason to fall back: that error is raised.
+        A newest file that is corrupt, unreadable or holds NaN/inf is
+        reported with a :class:`CheckpointWarning` (naming the file and the
+        error) and the previous one is tried.  A file that is intact but does
+        not match ``expected`` is not a reason to fall back: that error is raised.
 
         Returns:
-            The state, or None when the directory holds no checkpoint.
+            ``(path, state)``, or None when the directory holds no checkpoint.
         Raises:
             CheckpointMismatchError: the newest readable file does not match
                 the model.
@@ -181,15 +186,15 @@ class CheckpointManager:
         problems = []
         for path in reversed(found):
             try:
-                return load(path, expected)
+                return path, load(path, expected)
             except CheckpointMismatchError:
                 raise
             except CheckpointError as err:
                 problems.append(f"{path}: {err}")
                 warnings.warn(f"skipping unusable checkpoint {path}: {err}", CheckpointWarning,
                               stacklevel=2)
-        raise CheckpointError(f"no usable checkpoint in {self.directory}; every file failed:\n  - "
-                              + "\n  - ".join(problems))
+        raise CheckpointError(f"no usable checkpoint in {self.directory}; every file failed: "
+                              + "; ".join(problems))
 
 
 def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike, use_ema: bool = True,

@@ -37,8 +37,8 @@ import h5py
 import numpy as np
 
 from distnet.checkpoint.state import (
-    FORMAT_NAME, FORMAT_VERSION, CheckpointMismatchError, CheckpointState,
-    CorruptCheckpointError, UnsafeCheckpointError, check_name,
+    FORMAT_NAME, FORMAT_VERSION, CheckpointMismatchError, CheckpointState, CorruptCheckpointError,
+    NonFiniteCheckpointError, UnsafeCheckpointError, check_name, nonfinite_arrays,
 )
 from distnet.checkpoint.writer import INT_ATTRIBUTES, Digest
 from distnet.errors import CheckpointError, DistnetError, InvalidArgumentError
@@ -302,8 +302,7 @@ def _check_expected(datasets: Mapping[str, _Dataset], exp: _Expected, fname: str
     if mismatched:
         problems.append("shape or dtype mismatches: " + "; ".join(mismatched))
     if problems:
-        raise CheckpointMismatchError(f"checkpoint {fname} does not match the model:\n  - "
-                                      + "\n  - ".join(problems))
+        raise CheckpointMismatchError(f"checkpoint {fname} does not match the model: " + "; ".join(problems))
 
 
 def _scalar_attribute(group: h5py.Group, name: str, fname: str) -> Any:
@@ -525,7 +524,7 @@ def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.
 
 
 def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
-         max_bytes: int | None = None) -> CheckpointState:
+         max_bytes: int | None = None, allow_nonfinite: bool = False) -> CheckpointState:
     """Load and verify a checkpoint written by :func:`write_checkpoint`.
 
     Args:
@@ -537,6 +536,8 @@ def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
             all listed in one :class:`CheckpointMismatchError`.
         max_bytes: refuse files declaring more array bytes than this (they
             are always capped at the file's own size).
+        allow_nonfinite: read a checkpoint whose weights, slots or shadows
+            hold NaN or inf (for inspection) instead of refusing it.
     Returns:
         The :class:`CheckpointState`, with arrays bitwise equal to the ones
         written and their dtypes kept.
@@ -545,8 +546,9 @@ def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
             :class:`CorruptCheckpointError` (not HDF5, truncated, checksum
             or digest mismatch, wrong version, missing groups),
             :class:`UnsafeCheckpointError` (links, virtual/external data,
-            forbidden dtypes, oversized shapes) and
-            :class:`CheckpointMismatchError`.
+            forbidden dtypes, oversized shapes),
+            :class:`CheckpointMismatchError` and
+            :class:`NonFiniteCheckpointError` (NaN or inf, each array named).
     Example:
         >>> state = load("ckpt/ckpt-00000100.h5", expected_from(model_params))
     """
@@ -556,7 +558,7 @@ def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
                                   or max_bytes < 0):
         raise InvalidArgumentError(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
     try:
-        return _load(fname, exp, max_bytes)
+        state = _load(fname, exp, max_bytes)
     except (CheckpointError, InvalidArgumentError):
         raise
     except DistnetError as err:
@@ -564,6 +566,14 @@ def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
     except Exception as err:  # anything HDF5 or numpy says about a damaged file
         raise CorruptCheckpointError(f"checkpoint {fname} is unreadable: "
                                      f"{type(err).__name__}: {str(err)[:300]}") from None
+    if not allow_nonfinite:
+        bad = nonfinite_arrays(state)
+        if bad:
+            raise NonFiniteCheckpointError(
+                f"checkpoint {fname} holds NaN/inf in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}: "
+                "training went wrong before it was written (resume from an earlier checkpoint; "
+                "--allow-nonfinite reads it for inspection)")
+    return state
 
 
 def verify(path: str | os.PathLike) -> CheckpointState:

@@ -51,6 +51,25 @@ class CheckpointMismatchError(CheckpointError):
     into (missing, unexpected or differently shaped variables)."""
 
 
+class NonFiniteCheckpointError(CheckpointError):
+    """The checkpoint is intact but holds NaN or inf in its weights, optimizer
+    slots or EMA shadows: training from it, or evaluating it, gives NaN.
+    ``load(..., allow_nonfinite=True)`` reads it anyway, for inspection."""
+
+
+def nonfinite_arrays(state: "CheckpointState") -> list[str]:
+    """The arrays of ``state`` holding NaN or inf (``params/x``, ``ema/x``, ``optimizer/m/x``)."""
+    groups = [("params", state.params), ("ema", state.ema)]
+    groups += [(f"optimizer/{slot}", table) for slot, table in sorted(state.optimizer.get("slots", {}).items())]
+    bad = []
+    for prefix, table in groups:
+        for name, arr in sorted(table.items()):
+            a = np.asarray(arr)
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                bad.append(f"{prefix}/{name} ({int(a.size - np.isfinite(a).sum())} of {a.size} values)")
+    return bad
+
+
 class CheckpointWarning(RuntimeWarning):
     """A checkpoint was skipped (for example a corrupt newest file)."""
 
