@@ -301,7 +301,8 @@ def _launch(args, cfg) -> int:
     return supervise(worker_args, first_args=first_args, num_workers=args.num_workers, hostfile=args.hostfile,
                      max_restarts=max_restarts, min_workers=args.min_workers, run_dir=cfg.run_dir,
                      checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
-                     stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, entry=launcher.WORKER_ENTRY)
+                     stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, entry=launcher.WORKER_ENTRY,
+                     launch=launcher.launch_job)
 
 
 def _bad_input(message: str):

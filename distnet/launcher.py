@@ -459,6 +459,8 @@ def launch_job(
         raw = 128 - raw
     failure, host = _describe_failure(b"".join(r.report for r in relays), ranks)
     code = exit_status.from_mpiexec(raw)
+    if failure is None and code != raw:
+        failure = f"a rank ended with status {raw} (hydra did not say which)"
     if stopped_by_us and code == 0:
         code = EXIT_STOPPED
     if received and code not in (exit_status.OK, exit_status.SIGINT, exit_status.SIGTERM):

@@ -98,6 +98,7 @@ class StopSignals:
         self.phase = "startup"
         self._say = say
         self._first = 0.0
+        self._count = 0   # signals counted by whoever acts on them (the handler, or the reading thread)
         self._previous: dict = {}
         self._installed = False
         self._lock = threading.Lock()
@@ -179,7 +180,6 @@ class StopSignals:
         with self._lock:
             if self.signum is None or signum == signal.SIGTERM:
                 self.signum = signum
-                self._first = time.monotonic()
 
     @property
     def code(self) -> float:
@@ -191,9 +191,11 @@ class StopSignals:
         return self._pipe is not None
 
     def _handle(self, signum, frame) -> None:
-        """The Python-level handler (main thread): acts alone in one process;
-        with the reading thread it only ends start-up, which the thread asked for."""
+        """The Python-level handler (main thread): acts alone in one process.
+        With the reading thread it only records the request (at once, so the
+        next step carries it); the thread counts signals and aborts."""
         if self._mpi():
+            self.request(signum)
             return
         action = self._note(signum)
         if action is not None:
@@ -223,12 +225,12 @@ class StopSignals:
             if self._grace_over:
                 return self.signum or signum, (f"the stop did not finish within {self.grace:g} s of "
                                                f"{exit_status.signal_name(self.signum or signum)}")
-            first = self.signum is None
+            first = self._count == 0
+            if self.signum is None or signum == signal.SIGTERM:
+                self.signum = signum   # a preemption outranks a Ctrl-C
             if first:
-                self.signum, self._first = signum, now
+                self._count, self._first = 1, now
             elif now - self._first < DUPLICATE_WINDOW:
-                if signum == signal.SIGTERM:
-                    self.signum = signum   # a preemption outranks a Ctrl-C
                 return None
         if not first:
             return signum, f"{name} again"

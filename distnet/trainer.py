@@ -171,13 +171,13 @@ class Trainer:
             raise InvalidArgumentError(f"weight_decay must be >= 0, got {weight_decay}")
         if len(train_data) == 0:
             raise InvalidArgumentError("the training dataset is empty")
+        strategy_cls, strategy_options = strategy_class(strategy, self.comm, optimizer, strategy_options)
+        self.model = model
+        self.loss_fn = _resolve_loss(loss)
         if global_batch_size > len(train_data):
             raise InvalidArgumentError(
                 f"global_batch_size: Expect: at most the {len(train_data)} training samples "
                 f"Actual: {global_batch_size} (every step would be the whole dataset)")
-        strategy_cls, strategy_options = strategy_class(strategy, self.comm, optimizer, strategy_options)
-        self.model = model
-        self.loss_fn = _resolve_loss(loss)
         self.optimizer = optimizer
         self.train_data = train_data
         self.eval_data = eval_data

@@ -86,9 +86,9 @@ def test_new_file_is_verified_before_the_oldest_is_deleted(tmp_path, monkeypatch
     seen = []
     real_load = manager_module.load
 
-    def spy(path, expected=None):
+    def spy(path, expected=None, **options):
         seen.append((os.path.basename(path), names(tmp_path)))
-        return real_load(path, expected)
+        return real_load(path, expected, **options)
 
     monkeypatch.setattr(manager_module, "load", spy)
     mgr.save(make_state(3))
@@ -101,7 +101,7 @@ def test_failed_verification_removes_new_file_and_keeps_old(tmp_path, monkeypatc
     mgr = CheckpointManager(tmp_path, max_to_keep=1)
     mgr.save(make_state(1))
 
-    def broken(path, expected=None):
+    def broken(path, expected=None, **options):
         raise CorruptCheckpointError(f"checkpoint {path}: simulated bad disk")
 
     monkeypatch.setattr(manager_module, "load", broken)

@@ -116,12 +116,19 @@ def test_check_prints_the_effective_job(capsys, tmp_path):
     assert parse_job(out).optimizer.learning_rate == 0.01
 
 
+def _fake_launch(monkeypatch, launched: list, code: int = 0) -> None:
+    import distnet.launcher
+
+    def fake(args, **kwargs):
+        launched.append((list(args), kwargs))
+        return distnet.launcher.LaunchOutcome(code=code, raw=code)
+
+    monkeypatch.setattr(distnet.launcher, "launch_job", fake)
+
+
 def test_world_size_checked_before_launch(capsys, monkeypatch):
     launched = []
-    fake = types.ModuleType("distnet.launcher")
-    fake.launch = lambda *a, **k: launched.append((a, k)) or 0
-    monkeypatch.setitem(sys.modules, "distnet.launcher", fake)
-    monkeypatch.setattr(distnet, "launcher", fake, raising=False)
+    _fake_launch(monkeypatch, launched)
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "-n", "4")
     assert code == EXIT_BAD_INPUT
     assert "the global batch (3) must be at least the number of ranks (4)" in err
@@ -130,16 +137,14 @@ def test_world_size_checked_before_launch(capsys, monkeypatch):
 
 def test_hostfile_slots_checked_before_launch(capsys, monkeypatch, tmp_path):
     launched = []
-    import distnet.launcher
-
-    monkeypatch.setattr(distnet.launcher, "launch", lambda *a, **k: launched.append((a, k)) or 0)
+    _fake_launch(monkeypatch, launched)
     hosts = tmp_path / "hosts"
     hosts.write_text("node1:2\nnode2 slots=2\n")
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "--hostfile", str(hosts))
     assert code == EXIT_BAD_INPUT and "number of ranks (4)" in err
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "--hostfile", str(hosts), "-n", "3")
     assert code == EXIT_OK, err
-    assert launched[0][1] == {"num_workers": 3, "hostfile": str(hosts)}
+    assert (launched[0][1]["num_workers"], launched[0][1]["hostfile"]) == (3, str(hosts))
     hosts.write_text("node1:zero\n")
     code, _, err = run(capsys, "train", "--hostfile", str(hosts))
     assert code == EXIT_BAD_INPUT and f"{hosts}:1" in err
@@ -148,19 +153,18 @@ def test_hostfile_slots_checked_before_launch(capsys, monkeypatch, tmp_path):
 
 def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path):
     launched = []
-    fake = types.ModuleType("distnet.launcher")
-    fake.launch = lambda args, **k: launched.append((args, k)) or 0
-    monkeypatch.setitem(sys.modules, "distnet.launcher", fake)
-    monkeypatch.setattr(distnet, "launcher", fake, raising=False)
+    _fake_launch(monkeypatch, launched)
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB)
     code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume",
                      "--run-dir", "out")
     assert code == EXIT_OK
     args, kwargs = launched[0]
-    assert args == ["train", str(job), "--set", "train.steps=6", "--run-dir", "out", "--resume",
-                    "--progress", "plain"]
-    assert kwargs == {"num_workers": 2, "hostfile": None}
+    assert args == ["train", str(job), "--set", "train.steps=6", "--run-dir", "out", "--progress", "plain",
+                    "--resume"]
+    assert (kwargs["num_workers"], kwargs["hostfile"]) == (2, None)
+    # The workers start quietly on a signal until distnet train installs its handlers.
+    assert kwargs["entry"][0] == "-c" and "from distnet.cli import main" in kwargs["entry"][1]
 
 
 @pytest.mark.parametrize("exc, code", [(KeyboardInterrupt(), EXIT_INTERRUPTED),

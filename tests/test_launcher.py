@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,7 +223,9 @@ def test_launch_returns_a_failed_rank_status():
     err = io.BytesIO()
     code = launch([], num_workers=2, entry=bad, env=_clean_env(), mpiexec=mpiexec,
                   stdout=io.BytesIO(), stderr=err)
-    assert code == 4, err.getvalue().decode()
+    # 4 is no status of the table: a failure, said in one line.
+    assert code == 1, err.getvalue().decode()
+    assert "distnet launch: a rank ended with status 4" in err.getvalue().decode()
 
 
 @pytest.mark.mpi
@@ -239,6 +242,10 @@ def test_a_killed_rank_leaves_no_shared_memory_file_behind():
     assert code != 0
     assert launcher.shm_files() - before == set(), err.getvalue().decode()
     assert b"distnet launch: removed 1 shared-memory file(s)" in err.getvalue()
+    # The killed rank is named, with its host and the signal; the status is the table's 1.
+    assert code == 1
+    assert re.search(r"distnet launch: rank 1 \(pid \d+ on \S+\) was killed by SIGKILL; exit status 1 "
+                     r"\(training failed\)", err.getvalue().decode()), err.getvalue().decode()
 
 
 FAKE_HUNG_MPIEXEC = """\

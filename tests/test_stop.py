@@ -1,0 +1,526 @@
+"""Stopping on signals, restarts and run directories (distnet/stop.py, distnet/restart.py).
+
+The multi-worker tests run real jobs (``distnet train -n N`` through the
+launcher, or ``mpiexec -n N`` directly) and deliver a signal at a random
+moment of training; benchmarks/stop_signals.py repeats the same runs many
+times.  Every stopped job must exit 130 / 143, leave one checkpoint at the
+step every rank stopped after (its data position the next unseen sample),
+an ``end`` record and no process; and ``--resume`` must give bitwise the
+per-step losses and the final weights of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stop_util import check_stopped, descendants, newest_checkpoint, ranks_of, records, run_and_signal, \
+    step_losses
+
+import distnet
+from distnet import exit_status
+from distnet.cli import main
+from distnet.errors import TrainingStopped
+from distnet.stop import TERM_WEIGHT, decode, encode
+
+STEPS = 800
+BATCH = 100
+SAMPLES = 1000
+JOB = f"""\
+name = "stoptest"
+seed = 3
+
+[[model.layers]]
+type = "flatten"
+
+[[model.layers]]
+type = "dense"
+units = 32
+activation = "relu"
+
+[[model.layers]]
+type = "dropout"
+rate = 0.2
+
+[[model.layers]]
+type = "dense"
+units = 10
+
+[optimizer]
+name = "momentum"
+learning_rate = 0.05
+momentum = 0.9
+
+[ema]
+decay = 0.99
+
+[data]
+name = "fashion_mnist"
+train_samples = {SAMPLES}
+test_samples = 200
+
+[train]
+batch_size = {BATCH}
+steps = {STEPS}
+eval_every = 400
+log_every = 100
+
+[checkpoint]
+every = 100
+max_to_keep = 2
+
+[dist]
+stall_timeout = 30
+"""
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("job") / "stoptest.toml"
+    path.write_text(JOB)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(job, tmp_path_factory):
+    """Uninterrupted runs, one per world size, made when first asked for."""
+    runs: dict = {}
+
+    def get(workers: int):
+        if workers not in runs:
+            run_dir = tmp_path_factory.mktemp(f"ref{workers}") / "run"
+            argv = [sys.executable, "-m", "distnet", "train", str(job), "--run-dir", str(run_dir),
+                    "--progress", "none"] + (["-n", str(workers)] if workers > 1 else [])
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            path, state = newest_checkpoint(run_dir)
+            assert state.step == STEPS
+            runs[workers] = (step_losses(run_dir), state)
+        return runs[workers]
+
+    return get
+
+
+def assert_same_state(a, b) -> None:
+    """Bitwise the same weights, EMA shadows and optimizer slots."""
+    for table in ("params", "ema"):
+        x, y = getattr(a, table), getattr(b, table)
+        assert sorted(x) == sorted(y)
+        for name in x:
+            assert np.array_equal(x[name], y[name]), f"{table}/{name} differs"
+    for slot, values in a.optimizer["slots"].items():
+        for name, arr in values.items():
+            assert np.array_equal(arr, b.optimizer["slots"][slot][name]), f"slot {slot}/{name} differs"
+
+
+def resume_and_compare(job, run_dir, workers, reference) -> None:
+    argv = [sys.executable, "-m", "distnet", "train", str(job), "--run-dir", str(run_dir), "--progress", "plain",
+            "--resume"] + (["-n", str(workers)] if workers > 1 else [])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "distnet: resuming from" in proc.stdout and "ckpt-" in proc.stdout, proc.stdout
+    losses, final = reference(workers)
+    got = step_losses(run_dir)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    diff = [s for s in got if got[s] != losses[s]]
+    assert not diff, f"per-step losses differ from the uninterrupted run at steps {diff[:5]}"
+    assert_same_state(newest_checkpoint(run_dir)[1], final)
+
+
+# -- a signal at a random moment, the stop, and an exact resume -----------------------
+CASES = [("launcher", kind, n) for kind in ("launcher-int", "launcher-term", "rank-term", "group-int")
+         for n in (2, 3)]
+CASES += [("mpiexec", "rank-term", 3), ("mpiexec", "launcher-term", 2), ("mpiexec", "group-int", 2)]
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("via, kind, workers", CASES)
+def test_a_signal_stops_every_rank_after_one_step_and_resume_is_exact(job, reference, tmp_path, via, kind,
+                                                                       workers):
+    rng = random.Random(f"{via}{kind}{workers}{time.time()}")
+    run_dir = tmp_path / "run"
+    run = run_and_signal(kind, job, run_dir, workers, rng, via=via)
+    outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
+    assert outcome == "ok", f"{outcome}: {detail}\n{run.stderr[-2000:]}"
+    # The steps taken before the stop are the uninterrupted run's, bit for bit.
+    losses, _ = reference(workers)
+    assert all(loss == losses[s] for s, loss in step_losses(run_dir).items())
+    resume_and_compare(job, run_dir, workers, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["launcher-int", "launcher-term"])
+def test_one_process_stops_after_a_step_and_resume_is_exact(job, reference, tmp_path, kind):
+    run_dir = tmp_path / "run"
+    run = run_and_signal(kind, job, run_dir, 1, random.Random(kind), via="single")
+    outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
+    assert outcome == "ok", f"{outcome}: {detail}\n{run.stderr[-2000:]}"
+    assert "distnet: interrupted: stopped by" in run.stderr
+    resume_and_compare(job, run_dir, 1, reference)
+
+
+@pytest.mark.mpi
+def test_a_signal_during_start_up_exits_cleanly(job, tmp_path):
+    run_dir = tmp_path / "run"
+    run = run_and_signal("startup-int", job, run_dir, 2, random.Random(0), max_delay=0.0)
+    outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
+    assert outcome == "ok", f"{outcome}: {detail}\n{run.stderr[-2000:]}"
+
+
+@pytest.mark.mpi
+def test_a_killed_launcher_takes_its_job_with_it(job, tmp_path):
+    run_dir = tmp_path / "run"
+    run = run_and_signal("launcher-kill", job, run_dir, 2, random.Random(1), "--set", "train.steps=100000")
+    outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
+    assert outcome == "ok", f"{outcome}: {detail}\n{run.stderr[-2000:]}"
+    # Nothing writes into the run directory any more.
+    before = (run_dir / "metrics.jsonl").stat().st_size
+    time.sleep(1.0)
+    assert (run_dir / "metrics.jsonl").stat().st_size == before
+
+
+# -- supervised restarts ---------------------------------------------------------------
+def _start(job, run_dir, *extra) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "distnet", "train", str(job), "-n", "2", "--run-dir", str(run_dir),
+            "--progress", "none", *extra]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _kill_a_rank_after(proc, run_dir, step: int, rng, timeout: float = 60.0) -> None:
+    """SIGKILL one rank once the current attempt has logged ``step`` (its ranks are the live ones)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recs = records(run_dir)
+        restarts = [i for i, r in enumerate(recs) if r.get("kind") == "restart"]
+        since = recs[restarts[-1] + 1:] if restarts else recs
+        ranks = ranks_of(descendants(proc.pid))
+        if len(ranks) == 2 and any(r.get("kind") == "step" and r["step"] >= step for r in since):
+            os.kill(rng.choice(ranks), signal.SIGKILL)
+            return
+        time.sleep(0.01)
+    pytest.fail(f"the job never reached step {step} with two ranks")
+
+
+def _finish(proc, timeout: float = 120.0) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"the job did not finish within {timeout} s\n{err[-2000:]}")
+    return proc.returncode, err
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_killed_rank_is_restarted_from_the_checkpoint_and_ends_bitwise_equal(job, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    rng = random.Random(7)
+    proc = _start(job, run_dir, "--max-restarts", "2")
+    try:
+        _kill_a_rank_after(proc, run_dir, 100 + rng.randrange(150), rng)
+    finally:
+        code, err = _finish(proc)
+    assert code == 0, err[-3000:]
+    assert "was killed by SIGKILL; restarting the job (1 of 2) from ckpt-" in err, err[-3000:]
+    restarts = [r for r in records(run_dir) if r.get("kind") == "restart"]
+    assert len(restarts) == 1 and "killed by SIGKILL" in restarts[0]["after"]
+    losses, final = reference(2)
+    got = step_losses(run_dir)
+    assert sorted(got) == list(range(1, STEPS + 1)) and all(got[s] == losses[s] for s in got)
+    assert_same_state(newest_checkpoint(run_dir)[1], final)
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_the_restart_budget_runs_out(job, tmp_path):
+    run_dir = tmp_path / "run"
+    rng = random.Random(8)
+    proc = _start(job, run_dir, "--max-restarts", "1", "--set", "train.steps=100000")
+    try:
+        _kill_a_rank_after(proc, run_dir, 120, rng)
+        _kill_a_rank_after(proc, run_dir, 230, rng)   # in the restarted job (it resumes at 100 or 200)
+    finally:
+        code, err = _finish(proc)
+    assert code == exit_status.FAILED
+    assert "restarting the job (1 of 1)" in err
+    assert "the restart budget (1) is used up: giving up (exit status 1)" in err, err[-3000:]
+
+
+def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch):
+    from distnet.launcher import LaunchOutcome
+    from distnet.restart import supervise
+
+    calls, said = [], []
+
+    def fail(args, **kwargs):
+        calls.append(args)
+        return LaunchOutcome(code=1, raw=9, failure="rank 1 (pid 5 on here) was killed by SIGKILL")
+
+    code = supervise(["train", "job.toml"], max_restarts=3, run_dir=tmp_path, launch=fail, say=said.append)
+    assert code == 1 and len(calls) == 1
+    assert "before completing a step" in said[0]
+
+
+def test_restarts_leave_out_a_host_that_keeps_failing(tmp_path):
+    from distnet.launcher import LaunchOutcome
+    from distnet.restart import supervise
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("a:2\nb:2\nc:1\n")
+    calls, said, step = [], [], [0]
+
+    def attempt(args, **kwargs):
+        calls.append((list(args), kwargs["hostfile"], Path(kwargs["hostfile"]).read_text()))
+        step[0] += 10
+        with open(tmp_path / "metrics.jsonl", "a") as f:   # progress in every attempt
+            f.write(f'{{"kind":"step","step":{step[0]},"loss":1.0}}\n')
+        if len(calls) <= 2:
+            return LaunchOutcome(code=1, raw=9, failure="rank 2 (pid 5 on b) was killed by SIGKILL",
+                                 failed_host="b")
+        return LaunchOutcome(code=0, raw=0)
+
+    code = supervise(["train", "job.toml"], first_args=["--overwrite"], hostfile=hosts, max_restarts=3,
+                     min_workers=3, run_dir=tmp_path, launch=attempt, say=said.append)
+    assert code == 0 and len(calls) == 3
+    assert calls[0][0][-1] == "--overwrite" and calls[1][0][-1] == calls[2][0][-1] == "--resume-if-any"
+    assert "b:" in calls[1][2] and calls[2][2] == "a:2\nc:1\n"   # left out after its second failure
+    assert "without host b" in said[1]
+    restarts = [r for r in records(tmp_path) if r.get("kind") == "restart"]
+    assert [r["left_out_host"] for r in restarts] == [None, "b"]
+
+
+# -- Trainer.fit() from Python ----------------------------------------------------------
+def _tiny_trainer(tmp_path, callbacks=(), steps=40):
+    from distnet.data import load_dataset
+    from distnet.job import SubsetDataset
+
+    train, _ = load_dataset("fashion_mnist")
+    model = distnet.Sequential([distnet.layers.Flatten(), distnet.layers.Dense(10)], seed=0)
+    return distnet.Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Momentum(0.05, 0.9),
+                           SubsetDataset(train, 300), global_batch_size=50, steps=steps,
+                           checkpoint_dir=str(tmp_path / "ckpt"), callbacks=list(callbacks),
+                           ema=distnet.ExponentialMovingAverage(0.9))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_fit_stops_after_the_step_that_carries_the_signal(tmp_path, sig):
+    def send(trainer, record):
+        if record["step"] == 5:
+            os.kill(os.getpid(), sig)   # during step 5's callbacks: step 6 carries it
+
+    previous = signal.getsignal(sig)
+    trainer = _tiny_trainer(tmp_path, [send])
+    with pytest.raises(TrainingStopped) as info:
+        trainer.fit()
+    stop = info.value
+    assert (stop.code, stop.signal, stop.step, stop.aborted) == (128 + sig, sig, 6, False)
+    from distnet.checkpoint import load
+
+    state = load(stop.checkpoint)
+    assert (state.step, state.epoch, state.position) == (6, 1, 0)   # 300 samples, 50 a step: epoch 1 begins
+    assert signal.getsignal(sig) is previous   # fit() gave the handlers back
+
+
+def test_request_stop_from_a_callback(tmp_path):
+    trainer = _tiny_trainer(tmp_path, [lambda t, r: r["step"] == 7 and t.request_stop()])
+    with pytest.raises(TrainingStopped) as info:
+        trainer.fit()
+    assert (info.value.code, info.value.step) == (130, 8)
+    with pytest.raises(distnet.InvalidArgumentError, match="running fit"):
+        trainer.request_stop()
+
+
+def test_a_second_signal_aborts_at_once(tmp_path):
+    from distnet.stop import DUPLICATE_WINDOW
+
+    def send(trainer, record):
+        if record["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)   # the same request delivered twice: no abort
+            time.sleep(DUPLICATE_WINDOW + 0.1)
+            os.kill(os.getpid(), signal.SIGINT)   # a second Ctrl-C, before step 3 could end the stop
+
+    trainer = _tiny_trainer(tmp_path, [send])
+    with pytest.raises(TrainingStopped) as info:
+        trainer.fit()
+    assert info.value.aborted and info.value.code == 130 and "SIGINT again" in info.value.reason
+    assert not (tmp_path / "ckpt").exists() or not list((tmp_path / "ckpt").glob("ckpt-*.h5"))
+
+
+def test_the_grace_period_aborts_a_stop_that_takes_too_long(tmp_path):
+    def send(trainer, record):
+        if record["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.5)   # a step far longer than the grace
+
+    trainer = _tiny_trainer(tmp_path, [send])
+    with pytest.raises(TrainingStopped) as info:
+        trainer.fit(stop_grace=0.5)
+    assert info.value.aborted and info.value.code == 143 and "within 0.5 s" in info.value.reason
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("workers", [2, 3])
+def test_fit_under_mpiexec_stops_every_rank_at_one_step(tmp_path, workers):
+    """SIGTERM to the last rank only, from its own callback: every rank stops after the next step."""
+    from mpi_util import run_mpi
+
+    run = run_mpi("stop_fit.py", workers, str(tmp_path / "ckpt"), timeout=120)
+    assert run.returncode == 143, run.describe()
+    assert run.values("stopped") == ["step 6 code 143"] * workers, run.describe()
+    from distnet.checkpoint import load
+
+    state = load(tmp_path / "ckpt" / "ckpt-00000006.h5")
+    assert (state.step, state.epoch, state.position) == (6, 1, 0)
+
+
+# -- the stop scalar, statuses, run directories, bad checkpoints --------------------------
+def test_stop_scalar_decodes_to_the_agreed_signal():
+    assert encode(None) == 0 and decode(0.0) is None
+    assert decode(encode(signal.SIGINT) * 3) == signal.SIGINT
+    assert decode(encode(signal.SIGTERM) + 2 * encode(signal.SIGINT)) == signal.SIGTERM
+    # 4095 ranks' SIGTERMs and SIGINTs stay exact in float32.
+    total = np.float32(4095 * TERM_WEIGHT) + np.float32(4095)
+    assert float(total) == 4095 * TERM_WEIGHT + 4095 and decode(float(total)) == signal.SIGTERM
+
+
+def test_exit_status_table():
+    assert (exit_status.OK, exit_status.FAILED, exit_status.BAD_INPUT, exit_status.STALLED,
+            exit_status.SIGINT, exit_status.SIGTERM) == (0, 1, 2, 3, 130, 143)
+    assert [exit_status.from_mpiexec(c) for c in (0, 1, 2, 3, 130, 143, 9, 15, 139, 255)] == \
+        [0, 1, 2, 3, 130, 143, 1, 1, 1, 1]
+    # One table, the same in README.md and the docs, with every status of the code's.
+    root = Path(__file__).parent.parent
+    tables = {}
+    for doc in ("README.md", "docs/jobs.md", "docs/stopping.md"):
+        lines = (root / doc).read_text().splitlines()
+        tables[doc] = [line for line in lines if re.match(r"^\| \d+ \| ", line)]
+    assert tables["README.md"] == tables["docs/jobs.md"] == tables["docs/stopping.md"]
+    assert [int(line.split("|")[1]) for line in tables["README.md"]] == sorted(exit_status.MEANING)
+
+
+TINY = """\
+name = "tiny"
+seed = 1
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 10
+[optimizer]
+name = "adam"
+learning_rate = 0.01
+[data]
+name = "fashion_mnist"
+train_samples = 200
+test_samples = 100
+[train]
+batch_size = 50
+steps = 4
+log_every = 1
+"""
+
+
+def _errors(err: str) -> list[str]:
+    """stderr's lines but the machine's advice (a BLAS warning some machines print)."""
+    return [line for line in err.strip().splitlines() if not line.startswith("distnet: warning:")]
+
+
+def _train(capsys, job, run_dir, *extra):
+    code = main(["train", str(job), "--run-dir", str(run_dir), "--progress", "plain", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_directory_guards(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY)
+    run_dir = tmp_path / "run"
+    code, out, err = _train(capsys, job, run_dir, "--resume")
+    assert code == 2 and "--resume: no checkpoint in" in err and len(_errors(err)) == 1
+    code, out, err = _train(capsys, job, run_dir, "--resume-if-any")
+    assert code == 0 and "no checkpoint in" in out and "starting from step 0" in out
+    code, out, err = _train(capsys, job, run_dir)
+    assert code == 2 and "holds checkpoints of an earlier run (newest ckpt-00000004.h5)" in err
+    assert "--resume continues that run, --overwrite starts it again" in err
+    code, out, err = _train(capsys, job, run_dir, "--resume", "--set", "train.steps=6")
+    assert code == 0 and "resuming from" in out and "ckpt-00000004.h5: step 4, epoch 1" in out
+    code, out, err = _train(capsys, job, run_dir, "--overwrite")
+    assert code == 0, err
+    steps = [r["step"] for r in records(run_dir) if r["kind"] == "step"]
+    assert steps == [1, 2, 3, 4]   # the earlier run's metrics are gone
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-00000004.h5"]
+    code, out, err = _train(capsys, job, run_dir, "--overwrite", "--resume")
+    assert code == 2 and "not allowed with argument" in err
+
+
+def test_a_global_batch_larger_than_the_dataset_is_an_error(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY)
+    code, out, err = _train(capsys, job, tmp_path / "run", "--set", "train.batch_size=500")
+    assert code == 2
+    assert "global_batch_size: Expect: at most the 200 training samples Actual: 500" in err
+
+
+def _nan_checkpoint(tmp_path) -> Path:
+    from distnet.checkpoint import CheckpointState, write_checkpoint
+    from distnet.config import parse_job
+
+    cfg = parse_job(TINY)
+    kernel = np.zeros((784, 10), np.float32)
+    kernel[3, 4] = np.nan
+    state = CheckpointState(params={"dense/kernel": kernel, "dense/bias": np.zeros(10, np.float32)},
+                            ema={"dense/kernel": np.zeros((784, 10), np.float32)},
+                            optimizer={"name": "Adam", "iterations": 3,
+                                       "slots": {"m": {"dense/kernel": np.full((784, 10), np.inf, np.float32)}},
+                                       "hyper": {}},
+                            step=3, config_text=cfg.to_toml())
+    path = tmp_path / "checkpoints" / "ckpt-00000003.h5"
+    path.parent.mkdir(parents=True)
+    write_checkpoint(path, state)
+    return path
+
+
+def test_a_checkpoint_holding_nan_is_refused_by_name(capsys, tmp_path):
+    path = _nan_checkpoint(tmp_path)
+    for command in (["eval", str(path)], ["inspect", str(path)]):
+        code = main(command)
+        _, err = capsys.readouterr()
+        assert code == 2
+        assert "holds NaN/inf in params/dense/kernel (1 of 7840 values), optimizer/m/dense/kernel " \
+               "(7840 of 7840 values)" in err and "--allow-nonfinite" in err
+        assert len(_errors(err)) == 1
+    code = main(["inspect", str(path), "--allow-nonfinite"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "step            3" in out
+    # Resuming passes over it to an older good checkpoint; with none, it says why.
+    from distnet.checkpoint import CheckpointManager, CheckpointWarning
+
+    with pytest.warns(CheckpointWarning, match="holds NaN/inf"), \
+            pytest.raises(distnet.CheckpointError, match="no usable checkpoint.*holds NaN/inf"):
+        CheckpointManager(path.parent, is_writer=False).latest_good()
+
+
+def test_errors_of_several_lines_print_as_one(capsys, monkeypatch):
+    import distnet.job
+
+    def fail(*args, **kwargs):
+        raise distnet.CheckpointError("checkpoint x.h5 does not match the model:\n  - missing a\n  - extra b")
+
+    monkeypatch.setattr(distnet.job, "run_train", fail)
+    code = main(["train", "--set", "train.steps=1", "--run-dir", "unused"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.strip().splitlines()[-1] == \
+        "distnet: error: checkpoint x.h5 does not match the model:; - missing a; - extra b"
