@@ -31,7 +31,7 @@ from distnet.cli import main
 from distnet.errors import TrainingStopped
 from distnet.stop import TERM_WEIGHT, decode, encode
 
-STEPS = 800
+STEPS = 500
 BATCH = 100
 SAMPLES = 1000
 JOB = f"""\
@@ -138,7 +138,7 @@ def resume_and_compare(job, run_dir, workers, reference) -> None:
 # -- a signal at a random moment, the stop, and an exact resume -----------------------
 CASES = [("launcher", kind, n) for kind in ("launcher-int", "launcher-term", "rank-term", "group-int")
          for n in (2, 3)]
-CASES += [("mpiexec", "rank-term", 3), ("mpiexec", "launcher-term", 2), ("mpiexec", "group-int", 2)]
+CASES += [("mpiexec", "rank-term", 3), ("mpiexec", "launcher-term", 2)]
 
 
 @pytest.mark.mpi
@@ -158,8 +158,8 @@ def test_a_signal_stops_every_rank_after_one_step_and_resume_is_exact(job, refer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["launcher-int", "launcher-term"])
-def test_one_process_stops_after_a_step_and_resume_is_exact(job, reference, tmp_path, kind):
+def test_one_process_stops_after_a_step_and_resume_is_exact(job, reference, tmp_path):
+    kind = "launcher-term"   # SIGINT in one process: the in-process tests below
     run_dir = tmp_path / "run"
     run = run_and_signal(kind, job, run_dir, 1, random.Random(kind), via="single")
     outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
