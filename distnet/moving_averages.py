@@ -6,6 +6,9 @@ named ``<var name>/ExponentialMovingAverage``::
     shadow = decay * shadow + (1 - decay) * var
     decay  = min(decay, (1 + n) / (10 + n))      # when num_updates n is given
 
+computed as TF1's kernel does, in the variable's dtype:
+``shadow -= (shadow - var) * (1 - decay)``.
+
 A shadow starts at its variable's *initial* value (TF1: the shadow's
 initializer is ``var.initialized_value()``), whether it is created by
 :meth:`build` or by the first :meth:`apply` after a training step: the first
@@ -124,13 +127,20 @@ class ExponentialMovingAverage:
             s, x, tmp = self._shadows[v.name].data.reshape(-1), np.ravel(v.data), self._scratch[v.name]
             if tmp.size < min(x.size, c):   # chunk_size raised after build
                 tmp = self._scratch[v.name] = np.empty(min(x.size, c), dtype=v.dtype)
-            # shadow = decay * shadow + (1 - decay) * var, in place, in cache-sized chunks.
+            # TF1's assign_moving_average, in the variable's dtype (so float32 results are TF1's
+            # bits): d = min(decay, (1 + n) / (10 + n)); shadow -= (shadow - var) * (1 - d).
+            dt = v.dtype.type
+            d = dt(self.decay)
+            if num_updates is not None:
+                nd = dt(num_updates)
+                d = min(d, (dt(1) + nd) / (dt(10) + nd))
+            one_minus = dt(1) - d
             for lo in range(0, x.size, c):
                 hi = min(lo + c, x.size)
                 sc, t = s[lo:hi], tmp[:hi - lo]
-                sc *= decay
-                np.multiply(x[lo:hi], 1.0 - decay, out=t)
-                sc += t
+                np.subtract(sc, x[lo:hi], out=t)
+                t *= one_minus
+                sc -= t
         return decay
 
     def average(self, var: Variable) -> Variable:

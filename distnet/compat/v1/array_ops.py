@@ -84,8 +84,11 @@ def constant(value: Any, dtype: Any = None, shape: Any = None, name: str = "Cons
             raise TypeError(f"constant: Expect: at most {n} elements for shape {list(shape)} Actual: {arr.size}")
     value_t = distnet.constant(np.array(arr, copy=True))
     value_t.data.flags.writeable = False
-    return leaf("Const", lambda run, values: value_t, arr.dtype, TensorShape(list(arr.shape)),
-                (value_t.data, value_t.data), name=name)
+    t = leaf("Const", lambda run, values: value_t, arr.dtype, TensorShape(list(arr.shape)),
+             (value_t.data, value_t.data), name=name)
+    if any(value is a for a in get_default_graph()._shard_arrays):
+        t.op._placeholder = True   # this rank's part of the data (see distributed.shard)
+    return t
 
 
 def zeros(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:

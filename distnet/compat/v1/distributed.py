@@ -17,6 +17,8 @@ and ``mpiexec -n N python prog.py``.  Then:
   sums: a term that depends on no placeholder (a regularization term, any
   function of the weights only) is differentiated on every rank and enters
   the update exactly once;
+* data are what a rank feeds through placeholders, or builds into a
+  ``tf.constant`` from what :func:`shard` returned;
 * ``control_dependencies([train_step, ema_op])`` averages after the
   synchronized step; ``Saver`` writes on rank 0 only;
 * :func:`allreduce` makes a printed metric global.
@@ -86,6 +88,7 @@ def shard(*arrays: Any):
     count = base + (1 if comm.rank < extra else 0)
     g._shard = (start, count, n)
     parts = tuple(a[start:start + count] for a in arrays)
+    g._shard_arrays = parts
     return parts[0] if len(parts) == 1 else parts
 
 

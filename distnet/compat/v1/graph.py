@@ -246,7 +246,8 @@ class Graph:
         self._variables_by_name: dict[str, Any] = {}
         self._var_scope_names: set[str] = set()
         self._comm = None          # set by DistributedOptimizer: variables are broadcast when initialized
-        self._shard = None         # set by distributed.shard(): this rank's slice of the global batch
+        self._shard = None         # set by distributed.shard(): (offset, count, global count) of this rank's slice
+        self._shard_arrays: tuple = ()   # the arrays shard() returned last (a constant made of them is data)
 
     def _shard_offset(self, run) -> int:
         """Index in the global batch of this rank's first sample (0 on one process)."""
