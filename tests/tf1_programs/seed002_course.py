@@ -9,6 +9,8 @@ import numpy as np
 import distnet.compat.v1 as tf
 
 DISTRIBUTED = os.environ.get("DISTRIBUTED") == "1"
+if DISTRIBUTED and tf.distributed.rank() != 0:
+    print = lambda *args, **kwargs: None  # noqa: E731  (rank 0 prints, as Horovod programs do)
 PART = os.environ.get("PART", "all")
 
 # -- 1. the piecewise loss: selling one too many costs COST, one too few loses PROFIT

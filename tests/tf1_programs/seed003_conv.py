@@ -15,6 +15,8 @@ mnist = input_data.read_data_sets('MNIST_data', one_hot=True)
 STEPS = int(os.environ.get("SEED003_STEPS", 1000))
 VARIANT = os.environ.get("SEED003_VARIANT", "plain")     # plain | l2 | dropout
 DISTRIBUTED = os.environ.get("DISTRIBUTED") == "1"
+if DISTRIBUTED and tf.distributed.rank() != 0:
+    print = lambda *args, **kwargs: None  # noqa: E731  (rank 0 prints, as Horovod programs do)
 tf.set_random_seed(int(os.environ.get("SEED", 1)))
 
 
@@ -125,3 +127,6 @@ for i in range(STEPS):
         print('test accuracy',compute_accuracy(
             mnist.test.images[:1000], mnist.test.labels[:1000]))
 print('W_fc2 checksum', repr(float(sess.run(tf.reduce_sum(tf.abs(W_fc2))))))
+if os.environ.get("OUT") and (not DISTRIBUTED or tf.distributed.rank() == 0):
+    import numpy as np
+    np.savez(os.environ["OUT"], **{v.op.name: sess.run(v) for v in tf.trainable_variables()})

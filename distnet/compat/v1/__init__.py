@@ -29,7 +29,7 @@ from distnet.compat.v1.errors import (
     FailedPreconditionError, OutOfRangeError, UnsupportedError, unsupported as _unsupported,
 )
 from distnet.compat.v1.graph import (
-    Dimension, Graph, GraphKeys, Operation, Tensor, TensorShape, convert_to_tensor, get_default_graph,
+    Dimension, Graph, GraphKeys, Operation, Tensor, TensorShape, as_dtype, convert_to_tensor, get_default_graph,
     get_default_session, no_output as _no_output, reset_default_graph,
 )
 from distnet.compat.v1.session import InteractiveSession, Session
@@ -66,10 +66,6 @@ half, double = _np.float16, _np.float64
 int8, int16, int32, int64 = _np.int8, _np.int16, _np.int32, _np.int64
 uint8, uint16 = _np.uint8, _np.uint16
 bool = _np.bool_  # noqa: A001
-
-
-def as_dtype(type_value):
-    return _np.dtype(type_value)
 
 
 # -- graph, session, scopes, control ----------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import distnet
 from distnet import initializers as _init
 from distnet.compat.v1.graph import (
-    TensorShape, Tensor, as_shape, build, convert_to_tensor, get_default_graph, leaf, probes_for,
+    TensorShape, Tensor, as_dtype, as_shape, build, convert_to_tensor, get_default_graph, leaf, probes_for,
 )
 from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor, _to_array
@@ -26,7 +26,7 @@ DEFAULT_GRAPH_SEED = 87654321
 
 
 def _dt(dtype: Any):
-    return None if dtype is None else np.dtype(dtype)
+    return as_dtype(dtype)
 
 
 # -- placeholders and constants -------------------------------------------------------
@@ -37,7 +37,7 @@ def placeholder(dtype: Any, shape: Any = None, name: str | None = None) -> Tenso
     ``shape`` may have ``None`` sizes (any batch size) or be None (any shape,
     e.g. a Python scalar).
     """
-    dt = np.dtype(dtype)
+    dt = as_dtype(dtype)
     st = as_shape(shape)
 
     def compute(run, values):
@@ -86,17 +86,19 @@ def constant(value: Any, dtype: Any = None, shape: Any = None, name: str = "Cons
     value_t.data.flags.writeable = False
     t = leaf("Const", lambda run, values: value_t, arr.dtype, TensorShape(list(arr.shape)),
              (value_t.data, value_t.data), name=name)
-    if any(value is a for a in get_default_graph()._shard_arrays):
+    info = getattr(value, "shard_info", None)
+    if info is not None:
         t.op._placeholder = True   # this rank's part of the data (see distributed.shard)
+        get_default_graph()._shard = info
     return t
 
 
 def zeros(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:
-    return build("Zeros", distnet.zeros, shape, dtype, _name=name)
+    return build("Zeros", distnet.zeros, shape, as_dtype(dtype), _name=name)
 
 
 def ones(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:
-    return build("Ones", distnet.ones, shape, dtype, _name=name)
+    return build("Ones", distnet.ones, shape, as_dtype(dtype), _name=name)
 
 
 def fill(dims: Any, value: Any, name: str | None = None) -> Tensor:
@@ -104,11 +106,11 @@ def fill(dims: Any, value: Any, name: str | None = None) -> Tensor:
 
 
 def zeros_like(tensor: Any, dtype: Any = None, name: str | None = None, optimize: bool = True) -> Tensor:
-    return build("ZerosLike", distnet.zeros_like, tensor, dtype, _name=name)
+    return build("ZerosLike", distnet.zeros_like, tensor, as_dtype(dtype), _name=name)
 
 
 def ones_like(tensor: Any, dtype: Any = None, name: str | None = None, optimize: bool = True) -> Tensor:
-    return build("OnesLike", distnet.ones_like, tensor, dtype, _name=name)
+    return build("OnesLike", distnet.ones_like, tensor, as_dtype(dtype), _name=name)
 
 
 def range(start: Any, limit: Any = None, delta: Any = 1, dtype: Any = None, name: str = "range") -> Tensor:  # noqa: A001
@@ -199,7 +201,7 @@ def one_hot(indices: Any, depth: Any, on_value: Any = None, off_value: Any = Non
 
 
 def cast(x: Any, dtype: Any, name: str | None = None) -> Tensor:
-    return build("Cast", distnet.cast, x, np.dtype(dtype), _name=name)
+    return build("Cast", distnet.cast, x, as_dtype(dtype), _name=name)
 
 
 def to_float(x: Any, name: str = "ToFloat") -> Tensor:
@@ -260,7 +262,7 @@ def get_seed(op_seed: int | None) -> tuple:
 
 def _random(op_type: str, draw, shape: Any, dtype: Any, seed: int | None, name: str | None) -> Tensor:
     graph_seed, op_seed = get_seed(seed)
-    dt = np.dtype(dtype)
+    dt = as_dtype(dtype)
     shape_t = shape if isinstance(shape, Tensor) else None
     st = TensorShape(None) if shape_t is not None else TensorShape(list(_ints(shape)))
     if shape_t is not None and shape_t.op.type == "Const":
@@ -292,7 +294,7 @@ def random_normal(shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any
 def random_uniform(shape: Any, minval: Any = 0, maxval: Any = None, dtype: Any = np.float32,
                    seed: int | None = None, name: str | None = None) -> Tensor:
     """Uniform in ``[minval, maxval)`` (maxval default 1 for floats; required for ints, as TF1)."""
-    dt = np.dtype(dtype)
+    dt = as_dtype(dtype)
     if dt.kind in "iu":
         if maxval is None:
             raise ValueError(f"Must specify maxval for integer dtype {dt.name}")

@@ -81,15 +81,25 @@ def shard(*arrays: Any):
         if len(a) != n:
             raise InvalidArgumentError(f"shard: every array must have the global batch's rows; "
                                        f"Expect: {n} rows Actual: {len(a)} in argument {i}")
-    g = get_default_graph()
-    comm = _communicator(g)
+    comm = _communicator()
     base, extra = divmod(n, comm.size)
     start = comm.rank * base + min(comm.rank, extra)
     count = base + (1 if comm.rank < extra else 0)
-    g._shard = (start, count, n)
-    parts = tuple(a[start:start + count] for a in arrays)
-    g._shard_arrays = parts
-    return parts[0] if len(parts) == 1 else parts
+    parts = []
+    for a in arrays:
+        part = a[start:start + count].view(ShardArray)
+        part.shard_info = (start, count, n)
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+class ShardArray(np.ndarray):
+    """A rank's part of a global batch (what :func:`shard` returns): a numpy
+    array that remembers where it sits in the global batch, so that a feed or
+    a ``tf.constant`` of it tells the optimizer and dropout."""
+
+    def __array_finalize__(self, obj) -> None:
+        self.shard_info = getattr(obj, "shard_info", None)
 
 
 def allreduce(value: Any, average: bool = True, weight: float | None = None) -> Any:
@@ -252,9 +262,9 @@ def _count(run, fixed: Any, count_value: Any) -> int:
             sizes.add(int(value.shape[0]))
     if len(sizes) == 1:
         return sizes.pop()
-    g = run.session.graph
-    if g._shard is not None:
-        return int(g._shard[1])
+    info = run.shard if run.shard is not None else run.session.graph._shard
+    if info is not None:
+        return int(info[1])
     raise InvalidArgumentError(
         "DistributedOptimizer: cannot tell how many samples this rank has; Expect: a feed_dict with placeholders "
         f"of first size None holding one batch (found batch sizes {sorted(sizes)}), or "

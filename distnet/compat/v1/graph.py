@@ -161,6 +161,21 @@ class TensorShape:
         return f"({inner},)" if len(self.dims) == 1 else f"({inner})"
 
 
+_TF_DTYPE_NAMES = {"float": np.float32, "double": np.float64, "half": np.float16}
+
+
+def as_dtype(dtype: Any) -> np.dtype | None:
+    """A numpy dtype from a TF1 dtype (``tf.float32``, ``"float"`` meaning float32, ...)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype in _TF_DTYPE_NAMES:
+        return np.dtype(_TF_DTYPE_NAMES[dtype])
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"Expect: a TF1 dtype such as tf.float32 or 'float32' Actual: {dtype!r}") from None
+
+
 def as_shape(shape: Any) -> TensorShape:
     return shape if isinstance(shape, TensorShape) else TensorShape(None if shape is None else list(shape))
 
@@ -246,12 +261,12 @@ class Graph:
         self._variables_by_name: dict[str, Any] = {}
         self._var_scope_names: set[str] = set()
         self._comm = None          # set by DistributedOptimizer: variables are broadcast when initialized
-        self._shard = None         # set by distributed.shard(): (offset, count, global count) of this rank's slice
-        self._shard_arrays: tuple = ()   # the arrays shard() returned last (a constant made of them is data)
+        self._shard = None         # (offset, count, global count) of a constant made of distributed.shard()'s output
 
     def _shard_offset(self, run) -> int:
         """Index in the global batch of this rank's first sample (0 on one process)."""
-        return int(self._shard[0]) if self._shard is not None else 0
+        info = run.shard if run is not None and run.shard is not None else self._shard
+        return int(info[0]) if info is not None else 0
 
     # -- default ------------------------------------------------------------
     @contextlib.contextmanager

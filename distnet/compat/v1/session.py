@@ -23,12 +23,13 @@ from distnet.tensor import Tensor as EagerTensor, _to_array
 class _Run:
     """One ``Session.run`` call: the values computed so far, by op."""
 
-    __slots__ = ("session", "values", "fed")
+    __slots__ = ("session", "values", "fed", "shard")
 
-    def __init__(self, session: "Session", fed: dict):
+    def __init__(self, session: "Session", fed: dict, shard: tuple | None = None):
         self.session = session
         self.values: dict = {}
         self.fed = fed
+        self.shard = shard    # (offset, count, global count) when a fed batch came from distributed.shard
 
     def evaluate(self, target: Operation) -> Any:
         """The value of ``target``, computing what it needs first (iteratively)."""
@@ -92,8 +93,8 @@ class Session:
         scalars for 0-d), ``None`` for ops."""
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
-        fed = self._feeds(feed_dict)
-        run = _Run(self, fed)
+        fed, shard = self._feeds(feed_dict)
+        run = _Run(self, fed, shard)
         graph = self.graph
         flat: list = []
         structure = _flatten_fetches(fetches, flat, graph)
@@ -103,11 +104,14 @@ class Session:
             results.append(_to_numpy(value) if isinstance(f, Tensor) else None)
         return _rebuild(structure, results)
 
-    def _feeds(self, feed_dict) -> dict:
+    def _feeds(self, feed_dict) -> tuple:
         fed: dict = {}
+        shard = None
         if not feed_dict:
-            return fed
+            return fed, shard
         for key, value in feed_dict.items():
+            if getattr(value, "shard_info", None) is not None:
+                shard = value.shard_info
             t = self.graph.as_graph_element(key) if isinstance(key, str) else key
             if not isinstance(t, Tensor):
                 raise DTypeError(f"feed_dict key: Expect: a Tensor (e.g. a placeholder) or its name "
@@ -127,7 +131,7 @@ class Session:
                 raise ValueError(f"Cannot feed value of shape {arr.shape} for Tensor {t.name!r}, "
                                  f"which has shape '{shape}'")
             fed[t.op] = EagerTensor._from_op(np.array(arr, copy=True), None, ())
-        return fed
+        return fed, shard
 
     # -- context --------------------------------------------------------------
     def as_default(self):

@@ -21,7 +21,7 @@ import distnet
 from distnet.compat.v1 import array_ops
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
-    GraphKeys, Operation, Tensor, TensorShape, build, convert_to_tensor, get_default_graph, leaf, no_output,
+    GraphKeys, Operation, Tensor, TensorShape, as_dtype, build, convert_to_tensor, get_default_graph, leaf, no_output,
     probes_for,
 )
 from distnet.errors import InvalidArgumentError
@@ -50,7 +50,8 @@ class Variable(Tensor):
             if callable(initial_value):
                 initial_value = initial_value()
             init = convert_to_tensor(initial_value, dtype=None)
-            if dtype is not None and init.dtype != np.dtype(dtype):
+            dtype = as_dtype(dtype)
+            if dtype is not None and init.dtype != dtype:
                 init = array_ops.cast(init, dtype) if isinstance(initial_value, Tensor) else \
                     convert_to_tensor(initial_value, dtype=dtype)
             if validate_shape and not init.shape.is_fully_defined():
@@ -399,7 +400,7 @@ def get_variable(name: str, shape: Any = None, dtype: Any = None, initializer: A
     if scope.reuse is True:
         raise ValueError(f"Variable {full} does not exist, or was not created with tf.get_variable(). "
                          "Did you mean to set reuse=tf.AUTO_REUSE in VarScope?")
-    dt = np.dtype(dtype if dtype is not None else (scope.dtype or np.float32))
+    dt = as_dtype(dtype if dtype is not None else (scope.dtype or np.float32))
     init = initializer if initializer is not None else scope.initializer
     with g.name_scope(None), g.control_dependencies(None):
         if init is None:
