@@ -260,6 +260,7 @@ class Graph:
         self._finalized = False
         self._variables_by_name: dict[str, Any] = {}
         self._var_scope_names: set[str] = set()
+        self._optimizers: list = []   # the tf.train optimizers that made an update op here (for Saver)
         self._comm = None          # set by DistributedOptimizer: variables are broadcast when initialized
         self._shard = None         # (offset, count, global count) of a constant made of distributed.shard()'s output
 

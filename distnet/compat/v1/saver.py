@@ -129,10 +129,10 @@ class Saver:
         arrays, optimizer = values
         for ckpt_name, v in self._map.items():
             v._store(run, distnet.constant(arrays[ckpt_name]))
-        if optimizer is not None and optimizer.get("slots"):
-            for opt in _optimizers(sess):
-                sess.set_resource(("optimizer-state", opt),
-                                  {"iterations": optimizer["iterations"], "slots": optimizer["slots"]})
+        if optimizer is not None and optimizer.get("slots") and len(sess.graph._optimizers) == 1:
+            # Loaded into the native optimizer before its next step (see train.Optimizer._step).
+            sess.set_resource(("optimizer-state", sess.graph._optimizers[0]),
+                              {"iterations": optimizer["iterations"], "slots": optimizer["slots"]})
 
     def _read(self, sess, save_path: str):
         try:
@@ -163,11 +163,6 @@ class Saver:
 
     def as_saver_def(self):
         return None
-
-
-def _optimizers(sess) -> list:
-    return [key[1] for key, value in sess._resources.items()
-            if isinstance(key, tuple) and key[0] == "optimizer" and value is not None]
 
 
 def _optimizer_state(sess) -> dict:

@@ -214,6 +214,9 @@ class Optimizer:
             self._step(run, lr_value, full, global_step)
 
         self._vars = [v for _, v in converted]
+        graph = get_default_graph()
+        if self not in graph._optimizers:
+            graph._optimizers.append(self)
         return no_output("ApplyGradients", compute, inputs, name=name or self._name)
 
     def minimize(self, loss, global_step: Variable | None = None, var_list=None, gate_gradients: int = 1,
