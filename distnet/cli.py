@@ -32,6 +32,7 @@ examples:
   distnet train examples/jobs/seed003_l2.toml -n 2
   distnet eval runs/default --ema
   distnet plot runs/default
+  distnet run -n 2 tf1_program.py                # a TF1 program (import distnet.compat.v1 as tf)
 
 exit codes: 0 success, 1 failure during training, 2 bad input, 130 interrupted (Ctrl-C)
 """
@@ -142,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.png",
                    help="image to write (default: RUN_DIR/metrics.png, or runs.png for several runs)")
 
+    # -- run ----------------------------------------------------------------
+    p = sub.add_parser(
+        "run", help="run a Python program (e.g. a TF1 program) on N MPI workers",
+        description=_wrap("Run PROGRAM with its arguments: in this process, or with -n / --hostfile "
+                    "on N workers through mpiexec (the same as `mpiexec -n N python PROGRAM ...`). "
+                    "A TF1 program written with `import distnet.compat.v1 as tf` goes data "
+                    "parallel with `opt = tf.DistributedOptimizer(opt)` (see docs/tf1.md)."),
+        epilog="examples:\n  distnet run -n 2 mnist_softmax.py --steps 1000\n"
+               "  distnet run --hostfile hosts.txt train.py\n",
+        formatter_class=_formatter)
+    p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N", help="launch N MPI workers")
+    p.add_argument("--hostfile", metavar="FILE", help="launch workers on the hosts of an MPI hostfile")
+    p.add_argument("program", metavar="PROGRAM", help="the Python program to run")
+    p.add_argument("program_args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+
     # -- data ---------------------------------------------------------------
     p = sub.add_parser(
         "data", help="download or convert datasets",
@@ -248,6 +264,33 @@ def _launch(args, cfg) -> int:
     worker_args += ["--progress", progress]
 
     return int(launcher.launch(worker_args, num_workers=args.num_workers, hostfile=args.hostfile))
+
+
+def _cmd_run(args) -> int:
+    """``distnet run [-n N] PROGRAM ARGS...``: the program here, or under mpiexec."""
+    import os
+    import runpy
+
+    if not os.path.isfile(args.program):
+        raise _bad_input(f"run: PROGRAM: Expect: a Python file Actual: {args.program!r} does not exist")
+    if args.num_workers is not None and args.num_workers < 1:
+        raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
+    if args.num_workers is not None or args.hostfile is not None:
+        from distnet import launcher
+
+        return int(launcher.launch([args.program, *args.program_args], num_workers=args.num_workers,
+                                   hostfile=args.hostfile, entry=()))
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [args.program, *args.program_args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args.program)))
+    try:
+        runpy.run_path(args.program, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILURE)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return EXIT_OK
 
 
 def _bad_input(message: str):
@@ -364,7 +407,8 @@ def _run(args, parser, speak: bool) -> int:
     from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
                                 InvalidArgumentError)
 
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot,
+                "run": _cmd_run}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

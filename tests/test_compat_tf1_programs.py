@@ -254,3 +254,18 @@ def test_train_then_evaluate_in_a_new_process_through_the_moving_averages(tmp_pa
         np.testing.assert_allclose(other.params[k], state.params[k], rtol=1e-3, atol=5e-5, err_msg=k)
     for k in state.ema:
         np.testing.assert_allclose(other.ema[k], state.ema[k], rtol=1e-3, atol=5e-5, err_msg=k)
+
+
+@pytest.mark.mpi
+def test_distnet_run_launches_a_tf1_program_on_two_workers():
+    env = {"PART": "mse", "STEPS": "50"}
+    one = run_one("seed002_course.py", env=env)
+    proc = subprocess.run([sys.executable, "-m", "distnet", "run", "-n", "2", "seed002_course.py"],
+                          capture_output=True, text=True, cwd=PROGRAMS, timeout=300,
+                          env=mpi_env({**env, "DISTRIBUTED": "1"}))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    np.testing.assert_allclose(numbers(proc.stdout, "MSE final w1 is:")[0], numbers(one, "MSE final w1 is:")[0],
+                               rtol=2e-5)
+    bad = subprocess.run([sys.executable, "-m", "distnet", "run", "missing.py"], capture_output=True, text=True,
+                         cwd=PROGRAMS, timeout=60)
+    assert bad.returncode == 2 and "Expect: a Python file" in bad.stderr
