@@ -269,3 +269,21 @@ def test_distnet_run_launches_a_tf1_program_on_two_workers():
     bad = subprocess.run([sys.executable, "-m", "distnet", "run", "missing.py"], capture_output=True, text=True,
                          cwd=PROGRAMS, timeout=60)
     assert bad.returncode == 2 and "Expect: a Python file" in bad.stderr
+
+
+@pytest.mark.mpi
+def test_readmes_tf1_example_runs_on_one_process_and_two_ranks(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### TensorFlow 1.x programs", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    prog = tmp_path / "readme_tf1.py"
+    prog.write_text(code)
+    one = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert one.returncode == 0, one.stdout + one.stderr
+    run = run_mpi(str(prog), 2, timeout=300)
+    assert run.returncode == 0, run.describe()
+    loss_one = numbers(one.stdout, "loss")[0][0]
+    losses = [v[0] for v in numbers(run.stdout, "loss")]
+    assert len(losses) == 2 and loss_one < 1.0
+    for v in losses:
+        assert v == pytest.approx(loss_one, rel=1e-4)
