@@ -7,7 +7,6 @@
 # tf.nn.in_top_k.  Changed: the import line and the data loading.
 import os
 
-import numpy as np
 import distnet.compat.v1 as tf
 import _data as input_data
 

@@ -31,7 +31,7 @@ or ``sample_count=``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,13 +4,11 @@ names and signatures (``reduction_indices=``, ``keep_dims=``, ``dim=``,
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 import distnet
 import distnet.nn as dnn
-from distnet.compat.v1.graph import Tensor, build, convert_to_tensor, leaf
+from distnet.compat.v1.graph import build, convert_to_tensor, leaf
 from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor
 

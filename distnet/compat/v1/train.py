@@ -21,7 +21,6 @@ from distnet import schedules as _sched
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
     GraphKeys, Operation, Tensor, TensorShape, build, convert_to_tensor, get_default_graph, leaf, no_output,
-    probes_for,
 )
 from distnet.compat.v1.variables import Variable, global_variables, trainable_variables
 from distnet.errors import InvalidArgumentError
