@@ -95,4 +95,15 @@ with tf.Graph().as_default():
         expect(np.array_equal(sess.run(v), np.arange(4, dtype=np.float32)), "restored rank 0's values")
 if rank == 0:
     say(f"check saver {path}")
+
+# Horovod's explicit broadcast, after ranks have drifted apart on purpose.
+with tf.Graph().as_default():
+    v = tf.Variable(np.zeros(3, np.float32))
+    tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1))
+    bcast = tf.distributed.broadcast_global_variables(0)
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(tf.assign(v, np.full(3, float(rank + 1), np.float32)))
+        sess.run(bcast)
+        expect(np.array_equal(sess.run(v), np.ones(3, np.float32)), f"rank {rank}: broadcast gave {sess.run(v)}")
 say(f"done rank {rank}")
