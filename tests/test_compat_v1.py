@@ -338,3 +338,75 @@ def test_distributed_optimizer_equals_one_process_on_uneven_shards(tmp_path, n):
     assert all(float(c.split()[1]) < 1e-6 for c in checks[:2]), run.describe()
     assert sorted(run.values("done")) == [f"rank {r}" for r in range(n)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "model.ckpt-0"]
+
+
+def test_rmsprop_and_adagrad_first_step_by_hand():
+    r, a = tf.Variable([1.0]), tf.Variable([1.0])
+    step_r = tf.train.RMSPropOptimizer(0.1, decay=0.9).minimize(tf.reduce_sum(2.0 * r))
+    step_a = tf.train.AdagradOptimizer(0.1).minimize(tf.reduce_sum(2.0 * a))
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run([step_r, step_a])
+        ms = 0.9 * 1.0 + 0.1 * 4.0                       # TF1: the mean square starts at ones
+        np.testing.assert_allclose(sess.run(r), [1.0 - 0.1 * 2.0 / np.sqrt(ms + 1e-10)], rtol=1e-6)
+        np.testing.assert_allclose(sess.run(a), [1.0 - 0.1 * 2.0 / np.sqrt(0.1 + 4.0)], rtol=1e-6)
+
+
+def test_decays_of_global_step():
+    gs = tf.Variable(0, trainable=False)
+    pw = tf.train.piecewise_constant(gs, [2, 4], [1.0, 0.5, 0.1])
+    poly = tf.train.polynomial_decay(1.0, gs, 4, end_learning_rate=0.0)
+    cos = tf.train.cosine_decay(1.0, gs, 4)
+    inc = tf.assign_add(gs, 1)
+    with tf.Session() as sess:
+        sess.run(gs.initializer)
+        seen = []
+        for _ in range(6):
+            seen.append([float(v) for v in sess.run([pw, poly, cos])])
+            sess.run(inc)
+    np.testing.assert_allclose([s[0] for s in seen], [1.0, 1.0, 1.0, 0.5, 0.5, 0.1])   # values[0] while step <= 2
+    np.testing.assert_allclose([s[1] for s in seen], [1.0, 0.75, 0.5, 0.25, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose([s[2] for s in seen], [0.5 * (1 + np.cos(np.pi * min(t, 4) / 4)) for t in range(6)],
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="global_step is required"):
+        tf.train.exponential_decay(0.1, None, 10, 0.9)
+
+
+def test_losses_identity_stop_gradient_in_top_k_and_apply_regularization():
+    logits = tf.Variable([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]])
+    onehot = tf.constant([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    ce = tf.losses.softmax_cross_entropy(onehot, logits)
+    sce = tf.losses.sparse_softmax_cross_entropy(tf.constant([0, 2]), logits)
+    assert tf.get_collection(tf.GraphKeys.LOSSES) == [ce, sce]
+    g_id, = tf.gradients(tf.reduce_sum(tf.identity(logits) * 3.0), [logits])
+    g_stop, = tf.gradients(tf.reduce_sum(tf.stop_gradient(logits) * logits), [logits])
+    top1 = tf.nn.in_top_k(tf.constant([[0.1, 0.9, 0.9], [0.3, 0.2, 0.5]]), tf.constant([2, 0]), 1)
+    top2 = tf.nn.in_top_k(tf.constant([[0.1, 0.9, 0.9], [0.3, 0.2, 0.5]]), tf.constant([2, 0]), 2)
+    w1, w2 = tf.constant([[1.0, -2.0]]), tf.constant([3.0])
+    reg = tf.contrib.layers.apply_regularization(tf.contrib.layers.l1_regularizer(0.5), [w1, w2])
+    with tf.Session() as sess:
+        sess.run(logits.initializer)
+        z = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]])
+        lse = np.log(np.exp(z).sum(1))
+        assert sess.run(ce) == pytest.approx(np.mean(lse - z[[0, 1], [0, 2]]), rel=1e-6)
+        assert sess.run(sce) == pytest.approx(sess.run(ce), rel=1e-6)
+        assert np.all(sess.run(g_id) == 3.0)
+        np.testing.assert_allclose(sess.run(g_stop), z, rtol=1e-6)       # only the second factor differentiates
+        assert sess.run(top1).tolist() == [True, False]                  # a tie with the target counts (TF1)
+        assert sess.run(top2).tolist() == [True, True]
+        assert sess.run(reg) == 3.0 and tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES) == [reg]
+
+
+def test_layers_dropout_follows_the_training_flag():
+    tf.set_random_seed(0)
+    x = tf.ones([100, 50])
+    training = tf.placeholder(tf.bool, [])
+    d = tf.layers.dropout(x, rate=0.25, training=training)
+    off = tf.layers.dropout(x, rate=0.25)
+    with tf.Session() as sess:
+        on = sess.run(d, {training: True})
+        kept = np.unique(on[on != 0])
+        assert len(kept) == 1 and kept[0] == pytest.approx(1 / 0.75)
+        assert abs((on == 0).mean() - 0.25) < 0.03
+        assert np.array_equal(sess.run(d, {training: False}), np.ones((100, 50), np.float32))
+        assert np.array_equal(sess.run(off), np.ones((100, 50), np.float32))
