@@ -203,6 +203,11 @@ class Communicator(ABC):
         collective).  :meth:`free` it when done."""
         return self
 
+    def split(self, color: int, key: int = 0) -> "Communicator":
+        """The ranks that pass the same ``color``, ordered by ``key`` (a collective).
+        :meth:`free` it when done."""
+        return self
+
     def shared_arrays(self, count: int, dtype, single: bool = False) -> SharedArrays:
         """``size`` arrays of ``count`` elements in memory every rank maps, or
         one (``single``) held by rank 0 (a collective; every rank on one machine)."""

@@ -226,6 +226,13 @@ class MPICommunicator(Communicator):
         finally:
             self.calls.leave()
 
+    def split(self, color: int, key: int = 0) -> "MPICommunicator":
+        self.calls.enter("split")
+        try:
+            return MPICommunicator(self.mpi_comm.Split(int(color), int(key)))
+        finally:
+            self.calls.leave()
+
     def shared_arrays(self, count: int, dtype, single: bool = False) -> MPISharedArrays:
         from distnet.distributed.shared_memory import segment_bytes
 
