@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress display: a bar on a terminal, plain lines otherwise (default: auto)")
     p.add_argument("--check", action="store_true",
                    help="validate the job (and the dataset path) and print it as TOML; do not train")
+    p.add_argument("--trace", action="store_true",
+                   help="record every rank's timeline (data, forward, backward, reduce and the waits in it, "
+                        "update, evaluation, checkpoints) in RUN_DIR/trace/; merge it with `distnet trace`")
+
+    # -- trace --------------------------------------------------------------
+    p = sub.add_parser(
+        "trace", help="merge a traced run's per-rank timelines into one file for Perfetto",
+        description=_wrap("Join RUN/trace/rank-*.json, written by `distnet train --trace`, into one "
+                          "Chrome trace file (one process per rank, one thread per kind of work) that "
+                          "ui.perfetto.dev and chrome://tracing open."),
+        epilog="example:\n  distnet train job.toml -n 2 --trace --run-dir runs/t && distnet trace runs/t\n",
+        formatter_class=_formatter)
+    p.add_argument("run", metavar="RUN", help="the run directory")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN/trace.json)")
 
     # -- eval ---------------------------------------------------------------
     p = sub.add_parser(
@@ -205,10 +219,10 @@ def _cmd_train(args) -> int:
     # rank must end every rank at once instead of leaving them in a collective.
     init(comm)
     if comm.size == 1:
-        run_train(cfg, comm, resume=args.resume, progress=args.progress)
+        run_train(cfg, comm, resume=args.resume, progress=args.progress, trace=args.trace)
         return EXIT_OK
     try:
-        run_train(cfg, comm, resume=args.resume, progress=args.progress)
+        run_train(cfg, comm, resume=args.resume, progress=args.progress, trace=args.trace)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -241,6 +255,8 @@ def _launch(args, cfg) -> int:
         worker_args += ["--run-dir", args.run_dir]
     if args.resume:
         worker_args.append("--resume")
+    if args.trace:
+        worker_args.append("--trace")
     progress = args.progress
     if progress == "auto":  # the workers' output is a pipe: decide from our terminal
         progress = "bar" if sys.stdout.isatty() else "plain"
@@ -297,6 +313,20 @@ def _cmd_inspect(args) -> int:
         print("\nconfig:")
         text = state.config_text.strip()
         print("  " + text.replace("\n", "\n  ") if text else "  (none stored)")
+    return EXIT_OK
+
+
+def _cmd_trace(args) -> int:
+    from distnet.errors import DataError
+    from distnet.trace import merge
+
+    try:
+        path, counts = merge(args.run, args.output)
+    except FileNotFoundError as exc:
+        raise DataError(str(exc)) from None
+    print(f"{path}: {sum(counts.values())} events of {len(counts)} rank(s) "
+          f"({', '.join(f'rank {r}: {n}' for r, n in sorted(counts.items()))}); "
+          "open it in ui.perfetto.dev or chrome://tracing")
     return EXIT_OK
 
 
@@ -363,7 +393,8 @@ def _run(args, parser, speak: bool) -> int:
     from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
                                 InvalidArgumentError)
 
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot,
+                "trace": _cmd_trace}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

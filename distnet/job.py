@@ -244,7 +244,7 @@ def _loss(cfg: JobConfig):
 
 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
-                  logger=None, data: tuple[Any, Any] | None = None):
+                  logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None):
     """A :class:`distnet.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
@@ -253,6 +253,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         run_dir: overrides ``cfg.run_dir``.
         logger: a :class:`~distnet.metrics.MetricsLogger` (default: none).
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
+        trace: a directory for every rank's timeline (:mod:`distnet.trace`), or None.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
@@ -273,7 +274,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
         eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), logger=logger, stall_timeout=d.stall_timeout, check_every=d.check_every,
+        config_text=cfg.to_toml(), logger=logger, trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
         max_bad_steps=d.max_bad_steps,
         # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
         strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
@@ -291,7 +292,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
 
 
 def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
-              run_dir: str | os.PathLike | None = None, progress: str = "auto") -> list[dict]:
+              run_dir: str | os.PathLike | None = None, progress: str = "auto", trace: bool = False) -> list[dict]:
     """Train the job: what ``distnet train`` runs on every rank.
 
     Rank 0 writes ``metrics.jsonl`` and shows progress; the others stay quiet.
@@ -304,6 +305,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         resume: continue from the newest good checkpoint in the checkpoint dir.
         run_dir: overrides ``cfg.run_dir``.
         progress: ``"auto"``, ``"bar"``, ``"plain"`` or ``"none"``.
+        trace: record every rank's timeline in ``RUN_DIR/trace`` (:mod:`distnet.trace`).
 
     Returns:
         The trainer's history (a list of dicts).
@@ -318,7 +320,8 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
     is_main = comm.rank == 0
     logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
-    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data)
+    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
+                            trace=os.path.join(run_dir, "trace") if trace else None)
     if is_main:
         train, test = data
         Path(run_dir).mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,7 @@ class Trainer:
         check_every: int | None = 100,
         stall_timeout: float | None = None,
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
+        trace: str | None = None,
         strategy: str = "auto",
         **strategy_options,
     ):
@@ -212,6 +213,10 @@ class Trainer:
 
         self.sampler = ShardSampler(len(train_data), self.global_batch_size, self.seed,
                                     self.comm.rank, self.comm.size)
+        from distnet import trace as tracing
+
+        # A timeline of every rank's work (distnet/trace.py), written to ``trace`` (a directory).
+        self.tracer = tracing.Tracer(trace, self.comm) if trace is not None else tracing.OFF
         self._guard = NonFiniteGuard(self.max_bad_steps, rank=self.comm.rank)
         self._manager = None
         if checkpoint_dir is not None:
@@ -263,6 +268,7 @@ class Trainer:
         if self._closed:
             return
         self._closed = True
+        self.tracer.close()
         self.strategy.close()
 
     def __enter__(self) -> "Trainer":
@@ -281,40 +287,46 @@ class Trainer:
                                        "(build a new Trainer to train again)")
         t0 = time.perf_counter()
         step = self.step
-        strategy = self.strategy
+        strategy, span = self.strategy, self.tracer.span
         indices = batch.indices
         local = int(indices.size)
         denom = float(batch.global_batch_size)
         loss_sum = 0.0
         correct = 0
         if local:
-            x, y = self.train_data.read(indices)
+            with span("data", samples=local):
+                x, y = self.train_data.read(indices)
             keys = per_sample_keys(self.seed, step, indices)
             parts = np.array_split(np.arange(local), min(self.micro_batches, local))
             for k, part in enumerate(parts):
-                logits = self.model(x[part], training=True, dropout_keys=keys[part])
-                loss = self.loss_fn(y[part], logits, reduction="sum") / denom
-                loss_sum += float(loss.numpy()) * denom
-                correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
-                sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
-                                              scalars={"loss_sum": loss_sum, "correct": correct})
-                gradients(loss, self.variables, sink=sink)
-        reg = self.regularization_loss()
-        reg_value, reg_grads = 0.0, None
-        if reg is not None:
-            reg_value = float(reg.numpy())
-            # Variables it does not touch get None (no parameter-sized zeros per step).
-            reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
-        res = strategy.reduce(local_count=local, scalars={"loss_sum": loss_sum, "correct": correct},
-                              regularization_grads=reg_grads, global_count=batch.global_batch_size,
-                              prescaled=True)
+                with span("forward", micro_batch=k):
+                    logits = self.model(x[part], training=True, dropout_keys=keys[part])
+                    loss = self.loss_fn(y[part], logits, reduction="sum") / denom
+                    loss_sum += float(loss.numpy()) * denom
+                    correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
+                with span("backward", micro_batch=k):
+                    sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
+                                                  scalars={"loss_sum": loss_sum, "correct": correct})
+                    gradients(loss, self.variables, sink=sink)
+        with span("regularization"):
+            reg = self.regularization_loss()
+            reg_value, reg_grads = 0.0, None
+            if reg is not None:
+                reg_value = float(reg.numpy())
+                # Variables it does not touch get None (no parameter-sized zeros per step).
+                reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
+        with span("reduce", bytes=strategy.nbytes):
+            res = strategy.reduce(local_count=local, scalars={"loss_sum": loss_sum, "correct": correct},
+                                  regularization_grads=reg_grads, global_count=batch.global_batch_size,
+                                  prescaled=True)
         count = res.global_count
         lr = self.current_lr()
         # The regularization value is the same on every rank (same weights): an
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
-            strategy.update(res, self.optimizer, self.ema,
-                            num_updates=self.step if self.ema_num_updates else None)
+            with span("update"):   # the optimizer, the EMA, the weights made whole
+                strategy.update(res, self.optimizer, self.ema,
+                                num_updates=self.step if self.ema_num_updates else None)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0)
@@ -428,13 +440,16 @@ class Trainer:
             watchdog = Watchdog(self.comm, self.stall_timeout)
             watchdog.start()
         log = self.logger
+        tracer = self.tracer
         interrupted = False
         try:
             while self.step < self.total_steps:
                 batch = self.sampler.next()
                 if watchdog is not None:
                     watchdog.beat(self.step)
-                result = self.train_step(batch)
+                tracer.set_step(self.step + 1)
+                with tracer.span("step"):
+                    result = self.train_step(batch)
                 record = {"step": self.step, "epoch": batch.epoch, "loss": result.loss,
                           "reg_loss": result.reg_loss, "accuracy": result.accuracy, "lr": result.lr,
                           "samples_per_sec": result.samples / max(result.seconds, 1e-9),
@@ -447,9 +462,11 @@ class Trainer:
 
                     check_parameters_agree(self.comm, self.all_variables, step=self.step)
                 if self.eval_every and self.eval_data is not None and self.step % self.eval_every == 0:
-                    self._log_eval()
+                    with tracer.span("evaluate"):
+                        self._log_eval()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint()
+                    with tracer.span("checkpoint"):
+                        self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, record)
         except KeyboardInterrupt:
@@ -458,6 +475,7 @@ class Trainer:
         finally:
             if watchdog is not None:
                 watchdog.stop()
+            tracer.write()
             if interrupted and self._manager is not None:
                 try:
                     self.save_checkpoint()
@@ -467,6 +485,7 @@ class Trainer:
             self._log_eval()
         if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
             self.save_checkpoint()
+        tracer.write()
         if log is not None:
             log.close()
         return self.history

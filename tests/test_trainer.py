@@ -145,7 +145,7 @@ def test_non_finite_steps_are_skipped_then_abort(options):
     (dict(steps=1, overlap=1), "overlap: Expect: True or False Actual: 1"),
     (dict(steps=1, direct_grads=True), r"Expect: a strategy that takes the options \['direct_grads'\]"),
     (dict(steps=1, strategy="zero1", overlap=True), r"strategy 'zero1': option 'overlap': Expect: one of"),
-    (dict(steps=1, strategy="ring"), r"strategy: Expect: 'auto' or one of \['replicated', 'zero1'\] Actual: 'ring'"),
+    (dict(steps=1, strategy="ring"), r"strategy: Expect: 'auto' or one of \['hierarchical', 'replicated', 'zero1'\] Actual: 'ring'"),
     (dict(steps=1, overlap=True, compression="float16"), r"overlap=True with compression='float16'"),
 ])
 def test_bad_arguments(kwargs, match):

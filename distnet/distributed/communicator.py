@@ -38,17 +38,22 @@ class CallState:
     tell a rank that waits for its peers from a rank that computes.
     """
 
-    __slots__ = ("name", "since")
+    __slots__ = ("name", "since", "observer")
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.since: float = 0.0
+        #: Called as ``observer(name, since, until)`` when a collective ends
+        #: (:class:`distnet.trace.Tracer` records them); None: nobody listens.
+        self.observer = None
 
     def enter(self, name: str) -> None:
         self.since = time.monotonic()
         self.name = name
 
     def leave(self) -> None:
+        if self.observer is not None:
+            self.observer(self.name, self.since, time.monotonic())
         self.name = None
 
 
