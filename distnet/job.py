@@ -175,6 +175,7 @@ class SubsetDataset:
         self.image_shape = base.image_shape
         self.class_names = getattr(base, "class_names", None)
         self.source = f"{getattr(base, 'source', '')} (first {self.n})"
+        self.files = tuple(getattr(base, "files", ()))
 
     def __len__(self) -> int:
         return self.n

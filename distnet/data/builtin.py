@@ -185,7 +185,7 @@ def load_dataset(name: str = "fashion_mnist", directory: "str | os.PathLike[str]
         what = {"embedded": f"{key} (embedded subset)", "installed": f"{key} (installed)",
                 "directory": key}[kind]
         out.append(ArrayDataset(images, labels, num_classes=10, class_names=names,
-                                source=f"{what}: {images_file}"))
+                                source=f"{what}: {images_file}", files=(images_file, labels_file)))
     return Splits(*out)
 
 

@@ -297,7 +297,7 @@ def convert_idx_to_hdf5(images_idx: "str | os.PathLike[str]", labels_idx: "str |
       images_idx, labels_idx: the IDX files (validated, counts must agree).
       out_path: destination HDF5 file, written atomically.
       num_classes, class_names, chunk_rows, compression: see :func:`write_hdf5_dataset`.
-      source: default: the two input file names.
+      source: default: "converted from IDX <images file> + <labels file>" (their names).
 
     Returns:
       The destination path.
@@ -313,7 +313,7 @@ def convert_idx_to_hdf5(images_idx: "str | os.PathLike[str]", labels_idx: "str |
         raise DataError(f"IDX file {str(os.fspath(images_idx))!r}: dtype code (byte 2): expected "
                         f"0x08 (unsigned byte) for images, found {images.dtype}")
     if source is None:
-        source = (f"IDX {os.path.basename(os.fspath(images_idx))} + "
+        source = (f"converted from IDX {os.path.basename(os.fspath(images_idx))} + "
                   f"{os.path.basename(os.fspath(labels_idx))}")
     return write_hdf5_dataset(out_path, images, labels, num_classes=num_classes,
                               class_names=class_names, source=source, chunk_rows=chunk_rows,
