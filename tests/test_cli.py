@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -350,6 +351,55 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     assert code == EXIT_OK, err
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_eval_warns_when_its_test_data_is_not_what_training_evaluated_on(capsys, checkpoint):
+    from distnet.checkpoint import load, save
+    from distnet.data.identity import data_identity
+    from distnet.job import load_data
+
+    path = checkpoint[0]
+    code, out, err = run(capsys, "eval", str(path), "--json")
+    # A checkpoint that does not say which data its run used: nothing to compare.
+    assert code == EXIT_OK and err == "" and json.loads(out)["same_data_as_training"] is None
+    state = load(path)
+    cfg = parse_job(state.config_text, "stored")
+    state.data = data_identity(*load_data(cfg))   # what the trainer stores: 100 test images
+    save(path, state)
+    code, out, err = run(capsys, "eval", str(path), "--json")
+    assert code == EXIT_OK and err == ""
+    result = json.loads(out)
+    assert result["same_data_as_training"] is True
+    assert result["data_digest"] == state.data["test"]["digest"]
+    code, out, err = run(capsys, "eval", str(path), "--json", "--set", "data.test_samples=40")
+    assert code == EXIT_OK and json.loads(out)["same_data_as_training"] is False
+    (line,) = err.splitlines()
+    digest = state.data["test"]["digest"][:12]
+    assert line.startswith("distnet: warning: evaluating on other data than training used: training "
+                           "evaluated on fashion_mnist")
+    assert f"100 samples, sha256 {digest}; this evaluation uses fashion_mnist" in line
+    assert line.endswith(" (first 40), 40 samples, sha256 " + json.loads(out)["data_digest"][:12])
+
+
+def test_checkpoints_switched_off_from_the_command_line(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB + "\n[checkpoint]\nevery = 2\n")
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--progress", "plain",
+                         "--set", "checkpoint.every=0")
+    assert code == EXIT_OK, err
+    assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").exists()
+    # The banner names the data the run used.
+    banner = out.splitlines()
+    assert banner[0].startswith("distnet: job 'tiny'") and "300 training samples" in banner[0]
+    assert re.fullmatch(r"  train data: fashion_mnist.*train-images-idx3-ubyte\.gz \(first 300\), "
+                        r"300 samples, sha256 [0-9a-f]{12}", banner[1]), banner[1]
+    assert re.fullmatch(r"  test data:  fashion_mnist.*t10k-images-idx3-ubyte\.gz \(first 100\), "
+                        r"100 samples, sha256 [0-9a-f]{12}", banner[2]), banner[2]
+    code, _, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--resume",
+                       "--set", "checkpoint.every=0")
+    assert code == EXIT_BAD_INPUT
+    assert err.strip() == (f"distnet: error: {job}: --resume needs checkpoints, but checkpoint.every is 0 (off)")
 
 
 def test_eval_when_the_stored_data_path_is_gone(capsys, checkpoint, tmp_path):

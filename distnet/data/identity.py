@@ -29,12 +29,17 @@ import numpy as np
 
 from distnet.errors import InvalidArgumentError
 
-__all__ = ["dataset_identity", "data_identity", "same_data", "describe", "DIGEST_ROWS"]
+__all__ = ["dataset_identity", "data_identity", "same_data", "describe", "DataMismatchWarning",
+           "DIGEST_ROWS"]
 
 #: Rows hashed per read: bounds the memory the digest needs (8192 Fashion-MNIST
 #: images are 26 MB as float32) whatever the dataset's size.
 DIGEST_ROWS = 8192
 _MAGIC = b"distnet-dataset-digest-v1\n"
+
+
+class DataMismatchWarning(UserWarning):
+    """A checkpoint is evaluated on other data than its run evaluated on."""
 
 
 def dataset_identity(ds: Any, block_rows: int = DIGEST_ROWS) -> dict:
