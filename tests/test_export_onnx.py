@@ -1,0 +1,142 @@
+"""distnet.export.onnx: every layer type and activation, run by onnxruntime on
+real Fashion-MNIST images and compared with distnet's own forward pass."""
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from distnet import Sequential, layers
+from distnet.data import load_dataset
+from distnet.data.builtin import EMBEDDED_DIR
+from distnet.errors import InvalidArgumentError
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra: pip install -e '.[test]'")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extra")
+
+from distnet.export.onnx import _same_pads, export_onnx, to_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images():
+    _, test = load_dataset("fashion_mnist", EMBEDDED_DIR)
+    x, y = test.read(np.arange(200))
+    return x, y
+
+
+def run_onnx(proto, x):
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"images": x})))
+
+
+MODELS = {
+    # seed 003's reference net
+    "reference": lambda: [layers.Conv2D(32, 5, padding="same", activation="relu"), layers.MaxPool2D(2),
+                          layers.Flatten(), layers.Dense(1024, activation="relu"), layers.Dense(10)],
+    # odd SAME paddings (one pixel more after than before), strides, valid, no bias, every activation
+    "windows": lambda: [layers.Conv2D(8, 4, strides=3, padding="same", activation="tanh"),
+                        layers.MaxPool2D(3, strides=2, padding="same"),
+                        layers.Conv2D(6, (3, 2), strides=(1, 2), padding="valid", activation="sigmoid",
+                                      use_bias=False),
+                        layers.MaxPool2D((2, 1), padding="valid"),
+                        layers.Dropout(0.5), layers.Flatten(),
+                        layers.Dense(32, activation="sigmoid"), layers.Dropout(0.2),
+                        layers.Dense(16, activation="tanh", use_bias=False),
+                        layers.Dense(10, activation="softmax")],
+    # no convolution: Flatten straight from NHWC
+    "mlp": lambda: [layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dropout(0.5),
+                    layers.Dense(10, activation="linear")],
+    # ends in a convolution with a softmax over channels: NHWC output, no probabilities
+    "fully_convolutional": lambda: [layers.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+                                    layers.Conv2D(10, 3, padding="same", activation="softmax")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnxruntime_gives_distnet_forward_pass_on_real_images(images, name):
+    x, _ = images
+    model = Sequential(MODELS[name](), input_shape=(28, 28, 1), seed=5)
+    rng = np.random.default_rng(11)
+    for v in model.variables:   # biases away from their zero start, so they are checked too
+        v.assign(v.numpy() + rng.normal(0, 0.05, v.shape).astype(np.float32))
+    expected = model(x, training=False).numpy()
+    proto = to_onnx(model, metadata={"checkpoint": "none"})
+    got = run_onnx(proto, x)
+    assert got["logits"].shape == expected.shape == (200,) + model.output_shape
+    np.testing.assert_allclose(got["logits"], expected, rtol=1e-5, atol=1e-5)
+    if len(model.output_shape) == 1:
+        z = expected.astype(np.float64)
+        probs = np.exp(z - z.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        np.testing.assert_allclose(got["probabilities"], probs, rtol=1e-5, atol=1e-6)
+    else:
+        assert set(got) == {"logits"}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["checkpoint"] == "none" and meta["input_layout"].startswith("NHWC")
+    # The batch axis is free: one image at a time gives the same numbers.
+    np.testing.assert_allclose(run_onnx(proto, x[:1])["logits"], expected[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_weights_given_apart_replace_the_model_values(images):
+    x, _ = images
+    model = Sequential(MODELS["mlp"](), input_shape=(28, 28, 1), seed=1)
+    shadows = {v.name: v.numpy() * 0.5 for v in model.variables}
+    got = run_onnx(to_onnx(model, weights=shadows), x[:20])["logits"]
+    for v in model.variables:
+        v.assign(shadows[v.name])
+    np.testing.assert_allclose(got, model(x[:20]).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match=r"weights: Expect: a value for every variable Actual: "
+                                                   r"missing \['dense_1/bias'\]"):
+        to_onnx(model, weights={k: v for k, v in shadows.items() if k != "dense_1/bias"})
+    bad = dict(shadows, **{"dense/bias": np.zeros(3, np.float32)})
+    with pytest.raises(InvalidArgumentError, match=r"weights\['dense/bias'\]: Expect: shape \(64,\)"):
+        to_onnx(model, weights=bad)
+
+
+@pytest.mark.parametrize("size, k, s, expected", [
+    (28, 5, 1, [2, 2]), (28, 4, 3, [1, 2]), (28, 2, 2, [0, 0]), (14, 3, 2, [0, 1]), (5, 7, 1, [3, 3]),
+])
+def test_same_padding_is_tf_s(size, k, s, expected):
+    # TF: out = ceil(n / s), total = max((out - 1) * s + k - n, 0), the extra pixel after.
+    top, left, bottom, right = _same_pads((size, size), (k, k), (s, s), "SAME")
+    assert [top, bottom] == expected == [left, right]
+    assert _same_pads((size, size), (k, k), (s, s), "VALID") == [0, 0, 0, 0]
+
+
+def test_export_writes_a_readable_file_with_the_usual_mode(tmp_path, images):
+    x, _ = images
+    model = Sequential(MODELS["mlp"](), input_shape=(28, 28, 1), seed=1)
+    old = os.umask(0o022)
+    try:
+        path = export_onnx(model, tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    assert path == str(tmp_path / "m.onnx") and os.listdir(tmp_path) == ["m.onnx"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    loaded = onnx.load(path)
+    np.testing.assert_allclose(run_onnx(loaded, x[:5])["logits"], model(x[:5]).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="Expect: a file name Actual: a directory"):
+        export_onnx(model, tmp_path)
+    with pytest.raises(InvalidArgumentError, match="Expect: an existing directory"):
+        export_onnx(model, tmp_path / "missing" / "m.onnx")
+    assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+def test_what_has_no_onnx_form_is_named():
+    class Custom(layers.Layer):
+        def call(self, x, training=False, rng=None, sample_keys=None):
+            return x
+
+    model = Sequential([layers.Flatten(), Custom(name="mine"), layers.Dense(10)], input_shape=(4, 4, 1))
+    with pytest.raises(InvalidArgumentError, match="layer 'mine' of type Custom has no ONNX form"):
+        to_onnx(model)
+    model = Sequential([layers.Flatten(), layers.Dense(10, activation=lambda t: t)], input_shape=(4, 4, 1))
+    with pytest.raises(InvalidArgumentError, match="has no ONNX form; Expect: one of relu"):
+        to_onnx(model)
+    with pytest.raises(InvalidArgumentError, match="opset: Expect: an int >= 13"):
+        to_onnx(Sequential([layers.Flatten(), layers.Dense(2)], input_shape=(2, 2, 1)), opset=11)
+    with pytest.raises(InvalidArgumentError, match="not built"):
+        to_onnx(Sequential([layers.Flatten(), layers.Dense(2)]))
