@@ -1,7 +1,7 @@
 """The ``distnet`` command line.
 
-Commands: ``train``, ``eval``, ``inspect``, ``plot``, ``data fetch``,
-``data convert``.  Exit codes:
+Commands: ``train``, ``eval``, ``predict``, ``export``, ``inspect``, ``plot``,
+``data fetch``, ``data convert``.  Exit codes:
 
 * 0 -- success;
 * 1 -- failure during training (or any unexpected error);
@@ -31,6 +31,8 @@ examples:
   distnet train                                  # the built-in default job (Fashion-MNIST)
   distnet train examples/jobs/seed003_l2.toml -n 2
   distnet eval runs/default --ema
+  distnet predict runs/default --input images.npy --output preds.csv
+  distnet export runs/default --format onnx -o model.onnx --ema
   distnet plot runs/default
 
 exit codes: 0 success, 1 failure during training, 2 bad input, 130 interrupted (Ctrl-C)
@@ -117,6 +119,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the stored job, e.g. --set data.test_samples=500")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    # -- predict ------------------------------------------------------------
+    p = sub.add_parser(
+        "predict", help="predict the classes of new images with a trained model",
+        description=_wrap("Load a checkpoint (a file, a checkpoint directory or a run directory: the "
+                    "newest good checkpoint is used), rebuild its model and predict the class of every "
+                    "image in FILE: an IDX images file (raw or .gz), a .npy array (N, H, W[, C]) of "
+                    "uint8 or floats in [0, 1], or an HDF5 file (distnet's dataset format, or any file "
+                    "with an /images dataset). With labels beside the images (an IDX labels file named "
+                    "like the images file, or an HDF5 dataset's labels) the accuracy is printed too. "
+                    "--output writes every prediction: preds.npy holds the class probabilities "
+                    "(N, classes; the label is their argmax), preds.csv one row per image (index, "
+                    "label, class name, probabilities)."),
+        epilog="examples:\n"
+               "  distnet predict runs/default --input t10k-images-idx3-ubyte.gz --ema\n"
+               "  distnet predict runs/default --input new.npy --output preds.csv\n"
+               "  distnet predict runs/default/checkpoints/ckpt-00000500.h5 --input test.h5 "
+               "--output probs.npy\n",
+        formatter_class=_formatter)
+    p.add_argument("ckpt", metavar="RUN", help="run directory, checkpoint directory or checkpoint file")
+    p.add_argument("--input", required=True, metavar="FILE", help="images: IDX, .npy or HDF5")
+    p.add_argument("--ema", action="store_true", help="use the EMA shadow weights")
+    p.add_argument("--output", metavar="OUT.npy|OUT.csv",
+                   help="write every prediction (default: print the first 10 and a summary)")
+    p.add_argument("--batch-size", type=int, default=1000, metavar="N",
+                   help="images per forward pass (default: 1000)")
+
+    # -- export -------------------------------------------------------------
+    p = sub.add_parser(
+        "export", help="export a trained model (ONNX)",
+        description=_wrap("Write a checkpoint's model with its trained (or, with --ema, its "
+                    "moving-average) weights as an ONNX model: input 'images' [batch, H, W, C] "
+                    "float32 in [0, 1] (NHWC, as distnet reads images), outputs 'logits' and "
+                    "'probabilities'. Needs the onnx package: pip install 'distnet[onnx]'."),
+        epilog="examples:\n"
+               "  distnet export runs/default --format onnx -o model.onnx --ema\n"
+               "  python -c \"import onnxruntime as ort; "
+               "s = ort.InferenceSession('model.onnx'); print(s.get_inputs()[0].shape)\"\n",
+        formatter_class=_formatter)
+    p.add_argument("ckpt", metavar="RUN", help="run directory, checkpoint directory or checkpoint file")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the model format (default: onnx)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--ema", action="store_true", help="export the EMA shadow weights")
 
     # -- inspect ------------------------------------------------------------
     p = sub.add_parser(
@@ -269,6 +314,48 @@ def _cmd_eval(args) -> int:
     return EXIT_OK
 
 
+def _cmd_predict(args) -> int:
+    from distnet.predict import predict, write_predictions
+
+    pred = predict(args.ckpt, args.input, use_ema=args.ema, batch_size=args.batch_size)
+    n = len(pred.labels)
+    if args.output is not None:
+        out = write_predictions(pred, args.output)
+    else:
+        names = pred.class_names
+        shown = min(n, 10)
+        for i in range(shown):
+            label = int(pred.labels[i])
+            name = f" {names[label]}" if names else ""
+            truth = "" if pred.true_labels is None else f"  (true {int(pred.true_labels[i])})"
+            print(f"{i:>6}  {label}{name}  p={pred.probabilities[i, label]:.4f}{truth}")
+        if n > shown:
+            print(f"  ... {n - shown} more; --output preds.csv or preds.npy writes them all")
+    summary = (f"predicted {n} images of {pred.source} with the {pred.weights} weights of "
+               f"{pred.checkpoint} (step {pred.step})")
+    if pred.accuracy is not None:
+        summary += f"; accuracy {pred.accuracy:.4f} against its labels"
+    if args.output is not None:
+        summary += f"; wrote {out}"
+    print(summary)
+    return EXIT_OK
+
+
+def _cmd_export(args) -> int:
+    from distnet.export.onnx import INSTALL_HINT
+
+    try:
+        import onnx  # noqa: F401 - present?
+    except ImportError:
+        raise _bad_input(f"distnet export --format onnx needs the onnx package: {INSTALL_HINT}") from None
+    from distnet.export import export_checkpoint
+
+    out, info = export_checkpoint(args.ckpt, args.output, use_ema=args.ema)
+    print(f"wrote {out}: the {info['weights']} weights of {info['checkpoint']} (step {info['step']}), "
+          f"input images [batch, {', '.join(map(str, info['input_shape']))}]")
+    return EXIT_OK
+
+
 def _cmd_inspect(args) -> int:
     from distnet.job import load_checkpoint
 
@@ -364,7 +451,8 @@ def _run(args, parser, speak: bool) -> int:
     from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
                                 InvalidArgumentError)
 
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
+                "inspect": _cmd_inspect, "plot": _cmd_plot}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

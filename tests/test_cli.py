@@ -66,7 +66,8 @@ def test_version_as_module_subprocess():
     assert proc.stdout.strip() == f"distnet {distnet.__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["inspect"], ["plot"], ["data"],
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["export"], ["inspect"],
+                                     ["plot"], ["data"],
                                      ["data", "fetch"], ["data", "convert"]], ids=" ".join)
 def test_every_help_is_useful(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
@@ -82,7 +83,9 @@ def test_no_command_prints_help(capsys):
 
 
 @pytest.mark.parametrize("argv", [["bogus"], ["train", "--no-such-option"], ["eval"],
-                                  ["train", "-n", "two"], ["data", "fetch", "mnist"]])
+                                  ["train", "-n", "two"], ["data", "fetch", "mnist"],
+                                  ["predict", "runs/x"], ["export", "runs/x"],
+                                  ["export", "runs/x", "-o", "m.onnx", "--format", "tflite"]])
 def test_argument_errors_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
     assert code == EXIT_BAD_INPUT

@@ -140,3 +140,52 @@ def test_what_has_no_onnx_form_is_named():
         to_onnx(Sequential([layers.Flatten(), layers.Dense(2)], input_shape=(2, 2, 1)), opset=11)
     with pytest.raises(InvalidArgumentError, match="not built"):
         to_onnx(Sequential([layers.Flatten(), layers.Dense(2)]))
+
+
+# -- distnet export: a real run's checkpoint -------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from trained_run import train_small_conv
+
+    return train_small_conv(tmp_path_factory.mktemp("export"))
+
+
+@pytest.mark.parametrize("use_ema", [False, True])
+def test_distnet_export_of_a_trained_run_matches_its_forward_pass(capsys, run_dir, tmp_path, use_ema):
+    from distnet.cli import EXIT_OK, main
+    from distnet.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+
+    _, test = load_dataset("fashion_mnist", EMBEDDED_DIR)
+    x, y = test.read(np.arange(len(test)))   # all 2,000 embedded test images
+    out = tmp_path / "model.onnx"
+    code = main(["export", str(run_dir), "--format", "onnx", "-o", str(out)] + (["--ema"] if use_ema else []))
+    stdout, err = capsys.readouterr()
+    assert code == EXIT_OK, err
+    ckpt = run_dir / "checkpoints" / "ckpt-00000006.h5"
+    weights = "ema" if use_ema else "trained"
+    assert stdout == (f"wrote {out}: the {weights} weights of {ckpt} (step 6), "
+                      f"input images [batch, 28, 28, 1]\n")
+    path, state = load_checkpoint(ckpt)
+    model = model_from_checkpoint(path, state, config_from_checkpoint(state, path), (28, 28, 1), use_ema=use_ema)
+    expected = model(x, training=False).numpy()
+    got = run_onnx(onnx.load(out), x)
+    np.testing.assert_allclose(got["logits"], expected, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(got["probabilities"].argmax(1), expected.argmax(1))
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["weights"] == weights and meta["step"] == "6" and meta["checkpoint"] == str(ckpt)
+    assert meta["class_names"].split(",")[:2] == ["T-shirt/top", "Trouser"]
+
+
+def test_distnet_export_without_onnx_says_what_to_install(capsys, run_dir, tmp_path, monkeypatch):
+    import sys
+
+    from distnet.cli import EXIT_BAD_INPUT, main
+
+    monkeypatch.setitem(sys.modules, "onnx", None)   # as if not installed
+    code = main(["export", str(run_dir), "-o", str(tmp_path / "m.onnx")])
+    _, err = capsys.readouterr()
+    assert code == EXIT_BAD_INPUT
+    assert err == ("distnet: error: distnet export --format onnx needs the onnx package: "
+                   "pip install 'distnet[onnx]' (or: pip install onnx)\n")
+    assert os.listdir(tmp_path) == []
