@@ -362,7 +362,7 @@ def _cmd_inspect(args) -> int:
     path, state = load_checkpoint(args.ckpt)
     print(f"checkpoint      {path}")
     print(f"step            {state.step}")
-    print(f"epoch           {state.epoch} (position {state.position})")
+    print(f"epoch           {_epoch_line(state)}")
     print(f"world size      {state.world_size}")
     print(f"distnet         {state.distnet_version} (format {state.format_version})")
     total = sum(int(a.size) for a in state.params.values())
@@ -378,14 +378,35 @@ def _cmd_inspect(args) -> int:
         print(f"  {key} = {value}")
     print(f"ema             {'%d shadow weights' % len(state.ema) if state.ema else 'none'}")
     if state.metrics:
+        from distnet.metrics import metric_name
+
         print("\nmetrics:")
-        for key, value in state.metrics.items():
+        for key, value in sorted((metric_name(k), v) for k, v in state.metrics.items()):
             print(f"  {key} = {value:.6g}")
+    if state.data:
+        from distnet.data.identity import describe
+
+        print("\ndata:")
+        for split, identity in sorted(state.data.items()):
+            print(f"  {split}: {describe(identity)}")
     if not args.no_config:
         print("\nconfig:")
         text = state.config_text.strip()
         print("  " + text.replace("\n", "\n  ") if text else "  (none stored)")
     return EXIT_OK
+
+
+def _epoch_line(state) -> str:
+    """The epoch as metrics.jsonl and the run's summary count it: that of the last step.
+
+    The checkpoint stores where the data resumes (epoch, position of the next
+    sample): after whole epochs that is the next epoch at position 0.
+    """
+    if state.step == 0:
+        return f"none yet (resumes at epoch {state.epoch}, sample {state.position})"
+    last = state.epoch - 1 if state.position == 0 and state.epoch > 0 else state.epoch
+    return (f"{last} (0-based, the epoch of step {state.step}; resumes at epoch {state.epoch}, "
+            f"sample {state.position})")
 
 
 def _cmd_plot(args) -> int:

@@ -30,9 +30,23 @@ from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
 
-__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE"]
+__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE", "metric_name"]
 
 METRICS_FILE = "metrics.jsonl"
+# The trainer's records say test_ema_*; metrics.jsonl (and so plots,
+# TensorBoard and inspect) say ema_test_*, one name per quantity.
+_RENAMED = {"test_ema_loss": "ema_test_loss", "test_ema_accuracy": "ema_test_accuracy",
+            "test_ema_samples": "ema_test_samples"}
+
+
+def metric_name(key: str) -> str:
+    """The name a metric has in ``metrics.jsonl`` (``test_ema_accuracy`` -> ``ema_test_accuracy``).
+
+    Example:
+        >>> metric_name("test_ema_loss"), metric_name("test_loss")
+        ('ema_test_loss', 'test_loss')
+    """
+    return _RENAMED.get(key, key)
 
 
 def _clean(value: Any) -> Any:
@@ -206,8 +220,7 @@ class MetricsLogger:
         if not self.is_main:
             return
         r = {**(record or {}), **fields}
-        for old, new in (("test_ema_loss", "ema_test_loss"), ("test_ema_accuracy", "ema_test_accuracy"),
-                         ("test_ema_samples", "ema_test_samples")):
+        for old, new in _RENAMED.items():
             if old in r:
                 r.setdefault(new, r.pop(old))
         missing = [k for k in ("step", "test_loss", "test_accuracy") if k not in r]

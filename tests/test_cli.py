@@ -262,7 +262,8 @@ def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
     assert code == EXIT_OK
     lines = out.splitlines()
     assert lines[0].split() == ["checkpoint", str(path)]
-    assert "step            4" in out and "position 200" in out
+    assert "step            4" in out
+    assert "epoch           0 (0-based, the epoch of step 4; resumes at epoch 0, sample 200)" in lines
     assert "  dense/bias    float32[10] ema" in lines
     assert "  dense/kernel  float32[784, 10] ema" in lines
     assert "variables (2, 7,850 parameters)" in out
@@ -272,6 +273,28 @@ def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
     assert 'name = "tiny"' in out.split("config:")[1]
     code, out, _ = run(capsys, "inspect", str(path), "--no-config")
     assert code == EXIT_OK and "config:" not in out
+
+
+def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, tmp_path):
+    from distnet.checkpoint import load, save
+    from distnet.data.identity import data_identity
+    from distnet.job import load_data
+
+    state = load(checkpoint[0])
+    # After 5 whole epochs: the data resumes at epoch 5, sample 0; the last step was in epoch 4.
+    state.step, state.epoch, state.position = 30, 5, 0
+    state.metrics = {"test_accuracy": 0.5, "test_ema_accuracy": 0.625, "test_ema_loss": 1.5}
+    state.data = data_identity(*load_data(parse_job(state.config_text, "stored")))
+    save(tmp_path / "ckpt-00000030.h5", state)
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "ckpt-00000030.h5"), "--no-config")
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert "epoch           4 (0-based, the epoch of step 30; resumes at epoch 5, sample 0)" in lines
+    metrics = lines[lines.index("metrics:") + 1:lines.index("metrics:") + 4]
+    assert metrics == ["  ema_test_accuracy = 0.625", "  ema_test_loss = 1.5", "  test_accuracy = 0.5"]
+    data = lines[lines.index("data:") + 1:]
+    assert data[0].startswith("  test: fashion_mnist") and ", 100 samples, sha256 " in data[0]
+    assert data[1].startswith("  train: fashion_mnist") and ", 300 samples, sha256 " in data[1]
 
 
 # -- plot and data ------------------------------------------------------------------
