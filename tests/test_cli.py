@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 import tomllib
@@ -330,9 +332,15 @@ def test_data_convert(capsys, tmp_path):
     labels = rng.integers(0, 10, 12).astype(np.uint8)
     write_idx(tmp_path / "img.idx", images)
     write_idx(tmp_path / "lab.idx", labels)
-    code, out, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "lab.idx"),
-                         str(tmp_path / "out.h5"), "--num-classes", "10")
+    old = os.umask(0o022)
+    try:
+        code, out, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "lab.idx"),
+                             str(tmp_path / "out.h5"), "--num-classes", "10")
+    finally:
+        os.umask(old)
     assert code == EXIT_OK, err
+    # As any file the user creates (0666 less the umask), not a temporary file's private 0600.
+    assert stat.S_IMODE(os.stat(tmp_path / "out.h5").st_mode) == 0o644
     ds = HDF5Dataset(tmp_path / "out.h5")
     x, y = ds.read([3, 0])
     np.testing.assert_array_equal(y, labels[[3, 0]])
