@@ -379,7 +379,8 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but {off} (off)")
     data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
     is_main = comm.rank == 0
-    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
+    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
+                           checkpoint_dir=checkpoint_dir(cfg, run_dir) or "")
     trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data)
     if is_main:
         train, test = data

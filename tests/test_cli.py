@@ -372,6 +372,12 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     assert "test accuracy" in out  # the summary table
     ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.h5"))
     assert ckpts and ckpts[-1].name == "ckpt-00000004.h5"
+    # The summary says what the run leaves on disk.
+    size = sum(p.stat().st_size for p in ckpts)
+    (row,) = [line for line in out.splitlines() if line.startswith("checkpoints kept")]
+    assert row.split()[2:] == [str(len(ckpts)), "file" + ("s," if len(ckpts) > 1 else ","),
+                               f"{size / 1e6:.1f}", "MB"]
+    assert recs[-1]["checkpoint_files"] == len(ckpts) and recs[-1]["checkpoint_bytes"] == size
     assert (run_dir / "job.toml").exists()
 
     code, out, _ = run(capsys, "eval", str(run_dir), "--ema", "--json")
@@ -423,6 +429,7 @@ def test_checkpoints_switched_off_from_the_command_line(capsys, tmp_path):
                          "--set", "checkpoint.every=0")
     assert code == EXIT_OK, err
     assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").exists()
+    assert [line.split() for line in out.splitlines() if line.startswith("checkpoints")] == [["checkpoints", "off"]]
     # The banner names the data the run used.
     banner = out.splitlines()
     assert banner[0].startswith("distnet: job 'tiny'") and "300 training samples" in banner[0]
