@@ -136,15 +136,22 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
         ax_loss.set_yscale("log")
         plain = FuncFormatter(lambda v, _pos: f"{v:g}")   # 0.4, not 4 x 10^-1
         ax_loss.yaxis.set_major_formatter(plain)
-        ax_loss.yaxis.set_minor_formatter(plain)
+        low, high = ax_loss.get_ylim()
+        # Within a decade every minor tick is labelled; over several, 2 and 5 of each.
+        wanted = (1, 2, 3, 4, 5, 6, 7, 8, 9) if high / low < 10 else (2, 5)
+        ax_loss.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _pos: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in wanted else ""))
     if ax_lr is not None:
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     if not single:
         # One legend for the figure, outside the panels: a colour per run, a
         # line style per kind of curve (the same in every panel).
         handles = [Line2D([], [], color=f"C{i % 10}", linewidth=3, label=name) for i, name in enumerate(names)]
+        drawn = {"train": any("base_loss" in c or "train_accuracy" in c for c in runs),
+                 "test": any("test_loss" in c or "test_accuracy" in c for c in runs),
+                 "ema": any("ema_test_loss" in c or "ema_test_accuracy" in c for c in runs)}
         handles += [Line2D([], [], color="0.35", **_STYLE[k], label=label) for k, label in (
-            ("train", "train (smoothed)"), ("test", "test"), ("ema", "test, EMA weights"))]
+            ("train", "train (smoothed)"), ("test", "test"), ("ema", "test, EMA weights")) if drawn[k]]
         fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
     fig.suptitle(title or (names[0] if single else f"{len(runs)} runs"))
     notes = _lr_note(constant, single)

@@ -130,8 +130,8 @@ def test_compared_runs_colour_runs_emphasise_test_curves_and_keep_legends_off_th
 
     from distnet.plot import make_figure
 
-    runs = [synthetic_run(tmp_path / n, reg=r, lr=1e-4) for n, r in (("none", 0.0), ("l2", 0.05),
-                                                                      ("dropout", 0.0))]
+    runs = [synthetic_run(tmp_path / n, reg=r, lr=1e-4, ema=e) for n, r, e in (
+        ("none", 0.0, True), ("l2", 0.05, True), ("dropout", 0.0, False))]
     fig = make_figure(runs)
     loss, acc = fig.axes
     for ax in (loss, acc):
@@ -144,7 +144,7 @@ def test_compared_runs_colour_runs_emphasise_test_curves_and_keep_legends_off_th
             # per run: a light train curve (120 points), a heavy test and an EMA test curve (4 points)
             train = [l for l in lines if len(l.get_xdata()) == 120]
             tests = [l for l in lines if len(l.get_xdata()) == 4]
-            assert len(train) == 1 and len(tests) == 2
+            assert len(train) == 1 and len(tests) == (1 if lines[0].get_color() == "C2" else 2)
             assert all(t.get_linewidth() > train[0].get_linewidth() for t in tests)
             assert all(t.get_marker() not in (None, "None", "") for t in tests)
             assert train[0].get_alpha() < 1 and all(t.get_alpha() in (None, 1) for t in tests)
@@ -154,6 +154,9 @@ def test_compared_runs_colour_runs_emphasise_test_curves_and_keep_legends_off_th
     fig.canvas.draw()
     box = legend.get_window_extent()
     assert not any(_overlaps(box, ax.get_window_extent()) for ax in fig.axes)
+    # Only the kinds of curve drawn are in the legend.
+    fig = make_figure([tmp_path / "dropout", synthetic_run(tmp_path / "d2", ema=False)])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["dropout", "d2", "train (smoothed)", "test"]
 
 
 @pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
