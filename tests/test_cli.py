@@ -524,6 +524,26 @@ def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
 
 
+def test_the_banner_of_a_run_on_converted_files_names_the_hdf5_files(capsys, tmp_path):
+    from distnet.data.builtin import EMBEDDED_DIR, split_files
+
+    for split in ("train", "test"):
+        images, labels = split_files(EMBEDDED_DIR, split)
+        code, _, err = run(capsys, "data", "convert", str(images), str(labels),
+                           str(tmp_path / f"fashion-{split}.h5"), "--num-classes", "10")
+        assert code == EXIT_OK, err
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB.replace('name = "fashion_mnist"\n', 'path = "fashion-train.h5"\n'))
+    code, out, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run"), "--progress", "plain",
+                         "--set", "checkpoint.every=0")
+    assert code == EXIT_OK, err
+    lines = out.splitlines()
+    assert re.fullmatch(re.escape(f"  train data: {tmp_path / 'fashion-train.h5'} (converted from IDX "
+                                  "train-images-idx3-ubyte.gz + train-labels-idx1-ubyte.gz (first 300)), "
+                                  "300 samples, sha256 ") + "[0-9a-f]{12}", lines[1]), lines[1]
+    assert lines[2].startswith(f"  test data:  {tmp_path / 'fashion-test.h5'} (converted from IDX t10k-images")
+
+
 def test_data_fetch_from_a_loopback_mirror_with_wrong_files(capsys, tmp_path):
     import functools
     import http.server
