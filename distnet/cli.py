@@ -240,19 +240,18 @@ def _cmd_train(args) -> int:
         return EXIT_OK
     if args.num_workers is not None or args.hostfile is not None:
         return _launch(args, cfg)
-    from distnet.distributed import get_communicator
+    from distnet.distributed import get_communicator, init
     from distnet.job import run_train
 
     comm = get_communicator("auto")
+    # BLAS threads per rank, the allocator, and (under mpiexec) aborting every
+    # rank when one fails: an error every rank agreed on (bad job or data, found
+    # before training) returns normally on every rank; any other error on one
+    # rank must end every rank at once instead of leaving them in a collective.
+    init(comm)
     if comm.size == 1:
         run_train(cfg, comm, resume=args.resume, progress=args.progress)
         return EXIT_OK
-    # Under mpiexec: an error every rank agreed on (bad job or data, found before
-    # training) returns normally on every rank; any other error on one rank
-    # must end every rank at once instead of leaving them in a collective.
-    from distnet.distributed.abort import install_abort_hook
-
-    install_abort_hook(comm)
     try:
         run_train(cfg, comm, resume=args.resume, progress=args.progress)
     except KeyboardInterrupt:

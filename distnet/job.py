@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from distnet import registry
 from distnet.config import JobConfig, check_world_size, parse_job
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
@@ -31,57 +32,22 @@ __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "loa
 # Model
 # ---------------------------------------------------------------------------
 
-def _regularizer(spec: dict | None):
-    if spec is None:
-        return None
-    from distnet import regularizers
+def build_layer(spec: dict):
+    """One layer from its validated job-file table (``{"type": "dense", "units": 10, ...}``).
 
-    if spec["type"] == "l1":
-        return regularizers.l1(spec["scale"])
-    if spec["type"] == "l2":
-        return regularizers.l2(spec["scale"])
-    return regularizers.l1_l2(spec["l1"], spec["l2"])
-
-
-def _initializer(spec: Any):
-    if spec is None or isinstance(spec, str):
-        return spec
-    from distnet import initializers
-
-    params = {k: v for k, v in spec.items() if k != "type"}
-    if not params:
-        return spec["type"]
-    return getattr(initializers, spec["type"])(**params)
-
-
-def _pair_or_int(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-def build_layer(spec: dict, name: str | None = None):
-    """One layer from its job-file table (``{"type": "dense", "units": 10, ...}``).
+    Initializer and regularizer tables and activation names go to the layer
+    as they are: the layer looks them up (``distnet.registry``).
 
     Returns:
         A ``distnet.layers`` layer.
     """
-    from distnet import layers
-
-    kind = spec["type"]
-    opts = {k: v for k, v in spec.items() if k != "type"}
-    for key in ("kernel_regularizer", "bias_regularizer"):
-        if key in opts:
-            opts[key] = _regularizer(opts[key])
-    for key in ("kernel_initializer", "bias_initializer"):
-        if key in opts:
-            opts[key] = _initializer(opts[key])
-    for key in ("kernel_size", "strides", "pool_size"):
-        if key in opts:
-            opts[key] = _pair_or_int(opts[key])
-    if opts.get("activation") == "linear":
-        opts["activation"] = None
-    cls = {"dense": layers.Dense, "conv2d": layers.Conv2D, "max_pool2d": layers.MaxPool2D,
-           "flatten": layers.Flatten, "dropout": layers.Dropout}[kind]
-    return cls(**opts)
+    component = registry.lookup("layer", spec["type"])
+    opts = {}
+    for key, value in spec.items():
+        option = component.option(key)
+        if option is not None:
+            opts[key] = tuple(value) if option.type == registry.INT_OR_PAIR and isinstance(value, list) else value
+    return component.make(opts)
 
 
 def build_model(cfg: JobConfig):
@@ -110,24 +76,17 @@ def build_model(cfg: JobConfig):
 def build_schedule(cfg: JobConfig):
     """The learning rate: a float, or a schedule ``step -> float`` (with warm-up).
 
-    # Warm-up follows optax/Goyal et al.: linear from 0 over warmup_steps, then
-    # the decay schedule starts its own step count.
+    Warm-up follows optax/Goyal et al.: linear from 0 over ``warmup_steps``,
+    then the schedule starts its own step count.
     """
     from distnet import schedules
 
-    lr0 = cfg.optimizer.learning_rate
-    s, p = cfg.schedule, cfg.schedule.params
-    if s.type == "constant":
-        lr: Any = lr0
-    elif s.type == "exponential":
-        lr = schedules.exponential_decay(lr0, p["decay_steps"], p["decay_rate"], p.get("staircase", False))
-    elif s.type == "piecewise":
-        lr = schedules.piecewise_constant(p["boundaries"], p["values"])
-    elif s.type == "polynomial":
-        lr = schedules.polynomial_decay(lr0, p["decay_steps"], p.get("end_learning_rate", 0.0001),
-                                        p.get("power", 1.0), p.get("cycle", False))
-    else:  # cosine
-        lr = schedules.cosine_decay(lr0, p["decay_steps"], p.get("alpha", 0.0))
+    s = cfg.schedule
+    component = registry.lookup("schedule", s.type)
+    kwargs = component.kwargs(s.params)
+    if component.info.get("uses_learning_rate", True):
+        kwargs["learning_rate"] = cfg.optimizer.learning_rate
+    lr: Any = component.obj(**kwargs)
     if s.warmup_steps:
         lr = schedules.warmup(lr, s.warmup_steps)
     return lr
@@ -142,13 +101,9 @@ def build_optimizer(cfg: JobConfig):
     Example:
         >>> opt = build_optimizer(load_job(None, ["optimizer.name=momentum"]))
     """
-    from distnet import optimizers
-
-    params = dict(cfg.optimizer.params)
-    if "clip_norm" in params:
-        params["global_clipnorm"] = params.pop("clip_norm")
+    component = registry.lookup("optimizer", cfg.optimizer.name)
     try:
-        return optimizers.get(cfg.optimizer.name, learning_rate=build_schedule(cfg), **params)
+        return component.obj(learning_rate=build_schedule(cfg), **component.kwargs(cfg.optimizer.params))
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: optimizer/schedule: {exc}") from None
 
@@ -317,34 +272,25 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     train, test = data if data is not None else load_data(cfg)
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
+    d = cfg.dist
     kwargs = dict(
         eval_data=test, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
-        ema=build_ema(cfg), weight_decay=cfg.regularization.weight_decay,
+        ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
         micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
-        log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
+        eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), logger=logger,
+        config_text=cfg.to_toml(), logger=logger, stall_timeout=d.stall_timeout, check_every=d.check_every,
+        max_bad_steps=d.max_bad_steps,
+        # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
+        strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
+        bucket_bytes=d.bucket_bytes, overlap=d.overlap, compression=d.compression,
+        # Unset: shared memory wherever ZeRO-1 can use it (one machine); the
+        # job's own code writes the weights only inside the trainer.
+        shared_memory="auto" if d.shared_memory is None else d.shared_memory,
     )
-    # Options that only some trainer versions take are passed when it accepts them.
-    import inspect
-
-    accepted = inspect.signature(Trainer.__init__).parameters
-    optional = {"ema_num_updates": cfg.ema.num_updates, "stall_timeout": cfg.dist.stall_timeout,
-                "check_every": cfg.dist.check_every, "max_bad_steps": cfg.dist.max_bad_steps,
-                "bucket_bytes": cfg.dist.bucket_bytes, "shard_optimizer": cfg.dist.shard_optimizer,
-                "shared_memory": cfg.dist.shared_memory, "overlap": cfg.dist.overlap,
-                "compression": cfg.dist.compression,
-                "eval_batch_size": t.eval_batch_size,
-                "run_dir": run_dir}
-    kwargs.update({k: v for k, v in optional.items() if k in accepted and v is not None})
-    # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it
-    # (measured faster, less memory; the same results and checkpoints).
-    kwargs["shard_optimizer"] = cfg.dist.shard_optimizer
-    # Unset: shared memory wherever the sharded optimizer can use it (one machine);
-    # the job's own code writes the weights only inside the trainer.
-    if "shared_memory" in accepted:
-        kwargs["shared_memory"] = "auto" if cfg.dist.shared_memory is None else cfg.dist.shared_memory
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("eval_data", "epochs", "steps", "ema",
+                                                                        "checkpoint_dir", "logger")}
     try:
         return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:

@@ -2,8 +2,8 @@
 
 Uses matplotlib's object API with the Agg canvas (no display, no global
 backend switch), so it works on a headless machine and inside tests.
-Several runs can be drawn on the same axes to compare them (seed 003's
-no-regularization / L2 / dropout variants).
+Several runs can be drawn on the same axes to compare them (e.g. the
+no-regularization / L2 / dropout variants of ``examples/jobs/seed003_*.toml``).
 """
 from __future__ import annotations
 

@@ -230,8 +230,8 @@ def gather_rows(dset, rows: np.ndarray) -> np.ndarray:
     Rows are grouped by the chunk holding them; each run of consecutive
     touched chunks is read as one slice and the wanted rows picked out.  Only
     chunks holding a requested row are read (HDF5 reads whole chunks anyway),
-    and this is several times faster than h5py's point selection
-    (``dset[list]``), which builds one hyperslab per row.  A contiguous
+    instead of h5py's point selection (``dset[list]``), which builds one
+    hyperslab per row.  A contiguous
     (unchunked) dataset is read run by run of consecutive rows.
     """
     out = np.empty((len(rows), *dset.shape[1:]), dtype=dset.dtype)
