@@ -189,3 +189,17 @@ def test_distnet_export_without_onnx_says_what_to_install(capsys, run_dir, tmp_p
     assert err == ("distnet: error: distnet export --format onnx needs the onnx package: "
                    "pip install 'distnet[onnx]' (or: pip install onnx)\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_every_layer_type_and_activation_a_job_can_name_is_exported_by_the_tests_above():
+    from distnet import registry
+    from distnet.export.onnx import EXPORTABLE, _activation_op
+
+    models = [Sequential(make(), input_shape=(28, 28, 1)) for make in MODELS.values()]
+    used_layers = {type(layer).__name__ for m in models for layer in m.layers}
+    used_ops = {_activation_op(layer) for m in models for layer in m.layers if hasattr(layer, "activation")}
+    registered = {c.obj.__name__ for c in registry.components("layer")}
+    assert registered <= set(EXPORTABLE) and registered <= used_layers
+    for c in registry.components("activation"):
+        op = _activation_op(layers.Dense(2, activation=c.name))
+        assert op in used_ops, f"activation {c.name!r} ({op}) is not in any model checked against onnxruntime"
