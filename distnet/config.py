@@ -150,8 +150,10 @@ class TrainConfig:
 class CheckpointConfig:
     """``[checkpoint]``: where and how often the job is saved.
 
-    ``dir`` defaults to ``RUN_DIR/checkpoints``; ``dir = ""`` switches
-    checkpoints off.  Without ``every`` the job is saved at its end and on Ctrl-C.
+    ``dir`` defaults to ``RUN_DIR/checkpoints``.  Without ``every`` the job
+    is saved at its end and on Ctrl-C; ``every = 0`` (``--set
+    checkpoint.every=0``) switches checkpoints off altogether, as ``dir = ""``
+    does (TF1's ``save_checkpoints_steps=None``: nothing is written).
     """
 
     dir: str | None = None
@@ -577,9 +579,9 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     # [checkpoint]
     chk.known(raw.get("checkpoint", {}), ("checkpoint",), _SECTIONS["checkpoint"])
     simple("checkpoint", cfg.checkpoint)
-    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"))
+    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"), allow_zero=True)  # 0: off
     chk.positive(cfg.checkpoint.max_to_keep, ("checkpoint", "max_to_keep"))
-    if cfg.checkpoint.every is not None and cfg.checkpoint.dir == "":
+    if cfg.checkpoint.every and cfg.checkpoint.dir == "":
         chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoints on, "
                  "but checkpoint.dir is \"\" (off)")
 
@@ -750,7 +752,6 @@ num_updates = true
 
 [data]
 name = "fashion_mnist"
-test_samples = 2000
 
 [train]
 batch_size = 100

@@ -20,11 +20,12 @@ import numpy as np
 
 from distnet import registry
 from distnet.config import JobConfig, check_world_size, parse_job
-from distnet.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError
+from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "run_eval", "evaluate", "load_checkpoint",
-           "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset"]
+           "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset",
+           "model_from_checkpoint", "data_banner"]
 
 
 # ---------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class SubsetDataset:
         self.image_shape = base.image_shape
         self.class_names = getattr(base, "class_names", None)
         self.source = f"{getattr(base, 'source', '')} (first {self.n})"
+        self.files = tuple(getattr(base, "files", ()))
 
     def __len__(self) -> int:
         return self.n
@@ -214,7 +216,12 @@ def _check_output_units(cfg: JobConfig, num_classes: int) -> None:
 # ---------------------------------------------------------------------------
 
 def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> str | None:
-    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``."""
+    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``.
+
+    ``None`` when checkpoints are off (``checkpoint.every = 0`` or ``dir = ""``).
+    """
+    if cfg.checkpoint.every == 0:
+        return None
     if cfg.checkpoint.dir is not None:
         return cfg.checkpoint.dir or None  # "" switches checkpoints off
     base = run_dir if run_dir is not None else cfg.run_dir
@@ -316,10 +323,12 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     comm = comm if comm is not None else get_communicator("auto")
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     if resume and checkpoint_dir(cfg, run_dir) is None:
-        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but checkpoint.dir is \"\" (off)")
+        off = "checkpoint.every is 0" if cfg.checkpoint.every == 0 else 'checkpoint.dir is ""'
+        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but {off} (off)")
     data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
     is_main = comm.rank == 0
-    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
+    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
+                           checkpoint_dir=checkpoint_dir(cfg, run_dir) or "")
     trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
                             trace=os.path.join(run_dir, "trace") if trace else None)
     if is_main:
@@ -327,8 +336,10 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "job.toml").write_text(cfg.to_toml(), encoding="utf-8")
         logger.message(f"distnet: job {cfg.name!r} ({cfg.source}) on {comm.size} rank(s), "
-                       f"{len(train)} training samples ({getattr(train, 'source', '')}), "
+                       f"{len(train)} training samples, "
                        f"{trainer.total_steps} steps of {cfg.train.batch_size}; run dir {run_dir}")
+        for line in data_banner(train, test):
+            logger.message(line)
     logger.start(total_steps=trainer.total_steps, world_size=comm.size,
                  global_batch_size=cfg.train.batch_size, job=cfg.name, resume=bool(resume))
     status = "failed"
@@ -342,6 +353,16 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         raise
     finally:
         logger.close(status)
+
+
+def data_banner(train, test) -> list[str]:
+    """The banner's lines naming the data: files, sample count, digest (see distnet.data.identity)."""
+    from distnet.data.identity import dataset_identity, describe
+
+    lines = [f"  train data: {describe(dataset_identity(train))}"]
+    lines.append(f"  test data:  {describe(dataset_identity(test))}" if test is not None
+                 else "  test data:  none (no evaluation)")
+    return lines
 
 
 def _agree(comm, fn):
@@ -456,9 +477,15 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
         overrides: ``--set`` items applied to the stored job (e.g. ``data.test_samples=500``).
 
     Returns:
-        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples"}``.
+        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples", "data_digest",
+        "same_data_as_training"}`` (the last ``None`` when the checkpoint does not
+        say which test data training used).
+
+    Warns:
+        DataMismatchWarning: the test data differs from the one training
+            evaluated on (another subset, or the full dataset installed since).
     """
-    from distnet.checkpoint import ema_params
+    from distnet.data.identity import same_data
 
     path, state = load_checkpoint(ckpt)
     extra = list(overrides)
@@ -472,8 +499,50 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
     if test is None:
         raise DataError(f"{cfg.data.path}: no test split found to evaluate on "
                         "(expected a file named like the training file with 'train' replaced by 'test')")
+    model = model_from_checkpoint(path, state, cfg, test.image_shape, use_ema=use_ema)
+    identity = _warn_if_other_data(state, test)
+    result = evaluate(model, test, cfg.loss.type)
+    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result,
+            "data_digest": identity["digest"],
+            "same_data_as_training": same_data(state.data.get("test"), identity)}
+
+
+def _warn_if_other_data(state, test) -> dict:
+    """Warn when ``test`` is not the test data the run evaluated on while training."""
+    import warnings
+
+    from distnet.data.identity import DataMismatchWarning, dataset_identity, describe, same_data
+
+    identity = dataset_identity(test)
+    trained = state.data.get("test")
+    if same_data(trained, identity) is False:
+        warnings.warn(f"evaluating on other data than training used: training evaluated on "
+                      f"{describe(trained)}; this evaluation uses {describe(identity)}",
+                      DataMismatchWarning, stacklevel=3)
+    return identity
+
+
+def model_from_checkpoint(path: str, state, cfg: JobConfig, input_shape, use_ema: bool = False):
+    """The job's model, built for per-sample ``input_shape``, holding the checkpoint's weights.
+
+    Args:
+        path: the checkpoint's file (for messages).
+        state: its :class:`~distnet.checkpoint.CheckpointState`.
+        cfg: the job stored in it (:func:`config_from_checkpoint`).
+        input_shape: ``(H, W, C)`` of one image.
+        use_ema: load the EMA shadow weights instead of the trained ones.
+
+    Raises:
+        CheckpointError: the weights do not fit the model (names or shapes).
+    """
+    from distnet.checkpoint import ema_params
+
     model = build_model(cfg)
-    model.build((None,) + tuple(test.image_shape))
+    try:
+        model.build((None,) + tuple(int(s) for s in input_shape))
+    except DistnetError as exc:
+        raise CheckpointError(f"{path}: the model of its job cannot take inputs of shape "
+                              f"{tuple(input_shape)}: {exc}") from None
     weights = ema_params(state) if use_ema else state.params
     by_name = {v.name: v for v in model.variables}
     missing = sorted(set(by_name) - set(weights))
@@ -483,8 +552,8 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
                               f"unexpected {unexpected}")
     for name, var in by_name.items():
         if tuple(var.shape) != tuple(weights[name].shape):
-            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)}, "
-                                  f"found {tuple(weights[name].shape)}")
+            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)} for inputs of "
+                                  f"shape {tuple(input_shape)}, found {tuple(weights[name].shape)} "
+                                  "(were the images it was trained on another size?)")
         var.assign(weights[name])
-    result = evaluate(model, test, cfg.loss.type)
-    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result}
+    return model
