@@ -144,6 +144,8 @@ class TrainConfig:
     eval_batch_size: int | None = None
     log_every: int = 100
     micro_batches: int = 1
+    tensorboard: bool | None = None      # None: when tensorboardX is installed
+    histograms_every: int | None = None  # weight histograms in TensorBoard every N steps
 
 
 @dataclass
@@ -231,7 +233,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "ema": {"enabled": _BOOL, "decay": _FLOAT, "num_updates": _BOOL},
     "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT},
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
-              "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
+              "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT, "tensorboard": _BOOL,
+              "histograms_every": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
     "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
@@ -565,7 +568,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     simple("train", cfg.train)
     t = cfg.train
     for key in ("batch_size", "epochs", "steps", "eval_every", "eval_batch_size", "log_every",
-                "micro_batches"):
+                "micro_batches", "histograms_every"):
         chk.positive(getattr(t, key), ("train", key))
     if t.epochs is not None and t.steps is not None:
         chk.fail(("train", "steps"), f"set either train.epochs or train.steps, not both "

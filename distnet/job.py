@@ -328,7 +328,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
     is_main = comm.rank == 0
     logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
-                           checkpoint_dir=checkpoint_dir(cfg, run_dir) or "")
+                           checkpoint_dir=checkpoint_dir(cfg, run_dir) or "", tensorboard=cfg.train.tensorboard)
     trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
                             trace=os.path.join(run_dir, "trace") if trace else None)
     if is_main:
@@ -342,6 +342,11 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
             logger.message(line)
     logger.start(total_steps=trainer.total_steps, world_size=comm.size,
                  global_batch_size=cfg.train.batch_size, job=cfg.name, resume=bool(resume))
+    logger.describe_job(cfg.to_toml())
+    if cfg.train.histograms_every:
+        every = cfg.train.histograms_every
+        trainer.callbacks.append(lambda t, record: record["step"] % every or logger.log_histograms(
+            record["step"], {v.name: v.numpy() for v in t.all_variables}))
     status = "failed"
     try:
         history = trainer.fit(resume=resume)

@@ -90,7 +90,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: str | os.PathLike | None, is_main: bool = True, *,
                  stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100,
-                 checkpoint_dir: str | os.PathLike | None = None):
+                 checkpoint_dir: str | os.PathLike | None = None, tensorboard: bool | None = None):
         if progress not in ("auto", "bar", "plain", "none"):
             raise InvalidArgumentError(f"progress must be 'auto', 'bar', 'plain' or 'none', got {progress!r}")
         if print_every <= 0:
@@ -111,6 +111,16 @@ class MetricsLogger:
         self._rates: list[float] = []
         self._closed = False
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        # TensorBoard event files beside metrics.jsonl (distnet/tensorboard.py): None writes them
+        # when tensorboardX is installed; opened on the first record, on the main rank only.
+        if tensorboard is None:
+            import importlib.util
+
+            tensorboard = importlib.util.find_spec("tensorboardX") is not None
+        self.tensorboard = bool(tensorboard) and self.is_main and self.run_dir is not None
+        self._tb = None
+        self._resuming = False
+        self._job_text: str | None = None
 
     # -- set-up ---------------------------------------------------------------
     def _out(self) -> IO[str]:
@@ -127,6 +137,26 @@ class MetricsLogger:
         if self._file is not None:
             self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
             self._file.flush()
+        if self.tensorboard and record.get("kind") in ("step", "eval"):
+            if self._tb is None:
+                from distnet.tensorboard import TensorBoardWriter
+
+                # A resumed run replaces what the earlier one wrote after its checkpoint.
+                self._tb = TensorBoardWriter(self.run_dir, purge_step=record["step"] if self._resuming else None)
+                if self._job_text is not None:
+                    self._tb.add_code("job/config", self._job_text)
+            self._tb.add_record(record)
+
+    def describe_job(self, toml_text: str) -> None:
+        """Show the job file in TensorBoard's text tab (main rank, with TensorBoard on)."""
+        self._job_text = toml_text
+        if self._tb is not None:
+            self._tb.add_code("job/config", toml_text)
+
+    def log_histograms(self, step: int, arrays: Mapping[str, Any], prefix: str = "weights") -> None:
+        """Histograms of ``arrays`` (e.g. the weights) at ``step`` in TensorBoard (main rank)."""
+        if self._tb is not None:
+            self._tb.add_histograms(arrays, step, prefix=prefix)
 
     def _use_bar(self) -> bool:
         if self._mode == "bar":
@@ -146,6 +176,7 @@ class MetricsLogger:
             return
         self._total = total_steps
         self._t0 = time.time()
+        self._resuming = bool(info.get("resume")) or start_step is not None
         record = {"kind": "start", "time": self._t0, "total_steps": total_steps, **info}
         if start_step is not None:  # else the first logged step tells
             record["start_step"] = int(start_step)
@@ -282,6 +313,9 @@ class MetricsLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self._mode != "none":
             self._print(self.summary_table(summary, status))
 

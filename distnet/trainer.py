@@ -191,6 +191,7 @@ class Trainer:
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
         self._last_eval_step: int | None = None
+        self._data_id: dict | None = None
 
         self.steps_per_epoch = math.ceil(len(train_data) / self.global_batch_size)
         self.total_steps = int(steps) if steps is not None else int(epochs) * self.steps_per_epoch
@@ -387,9 +388,18 @@ class Trainer:
             rng={"seed": self.seed},
             world_size=self.comm.size,
             config_text=self.config_text,
+            data=self._data_identity(),
             metrics={k: float(v) for k, v in (self.history[-1] if self.history else {}).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)},
         )
+
+    def _data_identity(self) -> dict:
+        """Which data the run trains and evaluates on (files, samples, digest), computed once."""
+        if self._data_id is None:
+            from distnet.data.identity import data_identity
+
+            self._data_id = data_identity(self.train_data, self.eval_data)
+        return self._data_id
 
     def save_checkpoint(self) -> str | None:
         """Write a checkpoint from rank 0 (after the step's synchronisation)."""
@@ -494,7 +504,7 @@ class Trainer:
         self._last_eval_step = self.step
         result = {"step": self.step, **{f"test_{k}": v for k, v in self.evaluate().items()}}
         if self.ema is not None:
-            result.update({f"test_ema_{k}": v for k, v in self.evaluate(use_ema=True).items()})
+            result.update({f"ema_test_{k}": v for k, v in self.evaluate(use_ema=True).items()})
         self.history.append(result)
         if self.logger is not None:
             self.logger.log_eval(result)
@@ -522,7 +532,7 @@ def broadcast_state(comm, state):
                 "optimizer": {k: v for k, v in state.optimizer.items() if k != "slots"},
                 "slot_names": sorted(state.optimizer["slots"]),
                 "scalars": {k: getattr(state, k) for k in ("step", "epoch", "position", "rng", "world_size",
-                                                            "config_text", "metrics")}}
+                                                            "config_text", "metrics", "data")}}
     meta = comm.bcast_object(meta, root=0)
     if meta is None:
         return None

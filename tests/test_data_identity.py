@@ -82,3 +82,31 @@ def test_data_identity_and_unknowns(embedded):
     assert same_data(None, both["test"]) is None and same_data({}, both["test"]) is None
     with pytest.raises(InvalidArgumentError, match=r"block_rows: Expect: an int >= 1 Actual: 0"):
         dataset_identity(test, block_rows=0)
+
+
+def test_a_trained_checkpoint_records_its_data_and_eval_warns_on_other_data(tmp_path):
+    """End to end: the trainer writes the data's identity into its checkpoints,
+    and `distnet eval` on other test data says so."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from distnet.checkpoint import load
+
+    job = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "mlp.toml"
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "distnet"]
+    done = subprocess.run(base + ["train", str(job), "--progress", "none", "--run-dir", str(run), "--set",
+                                  "train.steps=3", "--set", "data.train_samples=300", "--set",
+                                  "data.test_samples=100"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ckpt = sorted((run / "checkpoints").glob("*.h5"))[-1]
+    state = load(ckpt)
+    assert state.data["train"]["samples"] == 300 and state.data["test"]["samples"] == 100
+    same = subprocess.run(base + ["eval", str(ckpt)], capture_output=True, text=True, timeout=300)
+    assert same.returncode == 0, same.stderr
+    assert "other data" not in same.stderr
+    other = subprocess.run(base + ["eval", str(ckpt), "--set", "data.test_samples=200"], capture_output=True,
+                           text=True, timeout=300)
+    assert other.returncode == 0, other.stderr
+    assert "evaluating on other data than training used" in other.stderr

@@ -24,7 +24,7 @@ def read_events(run_dir):
 
 def write_run(run_dir, steps=30, eval_every=10):
     """A metrics.jsonl as the trainer writes it: step and eval records, EMA included."""
-    log = MetricsLogger(run_dir, progress="none")
+    log = MetricsLogger(run_dir, progress="none", tensorboard=False)   # the tests write the events themselves
     log.start(total_steps=steps)
     for s in range(1, steps + 1):
         log.log_step(step=s, epoch=s // 20, loss=2.3 * math.exp(-s / 9) + 0.1, reg_loss=0.01 * s,
@@ -132,3 +132,39 @@ def test_purge_step_hides_what_an_interrupted_run_wrote_after_it(tmp_path):
     points = read_events(tmp_path).Scalars("train/loss")
     assert [(p.step, p.value) for p in points] == [(s, float(s)) for s in range(1, 6)] + \
         [(s, 100.0 + s) for s in range(6, 11)]
+
+
+def test_distnet_train_writes_every_metric_the_job_and_histograms(tmp_path):
+    """A real run: rank 0's event file holds every number of metrics.jsonl
+    (steps and evaluations, EMA included), the job file as text and weight
+    histograms every K steps; --set train.tensorboard=false writes none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "mlp.toml"
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "distnet", "train", str(job), "--progress", "none", "--set", "train.steps=12",
+           "--set", "train.eval_every=6", "--set", "train.log_every=1", "--set", "train.histograms_every=6",
+           "--set", "data.train_samples=600", "--set", "data.test_samples=200"]
+    done = subprocess.run([*cmd, "--run-dir", str(run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    acc = read_events(run)
+    records = read_metrics(run)
+    steps = [r for r in records if r["kind"] == "step"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(steps) == 12 and len(evals) == 2 and "ema_test_accuracy" in evals[0]
+    for kind, rows in (("train", steps), ("eval", evals)):
+        for key in ("loss", "lr", "accuracy") if kind == "train" else ("test_loss", "ema_test_accuracy"):
+            got = [(e.step, e.value) for e in acc.Scalars(f"{kind}/{key}")]
+            want = [(r["step"], r[key]) for r in rows]
+            assert [s for s, _ in got] == [s for s, _ in want], key
+            np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6, err_msg=key)
+    assert any("job/config" in tag for tag in acc.Tags()["tensors"])
+    hist = [t for t in acc.Tags()["histograms"] if t.startswith("weights/")]
+    assert len(hist) == 6 and [e.step for e in acc.Histograms(hist[0])] == [6, 12]
+    quiet = tmp_path / "quiet"
+    done = subprocess.run([*cmd, "--run-dir", str(quiet), "--set", "train.tensorboard=false"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not list(quiet.glob("events.out.tfevents.*"))
