@@ -315,11 +315,33 @@ def test_unsupported_apis_name_themselves_and_the_nearest(path, name, nearest):
     assert not hasattr(ns, name)
 
 
-def test_summaries_give_one_clear_error():
-    with pytest.raises(UnsupportedError, match="tf.summary.scalar is not supported yet.*TensorBoard"):
-        tf.summary.scalar("loss", tf.constant(1.0))
-    with pytest.raises(UnsupportedError, match="tf.summary.FileWriter"):
-        tf.summary.FileWriter("/tmp/logs")
+def test_summaries_are_written_as_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra: pip install -e '.[test]'")
+    from tensorboard.backend.event_processing import event_accumulator
+
+    w = tf.Variable([1.0, 2.0, 3.0])
+    step = tf.placeholder(tf.float32, [])
+    with tf.name_scope("train"):
+        tf.summary.scalar("loss", tf.reduce_sum(w) * step)
+    tf.summary.histogram("weights", w)
+    merged = tf.summary.merge_all()
+    with tf.Session() as sess:
+        sess.run(w.initializer)
+        writer = tf.summary.FileWriter(str(tmp_path), sess.graph)
+        for i in range(3):
+            writer.add_summary(sess.run(merged, {step: float(i)}), i)
+        writer.close()
+    acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    assert acc.Tags()["scalars"] == ["train/loss"]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(0, 0.0), (1, 6.0), (2, 12.0)]
+    hist = acc.Histograms("weights")
+    assert [h.step for h in hist] == [0, 1, 2] and hist[0].histogram_value.num == 3
+    assert hist[0].histogram_value.sum == pytest.approx(6.0)
+    with pytest.raises(TypeError, match="value of a summary op"):
+        tf.summary.FileWriter(str(tmp_path)).add_summary(1.0, 0)
+    with pytest.raises(UnsupportedError, match="tf.summary.image is not supported.*nearest supported: tf.summary"):
+        tf.summary.image("x", tf.zeros([1, 2, 2, 1]))
 
 
 def test_importing_it_imports_no_tensorflow():
@@ -334,10 +356,10 @@ def test_distributed_optimizer_equals_one_process_on_uneven_shards(tmp_path, n):
     run = run_mpi("compat_distributed.py", n, str(tmp_path), timeout=180)
     assert run.returncode == 0, run.describe()
     checks = run.values("check")
-    assert [c.split()[0] for c in checks] == ["mean", "sum", "saver"], run.describe()
+    assert [c.split()[0] for c in checks] == ["mean", "sum", "saver", "summaries"], run.describe()
     assert all(float(c.split()[1]) < 1e-6 for c in checks[:2]), run.describe()
     assert sorted(run.values("done")) == [f"rank {r}" for r in range(n)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "model.ckpt-0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "model.ckpt-0", "tb"]
 
 
 def test_rmsprop_and_adagrad_first_step_by_hand():

@@ -106,4 +106,19 @@ with tf.Graph().as_default():
         sess.run(tf.assign(v, np.full(3, float(rank + 1), np.float32)))
         sess.run(bcast)
         expect(np.array_equal(sess.run(v), np.ones(3, np.float32)), f"rank {rank}: broadcast gave {sess.run(v)}")
+# Summaries: rank 0 alone writes the event file.
+with tf.Graph().as_default():
+    tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1))
+    s = tf.summary.scalar("rank", tf.constant(float(rank)))
+    tb_dir = os.path.join(out_dir, "tb")
+    with tf.Session() as sess:
+        writer = tf.summary.FileWriter(tb_dir)
+        writer.add_summary(sess.run(s), 0)
+        writer.close()
+    tf.distributed.allreduce(0.0)          # every rank has written (or not) before rank 0 looks
+    if rank == 0:
+        files = os.listdir(tb_dir)
+        expect(len(files) == 1 and files[0].startswith("events.out.tfevents"), f"event files {files}")
+        say(f"check summaries {len(files)}")
+
 say(f"done rank {rank}")

@@ -23,6 +23,7 @@ from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import misc as _misc
 from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
 from distnet.compat.v1 import variables as _v
 from distnet.compat.v1.errors import (
@@ -247,7 +248,10 @@ app = _misc.app
 flags = _misc.flags
 gfile = _misc.gfile
 logging = _misc.logging
-summary = _misc.summary
+summary = _Namespace(
+    "summary", scalar=_summary.scalar, histogram=_summary.histogram, merge=_summary.merge,
+    merge_all=_summary.merge_all, FileWriter=_summary.FileWriter, Summary=_summary.Summary,
+)
 
 
 

@@ -32,6 +32,8 @@ NEAREST = {
     "Estimator": "a Session loop (see docs/tf1.md)", "data": "feed numpy batches through placeholders",
     "keras": "distnet's own Keras-like API (distnet.layers, distnet.Sequential)",
     "enable_eager_execution": "distnet's native API, which is eager",
+    "image": "tf.summary.scalar or tf.summary.histogram", "text": "tf.summary.scalar or tf.summary.histogram",
+    "audio": "tf.summary.scalar or tf.summary.histogram",
 }
 
 

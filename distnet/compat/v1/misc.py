@@ -1,7 +1,5 @@
 """The small TF1 modules tutorials lean on: ``tf.app`` (``run``, ``flags``),
-``tf.gfile``, ``tf.logging``, and ``tf.summary`` (which needs a TensorBoard
-event writer distnet does not have yet: a clear error).
-"""
+``tf.gfile`` and ``tf.logging``."""
 from __future__ import annotations
 
 import glob as _glob
@@ -11,7 +9,6 @@ import shutil
 import sys
 from typing import Any, Callable
 
-from distnet.compat.v1.errors import UnsupportedError
 
 
 # -- tf.app ---------------------------------------------------------------------------------
@@ -194,29 +191,7 @@ class _Logging:
         self._log.error(msg, *args)
 
 
-# -- tf.summary -----------------------------------------------------------------------------
-
-def _no_summaries(what: str) -> UnsupportedError:
-    return UnsupportedError(
-        f"tf.summary.{what} is not supported yet: distnet has no TensorBoard event writer; remove the summary "
-        "lines (or print the values fetched with sess.run) -- see docs/tf1.md")
-
-
-class _Summary:
-    """``tf.summary``: every call raises one clear error until distnet writes event files."""
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def refuse(*args, **kwargs):
-            raise _no_summaries(name)
-
-        return refuse
-
-
 app = _App()
 flags = app.flags
 gfile = _GFile()
 logging = _Logging()
-summary = _Summary()

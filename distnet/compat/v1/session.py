@@ -233,4 +233,8 @@ def _to_numpy(value: Any):
     if isinstance(value, (np.ndarray, np.generic)):
         arr = np.array(value, copy=True)
         return arr[()] if arr.ndim == 0 else arr
+    from distnet.compat.v1.summary import Summary
+
+    if isinstance(value, Summary):
+        return value
     raise InvalidArgumentError(f"internal: a fetched op produced {type(value).__name__}, not a tensor value")
