@@ -432,3 +432,11 @@ def test_layers_dropout_follows_the_training_flag():
         assert abs((on == 0).mean() - 0.25) < 0.03
         assert np.array_equal(sess.run(d, {training: False}), np.ones((100, 50), np.float32))
         assert np.array_equal(sess.run(off), np.ones((100, 50), np.float32))
+
+
+@pytest.mark.mpi
+def test_a_failing_rank_ends_the_whole_tf1_job_with_its_error():
+    run = run_mpi("compat_fail.py", 2, timeout=60)
+    assert run.returncode != 0, run.describe()
+    assert "Cannot feed value of shape (4, 5)" in run.stderr and "[rank 1]" in run.stderr, run.describe()
+    assert "unreachable on rank 1" not in run.stdout

@@ -72,6 +72,16 @@ for reduction in ("mean", "sum"):
         if rank == 0:
             say(f"check {reduction} {diff:.3g}")
 
+# A loss of the weights alone (seed 002's (w + 1)^2): nothing to sum, every rank takes the same step.
+with tf.Graph().as_default():
+    w = tf.Variable(5.0)
+    step = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1)).minimize(tf.square(w + 1))
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        for _ in range(2):
+            sess.run(step)
+        expect(abs(float(sess.run(w)) - 2.8496) < 1e-5, f"weights-only loss: w = {sess.run(w)}")
+
 # A printed metric made global: the weighted mean of per-rank values.
 with tf.Graph().as_default():
     mean = tf.distributed.allreduce(float(rank), weight=rank + 1)

@@ -31,6 +31,7 @@ or ``sample_count=``.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,17 @@ from distnet.tensor import check_not_stale
 
 
 def _communicator(graph=None):
+    """The graph's communicator (created on first use).  On more than one rank,
+    an unhandled exception on any rank then ends every rank at once (the
+    abort hook), instead of leaving the others waiting in a collective."""
     g = graph if graph is not None else get_default_graph()
     if g._comm is None:
         from distnet.distributed import get_communicator
+        from distnet.distributed.abort import AbortHook, install_abort_hook
 
         g._comm = get_communicator("auto")
+        if g._comm.size > 1 and not isinstance(getattr(sys.excepthook, "__self__", None), AbortHook):
+            install_abort_hook(g._comm)
     return g._comm
 
 
@@ -217,8 +224,14 @@ class DistributedOptimizer(Optimizer):
 
         def compute(run, y_vals, x_vals, weights):
             d_vals, w_vals, rest = y_vals[:nd], y_vals[nd:nd + nw], y_vals[nd + nw:]
-            n_local = _count(run, fixed, rest[0] if rest else None)
             dtypes = [x.data.dtype for x in x_vals]
+            if not nd:
+                # No term reads data: every rank computes the same gradient, nothing to sum.
+                wl = eager_sum(w_vals, [s for s, _ in weights_only])
+                check_not_stale(wl)
+                return [np.asarray(g, dtype=dt if dt.kind == "f" else np.float32)
+                        for g, dt in zip(distnet.gradients(wl, list(x_vals)), dtypes)]
+            n_local = _count(run, fixed, rest[0] if rest else None)
             g_data = [np.zeros(x.shape, np.float64) for x in x_vals]
             if nd and n_local > 0:
                 dl = eager_sum(d_vals, [s for s, _ in data])
