@@ -5,6 +5,7 @@
 #        entrypoint.sh launcher [JOB] [distnet train options...]
 #        entrypoint.sh keys | sshd-config DIR | hostfile | known-hosts FILE...
 #        entrypoint.sh check-run-dir [distnet train options...]
+#        entrypoint.sh mpijob-worker | mpijob-launcher [JOB] [options...]
 #        entrypoint.sh COMMAND...          (anything else runs as given, e.g. distnet eval)
 #
 # worker    makes sure the cluster's ssh key pair exists (keys), authorizes its
@@ -18,6 +19,17 @@
 #           `distnet train [JOB] [options] $DISTNET_EXTRA_ARGS --hostfile FILE`
 #           as the non-root user: the ranks run on the workers only.
 #
+# mpijob-worker, mpijob-launcher
+#           the same two roles in a Kubeflow MPIJob (launch/mpijob.yaml): the
+#           MPI Operator makes the key pair and mounts it (id_rsa,
+#           authorized_keys) at $DISTNET_MPIJOB_SSH (default
+#           /home/distnet/.mpijob-ssh, the job's sshAuthMountPath), and writes
+#           the hostfile $DISTNET_MPIJOB_HOSTFILE (/etc/mpi/hostfile).  The
+#           worker runs sshd on that authorized_keys (StrictModes off: the
+#           files are a read-only Secret mount owned by root); the launcher
+#           trusts the workers' host keys on first use (they are made at
+#           start-up and known to nobody) and runs distnet train on the
+#           operator's hostfile.
 # keys         the per-cluster key pair, generated at start-up into
 #              $DISTNET_CLUSTER_DIR/ssh (directory 0700, private key 0600),
 #              never in the image; the first container to get the lock makes it.
@@ -89,8 +101,8 @@ ensure_keys() {
 }
 
 # -- sshd, keys only ----------------------------------------------------------------
-write_sshd_config() {  # DIR
-    local dir=$1 user
+write_sshd_config() {  # DIR [AUTHORIZED_KEYS_FILE STRICT_MODES]
+    local dir=$1 keys=${2:-.ssh/authorized_keys} strict=${3:-yes} user
     user=$(id -un)
     umask 077
     mkdir -p "$dir"
@@ -103,7 +115,7 @@ write_sshd_config() {  # DIR
 Port $SSH_PORT
 HostKey $dir/ssh_host_ed25519_key
 PidFile $dir/sshd.pid
-AuthorizedKeysFile .ssh/authorized_keys
+AuthorizedKeysFile $keys
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -111,7 +123,7 @@ PermitEmptyPasswords no
 PermitRootLogin no
 AllowUsers $user
 UsePAM no
-StrictModes yes
+StrictModes $strict
 PermitUserEnvironment no
 X11Forwarding no
 AllowTcpForwarding no
@@ -258,6 +270,45 @@ check_run_dir() {
     fi
 }
 
+# -- Kubeflow MPIJob: keys and hostfile from the MPI Operator --------------------------
+MPIJOB_SSH=${DISTNET_MPIJOB_SSH:-/home/distnet/.mpijob-ssh}
+
+run_mpijob_worker() {
+    not_root worker
+    [ -s "$MPIJOB_SSH/authorized_keys" ] \
+        || die "no $MPIJOB_SSH/authorized_keys: set the MPIJob's sshAuthMountPath to $MPIJOB_SSH (or DISTNET_MPIJOB_SSH)"
+    local config
+    config=$(write_sshd_config "$HOME/.sshd" "$MPIJOB_SSH/authorized_keys" no)
+    say "worker $(hostname): sshd on port $SSH_PORT (the operator's key only)"
+    exec /usr/sbin/sshd -D -e -f "$config"
+}
+
+run_mpijob_launcher() {
+    not_root launcher
+    local hostfile=${DISTNET_MPIJOB_HOSTFILE:-/etc/mpi/hostfile}
+    [ -s "$MPIJOB_SSH/id_rsa" ] \
+        || die "no $MPIJOB_SSH/id_rsa: set the MPIJob's sshAuthMountPath to $MPIJOB_SSH (or DISTNET_MPIJOB_SSH)"
+    [ -s "$hostfile" ] || die "no hostfile $hostfile: the MPI Operator writes it (or set DISTNET_MPIJOB_HOSTFILE)"
+    # shellcheck disable=SC2086  # DISTNET_EXTRA_ARGS is a list of options
+    check_run_dir "$@" ${DISTNET_EXTRA_ARGS:-}
+    mkdir -p "$HOME/.ssh"
+    chmod 700 "$HOME/.ssh"
+    cat > "$HOME/.ssh/config" <<EOF
+Host *
+    Port $SSH_PORT
+    IdentityFile $MPIJOB_SSH/id_rsa
+    IdentitiesOnly yes
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    BatchMode yes
+    ConnectTimeout 5
+    LogLevel ERROR
+EOF
+    chmod 600 "$HOME/.ssh/config"
+    # shellcheck disable=SC2086  # DISTNET_EXTRA_ARGS is a list of options
+    exec distnet train "$@" ${DISTNET_EXTRA_ARGS:-} --hostfile "$hostfile"
+}
+
 case "${1:-}" in
     -h|--help|'') usage ;;
     worker) shift; run_worker "$@" ;;
@@ -267,5 +318,7 @@ case "${1:-}" in
     hostfile) wait_for_workers ;;
     known-hosts) [ $# -eq 3 ] || die "known-hosts expects HOSTFILE OUT"; write_known_hosts "$2" "$3" ;;
     check-run-dir) shift; check_run_dir "$@" ;;
+    mpijob-worker) shift; run_mpijob_worker "$@" ;;
+    mpijob-launcher) shift; run_mpijob_launcher "$@" ;;
     *) exec "$@" ;;
 esac

@@ -27,6 +27,11 @@
 #               `--resume` finishes the job from the newest checkpoint
 #   scale       `up --scale worker=3`: 3 ranks; the stopped workers withdrew
 #               their published host keys
+#   mpijob      the entry point's MPIJob roles (launch/mpijob.yaml) with what
+#               the MPI Operator provides laid out by hand in plain Docker: its
+#               ECDSA key pair as a read-only, root-owned mount at
+#               sshAuthMountPath, its hostfile at /etc/mpi/hostfile; exit 0 and
+#               the reference's bits (Kubernetes itself is not run)
 #   down        `down -v` leaves no container, volume or network
 #
 # Environment: DISTNET_PYTHON  the Python for the reference run (default:
@@ -36,6 +41,7 @@
 #              DISTNET_TEST_PROJECT  compose project name (default distnet-test;
 #                              its containers and volumes are removed)
 set -euo pipefail
+set -E  # the ERR trap names the failed step inside functions too
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -96,6 +102,7 @@ cleanup() {
     if [ "$brought_up" = 1 ]; then
         "${C[@]}" down -v --remove-orphans > /dev/null 2>&1 || true
     fi
+    remove_mpijob > /dev/null 2>&1 || true
     if [ -n "$dockerd_pid" ] && [ "$keep_engine" = 0 ]; then
         kill -TERM "$dockerd_pid" 2>/dev/null || true
         for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
@@ -178,8 +185,15 @@ newest_checkpoint_step() {  # RUN_DIR
     echo "${newest:-none}"
 }
 
+MPIJOB="$PROJECT-mpijob"
+remove_mpijob() {  # the plain-Docker stand-in for an MPIJob's pods
+    docker rm -f "$MPIJOB-launcher" "$MPIJOB-worker-0" "$MPIJOB-worker-1" > /dev/null 2>&1 || true
+    docker network rm "$MPIJOB" > /dev/null 2>&1 || true
+    docker volume rm "$MPIJOB-runs" > /dev/null 2>&1 || true
+}
+
 SHORT=(--set train.steps=60 --set checkpoint.every=20)
-LONG=(--set train.steps=3000 --set checkpoint.every=100)
+LONG=(--set train.steps=2000 --set checkpoint.every=100)
 
 # -- engine ------------------------------------------------------------------------------
 step engine "Docker engine, Compose v2 and buildx"
@@ -305,12 +319,15 @@ for _ in $(seq 240); do  # up to 60 s for the first periodic checkpoint (step 10
     sleep 0.25
 done
 [ "${reached:-0}" -ge 150 ] || fail "the job did not reach step 150 within 60 s"
+ranks=0
 for c in $("${C[@]}" ps -q); do
-    uids=$(docker top "$c" -eo pid,uid | awk 'NR > 1 { print $2 }' | sort -u | tr '\n' ' ')
+    docker top "$c" -eo pid,uid,args > "$WORK/top" || fail "docker top $c failed"
+    uids=$(awk 'NR > 1 { print $2 }' "$WORK/top" | sort -u | tr '\n' ' ')
     [ "$uids" = "1000 " ] || fail "container $c runs processes as uid(s) $uids, expected 1000 only"
+    # the ranks: python -m distnet train under hydra's proxy (not mpiexec's own command line)
+    ranks=$((ranks + $(awk 'NR > 1 && $3 ~ /\/python[0-9.]*$/ && / -m distnet train /' "$WORK/top" | wc -l)))
 done
-ranks=$("${C[@]}" top worker 2>/dev/null | grep -c 'python3 -m distnet train' || true)
-[ "$ranks" = 2 ] || fail "expected 2 ranks running on the workers, found $ranks"
+[ "$ranks" = 2 ] || fail "expected 2 ranks running in the cluster, found $ranks"
 stop_start=$SECONDS
 "${C[@]}" stop launcher > /dev/null 2>&1
 stop_status=$(docker inspect -f '{{.State.ExitCode}}' "$("${C[@]}" ps -aq launcher)")
@@ -333,7 +350,7 @@ fi
 up "DISTNET_EXTRA_ARGS=${LONG[*]} --resume" -- || fail "the resumed job exited $? (expected 0)"
 copy_run "$WORK/run-resumed"
 [ "$(metric "$WORK/run-resumed/metrics.jsonl" start resume)" = True ] || fail "the second start is not a resume"
-[ "$(metric "$WORK/run-resumed/metrics.jsonl" end step)" = 3000 ] || fail "the resumed job did not reach step 3000"
+[ "$(metric "$WORK/run-resumed/metrics.jsonl" end step)" = 2000 ] || fail "the resumed job did not reach step 2000"
 first_resumed=$("$PY" - "$WORK/run-resumed/metrics.jsonl" <<'EOF'
 import json
 import sys
@@ -344,7 +361,7 @@ EOF
 )
 [ "$first_resumed" = $((newest + 1)) ] \
     || fail "the resumed job started at step $first_resumed, expected $((newest + 1)) (after checkpoint $newest)"
-say "resumed from step $newest to 3000"
+say "resumed from step $newest to 2000"
 
 # -- scale ---------------------------------------------------------------------------------
 step scale "up --scale worker=3"
@@ -355,6 +372,53 @@ copy_run "$WORK/run-3"
 [ "$(metric "$WORK/run-3/metrics.jsonl" start world_size)" = 3 ] || fail "expected 3 ranks"
 left=$(in_volume sh -c 'ls /cluster/hostkeys' | tr '\n' ' ')
 [ -z "$left" ] || fail "stopped workers left their host keys published: $left"
+
+# -- the MPIJob roles --------------------------------------------------------------------------
+step mpijob "mpijob-worker / mpijob-launcher with the operator's keys and hostfile"
+"${C[@]}" down -v > /dev/null 2>&1
+remove_mpijob
+# What the operator mounts: an ECDSA P-521 key as id_rsa, its public half as
+# id_rsa.pub and authorized_keys, read-only files owned by root.
+mkdir -p "$WORK/mpijob-ssh"
+ssh-keygen -q -t ecdsa -b 521 -m PEM -N '' -C '' -f "$WORK/mpijob-ssh/id_rsa"
+cp "$WORK/mpijob-ssh/id_rsa.pub" "$WORK/mpijob-ssh/authorized_keys"
+chmod 644 "$WORK/mpijob-ssh"/*
+chmod 755 "$WORK/mpijob-ssh"
+printf '%s\n' "$MPIJOB-worker-0:1" "$MPIJOB-worker-1:1" > "$WORK/mpijob-hostfile"
+chmod 644 "$WORK/mpijob-hostfile"
+docker network create --internal "$MPIJOB" > /dev/null
+docker volume create "$MPIJOB-runs" > /dev/null
+pod_env=(-e OMP_NUM_THREADS=1 -e OPENBLAS_NUM_THREADS=1 -e MKL_NUM_THREADS=1
+         -e MPIR_CVAR_CH4_CMA_ENABLE=0 -e UCX_TLS=tcp,self
+         -e HYDRA_HOST_FILE=/etc/mpi/hostfile -e "HYDRA_LAUNCH_EXTRA_ARGS=-o ConnectionAttempts=10")
+[ -z "${OPENBLAS_CORETYPE:-}" ] || pod_env+=(-e "OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE")
+[ -z "${OPENBLAS_L2_SIZE:-}" ] || pod_env+=(-e "OPENBLAS_L2_SIZE=$OPENBLAS_L2_SIZE")
+mounts=(-v "$WORK/mpijob-ssh:/home/distnet/.mpijob-ssh:ro" -v "$MPIJOB-runs:/runs"
+        -v "$WORK/mpijob-hostfile:/etc/mpi/hostfile:ro")
+for i in 0 1; do
+    docker run -d --name "$MPIJOB-worker-$i" --hostname "$MPIJOB-worker-$i" --network "$MPIJOB" \
+        --shm-size 1g "${mounts[@]}" "${pod_env[@]}" distnet:latest mpijob-worker > /dev/null
+done
+for i in 0 1; do  # the readiness probe: sshd listening
+    for _ in $(seq 120); do
+        docker logs "$MPIJOB-worker-$i" 2>&1 | grep -q "Server listening" && break
+        sleep 0.25
+    done
+    docker logs "$MPIJOB-worker-$i" 2>&1 | grep -q "Server listening" \
+        || fail "worker $i's sshd did not start: $(docker logs "$MPIJOB-worker-$i" 2>&1 | tail -3)"
+done
+if ! docker run --name "$MPIJOB-launcher" --network "$MPIJOB" "${mounts[@]}" "${pod_env[@]}" \
+        distnet:latest mpijob-launcher examples/jobs/mlp.toml --run-dir /runs/mlp --progress none \
+        "${SHORT[@]}" > "$WORK/mpijob.log" 2>&1; then
+    tail -15 "$WORK/mpijob.log"
+    fail "the MPIJob launcher failed"
+fi
+rm -rf "$WORK/run-mpijob"
+docker cp "$MPIJOB-worker-0:/runs/mlp" "$WORK/run-mpijob" > /dev/null
+[ "$(metric "$WORK/run-mpijob/metrics.jsonl" start world_size)" = 2 ] || fail "expected 2 ranks"
+same_checkpoint "$WORK/reference/checkpoints/ckpt-00000060.h5" "$WORK/run-mpijob/checkpoints/ckpt-00000060.h5" \
+    || fail "the final checkpoint differs from the reference run"
+remove_mpijob
 
 # -- down -v --------------------------------------------------------------------------------
 step down "down -v leaves nothing"

@@ -24,6 +24,7 @@
 # Environment: DISTNET_PYTHON  the Python of the jobs (default: .venv/bin/python
 #                              of the repository, else python3)
 set -euo pipefail
+set -E  # the ERR trap names the failed step inside functions too
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
