@@ -12,7 +12,7 @@ Usage::
     mpiexec -n 2 python benchmarks/allreduce.py --repeats 50 --buckets 1,4,8,16,32,0
 
 ``--buckets`` in MB, 0 meaning one buffer.  Prints, per bucket size, the
-median ms of the bare all-reduce and of ``GradientSynchronizer.sync`` in its
+median ms of the bare all-reduce and of ``Replicated.reduce`` in its
 four ways of use (gradients copied in; computed into ``grad_views()``;
 prescaled; global count all-reduced rather than given), and of the
 non-blocking path of ``overlap=True`` (``begin``, every variable reported
@@ -38,7 +38,7 @@ import numpy as np
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from distnet.distributed import GradientSynchronizer, get_communicator  # noqa: E402
+from distnet.distributed import Replicated, get_communicator  # noqa: E402
 from distnet.tensor import Variable  # noqa: E402
 
 SHAPES = {
@@ -87,24 +87,24 @@ def main() -> None:
     if rank == 0:
         print(f"ranks {size}, {len(grads)} gradients, {nbytes / MB:.1f} MB float32, "
               f"{args.repeats} repeats (median ms of the slowest rank; ratio to the bare all-reduce)")
-        print("  copy: sync(grads) packs the arrays; views: grads computed into sync.grad_views();")
+        print("  copy: reduce(grads) packs the arrays; views: grads computed into grad_views();")
         print("  prescaled: views already scaled by local/global count; N reduced: global_count not given;")
         print("  nonblock: overlap=True's Iallreduce per bucket, prescaled views, nothing to overlap with")
         print(f"{'bucket':>8} {'n':>3} {'case':>10} {'median ms':>10} {'ratio':>6} {'best ms':>8} {'ratio':>6}")
     scalars = {"loss_sum": 1.0, "correct": 3}
     for mb in (float(x) for x in args.buckets.split(",")):
         bucket_bytes = None if mb == 0 else int(mb * MB)
-        sync = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
+        sync = Replicated(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
         views = sync.grad_views()
-        nb = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"),
+        nb = Replicated(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"),
                                   overlap=True)
         nb_views = nb.grad_views()
 
         def nonblocking():
-            nb.begin(local_count, scalars)
+            sink = nb.gradient_sink(accumulate=False, local_count=local_count, scalars=scalars)
             for i in reversed(range(len(nb_views))):
-                nb.grad_ready(i)
-            return nb.sync(nb_views, local_count, scalars=scalars, global_count=global_count, prescaled=True)
+                sink.final(i, nb_views[i])
+            return nb.reduce(None, local_count, scalars=scalars, global_count=global_count, prescaled=True)
 
         def fill_views():   # stands for a backward pass writing into the views: not timed
             for v, g in zip(views, grads):
@@ -112,17 +112,17 @@ def main() -> None:
 
         cases = {
             "bare": lambda: comm.allreduce_(bare),
-            "copy": lambda: sync.sync(grads, local_count, scalars=scalars, global_count=global_count),
-            "views": lambda: sync.sync(views, local_count, scalars=scalars, global_count=global_count),
-            "prescaled": lambda: sync.sync(views, local_count, scalars=scalars, global_count=global_count,
+            "copy": lambda: sync.reduce(grads, local_count, scalars=scalars, global_count=global_count),
+            "views": lambda: sync.reduce(views, local_count, scalars=scalars, global_count=global_count),
+            "prescaled": lambda: sync.reduce(views, local_count, scalars=scalars, global_count=global_count,
                                            prescaled=True),
-            "N reduced": lambda: sync.sync(grads, local_count, scalars=scalars),
+            "N reduced": lambda: sync.reduce(grads, local_count, scalars=scalars),
             "nonblock": nonblocking,
         }
         if args.f16 == "on" and size > 1:
-            sync16 = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes,
+            sync16 = Replicated(comm, variables, bucket_bytes=bucket_bytes,
                                           scalar_names=("loss_sum", "correct"), compression="float16")
-            cases["f16 copy"] = lambda: sync16.sync(grads16, local_count, scalars=scalars, global_count=global_count)
+            cases["f16 copy"] = lambda: sync16.reduce(grads16, local_count, scalars=scalars, global_count=global_count)
         times: dict = {k: [] for k in cases}
         for i in range(args.warmup + args.repeats):
             for name, fn in cases.items():   # interleaved: noise hits every case alike
@@ -154,11 +154,11 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
     """The sharded reduce-scatter with and without float16 compression beside
     the bare all-reduce, then the compressor's local work alone."""
     from distnet.distributed.compression import Float16Compressor
-    from distnet.distributed.sharded import ShardedSynchronizer
+    from distnet.distributed import Zero1
 
     size = comm.size
     def sharded(compression, shared):
-        return ShardedSynchronizer(comm, [Variable(np.zeros(v.shape, np.float32), name=v.name) for v in variables],
+        return Zero1(comm, [Variable(np.zeros(v.shape, np.float32), name=v.name) for v in variables],
                                    scalar_names=("loss_sum", "correct"), compression=compression,
                                    shared_memory=shared)
 
@@ -167,12 +167,12 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
     syncs = {"none": sharded("none", False), "float16": sharded("float16", False), "shm": sharded("none", "auto")}
 
     def with_gather(sync, g):
-        sync.sync(g, local_count, global_count=global_count)
+        sync.reduce(g, local_count, global_count=global_count)
         sync.gather_params()
 
     cases = {"bare": lambda: comm.allreduce_(bare),
-             "zero1 rs": lambda: syncs["none"].sync(grads, local_count, global_count=global_count),
-             "zero1 f16": lambda: syncs["float16"].sync(grads16, local_count, global_count=global_count),
+             "zero1 rs": lambda: syncs["none"].reduce(grads, local_count, global_count=global_count),
+             "zero1 f16": lambda: syncs["float16"].reduce(grads16, local_count, global_count=global_count),
              "rs+ag": lambda: with_gather(syncs["none"], grads),
              "shm rs+ag" if syncs["shm"].shared else "(no shm)": lambda: with_gather(syncs["shm"], grads)}
     times: dict = {k: [] for k in cases}

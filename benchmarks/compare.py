@@ -5,7 +5,7 @@ with integer labels, float32, global batch 100, random data of the right
 shape (the same arrays for every framework, from one seed).  Models:
 
 * ``reference``: conv 5x5x32 SAME + relu + max-pool 2 -> dense 1024 relu ->
-  dense 10 (seed 003's net, the default job);
+  dense 10 (the reference net of docs/jobs.md, the default job);
 * ``twoconv``: the same with conv 5x5x64 SAME + relu + max-pool 2 added
   after the first pool;
 * ``mlp``: 784 -> 256 relu -> 128 relu -> 10.
@@ -22,7 +22,7 @@ numpy/torch/tensorflow are imported):
   ``distnet.Trainer``; PyTorch DistributedDataParallel with the gloo backend.
   This row is also compared with the frameworks' ``1x2`` figures.  distnet
   runs it twice (``--zero1 both``, the default): with the replicated Adam and
-  with the sharded ZeRO-1 optimizer (``Trainer(shard_optimizer=True,
+  with the sharded ZeRO-1 optimizer (``Trainer(strategy="zero1",
   shared_memory="auto")``, as job files run it: the weights in memory the two
   ranks share and the gradient blocks summed from it, no reduce-scatter/
   all-gather messages).
@@ -189,7 +189,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
       model_name: one of ``MODELS``.
       batch: the global batch.
       steps, warmup: timed and untimed steps.
-      sharded: ``Trainer(shard_optimizer=True)`` (ZeRO-1).
+      sharded: ``Trainer(strategy="zero1")`` (ZeRO-1).
 
     Returns:
       On rank 0, ``{"step_ms", "cores", "sync_ms", "bare_allreduce_ms", "sync_mbytes", "rss"}``; None elsewhere.
@@ -201,7 +201,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
-    comm = distnet.distributed.get_communicator("auto")
+    comm = distnet.distributed.init().comm   # BLAS threads per rank and the allocator, as `distnet train`
     baseline_rss = peak_rss_bytes()
     seq = []
     for layer in layer_plan(model_name):
@@ -218,12 +218,12 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     data = ArrayDataset(x, y, num_classes=CLASSES)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(LEARNING_RATE), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      **({"shard_optimizer": True, "shared_memory": "auto"} if sharded else {}))
+                      strategy="zero1" if sharded else "replicated", **({"shared_memory": "auto"} if sharded else {}))
 
     sync_times: list[float] = []
-    sync = getattr(trainer, "sync", None)
-    if sync is not None and hasattr(sync, "sync"):
-        original = sync.sync
+    sync = trainer.strategy
+    if True:
+        original = sync.reduce
 
         def timed_sync(*args, **kwargs):
             # Between a barrier and the return, as the bare all-reduce below: waiting for a
@@ -235,7 +235,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
             sync_times.append(time.perf_counter() - t0)
             return out
 
-        sync.sync = timed_sync
+        sync.reduce = timed_sync
         if sharded:  # ZeRO-1: the parameters' all-gather after the update is part of the synchronisation
             original_gather = sync.gather_params
 

@@ -7,7 +7,7 @@ matmuls that do the same floating-point work, and their ratios (target:
 <= 1.15).  The two paths run alternately; on a busy machine trust the
 minimum more than the median.
 
-Cases (float32, batch 100, the reference network of seed 003):
+Cases (float32, batch 100, the reference net of docs/jobs.md):
 
 * ``conv1``: ``conv2d`` 28x28x1 -> 32 filters 5x5 SAME, gradient w.r.t. the
   filters only (the input is data, as in the network).  Baseline: the

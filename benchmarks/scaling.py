@@ -12,18 +12,18 @@ machine):
 
 Trainer options side by side on N ranks (alternating runs, no 1-rank run):
 
-    python benchmarks/scaling.py --variants plain,direct,overlap --ranks 2 --batch 100
+    python benchmarks/scaling.py --variants direct,overlap,zero1 --ranks 2 --batch 100
 
 or, robust to a changing load, their steps interleaved in the same two processes:
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python benchmarks/scaling.py \
-        --variants plain,direct,overlap --interleave --batch 100 --steps 60
+        --variants direct,overlap,zero1 --interleave --batch 100 --steps 60
 
-``plain``: backward allocates the gradients, the synchroniser packs them
-scaled by n_r/N; ``direct``: ``Trainer(direct_grads=True)``, gradients written
-prescaled into the sync buffer; ``overlap``: ``Trainer(overlap=True)``, buckets
+``direct``: the replicated strategy, gradients written prescaled into its
+buffer; ``overlap``: ``Trainer(strategy="replicated", overlap=True)``, buckets
 all-reduced with ``Iallreduce`` while backward runs (``--bucket-mb``, default
-the trainer's 8 MB).  Their sync time is what is left to wait for after
+the strategy's 8 MB); ``zero1``: ``Trainer(strategy="zero1",
+shared_memory="auto")``.  Their sync time is what is left to wait for after
 backward.
 
 Definitions printed:
@@ -65,9 +65,9 @@ def reference_net(seed: int = 0):
 
 
 VARIANTS = {
-    "plain": {"direct_grads": False},
-    "direct": {"direct_grads": True},
-    "overlap": {"direct_grads": True, "overlap": True},
+    "direct": {"strategy": "replicated"},
+    "overlap": {"strategy": "replicated", "overlap": True},
+    "zero1": {"strategy": "zero1", "shared_memory": "auto"},
 }
 
 
@@ -88,16 +88,16 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
-    comm = distnet.distributed.get_communicator("auto")
+    comm = distnet.distributed.init().comm
     rng = np.random.default_rng(0)
     n = batch * (steps + warmup)
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
     trainer = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      shard_optimizer=shard and comm.size > 1, **(options or {}))
+                      **({"strategy": "zero1" if shard and comm.size > 1 else "replicated"} | (options or {})))
 
     sync_times: list[float] = []
-    original = trainer.sync.sync
+    original = trainer.strategy.reduce
 
     def timed_sync(*args, **kwargs):
         t0 = time.perf_counter()
@@ -105,7 +105,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
         sync_times.append(time.perf_counter() - t0)
         return out
 
-    trainer.sync.sync = timed_sync
+    trainer.strategy.reduce = timed_sync
     step_times: list[float] = []
     last = [time.perf_counter()]
 
@@ -121,7 +121,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
 
     bare = []
     if comm.size > 1:
-        buf = np.ones(trainer.sync.nbytes // 4, dtype=np.float32)
+        buf = np.ones(trainer.strategy.nbytes // 4, dtype=np.float32)
         for _ in range(steps):
             comm.barrier()
             t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
         "step_ms": 1e3 * float(np.median(step_times[warmup:])),
         "sync_ms": 1e3 * float(np.median(sync_times[warmup:])),
         "bare_allreduce_ms": 1e3 * float(np.median(bare)) if bare else None,
-        "sync_mbytes": trainer.sync.nbytes / 1e6,
+        "sync_mbytes": trainer.strategy.nbytes / 1e6,
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"),
     }
     return result if comm.rank == 0 else None
@@ -172,7 +172,7 @@ def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, b
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
-    comm = distnet.distributed.get_communicator("auto")
+    comm = distnet.distributed.init().comm
     rng = np.random.default_rng(0)
     n = batch * (steps + warmup)
     data = ArrayDataset(rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), num_classes=10)
@@ -182,7 +182,7 @@ def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, b
         t = Trainer(reference_net(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(1e-4), data,
                     global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None, **options)
         syncs[name] = []
-        original = t.sync.sync
+        original = t.strategy.reduce
 
         def timed_sync(*args, _orig=original, _out=syncs[name], **kwargs):
             t0 = time.perf_counter()
@@ -190,7 +190,7 @@ def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, b
             _out.append(time.perf_counter() - t0)
             return res
 
-        t.sync.sync = timed_sync
+        t.strategy.reduce = timed_sync
         trainers[name] = t
     times: dict[str, list[float]] = {name: [] for name in names}
     for k in range(steps + warmup):

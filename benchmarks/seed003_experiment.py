@@ -1,18 +1,18 @@
-"""Seed 003's experiment: no regularization vs L2 on the FC weights vs dropout.
+"""Seed 003's experiment (docs/jobs.md): no regularization vs L2 on the FC weights vs dropout.
 
-The network of the seed: conv 5x5x32 SAME + relu + max-pool 2 (SAME) ->
+The reference net: conv 5x5x32 SAME + relu + max-pool 2 (SAME) ->
 FC 1024 relu (-> dropout) -> FC 10, truncated-normal(0.1) weights and 0.1
 biases, Adam 1e-4, batch 100, 1000 steps.  Every 100 steps it prints the
 accuracy on the first 1000 training and the first 1000 test images, as the
-seed does.  Variants:
+experiment's original TF1 code did.  Variants:
 
 * ``none``    — cross-entropy only;
 * ``l2``      — plus ``0.004 * l2_loss(W)`` for both FC weight matrices
   (``kernel_regularizer=l2(0.004)``: TF's ``l2_regularizer(0.004)``);
 * ``dropout`` — keep_prob 0.5 after FC 1024 while training.
 
-(The seed's own code applies ``l2_loss`` to the *initial value* tensor, which
-carries no gradient; here the penalty is on the variables, as intended.)
+(The experiment's original TF1 code applied ``l2_loss`` to the *initial value*
+tensor, which carries no gradient; here the penalty is on the variables, as intended.)
 
 Run ``python benchmarks/seed003_experiment.py [--data DIR]``;
 with ``mpiexec -n N`` the same run is data-parallel (same results).
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of --steps")
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the seed: 1e-4)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the experiment's: 1e-4)")
     parser.add_argument("--two-conv", action="store_true", help="add conv 5x5x64 + pool (the 2-conv net)")
     parser.add_argument("--json", default=None, help="write the table as JSON to this file")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 A job file describes one training run (see ``docs/jobs.md`` for every key)::
 
     seed = 0
-    run_dir = "runs/seed003"
+    run_dir = "runs/my_job"
 
     [[model.layers]]
     type = "conv2d"
@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from distnet import registry
 from distnet.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -59,8 +60,8 @@ BUILTIN_DATASETS = ("fashion_mnist", "mnist")
 # ---------------------------------------------------------------------------
 
 
-#: The default model, used when a job has no ``[model]`` section: seed 003's
-#: reference net (conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10).
+#: The default model, used when a job has no ``[model]`` section: the reference
+#: net (conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10; docs/jobs.md).
 DEFAULT_LAYERS: tuple[dict, ...] = (
     {"type": "conv2d", "filters": 32, "kernel_size": 5, "padding": "same", "activation": "relu"},
     {"type": "max_pool2d", "pool_size": 2},
@@ -86,7 +87,7 @@ class LossConfig:
 
 @dataclass
 class RegularizationConfig:
-    """``[regularization]``: way (a), ``weight_decay * sum(l2_loss(v))``."""
+    """``[regularization]``: weight decay, ``weight_decay * sum(l2_loss(v))`` over the trainable variables."""
 
     weight_decay: float = 0.0
     exclude_bias: bool = False
@@ -149,8 +150,10 @@ class TrainConfig:
 class CheckpointConfig:
     """``[checkpoint]``: where and how often the job is saved.
 
-    ``dir`` defaults to ``RUN_DIR/checkpoints``; ``dir = ""`` switches
-    checkpoints off.  Without ``every`` the job is saved at its end and on Ctrl-C.
+    ``dir`` defaults to ``RUN_DIR/checkpoints``.  Without ``every`` the job
+    is saved at its end and on Ctrl-C; ``every = 0`` (``--set
+    checkpoint.every=0``) switches checkpoints off altogether, as ``dir = ""``
+    does (TF1's ``save_checkpoints_steps=None``: nothing is written).
     """
 
     dir: str | None = None
@@ -160,8 +163,9 @@ class CheckpointConfig:
 
 @dataclass
 class DistConfig:
-    """``[dist]``: failure detection across ranks."""
+    """``[dist]``: how the workers synchronise, and failure detection across them."""
 
+    strategy: str | None = None   # None: "auto" (or what shard_optimizer says)
     stall_timeout: float = 120.0
     check_every: int | None = None
     max_bad_steps: int | None = None
@@ -210,58 +214,12 @@ class JobConfig:
 # The schema: which keys each section takes, their types and allowed values.
 # ---------------------------------------------------------------------------
 
-_INT = "an integer"
-_FLOAT = "a number"
-_BOOL = "true or false"
-_STR = "a string"
-_TABLE = "a table"
+# What a value must be; the component modules use the same words (distnet.registry).
+_INT, _FLOAT, _BOOL, _STR, _TABLE = registry.INT, registry.FLOAT, registry.BOOL, registry.STR, registry.TABLE
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
-INITIALIZERS = ("zeros", "ones", "constant", "random_normal", "truncated_normal",
-                "glorot_uniform", "he_normal")
-REGULARIZERS = ("l1", "l2", "l1_l2")
+# The layers, activations, initializers, regularizers, optimizers and schedules,
+# their names and keys, come from where they are defined: see distnet.registry.
 LOSSES = ("sparse_softmax_cross_entropy", "softmax_cross_entropy")
-
-# Optimizer hyper-parameters, TF1 names and defaults are the library's.
-_OPT_COMMON = {"clip_norm": _FLOAT}
-OPTIMIZERS: dict[str, dict[str, str]] = {
-    "sgd": {},
-    "momentum": {"momentum": _FLOAT, "use_nesterov": _BOOL},
-    "adam": {"beta1": _FLOAT, "beta2": _FLOAT, "epsilon": _FLOAT},
-    "adamw": {"beta1": _FLOAT, "beta2": _FLOAT, "epsilon": _FLOAT, "weight_decay": _FLOAT},
-    "rmsprop": {"decay": _FLOAT, "momentum": _FLOAT, "epsilon": _FLOAT, "centered": _BOOL},
-    "adagrad": {"initial_accumulator_value": _FLOAT},
-}
-_OPT_ALIASES = {"gradient_descent": "sgd", "gradientdescent": "sgd"}
-
-SCHEDULES: dict[str, dict[str, str]] = {
-    "constant": {},
-    "exponential": {"decay_steps": _INT, "decay_rate": _FLOAT, "staircase": _BOOL},
-    "piecewise": {"boundaries": "a list of integers", "values": "a list of numbers"},
-    "polynomial": {"decay_steps": _INT, "end_learning_rate": _FLOAT, "power": _FLOAT,
-                   "cycle": _BOOL},
-    "cosine": {"decay_steps": _INT, "alpha": _FLOAT},
-}
-_SCHEDULE_REQUIRED = {
-    "exponential": ("decay_steps", "decay_rate"),
-    "piecewise": ("boundaries", "values"),
-    "polynomial": ("decay_steps",),
-    "cosine": ("decay_steps",),
-}
-
-_WEIGHTED = {"activation": _STR, "use_bias": _BOOL, "kernel_initializer": "a string or a table",
-             "bias_initializer": "a string or a table", "kernel_regularizer": _TABLE,
-             "bias_regularizer": _TABLE}
-LAYERS: dict[str, dict[str, str]] = {
-    "dense": {"units": _INT, **_WEIGHTED},
-    "conv2d": {"filters": _INT, "kernel_size": "an integer or a pair of integers",
-               "strides": "an integer or a pair of integers", "padding": _STR, **_WEIGHTED},
-    "max_pool2d": {"pool_size": "an integer or a pair of integers",
-                   "strides": "an integer or a pair of integers", "padding": _STR},
-    "flatten": {},
-    "dropout": {"rate": _FLOAT},
-}
-_LAYER_REQUIRED = {"dense": ("units",), "conv2d": ("filters", "kernel_size"), "dropout": ("rate",)}
 
 _TOP = {"name": _STR, "seed": _INT, "run_dir": _STR}
 _SECTIONS: dict[str, dict[str, str]] = {
@@ -275,7 +233,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
-    "dist": {"stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
+    "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
              "overlap": _BOOL, "compression": _STR},
 }
@@ -378,12 +336,12 @@ class _Checker:
             _STR: lambda v: isinstance(v, str),
             _TABLE: lambda v: isinstance(v, dict),
             "a list of tables": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
-            "a list of integers": lambda v: isinstance(v, list) and all(
+            registry.INT_LIST: lambda v: isinstance(v, list) and all(
                 isinstance(x, int) and not isinstance(x, bool) for x in v),
-            "a list of numbers": lambda v: isinstance(v, list) and all(
+            registry.NUMBER_LIST: lambda v: isinstance(v, list) and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in v),
-            "a string or a table": lambda v: isinstance(v, (str, dict)),
-            "an integer or a pair of integers": lambda v: (
+            registry.STR_OR_TABLE: lambda v: isinstance(v, (str, dict)),
+            registry.INT_OR_PAIR: lambda v: (
                 isinstance(v, int) and not isinstance(v, bool)) or (
                 isinstance(v, list) and len(v) == 2 and all(
                     isinstance(x, int) and not isinstance(x, bool) for x in v)),
@@ -394,6 +352,10 @@ class _Checker:
             value = float(value)
             if not math.isfinite(value):
                 self.fail(path, f"expected a finite number, got {value}")
+        if kind == registry.NUMBER_LIST:
+            value = [float(x) for x in value]
+            if not all(math.isfinite(x) for x in value):
+                self.fail(path, f"expected finite numbers, got {value}")
         return value
 
     def positive(self, value, path: tuple, allow_zero: bool = False) -> None:
@@ -563,33 +525,24 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     # [optimizer]
     opt = raw.get("optimizer", {})
     if "name" in opt:
-        name = chk.typed(opt["name"], ("optimizer", "name"), _STR).lower()
-        name = _OPT_ALIASES.get(name, name)
-        cfg.optimizer.name = chk.choice(name, ("optimizer", "name"), OPTIMIZERS)
-    specific = OPTIMIZERS[cfg.optimizer.name]
-    chk.known(opt, ("optimizer",), list(_SECTIONS["optimizer"]) + list(specific) + list(_OPT_COMMON))
+        name = chk.typed(opt["name"], ("optimizer", "name"), _STR)
+        cfg.optimizer.name = _component("optimizer", name, ("optimizer", "name"), chk).name
+    optimizer = _component("optimizer", cfg.optimizer.name, ("optimizer", "name"), chk)
+    chk.known(opt, ("optimizer",), list(_SECTIONS["optimizer"]) + [o.name for o in optimizer.options])
     simple("optimizer", cfg.optimizer, skip=("name",))
     chk.positive(cfg.optimizer.learning_rate, ("optimizer", "learning_rate"))
-    for key, kind in {**specific, **_OPT_COMMON}.items():
-        if key in opt:
-            cfg.optimizer.params[key] = chk.typed(opt[key], ("optimizer", key), kind)
-    _check_optimizer_params(cfg.optimizer, chk)
+    cfg.optimizer.params = _options(opt, optimizer, ("optimizer",), chk, f"the {optimizer.name} optimizer")
 
     # [schedule]
     sched = raw.get("schedule", {})
     if "type" in sched:
-        stype = chk.typed(sched["type"], ("schedule", "type"), _STR).lower()
-        cfg.schedule.type = chk.choice(stype, ("schedule", "type"), SCHEDULES)
-    chk.known(sched, ("schedule",), list(_SECTIONS["schedule"]) + list(SCHEDULES[cfg.schedule.type]))
+        stype = chk.typed(sched["type"], ("schedule", "type"), _STR)
+        cfg.schedule.type = _component("schedule", stype, ("schedule", "type"), chk).name
+    schedule = _component("schedule", cfg.schedule.type, ("schedule", "type"), chk)
+    chk.known(sched, ("schedule",), list(_SECTIONS["schedule"]) + [o.name for o in schedule.options])
     simple("schedule", cfg.schedule, skip=("type",))
     chk.positive(cfg.schedule.warmup_steps, ("schedule", "warmup_steps"), allow_zero=True)
-    for key, kind in SCHEDULES[cfg.schedule.type].items():
-        if key in sched:
-            cfg.schedule.params[key] = chk.typed(sched[key], ("schedule", key), kind)
-    for key in _SCHEDULE_REQUIRED.get(cfg.schedule.type, ()):
-        if key not in cfg.schedule.params:
-            chk.fail(("schedule",), f"the {cfg.schedule.type} schedule needs '{key}'")
-    _check_schedule_params(cfg.schedule, chk)
+    cfg.schedule.params = _options(sched, schedule, ("schedule",), chk, f"the {schedule.name} schedule")
 
     # [ema]
     ema = raw.get("ema", {})
@@ -626,9 +579,9 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     # [checkpoint]
     chk.known(raw.get("checkpoint", {}), ("checkpoint",), _SECTIONS["checkpoint"])
     simple("checkpoint", cfg.checkpoint)
-    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"))
+    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"), allow_zero=True)  # 0: off
     chk.positive(cfg.checkpoint.max_to_keep, ("checkpoint", "max_to_keep"))
-    if cfg.checkpoint.every is not None and cfg.checkpoint.dir == "":
+    if cfg.checkpoint.every and cfg.checkpoint.dir == "":
         chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoints on, "
                  "but checkpoint.dir is \"\" (off)")
 
@@ -643,141 +596,117 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
         from distnet.distributed.compression import COMPRESSIONS
 
         chk.choice(cfg.dist.compression, ("dist", "compression"), COMPRESSIONS)
+    if cfg.dist.strategy is not None:
+        from distnet.distributed.strategies import all_strategies
+
+        chk.choice(cfg.dist.strategy, ("dist", "strategy"), ["auto", *all_strategies()])
+        said = {True: "zero1", False: "replicated", None: cfg.dist.strategy}[cfg.dist.shard_optimizer]
+        if cfg.dist.strategy != said:
+            chk.fail(("dist", "shard_optimizer"), f"Expect: no shard_optimizer with strategy = "
+                                                  f"'{cfg.dist.strategy}' Actual: shard_optimizer = "
+                                                  f"{str(cfg.dist.shard_optimizer).lower()} (it means '{said}')")
     return cfg
+
+
+def _component(kind: str, name: str, path: tuple, chk: _Checker) -> registry.Component:
+    """The registered component ``name`` (an alias or any case), or a "did you mean" error."""
+    found = registry.lookup(kind, name)
+    if found is None:
+        chk.choice(name.lower(), path, registry.names(kind))  # fails, naming the choices
+    return found
+
+
+def _options(table: Mapping, component: registry.Component, path: tuple, chk: _Checker,
+             what: str) -> dict:
+    """The values of ``component``'s keys in ``table`` (the caller checks for unknown keys).
+
+    Checks each value's type, then that required keys are there, then each
+    value's range, choices or the component it names, then the component's own
+    check across keys.
+    """
+    out: dict[str, Any] = {}
+    for opt in component.options:
+        if opt.name in table:
+            out[opt.name] = chk.typed(table[opt.name], path + (opt.name,), opt.type)
+    for opt in component.options:
+        if opt.required and opt.name not in out:
+            chk.fail(path, f"{what} needs '{opt.name}'")
+    for opt in component.options:
+        if opt.name not in out:
+            continue
+        where, value = path + (opt.name,), out[opt.name]
+        if opt.choices:
+            value = chk.choice(value.lower(), where, opt.choices)
+        if opt.ref == "activation":
+            value = _component("activation", value, where, chk).name
+        elif opt.ref == "initializer":
+            value = _validate_initializer(value, where, chk)
+        elif opt.ref == "regularizer":
+            value = _validate_regularizer(value, where, chk)
+        items = value if isinstance(value, list) else [value]
+        if (opt.low is not None or opt.high is not None) and not all(opt.in_range(x) for x in items):
+            note = f" {opt.note}" if opt.note else ""
+            chk.fail(where, f"must be {opt.range_text()}{note}, got {value}")
+        out[opt.name] = value
+    problem = component.check(out) if component.check is not None else None
+    if problem is not None:
+        chk.fail(path + (problem[0],), problem[1])
+    return out
 
 
 def _validate_layer(layer: dict, path: tuple, chk: _Checker) -> dict:
     if "type" not in layer:
-        chk.fail(path, "every layer needs a 'type' (one of: " + ", ".join(LAYERS) + ")")
-    ltype = chk.typed(layer["type"], path + ("type",), _STR).lower()
-    ltype = {"maxpool2d": "max_pool2d", "max_pool": "max_pool2d", "maxpool": "max_pool2d",
-             "conv": "conv2d", "fc": "dense"}.get(ltype, ltype)
-    chk.choice(ltype, path + ("type",), LAYERS)
-    schema = {**LAYERS[ltype], "name": _STR}
-    chk.known(layer, path, ["type"] + list(schema))
-    out: dict[str, Any] = {"type": ltype}
-    for key, kind in schema.items():
-        if key in layer:
-            out[key] = chk.typed(layer[key], path + (key,), kind)
-    for key in _LAYER_REQUIRED.get(ltype, ()):
-        if key not in out:
-            chk.fail(path, f"a {ltype} layer needs '{key}'")
-    for key in ("units", "filters"):
-        chk.positive(out.get(key), path + (key,))
-    for key in ("kernel_size", "strides", "pool_size"):
-        if key in out:
-            values = out[key] if isinstance(out[key], list) else [out[key]]
-            if min(values) <= 0:
-                chk.fail(path + (key,), f"must be > 0, got {out[key]}")
-    if "padding" in out:
-        out["padding"] = chk.choice(out["padding"].lower(), path + ("padding",), ("same", "valid"))
-    if "activation" in out:
-        act = out["activation"].lower()
-        out["activation"] = chk.choice("linear" if act == "none" else act, path + ("activation",),
-                                       ACTIVATIONS)
-    if ltype == "dropout" and not 0.0 <= out["rate"] < 1.0:
-        chk.fail(path + ("rate",), f"must be in [0, 1) (the fraction of units dropped), got {out['rate']}")
-    for key in ("kernel_regularizer", "bias_regularizer"):
-        if key in out:
-            out[key] = _validate_regularizer(out[key], path + (key,), chk)
-    for key in ("kernel_initializer", "bias_initializer"):
-        if key in out:
-            out[key] = _validate_initializer(out[key], path + (key,), chk)
-    return out
+        chk.fail(path, "every layer needs a 'type' (one of: " + ", ".join(registry.names("layer")) + ")")
+    ltype = chk.typed(layer["type"], path + ("type",), _STR)
+    component = _component("layer", ltype, path + ("type",), chk)
+    chk.known(layer, path, ["type"] + [o.name for o in component.options])
+    return {"type": component.name, **_options(layer, component, path, chk, f"a {component.name} layer")}
 
 
 def _validate_regularizer(spec: dict, path: tuple, chk: _Checker) -> dict:
     if "type" not in spec:
-        chk.fail(path, "a regularizer needs a 'type' (l1, l2 or l1_l2), "
-                 "e.g. {type = \"l2\", scale = 0.004}")
-    rtype = chk.choice(chk.typed(spec["type"], path + ("type",), _STR).lower(), path + ("type",),
-                       REGULARIZERS)
-    keys = ("l1", "l2") if rtype == "l1_l2" else ("scale",)
-    chk.known(spec, path, ("type",) + keys)
-    out: dict[str, Any] = {"type": rtype}
-    for key in keys:
-        if key not in spec:
-            chk.fail(path, f"an {rtype} regularizer needs '{key}'")
-        out[key] = chk.typed(spec[key], path + (key,), _FLOAT)
-        chk.positive(out[key], path + (key,), allow_zero=True)
-    return out
+        chk.fail(path, "a regularizer needs a 'type' (one of: " + ", ".join(registry.names("regularizer"))
+                 + "), e.g. {type = \"l2\", scale = 0.004}")
+    rtype = chk.typed(spec["type"], path + ("type",), _STR)
+    component = _component("regularizer", rtype, path + ("type",), chk)
+    chk.known(spec, path, ["type"] + [o.name for o in component.options])
+    return {"type": component.name, **_options(spec, component, path, chk, f"an {component.name} regularizer")}
 
 
 def _validate_initializer(spec: Any, path: tuple, chk: _Checker) -> Any:
     if isinstance(spec, str):
-        return chk.choice(spec.lower(), path, INITIALIZERS)
+        return _component("initializer", spec, path, chk).name
     if "type" not in spec:
         chk.fail(path, "an initializer table needs a 'type', e.g. {type = \"truncated_normal\", stddev = 0.1}")
-    itype = chk.choice(chk.typed(spec["type"], path + ("type",), _STR).lower(), path + ("type",),
-                       INITIALIZERS)
-    params = {"constant": ("value",), "random_normal": ("mean", "stddev"),
-              "truncated_normal": ("mean", "stddev")}.get(itype, ())
-    chk.known(spec, path, ("type",) + params)
-    out: dict[str, Any] = {"type": itype}
-    for key in params:
-        if key in spec:
-            out[key] = chk.typed(spec[key], path + (key,), _FLOAT)
-    if "stddev" in out:
-        chk.positive(out["stddev"], path + ("stddev",))
-    return out
+    itype = chk.typed(spec["type"], path + ("type",), _STR)
+    component = _component("initializer", itype, path + ("type",), chk)
+    chk.known(spec, path, ["type"] + [o.name for o in component.options])
+    return {"type": component.name,
+            **_options(spec, component, path, chk, f"the {component.name} initializer")}
 
 
 def _check_model_order(layers: list[dict], chk: _Checker) -> None:
+    """Image layers come before the first flattening one; the last layer gives the logits."""
+    kinds = registry.components("layer")
+    flattening = "/".join(c.name for c in kinds if c.info.get("flat_output"))
     flat = False
     for i, layer in enumerate(layers):
-        if layer["type"] in ("conv2d", "max_pool2d") and flat:
+        info = registry.lookup("layer", layer["type"]).info
+        if info.get("image_input") and flat:
             chk.fail(("model", "layers", i, "type"), f"a {layer['type']} layer needs image input "
-                     "(NHWC) but comes after a flatten/dense layer")
-        if layer["type"] in ("flatten", "dense"):
+                     f"(NHWC) but comes after a {flattening} layer")
+        if info.get("flat_output"):
             flat = True
     last = layers[-1]
-    if last["type"] != "dense":
-        chk.fail(("model", "layers", len(layers) - 1), "the last layer must be dense "
+    if not registry.lookup("layer", last["type"]).info.get("gives_logits"):
+        logits = " or ".join(c.name for c in kinds if c.info.get("gives_logits"))
+        chk.fail(("model", "layers", len(layers) - 1), f"the last layer must be {logits} "
                  f"(it gives the logits, one per class), got {last['type']}")
-    if last.get("activation", "linear") != "linear":
+    activation = last.get("activation")
+    if activation is not None and not registry.lookup("activation", activation).info.get("identity"):
         chk.fail(("model", "layers", len(layers) - 1, "activation"),
                  "the last layer gives the logits: leave its activation out (linear), "
-                 f"got '{last['activation']}' (the loss applies the softmax)")
-
-
-def _check_optimizer_params(opt: OptimizerConfig, chk: _Checker) -> None:
-    p = opt.params
-    for key in ("beta1", "beta2"):
-        if key in p and not 0.0 <= p[key] < 1.0:
-            chk.fail(("optimizer", key), f"must be in [0, 1), got {p[key]}")
-    if "decay" in p and not 0.0 <= p["decay"] < 1.0:
-        chk.fail(("optimizer", "decay"), f"must be in [0, 1), got {p['decay']}")
-    for key in ("epsilon", "clip_norm"):
-        if key in p:
-            chk.positive(p[key], ("optimizer", key))
-    for key in ("momentum", "weight_decay"):
-        if key in p:
-            chk.positive(p[key], ("optimizer", key), allow_zero=True)
-    if "initial_accumulator_value" in p:
-        chk.positive(p["initial_accumulator_value"], ("optimizer", "initial_accumulator_value"))
-
-
-def _check_schedule_params(s: ScheduleConfig, chk: _Checker) -> None:
-    p = s.params
-    if "decay_steps" in p:
-        chk.positive(p["decay_steps"], ("schedule", "decay_steps"))
-    if "decay_rate" in p:
-        chk.positive(p["decay_rate"], ("schedule", "decay_rate"))
-    if "end_learning_rate" in p:
-        chk.positive(p["end_learning_rate"], ("schedule", "end_learning_rate"), allow_zero=True)
-    if "power" in p:
-        chk.positive(p["power"], ("schedule", "power"))
-    if "alpha" in p and not 0.0 <= p["alpha"] <= 1.0:
-        chk.fail(("schedule", "alpha"), f"must be in [0, 1], got {p['alpha']}")
-    if s.type == "piecewise":
-        b, v = p["boundaries"], p["values"]
-        if len(v) != len(b) + 1:
-            chk.fail(("schedule", "values"), f"needs one more entry than schedule.boundaries "
-                     f"({len(b)} boundaries -> {len(b) + 1} values), got {len(v)}")
-        if any(x >= y for x, y in zip(b, b[1:])) or (b and b[0] <= 0):
-            chk.fail(("schedule", "boundaries"), f"must be positive and strictly increasing, got {b}")
-        for x in v:
-            chk.positive(x, ("schedule", "values"))
+                 f"got '{activation}' (the loss applies the softmax)")
 
 
 def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
@@ -803,15 +732,15 @@ def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
 # Public entry points
 # ---------------------------------------------------------------------------
 
-#: The built-in default job: seed 003's reference net with Adam 1e-4 and
+#: The built-in default job: the reference net with Adam 1e-4 and
 #: batch 100, run for 500 steps (5 epochs of the embedded 10,000 images) so
 #: that it trains in about a minute on two cores.
 DEFAULT_JOB_TOML = """\
 name = "default"
 seed = 0
 
-# No [model] section: the default model (DEFAULT_LAYERS), seed 003's
-# reference net: conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10.
+# No [model] section: the default model (DEFAULT_LAYERS), the reference
+# net: conv 5x5x32 SAME + relu, max-pool 2, dense 1024 relu, dense 10.
 
 [optimizer]
 name = "adam"
@@ -823,7 +752,6 @@ num_updates = true
 
 [data]
 name = "fashion_mnist"
-test_samples = 2000
 
 [train]
 batch_size = 100

@@ -19,7 +19,9 @@ from typing import Callable, Union
 
 import numpy as np
 
+from distnet import registry
 from distnet.errors import DTypeError, InvalidArgumentError
+from distnet.registry import FLOAT, Option, register
 
 Initializer = Callable[[tuple, np.dtype, np.random.Generator], np.ndarray]
 
@@ -177,12 +179,19 @@ class HeNormal:
         return "he_normal"
 
 
-zeros = Zeros()
-ones = Ones()
-glorot_uniform = GlorotUniform()
-he_normal = HeNormal()
+zeros = register("initializer", "zeros", doc="all zeros")(Zeros())
+ones = register("initializer", "ones", doc="all ones")(Ones())
+glorot_uniform = register("initializer", "glorot_uniform",
+                          doc="uniform in `±sqrt(6 / (fan_in + fan_out))` (Keras' default kernel)")(GlorotUniform())
+he_normal = register("initializer", "he_normal",
+                     doc="truncated normal with standard deviation `sqrt(2 / fan_in)`")(HeNormal())
+
+_MEAN = Option("mean", FLOAT, 0.0, "the mean")
+_STDDEV = Option("stddev", FLOAT, 1.0, "the standard deviation", low=0.0, low_open=True)
 
 
+@register("initializer", "constant", Option("value", FLOAT, 0.0, "every element's value"),
+          doc="every element `value`")
 def constant(value: float = 0.0) -> Constant:
     """An initializer filling with ``value``.
 
@@ -193,36 +202,36 @@ def constant(value: float = 0.0) -> Constant:
     return Constant(value)
 
 
+@register("initializer", "random_normal", _MEAN, _STDDEV, doc="normal draws (TF1's defaults)")
 def random_normal(mean: float = 0.0, stddev: float = 1.0) -> RandomNormal:
     """Normal(mean, stddev) initializer (TF1 defaults)."""
     return RandomNormal(mean, stddev)
 
 
+@register("initializer", "truncated_normal", _MEAN, _STDDEV,
+          doc="normal draws, those beyond 2 standard deviations drawn again (TF1's defaults)")
 def truncated_normal(mean: float = 0.0, stddev: float = 1.0) -> TruncatedNormal:
     """Truncated normal initializer: draws beyond 2 stddev are re-drawn (TF1 defaults)."""
     return TruncatedNormal(mean, stddev)
 
 
-_BY_NAME = {
-    "zeros": lambda: zeros, "ones": lambda: ones, "glorot_uniform": lambda: glorot_uniform,
-    "he_normal": lambda: he_normal, "random_normal": RandomNormal, "truncated_normal": TruncatedNormal,
-}
-
-
-def get(identifier: Union[str, Initializer]) -> Initializer:
-    """An initializer from a name (``"zeros"``, ``"glorot_uniform"``, ...) or a callable.
+def get(identifier: Union[str, dict, Initializer]) -> Initializer:
+    """An initializer from a callable, a name (``"zeros"``, ``"glorot_uniform"``, ...) or a
+    job-file table (``{"type": "truncated_normal", "stddev": 0.1}``).
 
     Example:
       >>> get("he_normal") is he_normal
       True
+      >>> get({"type": "constant", "value": 0.1})
+      constant(0.1)
     """
     if callable(identifier):
         return identifier
-    if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier]()
+    if isinstance(identifier, (str, dict)):
+        return registry.make("initializer", identifier)
     raise InvalidArgumentError(
-        f"unknown initializer {identifier!r}; expected a callable (shape, dtype, rng) -> ndarray "
-        f"or one of {sorted(_BY_NAME)}")
+        f"unknown initializer {identifier!r}; expected a callable (shape, dtype, rng) -> ndarray, "
+        f"one of {list(registry.names('initializer'))} or a table with a 'type' and its parameters")
 
 
 __all__ = ["zeros", "ones", "constant", "random_normal", "truncated_normal", "glorot_uniform", "he_normal",

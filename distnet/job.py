@@ -18,69 +18,36 @@ from typing import Any
 
 import numpy as np
 
+from distnet import registry
 from distnet.config import JobConfig, check_world_size, parse_job
-from distnet.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError
+from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "run_eval", "evaluate", "load_checkpoint",
-           "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset"]
+           "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset",
+           "model_from_checkpoint", "data_banner"]
 
 
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
 
-def _regularizer(spec: dict | None):
-    if spec is None:
-        return None
-    from distnet import regularizers
+def build_layer(spec: dict):
+    """One layer from its validated job-file table (``{"type": "dense", "units": 10, ...}``).
 
-    if spec["type"] == "l1":
-        return regularizers.l1(spec["scale"])
-    if spec["type"] == "l2":
-        return regularizers.l2(spec["scale"])
-    return regularizers.l1_l2(spec["l1"], spec["l2"])
-
-
-def _initializer(spec: Any):
-    if spec is None or isinstance(spec, str):
-        return spec
-    from distnet import initializers
-
-    params = {k: v for k, v in spec.items() if k != "type"}
-    if not params:
-        return spec["type"]
-    return getattr(initializers, spec["type"])(**params)
-
-
-def _pair_or_int(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-def build_layer(spec: dict, name: str | None = None):
-    """One layer from its job-file table (``{"type": "dense", "units": 10, ...}``).
+    Initializer and regularizer tables and activation names go to the layer
+    as they are: the layer looks them up (``distnet.registry``).
 
     Returns:
         A ``distnet.layers`` layer.
     """
-    from distnet import layers
-
-    kind = spec["type"]
-    opts = {k: v for k, v in spec.items() if k != "type"}
-    for key in ("kernel_regularizer", "bias_regularizer"):
-        if key in opts:
-            opts[key] = _regularizer(opts[key])
-    for key in ("kernel_initializer", "bias_initializer"):
-        if key in opts:
-            opts[key] = _initializer(opts[key])
-    for key in ("kernel_size", "strides", "pool_size"):
-        if key in opts:
-            opts[key] = _pair_or_int(opts[key])
-    if opts.get("activation") == "linear":
-        opts["activation"] = None
-    cls = {"dense": layers.Dense, "conv2d": layers.Conv2D, "max_pool2d": layers.MaxPool2D,
-           "flatten": layers.Flatten, "dropout": layers.Dropout}[kind]
-    return cls(**opts)
+    component = registry.lookup("layer", spec["type"])
+    opts = {}
+    for key, value in spec.items():
+        option = component.option(key)
+        if option is not None:
+            opts[key] = tuple(value) if option.type == registry.INT_OR_PAIR and isinstance(value, list) else value
+    return component.make(opts)
 
 
 def build_model(cfg: JobConfig):
@@ -109,24 +76,17 @@ def build_model(cfg: JobConfig):
 def build_schedule(cfg: JobConfig):
     """The learning rate: a float, or a schedule ``step -> float`` (with warm-up).
 
-    # Warm-up follows optax/Goyal et al.: linear from 0 over warmup_steps, then
-    # the decay schedule starts its own step count.
+    Warm-up follows optax/Goyal et al.: linear from 0 over ``warmup_steps``,
+    then the schedule starts its own step count.
     """
     from distnet import schedules
 
-    lr0 = cfg.optimizer.learning_rate
-    s, p = cfg.schedule, cfg.schedule.params
-    if s.type == "constant":
-        lr: Any = lr0
-    elif s.type == "exponential":
-        lr = schedules.exponential_decay(lr0, p["decay_steps"], p["decay_rate"], p.get("staircase", False))
-    elif s.type == "piecewise":
-        lr = schedules.piecewise_constant(p["boundaries"], p["values"])
-    elif s.type == "polynomial":
-        lr = schedules.polynomial_decay(lr0, p["decay_steps"], p.get("end_learning_rate", 0.0001),
-                                        p.get("power", 1.0), p.get("cycle", False))
-    else:  # cosine
-        lr = schedules.cosine_decay(lr0, p["decay_steps"], p.get("alpha", 0.0))
+    s = cfg.schedule
+    component = registry.lookup("schedule", s.type)
+    kwargs = component.kwargs(s.params)
+    if component.info.get("uses_learning_rate", True):
+        kwargs["learning_rate"] = cfg.optimizer.learning_rate
+    lr: Any = component.obj(**kwargs)
     if s.warmup_steps:
         lr = schedules.warmup(lr, s.warmup_steps)
     return lr
@@ -141,13 +101,9 @@ def build_optimizer(cfg: JobConfig):
     Example:
         >>> opt = build_optimizer(load_job(None, ["optimizer.name=momentum"]))
     """
-    from distnet import optimizers
-
-    params = dict(cfg.optimizer.params)
-    if "clip_norm" in params:
-        params["global_clipnorm"] = params.pop("clip_norm")
+    component = registry.lookup("optimizer", cfg.optimizer.name)
     try:
-        return optimizers.get(cfg.optimizer.name, learning_rate=build_schedule(cfg), **params)
+        return component.obj(learning_rate=build_schedule(cfg), **component.kwargs(cfg.optimizer.params))
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: optimizer/schedule: {exc}") from None
 
@@ -175,6 +131,7 @@ class SubsetDataset:
         self.image_shape = base.image_shape
         self.class_names = getattr(base, "class_names", None)
         self.source = f"{getattr(base, 'source', '')} (first {self.n})"
+        self.files = tuple(getattr(base, "files", ()))
 
     def __len__(self) -> int:
         return self.n
@@ -259,7 +216,12 @@ def _check_output_units(cfg: JobConfig, num_classes: int) -> None:
 # ---------------------------------------------------------------------------
 
 def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> str | None:
-    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``."""
+    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``.
+
+    ``None`` when checkpoints are off (``checkpoint.every = 0`` or ``dir = ""``).
+    """
+    if cfg.checkpoint.every == 0:
+        return None
     if cfg.checkpoint.dir is not None:
         return cfg.checkpoint.dir or None  # "" switches checkpoints off
     base = run_dir if run_dir is not None else cfg.run_dir
@@ -289,7 +251,7 @@ def _loss(cfg: JobConfig):
 
 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
-                  logger=None, data: tuple[Any, Any] | None = None):
+                  logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None):
     """A :class:`distnet.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
@@ -298,6 +260,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         run_dir: overrides ``cfg.run_dir``.
         logger: a :class:`~distnet.metrics.MetricsLogger` (default: none).
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
+        trace: a directory for every rank's timeline (:mod:`distnet.trace`), or None.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
@@ -310,34 +273,25 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     train, test = data if data is not None else load_data(cfg)
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
+    d = cfg.dist
     kwargs = dict(
         eval_data=test, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
-        ema=build_ema(cfg), weight_decay=cfg.regularization.weight_decay,
+        ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
         micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
-        log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
+        eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), logger=logger,
+        config_text=cfg.to_toml(), logger=logger, trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
+        max_bad_steps=d.max_bad_steps,
+        # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
+        strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
+        bucket_bytes=d.bucket_bytes, overlap=d.overlap, compression=d.compression,
+        # Unset: shared memory wherever ZeRO-1 can use it (one machine); the
+        # job's own code writes the weights only inside the trainer.
+        shared_memory="auto" if d.shared_memory is None else d.shared_memory,
     )
-    # Options that only some trainer versions take are passed when it accepts them.
-    import inspect
-
-    accepted = inspect.signature(Trainer.__init__).parameters
-    optional = {"ema_num_updates": cfg.ema.num_updates, "stall_timeout": cfg.dist.stall_timeout,
-                "check_every": cfg.dist.check_every, "max_bad_steps": cfg.dist.max_bad_steps,
-                "bucket_bytes": cfg.dist.bucket_bytes, "shard_optimizer": cfg.dist.shard_optimizer,
-                "shared_memory": cfg.dist.shared_memory, "overlap": cfg.dist.overlap,
-                "compression": cfg.dist.compression,
-                "eval_batch_size": t.eval_batch_size,
-                "run_dir": run_dir}
-    kwargs.update({k: v for k, v in optional.items() if k in accepted and v is not None})
-    # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it
-    # (measured faster, less memory; the same results and checkpoints).
-    kwargs["shard_optimizer"] = cfg.dist.shard_optimizer
-    # Unset: shared memory wherever the sharded optimizer can use it (one machine);
-    # the job's own code writes the weights only inside the trainer.
-    if "shared_memory" in accepted:
-        kwargs["shared_memory"] = "auto" if cfg.dist.shared_memory is None else cfg.dist.shared_memory
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("eval_data", "epochs", "steps", "ema",
+                                                                        "checkpoint_dir", "logger")}
     try:
         return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:
@@ -345,7 +299,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
 
 
 def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
-              run_dir: str | os.PathLike | None = None, progress: str = "auto") -> list[dict]:
+              run_dir: str | os.PathLike | None = None, progress: str = "auto", trace: bool = False) -> list[dict]:
     """Train the job: what ``distnet train`` runs on every rank.
 
     Rank 0 writes ``metrics.jsonl`` and shows progress; the others stay quiet.
@@ -358,6 +312,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         resume: continue from the newest good checkpoint in the checkpoint dir.
         run_dir: overrides ``cfg.run_dir``.
         progress: ``"auto"``, ``"bar"``, ``"plain"`` or ``"none"``.
+        trace: record every rank's timeline in ``RUN_DIR/trace`` (:mod:`distnet.trace`).
 
     Returns:
         The trainer's history (a list of dicts).
@@ -368,18 +323,23 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     comm = comm if comm is not None else get_communicator("auto")
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     if resume and checkpoint_dir(cfg, run_dir) is None:
-        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but checkpoint.dir is \"\" (off)")
+        off = "checkpoint.every is 0" if cfg.checkpoint.every == 0 else 'checkpoint.dir is ""'
+        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but {off} (off)")
     data = _agree(comm, lambda: (check_world_size(cfg, comm.size), load_data(cfg))[1])
     is_main = comm.rank == 0
-    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
-    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data)
+    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
+                           checkpoint_dir=checkpoint_dir(cfg, run_dir) or "")
+    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
+                            trace=os.path.join(run_dir, "trace") if trace else None)
     if is_main:
         train, test = data
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "job.toml").write_text(cfg.to_toml(), encoding="utf-8")
         logger.message(f"distnet: job {cfg.name!r} ({cfg.source}) on {comm.size} rank(s), "
-                       f"{len(train)} training samples ({getattr(train, 'source', '')}), "
+                       f"{len(train)} training samples, "
                        f"{trainer.total_steps} steps of {cfg.train.batch_size}; run dir {run_dir}")
+        for line in data_banner(train, test):
+            logger.message(line)
     logger.start(total_steps=trainer.total_steps, world_size=comm.size,
                  global_batch_size=cfg.train.batch_size, job=cfg.name, resume=bool(resume))
     status = "failed"
@@ -393,6 +353,16 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         raise
     finally:
         logger.close(status)
+
+
+def data_banner(train, test) -> list[str]:
+    """The banner's lines naming the data: files, sample count, digest (see distnet.data.identity)."""
+    from distnet.data.identity import dataset_identity, describe
+
+    lines = [f"  train data: {describe(dataset_identity(train))}"]
+    lines.append(f"  test data:  {describe(dataset_identity(test))}" if test is not None
+                 else "  test data:  none (no evaluation)")
+    return lines
 
 
 def _agree(comm, fn):
@@ -507,9 +477,15 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
         overrides: ``--set`` items applied to the stored job (e.g. ``data.test_samples=500``).
 
     Returns:
-        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples"}``.
+        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples", "data_digest",
+        "same_data_as_training"}`` (the last ``None`` when the checkpoint does not
+        say which test data training used).
+
+    Warns:
+        DataMismatchWarning: the test data differs from the one training
+            evaluated on (another subset, or the full dataset installed since).
     """
-    from distnet.checkpoint import ema_params
+    from distnet.data.identity import same_data
 
     path, state = load_checkpoint(ckpt)
     extra = list(overrides)
@@ -523,8 +499,50 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
     if test is None:
         raise DataError(f"{cfg.data.path}: no test split found to evaluate on "
                         "(expected a file named like the training file with 'train' replaced by 'test')")
+    model = model_from_checkpoint(path, state, cfg, test.image_shape, use_ema=use_ema)
+    identity = _warn_if_other_data(state, test)
+    result = evaluate(model, test, cfg.loss.type)
+    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result,
+            "data_digest": identity["digest"],
+            "same_data_as_training": same_data(state.data.get("test"), identity)}
+
+
+def _warn_if_other_data(state, test) -> dict:
+    """Warn when ``test`` is not the test data the run evaluated on while training."""
+    import warnings
+
+    from distnet.data.identity import DataMismatchWarning, dataset_identity, describe, same_data
+
+    identity = dataset_identity(test)
+    trained = state.data.get("test")
+    if same_data(trained, identity) is False:
+        warnings.warn(f"evaluating on other data than training used: training evaluated on "
+                      f"{describe(trained)}; this evaluation uses {describe(identity)}",
+                      DataMismatchWarning, stacklevel=3)
+    return identity
+
+
+def model_from_checkpoint(path: str, state, cfg: JobConfig, input_shape, use_ema: bool = False):
+    """The job's model, built for per-sample ``input_shape``, holding the checkpoint's weights.
+
+    Args:
+        path: the checkpoint's file (for messages).
+        state: its :class:`~distnet.checkpoint.CheckpointState`.
+        cfg: the job stored in it (:func:`config_from_checkpoint`).
+        input_shape: ``(H, W, C)`` of one image.
+        use_ema: load the EMA shadow weights instead of the trained ones.
+
+    Raises:
+        CheckpointError: the weights do not fit the model (names or shapes).
+    """
+    from distnet.checkpoint import ema_params
+
     model = build_model(cfg)
-    model.build((None,) + tuple(test.image_shape))
+    try:
+        model.build((None,) + tuple(int(s) for s in input_shape))
+    except DistnetError as exc:
+        raise CheckpointError(f"{path}: the model of its job cannot take inputs of shape "
+                              f"{tuple(input_shape)}: {exc}") from None
     weights = ema_params(state) if use_ema else state.params
     by_name = {v.name: v for v in model.variables}
     missing = sorted(set(by_name) - set(weights))
@@ -534,8 +552,8 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
                               f"unexpected {unexpected}")
     for name, var in by_name.items():
         if tuple(var.shape) != tuple(weights[name].shape):
-            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)}, "
-                                  f"found {tuple(weights[name].shape)}")
+            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)} for inputs of "
+                                  f"shape {tuple(input_shape)}, found {tuple(weights[name].shape)} "
+                                  "(were the images it was trained on another size?)")
         var.assign(weights[name])
-    result = evaluate(model, test, cfg.loss.type)
-    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result}
+    return model

@@ -1,85 +1,11 @@
 """Start N distnet workers under MPICH's ``mpiexec`` (hydra), as horovodrun / torchrun do.
 
 ``distnet train job.toml -n 4`` and ``distnet train job.toml --hostfile hosts``
-end here: :func:`launch` runs::
-
-    mpiexec -n N [-hosts h1:s1,h2:s2 -launcher ssh [-launcher-exec AGENT]] [-iface IF]
-            -genvall PYTHON -m distnet train job.toml ...
-
-and returns mpiexec's exit status.  :func:`build_mpiexec_command` only builds
-that command and its environment (what the scripts in ``launch/`` and the
-Docker entry point print with ``--dry-run``).
-
-Which mpiexec
-    The one next to ``sys.executable`` (the ``mpich`` wheel installs hydra's
-    ``mpiexec`` in the environment's ``bin/``), else the first on ``PATH``.
-    Every worker runs this same ``sys.executable``: on a cluster the
-    environment must be installed at the same path on every host (the
-    Docker image does that).
-
-Hostfile
-    One host per line, MPICH's format ``host`` or ``host:slots``; OpenMPI's
-    ``host slots=N`` is accepted and converted.  ``#`` starts a comment, blank
-    lines are ignored.  Slots default to 1.  A missing, empty or malformed
-    file raises :class:`HostfileError` naming the file and the line.  Use IP
-    addresses when the hosts cannot resolve each other's names.  Without
-    ``num_workers`` the job gets one rank per slot; with it, hydra fills the
-    hosts in file order, one slot at a time, wrapping around when N exceeds
-    the slots.
-
-Remote start
-    With a hostfile, hydra starts its proxy on each remote host through
-    ``ssh`` (``-launcher ssh``; passwordless keys needed), or through the
-    launcher named by ``HYDRA_LAUNCHER`` in the environment when set (e.g.
-    ``slurm``: srun inside an allocation).  ``launcher_exec``
-    substitutes another agent, called like ssh: ``AGENT [options] HOST
-    COMMAND...``.  The multi-host test uses an agent that enters a network
-    namespace (``ip netns exec``) instead; hydra also reads the agent from
-    ``HYDRA_LAUNCHER_EXEC`` in the environment, which is how a user of
-    ``distnet train --hostfile`` chooses one without a new option.
-
-Network
-    ``iface`` (hydra's ``-iface``) names the interface the ranks talk over;
-    it is also given to the MPI transports (``UCX_NET_DEVICES``,
-    ``FI_TCP_IFACE``) unless those are already set.  Hosts that share one
-    kernel (containers or namespaces on one machine) look like one machine
-    to UCX, which would then move data through shared memory: set
-    ``UCX_TLS=tcp,self`` there to keep the traffic on the network.
-
-Threads
-    Ranks that share a machine would fight over its cores with one BLAS /
-    OpenMP pool each.  Each rank gets ``OMP_NUM_THREADS``,
-    ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` = cores // ranks on the
-    busiest host (at least 1), counted from this machine's usable cores
-    (hosts of a hostfile are assumed alike).  A value already in the
-    environment wins (torchrun's convention), and sizes the pools left
-    unset too (``OMP_NUM_THREADS=2`` alone gives two threads in every
-    pool, on any machine).  The rest of the environment
-    is passed to every rank (``-genvall``).
-
-Signals and failures
-    mpiexec runs in its own process group.  SIGINT / SIGTERM received by the
-    launcher are forwarded to it (hydra forwards them to every rank), so
-    Ctrl-C stops the whole job; if mpiexec is still alive ``stop_grace``
-    seconds later it is killed.  When a rank failed -- hydra printed its
-    ``BAD TERMINATION`` banner or a rank called ``MPI_Abort``, or one of
-    hydra's per-host proxies ended while mpiexec keeps running -- but hydra
-    cannot finish its clean-up (a host became unreachable and hydra waits for
-    its proxy forever), the launcher stops mpiexec ``failure_grace`` seconds
-    later, says so on stderr and returns a non-zero status.  (The ranks of a
-    healthy job end together, so their proxies do too.)  mpiexec's output is
-    relayed as it comes.
-
-Shared-memory files
-    MPICH keeps files in ``/dev/shm`` (held in memory) while a job runs and
-    removes them when its ranks finish; ranks that are killed (a crash, a
-    stall stopped by the watchdog, Ctrl-C) leave them behind until the
-    machine reboots, 1-3 MB each.  After a job that failed, the launcher
-    removes the ``mpich_shm_*`` files of this machine that appeared during
-    the job, belong to this user and no live process maps -- what a batch
-    scheduler's post-job clean-up does -- and says how many on stderr.  (A
-    job of the same user starting in the same instant could lose a file it
-    has created but not mapped yet: microseconds in MPICH's start-up.)
+end here: :func:`launch` runs ``mpiexec -n N [-hosts ...] -genvall PYTHON -m
+distnet train ...`` and returns its exit status; :func:`build_mpiexec_command`
+only builds that command and its environment.  ``launch/README.md`` says what
+they do and why: which mpiexec, hostfiles, remote start, network, BLAS threads
+per worker, signals and failed workers, and the ``/dev/shm`` clean-up.
 
 Example:
     >>> from distnet.launcher import build_mpiexec_command

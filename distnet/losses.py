@@ -1,4 +1,4 @@
-"""Losses (TF1's ``tf.losses`` and the seeds' formulas) with a ``reduction`` option.
+"""Losses (TF1's ``tf.losses`` and the usual hand-written TF1 formulas) with a ``reduction`` option.
 
 Every loss first computes a *per-sample* loss (first axis = batch), then
 reduces it:
@@ -6,7 +6,7 @@ reduces it:
 * ``reduction='mean'`` (default): the mean over the batch, a scalar.  For
   element-wise losses (MSE, the clipped cross-entropies) the per-sample loss is
   the mean over the sample's elements, so this equals the mean over all
-  elements — ``tf.reduce_mean(tf.square(y_ - y))`` and seed 002's
+  elements — ``tf.reduce_mean(tf.square(y_ - y))`` and the clipped
   ``-tf.reduce_mean(y_ * tf.log(tf.clip_by_value(y, 1e-12, 1.0)))``.
 * ``reduction='sum'``: the sum over the batch, a scalar.  The data-parallel
   engine sums these over ranks and divides by the global sample count, so
@@ -14,7 +14,8 @@ reduces it:
 * ``reduction='none'``: the per-sample vector ``[batch]``.
 
 Regularization: :func:`get_regularization_loss` sums a model's collected
-terms (way (b) of the seeds); ``total_loss = base_loss + regularization_loss``.
+terms (the layers' regularizers; :func:`distnet.regularizers.weight_decay_loss`
+is the other way); ``total_loss = base_loss + regularization_loss``.
 """
 from __future__ import annotations
 
@@ -179,11 +180,11 @@ def _check_probabilities(p: Tensor, name: str) -> None:
 
 
 def cross_entropy(labels: Any, probabilities: Any, epsilon: float = 1e-12, reduction: str = "mean") -> Tensor:
-    """Seed 002's cross-entropy on probabilities with clipping:
+    """Cross-entropy on probabilities with clipping, as TF1 code often wrote it:
     ``-reduce_mean(labels * log(clip_by_value(p, epsilon, 1.0)))``.
 
-    The mean runs over *all* elements, as the seed writes it (so ``'mean'``
-    is the seed's number exactly; multiply by ``num_classes`` for the
+    The mean runs over *all* elements, as that ``tf.reduce_mean`` does (so
+    ``'mean'`` gives its number exactly; multiply by ``num_classes`` for the
     per-example sum over classes).
 
     Example:
@@ -200,7 +201,7 @@ def cross_entropy(labels: Any, probabilities: Any, epsilon: float = 1e-12, reduc
 
 
 def binary_crossentropy(labels: Any, probabilities: Any, epsilon: float = 1e-12, reduction: str = "mean") -> Tensor:
-    """Binary cross-entropy on probabilities, clipped like seed 002:
+    """Binary cross-entropy on probabilities, clipped as TF1 code usually does:
     ``-mean(y * log(clip(p, eps, 1)) + (1 - y) * log(clip(1 - p, eps, 1)))``.
 
     Each element is an independent Bernoulli; the mean runs over the
@@ -222,7 +223,7 @@ def binary_crossentropy(labels: Any, probabilities: Any, epsilon: float = 1e-12,
 
 
 def get_regularization_loss(model) -> Tensor:
-    """Way (b): the sum of ``model.regularization_losses`` (TF1's
+    """The layers' regularizer terms: the sum of ``model.regularization_losses`` (TF1's
     ``tf.losses.get_regularization_loss``); a scalar ``0.0`` when there are none.
 
     Example:

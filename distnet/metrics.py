@@ -30,9 +30,23 @@ from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
 
-__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE"]
+__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE", "metric_name"]
 
 METRICS_FILE = "metrics.jsonl"
+# The trainer's records say test_ema_*; metrics.jsonl (and so plots,
+# TensorBoard and inspect) say ema_test_*, one name per quantity.
+_RENAMED = {"test_ema_loss": "ema_test_loss", "test_ema_accuracy": "ema_test_accuracy",
+            "test_ema_samples": "ema_test_samples"}
+
+
+def metric_name(key: str) -> str:
+    """The name a metric has in ``metrics.jsonl`` (``test_ema_accuracy`` -> ``ema_test_accuracy``).
+
+    Example:
+        >>> metric_name("test_ema_loss"), metric_name("test_loss")
+        ('ema_test_loss', 'test_loss')
+    """
+    return _RENAMED.get(key, key)
 
 
 def _clean(value: Any) -> Any:
@@ -62,6 +76,9 @@ class MetricsLogger:
         progress: ``"auto"`` (a bar on a terminal, plain lines otherwise),
             ``"bar"``, ``"plain"`` or ``"none"``.
         print_every: plain mode prints a line every this many steps.
+        checkpoint_dir: the run's checkpoint directory: the summary says how
+            many files it holds and their size; ``""`` when checkpoints are
+            off (the summary says so); ``None``: not reported.
 
     Example:
         >>> log = MetricsLogger("runs/demo", is_main=True, progress="none")
@@ -72,7 +89,8 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: str | os.PathLike | None, is_main: bool = True, *,
-                 stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100):
+                 stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100,
+                 checkpoint_dir: str | os.PathLike | None = None):
         if progress not in ("auto", "bar", "plain", "none"):
             raise InvalidArgumentError(f"progress must be 'auto', 'bar', 'plain' or 'none', got {progress!r}")
         if print_every <= 0:
@@ -92,6 +110,7 @@ class MetricsLogger:
         self._evals: list[dict] = []
         self._rates: list[float] = []
         self._closed = False
+        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
 
     # -- set-up ---------------------------------------------------------------
     def _out(self) -> IO[str]:
@@ -206,8 +225,7 @@ class MetricsLogger:
         if not self.is_main:
             return
         r = {**(record or {}), **fields}
-        for old, new in (("test_ema_loss", "ema_test_loss"), ("test_ema_accuracy", "ema_test_accuracy"),
-                         ("test_ema_samples", "ema_test_samples")):
+        for old, new in _RENAMED.items():
             if old in r:
                 r.setdefault(new, r.pop(old))
         missing = [k for k in ("step", "test_loss", "test_accuracy") if k not in r]
@@ -275,9 +293,26 @@ class MetricsLogger:
                   "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
         self.close(status)
 
+    def _checkpoint_usage(self) -> dict:
+        """What the run leaves on disk in checkpoints (the summary's last rows)."""
+        if self.checkpoint_dir is None:
+            return {}
+        if self.checkpoint_dir == "":
+            return {"checkpoints": "off"}
+        from distnet.checkpoint import CheckpointManager
+
+        files = CheckpointManager(self.checkpoint_dir, is_writer=False).checkpoints()
+        size = 0
+        for f in files:
+            try:
+                size += os.path.getsize(f)
+            except OSError:  # removed meanwhile
+                pass
+        return {"checkpoint_files": len(files), "checkpoint_bytes": size}
+
     def summary(self) -> dict:
         """The run's figures so far: steps, time, throughput, last loss, best accuracy."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = self._checkpoint_usage()
         last = self._last_step
         if last is not None:
             out.update(step=last["step"], epoch=last["epoch"], final_loss=last["loss"],
@@ -318,6 +353,11 @@ class MetricsLogger:
                 continue
             value = summary[key]
             rows.append((label, _fmt_epoch(value) if fmt is None else fmt.format(value)))
+        if summary.get("checkpoints") == "off":
+            rows.append(("checkpoints", "off"))
+        elif summary.get("checkpoint_files") is not None:
+            n, size = summary["checkpoint_files"], summary.get("checkpoint_bytes", 0)
+            rows.append(("checkpoints kept", f"{n} file{'' if n == 1 else 's'}, {size / 1e6:.1f} MB"))
         width = max(len(r[0]) for r in rows)
         vwidth = max(len(r[1]) for r in rows)
         rule = "-" * (width + vwidth + 3)

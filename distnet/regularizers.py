@@ -6,17 +6,18 @@ A regularizer is a callable ``w -> scalar Tensor`` (or ``None``)::
     l2(scale)(w)      = scale * sum(w**2) / 2        # TF1: scale * tf.nn.l2_loss(w)
     l1_l2(a, b)(w)    = l1(a)(w) + l2(b)(w)
 
-Seed 003/004: with ``w = [[5,-2],[-3,1]]`` and scale 0.5, l1 gives 5.5 and
-l2 gives 9.75.  Note that Keras' ``regularizers.l2`` has no ``/ 2``; distnet
+With ``w = [[5,-2],[-3,1]]`` and scale 0.5, l1 gives 5.5 and l2 gives 9.75.  Note that Keras' ``regularizers.l2`` has no ``/ 2``; distnet
 follows TF1.
 
 Convention for a zero scale (TF1): the term is *disabled* and the callable
 returns ``None``; layers and :func:`collect` skip it.  A negative scale is an
 :class:`~distnet.errors.InvalidArgumentError`.
 
-The aggregates :func:`weight_decay_loss` (way (a) of the seeds) and
-``distnet.losses.get_regularization_loss`` (way (b)) always return a scalar
-Tensor, ``0.0`` when there is nothing to add.
+The two ways to regularize have one aggregate each, and both always return
+a scalar Tensor, ``0.0`` when there is nothing to add: :func:`weight_decay_loss`
+(weight decay over a list of variables, a job's ``[regularization]``) and
+``distnet.losses.get_regularization_loss`` (the sum of the layers' own
+regularizer terms).  Given the same scale on the same variables they agree.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import numpy as np
 
+from distnet import registry
 from distnet.errors import DTypeError, InvalidArgumentError
+from distnet.registry import FLOAT, Option, register
 from distnet.tensor import Tensor, as_tensor
 
 Regularizer = Callable[[Tensor], Optional[Tensor]]
@@ -97,6 +100,11 @@ class L1L2:
         return f"l1_l2(l1={self.l1.scale}, l2={self.l2.scale})"
 
 
+def _scale_option(name: str = "scale") -> Option:
+    return Option(name, FLOAT, doc="the factor (0 switches the term off)", low=0.0)
+
+
+@register("regularizer", "l1", _scale_option(), doc="`scale * sum(abs(w))`")
 def l1(scale: float) -> L1:
     """L1 regularizer ``scale * sum(|w|)``.
 
@@ -107,6 +115,8 @@ def l1(scale: float) -> L1:
     return L1(scale)
 
 
+@register("regularizer", "l2", _scale_option(),
+          doc="`scale * sum(w**2) / 2` (TF1's `l2_regularizer`; Keras' has no `/ 2`)")
 def l2(scale: float) -> L2:
     """L2 regularizer ``scale * sum(w**2) / 2`` (TF1).
 
@@ -117,21 +127,28 @@ def l2(scale: float) -> L2:
     return L2(scale)
 
 
+@register("regularizer", "l1_l2", _scale_option("l1"), _scale_option("l2"),
+          doc="`l1 * sum(abs(w)) + l2 * sum(w**2) / 2`")
 def l1_l2(l1: float = 0.0, l2: float = 0.0) -> L1L2:  # noqa: F811 (Keras' argument names)
     """Sum of an L1 and an L2 (TF1 halved) regularizer."""
     return L1L2(l1, l2)
 
 
-def get(identifier: Union[None, str, Regularizer]) -> Optional[Regularizer]:
-    """``None`` stays None; a callable is returned as is; names ``"l1"``, ``"l2"``,
-    ``"l1_l2"`` give the regularizer with scale 0.01 (Keras' default)."""
+def get(identifier: Union[None, str, dict, Regularizer]) -> Optional[Regularizer]:
+    """``None`` stays None; a callable is returned as is; a job-file table
+    (``{"type": "l2", "scale": 0.004}``) builds that regularizer; a bare name
+    (``"l1"``, ``"l2"``, ``"l1_l2"``) gives it with every scale 0.01 (Keras' default)."""
     if identifier is None or callable(identifier):
         return identifier
-    table = {"l1": lambda: L1(0.01), "l2": lambda: L2(0.01), "l1_l2": lambda: L1L2(0.01, 0.01)}
-    if isinstance(identifier, str) and identifier in table:
-        return table[identifier]()
+    if isinstance(identifier, str):
+        found = registry.lookup("regularizer", identifier)
+        if found is not None:
+            return found.make({opt.name: 0.01 for opt in found.options})
+    if isinstance(identifier, dict):
+        return registry.make("regularizer", identifier)
     raise InvalidArgumentError(
-        f"unknown regularizer {identifier!r}; expected None, a callable w -> scalar Tensor, or one of {sorted(table)}")
+        f"unknown regularizer {identifier!r}; expected None, a callable w -> scalar Tensor, or one of "
+        f"{list(registry.names('regularizer'))}")
 
 
 def _zero(dtype=np.float32) -> Tensor:
@@ -154,11 +171,11 @@ def _is_bias(var) -> bool:
 
 
 def weight_decay_loss(variables: Iterable, weight_decay: float, exclude_bias: bool = False) -> Tensor:
-    """Way (a): ``weight_decay * sum(l2_loss(v) for v in variables)``.
+    """Weight decay: ``weight_decay * sum(l2_loss(v) for v in variables)``.
 
     Args:
       variables: typically ``model.trainable_variables`` (biases included, as
-        in the seeds).
+        TF1 code written this way does).
       weight_decay: >= 0; 0 gives a scalar 0.0.
       exclude_bias: leave out variables whose last name component starts with
         ``bias`` (``dense/bias``).

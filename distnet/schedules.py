@@ -1,6 +1,6 @@
 """Learning-rate schedules: small callable objects ``step -> float``.
 
-A learning rate in distnet is a number or a schedule (STYLE.md rule 7).  The
+A learning rate in distnet is a number or a schedule, nothing else.  The
 optimizer resolves it once per step with the global step *before* that
 step's increment, as TF1's ``exponential_decay(global_step)`` read the
 variable that ``apply_gradients`` then incremented.
@@ -19,6 +19,7 @@ import math
 from typing import Callable, Sequence, Union
 
 from distnet.errors import InvalidArgumentError
+from distnet.registry import BOOL, FLOAT, INT, INT_LIST, NUMBER_LIST, REQUIRED, Option, register
 
 LearningRate = Union[float, Callable[[int], float]]
 
@@ -201,6 +202,19 @@ class LinearWarmup(Schedule):
         return f"warmup({self.after!r}, warmup_steps={self.warmup_steps}, initial_learning_rate={self.initial_learning_rate})"
 
 
+_DECAY_STEPS = Option("decay_steps", INT, REQUIRED, "the length of the decay", low=0, low_open=True)
+
+
+@register("schedule", "constant", doc="`lr`")
+def constant(learning_rate: float) -> float:
+    """No schedule: the learning rate itself (``[schedule] type = "constant"``)."""
+    return learning_rate
+
+
+@register("schedule", "exponential", _DECAY_STEPS,
+          Option("decay_rate", FLOAT, REQUIRED, "the factor per `decay_steps`", low=0.0, low_open=True),
+          Option("staircase", BOOL, False, "floor the exponent"),
+          doc="`lr * decay_rate ** (step / decay_steps)`, the exponent floored when `staircase`")
 def exponential_decay(learning_rate: float, decay_steps: int, decay_rate: float,
                       staircase: bool = False) -> ExponentialDecay:
     """TF1's ``tf.train.exponential_decay`` as a schedule.
@@ -221,6 +235,23 @@ def exponential_decay(learning_rate: float, decay_steps: int, decay_rate: float,
     return ExponentialDecay(learning_rate, decay_steps, decay_rate, staircase)
 
 
+def _check_piecewise(params) -> tuple[str, str] | None:
+    b, v = params["boundaries"], params["values"]
+    if len(v) != len(b) + 1:
+        return "values", (f"needs one more entry than boundaries ({len(b)} boundaries -> {len(b) + 1} "
+                          f"values), got {len(v)}")
+    if any(x >= y for x, y in zip(b, b[1:])) or (b and b[0] <= 0):
+        return "boundaries", f"must be positive and strictly increasing, got {b}"
+    return None
+
+
+@register("schedule", "piecewise",
+          Option("boundaries", INT_LIST, REQUIRED, "increasing steps"),
+          Option("values", NUMBER_LIST, REQUIRED, "the rates, one more than `boundaries`",
+                 low=0.0, low_open=True),
+          check=_check_piecewise, uses_learning_rate=False,
+          doc="`values[0]` up to and including `boundaries[0]`, then `values[1]`, ... "
+              "(`learning_rate` is not used)")
 def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> PiecewiseConstant:
     """TF1's ``tf.train.piecewise_constant``: ``values[0]`` up to and including
     ``boundaries[0]``, then ``values[1]``, ...
@@ -232,6 +263,12 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Pi
     return PiecewiseConstant(boundaries, values)
 
 
+@register("schedule", "polynomial", _DECAY_STEPS,
+          Option("end_learning_rate", FLOAT, 0.0001, "the final rate", low=0.0),
+          Option("power", FLOAT, 1.0, "the polynomial's power", low=0.0, low_open=True),
+          Option("cycle", BOOL, False, "after `decay_steps`, decay again towards the next multiple of "
+                 "`decay_steps` instead of staying at `end_learning_rate`"),
+          doc="`(lr - end) * (1 - step / decay_steps) ** power + end`")
 def polynomial_decay(learning_rate: float, decay_steps: int, end_learning_rate: float = 0.0001,
                      power: float = 1.0, cycle: bool = False) -> PolynomialDecay:
     """TF1's ``tf.train.polynomial_decay`` (defaults as in TF1).
@@ -243,6 +280,9 @@ def polynomial_decay(learning_rate: float, decay_steps: int, end_learning_rate: 
     return PolynomialDecay(learning_rate, decay_steps, end_learning_rate, power, cycle)
 
 
+@register("schedule", "cosine", _DECAY_STEPS,
+          Option("alpha", FLOAT, 0.0, "the final rate as a fraction of `lr`", low=0.0, high=1.0),
+          doc="`lr * ((1 - alpha) * 0.5 * (1 + cos(pi * step / decay_steps)) + alpha)`")
 def cosine_decay(learning_rate: float, decay_steps: int, alpha: float = 0.0) -> CosineDecay:
     """TF1's ``tf.train.cosine_decay``.
 
@@ -282,5 +322,5 @@ def resolve(learning_rate: LearningRate, step: int) -> float:
 
 
 __all__ = ["Schedule", "ExponentialDecay", "PiecewiseConstant", "PolynomialDecay", "CosineDecay",
-           "LinearWarmup", "exponential_decay", "piecewise_constant", "polynomial_decay",
+           "LinearWarmup", "constant", "exponential_decay", "piecewise_constant", "polynomial_decay",
            "cosine_decay", "warmup", "resolve"]

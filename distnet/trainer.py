@@ -4,59 +4,39 @@ A single process is simply a world of size 1.  Each synchronized step:
 
 1. every rank reads its own contiguous shard of the global batch (one
    permutation per epoch from the shared seed, see ``ShardSampler``);
-2. forward and backward on the shard, in ``micro_batches`` pieces whose
-   gradients are accumulated; the base loss of the shard is the *sum* of its
-   per-sample losses divided by the *global* batch size, so that summing the
-   ranks' gradients gives exactly the gradient of the global mean loss;
-3. one all-reduce (sum) of the packed gradients and of the step's metrics
-   (``direct_grads``, the default: backward writes them straight into the
-   synchroniser's buffer, already divided by the global batch size, so there
-   is nothing to pack or scale; ``overlap=True``: each bucket's non-blocking
-   all-reduce starts as soon as backward has finished its variables);
-4. the regularization gradient — a function of the weights alone, identical
-   on every rank — is added once, after the reduce (not N times, not 1/N);
-5. a non-finite reduced gradient is seen by every rank, so every rank skips
+2. forward and backward on the shard, in ``micro_batches`` pieces; the loss
+   of a piece is the *sum* of its per-sample losses divided by the *global*
+   batch size, so that summing the ranks' gradients gives exactly the
+   gradient of the global mean loss, and backward writes the gradients
+   straight into the strategy's buffer;
+3. the strategy sums them over ranks with the step's metrics and adds the
+   regularization gradient — a function of the weights alone — once;
+4. a non-finite reduced gradient is seen by every rank, so every rank skips
    the same step; after ``max_bad_steps`` consecutive ones the job stops;
-6. the identical optimizer step on every rank, then the EMA shadow update;
-7. periodic evaluation (global, all-reduced), checkpoints from rank 0, and a
+5. the strategy runs the optimizer and the EMA on what this rank holds;
+6. periodic evaluation (global, all-reduced), checkpoints from rank 0, and a
    cross-rank parameter check every ``check_every`` steps.
+
+How gradients are summed and who updates what is the strategy's business
+(:mod:`distnet.distributed.strategies`): ``"replicated"`` all-reduces them
+and every rank updates every weight; ``"zero1"`` gives each rank 1/N of the
+update, the optimizer slots and the EMA shadows; ``"auto"`` (the default)
+takes ZeRO-1 on several ranks where it can run.  Their options are passed as
+keyword arguments (``Trainer(..., strategy="replicated", overlap=True)``).
+Results and checkpoints are the same whichever runs.
 
 Dropout masks are keyed by (seed, step, global sample index), so a run on N
 ranks draws exactly the masks of the same run on one rank.
 
-``shard_optimizer=True`` (ZeRO stage 1, :mod:`distnet.distributed.sharded`;
-``None`` turns it on when there is more than one rank, the optimizer does not
-clip and ``bucket_bytes`` is not given) replaces
-steps 3-6 by: reduce-scatter of the gradients, the regularization gradient
-added for this rank's block, the optimizer and EMA update of the block only
-(slots and shadows for 1/N of the weights), then an all-gather of the
-weights.  The results equal the replicated path's (bitwise on 2 ranks), and
-:meth:`Trainer.state` gathers the full slots and shadows, so checkpoints are
-the same either way.  With it, ``optimizer.get_slot`` returns this rank's
-1-d pieces; global-norm clipping and ``bucket_bytes`` are refused.
-
-``shared_memory="auto"`` (with the sharded optimizer; the default of job
-files, while the Trainer's own default is False): when every rank runs on
-one machine, the two big collectives move no messages -- the weights exist
-once per machine in shared memory and each rank sums its block of the
-gradients from the other ranks' shared buffers
-(:mod:`distnet.distributed.shared_memory`).  The weights are then *shared*: code
-that writes them outside the step (a callback, code between or after
-``fit()``) writes them for every rank of the machine, so an in-place change
-made on every rank (``v.assign(v * 0.9)``) is applied once per rank.  Write
-them inside ``with trainer.sync.writing_params():``, with the same absolute
-values on every rank, or leave ``shared_memory`` off.  The cross-rank
-parameter check (``check_every``) then compares the one shared copy with
-itself.  ``Trainer.close()`` (a collective; also ``with Trainer(...) as
-t:``) frees the shared memory and gives the variables private copies.
+Set the process up once with :func:`distnet.distributed.init` first (BLAS
+threads per rank, the allocator, aborting every rank when one fails).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -65,15 +45,6 @@ from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor, Variable
 
 LossFn = Callable[..., Tensor]
-
-# Bucket size of the replicated all-reduce when bucket_bytes is not given
-# (several ranks, or overlap).  Measured on the reference net, 2 ranks x 1
-# thread, batch 100, steps interleaved in the same processes
-# (benchmarks/scaling.py --variants direct,direct:4,direct:8,direct:16
-# --interleave): 8 MB buckets 0.980x the step of one 25.7 MB buffer
-# (4 MB 0.983x, 16 MB 0.985x).
-DEFAULT_BUCKET_BYTES = 8 << 20
-OVERLAP_BUCKET_BYTES = DEFAULT_BUCKET_BYTES
 
 
 @dataclass
@@ -106,38 +77,6 @@ def _resolve_loss(loss: str | LossFn) -> LossFn:
     return fn
 
 
-def tune_malloc() -> bool:
-    """Keep freed large blocks in the C heap for reuse (glibc only).
-
-    Every step allocates and frees activations and gradients of up to tens
-    of MB.  By default glibc serves each with a fresh ``mmap`` and unmaps it
-    when freed, so every page is faulted in and zeroed again at every step
-    (~6000 minor page faults per step for the reference conv net, 14% of a
-    1-rank step and more with 2 ranks competing for memory).  This raises the
-    mmap threshold to glibc's maximum (32 MB) and the heap trim threshold to
-    1 GB for the whole process, as ``MALLOC_MMAP_THRESHOLD_=33554432
-    MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment would: the peak
-    heap stays allocated instead of being returned to the system.
-
-    Returns:
-        True when applied, False where ``mallopt`` is not glibc's (no change).
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version   # glibc, whose mallopt takes these parameters
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
 def per_sample_keys(seed: int, step: int, indices: np.ndarray) -> np.ndarray:
     """uint64 dropout keys of the samples ``indices`` (global indices) at ``step``.
 
@@ -154,6 +93,12 @@ class Trainer:
 
     See the module docstring for the step; ``docs/DESIGN.md`` for the
     arguments.  Works unchanged with ``comm`` of size 1 (single process).
+
+    Args (the strategy's):
+        strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any name of
+            :func:`distnet.distributed.strategies.all_strategies`.
+        **strategy_options: the strategy's own options (``bucket_bytes``,
+            ``overlap``, ``compression``, ``shared_memory``), checked by it.
 
     Example:
       >>> trainer = Trainer(model, "sparse_softmax_cross_entropy", optimizer,
@@ -190,20 +135,13 @@ class Trainer:
         max_bad_steps: int = 5,
         check_every: int | None = 100,
         stall_timeout: float | None = None,
-        bucket_bytes: int | None = None,
-        shard_optimizer: bool | None = False,
-        # Measured on 2 ranks x 1 thread, reference net, batch 100 (benchmarks/scaling.py
-        # --interleave): direct_grads 1.5% faster than plain and 17 MB less peak memory;
-        # overlap within 1% of direct (no gain without an MPI progress thread): off.
-        direct_grads: bool = True,
-        overlap: bool = False,
-        malloc_tuning: bool = True,
-        blas_threads: int | str | None = "auto",
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
-        compression: str = "none",
-        shared_memory: bool | str = False,
+        trace: str | None = None,
+        strategy: str = "auto",
+        **strategy_options,
     ):
         from distnet.distributed import get_communicator
+        from distnet.distributed.strategies import strategy_class
 
         self.comm = comm if comm is not None else get_communicator("auto")
         if (epochs is None) == (steps is None):
@@ -226,59 +164,7 @@ class Trainer:
             raise InvalidArgumentError(f"weight_decay must be >= 0, got {weight_decay}")
         if len(train_data) == 0:
             raise InvalidArgumentError("the training dataset is empty")
-        if shard_optimizer is not None and not isinstance(shard_optimizer, (bool, np.bool_)):
-            raise InvalidArgumentError(f"shard_optimizer must be True, False or None (auto), got {shard_optimizer!r}")
-        for name, value in (("direct_grads", direct_grads), ("overlap", overlap)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise InvalidArgumentError(f"{name} must be True or False, got {value!r}")
-        if overlap and not direct_grads:
-            raise InvalidArgumentError(
-                "overlap=True: Expect: direct_grads=True (backward must write its gradients into the "
-                "synchroniser's buffer to start their all-reduce) Actual: direct_grads=False")
-        if overlap and shard_optimizer:
-            raise InvalidArgumentError(
-                "overlap=True applies to the replicated all-reduce; Expect: shard_optimizer=False or None "
-                "Actual: shard_optimizer=True (the sharded path reduce-scatters the whole buffer in one call)")
-        clipping = (getattr(optimizer, "clipnorm", None) is not None
-                    or getattr(optimizer, "global_clipnorm", None) is not None)
-        if shard_optimizer is None:
-            # Auto: sharded wherever it can be (measured faster on 2 ranks: the
-            # update and the EMA cost 1/N), replicated on one rank (nothing to
-            # share) and where the user chose what only the replicated path does.
-            # Not the default: with it, optimizer.get_slot / ema.state_dict()
-            # hold this rank's pieces only (Trainer.state() gathers them).
-            shard_optimizer = self.comm.size > 1 and not clipping and bucket_bytes is None and not overlap
-        if isinstance(shared_memory, (bool, np.bool_)) and shared_memory and not shard_optimizer:
-            raise InvalidArgumentError(
-                "shared_memory=True applies to the sharded optimizer; Expect: shard_optimizer=True or None "
-                f"(auto) Actual: shard_optimizer={shard_optimizer!r}")
-        if shard_optimizer and bucket_bytes is not None:
-            raise InvalidArgumentError(
-                f"bucket_bytes={bucket_bytes!r} applies to the replicated all-reduce; Expect: bucket_bytes=None "
-                "with shard_optimizer=True (the sharded path reduce-scatters the whole buffer in one call)")
-        if shard_optimizer and clipping:
-            raise InvalidArgumentError(
-                "shard_optimizer=True: Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
-                "whole gradient is not available on a rank that holds 1/N of it) Actual: "
-                f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
-
-        from distnet.distributed.compression import check_compression
-
-        compression = check_compression(compression, "compression")   # see distnet.distributed.compression
-        if overlap and compression != "none":
-            raise InvalidArgumentError(
-                f"overlap=True with compression={compression!r}: Expect: one of them (the float16 reduction "
-                "is made of its own blocking collectives, it cannot run as non-blocking buckets)")
-        # A process-wide allocator setting (see tune_malloc), made here because
-        # the training loop is what allocates and frees the large arrays.
-        self.malloc_tuned = tune_malloc() if malloc_tuning else False
-        # One BLAS pool per rank sized to its share of the machine's cores,
-        # unless the environment chose (see distnet.distributed.threads); collective.
-        from distnet.distributed.threads import limit_blas_threads, warn_blas_kernel_once
-
-        self.blas_threads = limit_blas_threads(self.comm, blas_threads)
-        if self.comm.rank == 0:
-            warn_blas_kernel_once()   # an OPENBLAS_CORETYPE older than the CPU
+        strategy_cls, strategy_options = strategy_class(strategy, self.comm, optimizer, strategy_options)
         self.model = model
         self.loss_fn = _resolve_loss(loss)
         self.optimizer = optimizer
@@ -299,8 +185,6 @@ class Trainer:
         self.max_to_keep = max_to_keep
         self.config_text = config_text
         self.logger = logger
-        self.direct_grads = bool(direct_grads)
-        self.overlap = bool(overlap)
         self.max_bad_steps = int(max_bad_steps)
         self.check_every = check_every
         self.stall_timeout = stall_timeout
@@ -317,34 +201,22 @@ class Trainer:
         self.all_variables: list[Variable] = sorted(model.variables, key=lambda v: v.name)
         self._check_and_broadcast_variables()
 
-        from distnet.distributed import GradientSynchronizer, NonFiniteGuard, ShardSampler
-        from distnet.distributed.sharded import ShardedSynchronizer
+        from distnet.distributed import NonFiniteGuard, ShardSampler
 
-        self.shard_optimizer = bool(shard_optimizer)
-        if self.shard_optimizer:
-            # ZeRO-1: the optimizer and the EMA see only this rank's pieces of
-            # the variables (1-d Variables with the variables' names).
-            self.sync = ShardedSynchronizer(self.comm, self.variables, scalar_names=("loss_sum", "correct"),
-                                            compression=compression, shared_memory=shared_memory)
-            self._updated = self.sync.pieces
-        else:
-            if bucket_bytes is None and (overlap or (self.comm.size > 1 and compression == "none")):
-                bucket_bytes = DEFAULT_BUCKET_BYTES
-            self.sync = GradientSynchronizer(self.comm, self.variables, bucket_bytes=bucket_bytes,
-                                             scalar_names=("loss_sum", "correct"), overlap=self.overlap,
-                                             compression=compression)
-            self._updated = self.variables
-        # direct_grads: backward writes into the synchroniser's buffer (no
-        # gradient arrays of its own, no packing pass).
-        self._grad_views = self.sync.grad_views() if self.direct_grads else None
+        self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct"), **strategy_options)
         self._closed = False
-        self.optimizer.build(self._updated)
+        # What this rank updates: the variables, or (ZeRO-1) its pieces of them.
+        self.optimizer.build(self.strategy.updated)
         if self.ema is not None:
             # TF1: the shadows start at the variables' initial values (before step 1).
-            self.ema.build(self._updated)
+            self.ema.build(self.strategy.updated)
 
         self.sampler = ShardSampler(len(train_data), self.global_batch_size, self.seed,
                                     self.comm.rank, self.comm.size)
+        from distnet import trace as tracing
+
+        # A timeline of every rank's work (distnet/trace.py), written to ``trace`` (a directory).
+        self.tracer = tracing.Tracer(trace, self.comm) if trace is not None else tracing.OFF
         self._guard = NonFiniteGuard(self.max_bad_steps, rank=self.comm.rank)
         self._manager = None
         if checkpoint_dir is not None:
@@ -367,7 +239,7 @@ class Trainer:
             broadcast_variables(self.comm, self.all_variables)
 
     def regularization_loss(self) -> Tensor | None:
-        """Way (b) — the layers' collected terms — plus way (a), weight decay."""
+        """The layers' collected regularization terms plus weight decay, or None."""
         from distnet.ops import add
 
         total = None
@@ -388,18 +260,16 @@ class Trainer:
     # ------------------------------------------------------------------
     def close(self) -> None:
         """End the trainer (a collective: every rank calls it, at the same point; on one
-        rank alone its barriers would meet the others' next step): free the shared memory
-        of ``shared_memory`` and give the variables private copies of their values.
+        rank alone its barriers would meet the others' next step): the strategy frees
+        what it holds (ZeRO-1's shared memory; the variables get private copies).
 
         The model stays usable (evaluate, save, another Trainer); this trainer trains no more.
         """
         if self._closed:
             return
         self._closed = True
-        close = getattr(self.sync, "close", None)
-        if close is not None:
-            close()
-        self._grad_views = None   # they viewed the synchroniser's (maybe freed) buffer
+        self.tracer.close()
+        self.strategy.close()
 
     def __enter__(self) -> "Trainer":
         return self
@@ -417,64 +287,46 @@ class Trainer:
                                        "(build a new Trainer to train again)")
         t0 = time.perf_counter()
         step = self.step
+        strategy, span = self.strategy, self.tracer.span
         indices = batch.indices
         local = int(indices.size)
-        grads = None
+        denom = float(batch.global_batch_size)
         loss_sum = 0.0
         correct = 0
         if local:
-            x, y = self.train_data.read(indices)
+            with span("data", samples=local):
+                x, y = self.train_data.read(indices)
             keys = per_sample_keys(self.seed, step, indices)
             parts = np.array_split(np.arange(local), min(self.micro_batches, local))
-            # Plain: the loss of the shard is its sum over the LOCAL count and
-            # the synchroniser weights each rank's mean by n_r / N.  Direct:
-            # the sum over the GLOBAL count, whose gradient is this rank's
-            # share already (prescaled), written straight into the buffer.
-            # Same value; the rounding differs by an ulp or so.
-            direct = self._grad_views is not None
-            denom = float(batch.global_batch_size) if direct else float(local)
             for k, part in enumerate(parts):
-                logits = self.model(x[part], training=True, dropout_keys=keys[part])
-                loss = self.loss_fn(y[part], logits, reduction="sum") / denom
-                loss_sum += float(loss.numpy()) * denom
-                correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
-                if direct:
-                    hooks = {}
-                    if self.overlap and k == len(parts) - 1:
-                        # The last backward of the step: each bucket's all-reduce
-                        # starts as soon as its gradients are final.
-                        self.sync.begin(local, {"loss_sum": loss_sum, "correct": correct})
-                        hooks = {"on_final": self.sync.grad_ready, "progress": self.sync.progress}
-                    grads = gradients(loss, self.variables, out=self._grad_views, accumulate=k > 0, **hooks)
-                    continue
-                g = gradients(loss, self.variables)
-                if grads is None:
-                    grads = g
-                else:
-                    for acc, gi in zip(grads, g):
-                        acc += gi
-        reg = self.regularization_loss()
-        reg_value, reg_grads = 0.0, None
-        if reg is not None:
-            reg_value = float(reg.numpy())
-            # A function of the weights alone, identical on every rank: added once, after the reduce.
-            # Variables it does not touch get None (no parameter-sized zeros per step).
-            reg_grads = gradients(reg, self.variables, unconnected_gradients="none",
-                                  progress=self.sync.progress if self.overlap and local else None)
-        res = self.sync.sync(grads, local, scalars={"loss_sum": loss_sum, "correct": correct},
-                             regularization_grads=reg_grads, global_count=batch.global_batch_size,
-                             prescaled=self._grad_views is not None)
+                with span("forward", micro_batch=k):
+                    logits = self.model(x[part], training=True, dropout_keys=keys[part])
+                    loss = self.loss_fn(y[part], logits, reduction="sum") / denom
+                    loss_sum += float(loss.numpy()) * denom
+                    correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
+                with span("backward", micro_batch=k):
+                    sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
+                                                  scalars={"loss_sum": loss_sum, "correct": correct})
+                    gradients(loss, self.variables, sink=sink)
+        with span("regularization"):
+            reg = self.regularization_loss()
+            reg_value, reg_grads = 0.0, None
+            if reg is not None:
+                reg_value = float(reg.numpy())
+                # Variables it does not touch get None (no parameter-sized zeros per step).
+                reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
+        with span("reduce", bytes=strategy.nbytes):
+            res = strategy.reduce(local_count=local, scalars={"loss_sum": loss_sum, "correct": correct},
+                                  regularization_grads=reg_grads, global_count=batch.global_batch_size,
+                                  prescaled=True)
         count = res.global_count
         lr = self.current_lr()
         # The regularization value is the same on every rank (same weights): an
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
-            # Sharded: pieces of this rank's block; replicated: the variables.
-            self.optimizer.apply_gradients(res.grads_and_vars())
-            if self.ema is not None:
-                self.ema.apply(self._updated, num_updates=self.step if self.ema_num_updates else None)
-            if self.shard_optimizer:
-                self.sync.gather_params()
+            with span("update"):   # the optimizer, the EMA, the weights made whole
+                strategy.update(res, self.optimizer, self.ema,
+                                num_updates=self.step if self.ema_num_updates else None)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0)
@@ -503,20 +355,8 @@ class Trainer:
         if use_ema:
             if self.ema is None:
                 raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
-            if self.shard_optimizer:
-                shadows = self.sync.gather_pieces(self.ema.state_dict())
-                saved = self.sync.params.copy()
-                try:
-                    with self.sync.writing_params():   # shared by the ranks of a machine: fenced
-                        for v in self.variables:
-                            np.copyto(v.data, shadows[v.name])
-                    totals = run()
-                finally:
-                    with self.sync.writing_params():
-                        np.copyto(self.sync.params, saved)
-            else:
-                with self.ema.swapped(self.variables):
-                    totals = run()
+            with self.strategy.ema_weights(self.ema):
+                totals = run()
         else:
             totals = run()
         self.comm.allreduce_(totals)
@@ -527,18 +367,15 @@ class Trainer:
     def state(self):
         """The full training state as a CheckpointState (same on every rank).
 
-        With ``shard_optimizer`` this is a collective (every rank calls it):
-        the slot and shadow pieces are gathered into full arrays, so the state
-        is the same as the replicated path's.
+        A collective (every rank calls it): the strategy gathers what each
+        rank holds of the slots and shadows into full arrays, so the state is
+        the same whichever strategy wrote it.
         """
         from distnet.checkpoint import CheckpointState
 
         opt_state = self.optimizer.state_dict()
-        slots = opt_state["slots"]
-        ema = self.ema.state_dict() if self.ema is not None else {}
-        if self.shard_optimizer:
-            slots = {s: self.sync.gather_pieces(table) for s, table in slots.items()}
-            ema = self.sync.gather_pieces(ema) if self.ema is not None else {}
+        slots = {s: self.strategy.full_state(table) for s, table in opt_state["slots"].items()}
+        ema = self.strategy.full_state(self.ema.state_dict()) if self.ema is not None else {}
         return CheckpointState(
             params={v.name: v.numpy() for v in self.all_variables},
             ema=ema,
@@ -559,23 +396,21 @@ class Trainer:
         if self._manager is None:
             return None
         path = None
-        state = self.state() if self.shard_optimizer else None   # sharded: a collective gather
+        state = self.state()   # a collective
         if self.comm.rank == 0:
-            path = self._manager.save(state if state is not None else self.state())
+            path = self._manager.save(state)
         self.comm.barrier()
         return path
 
     def restore(self, state) -> None:
         """Load ``state`` (already identical on every rank) into the job."""
         by_name = {v.name: v for v in self.all_variables}
-        with self.sync.writing_params() if self.shard_optimizer else contextlib.nullcontext():
+        with self.strategy.writing_params():
             for name, arr in state.params.items():
                 by_name[name].assign(arr)
-        slots, ema = state.optimizer["slots"], state.ema
-        if self.shard_optimizer:
-            # Full arrays keyed by name (whatever world size wrote them) -> this rank's pieces.
-            slots = {s: self.sync.local_pieces(table) for s, table in slots.items()}
-            ema = self.sync.local_pieces(ema) if ema else ema
+        # Full arrays keyed by name (whatever world size wrote them) -> what this rank holds.
+        slots = {s: self.strategy.local_state(table) for s, table in state.optimizer["slots"].items()}
+        ema = self.strategy.local_state(state.ema) if state.ema else state.ema
         self.optimizer.load_state_dict({"iterations": state.optimizer["iterations"], "slots": slots})
         if self.ema is not None and ema:
             self.ema.load_state_dict(ema)
@@ -605,13 +440,16 @@ class Trainer:
             watchdog = Watchdog(self.comm, self.stall_timeout)
             watchdog.start()
         log = self.logger
+        tracer = self.tracer
         interrupted = False
         try:
             while self.step < self.total_steps:
                 batch = self.sampler.next()
                 if watchdog is not None:
                     watchdog.beat(self.step)
-                result = self.train_step(batch)
+                tracer.set_step(self.step + 1)
+                with tracer.span("step"):
+                    result = self.train_step(batch)
                 record = {"step": self.step, "epoch": batch.epoch, "loss": result.loss,
                           "reg_loss": result.reg_loss, "accuracy": result.accuracy, "lr": result.lr,
                           "samples_per_sec": result.samples / max(result.seconds, 1e-9),
@@ -624,9 +462,11 @@ class Trainer:
 
                     check_parameters_agree(self.comm, self.all_variables, step=self.step)
                 if self.eval_every and self.eval_data is not None and self.step % self.eval_every == 0:
-                    self._log_eval()
+                    with tracer.span("evaluate"):
+                        self._log_eval()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint()
+                    with tracer.span("checkpoint"):
+                        self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, record)
         except KeyboardInterrupt:
@@ -635,6 +475,7 @@ class Trainer:
         finally:
             if watchdog is not None:
                 watchdog.stop()
+            tracer.write()
             if interrupted and self._manager is not None:
                 try:
                     self.save_checkpoint()
@@ -644,6 +485,7 @@ class Trainer:
             self._log_eval()
         if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
             self.save_checkpoint()
+        tracer.write()
         if log is not None:
             log.close()
         return self.history

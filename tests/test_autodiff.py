@@ -11,6 +11,7 @@ import pytest
 
 import distnet
 from distnet.autodiff import Op, gradients, unbroadcast
+from distnet.distributed.strategies.base import GradientSink
 from distnet.errors import DTypeError, ShapeError
 from distnet.gradcheck import check_gradients
 
@@ -308,7 +309,7 @@ def test_unconnected_gradients_none_allocates_nothing():
         distnet.gradients(loss, [x], unconnected_gradients="zeros")
 
 
-# -- gradients(out=, accumulate=, on_final=, progress=) ---------------------
+# -- gradients(sink=): where the training strategies' buffers get gradients --
 def _net(rng, dtype=np.float32):
     """A small two-layer net with a shared weight and an unused variable."""
     w1 = distnet.Variable(rng.standard_normal((5, 4)).astype(dtype), name="w1")
@@ -322,94 +323,82 @@ def _net(rng, dtype=np.float32):
     return loss, [w1, b1, w2, unused]
 
 
+class _Recorder:
+    """A sink that records what gradients() tells it, over given arrays."""
+
+    def __init__(self, outs, accumulate=False, events=None):
+        self.sink = GradientSink(outs, accumulate, on_final=self.on_final)
+        self.events = [] if events is None else events
+        self.received = {}
+
+    def destination(self, i):
+        return self.sink.destination(i)
+
+    def final(self, i, g):
+        self.received[i] = g
+        self.sink.final(i, g)
+
+    def on_final(self, i):
+        self.events.append(("final", i))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_out_gives_the_plain_gradients_bitwise(rng, dtype):
+def test_sink_gets_the_plain_gradients_bitwise(rng, dtype):
     loss, xs = _net(rng, dtype)
     plain = gradients(loss, xs)
     outs = [np.full(x.shape, np.nan, dtype) for x in xs]
-    got = gradients(loss, xs, out=outs)
-    for o, g, p in zip(outs, got, plain):
-        assert g is o
+    rec = _Recorder(outs)
+    assert gradients(loss, xs, sink=rec) is None
+    for o, p in zip(outs, plain):
         np.testing.assert_array_equal(o, p)   # the same arithmetic: bitwise
     assert not outs[3].any()                  # unconnected: zero-filled
+    assert rec.received[3] is None and sorted(rec.received) == [0, 1, 2, 3]
+    # Built in place: the leaves' gradients are the destination arrays themselves.
+    assert all(rec.received[i] is outs[i] for i in range(3))
 
 
-def test_out_accumulate_equals_plus_equals(rng):
+def test_sink_accumulate_equals_plus_equals(rng):
     loss, xs = _net(rng)
     start = [rng.standard_normal(x.shape).astype(np.float32) for x in xs]
     want = [s.copy() for s in start]
     for w, g in zip(want, gradients(loss, xs)):
         w += g
     outs = [s.copy() for s in start]
-    gradients(loss, xs, out=outs, accumulate=True)
+    rec = _Recorder(outs, accumulate=True)
+    gradients(loss, xs, sink=rec)
     for o, w in zip(outs, want):
         np.testing.assert_array_equal(o, w)
+    assert all(rec.received[i] is not outs[i] for i in range(3))   # never built in the held sum
 
 
-def test_out_with_none_entries_and_a_single_use_of_a_variable_used_twice():
-    # (x + x) * x: the leaf gets three contributions, added in place into out.
+def test_sink_sums_three_contributions_of_a_leaf_in_place():
+    # (x + x) * x: the leaf gets three contributions, added in place.
     x = distnet.Variable([1.0, -2.0, 3.0])
     y = distnet.Variable([1.0, 1.0])
-    buf = np.empty(3, np.float32)
-    gx, gy = gradients(distnet.reduce_sum((x + x) * x), [x, y], out=[buf, None])
-    assert gx is buf
-    np.testing.assert_array_equal(buf, [4.0, -8.0, 12.0])
-    np.testing.assert_array_equal(gy, [0.0, 0.0])
+    outs = [np.empty(3, np.float32), np.full(2, 9.0, np.float32)]
+    gradients(distnet.reduce_sum((x + x) * x), [x, y], sink=_Recorder(outs))
+    np.testing.assert_array_equal(outs[0], [4.0, -8.0, 12.0])
+    np.testing.assert_array_equal(outs[1], [0.0, 0.0])
 
 
-def test_out_unconnected_none_leaves_out_untouched():
-    x = distnet.Variable([1.0, 2.0])
-    y = distnet.Variable([5.0])
-    buf = np.array([7.0], np.float32)
-    gx, gy = gradients(distnet.reduce_sum(x), [x, y], out=[None, buf], unconnected_gradients="none")
-    assert gy is None and buf[0] == 7.0
-    np.testing.assert_array_equal(gx, [1.0, 1.0])
+def test_sink_takes_ys_itself_when_it_is_a_leaf():
+    x = distnet.Variable(np.float32(2.0))
+    out = [np.zeros((), np.float32)]
+    rec = _Recorder(out)
+    gradients(x, [x], sink=rec)
+    assert out[0] == 1.0 and rec.events == [("final", 0)]
 
 
-def test_out_for_an_intermediate_tensor_and_for_ys_itself():
-    x = distnet.Variable([1.0, 2.0])
-    h = x * 3.0
-    y = distnet.reduce_sum(h * h)
-    bh, bx, by = np.empty(2, np.float32), np.empty(2, np.float32), np.empty((), np.float32)
-    gradients(y, [h, x, y], out=[bh, bx, by])
-    np.testing.assert_array_equal(bh, [6.0, 12.0])
-    np.testing.assert_array_equal(bx, [18.0, 36.0])
-    assert by == 1.0
-
-
-@pytest.mark.parametrize("make_out, err, match", [
-    (lambda: [np.zeros((5, 3), np.float32)] + [None] * 3, ShapeError, r"out\[0\].*Expect: shape \(5, 4\)"),
-    (lambda: [np.zeros((5, 4), np.float64)] + [None] * 3, DTypeError, r"out\[0\].*Expect: dtype float32"),
-    (lambda: [None], distnet.errors.InvalidArgumentError, "Expect: 4 arrays"),
-    (lambda: np.zeros(3), distnet.errors.InvalidArgumentError, "a list of arrays"),
-    (lambda: [[0.0] * 4, None, None, None], distnet.errors.InvalidArgumentError, r"out\[0\].*numpy array"),
-    (lambda: [np.zeros((4, 5), np.float32).T] + [None] * 3, distnet.errors.InvalidArgumentError,
-     "C-contiguous"),
-])
-def test_out_is_validated(rng, make_out, err, match):
+def test_sink_refuses_intermediate_tensors_and_duplicates(rng):
     loss, xs = _net(rng)
-    with pytest.raises(err, match=match):
-        gradients(loss, xs, out=make_out())
-
-
-def test_out_validation_overlap_duplicates_readonly_and_accumulate_without_out(rng):
-    loss, xs = _net(rng)
-    buf = np.zeros(30, np.float32)
-    with pytest.raises(distnet.errors.InvalidArgumentError, match="overlapping"):
-        gradients(loss, xs[:2], out=[buf[:20].reshape(5, 4), buf[16:20]])
+    h = xs[0] * 2.0
+    with pytest.raises(distnet.errors.InvalidArgumentError, match=r"Expect: leaf tensors.*xs\[1\]"):
+        gradients(distnet.reduce_sum(h), [xs[0], h], sink=_Recorder([np.zeros((5, 4), np.float32)] * 2))
     with pytest.raises(distnet.errors.InvalidArgumentError, match="each tensor once"):
-        gradients(loss, [xs[0], xs[0]], out=[np.zeros((5, 4), np.float32), None])
-    ro = np.zeros((5, 4), np.float32)
-    ro.flags.writeable = False
-    with pytest.raises(distnet.errors.InvalidArgumentError, match="writeable"):
-        gradients(loss, xs[:1], out=[ro])
-    with pytest.raises(distnet.errors.InvalidArgumentError, match="accumulate=True"):
-        gradients(loss, xs, accumulate=True)
-    with pytest.raises(distnet.errors.InvalidArgumentError, match="on_final"):
-        gradients(loss, xs, on_final=3)
+        gradients(loss, [xs[0], xs[0]], sink=_Recorder([np.zeros((5, 4), np.float32)] * 2))
 
 
-def test_on_final_fires_once_per_variable_as_soon_as_its_uses_are_done(rng):
+def test_sink_final_fires_once_per_variable_as_soon_as_its_uses_are_done(rng):
     # A chain of 3 layers: the last layer's weight is final after its matmul's
     # backward, long before the walk reaches the first layer.
     ws = [distnet.Variable(rng.standard_normal((4, 4)).astype(np.float32), name=f"w{i}") for i in range(3)]
@@ -421,41 +410,34 @@ def test_on_final_fires_once_per_variable_as_soon_as_its_uses_are_done(rng):
     outs = [np.zeros((4, 4), np.float32) for _ in ws]
     snapshots = {}
 
-    def on_final(i):
-        events.append(("final", i))
-        snapshots[i] = outs[i].copy()     # the gradient is already in out
+    class Watch(_Recorder):
+        def on_final(self, i):
+            super().on_final(i)
+            snapshots[i] = outs[i].copy()     # the gradient is already landed
 
-    gradients(loss, ws, out=outs, on_final=on_final, progress=lambda: events.append(("op",)))
-    finals = [e[1] for e in events if e[0] == "final"]
-    assert finals == [2, 1, 0]
-    pos = [events.index(("final", i)) for i in (2, 1, 0)]
-    # ops ran between the finals (the later layers' backward), and after the
-    # last-layer weight was final the walk still had ops to run.
-    assert sum(1 for e in events[pos[0]:] if e == ("op",)) >= 4
+    untouched = {}
+
+    class Early(Watch):
+        def on_final(self, i):
+            super().on_final(i)
+            untouched[i] = [not outs[j].any() for j in range(i)]   # earlier layers not landed yet
+
+    gradients(loss, ws, sink=Early(outs, events=events))
+    assert [e[1] for e in events] == [2, 1, 0]
+    # When the last layer's weight was final, the walk had not yet reached the first two.
+    assert untouched[2] == [True, True] and untouched[1] == [True]
     plain = gradients(loss, ws)
     for i in range(3):
         np.testing.assert_array_equal(snapshots[i], plain[i])
 
 
-def test_on_final_without_out_and_for_unconnected_and_duplicate_tensors():
-    x = distnet.Variable([1.0, 2.0])
-    z = distnet.Variable([3.0])
-    seen = []
-    gx, gz, gx2 = gradients(distnet.reduce_sum(x * x), [x, z, x], on_final=seen.append)
-    assert sorted(seen) == [0, 1, 2] and len(seen) == 3
-    np.testing.assert_array_equal(gx, [2.0, 4.0])
-    np.testing.assert_array_equal(gx2, gx)
-    assert gx2 is not gx
-    np.testing.assert_array_equal(gz, [0.0])
-
-
-def test_gradients_with_out_check_against_finite_differences(rng):
-    """float64: what lands in out (accumulated onto zeros) is the true gradient."""
+def test_gradients_into_a_sink_check_against_finite_differences(rng):
+    """float64: what lands in the sink (accumulated onto zeros) is the true gradient."""
     w0 = rng.standard_normal((3, 2))
     f = lambda a: np.sum(np.tanh(a) * a)   # noqa: E731
     w = distnet.Variable(w0)
     buf = np.zeros((3, 2))
-    gradients(distnet.reduce_sum(distnet.nn.tanh(w) * w), [w], out=[buf], accumulate=True)
+    gradients(distnet.reduce_sum(distnet.nn.tanh(w) * w), [w], sink=_Recorder([buf], accumulate=True))
     eps = 1e-6
     num = np.zeros_like(buf)
     for idx in np.ndindex(buf.shape):
@@ -488,7 +470,7 @@ class _ScaleInto(Op):
         return ga, gw
 
 
-def test_backward_out_writes_the_first_contribution_straight_into_out(rng):
+def test_backward_out_writes_the_first_contribution_straight_into_the_sink(rng):
     a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
     w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
     y = _ScaleInto.apply(a, w)
@@ -496,21 +478,22 @@ def test_backward_out_writes_the_first_contribution_straight_into_out(rng):
     loss = distnet.reduce_sum(y * y)
     plain = gradients(loss, [a, w])
     assert op.calls == ["backward"]
-    buf = np.full(4, np.nan, np.float32)
+    outs = [np.full((3, 4), np.nan, np.float32), np.full(4, np.nan, np.float32)]
     op.calls.clear()
-    ga, gw = gradients(loss, [a, w], out=[None, buf])
-    assert op.calls == [("backward_out", (False, True))]
-    assert gw is buf
-    np.testing.assert_array_equal(buf, plain[1])
-    np.testing.assert_array_equal(ga, plain[0])
-    # With accumulate (out holds earlier micro-batches) the op is not handed out.
+    rec = _Recorder(outs)
+    gradients(loss, [a, w], sink=rec)
+    assert op.calls == [("backward_out", (True, True))]
+    assert rec.received[1] is outs[1]
+    np.testing.assert_array_equal(outs[1], plain[1])
+    np.testing.assert_array_equal(outs[0], plain[0])
+    # Accumulating (the arrays hold earlier micro-batches): the op is not handed them.
     op.calls.clear()
-    gradients(loss, [a, w], out=[None, buf], accumulate=True)
+    gradients(loss, [a, w], sink=_Recorder(outs, accumulate=True))
     assert op.calls == ["backward"]
-    np.testing.assert_array_equal(buf, plain[1] + plain[1])
+    np.testing.assert_array_equal(outs[1], plain[1] + plain[1])
 
 
-def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
+def test_backward_out_is_not_used_once_the_sink_holds_a_contribution(rng):
     # w used twice; whichever use comes second is added in place, never handed
     # to backward_out (which would overwrite the first).
     a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
@@ -519,25 +502,13 @@ def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
     loss = distnet.reduce_sum(y * y) + distnet.reduce_sum(w * w)
     plain = gradients(loss, [w])
     buf = np.full(4, np.nan, np.float32)
-    gradients(loss, [w], out=[buf])
+    gradients(loss, [w], sink=_Recorder([buf]))
     np.testing.assert_array_equal(buf, plain[0])   # first use written, second added: as plain
     y2 = _ScaleInto.apply(a, w)
     z = _ScaleInto.apply(a, w)
     loss2 = distnet.reduce_sum(y2 * z)
     want = gradients(loss2, [w])[0]
-    gradients(loss2, [w], out=[buf])
+    gradients(loss2, [w], sink=_Recorder([buf]))
     np.testing.assert_array_equal(buf, want)
     outs_given = [c for c in y2._op.calls + z._op.calls if isinstance(c, tuple) and c[1][1]]
     assert len(outs_given) == 1
-
-
-def test_out_over_a_value_of_the_graph_is_refused(rng):
-    # Writing a gradient over a variable's own data would change what the rest
-    # of backward reads: refused rather than silently wrong.
-    x = distnet.Variable(rng.standard_normal((4, 3)).astype(np.float32))
-    w = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
-    loss = distnet.reduce_sum(distnet.square(distnet.matmul(x, w)))
-    with pytest.raises(distnet.errors.InvalidArgumentError, match=r"out\[0\].*overlaps xs\[0\]'s value"):
-        gradients(loss, [x, w], out=[x.data, None])
-    with pytest.raises(distnet.errors.InvalidArgumentError, match=r"out\[1\].*overlaps xs\[0\]'s value"):
-        gradients(loss, [x, w], out=[None, x.data.reshape(3, 4)])

@@ -19,9 +19,9 @@ import distnet
 from distnet import layers
 from distnet.config import parse_job
 from distnet.data import ArrayDataset
-from distnet.distributed import GradientSynchronizer, SingleCommunicator
+from distnet.distributed import Replicated, SingleCommunicator
 from distnet.distributed.compression import COMPRESSIONS, Float16Compressor, check_compression, make_compressor
-from distnet.distributed.sharded import ShardedSynchronizer
+from distnet.distributed.strategies.zero1 import Zero1
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
 from distnet.trainer import Trainer
@@ -122,7 +122,7 @@ def _fit(**kw) -> dict:
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.05), _blobs(),
                       global_batch_size=20, steps=6, comm=SingleCommunicator(), log_every=1000, **kw)
     trainer.fit()
-    assert trainer.sync.compressor is None
+    assert trainer.strategy.compressor is None
     return {v.name: v.numpy() for v in trainer.all_variables}
 
 
@@ -130,8 +130,9 @@ def _fit(**kw) -> dict:
 def test_one_rank_is_a_no_op(shard):
     # Nothing goes on the wire with one rank, so nothing is rounded: bitwise
     # the uncompressed run (DDP and Horovod users expect no change on one process).
-    plain = _fit(shard_optimizer=shard)
-    compressed = _fit(shard_optimizer=shard, compression="float16")
+    strategy = "zero1" if shard else "replicated"
+    plain = _fit(strategy=strategy)
+    compressed = _fit(strategy=strategy, compression="float16")
     assert all(np.array_equal(plain[k], compressed[k]) for k in plain)
     rounded = {k: v.astype(np.float16).astype(np.float32) for k, v in plain.items()}
     assert any(not np.array_equal(plain[k], rounded[k]) for k in plain), "the test needs values float16 changes"
@@ -143,10 +144,10 @@ def test_make_compressor_and_check_compression():
     assert check_compression("float16") == "float16"
     assert make_compressor("none", comm) is None and make_compressor("float16", comm) is None
     v = [Variable(np.zeros(3, np.float32), name="w")]
-    assert GradientSynchronizer(comm, v, compression="float16").compression == "float16"
-    assert ShardedSynchronizer(comm, v, compression="float16").compressor is None
+    assert Replicated(comm, v, compression="float16").compression == "float16"
+    assert Zero1(comm, v, compression="float16").compressor is None
     # The collective itself needs MPI's Alltoall/Allgather.
-    with pytest.raises(DistributedError, match="Expect: an MPI communicator"):
+    with pytest.raises(DistributedError, match="Expect: a communicator of 2 or more ranks"):
         Float16Compressor(comm)
 
 
@@ -154,7 +155,7 @@ def test_make_compressor_and_check_compression():
 def test_bad_values_are_refused_by_name(bad):
     v = [Variable(np.zeros(3, np.float32), name="w")]
     with pytest.raises(InvalidArgumentError, match=r"compression: Expect: one of 'none', 'float16' Actual: "):
-        GradientSynchronizer(SingleCommunicator(), v, compression=bad)
+        Replicated(SingleCommunicator(), v, compression=bad)
     with pytest.raises(InvalidArgumentError, match=r"compression: Expect: one of 'none', 'float16'"):
         _fit(compression=bad)
 
@@ -182,7 +183,7 @@ def test_job_file_reaches_the_trainer_on_one_rank():
                     '[train]\nbatch_size = 20\nsteps = 2\n\n[checkpoint]\ndir = ""\n', "job.toml",
                     overrides=["dist.compression=float16"])
     trainer = build_trainer(cfg, comm=SingleCommunicator(), data=(_blobs(), _blobs(20, 1)))
-    assert trainer.sync.compression == "float16" and trainer.sync.compressor is None
+    assert trainer.strategy.compression == "float16" and trainer.strategy.compressor is None
 
 
 # -- the float16 conversions against numpy's cast, in process ---------------------
@@ -190,10 +191,8 @@ def test_job_file_reaches_the_trainer_on_one_rank():
 def _codec():
     import types
 
-    from distnet.distributed.communicator import CallState
-
-    # The conversions need no communication: a stand-in for an MPI communicator.
-    return Float16Compressor(types.SimpleNamespace(mpi_comm=object(), rank=0, size=2, calls=CallState()))
+    # The conversions need no communication: a stand-in for a communicator of 2 ranks.
+    return Float16Compressor(types.SimpleNamespace(rank=0, size=2))
 
 
 def test_encode_is_bitwise_numpys_cast_but_nan_payloads():

@@ -1,4 +1,4 @@
-"""GradientSynchronizer: the sample-weighted mean over ranks, regularization
+"""Replicated: the sample-weighted mean over ranks, regularization
 counted once, global scalars, non-finite flag.  In process with a world of
 one and with a simulated world; under real ``mpiexec`` with uneven shards."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distnet.distributed import CollectiveError, GradientSynchronizer, SingleCommunicator
+from distnet.distributed import CollectiveError, Replicated, SingleCommunicator
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
 from distnet.tensor import Variable
 from mpi_util import run_mpi
@@ -38,7 +38,7 @@ class SumOfWorlds(SingleCommunicator):
 def test_single_rank_returns_the_gradients_themselves(rng):
     variables = make_vars()
     grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
-    res = GradientSynchronizer(SingleCommunicator(), variables).sync(grads, 7)
+    res = Replicated(SingleCommunicator(), variables).reduce(grads, 7)
     assert res.global_count == 7 and res.is_finite
     for g, want in zip(res.grads, grads):
         np.testing.assert_allclose(g, want, rtol=1e-6)
@@ -52,14 +52,14 @@ def test_uneven_shards_give_the_sample_weighted_mean(rng):
     per_sample = [[rng.standard_normal(v.shape) for v in variables] for _ in range(4)]
     mean0 = [per_sample[0][k] for k in range(3)]
     mean1 = [sum(per_sample[i][k] for i in (1, 2, 3)) / 3 for k in range(3)]
-    other = GradientSynchronizer(SingleCommunicator(), variables, scalar_names=("loss_sum",))
-    other.sync([m.astype(np.float32) for m in mean1], 3)
+    other = Replicated(SingleCommunicator(), variables, scalar_names=("loss_sum",))
+    other.reduce([m.astype(np.float32) for m in mean1], 3)
     # Rank 1's packed contribution: count 3, loss sum 0, then 3 * mean1.
     contribution = [buf.copy() for buf in other.buckets]
     assert contribution[0][0] == 3
     contribution[0][2:] *= 3
-    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables, scalar_names=("loss_sum",))
-    res = sync.sync([m.astype(np.float32) for m in mean0], 1)
+    sync = Replicated(SumOfWorlds([contribution]), variables, scalar_names=("loss_sum",))
+    res = sync.reduce([m.astype(np.float32) for m in mean0], 1)
     assert res.global_count == 4
     for k, v in enumerate(variables):
         want = sum(per_sample[i][k] for i in range(4)) / 4
@@ -71,7 +71,7 @@ def test_regularization_gradient_enters_exactly_once(rng):
     variables = make_vars()
     grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
     reg = [np.full(v.shape, 0.5, np.float32) for v in variables]
-    res = GradientSynchronizer(SingleCommunicator(), variables).sync(grads, 5, regularization_grads=reg)
+    res = Replicated(SingleCommunicator(), variables).reduce(grads, 5, regularization_grads=reg)
     for g, d, r in zip(res.grads, grads, reg):
         np.testing.assert_allclose(g, d + r, rtol=1e-6)
 
@@ -79,9 +79,9 @@ def test_regularization_gradient_enters_exactly_once(rng):
 def test_a_rank_with_no_samples_contributes_zeros_but_gets_the_average():
     variables = make_vars()
     contribution = [np.concatenate([[6.0], np.full(sum(v.size for v in variables), 12.0)]).astype(np.float32)]
-    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables)
+    sync = Replicated(SumOfWorlds([contribution]), variables)
     garbage = [np.full(v.shape, np.nan, np.float32) for v in variables]   # ignored: count 0
-    res = sync.sync(garbage, 0, regularization_grads={"a/w": np.ones(4, np.float32)})
+    res = sync.reduce(garbage, 0, regularization_grads={"a/w": np.ones(4, np.float32)})
     assert res.global_count == 6 and res.is_finite
     np.testing.assert_allclose(res.grads[0], 2.0)
     np.testing.assert_allclose(res.grads[2], 3.0)
@@ -89,7 +89,7 @@ def test_a_rank_with_no_samples_contributes_zeros_but_gets_the_average():
 
 def test_no_gradients_at_all_from_an_empty_rank():
     contribution = [np.concatenate([[2.0], np.full(13, 4.0)]).astype(np.float32)]
-    res = GradientSynchronizer(SumOfWorlds([contribution]), make_vars()).sync(None, 0)
+    res = Replicated(SumOfWorlds([contribution]), make_vars()).reduce(None, 0)
     assert res.global_count == 2
     for g in res.grads:
         np.testing.assert_allclose(g, 2.0)
@@ -97,77 +97,77 @@ def test_no_gradients_at_all_from_an_empty_rank():
 
 def test_an_empty_global_batch_is_an_error():
     with pytest.raises(CollectiveError, match="empty"):
-        GradientSynchronizer(SingleCommunicator(), make_vars()).sync([None, None, None], 0)
+        Replicated(SingleCommunicator(), make_vars()).reduce([None, None, None], 0)
 
 
 def test_scalars_are_summed_and_the_count_reported():
-    sync = GradientSynchronizer(SingleCommunicator(), make_vars(), scalar_names=("loss_sum", "correct"))
-    res = sync.sync([None] * 3, 4, scalars={"loss_sum": 2.5, "correct": 3})
+    sync = Replicated(SingleCommunicator(), make_vars(), scalar_names=("loss_sum", "correct"))
+    res = sync.reduce([None] * 3, 4, scalars={"loss_sum": 2.5, "correct": 3})
     assert res.scalars == {"loss_sum": 2.5, "correct": 3.0}
     assert res.global_count == 4
 
 
 def test_known_global_count_is_checked():
-    sync = GradientSynchronizer(SingleCommunicator(), make_vars())
+    sync = Replicated(SingleCommunicator(), make_vars())
     with pytest.raises(DistributedError, match="global_count"):
-        sync.sync([None] * 3, 4, global_count=5)
+        sync.reduce([None] * 3, 4, global_count=5)
     with pytest.raises(InvalidArgumentError, match="global_count"):
-        sync.sync([None] * 3, 4, global_count=3)
+        sync.reduce([None] * 3, 4, global_count=3)
 
 
 def test_mapping_input_and_missing_gradients_are_zero(rng):
     variables = make_vars()
     g = rng.standard_normal((2, 3)).astype(np.float32)
-    res = GradientSynchronizer(SingleCommunicator(), variables).sync({"dense/kernel": g}, 2)
+    res = Replicated(SingleCommunicator(), variables).reduce({"dense/kernel": g}, 2)
     np.testing.assert_allclose(res.grads[0], g, rtol=1e-6)
     assert not res.grads[1].any() and not res.grads[2].any()
 
 
 def test_non_finite_is_flagged():
     variables = make_vars()
-    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=16)
+    sync = Replicated(SingleCommunicator(), variables, bucket_bytes=16)
     for bad in (np.nan, np.inf, -np.inf):
         grads = [np.zeros(v.shape, np.float32) for v in variables]
         grads[1][2] = bad
-        assert not sync.sync(grads, 1).is_finite
-    assert sync.sync([None] * 3, 1).is_finite
+        assert not sync.reduce(grads, 1).is_finite
+    assert sync.reduce([None] * 3, 1).is_finite
     huge = [np.full(v.shape, 3e38, np.float32) for v in variables]   # finite, but the sum overflows
-    assert sync.sync(huge, 1).is_finite
+    assert sync.reduce(huge, 1).is_finite
 
 
 def test_layout_is_in_sorted_name_order_whatever_the_list_order():
-    a = GradientSynchronizer(SingleCommunicator(), make_vars())
-    b = GradientSynchronizer(SingleCommunicator(), list(reversed(make_vars())))
+    a = Replicated(SingleCommunicator(), make_vars())
+    b = Replicated(SingleCommunicator(), list(reversed(make_vars())))
     grads = {"a/w": np.full(4, 1.0), "dense/bias": np.full(3, 2.0), "dense/kernel": np.full((2, 3), 3.0)}
-    a.sync(grads, 1)
-    b.sync(grads, 1)
+    a.reduce(grads, 1)
+    b.reduce(grads, 1)
     np.testing.assert_array_equal(a.buffer, b.buffer)
     np.testing.assert_array_equal(a.buffer[1:5], 1.0)   # a/w first, after the count
 
 
 def test_buckets_are_consecutive_slices_of_the_buffer():
-    sync = GradientSynchronizer(SingleCommunicator(), make_vars(), bucket_bytes=20)
+    sync = Replicated(SingleCommunicator(), make_vars(), bucket_bytes=20)
     assert [b.size for b in sync.buckets] == [5, 5, 4]   # 1 count + 13 gradient elements
     assert all(np.shares_memory(b, sync.buffer) for b in sync.buckets)
     assert sync.nbytes == 4 * 14
-    assert len(GradientSynchronizer(SingleCommunicator(), make_vars()).buckets) == 1
+    assert len(Replicated(SingleCommunicator(), make_vars()).buckets) == 1
 
 
 def test_results_are_views_into_the_buffer():
-    sync = GradientSynchronizer(SingleCommunicator(), make_vars())
-    res = sync.sync([None] * 3, 1)
+    sync = Replicated(SingleCommunicator(), make_vars())
+    res = sync.reduce([None] * 3, 1)
     assert all(np.shares_memory(g, sync.buffer) for g in res.grads)
 
 
 def test_gradients_written_into_the_views_are_scaled_in_place(rng):
     variables = make_vars()
     contribution = [np.concatenate([[1.0], np.zeros(13)]).astype(np.float32)]   # another rank: 1 sample, zeros
-    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables)
+    sync = Replicated(SumOfWorlds([contribution]), variables)
     views = sync.grad_views()
     want = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
     for view, w in zip(views, want):
         np.copyto(view, w)
-    res = sync.sync(views, 3, global_count=4)
+    res = sync.reduce(views, 3, global_count=4)
     for g, w in zip(res.grads, want):
         np.testing.assert_allclose(g, w * 3 / 4, rtol=1e-6)
 
@@ -175,20 +175,20 @@ def test_gradients_written_into_the_views_are_scaled_in_place(rng):
 def test_prescaled_gradients_are_summed_as_they_are():
     variables = make_vars()
     contribution = [np.concatenate([[2.0], np.full(13, 0.25)]).astype(np.float32)]
-    sync = GradientSynchronizer(SumOfWorlds([contribution]), variables)
-    res = sync.sync([np.full(v.shape, 0.5, np.float32) for v in variables], 2, prescaled=True)
+    sync = Replicated(SumOfWorlds([contribution]), variables)
+    res = sync.reduce([np.full(v.shape, 0.5, np.float32) for v in variables], 2, prescaled=True)
     assert res.global_count == 4
     for g in res.grads:
         np.testing.assert_allclose(g, 0.75)
 
 
 @pytest.mark.parametrize("build, exc, words", [
-    (lambda: GradientSynchronizer(SingleCommunicator(), []), InvalidArgumentError, "at least one"),
-    (lambda: GradientSynchronizer(SingleCommunicator(), make_vars() + [Variable([1.0], name="a/w")]),
+    (lambda: Replicated(SingleCommunicator(), []), InvalidArgumentError, "at least one"),
+    (lambda: Replicated(SingleCommunicator(), make_vars() + [Variable([1.0], name="a/w")]),
      InvalidArgumentError, r"Found duplicates: \['a/w'\]"),
-    (lambda: GradientSynchronizer(SingleCommunicator(), make_vars(), bucket_bytes=0), InvalidArgumentError,
+    (lambda: Replicated(SingleCommunicator(), make_vars(), bucket_bytes=0), InvalidArgumentError,
      "bucket_bytes"),
-    (lambda: GradientSynchronizer(SingleCommunicator(), make_vars(), scalar_names=("count",)),
+    (lambda: Replicated(SingleCommunicator(), make_vars(), scalar_names=("count",)),
      InvalidArgumentError, "scalar_names"),
 ])
 def test_bad_construction_is_refused(build, exc, words):
@@ -197,19 +197,19 @@ def test_bad_construction_is_refused(build, exc, words):
 
 
 def test_bad_sync_arguments_are_refused():
-    sync = GradientSynchronizer(SingleCommunicator(), make_vars(), scalar_names=("loss_sum",))
+    sync = Replicated(SingleCommunicator(), make_vars(), scalar_names=("loss_sum",))
     with pytest.raises(ShapeError, match=r"'dense/kernel'.*\(2, 3\).*\(3, 2\)"):
-        sync.sync([np.zeros((3, 2)), None, None], 1)
+        sync.reduce([np.zeros((3, 2)), None, None], 1)
     with pytest.raises(InvalidArgumentError, match="3 gradients"):
-        sync.sync([None], 1)
+        sync.reduce([None], 1)
     with pytest.raises(InvalidArgumentError, match="unknown variables"):
-        sync.sync({"nope": np.zeros(1)}, 1)
+        sync.reduce({"nope": np.zeros(1)}, 1)
     with pytest.raises(InvalidArgumentError, match="local_count"):
-        sync.sync([None] * 3, -1)
+        sync.reduce([None] * 3, -1)
     with pytest.raises(InvalidArgumentError, match="scalars"):
-        sync.sync([None] * 3, 1, scalars={"accuracy": 1.0})
+        sync.reduce([None] * 3, 1, scalars={"accuracy": 1.0})
     with pytest.raises(ShapeError, match="regularization"):
-        sync.sync([None] * 3, 1, regularization_grads=[np.zeros(5), None, None])
+        sync.reduce([None] * 3, 1, regularization_grads=[np.zeros(5), None, None])
 
 
 @pytest.mark.mpi
@@ -253,28 +253,23 @@ def overlap_vars():
 def test_overlap_starts_each_bucket_when_its_variables_are_final_last_first(rng):
     world = RecordingWorld()
     variables = overlap_vars()
-    sync = GradientSynchronizer(world, variables, bucket_bytes=24, scalar_names=("loss_sum",), overlap=True)
+    sync = Replicated(world, variables, bucket_bytes=24, scalar_names=("loss_sum",), overlap=True)
     # Buckets of 6 floats: [cnt, loss, a0..a3], [b0..b5], [c0..c5], [c6, c7].
     assert [b.size for b in sync.buckets] == [6, 6, 6, 2]
-    views = sync.grad_views()
     grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
-    sync.begin(3, {"loss_sum": 1.5})
+    sink = sync.gradient_sink(accumulate=False, local_count=3, scalars={"loss_sum": 1.5})
     assert world.events == []
-    np.copyto(views[0], grads[0])
-    sync.grad_ready(0)            # c/w: buckets 3 and 2 are complete, started last first
-    assert [(e[1], e[2]) for e in world.events] == [(0, 2), (1, 6)]
+    sink.final(0, grads[0])       # c/w: buckets 3 and 2 are complete, started last first, then tested
+    assert [(e[1], e[2]) for e in world.events if e[0] == "start"] == [(0, 2), (1, 6)]
     np.testing.assert_array_equal(world.events[0][3], grads[0][6:])
-    sync.progress()
-    assert world.events[-1] == ("test", 0)
-    np.copyto(views[1], grads[1])
-    sync.grad_ready(1)            # a/w: bucket 0 is complete, but bucket 1 (b/w) comes first
+    assert world.events[-1] == ("test", 0)   # MPI is given a chance to move the started buckets
+    sink.final(1, grads[1])       # a/w: bucket 0 is complete, but bucket 1 (b/w) comes first
     assert len([e for e in world.events if e[0] == "start"]) == 2
-    np.copyto(views[2], grads[2])
-    sync.grad_ready(2)
+    sink.final(2, grads[2])
     starts = [e for e in world.events if e[0] == "start"]
     assert [e[2] for e in starts] == [2, 6, 6, 6]
     np.testing.assert_array_equal(starts[3][3], [3, 1.5, *grads[1]])
-    res = sync.sync(views, 3, scalars={"loss_sum": 1.5}, prescaled=True, global_count=3)
+    res = sync.reduce(None, 3, scalars={"loss_sum": 1.5}, prescaled=True, global_count=3)
     assert [e[1] for e in world.events if e[0] == "wait"] == [0, 1, 2, 3]
     for g, want in zip(res.grads, grads):
         np.testing.assert_array_equal(g, want)
@@ -285,9 +280,9 @@ def test_overlap_sync_without_begin_starts_every_bucket_last_first():
     """A rank with no sample skips begin(); it must still start the same
     non-blocking reductions in the same order as its peers."""
     world = RecordingWorld()
-    sync = GradientSynchronizer(world, overlap_vars(), bucket_bytes=24, scalar_names=("loss_sum",), overlap=True)
+    sync = Replicated(world, overlap_vars(), bucket_bytes=24, scalar_names=("loss_sum",), overlap=True)
     with pytest.raises(CollectiveError):   # alone in the world, an empty batch
-        sync.sync(None, 0)
+        sync.reduce(None, 0)
     assert [e[2] for e in world.events if e[0] == "start"] == [2, 6, 6, 6]
     assert [e[1] for e in world.events if e[0] == "wait"] == [0, 1, 2, 3]
 
@@ -296,101 +291,91 @@ def test_overlap_in_one_process_equals_the_blocking_sync_bitwise(rng):
     variables = overlap_vars()
     grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
     reg = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
-    plain = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=24, scalar_names=("loss_sum",))
-    want = plain.sync(grads, 4, scalars={"loss_sum": 2.0}, regularization_grads=reg, global_count=4,
-                      prescaled=True)
-    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=24, scalar_names=("loss_sum",),
-                                overlap=True)
-    views = sync.grad_views()
-    sync.begin(4, {"loss_sum": 2.0})
+    plain = Replicated(SingleCommunicator(), variables, bucket_bytes=24, scalar_names=("loss_sum",))
+    want = plain.reduce(grads, 4, scalars={"loss_sum": 2.0}, regularization_grads=reg, global_count=4,
+                        prescaled=True)
+    sync = Replicated(SingleCommunicator(), variables, bucket_bytes=24, scalar_names=("loss_sum",),
+                      overlap=True)
+    sink = sync.gradient_sink(accumulate=False, local_count=4, scalars={"loss_sum": 2.0})
     for i in (2, 0, 1):
-        np.copyto(views[i], grads[i])
-        sync.grad_ready(i)
-        sync.progress()
-    got = sync.sync(views, 4, scalars={"loss_sum": 2.0}, regularization_grads=reg, global_count=4, prescaled=True)
+        sink.final(i, grads[i])
+    got = sync.reduce(None, 4, scalars={"loss_sum": 2.0}, regularization_grads=reg, global_count=4, prescaled=True)
     for g, w in zip(got.grads, want.grads):
         np.testing.assert_array_equal(g, w)
     assert got.scalars == want.scalars and got.is_finite
     # The next step can begin again; a non-finite gradient is still flagged.
-    sync.begin(4, {"loss_sum": 2.0})
-    views[0][0] = np.nan
-    assert not sync.sync(views, 4, scalars={"loss_sum": 2.0}, global_count=4, prescaled=True).is_finite
+    sink = sync.gradient_sink(accumulate=False, local_count=4, scalars={"loss_sum": 2.0})
+    bad = [g.copy() for g in grads]
+    bad[0][0] = np.nan
+    for i in range(3):
+        sink.final(i, bad[i])
+    assert not sync.reduce(None, 4, scalars={"loss_sum": 2.0}, global_count=4, prescaled=True).is_finite
 
 
 def test_overlap_misuse_is_refused():
     variables = overlap_vars()
-    plain = GradientSynchronizer(SingleCommunicator(), variables)
-    with pytest.raises(InvalidArgumentError, match="overlap=True"):
-        plain.begin(1)
     with pytest.raises(InvalidArgumentError, match="overlap: Expect: True or False"):
-        GradientSynchronizer(SingleCommunicator(), variables, overlap="yes")
-    sync = GradientSynchronizer(SingleCommunicator(), variables, overlap=True, scalar_names=("loss_sum",))
-    with pytest.raises(InvalidArgumentError, match="begin.. first"):
-        sync.grad_ready(0)
-    with pytest.raises(InvalidArgumentError, match="local_count: Expect: an integer >= 1"):
-        sync.begin(0)
-    views = sync.grad_views()
-    sync.begin(2, {"loss_sum": 1.0})
-    with pytest.raises(InvalidArgumentError, match="a step already begun"):
-        sync.begin(2)
-    with pytest.raises(InvalidArgumentError, match="prescaled=True"):
-        sync.sync(views, 2, scalars={"loss_sum": 1.0})
-    sync.begin(2, {"loss_sum": 1.0})
-    with pytest.raises(InvalidArgumentError, match="as given to begin"):
-        sync.sync(views, 3, scalars={"loss_sum": 1.0}, prescaled=True)
-    sync.begin(2, {"loss_sum": 1.0})
-    with pytest.raises(InvalidArgumentError, match="its grad_views.. array"):
-        sync.sync([np.zeros(v.shape, np.float32) for v in variables], 2, scalars={"loss_sum": 1.0},
-                  prescaled=True)
+        Replicated(SingleCommunicator(), variables, overlap="yes")
+    sync = Replicated(SingleCommunicator(), variables, overlap=True, scalar_names=("loss_sum",))
+    sync.gradient_sink(accumulate=False, local_count=2, scalars={"loss_sum": 1.0})
+    with pytest.raises(InvalidArgumentError, match="an overlapped step already begun"):
+        sync.gradient_sink(accumulate=False, local_count=2, scalars={"loss_sum": 1.0})
+    with pytest.raises(InvalidArgumentError, match="as given to gradient_sink"):
+        sync.reduce(None, 3, scalars={"loss_sum": 1.0}, prescaled=True)
+    sync.gradient_sink(accumulate=False, local_count=2, scalars={"loss_sum": 1.0})
+    with pytest.raises(InvalidArgumentError, match="and no grads"):
+        sync.reduce([np.zeros(v.shape, np.float32) for v in variables], 2, scalars={"loss_sum": 1.0},
+                    prescaled=True)
 
 
 @pytest.mark.parametrize("overlap,prescaled", [(False, False), (False, True), (True, True)])
 def test_sync_allocates_no_large_array(overlap, prescaled):
-    """The step's sync path works in the preallocated buffer: with gradients
+    """The step's reduce works in the preallocated buffer: with gradients
     in its views (scaled in place, or prescaled) and a regularization
-    gradient, a sync of 4 MB allocates nothing close to a gradient's size."""
+    gradient, a reduce of 4 MB allocates nothing close to a gradient's size."""
     import tracemalloc
 
     variables = [Variable(np.zeros((1000, 1000), np.float32), name="big"),
                  Variable(np.zeros(10, np.float32), name="small")]
-    sync = GradientSynchronizer(SingleCommunicator(), variables, bucket_bytes=1 << 20, scalar_names=("loss_sum",),
-                                overlap=overlap)
+    sync = Replicated(SingleCommunicator(), variables, bucket_bytes=1 << 20, scalar_names=("loss_sum",),
+                      overlap=overlap)
     views = sync.grad_views()
     reg = [np.full((1000, 1000), 0.5, np.float32), None]
     count = 3 if prescaled else None   # not prescaled: divided by the reduced count in place
     for view in views:
         view.fill(1.0)
-    sync.sync(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count, prescaled=prescaled)
+    sync.reduce(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count, prescaled=prescaled)
     tracemalloc.start()
     try:
         for _ in range(2):
+            grads = views
             if overlap:
-                sync.begin(3, {"loss_sum": 1.0})
+                sink = sync.gradient_sink(accumulate=False, local_count=3, scalars={"loss_sum": 1.0})
                 for i in (1, 0):
-                    sync.grad_ready(i)
-                    sync.progress()
-            res = sync.sync(views, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count,
-                            prescaled=prescaled)
+                    sink.final(i, views[i])
+                grads = None
+            res = sync.reduce(grads, 3, scalars={"loss_sum": 1.0}, regularization_grads=reg, global_count=count,
+                              prescaled=prescaled)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert res.is_finite
-    assert peak < 64 * 1024, f"sync allocated {peak} bytes at peak (a gradient is 4 MB)"
+    assert peak < 64 * 1024, f"reduce allocated {peak} bytes at peak (a gradient is 4 MB)"
 
 
-def test_progress_outside_a_step_does_nothing():
+def test_no_test_of_requests_outside_an_overlapped_backward():
     world = RecordingWorld()
-    sync = GradientSynchronizer(world, overlap_vars(), bucket_bytes=24, overlap=True)
-    sync.progress()
-    sync.begin(1)
+    sync = Replicated(world, overlap_vars(), bucket_bytes=24, overlap=True)
+    # Not the last micro-batch: no bucket may start (the buffer is not final).
+    sink = sync.gradient_sink(accumulate=False, local_count=1, scalars={}, last=False)
     for i in range(3):
-        sync.grad_ready(i)
-    sync.sync(sync.grad_views(), 1, prescaled=True)
-    sync.progress()
+        sink.final(i, np.zeros(sync.variables[i].shape, np.float32))
+    assert world.events == []
+    sync.reduce(None, 1, prescaled=True)
     assert [e[0] for e in world.events].count("test") == 0
 
 
 def test_overlap_and_float16_compression_are_refused_together():
     v = [Variable(np.zeros(3, np.float32), name="a")]
-    with pytest.raises(InvalidArgumentError, match=r"compression='float16' with overlap=True: Expect: one of them"):
-        GradientSynchronizer(SingleCommunicator(), v, overlap=True, compression="float16")
+    with pytest.raises(InvalidArgumentError, match=r"overlap=True with compression='float16': Expect: one of them"):
+        Replicated(SingleCommunicator(), v, overlap=True, compression="float16")

@@ -147,7 +147,7 @@ def test_a_small_dev_shm_falls_back_to_messages_or_is_refused():
 
 @pytest.mark.mpi
 def test_auto_shards_on_2_ranks(sharded2, tmp_path):
-    # shard_optimizer=None and the Trainer's default shared_memory (False): messages
+    # strategy="auto" and the Trainer's default shared_memory (False): messages
     res = _mpi(tmp_path, 2, "auto", "--auto", "--shm", "default")
     assert not bool(res["shared"])
     assert bool(res["sharded"]) and bool(sharded2["sharded"])
@@ -260,11 +260,11 @@ def test_sharded_rejects_what_it_cannot_do():
     from distnet.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="bucket_bytes"):
-        _tiny_trainer(shard_optimizer=True, bucket_bytes=1 << 20)
+        _tiny_trainer(strategy="zero1", bucket_bytes=1 << 20)
     with pytest.raises(InvalidArgumentError, match="global_clipnorm"):
-        _tiny_trainer(shard_optimizer=True, optimizer=distnet.optimizers.Adam(0.1, global_clipnorm=1.0))
-    with pytest.raises(InvalidArgumentError, match="shard_optimizer must be True, False or None"):
-        _tiny_trainer(shard_optimizer="yes")
+        _tiny_trainer(strategy="zero1", optimizer=distnet.optimizers.Adam(0.1, global_clipnorm=1.0))
+    with pytest.raises(InvalidArgumentError, match="strategy: Expect: 'auto' or one of .* Actual: 'yes'"):
+        _tiny_trainer(strategy="yes")
 
 
 def test_shared_memory_is_refused_where_it_cannot_be():
@@ -272,13 +272,13 @@ def test_shared_memory_is_refused_where_it_cannot_be():
 
     with pytest.raises(InvalidArgumentError, match="shared_memory=True: Expect: an MPI job of 2 or more ranks "
                                                    "on one machine Actual: 1 rank"):
-        _tiny_trainer(shard_optimizer=True, shared_memory=True)
-    with pytest.raises(InvalidArgumentError, match="shared_memory=True applies to the sharded optimizer"):
-        _tiny_trainer(shard_optimizer=False, shared_memory=True)
+        _tiny_trainer(strategy="zero1", shared_memory=True)
+    with pytest.raises(InvalidArgumentError, match="strategy 'replicated': option 'shared_memory': Expect: one of"):
+        _tiny_trainer(strategy="replicated", shared_memory=True)
     for bad in ("yes", 1, None):
         with pytest.raises(InvalidArgumentError, match="shared_memory: Expect: 'auto', True or False"):
-            _tiny_trainer(shard_optimizer=True, shared_memory=bad)
-    assert _tiny_trainer(shard_optimizer=True).sync.shared is False        # auto, one process
+            _tiny_trainer(strategy="zero1", shared_memory=bad)
+    assert _tiny_trainer(strategy="zero1").strategy.shared is False        # auto, one process
 
 
 def test_shared_memory_with_compression_is_refused_or_left_off(monkeypatch):
@@ -286,22 +286,22 @@ def test_shared_memory_with_compression_is_refused_or_left_off(monkeypatch):
     keeps the message path: auto leaves shared memory off, True is an error."""
     import distnet
     from distnet.distributed import shared_memory
-    from distnet.distributed.sharded import ShardedSynchronizer
+    from distnet.distributed.strategies.zero1 import Zero1
     from distnet.errors import InvalidArgumentError
 
     monkeypatch.setattr(shared_memory, "one_machine", lambda comm: True)
     variables = [distnet.Variable(np.zeros(3), name="v", dtype="float32")]
     comm = distnet.distributed.SingleCommunicator()
-    assert ShardedSynchronizer(comm, variables, compression="float16").shared is False
+    assert Zero1(comm, variables, compression="float16").shared is False
     with pytest.raises(InvalidArgumentError, match="shared_memory=True with compression: Expect: one of them"):
-        ShardedSynchronizer(comm, variables, compression="float16", shared_memory=True)
-    assert _tiny_trainer(shard_optimizer=True, shared_memory=False).sync.shared is False
+        Zero1(comm, variables, compression="float16", shared_memory=True)
+    assert _tiny_trainer(strategy="zero1", shared_memory=False).strategy.shared is False
 
 
 def test_close_in_one_process_replicated_or_sharded_twice_and_as_a_context():
     from distnet.errors import InvalidArgumentError
 
-    for kwargs in ({}, {"shard_optimizer": True}):
+    for kwargs in ({}, {"strategy": "zero1"}):
         with _tiny_trainer(**kwargs) as trainer:
             trainer.fit()
             before = [v.numpy().copy() for v in trainer.variables]
@@ -318,63 +318,64 @@ def test_close_in_one_process_replicated_or_sharded_twice_and_as_a_context():
 
 
 def test_auto_is_replicated_on_one_rank():
-    assert _tiny_trainer().shard_optimizer is False
-    assert _tiny_trainer(shard_optimizer=None).shard_optimizer is False
-    assert _tiny_trainer(shard_optimizer=True).shard_optimizer is True
+    assert _tiny_trainer().strategy.name == "replicated"
+    assert _tiny_trainer(strategy="auto").strategy.name == "replicated"
+    assert _tiny_trainer(strategy="zero1").strategy.name == "zero1"
 
 
 def test_pieces_share_memory_with_the_variables():
-    trainer = _tiny_trainer(shard_optimizer=True)
-    sync = trainer.sync
+    trainer = _tiny_trainer(strategy="zero1")
+    sync = trainer.strategy
     assert sum(p.data.size for p in sync.pieces) == sync.total == 4 * 2 + 2
     for v in trainer.variables:
         assert np.shares_memory(v.data, sync.params)
     before = {v.name: v.numpy().copy() for v in trainer.variables}
     trainer.fit()
     assert any(not np.array_equal(before[v.name], v.numpy()) for v in trainer.variables)
-    full = sync.gather_pieces(trainer.optimizer.state_dict()["slots"]["m"])
+    full = sync.full_state(trainer.optimizer.state_dict()["slots"]["m"])
     assert {k: a.shape for k, a in full.items()} == {v.name: v.shape for v in trainer.variables}
     with pytest.raises(Exception, match="Expect"):
-        sync.local_pieces({v.name: np.zeros(3) for v in trainer.variables})
+        sync.local_state({v.name: np.zeros(3) for v in trainer.variables})
 
 
-def test_grad_views_are_the_padded_buffer_and_direct_writes_equal_plain():
-    """ShardedSynchronizer.grad_views(): one view per variable into its own
-    (padded) sync buffer, where the trainer's direct path writes; in one
-    process the direct and plain paths give the same weights bitwise."""
-    trainer = _tiny_trainer(shard_optimizer=True)
-    sync = trainer.sync
+def test_grad_views_are_the_padded_buffer_that_backward_writes():
+    """Zero1.grad_views(): one view per variable into its own (padded)
+    buffer, which the trainer's sinks fill; in one process ZeRO-1 gives the
+    replicated strategy's weights bitwise."""
+    trainer = _tiny_trainer(strategy="zero1")
+    sync = trainer.strategy
     views = sync.grad_views()
     assert [v.shape for v in views] == [v.shape for v in trainer.variables]
     assert all(np.shares_memory(v, sync._grad_part) for v in views)
-    assert trainer._grad_views is not None and all(a is b for a, b in zip(trainer._grad_views, views))
+    sink = sync.gradient_sink(accumulate=False, local_count=1, scalars={})
+    assert all(a is b for a, b in zip(sink.views, views))
+    sync.reduce(None, 1)   # close the step the sink opened (its views hold no gradient: zeros)
     trainer.fit()
-    plain = _tiny_trainer(shard_optimizer=True, direct_grads=False)
-    assert plain._grad_views is None
-    plain.fit()
-    for a, b in zip(trainer.variables, plain.variables):
+    replicated = _tiny_trainer(strategy="replicated")
+    replicated.fit()
+    for a, b in zip(trainer.variables, replicated.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_finite_check_flags_nan_and_inf_but_not_huge_finite_values():
     from distnet.distributed import SingleCommunicator
-    from distnet.distributed.sharded import ShardedSynchronizer
+    from distnet.distributed.strategies.zero1 import Zero1
     from distnet.tensor import Variable
 
     variables = [Variable(np.zeros((3, 50_000), np.float32), name="big"), Variable(np.zeros(3, np.float32), name="b")]
-    sync = ShardedSynchronizer(SingleCommunicator(), variables)
+    sync = Zero1(SingleCommunicator(), variables)
     for bad in (np.nan, np.inf, -np.inf):
         grads = [np.ones(v.shape, np.float32) for v in variables]
         grads[0][1, 12_345] = bad
-        assert not sync.sync(grads, 2, global_count=2).is_finite, bad
+        assert not sync.reduce(grads, 2, global_count=2).is_finite, bad
     grads = [np.ones(v.shape, np.float32) for v in variables]
     grads[0][2, -1] = 3.0
-    res = sync.sync(grads, 2)   # packed as 2 * g, divided by the count 2
+    res = sync.reduce(grads, 2)   # packed as 2 * g, divided by the count 2
     assert res.is_finite
     assert [p.name for p in res.variables] == ["b", "big"]   # this rank's pieces, in layout order
     np.testing.assert_array_equal(res.grads[1], np.ravel(grads[0]))
     huge = [np.full(v.shape, 3e38, np.float32) for v in variables]   # finite; its sum of squares overflows
-    assert sync.sync(huge, 1).is_finite
+    assert sync.reduce(huge, 1).is_finite
 
 
 # test_config's smallest job, on 30 generated samples, without checkpoints.
@@ -393,8 +394,8 @@ def test_job_file_option_reaches_the_trainer():
     from distnet.errors import ConfigError
     from distnet.job import build_trainer
 
-    assert build_trainer(parse_job(JOB + "[dist]\nshard_optimizer = true\n")).shard_optimizer is True
-    assert build_trainer(parse_job(JOB)).shard_optimizer is False
+    assert build_trainer(parse_job(JOB + "[dist]\nshard_optimizer = true\n")).strategy.name == "zero1"
+    assert build_trainer(parse_job(JOB)).strategy.name == "replicated"
     with pytest.raises(ConfigError, match="shard_optimizer"):
         parse_job(JOB + "[dist]\nshard_optimizer = 1\n")
     with pytest.raises(ConfigError, match="bucket_bytes"):
@@ -405,9 +406,8 @@ FAULTS = """
 import resource, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
-from test_dist_sharded import _tiny_trainer
-trainer = _tiny_trainer(malloc_tuning={tuning})
-assert trainer.malloc_tuned is {tuning}
+from distnet.distributed.process import tune_malloc
+assert ({tuning} and tune_malloc()) is {tuning}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):   # like a step: a few 12 MB arrays alive at once, then all freed
     arrays = [np.ones(3_000_000, np.float32) for _ in range(3)]

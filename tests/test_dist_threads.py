@@ -52,9 +52,9 @@ def test_one_process_is_left_alone_and_bad_values_are_refused():
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.random((4, 2, 2, 1), dtype=np.float32), rng.integers(0, 3, 4), num_classes=3)
     model = distnet.Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(2, 2, 1), seed=0)
-    t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), data,
-                global_batch_size=2, steps=1, comm=SingleCommunicator())
-    assert t.blas_threads is None
+    Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), data,
+            global_batch_size=2, steps=1, comm=SingleCommunicator())
+    assert distnet.distributed.init(SingleCommunicator(), malloc_tuning=False).blas_threads is None
 
 
 # --- OpenBLAS kernels held below the CPU by OPENBLAS_CORETYPE --------------
@@ -90,8 +90,7 @@ def test_no_advice_when_openblas_chose_or_the_pin_matches_the_cpu(monkeypatch):
     assert blas_kernel_advice({"OPENBLAS_CORETYPE": "Haswell"}, ["Haswell"]) is None
 
 
-def test_the_trainer_warns_once_per_process(monkeypatch):
-    monkeypatch.setattr(threads, "_advised", False)
+def test_init_warns_and_building_a_trainer_does_not(monkeypatch):
     monkeypatch.setattr(threads, "blas_kernel_advice", lambda: "held back")
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.random((4, 2, 2, 1), dtype=np.float32), rng.integers(0, 3, 4), num_classes=3)
@@ -102,9 +101,10 @@ def test_the_trainer_warns_once_per_process(monkeypatch):
                        global_batch_size=2, steps=1, comm=SingleCommunicator())
 
     with pytest.warns(PerformanceWarning, match="held back"):
-        make()
+        proc = distnet.distributed.init(SingleCommunicator(), malloc_tuning=False)
+    assert proc.abort_hook is None   # one process: nothing to abort
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", PerformanceWarning)
-        make()   # the second trainer in the same process stays quiet
+        make()   # building objects changes nothing in the process and says nothing

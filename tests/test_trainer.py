@@ -116,14 +116,15 @@ def test_resume_is_bitwise(tmp_path):
         assert np.array_equal(v, resumed.ema.state_dict()[k]), k
 
 
-@pytest.mark.parametrize("direct,overlap", [(False, False), (True, False), (True, True)])
-def test_non_finite_steps_are_skipped_then_abort(direct, overlap):
+@pytest.mark.parametrize("options", [dict(strategy="replicated"), dict(strategy="replicated", overlap=True),
+                                     dict(strategy="zero1")])
+def test_non_finite_steps_are_skipped_then_abort(options):
     x = np.full((10, 1, 1, 2), 0.5, dtype=np.float32)
     y = np.zeros(10, dtype=np.int64)
     data = ArrayDataset(x, y, num_classes=3)
     model = mlp()
     t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), data,
-                global_batch_size=5, steps=10, max_bad_steps=3, seed=0, direct_grads=direct, overlap=overlap)
+                global_batch_size=5, steps=10, max_bad_steps=3, seed=0, **options)
     # A NaN weight makes the loss and every gradient NaN.
     model.trainable_variables[0].data[0, 0] = np.nan
     before = weights(model)
@@ -141,10 +142,10 @@ def test_non_finite_steps_are_skipped_then_abort(direct, overlap):
     (dict(steps=1, global_batch_size=0), "global_batch_size"),
     (dict(steps=1, micro_batches=0), "micro_batches"),
     (dict(steps=1, weight_decay=-1.0), "weight_decay"),
-    (dict(steps=1, overlap=1), "overlap must be True or False"),
-    (dict(steps=1, direct_grads=None), "direct_grads must be True or False"),
-    (dict(steps=1, overlap=True, direct_grads=False), "Expect: direct_grads=True"),
-    (dict(steps=1, overlap=True, shard_optimizer=True), "Expect: shard_optimizer=False"),
+    (dict(steps=1, overlap=1), "overlap: Expect: True or False Actual: 1"),
+    (dict(steps=1, direct_grads=True), r"Expect: a strategy that takes the options \['direct_grads'\]"),
+    (dict(steps=1, strategy="zero1", overlap=True), r"strategy 'zero1': option 'overlap': Expect: one of"),
+    (dict(steps=1, strategy="ring"), r"strategy: Expect: 'auto' or one of \['hierarchical', 'replicated', 'zero1'\] Actual: 'ring'"),
     (dict(steps=1, overlap=True, compression="float16"), r"overlap=True with compression='float16'"),
 ])
 def test_bad_arguments(kwargs, match):
@@ -172,20 +173,21 @@ def test_evaluate_with_ema_weights_restores_trained_weights():
 
 
 @pytest.mark.parametrize("micro", [1, 3])
-def test_direct_writes_and_overlap_equal_the_plain_path(micro):
-    """In one process the gradient written straight into the sync buffer is the
-    plain gradient bitwise (local count = global count, so the loss scaling is
-    the same), with micro-batches accumulated in place as ``+=`` does."""
+def test_every_strategy_and_option_gives_the_same_bits_in_one_process(micro):
+    """In one process nothing is summed over ranks, so every strategy and
+    option (buckets, overlap, ZeRO-1's flat parameter buffer) must give the
+    same weights bitwise, micro-batches accumulated in place as ``+=`` does."""
     runs = {}
-    for direct, overlap in ((False, False), (True, False), (True, True)):
+    for options in (dict(strategy="replicated"), dict(strategy="replicated", bucket_bytes=64),
+                    dict(strategy="replicated", overlap=True, bucket_bytes=64), dict(strategy="zero1")):
         model = mlp(seed=2, reg=regularizers.l2(0.01), dropout=0.25)
         Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01), blobs(50, 3),
-                global_batch_size=20, steps=6, micro_batches=micro, seed=5, weight_decay=0.002,
-                direct_grads=direct, overlap=overlap, bucket_bytes=64).fit()
-        runs[direct, overlap] = weights(model)
-    for key in ((True, False), (True, True)):
-        for k in runs[False, False]:
-            np.testing.assert_array_equal(runs[key][k], runs[False, False][k], err_msg=f"{key} {k}")
+                global_batch_size=20, steps=6, micro_batches=micro, seed=5, weight_decay=0.002, **options).fit()
+        runs[repr(options)] = weights(model)
+    first = next(iter(runs.values()))
+    for key, run in runs.items():
+        for k in first:
+            np.testing.assert_array_equal(run[k], first[k], err_msg=f"{key} {k}")
 
 
 def test_overlap_starts_buckets_while_backward_runs():
@@ -213,7 +215,7 @@ def test_overlap_starts_buckets_while_backward_runs():
     t = Trainer(mlp(seed=1), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
                 global_batch_size=10, steps=1, comm=comm, overlap=True, bucket_bytes=64, check_every=None)
     t.fit()
-    n = len(t.sync.buckets)
+    n = len(t.strategy.buckets)
     assert n >= 3
     starts = [i for i, e in enumerate(comm.events) if e == "start"]
     assert len(starts) == n and comm.events.count("wait") == n
@@ -222,14 +224,14 @@ def test_overlap_starts_buckets_while_backward_runs():
 
 
 def test_default_overlap_bucket_size_applies_only_with_overlap():
-    from distnet.trainer import OVERLAP_BUCKET_BYTES
+    from distnet.distributed.strategies.replicated import DEFAULT_BUCKET_BYTES
 
     t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
                 global_batch_size=10, steps=1, overlap=True)
-    assert t.sync.overlap and len(t.sync.buckets) == 1 and t.sync.buckets[0].nbytes <= OVERLAP_BUCKET_BYTES
+    assert t.strategy.overlap and len(t.strategy.buckets) == 1 and t.strategy.buckets[0].nbytes <= DEFAULT_BUCKET_BYTES
     t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1), blobs(20),
                 global_batch_size=10, steps=1)
-    assert not t.sync.overlap
+    assert not t.strategy.overlap
 
 
 def test_job_file_overlap_option_reaches_the_trainer():
@@ -238,9 +240,9 @@ def test_job_file_overlap_option_reaches_the_trainer():
     from distnet.job import build_trainer
     from test_dist_sharded import JOB
 
-    assert build_trainer(parse_job(JOB + "[dist]\noverlap = true\n")).overlap is True
-    assert build_trainer(parse_job(JOB)).overlap is False
+    assert build_trainer(parse_job(JOB + "[dist]\noverlap = true\n")).strategy.overlap is True
+    assert build_trainer(parse_job(JOB)).strategy.overlap is False
     with pytest.raises(ConfigError, match="overlap"):
         parse_job(JOB + "[dist]\noverlap = 1\n")
-    with pytest.raises(ConfigError, match="overlap=True applies to the replicated"):
+    with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap': Expect: one of"):
         build_trainer(parse_job(JOB + "[dist]\noverlap = true\nshard_optimizer = true\n"))

@@ -25,10 +25,8 @@ from distnet.checkpoint.state import FORMAT_NAME, CheckpointState
 from distnet.errors import CheckpointError, InvalidArgumentError
 
 #: Target size of one HDF5 chunk (each chunk carries its own fletcher32
-#: checksum).  Measured with benchmarks/checkpoint.py --sweep on a quiet
-#: machine: 0.25-4 MiB chunks write equally fast, 16 MiB ~30 % slower,
-#: 64 MiB twice as slow (the chunk no longer stays in the CPU cache while its
-#: checksum is computed).
+#: checksum): small enough to stay in the CPU cache while its checksum is
+#: computed (benchmarks/checkpoint.py --sweep; figures in benchmarks/README.md).
 CHUNK_BYTES = 2 ** 20
 #: HDF5 format bounds.  'v110' files checksum all their metadata: superblock,
 #: object headers and the chunk index (a fixed array; 'v108' files index
@@ -73,7 +71,7 @@ def header_items(state: CheckpointState) -> dict[str, str]:
     """The non-array content of a checkpoint as ``{attribute path: text}``,
     exactly as the digest sees it (ints in decimal, dicts as sorted JSON)."""
     opt = state.optimizer
-    return {
+    items = {
         "/format": FORMAT_NAME,
         "/state/format_version": str(int(state.format_version)),
         "/state/distnet_version": state.distnet_version,
@@ -88,6 +86,9 @@ def header_items(state: CheckpointState) -> dict[str, str]:
         "/state/rng": _json(state.rng),
         "/state/metrics": _json(state.metrics),
     }
+    if state.format_version >= 2:  # format 1 had no /state@data
+        items["/state/data"] = _json(state.data)
+    return items
 
 
 #: Header attributes stored as int64 (the others are UTF-8 strings).

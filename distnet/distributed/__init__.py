@@ -1,7 +1,8 @@
-"""Distributed primitives: communicators, the sharded sampler, the gradient
-synchroniser, consistency checks, the abort hook and the watchdog.
+"""Data parallelism: the communicator every collective goes through, the
+sharded sampler, the strategies that synchronise a step, consistency checks,
+the abort hook, the watchdog, and :func:`init`, which sets a process up.
 
-Importing this package never imports mpi4py; only
+Importing this package never loads MPI; only
 ``get_communicator("mpi")`` (or ``"auto"`` under an MPI launcher) does.
 
 Launching: ``mpiexec -n N python script.py`` with the MPICH (hydra) mpiexec of
@@ -18,15 +19,19 @@ from distnet.distributed.consistency import (
     DivergenceChecker, NonFiniteGuard, NonFiniteWarning, broadcast_arrays, broadcast_variables,
     check_parameters_agree, check_same_variables, parameter_checksums, variable_specs,
 )
-from distnet.distributed.grad_sync import GradientSynchronizer, SyncResult
+from distnet.distributed.layout import FlatLayout
+from distnet.distributed.process import init
 from distnet.distributed.sampler import ShardBatch, ShardSampler
 from distnet.distributed.single import SingleCommunicator
+from distnet.distributed.strategies import Strategy, SyncResult, all_strategies
+from distnet.distributed.strategies.replicated import Replicated
+from distnet.distributed.strategies.zero1 import Zero1
 from distnet.distributed.watchdog import STALL_EXIT_CODE, Watchdog
 
 __all__ = [
-    "CollectiveError", "Communicator", "Request", "DivergenceChecker", "GradientSynchronizer", "NonFiniteGuard",
-    "NonFiniteWarning", "STALL_EXIT_CODE", "ShardBatch", "ShardSampler", "SingleCommunicator", "SyncResult",
-    "Watchdog", "block_counts", "broadcast_arrays", "broadcast_variables", "check_parameters_agree",
-    "check_same_variables", "get_communicator", "install_abort_hook", "launched_world_size",
-    "parameter_checksums", "variable_specs",
+    "CollectiveError", "Communicator", "Request", "DivergenceChecker", "FlatLayout", "NonFiniteGuard",
+    "NonFiniteWarning", "Replicated", "STALL_EXIT_CODE", "ShardBatch", "ShardSampler", "SingleCommunicator", "Strategy",
+    "SyncResult", "Watchdog", "block_counts", "broadcast_arrays", "broadcast_variables", "check_parameters_agree",
+    "check_same_variables", "get_communicator", "init", "install_abort_hook", "launched_world_size",
+    "all_strategies", "parameter_checksums", "variable_specs", "Zero1",
 ]

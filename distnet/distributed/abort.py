@@ -1,8 +1,8 @@
 """End the whole job when one rank fails, instead of letting the others hang.
 
 Without this, an MPI job whose rank raises hangs forever: the other ranks wait
-in their next collective for a rank that is gone (``python -m mpi4py`` avoids
-it, plain ``python`` does not).  :func:`install_abort_hook` makes an unhandled
+in their next collective for a rank that is gone.  :func:`install_abort_hook`
+makes an unhandled
 exception, in the main thread or any other thread, print its traceback once,
 prefixed with the rank, then ``MPI_Abort`` the world: the launcher ends every
 rank and exits non-zero.

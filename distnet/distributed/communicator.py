@@ -38,24 +38,30 @@ class CallState:
     tell a rank that waits for its peers from a rank that computes.
     """
 
-    __slots__ = ("name", "since")
+    __slots__ = ("name", "since", "observer")
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.since: float = 0.0
+        #: Called as ``observer(name, since, until)`` when a collective ends
+        #: (:class:`distnet.trace.Tracer` records them); None: nobody listens.
+        self.observer = None
 
     def enter(self, name: str) -> None:
         self.since = time.monotonic()
         self.name = name
 
     def leave(self) -> None:
+        if self.observer is not None:
+            self.observer(self.name, self.since, time.monotonic())
         self.name = None
 
 
 class Request:
-    """A started non-blocking collective: :meth:`test` progresses it and says
-    whether it is complete, :meth:`wait` blocks until it is.  This base class
-    is a completed request."""
+    """A started non-blocking operation: :meth:`test` progresses it and says
+    whether it is complete, :meth:`wait` blocks until it is, :meth:`cancel`
+    withdraws a receive that will never be matched.  This base class is a
+    completed request."""
 
     __slots__ = ()
 
@@ -65,6 +71,28 @@ class Request:
 
     def wait(self) -> None:
         """Block until the operation is complete."""
+
+    def cancel(self) -> None:
+        """Withdraw the operation (then :meth:`wait` returns at once)."""
+
+
+class SharedArrays:
+    """Arrays in memory that every rank of one machine maps (an MPI-3 shared window).
+
+    Made by :meth:`Communicator.shared_arrays`.  ``arrays[q]`` is rank q's
+    segment (or ``arrays[0]`` the one array all ranks share).  Loads and
+    stores of different ranks are ordered only by :meth:`sync` on both sides
+    of a barrier; :meth:`free` is a collective.
+    """
+
+    arrays: list
+
+    def sync(self) -> None:
+        """Make this rank's stores visible and order its later loads (around a barrier)."""
+
+    def free(self) -> None:
+        """Release the memory (a collective); ``arrays`` must not be used after."""
+        self.arrays = []
 
 
 class Communicator(ABC):
@@ -135,9 +163,81 @@ class Communicator(ABC):
         """Concatenate every rank's 1-d ``block`` in rank order (the inverse of
         :meth:`reduce_scatter`); ``counts`` as there, default from the blocks."""
 
+    def reduce_scatter_block_(self, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        """Sum ``send`` (``size`` equal blocks) over ranks; ``recv`` gets this rank's block.
+
+        Args:
+            send: 1-d contiguous, ``size * recv.size`` elements on every rank.
+            recv: this rank's block of the sum, written in place.
+        Returns:
+            ``recv``.
+        """
+        check_buffer(recv, "reduce_scatter_block_")
+        if send.size != recv.size * self.size:
+            raise InvalidArgumentError(f"reduce_scatter_block_: Expect: {self.size} x {recv.size} elements "
+                                       f"Actual: {send.size}")
+        np.copyto(recv, self.reduce_scatter(send, [recv.size] * self.size))
+        return recv
+
+    def allgather_(self, flat: np.ndarray) -> np.ndarray:
+        """Fill ``flat`` (``size`` equal blocks) in place from every rank's own block of it."""
+        check_buffer(flat, "allgather_")
+        if flat.ndim != 1 or flat.size % self.size:
+            raise InvalidArgumentError(f"allgather_: Expect: a 1-d array of {self.size} equal blocks "
+                                       f"Actual: shape {flat.shape}")
+        b = flat.size // self.size
+        np.copyto(flat, self.allgather(np.ascontiguousarray(flat[self.rank * b: (self.rank + 1) * b]),
+                                       [b] * self.size))
+        return flat
+
+    def alltoall_(self, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        """Block ``q`` of ``send`` goes to rank ``q``; block ``p`` of ``recv`` comes from rank ``p``."""
+        check_buffer(recv, "alltoall_")
+        if self.size != 1:
+            raise DistributedError(f"alltoall_: Expect: an MPI communicator Actual: {type(self).__name__}")
+        np.copyto(recv, send)
+        return recv
+
     @abstractmethod
     def barrier(self) -> None:
         """Wait until every rank has called ``barrier``."""
+
+    # -- the machine ------------------------------------------------------
+    def split_local(self) -> "Communicator":
+        """The ranks of this communicator that share this machine's memory (a
+        collective).  :meth:`free` it when done."""
+        return self
+
+    def split(self, color: int, key: int = 0) -> "Communicator":
+        """The ranks that pass the same ``color``, ordered by ``key`` (a collective).
+        :meth:`free` it when done."""
+        return self
+
+    def shared_arrays(self, count: int, dtype, single: bool = False) -> SharedArrays:
+        """``size`` arrays of ``count`` elements in memory every rank maps, or
+        one (``single``) held by rank 0 (a collective; every rank on one machine)."""
+        raise DistributedError(f"shared memory: Expect: an MPI communicator of ranks on one machine "
+                               f"Actual: {type(self).__name__} of size {self.size}")
+
+    def free(self) -> None:
+        """Release a communicator made by :meth:`split_local` or :meth:`dup`."""
+
+    # -- point to point (the watchdog's heartbeats) -----------------------
+    def dup(self) -> "Communicator":
+        """A communicator of the same ranks whose messages never mix with this one's."""
+        return self
+
+    def require_threads(self, what: str) -> None:
+        """Raise a clear error unless another thread may use :meth:`dup`'s
+        communicator while this one computes (``what`` needs it)."""
+
+    def isend_(self, arr: np.ndarray, dest: int, tag: int = 0) -> Request:
+        """Start sending ``arr`` to rank ``dest``; ``arr`` stays untouched until the request completes."""
+        raise DistributedError(f"isend_: Expect: a communicator of 2 or more ranks Actual: size {self.size}")
+
+    def irecv_(self, arr: np.ndarray, source: int, tag: int = 0) -> Request:
+        """Start receiving into ``arr`` from rank ``source``."""
+        raise DistributedError(f"irecv_: Expect: a communicator of 2 or more ranks Actual: size {self.size}")
 
     # -- small Python objects (pickled) ----------------------------------
     @abstractmethod

@@ -60,8 +60,8 @@ _CHUNK = 1 << 14
 # Below this magnitude a float32 becomes a float16 subnormal (or zero).
 _F16_MIN_NORMAL = np.float32(2.0 ** -14)
 # A chunk with fewer than 1 / _FEW_TINY of subnormal-bound values goes
-# through numpy's cast (~1.5 ns per normal value, 65-170 ns per tiny one);
-# denser ones through the full-width path (~3.5-5 ns per value, measured here).
+# through numpy's cast, denser ones through the full-width path: numpy's cast
+# of a tiny value costs tens of normal ones (benchmarks/README.md).
 _FEW_TINY = 40
 
 
@@ -103,8 +103,8 @@ class Float16Compressor:
     """Sum float32 arrays over ranks with float16 on the wire (see the module docstring).
 
     Args:
-        comm: an :class:`~distnet.distributed.mpi.MPICommunicator` (it needs
-            ``Alltoall`` and ``Allgather``, which only MPI provides).
+        comm: a communicator of two or more ranks (it uses ``alltoall_`` and
+            ``allgather_``).
         bucket_elements: gradients reduced per call by :meth:`allreduce_`
             (None: the whole array in one call).
     Example:
@@ -114,11 +114,10 @@ class Float16Compressor:
 
     def __init__(self, comm, bucket_elements: int | None = None) -> None:
         self.comm = comm
-        self.mpi_comm = getattr(comm, "mpi_comm", None)
-        if self.mpi_comm is None:
+        if comm.size < 2:
             raise DistributedError(
-                f"float16 compression: Expect: an MPI communicator (it uses Alltoall and Allgather) "
-                f"Actual: {type(comm).__name__} of size {comm.size}")
+                f"float16 compression: Expect: a communicator of 2 or more ranks (nothing goes on the wire "
+                f"on one) Actual: {type(comm).__name__} of size {comm.size}")
         if bucket_elements is not None and (isinstance(bucket_elements, bool)
                                             or not isinstance(bucket_elements, int) or bucket_elements < 1):
             raise InvalidArgumentError(f"bucket_elements: Expect: None or an int >= 1 Actual: {bucket_elements!r}")
@@ -165,9 +164,9 @@ class Float16Compressor:
         by the finite check).
 
         numpy converts a float32 that rounds inexactly to a float16
-        subnormal or to zero (|x| < 2**-14: 5-20% of the MLP example's
-        gradients) 40-100x slower than a normal one (65-170 ns, measured
-        here), so where they are many they never reach numpy's cast: they
+        subnormal or to zero (|x| < 2**-14, common among small gradients)
+        far slower than a normal one (benchmarks/README.md), so where they
+        are many they never reach numpy's cast: they
         are cast as signed zeros, and their mantissa is OR-ed in, computed
         by adding 0.5 in float32 (which rounds |x| to a multiple of 2**-24,
         the ulp of 0.5, to nearest even): the bits of the sum minus those
@@ -203,11 +202,7 @@ class Float16Compressor:
             np.take(self._decode_table, bits[lo: lo + _CHUNK], out=dst[lo: lo + _CHUNK])
 
     def _alltoall(self, send: np.ndarray, recv: np.ndarray) -> None:
-        self.comm.calls.enter("alltoall")
-        try:
-            self.mpi_comm.Alltoall(send.view(np.uint16), recv.view(np.uint16))
-        finally:
-            self.comm.calls.leave()
+        self.comm.alltoall_(send.view(np.uint16), recv.view(np.uint16))
 
     def _sum_blocks(self, recv: np.ndarray, block: int, out: np.ndarray) -> None:
         """``out`` = the float32 sum, in rank order, of the ``size`` float16 blocks of ``recv``."""
@@ -244,13 +239,7 @@ class Float16Compressor:
         own = send[self.rank * block: (self.rank + 1) * block]
         self._sum_blocks(recv, block, acc)
         self._encode(acc, own)
-        from mpi4py import MPI
-
-        self.comm.calls.enter("allgather")
-        try:
-            self.mpi_comm.Allgather(MPI.IN_PLACE, send.view(np.uint16))
-        finally:
-            self.comm.calls.leave()
+        self.comm.allgather_(send.view(np.uint16))
         self._decode(send[:n], x)
 
     def reduce_scatter_block(self, flat: np.ndarray, out: np.ndarray) -> np.ndarray:

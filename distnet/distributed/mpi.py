@@ -1,6 +1,11 @@
 """MPI through mpi4py's buffer API: numpy arrays are reduced and broadcast in
 place (``MPI.IN_PLACE``), never pickled.  Importing this module initialises
-MPI (mpi4py asks for ``MPI_THREAD_MULTIPLE``, which the watchdog needs)."""
+MPI (mpi4py asks for ``MPI_THREAD_MULTIPLE``, which the watchdog needs).
+
+This is the one module of the package that imports mpi4py: every collective,
+shared-memory window and message goes through :class:`MPICommunicator`,
+which records each blocking call in ``calls`` for the watchdog.
+"""
 from __future__ import annotations
 
 import os
@@ -12,9 +17,16 @@ import numpy as np
 from mpi4py import MPI
 
 from distnet.distributed.communicator import (
-    CallState, Communicator, Request, check_buffer, check_counts, check_op, check_root,
+    CallState,
+    Communicator,
+    Request,
+    SharedArrays,
+    check_buffer,
+    check_counts,
+    check_op,
+    check_root,
 )
-from distnet.errors import InvalidArgumentError
+from distnet.errors import DistributedError, InvalidArgumentError
 
 # Seconds between writing the abort message and MPI_Abort.
 ABORT_FLUSH_DELAY = 0.5
@@ -25,9 +37,9 @@ _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 class MPIRequest(Request):
     """An mpi4py request; waiting in it shows as a collective to the watchdog."""
 
-    __slots__ = ("_req", "_calls", "_done")
+    __slots__ = ("_calls", "_done", "_req")
 
-    def __init__(self, req: "MPI.Request", calls: CallState) -> None:
+    def __init__(self, req: "MPI.Request", calls: CallState | None) -> None:
         self._req, self._calls, self._done = req, calls, False
 
     def test(self) -> bool:
@@ -38,12 +50,49 @@ class MPIRequest(Request):
     def wait(self) -> None:
         if self._done:
             return
-        self._calls.enter("iallreduce")
-        try:
+        if self._calls is None:   # a message, not a collective
             self._req.Wait()
-        finally:
-            self._calls.leave()
+        else:
+            self._calls.enter("iallreduce")
+            try:
+                self._req.Wait()
+            finally:
+                self._calls.leave()
         self._done = True
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._req.Cancel()
+
+
+class MPISharedArrays(SharedArrays):
+    """An MPI-3 shared window (``MPI_Win_allocate_shared``) seen as numpy arrays.
+
+    MPICH backs it with a file in ``/dev/shm``.  Each segment is rounded up to
+    whole pages by the caller, so every rank's segment starts on its own page.
+    The window stays in a passive-target epoch (``Lock_all``) for its life;
+    :meth:`sync` is ``MPI_Win_sync``, the portable way to order loads and
+    stores on shared windows around a barrier.
+    """
+
+    def __init__(self, comm: "MPI.Intracomm", rank: int, size: int, nbytes: int, count: int,
+                 dtype: np.dtype, single: bool) -> None:
+        mine = nbytes if (not single or rank == 0) else 0
+        # At least one byte-page: some MPIs return no address for an empty segment.
+        self.window = MPI.Win.Allocate_shared(max(mine, 4096), dtype.itemsize, comm=comm)
+        self.window.Lock_all(MPI.MODE_NOCHECK)
+        self.arrays = []
+        for q in ([0] if single else range(size)):
+            buf, _ = self.window.Shared_query(q)
+            self.arrays.append(np.frombuffer(buf, dtype=dtype, count=count))
+
+    def sync(self) -> None:
+        self.window.Sync()
+
+    def free(self) -> None:
+        self.arrays = []
+        self.window.Unlock_all()
+        self.window.Free()
 
 
 class MPICommunicator(Communicator):
@@ -134,6 +183,86 @@ class MPICommunicator(Communicator):
         finally:
             self.calls.leave()
         return out
+
+    def reduce_scatter_block_(self, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        check_buffer(send, "reduce_scatter_block_", writable=False)
+        check_buffer(recv, "reduce_scatter_block_")
+        if send.size != recv.size * self.size:
+            raise InvalidArgumentError(f"reduce_scatter_block_: Expect: {self.size} x {recv.size} elements "
+                                       f"Actual: {send.size}")
+        self.calls.enter("reduce_scatter")
+        try:
+            self.mpi_comm.Reduce_scatter_block(send, recv)
+        finally:
+            self.calls.leave()
+        return recv
+
+    def allgather_(self, flat: np.ndarray) -> np.ndarray:
+        check_buffer(flat, "allgather_")
+        if flat.ndim != 1 or flat.size % self.size:
+            raise InvalidArgumentError(f"allgather_: Expect: a 1-d array of {self.size} equal blocks "
+                                       f"Actual: shape {flat.shape}")
+        self.calls.enter("allgather")
+        try:
+            self.mpi_comm.Allgather(MPI.IN_PLACE, flat)
+        finally:
+            self.calls.leave()
+        return flat
+
+    def alltoall_(self, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        check_buffer(send, "alltoall_", writable=False)
+        check_buffer(recv, "alltoall_")
+        self.calls.enter("alltoall")
+        try:
+            self.mpi_comm.Alltoall(send, recv)
+        finally:
+            self.calls.leave()
+        return recv
+
+    def split_local(self) -> "MPICommunicator":
+        self.calls.enter("split_local")
+        try:
+            return MPICommunicator(self.mpi_comm.Split_type(MPI.COMM_TYPE_SHARED))
+        finally:
+            self.calls.leave()
+
+    def split(self, color: int, key: int = 0) -> "MPICommunicator":
+        self.calls.enter("split")
+        try:
+            return MPICommunicator(self.mpi_comm.Split(int(color), int(key)))
+        finally:
+            self.calls.leave()
+
+    def shared_arrays(self, count: int, dtype, single: bool = False) -> MPISharedArrays:
+        from distnet.distributed.shared_memory import segment_bytes
+
+        dtype = np.dtype(dtype)
+        self.calls.enter("shared_window")
+        try:
+            return MPISharedArrays(self.mpi_comm, self.rank, self.size, segment_bytes(count, dtype), count,
+                                   dtype, single)
+        finally:
+            self.calls.leave()
+
+    def free(self) -> None:
+        if self.mpi_comm not in (MPI.COMM_WORLD, MPI.COMM_SELF):
+            self.mpi_comm.Free()
+
+    def dup(self) -> "MPICommunicator":
+        return MPICommunicator(self.mpi_comm.Dup())
+
+    def require_threads(self, what: str) -> None:
+        if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+            raise DistributedError(
+                f"{what} needs MPI_THREAD_MULTIPLE: Expect: mpi4py.rc.thread_level = 'multiple' (the default) "
+                f"before importing mpi4py.MPI Actual: thread level {MPI.Query_thread()}")
+
+    def isend_(self, arr: np.ndarray, dest: int, tag: int = 0) -> MPIRequest:
+        return MPIRequest(self.mpi_comm.Isend(check_buffer(arr, "isend_", writable=False), dest=dest, tag=tag),
+                          None)
+
+    def irecv_(self, arr: np.ndarray, source: int, tag: int = 0) -> MPIRequest:
+        return MPIRequest(self.mpi_comm.Irecv(check_buffer(arr, "irecv_"), source=source, tag=tag), None)
 
     def barrier(self) -> None:
         self.calls.enter("barrier")

@@ -1,7 +1,8 @@
 """Arrays in memory shared by the ranks of one machine (MPI-3 shared windows).
 
-When every rank of a job runs on one machine, the sharded optimizer
-(:mod:`distnet.distributed.sharded`) needs no messages for its two big collectives:
+When every rank of a job runs on one machine, the ZeRO-1 strategy
+(:mod:`distnet.distributed.strategies.zero1`) needs no messages for its two
+big collectives:
 
 * the **parameters** live once, in one shared array that every rank's
   variables view; each rank writes its own block in the update, and a
@@ -10,12 +11,8 @@ When every rank of a job runs on one machine, the sharded optimizer
   shared window; after a barrier, rank r sums block r of every segment
   itself (in cache-sized chunks), which replaces the reduce-scatter.
 
-Measured here (2 ranks, 2 cores, 25.7 MB of gradients, medians): reduce-
-scatter + finite check + small all-reduce + all-gather 3.66 ms with MPI,
-1.02 ms through shared memory, beside a bare ``MPI.Allreduce`` of the same
-bytes at 2.68 ms.  One copy of the parameters per machine also leaves more
-of the cache to the matrix products (two ranks' dense layer: 23.1 ms with
-private weights, 21.6 ms with shared ones).
+One copy of the parameters per machine also leaves more of the cache to the
+matrix products (figures in ``benchmarks/README.md``).
 
 MPICH backs the windows with files in ``/dev/shm``; a write beyond that
 file system's size kills the process (SIGBUS), and containers get 64 MB
@@ -23,10 +20,11 @@ there by default.  :func:`room_for` checks the space first, on every rank.
 Each segment is rounded up to whole pages, so every rank's segment starts
 on its own page (no cache line shared by two ranks' data).  Every window
 stays in a passive-target epoch (``Lock_all``) for its life, and
-:meth:`SharedSegments.sync` (``MPI_Win_sync``) is called on both sides of
-each barrier, the portable way to order loads and stores on shared windows.
-Freeing a window is a collective: :meth:`SharedSegments.free`, called by
-``Trainer.close()``; a garbage collector cannot make that call.
+:meth:`~distnet.distributed.communicator.SharedArrays.sync` (``MPI_Win_sync``)
+is called on both sides of each barrier, the portable way to order loads and
+stores on shared windows.  Freeing a window is a collective
+(:meth:`~distnet.distributed.communicator.SharedArrays.free`, called by
+``Trainer.close()``); a garbage collector cannot make that call.
 """
 from __future__ import annotations
 
@@ -34,7 +32,7 @@ import os
 
 import numpy as np
 
-from distnet.distributed.communicator import Communicator
+from distnet.distributed.communicator import Communicator, SharedArrays
 
 #: Where MPICH puts the files behind shared windows.
 SHM_DIR = "/dev/shm"
@@ -42,20 +40,17 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def one_machine(comm: Communicator) -> bool:
-    """True if ``comm`` is an MPI communicator whose ranks all share one machine's memory.
+    """True if ``comm`` has several ranks and all of them share one machine's memory.
 
-    A collective (every rank must call it); False for one rank or without MPI.
+    A collective (every rank must call it); False for one rank.
     """
-    mpi_comm = getattr(comm, "mpi_comm", None)
-    if comm.size == 1 or mpi_comm is None:
+    if comm.size == 1:
         return False
-    from mpi4py import MPI
-
-    local = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local = comm.split_local()
     try:
-        return local.Get_size() == comm.size
+        return local.size == comm.size
     finally:
-        local.Free()
+        local.free()
 
 
 def free_bytes(path: str = SHM_DIR) -> int | None:
@@ -85,41 +80,17 @@ def segment_bytes(count: int, dtype) -> int:
     return -(-count * np.dtype(dtype).itemsize // PAGE) * PAGE
 
 
-class SharedSegments:
-    """One array per rank, all of ``count`` elements, every one readable by every rank.
+def shared_segments(comm: Communicator, count: int, dtype, single: bool = False) -> SharedArrays:
+    """One array of ``count`` elements per rank, every one readable by every rank.
 
     Args:
-        comm: an MPI communicator whose ranks share one machine
-            (:func:`one_machine`); a collective.
+        comm: a communicator whose ranks share one machine (:func:`one_machine`); a collective.
         count: elements of every rank's segment, or of the single array.
         dtype: element type.
-        single: if True, only rank 0 holds memory: ``arrays`` has one
-            entry, the array all ranks share.
-    Attributes:
-        arrays: ``arrays[q]`` is rank q's segment (or ``arrays[0]`` the
-            single shared array), as numpy views of the window.
+        single: if True, only rank 0 holds memory: ``arrays`` has one entry,
+            the array all ranks share.
+    Returns:
+        a :class:`~distnet.distributed.communicator.SharedArrays`:
+        ``arrays[q]`` is rank q's segment (or ``arrays[0]`` the single array).
     """
-
-    def __init__(self, comm: Communicator, count: int, dtype, single: bool = False) -> None:
-        from mpi4py import MPI
-
-        dtype = np.dtype(dtype)
-        mine = segment_bytes(count, dtype) if (not single or comm.rank == 0) else 0
-        # At least one page: some MPIs return no address for an empty segment.
-        self.window = MPI.Win.Allocate_shared(max(mine, PAGE), dtype.itemsize, comm=comm.mpi_comm)
-        self.window.Lock_all(MPI.MODE_NOCHECK)
-        owners = [0] if single else range(comm.size)
-        self.arrays = []
-        for q in owners:
-            buf, _ = self.window.Shared_query(q)
-            self.arrays.append(np.frombuffer(buf, dtype=dtype, count=count))
-
-    def sync(self) -> None:
-        """``MPI_Win_sync``: this rank's stores visible, others' loads ordered (around a barrier)."""
-        self.window.Sync()
-
-    def free(self) -> None:
-        """Free the window (a collective).  ``arrays`` must not be used after."""
-        self.arrays = []
-        self.window.Unlock_all()
-        self.window.Free()
+    return comm.shared_arrays(count, dtype, single=single)

@@ -3,13 +3,12 @@ oversubscribe its cores.
 
 numpy's BLAS (OpenBLAS, MKL) starts one thread per core in every process.
 Two ranks on a 2-core machine then run four compute threads on two cores and
-each waits for the other: measured on the reference conv net, 2 ranks, global
-batch 100, 86 ms per step against 40 ms with one thread per rank.
+each waits for the other (the cost is in benchmarks/README.md).
 ``distnet train -n N`` sets ``OMP_NUM_THREADS`` and friends before the ranks
 start (distnet/launcher.py); a job started with a bare ``mpiexec -n N python
-script.py`` gets the same from :func:`limit_blas_threads`, which the
-:class:`~distnet.trainer.Trainer` calls (``Trainer(blas_threads="auto")``,
-the default) — as ``torchrun`` sets ``OMP_NUM_THREADS=1`` for its workers.
+script.py`` gets the same from :func:`limit_blas_threads`, which
+:func:`distnet.distributed.init` calls — as ``torchrun`` sets
+``OMP_NUM_THREADS=1`` for its workers.
 
 The limit is applied at run time with threadpoolctl (the BLAS library is
 already loaded by numpy by then); a thread count the user chose in the
@@ -17,12 +16,9 @@ environment is left alone.
 
 The kernels matter as much as the threads: OpenBLAS picks them from the CPU
 unless ``OPENBLAS_CORETYPE`` names a core, and a core older than the CPU
-runs every matrix product at that core's speed.  Measured on an AVX-512
-machine whose environment set ``OPENBLAS_CORETYPE=Haswell``: the reference
-net's dense layer (fwd + both gradients, batch 100) 35.1 ms against 22.1 ms
-with the SkylakeX kernels OpenBLAS picks itself.  :func:`blas_kernel_advice`
-notices that case; the :class:`~distnet.trainer.Trainer` warns once
-(:class:`PerformanceWarning`).  The variable is read when numpy loads
+runs every matrix product at that core's speed (benchmarks/README.md).
+:func:`blas_kernel_advice` notices that case; :func:`distnet.distributed.init`
+warns (:class:`PerformanceWarning`).  The variable is read when numpy loads
 OpenBLAS, so only the user can change it, before Python starts.
 """
 from __future__ import annotations
@@ -109,15 +105,8 @@ def blas_kernel_advice(environ=None, cores: list[str] | None = None, cpu_level: 
             f"net's dense layer on one such machine). Unset OPENBLAS_CORETYPE before starting Python.")
 
 
-_advised = False
-
-
-def warn_blas_kernel_once() -> str | None:
-    """Warn (:class:`PerformanceWarning`) once per process if :func:`blas_kernel_advice` has advice."""
-    global _advised
-    if _advised:
-        return None
-    _advised = True
+def warn_blas_kernel() -> str | None:
+    """Warn (:class:`PerformanceWarning`) if :func:`blas_kernel_advice` has advice; returns it."""
     advice = blas_kernel_advice()
     if advice:
         import warnings
@@ -135,17 +124,14 @@ def usable_cores() -> int:
 
 
 def ranks_on_this_host(comm: Communicator) -> int:
-    """How many ranks of ``comm`` share this machine (a collective under MPI)."""
-    mpi_comm = getattr(comm, "mpi_comm", None)
-    if comm.size == 1 or mpi_comm is None:
+    """How many ranks of ``comm`` share this machine (a collective)."""
+    if comm.size == 1:
         return 1
-    from mpi4py import MPI
-
-    local = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local = comm.split_local()
     try:
-        return local.Get_size()
+        return local.size
     finally:
-        local.Free()
+        local.free()
 
 
 def limit_blas_threads(comm: Communicator, threads: int | str | None = "auto") -> int | None:

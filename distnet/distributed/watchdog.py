@@ -32,7 +32,7 @@ the step it last reached.
 
 Heartbeats are exchanged between every pair of ranks: N*(N-1) tiny messages
 per interval, fine for the tens of ranks distnet targets.  It needs
-``MPI_THREAD_MULTIPLE`` (mpi4py's default ``mpi4py.rc.thread_level``).
+``MPI_THREAD_MULTIPLE`` (the thread level the MPI communicator asks for by default).
 
 Choosing ``stall_timeout``: it must exceed the longest phase in which one
 rank works while the others wait for it in a collective (rank 0 writing a
@@ -44,14 +44,13 @@ The message on abort goes to stderr; the exit status is :data:`STALL_EXIT_CODE`.
 """
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
-from distnet.errors import DistributedError, InvalidArgumentError
+from distnet.errors import InvalidArgumentError
 
 STALL_EXIT_CODE = 3
 _TAG = 7411
@@ -60,7 +59,7 @@ MIN_GAP = 0.05      # seconds between two heartbeats woken by beats
 _RUNNING, _FINISHED_STATE, _ABORTING = 0.0, 1.0, 2.0
 # Codes on the wire: append only (a code's meaning must not change).
 _CALLS = ("", "allreduce", "bcast", "barrier", "allgather_object", "bcast_object",
-          "reduce_scatter", "allgather", "iallreduce", "alltoall")
+          "reduce_scatter", "allgather", "iallreduce", "alltoall", "split_local", "shared_window", "split")
 # payload: step, seconds since the last beat, call code, seconds in the call, finished
 _STEP, _BEAT_AGE, _CALL, _CALL_AGE, _FINISHED = range(5)
 
@@ -101,21 +100,11 @@ class Watchdog:
         self.report: str | None = None   # the diagnosis, set just before aborting
         if comm.size == 1:
             return
-        mpi_comm = getattr(comm, "mpi_comm", None)
-        if mpi_comm is None:
-            raise DistributedError(f"Watchdog: Expect: an MPI communicator for size {comm.size} "
-                                   f"Actual: {type(comm).__name__}")
-        from mpi4py import MPI
-        if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
-            raise DistributedError(
-                "Watchdog needs MPI_THREAD_MULTIPLE: Expect: mpi4py.rc.thread_level = 'multiple' "
-                f"(the default) before importing mpi4py.MPI Actual: thread level {MPI.Query_thread()}")
-        self._mpi = MPI
-        self._wcomm = mpi_comm.Dup()
+        comm.require_threads("Watchdog")
+        # Heartbeats on a communicator of their own: they never match the job's messages.
+        self._wcomm = comm.dup()
         self._thread = threading.Thread(target=self._run, name="distnet-watchdog", daemon=True)
         self._thread.start()
-        # Stop before mpi4py finalizes MPI at exit (atexit runs last-in first-out).
-        atexit.register(self.stop)
 
     # -- called by the training loop ---------------------------------------
     def start(self) -> "Watchdog":
@@ -152,14 +141,14 @@ class Watchdog:
                          now - calls.since if name else 0.0, state])
 
     def _run(self) -> None:
-        MPI, wcomm, me, size = self._mpi, self._wcomm, self.comm.rank, self.comm.size
+        wcomm, me, size = self._wcomm, self.comm.rank, self.comm.size
         peers = [p for p in range(size) if p != me]
         start = time.monotonic()
         last_seen = {p: start for p in peers}
         state = {p: np.zeros(5) for p in peers}
         recv_bufs = {p: np.zeros(5) for p in peers}
         send_bufs = {p: np.zeros(5) for p in peers}
-        recv_reqs = {p: wcomm.Irecv(recv_bufs[p], source=p, tag=_TAG) for p in peers}
+        recv_reqs = {p: wcomm.irecv_(recv_bufs[p], source=p, tag=_TAG) for p in peers}
         send_reqs: dict = {p: None for p in peers}
         peer_aborting_since = None
 
@@ -167,20 +156,20 @@ class Watchdog:
             for p in peers:
                 # At most one heartbeat in flight per peer: a stopped peer
                 # cannot make us queue messages without bound.
-                if send_reqs[p] is None or send_reqs[p].Test():
+                if send_reqs[p] is None or send_reqs[p].test():
                     send_bufs[p][:] = payload
-                    send_reqs[p] = wcomm.Isend(send_bufs[p], dest=p, tag=_TAG)
+                    send_reqs[p] = wcomm.isend_(send_bufs[p], dest=p, tag=_TAG)
 
         while True:
             finishing = self._stop.is_set()
             now = time.monotonic()
             for p in peers:
-                while recv_reqs[p].Test():
+                while recv_reqs[p].test():
                     state[p][:] = recv_bufs[p]
                     last_seen[p] = now
                     if state[p][_FINISHED] == _ABORTING and peer_aborting_since is None:
                         peer_aborting_since = now
-                    recv_reqs[p] = wcomm.Irecv(recv_bufs[p], source=p, tag=_TAG)
+                    recv_reqs[p] = wcomm.irecv_(recv_bufs[p], source=p, tag=_TAG)
             if finishing:
                 # Say we finished: wait (briefly) for the last heartbeat in flight first.
                 self._drain(send_reqs, peers)
@@ -202,14 +191,14 @@ class Watchdog:
         # Finished: let the last heartbeat go out, withdraw our receives.
         self._drain(send_reqs, peers)
         for p in peers:
-            recv_reqs[p].Cancel()
-            recv_reqs[p].Wait()
+            recv_reqs[p].cancel()
+            recv_reqs[p].wait()
 
     @staticmethod
     def _drain(send_reqs: dict, peers: list, patience: float = 1.0) -> None:
         deadline = time.monotonic() + patience
         for p in peers:
-            while send_reqs[p] is not None and not send_reqs[p].Test() and time.monotonic() < deadline:
+            while send_reqs[p] is not None and not send_reqs[p].test() and time.monotonic() < deadline:
                 time.sleep(0.01)
 
     def _all_waiting(self, now: float, peers: list, last_seen: dict, state: dict,

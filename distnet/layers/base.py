@@ -14,25 +14,54 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from distnet import initializers as _init
+from distnet import registry
 from distnet import regularizers as _reg
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.registry import BOOL, INT_OR_PAIR, STR, STR_OR_TABLE, TABLE, Option
 from distnet.tensor import Tensor, Variable
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
+# The job-file keys the layers share (see distnet.registry).
+NAME = Option("name", STR, None, "the prefix of the layer's variables' names: `name = \"fc1\"` gives "
+              "`fc1/kernel`, `fc1/bias` (default `dense`, `dense_1`, ...)", group="common")
+WEIGHTED = (
+    Option("activation", STR, None, "an activation (table below)", ref="activation",
+           group="weighted-layer"),
+    Option("use_bias", BOOL, True, "add a bias vector `<name>/bias`", group="weighted-layer"),
+    Option("kernel_initializer", STR_OR_TABLE, "glorot_uniform",
+           "an initializer (table below): its name, or a table with its type and parameters, "
+           "`{type = \"truncated_normal\", stddev = 0.1}`", ref="initializer", group="weighted-layer"),
+    Option("bias_initializer", STR_OR_TABLE, "zeros", "as `kernel_initializer`", ref="initializer",
+           group="weighted-layer"),
+    Option("kernel_regularizer", TABLE, None, "a regularizer (table below), "
+           "`{type = \"l2\", scale = 0.004}`: its term is added to the loss", ref="regularizer",
+           group="weighted-layer"),
+    Option("bias_regularizer", TABLE, None, "as `kernel_regularizer`", ref="regularizer",
+           group="weighted-layer"),
+)
+
+
+def pair_option(name: str, default, doc: str) -> Option:
+    """An ``int or [h, w]`` key of a layer, each entry > 0."""
+    return Option(name, INT_OR_PAIR, default, doc, low=0, low_open=True)
+
+
+PADDING = Option("padding", STR, "valid", "`\"same\"` (output `ceil(in / stride)`) or `\"valid\"`",
+                 choices=("same", "valid"))
 
 
 def get_activation(identifier: Union[None, str, Callable]) -> Optional[Callable[[Tensor], Tensor]]:
-    """``None``/``'linear'`` -> None (identity); ``'relu'``, ``'sigmoid'``, ``'tanh'``,
-    ``'softmax'`` -> the ``distnet.nn`` op; a callable is kept."""
-    if identifier is None or identifier == "linear":
+    """``None`` or the identity (``'linear'``) -> None; a registered activation's name
+    (``'relu'``, ``'sigmoid'``, ``'tanh'``, ``'softmax'``) -> the ``distnet.nn`` op;
+    a callable is kept."""
+    if identifier is None:
         return None
     if callable(identifier):
         return identifier
-    if isinstance(identifier, str) and identifier in ACTIVATIONS:
-        import distnet.nn as nn
-
-        return getattr(nn, identifier)
-    raise InvalidArgumentError(f"unknown activation {identifier!r}; expected None, a callable or one of {list(ACTIVATIONS)}")
+    found = registry.lookup("activation", identifier) if isinstance(identifier, str) else None
+    if found is None:
+        raise InvalidArgumentError(f"unknown activation {identifier!r}; expected None, a callable or one of "
+                                   f"{list(registry.names('activation'))}")
+    return None if found.info.get("identity") else found.obj
 
 
 def check_name(name: Any) -> Optional[str]:

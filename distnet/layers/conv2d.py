@@ -4,10 +4,19 @@ from __future__ import annotations
 from typing import Optional
 
 from distnet.errors import InvalidArgumentError, ShapeError
-from distnet.layers.base import WeightedLayer, check_padding, positive_pair, window_out
+from distnet.layers.base import (
+    NAME, PADDING, WEIGHTED, WeightedLayer, check_padding, pair_option, positive_pair, window_out,
+)
+from distnet.registry import INT, REQUIRED, Option, register
 from distnet.tensor import Tensor
 
 
+@register("layer", "conv2d",
+          Option("filters", INT, doc="output channels", low=0, low_open=True),
+          pair_option("kernel_size", REQUIRED, "`kh` or `[kh, kw]`"),
+          pair_option("strides", 1, "`s` or `[sh, sw]`"), PADDING, *WEIGHTED, NAME,
+          aliases=("conv",), doc="2-D convolution over NHWC images, kernel `[kh, kw, in, filters]`",
+          image_input=True)
 class Conv2D(WeightedLayer):
     """Convolution with a kernel ``[kh, kw, in_channels, filters]`` (HWIO).
 
@@ -20,7 +29,7 @@ class Conv2D(WeightedLayer):
       kernel_regularizer, bias_regularizer, name: as :class:`Dense`.
 
     Example:
-      >>> Conv2D(32, 5, padding="same", activation="relu")   # seed 003's first layer
+      >>> Conv2D(32, 5, padding="same", activation="relu")   # the reference net's first layer
     """
 
     base_name = "conv2d"

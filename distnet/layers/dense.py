@@ -4,10 +4,14 @@ from __future__ import annotations
 from typing import Optional
 
 from distnet.errors import InvalidArgumentError, ShapeError
-from distnet.layers.base import WeightedLayer
+from distnet.layers.base import NAME, WEIGHTED, WeightedLayer
+from distnet.registry import INT, Option, register
 from distnet.tensor import Tensor
 
 
+@register("layer", "dense", Option("units", INT, doc="output size", low=0, low_open=True), *WEIGHTED, NAME,
+          aliases=("fc",), doc="fully connected: `activation(x @ kernel + bias)` on `[batch, features]`",
+          flat_output=True, gives_logits=True)
 class Dense(WeightedLayer):
     """Fully-connected layer on ``[batch, features]`` inputs.
 

@@ -6,10 +6,16 @@ from typing import Optional
 import numpy as np
 
 from distnet.errors import InvalidArgumentError
-from distnet.layers.base import Layer
+from distnet.layers.base import NAME, Layer
+from distnet.registry import FLOAT, Option, register
 from distnet.tensor import Tensor
 
 
+@register("layer", "dropout",
+          Option("rate", FLOAT, doc="the fraction of units dropped (TF1's `keep_prob` is `1 - rate`)",
+                 low=0.0, high=1.0, high_open=True, note="(the fraction of units dropped)"), NAME,
+          doc="while training, zeroes a fraction `rate` of its inputs and scales the rest by "
+              "`1 / (1 - rate)`")
 class Dropout(Layer):
     """Zero a fraction ``rate`` of the inputs during training, scale the rest by ``1/(1-rate)``.
 
@@ -24,7 +30,7 @@ class Dropout(Layer):
       name: layer name (default ``dropout``, ``dropout_1``, ...).
 
     Example:
-      >>> Dropout(0.5)   # seed 003's dropout run
+      >>> Dropout(0.5)   # examples/jobs/seed003_dropout.toml
     """
 
     base_name = "dropout"

@@ -5,10 +5,13 @@ from typing import Optional
 
 import numpy as np
 
-from distnet.layers.base import Layer
+from distnet.layers.base import NAME, Layer
+from distnet.registry import register
 from distnet.tensor import Tensor
 
 
+@register("layer", "flatten", NAME, doc="`[batch, d1, d2, ...] -> [batch, d1 * d2 * ...]`",
+          flat_output=True)
 class Flatten(Layer):
     """Keep the batch axis, flatten the rest (row-major, as Keras' channels_last).
 

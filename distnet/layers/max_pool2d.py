@@ -4,10 +4,15 @@ from __future__ import annotations
 from typing import Optional
 
 from distnet.errors import ShapeError
-from distnet.layers.base import Layer, check_padding, positive_pair, window_out
+from distnet.layers.base import NAME, PADDING, Layer, check_padding, pair_option, positive_pair, window_out
+from distnet.registry import register
 from distnet.tensor import Tensor
 
 
+@register("layer", "max_pool2d", pair_option("pool_size", 2, "`p` or `[ph, pw]`"),
+          pair_option("strides", None, "`s` or `[sh, sw]` (default `pool_size`)"), PADDING, NAME,
+          aliases=("maxpool2d", "max_pool", "maxpool"), doc="maximum over windows of NHWC images",
+          image_input=True)
 class MaxPool2D(Layer):
     """Max pooling (Keras ``MaxPool2D``; no variables).
 

@@ -1,4 +1,4 @@
-"""Activations: relu, sigmoid, tanh, softmax, log_softmax.
+"""Activations: linear, relu, sigmoid, tanh, softmax, log_softmax.
 
 All are numerically stable: sigmoid evaluates ``exp`` of a non-positive
 number only, softmax and log_softmax subtract the maximum along ``axis``.
@@ -12,6 +12,7 @@ import numpy as np
 from distnet.autodiff import Op
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.ops.reduction import normalize_axis
+from distnet.registry import register
 from distnet.tensor import Tensor, as_tensor
 
 
@@ -109,6 +110,22 @@ class LogSoftmax(Op):
         return (g - np.exp(self.y) * np.sum(g, axis=self.axis, keepdims=True),)
 
 
+@register("activation", "linear", aliases=("none",), doc="the identity (no activation)",
+          identity=True)
+def linear(x: Any, name: str | None = None) -> Tensor:
+    """The identity (Keras' ``linear``): ``x`` as a tensor.
+
+    A layer given ``"linear"`` applies nothing at all (``identity`` in its
+    registration), so its graph has no extra node.
+
+    Example:
+      >>> distnet.nn.activations.linear([-1.0]).numpy()
+      array([-1.], dtype=float32)
+    """
+    return as_tensor(x)
+
+
+@register("activation", "relu", doc="`max(x, 0)`")
 def relu(features: Any, name: str | None = None) -> Tensor:
     """``max(features, 0)`` element-wise (TF's ``tf.nn.relu``); gradient 0 at 0.
 
@@ -126,6 +143,7 @@ def relu(features: Any, name: str | None = None) -> Tensor:
     return Relu.apply(as_tensor(features))
 
 
+@register("activation", "sigmoid", doc="`1 / (1 + exp(-x))`")
 def sigmoid(x: Any, name: str | None = None) -> Tensor:
     """``1 / (1 + exp(-x))``, finite for any ``|x|`` (TF's ``tf.sigmoid``).
 
@@ -143,6 +161,7 @@ def sigmoid(x: Any, name: str | None = None) -> Tensor:
     return Sigmoid.apply(floating_tensor(x, "sigmoid"))
 
 
+@register("activation", "tanh", doc="`tanh(x)`")
 def tanh(x: Any, name: str | None = None) -> Tensor:
     """Hyperbolic tangent element-wise (TF's ``tf.tanh``).
 
@@ -160,6 +179,7 @@ def tanh(x: Any, name: str | None = None) -> Tensor:
     return Tanh.apply(floating_tensor(x, "tanh"))
 
 
+@register("activation", "softmax", doc="`exp(x) / sum(exp(x))` over the last axis")
 def softmax(logits: Any, axis: int = -1, name: str | None = None) -> Tensor:
     """``exp(logits) / sum(exp(logits), axis)``, max-subtracted (TF's ``tf.nn.softmax``).
 

@@ -33,9 +33,9 @@ class BiasAdd(Op):
             if self.channel_axis == self.ndim - 1 and g.flags.c_contiguous:
                 g2d = g.reshape(-1, g.shape[-1])
                 if g2d.dtype in _BLAS_DTYPES and g2d.shape[0] >= _GEMV_ROWS:
-                    # A matrix-vector product with ones (BLAS gemv) instead of sum(axis=0):
-                    # measured ~9x faster on [50*28*28, 32] float32 (0.05 vs 0.49 ms), which
-                    # numpy reduces one row at a time.  Same sum, another order: equal within
+                    # A matrix-vector product with ones (BLAS gemv) instead of sum(axis=0),
+                    # which numpy reduces one row at a time on these tall, narrow arrays
+                    # (figures: benchmarks/README.md).  Same sum, another order: equal within
                     # float rounding, not bitwise.
                     db = np.ones(g2d.shape[0], dtype=g2d.dtype) @ g2d
                 else:

@@ -9,7 +9,7 @@ Backward: the filter gradient is one matmul ``cols.T @ g``; the input
 gradient is ``g @ W.T`` scattered back (col2im) by a loop over the
 ``kh*kw`` kernel offsets only — one matmul for a single input channel,
 otherwise one small matmul per offset fused with its scatter-add (same
-FLOPs, measured faster).  No Python loop runs over pixels, nor over samples
+FLOPs, and each block is scattered while it is still in cache).  No Python loop runs over pixels, nor over samples
 except in the chunks below.
 
 Large im2col matrices (from ``CHUNK_MIN_BYTES`` on, e.g. the 2-conv net's
@@ -21,10 +21,9 @@ input instead of keeping the whole matrix (less memory, too).  In that mode
 the input gradient of a stride-1, undilated convolution is itself a
 convolution — the upstream gradient, padded, correlated with the kernel
 flipped in space and transposed in channels — so it is one more im2col +
-matmul per chunk, with no scatter.  Measured at batch 100, 14x14x32 -> 64,
-5x5 SAME, one thread: forward 30.6 -> 18.1 ms, input gradient 23.1 -> 20.3
-ms, filter gradient unchanged.  The chunked sums run in another order than
-the whole-matrix ones: equal within float rounding, not bitwise.
+matmul per chunk, with no scatter (benchmarks/README.md has the figures of
+both choices).  The chunked sums run in another order than the whole-matrix
+ones: equal within float rounding, not bitwise.
 
 Like TensorFlow this is a cross-correlation (the kernel is not flipped).
 """
@@ -165,9 +164,8 @@ class Conv2D(Op):
             dcols = (self.w2d @ g2d.T).reshape(kh, kw, n, rows.out, cols.out, c)
         else:
             # One matmul per offset, each fused with its scatter-add while the block is in cache:
-            # the same FLOPs as one big matmul, but faster than scattering from the strided
-            # slices of one [N*Ho*Wo, kh*kw*C] matrix (measured, batch 100, 5x5 kernels:
-            # 14x14x32->64 24 ms vs 43 ms; 28x28x4->32 15 ms vs 48 ms).
+            # the same FLOPs as one big matmul, without scattering from the strided slices of
+            # one [N*Ho*Wo, kh*kw*C] matrix, which leave the cache between reads.
             w4 = self.w2d.reshape(kh, kw, c, -1)
             dcols = None
         # col2im: scatter-add each kernel offset's columns back to the pixels it read.

@@ -4,8 +4,8 @@ Vectorised by looping over the ``kh*kw`` window offsets only: each offset is
 one strided slice of the padded input covering every output pixel at once.
 Disjoint windows without padding (the usual 2x2 stride 2 on an even size)
 take a shorter forward: a running ``np.maximum``, then the first offset equal
-to it (the same output and winning offsets as the general path; measured
-6-14% less time for forward + backward on the reference nets' pools).
+to it (the same output and winning offsets as the general path, in fewer
+passes over the data; benchmarks/README.md has the figures).
 
 Ties and padding follow TF1's CPU kernel (``SpatialMaxPoolWithArgMaxHelper``,
 which scans a window's pixels in row-major order and replaces the running
@@ -102,7 +102,7 @@ class MaxPool(Op):
         arg = np.zeros(shape, dtype=np.int8 if kh * kw <= 127 else np.int32)
         take = np.empty(shape, dtype=bool)
         step = np.empty(shape, dtype=arg.dtype)
-        # Masked writes (copyto/where) are ~20x slower than arithmetic on random masks, so the
+        # Masked writes (copyto/where) are much slower than arithmetic on random masks, so the
         # running maximum uses fmax (equal to TF's rule for NaN-free input) and the argmax an
         # arithmetic select; input holding NaN takes the masked path, which follows TF exactly.
         exact = bool(np.isnan(x).any()) if np.issubdtype(x.dtype, np.floating) else False

@@ -404,7 +404,7 @@ def add_n(inputs: Sequence[Any]) -> Tensor:
     """Element-wise sum of a list of tensors of one shape and dtype (TF's ``tf.add_n``).
 
     One op for the whole list, e.g. ``add_n([base_loss] + regularization_losses)``
-    as in seed 004.
+    for a total loss.
 
     Args:
       inputs: a non-empty list or tuple of tensors (numbers take the first

@@ -127,7 +127,7 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
       (TF1): the coordinates of the true elements, int64 of shape
       ``[num_true, rank]``.
 
-    Example (seed 002's piecewise loss, cost 1 and profit 9):
+    Example (a piecewise loss: a unit over-predicted costs 1, under-predicted 9):
       >>> y, y_ = distnet.constant([3.0, 1.0]), distnet.constant([2.0, 2.0])
       >>> distnet.reduce_sum(distnet.where(distnet.greater(y, y_), (y - y_) * 1.0, (y_ - y) * 9.0)).numpy()
       np.float32(10.0)
@@ -189,7 +189,7 @@ def clip_by_value(t: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
     Raises:
       InvalidArgumentError: ``clip_value_min > clip_value_max`` somewhere.
 
-    Example (seed 002's cross-entropy clipping):
+    Example (the clipping of a cross-entropy on probabilities):
       >>> distnet.clip_by_value(distnet.constant([0.0, 0.5, 2.0]), 1e-12, 1.0).numpy()
       array([1.e-12, 5.e-01, 1.e+00], dtype=float32)
     """

@@ -118,7 +118,7 @@ def zeros(shape: int | Sequence[int], dtype: Any = np.float32) -> Tensor:
     Returns:
       A constant tensor (no gradient flows through it).
 
-    Example (seed 001's biases):
+    Example (a layer's biases):
       >>> b = distnet.Variable(distnet.zeros([10]))
       >>> b.shape, b.dtype
       ((10,), dtype('float32'))

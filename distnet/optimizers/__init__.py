@@ -8,23 +8,23 @@ from distnet.optimizers.rmsprop import RMSProp  # noqa: F401
 from distnet.optimizers.adam import Adam  # noqa: F401
 from distnet.optimizers.adamw import AdamW  # noqa: F401
 
-_BY_NAME = {"sgd": GradientDescent, "gradient_descent": GradientDescent, "momentum": Momentum,
-            "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
 
 
 def get(name: str, **kwargs) -> Optimizer:
-    """An optimizer by name (``"sgd"``, ``"momentum"``, ``"adagrad"``, ``"rmsprop"``,
-    ``"adam"``, ``"adamw"``), built with ``kwargs``.
+    """An optimizer by its registered name (``"sgd"``, ``"momentum"``, ``"adagrad"``,
+    ``"rmsprop"``, ``"adam"``, ``"adamw"``), built with the constructor's ``kwargs``.
 
     Example:
       >>> get("adam", learning_rate=1e-4)
     """
+    from distnet import registry
     from distnet.errors import InvalidArgumentError
 
-    key = str(name).lower()
-    if key not in _BY_NAME:
-        raise InvalidArgumentError(f"unknown optimizer {name!r}; expected one of {sorted(_BY_NAME)}")
-    return _BY_NAME[key](**kwargs)
+    found = registry.lookup("optimizer", str(name))
+    if found is None:
+        raise InvalidArgumentError(f"unknown optimizer {name!r}; expected one of "
+                                   f"{list(registry.names('optimizer'))}")
+    return found.obj(**kwargs)
 
 
 __all__ = ["Optimizer", "clip_by_global_norm", "global_norm", "GradientDescent", "Momentum", "Adagrad",

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
+from distnet.registry import FLOAT, Option, register
 from distnet.schedules import LearningRate
 
 
+@register("optimizer", "adagrad",
+          Option("initial_accumulator_value", FLOAT, 0.1, "the accumulator's starting value",
+                 low=0.0, low_open=True), CLIP_NORM,
+          doc="`accum += g^2; var -= lr * g / sqrt(accum)` (TF1: no epsilon)")
 class Adagrad(Optimizer):
     """Adagrad; slot ``"accumulator"``.
 

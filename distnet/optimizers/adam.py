@@ -12,10 +12,21 @@ import math
 
 import numpy as np
 
-from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
+from distnet.registry import FLOAT, Option, register
 from distnet.schedules import LearningRate
+#: Adam's job-file keys (AdamW takes them too).
+ADAM_OPTIONS = (
+    Option("beta1", FLOAT, 0.9, "decay of the first moment", low=0.0, high=1.0, high_open=True),
+    Option("beta2", FLOAT, 0.999, "decay of the second moment", low=0.0, high=1.0, high_open=True),
+    Option("epsilon", FLOAT, 1e-8, "TF1's \"epsilon hat\", added to `sqrt(v)` uncorrected",
+           low=0.0, low_open=True),
+)
 
 
+@register("optimizer", "adam", *ADAM_OPTIONS, CLIP_NORM,
+          doc="TF1's formula: `var -= lr_t * m / (sqrt(v) + epsilon)`, "
+              "`lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)`")
 class Adam(Optimizer):
     """Adam with TF1's defaults and formula; slots ``"m"`` and ``"v"`` (zeros).
 

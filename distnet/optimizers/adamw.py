@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from distnet.optimizers.adam import Adam
-from distnet.optimizers.base import check_hyper
+from distnet.optimizers.adam import ADAM_OPTIONS, Adam
+from distnet.optimizers.base import CLIP_NORM, check_hyper
+from distnet.registry import FLOAT, Option, register
 from distnet.schedules import LearningRate
 
 
+@register("optimizer", "adamw", *ADAM_OPTIONS,
+          Option("weight_decay", FLOAT, 0.01, "decoupled decay, `var -= lr * weight_decay * var` "
+                 "before each Adam step", low=0.0), CLIP_NORM,
+          doc="Adam with decoupled weight decay (PyTorch's and Keras' convention)")
 class AdamW(Adam):
     """Adam (TF1 formula) plus decoupled weight decay ``var -= lr * wd * var``.
 

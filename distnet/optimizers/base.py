@@ -3,7 +3,7 @@
 An optimizer turns ``(gradient, variable)`` pairs into in-place updates of
 ``variable.data``.  Its state is a set of named *slots* (``"m"``, ``"v"``,
 ``"accumulator"``, ...) holding one array per variable, keyed by the
-variable's name (STYLE.md rule 6), plus ``iterations``, the global step.
+variable's name (checkpoints store exactly these), plus ``iterations``, the global step.
 
 Conventions (TF1):
 
@@ -28,8 +28,15 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
+from distnet.registry import FLOAT, Option
 from distnet.schedules import LearningRate, resolve
 from distnet.tensor import Tensor, Variable
+
+
+#: The job-file key every optimizer takes (``optimizer.clip_norm``).
+CLIP_NORM = Option("clip_norm", FLOAT, None, "all gradients of a step are rescaled together so that their "
+                   "global norm is at most this (TF1's `clip_by_global_norm`)", low=0.0, low_open=True,
+                   arg="global_clipnorm", group="common")
 
 
 def global_norm(grads: Iterable[np.ndarray | None]) -> float:
@@ -110,8 +117,8 @@ class Optimizer:
     """
 
     slot_names: tuple[str, ...] = ()
-    #: elements per in-place pass of the update (measured fastest around 32-128 K
-    #: float32 elements on a 2-core machine: 20% faster than whole arrays for Adam).
+    #: elements per in-place pass of the update: a chunk of every array the update
+    #: reads stays in the CPU cache (benchmarks/optimizer_update.py; figures in benchmarks/README.md).
     chunk_size: int = 32768
 
     def __init__(self, learning_rate: LearningRate, *, clipnorm: float | None = None,

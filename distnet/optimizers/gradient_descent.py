@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from distnet.optimizers.base import Optimizer
+from distnet.optimizers.base import CLIP_NORM, Optimizer
+from distnet.registry import register
 from distnet.schedules import LearningRate
 
 
+@register("optimizer", "sgd", CLIP_NORM, aliases=("gradient_descent", "gradientdescent"),
+          doc="`var -= lr * grad`")
 class GradientDescent(Optimizer):
     """``var -= learning_rate * grad``.
 

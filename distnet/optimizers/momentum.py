@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
+from distnet.registry import BOOL, FLOAT, Option, register
 from distnet.schedules import LearningRate
 
 
+@register("optimizer", "momentum", Option("momentum", FLOAT, 0.9, "`mu`", low=0.0),
+          Option("use_nesterov", BOOL, False, "Nesterov's look-ahead form"), CLIP_NORM,
+          doc="`accum = mu * accum + g; var -= lr * accum` (TF1 applies `lr` after the velocity)")
 class Momentum(Optimizer):
     """SGD with momentum; slot ``"momentum"`` (starts at zeros).
 

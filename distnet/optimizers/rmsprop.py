@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from distnet.optimizers.base import Optimizer, check_hyper
+from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
+from distnet.registry import BOOL, FLOAT, Option, register
 from distnet.schedules import LearningRate
 
 
+@register("optimizer", "rmsprop",
+          Option("decay", FLOAT, 0.9, "decay of the mean square", low=0.0, high=1.0, high_open=True),
+          Option("momentum", FLOAT, 0.0, "momentum of the update", low=0.0),
+          Option("epsilon", FLOAT, 1e-10, "added inside the square root", low=0.0, low_open=True),
+          Option("centered", BOOL, False, "divide by the estimated variance instead"), CLIP_NORM,
+          doc="TF1's formula: `rms = decay * rms + (1 - decay) * g^2` (starting at ones), "
+              "`mom = momentum * mom + lr * g / sqrt(rms + epsilon)`, `var -= mom`")
 class RMSProp(Optimizer):
     """RMSProp with TF1's formula; slots ``"rms"`` (ones), ``"momentum"`` (zeros)
     and, when ``centered``, ``"mg"`` (zeros).

@@ -23,19 +23,17 @@ def say(line: str) -> None:
 
 
 def plant_in_gradients(trainer, at_step: int, mutate) -> None:
-    """Make rank 0 hand the synchroniser changed gradients once, at ``at_step``:
-    ``mutate(grads)`` edits copies of them in place (a NaN, a huge value...).
+    """Make rank 0 change its gradients once, at ``at_step``, after backward
+    wrote them into the strategy's buffer and before the reduce:
+    ``mutate(grads)`` edits the buffer's views in place (a NaN, a huge value...).
     A skipped step does not advance the step, so it is planted only once."""
-    original = trainer.sync.sync
+    original = trainer.strategy.reduce
     planted: list = []
 
-    def sync(grads, *args, **kwargs):
+    def reduce(*args, **kwargs):
         if trainer.comm.rank == 0 and trainer.step == at_step and not planted:
             planted.append(True)
-            import numpy as np
+            mutate(list(trainer.strategy.grad_views()))
+        return original(*args, **kwargs)
 
-            grads = [np.array(g, copy=True) for g in grads]
-            mutate(grads)
-        return original(grads, *args, **kwargs)
-
-    trainer.sync.sync = sync
+    trainer.strategy.reduce = reduce

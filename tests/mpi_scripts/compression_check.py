@@ -19,8 +19,8 @@ import hashlib
 import numpy as np
 
 from _common import expect, say, script_args
-from distnet.distributed import GradientSynchronizer, get_communicator, install_abort_hook
-from distnet.distributed.sharded import ShardedSynchronizer
+from distnet.distributed import Replicated, get_communicator, install_abort_hook
+from distnet.distributed.strategies.zero1 import Zero1
 from distnet.tensor import Variable
 
 counts = [int(c) for c in script_args()]
@@ -72,8 +72,8 @@ mine = grads_of(rank) if counts[rank] else None
 
 # -- the replicated all-reduce ----------------------------------------------
 for known in (True, False):
-    plain = GradientSynchronizer(comm, variables, scalar_names=("loss_sum", "correct"))
-    ref32 = plain.sync(mine, counts[rank], scalars=scalars, regularization_grads=reg,
+    plain = Replicated(comm, variables, scalar_names=("loss_sum", "correct"))
+    ref32 = plain.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg,
                        global_count=total if known else None)
     ref32 = {"grads": [g.copy() for g in ref32.grads], "scalars": ref32.scalars, "count": ref32.global_count}
     sums = f16_sum(known)
@@ -85,10 +85,10 @@ for known in (True, False):
         want.append(np.add(x, g))
     for bucket_bytes in (None, 200, 1000, 10 ** 6):
         case = f"replicated bucket={bucket_bytes} global_count_known={known}"
-        sync = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes,
+        sync = Replicated(comm, variables, bucket_bytes=bucket_bytes,
                                     scalar_names=("loss_sum", "correct"), compression="float16")
         expect(sync.compressor is not None, f"{case}: no compressor on {size} ranks")
-        res = sync.sync(mine, counts[rank], scalars=scalars, regularization_grads=reg,
+        res = sync.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg,
                         global_count=total if known else None)
         expect(res.is_finite, f"{case}: not finite")
         expect(res.global_count == total == ref32["count"], f"{case}: global count {res.global_count} != {total}")
@@ -113,12 +113,12 @@ for known in (True, False):
             say(f"OK {case} max_diff_from_float32={diff32:.3g}")
 
 # -- the sharded reduce-scatter (ZeRO-1) ------------------------------------
-sync = ShardedSynchronizer(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
+sync = Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
                            scalar_names=("loss_sum", "correct"), compression="float16")
-plain = ShardedSynchronizer(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
+plain = Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
                             scalar_names=("loss_sum", "correct"))
-res32 = plain.sync(mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
-res = sync.sync(mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
+res32 = plain.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
+res = sync.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
 case = "sharded"
 expect(res.is_finite, f"{case}: not finite")
 expect(res.scalars == res32.scalars and res.global_count == total, f"{case}: scalars {res.scalars} != {res32.scalars}")
@@ -138,16 +138,16 @@ if rank == 0:
 
 # -- float16 overflow: non-finite on every rank, both paths -------------------
 big = [np.full(v.shape, 1e5 if (rank == 0 and k == 0) else 1.0, np.float32) for k, v in enumerate(variables)]
-for label, s in (("replicated", GradientSynchronizer(comm, variables, compression="float16")),
-                 ("replicated bucket=256", GradientSynchronizer(comm, variables, bucket_bytes=256,
+for label, s in (("replicated", Replicated(comm, variables, compression="float16")),
+                 ("replicated bucket=256", Replicated(comm, variables, bucket_bytes=256,
                                                                  compression="float16")),
-                 ("sharded", ShardedSynchronizer(comm, [Variable(np.ones(v.shape, np.float32), name=v.name)
+                 ("sharded", Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name)
                                                         for v in variables], compression="float16"))):
     # 1e5 > 65504, the largest float16: inf on the wire, although finite in float32.
-    r = s.sync(big, max(counts[rank], 1), global_count=sum(max(c, 1) for c in counts), prescaled=True)
+    r = s.reduce(big, max(counts[rank], 1), global_count=sum(max(c, 1) for c in counts), prescaled=True)
     flags = comm.allgather_object(r.is_finite)
     expect(flags == [False] * size, f"overflow {label}: is_finite on the ranks {flags}, expected all False")
-    r32 = GradientSynchronizer(comm, variables).sync(big, max(counts[rank], 1),
+    r32 = Replicated(comm, variables).reduce(big, max(counts[rank], 1),
                                                      global_count=sum(max(c, 1) for c in counts), prescaled=True)
     expect(r32.is_finite, "overflow: the float32 path must be finite for this test to mean anything")
     if rank == 0:
@@ -157,10 +157,10 @@ for label, s in (("replicated", GradientSynchronizer(comm, variables, compressio
 # in float16) sums beyond 65504; the replicated result is rounded to
 # float16, so inf; the sharded block keeps the float32 sum, finite.
 near = [np.full(v.shape, 6e4, np.float32) for v in variables]
-r = GradientSynchronizer(comm, variables, compression="float16").sync(near, 1, global_count=size, prescaled=True)
+r = Replicated(comm, variables, compression="float16").reduce(near, 1, global_count=size, prescaled=True)
 expect(comm.allgather_object(r.is_finite) == [False] * size, "sum overflow: replicated must be non-finite")
-r = ShardedSynchronizer(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
-                        compression="float16").sync(near, 1, global_count=size, prescaled=True)
+r = Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
+                        compression="float16").reduce(near, 1, global_count=size, prescaled=True)
 expect(comm.allgather_object(r.is_finite) == [True] * size, "sum overflow: the sharded float32 block is finite")
 expect(all(float(np.max(g)) == 6e4 * size for g in r.grads if g.size), "sum overflow: sharded block value")
 if rank == 0:

@@ -81,10 +81,11 @@ def main() -> int:
         trainer = Trainer(_net(), "sparse_softmax_cross_entropy", optimizer("adam"), dataset(),
                           global_batch_size=10, steps=args.steps, ema=distnet.ExponentialMovingAverage(0.9),
                           weight_decay=0.01, seed=11, comm=comm, check_every=4, log_every=1000,
-                          shard_optimizer=args.shard, bucket_bytes=args.bucket, compression=args.compression)
-    expect(trainer.shard_optimizer == args.shard, "shard_optimizer")
-    expect(trainer.sync.compression == args.compression, f"sync.compression = {trainer.sync.compression!r}")
-    active = trainer.sync.compressor is not None
+                          strategy="zero1" if args.shard else "replicated", bucket_bytes=args.bucket,
+                          compression=args.compression)
+    expect((trainer.strategy.name == "zero1") == args.shard, "strategy")
+    expect(trainer.strategy.compression == args.compression, f"sync.compression = {trainer.strategy.compression!r}")
+    active = trainer.strategy.compressor is not None
     expect(active == (args.compression == "float16" and comm.size > 1), f"compressor active: {active}")
     if args.blowup_at is not None:
         def blowup(grads):
@@ -99,7 +100,7 @@ def main() -> int:
     if comm.rank == 0:
         np.savez(args.out, finite=finite, losses=losses, steps=trainer.step,
                  **{f"param:{k}": v for k, v in params.items()})
-    say(f"rank {comm.rank} digest {digest} compressor {type(trainer.sync.compressor).__name__}")
+    say(f"rank {comm.rank} digest {digest} compressor {type(trainer.strategy.compressor).__name__}")
     return 0
 
 

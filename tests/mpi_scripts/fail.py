@@ -18,7 +18,7 @@ import numpy as np
 
 from _common import expect, script_args, say
 from distnet.distributed import (
-    DivergenceChecker, GradientSynchronizer, NonFiniteGuard, Watchdog, broadcast_variables,
+    DivergenceChecker, Replicated, NonFiniteGuard, Watchdog, broadcast_variables,
     check_parameters_agree, check_same_variables, get_communicator, install_abort_hook,
 )
 from distnet.tensor import Variable
@@ -49,7 +49,7 @@ if mode == "variables" and is_bad:
     failing_now()
 check_same_variables(comm, variables)
 broadcast_variables(comm, variables)
-sync = GradientSynchronizer(comm, variables, scalar_names=("loss_sum",))
+sync = Replicated(comm, variables, scalar_names=("loss_sum",))
 guard = NonFiniteGuard(max_consecutive=3, rank=rank)
 checker = DivergenceChecker(comm, variables, every=2)
 
@@ -91,7 +91,7 @@ for step in range(steps):
         if step == 5:
             failing_now()
         grads[1][0] = np.nan
-    res = sync.sync(grads, count, scalars={"loss_sum": 1.0 * count})
+    res = sync.reduce(grads, count, scalars={"loss_sum": 1.0 * count})
     if guard.check(res.is_finite, step):
         for g, v in res.grads_and_vars():
             v.data -= 0.1 * g

@@ -1,4 +1,4 @@
-"""GradientSynchronizer against the single-process answer, on real ranks.
+"""Replicated against the single-process answer, on real ranks.
 
 Usage: grad_sync_check.py COUNT_RANK_0 COUNT_RANK_1 ...   (one per rank, 0 allowed)
 
@@ -13,7 +13,7 @@ sizes, with and without ``global_count``, and checks the result.  Prints
 import numpy as np
 
 from _common import expect, script_args, say
-from distnet.distributed import GradientSynchronizer, get_communicator, install_abort_hook
+from distnet.distributed import Replicated, get_communicator, install_abort_hook
 from distnet.tensor import Variable
 
 counts = [int(c) for c in script_args()]
@@ -48,9 +48,9 @@ local_loss_sum = sum(sample_loss(i) for i in mine)
 
 for bucket_bytes in (None, 200, 1000, 10 ** 6):
     for known in (False, True):
-        sync = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
+        sync = Replicated(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
         grads = [None if g is None else g.astype(np.float32) for g in local]
-        res = sync.sync(grads, len(mine), scalars={"loss_sum": local_loss_sum, "correct": float(len(mine) % 2)},
+        res = sync.reduce(grads, len(mine), scalars={"loss_sum": local_loss_sum, "correct": float(len(mine) % 2)},
                         regularization_grads=[reg[v.name].astype(np.float32) for v in variables],
                         global_count=total if known else None)
         case = f"bucket={bucket_bytes} global_count_known={known}"
@@ -72,32 +72,32 @@ for bucket_bytes in (None, 200, 1000, 10 ** 6):
             say(f"OK {case} buckets={len(sync.buckets)}")
 
 # Gradients written straight into the buffer's views, and prescaled ones.
-sync = GradientSynchronizer(comm, variables, bucket_bytes=256)
+sync = Replicated(comm, variables, bucket_bytes=256)
 views = sync.grad_views()
 for view, g in zip(views, local):
     if g is None:
         view.fill(np.nan)   # ignored: this rank has no samples
     else:
         np.copyto(view, g, casting="same_kind")
-res = sync.sync(views, len(mine), global_count=total)
+res = sync.reduce(views, len(mine), global_count=total)
 for g, w, v in zip(res.grads, want, variables):
     expect(float(np.max(np.abs(g + reg[v.name] - w))) < 1e-5, f"in-place views: {v.name}")
 prescaled = [None if g is None else (g * len(mine) / total).astype(np.float32) for g in local]
-res = GradientSynchronizer(comm, variables).sync(prescaled, len(mine), prescaled=True)
+res = Replicated(comm, variables).reduce(prescaled, len(mine), prescaled=True)
 for g, w, v in zip(res.grads, want, variables):
     expect(float(np.max(np.abs(g + reg[v.name] - w))) < 1e-5, f"prescaled: {v.name}")
 if rank == 0:
     say("OK views_and_prescaled")
 
 # Non-finite on one rank only: every rank sees is_finite False.
-sync = GradientSynchronizer(comm, variables)
+sync = Replicated(comm, variables)
 grads = [np.zeros(v.shape, np.float32) for v in variables]
 if rank == size - 1:
     grads[2][0, 0] = np.inf
-res = sync.sync(grads, 1)
+res = sync.reduce(grads, 1)
 flags = comm.allgather_object(res.is_finite)
 expect(flags == [False] * size, f"is_finite after an inf on rank {size - 1}: {flags}")
-res = sync.sync([np.zeros(v.shape, np.float32) for v in variables], 1)
+res = sync.reduce([np.zeros(v.shape, np.float32) for v in variables], 1)
 expect(res.is_finite, "finite again on the next step")
 if rank == 0:
     say("OK non_finite")
@@ -108,20 +108,17 @@ if rank == 0:
 # the two must agree bitwise; on 3 ranks MPI may associate the 3 terms
 # differently between its blocking and non-blocking algorithms (an ulp).
 for bucket_bytes in (None, 64, 500):
-    blocking = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum",))
-    overlapped = GradientSynchronizer(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum",),
+    blocking = Replicated(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum",))
+    overlapped = Replicated(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum",),
                                       overlap=True)
-    views = overlapped.grad_views()
     scal = {"loss_sum": local_loss_sum}
     if mine:
-        overlapped.begin(len(mine), scal)
+        sink = overlapped.gradient_sink(accumulate=False, local_count=len(mine), scalars=scal)
         for k in (2, 0, 3, 1):
-            np.copyto(views[k], prescaled[k])
-            overlapped.grad_ready(k)
-            overlapped.progress()
-    got = overlapped.sync(views if mine else None, len(mine), scalars=scal, global_count=total, prescaled=True,
-                          regularization_grads=[reg[v.name].astype(np.float32) for v in variables])
-    ref = blocking.sync(prescaled, len(mine), scalars=scal, global_count=total, prescaled=True,
+            sink.final(k, prescaled[k])
+    got = overlapped.reduce(None, len(mine), scalars=scal, global_count=total, prescaled=True,
+                            regularization_grads=[reg[v.name].astype(np.float32) for v in variables])
+    ref = blocking.reduce(prescaled, len(mine), scalars=scal, global_count=total, prescaled=True,
                         regularization_grads=[reg[v.name].astype(np.float32) for v in variables])
     case = f"overlap bucket={bucket_bytes} buckets={len(overlapped.buckets)}"
     expect(got.global_count == total and got.is_finite, case)

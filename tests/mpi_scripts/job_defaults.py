@@ -31,7 +31,7 @@ VARIANTS = {
 for name, extra in VARIANTS.items():
     t = build_trainer(parse_job(JOB + extra))
     if t.comm.rank == 0:
-        buckets = None if t.shard_optimizer else t.sync.bucket_bytes
-        shm = bool(getattr(t.sync, "shared", False))
-        say(f"OPTIONS {name} shard={t.shard_optimizer} overlap={t.overlap} buckets={buckets} shm={shm}")
+        buckets = None if t.strategy.name == "zero1" else t.strategy.bucket_bytes
+        shm = bool(getattr(t.strategy, "shared", False))
+        say(f"OPTIONS {name} shard={t.strategy.name == 'zero1'} overlap={getattr(t.strategy, 'overlap', False)} buckets={buckets} shm={shm}")
     t.close()

@@ -48,7 +48,7 @@ def build(args, comm) -> Trainer:
     return Trainer(model, "sparse_softmax_cross_entropy", optimizer(args.opt), dataset(),
                    global_batch_size=args.batch, steps=steps, ema=distnet.ExponentialMovingAverage(0.9),
                    weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
-                   log_every=1000, shard_optimizer=None if args.auto else args.shard,
+                   log_every=1000, strategy="auto" if args.auto else ("zero1" if args.shard else "replicated"),
                    eval_every=args.eval_every, micro_batches=args.micro_batches,
                    **({} if args.shm == "default" else
                       {"shared_memory": {"auto": "auto", "on": True, "off": False}[args.shm]}))
@@ -69,7 +69,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--shard", action="store_true")
-    parser.add_argument("--auto", action="store_true", help="shard_optimizer=None: the trainer decides")
+    parser.add_argument("--auto", action="store_true", help="strategy='auto': the trainer decides")
     parser.add_argument("--opt", default="adam", choices=("adam", "momentum", "sgd"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10)
@@ -103,15 +103,15 @@ def main() -> int:
         for slot, table in state.optimizer["slots"].items():
             arrays.update({f"slot:{slot}:{k}": v for k, v in table.items()})
         ema_eval = trainer.evaluate(dataset(), use_ema=True)
-        np.savez(args.out, losses=losses, finite=finite, steps=trainer.step, sharded=trainer.shard_optimizer,
-                 shared=bool(getattr(trainer.sync, "shared", False)),
+        np.savez(args.out, losses=losses, finite=finite, steps=trainer.step, sharded=trainer.strategy.name == "zero1",
+                 shared=bool(getattr(trainer.strategy, "shared", False)),
                  ema_eval_loss=ema_eval["loss"], **arrays)
     else:
         ema_eval = trainer.evaluate(dataset(), use_ema=True)
     if args.close:
         before = {v.name: v.numpy().copy() for v in trainer.variables}
         trainer.close()
-        expect(not getattr(trainer.sync, "shared", False), "no shared memory after close()")
+        expect(not getattr(trainer.strategy, "shared", False), "no shared memory after close()")
         expect(all(np.array_equal(before[v.name], v.numpy()) for v in trainer.variables),
                "the weights keep their values after close()")
         again = trainer.evaluate(dataset(), use_ema=True)

@@ -19,7 +19,7 @@ from _common import expect, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
 from distnet.distributed import shared_memory  # noqa: E402
-from distnet.distributed.sharded import ShardedSynchronizer  # noqa: E402
+from distnet.distributed.strategies.zero1 import Zero1  # noqa: E402
 from distnet.errors import InvalidArgumentError  # noqa: E402
 
 N = 1_000_000   # 4 MB of float32: segments of 4 MB per rank + 4 MB of weights per synchroniser
@@ -27,7 +27,7 @@ N = 1_000_000   # 4 MB of float32: segments of 4 MB per rank + 4 MB of weights p
 
 def build(comm, shared):
     v = distnet.Variable(np.ones(N, dtype=np.float32), name="w")
-    return ShardedSynchronizer(comm, [v], shared_memory=shared), v
+    return Zero1(comm, [v], shared_memory=shared), v
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ learning rate, an EMA with num_updates, and optionally micro-batches.
 usage: python train_equivalence.py OUT.npz [--steps 20] [--batch 10] [--micro 1]
        [--reg-mult M]                 (multiply every regularization scale by M)
        [--direct 0|1] [--overlap 0|1] [--bucket BYTES] [--shard 0|1]
-                                      (Trainer's direct_grads, overlap, bucket_bytes, shard_optimizer)
+                                      (Trainer's strategy, overlap, bucket_bytes)
        [--nan-at STEP]                (rank 0 plants a NaN in its gradient of the first variable at STEP,
                                        in the sync buffer, before that variable is reported final)
        [--ckpt DIR --stop-at K]       (train K steps, checkpoint into DIR, exit)
@@ -58,17 +58,18 @@ def build(steps: int, batch: int, micro: int, comm, ckpt: str | None, reg_mult: 
 
 def plant_nan(trainer: Trainer, comm, step: int) -> None:
     """On rank 0, once, at ``step``: a NaN in the first variable's gradient,
-    written where the direct path keeps it (the sync buffer), before it is
+    written where backward puts it (the strategy's buffer), before it is
     reported final (so an overlapped bucket carries it)."""
-    sync, planted = trainer.sync, []
+    sync, planted = trainer.strategy, []
     view = sync.grad_views()[0]
 
     def due() -> bool:
         # A skipped step does not advance the step: plant only once.
         return comm.rank == 0 and trainer.step == step and not planted
 
-    if trainer.overlap:
-        original_ready = sync.grad_ready
+    if getattr(sync, "overlap", False):
+        # The sink reports each final gradient to _grad_ready, which starts its bucket.
+        original_ready = sync._grad_ready
 
         def grad_ready(i):
             if i == 0 and due():
@@ -76,22 +77,17 @@ def plant_nan(trainer: Trainer, comm, step: int) -> None:
                 view.reshape(-1)[0] = np.nan
             return original_ready(i)
 
-        sync.grad_ready = grad_ready
+        sync._grad_ready = grad_ready
     else:
-        original_sync = sync.sync
+        original_reduce = sync.reduce
 
-        def planted_sync(grads, *a, **kw):
-            if due():
+        def planted_reduce(*a, **kw):
+            if due():   # the sinks wrote this step's gradients into the views
                 planted.append(True)
-                grads = list(grads)
-                if grads[0] is view:
-                    view.reshape(-1)[0] = np.nan
-                else:
-                    grads[0] = np.array(grads[0], copy=True)
-                    grads[0].reshape(-1)[0] = np.nan
-            return original_sync(grads, *a, **kw)
+                view.reshape(-1)[0] = np.nan
+            return original_reduce(*a, **kw)
 
-        sync.sync = planted_sync
+        sync.reduce = planted_reduce
 
 
 def main() -> int:
@@ -104,17 +100,16 @@ def main() -> int:
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--reg-mult", type=float, default=1.0)
-    parser.add_argument("--direct", type=int, choices=(0, 1), default=None)
     parser.add_argument("--overlap", type=int, choices=(0, 1), default=None)
     parser.add_argument("--bucket", type=int, default=None)
     parser.add_argument("--shard", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--strategy", default=None, help="a strategy by name (overrides --shard)")
     parser.add_argument("--nan-at", type=int, default=None)
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
-    options = {"bucket_bytes": args.bucket, "shard_optimizer": bool(args.shard)}
-    if args.direct is not None:
-        options["direct_grads"] = bool(args.direct)
+    options = {"bucket_bytes": args.bucket,
+               "strategy": args.strategy or ("zero1" if args.shard else "replicated")}
     if args.overlap is not None:
         options["overlap"] = bool(args.overlap)
     trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)

@@ -1,0 +1,341 @@
+"""What every way of synchronising a data-parallel step provides: :class:`Strategy`.
+
+One step, as :class:`~distnet.trainer.Trainer` runs it, whatever the strategy:
+
+1. backward writes each micro-batch's gradients into the strategy's flat
+   buffer through :meth:`Strategy.gradient_sink` (already scaled: the loss is
+   the shard's sum over the *global* batch size);
+2. :meth:`Strategy.reduce` sums them over ranks with the sample count and the
+   step's scalars (loss sum, correct count), adds the regularization gradient
+   once (it depends on the weights alone, the same on every rank) and says
+   whether every reduced value is finite (the same answer on every rank);
+3. :meth:`Strategy.update` runs the optimizer and the EMA on what this rank
+   holds (:attr:`Strategy.updated`) and makes every rank's weights whole again.
+
+Checkpoints hold full arrays whatever the strategy: :meth:`Strategy.full_state`
+and :meth:`Strategy.local_state` convert between them and what this rank
+keeps.  A strategy is one module in this folder: it subclasses
+:class:`Strategy`, sets ``name`` and ``options``, and is found by name
+(:mod:`distnet.distributed.strategies`).
+
+Regularization: a term that depends only on the weights (L1/L2, weight
+decay) has the same gradient on every rank.  It is added *after* the sum,
+once, identically on every rank (Horovod and DDP average whatever the loss
+holds; keeping the weight term out of the reduction keeps it out of the
+sample weighting and off the wire).
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from distnet.distributed.abort import CollectiveError
+from distnet.distributed.communicator import Communicator
+from distnet.distributed.layout import FlatLayout
+from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
+
+
+@dataclass
+class SyncResult:
+    """What :meth:`Strategy.reduce` returns.
+
+    Attributes:
+        grads: the summed gradients of what this rank updates, aligned with
+            ``variables``; views into the strategy's buffer, valid until the next reduce.
+        variables: what this rank updates (the variables, or pieces of them).
+        scalars: every named scalar summed over ranks.
+        global_count: samples in the global batch (sum of ``local_count``).
+        is_finite: False when any reduced gradient or scalar is NaN or inf;
+            every rank sees the same flag.
+    """
+
+    grads: list
+    variables: list
+    scalars: dict = field(default_factory=dict)
+    global_count: int = 0
+    is_finite: bool = True
+
+    def grads_and_vars(self) -> list:
+        """``[(grad, variable), ...]`` for ``optimizer.apply_gradients``."""
+        return list(zip(self.grads, self.variables))
+
+
+class GradientSink:
+    """Where backward writes one micro-batch's gradients: the hook of
+    :func:`distnet.autodiff.gradients` (``sink=``).
+
+    ``destination(i)`` is the array variable ``i``'s gradient may be built in
+    (its first contribution written there, later ones added in place); None
+    when accumulating, since the array holds earlier micro-batches.
+    ``final(i, g)`` receives the complete gradient (``g`` may be the
+    destination itself, or None when the loss does not depend on the
+    variable) and lands it: copied (or zero-filled), or added when accumulating.
+
+    Args:
+        views: one array per variable, in the strategy's buffer.
+        accumulate: add to what the views hold (micro-batches after the first).
+        on_final: called as ``on_final(i)`` once variable ``i`` is landed.
+    """
+
+    __slots__ = ("accumulate", "on_final", "views")
+
+    def __init__(self, views: Sequence[np.ndarray], accumulate: bool,
+                 on_final: Callable[[int], None] | None = None) -> None:
+        self.views, self.accumulate, self.on_final = views, accumulate, on_final
+
+    def destination(self, i: int) -> np.ndarray | None:
+        return None if self.accumulate else self.views[i]
+
+    def final(self, i: int, g: np.ndarray | None) -> None:
+        dest = self.views[i]
+        if g is not dest:
+            if g is None:
+                if not self.accumulate:
+                    dest.fill(0)
+            elif self.accumulate:
+                np.add(dest, g, out=dest, casting="same_kind")
+            else:
+                np.copyto(dest, g, casting="same_kind")
+        if self.on_final is not None:
+            self.on_final(i)
+
+
+class Strategy(ABC):
+    """One way of synchronising a data-parallel step (see the module docstring).
+
+    Args:
+        comm: the job's communicator.
+        variables: the trainable variables (unique names).
+        scalar_names: names of the scalars summed with the gradients, e.g.
+            ``("loss_sum", "correct")``; held in float32, exact for integer
+            counts up to 2**24.
+        **options: the strategy's own (:attr:`options`), checked by
+            :meth:`check_options`.
+    Attributes:
+        updated: what the optimizer and the EMA update on this rank.
+    """
+
+    #: The name a job file or ``Trainer(strategy=...)`` uses.
+    name: ClassVar[str] = ""
+    #: Option name -> default.
+    options: ClassVar[dict] = {}
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = ()) -> None:
+        self.comm = comm
+        self.layout = FlatLayout(variables, ranks=1)
+        self.variables = self.layout.variables
+        self.names = self.layout.names
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self.scalar_names = tuple(scalar_names)
+        if len(set(self.scalar_names)) != len(self.scalar_names) or "count" in self.scalar_names:
+            raise InvalidArgumentError(
+                f"scalar_names: Expect: unique names other than 'count' Actual: {self.scalar_names}")
+        self.updated: list = list(self.variables)
+        self._written = False     # a sink wrote this step's gradients into the views
+        self._closed = False
+
+    # -- options ------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], comm: Communicator, optimizer=None) -> dict:
+        """The options with defaults filled in, or an error naming the one that does not apply.
+
+        Subclasses check values and combinations after this (the "X applies
+        only with Y" rules live in the strategy they concern).
+        """
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            raise InvalidArgumentError(
+                f"strategy {cls.name!r}: option {unknown[0]!r}: Expect: one of {sorted(cls.options) or 'none'} "
+                f"Actual: {unknown[0]}={options[unknown[0]]!r}")
+        return {**cls.options, **options}
+
+    @classmethod
+    def build(cls, comm: Communicator, variables: Sequence, scalar_names: Sequence[str], **options) -> "Strategy":
+        """The strategy as the Trainer makes it (a subclass may fill in defaults that depend on the job)."""
+        return cls(comm, variables, scalar_names, **options)
+
+    @classmethod
+    def preference(cls, comm: Communicator, optimizer, options: Mapping[str, Any]) -> int | None:
+        """How much ``strategy="auto"`` wants this strategy here (higher wins), or
+        None when it cannot run it.  The same on every rank."""
+        return None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffer this rank's gradients are reduced from each step."""
+        return self.buffer.nbytes
+
+    # -- the step ---------------------------------------------------------
+    @abstractmethod
+    def grad_views(self) -> list:
+        """One array per variable in the buffer the reduction reads."""
+
+    def gradient_sink(self, accumulate: bool, local_count: int, scalars: Mapping[str, float],
+                      last: bool = True) -> GradientSink:
+        """The sink for one micro-batch's backward (see :class:`GradientSink`).
+
+        Args:
+            accumulate: False for the step's first micro-batch, True after.
+            local_count, scalars: the step's sample count and scalars on this
+                rank (final when ``last``).
+            last: the step's last micro-batch.
+        """
+        self._check_open()
+        self._written = True
+        return GradientSink(self.grad_views(), accumulate)
+
+    @abstractmethod
+    def reduce(self, grads=None, local_count: int = 0, scalars: Mapping[str, float] | None = None,
+               regularization_grads=None, global_count: int | None = None,
+               prescaled: bool = False) -> SyncResult:
+        """Sum the gradients over ranks, weighted by sample counts.
+
+        Args:
+            grads: this rank's gradients of its *mean* loss (a sequence
+                aligned with ``variables`` or a mapping name -> array; None
+                for a zero gradient), or None when sinks wrote them this step
+                (then ``prescaled`` is implied).
+            local_count: samples this rank used (0 allowed).
+            scalars: values of ``scalar_names`` on this rank, summed over ranks.
+            regularization_grads: gradients that depend on the weights alone,
+                added once after the sum.
+            global_count: the global batch size if known: saves a pass and is checked.
+            prescaled: the gradients are already this rank's share of the
+                global mean (of ``local loss sum / global_count``).
+        """
+
+    def update(self, result: SyncResult, optimizer, ema=None, num_updates: int | None = None) -> None:
+        """Apply the optimizer (and the EMA) to what this rank holds, then make the weights whole."""
+        optimizer.apply_gradients(result.grads_and_vars())
+        if ema is not None:
+            ema.apply(self.updated, num_updates=num_updates)
+
+    # -- full state <-> this rank's part ------------------------------------
+    def full_state(self, table: Mapping[str, np.ndarray]) -> dict:
+        """Full arrays keyed by variable name from this rank's ``table`` (a
+        slot or the EMA shadows); a collective."""
+        return dict(table)
+
+    def local_state(self, full: Mapping[str, np.ndarray]) -> dict:
+        """This rank's part of full arrays keyed by variable name."""
+        return dict(full)
+
+    @contextlib.contextmanager
+    def ema_weights(self, ema) -> Iterator[None]:
+        """Within the block the variables hold the EMA shadows (a collective)."""
+        with ema.swapped(self.variables):
+            yield
+
+    @contextlib.contextmanager
+    def writing_params(self) -> Iterator[None]:
+        """Fence a write of the variables outside the step (a collective)."""
+        yield
+
+    def close(self) -> None:
+        """Release what the strategy holds (a collective); it trains no more."""
+        self._closed = True
+
+    # -- shared by the implementations ------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DistributedError("the strategy is closed (Trainer.close()): it trains no more")
+
+    def _check_scalars(self, scalars) -> dict:
+        scalars = dict(scalars or {})
+        unknown = sorted(set(scalars) - set(self.scalar_names))
+        if unknown:
+            raise InvalidArgumentError(f"scalars: Expect: names among {self.scalar_names} Actual: {unknown}")
+        return scalars
+
+    def _aligned(self, grads, what: str) -> list:
+        if grads is None:
+            return [None] * len(self.variables)
+        if isinstance(grads, Mapping):
+            unknown = sorted(set(grads) - set(self._index))
+            if unknown:
+                raise InvalidArgumentError(f"{what}: gradients for unknown variables {unknown}; "
+                                           f"Expect: names among {sorted(self._index)}")
+            return [grads.get(n) for n in self.names]
+        grads = list(grads)
+        if len(grads) != len(self.variables):
+            raise InvalidArgumentError(
+                f"{what}: Expect: {len(self.variables)} gradients, one per variable Actual: {len(grads)}")
+        return grads
+
+    def _check_grad(self, i: int, g, what: str) -> np.ndarray:
+        g = np.asarray(getattr(g, "data", g))
+        shape = tuple(self.variables[i].shape)
+        if g.shape != shape:
+            raise ShapeError(f"{what} of {self.names[i]!r}: Expect: shape {shape} Actual: shape {g.shape}")
+        return g
+
+    def _check_counts(self, local_count, global_count) -> tuple:
+        if isinstance(local_count, bool) or not isinstance(local_count, (int, np.integer)) or local_count < 0:
+            raise InvalidArgumentError(f"local_count: Expect: an integer >= 0 Actual: {local_count!r}")
+        local_count = int(local_count)
+        if global_count is not None:
+            if isinstance(global_count, bool) or not isinstance(global_count, (int, np.integer)) \
+                    or global_count < max(local_count, 1):
+                raise InvalidArgumentError(
+                    f"global_count: Expect: an integer >= max(local_count, 1) = {max(local_count, 1)} "
+                    f"Actual: {global_count!r}")
+            global_count = int(global_count)
+        return local_count, global_count
+
+    def _pack(self, grads, local_count: int, global_count: int | None, prescaled: bool) -> bool:
+        """Write this rank's weighted gradients into :meth:`grad_views`; returns
+        whether they are prescaled.  Gradients written by a sink stay as they are."""
+        views = self.grad_views()
+        if grads is None and self._written:
+            if local_count == 0:
+                for view in views:
+                    view.fill(0.0)
+            return True
+        grads = self._aligned(grads, "grads")
+        # Pack n_r * grad (n_r / N * grad when N is known, grad when prescaled) in one pass.
+        if prescaled:
+            weight = 1.0
+        elif global_count is not None:
+            weight = local_count / global_count
+        else:
+            weight = float(local_count)
+        for i, g in enumerate(grads):
+            view = views[i]
+            if g is None or local_count == 0:
+                view.fill(0.0)
+            elif g is view:
+                if weight != 1.0:
+                    np.multiply(view, weight, out=view)
+            elif weight == 1.0:
+                np.copyto(view, self._check_grad(i, g, "gradient"), casting="same_kind")
+            else:
+                np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
+        return prescaled
+
+    def _global_total(self, count: float, global_count: int | None, prescaled: bool,
+                      flat: np.ndarray) -> int:
+        """The reduced sample count, checked; divides ``flat`` by it when nothing else scaled."""
+        total = int(round(float(count)))
+        if total == 0:
+            raise CollectiveError("gradient sync: the global batch is empty (every rank passed local_count=0)")
+        if global_count is None:
+            if not prescaled:
+                np.divide(flat, total, out=flat)
+        elif total != global_count:
+            raise DistributedError(
+                f"gradient sync: global_count: Expect: the sum of every rank's local_count = {total} "
+                f"Actual: {global_count} on rank {self.comm.rank}")
+        return total
+
+
+def all_finite(flat: np.ndarray) -> bool:
+    """Whether every element of ``flat`` is finite: sum(x*x) is finite only if
+    every element is (one BLAS pass); an overflow of finite values is told
+    apart by the exact check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.dot(flat, flat)) or np.isfinite(flat).all())

@@ -1,0 +1,216 @@
+"""Replicated data parallelism: every rank holds all the weights and all-reduces all the gradients.
+
+The gradients live in one preallocated float32 buffer,
+``[count, scalars..., gradients in sorted-name order]``; backward writes
+into it (:meth:`Strategy.gradient_sink`), it is all-reduced in place (in one
+call, or in consecutive bucket slices that may cut through a variable), and
+the optimizer and the EMA update every variable on every rank identically.
+The scalars ride in the same buffer, so metrics cost no extra round trip.
+
+Options:
+
+* ``bucket_bytes``: the size of each slice reduced in turn; None chooses
+  :data:`DEFAULT_BUCKET_BYTES` with several ranks (or overlap), one call
+  for the whole buffer otherwise.
+* ``overlap``: each bucket's non-blocking all-reduce starts as soon as
+  backward has finished every variable in it, from the last bucket to the
+  first, every rank in the same order (the order backward finishes a
+  Sequential model's layers when names sort like the layers).  MPI moves
+  data only inside MPI calls when it has no progress thread, so every
+  finished variable also tests the started buckets.
+* ``compression``: ``"float16"`` sends the gradients as float16 (the count
+  and scalars stay float32, reduced apart; :mod:`distnet.distributed.compression`).
+  Not with ``overlap``: its reduction is made of blocking collectives.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from distnet.distributed.communicator import Communicator
+from distnet.distributed.compression import check_compression, make_compressor
+from distnet.distributed.strategies.base import (
+    GradientSink,
+    Strategy,
+    SyncResult,
+    all_finite,
+)
+from distnet.errors import InvalidArgumentError
+
+#: Bucket size when several ranks reduce and the user gave none (the step
+#: time against the bucket size is in benchmarks/README.md).
+DEFAULT_BUCKET_BYTES = 8 << 20
+
+
+class Replicated(Strategy):
+    """All-reduce of the whole gradient buffer; every rank updates every weight.
+
+    Example:
+        >>> s = Replicated(comm, model.trainable_variables, scalar_names=("loss_sum",))
+        >>> res = s.reduce(grads, local_count=len(idx), scalars={"loss_sum": loss * len(idx)},
+        ...                regularization_grads=reg_grads)
+        >>> if res.is_finite: s.update(res, optimizer)
+    """
+
+    name = "replicated"
+    options = {"bucket_bytes": None, "overlap": False, "compression": "none"}
+
+    def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
+                 bucket_bytes: int | None = None, overlap: bool = False, compression: str = "none") -> None:
+        super().__init__(comm, variables, scalar_names)
+        self.check_options({"bucket_bytes": bucket_bytes, "overlap": overlap, "compression": compression}, comm)
+        self.overlap = bool(overlap)
+        self.compression = compression
+        self.bucket_bytes = bucket_bytes   # None: one all-reduce of the whole buffer
+        n_scalars = 1 + len(self.scalar_names)
+        self.buffer = np.zeros(n_scalars + self.layout.total, dtype=self.dtype)
+        self._scalars = self.buffer[:n_scalars]
+        self._grad_part = self.buffer[n_scalars:]
+        self._views = self.layout.views(self._grad_part)
+        step = self.buffer.size if bucket_bytes is None else max(1, bucket_bytes // self.dtype.itemsize)
+        self.buckets: list = [self.buffer[lo: lo + step] for lo in range(0, self.buffer.size, step)]
+        # For overlap: the buckets each variable's elements fall in, and how
+        # many variables each bucket waits for.
+        self._var_buckets: list = [()] * len(self.variables)
+        self._bucket_waits: list = [0] * len(self.buckets)
+        for i, (off, size) in enumerate(zip(self.layout.offsets, self.layout.sizes)):
+            if size:
+                first, last = (n_scalars + off) // step, (n_scalars + off + size - 1) // step
+                self._var_buckets[i] = tuple(range(first, min(last, len(self.buckets) - 1) + 1))
+                for k in self._var_buckets[i]:
+                    self._bucket_waits[k] += 1
+        self._step: tuple | None = None       # (local_count, scalars) of an overlapped step in flight
+        self._remaining: list = []
+        self._requests: list = []
+        self._next = -1
+        self.compressor = make_compressor(compression, comm, bucket_bytes)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], comm: Communicator, optimizer=None) -> dict:
+        opts = super().check_options(options, comm, optimizer)
+        bucket_bytes, overlap = opts["bucket_bytes"], opts["overlap"]
+        if bucket_bytes is not None and (isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int)
+                                         or bucket_bytes <= 0):
+            raise InvalidArgumentError(f"bucket_bytes: Expect: None or an int > 0 Actual: {bucket_bytes!r}")
+        if not isinstance(overlap, (bool, np.bool_)):
+            raise InvalidArgumentError(f"overlap: Expect: True or False Actual: {overlap!r}")
+        opts["compression"] = check_compression(opts["compression"], "compression")
+        if overlap and opts["compression"] != "none":
+            raise InvalidArgumentError(
+                f"overlap=True with compression={opts['compression']!r}: Expect: one of them (the float16 "
+                "reduction is made of its own blocking collectives, it cannot run as non-blocking buckets)")
+        return opts
+
+    @classmethod
+    def preference(cls, comm: Communicator, optimizer, options: Mapping[str, Any]) -> int | None:
+        return 0   # runs everywhere: the fallback
+
+    @classmethod
+    def build(cls, comm: Communicator, variables: Sequence, scalar_names: Sequence[str], **options) -> "Replicated":
+        """The strategy with the Trainer's defaults: buckets of :data:`DEFAULT_BUCKET_BYTES`
+        when several ranks reduce float32 (or with overlap) and no size was given."""
+        if options.get("bucket_bytes") is None and (options.get("overlap") or (
+                comm.size > 1 and options.get("compression", "none") == "none")):
+            options = {**options, "bucket_bytes": DEFAULT_BUCKET_BYTES}
+        return cls(comm, variables, scalar_names, **options)
+
+    def grad_views(self) -> list:
+        """Views into the buffer, one per variable (overwritten by every reduce)."""
+        return self._views
+
+    # -- overlap ------------------------------------------------------------
+    def gradient_sink(self, accumulate: bool, local_count: int, scalars: Mapping[str, float],
+                      last: bool = True) -> GradientSink:
+        if not (self.overlap and last):
+            return super().gradient_sink(accumulate, local_count, scalars, last)
+        # The step's last backward: each bucket starts as soon as its gradients are final.
+        self._check_open()
+        self._written = True
+        if self._step is not None:
+            raise InvalidArgumentError("gradient_sink: Expect: reduce() of the previous step first "
+                                       "Actual: an overlapped step already begun")
+        scalars = self._check_scalars(scalars)
+        self._write_scalars(int(local_count), scalars)
+        self._step = (int(local_count), scalars)
+        self._remaining = list(self._bucket_waits)
+        self._requests = [None] * len(self.buckets)
+        self._next = len(self.buckets) - 1
+        self._launch()
+        return GradientSink(self._views, accumulate, on_final=self._grad_ready)
+
+    def _grad_ready(self, i: int) -> None:
+        for k in self._var_buckets[i]:
+            self._remaining[k] -= 1
+        self._launch()
+        # Let MPI move the started buckets along (one test progresses the whole engine).
+        for k in range(len(self.buckets) - 1, self._next, -1):
+            if not self._requests[k].test():
+                break
+
+    def _launch(self) -> None:
+        while self._next >= 0 and self._remaining[self._next] <= 0:
+            self._requests[self._next] = self.comm.iallreduce_(self.buckets[self._next])
+            self._next -= 1
+
+    def _reduce(self) -> None:
+        """All-reduce every bucket: blocking in order, or (overlap) start what
+        is not started yet, last bucket first, and wait for all; with
+        compression, the count and scalars exactly, then the float16 gradients."""
+        if self.compressor is not None:
+            self.comm.allreduce_(self._scalars)
+            self.compressor.allreduce_(self._grad_part)
+            return
+        if not self.overlap:
+            for bucket in self.buckets:
+                self.comm.allreduce_(bucket)
+            return
+        if self._step is None:
+            self._requests = [None] * len(self.buckets)
+            self._next = len(self.buckets) - 1
+        self._remaining = [0] * len(self.buckets)
+        self._launch()
+        for k in range(len(self.buckets) - 1, -1, -1):
+            self._requests[k].wait()
+        self._requests = []
+
+    def _write_scalars(self, local_count: int, scalars: dict) -> None:
+        self._scalars[0] = local_count
+        for k, name in enumerate(self.scalar_names, start=1):
+            self._scalars[k] = float(scalars.get(name, 0.0))
+
+    # -- the step ---------------------------------------------------------
+    def reduce(self, grads=None, local_count: int = 0, scalars: Mapping[str, float] | None = None,
+               regularization_grads=None, global_count: int | None = None,
+               prescaled: bool = False) -> SyncResult:
+        self._check_open()
+        try:
+            local_count, global_count = self._check_counts(local_count, global_count)
+            scalars = self._check_scalars(scalars)
+            if self._step is not None:
+                # An overlapped step: the gradients are in the views (some in
+                # flight) and the scalars in the buffer; check, never rewrite.
+                if grads is not None or (local_count, scalars) != self._step:
+                    raise InvalidArgumentError(
+                        f"reduce after an overlapped backward: Expect: local_count and scalars as given to "
+                        f"gradient_sink() {self._step} and no grads Actual: {(local_count, scalars)}")
+                prescaled = True
+            else:
+                prescaled = self._pack(grads, local_count, global_count, prescaled)
+                self._write_scalars(local_count, scalars)
+            self._reduce()
+        finally:
+            self._step = None
+            self._written = False
+
+        total = self._global_total(self._scalars[0], global_count, prescaled, self._grad_part)
+        if regularization_grads is not None:
+            for i, g in enumerate(self._aligned(regularization_grads, "regularization_grads")):
+                if g is not None:
+                    np.add(self._views[i], self._check_grad(i, g, "regularization gradient"),
+                           out=self._views[i], casting="same_kind")
+        return SyncResult(
+            grads=list(self._views), variables=list(self.variables),
+            scalars={name: float(self._scalars[k]) for k, name in enumerate(self.scalar_names, start=1)},
+            global_count=total, is_finite=all_finite(self.buffer),
+        )

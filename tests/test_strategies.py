@@ -1,0 +1,150 @@
+"""The strategy interface: strategies are found by name, ``"auto"`` chooses
+among them, and a new one is a module added to the strategies folder and
+nothing else (distnet/distributed/strategies/)."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import distnet
+from distnet import layers, regularizers
+from distnet.data import ArrayDataset
+from distnet.distributed import SingleCommunicator, all_strategies
+from distnet.errors import InvalidArgumentError
+from distnet.trainer import Trainer
+
+# A third strategy, written as its own module: every variable's gradient
+# all-reduced on its own (no flat buffer), every rank updating every weight.
+THIRD = textwrap.dedent('''
+    import numpy as np
+
+    from distnet.distributed.strategies.base import Strategy, SyncResult, all_finite
+
+
+    class PerVariable(Strategy):
+        """All-reduce each variable's gradient on its own."""
+
+        name = "per_variable"
+        options = {}
+
+        def __init__(self, comm, variables, scalar_names=()):
+            super().__init__(comm, variables, scalar_names)
+            self.grads = [np.zeros(v.shape, self.dtype) for v in self.variables]
+            self.buffer = np.zeros(1 + len(self.scalar_names), np.float64)
+
+        @classmethod
+        def preference(cls, comm, optimizer, options):
+            return -1   # never chosen by "auto": only by name
+
+        def grad_views(self):
+            return self.grads
+
+        def reduce(self, grads=None, local_count=0, scalars=None, regularization_grads=None,
+                   global_count=None, prescaled=False):
+            local_count, global_count = self._check_counts(local_count, global_count)
+            scalars = self._check_scalars(scalars)
+            prescaled = self._pack(grads, local_count, global_count, prescaled)
+            self._written = False
+            self.buffer[0] = local_count
+            for k, name in enumerate(self.scalar_names, start=1):
+                self.buffer[k] = scalars.get(name, 0.0)
+            self.comm.allreduce_(self.buffer)
+            for g in self.grads:
+                self.comm.allreduce_(g)
+            total = self._global_total(self.buffer[0], global_count, True, self.grads[0])
+            if not prescaled and global_count is None:
+                for g in self.grads:
+                    np.divide(g, total, out=g)
+            for g, r in zip(self.grads, self._aligned(regularization_grads, "regularization_grads")):
+                if r is not None:
+                    np.add(g, r, out=g, casting="same_kind")
+            return SyncResult(grads=list(self.grads), variables=list(self.variables),
+                              scalars={n: float(self.buffer[k]) for k, n in enumerate(self.scalar_names, 1)},
+                              global_count=total, is_finite=all(all_finite(g.reshape(-1)) for g in self.grads))
+''')
+
+
+@pytest.fixture
+def third_strategy(tmp_path, monkeypatch):
+    """The module dropped beside the package's strategies (on the package's search path)."""
+    (tmp_path / "per_variable.py").write_text(THIRD, encoding="utf-8")
+    import distnet.distributed.strategies as package
+
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    yield "per_variable"
+    import sys
+
+    sys.modules.pop("distnet.distributed.strategies.per_variable", None)
+
+
+def _data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4, 4, 1), dtype=np.float32)
+    return ArrayDataset(x, (x.reshape(n, -1).sum(axis=1) * 3).astype(np.int64) % 3, num_classes=3)
+
+
+def _train(**options) -> dict:
+    model = distnet.Sequential([layers.Flatten(), layers.Dense(8, activation="tanh",
+                                                               kernel_regularizer=regularizers.l2(0.01)),
+                                layers.Dropout(0.2), layers.Dense(3)], input_shape=(4, 4, 1), seed=4)
+    t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.02), _data(),
+                global_batch_size=10, steps=8, micro_batches=2, seed=1, weight_decay=0.001,
+                ema=distnet.ExponentialMovingAverage(0.9), comm=SingleCommunicator(), **options)
+    t.fit()
+    state = t.state()
+    return {**{f"p:{k}": v for k, v in state.params.items()}, **{f"e:{k}": v for k, v in state.ema.items()}}
+
+
+def test_the_package_strategies_are_found_by_name():
+    assert sorted(all_strategies()) == ["hierarchical", "replicated", "zero1"]
+
+
+def test_a_new_module_is_a_new_strategy_that_trains_like_the_others(third_strategy):
+    assert sorted(all_strategies()) == ["hierarchical", "per_variable", "replicated", "zero1"]
+    want = _train(strategy="replicated")
+    got = _train(strategy=third_strategy)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)   # one process: the same bits
+    with pytest.raises(InvalidArgumentError, match="strategy 'per_variable': option 'overlap'"):
+        _train(strategy=third_strategy, overlap=True)
+
+
+def test_auto_prefers_zero1_on_several_ranks_unless_it_cannot():
+    import types
+
+    two = types.SimpleNamespace(size=2, rank=0)
+    from distnet.distributed.strategies import strategy_class
+
+    adam, clipped = distnet.optimizers.Adam(0.1), distnet.optimizers.Adam(0.1, global_clipnorm=1.0)
+    assert strategy_class("auto", two, adam, {})[0].name == "zero1"
+    assert strategy_class("auto", two, adam, {"shared_memory": "auto", "overlap": False})[0].name == "zero1"
+    assert strategy_class("auto", two, clipped, {})[0].name == "replicated"
+    assert strategy_class("auto", two, adam, {"bucket_bytes": 1 << 20})[0].name == "replicated"
+    assert strategy_class("auto", SingleCommunicator(), adam, {})[0].name == "replicated"
+    cls, options = strategy_class("auto", two, adam, {"overlap": True, "shared_memory": "auto"})
+    assert cls.name == "replicated" and "shared_memory" not in options   # "auto" asked for nothing
+    with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['bucket_bytes', "
+                                                   r"'shared_memory'\]"):
+        strategy_class("auto", two, adam, {"bucket_bytes": 64, "shared_memory": True})
+
+
+def test_job_files_name_the_strategy():
+    from distnet.config import parse_job
+    from distnet.errors import ConfigError
+    from distnet.job import build_trainer
+    from test_dist_sharded import JOB
+
+    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\n')).strategy.name == "zero1"
+    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "replicated"\noverlap = true\n')).strategy.overlap
+    again = parse_job(parse_job(JOB + '[dist]\nstrategy = "zero1"\n').to_toml())
+    assert again.dist.strategy == "zero1"
+    with pytest.raises(ConfigError, match=r"dist.strategy: unknown value 'zero'; did you mean 'zero1'\?"):
+        parse_job(JOB + '[dist]\nstrategy = "zero"\n')
+    with pytest.raises(ConfigError, match=r"dist.shard_optimizer: Expect: no shard_optimizer with strategy = "
+                                          r"'zero1' Actual: shard_optimizer = false"):
+        parse_job(JOB + '[dist]\nstrategy = "zero1"\nshard_optimizer = false\n')
+    with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap'"):
+        build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\noverlap = true\n'))
