@@ -443,8 +443,35 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> list[dict]:
-        """Train until ``steps`` / ``epochs`` are done; returns the history."""
+    def fit(self, resume: bool = False, verbose: int | str = "auto") -> list[dict]:
+        """Train until ``steps`` / ``epochs`` are done; returns the history.
+
+        Args:
+            resume: continue from the newest good checkpoint in ``checkpoint_dir``.
+            verbose: without a ``logger``, what rank 0 shows, as Keras's
+                ``fit``: 0 nothing, 1 a progress bar on a terminal (lines
+                every ``log_every`` steps otherwise), 2 lines; ``"auto"`` is 1.
+                Evaluations are shown as they happen.  With a logger, the
+                logger decides.
+        """
+        if verbose not in (0, 1, 2, "auto"):
+            raise InvalidArgumentError(f"verbose: Expect: 0, 1, 2 or 'auto' Actual: {verbose!r}")
+        own_log = None
+        if self.logger is None and verbose:
+            from distnet.metrics import MetricsLogger
+
+            own_log = self.logger = MetricsLogger(None, is_main=self.comm.rank == 0,
+                                                  progress="plain" if verbose == 2 else "auto",
+                                                  print_every=self.log_every or 100, tensorboard=False)
+            own_log.start(total_steps=self.total_steps)
+        try:
+            return self._fit(resume)
+        finally:
+            if own_log is not None:
+                own_log.close()
+                self.logger = None
+
+    def _fit(self, resume: bool) -> list[dict]:
         if resume:
             self._restore_latest()
         watchdog = None
