@@ -112,8 +112,7 @@ def worker(args) -> None:
     import numpy as np
 
     import distnet
-    from compare import IMAGE, CLASSES, layer_plan, make_data
-    from distnet import layers
+    from compare import CLASSES, distnet_model, make_data
     from distnet.data import ArrayDataset
 
     comm = distnet.distributed.init().comm
@@ -131,17 +130,7 @@ def worker(args) -> None:
             times[nbytes] = float(np.median(samples))
         out["allreduce"] = times
     else:
-        seq = []
-        for layer in layer_plan(args.model):
-            if layer[0] == "conv":
-                seq.append(layers.Conv2D(layer[1], 5, padding="same", activation="relu"))
-            elif layer[0] == "pool":
-                seq.append(layers.MaxPool2D(2))
-            elif layer[0] == "flatten":
-                seq.append(layers.Flatten())
-            else:
-                seq.append(layers.Dense(layer[1], activation="relu" if layer[2] else None))
-        model = distnet.Sequential(seq, input_shape=IMAGE, seed=0)
+        model = distnet_model(args.model)
         batch = args.batch
         x, y = make_data(batch * (args.steps + 2))
         options = {"strategy": args.strategy} if args.strategy != "float16" else \
