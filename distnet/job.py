@@ -274,8 +274,30 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
     d = cfg.dist
+    validation, callbacks = None, []
+    if cfg.data.validation is not None:
+        from distnet.data import validation_split
+
+        try:
+            train, validation = validation_split(train, cfg.data.validation, cfg.seed)
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{cfg.source}: data.{exc}") from None
+    if t.early_stopping is not None:
+        from distnet.callbacks import EarlyStopping
+
+        es = t.early_stopping
+        callbacks.append(EarlyStopping(es["metric"], patience=es.get("patience", 0),
+                                       min_delta=es.get("min_delta", 0.0), mode=es.get("mode", "auto"),
+                                       restore_best_weights=es.get("restore_best_weights", False)))
+    if cfg.checkpoint.keep_best is not None:
+        from distnet.callbacks import KeepBest
+
+        where = checkpoint_dir(cfg, run_dir)
+        if where is None:
+            raise ConfigError(f"{cfg.source}: checkpoint.keep_best: Expect: checkpoints on Actual: they are off")
+        callbacks.append(KeepBest(os.path.join(where, "best"), cfg.checkpoint.keep_best))
     kwargs = dict(
-        eval_data=test, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
+        eval_data=test, validation_data=validation, callbacks=callbacks, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
         ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
         micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,

@@ -259,7 +259,8 @@ class MetricsLogger:
         for old, new in _RENAMED.items():
             if old in r:
                 r.setdefault(new, r.pop(old))
-        missing = [k for k in ("step", "test_loss", "test_accuracy") if k not in r]
+        split = "test" if "test_loss" in r else "val"
+        missing = [k for k in ("step", f"{split}_loss", f"{split}_accuracy") if k not in r]
         if missing:
             raise InvalidArgumentError(f"log_eval: missing {missing}; got keys {sorted(r)}")
         if self._t0 is None:
@@ -267,9 +268,8 @@ class MetricsLogger:
         rec: dict[str, Any] = {"kind": "eval", "step": int(r.pop("step")), "epoch": r.pop("epoch", None)}
         if rec["epoch"] is None:
             rec["epoch"] = self._last_step["epoch"] if self._last_step else 0
-        rec["test_loss"] = _float(r.pop("test_loss"))
-        rec["test_accuracy"] = _float(r.pop("test_accuracy"))
-        for key in ("ema_test_loss", "ema_test_accuracy"):
+        for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy",
+                    "val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy"):
             if r.get(key) is not None:
                 rec[key] = _float(r.pop(key))
         rec["time"] = time.time()
@@ -277,12 +277,15 @@ class MetricsLogger:
         self._write(rec)
         self._evals.append(rec)
         if self._mode != "none":
-            line = (f"eval  step {rec['step']}: test loss {rec['test_loss']:.4f}, "
-                    f"accuracy {rec['test_accuracy']:.4f}")
-            if "ema_test_accuracy" in rec:
-                line += (f" | EMA loss {rec.get('ema_test_loss', float('nan')):.4f}, "
-                         f"accuracy {rec['ema_test_accuracy']:.4f}")
-            self._print(line)
+            parts = []
+            for split, label in (("val", "validation"), ("test", "test")):
+                if f"{split}_loss" in rec:
+                    part = f"{label} loss {rec[f'{split}_loss']:.4f}, accuracy {rec[f'{split}_accuracy']:.4f}"
+                    if f"ema_{split}_accuracy" in rec:
+                        part += (f" (EMA {rec.get(f'ema_{split}_loss', float('nan')):.4f}, "
+                                 f"{rec[f'ema_{split}_accuracy']:.4f})")
+                    parts.append(part)
+            self._print(f"eval  step {rec['step']}: " + " | ".join(parts))
 
     def log(self, kind: str, **fields: Any) -> None:
         """Record anything else (``kind`` names it: ``"checkpoint"``, ``"warning"``, ...)."""
@@ -359,12 +362,15 @@ class MetricsLogger:
             out["median_samples_per_sec"] = rates[len(rates) // 2]
         if self._evals:
             e = self._evals[-1]
-            out["test_loss"] = e["test_loss"]
-            out["test_accuracy"] = e["test_accuracy"]
-            out["best_test_accuracy"] = max(r["test_accuracy"] for r in self._evals)
-            if "ema_test_accuracy" in e:
-                out["ema_test_accuracy"] = e["ema_test_accuracy"]
-                out["ema_test_loss"] = e.get("ema_test_loss")
+            for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy", "val_loss",
+                        "val_accuracy"):
+                if key in e:
+                    out[key] = e[key]
+            # "Best" is chosen on the validation split only: the test set measures, it never chooses.
+            scored = [r for r in self._evals if "val_accuracy" in r]
+            if scored:
+                best = max(scored, key=lambda r: r["val_accuracy"])
+                out["best_val_accuracy"], out["best_val_step"] = best["val_accuracy"], best["step"]
         return out
 
     @staticmethod
@@ -377,9 +383,12 @@ class MetricsLogger:
                   ("final_loss", "final train loss", "{:.4f}"),
                   ("final_reg_loss", "  of which regularization", "{:.4f}"),
                   ("final_lr", "final learning rate", "{:.3g}"),
+                  ("val_loss", "validation loss", "{:.4f}"),
+                  ("val_accuracy", "validation accuracy", "{:.4f}"),
+                  ("best_val_accuracy", "best validation accuracy", "{:.4f}"),
+                  ("best_val_step", "  at step", "{}"),
                   ("test_loss", "test loss", "{:.4f}"),
                   ("test_accuracy", "test accuracy", "{:.4f}"),
-                  ("best_test_accuracy", "best test accuracy", "{:.4f}"),
                   ("ema_test_loss", "EMA test loss", "{:.4f}"),
                   ("ema_test_accuracy", "EMA test accuracy", "{:.4f}")]
         for key, label, fmt in labels:

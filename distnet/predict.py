@@ -259,7 +259,7 @@ def write_predictions(pred: Predictions, out: str | os.PathLike) -> str:
     Returns:
         The absolute path written.
     """
-    from distnet.tempfiles import create_beside, replace
+    from distnet.tempfiles import create_beside, fill_and_replace
 
     final = os.path.abspath(os.fspath(out))
     suffix = Path(final).suffix.lower()
@@ -270,19 +270,15 @@ def write_predictions(pred: Predictions, out: str | os.PathLike) -> str:
     if not os.path.isdir(os.path.dirname(final)):
         raise InvalidArgumentError(f"--output: Expect: an existing directory Actual: no directory "
                                    f"{os.path.dirname(final)}")
-    tmp = create_beside(final)
-    try:
+    def fill(tmp: str) -> None:
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, pred.probabilities, allow_pickle=False)
         else:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 _write_csv(fh, pred)
-        replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    fill_and_replace(create_beside(final), final, fill)
     return final
 
 

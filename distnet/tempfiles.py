@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 
-__all__ = ["create_beside", "replace"]
+__all__ = ["create_beside", "fill_and_replace", "replace"]
 
 
 def create_beside(final: str | os.PathLike) -> str:
@@ -52,3 +52,16 @@ def replace(tmp: str, final: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fill_and_replace(tmp: str, final: str | os.PathLike, fill) -> None:
+    """Write the file with ``fill(tmp)``, then rename it over ``final``; on any
+    failure (an interrupt included) remove ``tmp`` and re-raise, leaving
+    ``final`` as it was."""
+    try:
+        fill(tmp)
+        replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

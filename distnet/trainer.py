@@ -114,6 +114,7 @@ class Trainer:
         train_data,
         *,
         eval_data=None,
+        validation_data=None,
         global_batch_size: int = 100,
         epochs: int | None = None,
         steps: int | None = None,
@@ -170,6 +171,9 @@ class Trainer:
         self.optimizer = optimizer
         self.train_data = train_data
         self.eval_data = eval_data
+        self.validation_data = validation_data
+        #: Set by a callback (e.g. EarlyStopping) to end the run after the current step.
+        self.stop_training = False
         self.global_batch_size = int(global_batch_size)
         self.micro_batches = int(micro_batches)
         self.ema = ema
@@ -439,8 +443,35 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> list[dict]:
-        """Train until ``steps`` / ``epochs`` are done; returns the history."""
+    def fit(self, resume: bool = False, verbose: int | str = "auto") -> list[dict]:
+        """Train until ``steps`` / ``epochs`` are done; returns the history.
+
+        Args:
+            resume: continue from the newest good checkpoint in ``checkpoint_dir``.
+            verbose: without a ``logger``, what rank 0 shows, as Keras's
+                ``fit``: 0 nothing, 1 a progress bar on a terminal (lines
+                every ``log_every`` steps otherwise), 2 lines; ``"auto"`` is 1.
+                Evaluations are shown as they happen.  With a logger, the
+                logger decides.
+        """
+        if verbose not in (0, 1, 2, "auto"):
+            raise InvalidArgumentError(f"verbose: Expect: 0, 1, 2 or 'auto' Actual: {verbose!r}")
+        own_log = None
+        if self.logger is None and verbose:
+            from distnet.metrics import MetricsLogger
+
+            own_log = self.logger = MetricsLogger(None, is_main=self.comm.rank == 0,
+                                                  progress="plain" if verbose == 2 else "auto",
+                                                  print_every=self.log_every or 100, tensorboard=False)
+            own_log.start(total_steps=self.total_steps)
+        try:
+            return self._fit(resume)
+        finally:
+            if own_log is not None:
+                own_log.close()
+                self.logger = None
+
+    def _fit(self, resume: bool) -> list[dict]:
         if resume:
             self._restore_latest()
         watchdog = None
@@ -471,7 +502,7 @@ class Trainer:
                     from distnet.distributed import check_parameters_agree
 
                     check_parameters_agree(self.comm, self.all_variables, step=self.step)
-                if self.eval_every and self.eval_data is not None and self.step % self.eval_every == 0:
+                if self.eval_every and self._evaluates and self.step % self.eval_every == 0:
                     with tracer.span("evaluate"):
                         self._log_eval()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:
@@ -479,6 +510,8 @@ class Trainer:
                         self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, record)
+                if self.stop_training:   # decided from global values: the same step on every rank
+                    break
         except KeyboardInterrupt:
             interrupted = True
             raise
@@ -491,7 +524,7 @@ class Trainer:
                     self.save_checkpoint()
                 except Exception:  # noqa: BLE001 - never mask the interrupt
                     pass
-        if self.eval_data is not None and self._last_eval_step != self.step:
+        if self._evaluates and self._last_eval_step != self.step:
             self._log_eval()
         if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
             self.save_checkpoint()
@@ -500,14 +533,27 @@ class Trainer:
             log.close()
         return self.history
 
+    @property
+    def _evaluates(self) -> bool:
+        return self.eval_data is not None or self.validation_data is not None
+
     def _log_eval(self) -> dict:
+        """Evaluate on the validation and test splits (trained and EMA weights), log, tell the callbacks."""
         self._last_eval_step = self.step
-        result = {"step": self.step, **{f"test_{k}": v for k, v in self.evaluate().items()}}
-        if self.ema is not None:
-            result.update({f"ema_test_{k}": v for k, v in self.evaluate(use_ema=True).items()})
+        result = {"step": self.step}
+        for split, data in (("val", self.validation_data), ("test", self.eval_data)):
+            if data is None:
+                continue
+            result.update({f"{split}_{k}": v for k, v in self.evaluate(data).items()})
+            if self.ema is not None:
+                result.update({f"ema_{split}_{k}": v for k, v in self.evaluate(data, use_ema=True).items()})
         self.history.append(result)
         if self.logger is not None:
             self.logger.log_eval(result)
+        for callback in self.callbacks:
+            on_evaluate = getattr(callback, "on_evaluate", None)
+            if on_evaluate is not None:
+                on_evaluate(self, result)
         return result
 
 

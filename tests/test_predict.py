@@ -128,19 +128,20 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     from distnet.config import parse_job
 
     np.save(tmp_path / "big.npy", np.zeros((3, 32, 32), np.uint8))
-    code, _, err = run(capsys, "predict", str(run_dir), "--input", str(tmp_path / "big.npy"))
-    # A checkpoint without a data identity: the weights' shapes tell.
-    assert code == EXIT_BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
-    assert "dense/kernel: expected shape (1024, 10) for inputs of shape (32, 32, 1), found (784, 10)" in err
-    # With the identity the trainer stores, the message names the size trained on.
+    # The trainer stores the data's identity: the message names the size trained on.
     path, state = load_checkpoint(run_dir)
-    state.data = data_identity(*load_data(parse_job(state.config_text, "stored")))
+    assert state.data == data_identity(*load_data(parse_job(state.config_text, "stored")))
+    code, _, err = run(capsys, "predict", str(run_dir), "--input", str(tmp_path / "big.npy"))
+    assert code == EXIT_BAD_INPUT
+    assert err == (f"distnet: error: {tmp_path / 'big.npy'}: Expect: images of shape (28, 28, 1) (what "
+                   f"{path} was trained on) Actual: (32, 32, 1)\n")
+    # A checkpoint without a data identity (an older run): the weights' shapes tell.
+    state.data = {}
     copy = tmp_path / "ckpt-00000006.h5"
     save(copy, state)
     code, _, err = run(capsys, "predict", str(copy), "--input", str(tmp_path / "big.npy"))
-    assert code == EXIT_BAD_INPUT
-    assert err == (f"distnet: error: {tmp_path / 'big.npy'}: Expect: images of shape (28, 28, 1) (what "
-                   f"{copy} was trained on) Actual: (32, 32, 1)\n")
+    assert code == EXIT_BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
+    assert "dense/kernel: expected shape (1024, 10) for inputs of shape (32, 32, 1), found (784, 10)" in err
 
 
 @pytest.mark.parametrize("make, message", [

@@ -22,3 +22,4 @@ from distnet.data.idx import (  # noqa: F401
     decode_idx, encode_idx, read_idx, read_idx_header, read_idx_pair, write_idx,
 )
 from distnet.data.identity import data_identity, dataset_identity, describe, same_data  # noqa: F401
+from distnet.data.split import Subset, validation_split  # noqa: F401

@@ -241,7 +241,7 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
     if out_path.is_dir():
         raise DataError(f"write_hdf5_dataset: out_path: expected a file name, found the "
                         f"directory {str(out_path)!r}")
-    from distnet.tempfiles import create_beside, replace
+    from distnet.tempfiles import create_beside, fill_and_replace
 
     try:
         # Mode 0666 less the umask, as any file the user creates (not mkstemp's 0600).
@@ -249,8 +249,8 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
     except OSError as exc:
         raise DataError(f"write_hdf5_dataset: out_path: expected a writable directory, found "
                         f"{directory!r} ({exc.strerror or exc})") from exc
-    try:
-        with h5py.File(tmp, "w") as f:
+    def fill(path: str) -> None:
+        with h5py.File(path, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = np.int64(FORMAT_VERSION)
             f.attrs["num_classes"] = np.int64(ds.num_classes)
@@ -264,11 +264,8 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
                              chunks=(chunk_rows, *images.shape[1:]) if n else None, **opts)
             f.create_dataset("labels", data=ds.labels.astype(_labels_dtype(ds.num_classes)),
                              chunks=(min(_LABEL_CHUNK_ROWS, n),) if n else None, **opts)
-        replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    fill_and_replace(tmp, out_path, fill)
     return out_path
 
 

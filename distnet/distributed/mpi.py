@@ -21,6 +21,7 @@ from distnet.distributed.communicator import (
     Communicator,
     Request,
     SharedArrays,
+    check_blocks,
     check_buffer,
     check_counts,
     check_op,
@@ -198,10 +199,7 @@ class MPICommunicator(Communicator):
         return recv
 
     def allgather_(self, flat: np.ndarray) -> np.ndarray:
-        check_buffer(flat, "allgather_")
-        if flat.ndim != 1 or flat.size % self.size:
-            raise InvalidArgumentError(f"allgather_: Expect: a 1-d array of {self.size} equal blocks "
-                                       f"Actual: shape {flat.shape}")
+        check_blocks(flat, self.size, "allgather_")
         self.calls.enter("allgather")
         try:
             self.mpi_comm.Allgather(MPI.IN_PLACE, flat)

@@ -252,16 +252,12 @@ def export_onnx(model, path: str | os.PathLike, input_shape: Sequence[int] | Non
     if not os.path.isdir(directory):
         raise InvalidArgumentError(f"export: {final}: Expect: an existing directory Actual: no directory "
                                    f"{directory}")
-    from distnet.tempfiles import create_beside, replace
+    from distnet.tempfiles import create_beside, fill_and_replace
 
-    tmp = create_beside(final)
-    try:
+    def fill(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(proto.SerializeToString())
-        replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    fill_and_replace(create_beside(final), final, fill)
     return final
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import check_compression, make_compressor
-from distnet.distributed.strategies.zero1 import Zero1, _clipping
+from distnet.distributed.strategies.zero1 import Zero1, refuse_clipping
 from distnet.errors import InvalidArgumentError
 
 
@@ -72,11 +72,7 @@ class Hierarchical(Zero1):
     def check_options(cls, options: Mapping[str, Any], comm: Communicator, optimizer=None) -> dict:
         opts = super(Zero1, cls).check_options(options, comm, optimizer)
         opts["compression"] = check_compression(opts["compression"], "compression")
-        if optimizer is not None and _clipping(optimizer):
-            raise InvalidArgumentError(
-                "strategy 'hierarchical': Expect: an optimizer without clipnorm/global_clipnorm (a norm over "
-                "the whole gradient is not available on a rank that holds 1/L of it) Actual: "
-                f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
+        refuse_clipping(cls.name, optimizer)
         return opts
 
     @classmethod

@@ -68,6 +68,15 @@ def _clipping(optimizer) -> bool:
             or getattr(optimizer, "global_clipnorm", None) is not None)
 
 
+def refuse_clipping(strategy: str, optimizer) -> None:
+    """A strategy whose rank holds part of the gradient cannot clip by a norm over all of it."""
+    if optimizer is not None and _clipping(optimizer):
+        raise InvalidArgumentError(
+            f"strategy '{strategy}': Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
+            f"whole gradient is not available on a rank that holds part of it) Actual: "
+            f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
+
+
 class Zero1(Strategy):
     """Reduce-scatter the gradients, update this rank's block, all-gather the weights.
 
@@ -156,11 +165,7 @@ class Zero1(Strategy):
             raise InvalidArgumentError(
                 "shared_memory=True with compression: Expect: one of them (shared memory moves no messages "
                 "to compress)")
-        if optimizer is not None and _clipping(optimizer):
-            raise InvalidArgumentError(
-                "strategy 'zero1': Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
-                "whole gradient is not available on a rank that holds 1/N of it) Actual: "
-                f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
+        refuse_clipping(cls.name, optimizer)
         return opts
 
     @classmethod
