@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from distnet.errors import DistnetError, DTypeError, ShapeError
+from distnet.errors import DistnetError, DTypeError, InvalidArgumentError, ShapeError
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 DEFAULT_INT = np.dtype(np.int32)
@@ -280,9 +280,20 @@ class Variable(Tensor):
             self._initial = self.data.copy()
         self._version += 1
 
+    def forget_initial_value(self) -> None:
+        """Keep no copy of the initial value from now on: whoever needed it has
+        it (the Trainer builds its moving average before the first step), and
+        the copy would cost the variable's size again."""
+        self._initial = _FORGOTTEN
+
     @property
     def initial_value(self) -> np.ndarray:
         """The value the variable was created with (a read-only array)."""
+        if self._initial is _FORGOTTEN:
+            raise InvalidArgumentError(
+                f"Variable {self.name!r}: initial_value: Expect: a variable whose initial value is kept Actual: "
+                "forget_initial_value() was called (a Trainer built its moving average from it); build a "
+                "moving average before training instead")
         arr = self._initial if self._initial is not None else self.data.copy()
         arr = arr.view()
         arr.flags.writeable = False
@@ -314,6 +325,10 @@ class Variable(Tensor):
         return f"<distnet.Variable {self.name!r} shape={self.shape} dtype={self.dtype.name} trainable={self.trainable}>"
 
 
+#: ``Variable._initial`` after :meth:`Variable.forget_initial_value`.
+_FORGOTTEN = np.zeros(0)
+
+
 class StaleGradientError(DistnetError, RuntimeError):
     """A gradient was asked through values computed from old variable values."""
 
@@ -322,24 +337,22 @@ def check_not_stale(ys: "Tensor") -> None:
     """Raise :class:`StaleGradientError` if a variable that ``ys`` was computed
     from has been written since (assign, an optimizer step): the graph holds the
     old values, so its gradient would belong to the old weights.
+    :func:`distnet.gradients` makes this check as it walks the graph.
 
     Build the loss again after every update (a function returning the loss,
     ``opt.minimize(lambda: loss_fn())``, does that), as eager frameworks do.
     """
     if not isinstance(ys, Tensor) or ys._op is None:
         return
+    from distnet.autodiff import _stale
+
     seen = {id(ys)}
     stack = [ys]
     while stack:
         node = stack.pop()
         for var, version in node._read:
             if var._version != version:
-                raise StaleGradientError(
-                    f"gradient through a tensor computed from Variable {var.name!r} at version {version}, "
-                    f"but the variable has been written since (now version {var._version}); "
-                    "Expect: a loss computed after the last update. Compute the loss again after each step, "
-                    "e.g. opt.minimize(lambda: loss_fn(), var_list) or, for TF1 programs, "
-                    "distnet.compat.v1 (graph mode)")
+                _stale(var, version)
         for p in node._parents:
             if p._op is not None and id(p) not in seen:
                 seen.add(id(p))

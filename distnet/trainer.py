@@ -215,6 +215,8 @@ class Trainer:
         if self.ema is not None:
             # TF1: the shadows start at the variables' initial values (before step 1).
             self.ema.build(self.strategy.updated)
+        for v in {id(v): v for v in [*self.all_variables, *self.strategy.updated]}.values():
+            v.forget_initial_value()   # built from them already: no copy of the weights per variable
 
         self.sampler = ShardSampler(len(train_data), self.global_batch_size, self.seed,
                                     self.comm.rank, self.comm.size)
@@ -330,8 +332,7 @@ class Trainer:
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
             with span("update"):   # the optimizer, the EMA, the weights made whole
-                strategy.update(res, self.optimizer, self.ema,
-                                num_updates=self.step if self.ema_num_updates else None)
+                strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0)

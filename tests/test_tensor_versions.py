@@ -81,3 +81,50 @@ def test_ema_shadow_starts_at_initial_value_without_build():
     ema = distnet.ExponentialMovingAverage(0.9)
     ema.apply([w])
     np.testing.assert_allclose(ema.average(w).numpy(), [0.9 * 10.0 + 0.1 * 6.0], rtol=1e-6)
+
+
+def test_plain_gradients_refuse_a_stale_loss():
+    import distnet
+    from distnet.tensor import StaleGradientError
+
+    w = distnet.Variable([1.0, 2.0], name="w_stale")
+    loss = distnet.reduce_sum(w * w)
+    assert distnet.gradients(loss, [w])[0].tolist() == [2.0, 4.0]
+    w.assign([3.0, 3.0])
+    with pytest.raises(StaleGradientError, match="Variable 'w_stale' at version 0.*now version 1"):
+        distnet.gradients(loss, [w])
+    assert distnet.gradients(distnet.reduce_sum(w * w), [w])[0].tolist() == [6.0, 6.0]
+
+
+def test_a_trainer_keeps_no_second_copy_of_the_weights():
+    """The Trainer builds its moving average before the first step, then tells
+    the variables to keep no copy of their initial values: training costs no
+    second copy of every weight."""
+    import distnet
+    from distnet import layers
+    from distnet.data import ArrayDataset
+    from distnet.errors import InvalidArgumentError
+
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.random((20, 2, 2, 1), dtype=np.float32), rng.integers(0, 3, 20), num_classes=3)
+    model = distnet.Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(2, 2, 1), seed=0)
+    first = {v.name: v.numpy().copy() for v in model.trainable_variables}
+    ema = distnet.ExponentialMovingAverage(0.5)
+    t = distnet.Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.1), data, steps=2,
+                        global_batch_size=10, ema=ema)
+    t.fit(verbose=0)
+    for v in model.trainable_variables:
+        assert v._initial is not None and v._initial.size == 0          # no copy kept
+        with pytest.raises(InvalidArgumentError, match="forget_initial_value"):
+            v.initial_value
+    # The shadows still started at the initial values (TF1): built before step 1, so after one
+    # Adam step (num_updates 1: decay min(0.5, 2/11)) shadow = initial - (initial - w1) * (1 - d).
+    model2 = distnet.Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(2, 2, 1), seed=0)
+    ema2 = distnet.ExponentialMovingAverage(0.5)
+    t2 = distnet.Trainer(model2, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.1), data, steps=1,
+                         global_batch_size=10, ema=ema2)
+    t2.fit(verbose=0)
+    d = np.float32(2) / np.float32(11)
+    for v in model2.trainable_variables:
+        want = first[v.name] - (first[v.name] - v.numpy()) * (np.float32(1) - d)
+        np.testing.assert_allclose(ema2.average(v).numpy(), want, rtol=1e-6, err_msg=v.name)

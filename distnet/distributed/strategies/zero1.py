@@ -314,7 +314,7 @@ class Zero1(Strategy):
             global_count=total, is_finite=finite,
         )
 
-    def update(self, result: SyncResult, optimizer, ema=None, num_updates: int | None = None) -> None:
+    def update(self, result: SyncResult, optimizer, ema=None, num_updates: bool = True) -> None:
         super().update(result, optimizer, ema, num_updates)
         self.gather_params()
 
