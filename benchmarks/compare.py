@@ -182,6 +182,24 @@ def pss_bytes() -> int | None:
 # JSON line (rank 0).
 
 
+def distnet_model(model_name: str):
+    """``model_name`` (one of ``MODELS``) as a distnet Sequential, seed 0."""
+    import distnet
+    from distnet import layers
+
+    seq = []
+    for layer in layer_plan(model_name):
+        if layer[0] == "conv":
+            seq.append(layers.Conv2D(layer[1], 5, padding="same", activation="relu"))
+        elif layer[0] == "pool":
+            seq.append(layers.MaxPool2D(2))
+        elif layer[0] == "flatten":
+            seq.append(layers.Flatten())
+        else:
+            seq.append(layers.Dense(layer[1], activation="relu" if layer[2] else None))
+    return distnet.Sequential(seq, input_shape=IMAGE, seed=0)
+
+
 def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False) -> dict | None:
     """distnet's step through ``Trainer`` on this process's communicator (mpiexec gives 2 ranks).
 
@@ -197,23 +215,12 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     import numpy as np
 
     import distnet
-    from distnet import layers
     from distnet.data import ArrayDataset
     from distnet.trainer import Trainer
 
     comm = distnet.distributed.init().comm   # BLAS threads per rank and the allocator, as `distnet train`
     baseline_rss = peak_rss_bytes()
-    seq = []
-    for layer in layer_plan(model_name):
-        if layer[0] == "conv":
-            seq.append(layers.Conv2D(layer[1], 5, padding="same", activation="relu"))
-        elif layer[0] == "pool":
-            seq.append(layers.MaxPool2D(2))
-        elif layer[0] == "flatten":
-            seq.append(layers.Flatten())
-        else:
-            seq.append(layers.Dense(layer[1], activation="relu" if layer[2] else None))
-    model = distnet.Sequential(seq, input_shape=IMAGE, seed=0)
+    model = distnet_model(model_name)
     x, y = make_data(batch * (steps + warmup))
     data = ArrayDataset(x, y, num_classes=CLASSES)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(LEARNING_RATE), data,

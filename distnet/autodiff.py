@@ -127,6 +127,10 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
       ``list[np.ndarray]``, each of its tensor's shape and dtype, writeable
       and distinct from the other returned arrays; None with a ``sink``.
 
+    Raises:
+      StaleGradientError: ``ys`` was computed from a variable written since
+        (its graph holds the old values: the gradient would be the old one).
+
     Example:
       >>> x = distnet.Variable([1.0, 2.0])
       >>> distnet.gradients(distnet.reduce_sum(x * x), [x])
@@ -154,6 +158,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
     needs: dict = {}
     for node in order:
         needs[node] = node in wanted or any(needs[p] for p in node._parents)
+        for var, version in node._read:
+            if var._version != version:
+                _stale(var, version)
 
     found: dict = {}
     # With a sink: each leaf's uses still to process (its gradient is final at 0)
@@ -253,6 +260,16 @@ def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads
             np.add(prev, pg, out=prev, casting="same_kind")
         else:
             grads[parent] = prev + pg
+
+
+def _stale(var, version: int) -> None:
+    from distnet.tensor import StaleGradientError
+
+    raise StaleGradientError(
+        f"gradient through a tensor computed from Variable {var.name!r} at version {version}, but the variable "
+        f"has been written since (now version {var._version}); Expect: a loss computed after the last update. "
+        "Compute the loss again after each step, e.g. opt.minimize(lambda: loss_fn(), var_list) or, for TF1 "
+        "programs, distnet.compat.v1 (graph mode)")
 
 
 def _sink_index(xs: list) -> dict:

@@ -1,9 +1,9 @@
 """The ``distnet`` command line.
 
-Commands: ``train``, ``eval``, ``inspect``, ``plot``, ``data fetch``,
-``data convert``.  Exit statuses: the table in :mod:`distnet.exit_status`
-(0 done, 1 training failed, 2 bad input, 3 stalled, 130 / 143 stopped by
-SIGINT / SIGTERM).
+Commands: ``train``, ``eval``, ``predict``, ``export``, ``inspect``, ``plot``,
+``trace``, ``run``, ``data fetch``, ``data convert``.  Exit statuses: the table in
+:mod:`distnet.exit_status` (0 done, 1 training failed, 2 bad input, 3 stalled,
+130 / 143 stopped by SIGINT / SIGTERM).
 
 Bad input prints one line, ``distnet: error: ...``, and no traceback.
 """
@@ -31,7 +31,10 @@ examples:
   distnet train                                  # the built-in default job (Fashion-MNIST)
   distnet train examples/jobs/seed003_l2.toml -n 2
   distnet eval runs/default --ema
+  distnet predict runs/default --input images.npy --output preds.csv
+  distnet export runs/default --format onnx -o model.onnx --ema
   distnet plot runs/default
+  distnet run -n 2 tf1_program.py                # a TF1 program (import distnet.compat.v1 as tf)
 
 exit statuses: 0 done, 1 training failed, 2 bad input, 3 stalled,
   130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM after saving a checkpoint
@@ -113,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress display: a bar on a terminal, plain lines otherwise (default: auto)")
     p.add_argument("--check", action="store_true",
                    help="validate the job (and the dataset path) and print it as TOML; do not train")
+    p.add_argument("--trace", action="store_true",
+                   help="record every rank's timeline (data, forward, backward, reduce and the waits in it, "
+                        "update, evaluation, checkpoints) in RUN_DIR/trace/; merge it with `distnet trace`")
+
+    # -- trace --------------------------------------------------------------
+    p = sub.add_parser(
+        "trace", help="merge a traced run's per-rank timelines into one file for Perfetto",
+        description=_wrap("Join RUN/trace/rank-*.json, written by `distnet train --trace`, into one "
+                          "Chrome trace file (one process per rank, one thread per kind of work) that "
+                          "ui.perfetto.dev and chrome://tracing open."),
+        epilog="example:\n  distnet train job.toml -n 2 --trace --run-dir runs/t && distnet trace runs/t\n",
+        formatter_class=_formatter)
+    p.add_argument("run", metavar="RUN", help="the run directory")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN/trace.json)")
 
     # -- eval ---------------------------------------------------------------
     p = sub.add_parser(
@@ -136,6 +153,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="read a checkpoint whose weights hold NaN/inf (refused otherwise)")
+
+    # -- predict ------------------------------------------------------------
+    p = sub.add_parser(
+        "predict", help="predict the classes of new images with a trained model",
+        description=_wrap("Load a checkpoint (a file, a checkpoint directory or a run directory: the "
+                    "newest good checkpoint is used), rebuild its model and predict the class of every "
+                    "image in FILE: an IDX images file (raw or .gz), a .npy array (N, H, W[, C]) of "
+                    "uint8 or floats in [0, 1], or an HDF5 file (distnet's dataset format, or any file "
+                    "with an /images dataset). With labels beside the images (an IDX labels file named "
+                    "like the images file, or an HDF5 dataset's labels) the accuracy is printed too. "
+                    "--output writes every prediction: preds.npy holds the class probabilities "
+                    "(N, classes; the label is their argmax), preds.csv one row per image (index, "
+                    "label, class name, probabilities)."),
+        epilog="examples:\n"
+               "  distnet predict runs/default --input t10k-images-idx3-ubyte.gz --ema\n"
+               "  distnet predict runs/default --input new.npy --output preds.csv\n"
+               "  distnet predict runs/default/checkpoints/ckpt-00000500.h5 --input test.h5 "
+               "--output probs.npy\n",
+        formatter_class=_formatter)
+    p.add_argument("ckpt", metavar="RUN", help="run directory, checkpoint directory or checkpoint file")
+    p.add_argument("--input", required=True, metavar="FILE", help="images: IDX, .npy or HDF5")
+    p.add_argument("--ema", action="store_true", help="use the EMA shadow weights")
+    p.add_argument("--output", metavar="OUT.npy|OUT.csv",
+                   help="write every prediction (default: print the first 10 and a summary)")
+    p.add_argument("--batch-size", type=int, default=1000, metavar="N",
+                   help="images per forward pass (default: 1000)")
+
+    # -- export -------------------------------------------------------------
+    p = sub.add_parser(
+        "export", help="export a trained model (ONNX)",
+        description=_wrap("Write a checkpoint's model with its trained (or, with --ema, its "
+                    "moving-average) weights as an ONNX model: input 'images' [batch, H, W, C] "
+                    "float32 in [0, 1] (NHWC, as distnet reads images), outputs 'logits' and "
+                    "'probabilities'. Needs the onnx package: pip install 'distnet[onnx]'."),
+        epilog="examples:\n"
+               "  distnet export runs/default --format onnx -o model.onnx --ema\n"
+               "  python -c \"import onnxruntime as ort; "
+               "s = ort.InferenceSession('model.onnx'); print(s.get_inputs()[0].shape)\"\n",
+        formatter_class=_formatter)
+    p.add_argument("ckpt", metavar="RUN", help="run directory, checkpoint directory or checkpoint file")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the model format (default: onnx)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--ema", action="store_true", help="export the EMA shadow weights")
 
     # -- inspect ------------------------------------------------------------
     p = sub.add_parser(
@@ -162,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory holding metrics.jsonl")
     p.add_argument("-o", "--output", metavar="OUT.png",
                    help="image to write (default: RUN_DIR/metrics.png, or runs.png for several runs)")
+
+    # -- run ----------------------------------------------------------------
+    p = sub.add_parser(
+        "run", help="run a Python program (e.g. a TF1 program) on N MPI workers",
+        description=_wrap("Run PROGRAM with its arguments: in this process, or with -n / --hostfile "
+                    "on N workers through mpiexec (the same as `mpiexec -n N python PROGRAM ...`). "
+                    "A TF1 program written with `import distnet.compat.v1 as tf` goes data "
+                    "parallel with `opt = tf.DistributedOptimizer(opt)` (see docs/tf1.md)."),
+        epilog="examples:\n  distnet run -n 2 mnist_softmax.py --steps 1000\n"
+               "  distnet run --hostfile hosts.txt train.py\n",
+        formatter_class=_formatter)
+    p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N", help="launch N MPI workers")
+    p.add_argument("--hostfile", metavar="FILE", help="launch workers on the hosts of an MPI hostfile")
+    p.add_argument("program", metavar="PROGRAM", help="the Python program to run")
+    p.add_argument("program_args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
 
     # -- data ---------------------------------------------------------------
     p = sub.add_parser(
@@ -243,7 +318,7 @@ def _train_or_launch(args, signals) -> int:
     # rank must end every rank at once instead of leaving them in a collective.
     init(comm)
     options = dict(resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite,
-                   progress=args.progress, signals=signals)
+                   progress=args.progress, trace=args.trace, signals=signals)
     if comm.size == 1:
         run_train(cfg, comm, **options)
         return EXIT_OK
@@ -279,6 +354,8 @@ def _launch(args, cfg) -> int:
         worker_args += ["--set", item]
     if args.run_dir is not None:
         worker_args += ["--run-dir", args.run_dir]
+    if args.trace:
+        worker_args.append("--trace")
     progress = args.progress
     if progress == "auto":  # the workers' output is a pipe: decide from our terminal
         progress = "bar" if sys.stdout.isatty() else "plain"
@@ -305,6 +382,33 @@ def _launch(args, cfg) -> int:
                      launch=launcher.launch_job)
 
 
+def _cmd_run(args) -> int:
+    """``distnet run [-n N] PROGRAM ARGS...``: the program here, or under mpiexec."""
+    import os
+    import runpy
+
+    if not os.path.isfile(args.program):
+        raise _bad_input(f"run: PROGRAM: Expect: a Python file Actual: {args.program!r} does not exist")
+    if args.num_workers is not None and args.num_workers < 1:
+        raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
+    if args.num_workers is not None or args.hostfile is not None:
+        from distnet import launcher
+
+        return int(launcher.launch([args.program, *args.program_args], num_workers=args.num_workers,
+                                   hostfile=args.hostfile, entry=()))
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [args.program, *args.program_args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args.program)))
+    try:
+        runpy.run_path(args.program, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILURE)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return EXIT_OK
+
+
 def _bad_input(message: str):
     from distnet.errors import ConfigError
 
@@ -325,13 +429,55 @@ def _cmd_eval(args) -> int:
     return EXIT_OK
 
 
+def _cmd_predict(args) -> int:
+    from distnet.predict import predict, write_predictions
+
+    pred = predict(args.ckpt, args.input, use_ema=args.ema, batch_size=args.batch_size)
+    n = len(pred.labels)
+    if args.output is not None:
+        out = write_predictions(pred, args.output)
+    else:
+        names = pred.class_names
+        shown = min(n, 10)
+        for i in range(shown):
+            label = int(pred.labels[i])
+            name = f" {names[label]}" if names else ""
+            truth = "" if pred.true_labels is None else f"  (true {int(pred.true_labels[i])})"
+            print(f"{i:>6}  {label}{name}  p={pred.probabilities[i, label]:.4f}{truth}")
+        if n > shown:
+            print(f"  ... {n - shown} more; --output preds.csv or preds.npy writes them all")
+    summary = (f"predicted {n} images of {pred.source} with the {pred.weights} weights of "
+               f"{pred.checkpoint} (step {pred.step})")
+    if pred.accuracy is not None:
+        summary += f"; accuracy {pred.accuracy:.4f} against its labels"
+    if args.output is not None:
+        summary += f"; wrote {out}"
+    print(summary)
+    return EXIT_OK
+
+
+def _cmd_export(args) -> int:
+    from distnet.export.onnx import INSTALL_HINT
+
+    try:
+        import onnx  # noqa: F401 - present?
+    except ImportError:
+        raise _bad_input(f"distnet export --format onnx needs the onnx package: {INSTALL_HINT}") from None
+    from distnet.export import export_checkpoint
+
+    out, info = export_checkpoint(args.ckpt, args.output, use_ema=args.ema)
+    print(f"wrote {out}: the {info['weights']} weights of {info['checkpoint']} (step {info['step']}), "
+          f"input images [batch, {', '.join(map(str, info['input_shape']))}]")
+    return EXIT_OK
+
+
 def _cmd_inspect(args) -> int:
     from distnet.job import load_checkpoint
 
     path, state = load_checkpoint(args.ckpt, allow_nonfinite=args.allow_nonfinite)
     print(f"checkpoint      {path}")
     print(f"step            {state.step}")
-    print(f"epoch           {state.epoch} (position {state.position})")
+    print(f"epoch           {_epoch_line(state)}")
     print(f"world size      {state.world_size}")
     print(f"distnet         {state.distnet_version} (format {state.format_version})")
     total = sum(int(a.size) for a in state.params.values())
@@ -347,14 +493,49 @@ def _cmd_inspect(args) -> int:
         print(f"  {key} = {value}")
     print(f"ema             {'%d shadow weights' % len(state.ema) if state.ema else 'none'}")
     if state.metrics:
+        from distnet.metrics import metric_name
+
         print("\nmetrics:")
-        for key, value in state.metrics.items():
+        for key, value in sorted((metric_name(k), v) for k, v in state.metrics.items()):
             print(f"  {key} = {value:.6g}")
+    if state.data:
+        from distnet.data.identity import describe
+
+        print("\ndata:")
+        for split, identity in sorted(state.data.items()):
+            print(f"  {split}: {describe(identity)}")
     if not args.no_config:
         print("\nconfig:")
         text = state.config_text.strip()
         print("  " + text.replace("\n", "\n  ") if text else "  (none stored)")
     return EXIT_OK
+
+
+def _cmd_trace(args) -> int:
+    from distnet.errors import DataError
+    from distnet.trace import merge
+
+    try:
+        path, counts = merge(args.run, args.output)
+    except FileNotFoundError as exc:
+        raise DataError(str(exc)) from None
+    print(f"{path}: {sum(counts.values())} events of {len(counts)} rank(s) "
+          f"({', '.join(f'rank {r}: {n}' for r, n in sorted(counts.items()))}); "
+          "open it in ui.perfetto.dev or chrome://tracing")
+    return EXIT_OK
+
+
+def _epoch_line(state) -> str:
+    """The epoch as metrics.jsonl and the run's summary count it: that of the last step.
+
+    The checkpoint stores where the data resumes (epoch, position of the next
+    sample): after whole epochs that is the next epoch at position 0.
+    """
+    if state.step == 0:
+        return f"none yet (resumes at epoch {state.epoch}, sample {state.position})"
+    last = state.epoch - 1 if state.position == 0 and state.epoch > 0 else state.epoch
+    return (f"{last} (0-based, the epoch of step {state.step}; resumes at epoch {state.epoch}, "
+            f"sample {state.position})")
 
 
 def _cmd_plot(args) -> int:
@@ -420,7 +601,8 @@ def _run(args, parser, speak: bool) -> int:
     from distnet.errors import (CheckpointError, ConfigError, DataError, DistnetError,
                                 InvalidArgumentError, TrainingStopped)
 
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "inspect": _cmd_inspect, "plot": _cmd_plot}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
+                "inspect": _cmd_inspect, "plot": _cmd_plot, "trace": _cmd_trace, "run": _cmd_run}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

@@ -131,6 +131,7 @@ class DataConfig:
     path: str | None = None
     train_samples: int | None = None
     test_samples: int | None = None
+    validation: float | None = None   # samples held out of the training data (>= 1) or a fraction
 
 
 @dataclass
@@ -144,19 +145,25 @@ class TrainConfig:
     eval_batch_size: int | None = None
     log_every: int = 100
     micro_batches: int = 1
+    early_stopping: dict | None = None   # {metric, patience, min_delta, mode, restore_best_weights}
+    tensorboard: bool | None = None      # None: when tensorboardX is installed
+    histograms_every: int | None = None  # weight histograms in TensorBoard every N steps
 
 
 @dataclass
 class CheckpointConfig:
     """``[checkpoint]``: where and how often the job is saved.
 
-    ``dir`` defaults to ``RUN_DIR/checkpoints``; ``dir = ""`` switches
-    checkpoints off.  Without ``every`` the job is saved at its end and on Ctrl-C.
+    ``dir`` defaults to ``RUN_DIR/checkpoints``.  Without ``every`` the job
+    is saved at its end and on Ctrl-C; ``every = 0`` (``--set
+    checkpoint.every=0``) switches checkpoints off altogether, as ``dir = ""``
+    does (TF1's ``save_checkpoints_steps=None``: nothing is written).
     """
 
     dir: str | None = None
     every: int | None = None
     max_to_keep: int = 5
+    keep_best: str | None = None   # an evaluation metric: its best checkpoint is kept in DIR/best
 
 
 @dataclass
@@ -229,10 +236,11 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "optimizer": {"name": _STR, "learning_rate": _FLOAT},  # + per-optimizer keys
     "schedule": {"type": _STR, "warmup_steps": _INT},      # + per-schedule keys
     "ema": {"enabled": _BOOL, "decay": _FLOAT, "num_updates": _BOOL},
-    "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT},
+    "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT, "validation": _FLOAT},
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
-              "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT},
-    "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT},
+              "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT, "tensorboard": _BOOL,
+              "histograms_every": _INT, "early_stopping": _TABLE},
+    "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT, "keep_best": _STR},
     "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
              "overlap": _BOOL, "compression": _STR, "stop_grace": _FLOAT, "max_restarts": _INT},
@@ -565,7 +573,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     simple("train", cfg.train)
     t = cfg.train
     for key in ("batch_size", "epochs", "steps", "eval_every", "eval_batch_size", "log_every",
-                "micro_batches"):
+                "micro_batches", "histograms_every"):
         chk.positive(getattr(t, key), ("train", key))
     if t.epochs is not None and t.steps is not None:
         chk.fail(("train", "steps"), f"set either train.epochs or train.steps, not both "
@@ -579,9 +587,9 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     # [checkpoint]
     chk.known(raw.get("checkpoint", {}), ("checkpoint",), _SECTIONS["checkpoint"])
     simple("checkpoint", cfg.checkpoint)
-    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"))
+    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"), allow_zero=True)  # 0: off
     chk.positive(cfg.checkpoint.max_to_keep, ("checkpoint", "max_to_keep"))
-    if cfg.checkpoint.every is not None and cfg.checkpoint.dir == "":
+    if cfg.checkpoint.every and cfg.checkpoint.dir == "":
         chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoints on, "
                  "but checkpoint.dir is \"\" (off)")
 
@@ -607,7 +615,42 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
             chk.fail(("dist", "shard_optimizer"), f"Expect: no shard_optimizer with strategy = "
                                                   f"'{cfg.dist.strategy}' Actual: shard_optimizer = "
                                                   f"{str(cfg.dist.shard_optimizer).lower()} (it means '{said}')")
+    _check_selection(cfg, chk)
     return cfg
+
+
+#: [train] early_stopping's keys and types (Keras's EarlyStopping arguments).
+_EARLY_STOPPING = {"metric": _STR, "patience": _INT, "min_delta": _FLOAT, "mode": _STR,
+                   "restore_best_weights": _BOOL}
+_METRICS = ("val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy")
+
+
+def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
+    """The validation split, early stopping and the best checkpoint: chosen on validation data only."""
+    v = cfg.data.validation
+    if v is not None and (not v > 0 or (v >= 1 and v != int(v))):
+        chk.fail(("data", "validation"), f"Expect: a whole number of samples >= 1 or a fraction in (0, 1) "
+                                         f"Actual: {v:g}")
+    es = cfg.train.early_stopping
+    if es is not None:
+        chk.known(es, ("train", "early_stopping"), _EARLY_STOPPING)
+        for key, kind in _EARLY_STOPPING.items():
+            if key in es:
+                es[key] = chk.typed(es[key], ("train", "early_stopping", key), kind)
+        es.setdefault("metric", "val_loss")
+        chk.choice(es["metric"], ("train", "early_stopping", "metric"), _METRICS)
+        chk.positive(es.get("patience"), ("train", "early_stopping", "patience"), allow_zero=True)
+        chk.positive(es.get("min_delta"), ("train", "early_stopping", "min_delta"), allow_zero=True)
+        chk.choice(es.get("mode", "auto"), ("train", "early_stopping", "mode"), ("auto", "min", "max"))
+    if cfg.checkpoint.keep_best is not None:
+        chk.choice(cfg.checkpoint.keep_best, ("checkpoint", "keep_best"), _METRICS)
+    for path, wanted in ((("train", "early_stopping"), es is not None),
+                         (("checkpoint", "keep_best"), cfg.checkpoint.keep_best is not None)):
+        if wanted and v is None:
+            chk.fail(path, "Expect: [data] validation (samples held out of the training data to choose on; "
+                           "the test set is never used to choose) Actual: none")
+        if wanted and not cfg.train.eval_every:
+            chk.fail(path, "Expect: train.eval_every (how often the validation split is evaluated) Actual: none")
 
 
 def _component(kind: str, name: str, path: tuple, chk: _Checker) -> registry.Component:
@@ -754,7 +797,6 @@ num_updates = true
 
 [data]
 name = "fashion_mnist"
-test_samples = 2000
 
 [train]
 batch_size = 100

@@ -20,11 +20,12 @@ import numpy as np
 
 from distnet import registry
 from distnet.config import JobConfig, check_world_size, parse_job
-from distnet.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError
+from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
-           "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate", "load_checkpoint",
-           "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset"]
+           "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate",
+           "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset",
+           "model_from_checkpoint", "data_banner"]
 
 
 # ---------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class SubsetDataset:
         self.image_shape = base.image_shape
         self.class_names = getattr(base, "class_names", None)
         self.source = f"{getattr(base, 'source', '')} (first {self.n})"
+        self.files = tuple(getattr(base, "files", ()))
 
     def __len__(self) -> int:
         return self.n
@@ -214,7 +216,12 @@ def _check_output_units(cfg: JobConfig, num_classes: int) -> None:
 # ---------------------------------------------------------------------------
 
 def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> str | None:
-    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``."""
+    """Where the job's checkpoints go: ``checkpoint.dir``, else ``RUN_DIR/checkpoints``.
+
+    ``None`` when checkpoints are off (``checkpoint.every = 0`` or ``dir = ""``).
+    """
+    if cfg.checkpoint.every == 0:
+        return None
     if cfg.checkpoint.dir is not None:
         return cfg.checkpoint.dir or None  # "" switches checkpoints off
     base = run_dir if run_dir is not None else cfg.run_dir
@@ -244,7 +251,7 @@ def _loss(cfg: JobConfig):
 
 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
-                  logger=None, data: tuple[Any, Any] | None = None):
+                  logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None):
     """A :class:`distnet.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
@@ -253,6 +260,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         run_dir: overrides ``cfg.run_dir``.
         logger: a :class:`~distnet.metrics.MetricsLogger` (default: none).
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
+        trace: a directory for every rank's timeline (:mod:`distnet.trace`), or None.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
@@ -266,14 +274,36 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
     d = cfg.dist
+    validation, callbacks = None, []
+    if cfg.data.validation is not None:
+        from distnet.data import validation_split
+
+        try:
+            train, validation = validation_split(train, cfg.data.validation, cfg.seed)
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{cfg.source}: data.{exc}") from None
+    if t.early_stopping is not None:
+        from distnet.callbacks import EarlyStopping
+
+        es = t.early_stopping
+        callbacks.append(EarlyStopping(es["metric"], patience=es.get("patience", 0),
+                                       min_delta=es.get("min_delta", 0.0), mode=es.get("mode", "auto"),
+                                       restore_best_weights=es.get("restore_best_weights", False)))
+    if cfg.checkpoint.keep_best is not None:
+        from distnet.callbacks import KeepBest
+
+        where = checkpoint_dir(cfg, run_dir)
+        if where is None:
+            raise ConfigError(f"{cfg.source}: checkpoint.keep_best: Expect: checkpoints on Actual: they are off")
+        callbacks.append(KeepBest(os.path.join(where, "best"), cfg.checkpoint.keep_best))
     kwargs = dict(
-        eval_data=test, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
+        eval_data=test, validation_data=validation, callbacks=callbacks, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
         ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
         micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
         eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), logger=logger, stall_timeout=d.stall_timeout, check_every=d.check_every,
+        config_text=cfg.to_toml(), logger=logger, trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
         max_bad_steps=d.max_bad_steps,
         # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
         strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
@@ -309,7 +339,8 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
         raise ConfigError("give one of --resume, --resume-if-any and --overwrite")
     ckdir = checkpoint_dir(cfg, run_dir)
     if (resume or resume_if_any) and ckdir is None:
-        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but checkpoint.dir is \"\" (off)")
+        off = "checkpoint.every is 0" if cfg.checkpoint.every == 0 else 'checkpoint.dir is ""'
+        raise ConfigError(f"{cfg.source}: --resume needs checkpoints, but {off} (off)")
     found = CheckpointManager(ckdir, is_writer=False).checkpoints() if ckdir is not None else []
     if resume and not found:
         raise ConfigError(f"--resume: no checkpoint in {ckdir} to continue from; train without --resume "
@@ -328,23 +359,28 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
 
 
 def clear_run_dir(cfg: JobConfig, run_dir: str | os.PathLike) -> list[str]:
-    """Delete an earlier run's checkpoints (``ckpt-*.h5``) and ``metrics.jsonl`` (``--overwrite``);
-    nothing else in the directory.  Returns the files removed."""
+    """Delete an earlier run's records (``--overwrite``): its checkpoints (``ckpt-*.h5``, the
+    best ones in ``best/`` too), ``metrics.jsonl`` and TensorBoard event files; nothing else.
+    Returns the files removed."""
     from distnet.checkpoint import CheckpointManager
     from distnet.metrics import METRICS_FILE
 
     ckdir = checkpoint_dir(cfg, run_dir)
-    doomed = CheckpointManager(ckdir, is_writer=False).checkpoints() if ckdir is not None else []
+    doomed = []
+    if ckdir is not None:
+        for where in (ckdir, os.path.join(ckdir, "best")):
+            doomed += CheckpointManager(where, is_writer=False).checkpoints()
     metrics = Path(run_dir) / METRICS_FILE
     if metrics.is_file():
         doomed.append(str(metrics))
+    doomed += [str(p) for p in sorted(Path(run_dir).glob("events.out.tfevents.*")) if p.is_file()]
     for path in doomed:
         os.unlink(path)
     return doomed
 
 
 def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
-              run_dir: str | os.PathLike | None = None, progress: str = "auto",
+              run_dir: str | os.PathLike | None = None, progress: str = "auto", trace: bool = False,
               resume_if_any: bool = False, overwrite: bool = False, signals=None) -> list[dict]:
     """Train the job: what ``distnet train`` runs on every rank.
 
@@ -359,6 +395,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         resume: continue from the newest good checkpoint (an error if there is none).
         run_dir: overrides ``cfg.run_dir``.
         progress: ``"auto"``, ``"bar"``, ``"plain"`` or ``"none"``.
+        trace: record every rank's timeline in ``RUN_DIR/trace`` (:mod:`distnet.trace`).
         resume_if_any: continue from the newest good checkpoint if there is one.
         overwrite: delete an earlier run's checkpoints and metrics first.
         signals: an installed :class:`distnet.stop.StopSignals` (default: ``fit`` installs one).
@@ -386,18 +423,27 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     data = _agree(comm, start_up)
     if overwrite and is_main:
         clear_run_dir(cfg, run_dir)
-    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every)
-    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data)
+    logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
+                           checkpoint_dir=checkpoint_dir(cfg, run_dir) or "", tensorboard=cfg.train.tensorboard)
+    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
+                            trace=os.path.join(run_dir, "trace") if trace else None)
     if is_main:
         train, test = data
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "job.toml").write_text(cfg.to_toml(), encoding="utf-8")
         logger.message(f"distnet: job {cfg.name!r} ({cfg.source}) on {comm.size} rank(s), "
-                       f"{len(train)} training samples ({getattr(train, 'source', '')}), "
+                       f"{len(train)} training samples, "
                        f"{trainer.total_steps} steps of {cfg.train.batch_size}; run dir {run_dir}")
+        for line in data_banner(train, test):
+            logger.message(line)
     resuming = bool(resume or resume_if_any)
     logger.start(total_steps=trainer.total_steps, world_size=comm.size,
                  global_batch_size=cfg.train.batch_size, job=cfg.name, resume=resuming)
+    logger.describe_job(cfg.to_toml())
+    if cfg.train.histograms_every:
+        every = cfg.train.histograms_every
+        trainer.callbacks.append(lambda t, record: record["step"] % every or logger.log_histograms(
+            record["step"], {v.name: v.numpy() for v in t.all_variables}))
     status = "failed"
     try:
         history = trainer.fit(resume=resuming, signals=signals, stop_grace=cfg.dist.stop_grace)
@@ -409,6 +455,16 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         raise
     finally:
         logger.close(status)
+
+
+def data_banner(train, test) -> list[str]:
+    """The banner's lines naming the data: files, sample count, digest (see distnet.data.identity)."""
+    from distnet.data.identity import dataset_identity, describe
+
+    lines = [f"  train data: {describe(dataset_identity(train))}"]
+    lines.append(f"  test data:  {describe(dataset_identity(test))}" if test is not None
+                 else "  test data:  none (no evaluation)")
+    return lines
 
 
 def _agree(comm, fn):
@@ -524,9 +580,15 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
         overrides: ``--set`` items applied to the stored job (e.g. ``data.test_samples=500``).
 
     Returns:
-        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples"}``.
+        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples", "data_digest",
+        "same_data_as_training"}`` (the last ``None`` when the checkpoint does not
+        say which test data training used).
+
+    Warns:
+        DataMismatchWarning: the test data differs from the one training
+            evaluated on (another subset, or the full dataset installed since).
     """
-    from distnet.checkpoint import ema_params
+    from distnet.data.identity import same_data
 
     path, state = load_checkpoint(ckpt, allow_nonfinite=allow_nonfinite)
     extra = list(overrides)
@@ -540,8 +602,50 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
     if test is None:
         raise DataError(f"{cfg.data.path}: no test split found to evaluate on "
                         "(expected a file named like the training file with 'train' replaced by 'test')")
+    model = model_from_checkpoint(path, state, cfg, test.image_shape, use_ema=use_ema)
+    identity = _warn_if_other_data(state, test)
+    result = evaluate(model, test, cfg.loss.type)
+    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result,
+            "data_digest": identity["digest"],
+            "same_data_as_training": same_data(state.data.get("test"), identity)}
+
+
+def _warn_if_other_data(state, test) -> dict:
+    """Warn when ``test`` is not the test data the run evaluated on while training."""
+    import warnings
+
+    from distnet.data.identity import DataMismatchWarning, dataset_identity, describe, same_data
+
+    identity = dataset_identity(test)
+    trained = state.data.get("test")
+    if same_data(trained, identity) is False:
+        warnings.warn(f"evaluating on other data than training used: training evaluated on "
+                      f"{describe(trained)}; this evaluation uses {describe(identity)}",
+                      DataMismatchWarning, stacklevel=3)
+    return identity
+
+
+def model_from_checkpoint(path: str, state, cfg: JobConfig, input_shape, use_ema: bool = False):
+    """The job's model, built for per-sample ``input_shape``, holding the checkpoint's weights.
+
+    Args:
+        path: the checkpoint's file (for messages).
+        state: its :class:`~distnet.checkpoint.CheckpointState`.
+        cfg: the job stored in it (:func:`config_from_checkpoint`).
+        input_shape: ``(H, W, C)`` of one image.
+        use_ema: load the EMA shadow weights instead of the trained ones.
+
+    Raises:
+        CheckpointError: the weights do not fit the model (names or shapes).
+    """
+    from distnet.checkpoint import ema_params
+
     model = build_model(cfg)
-    model.build((None,) + tuple(test.image_shape))
+    try:
+        model.build((None,) + tuple(int(s) for s in input_shape))
+    except DistnetError as exc:
+        raise CheckpointError(f"{path}: the model of its job cannot take inputs of shape "
+                              f"{tuple(input_shape)}: {exc}") from None
     weights = ema_params(state) if use_ema else state.params
     by_name = {v.name: v for v in model.variables}
     missing = sorted(set(by_name) - set(weights))
@@ -551,8 +655,8 @@ def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = 
                               f"unexpected {unexpected}")
     for name, var in by_name.items():
         if tuple(var.shape) != tuple(weights[name].shape):
-            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)}, "
-                                  f"found {tuple(weights[name].shape)}")
+            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)} for inputs of "
+                                  f"shape {tuple(input_shape)}, found {tuple(weights[name].shape)} "
+                                  "(were the images it was trained on another size?)")
         var.assign(weights[name])
-    result = evaluate(model, test, cfg.loss.type)
-    return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result}
+    return model

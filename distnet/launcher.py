@@ -256,8 +256,12 @@ def build_mpiexec_command(
     argv.append("-genvall")  # hydra's default, stated: every rank gets this environment
     argv += [python or sys.executable, *entry, *program_args]
 
-    # torchrun's convention: one pool per rank, an explicit setting wins.
-    threads = str(max(1, (cores or usable_cores()) // busiest))
+    # torchrun's convention: one pool per rank, an explicit setting wins.  One
+    # variable set by the user (OMP_NUM_THREADS=2) sizes the pools left unset
+    # too: their count from this machine's cores would not be the user's, and
+    # differs between machines (a container sees its host's cores).
+    chosen = [out_env[name] for name in THREAD_VARIABLES if out_env.get(name)]
+    threads = chosen[0] if chosen else str(max(1, (cores or usable_cores()) // busiest))
     for name in THREAD_VARIABLES:
         if not out_env.get(name):
             out_env[name] = threads

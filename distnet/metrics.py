@@ -30,9 +30,23 @@ from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
 
-__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE"]
+__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE", "metric_name"]
 
 METRICS_FILE = "metrics.jsonl"
+# The trainer's records say test_ema_*; metrics.jsonl (and so plots,
+# TensorBoard and inspect) say ema_test_*, one name per quantity.
+_RENAMED = {"test_ema_loss": "ema_test_loss", "test_ema_accuracy": "ema_test_accuracy",
+            "test_ema_samples": "ema_test_samples"}
+
+
+def metric_name(key: str) -> str:
+    """The name a metric has in ``metrics.jsonl`` (``test_ema_accuracy`` -> ``ema_test_accuracy``).
+
+    Example:
+        >>> metric_name("test_ema_loss"), metric_name("test_loss")
+        ('ema_test_loss', 'test_loss')
+    """
+    return _RENAMED.get(key, key)
 
 
 def _clean(value: Any) -> Any:
@@ -62,6 +76,9 @@ class MetricsLogger:
         progress: ``"auto"`` (a bar on a terminal, plain lines otherwise),
             ``"bar"``, ``"plain"`` or ``"none"``.
         print_every: plain mode prints a line every this many steps.
+        checkpoint_dir: the run's checkpoint directory: the summary says how
+            many files it holds and their size; ``""`` when checkpoints are
+            off (the summary says so); ``None``: not reported.
 
     Example:
         >>> log = MetricsLogger("runs/demo", is_main=True, progress="none")
@@ -72,7 +89,8 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: str | os.PathLike | None, is_main: bool = True, *,
-                 stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100):
+                 stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100,
+                 checkpoint_dir: str | os.PathLike | None = None, tensorboard: bool | None = None):
         if progress not in ("auto", "bar", "plain", "none"):
             raise InvalidArgumentError(f"progress must be 'auto', 'bar', 'plain' or 'none', got {progress!r}")
         if print_every <= 0:
@@ -92,6 +110,17 @@ class MetricsLogger:
         self._evals: list[dict] = []
         self._rates: list[float] = []
         self._closed = False
+        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        # TensorBoard event files beside metrics.jsonl (distnet/tensorboard.py): None writes them
+        # when tensorboardX is installed; opened on the first record, on the main rank only.
+        if tensorboard is None:
+            import importlib.util
+
+            tensorboard = importlib.util.find_spec("tensorboardX") is not None
+        self.tensorboard = bool(tensorboard) and self.is_main and self.run_dir is not None
+        self._tb = None
+        self._resuming = False
+        self._job_text: str | None = None
 
     # -- set-up ---------------------------------------------------------------
     def _out(self) -> IO[str]:
@@ -108,6 +137,26 @@ class MetricsLogger:
         if self._file is not None:
             self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
             self._file.flush()
+        if self.tensorboard and record.get("kind") in ("step", "eval"):
+            if self._tb is None:
+                from distnet.tensorboard import TensorBoardWriter
+
+                # A resumed run replaces what the earlier one wrote after its checkpoint.
+                self._tb = TensorBoardWriter(self.run_dir, purge_step=record["step"] if self._resuming else None)
+                if self._job_text is not None:
+                    self._tb.add_code("job/config", self._job_text)
+            self._tb.add_record(record)
+
+    def describe_job(self, toml_text: str) -> None:
+        """Show the job file in TensorBoard's text tab (main rank, with TensorBoard on)."""
+        self._job_text = toml_text
+        if self._tb is not None:
+            self._tb.add_code("job/config", toml_text)
+
+    def log_histograms(self, step: int, arrays: Mapping[str, Any], prefix: str = "weights") -> None:
+        """Histograms of ``arrays`` (e.g. the weights) at ``step`` in TensorBoard (main rank)."""
+        if self._tb is not None:
+            self._tb.add_histograms(arrays, step, prefix=prefix)
 
     def _use_bar(self) -> bool:
         if self._mode == "bar":
@@ -127,6 +176,7 @@ class MetricsLogger:
             return
         self._total = total_steps
         self._t0 = time.time()
+        self._resuming = bool(info.get("resume")) or start_step is not None
         record = {"kind": "start", "time": self._t0, "total_steps": total_steps, **info}
         if start_step is not None:  # else the first logged step tells
             record["start_step"] = int(start_step)
@@ -206,11 +256,11 @@ class MetricsLogger:
         if not self.is_main:
             return
         r = {**(record or {}), **fields}
-        for old, new in (("test_ema_loss", "ema_test_loss"), ("test_ema_accuracy", "ema_test_accuracy"),
-                         ("test_ema_samples", "ema_test_samples")):
+        for old, new in _RENAMED.items():
             if old in r:
                 r.setdefault(new, r.pop(old))
-        missing = [k for k in ("step", "test_loss", "test_accuracy") if k not in r]
+        split = "test" if "test_loss" in r else "val"
+        missing = [k for k in ("step", f"{split}_loss", f"{split}_accuracy") if k not in r]
         if missing:
             raise InvalidArgumentError(f"log_eval: missing {missing}; got keys {sorted(r)}")
         if self._t0 is None:
@@ -218,9 +268,8 @@ class MetricsLogger:
         rec: dict[str, Any] = {"kind": "eval", "step": int(r.pop("step")), "epoch": r.pop("epoch", None)}
         if rec["epoch"] is None:
             rec["epoch"] = self._last_step["epoch"] if self._last_step else 0
-        rec["test_loss"] = _float(r.pop("test_loss"))
-        rec["test_accuracy"] = _float(r.pop("test_accuracy"))
-        for key in ("ema_test_loss", "ema_test_accuracy"):
+        for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy",
+                    "val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy"):
             if r.get(key) is not None:
                 rec[key] = _float(r.pop(key))
         rec["time"] = time.time()
@@ -228,12 +277,15 @@ class MetricsLogger:
         self._write(rec)
         self._evals.append(rec)
         if self._mode != "none":
-            line = (f"eval  step {rec['step']}: test loss {rec['test_loss']:.4f}, "
-                    f"accuracy {rec['test_accuracy']:.4f}")
-            if "ema_test_accuracy" in rec:
-                line += (f" | EMA loss {rec.get('ema_test_loss', float('nan')):.4f}, "
-                         f"accuracy {rec['ema_test_accuracy']:.4f}")
-            self._print(line)
+            parts = []
+            for split, label in (("val", "validation"), ("test", "test")):
+                if f"{split}_loss" in rec:
+                    part = f"{label} loss {rec[f'{split}_loss']:.4f}, accuracy {rec[f'{split}_accuracy']:.4f}"
+                    if f"ema_{split}_accuracy" in rec:
+                        part += (f" (EMA {rec.get(f'ema_{split}_loss', float('nan')):.4f}, "
+                                 f"{rec[f'ema_{split}_accuracy']:.4f})")
+                    parts.append(part)
+            self._print(f"eval  step {rec['step']}: " + " | ".join(parts))
 
     def log(self, kind: str, **fields: Any) -> None:
         """Record anything else (``kind`` names it: ``"checkpoint"``, ``"warning"``, ...)."""
@@ -265,6 +317,9 @@ class MetricsLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self._mode != "none":
             self._print(self.summary_table(summary, status))
 
@@ -276,9 +331,26 @@ class MetricsLogger:
                   "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
         self.close(status)
 
+    def _checkpoint_usage(self) -> dict:
+        """What the run leaves on disk in checkpoints (the summary's last rows)."""
+        if self.checkpoint_dir is None:
+            return {}
+        if self.checkpoint_dir == "":
+            return {"checkpoints": "off"}
+        from distnet.checkpoint import CheckpointManager
+
+        files = CheckpointManager(self.checkpoint_dir, is_writer=False).checkpoints()
+        size = 0
+        for f in files:
+            try:
+                size += os.path.getsize(f)
+            except OSError:  # removed meanwhile
+                pass
+        return {"checkpoint_files": len(files), "checkpoint_bytes": size}
+
     def summary(self) -> dict:
         """The run's figures so far: steps, time, throughput, last loss, best accuracy."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = self._checkpoint_usage()
         last = self._last_step
         if last is not None:
             out.update(step=last["step"], epoch=last["epoch"], final_loss=last["loss"],
@@ -291,12 +363,15 @@ class MetricsLogger:
             out["median_samples_per_sec"] = rates[len(rates) // 2]
         if self._evals:
             e = self._evals[-1]
-            out["test_loss"] = e["test_loss"]
-            out["test_accuracy"] = e["test_accuracy"]
-            out["best_test_accuracy"] = max(r["test_accuracy"] for r in self._evals)
-            if "ema_test_accuracy" in e:
-                out["ema_test_accuracy"] = e["ema_test_accuracy"]
-                out["ema_test_loss"] = e.get("ema_test_loss")
+            for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy", "val_loss",
+                        "val_accuracy"):
+                if key in e:
+                    out[key] = e[key]
+            # "Best" is chosen on the validation split only: the test set measures, it never chooses.
+            scored = [r for r in self._evals if "val_accuracy" in r]
+            if scored:
+                best = max(scored, key=lambda r: r["val_accuracy"])
+                out["best_val_accuracy"], out["best_val_step"] = best["val_accuracy"], best["step"]
         return out
 
     @staticmethod
@@ -309,9 +384,12 @@ class MetricsLogger:
                   ("final_loss", "final train loss", "{:.4f}"),
                   ("final_reg_loss", "  of which regularization", "{:.4f}"),
                   ("final_lr", "final learning rate", "{:.3g}"),
+                  ("val_loss", "validation loss", "{:.4f}"),
+                  ("val_accuracy", "validation accuracy", "{:.4f}"),
+                  ("best_val_accuracy", "best validation accuracy", "{:.4f}"),
+                  ("best_val_step", "  at step", "{}"),
                   ("test_loss", "test loss", "{:.4f}"),
                   ("test_accuracy", "test accuracy", "{:.4f}"),
-                  ("best_test_accuracy", "best test accuracy", "{:.4f}"),
                   ("ema_test_loss", "EMA test loss", "{:.4f}"),
                   ("ema_test_accuracy", "EMA test accuracy", "{:.4f}")]
         for key, label, fmt in labels:
@@ -319,6 +397,11 @@ class MetricsLogger:
                 continue
             value = summary[key]
             rows.append((label, _fmt_epoch(value) if fmt is None else fmt.format(value)))
+        if summary.get("checkpoints") == "off":
+            rows.append(("checkpoints", "off"))
+        elif summary.get("checkpoint_files") is not None:
+            n, size = summary["checkpoint_files"], summary.get("checkpoint_bytes", 0)
+            rows.append(("checkpoints kept", f"{n} file{'' if n == 1 else 's'}, {size / 1e6:.1f} MB"))
         width = max(len(r[0]) for r in rows)
         vwidth = max(len(r[1]) for r in rows)
         rule = "-" * (width + vwidth + 3)

@@ -6,9 +6,14 @@ named ``<var name>/ExponentialMovingAverage``::
     shadow = decay * shadow + (1 - decay) * var
     decay  = min(decay, (1 + n) / (10 + n))      # when num_updates n is given
 
-A shadow starts at its variable's value when it is created (by :meth:`build`
-or the first :meth:`apply`), so the first ``apply`` leaves it equal to the
-variable.  No zero-debiasing (TF1's default for variables).
+computed as TF1's kernel does, in the variable's dtype:
+``shadow -= (shadow - var) * (1 - decay)``.
+
+A shadow starts at its variable's *initial* value (TF1: the shadow's
+initializer is ``var.initialized_value()``), whether it is created by
+:meth:`build` or by the first :meth:`apply` after a training step: the first
+``apply`` gives ``decay * initial + (1 - decay) * var``.  No zero-debiasing
+(TF1's default for variables).
 """
 from __future__ import annotations
 
@@ -68,8 +73,9 @@ class ExponentialMovingAverage:
         return var_list
 
     def build(self, var_list: Sequence[Variable]) -> None:
-        """Create the shadows of ``var_list`` now (from the variables' current values,
-        or from a state loaded earlier with :meth:`load_state_dict`)."""
+        """Create the shadows of ``var_list`` now (from the variables' initial values,
+        :attr:`~distnet.tensor.Variable.initial_value`, or from a state loaded
+        earlier with :meth:`load_state_dict`)."""
         var_list = self._check(var_list)
         new = [v for v in var_list if v.name not in self._vars]
         for v in var_list:
@@ -90,7 +96,7 @@ class ExponentialMovingAverage:
                 raise CheckpointError("ExponentialMovingAverage: the loaded state does not match the variables: "
                                       + "; ".join(problems))
         for v in new:
-            init = v.data if self._pending is None else self._pending.pop(v.name)
+            init = v.initial_value if self._pending is None else self._pending.pop(v.name)
             self._shadows[v.name] = Variable(np.asarray(init, dtype=v.dtype), name=self.average_name(v), trainable=False)
             self._vars[v.name] = v
             self._scratch[v.name] = np.empty(min(v.data.size, self.chunk_size), dtype=v.dtype)
@@ -117,16 +123,24 @@ class ExponentialMovingAverage:
             decay = min(decay, (1.0 + n) / (10.0 + n))
         c = max(1, int(self.chunk_size))
         for v in var_list:
+            self._shadows[v.name].mark_written()
             s, x, tmp = self._shadows[v.name].data.reshape(-1), np.ravel(v.data), self._scratch[v.name]
             if tmp.size < min(x.size, c):   # chunk_size raised after build
                 tmp = self._scratch[v.name] = np.empty(min(x.size, c), dtype=v.dtype)
-            # shadow = decay * shadow + (1 - decay) * var, in place, in cache-sized chunks.
+            # TF1's assign_moving_average, in the variable's dtype (so float32 results are TF1's
+            # bits): d = min(decay, (1 + n) / (10 + n)); shadow -= (shadow - var) * (1 - d).
+            dt = v.dtype.type
+            d = dt(self.decay)
+            if num_updates is not None:
+                nd = dt(num_updates)
+                d = min(d, (dt(1) + nd) / (dt(10) + nd))
+            one_minus = dt(1) - d
             for lo in range(0, x.size, c):
                 hi = min(lo + c, x.size)
                 sc, t = s[lo:hi], tmp[:hi - lo]
-                sc *= decay
-                np.multiply(x[lo:hi], 1.0 - decay, out=t)
-                sc += t
+                np.subtract(sc, x[lo:hi], out=t)
+                t *= one_minus
+                sc -= t
         return decay
 
     def average(self, var: Variable) -> Variable:
@@ -161,11 +175,13 @@ class ExponentialMovingAverage:
             raise InvalidArgumentError(f"ExponentialMovingAverage.swapped: no shadow for {missing}; call apply() first")
         saved = [(v, v.data.copy()) for v in var_list]
         for v in var_list:
+            v.mark_written()
             np.copyto(v.data, self._shadows[v.name].data)
         try:
             yield
         finally:
             for v, data in saved:
+                v.mark_written()
                 np.copyto(v.data, data)
 
     # -- state ------------------------------------------------------------
@@ -198,6 +214,7 @@ class ExponentialMovingAverage:
         if problems:
             raise CheckpointError("ExponentialMovingAverage: cannot load state: " + "; ".join(problems))
         for n, arr in state.items():
+            self._shadows[n].mark_written()
             np.copyto(self._shadows[n].data, np.asarray(arr), casting="unsafe")
 
     def __repr__(self) -> str:

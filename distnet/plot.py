@@ -15,7 +15,7 @@ from typing import Sequence
 from distnet.errors import DataError, InvalidArgumentError
 from distnet.metrics import read_metrics
 
-__all__ = ["plot_run", "plot_runs", "curves", "smoothed"]
+__all__ = ["plot_run", "plot_runs", "make_figure", "curves", "smoothed"]
 
 
 def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
@@ -66,6 +66,24 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
     Example:
         >>> plot_runs(["runs/baseline", "runs/l2", "runs/dropout"], "seed003.png")  # doctest: +SKIP
     """
+    fig = make_figure(run_dirs, labels, title)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | None = None,
+                title: str | None = None):
+    """The matplotlib ``Figure`` :func:`plot_runs` draws (Agg canvas, nothing shown).
+
+    One run: loss and accuracy panels with a colour per kind of curve
+    (train, test, EMA test) and legends below the panels.  Several runs: a
+    colour per run on every curve, the kind of curve in the line style (test
+    curves heavy with markers, training curves light), one legend outside
+    the panels.  A learning-rate panel only when some run's rate changes; a
+    constant rate is a note at the bottom.
+    """
     if not run_dirs:
         raise InvalidArgumentError("plot_runs needs at least one run directory")
     if labels is not None and len(labels) != len(run_dirs):
@@ -81,54 +99,136 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
     except ImportError:  # a dependency, but an environment may lack it
         raise InvalidArgumentError("plotting needs matplotlib: pip install matplotlib") from None
 
-    fig = Figure(figsize=(15, 4.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
-    colors = [f"C{i % 10}" for i in range(len(runs))]
     single = len(runs) == 1
-    for c, name, color in zip(runs, names, colors):
-        tag = "" if single else f"{name}: "
-        # Loss: train data term (solid), total and regularization (single run, when there is
-        # regularization), test (dashed, markers), EMA (dash-dot).  Test losses have no
-        # regularization term, so the train curve to compare them with is the data term.
-        has_reg = any(v != 0 for v in c.get("reg_loss", ((), ()))[1])
-        _line(ax_loss, c, "base_loss", f"{tag}train loss" + (" (without reg.)" if has_reg else ""),
-              color, "-", alpha=0.8, smooth=True)
-        if single and has_reg:
-            _line(ax_loss, c, "loss", "train total loss", "C4", "--", smooth=True)
-            _line(ax_loss, c, "reg_loss", "regularization loss", "C3", ":")
-        _line(ax_loss, c, "test_loss", f"{tag}test loss", color if not single else "C1", "--", marker="o")
-        _line(ax_loss, c, "ema_test_loss", f"{tag}EMA test loss", color if not single else "C2", "-.",
-              marker="s")
-        _line(ax_acc, c, "train_accuracy", f"{tag}train accuracy", color, "-", alpha=0.5, smooth=True)
-        _line(ax_acc, c, "test_accuracy", f"{tag}test accuracy", color if not single else "C1", "--",
-              marker="o")
-        _line(ax_acc, c, "ema_test_accuracy", f"{tag}EMA test accuracy", color if not single else "C2",
-              "-.", marker="s")
-        _line(ax_lr, c, "lr", f"{tag}learning rate" if not single else "learning rate", color, "-")
-    for ax, ylabel in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_lr, "learning rate")):
+    # A learning rate that never changes is a number, not a curve: it goes in
+    # a note under the title, and the panel is left out.
+    constant = {name: _constant(c.get("lr")) for c, name in zip(runs, names)}
+    lr_panel = any(v is None and "lr" in c for v, c in zip(constant.values(), runs))
+    fig = Figure(figsize=(15 if lr_panel else 11, 4.8 if single else 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3 if lr_panel else 2)
+    ax_loss, ax_acc = axes[0], axes[1]
+    ax_lr = axes[2] if lr_panel else None
+    for i, (c, name) in enumerate(zip(runs, names)):
+        if single:
+            _single_run(ax_loss, ax_acc, ax_lr, c)
+        else:
+            _compared_run(ax_loss, ax_acc, ax_lr, c, f"C{i % 10}")
+    panels = [(ax_loss, "loss"), (ax_acc, "accuracy")] + ([(ax_lr, "learning rate")] if lr_panel else [])
+    for ax, ylabel in panels:
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
+        ax.set_title(ylabel)
         ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
-        else:
+        if not ax.lines:
             ax.text(0.5, 0.5, f"no {ylabel} recorded", ha="center", va="center",
                     transform=ax.transAxes, color="0.5")
+        elif single:  # below the panel, never over the curves
+            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                      frameon=False)
     if _positive(ax_loss):
+        from matplotlib.ticker import FuncFormatter
+
         ax_loss.set_yscale("log")
-    ax_loss.set_title("loss")
-    ax_acc.set_title("accuracy")
-    ax_lr.set_title("learning rate")
-    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")   # 0.4, not 4 x 10^-1
+        ax_loss.yaxis.set_major_formatter(plain)
+        low, high = ax_loss.get_ylim()
+        # Within a decade every minor tick is labelled; over several, 2 and 5 of each.
+        wanted = (1, 2, 3, 4, 5, 6, 7, 8, 9) if high / low < 10 else (2, 5)
+        ax_loss.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _pos: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in wanted else ""))
+    if ax_lr is not None:
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if not single:
+        # One legend for the figure, outside the panels: a colour per run, a
+        # line style per kind of curve (the same in every panel).
+        handles = [Line2D([], [], color=f"C{i % 10}", linewidth=3, label=name) for i, name in enumerate(names)]
+        drawn = {"train": any("base_loss" in c or "train_accuracy" in c for c in runs),
+                 "test": any("test_loss" in c or "test_accuracy" in c for c in runs),
+                 "ema": any("ema_test_loss" in c or "ema_test_accuracy" in c for c in runs)}
+        handles += [Line2D([], [], color="0.35", **_STYLE[k], label=label) for k, label in (
+            ("train", "train (smoothed)"), ("test", "test"), ("ema", "test, EMA weights")) if drawn[k]]
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
     fig.suptitle(title or (names[0] if single else f"{len(runs)} runs"))
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    notes = _lr_note(constant, single)
+    if notes:
+        fig.text(0.5, 0.005, notes, ha="center", va="bottom", fontsize="small", color="0.3")
+        fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    return fig
+
+
+# Line styles by kind of curve: in a comparison the colour is the run's, and the
+# test curves (what the runs are compared on) are drawn heavier than the
+# noisy training curves.
+_STYLE = {"train": {"linestyle": "-", "linewidth": 1.0, "alpha": 0.45},
+          "test": {"linestyle": "-", "linewidth": 2.4, "marker": "o", "markersize": 5},
+          "ema": {"linestyle": "--", "linewidth": 1.8, "marker": "s", "markersize": 4}}
+
+
+def _single_run(ax_loss, ax_acc, ax_lr, c: dict) -> None:
+    """One run: a colour per kind of curve."""
+    # Test losses have no regularization term, so the train curve to compare
+    # them with is the data term; total and regularization are drawn when there is any.
+    has_reg = any(v != 0 for v in c.get("reg_loss", ((), ()))[1])
+    _line(ax_loss, c, "base_loss", "train loss" + (" (without reg.)" if has_reg else ""), "C0", "-",
+          smooth=True)
+    if has_reg:
+        _line(ax_loss, c, "loss", "train total loss", "C4", "--", smooth=True)
+        _line(ax_loss, c, "reg_loss", "regularization loss", "C3", ":")
+    _line(ax_loss, c, "test_loss", "test loss", "C1", "-", marker="o", linewidth=2.2)
+    _line(ax_loss, c, "ema_test_loss", "EMA test loss", "C2", "--", marker="s", linewidth=1.8)
+    _line(ax_acc, c, "train_accuracy", "train accuracy", "C0", "-", alpha=0.6, smooth=True)
+    _line(ax_acc, c, "test_accuracy", "test accuracy", "C1", "-", marker="o", linewidth=2.2)
+    _line(ax_acc, c, "ema_test_accuracy", "EMA test accuracy", "C2", "--", marker="s", linewidth=1.8)
+    if ax_lr is not None:
+        _line(ax_lr, c, "lr", "learning rate", "C0", "-")
+
+
+def _compared_run(ax_loss, ax_acc, ax_lr, c: dict, color: str) -> None:
+    """One of several runs: the run's colour on every curve, the kind in the line style."""
+    for ax, train, test, ema in ((ax_loss, "base_loss", "test_loss", "ema_test_loss"),
+                                 (ax_acc, "train_accuracy", "test_accuracy", "ema_test_accuracy")):
+        if train in c:
+            steps, values = c[train]
+            ax.plot(steps, smoothed(values) if len(steps) > 50 else values, color=color, **_STYLE["train"])
+        for key, kind in ((test, "test"), (ema, "ema")):
+            if key in c:
+                steps, values = c[key]
+                style = dict(_STYLE[kind])
+                if len(steps) > 50:
+                    style.pop("marker")
+                ax.plot(steps, values, color=color, **style)
+    if ax_lr is not None and "lr" in c:
+        ax_lr.plot(*c["lr"], color=color, linewidth=1.5)
+
+
+def _constant(curve) -> float | None:
+    """The value of a curve that never changes (None: it changes, or there is none)."""
+    if not curve or not curve[1]:
+        return None
+    values = curve[1]
+    first = values[0]
+    return first if all(v == first for v in values) else None
+
+
+def _lr_note(constant: dict, single: bool) -> str:
+    fixed = {name: v for name, v in constant.items() if v is not None}
+    if not fixed:
+        return ""
+    if single:
+        return f"learning rate: constant {_fmt(next(iter(fixed.values())))}"
+    values = set(fixed.values())
+    if len(values) == 1 and len(fixed) == len(constant):
+        return f"learning rate: constant {_fmt(values.pop())} in every run"
+    return "constant learning rate: " + ", ".join(f"{name} {_fmt(v)}" for name, v in fixed.items())
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
 
 
 def plot_run(run_dir: str | os.PathLike, out_png: str | os.PathLike | None = None) -> Path:
@@ -161,17 +261,18 @@ def smoothed(values: Sequence[float], weight: float = 0.9) -> list[float]:
 
 
 def _line(ax, c: dict, name: str, label: str, color: str, style: str, marker: str | None = None,
-          alpha: float = 1.0, smooth: bool = False) -> None:
+          alpha: float = 1.0, smooth: bool = False, linewidth: float = 1.5) -> None:
     if name not in c:
         return
     steps, values = c[name]
     if smooth and len(steps) > 50:
         # Per-step values are noisy: the raw curve faint, a smoothed one on top.
-        ax.plot(steps, values, style, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(steps, smoothed(values), style, color=color, label=f"{label} (smoothed)")
+        ax.plot(steps, values, style, color=color, alpha=0.2, linewidth=0.8)
+        ax.plot(steps, smoothed(values), style, color=color, label=f"{label} (smoothed)",
+                linewidth=linewidth, alpha=alpha)
         return
-    ax.plot(steps, values, style, color=color, label=label, alpha=alpha,
-            marker=marker if len(steps) <= 50 else None, markersize=4)
+    ax.plot(steps, values, style, color=color, label=label, alpha=alpha, linewidth=linewidth,
+            marker=marker if len(steps) <= 50 else None, markersize=5)
 
 
 def _positive(ax) -> bool:

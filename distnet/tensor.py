@@ -11,14 +11,24 @@ Conventions (TensorFlow 1.x):
 * ``==`` compares identity (TF1 semantics, keeps tensors hashable); use
   :func:`distnet.equal` for the element-wise comparison.  ``<``, ``>``,
   ``<=``, ``>=`` are element-wise and return non-differentiable bool tensors.
+* A Variable created without a name is named as TF1 names them: the first
+  ``Variable``, then ``Variable_1``, ``Variable_2``, ... in creation order
+  (the same order, so the same names, on every rank).
+* Every in-place write to a Variable (``assign``, an optimizer step, an EMA
+  swap) increments its *version*; a tensor computed from a variable remembers
+  the version it read.  :func:`check_not_stale` refuses to differentiate a
+  tensor whose variables have changed since (PyTorch's version counters):
+  its saved values are those of the old weights, so its gradient would be
+  silently wrong.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 
-from distnet.errors import DTypeError, ShapeError
+from distnet.errors import DistnetError, DTypeError, InvalidArgumentError, ShapeError
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 DEFAULT_INT = np.dtype(np.int32)
@@ -81,7 +91,7 @@ class Tensor:
     array is ``tensor.data``; :meth:`numpy` returns it.
     """
 
-    __slots__ = ("data", "_op", "_parents", "name", "__weakref__")
+    __slots__ = ("data", "_op", "_parents", "name", "_read", "__weakref__")
     # Make ``ndarray + Tensor`` defer to Tensor.__radd__.
     __array_priority__ = 1000
 
@@ -89,6 +99,7 @@ class Tensor:
         self.data = _to_array(value, dtype)
         self._op = None
         self._parents: tuple = ()
+        self._read: tuple = ()
         self.name = name
 
     @classmethod
@@ -96,7 +107,10 @@ class Tensor:
         t = Tensor.__new__(Tensor)
         t.data = data if isinstance(data, np.ndarray) else np.asarray(data)
         t._op = op
-        t._parents = tuple(parents)
+        t._parents = parents = tuple(parents)
+        # The versions of the variables this op read (see check_not_stale).
+        t._read = tuple((p, p._version) for p in parents if isinstance(p, Variable)) \
+            if op is not None else ()
         t.name = None
         return t
 
@@ -231,14 +245,59 @@ class Variable(Tensor):
     without allocating.
     """
 
-    __slots__ = ("trainable",)
+    __slots__ = ("trainable", "_version", "_initial")
+
+    # Creation order of unnamed variables, for TF1's names.  Class state on
+    # purpose: TF1 keeps the same counter in its default graph, and a name
+    # must be the same on every rank, which creation order guarantees.
+    _unnamed = itertools.count()
 
     def __init__(self, initial_value: Any, name: str | None = None, trainable: bool = True, dtype=None):
         arr = _to_array(initial_value, dtype)
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise DTypeError(f"Variable {name!r}: expected a numeric dtype, got {arr.dtype}")
-        super().__init__(np.array(arr, copy=True, order="C"), name=name if name is not None else "Variable")
+        if name is None:
+            n = next(Variable._unnamed)
+            name = "Variable" if n == 0 else f"Variable_{n}"
+        super().__init__(np.array(arr, copy=True, order="C"), name=name)
         self.trainable = bool(trainable)
+        self._version = 0
+        self._initial: np.ndarray | None = None
+
+    @property
+    def version(self) -> int:
+        """How many times the value was written in place since creation."""
+        return self._version
+
+    def mark_written(self) -> None:
+        """Call before writing ``self.data`` in place (optimizers, EMA swaps do).
+
+        Increments :attr:`version`; the first write keeps a copy of the
+        value, so :attr:`initial_value` stays available (TF1's
+        ``initialized_value``, from which moving averages start).
+        """
+        if self._initial is None and self._version == 0:
+            self._initial = self.data.copy()
+        self._version += 1
+
+    def forget_initial_value(self) -> None:
+        """Keep no copy of the initial value from now on: whoever needed it has
+        it (the Trainer builds its moving average before the first step), and
+        the copy would cost the variable's size again."""
+        self._initial = _FORGOTTEN
+
+    @property
+    def initial_value(self) -> np.ndarray:
+        """The value the variable was created with (a read-only array)."""
+        if self._initial is _FORGOTTEN:
+            raise InvalidArgumentError(
+                f"Variable {self.name!r}: initial_value: Expect: a variable whose initial value is kept Actual: "
+                "forget_initial_value() was called (a Trainer built its moving average from it); build a "
+                "moving average before training instead")
+        arr = self._initial if self._initial is not None else self.data.copy()
+        arr = arr.view()
+        arr.flags.writeable = False
+        return arr
 
     def assign(self, value: Any) -> "Variable":
         """Set the value in place; the shape must match, the dtype is cast."""
@@ -248,6 +307,7 @@ class Variable(Tensor):
                 f"Variable {self.name!r}: assign of a value with shape {arr.shape}; "
                 f"Expect: shape {self.data.shape} Actual: shape {arr.shape}"
             )
+        self.mark_written()
         np.copyto(self.data, arr, casting="unsafe")
         return self
 
@@ -263,6 +323,40 @@ class Variable(Tensor):
 
     def __repr__(self) -> str:
         return f"<distnet.Variable {self.name!r} shape={self.shape} dtype={self.dtype.name} trainable={self.trainable}>"
+
+
+#: ``Variable._initial`` after :meth:`Variable.forget_initial_value`.
+_FORGOTTEN = np.zeros(0)
+
+
+class StaleGradientError(DistnetError, RuntimeError):
+    """A gradient was asked through values computed from old variable values."""
+
+
+def check_not_stale(ys: "Tensor") -> None:
+    """Raise :class:`StaleGradientError` if a variable that ``ys`` was computed
+    from has been written since (assign, an optimizer step): the graph holds the
+    old values, so its gradient would belong to the old weights.
+    :func:`distnet.gradients` makes this check as it walks the graph.
+
+    Build the loss again after every update (a function returning the loss,
+    ``opt.minimize(lambda: loss_fn())``, does that), as eager frameworks do.
+    """
+    if not isinstance(ys, Tensor) or ys._op is None:
+        return
+    from distnet.autodiff import _stale
+
+    seen = {id(ys)}
+    stack = [ys]
+    while stack:
+        node = stack.pop()
+        for var, version in node._read:
+            if var._version != version:
+                _stale(var, version)
+        for p in node._parents:
+            if p._op is not None and id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
 
 
 def constant(value: Any, dtype=None, name: str | None = None) -> Tensor:

@@ -122,6 +122,7 @@ class Trainer:
         train_data,
         *,
         eval_data=None,
+        validation_data=None,
         global_batch_size: int = 100,
         epochs: int | None = None,
         steps: int | None = None,
@@ -144,6 +145,7 @@ class Trainer:
         check_every: int | None = 100,
         stall_timeout: float | None = None,
         callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
+        trace: str | None = None,
         strategy: str = "auto",
         **strategy_options,
     ):
@@ -181,6 +183,9 @@ class Trainer:
         self.optimizer = optimizer
         self.train_data = train_data
         self.eval_data = eval_data
+        self.validation_data = validation_data
+        #: Set by a callback (e.g. EarlyStopping) to end the run after the current step.
+        self.stop_training = False
         self.global_batch_size = int(global_batch_size)
         self.micro_batches = int(micro_batches)
         self.ema = ema
@@ -202,6 +207,7 @@ class Trainer:
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
         self._last_eval_step: int | None = None
+        self._data_id: dict | None = None
         self._signals = None   # the StopSignals of a running fit()
 
         self.steps_per_epoch = math.ceil(len(train_data) / self.global_batch_size)
@@ -224,9 +230,15 @@ class Trainer:
         if self.ema is not None:
             # TF1: the shadows start at the variables' initial values (before step 1).
             self.ema.build(self.strategy.updated)
+        for v in {id(v): v for v in [*self.all_variables, *self.strategy.updated]}.values():
+            v.forget_initial_value()   # built from them already: no copy of the weights per variable
 
         self.sampler = ShardSampler(len(train_data), self.global_batch_size, self.seed,
                                     self.comm.rank, self.comm.size)
+        from distnet import trace as tracing
+
+        # A timeline of every rank's work (distnet/trace.py), written to ``trace`` (a directory).
+        self.tracer = tracing.Tracer(trace, self.comm) if trace is not None else tracing.OFF
         self._guard = NonFiniteGuard(self.max_bad_steps, rank=self.comm.rank)
         self._manager = None
         if checkpoint_dir is not None:
@@ -278,6 +290,7 @@ class Trainer:
         if self._closed:
             return
         self._closed = True
+        self.tracer.close()
         self.strategy.close()
 
     def __enter__(self) -> "Trainer":
@@ -296,7 +309,7 @@ class Trainer:
                                        "(build a new Trainer to train again)")
         t0 = time.perf_counter()
         step = self.step
-        strategy = self.strategy
+        strategy, span = self.strategy, self.tracer.span
         indices = batch.indices
         local = int(indices.size)
         denom = float(batch.global_batch_size)
@@ -305,33 +318,39 @@ class Trainer:
         # Read once: the sinks and the reduce must carry the same value.
         stop = self._signals.code if self._signals is not None else 0.0
         if local:
-            x, y = self.train_data.read(indices)
+            with span("data", samples=local):
+                x, y = self.train_data.read(indices)
             keys = per_sample_keys(self.seed, step, indices)
             parts = np.array_split(np.arange(local), min(self.micro_batches, local))
             for k, part in enumerate(parts):
-                logits = self.model(x[part], training=True, dropout_keys=keys[part])
-                loss = self.loss_fn(y[part], logits, reduction="sum") / denom
-                loss_sum += float(loss.numpy()) * denom
-                correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
-                sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
-                                              scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
-                gradients(loss, self.variables, sink=sink)
-        reg = self.regularization_loss()
-        reg_value, reg_grads = 0.0, None
-        if reg is not None:
-            reg_value = float(reg.numpy())
-            # Variables it does not touch get None (no parameter-sized zeros per step).
-            reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
-        res = strategy.reduce(local_count=local, scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop},
-                              regularization_grads=reg_grads, global_count=batch.global_batch_size,
-                              prescaled=True)
+                with span("forward", micro_batch=k):
+                    logits = self.model(x[part], training=True, dropout_keys=keys[part])
+                    loss = self.loss_fn(y[part], logits, reduction="sum") / denom
+                    loss_sum += float(loss.numpy()) * denom
+                    correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
+                with span("backward", micro_batch=k):
+                    sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
+                                                  scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
+                    gradients(loss, self.variables, sink=sink)
+        with span("regularization"):
+            reg = self.regularization_loss()
+            reg_value, reg_grads = 0.0, None
+            if reg is not None:
+                reg_value = float(reg.numpy())
+                # Variables it does not touch get None (no parameter-sized zeros per step).
+                reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
+        with span("reduce", bytes=strategy.nbytes):
+            res = strategy.reduce(local_count=local,
+                                  scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop},
+                                  regularization_grads=reg_grads, global_count=batch.global_batch_size,
+                                  prescaled=True)
         count = res.global_count
         lr = self.current_lr()
         # The regularization value is the same on every rank (same weights): an
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
-            strategy.update(res, self.optimizer, self.ema,
-                            num_updates=self.step if self.ema_num_updates else None)
+            with span("update"):   # the optimizer, the EMA, the weights made whole
+                strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
@@ -393,9 +412,18 @@ class Trainer:
             rng={"seed": self.seed},
             world_size=self.comm.size,
             config_text=self.config_text,
+            data=self._data_identity(),
             metrics={k: float(v) for k, v in (self.history[-1] if self.history else {}).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)},
         )
+
+    def _data_identity(self) -> dict:
+        """Which data the run trains and evaluates on (files, samples, digest), computed once."""
+        if self._data_id is None:
+            from distnet.data.identity import data_identity
+
+            self._data_id = data_identity(self.train_data, self.eval_data)
+        return self._data_id
 
     def save_checkpoint(self) -> str | None:
         """Write a checkpoint from rank 0 (after the step's synchronisation)."""
@@ -455,7 +483,8 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------
-    def fit(self, resume: bool = False, *, signals=None, stop_grace: float | None = None) -> list[dict]:
+    def fit(self, resume: bool = False, verbose: int | str = "auto", *, signals=None,
+            stop_grace: float | None = None) -> list[dict]:
         """Train until ``steps`` / ``epochs`` are done; returns the history.
 
         SIGINT / SIGTERM stop it after a step every rank agrees on, with one
@@ -464,7 +493,12 @@ class Trainer:
         second signal, or ``stop_grace`` seconds, end the job at once.
 
         Args:
-            resume: continue from the newest good checkpoint.
+            resume: continue from the newest good checkpoint in ``checkpoint_dir``.
+            verbose: without a ``logger``, what rank 0 shows, as Keras's
+                ``fit``: 0 nothing, 1 a progress bar on a terminal (lines
+                every ``log_every`` steps otherwise), 2 lines; ``"auto"`` is 1.
+                Evaluations are shown as they happen.  With a logger, the
+                logger decides.
             signals: a :class:`distnet.stop.StopSignals` already installed
                 (``distnet train`` installs one before start-up); default:
                 one installed for the duration of ``fit`` (main thread only).
@@ -473,28 +507,29 @@ class Trainer:
         Raises:
             TrainingStopped: a signal stopped training.
         """
+        if verbose not in (0, 1, 2, "auto"):
+            raise InvalidArgumentError(f"verbose: Expect: 0, 1, 2 or 'auto' Actual: {verbose!r}")
         from distnet.stop import DEFAULT_GRACE, StopSignals
 
-        own = signals is None
-        if own:
+        own_log = None
+        if self.logger is None and verbose:
+            from distnet.metrics import MetricsLogger
+
+            own_log = self.logger = MetricsLogger(None, is_main=self.comm.rank == 0,
+                                                  progress="plain" if verbose == 2 else "auto",
+                                                  print_every=self.log_every or 100, tensorboard=False)
+            own_log.start(total_steps=self.total_steps)
+        own_signals = signals is None
+        if own_signals:
             signals = StopSignals(self.comm, grace=stop_grace or DEFAULT_GRACE).install()
         try:
-            if resume:
-                self._restore_latest()
-            signals.begin_training()
-            stopped = self._loop(signals)
-            if stopped is not None:
-                self._stop(stopped)
-            if self.eval_data is not None and self._last_eval_step != self.step:
-                self._log_eval()
-            if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
-                self.save_checkpoint()
+            return self._fit(resume, signals)
         finally:
-            if own:
+            if own_signals:
                 signals.uninstall()
-        if self.logger is not None:
-            self.logger.close()
-        return self.history
+            if own_log is not None:
+                own_log.close()
+                self.logger = None
 
     def request_stop(self, signum: int | None = None) -> None:
         """Stop after the next step as a signal would (e.g. from a callback); only during :meth:`fit`.
@@ -508,6 +543,22 @@ class Trainer:
             raise InvalidArgumentError("request_stop: Expect: a running fit() Actual: no training under way")
         self._signals.request(signal.SIGINT if signum is None else signum)
 
+    def _fit(self, resume: bool, signals) -> list[dict]:
+        if resume:
+            self._restore_latest()
+        signals.begin_training()
+        stopped = self._loop(signals)
+        if stopped is not None:
+            self._stop(stopped)
+        if self._evaluates and self._last_eval_step != self.step:
+            self._log_eval()
+        if self._manager is not None and (not self.checkpoint_every or self.step % self.checkpoint_every):
+            self.save_checkpoint()
+        self.tracer.write()
+        if self.logger is not None:
+            self.logger.close()
+        return self.history
+
     def _loop(self, signals) -> int | None:
         """The steps; returns the signal every rank agreed to stop on, or None when done."""
         watchdog = None
@@ -517,13 +568,16 @@ class Trainer:
             watchdog = Watchdog(self.comm, self.stall_timeout)
             watchdog.start()
         log = self.logger
+        tracer = self.tracer
         self._signals = signals
         try:
             while self.step < self.total_steps:
                 batch = self.sampler.next()
                 if watchdog is not None:
                     watchdog.beat(self.step)
-                result = self.train_step(batch)
+                tracer.set_step(self.step + 1)
+                with tracer.span("step"):
+                    result = self.train_step(batch)
                 record = {"step": self.step, "epoch": batch.epoch, "loss": result.loss,
                           "reg_loss": result.reg_loss, "accuracy": result.accuracy, "lr": result.lr,
                           "samples_per_sec": result.samples / max(result.seconds, 1e-9),
@@ -531,30 +585,37 @@ class Trainer:
                 self.history.append(record)
                 if log is not None:
                     log.log_step(record)
-                if result.stop is not None:
+                if result.stop is not None:   # the same step on every rank: it came from the reduce
                     return result.stop
                 if self.check_every and self.comm.size > 1 and self.step % self.check_every == 0:
                     from distnet.distributed import check_parameters_agree
 
                     check_parameters_agree(self.comm, self.all_variables, step=self.step)
-                if self.eval_every and self.eval_data is not None and self.step % self.eval_every == 0:
-                    self._log_eval()
+                if self.eval_every and self._evaluates and self.step % self.eval_every == 0:
+                    with tracer.span("evaluate"):
+                        self._log_eval()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint()
+                    with tracer.span("checkpoint"):
+                        self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, record)
+                if self.stop_training:   # decided from global values: the same step on every rank
+                    break
             return None
         finally:
             self._signals = None
             if watchdog is not None:
                 watchdog.stop()
+            tracer.write()
 
     def _stop(self, signum: int) -> None:
         """Every rank agreed to stop after this step: one checkpoint here, then raise."""
         from distnet import exit_status
         from distnet.errors import TrainingStopped
 
-        path = self.save_checkpoint()   # a collective: every rank is here, at the same step
+        with self.tracer.span("checkpoint"):
+            path = self.save_checkpoint()   # a collective: every rank is here, at the same step
+        self.tracer.write()
         name = exit_status.signal_name(signum)
         if self.logger is not None:
             self.logger.log("stop", step=self.step, epoch=self.sampler.epoch, signal=name, checkpoint=path)
@@ -564,14 +625,27 @@ class Trainer:
         raise TrainingStopped(exit_status.for_signal(signum), signal=signum, step=self.step, checkpoint=path,
                               reason=f"{name} after step {self.step}")
 
+    @property
+    def _evaluates(self) -> bool:
+        return self.eval_data is not None or self.validation_data is not None
+
     def _log_eval(self) -> dict:
+        """Evaluate on the validation and test splits (trained and EMA weights), log, tell the callbacks."""
         self._last_eval_step = self.step
-        result = {"step": self.step, **{f"test_{k}": v for k, v in self.evaluate().items()}}
-        if self.ema is not None:
-            result.update({f"test_ema_{k}": v for k, v in self.evaluate(use_ema=True).items()})
+        result = {"step": self.step}
+        for split, data in (("val", self.validation_data), ("test", self.eval_data)):
+            if data is None:
+                continue
+            result.update({f"{split}_{k}": v for k, v in self.evaluate(data).items()})
+            if self.ema is not None:
+                result.update({f"ema_{split}_{k}": v for k, v in self.evaluate(data, use_ema=True).items()})
         self.history.append(result)
         if self.logger is not None:
             self.logger.log_eval(result)
+        for callback in self.callbacks:
+            on_evaluate = getattr(callback, "on_evaluate", None)
+            if on_evaluate is not None:
+                on_evaluate(self, result)
         return result
 
 
@@ -596,7 +670,7 @@ def broadcast_state(comm, state):
                 "optimizer": {k: v for k, v in state.optimizer.items() if k != "slots"},
                 "slot_names": sorted(state.optimizer["slots"]),
                 "scalars": {k: getattr(state, k) for k in ("step", "epoch", "position", "rng", "world_size",
-                                                            "config_text", "metrics")}}
+                                                            "config_text", "metrics", "data")}}
     meta = comm.bcast_object(meta, root=0)
     if meta is None:
         return None

@@ -4,22 +4,39 @@
 # Usage: entrypoint.sh worker
 #        entrypoint.sh launcher [JOB] [distnet train options...]
 #        entrypoint.sh keys | sshd-config DIR | hostfile | known-hosts FILE...
+#        entrypoint.sh check-run-dir [distnet train options...]
+#        entrypoint.sh mpijob-worker | mpijob-launcher [JOB] [options...]
 #        entrypoint.sh COMMAND...          (anything else runs as given, e.g. distnet eval)
 #
 # worker    makes sure the cluster's ssh key pair exists (keys), authorizes its
 #           public key, creates this container's own host key, publishes the
-#           host key on the shared volume, and runs sshd in the foreground as
-#           the non-root user (port $DISTNET_SSH_PORT, keys only, no root, no
-#           passwords; configuration from `sshd-config`).
+#           host key on the shared volume, and runs sshd as the non-root user
+#           (port $DISTNET_SSH_PORT, keys only, no root, no passwords;
+#           configuration from `sshd-config`) until stopped, when it withdraws
+#           the published host key.
 # launcher  waits for the workers (hostfile), trusts their published host keys
 #           (known-hosts), checks that ssh reaches each of them, then runs
 #           `distnet train [JOB] [options] $DISTNET_EXTRA_ARGS --hostfile FILE`
 #           as the non-root user: the ranks run on the workers only.
 #
+# mpijob-worker, mpijob-launcher
+#           the same two roles in a Kubeflow MPIJob (launch/mpijob.yaml): the
+#           MPI Operator makes the key pair and mounts it (id_rsa,
+#           authorized_keys) at $DISTNET_MPIJOB_SSH (default
+#           /home/distnet/.mpijob-ssh, the job's sshAuthMountPath), and writes
+#           the hostfile $DISTNET_MPIJOB_HOSTFILE (/etc/mpi/hostfile).  The
+#           worker runs sshd on that authorized_keys (StrictModes off: the
+#           files are a read-only Secret mount owned by root); the launcher
+#           trusts the workers' host keys on first use (they are made at
+#           start-up and known to nobody) and runs distnet train on the
+#           operator's hostfile.
 # keys         the per-cluster key pair, generated at start-up into
 #              $DISTNET_CLUSTER_DIR/ssh (directory 0700, private key 0600),
 #              never in the image; the first container to get the lock makes it.
 # sshd-config  writes DIR/sshd_config and DIR/ssh_host_ed25519_key (0600).
+# check-run-dir  refuses (exit 1) a --run-dir that holds an earlier run unless
+#              --resume is given: distnet would start at step 0 and append to
+#              its metrics.  The launcher runs it first.
 # hostfile     prints the workers' hostfile: the addresses the service name
 #              $DISTNET_WORKER_SERVICE resolves to (Docker's DNS gives one per
 #              replica), once at least $DISTNET_WORKERS are there and their
@@ -57,6 +74,10 @@ not_root() {
 
 # -- the cluster key pair --------------------------------------------------------
 ensure_keys() {
+    # private files for the keys only: the ranks started later keep the
+    # image's umask, so the run files they write stay readable (0644)
+    local saved_umask
+    saved_umask=$(umask)
     umask 077
     mkdir -p "$KEY_DIR"
     chmod 700 "$KEY_DIR"
@@ -76,11 +97,12 @@ ensure_keys() {
     chmod 600 "$KEY_DIR/id_ed25519"
     chmod 644 "$KEY_DIR/id_ed25519.pub"
     rmdir "$lock"
+    umask "$saved_umask"
 }
 
 # -- sshd, keys only ----------------------------------------------------------------
-write_sshd_config() {  # DIR
-    local dir=$1 user
+write_sshd_config() {  # DIR [AUTHORIZED_KEYS_FILE STRICT_MODES]
+    local dir=$1 keys=${2:-.ssh/authorized_keys} strict=${3:-yes} user
     user=$(id -un)
     umask 077
     mkdir -p "$dir"
@@ -93,7 +115,7 @@ write_sshd_config() {  # DIR
 Port $SSH_PORT
 HostKey $dir/ssh_host_ed25519_key
 PidFile $dir/sshd.pid
-AuthorizedKeysFile .ssh/authorized_keys
+AuthorizedKeysFile $keys
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -101,7 +123,7 @@ PermitEmptyPasswords no
 PermitRootLogin no
 AllowUsers $user
 UsePAM no
-StrictModes yes
+StrictModes $strict
 PermitUserEnvironment no
 X11Forwarding no
 AllowTcpForwarding no
@@ -130,10 +152,21 @@ run_worker() {
     config=$(write_sshd_config "$sshd_dir")
     address=$(my_address)
     [ -n "$address" ] || die "cannot find this container's address (getent ahostsv4 $(hostname))"
-    cp "$sshd_dir/ssh_host_ed25519_key.pub" "$HOSTKEY_DIR/$address.pub.tmp.$$"
-    mv -f "$HOSTKEY_DIR/$address.pub.tmp.$$" "$HOSTKEY_DIR/$address.pub"
+    local published="$HOSTKEY_DIR/$address.pub"
+    cp "$sshd_dir/ssh_host_ed25519_key.pub" "$published.tmp.$$"
+    mv -f "$published.tmp.$$" "$published"
     say "worker $address: sshd on port $SSH_PORT (keys only)"
-    exec /usr/sbin/sshd -D -e -f "$config"
+    # sshd as a child, not exec'd: a stopped worker withdraws its host key,
+    # so the shared volume holds the keys of the running workers only.
+    /usr/sbin/sshd -D -e -f "$config" &
+    local sshd=$!
+    trap "rm -f '$published'; kill -TERM $sshd 2>/dev/null" TERM INT
+    local status=0
+    wait "$sshd" || status=$?
+    # after a signal `wait` returns early: let sshd finish
+    while kill -0 "$sshd" 2>/dev/null; do wait "$sshd" || status=$?; done
+    rm -f "$published"
+    return "$status"
 }
 
 # -- discovering the workers ----------------------------------------------------------
@@ -180,6 +213,8 @@ write_known_hosts() {  # HOSTFILE OUT: "[addr]:port key" for every worker with a
 
 run_launcher() {
     not_root launcher
+    # shellcheck disable=SC2086  # DISTNET_EXTRA_ARGS is a list of options
+    check_run_dir "$@" ${DISTNET_EXTRA_ARGS:-}
     ensure_keys
     mkdir -p "$HOME/.ssh"
     chmod 700 "$HOME/.ssh"
@@ -217,6 +252,63 @@ EOF
     exec distnet train "$@" ${DISTNET_EXTRA_ARGS:-} --hostfile "$hostfile"
 }
 
+# Refuse to train afresh into a run directory that holds a run: distnet would
+# start at step 0 and append to the old metrics.  ARGS: distnet train options.
+check_run_dir() {
+    local run_dir="" resume=0 previous=""
+    for arg in "$@"; do
+        case "$previous" in --run-dir) run_dir=$arg ;; esac
+        case "$arg" in
+            --resume) resume=1 ;;
+            --run-dir=*) run_dir=${arg#--run-dir=} ;;
+        esac
+        previous=$arg
+    done
+    [ -n "$run_dir" ] && [ "$resume" = 0 ] || return 0
+    if [ -e "$run_dir/metrics.jsonl" ] || [ -n "$(ls -A "$run_dir/checkpoints" 2>/dev/null)" ]; then
+        die "run directory $run_dir holds an earlier run: continue it with DISTNET_EXTRA_ARGS=--resume, or delete it (docker compose down -v deletes the runs volume)"
+    fi
+}
+
+# -- Kubeflow MPIJob: keys and hostfile from the MPI Operator --------------------------
+MPIJOB_SSH=${DISTNET_MPIJOB_SSH:-/home/distnet/.mpijob-ssh}
+
+run_mpijob_worker() {
+    not_root worker
+    [ -s "$MPIJOB_SSH/authorized_keys" ] \
+        || die "no $MPIJOB_SSH/authorized_keys: set the MPIJob's sshAuthMountPath to $MPIJOB_SSH (or DISTNET_MPIJOB_SSH)"
+    local config
+    config=$(write_sshd_config "$HOME/.sshd" "$MPIJOB_SSH/authorized_keys" no)
+    say "worker $(hostname): sshd on port $SSH_PORT (the operator's key only)"
+    exec /usr/sbin/sshd -D -e -f "$config"
+}
+
+run_mpijob_launcher() {
+    not_root launcher
+    local hostfile=${DISTNET_MPIJOB_HOSTFILE:-/etc/mpi/hostfile}
+    [ -s "$MPIJOB_SSH/id_rsa" ] \
+        || die "no $MPIJOB_SSH/id_rsa: set the MPIJob's sshAuthMountPath to $MPIJOB_SSH (or DISTNET_MPIJOB_SSH)"
+    [ -s "$hostfile" ] || die "no hostfile $hostfile: the MPI Operator writes it (or set DISTNET_MPIJOB_HOSTFILE)"
+    # shellcheck disable=SC2086  # DISTNET_EXTRA_ARGS is a list of options
+    check_run_dir "$@" ${DISTNET_EXTRA_ARGS:-}
+    mkdir -p "$HOME/.ssh"
+    chmod 700 "$HOME/.ssh"
+    cat > "$HOME/.ssh/config" <<EOF
+Host *
+    Port $SSH_PORT
+    IdentityFile $MPIJOB_SSH/id_rsa
+    IdentitiesOnly yes
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    BatchMode yes
+    ConnectTimeout 5
+    LogLevel ERROR
+EOF
+    chmod 600 "$HOME/.ssh/config"
+    # shellcheck disable=SC2086  # DISTNET_EXTRA_ARGS is a list of options
+    exec distnet train "$@" ${DISTNET_EXTRA_ARGS:-} --hostfile "$hostfile"
+}
+
 case "${1:-}" in
     -h|--help|'') usage ;;
     worker) shift; run_worker "$@" ;;
@@ -225,5 +317,8 @@ case "${1:-}" in
     sshd-config) [ $# -eq 2 ] || die "sshd-config expects a directory"; write_sshd_config "$2" ;;
     hostfile) wait_for_workers ;;
     known-hosts) [ $# -eq 3 ] || die "known-hosts expects HOSTFILE OUT"; write_known_hosts "$2" "$3" ;;
+    check-run-dir) shift; check_run_dir "$@" ;;
+    mpijob-worker) shift; run_mpijob_worker "$@" ;;
+    mpijob-launcher) shift; run_mpijob_launcher "$@" ;;
     *) exec "$@" ;;
 esac

@@ -46,6 +46,10 @@ def make_state(seed=0):
         world_size=4,
         config_text='[job]\nname = "mnist — ünïcode"\nsteps = 100\n',
         metrics={"loss": 0.25, "accuracy": 0.875, "diverged": float("nan")},
+        data={"train": {"source": "fashion_mnist (embedded subset): /d/train-images-idx3-ubyte.gz",
+                        "files": ["/d/train-images-idx3-ubyte.gz", "/d/train-labels-idx1-ubyte.gz"],
+                        "samples": 10000, "image_shape": [28, 28, 1], "num_classes": 10,
+                        "digest": "ab" * 32}},
     )
 
 
@@ -67,7 +71,7 @@ def assert_same(a: CheckpointState, b: CheckpointState):
     for key in ("name", "iterations", "hyper"):
         assert a.optimizer[key] == b.optimizer[key], key
     for field in ("step", "epoch", "position", "rng", "world_size", "config_text",
-                  "format_version", "distnet_version"):
+                  "format_version", "distnet_version", "data"):
         assert getattr(a, field) == getattr(b, field), field
     assert json.dumps(a.metrics) == json.dumps(b.metrics)  # NaN-aware equality
 
@@ -234,9 +238,62 @@ def test_wrong_format_version_is_named(tmp_path):
     path = write_checkpoint(tmp_path / "c.h5", make_state())
     with h5py.File(path, "r+") as f:
         f["/state"].attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
-        f["/state"].attrs["added_in_version_2"] = "x"  # the version is reported first
+        f["/state"].attrs["added_in_a_later_version"] = "x"  # the version is reported first
     with pytest.raises(CorruptCheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
         load(path)
+
+
+def test_data_identity_is_stored_as_json_and_covered_by_the_digest(tmp_path):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    with h5py.File(path, "r") as f:
+        stored = json.loads(f["/state"].attrs["data"].decode("utf-8"))
+        assert f["/state"].attrs["format_version"] == 2 == FORMAT_VERSION
+    assert stored == make_state().data
+    assert load(path).data == make_state().data
+    with h5py.File(path, "r+") as f:  # another test set claimed after the fact
+        f["/state"].attrs.modify("data", np.bytes_(json.dumps({"train": {"samples": 60000}}).encode()))
+    with pytest.raises(CorruptCheckpointError, match="digest mismatch"):
+        load(path)
+
+
+def test_format_1_files_still_load_without_a_data_identity(tmp_path):
+    state = make_state()
+    state.data = {}
+    state.format_version = 1
+    path = write_checkpoint(tmp_path / "v1.h5", state)
+    with h5py.File(path, "r") as f:
+        assert "data" not in f["/state"].attrs and f["/state"].attrs["format_version"] == 1
+    back = load(path)
+    assert back.format_version == 1 and back.data == {}
+    assert_same(state.validate(), back)
+    # Exported weights keep the version's layout and the identity.
+    export_weights(write_checkpoint(tmp_path / "v2.h5", make_state()), tmp_path / "w.h5", use_ema=False)
+    assert load(tmp_path / "w.h5").data == make_state().data
+
+
+def test_a_format_1_file_with_a_data_attribute_is_refused(tmp_path):
+    state = make_state()
+    state.data = {}
+    state.format_version = 1
+    path = write_checkpoint(tmp_path / "v1.h5", state)
+    with h5py.File(path, "r+") as f:
+        f["/state"].attrs["data"] = np.bytes_(b"{}")
+    with pytest.raises(CorruptCheckpointError, match="unexpected attribute 'data'"):
+        load(path)
+
+
+@pytest.mark.parametrize("data, version, message", [
+    ({"train": {1, 2}}, 2, "data must hold JSON-able values only"),
+    ({1: {}}, 2, "data must be a dict with str keys"),
+    ({"train": {}}, 1, "a format-1 checkpoint cannot hold it"),
+    ({}, 3, r"format_version: Expect: one of \(1, 2\) Actual: 3"),
+])
+def test_bad_data_or_version_is_refused_before_writing(tmp_path, data, version, message):
+    state = make_state()
+    state.data, state.format_version = data, version
+    with pytest.raises(InvalidArgumentError, match=message):
+        write_checkpoint(tmp_path / "c.h5", state)
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_group_is_named(tmp_path):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
 import sys
 import tomllib
@@ -65,7 +68,8 @@ def test_version_as_module_subprocess():
     assert proc.stdout.strip() == f"distnet {distnet.__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["inspect"], ["plot"], ["data"],
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["export"], ["inspect"],
+                                     ["plot"], ["data"],
                                      ["data", "fetch"], ["data", "convert"]], ids=" ".join)
 def test_every_help_is_useful(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
@@ -81,7 +85,9 @@ def test_no_command_prints_help(capsys):
 
 
 @pytest.mark.parametrize("argv", [["bogus"], ["train", "--no-such-option"], ["eval"],
-                                  ["train", "-n", "two"], ["data", "fetch", "mnist"]])
+                                  ["train", "-n", "two"], ["data", "fetch", "mnist"],
+                                  ["predict", "runs/x"], ["export", "runs/x"],
+                                  ["export", "runs/x", "-o", "m.onnx", "--format", "tflite"]])
 def test_argument_errors_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
     assert code == EXIT_BAD_INPUT
@@ -264,7 +270,8 @@ def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
     assert code == EXIT_OK
     lines = out.splitlines()
     assert lines[0].split() == ["checkpoint", str(path)]
-    assert "step            4" in out and "position 200" in out
+    assert "step            4" in out
+    assert "epoch           0 (0-based, the epoch of step 4; resumes at epoch 0, sample 200)" in lines
     assert "  dense/bias    float32[10] ema" in lines
     assert "  dense/kernel  float32[784, 10] ema" in lines
     assert "variables (2, 7,850 parameters)" in out
@@ -274,6 +281,28 @@ def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
     assert 'name = "tiny"' in out.split("config:")[1]
     code, out, _ = run(capsys, "inspect", str(path), "--no-config")
     assert code == EXIT_OK and "config:" not in out
+
+
+def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, tmp_path):
+    from distnet.checkpoint import load, save
+    from distnet.data.identity import data_identity
+    from distnet.job import load_data
+
+    state = load(checkpoint[0])
+    # After 5 whole epochs: the data resumes at epoch 5, sample 0; the last step was in epoch 4.
+    state.step, state.epoch, state.position = 30, 5, 0
+    state.metrics = {"test_accuracy": 0.5, "test_ema_accuracy": 0.625, "test_ema_loss": 1.5}
+    state.data = data_identity(*load_data(parse_job(state.config_text, "stored")))
+    save(tmp_path / "ckpt-00000030.h5", state)
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "ckpt-00000030.h5"), "--no-config")
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert "epoch           4 (0-based, the epoch of step 30; resumes at epoch 5, sample 0)" in lines
+    metrics = lines[lines.index("metrics:") + 1:lines.index("metrics:") + 4]
+    assert metrics == ["  ema_test_accuracy = 0.625", "  ema_test_loss = 1.5", "  test_accuracy = 0.5"]
+    data = lines[lines.index("data:") + 1:]
+    assert data[0].startswith("  test: fashion_mnist") and ", 100 samples, sha256 " in data[0]
+    assert data[1].startswith("  train: fashion_mnist") and ", 300 samples, sha256 " in data[1]
 
 
 # -- plot and data ------------------------------------------------------------------
@@ -309,9 +338,15 @@ def test_data_convert(capsys, tmp_path):
     labels = rng.integers(0, 10, 12).astype(np.uint8)
     write_idx(tmp_path / "img.idx", images)
     write_idx(tmp_path / "lab.idx", labels)
-    code, out, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "lab.idx"),
-                         str(tmp_path / "out.h5"), "--num-classes", "10")
+    old = os.umask(0o022)
+    try:
+        code, out, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "lab.idx"),
+                             str(tmp_path / "out.h5"), "--num-classes", "10")
+    finally:
+        os.umask(old)
     assert code == EXIT_OK, err
+    # As any file the user creates (0666 less the umask), not a temporary file's private 0600.
+    assert stat.S_IMODE(os.stat(tmp_path / "out.h5").st_mode) == 0o644
     ds = HDF5Dataset(tmp_path / "out.h5")
     x, y = ds.read([3, 0])
     np.testing.assert_array_equal(y, labels[[3, 0]])
@@ -343,6 +378,12 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     assert "test accuracy" in out  # the summary table
     ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.h5"))
     assert ckpts and ckpts[-1].name == "ckpt-00000004.h5"
+    # The summary says what the run leaves on disk.
+    size = sum(p.stat().st_size for p in ckpts)
+    (row,) = [line for line in out.splitlines() if line.startswith("checkpoints kept")]
+    assert row.split()[2:] == [str(len(ckpts)), "file" + ("s," if len(ckpts) > 1 else ","),
+                               f"{size / 1e6:.1f}", "MB"]
+    assert recs[-1]["checkpoint_files"] == len(ckpts) and recs[-1]["checkpoint_bytes"] == size
     assert (run_dir / "job.toml").exists()
 
     code, out, _ = run(capsys, "eval", str(run_dir), "--ema", "--json")
@@ -356,6 +397,58 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     assert code == EXIT_OK, err
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_eval_warns_when_its_test_data_is_not_what_training_evaluated_on(capsys, checkpoint):
+    from distnet.checkpoint import load, save
+    from distnet.data.identity import data_identity
+    from distnet.job import load_data
+
+    path = checkpoint[0]
+    code, out, err = run(capsys, "eval", str(path), "--json")
+    # A checkpoint that does not say which data its run used: nothing to compare.
+    assert code == EXIT_OK and err == "" and json.loads(out)["same_data_as_training"] is None
+    state = load(path)
+    cfg = parse_job(state.config_text, "stored")
+    state.data = data_identity(*load_data(cfg))   # what the trainer stores: 100 test images
+    save(path, state)
+    code, out, err = run(capsys, "eval", str(path), "--json")
+    assert code == EXIT_OK and err == ""
+    result = json.loads(out)
+    assert result["same_data_as_training"] is True
+    assert result["data_digest"] == state.data["test"]["digest"]
+    code, out, err = run(capsys, "eval", str(path), "--json", "--set", "data.test_samples=40")
+    assert code == EXIT_OK and json.loads(out)["same_data_as_training"] is False
+    (line,) = err.splitlines()
+    digest = state.data["test"]["digest"][:12]
+    assert line.startswith("distnet: warning: evaluating on other data than training used: training "
+                           "evaluated on fashion_mnist")
+    assert f"100 samples, sha256 {digest}; this evaluation uses fashion_mnist" in line
+    assert line.endswith(" (first 40), 40 samples, sha256 " + json.loads(out)["data_digest"][:12])
+
+
+def test_checkpoints_switched_off_from_the_command_line(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB + "\n[checkpoint]\nevery = 2\n")
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--progress", "plain",
+                         "--set", "checkpoint.every=0")
+    assert code == EXIT_OK, err
+    assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").exists()
+    assert [line.split() for line in out.splitlines() if line.startswith("checkpoints")] == [["checkpoints", "off"]]
+    # The banner names the data the run used.
+    banner = out.splitlines()
+    assert banner[0].startswith("distnet: job 'tiny'") and "300 training samples" in banner[0]
+    assert re.fullmatch(r"  train data: fashion_mnist.*train-images-idx3-ubyte\.gz \(first 300\), "
+                        r"300 samples, sha256 [0-9a-f]{12}", banner[1]), banner[1]
+    assert re.fullmatch(r"  test data:  fashion_mnist.*t10k-images-idx3-ubyte\.gz \(first 100\), "
+                        r"100 samples, sha256 [0-9a-f]{12}", banner[2]), banner[2]
+    code, _, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--resume",
+                       "--set", "checkpoint.every=0")
+    assert code == EXIT_BAD_INPUT
+    # (the last line: an environment's BLAS warning may come first)
+    assert err.strip().splitlines()[-1] == (f"distnet: error: {job}: --resume needs checkpoints, but "
+                                            "checkpoint.every is 0 (off)")
 
 
 def test_eval_when_the_stored_data_path_is_gone(capsys, checkpoint, tmp_path):
@@ -437,6 +530,26 @@ def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run2"))
     assert code == EXIT_BAD_INPUT
     assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
+
+
+def test_the_banner_of_a_run_on_converted_files_names_the_hdf5_files(capsys, tmp_path):
+    from distnet.data.builtin import EMBEDDED_DIR, split_files
+
+    for split in ("train", "test"):
+        images, labels = split_files(EMBEDDED_DIR, split)
+        code, _, err = run(capsys, "data", "convert", str(images), str(labels),
+                           str(tmp_path / f"fashion-{split}.h5"), "--num-classes", "10")
+        assert code == EXIT_OK, err
+    job = tmp_path / "job.toml"
+    job.write_text(TINY_JOB.replace('name = "fashion_mnist"\n', 'path = "fashion-train.h5"\n'))
+    code, out, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run"), "--progress", "plain",
+                         "--set", "checkpoint.every=0")
+    assert code == EXIT_OK, err
+    lines = out.splitlines()
+    assert re.fullmatch(re.escape(f"  train data: {tmp_path / 'fashion-train.h5'} (converted from IDX "
+                                  "train-images-idx3-ubyte.gz + train-labels-idx1-ubyte.gz (first 300)), "
+                                  "300 samples, sha256 ") + "[0-9a-f]{12}", lines[1]), lines[1]
+    assert lines[2].startswith(f"  test data:  {tmp_path / 'fashion-test.h5'} (converted from IDX t10k-images")
 
 
 def test_data_fetch_from_a_loopback_mirror_with_wrong_files(capsys, tmp_path):

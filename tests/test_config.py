@@ -1,6 +1,7 @@
 """Job files: parsing, validation errors (key, file and line), overrides, examples."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,26 @@ def test_default_job():
     assert cfg.ema.enabled and cfg.optimizer.name == "adam"
     assert cfg.run_dir == "runs/default"
     assert cfg.train.steps is not None and cfg.train.epochs is None
+    # It evaluates on the whole test set there is (2,000 embedded images, 10,000 installed).
+    assert cfg.data.test_samples is None and cfg.train.eval_every == 100
+
+
+def test_checkpoint_every_zero_switches_checkpoints_off():
+    from distnet.job import checkpoint_dir
+
+    assert checkpoint_dir(load_job(None)) == os.path.join("runs", "default", "checkpoints")
+    off = load_job(None, ["checkpoint.every=0"])
+    assert off.checkpoint.every == 0 and checkpoint_dir(off) is None
+    assert checkpoint_dir(load_job(None, ["checkpoint.every=0", "checkpoint.dir=/x"])) is None
+    # Both ways of saying "off" together are not a contradiction.
+    both = parse_job('[checkpoint]\nevery = 0\ndir = ""\n')
+    assert checkpoint_dir(both) is None
+    with pytest.raises(ConfigError, match=r"checkpoint.every: must be >= 0, got -1"):
+        load_job(None, ["checkpoint.every=-1"])
+    with pytest.raises(ConfigError, match="checkpoint.every needs checkpoints on"):
+        parse_job('[checkpoint]\nevery = 5\ndir = ""\n')
+    # The round trip keeps it off.
+    assert checkpoint_dir(parse_job(off.to_toml())) is None
 
 
 def test_defaults_when_sections_are_left_out():

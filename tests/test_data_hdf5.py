@@ -365,7 +365,7 @@ def test_convert_idx_to_hdf5(tmp_path):
     out = convert_idx_to_hdf5(tmp_path / "img.gz", tmp_path / "lab", tmp_path / "out.h5",
                               class_names=[str(i) for i in range(10)])
     with HDF5Dataset(out) as ds:
-        assert len(ds) == 64 and ds.num_classes == 10 and ds.source == "IDX img.gz + lab"
+        assert len(ds) == 64 and ds.num_classes == 10 and ds.source == "converted from IDX img.gz + lab"
         x, y = ds.read(np.arange(64))
     np.testing.assert_array_equal(y, labels)
     np.testing.assert_array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), images)

@@ -86,3 +86,17 @@ def test_resume_on_more_ranks_continues_the_epoch(single, tmp_path):
     diff = _max_diff(single, resumed)
     print(f"2 -> 3 ranks resume: max difference vs uninterrupted = {diff:.3g}")
     assert diff < TOL
+
+
+@pytest.mark.parametrize("nranks", [2, 3])
+def test_hierarchical_on_one_machine_equals_one_process(single, tmp_path, nranks):
+    """One machine: the hierarchical strategy is ZeRO-1 through shared memory
+    with nothing to reduce across machines (tests/test_multihost.py runs it
+    across network-namespace hosts)."""
+    res = _mpi(tmp_path, nranks, f"hier{nranks}", "--strategy", "hierarchical")
+    assert _max_diff(single, res) < TOL
+    np.testing.assert_allclose(res["losses"], single["losses"], rtol=1e-5, atol=1e-6)
+    zero1 = _mpi(tmp_path, nranks, f"zero1_{nranks}", "--shard", 1)
+    if nranks == 2:   # the same sums in the same order as ZeRO-1 through shared memory
+        wz, wh = _weights(zero1), _weights(res)
+        assert all(np.array_equal(wz[k], wh[k]) for k in wz)

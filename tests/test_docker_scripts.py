@@ -231,6 +231,26 @@ def test_known_hosts_from_published_host_keys(tmp_path):
     assert out.read_text() == "[172.30.0.3]:2222 ssh-ed25519 AAAAkey3\n"
 
 
+def test_an_earlier_run_needs_resume(tmp_path):
+    run = tmp_path / "runs" / "mlp"
+    fresh = _run([ENTRY, "check-run-dir", "job.toml", "--run-dir", run])
+    assert fresh.returncode == 0, fresh.stderr  # nothing there yet
+    (run / "checkpoints").mkdir(parents=True)
+    assert _run([ENTRY, "check-run-dir", "--run-dir", run]).returncode == 0  # empty: nothing to lose
+    (run / "checkpoints" / "ckpt-00000020.h5").write_bytes(b"x")
+    for args in (["--run-dir", run], [f"--run-dir={run}", "--progress", "plain"],
+                 ["--run-dir", tmp_path / "other", "--run-dir", run]):  # the last one counts
+        r = _run([ENTRY, "check-run-dir", *args])
+        assert r.returncode == 1 and r.stdout == "", args
+        assert f"run directory {run} holds an earlier run" in r.stderr
+        assert "DISTNET_EXTRA_ARGS=--resume" in r.stderr and len(r.stderr.splitlines()) == 1
+        assert _run([ENTRY, "check-run-dir", *args, "--resume"]).returncode == 0
+    (run / "checkpoints" / "ckpt-00000020.h5").unlink()
+    (run / "metrics.jsonl").write_text("{}\n")
+    assert _run([ENTRY, "check-run-dir", "--run-dir", run]).returncode == 1
+    assert _run([ENTRY, "check-run-dir", "--run-dir", tmp_path / "new"]).returncode == 0
+
+
 def test_other_commands_run_as_given():
     r = _run([ENTRY, sys.executable, "-c", "print('ran')"])
     assert r.returncode == 0 and r.stdout == "ran\n"
@@ -257,6 +277,25 @@ def test_dockerfile_promises():
     assert any("pip install" in s and "openssh-server" not in s for s in steps)
     assert any("openssh-server" in s for s in steps)
     assert steps[-2:] == ['ENTRYPOINT ["entrypoint.sh"]', 'CMD ["worker"]']
+    # COPY --chmod needs BuildKit's newer Dockerfile syntax; git keeps the run bit
+    assert not [s for s in copies if "--chmod" in s]
+    # the CA bundle comes in as a build secret for pip's step only, never COPY'd
+    pip = next(s for s in steps if "pip install" in s)
+    assert pip.startswith("RUN --mount=type=secret,id=ca_bundle ") and "PIP_CERT=/run/secrets/ca_bundle" in pip
+    assert not [s for s in copies if "cert" in s.lower() or "ca_bundle" in s]
+
+
+def test_dockerignore_sends_only_what_the_image_copies():
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*"  # everything out, then back in by name
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    copied = set()
+    for step in _instructions(DOCKER / "Dockerfile"):
+        if step.startswith("COPY"):
+            copied.update(a.rstrip("/") for a in step.split()[1:-1] if not a.startswith("--"))
+    assert copied == allowed
+    assert all((REPO / name).exists() for name in allowed)
 
 
 def test_nothing_runs_as_root_anywhere():
@@ -285,15 +324,30 @@ def test_compose_structure():
     assert set(services) == {"launcher", "worker"}
     for svc in services.values():
         assert svc["networks"] == ["mpi"]
+        assert svc["image"] == "distnet:latest"
         assert "cluster:/cluster" in svc["volumes"] and "runs:/runs" in svc["volumes"]
-        assert svc["build"]["dockerfile"] == "docker/Dockerfile"
         assert "ports" not in svc  # nothing published on the Docker host
         assert svc["shm_size"] == "${DISTNET_SHM_SIZE:-1gb}"  # room for the shared weights (64 MB default)
+        env = svc["environment"]
+        # every thread pool of a rank from DISTNET_THREADS, none from the launcher's cores
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            assert env[name] == "${DISTNET_THREADS:-1}", name
+        assert env["MPIR_CVAR_CH4_CMA_ENABLE"] == "0"  # seccomp refuses process_vm_readv
+        assert env["UCX_TLS"] == "${UCX_TLS:-tcp,self}"
+    # built once, by one service: two `build:` sections build the image twice
+    assert [name for name, svc in services.items() if "build" in svc] == ["worker"]
+    build = services["worker"]["build"]
+    assert build["dockerfile"] == "docker/Dockerfile" and build["secrets"] == ["ca_bundle"]
+    assert doc["secrets"]["ca_bundle"]["file"] == "${DISTNET_CA_BUNDLE:-/dev/null}"
+    assert services["launcher"]["pull_policy"] == "never"
     assert services["worker"]["command"] == ["worker"]
     assert services["worker"]["deploy"]["replicas"] == "${DISTNET_WORKERS:-2}"
-    assert services["launcher"]["command"][0] == "launcher"
-    assert services["launcher"]["environment"]["DISTNET_WORKERS"] == "${DISTNET_WORKERS:-2}"
-    assert services["launcher"]["environment"]["UCX_TLS"] == "${UCX_TLS:-tcp,self}"
+    launcher = services["launcher"]
+    assert launcher["command"][0] == "launcher"
+    assert launcher["environment"]["DISTNET_WORKERS"] == "${DISTNET_WORKERS:-2}"
+    # `docker compose stop`: the signal every scheduler sends, and time to save
+    assert launcher["stop_signal"] == "SIGTERM"
+    assert launcher["stop_grace_period"] == "${DISTNET_STOP_GRACE:-60s}"
 
 
 # ---------------------------------------------------------------- launch/ wrappers

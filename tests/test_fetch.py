@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.server
 import threading
+import os
 import time
 from pathlib import Path
 
@@ -166,8 +167,9 @@ def test_partial_file_is_resumed_by_a_later_call(server, tmp_path):
     server.cut_after[name] = 10_000
     with pytest.raises(DataError, match="connection closed after 10000 of 29491 bytes") as info:
         fetch("fashion_mnist", tmp_path, base_url=server.url, retries=0)
-    assert "is kept and resumed next time" in str(info.value)
-    assert (tmp_path / (name + ".part")).stat().st_size == 10_000
+    part = tmp_path / (name + ".part")
+    assert f"the partial file {part} (10000 bytes) is kept and resumed next time" in str(info.value)
+    assert part.stat().st_size == 10_000
     fetch("fashion_mnist", tmp_path, base_url=server.url, retries=0)
     _same_as_debian(tmp_path)
     assert (name, "bytes=10000-", '"v1"') in server.requests
@@ -246,10 +248,13 @@ def test_http_errors(server, tmp_path):
 def test_stalled_server_times_out_after_bounded_retries(server, tmp_path):
     server.stall = 1.0
     start = time.monotonic()
-    with pytest.raises(DataError, match="after 2 attempts"):
+    with pytest.raises(DataError, match="after 2 attempts") as info:
         download(server.url + NAMES[3], tmp_path / "s.gz", timeout=0.2, retries=1)
     assert time.monotonic() - start < 5
     assert len(server.requests) == 2
+    # No byte arrived: the message promises no partial file, and none is left.
+    assert str(info.value).endswith("(after 2 attempts; nothing was downloaded)")
+    assert os.listdir(tmp_path) == []
 
 
 def test_content_digests_match_the_debian_package():
@@ -275,5 +280,7 @@ def test_bad_arguments(tmp_path, kwargs, error, words):
 
 def test_unreachable_server_is_a_data_error(tmp_path):
     # port 9 (discard) on loopback: nothing listens there in the test environment
-    with pytest.raises(DataError, match="cannot download http://127.0.0.1:9/"):
+    with pytest.raises(DataError, match="cannot download http://127.0.0.1:9/") as info:
         fetch("mnist", tmp_path, base_url="http://127.0.0.1:9/", retries=0, timeout=2)
+    assert str(info.value).endswith("(after 1 attempt; nothing was downloaded)")
+    assert os.listdir(tmp_path) == []

@@ -115,7 +115,16 @@ def test_threads_at_least_one_and_explicit_setting_wins():
     assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
     _, env = build_mpiexec_command([], num_workers=2, mpiexec="M", python="P", cores=8,
                                    env={"OMP_NUM_THREADS": "3"})
-    assert env["OMP_NUM_THREADS"] == "3" and env["OPENBLAS_NUM_THREADS"] == "4"
+    # one variable set sizes the unset pools too, whatever this machine's cores
+    assert (env["OMP_NUM_THREADS"], env["OPENBLAS_NUM_THREADS"], env["MKL_NUM_THREADS"]) \
+        == ("3", "3", "3")
+    _, env = build_mpiexec_command([], num_workers=2, mpiexec="M", python="P", cores=8,
+                                   env={"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "2"})
+    assert (env["OMP_NUM_THREADS"], env["OPENBLAS_NUM_THREADS"], env["MKL_NUM_THREADS"]) \
+        == ("1", "1", "2")
+    _, env = build_mpiexec_command([], num_workers=2, mpiexec="M", python="P", cores=8,
+                                   env={"OMP_NUM_THREADS": ""})  # empty is unset
+    assert env["OMP_NUM_THREADS"] == "4" and env["MKL_NUM_THREADS"] == "4"
 
 
 def test_env_defaults_to_ours_and_is_not_modified(monkeypatch):

@@ -145,3 +145,22 @@ def test_read_metrics_tolerates_only_a_cut_last_line(tmp_path):
         read_metrics(path)
     with pytest.raises(DataError, match="no metrics file"):
         read_metrics(tmp_path / "elsewhere")
+
+
+def test_summary_counts_the_checkpoints_a_run_leaves(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "ckpt-00000010.h5").write_bytes(b"x" * 1_500_000)
+    (ckpt / "ckpt-00000020.h5").write_bytes(b"x" * 2_600_000)
+    (ckpt / ".ckpt-00000030.h5.tmp-77").write_bytes(b"x" * 9999)   # half-written: not counted
+    log = MetricsLogger(tmp_path, progress="none", checkpoint_dir=ckpt)
+    log.log_step(step=1, epoch=0, loss=1.0, reg_loss=0.0, lr=0.1, samples_per_sec=1.0)
+    assert log.summary()["checkpoint_files"] == 2 and log.summary()["checkpoint_bytes"] == 4_100_000
+    table = MetricsLogger.summary_table(log.summary())
+    assert [line.split() for line in table.splitlines() if line.startswith("checkpoints")] == \
+        [["checkpoints", "kept", "2", "files,", "4.1", "MB"]]
+    off = MetricsLogger(None, progress="none", checkpoint_dir="")
+    assert off.summary() == {"checkpoints": "off"}
+    assert [line.split() for line in MetricsLogger.summary_table(off.summary()).splitlines()
+            if line.startswith("checkpoints")] == [["checkpoints", "off"]]
+    assert "checkpoint" not in str(MetricsLogger(None, progress="none").summary())

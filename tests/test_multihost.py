@@ -243,3 +243,40 @@ def test_cut_link_stops_training_with_a_clear_error(cut_training):
 
 def test_cut_link_leaves_no_training_process(cut_training):
     assert cut_training["left"] == [], cut_training
+
+
+EQUIVALENCE = Path(__file__).parent / "mpi_scripts" / "train_equivalence.py"
+
+
+def test_hierarchical_across_two_hosts_of_two_ranks_matches_single_process(cluster, files):
+    """2 hosts x 2 ranks: the hierarchical strategy sums inside each host through
+    shared memory and all-reduces each block between the hosts; the result
+    equals one process within float32 rounding, and it moves fewer bytes over
+    the hosts' links than ZeRO-1 across all four ranks."""
+    d = files["dir"]
+    hostfile = d / "hosts2x2"
+    hostfile.write_text("".join(f"{a}:2\n" for a in cluster.addresses[:2]))
+    single = d / "eq_single.npz"
+    r1 = _run([sys.executable, str(EQUIVALENCE), str(single)], _env())
+    assert r1.returncode == 0, r1.stdout + r1.stderr
+    moved, results = {}, {}
+    for strategy in ("hierarchical", "zero1"):
+        out = d / f"eq_{strategy}.npz"
+        before = cluster.port_bytes(1)
+        r = _run(cluster.in_host(0) + [sys.executable, "-c", LAUNCH_SCRIPT, str(hostfile), str(files["agent"]),
+                                       str(EQUIVALENCE), str(out), "--strategy", strategy], _env())
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "size 4" in r.stdout, r.stdout
+        moved[strategy] = cluster.port_bytes(1) - before
+        results[strategy] = dict(np.load(out))
+    want = dict(np.load(single))
+    for strategy, got in results.items():
+        weights = [k for k in want if k.startswith(("param:", "ema:"))]
+        assert len(weights) == 12
+        diff = max(float(np.max(np.abs(got[k] - want[k]))) for k in weights)
+        print(f"{strategy}, 2 hosts x 2 ranks vs 1 process: max |difference| {diff:.3g}; "
+              f"host 2's link carried {moved[strategy] / 1e6:.2f} MB")
+        assert diff < 1e-5, strategy
+        np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-5, atol=1e-6)
+    assert moved["hierarchical"] > 0
+    assert moved["hierarchical"] < moved["zero1"], moved

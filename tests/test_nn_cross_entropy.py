@@ -42,10 +42,21 @@ def test_dense_gradients_float64():
     check_gradients(lambda lab, lg: dense(labels=lab, logits=lg), [labels, rng.standard_normal((4, 5))])
 
 
-def test_dense_gradient_is_exact_for_unnormalised_labels_and_other_axis():
+def test_dense_gradient_on_other_axis_float64():
     rng = np.random.default_rng(2)
-    check_gradients(lambda lab, lg: dense(labels=lab, logits=lg, axis=0),
-                    [rng.uniform(0, 2, (3, 4)), rng.standard_normal((3, 4))])
+    labels = np.ascontiguousarray(rng.dirichlet(np.ones(3), size=4).T)   # columns sum to 1: class axis 0
+    check_gradients(lambda lab, lg: dense(labels=lab, logits=lg, axis=0), [labels, rng.standard_normal((3, 4))])
+
+
+def test_dense_logits_gradient_is_tf1_softmax_minus_labels_for_unnormalised_labels():
+    # TF1's kernel returns softmax - labels whatever the labels sum to (the exact
+    # derivative would be softmax * sum(labels) - labels): the module doc says so.
+    labels = np.array([[0.5, 1.5, 0.0]])                   # sums to 2
+    logits = distnet.Variable(np.array([[1.0, 2.0, 3.0]]))
+    (g,) = distnet.gradients(distnet.reduce_sum(dense(labels=labels, logits=logits)), [logits])
+    p = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    np.testing.assert_allclose(g[0], p - labels[0], rtol=1e-14)
+    assert not np.allclose(g[0], 2 * p - labels[0])
 
 
 def test_sparse_gradients_float64():

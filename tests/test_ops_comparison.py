@@ -67,11 +67,27 @@ def test_logical_ops():
     ((2, 1), (2, 3), ()),
     ((3,), (2, 3), (2, 3)),
 ])
-def test_where_gradients_with_broadcasting(sc, sx, sy, rng):
+def test_where_v2_gradients_with_broadcasting(sc, sx, sy, rng):
     cond = rng.random(sc) > 0.5
     x, y = rng.standard_normal(sx), rng.standard_normal(sy)
-    np.testing.assert_array_equal(distnet.where(cond, x, y).numpy(), np.where(cond, x, y))
-    check_gradients(lambda a, b: distnet.where(cond, a, b), [x, y])
+    np.testing.assert_array_equal(distnet.where_v2(cond, x, y).numpy(), np.where(cond, x, y))
+    check_gradients(lambda a, b: distnet.where_v2(cond, a, b), [x, y])
+
+
+def test_where_rank1_condition_selects_rows_like_tf1(rng):
+    cond = np.array([True, False, True])
+    x, y = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    out = distnet.where(cond, x, y).numpy()
+    np.testing.assert_array_equal(out, np.stack([x[0], y[1], x[2]]))       # rows, not columns
+    np.testing.assert_array_equal(distnet.where_v2(cond, x, y).numpy(), np.where(cond, x, y))  # columns
+    x3, y3 = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 4))
+    np.testing.assert_array_equal(distnet.where(cond, x3, y3).numpy(), np.stack([x3[0], y3[1], x3[2]]))
+    check_gradients(lambda a, b: distnet.where(cond, a, b), [x3, y3])
+    # Non-square: TF1 picks rows; a length that is not the first size is refused.
+    xr, yr = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    np.testing.assert_array_equal(distnet.where(cond, xr, yr).numpy(), np.stack([xr[0], yr[1], xr[2]]))
+    with pytest.raises(ShapeError, match="rank-1 condition selects rows.*where_v2"):
+        distnet.where(np.array([True, False]), np.ones((3, 2)), np.zeros((3, 2)))
 
 
 def test_where_gradient_goes_to_the_chosen_side():

@@ -14,12 +14,12 @@ from distnet.plot import curves, plot_run, plot_runs
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
-def synthetic_run(run_dir, steps=120, eval_every=30, ema=True, reg=0.01):
+def synthetic_run(run_dir, steps=120, eval_every=30, ema=True, reg=0.01, lr=None):
     log = MetricsLogger(run_dir, progress="none")
     log.start(total_steps=steps)
     for s in range(1, steps + 1):
         log.log_step(step=s, epoch=s // 60, loss=2.3 * math.exp(-s / 40) + 0.2 + reg, reg_loss=reg,
-                     lr=1e-3 * 0.5 ** (s / 60), samples_per_sec=500.0, accuracy=1 - 0.9 * math.exp(-s / 30))
+                     lr=1e-3 * 0.5 ** (s / 60) if lr is None else lr, samples_per_sec=500.0, accuracy=1 - 0.9 * math.exp(-s / 30))
         if s % eval_every == 0:
             extra = dict(ema_test_loss=2.2 * math.exp(-s / 50) + 0.3,
                          ema_test_accuracy=0.85 - 0.7 * math.exp(-s / 50)) if ema else {}
@@ -64,7 +64,7 @@ def test_plot_run_writes_a_png(tmp_path):
         return
     out = plot_run(run)
     assert out == run / "metrics.png"
-    assert png_size(out) == (1500, 450)
+    assert png_size(out) == (1500, 480)
     # The image has content: many distinct colours (curves, legend, text), not a blank canvas.
     from matplotlib.image import imread
 
@@ -94,6 +94,85 @@ def test_plot_errors(tmp_path):
         plot_runs([run], tmp_path / "x.png", labels=["a", "b"])
     with pytest.raises(InvalidArgumentError, match="at least one run"):
         plot_runs([], tmp_path / "x.png")
+
+
+def _texts(fig):
+    return [t.get_text() for t in fig.texts]
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
+def test_a_constant_learning_rate_is_a_note_not_a_panel(tmp_path):
+    from distnet.plot import make_figure
+
+    fig = make_figure([synthetic_run(tmp_path / "const", lr=1e-4)])
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
+    assert "learning rate: constant 0.0001" in _texts(fig)
+    fig = make_figure([synthetic_run(tmp_path / "decay")])
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+    assert not any("learning rate" in t for t in _texts(fig))
+    # Several runs: one note naming each run's constant rate.
+    runs = [synthetic_run(tmp_path / n, lr=v) for n, v in (("a", 1e-3), ("b", 1e-2))]
+    fig = make_figure(runs)
+    assert len(fig.axes) == 2 and "constant learning rate: a 0.001, b 0.01" in _texts(fig)
+    fig = make_figure([runs[0], tmp_path / "const"])
+    assert "constant learning rate: a 0.001, const 0.0001" in _texts(fig)
+    fig = make_figure([tmp_path / "const", synthetic_run(tmp_path / "c2", lr=1e-4)])
+    assert "learning rate: constant 0.0001 in every run" in _texts(fig)
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
+def test_compared_runs_colour_runs_emphasise_test_curves_and_keep_legends_off_the_data(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from distnet.plot import make_figure
+
+    runs = [synthetic_run(tmp_path / n, reg=r, lr=1e-4, ema=e) for n, r, e in (
+        ("none", 0.0, True), ("l2", 0.05, True), ("dropout", 0.0, False))]
+    fig = make_figure(runs)
+    loss, acc = fig.axes
+    for ax in (loss, acc):
+        assert ax.get_legend() is None  # nothing drawn over the curves
+        by_colour: dict[str, list] = {}
+        for line in ax.lines:
+            by_colour.setdefault(to_hex(line.get_color()), []).append(line)
+        assert sorted(by_colour) == sorted(to_hex(f"C{i}") for i in range(3))
+        for lines in by_colour.values():
+            # per run: a light train curve (120 points), a heavy test and an EMA test curve (4 points)
+            train = [l for l in lines if len(l.get_xdata()) == 120]
+            tests = [l for l in lines if len(l.get_xdata()) == 4]
+            assert len(train) == 1 and len(tests) == (1 if lines[0].get_color() == "C2" else 2)
+            assert all(t.get_linewidth() > train[0].get_linewidth() for t in tests)
+            assert all(t.get_marker() not in (None, "None", "") for t in tests)
+            assert train[0].get_alpha() < 1 and all(t.get_alpha() in (None, 1) for t in tests)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["none", "l2", "dropout", "train (smoothed)", "test", "test, EMA weights"]
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    assert not any(_overlaps(box, ax.get_window_extent()) for ax in fig.axes)
+    # Only the kinds of curve drawn are in the legend.
+    fig = make_figure([tmp_path / "dropout", synthetic_run(tmp_path / "d2", ema=False)])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["dropout", "d2", "train (smoothed)", "test"]
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
+def test_one_run_s_legends_sit_below_its_panels(tmp_path):
+    from distnet.plot import make_figure
+
+    fig = make_figure([synthetic_run(tmp_path / "run")])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        assert legend.get_window_extent().y1 <= ax.get_window_extent().y0
+    # Test curves are the heavy ones here too.
+    loss = fig.axes[0]
+    widths = {l.get_label(): l.get_linewidth() for l in loss.lines}
+    assert widths["test loss"] > widths["train loss (without reg.) (smoothed)"]
 
 
 def test_smoothing_is_a_debiased_moving_average():

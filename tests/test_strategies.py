@@ -98,11 +98,11 @@ def _train(**options) -> dict:
 
 
 def test_the_package_strategies_are_found_by_name():
-    assert sorted(all_strategies()) == ["replicated", "zero1"]
+    assert sorted(all_strategies()) == ["hierarchical", "replicated", "zero1"]
 
 
 def test_a_new_module_is_a_new_strategy_that_trains_like_the_others(third_strategy):
-    assert sorted(all_strategies()) == ["per_variable", "replicated", "zero1"]
+    assert sorted(all_strategies()) == ["hierarchical", "per_variable", "replicated", "zero1"]
     want = _train(strategy="replicated")
     got = _train(strategy=third_strategy)
     assert sorted(got) == sorted(want)

@@ -145,7 +145,7 @@ def test_non_finite_steps_are_skipped_then_abort(options):
     (dict(steps=1, overlap=1), "overlap: Expect: True or False Actual: 1"),
     (dict(steps=1, direct_grads=True), r"Expect: a strategy that takes the options \['direct_grads'\]"),
     (dict(steps=1, strategy="zero1", overlap=True), r"strategy 'zero1': option 'overlap': Expect: one of"),
-    (dict(steps=1, strategy="ring"), r"strategy: Expect: 'auto' or one of \['replicated', 'zero1'\] Actual: 'ring'"),
+    (dict(steps=1, strategy="ring"), r"strategy: Expect: 'auto' or one of \['hierarchical', 'replicated', 'zero1'\] Actual: 'ring'"),
     (dict(steps=1, overlap=True, compression="float16"), r"overlap=True with compression='float16'"),
 ])
 def test_bad_arguments(kwargs, match):
@@ -246,3 +246,19 @@ def test_job_file_overlap_option_reaches_the_trainer():
         parse_job(JOB + "[dist]\noverlap = 1\n")
     with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap': Expect: one of"):
         build_trainer(parse_job(JOB + "[dist]\noverlap = true\nshard_optimizer = true\n"))
+
+
+def test_fit_speaks_like_keras_unless_told_not_to(capsys):
+    def make():
+        return Trainer(mlp(seed=1), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01), blobs(40),
+                       eval_data=blobs(20, 5), eval_every=4, global_batch_size=10, steps=8, log_every=2)
+
+    make().fit(verbose=2)
+    out = capsys.readouterr().out
+    assert [line.split(" |")[0] for line in out.splitlines() if line.startswith("step ")] == \
+        ["step 2/8", "step 4/8", "step 6/8", "step 8/8"]
+    assert out.count("eval  step 4: test loss") == 1 and "test accuracy" in out   # evaluations as they happen
+    make().fit(verbose=0)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(InvalidArgumentError, match="verbose: Expect: 0, 1, 2 or 'auto' Actual: 3"):
+        make().fit(verbose=3)

@@ -9,12 +9,12 @@ Layout (see docs/checkpoints.md)::
     /optimizer        @name @iterations @hyper
     /optimizer/<slot>/<name>   e.g. /optimizer/m/dense/kernel
     /state            @format_version @distnet_version @step @epoch @position
-                      @world_size @config_text @rng @metrics
+                      @world_size @config_text @rng @metrics @data (format 2)
 """
 from distnet.checkpoint.manager import CheckpointManager, checkpoint_name, export_weights
 from distnet.checkpoint.reader import load, verify
 from distnet.checkpoint.state import (
-    FORMAT_VERSION, CheckpointMismatchError, CheckpointState, CheckpointWarning,
+    FORMAT_VERSION, READABLE_VERSIONS, CheckpointMismatchError, CheckpointState, CheckpointWarning,
     CorruptCheckpointError, NonFiniteCheckpointError, UnsafeCheckpointError, ema_params, expected_from,
 )
 from distnet.checkpoint.writer import compute_digest, write_checkpoint
@@ -24,7 +24,8 @@ save = write_checkpoint
 
 __all__ = [
     "CheckpointManager", "CheckpointMismatchError", "CheckpointState", "CheckpointWarning",
-    "CorruptCheckpointError", "FORMAT_VERSION", "NonFiniteCheckpointError", "UnsafeCheckpointError", "checkpoint_name",
+    "CorruptCheckpointError", "FORMAT_VERSION", "NonFiniteCheckpointError", "READABLE_VERSIONS",
+    "UnsafeCheckpointError", "checkpoint_name",
     "compute_digest", "ema_params", "expected_from", "export_weights", "load", "save",
     "verify", "write_checkpoint",
 ]

@@ -204,7 +204,7 @@ def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike, use_
     # TF1: evaluation restores ``ema.variables_to_restore()``, i.e. the shadow
     # values under the variables' own names; the exported file does the same:
     # its /params hold the shadows, and it has no /ema, no optimizer slots and
-    # no RNG state (step, epoch, config text and metrics are kept).
+    # no RNG state (step, epoch, config text, metrics and data identity are kept).
 
     Args:
         path_in: a checkpoint.
@@ -220,6 +220,7 @@ def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike, use_
     params = ema_params(state, strict=strict) if use_ema else state.params
     out = CheckpointState(params=dict(params), step=state.step, epoch=state.epoch,
                           position=state.position, world_size=state.world_size,
-                          config_text=state.config_text, metrics=dict(state.metrics))
+                          config_text=state.config_text, metrics=dict(state.metrics),
+                          data=dict(state.data))
     write_checkpoint(path_out, out, is_writer=True)
     return os.path.abspath(os.fspath(path_out))

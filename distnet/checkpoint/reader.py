@@ -37,8 +37,8 @@ import h5py
 import numpy as np
 
 from distnet.checkpoint.state import (
-    FORMAT_NAME, FORMAT_VERSION, CheckpointMismatchError, CheckpointState, CorruptCheckpointError,
-    NonFiniteCheckpointError, UnsafeCheckpointError, check_name, nonfinite_arrays,
+    FORMAT_NAME, READABLE_VERSIONS, CheckpointMismatchError, CheckpointState,
+    CorruptCheckpointError, NonFiniteCheckpointError, UnsafeCheckpointError, check_name, nonfinite_arrays,
 )
 from distnet.checkpoint.writer import INT_ATTRIBUTES, Digest
 from distnet.errors import CheckpointError, DistnetError, InvalidArgumentError
@@ -64,13 +64,21 @@ _TYPE_CLASS_NAMES = {
 _LAYOUT_NAMES = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous",
                  h5py.h5d.CHUNKED: "chunked", h5py.h5d.VIRTUAL: "virtual"}
 
-# Attributes each group must carry (and no others).
+# Attributes each group must carry (and no others), in format version 1.
 _GROUP_ATTRIBUTES = {
     "/": {"format", "sha256"},
     "/optimizer": {"name", "iterations", "hyper"},
     "/state": {"format_version", "distnet_version", "step", "epoch", "position", "world_size",
                "config_text", "rng", "metrics"},
 }
+
+
+def _group_attributes(version: int) -> dict[str, set[str]]:
+    """The attributes of each group in format ``version`` (2 added /state@data)."""
+    out = {g: set(names) for g, names in _GROUP_ATTRIBUTES.items()}
+    if version >= 2:
+        out["/state"].add("data")
+    return out
 _TOP_GROUPS = {"params", "ema", "optimizer", "state"}
 
 
@@ -93,8 +101,9 @@ class _Scanner:
     """Walks an open file's links without following any, collecting datasets
     and checking every object against what the writer produces."""
 
-    def __init__(self, fname: str):
+    def __init__(self, fname: str, version: int):
         self.fname = fname
+        self.attributes = _group_attributes(version)
         self.datasets: dict[str, _Dataset] = {}
         self.groups: set[str] = set()
         self.count = 0
@@ -145,7 +154,7 @@ class _Scanner:
                                   "not a group or a dataset")
 
     def check_attributes(self, oid: Any, path: str) -> None:
-        allowed = _GROUP_ATTRIBUTES.get(path, set())
+        allowed = self.attributes.get(path, set())
         names: list[bytes] = []
         h5py.h5a.iterate(oid, lambda n: names.append(n) if len(names) <= 64 else 1)
         for raw in names:
@@ -226,9 +235,9 @@ def _read_text(value: Any, fname: str, where: str) -> str:
     return value
 
 
-def _read_header(f: h5py.File, fname: str) -> dict[str, str]:
+def _read_header(f: h5py.File, fname: str, version: int) -> dict[str, str]:
     header: dict[str, str] = {}
-    for group, names in _GROUP_ATTRIBUTES.items():
+    for group, names in _group_attributes(version).items():
         attrs = f[group].attrs
         for name in sorted(names - {"sha256"}):  # the digest covers the rest
             key = f"{group.rstrip('/')}/{name}"
@@ -356,7 +365,6 @@ def _open(fname: str) -> h5py.File:
 def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> CheckpointState:
     with _open(fname) as f:
         file_size = os.path.getsize(fname)
-        scanner = _Scanner(fname)
         # Format and version first: a newer layout is reported as such.
         fmt = _scalar_attribute(f, "format", fname)
         fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
@@ -364,10 +372,13 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
             raise CorruptCheckpointError(f"checkpoint {fname}: root attribute 'format' is {fmt!r:.80}, "
                                          f"expected {FORMAT_NAME!r} (not a distnet checkpoint)")
         version = _scalar_attribute(_state_group(f, fname), "format_version", fname)
-        if not isinstance(version, (np.integer, int)) or int(version) != FORMAT_VERSION:
+        if not isinstance(version, (np.integer, int)) or int(version) not in READABLE_VERSIONS:
             shown = int(version) if isinstance(version, (np.integer, int)) else repr(version)[:80]
             raise CorruptCheckpointError(f"checkpoint {fname} has format version {shown}; "
-                                         f"this distnet reads version {FORMAT_VERSION}")
+                                         f"this distnet reads versions "
+                                         f"{', '.join(map(str, READABLE_VERSIONS))}")
+        version = int(version)
+        scanner = _Scanner(fname, version)
         scanner.walk(f.id, "/", 0)
         top = {g.lstrip("/") for g in scanner.groups if g.count("/") == 1}
         top |= {p.split("/")[0] for p in scanner.datasets if "/" not in p}
@@ -408,7 +419,7 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
                    if limit == file_size else f"the limit is max_bytes={max_bytes}"))
         if expected is not None:
             _check_expected(scanner.datasets, expected, fname)
-        header = _read_header(f, fname)
+        header = _read_header(f, fname, version)
         for path, d in sorted(scanner.datasets.items()):
             stored = d.id.get_storage_size() if d.nbytes else 0
             if stored < d.nbytes:
@@ -503,7 +514,8 @@ def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.
     rng = _parse_json(header["/state/rng"], fname, "/state/rng")
     metrics = _parse_json(header["/state/metrics"], fname, "/state/metrics")
     hyper = _parse_json(header["/optimizer/hyper"], fname, "/optimizer/hyper")
-    for what, value in (("rng", rng), ("metrics", metrics), ("hyper", hyper)):
+    data = _parse_json(header["/state/data"], fname, "/state/data") if "/state/data" in header else {}
+    for what, value in (("rng", rng), ("metrics", metrics), ("hyper", hyper), ("data", data)):
         if not isinstance(value, dict):
             raise CorruptCheckpointError(f"checkpoint {fname}: {what} is not a JSON object")
     state = CheckpointState(
@@ -513,7 +525,7 @@ def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.
                    "slots": {k: slots[k] for k in sorted(slots)}, "hyper": hyper},
         step=int(header["/state/step"]), epoch=int(header["/state/epoch"]),
         position=int(header["/state/position"]), world_size=int(header["/state/world_size"]),
-        rng=rng, config_text=header["/state/config_text"], metrics=metrics,
+        rng=rng, config_text=header["/state/config_text"], metrics=metrics, data=data,
         format_version=int(header["/state/format_version"]),
         distnet_version=header["/state/distnet_version"],
     )

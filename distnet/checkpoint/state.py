@@ -18,8 +18,11 @@ import numpy as np
 from distnet._version import __version__
 from distnet.errors import CheckpointError, InvalidArgumentError
 
-#: Version of the on-disk layout.  A reader refuses any other value.
-FORMAT_VERSION = 1
+#: Version of the on-disk layout that is written.  Version 2 added
+#: ``/state@data`` (which data the run used).
+FORMAT_VERSION = 2
+#: Versions a reader accepts (it refuses any other value).
+READABLE_VERSIONS = (1, 2)
 #: Value of the root attribute ``format``: tells our files from other HDF5.
 FORMAT_NAME = "distnet-checkpoint"
 
@@ -160,6 +163,9 @@ class CheckpointState:
         world_size: number of ranks that wrote the state.
         config_text: the job file's text.
         metrics: small ``{str: float}`` (last loss, accuracy, ...).
+        data: which data the run used, ``{"train": {...}, "test": {...}}`` as
+            :func:`distnet.data.identity.data_identity` gives it (empty when
+            unknown; always empty in a format-1 file).
         format_version: on-disk layout version (set by the writer).
         distnet_version: package version that wrote the file.
 
@@ -180,6 +186,7 @@ class CheckpointState:
     world_size: int = 1
     config_text: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     distnet_version: str = __version__
 
@@ -264,7 +271,17 @@ class CheckpointState:
                     f"metrics[{k!r}] must be a number, got {type(v).__name__} {v!r:.40}")
             metrics[k] = float(v)
         self.metrics = metrics
+        if not isinstance(self.data, Mapping) or not all(isinstance(k, str) for k in self.data):
+            raise InvalidArgumentError(f"data must be a dict with str keys, got {self.data!r:.80}")
+        self.data = dict(self.data)
+        _check_json(self.data, "data")
         self.format_version = _check_int(self.format_version, "format_version")
+        if self.format_version not in READABLE_VERSIONS:
+            raise InvalidArgumentError(f"format_version: Expect: one of {READABLE_VERSIONS} "
+                                       f"Actual: {self.format_version}")
+        if self.format_version < 2 and self.data:
+            raise InvalidArgumentError("data: a format-1 checkpoint cannot hold it; "
+                                       f"Expect: format_version >= 2 Actual: {self.format_version}")
         if not isinstance(self.distnet_version, str):
             raise InvalidArgumentError("distnet_version must be a str")
         return self

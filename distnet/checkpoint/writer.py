@@ -71,7 +71,7 @@ def header_items(state: CheckpointState) -> dict[str, str]:
     """The non-array content of a checkpoint as ``{attribute path: text}``,
     exactly as the digest sees it (ints in decimal, dicts as sorted JSON)."""
     opt = state.optimizer
-    return {
+    items = {
         "/format": FORMAT_NAME,
         "/state/format_version": str(int(state.format_version)),
         "/state/distnet_version": state.distnet_version,
@@ -86,6 +86,9 @@ def header_items(state: CheckpointState) -> dict[str, str]:
         "/state/rng": _json(state.rng),
         "/state/metrics": _json(state.metrics),
     }
+    if state.format_version >= 2:  # format 1 had no /state@data
+        items["/state/data"] = _json(state.data)
+    return items
 
 
 #: Header attributes stored as int64 (the others are UTF-8 strings).

@@ -6,6 +6,8 @@
   ``ds.image_shape`` and ``ds.read(indices) -> (x, y)``.
 * :func:`read_idx`, :func:`read_idx_pair` -- the MNIST file format, validated.
 * :func:`convert_idx_to_hdf5`, :func:`write_hdf5_dataset` -- the HDF5 format.
+* :func:`data_identity`, :func:`dataset_identity` -- which samples a run used (files,
+  count, digest), for checkpoints and banners.
 """
 from distnet.data.builtin import (  # noqa: F401
     DATASET_NAMES, FASHION_MNIST_CLASSES, MNIST_CLASSES, Splits, convert_dataset_to_hdf5,
@@ -19,3 +21,5 @@ from distnet.data.hdf5_format import (  # noqa: F401
 from distnet.data.idx import (  # noqa: F401
     decode_idx, encode_idx, read_idx, read_idx_header, read_idx_pair, write_idx,
 )
+from distnet.data.identity import data_identity, dataset_identity, describe, same_data  # noqa: F401
+from distnet.data.split import Subset, validation_split  # noqa: F401

@@ -25,7 +25,7 @@ from distnet.errors import DataError
 __all__ = [
     "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "SYSTEM_FASHION_MNIST_DIR", "EMBEDDED_DIR",
     "EMBEDDED_SHA256", "Splits", "load_dataset", "find_dataset", "verify_embedded",
-    "split_files", "convert_dataset_to_hdf5", "DATASET_NAMES",
+    "split_files", "convert_dataset_to_hdf5", "DATASET_NAMES", "class_names",
 ]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -51,6 +51,12 @@ class Splits(NamedTuple):
 
     train: ArrayDataset
     test: ArrayDataset
+
+
+def class_names(name: str | None) -> tuple[str, ...] | None:
+    """The class names of a named dataset (None for an unknown name)."""
+    key = str(name or "").lower().replace("-", "_")
+    return {"fashion_mnist": FASHION_MNIST_CLASSES, "mnist": MNIST_CLASSES}.get(key)
 
 
 def _canonical(name: str) -> str:
@@ -185,7 +191,7 @@ def load_dataset(name: str = "fashion_mnist", directory: "str | os.PathLike[str]
         what = {"embedded": f"{key} (embedded subset)", "installed": f"{key} (installed)",
                 "directory": key}[kind]
         out.append(ArrayDataset(images, labels, num_classes=10, class_names=names,
-                                source=f"{what}: {images_file}"))
+                                source=f"{what}: {images_file}", files=(images_file, labels_file)))
     return Splits(*out)
 
 

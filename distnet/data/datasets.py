@@ -68,6 +68,8 @@ class Dataset:
     image_shape: tuple[int, int, int]
     class_names: tuple[str, ...] | None = None
     source: str = ""
+    #: The files the samples were read from (for :mod:`distnet.data.identity`).
+    files: tuple[str, ...] = ()
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -163,6 +165,7 @@ class ArrayDataset(Dataset):
         that might miss the last class.
       class_names: optional names, one per class.
       source: free text saying where the data came from.
+      files: the files the arrays were read from, if any.
 
     Example:
       >>> ds = ArrayDataset(np.zeros((4, 28, 28), np.uint8), np.array([0, 1, 2, 1]))
@@ -171,7 +174,8 @@ class ArrayDataset(Dataset):
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int | None = None,
-                 class_names: Sequence[str] | None = None, source: str = ""):
+                 class_names: Sequence[str] | None = None, source: str = "",
+                 files: Sequence[str | os.PathLike] = ()):
         where = "ArrayDataset"
         images = np.asarray(images)
         labels = np.asarray(labels)
@@ -197,6 +201,7 @@ class ArrayDataset(Dataset):
         self.images = images
         self.labels = labels.astype(np.int64, copy=False)
         self.source = source
+        self.files = tuple(os.fspath(f) for f in files)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -297,6 +302,7 @@ class HDF5Dataset(Dataset):
         self.class_names = meta.class_names
         self.image_shape = meta.image_shape
         self.source = meta.source
+        self.files = (self.path,) if isinstance(self.path, str) else ()
         self._len = meta.num_samples
         self._float_images = meta.images_dtype.kind == "f"
 

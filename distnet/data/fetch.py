@@ -196,8 +196,14 @@ def download(url: str, path: str | os.PathLike, *, md5: str | None = None,
             last_error = str(exc)
             say(f"{path}: {exc} (attempt {attempt + 1} of {retries + 1})")
     else:
-        raise DataError(f"cannot download {url}: {last_error} (after {retries + 1} attempts; "
-                        f"the partial file {part} is kept and resumed next time)")
+        kept = part.stat().st_size if part.exists() else 0
+        if kept:
+            what = f"the partial file {part} ({kept} bytes) is kept and resumed next time"
+        else:   # no byte arrived: promise no file
+            _remove(part, meta)
+            what = "nothing was downloaded"
+        raise DataError(f"cannot download {url}: {last_error} (after {retries + 1} "
+                        f"attempt{'s' if retries else ''}; {what})")
     problem = _verify(part, md5, content_sha256)
     if problem is not None:
         _remove(part, meta)

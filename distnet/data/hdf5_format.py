@@ -20,7 +20,6 @@ directory, flushed and fsynced, then renamed over the destination.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -193,19 +192,6 @@ def _labels_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some file systems do not allow opening a directory
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, labels: np.ndarray,
                        *, num_classes: int | None = None, class_names: Sequence[str] | None = None,
                        source: str = "", chunk_rows: int | None = None,
@@ -255,14 +241,16 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
     if out_path.is_dir():
         raise DataError(f"write_hdf5_dataset: out_path: expected a file name, found the "
                         f"directory {str(out_path)!r}")
+    from distnet.tempfiles import create_beside, fill_and_replace
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=directory)
+        # Mode 0666 less the umask, as any file the user creates (not mkstemp's 0600).
+        tmp = create_beside(out_path)
     except OSError as exc:
         raise DataError(f"write_hdf5_dataset: out_path: expected a writable directory, found "
                         f"{directory!r} ({exc.strerror or exc})") from exc
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+    def fill(path: str) -> None:
+        with h5py.File(path, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = np.int64(FORMAT_VERSION)
             f.attrs["num_classes"] = np.int64(ds.num_classes)
@@ -276,14 +264,8 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
                              chunks=(chunk_rows, *images.shape[1:]) if n else None, **opts)
             f.create_dataset("labels", data=ds.labels.astype(_labels_dtype(ds.num_classes)),
                              chunks=(min(_LABEL_CHUNK_ROWS, n),) if n else None, **opts)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-        _fsync_dir(directory)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    fill_and_replace(tmp, out_path, fill)
     return out_path
 
 
@@ -297,7 +279,7 @@ def convert_idx_to_hdf5(images_idx: "str | os.PathLike[str]", labels_idx: "str |
       images_idx, labels_idx: the IDX files (validated, counts must agree).
       out_path: destination HDF5 file, written atomically.
       num_classes, class_names, chunk_rows, compression: see :func:`write_hdf5_dataset`.
-      source: default: the two input file names.
+      source: default: "converted from IDX <images file> + <labels file>" (their names).
 
     Returns:
       The destination path.
@@ -313,7 +295,7 @@ def convert_idx_to_hdf5(images_idx: "str | os.PathLike[str]", labels_idx: "str |
         raise DataError(f"IDX file {str(os.fspath(images_idx))!r}: dtype code (byte 2): expected "
                         f"0x08 (unsigned byte) for images, found {images.dtype}")
     if source is None:
-        source = (f"IDX {os.path.basename(os.fspath(images_idx))} + "
+        source = (f"converted from IDX {os.path.basename(os.fspath(images_idx))} + "
                   f"{os.path.basename(os.fspath(labels_idx))}")
     return write_hdf5_dataset(out_path, images, labels, num_classes=num_classes,
                               class_names=class_names, source=source, chunk_rows=chunk_rows,

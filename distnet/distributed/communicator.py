@@ -38,17 +38,22 @@ class CallState:
     tell a rank that waits for its peers from a rank that computes.
     """
 
-    __slots__ = ("name", "since")
+    __slots__ = ("name", "since", "observer")
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.since: float = 0.0
+        #: Called as ``observer(name, since, until)`` when a collective ends
+        #: (:class:`distnet.trace.Tracer` records them); None: nobody listens.
+        self.observer = None
 
     def enter(self, name: str) -> None:
         self.since = time.monotonic()
         self.name = name
 
     def leave(self) -> None:
+        if self.observer is not None:
+            self.observer(self.name, self.since, time.monotonic())
         self.name = None
 
 
@@ -176,10 +181,7 @@ class Communicator(ABC):
 
     def allgather_(self, flat: np.ndarray) -> np.ndarray:
         """Fill ``flat`` (``size`` equal blocks) in place from every rank's own block of it."""
-        check_buffer(flat, "allgather_")
-        if flat.ndim != 1 or flat.size % self.size:
-            raise InvalidArgumentError(f"allgather_: Expect: a 1-d array of {self.size} equal blocks "
-                                       f"Actual: shape {flat.shape}")
+        check_blocks(flat, self.size, "allgather_")
         b = flat.size // self.size
         np.copyto(flat, self.allgather(np.ascontiguousarray(flat[self.rank * b: (self.rank + 1) * b]),
                                        [b] * self.size))
@@ -201,6 +203,11 @@ class Communicator(ABC):
     def split_local(self) -> "Communicator":
         """The ranks of this communicator that share this machine's memory (a
         collective).  :meth:`free` it when done."""
+        return self
+
+    def split(self, color: int, key: int = 0) -> "Communicator":
+        """The ranks that pass the same ``color``, ordered by ``key`` (a collective).
+        :meth:`free` it when done."""
         return self
 
     def shared_arrays(self, count: int, dtype, single: bool = False) -> SharedArrays:
@@ -268,6 +275,14 @@ def check_buffer(arr: Any, what: str, writable: bool = True) -> np.ndarray:
     if writable and not arr.flags.writeable:
         raise InvalidArgumentError(f"{what}: Expect: a writable array Actual: a read-only array")
     return arr
+
+
+def check_blocks(flat: Any, size: int, what: str) -> np.ndarray:
+    """Raise a clear error unless ``flat`` is a writable 1-d buffer of ``size`` equal blocks."""
+    check_buffer(flat, what)
+    if flat.ndim != 1 or flat.size % size:
+        raise InvalidArgumentError(f"{what}: Expect: a 1-d array of {size} equal blocks Actual: shape {flat.shape}")
+    return flat
 
 
 def check_op(op: str) -> str:

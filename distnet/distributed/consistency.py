@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import warnings
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 

@@ -21,6 +21,7 @@ from distnet.distributed.communicator import (
     Communicator,
     Request,
     SharedArrays,
+    check_blocks,
     check_buffer,
     check_counts,
     check_op,
@@ -198,10 +199,7 @@ class MPICommunicator(Communicator):
         return recv
 
     def allgather_(self, flat: np.ndarray) -> np.ndarray:
-        check_buffer(flat, "allgather_")
-        if flat.ndim != 1 or flat.size % self.size:
-            raise InvalidArgumentError(f"allgather_: Expect: a 1-d array of {self.size} equal blocks "
-                                       f"Actual: shape {flat.shape}")
+        check_blocks(flat, self.size, "allgather_")
         self.calls.enter("allgather")
         try:
             self.mpi_comm.Allgather(MPI.IN_PLACE, flat)
@@ -223,6 +221,13 @@ class MPICommunicator(Communicator):
         self.calls.enter("split_local")
         try:
             return MPICommunicator(self.mpi_comm.Split_type(MPI.COMM_TYPE_SHARED))
+        finally:
+            self.calls.leave()
+
+    def split(self, color: int, key: int = 0) -> "MPICommunicator":
+        self.calls.enter("split")
+        try:
+            return MPICommunicator(self.mpi_comm.Split(int(color), int(key)))
         finally:
             self.calls.leave()
 

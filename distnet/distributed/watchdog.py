@@ -59,7 +59,7 @@ MIN_GAP = 0.05      # seconds between two heartbeats woken by beats
 _RUNNING, _FINISHED_STATE, _ABORTING = 0.0, 1.0, 2.0
 # Codes on the wire: append only (a code's meaning must not change).
 _CALLS = ("", "allreduce", "bcast", "barrier", "allgather_object", "bcast_object",
-          "reduce_scatter", "allgather", "iallreduce", "alltoall", "split_local", "shared_window")
+          "reduce_scatter", "allgather", "iallreduce", "alltoall", "split_local", "shared_window", "split")
 # payload: step, seconds since the last beat, call code, seconds in the call, finished
 _STEP, _BEAT_AGE, _CALL, _CALL_AGE, _FINISHED = range(5)
 

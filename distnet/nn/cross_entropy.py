@@ -4,7 +4,10 @@ Both are fused: the loss is computed from a max-subtracted log-softmax,
 ``loss = log(sum(exp(z))) - <labels, z>`` with ``z = logits - max(logits)``,
 so it stays finite for logits of any finite magnitude, and the gradient with
 respect to the logits is the closed form ``softmax - labels`` (scaled by the
-upstream gradient of each example).  Both return one loss per example, the
+upstream gradient of each example) -- TF1's kernel.  That is the exact
+derivative when each example's labels sum to 1 (one-hot rows, probability
+distributions); for labels that do not, it is what TF1 computes, not the
+exact derivative ``softmax * sum(labels) - labels``.  Both return one loss per example, the
 class axis removed, as TensorFlow does; reduce it yourself (``reduce_mean``).
 """
 from __future__ import annotations
@@ -38,10 +41,9 @@ class SoftmaxCrossEntropy(Op):
         d_labels = -gk * self.log_p if needs[0] else None
         d_logits = None
         if needs[1]:
-            # Exact gradient softmax * sum(labels) - labels; TF's kernel returns
-            # softmax - labels, the same number whenever each row of labels sums to 1.
-            total = np.sum(self.labels, axis=self.axis, keepdims=True)
-            d_logits = gk * (np.exp(self.log_p) * total - self.labels)
+            # TF1's kernel: softmax - labels (the exact derivative is
+            # softmax * sum(labels) - labels; they agree when labels sum to 1).
+            d_logits = gk * (np.exp(self.log_p) - self.labels)
         return d_labels, d_logits
 
 

@@ -8,7 +8,7 @@ from distnet.ops.arithmetic import (
 )
 from distnet.ops.comparison import (
     argmax, argmin, clip_by_value, equal, greater, greater_equal, less, less_equal,
-    logical_and, logical_not, logical_or, not_equal, where,
+    logical_and, logical_not, logical_or, not_equal, where, where_v2,
 )
 from distnet.ops.creation import fill, one_hot, ones, ones_like, zeros, zeros_like
 from distnet.ops.linalg import matmul
@@ -33,5 +33,5 @@ __all__ = [
     "stop_gradient", "transpose", "IndexOutOfRangeError",
     # comparison and selection
     "argmax", "argmin", "clip_by_value", "equal", "greater", "greater_equal", "less", "less_equal",
-    "logical_and", "logical_not", "logical_or", "not_equal", "where",
+    "logical_and", "logical_not", "logical_or", "not_equal", "where", "where_v2",
 ]

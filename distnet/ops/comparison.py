@@ -5,9 +5,11 @@ Comparisons and logical ops return bool tensors and record no op: they are
 not differentiable and gradients do not flow through them (as in TF1).
 ``where`` and ``clip_by_value`` are differentiable in their value inputs.
 
-``where(cond, x, y)`` broadcasts ``cond``, ``x`` and ``y`` together as numpy
-does (TF's ``where_v2``).  TF1's special case of a rank-1 ``cond`` selecting
-whole rows is not supported: write ``where(expand_dims(cond, -1), x, y)``.
+``where(cond, x, y)`` follows TF1: a rank-1 ``cond`` with an ``x`` of higher
+rank picks whole rows (``cond[i]`` chooses ``x[i]`` or ``y[i]``) and must have
+``x``'s first size; otherwise ``cond``, ``x`` and ``y`` broadcast together.
+``where_v2(cond, x, y)`` always broadcasts as numpy does (TF's ``where_v2``),
+so a rank-1 ``cond`` there lines up with the *last* axis.
 """
 from __future__ import annotations
 
@@ -114,12 +116,15 @@ class Where(Op):
 
 
 def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
-    """Elements of ``x`` where ``condition`` is true, else of ``y``.
+    """Elements of ``x`` where ``condition`` is true, else of ``y`` (TF1's ``tf.where``).
 
     Args:
       condition: a bool tensor (e.g. from :func:`greater`).
-      x, y: tensors or numbers of one dtype; ``condition``, ``x`` and ``y``
-        broadcast together.  Give both, or neither.
+      x, y: tensors or numbers of one dtype.  Give both, or neither.  A
+        rank-1 ``condition`` with ``x`` (or ``y``) of higher rank selects
+        whole rows, as TF1 does, and its length must be their first size;
+        otherwise ``condition``, ``x`` and ``y`` broadcast together (see
+        :func:`where_v2`).
 
     Returns:
       With ``x`` and ``y``: a tensor of the broadcast shape; the gradient goes
@@ -132,19 +137,44 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
       >>> distnet.reduce_sum(distnet.where(distnet.greater(y, y_), (y - y_) * 1.0, (y_ - y) * 9.0)).numpy()
       np.float32(10.0)
     """
-    cond = _as_bool("where", condition, "condition")
+    return _where("where", condition, x, y, rows=True)
+
+
+def where_v2(condition: Any, x: Any = None, y: Any = None) -> Tensor:
+    """Elements of ``x`` where ``condition`` is true, else of ``y``; ``condition``,
+    ``x`` and ``y`` broadcast together as numpy does (TF's ``tf.where_v2``).
+
+    Example (a rank-1 condition lines up with the last axis):
+      >>> distnet.where_v2([True, False], [[1.0, 2.0], [3.0, 4.0]], 0.0).numpy()
+      array([[1., 0.],
+             [3., 0.]], dtype=float32)
+    """
+    return _where("where_v2", condition, x, y, rows=False)
+
+
+def _where(op_name: str, condition: Any, x: Any, y: Any, rows: bool) -> Tensor:
+    cond = _as_bool(op_name, condition, "condition")
     if x is None and y is None:
         return _leaf(np.argwhere(cond.data).astype(np.int64, copy=False))
     if x is None or y is None:
-        raise InvalidArgumentError("where: give both x and y, or neither")
-    x, y = binary_operands(x, y, "where")
+        raise InvalidArgumentError(f"{op_name}: give both x and y, or neither")
+    x, y = binary_operands(x, y, op_name)
     c = cond.data
+    rank = max(x.ndim, y.ndim)
+    if rows and c.ndim == 1 and rank > 1:
+        # TF1: a vector condition picks rows (numpy would line it up with the last axis).
+        first = x.shape[0] if x.ndim == rank else y.shape[0]
+        if c.shape[0] != first:
+            raise ShapeError(
+                f"{op_name}: a rank-1 condition selects rows of x and y; Expect: condition of length {first} "
+                f"(x {x.shape}, y {y.shape}) Actual: length {c.shape[0]}; use where_v2 to broadcast instead")
+        c = c.reshape((c.shape[0],) + (1,) * (rank - 1))
     if not (c.shape == x.data.shape == y.data.shape):
         try:
             np.broadcast_shapes(c.shape, x.data.shape, y.data.shape)
         except ValueError:
             raise ShapeError(
-                f"where: incompatible shapes: condition {c.shape}, x {x.shape}, y {y.shape}; "
+                f"{op_name}: incompatible shapes: condition {cond.shape}, x {x.shape}, y {y.shape}; "
                 "Expect: shapes that broadcast together"
             ) from None
     return Where.apply(x, y, cond=c)

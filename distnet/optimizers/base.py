@@ -18,6 +18,10 @@ Conventions (TF1):
   the same as a whole-array update.  One chunk-sized scratch buffer per
   variable is reused every step (no parameter-sized temporaries).
 * A ``None`` gradient leaves its variable (and its slots) untouched, as in TF.
+* Every updated variable's version is incremented; ``compute_gradients`` (so
+  ``minimize``) refuses a loss computed before the last update of one of its
+  variables (:func:`distnet.tensor.check_not_stale`): such a loss holds the
+  old weights' values, and its gradient would be the old one.
 """
 from __future__ import annotations
 
@@ -202,7 +206,7 @@ class Optimizer:
             raise InvalidArgumentError(f"{self.name}.compute_gradients: var_list is empty")
         for v in var_list:
             self._check_var(v)
-        return list(zip(gradients(loss, var_list), var_list))
+        return list(zip(gradients(loss, var_list), var_list))   # refuses a stale loss
 
     def _learning_rate(self) -> float:
         return resolve(self.learning_rate, self.iterations)
@@ -249,6 +253,7 @@ class Optimizer:
         for g, v in pairs:
             if g is None:
                 continue
+            v.mark_written()
             self._update(v, g, lr, t, self._scratch[v.name])
         self.iterations = t
         return t
@@ -279,7 +284,12 @@ class Optimizer:
         raise NotImplementedError  # pragma: no cover
 
     def minimize(self, loss: Union[Tensor, Callable[[], Tensor]], var_list: Sequence[Variable]) -> int:
-        """``apply_gradients(compute_gradients(loss, var_list))``; returns the new ``iterations``."""
+        """``apply_gradients(compute_gradients(loss, var_list))``; returns the new ``iterations``.
+
+        ``loss`` must be computed from the variables' current values: pass a
+        callable (``lambda: loss_fn()``) to minimize in a loop; a tensor built
+        before an earlier step raises :class:`~distnet.tensor.StaleGradientError`.
+        """
         return self.apply_gradients(self.compute_gradients(loss, var_list))
 
     # -- state ------------------------------------------------------------

@@ -103,11 +103,13 @@ def main() -> int:
     parser.add_argument("--overlap", type=int, choices=(0, 1), default=None)
     parser.add_argument("--bucket", type=int, default=None)
     parser.add_argument("--shard", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--strategy", default=None, help="a strategy by name (overrides --shard)")
     parser.add_argument("--nan-at", type=int, default=None)
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
-    options = {"bucket_bytes": args.bucket, "strategy": "zero1" if args.shard else "replicated"}
+    options = {"bucket_bytes": args.bucket,
+               "strategy": args.strategy or ("zero1" if args.shard else "replicated")}
     if args.overlap is not None:
         options["overlap"] = bool(args.overlap)
     trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)

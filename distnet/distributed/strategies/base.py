@@ -209,11 +209,16 @@ class Strategy(ABC):
                 global mean (of ``local loss sum / global_count``).
         """
 
-    def update(self, result: SyncResult, optimizer, ema=None, num_updates: int | None = None) -> None:
-        """Apply the optimizer (and the EMA) to what this rank holds, then make the weights whole."""
+    def update(self, result: SyncResult, optimizer, ema=None, num_updates: bool = True) -> None:
+        """Apply the optimizer (and the EMA) to what this rank holds, then make the weights whole.
+
+        Args:
+            num_updates: give the EMA the optimizer's step count after this
+                update (TF1's ``num_updates``), which caps its decay early on.
+        """
         optimizer.apply_gradients(result.grads_and_vars())
         if ema is not None:
-            ema.apply(self.updated, num_updates=num_updates)
+            ema.apply(self.updated, num_updates=int(optimizer.iterations) if num_updates else None)
 
     # -- full state <-> this rank's part ------------------------------------
     def full_state(self, table: Mapping[str, np.ndarray]) -> dict:

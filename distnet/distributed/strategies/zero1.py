@@ -68,6 +68,15 @@ def _clipping(optimizer) -> bool:
             or getattr(optimizer, "global_clipnorm", None) is not None)
 
 
+def refuse_clipping(strategy: str, optimizer) -> None:
+    """A strategy whose rank holds part of the gradient cannot clip by a norm over all of it."""
+    if optimizer is not None and _clipping(optimizer):
+        raise InvalidArgumentError(
+            f"strategy '{strategy}': Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
+            f"whole gradient is not available on a rank that holds part of it) Actual: "
+            f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
+
+
 class Zero1(Strategy):
     """Reduce-scatter the gradients, update this rank's block, all-gather the weights.
 
@@ -84,9 +93,11 @@ class Zero1(Strategy):
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  shared_memory: bool | str = False, compression: str = "none") -> None:
         super().__init__(comm, variables, scalar_names)
-        self.check_options({"shared_memory": shared_memory, "compression": compression}, comm)
+        Zero1.check_options({"shared_memory": shared_memory, "compression": compression}, comm)
+        #: The ranks that share the weights in blocks (all of them here).
+        self.group = self._shard_group(comm)
         self.compression = compression
-        self.compressor = make_compressor(compression, comm, None)
+        self.compressor = make_compressor(compression, self.group, None)
         dtypes = sorted({np.dtype(v.dtype).name for v in self.variables})
         if len(dtypes) != 1 or not np.issubdtype(np.dtype(dtypes[0]), np.floating):
             raise DTypeError(f"strategy 'zero1': Expect: trainable variables of one floating dtype "
@@ -94,9 +105,9 @@ class Zero1(Strategy):
         self.param_dtype = np.dtype(dtypes[0])
         # Equal blocks: MPI's Reduce_scatter_block and in-place Allgather
         # (equal counts) beat their v-variants (benchmarks/README.md).
-        self.layout = FlatLayout(self.variables, ranks=comm.size)
+        self.layout = FlatLayout(self.variables, ranks=self.group.size)
         self.padded, self.block_size, self.total = self.layout.padded, self.layout.block_size, self.layout.total
-        self.block_range = self.layout.block_range(comm.rank)
+        self.block_range = self.layout.block_range(self.group.rank)
         n_scalars = 1 + len(self.scalar_names)
         self.shared = self._choose_shared_memory(shared_memory, n_scalars)
         self._segments: list[np.ndarray] = []
@@ -106,9 +117,9 @@ class Zero1(Strategy):
         # The gradient buffer: [gradients, padding, count, scalars...] (the
         # gradients at the aligned start of the allocation).
         if self.shared:
-            grads = shared_segments(comm, self.padded + n_scalars, self.dtype)
+            grads = shared_segments(self.group, self.padded + n_scalars, self.dtype)
             self._windows.append(grads)
-            self.buffer = grads.arrays[comm.rank]
+            self.buffer = grads.arrays[self.group.rank]
             self.buffer[:] = 0
             self._segments = [seg[:self.padded] for seg in grads.arrays]
         else:
@@ -121,10 +132,10 @@ class Zero1(Strategy):
         if self.shared:
             # One copy per machine: rank 0 fills it (the variables are equal on every
             # rank by now), then every rank's variables view it.
-            window = shared_segments(comm, self.padded, self.param_dtype, single=True)
+            window = shared_segments(self.group, self.padded, self.param_dtype, single=True)
             self._windows.append(window)
             self.params = window.arrays[0]
-            if comm.rank == 0:
+            if self.group.rank == 0:
                 self.params[:] = 0
                 self.layout.pack([v.data for v in self.variables], self.params)
             self._shared_barrier()
@@ -132,7 +143,7 @@ class Zero1(Strategy):
             self.params = self.layout.pack([v.data for v in self.variables],
                                            np.zeros(self.padded, dtype=self.param_dtype))
         self.grad_block = np.zeros(self.block_size, dtype=self.dtype)
-        self.pieces_info = self.layout.pieces(comm.rank)
+        self.pieces_info = self.layout.pieces(self.group.rank)
         # A piece is a 1-d Variable named like its variable, its data a view of the block.
         self.pieces: list[Variable] = [Variable(np.zeros(0, dtype=self.param_dtype), name=p.name)
                                        for p in self.pieces_info]
@@ -154,17 +165,20 @@ class Zero1(Strategy):
             raise InvalidArgumentError(
                 "shared_memory=True with compression: Expect: one of them (shared memory moves no messages "
                 "to compress)")
-        if optimizer is not None and _clipping(optimizer):
-            raise InvalidArgumentError(
-                "strategy 'zero1': Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
-                "whole gradient is not available on a rank that holds 1/N of it) Actual: "
-                f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
+        refuse_clipping(cls.name, optimizer)
         return opts
 
     @classmethod
     def preference(cls, comm: Communicator, optimizer, options: Mapping[str, Any]) -> int | None:
         # Several ranks share the update and the EMA; one rank has nothing to share.
         return 1 if comm.size > 1 and not _clipping(optimizer) else None
+
+    def _shard_group(self, comm: Communicator) -> Communicator:
+        """The ranks among which the blocks are spread."""
+        return comm
+
+    def _across_groups(self, block: np.ndarray) -> None:
+        """Sum the reduced block over the groups that hold the same block (none here)."""
 
     def _choose_shared_memory(self, shared_memory, n_scalars: int) -> bool:
         auto = shared_memory == "auto" and not isinstance(shared_memory, (bool, np.bool_))
@@ -177,16 +191,16 @@ class Zero1(Strategy):
             segment_bytes,
         )
 
-        possible = one_machine(self.comm)   # a collective: called on every rank alike
+        possible = one_machine(self.group)   # a collective: called on every rank alike
         if not auto and not possible:   # True: possible, or an error saying why not
             raise InvalidArgumentError(
                 "shared_memory=True: Expect: an MPI job of 2 or more ranks on one machine Actual: "
-                + (f"{self.comm.size} rank(s)" if self.comm.size == 1 else "ranks on several machines"))
+                + (f"{self.group.size} rank(s)" if self.group.size == 1 else "ranks on several machines"))
         if not possible or self.compression != "none":
             return False
-        need = (self.comm.size * segment_bytes(self.padded + n_scalars, self.dtype)
+        need = (self.group.size * segment_bytes(self.padded + n_scalars, self.dtype)
                 + segment_bytes(self.padded, self.param_dtype))
-        enough, free = room_for(self.comm, need)   # a collective; every rank gets the same answer
+        enough, free = room_for(self.group, need)   # a collective; every rank gets the same answer
         if enough:
             return True
         why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for the weights and every rank's gradients Actual: "
@@ -216,7 +230,7 @@ class Zero1(Strategy):
         """A barrier with ``MPI_Win_sync`` on both sides (stores before it seen by loads after it)."""
         for w in self._windows:
             w.sync()
-        self.comm.barrier()
+        self.group.barrier()
         for w in self._windows:
             w.sync()
 
@@ -231,7 +245,7 @@ class Zero1(Strategy):
         reading the parameters (the update that follows writes them).
         """
         self._shared_barrier()
-        lo = self.comm.rank * self.block_size
+        lo = self.group.rank * self.block_size
         first, *rest = self._segments
         gb = self.grad_block
         squares = 0.0
@@ -248,10 +262,10 @@ class Zero1(Strategy):
     def _reduce_scatter(self) -> None:
         if self.compressor is not None:
             self.compressor.reduce_scatter_block(self._grad_part, self.grad_block)
-        elif self.comm.size == 1:
+        elif self.group.size == 1:
             np.copyto(self.grad_block, self._grad_part)
         else:
-            self.comm.reduce_scatter_block_(self._grad_part, self.grad_block)
+            self.group.reduce_scatter_block_(self._grad_part, self.grad_block)
 
     # -- the step ---------------------------------------------------------
     def reduce(self, grads=None, local_count: int = 0, scalars: Mapping[str, float] | None = None,
@@ -271,6 +285,9 @@ class Zero1(Strategy):
         if not self.shared:
             self._reduce_scatter()
         gb = self.grad_block
+        if self.group is not self.comm:
+            self._across_groups(gb)
+            squares = None
         small = self._small
         small[0] = local_count
         for k, name in enumerate(self.scalar_names, start=1):
@@ -297,7 +314,7 @@ class Zero1(Strategy):
             global_count=total, is_finite=finite,
         )
 
-    def update(self, result: SyncResult, optimizer, ema=None, num_updates: int | None = None) -> None:
+    def update(self, result: SyncResult, optimizer, ema=None, num_updates: bool = True) -> None:
         super().update(result, optimizer, ema, num_updates)
         self.gather_params()
 
@@ -309,8 +326,8 @@ class Zero1(Strategy):
         self._check_open()
         if self.shared:
             self._shared_barrier()
-        elif self.comm.size > 1:
-            self.comm.allgather_(self.params)
+        elif self.group.size > 1:
+            self.group.allgather_(self.params)
 
     @contextlib.contextmanager
     def writing_params(self) -> Iterator[None]:
@@ -360,7 +377,7 @@ class Zero1(Strategy):
         self.buffer = np.zeros(0, dtype=self.dtype)
         self._grad_part = self._scalars = self.buffer
         self._views, self._segments = [], []
-        self.comm.barrier()   # every rank has its private copy before the memory goes
+        self.group.barrier()   # every rank has its private copy before the memory goes
         for w in self._windows:
             w.free()
         self._windows = []
@@ -378,8 +395,8 @@ class Zero1(Strategy):
         lo, _ = self.block_range
         for p in self.pieces_info:
             np.copyto(flat[lo + p.lo: lo + p.lo + p.size], np.asarray(table[p.name]).reshape(-1), casting="unsafe")
-        if self.comm.size > 1:
-            self.comm.allgather_(flat)
+        if self.group.size > 1:
+            self.group.allgather_(flat)
         out = {v.name: view.copy() for v, view in zip(self.variables, self.layout.views(flat))}
         return {n: out[n] for n in sorted(out)}
 

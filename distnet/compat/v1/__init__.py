@@ -1,0 +1,262 @@
+"""TensorFlow 1.x programs as written: ``import distnet.compat.v1 as tf``.
+
+A graph-mode front end over distnet's ops and autodiff: placeholders and
+``feed_dict``, ``tf.Session``, ``tf.Variable(initial)``, collections,
+``tf.train.*Optimizer``, ``exponential_decay(lr, global_step, ...)``,
+``ExponentialMovingAverage(decay, num_updates)``, ``control_dependencies``,
+``tf.layers``, ``tf.losses``, ``tf.train.Saver`` -- and data parallelism
+with one line, ``opt = tf.DistributedOptimizer(opt)`` (see
+:mod:`distnet.compat.v1.distributed`).  No TensorFlow is imported.
+
+A TF1 name this module does not provide raises
+:class:`~distnet.compat.v1.errors.UnsupportedError` naming it and the
+nearest supported API.  The supported surface and the deliberate
+differences are listed in docs/tf1.md.
+"""
+from __future__ import annotations
+
+import numpy as _np
+
+from distnet.compat.v1 import array_ops as _a
+from distnet.compat.v1 import distributed as _dist
+from distnet.compat.v1 import layers as _layers
+from distnet.compat.v1 import math_ops as _m
+from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import summary as _summary
+from distnet.compat.v1 import train as _train
+from distnet.compat.v1 import variables as _v
+from distnet.compat.v1.errors import (
+    FailedPreconditionError, OutOfRangeError, UnsupportedError, unsupported as _unsupported,
+)
+from distnet.compat.v1.graph import (
+    Dimension, Graph, GraphKeys, Operation, Tensor, TensorShape, as_dtype, convert_to_tensor, get_default_graph,
+    get_default_session, no_output as _no_output, reset_default_graph,
+)
+from distnet.compat.v1.session import InteractiveSession, Session
+from distnet.errors import InvalidArgumentError
+
+#: The TF1 API this module follows (programs compare it to pick APIs).
+__version__ = "1.15.0"
+VERSION = __version__
+
+
+class _Namespace:
+    """A TF1 sub-module (``tf.nn``, ``tf.train``, ...): its members, and one clear
+    error for any other name."""
+
+    def __init__(self, path: str, **members):
+        self.__dict__.update(members)
+        self.__dict__["_path"] = path
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _unsupported(self._path, name, self.__dict__)
+
+    def __dir__(self):
+        return sorted(k for k in self.__dict__ if not k.startswith("_"))
+
+    def __repr__(self) -> str:
+        return f"<distnet.compat.v1 namespace tf.{self._path}>"
+
+
+# -- dtypes ---------------------------------------------------------------------------------
+float16, float32, float64 = _np.float16, _np.float32, _np.float64
+half, double = _np.float16, _np.float64
+int8, int16, int32, int64 = _np.int8, _np.int16, _np.int32, _np.int64
+uint8, uint16 = _np.uint8, _np.uint16
+bool = _np.bool_  # noqa: A001
+
+
+# -- graph, session, scopes, control ----------------------------------------------------------
+
+def name_scope(name, default_name=None, values=None):
+    """Ops created inside are named ``<scope>/<op>``."""
+    return get_default_graph().name_scope(name if name is not None else default_name)
+
+
+def control_dependencies(control_inputs):
+    """Ops created inside run after ``control_inputs`` (in the order given)."""
+    return get_default_graph().control_dependencies(control_inputs)
+
+
+def group(*inputs, name=None):
+    """One op that runs ``inputs`` (ops or tensors), in order."""
+    flat = []
+    for x in inputs:
+        for y in (x if isinstance(x, (list, tuple)) else [x]):
+            flat.append(y.op if isinstance(y, Tensor) else y)
+    return _no_output("NoOp", lambda run, values: None, name=name or "group_deps", control_inputs=flat)
+
+
+def no_op(name=None):
+    """An op that does nothing (its control dependencies run)."""
+    return _no_output("NoOp", lambda run, values: None, name=name or "NoOp")
+
+
+def add_to_collection(name, value):
+    get_default_graph().add_to_collection(name, value)
+
+
+def add_to_collections(names, value):
+    get_default_graph().add_to_collections(names, value)
+
+
+def get_collection(key, scope=None):
+    return get_default_graph().get_collection(key, scope)
+
+
+def get_collection_ref(key):
+    return get_default_graph().get_collection_ref(key)
+
+
+def Print(input_, data, message=None, first_n=None, summarize=None, name=None):  # noqa: N802
+    """``input_`` unchanged; prints ``message`` and the values of ``data`` when it runs."""
+    from distnet.compat.v1.graph import build
+
+    def fn(x, *vals):
+        shown = [_np.asarray(v.data).reshape(-1)[: summarize or 3].tolist() for v in vals]
+        print(f"{message or ''}{shown}")
+        return x
+
+    return build("Print", fn, input_, *list(data), _name=name)
+
+
+def disable_v2_behavior():
+    """Nothing to do: this module is TF1 behaviour."""
+
+
+disable_eager_execution = disable_v2_behavior
+enable_resource_variables = disable_v2_behavior
+
+
+def executing_eagerly():
+    return False
+
+
+# -- ops -----------------------------------------------------------------------------------
+from distnet.compat.v1.array_ops import (  # noqa: E402
+    cast, concat, constant, expand_dims, fill, gather, identity, one_hot, ones, ones_like, placeholder,
+    placeholder_with_default, random_normal, random_shuffle, random_uniform, range, rank, reshape,
+    set_random_seed, shape, size, slice, squeeze, stack, stop_gradient, to_double, to_float, to_int32, to_int64,
+    transpose, truncated_normal, unstack, zeros, zeros_like,
+)
+from distnet.compat.v1.math_ops import (  # noqa: E402
+    abs, add, add_n, argmax, argmin, clip_by_value, divide, equal, exp, greater, greater_equal, less, less_equal,
+    log, logical_and, logical_not, logical_or, matmul, maximum, minimum, multiply, negative, not_equal, pow,
+    reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum, rsqrt, sigmoid, sign, sqrt, square,
+    subtract, tanh, where, where_v2,
+)
+from distnet.compat.v1.train import gradients  # noqa: E402
+from distnet.compat.v1.variables import (  # noqa: E402
+    AUTO_REUSE, Variable, VariableScope, all_variables, assign, assign_add, assign_sub, constant_initializer,
+    get_variable, get_variable_scope, global_variables, global_variables_initializer, glorot_normal_initializer,
+    glorot_uniform_initializer, initialize_all_variables, is_variable_initialized, local_variables,
+    local_variables_initializer, model_variables, moving_average_variables, ones_initializer,
+    random_normal_initializer, random_uniform_initializer, trainable_variables, truncated_normal_initializer,
+    variable_scope, variables_initializer, variance_scaling_initializer, zeros_initializer,
+)
+
+div = truediv = divide
+sub = subtract
+mul = multiply
+neg = negative
+pack = stack
+
+
+# -- sub-modules -----------------------------------------------------------------------------
+nn = _Namespace(
+    "nn", relu=_m.relu, relu6=_m.relu6, sigmoid=_m.sigmoid, tanh=_m.tanh, softmax=_m.softmax,
+    log_softmax=_m.log_softmax, softmax_cross_entropy_with_logits=_m.softmax_cross_entropy_with_logits,
+    softmax_cross_entropy_with_logits_v2=_m.softmax_cross_entropy_with_logits_v2,
+    sparse_softmax_cross_entropy_with_logits=_m.sparse_softmax_cross_entropy_with_logits,
+    sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
+    dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
+    embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
+)
+
+train = _Namespace(
+    "train", Optimizer=_train.Optimizer, GradientDescentOptimizer=_train.GradientDescentOptimizer,
+    MomentumOptimizer=_train.MomentumOptimizer, AdamOptimizer=_train.AdamOptimizer,
+    RMSPropOptimizer=_train.RMSPropOptimizer, AdagradOptimizer=_train.AdagradOptimizer,
+    exponential_decay=_train.exponential_decay, piecewise_constant=_train.piecewise_constant,
+    polynomial_decay=_train.polynomial_decay, cosine_decay=_train.cosine_decay,
+    get_or_create_global_step=_train.get_or_create_global_step, get_global_step=_train.get_global_step,
+    create_global_step=_train.create_global_step, global_step=_train.global_step,
+    ExponentialMovingAverage=_train.ExponentialMovingAverage, Saver=_saver.Saver,
+    latest_checkpoint=_saver.latest_checkpoint, get_checkpoint_state=_saver.get_checkpoint_state,
+    checkpoint_exists=_saver.checkpoint_exists,
+)
+
+layers = _Namespace(
+    "layers", dense=_layers.dense, conv2d=_layers.conv2d, max_pooling2d=_layers.max_pooling2d,
+    dropout=_layers.dropout, flatten=_layers.flatten,
+)
+
+contrib = _Namespace("contrib", layers=_Namespace(
+    "contrib.layers", l1_regularizer=_layers.l1_regularizer, l2_regularizer=_layers.l2_regularizer,
+    l1_l2_regularizer=_layers.l1_l2_regularizer, sum_regularizer=_layers.sum_regularizer,
+    apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
+    variance_scaling_initializer=variance_scaling_initializer, flatten=_layers.flatten,
+    fully_connected=_layers.fully_connected,
+))
+
+losses = _Namespace(
+    "losses", mean_squared_error=_layers.mean_squared_error, softmax_cross_entropy=_layers.softmax_cross_entropy,
+    sparse_softmax_cross_entropy=_layers.sparse_softmax_cross_entropy, add_loss=_layers.add_loss,
+    get_losses=_layers.get_losses, get_regularization_losses=_layers.get_regularization_losses,
+    get_regularization_loss=_layers.get_regularization_loss, get_total_loss=_layers.get_total_loss,
+    Reduction=_layers.Reduction,
+)
+
+initializers = _Namespace(
+    "initializers", zeros=zeros_initializer, ones=ones_initializer, constant=constant_initializer,
+    random_normal=random_normal_initializer, truncated_normal=truncated_normal_initializer,
+    random_uniform=random_uniform_initializer, glorot_uniform=glorot_uniform_initializer,
+    glorot_normal=glorot_normal_initializer, variance_scaling=variance_scaling_initializer,
+    global_variables=global_variables_initializer, variables=variables_initializer,
+)
+
+random = _Namespace(
+    "random", normal=random_normal, uniform=random_uniform, truncated_normal=truncated_normal,
+    shuffle=random_shuffle, set_random_seed=set_random_seed,
+)
+
+math = _Namespace(
+    "math", abs=abs, add=add, add_n=add_n, argmax=argmax, argmin=argmin, divide=divide, equal=equal, exp=exp,
+    greater=greater, greater_equal=greater_equal, less=less, less_equal=less_equal, log=log,
+    logical_and=logical_and, logical_not=logical_not, logical_or=logical_or, maximum=maximum, minimum=minimum,
+    multiply=multiply, negative=negative, not_equal=not_equal, pow=pow, reduce_all=reduce_all,
+    reduce_any=reduce_any, reduce_max=reduce_max, reduce_mean=reduce_mean, reduce_min=reduce_min,
+    reduce_sum=reduce_sum, rsqrt=rsqrt, sigmoid=sigmoid, sign=sign, sqrt=sqrt, square=square, subtract=subtract,
+    tanh=tanh, in_top_k=_m.in_top_k, softmax=_m.softmax, log_softmax=_m.log_softmax,
+)
+
+errors = _Namespace(
+    "errors", FailedPreconditionError=FailedPreconditionError, InvalidArgumentError=InvalidArgumentError,
+    NotFoundError=_saver.NotFoundError, OutOfRangeError=OutOfRangeError, UnsupportedError=UnsupportedError,
+)
+
+distributed = _Namespace(
+    "distributed", DistributedOptimizer=_dist.DistributedOptimizer, shard=_dist.shard, allreduce=_dist.allreduce,
+    rank=_dist.rank, size=_dist.size, broadcast_global_variables=_dist.broadcast_global_variables,
+)
+DistributedOptimizer = _dist.DistributedOptimizer
+
+app = _misc.app
+flags = _misc.flags
+gfile = _misc.gfile
+logging = _misc.logging
+summary = _Namespace(
+    "summary", scalar=_summary.scalar, histogram=_summary.histogram, merge=_summary.merge,
+    merge_all=_summary.merge_all, FileWriter=_summary.FileWriter, Summary=_summary.Summary,
+)
+
+
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise _unsupported("", name, globals())

@@ -1,0 +1,333 @@
+"""TF1's math, comparison and ``tf.nn`` ops in graph mode, under their TF1
+names and signatures (``reduction_indices=``, ``keep_dims=``, ``dim=``,
+``keep_prob=``); each runs the distnet op of the same meaning.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import distnet
+import distnet.nn as dnn
+from distnet.compat.v1.graph import build, convert_to_tensor, leaf
+from distnet.errors import InvalidArgumentError
+from distnet.tensor import Tensor as EagerTensor
+
+
+# -- arithmetic ---------------------------------------------------------------------------
+
+def add(x, y, name=None):
+    return build("Add", distnet.add, x, y, _name=name)
+
+
+def subtract(x, y, name=None):
+    return build("Sub", distnet.subtract, x, y, _name=name)
+
+
+def multiply(x, y, name=None):
+    return build("Mul", distnet.multiply, x, y, _name=name)
+
+
+def divide(x, y, name=None):
+    return build("RealDiv", distnet.divide, x, y, _name=name)
+
+
+def negative(x, name=None):
+    return build("Neg", distnet.negative, x, _name=name)
+
+
+def abs(x, name=None):  # noqa: A001
+    return build("Abs", distnet.abs, x, _name=name)
+
+
+def square(x, name=None):
+    return build("Square", distnet.square, x, _name=name)
+
+
+def sqrt(x, name=None):
+    return build("Sqrt", distnet.sqrt, x, _name=name)
+
+
+def rsqrt(x, name=None):
+    return build("Rsqrt", lambda a: distnet.divide(1.0, distnet.sqrt(a)), x, _name=name)
+
+
+def exp(x, name=None):
+    return build("Exp", distnet.exp, x, _name=name)
+
+
+def log(x, name=None):
+    return build("Log", distnet.log, x, _name=name)
+
+
+def pow(x, y, name=None):  # noqa: A001
+    return build("Pow", distnet.pow, x, y, _name=name)
+
+
+def maximum(x, y, name=None):
+    return build("Maximum", distnet.maximum, x, y, _name=name)
+
+
+def minimum(x, y, name=None):
+    return build("Minimum", distnet.minimum, x, y, _name=name)
+
+
+def sign(x, name=None):
+    return build("Sign", distnet.sign, x, _name=name)
+
+
+def add_n(inputs, name=None):
+    return build("AddN", distnet.add_n, list(inputs), _name=name)
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False, adjoint_a=False, adjoint_b=False,
+           a_is_sparse=False, b_is_sparse=False, name=None):
+    return build("MatMul", distnet.matmul, a, b, bool(transpose_a or adjoint_a), bool(transpose_b or adjoint_b),
+                 _name=name)
+
+
+def getitem(x, index):
+    return build("StridedSlice", distnet.getitem, x, index)
+
+
+# -- reductions ---------------------------------------------------------------------------
+
+def _axis(axis, reduction_indices):
+    if axis is not None and reduction_indices is not None:
+        raise ValueError("Cannot specify both 'axis' and 'reduction_indices'")
+    ax = axis if axis is not None else reduction_indices
+    if isinstance(ax, list):
+        ax = tuple(ax)
+    return ax
+
+
+def _keep(keepdims, keep_dims):
+    if keepdims is not None and keep_dims is not None:
+        raise ValueError("Cannot specify both 'keepdims' and 'keep_dims'")
+    return bool(keepdims if keepdims is not None else (keep_dims or False))
+
+
+def _reducer(op_type, fn):
+    def reduce(input_tensor, axis=None, keepdims=None, name=None, reduction_indices=None, keep_dims=None):
+        return build(op_type, fn, input_tensor, _axis(axis, reduction_indices), _keep(keepdims, keep_dims),
+                     _name=name)
+
+    reduce.__name__ = fn.__name__
+    reduce.__doc__ = f"TF1's ``tf.{fn.__name__}``: ``axis`` (or ``reduction_indices``), ``keepdims`` (or ``keep_dims``)."
+    return reduce
+
+
+reduce_sum = _reducer("Sum", distnet.reduce_sum)
+reduce_mean = _reducer("Mean", distnet.reduce_mean)
+reduce_max = _reducer("Max", distnet.reduce_max)
+reduce_min = _reducer("Min", distnet.reduce_min)
+reduce_any = _reducer("Any", distnet.reduce_any)
+reduce_all = _reducer("All", distnet.reduce_all)
+
+
+def argmax(input, axis=None, name=None, dimension=None, output_type=np.int64):  # noqa: A002
+    return build("ArgMax", distnet.argmax, input, axis if axis is not None else dimension, output_type, _name=name)
+
+
+def argmin(input, axis=None, name=None, dimension=None, output_type=np.int64):  # noqa: A002
+    return build("ArgMin", distnet.argmin, input, axis if axis is not None else dimension, output_type, _name=name)
+
+
+# -- comparison and selection -------------------------------------------------------------
+
+def equal(x, y, name=None):
+    return build("Equal", distnet.equal, x, y, _name=name)
+
+
+def not_equal(x, y, name=None):
+    return build("NotEqual", distnet.not_equal, x, y, _name=name)
+
+
+def greater(x, y, name=None):
+    return build("Greater", distnet.greater, x, y, _name=name)
+
+
+def greater_equal(x, y, name=None):
+    return build("GreaterEqual", distnet.greater_equal, x, y, _name=name)
+
+
+def less(x, y, name=None):
+    return build("Less", distnet.less, x, y, _name=name)
+
+
+def less_equal(x, y, name=None):
+    return build("LessEqual", distnet.less_equal, x, y, _name=name)
+
+
+def logical_and(x, y, name=None):
+    return build("LogicalAnd", distnet.logical_and, x, y, _name=name)
+
+
+def logical_or(x, y, name=None):
+    return build("LogicalOr", distnet.logical_or, x, y, _name=name)
+
+
+def logical_not(x, name=None):
+    return build("LogicalNot", distnet.logical_not, x, _name=name)
+
+
+def where(condition, x=None, y=None, name=None):
+    """TF1's ``tf.where``: a rank-1 condition picks rows of ``x``/``y``."""
+    return build("Select", distnet.where, condition, x, y, _name=name)
+
+
+def where_v2(condition, x=None, y=None, name=None):
+    """``tf.where_v2``: condition, x and y broadcast together."""
+    return build("SelectV2", distnet.where_v2, condition, x, y, _name=name)
+
+
+def clip_by_value(t, clip_value_min, clip_value_max, name=None):
+    return build("ClipByValue", distnet.clip_by_value, t, clip_value_min, clip_value_max, _name=name)
+
+
+# -- tf.nn --------------------------------------------------------------------------------
+
+def relu(features, name=None):
+    return build("Relu", dnn.relu, features, _name=name)
+
+
+def relu6(features, name=None):
+    return build("Relu6", lambda x: distnet.minimum(dnn.relu(x), 6.0), features, _name=name)
+
+
+def sigmoid(x, name=None):
+    return build("Sigmoid", dnn.sigmoid, x, _name=name)
+
+
+def tanh(x, name=None):
+    return build("Tanh", dnn.tanh, x, _name=name)
+
+
+def softmax(logits, axis=None, name=None, dim=None):
+    ax = -1 if axis is None and dim is None else (axis if axis is not None else dim)
+    return build("Softmax", dnn.softmax, logits, ax, _name=name)
+
+
+def log_softmax(logits, axis=None, name=None, dim=None):
+    ax = -1 if axis is None and dim is None else (axis if axis is not None else dim)
+    return build("LogSoftmax", dnn.log_softmax, logits, ax, _name=name)
+
+
+def _sentinel_check(op_name: str, sentinel) -> None:
+    if sentinel is not None:
+        raise ValueError(f"Only call `{op_name}` with named arguments (labels=..., logits=..., ...)")
+
+
+def softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None, dim=-1, name=None, axis=None):
+    """TF1's version: no gradient flows into ``labels`` (``_v2`` lets it through)."""
+    _sentinel_check("softmax_cross_entropy_with_logits", _sentinel)
+    ax = dim if axis is None else axis
+    return build("SoftmaxCrossEntropyWithLogits",
+                 lambda lab, lg: dnn.softmax_cross_entropy_with_logits(labels=distnet.stop_gradient(lab), logits=lg,
+                                                                       axis=ax), labels, logits, _name=name)
+
+
+def softmax_cross_entropy_with_logits_v2(_sentinel=None, labels=None, logits=None, axis=None, name=None, dim=None):
+    _sentinel_check("softmax_cross_entropy_with_logits_v2", _sentinel)
+    ax = -1 if axis is None and dim is None else (axis if axis is not None else dim)
+    return build("SoftmaxCrossEntropyWithLogits",
+                 lambda lab, lg: dnn.softmax_cross_entropy_with_logits(labels=lab, logits=lg, axis=ax),
+                 labels, logits, _name=name)
+
+
+def sparse_softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None, name=None):
+    _sentinel_check("sparse_softmax_cross_entropy_with_logits", _sentinel)
+    return build("SparseSoftmaxCrossEntropyWithLogits",
+                 lambda lab, lg: dnn.sparse_softmax_cross_entropy_with_logits(labels=lab, logits=lg),
+                 labels, logits, _name=name)
+
+
+def sigmoid_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None, name=None):
+    """``max(x, 0) - x * z + log(1 + exp(-|x|))`` (TF1's stable form), composed from distnet ops."""
+    _sentinel_check("sigmoid_cross_entropy_with_logits", _sentinel)
+
+    def fn(z, x):
+        return distnet.maximum(x, 0.0) - x * z + distnet.log(1.0 + distnet.exp(-distnet.abs(x)))
+
+    return build("SigmoidCrossEntropyWithLogits", fn, labels, logits, _name=name)
+
+
+def l2_loss(t, name=None):
+    return build("L2Loss", dnn.l2_loss, t, _name=name)
+
+
+def bias_add(value, bias, data_format=None, name=None):
+    return build("BiasAdd", dnn.bias_add, value, bias, data_format, _name=name)
+
+
+def conv2d(input, filter=None, strides=None, padding=None, use_cudnn_on_gpu=True, data_format="NHWC",  # noqa: A002
+           dilations=None, name=None, filters=None):
+    w = filter if filter is not None else filters
+    return build("Conv2D", dnn.conv2d, input, w, strides, padding, data_format or "NHWC", dilations, _name=name)
+
+
+def max_pool(value, ksize, strides, padding, data_format="NHWC", name=None, input=None):  # noqa: A002
+    return build("MaxPool", dnn.max_pool, value if input is None else input, ksize, strides, padding,
+                 data_format or "NHWC", _name=name)
+
+
+def in_top_k(predictions, targets, k, name=None):
+    """Whether each target class is among the ``k`` largest predictions (a bool per row; not differentiable).
+
+    TF1's tie rule: a target is in the top k when fewer than ``k`` classes score strictly higher.
+    """
+    def fn(p, t):
+        scores, tgt = p.data, np.asarray(t.data).astype(np.int64)
+        own = np.take_along_axis(scores, tgt[:, None], axis=1)
+        higher = np.sum(scores > own, axis=1)
+        ok = (higher < int(k)) & np.all(np.isfinite(scores), axis=1)
+        return EagerTensor._from_op(ok, None, ())
+
+    return build("InTopKV2", fn, predictions, targets, _name=name)
+
+
+def dropout(x, keep_prob=None, noise_shape=None, seed=None, name=None, rate=None):
+    """TF1's ``tf.nn.dropout``: the second argument is ``keep_prob`` (a number or a tensor).
+
+    The mask comes from distnet's counter-based generator keyed by each
+    sample's index in the *global* batch (see :func:`distnet.compat.v1.distributed.shard`),
+    so a data-parallel run drops the same elements as one process.
+    """
+    from distnet.compat.v1.array_ops import get_seed
+
+    if (keep_prob is None) == (rate is None):
+        raise ValueError("dropout: give exactly one of keep_prob (TF1) and rate")
+    x = convert_to_tensor(x)
+    graph_seed, op_seed = get_seed(seed)
+    prob = convert_to_tensor(keep_prob if keep_prob is not None else rate)
+
+    def compute(run, values):
+        xv, pv = values
+        p = float(pv.data)
+        kp = p if keep_prob is not None else 1.0 - p
+        if run is None or kp >= 1.0:
+            return distnet.nn.dropout(xv, keep_prob=1.0, rng=np.random.default_rng(0))
+        state = run.session.resource(("dropout", t.op),
+                                     lambda: _DropoutState(graph_seed, op_seed, run.session.graph._comm))
+        offset = run.session.graph._shard_offset(run) if xv.ndim else 0
+        keys = dnn.dropout_sample_keys(state.seed, state.calls, 0, np.arange(xv.shape[0]) + offset)
+        state.calls += 1
+        return dnn.dropout(xv, keep_prob=kp, sample_keys=keys, noise_shape=noise_shape)
+
+    if x.dtype is not None and x.dtype.kind != "f":
+        raise InvalidArgumentError(f"dropout: x must be a floating tensor, got {x.dtype.name}")
+    t = leaf("Dropout", compute, x.dtype, x.shape, x._probes, name=name or "dropout", inputs=[x, prob])
+    return t
+
+
+class _DropoutState:
+    """A dropout op's seed and how many times it ran in this session (the key's step)."""
+
+    def __init__(self, graph_seed, op_seed, comm):
+        if graph_seed is None:
+            self.seed = int(np.random.default_rng().integers(2 ** 63))
+            if comm is not None and comm.size > 1:
+                # Every rank must drop the same elements of a sample: rank 0's draw.
+                self.seed = int(comm.bcast_object(self.seed, root=0))
+        else:
+            self.seed = (int(graph_seed) << 32 | int(op_seed)) & (2 ** 64 - 1)
+        self.calls = 0

@@ -1,0 +1,263 @@
+"""Export a :class:`~distnet.models.Sequential` to an ONNX model.
+
+Every layer type distnet has is exported: Conv2D (``valid``/``same``
+padding, any strides), MaxPool2D (``valid``/``same``), Flatten, Dropout (the
+identity at inference) and Dense, with the activations ``relu``,
+``sigmoid``, ``tanh``, ``softmax`` and ``linear``.
+
+The exported model keeps distnet's interface: its input ``images`` is
+``[batch, H, W, C]`` float32 in [0, 1] (NHWC, what distnet's datasets give),
+its outputs are ``logits`` (the model's output) and, for a model ending in
+per-class scores, ``probabilities`` (their softmax).  Inside, the
+convolutions and poolings run in ONNX's NCHW layout: the graph transposes
+the input once and transposes back before Flatten, so the flattened
+features are in distnet's (row-major NHWC) order and the Dense kernels are
+used as they are.
+
+# TF1's "SAME" padding puts the odd pixel of padding after the image
+# (bottom/right): pads are computed here exactly as TF does,
+# total = max((out - 1) * stride + k - in, 0), before = total // 2.  Max
+# pooling never picks a padded element (TF and ONNX both ignore them).
+
+Needs the ``onnx`` package (``pip install 'distnet[onnx]'``).
+
+Example:
+    >>> export_onnx(model, "model.onnx", input_shape=(28, 28, 1))    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from distnet.errors import InvalidArgumentError
+
+__all__ = ["export_onnx", "to_onnx", "OPSET", "INSTALL_HINT"]
+
+#: The ONNX opset the graph is written for: 13 is where Softmax takes one
+#: axis (earlier opsets flatten from the axis on), read by every current runtime.
+OPSET = 13
+INSTALL_HINT = "pip install 'distnet[onnx]' (or: pip install onnx)"
+EXPORTABLE = ("Conv2D", "MaxPool2D", "Flatten", "Dropout", "Dense")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(f"ONNX export needs the onnx package: {INSTALL_HINT} ({exc})") from exc
+    return onnx
+
+
+def _same_pads(size: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int],
+               padding: str) -> list[int]:
+    """ONNX ``pads`` [top, left, bottom, right] for TF's padding of a 2-D window."""
+    if padding == "VALID":
+        return [0, 0, 0, 0]
+    before, after = [], []
+    for n, k, s in zip(size, kernel, strides):
+        out = -(-n // s)
+        total = max((out - 1) * s + k - n, 0)
+        before.append(total // 2)
+        after.append(total - total // 2)
+    return before + after
+
+
+class _Graph:
+    """Collects nodes and weights, naming each value once."""
+
+    def __init__(self, onnx, dtype: np.dtype):
+        self.onnx = onnx
+        self.dtype = dtype
+        self.nodes: list = []
+        self.initializers: list = []
+        self._names: set[str] = set()
+
+    def name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def weight(self, name: str, value: np.ndarray) -> str:
+        name = self.name(name)
+        arr = np.ascontiguousarray(value, dtype=self.dtype)
+        self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], out: str, **attrs: Any) -> str:
+        out = self.name(out)
+        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+
+def _activation_op(layer) -> str | None:
+    """The ONNX op of a layer's activation (None: linear)."""
+    import distnet.nn as nn
+
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return None
+    for name, op in (("relu", "Relu"), ("sigmoid", "Sigmoid"), ("tanh", "Tanh"), ("softmax", "Softmax")):
+        if act is getattr(nn, name):
+            return op
+    raise InvalidArgumentError(f"layer {layer.name!r}: its activation {act!r} has no ONNX form; "
+                               "Expect: one of relu, sigmoid, tanh, softmax, linear")
+
+
+def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping[str, np.ndarray] | None = None,
+            opset: int = OPSET, metadata: Mapping[str, str] | None = None, graph_name: str = "distnet"):
+    """The model as an ``onnx.ModelProto`` (checked with ``onnx.checker``).
+
+    Args:
+        model: a :class:`~distnet.models.Sequential` of distnet layers.
+        input_shape: ``(H, W, C)`` of one image; default: the built model's.
+        weights: ``{variable name: array}`` to export instead of the model's
+            own values (e.g. EMA shadows); every variable must be there.
+        opset: the ONNX opset to declare (>= 13).
+        metadata: strings stored in the model's ``metadata_props``.
+        graph_name: the ONNX graph's name.
+
+    Raises:
+        InvalidArgumentError: a layer or activation without an ONNX form, or
+            bad arguments.
+        ImportError: the onnx package is missing.
+    """
+    onnx = _onnx()
+    from distnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+    from distnet.models import Sequential
+
+    if not isinstance(model, Sequential):
+        raise InvalidArgumentError(f"to_onnx: model: Expect: a distnet Sequential Actual: {type(model).__name__}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
+        raise InvalidArgumentError(f"to_onnx: opset: Expect: an int >= 13 (Softmax over one axis) "
+                                   f"Actual: {opset!r}")
+    if input_shape is None:
+        if not model.built:
+            raise InvalidArgumentError("to_onnx: the model is not built; Expect: input_shape=(H, W, C)")
+        input_shape = model.input_shape
+    input_shape = tuple(int(s) for s in input_shape)
+    model.build((None,) + input_shape)
+    values = {v.name: v.numpy() for v in model.variables}
+    if weights is not None:
+        missing = sorted(set(values) - set(weights))
+        if missing:
+            raise InvalidArgumentError(f"to_onnx: weights: Expect: a value for every variable Actual: "
+                                       f"missing {missing}")
+        for name in values:
+            if tuple(np.shape(weights[name])) != values[name].shape:
+                raise InvalidArgumentError(f"to_onnx: weights[{name!r}]: Expect: shape {values[name].shape} "
+                                           f"Actual: {tuple(np.shape(weights[name]))}")
+            values[name] = np.asarray(weights[name])
+    dtype = np.dtype(model.dtype)
+    elem = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}.get(dtype)
+    if elem is None:
+        raise InvalidArgumentError(f"to_onnx: Expect: a float32 or float64 model Actual: {dtype}")
+
+    g = _Graph(onnx, dtype)
+    x = "images"
+    g._names.add(x)
+    nchw = False   # the layout of x: distnet's NHWC until the first window layer
+    shape = input_shape
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if isinstance(layer, (Conv2D, MaxPool2D)):
+            if not nchw:
+                x = g.node("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2])
+                nchw = True
+            h, w, _ = shape
+            if isinstance(layer, Conv2D):
+                kernel = values[layer.kernel.name].transpose(3, 2, 0, 1)   # HWIO -> OIHW
+                inputs = [x, g.weight(layer.kernel.name, kernel)]
+                if layer.use_bias:
+                    inputs.append(g.weight(layer.bias.name, values[layer.bias.name]))
+                x = g.node("Conv", inputs, layer.name, kernel_shape=list(layer.kernel_size),
+                           strides=list(layer.strides),
+                           pads=_same_pads((h, w), layer.kernel_size, layer.strides, layer.padding))
+            else:
+                x = g.node("MaxPool", [x], layer.name, kernel_shape=list(layer.pool_size),
+                           strides=list(layer.strides),
+                           pads=_same_pads((h, w), layer.pool_size, layer.strides, layer.padding))
+            op = _activation_op(layer) if isinstance(layer, Conv2D) else None
+            if op is not None:
+                # distnet's softmax is over the last (channel) axis: axis 1 in NCHW.
+                x = g.node(op, [x], f"{layer.name}/{op.lower()}", **({"axis": 1} if op == "Softmax" else {}))
+        elif isinstance(layer, Flatten):
+            if nchw:   # back to NHWC so the features are in distnet's order
+                x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+                nchw = False
+            x = g.node("Flatten", [x], layer.name, axis=1)
+        elif isinstance(layer, Dropout):
+            pass   # the identity at inference
+        elif isinstance(layer, Dense):
+            if len(shape) != 1:
+                raise InvalidArgumentError(f"to_onnx: Dense {layer.name!r} takes per-sample shape {shape}; "
+                                           "Expect: one axis (a Flatten before it)")
+            inputs = [x, g.weight(layer.kernel.name, values[layer.kernel.name])]
+            if layer.use_bias:
+                inputs.append(g.weight(layer.bias.name, values[layer.bias.name]))
+            x = g.node("Gemm", inputs, layer.name)
+            op = _activation_op(layer)
+            if op is not None:
+                x = g.node(op, [x], f"{layer.name}/{op.lower()}", **({"axis": -1} if op == "Softmax" else {}))
+        else:
+            raise InvalidArgumentError(f"to_onnx: layer {layer.name!r} of type {kind} has no ONNX form; "
+                                       f"Expect: layers of the types {', '.join(EXPORTABLE)}")
+        shape = tuple(layer.output_shape)
+    if nchw:
+        x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+    outputs = [g.node("Identity", [x], "logits")]
+    out_shapes = [("batch",) + shape]
+    if len(shape) == 1:
+        outputs.append(g.node("Softmax", [x], "probabilities", axis=-1))
+        out_shapes.append(("batch",) + shape)
+    helper = onnx.helper
+    graph = helper.make_graph(
+        g.nodes, graph_name,
+        [helper.make_tensor_value_info("images", elem, ["batch", *input_shape])],
+        [helper.make_tensor_value_info(o, elem, list(s)) for o, s in zip(outputs, out_shapes)],
+        initializer=g.initializers)
+    from distnet._version import __version__
+
+    proto = helper.make_model(graph, producer_name="distnet", producer_version=__version__,
+                              opset_imports=[helper.make_opsetid("", opset)])
+    # The IR version the opset was introduced with, not the newest this onnx
+    # package knows: older runtimes refuse files of a newer IR version.
+    proto.ir_version = 7
+    props = {"input_layout": "NHWC, float values in [0, 1]", **dict(metadata or {})}
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_onnx(model, path: str | os.PathLike, input_shape: Sequence[int] | None = None, **kwargs) -> str:
+    """Write the model to an ONNX file, atomically (a half-written file never has the name).
+
+    Args:
+        model, input_shape, kwargs: as :func:`to_onnx`.
+        path: the ``.onnx`` file to write.
+
+    Returns:
+        The absolute path written.
+    """
+    proto = to_onnx(model, input_shape, **kwargs)
+    final = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(final)
+    if os.path.isdir(final):
+        raise InvalidArgumentError(f"export: {final}: Expect: a file name Actual: a directory")
+    if not os.path.isdir(directory):
+        raise InvalidArgumentError(f"export: {final}: Expect: an existing directory Actual: no directory "
+                                   f"{directory}")
+    from distnet.tempfiles import create_beside, fill_and_replace
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(proto.SerializeToString())
+
+    fill_and_replace(create_beside(final), final, fill)
+    return final
+

@@ -1,0 +1,196 @@
+"""TensorBoard event files for a run, written with tensorboardX.
+
+``tensorboard --logdir runs/`` then shows every run beside the others: the
+writer puts its event file in the run directory itself, next to
+``metrics.jsonl``, so a run's TensorBoard name is its directory's name.
+
+What goes in (tags):
+
+* ``train/<key>`` for every number of a ``metrics.jsonl`` step record
+  (``loss``, ``reg_loss``, ``lr``, ``accuracy``, ``samples_per_sec``);
+* ``eval/<key>`` for every number of an eval record (``test_loss``,
+  ``test_accuracy``, ``ema_test_loss``, ``ema_test_accuracy``, ...);
+* text (the job's TOML, shown as a code block) and histograms (weights or
+  gradients) under tags the caller names.
+
+The writer writes whatever it is given: which rank writes (rank 0) is the
+caller's decision, as with :class:`~distnet.metrics.MetricsLogger`.
+tensorboardX is an optional dependency (``pip install 'distnet[tensorboard]'``);
+the event file is opened on the first write, so constructing a writer
+touches no file and starts no thread.
+
+Example:
+    >>> tb = TensorBoardWriter("runs/default")                    # doctest: +SKIP
+    >>> tb.add_text("job/config", cfg.to_toml())                  # doctest: +SKIP
+    >>> tb.add_record({"kind": "step", "step": 1, "loss": 2.3})   # doctest: +SKIP
+    >>> tb.close()                                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from distnet.errors import InvalidArgumentError
+
+__all__ = ["TensorBoardWriter", "record_scalars", "INSTALL_HINT"]
+
+INSTALL_HINT = "pip install 'distnet[tensorboard]' (or: pip install tensorboardX)"
+
+# Keys of a metrics record that are positions or bookkeeping, not curves.
+_NOT_SCALARS = frozenset({"kind", "step", "epoch", "time", "finite"})
+_GROUPS = {"step": "train", "eval": "eval"}
+
+
+def record_scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """The TensorBoard scalars of one ``metrics.jsonl`` record: ``{tag: value}``.
+
+    Step records give ``train/<key>``, eval records ``eval/<key>``, for every
+    finite number in the record except ``step``, ``epoch``, ``time`` and
+    ``finite``; other kinds of record give nothing.
+
+    Example:
+        >>> record_scalars({"kind": "eval", "step": 100, "test_accuracy": 0.8})
+        {'eval/test_accuracy': 0.8}
+    """
+    group = _GROUPS.get(record.get("kind"))
+    if group is None:
+        return {}
+    out = {}
+    for key, value in record.items():
+        if key in _NOT_SCALARS or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
+            out[f"{group}/{key}"] = float(value)
+    return out
+
+
+class TensorBoardWriter:
+    """Writes scalars, text and histograms to an event file in ``run_dir``.
+
+    Args:
+        run_dir: the run directory (created on the first write if needed).
+        purge_step: on a resumed run, the step it resumed from: TensorBoard
+            hides the events at and after it that an interrupted earlier
+            run had already written (tensorboardX's ``purge_step``).
+        flush_secs: how often buffered events reach the file at the latest.
+
+    Raises:
+        ImportError: tensorboardX is not installed (on the first write; the
+            message says what to install).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, purge_step: int | None = None,
+                 flush_secs: int = 30):
+        if purge_step is not None and (isinstance(purge_step, bool) or not isinstance(purge_step, int)
+                                       or purge_step < 0):
+            raise InvalidArgumentError(f"purge_step: Expect: None or an int >= 0 Actual: {purge_step!r}")
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or flush_secs <= 0:
+            raise InvalidArgumentError(f"flush_secs: Expect: a number > 0 Actual: {flush_secs!r}")
+        self.run_dir = os.fspath(run_dir)
+        self.purge_step = purge_step
+        self.flush_secs = flush_secs
+        self._writer = None
+        self._closed = False
+
+    def _w(self):
+        if self._closed:
+            raise InvalidArgumentError(f"TensorBoardWriter({self.run_dir!r}) is closed")
+        if self._writer is None:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as exc:
+                raise ImportError(f"TensorBoard event files need tensorboardX: {INSTALL_HINT} "
+                                  f"({exc})") from exc
+            os.makedirs(self.run_dir, exist_ok=True)
+            # tensorboardX names the file by the second and the host: a second
+            # writer in the same second (a quick resume) would truncate the
+            # first one's file without a suffix of its own, and TensorBoard
+            # reads a directory's files in name order: nanoseconds keep both.
+            self._writer = SummaryWriter(self.run_dir, purge_step=self.purge_step,
+                                         flush_secs=self.flush_secs,
+                                         filename_suffix=f".{time.time_ns():020d}")
+        return self._writer
+
+    def add_scalar(self, tag: str, value: float, step: int, walltime: float | None = None) -> None:
+        """One point of the curve ``tag``."""
+        self._w().add_scalar(_tag(tag), float(value), global_step=_step(step), walltime=walltime)
+
+    def add_scalars(self, values: Mapping[str, float], step: int, walltime: float | None = None) -> None:
+        """Several curves at the same step (each its own tag, not tensorboardX's grouped form)."""
+        for tag, value in values.items():
+            self.add_scalar(tag, value, step, walltime)
+
+    def add_record(self, record: Mapping[str, Any]) -> dict[str, float]:
+        """Write a ``metrics.jsonl`` record's numbers (see :func:`record_scalars`).
+
+        The record's ``step`` is the x axis and its ``time`` the wall time.
+
+        Returns:
+            The scalars written, ``{tag: value}``.
+        """
+        scalars = record_scalars(record)
+        if scalars:
+            if "step" not in record:
+                raise InvalidArgumentError(f"add_record: Expect: a record with a 'step' Actual: keys "
+                                           f"{sorted(record)}")
+            walltime = record.get("time")
+            self.add_scalars(scalars, int(record["step"]),
+                             float(walltime) if isinstance(walltime, (int, float)) else None)
+        return scalars
+
+    def add_text(self, tag: str, text: str, step: int = 0) -> None:
+        """Text under ``tag`` (TensorBoard renders it as Markdown)."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"add_text: text: Expect: a str Actual: {type(text).__name__}")
+        self._w().add_text(_tag(tag), text, global_step=_step(step))
+
+    def add_code(self, tag: str, text: str, step: int = 0) -> None:
+        """Text shown verbatim (a Markdown code block), e.g. the job's TOML."""
+        self.add_text(tag, "```\n" + text.rstrip("\n") + "\n```", step)
+
+    def add_histogram(self, tag: str, values: Any, step: int) -> None:
+        """The distribution of ``values`` (any array; non-finite values are left out)."""
+        arr = np.asarray(values, dtype=np.float64).ravel()
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            return  # TensorBoard cannot draw an empty histogram
+        self._w().add_histogram(_tag(tag), arr, global_step=_step(step))
+
+    def add_histograms(self, arrays: Mapping[str, Any], step: int, prefix: str = "weights") -> None:
+        """One histogram per array, tagged ``<prefix>/<name>`` (e.g. ``weights/dense/kernel``)."""
+        for name in sorted(arrays):
+            self.add_histogram(f"{prefix}/{name}" if prefix else name, arrays[name], step)
+
+    def flush(self) -> None:
+        """Write buffered events to the file now."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the file (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._closed = True
+
+    def __enter__(self) -> "TensorBoardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _tag(tag: Any) -> str:
+    if not isinstance(tag, str) or not tag.strip():
+        raise InvalidArgumentError(f"tag: Expect: a non-empty str Actual: {tag!r}")
+    return tag
+
+
+def _step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise InvalidArgumentError(f"step: Expect: an int >= 0 Actual: {step!r}")
+    return int(step)
