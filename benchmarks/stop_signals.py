@@ -51,7 +51,8 @@ def main() -> None:
                 rng = random.Random(args.seed * 100003 + i)
                 run_dir = Path(tmp) / f"run{i}"
                 run = run_and_signal(kind, Path(args.job), run_dir, args.workers, rng, "--set", "train.epochs=4",
-                                     via=args.via, max_delay=2.0)
+                                     via=args.via, max_delay=2.0,
+                                     min_delay=0.2 if kind == "startup-int" else 0.0)
                 outcome, detail = check_stopped(run, run_dir, num_samples, batch)
                 counts[outcome] += 1
                 print(f"{kind} -n {args.workers} via {args.via} #{i + 1}: {outcome} {detail}", flush=True)

@@ -41,6 +41,14 @@ from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 # What hydra prints when a rank dies or aborts; seeing it starts the failure grace.
 FAILURE_MARKERS = (b"BAD TERMINATION", b"application called MPI_Abort")
 
+# What shows that mpiexec or the workers have a stop signal already: hydra's
+# note on a SIGINT, and rank 0's (distnet.stop).
+STOPPING_MARKERS = (b"Sending Ctrl-C to processes", b": stopping after the current step")
+#: Seconds the launcher waits before it passes a signal on, to see whether
+#: mpiexec got it too (a scheduler that signals every process of the job):
+#: mpiexec takes a second copy as an order to kill every worker at once.
+FORWARD_DELAY = 1.0
+
 # Exit status when the launcher had to stop mpiexec itself after a failure.
 EXIT_STOPPED = exit_status.FAILED
 
@@ -271,9 +279,11 @@ def build_mpiexec_command(
 class _Relay(threading.Thread):
     """Copy one of mpiexec's output pipes to our stream, watching for failure banners."""
 
-    def __init__(self, source: BinaryIO, sink: BinaryIO, on_failure: threading.Event) -> None:
+    def __init__(self, source: BinaryIO, sink: BinaryIO, on_failure: threading.Event,
+                 on_stopping: threading.Event | None = None) -> None:
         super().__init__(daemon=True)
         self.source, self.sink, self.on_failure = source, sink, on_failure
+        self.on_stopping = on_stopping if on_stopping is not None else threading.Event()
         self.report = b""   # what hydra printed from its first failure banner on (bounded)
 
     def run(self) -> None:
@@ -289,6 +299,8 @@ class _Relay(threading.Thread):
             window = tail + chunk
             if any(m in window for m in FAILURE_MARKERS):
                 self.on_failure.set()
+            if any(m in window for m in STOPPING_MARKERS):
+                self.on_stopping.set()
             if self.on_failure.is_set() and len(self.report) < 8192:
                 self.report += window if not self.report else chunk
             tail = window[-64:]
@@ -404,30 +416,43 @@ def launch_job(
     except OSError as exc:
         raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
 
-    failed = threading.Event()
-    relays = [_Relay(proc.stdout, out, failed), _Relay(proc.stderr, err, failed)]
+    failed, stopping = threading.Event(), threading.Event()
+    relays = [_Relay(proc.stdout, out, failed, stopping), _Relay(proc.stderr, err, failed, stopping)]
     for relay in relays:
         relay.start()
 
     proxies = _ProxyWatch(proc.pid)
     ranks = _RankMap(proc.pid)
     received: list[int] = []
+    # The first signal goes on after FORWARD_DELAY unless mpiexec or the workers
+    # already have it; a repeat within the duplicate window is the same request;
+    # a later one (a second Ctrl-C) goes on at once: the job is aborted.
+    first_at: list[float] = []
 
-    def forward(signum, _frame) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            _say(err, f"distnet launch: {exit_status.signal_name(signum)}: every worker stops after its current "
-                      f"step and saves a checkpoint (again to abort at once)")
+    def send(signum: int) -> None:
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
             pass
+
+    def forward(signum, _frame) -> None:
+        from distnet.stop import DUPLICATE_WINDOW
+
+        now = time.monotonic()
+        received.append(signum)
+        if not first_at:
+            first_at.append(now)
+            _say(err, f"distnet launch: {exit_status.signal_name(signum)}: every worker stops after its current "
+                      f"step and saves a checkpoint (again to abort at once)")
+        elif now - first_at[0] >= DUPLICATE_WINDOW:
+            send(signum)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, forward)
     stopped_by_us = False
+    passed_on = False
     try:
         deadline = None
         while True:
@@ -438,6 +463,10 @@ def launch_job(
                 pass
             now = time.monotonic()
             ranks.look(now)
+            if first_at and not passed_on and (now - first_at[0] >= FORWARD_DELAY or len(received) > 1):
+                passed_on = True
+                if not stopping.is_set():
+                    send(received[0])
             if deadline is None and received:
                 deadline, why = now + stop_grace, "after the interrupt"
             if deadline is None and not failed.is_set() and proxies.one_ended():

@@ -14,6 +14,9 @@ Kinds of signal:
 * ``group-int``: SIGINT to the process group of the launcher (or mpiexec)
   and of every rank at once: each rank gets it twice, directly and passed
   on by mpiexec (a scheduler that signals every task of a job does this);
+* ``all-term``: SIGTERM to the launcher, mpiexec and every rank at once, as
+  a SLURM preemption or ``scancel --full`` does (mpiexec must not get it
+  twice: the launcher holds its copy back when mpiexec has one);
 * ``launcher-kill``: SIGKILL to the launcher: its job must end with it;
 * ``startup-int``: SIGINT to the launcher as soon as the ranks exist.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {"launcher-int": 130, "launcher-term": 143, "rank-term": 143, "group-int": 130,
-            "startup-int": 130, "launcher-kill": None}
+            "all-term": 143, "startup-int": 130, "launcher-kill": None}
 KINDS = tuple(EXPECTED)
 
 
@@ -147,9 +150,13 @@ def train_command(job: Path, run_dir: Path, workers: int, *extra: str, via: str 
 
 def run_and_signal(kind: str, job: Path, run_dir: Path, workers: int, rng: random.Random, *extra: str,
                    via: str = "launcher", max_delay: float = 0.3, timeout: float = 90.0,
-                   env: dict | None = None) -> StoppedRun:
+                   env: dict | None = None, min_delay: float = 0.0) -> StoppedRun:
     """Start the job, wait until it trains (or, for ``startup-int``, until its ranks
-    exist), sleep up to ``max_delay`` s, deliver ``kind``, wait for the end."""
+    exist), sleep ``min_delay`` to ``max_delay`` s, deliver ``kind``, wait for the end.
+
+    A signal in the first milliseconds of a worker, while Python itself starts
+    (before any of distnet's code runs), is Python's to report: it prints a
+    fatal error; ``startup-int`` runs give the workers ``min_delay`` for that."""
     err_path = Path(run_dir).with_name(Path(run_dir).name + ".stderr")
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(train_command(job, run_dir, workers, *extra, via=via), stdout=subprocess.DEVNULL,
@@ -167,7 +174,7 @@ def run_and_signal(kind: str, job: Path, run_dir: Path, workers: int, rng: rando
             break
         time.sleep(0.01)
     if started:
-        end = time.monotonic() + rng.uniform(0.0, max_delay)
+        end = time.monotonic() + rng.uniform(min_delay, max(min_delay, max_delay))
         while time.monotonic() < end:
             pids |= descendants(proc.pid)
             time.sleep(0.01)
@@ -181,6 +188,13 @@ def run_and_signal(kind: str, job: Path, run_dir: Path, workers: int, rng: rando
             proc.send_signal(signal.SIGKILL)
         elif kind == "rank-term":
             os.kill(rng.choice(ranks), signal.SIGTERM)
+        elif kind == "all-term":
+            mpiexec = [p for p in pids if cmdline(p).split()[:1] and cmdline(p).split()[0].endswith("mpiexec")]
+            for p in [proc.pid, *mpiexec, *ranks]:
+                try:
+                    os.kill(p, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         elif kind == "group-int":
             for p in [proc.pid, *ranks]:
                 try:
