@@ -1,4 +1,4 @@
-"""The exit statuses of ``distnet`` (one table: README.md and docs/DESIGN.md copy it).
+"""The exit statuses of ``distnet``: one table (README.md, docs/jobs.md and docs/stopping.md copy it).
 
 =====  =====================================================================
 0      done: every step ran (``train``), or the command succeeded
