@@ -20,6 +20,9 @@ Cases (float32, batch 100, the reference net of docs/jobs.md):
   runs it in cache-sized sample chunks while the baseline multiplies the
   whole matrices: a ratio below 1 is that chunking's gain.
 * ``dense``: ``matmul`` 100x6272 @ 6272x1024, both gradients (three matmuls).
+* ``im2col1``, ``im2col2``: distnet's column copy of conv1's and conv2's
+  padded input alone, beside the forward GEMM it feeds (the GFLOP/s column
+  is then the GEMM's work over the copy's time).
 
 The upstream gradient is injected by a head op that costs nothing, so only
 the measured op and the autodiff machinery are timed.  BLAS threads are set
@@ -116,6 +119,26 @@ def conv_case(rng, n, hw, cin, cout, k, need_dx, repeats):
     return (*paired_times_ms(distnet_path, bare, repeats), flops)
 
 
+def im2col_case(rng, n, hw, cin, cout, k, repeats):
+    """distnet's im2col copy of the padded input against the forward GEMM it feeds."""
+    from distnet.nn.conv import _im2col
+
+    x_np = rng.standard_normal((n, hw, hw, cin)).astype(np.float32)
+    w2d = (rng.standard_normal((k * k * cin, cout)) * 0.1).astype(np.float32)
+    pad = k // 2
+    xp = np.ascontiguousarray(np.pad(x_np, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
+    cols = im2col(x_np, k, pad)
+
+    def copy():
+        return _im2col(xp, (k, k), (hw, hw), (1, 1), (1, 1))
+
+    def gemm():
+        return cols @ w2d
+
+    np.testing.assert_array_equal(copy(), cols)
+    return (*paired_times_ms(copy, gemm, repeats), 2 * cols.shape[0] * cols.shape[1] * cout)
+
+
 def dense_case(rng, repeats):
     a_np = rng.standard_normal((100, 6272)).astype(np.float32)
     w_np = (rng.standard_normal((6272, 1024)) * 0.01).astype(np.float32)
@@ -152,6 +175,9 @@ def main() -> None:
             ("conv1+dx  100x28x28x1 -> 32, 5x5 SAME, dW+dX", conv_case(rng, 100, 28, 1, 32, 5, True, args.repeats)),
             ("conv2     100x14x14x32 -> 64, 5x5 SAME, dW+dX", conv_case(rng, 100, 14, 32, 64, 5, True, args.repeats)),
             ("dense     100x6272 @ 6272x1024, dA+dW", dense_case(rng, args.repeats)),
+            # the copy that feeds the GEMMs, against the forward GEMM alone
+            ("im2col1   copy vs its forward GEMM", im2col_case(rng, 100, 28, 1, 32, 5, args.repeats)),
+            ("im2col2   copy vs its forward GEMM", im2col_case(rng, 100, 14, 32, 64, 5, args.repeats)),
         ]
     # The median is the typical time; the minimum is the least disturbed by other processes.
     print(f"{'case':48s} {'median ms: distnet':>18s} {'bare':>7s} {'ratio':>6s}   "

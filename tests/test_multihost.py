@@ -280,3 +280,9 @@ def test_hierarchical_across_two_hosts_of_two_ranks_matches_single_process(clust
         np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-5, atol=1e-6)
     assert moved["hierarchical"] > 0
     assert moved["hierarchical"] < moved["zero1"], moved
+    # Several hosts with several ranks each: "auto" takes the hierarchical strategy.
+    out = d / "eq_auto.npz"
+    r = _run(cluster.in_host(0) + [sys.executable, "-c", LAUNCH_SCRIPT, str(hostfile), str(files["agent"]),
+                                   str(EQUIVALENCE), str(out), "--strategy", "auto", "--report-strategy"], _env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "strategy hierarchical" in r.stdout, r.stdout

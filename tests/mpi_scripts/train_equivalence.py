@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--bucket", type=int, default=None)
     parser.add_argument("--shard", type=int, choices=(0, 1), default=0)
     parser.add_argument("--strategy", default=None, help="a strategy by name (overrides --shard)")
+    parser.add_argument("--report-strategy", action="store_true", help="print the strategy the trainer runs")
     parser.add_argument("--nan-at", type=int, default=None)
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
@@ -113,6 +114,8 @@ def main() -> int:
     if args.overlap is not None:
         options["overlap"] = bool(args.overlap)
     trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)
+    if args.report_strategy and comm.rank == 0:
+        say(f"strategy {trainer.strategy.name}")
     if args.nan_at is not None:
         plant_nan(trainer, comm, args.nan_at)
     history = trainer.fit(resume=args.resume)  # with a checkpoint dir, the last step is saved
