@@ -457,7 +457,8 @@ def launch_job(
         deadline = None
         while True:
             try:
-                proc.wait(timeout=0.1)
+                # Often while the ranks start (see _RankMap), then every 0.1 s.
+                proc.wait(timeout=0.01 if time.monotonic() < ranks.early_until else 0.1)
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -535,15 +536,17 @@ class _RankMap:
     """Which local pid is which rank: read from the ranks' environment (``PMI_RANK``)
     while the job runs, so that a rank hydra reports by pid can be named."""
 
-    def __init__(self, pid: int, every: float = 1.0) -> None:
+    def __init__(self, pid: int, every: float = 1.0, early: float = 0.01, early_for: float = 3.0) -> None:
         self.pid, self.every = pid, every
+        # Often at first: a rank that dies right after start-up must have been seen alive.
+        self.early, self.early_until = early, time.monotonic() + early_for
         self.ranks: dict[int, int] = {}
         self.next_look = 0.0
 
     def look(self, now: float) -> None:
         if now < self.next_look:
             return
-        self.next_look = now + self.every
+        self.next_look = now + (self.early if now < self.early_until else self.every)
         todo, seen = [self.pid], set()
         while todo:
             p = todo.pop()
