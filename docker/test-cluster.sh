@@ -324,10 +324,13 @@ for c in $("${C[@]}" ps -q); do
     docker top "$c" -eo pid,uid,args > "$WORK/top" || fail "docker top $c failed"
     uids=$(awk 'NR > 1 { print $2 }' "$WORK/top" | sort -u | tr '\n' ' ')
     [ "$uids" = "1000 " ] || fail "container $c runs processes as uid(s) $uids, expected 1000 only"
-    # the ranks: python -m distnet train under hydra's proxy (not mpiexec's own command line)
-    ranks=$((ranks + $(awk 'NR > 1 && $3 ~ /\/python[0-9.]*$/ && / -m distnet train /' "$WORK/top" | wc -l)))
+    # the ranks: python running distnet's CLI under hydra's proxy (the launcher starts the workers
+    # with distnet.launcher.WORKER_ENTRY, `python -c ... from distnet.cli import main ... train`;
+    # not mpiexec's own command line)
+    ranks=$((ranks + $(awk 'NR > 1 && $3 ~ /\/python[0-9.]*$/ && (/ -m distnet train / || /distnet\.cli import main/)' \
+                           "$WORK/top" | wc -l)))
 done
-[ "$ranks" = 2 ] || fail "expected 2 ranks running in the cluster, found $ranks"
+[ "$ranks" = 2 ] || { cat "$WORK/top" >&2; fail "expected 2 ranks running in the cluster, found $ranks"; }
 stop_start=$SECONDS
 "${C[@]}" stop launcher > /dev/null 2>&1
 stop_status=$(docker inspect -f '{{.State.ExitCode}}' "$("${C[@]}" ps -aq launcher)")
@@ -400,7 +403,7 @@ for i in 0 1; do
         --shm-size 1g "${mounts[@]}" "${pod_env[@]}" distnet:latest mpijob-worker > /dev/null
 done
 for i in 0 1; do  # the readiness probe: sshd listening
-    for _ in $(seq 120); do
+    for _ in $(seq 240); do   # up to 60 s on a loaded machine
         docker logs "$MPIJOB-worker-$i" 2>&1 | grep -q "Server listening" && break
         sleep 0.25
     done
