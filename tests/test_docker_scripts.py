@@ -397,3 +397,15 @@ def test_slurm_wrapper_hostfile_from_the_allocation(tmp_path):
     r = subprocess.run(["bash", str(LAUNCH / "slurm.sbatch")], env=outside, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and "not inside a SLURM allocation" in r.stderr
+
+
+def test_the_cluster_test_counts_ranks_by_the_launchers_worker_entry():
+    """docker/test-cluster.sh recognises a rank in `docker top` by the start of
+    distnet.launcher.WORKER_ENTRY (docker top cuts long command lines)."""
+    from pathlib import Path
+
+    from distnet.launcher import WORKER_ENTRY
+
+    script = (Path(__file__).resolve().parent.parent / "docker" / "test-cluster.sh").read_text()
+    start = WORKER_ENTRY[1].split("\n")[0]          # "import signal, sys"
+    assert WORKER_ENTRY[0] == "-c" and f"/ -c {start}/" in script
