@@ -100,6 +100,9 @@ def mpijob_schema() -> dict:
         reason = (f"the MPI Operator's CRD is not at {SHARED_CRD} (third-party data, kept in "
                   f"shared/ and not in the repository) and DISTNET_MPIJOB_CRD is unset")
         print(f"\nskipped: {reason}")
+        # Justified skip: the CRD is third-party data that this workplace allows only under the
+        # steering repo's shared/, never in a developer's commit; the manifest's own structure is
+        # still checked by the tests that need no schema.  Place the file there to run these.
         pytest.skip(reason)
     crd = yaml.safe_load(path.read_text())
     assert crd["kind"] == "CustomResourceDefinition" and crd["spec"]["group"] == "kubeflow.org"

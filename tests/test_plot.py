@@ -104,7 +104,6 @@ def _overlaps(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
 def test_a_constant_learning_rate_is_a_note_not_a_panel(tmp_path):
     from distnet.plot import make_figure
 
@@ -124,7 +123,6 @@ def test_a_constant_learning_rate_is_a_note_not_a_panel(tmp_path):
     assert "learning rate: constant 0.0001 in every run" in _texts(fig)
 
 
-@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
 def test_compared_runs_colour_runs_emphasise_test_curves_and_keep_legends_off_the_data(tmp_path):
     from matplotlib.colors import to_hex
 
@@ -159,7 +157,6 @@ def test_compared_runs_colour_runs_emphasise_test_curves_and_keep_legends_off_th
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["dropout", "d2", "train (smoothed)", "test"]
 
 
-@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is a dependency; checked above without it")
 def test_one_run_s_legends_sit_below_its_panels(tmp_path):
     from distnet.plot import make_figure
 
