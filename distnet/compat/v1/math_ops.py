@@ -13,66 +13,43 @@ from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor
 
 
+def _unary(name: str, op_type: str, fn):
+    """TF1's ``tf.<name>(x, name=None)``: the graph op ``op_type`` running distnet's ``fn``."""
+    def op(x, name=None):
+        return build(op_type, fn, x, _name=name)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"TF1's ``tf.{name}`` (graph op ``{op_type}``)."
+    return op
+
+
+def _binary(name: str, op_type: str, fn):
+    """TF1's ``tf.<name>(x, y, name=None)``: the graph op ``op_type`` running distnet's ``fn``."""
+    def op(x, y, name=None):
+        return build(op_type, fn, x, y, _name=name)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"TF1's ``tf.{name}`` (graph op ``{op_type}``)."
+    return op
+
+
 # -- arithmetic ---------------------------------------------------------------------------
 
-def add(x, y, name=None):
-    return build("Add", distnet.add, x, y, _name=name)
-
-
-def subtract(x, y, name=None):
-    return build("Sub", distnet.subtract, x, y, _name=name)
-
-
-def multiply(x, y, name=None):
-    return build("Mul", distnet.multiply, x, y, _name=name)
-
-
-def divide(x, y, name=None):
-    return build("RealDiv", distnet.divide, x, y, _name=name)
-
-
-def negative(x, name=None):
-    return build("Neg", distnet.negative, x, _name=name)
-
-
-def abs(x, name=None):  # noqa: A001
-    return build("Abs", distnet.abs, x, _name=name)
-
-
-def square(x, name=None):
-    return build("Square", distnet.square, x, _name=name)
-
-
-def sqrt(x, name=None):
-    return build("Sqrt", distnet.sqrt, x, _name=name)
-
-
-def rsqrt(x, name=None):
-    return build("Rsqrt", lambda a: distnet.divide(1.0, distnet.sqrt(a)), x, _name=name)
-
-
-def exp(x, name=None):
-    return build("Exp", distnet.exp, x, _name=name)
-
-
-def log(x, name=None):
-    return build("Log", distnet.log, x, _name=name)
-
-
-def pow(x, y, name=None):  # noqa: A001
-    return build("Pow", distnet.pow, x, y, _name=name)
-
-
-def maximum(x, y, name=None):
-    return build("Maximum", distnet.maximum, x, y, _name=name)
-
-
-def minimum(x, y, name=None):
-    return build("Minimum", distnet.minimum, x, y, _name=name)
-
-
-def sign(x, name=None):
-    return build("Sign", distnet.sign, x, _name=name)
+add = _binary("add", "Add", distnet.add)
+subtract = _binary("subtract", "Sub", distnet.subtract)
+multiply = _binary("multiply", "Mul", distnet.multiply)
+divide = _binary("divide", "RealDiv", distnet.divide)
+negative = _unary("negative", "Neg", distnet.negative)
+abs = _unary("abs", "Abs", distnet.abs)  # noqa: A001
+square = _unary("square", "Square", distnet.square)
+sqrt = _unary("sqrt", "Sqrt", distnet.sqrt)
+rsqrt = _unary("rsqrt", "Rsqrt", lambda a: distnet.divide(1.0, distnet.sqrt(a)))
+exp = _unary("exp", "Exp", distnet.exp)
+log = _unary("log", "Log", distnet.log)
+pow = _binary("pow", "Pow", distnet.pow)  # noqa: A001
+maximum = _binary("maximum", "Maximum", distnet.maximum)
+minimum = _binary("minimum", "Minimum", distnet.minimum)
+sign = _unary("sign", "Sign", distnet.sign)
 
 
 def add_n(inputs, name=None):
@@ -134,40 +111,15 @@ def argmin(input, axis=None, name=None, dimension=None, output_type=np.int64):  
 
 # -- comparison and selection -------------------------------------------------------------
 
-def equal(x, y, name=None):
-    return build("Equal", distnet.equal, x, y, _name=name)
-
-
-def not_equal(x, y, name=None):
-    return build("NotEqual", distnet.not_equal, x, y, _name=name)
-
-
-def greater(x, y, name=None):
-    return build("Greater", distnet.greater, x, y, _name=name)
-
-
-def greater_equal(x, y, name=None):
-    return build("GreaterEqual", distnet.greater_equal, x, y, _name=name)
-
-
-def less(x, y, name=None):
-    return build("Less", distnet.less, x, y, _name=name)
-
-
-def less_equal(x, y, name=None):
-    return build("LessEqual", distnet.less_equal, x, y, _name=name)
-
-
-def logical_and(x, y, name=None):
-    return build("LogicalAnd", distnet.logical_and, x, y, _name=name)
-
-
-def logical_or(x, y, name=None):
-    return build("LogicalOr", distnet.logical_or, x, y, _name=name)
-
-
-def logical_not(x, name=None):
-    return build("LogicalNot", distnet.logical_not, x, _name=name)
+equal = _binary("equal", "Equal", distnet.equal)
+not_equal = _binary("not_equal", "NotEqual", distnet.not_equal)
+greater = _binary("greater", "Greater", distnet.greater)
+greater_equal = _binary("greater_equal", "GreaterEqual", distnet.greater_equal)
+less = _binary("less", "Less", distnet.less)
+less_equal = _binary("less_equal", "LessEqual", distnet.less_equal)
+logical_and = _binary("logical_and", "LogicalAnd", distnet.logical_and)
+logical_or = _binary("logical_or", "LogicalOr", distnet.logical_or)
+logical_not = _unary("logical_not", "LogicalNot", distnet.logical_not)
 
 
 def where(condition, x=None, y=None, name=None):
@@ -194,12 +146,8 @@ def relu6(features, name=None):
     return build("Relu6", lambda x: distnet.minimum(dnn.relu(x), 6.0), features, _name=name)
 
 
-def sigmoid(x, name=None):
-    return build("Sigmoid", dnn.sigmoid, x, _name=name)
-
-
-def tanh(x, name=None):
-    return build("Tanh", dnn.tanh, x, _name=name)
+sigmoid = _unary("sigmoid", "Sigmoid", dnn.sigmoid)
+tanh = _unary("tanh", "Tanh", dnn.tanh)
 
 
 def softmax(logits, axis=None, name=None, dim=None):
