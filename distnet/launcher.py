@@ -316,48 +316,19 @@ def _binary(stream) -> BinaryIO:
     return getattr(stream, "buffer", stream)
 
 
-def launch(
-    program_args: Sequence[str],
-    *,
-    num_workers: int | None = None,
-    hostfile: str | os.PathLike | None = None,
-    env: Mapping[str, str] | None = None,
-    launcher_exec: str | None = None,
-    iface: str | None = None,
-    mpiexec: str | None = None,
-    python: str | None = None,
-    entry: Sequence[str] = ("-m", "distnet"),
-    cores: int | None = None,
-    failure_grace: float = 10.0,
-    stop_grace: float = 30.0,
-    stdout: BinaryIO | None = None,
-    stderr: BinaryIO | None = None,
-) -> int:
+def launch(program_args: Sequence[str], **options) -> int:
     """Run the workers under mpiexec and return the job's exit status.
 
     The status is one of :mod:`distnet.exit_status`'s table: the ranks'
     own (0, 1, 2, 3, 130, 143), a rank that died otherwise (hydra's 9 for
     SIGKILL ...) is 1, with a line naming it (rank, host, signal) on
-    ``stderr``.  :func:`launch_job` takes the same arguments and says more.
+    ``stderr``.  The arguments are :func:`launch_job`'s, which says more.
 
-    Args:
-        program_args, num_workers, hostfile, env, launcher_exec, iface, mpiexec, python,
-        entry, cores: as in :func:`build_mpiexec_command`.
-        failure_grace: seconds mpiexec gets to finish after it reported a failed rank.
-        stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
-        stdout, stderr: binary streams for the workers' output (default ours).
-    Returns:
-        the exit status (0 when every rank succeeded).
-    Raises:
-        as :func:`build_mpiexec_command`; LaunchError when mpiexec cannot start.
     Example:
         >>> launch(["train", "job.toml"], num_workers=2)  # doctest: +SKIP
         0
     """
-    return launch_job(program_args, num_workers=num_workers, hostfile=hostfile, env=env,
-                      launcher_exec=launcher_exec, iface=iface, mpiexec=mpiexec, python=python, entry=entry,
-                      cores=cores, failure_grace=failure_grace, stop_grace=stop_grace, stdout=stdout,
-                      stderr=stderr).code
+    return launch_job(program_args, **options).code
 
 
 @dataclass
@@ -397,7 +368,19 @@ def launch_job(
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
 ) -> LaunchOutcome:
-    """:func:`launch`, returning a :class:`LaunchOutcome`."""
+    """Run the workers under mpiexec; how it ended (:func:`launch` returns its ``code``).
+
+    Args:
+        program_args, num_workers, hostfile, env, launcher_exec, iface, mpiexec, python,
+        entry, cores: as in :func:`build_mpiexec_command`.
+        failure_grace: seconds mpiexec gets to finish after it reported a failed rank.
+        stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
+        stdout, stderr: binary streams for the workers' output (default ours).
+    Returns:
+        a :class:`LaunchOutcome`.
+    Raises:
+        as :func:`build_mpiexec_command`; LaunchError when mpiexec cannot start.
+    """
     for name, value in (("failure_grace", failure_grace), ("stop_grace", stop_grace)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
