@@ -90,23 +90,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-metric() {  # FILE KIND FIELD: FIELD of the last record of KIND (empty if none)
-    "$PY" - "$@" <<'EOF'
-import json
-import sys
-value = ""
-for line in open(sys.argv[1]):
-    record = json.loads(line)
-    if record.get("kind") == sys.argv[2]:
-        value = record.get(sys.argv[3], "")
-print(value)
-EOF
-}
-newest_checkpoint_step() {  # RUN_DIR
-    local newest
-    newest=$(ls "$1/checkpoints" 2>/dev/null | sed -n 's/^ckpt-0*\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1)
-    echo "${newest:-none}"
-}
+. "$REPO/launch/test-lib.bash"   # same_checkpoint, metric, newest_checkpoint_step
 job_state() {  # JOBID: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED...
     scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'
 }
@@ -213,22 +197,8 @@ state=$(wait_job "$job" 240)
 (cd "$WORK" && timeout 300 "$PY" -m distnet train "$REPO/examples/jobs/mlp.toml" -n 2 \
     --run-dir "$WORK/runs/reference" --progress none --set "data.path=$EMBEDDED" "${SHORT[@]}" \
     > "$WORK/reference.log" 2>&1) || { tail "$WORK/reference.log"; fail "the reference run failed"; }
-"$PY" - "$WORK/runs/reference/checkpoints/ckpt-00000060.h5" "$WORK/runs/short/checkpoints/ckpt-00000060.h5" <<'EOF' \
+same_checkpoint "$WORK/runs/reference/checkpoints/ckpt-00000060.h5" "$WORK/runs/short/checkpoints/ckpt-00000060.h5" \
     || fail "the final checkpoint differs from distnet train -n 2 outside SLURM"
-import sys
-import h5py
-
-def arrays(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()].tobytes()) if isinstance(o, h5py.Dataset) else None)
-    return {k: v for k, v in out.items() if k.startswith(("params/", "optimizer/", "ema/"))}
-
-a, b = arrays(sys.argv[1]), arrays(sys.argv[2])
-if not a or a != b:
-    sys.exit(f"arrays differ: {sorted(k for k in a if a[k] != b.get(k))[:3]}")
-print(f"{len(a)} arrays bitwise equal")
-EOF
 
 # -- cancel --------------------------------------------------------------------------------------
 step cancel "scancel --signal=TERM --full during a longer job"

@@ -55,6 +55,11 @@ def test_bash_syntax(script):
     assert os.access(script, os.X_OK) or script.suffix == ".sbatch"
 
 
+def test_the_shared_test_functions_parse():
+    r = _run(["bash", "-n", LAUNCH / "test-lib.bash"])   # sourced by the two system tests
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_help(script):
     r = _run(["bash", script, "--help"])
