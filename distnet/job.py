@@ -20,6 +20,7 @@ import numpy as np
 
 from distnet import registry
 from distnet.config import JobConfig, check_world_size, parse_job
+from distnet.data.split import Subset
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
@@ -121,27 +122,12 @@ def build_ema(cfg: JobConfig):
 # Data
 # ---------------------------------------------------------------------------
 
-class SubsetDataset:
+class SubsetDataset(Subset):
     """The first ``n`` samples of a dataset (``data.train_samples`` / ``test_samples``)."""
 
     def __init__(self, base, n: int):
-        self.base = base
-        self.n = min(int(n), len(base))
-        self.num_classes = base.num_classes
-        self.image_shape = base.image_shape
-        self.class_names = getattr(base, "class_names", None)
-        self.source = f"{getattr(base, 'source', '')} (first {self.n})"
-        self.files = tuple(getattr(base, "files", ()))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def read(self, indices):
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
-            raise InvalidArgumentError(f"read: indices: expected row numbers in [0, {self.n}), "
-                                       f"found {int(idx.min())}..{int(idx.max())}")
-        return self.base.read(idx)
+        n = min(int(n), len(base))
+        super().__init__(base, np.arange(n), f"first {n}")
 
 
 def _hdf5_pair(path: Path) -> tuple[Path, Path | None]:

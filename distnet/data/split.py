@@ -15,15 +15,21 @@ from distnet.errors import InvalidArgumentError
 
 
 class Subset:
-    """The samples ``indices`` (in that order) of ``base``, as a dataset of their own."""
+    """The samples ``indices`` (in that order) of ``base``, as a dataset of their own.
 
-    def __init__(self, base, indices: np.ndarray, name: str) -> None:
+    Args:
+        base: the dataset.
+        indices: its rows, in the order this dataset gives them.
+        label: what the subset is, shown after the base's source (``"first 1000"``).
+    """
+
+    def __init__(self, base, indices, label: str) -> None:
         self.base = base
         self.indices = np.asarray(indices, dtype=np.int64)
         self.num_classes = base.num_classes
         self.image_shape = base.image_shape
         self.class_names = getattr(base, "class_names", None)
-        self.source = f"{getattr(base, 'source', '')} ({name}: {self.indices.size})"
+        self.source = f"{getattr(base, 'source', '')} ({label})"
         self.files = tuple(getattr(base, "files", ()))
 
     def __len__(self) -> int:
@@ -34,12 +40,7 @@ class Subset:
         if idx.size and (idx.min() < 0 or idx.max() >= self.indices.size):
             raise InvalidArgumentError(f"read: indices: Expect: row numbers in [0, {self.indices.size}) "
                                        f"Actual: {int(idx.min())}..{int(idx.max())}")
-        rows = self.indices[idx]
-        order = np.argsort(rows, kind="stable")   # ascending reads (HDF5 needs them, files like them)
-        x, y = self.base.read(rows[order])
-        back = np.empty_like(order)
-        back[order] = np.arange(order.size)
-        return x[back], y[back]
+        return self.base.read(self.indices[idx])   # the base reads rows in any order (files sort them)
 
 
 def validation_split(dataset, size: float, seed: int = 0) -> tuple[Subset, Subset]:
@@ -62,4 +63,5 @@ def validation_split(dataset, size: float, seed: int = 0) -> tuple[Subset, Subse
                                    f"Actual: {count}")
     held = np.sort(np.random.default_rng([int(seed), 7]).permutation(n)[:count])
     keep = np.setdiff1d(np.arange(n, dtype=np.int64), held, assume_unique=True)
-    return Subset(dataset, keep, "training part"), Subset(dataset, held, "validation")
+    return (Subset(dataset, keep, f"training part: {keep.size}"),
+            Subset(dataset, held, f"validation: {held.size}"))
