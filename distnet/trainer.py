@@ -362,29 +362,27 @@ class Trainer:
         data = self.eval_data if data is None else data
         if data is None:
             raise InvalidArgumentError("no evaluation data")
+        if not use_ema:
+            return self._evaluate(data)
+        if self.ema is None:
+            raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
+        with self.strategy.ema_weights(self.ema):
+            return self._evaluate(data)
+
+    def _evaluate(self, data) -> dict:
+        """:meth:`evaluate` with the weights the variables hold now (a collective)."""
         n = len(data)
         lo = n * self.comm.rank // self.comm.size
         hi = n * (self.comm.rank + 1) // self.comm.size
-
-        def run() -> np.ndarray:
-            loss_sum = 0.0
-            correct = 0
-            for start in range(lo, hi, self.eval_batch_size):
-                idx = np.arange(start, min(start + self.eval_batch_size, hi))
-                x, y = data.read(idx)
-                logits = self.model(x, training=False)
-                loss_sum += float(self.loss_fn(y, logits, reduction="sum").numpy())
-                correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
-            return np.array([loss_sum, correct, hi - lo], dtype=np.float64)
-
-        if use_ema:
-            if self.ema is None:
-                raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
-            with self.strategy.ema_weights(self.ema):
-                totals = run()
-        else:
-            totals = run()
-        self.comm.allreduce_(totals)
+        loss_sum = 0.0
+        correct = 0
+        for start in range(lo, hi, self.eval_batch_size):
+            idx = np.arange(start, min(start + self.eval_batch_size, hi))
+            x, y = data.read(idx)
+            logits = self.model(x, training=False)
+            loss_sum += float(self.loss_fn(y, logits, reduction="sum").numpy())
+            correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
+        totals = self.comm.allreduce_(np.array([loss_sum, correct, hi - lo], dtype=np.float64))
         return {"loss": float(totals[0] / max(totals[2], 1)), "accuracy": float(totals[1] / max(totals[2], 1)),
                 "samples": int(totals[2])}
 
@@ -633,12 +631,14 @@ class Trainer:
         """Evaluate on the validation and test splits (trained and EMA weights), log, tell the callbacks."""
         self._last_eval_step = self.step
         result = {"step": self.step}
-        for split, data in (("val", self.validation_data), ("test", self.eval_data)):
-            if data is None:
-                continue
-            result.update({f"{split}_{k}": v for k, v in self.evaluate(data).items()})
-            if self.ema is not None:
-                result.update({f"ema_{split}_{k}": v for k, v in self.evaluate(data, use_ema=True).items()})
+        splits = [(split, data) for split, data in (("val", self.validation_data), ("test", self.eval_data))
+                  if data is not None]
+        for split, data in splits:
+            result.update({f"{split}_{k}": v for k, v in self._evaluate(data).items()})
+        if self.ema is not None:
+            with self.strategy.ema_weights(self.ema):   # one swap (ZeRO-1: one gather) for every split
+                for split, data in splits:
+                    result.update({f"ema_{split}_{k}": v for k, v in self._evaluate(data).items()})
         self.history.append(result)
         if self.logger is not None:
             self.logger.log_eval(result)
