@@ -47,6 +47,8 @@ class Tracer:
         self._step = 0
         comm.barrier()
         self._origin = time.perf_counter()
+        # The communicator times its calls with time.monotonic(): where that clock's zero is on ours.
+        self._monotonic_to_us = (time.perf_counter() - time.monotonic() - self._origin) * 1e6
         comm.calls.observer = self._collective
 
     def _now_us(self) -> float:
@@ -67,10 +69,8 @@ class Tracer:
                                 "pid": self.rank, "tid": KINDS[kind], "args": {"step": self._step, **args}})
 
     def _collective(self, name: str, since: float, until: float) -> None:
-        # monotonic() times from the communicator's CallState, moved to this clock
-        offset = time.perf_counter() - time.monotonic()
-        start = (since + offset - self._origin) * 1e6
-        self.events.append({"name": name, "ph": "X", "ts": start, "dur": (until - since) * 1e6,
+        self.events.append({"name": name, "ph": "X", "ts": since * 1e6 + self._monotonic_to_us,
+                            "dur": (until - since) * 1e6,
                             "pid": self.rank, "tid": KINDS["collective"], "args": {"step": self._step}})
 
     def write(self) -> Path:
