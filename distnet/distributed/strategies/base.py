@@ -125,9 +125,11 @@ class Strategy(ABC):
     options: ClassVar[dict] = {}
     dtype = np.dtype(np.float32)
 
-    def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = ()) -> None:
+    def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
+                 ranks: int = 1) -> None:
         self.comm = comm
-        self.layout = FlatLayout(variables, ranks=1)
+        # ``ranks`` equal blocks for a strategy that gives each rank one (ZeRO-1).
+        self.layout = FlatLayout(variables, ranks=ranks)
         self.variables = self.layout.variables
         self.names = self.layout.names
         self._index = {n: i for i, n in enumerate(self.names)}

@@ -53,7 +53,6 @@ import numpy as np
 
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import check_compression, make_compressor
-from distnet.distributed.layout import FlatLayout
 from distnet.distributed.strategies.base import Strategy, SyncResult
 from distnet.errors import DTypeError, InvalidArgumentError
 from distnet.tensor import Variable
@@ -92,10 +91,12 @@ class Zero1(Strategy):
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  shared_memory: bool | str = False, compression: str = "none") -> None:
-        super().__init__(comm, variables, scalar_names)
         Zero1.check_options({"shared_memory": shared_memory, "compression": compression}, comm)
         #: The ranks that share the weights in blocks (all of them here).
         self.group = self._shard_group(comm)
+        # Equal blocks: MPI's Reduce_scatter_block and in-place Allgather
+        # (equal counts) beat their v-variants (benchmarks/README.md).
+        super().__init__(comm, variables, scalar_names, ranks=self.group.size)
         self.compression = compression
         self.compressor = make_compressor(compression, self.group, None)
         dtypes = sorted({np.dtype(v.dtype).name for v in self.variables})
@@ -103,9 +104,6 @@ class Zero1(Strategy):
             raise DTypeError(f"strategy 'zero1': Expect: trainable variables of one floating dtype "
                              f"Actual: dtypes {dtypes}")
         self.param_dtype = np.dtype(dtypes[0])
-        # Equal blocks: MPI's Reduce_scatter_block and in-place Allgather
-        # (equal counts) beat their v-variants (benchmarks/README.md).
-        self.layout = FlatLayout(self.variables, ranks=self.group.size)
         self.padded, self.block_size, self.total = self.layout.padded, self.layout.block_size, self.layout.total
         self.block_range = self.layout.block_range(self.group.rank)
         n_scalars = 1 + len(self.scalar_names)
