@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import tomllib
-import types
 
 import numpy as np
 import pytest

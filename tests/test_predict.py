@@ -122,7 +122,7 @@ def test_softmax_known_values():
 
 
 def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_dir, tmp_path):
-    from distnet.checkpoint import load, save
+    from distnet.checkpoint import save
     from distnet.data.identity import data_identity
     from distnet.job import load_data, load_checkpoint
     from distnet.config import parse_job

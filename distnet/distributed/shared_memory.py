@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from distnet.distributed.communicator import Communicator, SharedArrays
+from distnet.distributed.communicator import Communicator
 
 #: Where MPICH puts the files behind shared windows.
 SHM_DIR = "/dev/shm"
@@ -78,19 +78,3 @@ def room_for(comm: Communicator, nbytes: int) -> tuple[bool, int | None]:
 def segment_bytes(count: int, dtype) -> int:
     """Bytes of a segment of ``count`` elements, rounded up to whole pages."""
     return -(-count * np.dtype(dtype).itemsize // PAGE) * PAGE
-
-
-def shared_segments(comm: Communicator, count: int, dtype, single: bool = False) -> SharedArrays:
-    """One array of ``count`` elements per rank, every one readable by every rank.
-
-    Args:
-        comm: a communicator whose ranks share one machine (:func:`one_machine`); a collective.
-        count: elements of every rank's segment, or of the single array.
-        dtype: element type.
-        single: if True, only rank 0 holds memory: ``arrays`` has one entry,
-            the array all ranks share.
-    Returns:
-        a :class:`~distnet.distributed.communicator.SharedArrays`:
-        ``arrays[q]`` is rank q's segment (or ``arrays[0]`` the single array).
-    """
-    return comm.shared_arrays(count, dtype, single=single)

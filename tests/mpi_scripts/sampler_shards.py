@@ -9,7 +9,6 @@ epoch's permutation in rank order, with sizes differing by at most one, and
 that every sample not consumed before POSITION is seen exactly once.  Prints
 ``EPOCH <e> <steps> <min shard> <max shard>`` and ``DONE <rank>``.
 """
-import numpy as np
 
 from _common import expect, script_args, say
 from distnet.distributed import ShardSampler, get_communicator, install_abort_hook

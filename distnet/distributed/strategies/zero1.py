@@ -110,12 +110,10 @@ class Zero1(Strategy):
         self.shared = self._choose_shared_memory(shared_memory, n_scalars)
         self._segments: list[np.ndarray] = []
         self._windows: list = []   # kept alive: the arrays below view their memory
-        from distnet.distributed.shared_memory import shared_segments
-
         # The gradient buffer: [gradients, padding, count, scalars...] (the
         # gradients at the aligned start of the allocation).
         if self.shared:
-            grads = shared_segments(self.group, self.padded + n_scalars, self.dtype)
+            grads = self.group.shared_arrays(self.padded + n_scalars, self.dtype)
             self._windows.append(grads)
             self.buffer = grads.arrays[self.group.rank]
             self.buffer[:] = 0
@@ -130,7 +128,7 @@ class Zero1(Strategy):
         if self.shared:
             # One copy per machine: rank 0 fills it (the variables are equal on every
             # rank by now), then every rank's variables view it.
-            window = shared_segments(self.group, self.padded, self.param_dtype, single=True)
+            window = self.group.shared_arrays(self.padded, self.param_dtype, single=True)
             self._windows.append(window)
             self.params = window.arrays[0]
             if self.group.rank == 0:
