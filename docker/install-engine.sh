@@ -22,16 +22,18 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 say() { echo "install-engine: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-# The first non-security Debian mirror of this machine's apt sources.
+# The first non-security Debian mirror of this machine's apt sources. Each awk reads its files
+# itself and stops at the first match: a pipe into `grep -m1` would, under pipefail, fail
+# whenever grep exits before the writer has finished (SIGPIPE).
 print_mirror() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        awk '/^URIs:/ { uri = $2 } /^Suites:/ && uri != "" && $0 !~ /security/ { print uri; exit }' "$f"
-    done | grep -m1 . && return 0
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '$1 == "deb" && $0 !~ /security/ {
-                 for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' | grep -m1 .
+    local m
+    m=$(awk 'FNR == 1 { uri = "" } /^URIs:/ { uri = $2 }
+             /^Suites:/ && uri != "" && $0 !~ /security/ { print uri; exit }' \
+            /etc/apt/sources.list.d/*.sources 2>/dev/null) || true
+    [ -n "$m" ] || m=$(awk '$1 == "deb" && $0 !~ /security/ {
+                              for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+                          /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null) || true
+    [ -n "$m" ] && echo "$m"
 }
 
 dry_run=0
@@ -43,7 +45,7 @@ case "${1:-}" in
     *) die "unknown argument '$1' (see --help)" ;;
 esac
 
-compose_v2() { docker compose version --short 2>/dev/null | grep -q '^v\{0,1\}2\.'; }
+compose_v2() { [[ $(docker compose version --short 2>/dev/null) =~ ^v?2\. ]]; }
 have_buildx() { docker buildx version >/dev/null 2>&1; }
 
 apt_install=()

@@ -157,7 +157,7 @@ step engine "Docker engine, Compose v2 and buildx"
 if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
     "$HERE/install-engine.sh" || fail "could not install the engine (docker/install-engine.sh)"
 fi
-docker compose version --short 2>/dev/null | grep -q '^v\{0,1\}2\.' \
+[[ $(docker compose version --short 2>/dev/null) =~ ^v?2\. ]] \
     || fail "Docker Compose v2 is required (docker compose version); v1 cannot read compose.yaml"
 docker buildx version > /dev/null 2>&1 || fail "docker buildx is required (the build uses BuildKit)"
 if docker info > /dev/null 2>&1; then
@@ -360,12 +360,15 @@ for i in 0 1; do
         --shm-size 1g "${mounts[@]}" "${pod_env[@]}" distnet:latest mpijob-worker > /dev/null
 done
 for i in 0 1; do  # the readiness probe: sshd listening
+    # The log is read whole before it is searched: under pipefail, `docker logs | grep -q` fails
+    # when grep exits at the first match while docker logs is still writing (SIGPIPE).
+    log=""
     for _ in $(seq 240); do   # up to 60 s on a loaded machine
-        docker logs "$MPIJOB-worker-$i" 2>&1 | grep -q "Server listening" && break
+        log=$(docker logs "$MPIJOB-worker-$i" 2>&1)
+        [[ $log == *"Server listening"* ]] && break
         sleep 0.25
     done
-    docker logs "$MPIJOB-worker-$i" 2>&1 | grep -q "Server listening" \
-        || fail "worker $i's sshd did not start: $(docker logs "$MPIJOB-worker-$i" 2>&1 | tail -3)"
+    [[ $log == *"Server listening"* ]] || fail "worker $i's sshd did not start: $(tail -3 <<< "$log")"
 done
 if ! docker run --name "$MPIJOB-launcher" --network "$MPIJOB" "${mounts[@]}" "${pod_env[@]}" \
         distnet:latest mpijob-launcher examples/jobs/mlp.toml --run-dir /runs/mlp --progress none \
