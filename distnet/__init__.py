@@ -1,14 +1,50 @@
-"""distnet: data-parallel neural-network training on numpy and MPI."""
+"""distnet: data-parallel neural-network training on numpy and MPI.
+
+The top-level names (``distnet.Trainer``, ``distnet.matmul``,
+``distnet.optimizers``, ...) load on first use (PEP 562): importing the
+package loads neither numpy nor MPI, so ``distnet train`` has its signal
+handlers in place before the slow imports start, and ``distnet --help``
+answers at once.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
 from distnet._version import __version__  # noqa: F401
-from distnet.autodiff import gradients  # noqa: F401
-from distnet.errors import (  # noqa: F401
-    CheckpointError, ConfigError, DataError, DistnetError, DistributedError,
-    DTypeError, InvalidArgumentError, ShapeError,
-)
-from distnet.tensor import Tensor, Variable, constant  # noqa: F401
-from distnet.ops import *  # noqa: F401,F403
-from distnet import initializers, layers, losses, optimizers, regularizers, schedules  # noqa: F401,E402
-from distnet.models import Sequential  # noqa: F401,E402
-from distnet.moving_averages import ExponentialMovingAverage  # noqa: F401,E402
-from distnet import data, distributed, nn  # noqa: F401,E402
-from distnet.trainer import Trainer  # noqa: F401,E402
+
+#: Top-level names defined in a module of the package, beside the subpackages
+#: and every op in ``distnet.ops.__all__`` (exported at the top level, as TensorFlow does).
+_EXPORTS = {
+    "gradients": "distnet.autodiff",
+    "CheckpointError": "distnet.errors", "ConfigError": "distnet.errors", "DataError": "distnet.errors",
+    "DistnetError": "distnet.errors", "DistributedError": "distnet.errors", "DTypeError": "distnet.errors",
+    "InvalidArgumentError": "distnet.errors", "ShapeError": "distnet.errors",
+    "Tensor": "distnet.tensor", "Variable": "distnet.tensor", "constant": "distnet.tensor",
+    "Sequential": "distnet.models",
+    "ExponentialMovingAverage": "distnet.moving_averages",
+    "Trainer": "distnet.trainer",
+}
+_SUBPACKAGES = ("data", "distributed", "initializers", "layers", "losses", "nn", "optimizers",
+                "regularizers", "schedules")
+
+
+def __getattr__(name: str):
+    if name == "__all__":
+        value = sorted({"__version__", *_EXPORTS, *_SUBPACKAGES, *importlib.import_module("distnet.ops").__all__})
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in {m.name for m in pkgutil.iter_modules(__path__)}:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        ops = importlib.import_module("distnet.ops")
+        if name not in ops.__all__:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(ops, name)
+    # Bound like an imported name: later look-ups find it without this function.
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__getattr__("__all__")))

@@ -154,9 +154,9 @@ def run_and_signal(kind: str, job: Path, run_dir: Path, workers: int, rng: rando
     """Start the job, wait until it trains (or, for ``startup-int``, until its ranks
     exist), sleep ``min_delay`` to ``max_delay`` s, deliver ``kind``, wait for the end.
 
-    A signal in the first milliseconds of a worker, while Python itself starts
-    (before any of distnet's code runs), is Python's to report: it prints a
-    fatal error; ``startup-int`` runs give the workers ``min_delay`` for that."""
+    A signal in the first tenth of a second or so of a process, while Python
+    itself starts (before any of distnet's code runs), is Python's to report:
+    it prints a KeyboardInterrupt; ``startup-int`` runs give ``min_delay`` for that."""
     err_path = Path(run_dir).with_name(Path(run_dir).name + ".stderr")
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(train_command(job, run_dir, workers, *extra, via=via), stdout=subprocess.DEVNULL,

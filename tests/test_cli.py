@@ -67,6 +67,29 @@ def test_version_as_module_subprocess():
     assert proc.stdout.strip() == f"distnet {distnet.__version__}"
 
 
+def test_the_command_line_starts_without_numpy_or_mpi():
+    """`distnet train` installs its signal handlers before the slow imports: the
+    package and the CLI module load neither numpy nor mpi4py."""
+    code = "import sys, distnet.cli; print(sorted(m for m in ('numpy', 'mpi4py', 'h5py') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_every_top_level_name_resolves():
+    """The package's names load on first use: each one in __all__ is there, an unknown one is an AttributeError."""
+    for name in distnet.__all__:
+        assert getattr(distnet, name) is not None, name
+    assert {"Trainer", "matmul", "optimizers", "distributed", "Variable", "gradients"} <= set(distnet.__all__)
+    assert distnet.matmul is distnet.ops.matmul and distnet.Trainer is distnet.trainer.Trainer
+    assert set(distnet.__all__) <= set(dir(distnet))
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        distnet.no_such_name
+    namespace: dict = {}
+    exec("from distnet import *", namespace)
+    assert namespace["reduce_sum"] is distnet.reduce_sum and namespace["Sequential"] is distnet.Sequential
+
+
 @pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["export"], ["inspect"],
                                      ["plot"], ["data"],
                                      ["data", "fetch"], ["data", "convert"]], ids=" ".join)

@@ -178,6 +178,18 @@ def test_a_signal_during_start_up_exits_cleanly(job, tmp_path):
     assert outcome == "ok", f"{outcome}: {detail}\n{run.stderr[-2000:]}"
 
 
+def test_a_signal_while_one_process_starts_exits_cleanly(job, tmp_path):
+    """SIGINT at random moments of a single process's start-up (its imports of numpy
+    and MPI, the job, the data) and first steps: 130 every time, never a traceback.
+    The first 0.12 s are Python's own start-up, before any of distnet's code runs."""
+    rng = random.Random(f"startup{time.time()}")
+    for k in range(8):
+        run_dir = tmp_path / f"run{k}"
+        run = run_and_signal("startup-int", job, run_dir, 1, rng, via="single", min_delay=0.12, max_delay=0.6)
+        outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
+        assert outcome == "ok", f"run {k}: {outcome}: {detail}\n{run.stderr[-2000:]}"
+
+
 @pytest.mark.mpi
 def test_a_killed_launcher_takes_its_job_with_it(job, tmp_path):
     run_dir = tmp_path / "run"
