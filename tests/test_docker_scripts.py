@@ -157,7 +157,7 @@ def test_sshd_accepts_the_config(tmp_path):
     _needs_ssh_keygen()
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
     # `sshd -t/-T` is the only authority on what the written config means.
-    # .ci/run installs openssh-server (which creates /run/sshd), so this runs in CI.
+    # .ci/run installs openssh-server and makes /run/sshd (its service would), so this runs in CI.
     if sshd is None or not Path("/run/sshd").is_dir():
         # Skip only without openssh-server (a developer's machine); CI installs it.
         reason = "openssh-server (sshd and /run/sshd, as in the image) is not installed"
