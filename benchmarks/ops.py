@@ -24,6 +24,10 @@ Cases (float32, batch 100, the reference net of docs/jobs.md):
   padded input alone, beside the forward GEMM it feeds (the GFLOP/s column
   is then the GEMM's work over the copy's time).
 
+With TensorFlow in the interpreter (e.g. compare.py's separate venv), the
+last line is TensorFlow's ``conv2d`` of conv2's shapes, forward and both
+gradients, on the same number of threads (minimum ms and GFLOP/s).
+
 The upstream gradient is injected by a head op that costs nothing, so only
 the measured op and the autodiff machinery are timed.  BLAS threads are set
 explicitly with threadpoolctl (default 1: the figures are per core).
@@ -160,6 +164,40 @@ def dense_case(rng, repeats):
     return (*paired_times_ms(distnet_path, bare, repeats), flops)
 
 
+def tensorflow_conv_ms(rng, n: int, hw: int, cin: int, cout: int, k: int, repeats: int,
+                       threads: int) -> float | None:
+    """Minimum ms of TensorFlow's conv2d of the same shapes, forward and both gradients
+    (``tf.function`` + ``GradientTape``, ``threads`` intra-op threads), or None without
+    TensorFlow (optional: compare.py's separate interpreter has it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return None
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    x = tf.constant(rng.standard_normal((n, hw, hw, cin), dtype=np.float32))
+    w = tf.constant(rng.standard_normal((k, k, cin, cout), dtype=np.float32))
+    g = tf.constant(rng.standard_normal((n, hw, hw, cout), dtype=np.float32))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = tf.nn.conv2d(x, w, 1, "SAME")
+        return tape.gradient(y, [x, w], output_gradients=g)
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return min(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
@@ -187,6 +225,14 @@ def main() -> None:
         lo, lb = min(ours), min(bare)
         print(f"{label:48s} {mo:18.2f} {mb:7.2f} {mo / mb:6.2f}   {lo:15.2f} {lb:7.2f} {lo / lb:6.2f} "
               f"{flops / lo / 1e6:8.1f}")
+    # TensorFlow's convolution of conv2's shapes, when this interpreter has it.
+    tf_ms = tensorflow_conv_ms(rng, 100, 14, 32, 64, 5, args.repeats, args.threads)
+    if tf_ms is None:
+        print("tensorflow not installed here: its conv2 is not timed")
+    else:
+        flops = 3 * 2 * 100 * 14 * 14 * 64 * 5 * 5 * 32
+        print(f"{'conv2 in TensorFlow (tf.nn.conv2d), dW+dX':48s} {'':18s} {'':7s} {'':6s}   {tf_ms:15.2f} "
+              f"{'':7s} {'':6s} {flops / tf_ms / 1e6:8.1f}")
 
 
 if __name__ == "__main__":
