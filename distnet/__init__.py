@@ -9,7 +9,6 @@ answers at once.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 from distnet._version import __version__  # noqa: F401
 
@@ -34,16 +33,25 @@ def __getattr__(name: str):
         value = sorted({"__version__", *_EXPORTS, *_SUBPACKAGES, *importlib.import_module("distnet.ops").__all__})
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in {m.name for m in pkgutil.iter_modules(__path__)}:
-        value = importlib.import_module(f"{__name__}.{name}")
     else:
-        ops = importlib.import_module("distnet.ops")
-        if name not in ops.__all__:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(ops, name)
+        value = _submodule_or_op(name)
     # Bound like an imported name: later look-ups find it without this function.
     globals()[name] = value
     return value
+
+
+def _submodule_or_op(name: str):
+    if name.startswith("_"):   # probes such as __wrapped__: not worth loading numpy for
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":   # the module exists but needs something missing
+            raise
+    ops = importlib.import_module("distnet.ops")
+    if name not in ops.__all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(ops, name)
 
 
 def __dir__() -> list:

@@ -391,30 +391,17 @@ def launch_job(
     out = stdout if stdout is not None else _binary(sys.stdout)
     err = stderr if stderr is not None else _binary(sys.stderr)
     shm_before = shm_files()
-    try:
-        proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True,  # our signals reach it once, via us
-                                preexec_fn=_die_with_parent(os.getpid()))
-    except OSError as exc:
-        raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
-
-    failed, stopping = threading.Event(), threading.Event()
-    relays = [_Relay(proc.stdout, out, failed, stopping), _Relay(proc.stderr, err, failed, stopping)]
-    for relay in relays:
-        relay.start()
-
-    proxies = _ProxyWatch(proc.pid)
-    ranks = _RankMap(proc.pid)
     received: list[int] = []
     # The first signal goes on after FORWARD_DELAY unless mpiexec or the workers
     # already have it; a repeat within the duplicate window is the same request;
     # a later one (a second Ctrl-C) goes on at once: the job is aborted.
     first_at: list[float] = []
+    started: list = []   # mpiexec, once it runs
 
     def send(signum: int) -> None:
         try:
-            proc.send_signal(signum)
+            if started:
+                started[0].send_signal(signum)
         except ProcessLookupError:
             pass
 
@@ -430,13 +417,31 @@ def launch_job(
         elif now - first_at[0] >= DUPLICATE_WINDOW:
             send(signum)
 
+    # Caught before mpiexec starts: a signal while it starts is passed on like any other.
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, forward)
+    try:
+        proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True,  # our signals reach it once, via us
+                                preexec_fn=_die_with_parent(os.getpid()))
+    except OSError as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
+    started.append(proc)
+    relays: list = []
     stopped_by_us = False
     passed_on = False
     try:
+        failed, stopping = threading.Event(), threading.Event()
+        relays = [_Relay(proc.stdout, out, failed, stopping), _Relay(proc.stderr, err, failed, stopping)]
+        for relay in relays:
+            relay.start()
+        proxies = _ProxyWatch(proc.pid)
+        ranks = _RankMap(proc.pid)
         deadline = None
         while True:
             try:

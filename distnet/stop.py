@@ -100,6 +100,7 @@ class StopSignals:
         self._first = 0.0
         self._count = 0   # signals counted by whoever acts on them (the handler, or the reading thread)
         self._previous: dict = {}
+        self._previous_unraisable = None
         self._installed = False
         self._lock = threading.Lock()
         self._pipe: tuple[int, int] | None = None
@@ -120,6 +121,7 @@ class StopSignals:
             return self
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous_unraisable, sys.unraisablehook = sys.unraisablehook, self._unraisable
         self._installed = True
         if self.comm is not None:
             self.attach(self.comm)
@@ -149,6 +151,9 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        if sys.unraisablehook == self._unraisable:
+            sys.unraisablehook = self._previous_unraisable
+        self._previous_unraisable = None
         if self._pipe is not None:
             signal.set_wakeup_fd(self._old_wakeup)
             r, w = self._pipe
@@ -167,12 +172,40 @@ class StopSignals:
     def begin_training(self) -> None:
         """From now on a signal asks to stop after the step instead of ending the process.
 
-        A signal that came during start-up (seen here, e.g. while the main
-        thread was inside a call that does not run Python handlers) ends it now.
+        A signal that came during start-up and whose exception was lost (see
+        :meth:`end_startup`) ends one process now; with several ranks it rides
+        in the first step, so that every rank stops at the same one.
         """
         self.phase = "training"
+        if self.signum is not None and self._count and not self._mpi():
+            raise self._startup_stop()
         if self.signum is not None and self._timer is None:
             self._start_timer()
+
+    def end_startup(self) -> None:
+        """Hand the signals over to code that catches them itself (the launcher):
+        uninstall, then end the process if a signal came during start-up.
+
+        The handler's exception can be lost: Python may run the handler inside
+        a finalizer or a weakref callback (the import system's, while numpy
+        loads), where an exception is only printed.  The signal stays recorded.
+        """
+        self.uninstall()
+        if self.signum is not None:
+            raise self._startup_stop()
+
+    def _startup_stop(self) -> TrainingStopped:
+        return TrainingStopped(exit_status.for_signal(self.signum), signal=self.signum, aborted=True,
+                               reason=f"{exit_status.signal_name(self.signum)} during start-up "
+                                      f"(before the first step: nothing to save)")
+
+    def _unraisable(self, unraisable) -> None:
+        """``sys.unraisablehook`` while installed: the handler's TrainingStopped, raised
+        where Python can only print it, is not shown (the signal stays recorded and is
+        acted on); anything else goes to the previous hook."""
+        if isinstance(unraisable.exc_value, TrainingStopped) and self.signum is not None:
+            return
+        (self._previous_unraisable or sys.__unraisablehook__)(unraisable)
 
     def request(self, signum: int = signal.SIGINT) -> None:
         """Ask to stop after the current step, as the signal ``signum`` would

@@ -150,9 +150,10 @@ def train_command(job: Path, run_dir: Path, workers: int, *extra: str, via: str 
 
 def run_and_signal(kind: str, job: Path, run_dir: Path, workers: int, rng: random.Random, *extra: str,
                    via: str = "launcher", max_delay: float = 0.3, timeout: float = 90.0,
-                   env: dict | None = None, min_delay: float = 0.0) -> StoppedRun:
+                   env: dict | None = None, min_delay: float = 0.0, early: bool = False) -> StoppedRun:
     """Start the job, wait until it trains (or, for ``startup-int``, until its ranks
-    exist), sleep ``min_delay`` to ``max_delay`` s, deliver ``kind``, wait for the end.
+    exist; with ``early``, not at all), sleep ``min_delay`` to ``max_delay`` s,
+    deliver ``kind``, wait for the end.
 
     A signal in the first tenth of a second or so of a process, while Python
     itself starts (before any of distnet's code runs), is Python's to report:
@@ -166,7 +167,7 @@ def run_and_signal(kind: str, job: Path, run_dir: Path, workers: int, rng: rando
     started = False
     while time.monotonic() < deadline and proc.poll() is None:
         pids |= descendants(proc.pid)
-        if kind == "startup-int" and (len(ranks_of(pids)) == workers or via == "single"):
+        if kind == "startup-int" and (early or len(ranks_of(pids)) == workers or via == "single"):
             started = True
             break
         if kind != "startup-int" and any(r.get("kind") == "step" for r in records(run_dir)):

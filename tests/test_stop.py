@@ -178,16 +178,58 @@ def test_a_signal_during_start_up_exits_cleanly(job, tmp_path):
     assert outcome == "ok", f"{outcome}: {detail}\n{run.stderr[-2000:]}"
 
 
-def test_a_signal_while_one_process_starts_exits_cleanly(job, tmp_path):
-    """SIGINT at random moments of a single process's start-up (its imports of numpy
-    and MPI, the job, the data) and first steps: 130 every time, never a traceback.
-    The first 0.12 s are Python's own start-up, before any of distnet's code runs."""
-    rng = random.Random(f"startup{time.time()}")
+@pytest.mark.parametrize("via", ["single", "launcher"])
+def test_a_signal_while_the_job_starts_exits_cleanly(job, tmp_path, via):
+    """SIGINT at random moments of the start-up — one process's imports of numpy and
+    MPI, the job, the data, its first steps; or the launcher's own start-up and
+    mpiexec's — 130 every time, never a traceback.  The first 0.12 s are Python's
+    own start-up, before any of distnet's code runs."""
+    rng = random.Random(f"startup{via}{time.time()}")
     for k in range(8):
         run_dir = tmp_path / f"run{k}"
-        run = run_and_signal("startup-int", job, run_dir, 1, rng, via="single", min_delay=0.12, max_delay=0.6)
+        run = run_and_signal("startup-int", job, run_dir, 1 if via == "single" else 2, rng, via=via,
+                             min_delay=0.12, max_delay=0.6, early=True)
         outcome, detail = check_stopped(run, run_dir, SAMPLES, BATCH)
         assert outcome == "ok", f"run {k}: {outcome}: {detail}\n{run.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("then", ["begin_training", "end_startup"])
+def test_a_start_up_signal_whose_exception_python_could_not_raise_still_ends_the_process(then, capsys):
+    """Python may run a handler inside a finalizer or a weakref callback (the import
+    system's, while numpy loads): its exception is then only printed.  The signal
+    stays recorded; nothing is printed; training (or the launcher) does not start."""
+    from distnet.stop import StopSignals
+
+    before = sys.unraisablehook
+    with StopSignals() as signals:
+        class Finalized:
+            def __del__(self):
+                signals._handle(signal.SIGINT, None)   # raises TrainingStopped where it cannot propagate
+
+        Finalized()
+        assert signals.signum == signal.SIGINT
+        with pytest.raises(TrainingStopped) as stopped:
+            getattr(signals, then)()
+    assert stopped.value.code == 130 and stopped.value.aborted and "during start-up" in stopped.value.reason
+    assert capsys.readouterr().err == ""
+    assert sys.unraisablehook is before
+
+
+def test_an_unraisable_error_of_another_kind_is_still_reported():
+    from distnet.stop import StopSignals
+
+    seen = []
+    before, sys.unraisablehook = sys.unraisablehook, seen.append
+    try:
+        with StopSignals():
+            class Finalized:
+                def __del__(self):
+                    raise ValueError("not ours")
+
+            Finalized()
+    finally:
+        sys.unraisablehook = before
+    assert [type(u.exc_value) for u in seen] == [ValueError]
 
 
 @pytest.mark.mpi
