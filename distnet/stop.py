@@ -109,6 +109,7 @@ class StopSignals:
         self._timer: threading.Timer | None = None
         self._grace_over = False
         self._aborting: int | None = None
+        self._startup_abort = False   # a signal during start-up ends the process (decided under the lock)
 
     # -- life -------------------------------------------------------------
     @property
@@ -173,11 +174,13 @@ class StopSignals:
         """From now on a signal asks to stop after the step instead of ending the process.
 
         A signal that came during start-up and whose exception was lost (see
-        :meth:`end_startup`) ends one process now; with several ranks it rides
-        in the first step, so that every rank stops at the same one.
+        :meth:`end_startup`), or whose abort the reading thread has begun,
+        ends the process here instead of a first step.
         """
-        self.phase = "training"
-        if self.signum is not None and self._count and not self._mpi():
+        with self._lock:   # against the reading thread deciding on a start-up signal just now
+            self.phase = "training"
+            startup_abort = self._startup_abort
+        if startup_abort:
             raise self._startup_stop()
         if self.signum is not None and self._timer is None:
             self._start_timer()
@@ -265,9 +268,12 @@ class StopSignals:
                 self._count, self._first = 1, now
             elif now - self._first < DUPLICATE_WINDOW:
                 return None
+            startup = first and self.phase == "startup"
+            if startup:
+                self._startup_abort = True
         if not first:
             return signum, f"{name} again"
-        if self.phase == "startup":
+        if startup:
             return signum, f"{name} during start-up (before the first step: nothing to save)"
         self._notice(f"distnet: {name}: stopping after the current step and saving a checkpoint "
                      f"(again to abort at once; aborted after {self.grace:g} s)")

@@ -215,6 +215,23 @@ def test_a_start_up_signal_whose_exception_python_could_not_raise_still_ends_the
     assert sys.unraisablehook is before
 
 
+def test_a_start_up_abort_decided_by_the_reading_thread_keeps_the_first_step_from_running():
+    """With several ranks a thread reads the signals; when it has decided to abort a
+    start-up, the main thread arriving at training must not take (and log) a step first."""
+    from distnet.stop import StopSignals
+
+    signals = StopSignals()
+    assert signals._note(signal.SIGINT)[1].endswith("during start-up (before the first step: nothing to save)")
+    with pytest.raises(TrainingStopped) as stopped:
+        signals.begin_training()
+    assert stopped.value.code == 130 and stopped.value.aborted
+    # A signal that arrives once training has begun asks for a stop after the step instead.
+    later = StopSignals(say=lambda message: None)
+    later.begin_training()
+    assert later._note(signal.SIGINT) is None and later.signum == signal.SIGINT
+    later.uninstall()
+
+
 def test_an_unraisable_error_of_another_kind_is_still_reported():
     from distnet.stop import StopSignals
 
