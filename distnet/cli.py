@@ -33,10 +33,6 @@ EXIT_TERMINATED = exit_status.SIGTERM
 def _cmd_train(args, signals) -> int:
     """``signals``: installed by :func:`main`: a signal during start-up ends the process
     cleanly (130 / 143); one during training stops every rank after an agreed step."""
-    return _train_or_launch(args, signals)
-
-
-def _train_or_launch(args, signals) -> int:
     from distnet.config import check_world_size, load_job
 
     cfg = load_job(args.job, args.overrides)

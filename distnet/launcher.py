@@ -396,12 +396,12 @@ def launch_job(
     # already have it; a repeat within the duplicate window is the same request;
     # a later one (a second Ctrl-C) goes on at once: the job is aborted.
     first_at: list[float] = []
-    started: list = []   # mpiexec, once it runs
+    proc: subprocess.Popen | None = None   # mpiexec, once it runs
 
     def send(signum: int) -> None:
         try:
-            if started:
-                started[0].send_signal(signum)
+            if proc is not None:
+                proc.send_signal(signum)
         except ProcessLookupError:
             pass
 
@@ -422,20 +422,17 @@ def launch_job(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, forward)
-    try:
-        proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True,  # our signals reach it once, via us
-                                preexec_fn=_die_with_parent(os.getpid()))
-    except OSError as exc:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
-    started.append(proc)
     relays: list = []
     stopped_by_us = False
     passed_on = False
     try:
+        try:
+            proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True,  # our signals reach it once, via us
+                                    preexec_fn=_die_with_parent(os.getpid()))
+        except OSError as exc:
+            raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
         failed, stopping = threading.Event(), threading.Event()
         relays = [_Relay(proc.stdout, out, failed, stopping), _Relay(proc.stderr, err, failed, stopping)]
         for relay in relays:
@@ -472,7 +469,7 @@ def launch_job(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if proc.poll() is None:  # an exception (KeyboardInterrupt in a non-main thread...)
+        if proc is not None and proc.poll() is None:  # an exception (KeyboardInterrupt in another thread...)
             _stop(proc)
         for relay in relays:
             relay.join(timeout=5)

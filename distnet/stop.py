@@ -194,13 +194,11 @@ class StopSignals:
         loads), where an exception is only printed.  The signal stays recorded.
         """
         self.uninstall()
-        if self.signum is not None:
+        if self._startup_abort:
             raise self._startup_stop()
 
     def _startup_stop(self) -> TrainingStopped:
-        return TrainingStopped(exit_status.for_signal(self.signum), signal=self.signum, aborted=True,
-                               reason=f"{exit_status.signal_name(self.signum)} during start-up "
-                                      f"(before the first step: nothing to save)")
+        return _stopped_at_once(self.signum, _startup_why(self.signum))
 
     def _unraisable(self, unraisable) -> None:
         """``sys.unraisablehook`` while installed: the handler's TrainingStopped, raised
@@ -235,8 +233,7 @@ class StopSignals:
             return
         action = self._note(signum)
         if action is not None:
-            raise TrainingStopped(exit_status.for_signal(action[0]), signal=action[0], aborted=True,
-                                  reason=action[1])
+            raise _stopped_at_once(*action)
 
     def _read(self, fd: int) -> None:
         while True:
@@ -274,7 +271,7 @@ class StopSignals:
         if not first:
             return signum, f"{name} again"
         if startup:
-            return signum, f"{name} during start-up (before the first step: nothing to save)"
+            return signum, _startup_why(signum)
         self._notice(f"distnet: {name}: stopping after the current step and saving a checkpoint "
                      f"(again to abort at once; aborted after {self.grace:g} s)")
         self._start_timer()
@@ -326,3 +323,12 @@ class StopSignals:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+
+
+def _startup_why(signum: int) -> str:
+    return f"{exit_status.signal_name(signum)} during start-up (before the first step: nothing to save)"
+
+
+def _stopped_at_once(signum: int, why: str) -> TrainingStopped:
+    """The end of a process stopped without a checkpoint, for ``signum``."""
+    return TrainingStopped(exit_status.for_signal(signum), signal=signum, aborted=True, reason=why)
