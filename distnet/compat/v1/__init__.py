@@ -18,11 +18,16 @@ from __future__ import annotations
 import numpy as _np
 
 from distnet.compat.v1 import array_ops as _a
+from distnet.compat.v1 import candidate_sampling as _cs
 from distnet.compat.v1 import distributed as _dist
+from distnet.compat.v1 import embedding as _embedding
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import rnn as _rnn
+from distnet.compat.v1 import rnn_cell as _cell
 from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import seq2seq as _seq2seq
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
 from distnet.compat.v1 import variables as _v
@@ -166,6 +171,12 @@ pack = stack
 
 
 # -- sub-modules -----------------------------------------------------------------------------
+_CELLS = dict(
+    RNNCell=_cell.RNNCell, BasicRNNCell=_cell.BasicRNNCell, BasicLSTMCell=_cell.BasicLSTMCell,
+    LSTMCell=_cell.LSTMCell, GRUCell=_cell.GRUCell, MultiRNNCell=_cell.MultiRNNCell,
+    DropoutWrapper=_cell.DropoutWrapper, ResidualWrapper=_cell.ResidualWrapper, LSTMStateTuple=_cell.LSTMStateTuple,
+)
+
 nn = _Namespace(
     "nn", relu=_m.relu, relu6=_m.relu6, sigmoid=_m.sigmoid, tanh=_m.tanh, softmax=_m.softmax,
     log_softmax=_m.log_softmax, softmax_cross_entropy_with_logits=_m.softmax_cross_entropy_with_logits,
@@ -173,7 +184,11 @@ nn = _Namespace(
     sparse_softmax_cross_entropy_with_logits=_m.sparse_softmax_cross_entropy_with_logits,
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
-    embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
+    embedding_lookup=_embedding.embedding_lookup, nce_loss=_cs.nce_loss, sampled_softmax_loss=_cs.sampled_softmax_loss,
+    log_uniform_candidate_sampler=_cs.log_uniform_candidate_sampler,
+    uniform_candidate_sampler=_cs.uniform_candidate_sampler,
+    rnn_cell=_Namespace("nn.rnn_cell", **_CELLS), static_rnn=_rnn.static_rnn, dynamic_rnn=_rnn.dynamic_rnn,
+    bidirectional_dynamic_rnn=_rnn.bidirectional_dynamic_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
 )
 
 train = _Namespace(
@@ -200,7 +215,9 @@ contrib = _Namespace("contrib", layers=_Namespace(
     apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
     variance_scaling_initializer=variance_scaling_initializer, flatten=_layers.flatten,
     fully_connected=_layers.fully_connected,
-))
+), rnn=_Namespace(
+    "contrib.rnn", **_CELLS, static_rnn=_rnn.static_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
+), seq2seq=_Namespace("contrib.seq2seq", sequence_loss=_seq2seq.sequence_loss))
 
 losses = _Namespace(
     "losses", mean_squared_error=_layers.mean_squared_error, softmax_cross_entropy=_layers.softmax_cross_entropy,
