@@ -12,10 +12,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
-import numpy as np  # noqa: E402
-import tensorflow as real_tf  # noqa: E402
-
-import rnn_cases  # noqa: E402
+import numpy as np
+import rnn_cases
+import tensorflow as real_tf
 
 tf = real_tf.compat.v1
 tf.disable_v2_behavior()

@@ -17,20 +17,30 @@ are zero and its state is carried through unchanged.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 import distnet
 from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1.graph import (
-    Operation, Tensor, TensorShape, convert_to_tensor, get_default_graph, leaf,
+    Operation,
+    Tensor,
+    TensorShape,
+    convert_to_tensor,
+    get_default_graph,
+    leaf,
 )
-from distnet.compat.v1.rnn_cell import LSTMStateTuple, RNNCell, flatten_state, pack_state
+from distnet.compat.v1.rnn_cell import (
+    LSTMStateTuple,
+    RNNCell,
+    flatten_state,
+    pack_state,
+)
 from distnet.compat.v1.variables import variable_scope
 from distnet.errors import DistnetError, InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor
-
 
 # -- an op with several outputs --------------------------------------------------------------
 
@@ -107,15 +117,37 @@ class _Step:
             stack.extend(c for c in op.control_inputs if c in created)
         return found
 
-    def run(self, session, shard, ext_values: dict, x: EagerTensor, state: list):
+    def run(self, run, ext_values: dict, x: EagerTensor, state: list):
+        """The step's output and new state; ``run`` is the op's session run, None for a probe."""
         from distnet.compat.v1.session import _Run
 
         fed = dict(ext_values)
         fed[self.x.op] = x
         for ph, v in zip(self.state_in, state):
             fed[ph.op] = v
-        sub = _Run(session, fed, shard)
-        return sub.evaluate(self.output.op), [sub.evaluate(t.op) for t in self.state_out]
+        targets = [self.output.op] + [t.op for t in self.state_out]
+        if run is None:
+            values = _probe_values(fed, targets)
+        else:
+            sub = _Run(run.session, fed, run.shard)
+            values = {op: sub.evaluate(op) for op in targets}
+        return values[targets[0]], [values[op] for op in targets[1:]]
+
+
+def _probe_values(fed: dict, targets: list) -> dict:
+    """The step's ops on stand-in values, each told it is a probe (``run=None``) as graph.py's probes are."""
+    values = dict(fed)
+    stack = [(op, False) for op in targets]
+    while stack:
+        op, expanded = stack.pop()
+        if op in values:
+            continue
+        if expanded:
+            values[op] = op._compute(None, [values[t.op] for t in op.inputs])
+            continue
+        stack.append((op, True))
+        stack.extend((t.op, False) for t in op.inputs if t.op not in values)
+    return values
 
 
 def _mask(lengths: np.ndarray | None, t: int):
@@ -168,7 +200,6 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Any = None, initial
         raise ValueError(f"dynamic_rnn: Expect: inputs of rank 3 ([batch, time, depth]) Actual: shape {inputs.shape}")
     b_ax = 1 if time_major else 0
     batch, depth = inputs.shape[b_ax].value, inputs.shape[2].value
-    graph = get_default_graph()
     with variable_scope(scope if scope is not None else "rnn"):
         if initial_state is not None:
             dtype = flatten_state(initial_state)[0].dtype
@@ -200,10 +231,9 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Any = None, initial
                 EagerTensor._from_op(np.zeros((b,) + tuple(s.shape.as_list()[1:]), dtype=s.dtype), None, ())
                 for s in flat_struct]
             ext = {t.op: v for t, v in zip(step.external, rest[n_state:n_state + n_ext])}
-            session, shard = _session_of(run, graph)
             outs = []
             for t in range(steps):
-                out, new = step.run(session, shard, ext, x[t], state)
+                out, new = step.run(run, ext, x[t], state)
                 mask = _mask(lengths, t)
                 if mask is not None:
                     out = distnet.where_v2(mask, out, distnet.zeros_like(out))
@@ -219,15 +249,6 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Any = None, initial
 
         results = multi_output("DynamicRNN", compute, op_inputs, name="rnn")
     return results[0], pack_state(state_struct, results[1:])
-
-
-def _session_of(run, graph):
-    """The session of a run; a fresh one for a probe (only stand-in values flow there)."""
-    if run is not None:
-        return run.session, run.shard
-    from distnet.compat.v1.session import Session
-
-    return Session(graph=graph), None
 
 
 def _reverse(x: Tensor, lengths: Tensor | None, time_axis: int) -> Tensor:

@@ -28,7 +28,12 @@ import numpy as np
 from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1.graph import Tensor, build, convert_to_tensor
-from distnet.compat.v1.variables import constant_initializer, get_variable, variable_scope, zeros_initializer
+from distnet.compat.v1.variables import (
+    constant_initializer,
+    get_variable,
+    variable_scope,
+    zeros_initializer,
+)
 from distnet.tensor import Tensor as EagerTensor
 
 
