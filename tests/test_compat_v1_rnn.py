@@ -256,3 +256,32 @@ def test_clear_errors():
             sess.run(tf.global_variables_initializer())
             with pytest.raises(InvalidArgumentError, match="vector of 2 lengths"):
                 sess.run(out, {x: np.zeros((2, 3, 2)), n: [1, 2, 3]})
+
+
+def test_a_second_model_under_a_reusing_scope_shares_the_variables():
+    cell = tf.nn.rnn_cell
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 5, 3])
+        with tf.variable_scope("model"):
+            a, _ = tf.nn.dynamic_rnn(cell.MultiRNNCell([cell.BasicLSTMCell(4) for _ in range(2)]), x,
+                                     dtype=tf.float32)
+        with tf.variable_scope("model", reuse=True):
+            b, _ = tf.nn.dynamic_rnn(cell.MultiRNNCell([cell.BasicLSTMCell(4) for _ in range(2)]), x[:, :2],
+                                     dtype=tf.float32)
+        with tf.variable_scope("other"):
+            for _ in range(2):
+                c = cell.GRUCell(3)
+                c(x[:, 0], c.zero_state(2, tf.float32))
+        # TensorFlow 2.21's names for the same program (tf.compat.v1)
+        assert [v.op.name for v in tf.global_variables()] == [
+            "model/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel",
+            "model/rnn/multi_rnn_cell/cell_0/basic_lstm_cell/bias",
+            "model/rnn/multi_rnn_cell/cell_1/basic_lstm_cell/kernel",
+            "model/rnn/multi_rnn_cell/cell_1/basic_lstm_cell/bias",
+            "other/gru_cell/gates/kernel", "other/gru_cell/gates/bias", "other/gru_cell/candidate/kernel",
+            "other/gru_cell/candidate/bias", "other/gru_cell_1/gates/kernel", "other/gru_cell_1/gates/bias",
+            "other/gru_cell_1/candidate/kernel", "other/gru_cell_1/candidate/bias"]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            va, vb = sess.run([a, b], {x: np.random.RandomState(0).randn(2, 5, 3)})
+        np.testing.assert_allclose(va[:, :2], vb, rtol=1e-6)

@@ -29,8 +29,10 @@ from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1.graph import Tensor, build, convert_to_tensor
 from distnet.compat.v1.variables import (
+    AUTO_REUSE,
     constant_initializer,
     get_variable,
+    get_variable_scope,
     variable_scope,
     zeros_initializer,
 )
@@ -94,8 +96,10 @@ class RNNCell:
 
     _default_name = "rnn_cell"
 
-    def __init__(self, trainable: bool = True, name: str | None = None, dtype: Any = None, **kwargs):
+    def __init__(self, trainable: bool = True, name: str | None = None, dtype: Any = None, reuse: Any = None,
+                 **kwargs):
         self._name = name
+        self._reuse = reuse
         self._dtype = dtype
         self._scope = None
         self.built = False
@@ -133,7 +137,13 @@ class RNNCell:
     def __call__(self, inputs: Any, state: Any, scope: Any = None):
         inputs = convert_to_tensor(inputs)
         if self._scope is None:
-            with variable_scope(scope, default_name=self._name or self._default_name) as vs:
+            base = self._name or self._default_name
+            # TF1: a cell made to reuse (or under a reusing scope) takes its plain name, to find the variables
+            # an earlier model created there; otherwise the name is made unique (gru_cell, gru_cell_1, ...).
+            reusing = bool(self._reuse) or get_variable_scope().reuse in (True, AUTO_REUSE)
+            opened = variable_scope(scope if scope is not None else base) if reusing else \
+                variable_scope(scope, default_name=base)
+            with opened as vs:
                 self._scope = vs
                 self._build_once(inputs)
                 return self.call(inputs, state)
@@ -167,7 +177,7 @@ class BasicRNNCell(RNNCell):
 
     def __init__(self, num_units: int, activation: Any = None, reuse: Any = None, name: str | None = None,
                  dtype: Any = None, **kwargs):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name, dtype=dtype, reuse=reuse)
         self._num_units = int(num_units)
         self._act = _activation(activation)
 
@@ -195,7 +205,7 @@ class BasicLSTMCell(RNNCell):
 
     def __init__(self, num_units: int, forget_bias: float = 1.0, state_is_tuple: bool = True, activation: Any = None,
                  reuse: Any = None, name: str | None = None, dtype: Any = None, **kwargs):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name, dtype=dtype, reuse=reuse)
         self._num_units = int(num_units)
         self._forget_bias = float(forget_bias)
         self._state_is_tuple = bool(state_is_tuple)
@@ -246,7 +256,7 @@ class LSTMCell(BasicLSTMCell):
                  num_unit_shards: Any = None, num_proj_shards: Any = None, forget_bias: float = 1.0,
                  state_is_tuple: bool = True, activation: Any = None, reuse: Any = None, name: str | None = None,
                  dtype: Any = None, **kwargs):
-        super().__init__(num_units, forget_bias, state_is_tuple, activation, name=name, dtype=dtype)
+        super().__init__(num_units, forget_bias, state_is_tuple, activation, reuse=reuse, name=name, dtype=dtype)
         if num_unit_shards is not None or num_proj_shards is not None:
             raise ValueError("LSTMCell: num_unit_shards / num_proj_shards (deprecated in TF1) are not supported; "
                              "leave them None")
@@ -316,7 +326,7 @@ class GRUCell(RNNCell):
 
     def __init__(self, num_units: int, activation: Any = None, reuse: Any = None, kernel_initializer: Any = None,
                  bias_initializer: Any = None, name: str | None = None, dtype: Any = None, **kwargs):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name, dtype=dtype, reuse=reuse)
         self._num_units = int(num_units)
         self._act = _activation(activation)
         self._kernel_init = kernel_initializer
