@@ -6,8 +6,10 @@ Times one training step (forward, backward, SGD) of an LSTM over ``T`` steps
 dense layer to 10 classes, softmax cross-entropy) written three ways, which
 alternate step by step: ``tf.nn.dynamic_rnn`` (one op, the time loop at run
 time over the cell's one-step graph), ``tf.nn.static_rnn`` (unrolled in the
-graph) and the same ops called eagerly with ``distnet.gradients`` (no graph
-at all: the floor for these ops).  Prints the median and minimum per step
+graph) -- both with the cell's gate arithmetic in one
+``distnet.nn.lstm_step`` -- and the same ops called eagerly with
+``distnet.gradients`` (no graph at all), with ``lstm_step`` and with the gate
+arithmetic composed of single ops (``eager``, the reference of the ratios).  Prints the median and minimum per step
 and the ratios to the eager loop.  BLAS threads are set with threadpoolctl
 (default 1).  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from this
 run's environment (the script restarts itself without them).
@@ -21,16 +23,16 @@ if any(v in os.environ for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-import distnet  # noqa: E402
-import distnet.compat.v1 as tf  # noqa: E402
-import distnet.nn as dnn  # noqa: E402
+import distnet
+import distnet.compat.v1 as tf
+import distnet.nn as dnn
 
 DEPTH, CLASSES = 28, 10
 
@@ -63,7 +65,7 @@ def graph_step(kind: str, hidden: int, steps: int, init: dict):
     return lambda xs, ys: sess.run([train, loss], {x: xs, y: ys})[1]
 
 
-def eager_step(hidden: int, steps: int, init: dict):
+def eager_step(hidden: int, steps: int, init: dict, fused: bool = False):
     params = {k: distnet.Variable(v) for k, v in init.items()}
     opt = distnet.optimizers.GradientDescent(0.1)
 
@@ -73,9 +75,13 @@ def eager_step(hidden: int, steps: int, init: dict):
         h = distnet.zeros((batch, hidden))
         for t in range(steps):
             z = distnet.matmul(distnet.concat([distnet.constant(xs[:, t]), h], 1), params["kernel"]) + params["bias"]
-            i, j, f, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
-            c = c * dnn.sigmoid(f + 1.0) + dnn.sigmoid(i) * dnn.tanh(j)
-            h = dnn.tanh(c) * dnn.sigmoid(o)
+            if fused:
+                both = dnn.lstm_step(z, c, 1.0)
+                c, h = both[:, :hidden], both[:, hidden:]
+            else:
+                i, j, f, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+                c = c * dnn.sigmoid(f + 1.0) + dnn.sigmoid(i) * dnn.tanh(j)
+                h = dnn.tanh(c) * dnn.sigmoid(o)
         logits = distnet.matmul(h, params["w"]) + params["b"]
         loss = distnet.reduce_mean(dnn.sparse_softmax_cross_entropy_with_logits(labels=ys, logits=logits))
         names = sorted(params)
@@ -104,6 +110,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ways["static_rnn"] = graph_step("static", args.hidden, args.time, init)
     build_static = time.perf_counter() - t0
+    ways["eager_fused"] = eager_step(args.hidden, args.time, init, fused=True)
     ways["eager"] = eager_step(args.hidden, args.time, init)
     times: dict = {k: [] for k in ways}
     losses: dict = {k: [] for k in ways}

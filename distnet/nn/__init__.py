@@ -1,4 +1,4 @@
-"""Neural-network ops (TF's ``tf.nn``): activations, losses, dropout, conv, pooling.
+"""Neural-network ops (TF's ``tf.nn``): activations, losses, dropout, conv, pooling, an LSTM step.
 
 Each op lives in its own module; all are exported here, so
 ``distnet.nn.conv2d`` is :func:`distnet.nn.conv.conv2d`.
@@ -11,10 +11,11 @@ from distnet.nn.cross_entropy import (  # noqa: F401
 )
 from distnet.nn.dropout import dropout, dropout_sample_keys  # noqa: F401
 from distnet.nn.l2_loss import l2_loss  # noqa: F401
+from distnet.nn.lstm_step import lstm_step  # noqa: F401
 from distnet.nn.pooling import max_pool  # noqa: F401
 
 __all__ = [
-    "bias_add", "conv2d", "dropout", "dropout_sample_keys", "l2_loss", "log_softmax", "max_pool",
+    "bias_add", "conv2d", "dropout", "dropout_sample_keys", "l2_loss", "log_softmax", "lstm_step", "max_pool",
     "relu", "sigmoid", "softmax", "softmax_cross_entropy_with_logits",
     "sparse_softmax_cross_entropy_with_logits", "tanh",
 ]

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+import distnet.nn as dnn
 from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1.graph import Tensor, build, convert_to_tensor
@@ -238,10 +239,19 @@ class BasicLSTMCell(RNNCell):
     def call(self, inputs, state):
         c, h = self._split_state(state)
         z = _m.bias_add(_m.matmul(_a.concat([inputs, h], 1), self._kernel), self._bias)
-        i, j, f, o = _gates(z, self._num_units, 4)
-        new_c = c * _m.sigmoid(f + self._forget_bias) + _m.sigmoid(i) * self._act(j)
-        new_h = self._act(new_c) * _m.sigmoid(o)
+        if self._act is _m.tanh:
+            new_c, new_h = _fused_step(z, c, self._forget_bias, self._num_units)
+        else:
+            i, j, f, o = _gates(z, self._num_units, 4)
+            new_c = c * _m.sigmoid(f + self._forget_bias) + _m.sigmoid(i) * self._act(j)
+            new_h = self._act(new_c) * _m.sigmoid(o)
         return new_h, self._join_state(new_c, new_h)
+
+
+def _fused_step(z: Tensor, c: Tensor, forget_bias: float, n: int) -> tuple:
+    """``(c', h')`` from :func:`distnet.nn.lstm_step` (one autodiff node for the gates' arithmetic)."""
+    both = build("LSTMBlockCell", lambda zz, cc: dnn.lstm_step(zz, cc, forget_bias), z, c)
+    return both[:, :n], both[:, n:]
 
 
 class LSTMCell(BasicLSTMCell):
@@ -298,19 +308,22 @@ class LSTMCell(BasicLSTMCell):
     def call(self, inputs, state):
         c_prev, m_prev = self._split_state(state)
         z = _m.bias_add(_m.matmul(_a.concat([inputs, m_prev], 1), self._kernel), self._bias)
-        i, j, f, o = _gates(z, self._num_units, 4)
         fb = self._forget_bias
-        if self._use_peepholes:
-            c = (_m.sigmoid(f + fb + self._w_f * c_prev) * c_prev
-                 + _m.sigmoid(i + self._w_i * c_prev) * self._act(j))
+        if not self._use_peepholes and self._cell_clip is None and self._act is _m.tanh:
+            c, m = _fused_step(z, c_prev, fb, self._num_units)
         else:
-            c = _m.sigmoid(f + fb) * c_prev + _m.sigmoid(i) * self._act(j)
-        if self._cell_clip is not None:
-            c = _m.clip_by_value(c, -float(self._cell_clip), float(self._cell_clip))
-        if self._use_peepholes:
-            m = _m.sigmoid(o + self._w_o * c) * self._act(c)
-        else:
-            m = _m.sigmoid(o) * self._act(c)
+            i, j, f, o = _gates(z, self._num_units, 4)
+            if self._use_peepholes:
+                c = (_m.sigmoid(f + fb + self._w_f * c_prev) * c_prev
+                     + _m.sigmoid(i + self._w_i * c_prev) * self._act(j))
+            else:
+                c = _m.sigmoid(f + fb) * c_prev + _m.sigmoid(i) * self._act(j)
+            if self._cell_clip is not None:
+                c = _m.clip_by_value(c, -float(self._cell_clip), float(self._cell_clip))
+            if self._use_peepholes:
+                m = _m.sigmoid(o + self._w_o * c) * self._act(c)
+            else:
+                m = _m.sigmoid(o) * self._act(c)
         if self._num_proj is not None:
             m = _m.matmul(m, self._proj)
             if self._proj_clip is not None:
