@@ -99,6 +99,16 @@ def static_bidi(tf, dtype=np.float32):
     return {"x": (x, _x(dtype))}, {"outs": tf.stack(outs, 1), "sf": sf, "sb": sb}
 
 
+def sequence_helpers(tf, dtype=np.float32):
+    x = tf.placeholder(dtype, [None, T, D], name="x")
+    n = tf.placeholder(tf.int32, [None], name="n")
+    mask = tf.sequence_mask(n, T, dtype=dtype)
+    return {"x": (x, _x(dtype)), "n": (n, LENGTHS)}, {
+        "rev": tf.reverse_sequence(x, n, seq_axis=1, batch_axis=0),
+        "rev_tm": tf.reverse_sequence(tf.transpose(x, [1, 0, 2]), n, seq_axis=0, batch_axis=1),
+        "masked": x * tf.expand_dims(mask, -1), "mask": mask}
+
+
 def embedding(tf, dtype=np.float32):
     rng = np.random.RandomState(3)
     parts = [tf.Variable(rng.randn(n, 4).astype(dtype), name=f"part{i}") for i, n in enumerate([4, 3, 3])]
@@ -141,7 +151,7 @@ def sampler_counts(tf, dtype=np.float32):
 
 
 CASES = {f.__name__: f for f in (basic_rnn, basic_lstm_seq, lstm_peep_proj, gru_seq, multi_cell, lstm_concat_state,
-                                 static_lstm, static_lstm_seq, bidi_gru_seq, static_bidi, embedding, nce,
+                                 static_lstm, static_lstm_seq, bidi_gru_seq, static_bidi, sequence_helpers, embedding, nce,
                                  sampled_softmax, sampler_counts)}
 
 

@@ -163,6 +163,8 @@ from distnet.compat.v1.variables import (  # noqa: E402
     variable_scope, variables_initializer, variance_scaling_initializer, zeros_initializer,
 )
 
+reverse_sequence = _rnn.reverse_sequence
+sequence_mask = _rnn.sequence_mask
 div = truediv = divide
 sub = subtract
 mul = multiply
@@ -217,7 +219,9 @@ contrib = _Namespace("contrib", layers=_Namespace(
     fully_connected=_layers.fully_connected,
 ), rnn=_Namespace(
     "contrib.rnn", **_CELLS, static_rnn=_rnn.static_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
-), seq2seq=_Namespace("contrib.seq2seq", sequence_loss=_seq2seq.sequence_loss))
+), seq2seq=_Namespace("contrib.seq2seq", sequence_loss=_seq2seq.sequence_loss),
+    legacy_seq2seq=_Namespace("contrib.legacy_seq2seq", sequence_loss=_seq2seq.legacy_sequence_loss,
+                              sequence_loss_by_example=_seq2seq.sequence_loss_by_example))
 
 losses = _Namespace(
     "losses", mean_squared_error=_layers.mean_squared_error, softmax_cross_entropy=_layers.softmax_cross_entropy,

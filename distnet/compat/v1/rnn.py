@@ -28,6 +28,7 @@ from distnet.compat.v1.graph import (
     Operation,
     Tensor,
     TensorShape,
+    build,
     convert_to_tensor,
     get_default_graph,
     leaf,
@@ -273,6 +274,35 @@ def _reverse(x: Tensor, lengths: Tensor | None, time_axis: int) -> Tensor:
                 name="ReverseSequence", inputs=inputs)
 
 
+def reverse_sequence(input: Any, seq_lengths: Any, seq_axis: int | None = None, batch_axis: int | None = None,
+                     name: str | None = None, seq_dim: int | None = None, batch_dim: int | None = None) -> Tensor:
+    """TF1's ``tf.reverse_sequence``: each entry's first ``seq_lengths[b]`` steps reversed, the rest kept.
+
+    The time and batch axes are the first two, in either order (``seq_axis=1,
+    batch_axis=0`` for ``[batch, time, ...]``, ``seq_axis=0, batch_axis=1`` for time major).
+    """
+    seq_axis = seq_axis if seq_axis is not None else seq_dim
+    batch_axis = batch_axis if batch_axis is not None else (batch_dim if batch_dim is not None else 0)
+    if (seq_axis, batch_axis) not in ((1, 0), (0, 1)):
+        raise ValueError(f"reverse_sequence: Expect: seq_axis and batch_axis 0 and 1 (in either order) "
+                         f"Actual: seq_axis={seq_axis}, batch_axis={batch_axis}")
+    return _reverse(convert_to_tensor(input), convert_to_tensor(seq_lengths), seq_axis)
+
+
+def sequence_mask(lengths: Any, maxlen: Any = None, dtype: Any = np.bool_, name: str | None = None) -> Tensor:
+    """TF1's ``tf.sequence_mask``: ``mask[..., j] = j < lengths[...]`` (``maxlen`` default: the largest length)."""
+    def fn(n, m=None):
+        arr = np.asarray(n.data).astype(np.int64)
+        width = int(np.asarray(m.data if isinstance(m, EagerTensor) else m)) if m is not None else \
+            int(arr.max(initial=0))
+        return EagerTensor._from_op((np.arange(width) < arr[..., None]).astype(dtype), None, ())
+
+    lengths = convert_to_tensor(lengths)
+    if maxlen is None:
+        return build("SequenceMask", fn, lengths, _name=name)
+    return build("SequenceMask", fn, lengths, maxlen, _name=name)
+
+
 def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: Any, sequence_length: Any = None,
                               initial_state_fw: Any = None, initial_state_bw: Any = None, dtype: Any = None,
                               parallel_iterations: Any = None, swap_memory: bool = False, time_major: bool = False,
@@ -371,4 +401,5 @@ def _reverse_list(xs: list, seq: Tensor | None) -> list:
     return _a.unstack(stacked, num=len(xs), axis=0)
 
 
-__all__ = ["LSTMStateTuple", "bidirectional_dynamic_rnn", "dynamic_rnn", "static_bidirectional_rnn", "static_rnn"]
+__all__ = ["LSTMStateTuple", "bidirectional_dynamic_rnn", "dynamic_rnn", "reverse_sequence", "sequence_mask",
+           "static_bidirectional_rnn", "static_rnn"]

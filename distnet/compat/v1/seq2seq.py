@@ -1,4 +1,5 @@
-"""``tf.contrib.seq2seq.sequence_loss``: weighted cross-entropy over a batch of sequences.
+"""``tf.contrib.seq2seq.sequence_loss`` and ``tf.contrib.legacy_seq2seq.sequence_loss(_by_example)``:
+weighted cross-entropy over a batch of sequences.
 
 TF1's definition: ``xent[b, t] = weights[b, t] *
 sparse_softmax_cross_entropy(targets[b, t], logits[b, t])``, then summed
@@ -58,3 +59,40 @@ def sequence_loss(logits: Any, targets: Any, weights: Any, average_across_timest
 
 def _nonzero(weights, axis):
     return _m.reduce_sum(_a.cast(_m.not_equal(weights, 0.0), weights.dtype), axis=axis)
+
+
+def sequence_loss_by_example(logits: Any, targets: Any, weights: Any, average_across_timesteps: bool = True,
+                             softmax_loss_function: Any = None, name: str | None = None):
+    """``tf.contrib.legacy_seq2seq``'s: lists of per-step ``logits [batch, classes]``,
+    ``targets [batch]`` and ``weights [batch]``; ``[batch]`` of the weighted
+    cross-entropies summed over the steps (divided by the summed weights + 1e-12
+    when ``average_across_timesteps``)."""
+    logits, targets, weights = list(logits), list(targets), list(weights)
+    if not (len(logits) == len(targets) == len(weights)):
+        raise ValueError(f"Lengths of logits, weights, and targets must be the same {len(logits)}, {len(weights)}, "
+                         f"{len(targets)}.")
+    with get_default_graph().name_scope(name or "sequence_loss_by_example"):
+        terms = []
+        for lg, tg, w in zip(logits, targets, weights):
+            if softmax_loss_function is None:
+                xent = _m.sparse_softmax_cross_entropy_with_logits(labels=_a.reshape(tg, [-1]), logits=lg)
+            else:
+                xent = softmax_loss_function(labels=tg, logits=lg)
+            terms.append(xent * w)
+        log_perps = _m.add_n(terms)
+        if average_across_timesteps:
+            log_perps = log_perps / (_m.add_n(weights) + 1e-12)
+    return log_perps
+
+
+def legacy_sequence_loss(logits: Any, targets: Any, weights: Any, average_across_timesteps: bool = True,
+                         average_across_batch: bool = True, softmax_loss_function: Any = None,
+                         name: str | None = None):
+    """``tf.contrib.legacy_seq2seq.sequence_loss``: the sum of :func:`sequence_loss_by_example`,
+    divided by the batch size when ``average_across_batch``."""
+    with get_default_graph().name_scope(name or "sequence_loss"):
+        cost = _m.reduce_sum(sequence_loss_by_example(logits, targets, weights, average_across_timesteps,
+                                                      softmax_loss_function))
+        if average_across_batch:
+            return cost / _a.cast(_a.shape(convert_to_tensor(targets[0]))[0], cost.dtype)
+        return cost
