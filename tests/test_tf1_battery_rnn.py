@@ -64,3 +64,9 @@ def test_word2vec_skipgram_nce_loss(tmp_path):
                                                                 DISTRIBUTED=1))
     assert "Nearest to king:" in two
     assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz", rtol=1e-4, atol=2e-6)
+
+
+def test_ptb_style_lm_carries_the_lstm_state_between_windows():
+    # contrib.legacy_seq2seq is not in TF 2.21: the reference used its definition (record_reference's shim)
+    out = run_program("ptb_style_lm.py", env=env_with(STEPS=60))
+    assert compare_with_reference(out, "ptb_style_lm.py") == 6 * 2 + 1 + 1
