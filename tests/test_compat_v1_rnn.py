@@ -327,3 +327,18 @@ def test_a_second_model_under_a_reusing_scope_shares_the_variables():
             sess.run(tf.global_variables_initializer())
             va, vb = sess.run([a, b], {x: np.random.RandomState(0).randn(2, 5, 3)})
         np.testing.assert_allclose(va[:, :2], vb, rtol=1e-6)
+
+
+def test_a_fixed_size_initial_state_meets_a_none_batch():
+    # TF1 programs write zero_state(batch_size, ...) with an int and a placeholder of batch None
+    x = np.random.RandomState(0).randn(4, 3, 2).astype(np.float32)
+    with tf.Graph().as_default():
+        xp = tf.placeholder(tf.float32, [None, 3, 2])
+        cell = tf.nn.rnn_cell.BasicLSTMCell(5)
+        out, state = tf.nn.dynamic_rnn(cell, xp, initial_state=cell.zero_state(4, tf.float32))
+        assert out.shape.as_list()[1:] == [3, 5] and state.h.shape.as_list()[1:] == [5]
+        other, _ = tf.nn.dynamic_rnn(cell, xp, dtype=tf.float32, scope="rnn")
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            a, b = sess.run([out, other], {xp: x})
+    np.testing.assert_array_equal(a, b)

@@ -209,8 +209,10 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Any = None, initial
             graph_state = []
         else:
             graph_state = flatten_state(state_struct)
-            state_struct = pack_state(state_struct, [_a.placeholder(s.dtype, s.shape, name="step_state")
-                                                     for s in graph_state])
+            # The step's state has the inputs' batch size (a fixed-size zero_state may meet a None batch).
+            state_struct = pack_state(state_struct, [
+                _a.placeholder(s.dtype, [batch] + s.shape.as_list()[1:] if s.shape.dims else None, name="step_state")
+                for s in graph_state])
         flat_struct = flatten_state(state_struct)
         step = _Step(cell, [batch, depth], inputs.dtype, state_struct)
         seq = None if sequence_length is None else convert_to_tensor(sequence_length)
@@ -228,7 +230,8 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Any = None, initial
                 # A probe's batch is a stand-in, which fixed lengths need not fit.
                 lengths = _lengths(rest[0], b) if run is not None else None
                 rest = rest[1:]
-            state = list(rest[:n_state]) if n_state else [
+            # A probe's stand-in batch need not be the initial state's: it starts from zeros then.
+            state = list(rest[:n_state]) if n_state and run is not None else [
                 EagerTensor._from_op(np.zeros((b,) + tuple(s.shape.as_list()[1:]), dtype=s.dtype), None, ())
                 for s in flat_struct]
             ext = {t.op: v for t, v in zip(step.external, rest[n_state:n_state + n_ext])}
