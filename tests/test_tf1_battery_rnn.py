@@ -46,6 +46,11 @@ def test_sampled_softmax_language_model(tmp_path):
     assert compare_with_reference(two, "sampled_softmax_lm.py",
                                   labels=["initial full loss", "final full loss perplexity"]) == 3
     assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz", rtol=1e-4, atol=2e-6)
+    # 3 ranks split the batch of 32 unevenly (11, 11, 10): the sample-weighted sum is still one process's step
+    three = run_program("sampled_softmax_lm.py", n=3,
+                        env=env_with(STEPS=60, OUT=tmp_path / "three.npz", DISTRIBUTED=1))
+    assert compare_with_reference(three, "sampled_softmax_lm.py", labels=["final full loss perplexity"]) == 2
+    assert_same_weights(tmp_path / "one.npz", tmp_path / "three.npz", rtol=1e-4, atol=2e-6)
 
 
 def test_word2vec_skipgram_nce_loss(tmp_path):
