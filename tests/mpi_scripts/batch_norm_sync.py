@@ -10,7 +10,6 @@ gradients then combined weighted by sample count, as the Trainer does), with
 ``sum`` its share ``sum(y * r) / 11`` (combined by a plain sum).  Rank 0
 writes the output, statistics and gradients of the global batch.
 """
-import sys
 
 import numpy as np
 
