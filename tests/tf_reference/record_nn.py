@@ -86,6 +86,18 @@ for case, shape in (("bn4", (4, 3, 3, 2)), ("bn2", (6, 3))):
 
     out[case]["nn"] = lists(run(by_hand))
 
+    if len(shape) == 4:
+        def fused():
+            xt = tf.constant(x)
+            y, m, v = v1.nn.fused_batch_norm(xt, tf.constant(gamma), tf.constant(beta), epsilon=1e-3,
+                                             is_training=True)
+            yi, _, _ = v1.nn.fused_batch_norm(xt, tf.constant(gamma), tf.constant(beta), mean=m, variance=v,
+                                              epsilon=1e-3, is_training=False)
+            dx = tf.gradients(tf.reduce_sum(y * r), [xt])[0]
+            return {"y": y, "mean": m, "variance": v, "dx": dx, "y_inference": yi}
+
+        out[case]["fused"] = lists(run(fused))
+
 # -- average pooling ----------------------------------------------------------------
 pools = []
 for shape, k, s, pad in (((2, 5, 5, 3), 2, 2, "SAME"), ((2, 5, 5, 3), 2, 2, "VALID"),
