@@ -296,3 +296,42 @@ def test_job_files_name_the_new_layers():
     assert [type(m).__name__ for m in made] == ["BatchNorm", "AvgPool2D", "GlobalAvgPool2D", "Conv2DTranspose",
                                                 "Reshape"]
     assert made[0].momentum == 0.9 and not made[0].synchronized and made[4].target_shape == (7, 7, 1)
+
+
+def test_a_job_file_with_the_new_layers_validates_and_builds():
+    from distnet.config import parse_job
+    from distnet.job import build_model
+
+    cfg = parse_job('''
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+padding = "same"
+[[model.layers]]
+type = "batch_norm"
+momentum = 0.9
+synchronized = false
+[[model.layers]]
+type = "avg_pool2d"
+padding = "same"
+[[model.layers]]
+type = "conv2d_transpose"
+filters = 3
+kernel_size = 3
+strides = 2
+padding = "same"
+[[model.layers]]
+type = "global_avg_pool2d"
+[[model.layers]]
+type = "dense"
+units = 10
+''')
+    model = build_model(cfg)
+    model.build((None, 28, 28, 1))
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D", "BatchNorm", "AvgPool2D", "Conv2DTranspose", "GlobalAvgPool2D", "Dense"]
+    assert model.layers[1].momentum == 0.9 and not model.layers[1].synchronized
+    assert model.output_shape == (10,)
+    assert "batch_normalization/moving_mean" in [v.name for v in model.variables]
+    assert "batch_normalization/moving_mean" not in [v.name for v in model.trainable_variables]
