@@ -8,7 +8,7 @@ from distnet.layers.flatten import Flatten  # noqa: F401
 from distnet.layers.max_pool2d import MaxPool2D, MaxPooling2D  # noqa: F401
 # Added after the first five, so the registry (and docs/jobs.md) keeps their order first.
 from distnet.layers.avg_pool2d import AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D  # noqa: F401
-from distnet.layers.batch_norm import BatchNorm, BatchNormalization  # noqa: F401
+from distnet.layers.batch_norm import BatchNorm, BatchNormalization, synchronize_batch_norm  # noqa: F401
 from distnet.layers.conv2d_transpose import Conv2DTranspose  # noqa: F401
 from distnet.layers.reshape import Reshape  # noqa: F401
 

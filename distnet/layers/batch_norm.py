@@ -34,8 +34,10 @@ from distnet.tensor import Tensor
           Option("center", BOOL, True, "learn an offset `<name>/beta`"),
           Option("scale", BOOL, True, "learn a scale `<name>/gamma`"),
           Option("axis", INT, -1, "the channel axis (of `[batch, ...]`)"),
-          Option("synchronized", BOOL, True, "statistics of the global batch (all workers); false: each "
-                 "worker's own, as TensorFlow and Horovod"),
+          Option("synchronized", BOOL, True, "statistics of the global batch (all workers) once the trainer "
+                 "hands the layer its communicator (`synchronize_batch_norm`; the native Trainer does not "
+                 "yet, so jobs on N workers still use each worker's own); false: always each worker's own, "
+                 "as TensorFlow and Horovod"),
           Option("beta_initializer", STR_OR_TABLE, "zeros", "an initializer (table below)", ref="initializer"),
           Option("gamma_initializer", STR_OR_TABLE, "ones", "an initializer (table below)", ref="initializer"),
           NAME, aliases=("batch_normalization", "batchnorm"),
@@ -134,3 +136,20 @@ class BatchNorm(Layer):
 
 
 BatchNormalization = BatchNorm
+
+
+def synchronize_batch_norm(model, comm, combine: str = "sum") -> int:
+    """Give every :class:`BatchNorm` of ``model`` the communicator's all-reduce; returns how many.
+
+    What a trainer calls once after building the model on every worker
+    (``combine`` as :meth:`BatchNorm.set_reducer`: ``"sum"`` for distnet's
+    Trainer, whose workers' losses are shares ``sum / global batch``).  On one
+    worker it leaves the layers alone.  Every worker must then run each
+    training-mode forward and backward of the model, also with an empty shard,
+    and the same number of micro-batches (each layer call is a collective).
+    """
+    layers = [layer for layer in getattr(model, "layers", ()) if isinstance(layer, BatchNorm)]
+    if comm.size > 1:
+        for layer in layers:
+            layer.set_reducer(lambda v: comm.allreduce_(v), combine=combine)
+    return len(layers)
