@@ -57,6 +57,10 @@ def test_conv_autoencoder_matches_tensorflow_and_two_ranks_match_one(tmp_path):
     assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz")
 
 
-def test_dcgan_batch_norm_matches_tensorflow():
-    out = run_program("dcgan_batch_norm.py", env=env_with(STEPS=12))
+def test_dcgan_batch_norm_matches_tensorflow_and_two_ranks_match_one(tmp_path):
+    out = run_program("dcgan_batch_norm.py", env=env_with(STEPS=12, OUT=tmp_path / "one.npz"))
     assert compare_with_reference(out, "dcgan_batch_norm.py", rtol=1e-4, atol=1e-5) == 3 + 5 * 3 + 6 + 8
+    # Two DistributedOptimizers; the discriminator's batch norm synchronized on real and on fake batches.
+    two = run_program("dcgan_batch_norm.py", n=2, env=env_with(STEPS=12, OUT=tmp_path / "two.npz", DISTRIBUTED=1))
+    assert "generator moving variance" in two
+    assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz")

@@ -68,10 +68,14 @@ g_loss = tf.reduce_mean(xent(logits=d_fake, labels=tf.ones_like(d_fake)))
 t_vars = tf.trainable_variables()
 d_vars = [v for v in t_vars if v.name.startswith("discriminator/")]
 g_vars = [v for v in t_vars if v.name.startswith("generator/")]
+d_opt = tf.train.AdamOptimizer(0.002, beta1=0.5)
+g_opt = tf.train.AdamOptimizer(0.002, beta1=0.5)
+if os.environ.get("DISTRIBUTED") == "1":
+    d_opt, g_opt = tf.DistributedOptimizer(d_opt), tf.DistributedOptimizer(g_opt)
 with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS, scope="discriminator")):
-    d_optim = tf.train.AdamOptimizer(0.002, beta1=0.5).minimize(d_loss, var_list=d_vars)
+    d_optim = d_opt.minimize(d_loss, var_list=d_vars)
 with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS, scope="generator")):
-    g_optim = tf.train.AdamOptimizer(0.002, beta1=0.5).minimize(g_loss, var_list=g_vars)
+    g_optim = g_opt.minimize(g_loss, var_list=g_vars)
 
 with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
@@ -80,7 +84,10 @@ with tf.Session() as sess:
     for step in range(STEPS):
         lo = (step * BATCH) % 64
         batch_z = noise.uniform(-1, 1, size=(BATCH, Z)).astype(np.float32)
-        _, dl = sess.run([d_optim, d_loss], feed_dict={z: batch_z, real: real_images[lo:lo + BATCH]})
+        batch_real = real_images[lo:lo + BATCH]
+        if os.environ.get("DISTRIBUTED") == "1":
+            batch_z, batch_real = tf.distributed.shard(batch_z, batch_real)
+        _, dl = sess.run([d_optim, d_loss], feed_dict={z: batch_z, real: batch_real})
         _, gl = sess.run([g_optim, g_loss], feed_dict={z: batch_z})
         if step % 3 == 0 or step == STEPS - 1:
             print("step %d d loss %.5f g loss %.5f" % (step, dl, gl))
@@ -89,3 +96,6 @@ with tf.Session() as sess:
     with tf.variable_scope("generator/bn1", reuse=True):
         print("generator moving variance", " ".join(
             "%.4f" % v for v in sess.run(tf.get_variable("moving_variance"))))
+    if os.environ.get("OUT") and (os.environ.get("DISTRIBUTED") != "1" or tf.distributed.rank() == 0):
+        np.savez(os.environ["OUT"], **{v.op.name.replace("/", "__"): val
+                                      for v, val in zip(tf.global_variables(), sess.run(tf.global_variables()))})
