@@ -202,3 +202,17 @@ def test_avg_pool_names_match_tf(case):
     with tf.Session() as sess:
         for got in sess.run(ys):
             np.testing.assert_allclose(got, case["y"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", TF["bn_moving_variance_choice"], ids=lambda c: f"axis{c['axis']}-fused{c['fused']}")
+def test_which_batch_variance_feeds_the_moving_variance_is_tfs(case):
+    """TF1's layer feeds the unbiased batch variance where it runs its fused kernel (4-D input,
+    axis 1 or 3, fused not False), the biased one elsewhere: TF 2.21's recorded moving variances."""
+    x = draw(10, 4, 3, 5, 2, scale=2.0, shift=1.0)
+    xt = tf.constant(x)
+    tf.layers.batch_normalization(xt, axis=case["axis"], training=True, momentum=0.5, fused=case["fused"])
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+        got = sess.run(by_name()["moving_variance"])
+    np.testing.assert_allclose(got, case["moving_variance"], rtol=1e-6)

@@ -98,6 +98,21 @@ for case, shape in (("bn4", (4, 3, 3, 2)), ("bn2", (6, 3))):
 
         out[case]["fused"] = lists(run(fused))
 
+# Which batch variance feeds the moving variance: TF's fused kernel (4-D, axis 1 or 3) the unbiased one.
+choice = []
+xv = draw(10, 4, 3, 5, 2, scale=2.0, shift=1.0)
+for axis, fused in ((2, None), (3, False), (1, None), (-1, None)):
+    def moving():
+        y = v1.layers.batch_normalization(tf.constant(xv), axis=axis, training=True, momentum=0.5, fused=fused)
+        with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+            y = tf.identity(y)
+        with tf.control_dependencies([y]):
+            return {"moving_variance": tf.identity([v for v in v1.global_variables()
+                                                     if "moving_variance" in v.name][0])}
+
+    choice.append({"axis": axis, "fused": fused, **lists(run(moving))})
+out["bn_moving_variance_choice"] = choice
+
 # -- average pooling ----------------------------------------------------------------
 pools = []
 for shape, k, s, pad in (((2, 5, 5, 3), 2, 2, "SAME"), ((2, 5, 5, 3), 2, 2, "VALID"),

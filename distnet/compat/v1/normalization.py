@@ -226,7 +226,10 @@ def layers_batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, cen
                                 "moving_variance": _init(moving_variance_initializer, ones_initializer())},
                   regularizers={"gamma": gamma_regularizer, "beta": beta_regularizer}, training=training,
                   trainable=trainable, name=name, default_name="batch_normalization", reuse=reuse,
-                  unbiased=x.shape.ndims == 4 and fused is not False, updates_collections=[GraphKeys.UPDATE_OPS],
+                  # TF1's layer runs its fused kernel on 4-D inputs normalized over axis 1 or 3.
+                  unbiased=(x.shape.ndims == 4 and fused is not False and isinstance(axis, int)
+                            and axis % 4 in (1, 3)),
+                  updates_collections=[GraphKeys.UPDATE_OPS],
                   collections={}, what="batch_normalization")
 
 
