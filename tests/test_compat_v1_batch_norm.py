@@ -45,6 +45,7 @@ def test_layers_batch_normalization_matches_tf(case):
         "batch_normalization/gamma:0", "batch_normalization/beta:0", "batch_normalization/moving_mean:0",
         "batch_normalization/moving_variance:0"]
     assert [v.name for v in tf.trainable_variables()] == ["batch_normalization/gamma:0", "batch_normalization/beta:0"]
+    assert tf.moving_average_variables() == []   # TF 2.21's tf.compat.v1.layers puts them in no such collection
     updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
     assert [op.name for op in updates] == ["batch_normalization/AssignMovingAvg",
                                            "batch_normalization/AssignMovingAvg_1"]
