@@ -227,7 +227,7 @@ def batch_norm_train(x: Any, scale: Any = None, offset: Any = None, *, epsilon: 
       (:class:`Statistics`) feed the moving averages.
 
     Example:
-      >>> y, st = distnet.nn.batch_norm_train(distnet.constant([[1.0], [3.0]]), epsilon=0.0)
+      >>> y, st = distnet.nn.batch_norm_train(distnet.constant([[1.0], [3.0]]), epsilon=1e-8)
       >>> y.numpy()[:, 0], st.mean, st.variance
       (array([-1.,  1.], dtype=float32), array([2.]), array([1.]))
     """
