@@ -24,10 +24,12 @@ from distnet.compat.v1 import embedding as _embedding
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import normalization as _bn
 from distnet.compat.v1 import rnn as _rnn
 from distnet.compat.v1 import rnn_cell as _cell
 from distnet.compat.v1 import saver as _saver
 from distnet.compat.v1 import seq2seq as _seq2seq
+from distnet.compat.v1 import spatial as _spatial
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
 from distnet.compat.v1 import variables as _v
@@ -191,6 +193,8 @@ nn = _Namespace(
     uniform_candidate_sampler=_cs.uniform_candidate_sampler,
     rnn_cell=_Namespace("nn.rnn_cell", **_CELLS), static_rnn=_rnn.static_rnn, dynamic_rnn=_rnn.dynamic_rnn,
     bidirectional_dynamic_rnn=_rnn.bidirectional_dynamic_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
+    moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
+    conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,
 )
 
 train = _Namespace(
@@ -208,7 +212,8 @@ train = _Namespace(
 
 layers = _Namespace(
     "layers", dense=_layers.dense, conv2d=_layers.conv2d, max_pooling2d=_layers.max_pooling2d,
-    dropout=_layers.dropout, flatten=_layers.flatten,
+    dropout=_layers.dropout, flatten=_layers.flatten, batch_normalization=_bn.layers_batch_normalization,
+    conv2d_transpose=_spatial.layers_conv2d_transpose, average_pooling2d=_spatial.average_pooling2d,
 )
 
 contrib = _Namespace("contrib", layers=_Namespace(
@@ -216,7 +221,8 @@ contrib = _Namespace("contrib", layers=_Namespace(
     l1_l2_regularizer=_layers.l1_l2_regularizer, sum_regularizer=_layers.sum_regularizer,
     apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
     variance_scaling_initializer=variance_scaling_initializer, flatten=_layers.flatten,
-    fully_connected=_layers.fully_connected,
+    fully_connected=_layers.fully_connected, batch_norm=_bn.contrib_batch_norm,
+    avg_pool2d=_spatial.contrib_avg_pool2d,
 ), rnn=_Namespace(
     "contrib.rnn", **_CELLS, static_rnn=_rnn.static_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
 ), seq2seq=_Namespace("contrib.seq2seq", sequence_loss=_seq2seq.sequence_loss),
