@@ -99,6 +99,37 @@ def static_bidi(tf, dtype=np.float32):
     return {"x": (x, _x(dtype))}, {"outs": tf.stack(outs, 1), "sf": sf, "sb": sb}
 
 
+def custom_cell(tf, dtype=np.float32):
+    class MinimalRNNCell(tf.nn.rnn_cell.RNNCell):
+        """A cell as TF1 users subclassed RNNCell: build(inputs_shape) with add_variable, then call."""
+
+        def __init__(self, units):
+            super().__init__()
+            self.units = units
+
+        @property
+        def state_size(self):
+            return self.units
+
+        @property
+        def output_size(self):
+            return self.units
+
+        def build(self, inputs_shape):
+            self.kernel = self.add_variable("kernel", [int(inputs_shape[-1]), self.units])
+            self.recurrent_kernel = self.add_variable("recurrent_kernel", [self.units, self.units])
+            self.built = True
+
+        def call(self, inputs, state):
+            h = tf.tanh(tf.matmul(inputs, self.kernel) + tf.matmul(state, self.recurrent_kernel))
+            return h, h
+
+    x = tf.placeholder(dtype, [None, T, D], name="x")
+    cell = tf.nn.rnn_cell.DropoutWrapper(MinimalRNNCell(H), output_keep_prob=1.0)
+    out, state = tf.nn.dynamic_rnn(cell, x, sequence_length=tf.constant(LENGTHS), dtype=dtype)
+    return {"x": (x, _x(dtype))}, {"out": out, "state": state}
+
+
 def sequence_helpers(tf, dtype=np.float32):
     x = tf.placeholder(dtype, [None, T, D], name="x")
     n = tf.placeholder(tf.int32, [None], name="n")
@@ -151,7 +182,7 @@ def sampler_counts(tf, dtype=np.float32):
 
 
 CASES = {f.__name__: f for f in (basic_rnn, basic_lstm_seq, lstm_peep_proj, gru_seq, multi_cell, lstm_concat_state,
-                                 static_lstm, static_lstm_seq, bidi_gru_seq, static_bidi, sequence_helpers, embedding, nce,
+                                 static_lstm, static_lstm_seq, bidi_gru_seq, static_bidi, custom_cell, sequence_helpers, embedding, nce,
                                  sampled_softmax, sampler_counts)}
 
 

@@ -96,7 +96,7 @@ def _numeric_check(case: str, label: str, coords: int = 6, eps: float = 1e-6):
     ("basic_rnn", "out"), ("basic_lstm_seq", "out"), ("basic_lstm_seq", "c"), ("lstm_peep_proj", "out"),
     ("lstm_peep_proj", "c"), ("gru_seq", "state"), ("multi_cell", "out"), ("lstm_concat_state", "state"),
     ("static_lstm", "last"), ("static_lstm_seq", "outs"), ("bidi_gru_seq", "bw"), ("bidi_gru_seq", "sb_c"),
-    ("static_bidi", "outs"), ("sequence_helpers", "rev"), ("sequence_helpers", "rev_tm"), ("embedding", "mod"), ("embedding", "div"), ("nce", "plain"), ("nce", "hits"),
+    ("static_bidi", "outs"), ("custom_cell", "out"), ("sequence_helpers", "rev"), ("sequence_helpers", "rev_tm"), ("embedding", "mod"), ("embedding", "div"), ("nce", "plain"), ("nce", "hits"),
     ("sampled_softmax", "loss"), ("sampled_softmax", "keep"),
 ])
 def test_float64_gradients(case, label):

@@ -21,6 +21,7 @@ kernel layout are TF1's, so the same weights give TF1's numbers:
 from __future__ import annotations
 
 import collections
+import re
 from typing import Any
 
 import numpy as np
@@ -91,11 +92,15 @@ class RNNCell:
     """TF1's abstract cell: ``state_size``, ``output_size``, ``zero_state`` and
     ``__call__(inputs, state, scope=None) -> (output, new_state)``.
 
-    A subclass defines ``build(input_depth, dtype)`` (creating variables with
-    ``get_variable``) and ``call(inputs, state)``.
+    A subclass written as TF1 users wrote theirs defines ``state_size``,
+    ``output_size``, ``call(inputs, state)`` and, optionally,
+    ``build(inputs_shape)`` creating its variables with ``self.add_variable``
+    (or ``add_weight``, or ``tf.get_variable``); its scope is its class name in
+    snake case (``MinimalRNNCell`` -> ``minimal_rnn_cell``), as TF1's.  The
+    cells of this module create theirs in ``_create_variables(depth, dtype)``.
     """
 
-    _default_name = "rnn_cell"
+    _default_name: str | None = None
 
     def __init__(self, trainable: bool = True, name: str | None = None, dtype: Any = None, reuse: Any = None,
                  **kwargs):
@@ -116,7 +121,10 @@ class RNNCell:
 
     @property
     def name(self) -> str:
-        return self._scope.name if self._scope is not None else (self._name or self._default_name)
+        return self._scope.name if self._scope is not None else self._base_name()
+
+    def _base_name(self) -> str:
+        return self._name or self._default_name or _snake_case(type(self).__name__)
 
     def zero_state(self, batch_size: Any, dtype: Any) -> Any:
         """Zeros of ``[batch_size, size]`` for each part of ``state_size`` (``batch_size`` an int or a tensor)."""
@@ -129,8 +137,24 @@ class RNNCell:
 
         return make(self.state_size)
 
-    def build(self, input_depth: int, dtype: Any) -> None:
+    def build(self, inputs_shape: Any) -> None:
         """Create the variables (in the cell's scope); called once, before the first ``call``."""
+        depth = inputs_shape[-1].value if inputs_shape.dims else None
+        if depth is None:
+            raise ValueError(f"{type(self).__name__}: the last dimension of the inputs must be known to create the "
+                             f"kernel; Actual: inputs of shape {inputs_shape}")
+        self._create_variables(depth, self._variable_dtype)
+
+    def _create_variables(self, input_depth: int, dtype: Any) -> None:
+        """The variables of a cell of this module (none for the base)."""
+
+    def add_variable(self, name: str, shape: Any, dtype: Any = None, initializer: Any = None, regularizer: Any = None,
+                     trainable: bool = True, **kwargs):
+        """A variable ``<cell scope>/name`` (TF1's ``Layer.add_variable``), of the inputs' dtype by default."""
+        return get_variable(name, shape, dtype=dtype if dtype is not None else self._variable_dtype,
+                            initializer=initializer, regularizer=regularizer, trainable=trainable)
+
+    add_weight = add_variable
 
     def call(self, inputs: Tensor, state: Any):
         raise NotImplementedError(f"{type(self).__name__} must define call(inputs, state)")
@@ -138,7 +162,7 @@ class RNNCell:
     def __call__(self, inputs: Any, state: Any, scope: Any = None):
         inputs = convert_to_tensor(inputs)
         if self._scope is None:
-            base = self._name or self._default_name
+            base = self._base_name()
             # TF1: a cell made to reuse (or under a reusing scope) takes its plain name, to find the variables
             # an earlier model created there; otherwise the name is made unique (gru_cell, gru_cell_1, ...).
             reusing = bool(self._reuse) or get_variable_scope().reuse in (True, AUTO_REUSE)
@@ -154,12 +178,15 @@ class RNNCell:
     def _build_once(self, inputs: Tensor) -> None:
         if self.built:
             return
-        depth = inputs.shape[-1].value if inputs.shape.dims else None
-        if depth is None:
-            raise ValueError(f"{type(self).__name__}: the last dimension of the inputs must be known to create the "
-                             f"kernel; Actual: inputs of shape {inputs.shape}")
-        self.build(depth, inputs.dtype if self._dtype is None else np.dtype(self._dtype))
+        self._variable_dtype = inputs.dtype if self._dtype is None else np.dtype(self._dtype)
+        self.build(inputs.shape)
         self.built = True
+
+
+def _snake_case(name: str) -> str:
+    """TF1's layer name of a class: ``MinimalRNNCell`` -> ``minimal_rnn_cell``."""
+    first = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", first).lower()
 
 
 def _activation(activation: Any):
@@ -190,7 +217,7 @@ class BasicRNNCell(RNNCell):
     def output_size(self) -> int:
         return self._num_units
 
-    def build(self, input_depth, dtype):
+    def _create_variables(self, input_depth, dtype):
         self._kernel = get_variable("kernel", [input_depth + self._num_units, self._num_units], dtype=dtype)
         self._bias = get_variable("bias", [self._num_units], dtype=dtype, initializer=zeros_initializer(dtype))
 
@@ -221,7 +248,7 @@ class BasicLSTMCell(RNNCell):
     def output_size(self) -> int:
         return self._num_units
 
-    def build(self, input_depth, dtype):
+    def _create_variables(self, input_depth, dtype):
         n = self._num_units
         self._kernel = get_variable("kernel", [input_depth + n, 4 * n], dtype=dtype)
         self._bias = get_variable("bias", [4 * n], dtype=dtype, initializer=zeros_initializer(dtype))
@@ -285,7 +312,7 @@ class LSTMCell(BasicLSTMCell):
     def output_size(self) -> int:
         return self._num_proj or self._num_units
 
-    def build(self, input_depth, dtype):
+    def _create_variables(self, input_depth, dtype):
         n, p = self._num_units, self._num_proj or self._num_units
         init = self._initializer
         self._kernel = get_variable("kernel", [input_depth + p, 4 * n], dtype=dtype, initializer=init)
@@ -353,7 +380,7 @@ class GRUCell(RNNCell):
     def output_size(self) -> int:
         return self._num_units
 
-    def build(self, input_depth, dtype):
+    def _create_variables(self, input_depth, dtype):
         n = self._num_units
         with variable_scope("gates"):
             self._gate_kernel = get_variable("kernel", [input_depth + n, 2 * n], dtype=dtype,
