@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as _np
 
 from distnet.compat.v1 import array_ops as _a
+from distnet.compat.v1 import data as _data
 from distnet.compat.v1 import distributed as _dist
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
@@ -67,6 +68,7 @@ half, double = _np.float16, _np.float64
 int8, int16, int32, int64 = _np.int8, _np.int16, _np.int32, _np.int64
 uint8, uint16 = _np.uint8, _np.uint16
 bool = _np.bool_  # noqa: A001
+string = _np.bytes_
 
 
 # -- graph, session, scopes, control ----------------------------------------------------------
@@ -243,6 +245,15 @@ distributed = _Namespace(
     rank=_dist.rank, size=_dist.size, broadcast_global_variables=_dist.broadcast_global_variables,
 )
 DistributedOptimizer = _dist.DistributedOptimizer
+
+data = _Namespace(
+    "data", Dataset=_data.Dataset, Iterator=_data.Iterator, TextLineDataset=_data.TextLineDataset,
+    TFRecordDataset=_data.TFRecordDataset, FixedLengthRecordDataset=_data.FixedLengthRecordDataset,
+    make_one_shot_iterator=_data.make_one_shot_iterator, make_initializable_iterator=_data.make_initializable_iterator,
+    get_output_types=_data.get_output_types, get_output_shapes=_data.get_output_shapes,
+    get_output_classes=_data.get_output_classes,
+    experimental=_Namespace("data.experimental", AUTOTUNE=_data.AUTOTUNE),
+)
 
 app = _misc.app
 flags = _misc.flags
