@@ -20,9 +20,11 @@ import numpy as _np
 from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1 import data as _data
 from distnet.compat.v1 import distributed as _dist
+from distnet.compat.v1 import input_data as _input_data
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import queues as _q
 from distnet.compat.v1 import saver as _saver
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
@@ -167,6 +169,12 @@ neg = negative
 pack = stack
 
 
+# -- the queue era's readers (tf.train holds the producers and batching) ------------------------
+from distnet.compat.v1.queues import (  # noqa: E402
+    FIFOQueue, FixedLengthRecordReader, IdentityReader, LMDBReader, PaddingFIFOQueue, RandomShuffleQueue,
+    TextLineReader, TFRecordReader, WholeFileReader, decode_csv, decode_raw, parse_single_example,
+)
+
 # -- sub-modules -----------------------------------------------------------------------------
 nn = _Namespace(
     "nn", relu=_m.relu, relu6=_m.relu6, sigmoid=_m.sigmoid, tanh=_m.tanh, softmax=_m.softmax,
@@ -189,6 +197,10 @@ train = _Namespace(
     ExponentialMovingAverage=_train.ExponentialMovingAverage, Saver=_saver.Saver,
     latest_checkpoint=_saver.latest_checkpoint, get_checkpoint_state=_saver.get_checkpoint_state,
     checkpoint_exists=_saver.checkpoint_exists,
+    string_input_producer=_q.string_input_producer, range_input_producer=_q.range_input_producer,
+    slice_input_producer=_q.slice_input_producer, batch=_q.batch, shuffle_batch=_q.shuffle_batch,
+    batch_join=_q.batch_join, shuffle_batch_join=_q.shuffle_batch_join, Coordinator=_q.Coordinator,
+    start_queue_runners=_q.start_queue_runners, QueueRunner=_q.QueueRunner,
 )
 
 layers = _Namespace(
@@ -254,6 +266,10 @@ data = _Namespace(
     get_output_classes=_data.get_output_classes,
     experimental=_Namespace("data.experimental", AUTOTUNE=_data.AUTOTUNE),
 )
+
+# ``from tensorflow.examples.tutorials.mnist import input_data`` (local IDX files, never a download).
+examples = _Namespace("examples", tutorials=_Namespace("examples.tutorials", mnist=_Namespace(
+    "examples.tutorials.mnist", input_data=_input_data)))
 
 app = _misc.app
 flags = _misc.flags
