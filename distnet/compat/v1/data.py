@@ -205,7 +205,8 @@ class Dataset:
         return _Zip(datasets)
 
     @staticmethod
-    def from_generator(generator: Callable, output_types: Any, output_shapes: Any = None, args: Any = None) -> "Dataset":
+    def from_generator(generator: Callable, output_types: Any, output_shapes: Any = None,
+                       args: Any = None) -> "Dataset":
         """Elements from ``generator()`` (a callable returning an iterable), converted to ``output_types``."""
         return _Generator(generator, output_types, output_shapes, args)
 
@@ -455,7 +456,8 @@ class TextLineDataset(Dataset):
     def _elements(self, ctx):
         files = self._files
         if isinstance(files, Tensor):
-            files = [f.decode() if isinstance(f, bytes) else str(f) for f in np.atleast_1d(ctx.captured[files]).tolist()]
+            files = [f.decode() if isinstance(f, bytes) else str(f)
+                     for f in np.atleast_1d(ctx.captured[files]).tolist()]
         for name in files:
             yield from ((np.bytes_(line),) for line in read_lines(name))
 
@@ -510,7 +512,8 @@ def _unfed_argument(run, values):
 class _Filter(_Map):
     def __init__(self, input_dataset: Dataset, predicate: Callable):
         super().__init__(input_dataset, predicate, kind="filter")
-        if len(self._outputs) != 1 or self._outputs[0].dtype != np.bool_ or self._outputs[0].shape.ndims not in (0, None):
+        out = self._outputs
+        if len(out) != 1 or out[0].dtype != np.bool_ or out[0].shape.ndims not in (0, None):
             got = ", ".join(f"{t.dtype} {t.shape}" for t in self._outputs)
             raise DTypeError(f"Dataset.filter: Expect: a predicate returning a scalar tf.bool tensor Actual: {got}")
         self._template = input_dataset._template
