@@ -8,6 +8,8 @@ properties (every element once per epoch, the buffer's reach, seeds).
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from distnet.compat.v1 import input_data
 from distnet.compat.v1.errors import FailedPreconditionError, OutOfRangeError, UnsupportedError
 from distnet.data import write_idx
 from distnet.errors import DataError, DTypeError, InvalidArgumentError
+from mpi_util import mpi_env, run_mpi
 
 D = tf.data.Dataset
 
@@ -96,6 +99,10 @@ def test_static_shapes_are_tfs():
     assert ds.output_types == {"a": np.int32, "b": np.float32}
     assert {k: v.as_list() for k, v in ds.output_shapes.items()} == {"a": [], "b": [1]}
     assert ds.output_classes == {"a": tf.Tensor, "b": tf.Tensor}
+    # A size that depends on the element's values is unknown, as TF traces it.
+    cut = D.from_tensor_slices((np.zeros((4, 5), np.int32), np.arange(4, dtype=np.int32))).map(lambda a, n: a[:n])
+    assert cut.output_shapes.as_list() == [None]
+    assert D.range(3).map(lambda i: tf.range(tf.cast(i, tf.int32))).output_shapes.as_list() == [None]
 
 
 def test_zip_and_dicts_give_their_structure():
@@ -253,6 +260,59 @@ def test_a_one_process_distributed_optimizer_counts_the_iterators_batch():
         sess.run(step)                      # the batch of 2 that ends the data
         with pytest.raises(OutOfRangeError):
             sess.run(step)
+
+
+SHARDED_PROGRAM = """
+import os, sys
+import numpy as np
+import distnet.compat.v1 as tf
+
+ranks = int(os.environ["RANKS"])
+rs = np.random.RandomState(0)
+x = rs.randn(23, 3).astype(np.float32)
+y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
+tf.set_random_seed(7)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(23)
+if ranks > 1:
+    ds = ds.shard(tf.distributed.size(), tf.distributed.rank())
+ds = ds.batch(6 // ranks)
+xb, yb = ds.make_one_shot_iterator().get_next()
+w = tf.Variable(np.zeros((3, 1), np.float32))
+loss = tf.reduce_mean(tf.square(tf.matmul(xb, w) - yb))
+opt = tf.train.GradientDescentOptimizer(0.1)
+if ranks > 1:
+    opt = tf.DistributedOptimizer(opt)
+step = opt.minimize(loss)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    steps = 0
+    while True:
+        try:
+            sess.run(step)
+        except tf.errors.OutOfRangeError:
+            break
+        steps += 1
+    if ranks == 1 or tf.distributed.rank() == 0:
+        print("steps", steps)
+        np.save(os.environ["OUT"], sess.run(w))
+"""
+
+
+@pytest.mark.mpi
+def test_three_ranks_on_uneven_shards_take_one_process_steps(tmp_path):
+    # 23 shuffled elements in steps of 6: one process batches 6, 6, 6, 5; on 3 ranks shard(3)
+    # then batch(2) gives each step the same elements, in parts of 2/2/2 and, last, 2/2/1: the
+    # weighting by each rank's batch size must make it one process's step.
+    prog = tmp_path / "sharded.py"
+    prog.write_text(SHARDED_PROGRAM)
+    one = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True, timeout=300,
+                         env=mpi_env({"RANKS": "1", "OUT": str(tmp_path / "one.npy")}))
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "steps 4" in one.stdout
+    run = run_mpi(str(prog), 3, timeout=300, env={"RANKS": "3", "OUT": str(tmp_path / "three.npy")})
+    assert run.returncode == 0, run.describe()
+    assert "steps 4" in run.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "three.npy"), np.load(tmp_path / "one.npy"), rtol=1e-5, atol=1e-7)
 
 
 # -- the queue era --------------------------------------------------------------------------------

@@ -483,7 +483,7 @@ class _Map(Dataset):
         specs = input_dataset._specs()
         graph = get_default_graph()
         with graph.control_dependencies(None), graph.name_scope(f"{kind}_fn"):
-            self._args = [leaf("Arg", _unfed_argument, s.dtype, s.shape, probes_for(s.shape, s.dtype), name="arg")
+            self._args = [leaf("Arg", _unfed_argument, s.dtype, s.shape, _argument_probes(s), name="arg")
                           for s in specs]
             element = pack(input_dataset._template, self._args)
             result = fn(*element) if type(element) is tuple else fn(element)
@@ -502,6 +502,15 @@ class _Map(Dataset):
     def _elements(self, ctx):
         for e in self._input._elements(ctx):
             yield ctx.run_function(self._args, self._outputs, e)
+
+
+def _argument_probes(spec: _Spec) -> tuple:
+    """Stand-ins for a function's argument: zeros, then ones, so that a size that
+    depends on the element's values (``ids[:n]``, ``tf.range(i)``) probes as unknown."""
+    zeros, second = probes_for(spec.shape, spec.dtype)
+    if spec.dtype is not None and spec.dtype.kind in "biuf":
+        second = np.ones_like(second)
+    return zeros, second
 
 
 def _unfed_argument(run, values):
