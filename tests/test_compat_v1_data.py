@@ -88,6 +88,30 @@ def test_elements_are_tfs(make, expected):
     assert elements(make()) == expected
 
 
+def test_flat_map_interleave_unbatch_are_tfs():
+    # TF1's own documentation example of interleave's order.
+    ds = D.range(1, 6).interleave(lambda x: D.from_tensors(x).repeat(6), cycle_length=2, block_length=4)
+    assert elements(ds) == [1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 3, 3, 4, 4, 5, 5, 5, 5, 5, 5]
+    assert elements(D.range(1, 4).flat_map(lambda x: D.range(x))) == [0, 0, 1, 0, 1, 2]
+    assert elements(D.range(6).batch(4).unbatch()) == [0, 1, 2, 3, 4, 5]
+    assert elements(D.from_tensor_slices(["a", "b\u00e9"])) == [b"a", b"b\xc3\xa9"]       # strings are bytes
+
+
+def test_csv_files_through_list_files_interleave_and_decode_csv(tmp_path):
+    for i in range(3):
+        (tmp_path / f"f{i}.csv").write_text(f"header\n{i},1\n{i},2\n")
+    lines = D.list_files(str(tmp_path / "*.csv"), shuffle=False) \
+        .interleave(lambda f: tf.data.TextLineDataset(f).skip(1), cycle_length=2)
+    assert elements(lines) == [b"0,1", b"1,1", b"0,2", b"1,2", b"2,1", b"2,2"]          # TF 2.21's order
+    pairs = lines.map(lambda line: tf.decode_csv(line, [[0], [0]]))
+    assert [s.as_list() for s in pairs.output_shapes] == [[], []]
+    assert elements(pairs.map(lambda a, b: a * 10 + b)) == [1, 11, 2, 12, 21, 22]
+    shuffled = elements(D.list_files(str(tmp_path / "*.csv"), seed=3))
+    assert sorted(shuffled) == sorted(str(tmp_path / f"f{i}.csv").encode() for i in range(3))
+    with pytest.raises(InvalidArgumentError, match="No files matched pattern"):
+        D.list_files(str(tmp_path / "*.tfrecord"))
+
+
 def test_static_shapes_are_tfs():
     assert D.range(1, 6).map(lambda i: tf.range(tf.cast(i, tf.int32))).padded_batch(2, [None]) \
         .output_shapes.as_list() == [None, None]

@@ -81,6 +81,10 @@ def _normalize(structure: Any) -> Any:
     return structure
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _array(value: Any) -> np.ndarray:
     if isinstance(value, EagerTensor):
         return value.data
@@ -211,14 +215,37 @@ class Dataset:
         return _Generator(generator, output_types, output_shapes, args)
 
     @staticmethod
-    def list_files(*args, **kwargs):
-        raise UnsupportedError("tf.data.Dataset.list_files is not supported by distnet.compat.v1; nearest supported: "
-                               "tf.data.TextLineDataset(sorted(tf.gfile.Glob(pattern)))")
+    def list_files(file_pattern: Any, shuffle: bool | None = None, seed: int | None = None) -> "Dataset":
+        """The files matching ``file_pattern`` (a glob or a list of globs), sorted, then
+        shuffled unless ``shuffle=False`` (TF1's default shuffles)."""
+        import glob
+
+        patterns = [_text(p) for p in np.atleast_1d(np.asarray(file_pattern)).tolist()]
+        files = sorted({f for p in patterns for f in glob.glob(p)})
+        if not files:
+            raise InvalidArgumentError(f"list_files: No files matched pattern: {', '.join(patterns)}")
+        ds = Dataset.from_tensor_slices(np.char.encode(np.array(files), "utf-8"))
+        return ds if shuffle is False else ds.shuffle(len(files), seed=seed)
 
     # -- transformations ---------------------------------------------
     def map(self, map_func: Callable, num_parallel_calls: Any = None) -> "Dataset":  # noqa: A003
         """``map_func`` applied to each element (its components as arguments when the element is a tuple)."""
         return _Map(self, map_func)
+
+    def flat_map(self, map_func: Callable) -> "Dataset":
+        """The elements of the datasets ``map_func`` makes from each element, one after another."""
+        return _Interleave(self, map_func, 1, 1)
+
+    def interleave(self, map_func: Callable, cycle_length: int = 1, block_length: int = 1,
+                   num_parallel_calls: Any = None) -> "Dataset":
+        """TF1's interleave: ``block_length`` elements at a time from each of ``cycle_length``
+        datasets made by ``map_func``, in turn, a new one opened where one ends."""
+        return _Interleave(self, map_func, _check_count("interleave", "cycle_length", cycle_length, allow_auto=True),
+                           _check_count("interleave", "block_length", block_length))
+
+    def unbatch(self) -> "Dataset":
+        """The rows of each element (the inverse of ``batch``)."""
+        return _Unbatch(self)
 
     def filter(self, predicate: Callable) -> "Dataset":  # noqa: A003
         """The elements for which ``predicate`` (a scalar bool tensor) holds."""
@@ -334,6 +361,8 @@ class _Slices(Dataset):
                 specs.append(_spec_of_tensor(x, slices))
             else:
                 arr = _to_array(x)
+                if arr.dtype.kind == "U":      # TF1's strings are bytes
+                    arr = np.char.encode(arr, "utf-8")
                 if slices and arr.ndim == 0:
                     raise InvalidArgumentError(f"{what}: Expect: arrays of rank >= 1 (sliced along their first "
                                                f"dimension) Actual: a scalar {arr!r}")
@@ -380,11 +409,15 @@ class _Range(Dataset):
         if not 1 <= len(args) <= 3:
             raise InvalidArgumentError(f"Dataset.range: Expect: (stop), (start, stop) or (start, stop, step) "
                                        f"Actual: {len(args)} arguments")
-        self._range = range(*(int(a) for a in args))
+        self._args = [a if isinstance(a, Tensor) else int(a) for a in args]
         super().__init__(_Spec(np.int64, TensorShape([])))
 
+    def _inputs(self) -> list:
+        return [a for a in self._args if isinstance(a, Tensor)]
+
     def _elements(self, ctx):
-        for v in self._range:
+        bounds = [int(ctx.captured[a]) if isinstance(a, Tensor) else a for a in self._args]
+        for v in range(*bounds):
             yield (np.int64(v),)
 
 
@@ -489,8 +522,8 @@ class _Map(Dataset):
             result = fn(*element) if type(element) is tuple else fn(element)
             result = _normalize(result)
             if isinstance(result, Dataset):
-                raise UnsupportedError(f"Dataset.{kind}: a function returning a Dataset (flat_map/interleave) is not "
-                                       "supported by distnet.compat.v1")
+                raise InvalidArgumentError(f"Dataset.{kind}: the function returned a Dataset; use flat_map or "
+                                       "interleave for that")
             leaves = flatten(result)
             self._outputs = [x if isinstance(x, Tensor) else convert_to_tensor(x) for x in leaves]
         template = pack(result, [_Spec(t.dtype, t.shape) for t in self._outputs])
@@ -516,6 +549,77 @@ def _argument_probes(spec: _Spec) -> tuple:
 def _unfed_argument(run, values):
     raise InvalidArgumentError("a tf.data function's argument was evaluated outside of its dataset: fetch the "
                                "iterator's get_next() tensors, not tensors made inside map/filter")
+
+
+class _Interleave(Dataset):
+    def __init__(self, input_dataset: Dataset, fn: Callable, cycle_length: int, block_length: int):
+        if not callable(fn):
+            raise InvalidArgumentError(f"Dataset.interleave/flat_map: Expect: a function Actual: {type(fn).__name__}")
+        self._input = input_dataset
+        self._cycle = 1 if cycle_length == AUTOTUNE else cycle_length
+        self._block = block_length
+        graph = get_default_graph()
+        with graph.control_dependencies(None), graph.name_scope("flat_map_fn"):
+            self._args = [leaf("Arg", _unfed_argument, s.dtype, s.shape, _argument_probes(s), name="arg")
+                          for s in input_dataset._specs()]
+            element = pack(input_dataset._template, self._args)
+            inner = fn(*element) if type(element) is tuple else fn(element)
+        if not isinstance(inner, Dataset):
+            raise InvalidArgumentError(f"Dataset.interleave/flat_map: Expect: a function returning a "
+                                       f"tf.data.Dataset Actual: {type(inner).__name__}")
+        self._inner = inner
+        self._inner_inputs = list(dict.fromkeys(inner._inputs()))
+        super().__init__(inner._template, inner._batched)
+
+    def _inputs(self) -> list:
+        return self._input._inputs()
+
+    def _open(self, ctx: _Context, element: tuple):
+        values = ctx.run_function(self._args, self._inner_inputs, element)
+        return self._inner._elements(_Context(ctx.session, dict(zip(self._inner_inputs, values))))
+
+    def _elements(self, ctx):
+        source = self._input._elements(ctx)
+        slots: list = [None] * self._cycle
+        more = True
+        i = 0
+        while True:
+            if slots[i] is None and more:
+                e = next(source, None)
+                if e is None:
+                    more = False
+                else:
+                    slots[i] = self._open(ctx, e)
+            if slots[i] is not None:
+                for taken in range(self._block):
+                    item = next(slots[i], None)
+                    if item is None:
+                        slots[i] = None
+                        break
+                    yield item
+            if not more and all(it is None for it in slots):
+                return
+            i = (i + 1) % self._cycle
+
+
+class _Unbatch(Dataset):
+    def __init__(self, input_dataset: Dataset):
+        self._input = input_dataset
+        specs = []
+        for s in input_dataset._specs():
+            if s.shape.ndims == 0:
+                raise InvalidArgumentError("unbatch: Expect: elements of rank >= 1 Actual: a scalar component")
+            specs.append(_Spec(s.dtype, TensorShape(None) if s.shape.dims is None else
+                               TensorShape(s.shape.as_list()[1:])))
+        super().__init__(pack(input_dataset._template, specs))
+
+    def _inputs(self) -> list:
+        return self._input._inputs()
+
+    def _elements(self, ctx):
+        for e in self._input._elements(ctx):
+            for row in zip(*e):
+                yield tuple(row)
 
 
 class _Filter(_Map):
