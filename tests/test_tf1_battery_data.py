@@ -60,3 +60,12 @@ def test_mnist_input_data_script_runs_unchanged_on_one_process_and_two_ranks(tmp
         assert len(losses) == 6 and losses[0] > 2.0 and max(losses[-2:]) < 1.0
         assert parse_lines(out)["test accuracy"][0][0] > 0.7
     assert_same_weights(tmp_path / "1.npz", tmp_path / "2.npz", rtol=1e-4, atol=1e-6)
+
+
+def test_csv_shards_through_list_files_and_interleave_match_tf_and_shard_by_file(tmp_path):
+    name = "data_csv_files.py"
+    one = run_program(name, env={"OUT": str(tmp_path / "one.npz")})
+    assert compare_with_reference(one, name, rtol=1e-4, atol=1e-5) == 3 * 2 + 4
+    two = run_program(name, n=2, env={"DISTRIBUTED": "1", "OUT": str(tmp_path / "two.npz")})
+    assert compare_with_reference(two, name, rtol=1e-4, atol=1e-5) == 3 * 2 + 4
+    assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz")
