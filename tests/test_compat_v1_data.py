@@ -339,6 +339,35 @@ def test_three_ranks_on_uneven_shards_take_one_process_steps(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "three.npy"), np.load(tmp_path / "one.npy"), rtol=1e-5, atol=1e-7)
 
 
+UNSEEDED_PROGRAM = """
+import numpy as np
+import distnet.compat.v1 as tf
+
+part = tf.data.Dataset.range(40).shuffle(40).shard(tf.distributed.size(), tf.distributed.rank())
+nxt = part.make_one_shot_iterator().get_next()
+seen = np.zeros(40)
+with tf.Session() as sess:
+    try:
+        while True:
+            seen[sess.run(nxt)] += 1
+    except tf.errors.OutOfRangeError:
+        pass
+counts = tf.distributed.allreduce(seen, average=False)
+if tf.distributed.rank() == 0:
+    print("counts", sorted(set(counts.tolist())), "shuffled", bool((np.flatnonzero(seen) != np.arange(0, 40, 2)).any()))
+"""
+
+
+@pytest.mark.mpi
+def test_an_unseeded_shuffle_walks_one_order_on_every_rank(tmp_path):
+    # No seed anywhere: rank 0's draw is every rank's, so the shards still cover each element once.
+    prog = tmp_path / "unseeded.py"
+    prog.write_text(UNSEEDED_PROGRAM)
+    run = run_mpi(str(prog), 2, timeout=300)
+    assert run.returncode == 0, run.describe()
+    assert "counts [1.0] shuffled True" in run.stdout
+
+
 # -- the queue era --------------------------------------------------------------------------------
 
 def csv_file(tmp_path, text: str, name: str = "data.csv") -> str:

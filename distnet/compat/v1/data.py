@@ -137,7 +137,7 @@ class _Context:
         from distnet.compat.v1.session import _Run
 
         run = _Run(self.session, {t.op: _eager(v) for t, v in zip(inputs, element)})
-        return tuple(np.array(_array(run.value(t)), copy=False) for t in outputs)
+        return tuple(np.asarray(_array(run.value(t))) for t in outputs)
 
 
 def _evaluate(session, tensors: list) -> dict:
