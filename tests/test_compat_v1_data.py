@@ -422,6 +422,22 @@ def test_decode_csv_fields_are_tfs():
             sess.run(not_int)
 
 
+def test_shuffled_producer_over_matched_files_reads_every_line_once_per_epoch(tmp_path):
+    for i in range(3):
+        csv_file(tmp_path, f"{i}0\n{i}1\n", name=f"part{i}.csv")
+    names = tf.train.match_filenames_once(str(tmp_path / "part*.csv"))
+    queue = tf.train.string_input_producer(names, num_epochs=2, shuffle=True, seed=5)
+    _, value = tf.TextLineReader().read(queue)
+    with tf.Session() as sess:
+        assert [n.decode() for n in sess.run(names)] == [str(tmp_path / f"part{i}.csv") for i in range(3)]
+        lines = drain(sess, value)
+    assert len(lines) == 12 and sorted(lines[:6]) == sorted(lines[6:]) == sorted(f"{i}{j}".encode() for i in range(3)
+                                                                                  for j in range(2))
+    files_in_order = [line[:1] for line in lines[::2]]
+    assert all(lines[2 * k][:1] == lines[2 * k + 1][:1] for k in range(6))     # a file is read to its end
+    assert files_in_order[:3] != [b"0", b"1", b"2"] or files_in_order[3:] != [b"0", b"1", b"2"]
+
+
 def test_allow_smaller_final_batch_and_a_single_tensor(tmp_path):
     path = csv_file(tmp_path, "1\n2\n3\n")
     queue = tf.train.string_input_producer([path], num_epochs=1, shuffle=False)

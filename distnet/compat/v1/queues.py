@@ -133,6 +133,19 @@ def string_input_producer(string_tensor: Any, num_epochs: int | None = None, shu
     return InputQueue(string_tensor, num_epochs, shuffle, seed, name or "input_producer", "string_input_producer")
 
 
+def match_filenames_once(pattern: Any, name: str | None = None) -> Tensor:
+    """The sorted file names matching ``pattern`` (a glob or a list of globs), as a string
+    tensor; matched when the graph is built (TF1 matched when local variables were initialized)."""
+    import glob
+
+    from distnet.compat.v1.array_ops import constant
+
+    patterns = [_text(p) for p in np.atleast_1d(np.asarray(pattern)).tolist()]
+    names = sorted({f for p in patterns for f in glob.glob(p)})
+    return constant(np.char.encode(np.array(names, dtype=str), "utf-8") if names else np.array([], np.bytes_),
+                    name=name or "matching_filenames")
+
+
 def range_input_producer(limit: int, num_epochs: int | None = None, shuffle: bool = True, seed: int | None = None,
                          capacity: int = 32, shared_name: str | None = None, name: str | None = None) -> InputQueue:
     """A queue of the integers ``0 .. limit-1`` (``queue.dequeue()`` takes one)."""
