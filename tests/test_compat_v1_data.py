@@ -287,16 +287,18 @@ def test_a_one_process_distributed_optimizer_counts_the_iterators_batch():
 
 
 SHARDED_PROGRAM = """
-import os, sys
+import os
 import numpy as np
 import distnet.compat.v1 as tf
 
 ranks = int(os.environ["RANKS"])
 rs = np.random.RandomState(0)
-x = rs.randn(23, 3).astype(np.float32)
+x = rs.randn(int(os.environ["ROWS"]), 3).astype(np.float32)
 y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
 tf.set_random_seed(7)
-ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(23)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x))
+if ranks == 1:
+    ds = ds.take(int(os.environ.get("TAKE", len(x))))
 if ranks > 1:
     ds = ds.shard(tf.distributed.size(), tf.distributed.rank())
 ds = ds.batch(6 // ranks)
@@ -323,19 +325,23 @@ with tf.Session() as sess:
 
 
 @pytest.mark.mpi
-def test_three_ranks_on_uneven_shards_take_one_process_steps(tmp_path):
+@pytest.mark.parametrize("rows, take, steps", [(23, 23, 4), (20, 18, 3)])
+def test_three_ranks_on_uneven_shards_take_one_process_steps(tmp_path, rows, take, steps):
     # 23 shuffled elements in steps of 6: one process batches 6, 6, 6, 5; on 3 ranks shard(3)
     # then batch(2) gives each step the same elements, in parts of 2/2/2 and, last, 2/2/1: the
     # weighting by each rank's batch size must make it one process's step.
+    # 20 elements: the last step would be 1/1/0 -- the third rank has no batch, and all three
+    # end together after 3 steps (one process's first 18 elements) instead of hanging.
     prog = tmp_path / "sharded.py"
     prog.write_text(SHARDED_PROGRAM)
+    env = {"ROWS": str(rows)}
     one = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True, timeout=300,
-                         env=mpi_env({"RANKS": "1", "OUT": str(tmp_path / "one.npy")}))
+                         env=mpi_env({**env, "RANKS": "1", "TAKE": str(take), "OUT": str(tmp_path / "one.npy")}))
     assert one.returncode == 0, one.stdout + one.stderr
-    assert "steps 4" in one.stdout
-    run = run_mpi(str(prog), 3, timeout=300, env={"RANKS": "3", "OUT": str(tmp_path / "three.npy")})
+    assert f"steps {steps}" in one.stdout
+    run = run_mpi(str(prog), 3, timeout=120, env={**env, "RANKS": "3", "OUT": str(tmp_path / "three.npy")})
     assert run.returncode == 0, run.describe()
-    assert "steps 4" in run.stdout
+    assert f"steps {steps}" in run.stdout
     np.testing.assert_allclose(np.load(tmp_path / "three.npy"), np.load(tmp_path / "one.npy"), rtol=1e-5, atol=1e-7)
 
 

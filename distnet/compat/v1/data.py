@@ -944,6 +944,7 @@ class Iterator:
     def get_next(self, name: str | None = None):
         """The next element's tensors (one element per run of this call's ops)."""
         key, dataset = ("iterator", self), self._one_shot_dataset
+        this: list = []     # the op, made below
 
         def compute(run, values):
             position = run.session.resource(key)
@@ -955,14 +956,40 @@ class Iterator:
                 ctx = _Context(run.session, _evaluate(run.session, list(dict.fromkeys(dataset._inputs()))))
                 position = _Position(dataset._elements(ctx), dataset._batched)
                 run.session.set_resource(key, position)
-            return position.next()
+            comm = getattr(this[0], "end_together", None)
+            if comm is None or comm.size == 1:
+                return position.next()
+            return _next_on_every_rank(position, comm)
 
-        return multi_output("IteratorGetNext", compute, [], flatten(self._template), self._template,
-                            name=name, data=True, batched=self._batched)
+        out = multi_output("IteratorGetNext", compute, [], flatten(self._template), self._template,
+                           name=name, data=True, batched=self._batched)
+        this.append(flatten(out)[0].op.inputs[0].op)
+        this[0].iterator = True     # DistributedOptimizer sets end_together on the iterators its loss reads
+        return out
 
     def get_next_as_optional(self):
         raise UnsupportedError("Iterator.get_next_as_optional is not supported by distnet.compat.v1; "
                                "nearest supported: get_next() with `except tf.errors.OutOfRangeError`")
+
+
+def _next_on_every_rank(position: "_Position", comm) -> tuple:
+    """The next element, or OutOfRangeError on every rank as soon as one rank has none.
+
+    An iterator that feeds a DistributedOptimizer's loss ends on all ranks together:
+    a rank whose shard ran out would otherwise leave the others waiting in the
+    gradient all-reduce.  The ranks that still had an element drop it (as
+    ``drop_remainder`` would); give every rank as many batches to take all."""
+    try:
+        element, missing = position.next(), 0.0
+    except OutOfRangeError:
+        element, missing = None, 1.0
+    flag = np.array([missing])
+    comm.allreduce_(flag)
+    if flag[0] > 0:
+        raise OutOfRangeError("End of sequence" if element is None else
+                              f"End of sequence on {int(flag[0])} other rank(s): the ranks' iterators end together "
+                              "(this rank's next element is dropped)")
+    return element
 
 
 class _Position:

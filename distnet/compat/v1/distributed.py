@@ -175,6 +175,21 @@ def _reads_data(t: Tensor) -> bool:
     return False
 
 
+def _end_iterators_together(loss: Tensor, comm) -> None:
+    """Make the tf.data iterators ``loss`` reads raise OutOfRangeError on every rank as
+    soon as one rank's ends (see compat/v1/data.py), instead of leaving the ranks that
+    still have data waiting in the all-reduce."""
+    seen, stack = set(), [loss.op]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if getattr(op, "iterator", False):
+            op.end_together = comm
+        stack.extend(i.op for i in op.inputs)
+
+
 class DistributedOptimizer(Optimizer):
     """Wraps a ``tf.train`` optimizer so that its gradients are those of the
     global batch (see the module doc); variables are broadcast from rank 0.
@@ -218,6 +233,7 @@ class DistributedOptimizer(Optimizer):
             raise InvalidArgumentError("DistributedOptimizer: grad_loss is not supported")
         terms = _terms(loss)
         data = [(s, t) for s, t in terms if _reads_data(t)]
+        _end_iterators_together(loss, self._comm)
         weights_only = [(s, t) for s, t in terms if not _reads_data(t)]
         count_t = self._sample_count if isinstance(self._sample_count, Tensor) else None
         comm, reduction, fixed = self._comm, self._reduction, self._sample_count
