@@ -230,6 +230,17 @@ def test_initializable_iterator_takes_placeholders_and_restarts():
         assert drain(sess, total) == [12.0]
 
 
+def test_a_function_reads_the_placeholders_fed_to_the_initializer():
+    scale = tf.placeholder(tf.float32, [])
+    it = D.range(3).map(lambda i: tf.cast(i, tf.float32) * scale).make_initializable_iterator()
+    nxt = it.get_next()
+    with tf.Session() as sess:
+        sess.run(it.initializer, {scale: 10.0})
+        assert drain(sess, nxt) == [0.0, 10.0, 20.0]
+        sess.run(it.initializer, {scale: -1.0})
+        assert drain(sess, nxt) == [0.0, -1.0, -2.0]
+
+
 def test_reinitializable_iterator_switches_datasets():
     train = D.range(5).batch(2)
     valid = D.range(100, 103).batch(2)

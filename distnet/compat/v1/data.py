@@ -127,16 +127,17 @@ class _Context:
     """One iteration of a pipeline in a session: the values of the graph tensors the
     pipeline captured, and each stage's state (shuffle generators, caches)."""
 
-    def __init__(self, session, captured: dict):
+    def __init__(self, session, captured: dict, fed: dict | None = None):
         self.session = session
         self.captured = captured
+        self.fed = dict(fed or {})     # the initializer's feeds: placeholders a function reads keep them
         self.state: dict = {}
 
     def run_function(self, inputs: list, outputs: list, element: tuple) -> tuple:
         """The values of ``outputs`` with the stand-ins ``inputs`` fed ``element``."""
         from distnet.compat.v1.session import _Run
 
-        run = _Run(self.session, {t.op: _eager(v) for t, v in zip(inputs, element)})
+        run = _Run(self.session, {**self.fed, **{t.op: _eager(v) for t, v in zip(inputs, element)}})
         return tuple(np.asarray(_array(run.value(t))) for t in outputs)
 
 
@@ -576,7 +577,7 @@ class _Interleave(Dataset):
 
     def _open(self, ctx: _Context, element: tuple):
         values = ctx.run_function(self._args, self._inner_inputs, element)
-        return self._inner._elements(_Context(ctx.session, dict(zip(self._inner_inputs, values))))
+        return self._inner._elements(_Context(ctx.session, dict(zip(self._inner_inputs, values)), ctx.fed))
 
     def _elements(self, ctx):
         source = self._input._elements(ctx)
@@ -936,7 +937,7 @@ class Iterator:
         key = ("iterator", self)
 
         def compute(run, values):
-            ctx = _Context(run.session, {t: _array(v) for t, v in zip(inputs, values)})
+            ctx = _Context(run.session, {t: _array(v) for t, v in zip(inputs, values)}, run.fed)
             run.session.set_resource(key, _Position(dataset._elements(ctx), dataset._batched))
 
         return no_output("MakeIterator", compute, inputs, name=name or "MakeIterator")
