@@ -204,7 +204,8 @@ train = _Namespace(
     string_input_producer=_q.string_input_producer, range_input_producer=_q.range_input_producer,
     slice_input_producer=_q.slice_input_producer, batch=_q.batch, shuffle_batch=_q.shuffle_batch,
     batch_join=_q.batch_join, shuffle_batch_join=_q.shuffle_batch_join, Coordinator=_q.Coordinator,
-    start_queue_runners=_q.start_queue_runners, QueueRunner=_q.QueueRunner, match_filenames_once=_q.match_filenames_once,
+    start_queue_runners=_q.start_queue_runners, QueueRunner=_q.QueueRunner,
+    match_filenames_once=_q.match_filenames_once,
 )
 
 layers = _Namespace(
