@@ -427,6 +427,14 @@ def test_decode_csv_fields_are_tfs():
     with tf.Session() as sess:
         got = sess.run(cols)
     assert [c.tolist() for c in got] == [[1, 7, 3], [b"a,b", b"z", b"c"], [2.5, 0.5, 0.5]]   # TF 2.21's
+    rec = tf.constant(["x|1|2.5|NA", "y|NA|3|4"])
+    delimited = tf.decode_csv(rec, [[""], [7], [0.0], [9.0]], field_delim="|", na_value="NA")
+    selected = tf.decode_csv(rec, [[""], [0.0]], field_delim="|", select_cols=[0, 2])
+    quoted = tf.decode_csv(tf.constant([['1 "q w"', "2 z"]]), [[0], [""]], field_delim=" ")
+    with tf.Session() as sess:                                     # TF 2.21's values, each
+        assert [c.tolist() for c in sess.run(delimited)] == [[b"x", b"y"], [1, 7], [2.5, 3.0], [9.0, 4.0]]
+        assert [c.tolist() for c in sess.run(selected)] == [[b"x", b"y"], [2.5, 3.0]]
+        assert [c.tolist() for c in sess.run(quoted)] == [[[1, 2]], [[b"q w", b"z"]]]
     bad = tf.decode_csv(tf.constant(["1,2"]), record_defaults=[[0], [0], [0]])
     required = tf.decode_csv(tf.constant([",2"]), record_defaults=[tf.constant([], tf.int32), [0]])
     not_int = tf.decode_csv(tf.constant(["x,2"]), record_defaults=[[0], [0]])
