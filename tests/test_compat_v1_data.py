@@ -495,6 +495,50 @@ def test_shuffle_batch_and_slice_input_producer():
     assert seen_y != sorted(seen_y)
 
 
+QUEUE_RANKS_PROGRAM = """
+import os
+import numpy as np
+import distnet.compat.v1 as tf
+
+rank = tf.distributed.rank()
+path = os.path.join(os.environ["DIR"], "part%d.csv" % rank)
+with open(path, "w") as f:                       # rank 0 has 10 rows, rank 1 has 6
+    f.writelines("%d,%d\\n" % (i, 2 * i) for i in range(10 if rank == 0 else 6))
+queue = tf.train.string_input_producer([path], num_epochs=1, shuffle=False)
+_, line = tf.TextLineReader().read(queue)
+x, y = tf.decode_csv(line, [[0.0], [0.0]])
+xb, yb = tf.train.batch([x, y], batch_size=2)
+w = tf.Variable(0.0)
+step = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.001)).minimize(tf.reduce_mean(tf.square(w * xb - yb)))
+with tf.Session() as sess:
+    sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
+    coord = tf.train.Coordinator()
+    threads = tf.train.start_queue_runners(sess=sess, coord=coord)
+    steps = 0
+    try:
+        while not coord.should_stop():
+            sess.run(step)
+            steps += 1
+    except tf.errors.OutOfRangeError:
+        pass
+    finally:
+        coord.request_stop()
+    coord.join(threads)
+print("rank", rank, "steps", steps)
+"""
+
+
+@pytest.mark.mpi
+def test_queue_batches_of_unequal_files_end_on_every_rank_together(tmp_path):
+    # Rank 1's file gives 3 batches, rank 0's 5: both stop after 3 steps instead of rank 0
+    # waiting in the all-reduce for ever.
+    prog = tmp_path / "queues.py"
+    prog.write_text(QUEUE_RANKS_PROGRAM)
+    run = run_mpi(str(prog), 2, timeout=120, env={"DIR": str(tmp_path)})
+    assert run.returncode == 0, run.describe()
+    assert "rank 0 steps 3" in run.stdout and "rank 1 steps 3" in run.stdout
+
+
 def test_coordinator_keeps_the_stop_and_its_exception():
     coord = tf.train.Coordinator()
     assert not coord.should_stop()

@@ -945,7 +945,6 @@ class Iterator:
     def get_next(self, name: str | None = None):
         """The next element's tensors (one element per run of this call's ops)."""
         key, dataset = ("iterator", self), self._one_shot_dataset
-        this: list = []     # the op, made below
 
         def compute(run, values):
             position = run.session.resource(key)
@@ -957,40 +956,14 @@ class Iterator:
                 ctx = _Context(run.session, _evaluate(run.session, list(dict.fromkeys(dataset._inputs()))))
                 position = _Position(dataset._elements(ctx), dataset._batched)
                 run.session.set_resource(key, position)
-            comm = getattr(this[0], "end_together", None)
-            if comm is None or comm.size == 1:
-                return position.next()
-            return _next_on_every_rank(position, comm)
+            return position.next()
 
-        out = multi_output("IteratorGetNext", compute, [], flatten(self._template), self._template,
-                           name=name, data=True, batched=self._batched)
-        this.append(flatten(out)[0].op.inputs[0].op)
-        this[0].iterator = True     # DistributedOptimizer sets end_together on the iterators its loss reads
-        return out
+        return multi_output("IteratorGetNext", compute, [], flatten(self._template), self._template,
+                            name=name, data=True, batched=self._batched, ends=True)
 
     def get_next_as_optional(self):
         raise UnsupportedError("Iterator.get_next_as_optional is not supported by distnet.compat.v1; "
                                "nearest supported: get_next() with `except tf.errors.OutOfRangeError`")
-
-
-def _next_on_every_rank(position: "_Position", comm) -> tuple:
-    """The next element, or OutOfRangeError on every rank as soon as one rank has none.
-
-    An iterator that feeds a DistributedOptimizer's loss ends on all ranks together:
-    a rank whose shard ran out would otherwise leave the others waiting in the
-    gradient all-reduce.  The ranks that still had an element drop it (as
-    ``drop_remainder`` would); give every rank as many batches to take all."""
-    try:
-        element, missing = position.next(), 0.0
-    except OutOfRangeError:
-        element, missing = None, 1.0
-    flag = np.array([missing])
-    comm.allreduce_(flag)
-    if flag[0] > 0:
-        raise OutOfRangeError("End of sequence" if element is None else
-                              f"End of sequence on {int(flag[0])} other rank(s): the ranks' iterators end together "
-                              "(this rank's next element is dropped)")
-    return element
 
 
 class _Position:
@@ -1008,13 +981,27 @@ class _Position:
 
 
 def multi_output(op_type: str, compute: Callable, inputs: list, specs: list, template: Any, name: str | None = None,
-                 data: bool = False, batched: bool = False) -> Any:
+                 data: bool = False, batched: bool = False, ends: bool = False) -> Any:
     """An op with several outputs: ``compute(run, values)`` returns a tuple of arrays,
     computed once per run; one tensor per ``specs`` entry picks its part.
 
     ``data=True`` marks the outputs as the program's data (what ``DistributedOptimizer``
-    splits a loss by and, with ``batched``, counts samples in)."""
-    whole = leaf(op_type, compute, None, TensorShape(None), None, name=name or op_type, inputs=inputs)
+    splits a loss by and, with ``batched``, counts samples in).  ``ends=True``: the op
+    may raise OutOfRangeError, and does so on every rank together once a
+    ``DistributedOptimizer`` reads it (see :func:`_on_every_rank`)."""
+    this: list = []
+
+    def run_op(run, values):
+        comm = getattr(this[0], "end_together", None)
+        if comm is None or comm.size == 1:
+            return compute(run, values)
+        return _on_every_rank(compute, run, values, comm)
+
+    whole = leaf(op_type, run_op if ends else compute, None, TensorShape(None), None, name=name or op_type,
+                 inputs=inputs)
+    this.append(whole.op)
+    if ends:
+        whole.op.iterator = True     # DistributedOptimizer sets end_together on the ones its loss reads
     outs = []
     for i, s in enumerate(specs):
         def pick(run, values, i=i):
@@ -1027,6 +1014,26 @@ def multi_output(op_type: str, compute: Callable, inputs: list, specs: list, tem
             t.op._data_batch = batched
         outs.append(t)
     return pack(template, outs)
+
+
+def _on_every_rank(compute: Callable, run, values, comm) -> Any:
+    """``compute``'s value, or OutOfRangeError on every rank as soon as one rank's input ends.
+
+    An input that feeds a DistributedOptimizer's loss ends on all ranks together: a
+    rank whose shard ran out would otherwise leave the others waiting in the
+    gradient all-reduce.  The ranks that still had data drop this run's part (as
+    ``drop_remainder`` would); give every rank as many batches to train on all."""
+    try:
+        value, missing = compute(run, values), 0.0
+    except OutOfRangeError:
+        value, missing = None, 1.0
+    flag = np.array([missing])
+    comm.allreduce_(flag)
+    if flag[0] > 0:
+        raise OutOfRangeError("End of sequence" if value is None else
+                              f"End of sequence on {int(flag[0])} other rank(s): the ranks' inputs end together "
+                              "(this rank's next element is dropped)")
+    return value
 
 
 def make_one_shot_iterator(dataset: Dataset) -> Iterator:

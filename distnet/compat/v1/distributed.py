@@ -176,9 +176,9 @@ def _reads_data(t: Tensor) -> bool:
 
 
 def _end_iterators_together(loss: Tensor, comm) -> None:
-    """Make the tf.data iterators ``loss`` reads raise OutOfRangeError on every rank as
-    soon as one rank's ends (see compat/v1/data.py), instead of leaving the ranks that
-    still have data waiting in the all-reduce."""
+    """Make the tf.data iterators and queue batches ``loss`` reads raise OutOfRangeError
+    on every rank as soon as one rank's input ends (see compat/v1/data.py), instead of
+    leaving the ranks that still have data waiting in the all-reduce."""
     seen, stack = set(), [loss.op]
     while stack:
         op = stack.pop()

@@ -399,7 +399,8 @@ def _batcher(kind: str, tensors: Any, batch_size: int, enqueue_many: bool, shape
             batch = pick(session, buffer, take)
         return tuple(np.stack([np.asarray(e[i]) for e in batch]) for i in range(len(examples)))
 
-    out = multi_output("QueueDequeueManyV2", compute, [], specs, tuple(specs), name=label, data=True, batched=True)
+    out = multi_output("QueueDequeueManyV2", compute, [], specs, tuple(specs), name=label, data=True, batched=True,
+                       ends=True)
     out = pack(structure, list(out))
     if isinstance(out, tuple) and len(out) == 1 and not isinstance(tensors, dict):
         return out[0]          # TF1: a batch of one tensor is that tensor, not a list
