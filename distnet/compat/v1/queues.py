@@ -165,6 +165,8 @@ def slice_input_producer(tensor_list: Sequence[Any], num_epochs: int | None = No
         if t.shape.ndims == 0:
             raise InvalidArgumentError(f"slice_input_producer: Expect: tensors of rank >= 1 Actual: {t.name} "
                                        "is a scalar")
+    # The row numbers are known only when the tensors are computed: the queue starts with a
+    # placeholder item, replaced by range(rows) before the first row is taken.
     rows = InputQueue(np.zeros(1, np.int32), num_epochs, shuffle, seed, name or "input_producer",
                       "slice_input_producer")
     key = ("slice_input_producer", rows)
@@ -184,7 +186,8 @@ def slice_input_producer(tensor_list: Sequence[Any], num_epochs: int | None = No
 
     specs = [_Spec(t.dtype, TensorShape(None) if t.shape.dims is None else TensorShape(t.shape.as_list()[1:]))
              for t in tensors]
-    return list(multi_output("SliceInputProducer", compute, [], specs, tuple(specs), name=rows.name, data=True))
+    return list(multi_output("SliceInputProducer", compute, [], specs, tuple(specs), name=rows.name, data=True,
+                             ends=True))
 
 
 # -- readers ----------------------------------------------------------------------------------
@@ -218,7 +221,7 @@ class _Reader:
                 state["records"] = None
 
         specs = [_Spec(np.bytes_, TensorShape([])), _Spec(np.bytes_, TensorShape([]))]
-        return multi_output("ReaderReadV2", compute, [], specs, tuple(specs), name=name, data=True)
+        return multi_output("ReaderReadV2", compute, [], specs, tuple(specs), name=name, data=True, ends=True)
 
     def read_up_to(self, queue, num_records, name=None):
         raise UnsupportedError(f"{type(self).__name__}.read_up_to is not supported by distnet.compat.v1; nearest "
