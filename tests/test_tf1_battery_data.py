@@ -69,3 +69,12 @@ def test_csv_shards_through_list_files_and_interleave_match_tf_and_shard_by_file
     two = run_program(name, n=2, env={"DISTRIBUTED": "1", "OUT": str(tmp_path / "two.npz")})
     assert compare_with_reference(two, name, rtol=1e-4, atol=1e-5) == 3 * 2 + 4
     assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz")
+
+
+def test_reinitializable_iterator_switching_train_and_validation_matches_tf(tmp_path):
+    name = "data_reinitializable.py"
+    one = run_program(name, env={"OUT": str(tmp_path / "one.npz")})
+    assert compare_with_reference(one, name, rtol=1e-4, atol=1e-5) == 5 * 3
+    two = run_program(name, n=2, env={"DISTRIBUTED": "1", "OUT": str(tmp_path / "two.npz")})
+    assert compare_with_reference(two, name, rtol=1e-4, atol=1e-5) == 5 * 3
+    assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz")

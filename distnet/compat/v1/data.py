@@ -876,6 +876,7 @@ class Iterator:
         self._batched = batched
         self._initializer = None
         self._graph = get_default_graph()
+        self._outputs: list = []     # the get_next ops made so far
 
     @staticmethod
     def from_structure(output_types: Any, output_shapes: Any = None, shared_name: str | None = None,
@@ -935,6 +936,11 @@ class Iterator:
                                 f"output shapes {dataset.output_shapes}.")
         inputs = list(dict.fromkeys(dataset._inputs()))
         key = ("iterator", self)
+        if dataset._batched:
+            # Iterator.from_structure learns here that its elements are batches (samples to count).
+            self._batched = True
+            for op in self._outputs:
+                op._data_batch = True
 
         def compute(run, values):
             ctx = _Context(run.session, {t: _array(v) for t, v in zip(inputs, values)}, run.fed)
@@ -958,8 +964,10 @@ class Iterator:
                 run.session.set_resource(key, position)
             return position.next()
 
-        return multi_output("IteratorGetNext", compute, [], flatten(self._template), self._template,
-                            name=name, data=True, batched=self._batched, ends=True)
+        out = multi_output("IteratorGetNext", compute, [], flatten(self._template), self._template,
+                           name=name, data=True, batched=self._batched, ends=True)
+        self._outputs.extend(t.op for t in flatten(out))
+        return out
 
     def get_next_as_optional(self):
         raise UnsupportedError("Iterator.get_next_as_optional is not supported by distnet.compat.v1; "
