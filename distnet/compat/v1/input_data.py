@@ -35,7 +35,6 @@ import numpy as np
 
 from distnet.data import load_dataset
 from distnet.data.builtin import _STEMS, split_files
-from distnet.errors import DataError
 
 #: The default of TF1's ``read_data_sets``.
 VALIDATION_SIZE = 5000
@@ -184,9 +183,4 @@ def read_data_sets(train_dir: str = "MNIST_data", fake_data: bool = False, one_h
     return out
 
 
-def load_mnist(train_dir: str = "MNIST-data"):
-    """TF1's ``learn.datasets.mnist.load_mnist``: the three splits, class-number labels."""
-    return read_data_sets(train_dir)
-
-
-__all__ = ["DataSet", "Datasets", "read_data_sets", "dense_to_one_hot", "DataError"]
+__all__ = ["DataSet", "Datasets", "read_data_sets", "dense_to_one_hot"]
