@@ -21,6 +21,7 @@ from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1 import distributed as _dist
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
+from distnet.compat.v1 import metrics as _metrics
 from distnet.compat.v1 import misc as _misc
 from distnet.compat.v1 import saver as _saver
 from distnet.compat.v1 import summary as _summary
@@ -243,6 +244,15 @@ distributed = _Namespace(
     rank=_dist.rank, size=_dist.size, broadcast_global_variables=_dist.broadcast_global_variables,
 )
 DistributedOptimizer = _dist.DistributedOptimizer
+
+metrics = _Namespace(
+    "metrics", accuracy=_metrics.accuracy, mean=_metrics.mean, mean_squared_error=_metrics.mean_squared_error,
+    mean_absolute_error=_metrics.mean_absolute_error, root_mean_squared_error=_metrics.root_mean_squared_error,
+    precision=_metrics.precision, recall=_metrics.recall, auc=_metrics.auc,
+    true_positives=_metrics.true_positives, false_positives=_metrics.false_positives,
+    true_negatives=_metrics.true_negatives, false_negatives=_metrics.false_negatives,
+    mean_per_class_accuracy=_metrics.mean_per_class_accuracy, mean_iou=_metrics.mean_iou,
+)
 
 app = _misc.app
 flags = _misc.flags

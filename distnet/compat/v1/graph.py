@@ -235,6 +235,10 @@ class GraphKeys:
     INIT_OP = "init_op"
     MODEL_VARIABLES = "model_variables"
     SAVERS = "savers"
+    METRIC_VARIABLES = "metric_variables"
+    SUMMARY_OP = "summary_op"
+    READY_OP = "ready_op"
+    LOCAL_INIT_OP = "local_init_op"
 
 
 class Graph:
