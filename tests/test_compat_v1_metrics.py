@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mpi_util import run_mpi
 
 import distnet.compat.v1 as tf
-from mpi_util import run_mpi
 
 # Recorded from TF 2.21 (tf.compat.v1, /work/tfvenv): three batches of RandomState(0) data, see _batches.
 # The update ops' values after each batch, in the order of METRICS.
@@ -99,7 +99,7 @@ def test_metrics_match_tf_recorded_values_and_names():
 
 def test_metric_before_initializer_is_a_failed_precondition():
     tf.reset_default_graph()
-    acc, up = tf.metrics.accuracy(tf.constant([1, 2]), tf.constant([1, 3]))
+    _, up = tf.metrics.accuracy(tf.constant([1, 2]), tf.constant([1, 3]))
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())   # metrics live in LOCAL_VARIABLES
         with pytest.raises(tf.errors.FailedPreconditionError, match="accuracy/total"):
@@ -112,8 +112,8 @@ def test_accuracy_squeezes_a_trailing_axis_and_casts_predictions():
     tf.reset_default_graph()
     labels = tf.placeholder(tf.int32, [None])
     logits = tf.placeholder(tf.float32, [None, 3])
-    acc, up = tf.metrics.accuracy(labels, tf.argmax(logits, 1))         # int64 predictions, int32 labels
-    acc2, up2 = tf.metrics.accuracy(tf.expand_dims(labels, 1), tf.argmax(logits, 1), name="acc_col")
+    _, up = tf.metrics.accuracy(labels, tf.argmax(logits, 1))         # int64 predictions, int32 labels
+    _, up2 = tf.metrics.accuracy(tf.expand_dims(labels, 1), tf.argmax(logits, 1), name="acc_col")
     assert [v.op.name for v in tf.local_variables()][-2:] == ["acc_col/total", "acc_col/count"]
     with tf.Session() as sess:
         sess.run(tf.local_variables_initializer())
@@ -127,13 +127,13 @@ def test_bad_inputs_say_what_was_expected():
         tf.metrics.accuracy(tf.constant([[1, 2, 3]]), tf.constant([[1, 2]]))
     with pytest.raises(ValueError, match="Curve must be either ROC or PR"):
         tf.metrics.auc(tf.constant([True]), tf.constant([0.5]), curve="XY")
-    acc, up = tf.metrics.mean(tf.constant([1.0, 2.0]), weights=tf.constant([1.0, 2.0, 3.0]))
+    _, up = tf.metrics.mean(tf.constant([1.0, 2.0]), weights=tf.constant([1.0, 2.0, 3.0]))
     with tf.Session() as sess:
         sess.run(tf.local_variables_initializer())
         with pytest.raises(ValueError, match="weights can not be broadcast"):
             sess.run(up)
     tf.reset_default_graph()
-    a, u = tf.metrics.auc(tf.constant([True, False]), tf.constant([0.5, 1.5]))
+    _, u = tf.metrics.auc(tf.constant([True, False]), tf.constant([0.5, 1.5]))
     with tf.Session() as sess:
         sess.run(tf.local_variables_initializer())
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"predictions must be in \[0, 1\]"):

@@ -259,7 +259,8 @@ flags = _misc.flags
 gfile = _misc.gfile
 logging = _misc.logging
 summary = _Namespace(
-    "summary", scalar=_summary.scalar, histogram=_summary.histogram, merge=_summary.merge,
+    "summary", scalar=_summary.scalar, histogram=_summary.histogram, image=_summary.image, text=_summary.text,
+    audio=_summary.audio, merge=_summary.merge,
     merge_all=_summary.merge_all, FileWriter=_summary.FileWriter, Summary=_summary.Summary,
 )
 

@@ -22,12 +22,19 @@ counted on its own rank only, with no communication.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from distnet.compat.v1.graph import (
-    GraphKeys, Tensor, TensorShape, convert_to_tensor, get_default_graph, leaf, probes_for,
+    GraphKeys,
+    Tensor,
+    TensorShape,
+    convert_to_tensor,
+    get_default_graph,
+    leaf,
+    probes_for,
 )
 from distnet.compat.v1.variables import get_variable, variable_scope, zeros_initializer
 from distnet.tensor import Tensor as EagerTensor
