@@ -19,10 +19,12 @@ import numpy as _np
 
 from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1 import distributed as _dist
+from distnet.compat.v1 import hooks as _hooks
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import metrics as _metrics
 from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import monitored as _mon
 from distnet.compat.v1 import saver as _saver
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
@@ -188,6 +190,15 @@ train = _Namespace(
     ExponentialMovingAverage=_train.ExponentialMovingAverage, Saver=_saver.Saver,
     latest_checkpoint=_saver.latest_checkpoint, get_checkpoint_state=_saver.get_checkpoint_state,
     checkpoint_exists=_saver.checkpoint_exists,
+    MonitoredTrainingSession=_mon.MonitoredTrainingSession, MonitoredSession=_mon.MonitoredSession,
+    SingularMonitoredSession=_mon.SingularMonitoredSession, Scaffold=_mon.Scaffold,
+    ChiefSessionCreator=_mon.ChiefSessionCreator, WorkerSessionCreator=_mon.WorkerSessionCreator,
+    SessionRunHook=_mon.SessionRunHook, SessionRunArgs=_mon.SessionRunArgs, SessionRunContext=_mon.SessionRunContext,
+    SessionRunValues=_mon.SessionRunValues, StopAtStepHook=_hooks.StopAtStepHook, NanTensorHook=_hooks.NanTensorHook,
+    NanLossDuringTrainingError=_hooks.NanLossDuringTrainingError, LoggingTensorHook=_hooks.LoggingTensorHook,
+    CheckpointSaverHook=_hooks.CheckpointSaverHook, CheckpointSaverListener=_hooks.CheckpointSaverListener,
+    SummarySaverHook=_hooks.SummarySaverHook, StepCounterHook=_hooks.StepCounterHook,
+    FinalOpsHook=_hooks.FinalOpsHook, FeedFnHook=_hooks.FeedFnHook, SecondOrStepTimer=_hooks.SecondOrStepTimer,
 )
 
 layers = _Namespace(
@@ -242,7 +253,9 @@ errors = _Namespace(
 distributed = _Namespace(
     "distributed", DistributedOptimizer=_dist.DistributedOptimizer, shard=_dist.shard, allreduce=_dist.allreduce,
     rank=_dist.rank, size=_dist.size, broadcast_global_variables=_dist.broadcast_global_variables,
+    BroadcastGlobalVariablesHook=_hooks.BroadcastGlobalVariablesHook,
 )
+BroadcastGlobalVariablesHook = _hooks.BroadcastGlobalVariablesHook
 DistributedOptimizer = _dist.DistributedOptimizer
 
 metrics = _Namespace(
