@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
     GraphKeys,
     Tensor,
@@ -82,31 +83,39 @@ def _streaming(default_name: str, name: str | None, accumulators: Sequence[tuple
             accs.append(get_variable(acc_name, list(shape), dtype=dtype, initializer=zeros_initializer(dtype),
                                      trainable=False,
                                      collections=[GraphKeys.LOCAL_VARIABLES, GraphKeys.METRIC_VARIABLES]))
-        n_in = len(inputs)
+        def stores(run):
+            # The accumulators' storage itself (not a read of it): the update writes it in place.
+            out = [a._storage(run.session) for a in accs]
+            for a, st in zip(accs, out):
+                if st is None:
+                    raise FailedPreconditionError(
+                        f"Attempting to use uninitialized value {a.op.name}: Expect: "
+                        "sess.run(tf.local_variables_initializer()) before using a tf.metrics op")
+            return out
 
         def read(st_values):
             return [np.asarray(st.data) for st in st_values]
 
         def value_compute(run, values):
-            return EagerTensor._from_op(np.asarray(result(*read(values)), value_dtype), None, ())
+            return EagerTensor._from_op(np.asarray(result(*read(stores(run))), value_dtype), None, ())
 
         def update_compute(run, values):
-            in_arrays = [np.asarray(v.data) for v in values[:n_in]]
-            stores = values[n_in:]
+            in_arrays = [np.asarray(v.data) for v in values]
+            sts = stores(run)
             incs = _global_increments(run, g, [np.asarray(x, st.data.dtype)
-                                               for x, st in zip(increments(*in_arrays), stores)])
-            for st, inc in zip(stores, incs):
+                                               for x, st in zip(increments(*in_arrays), sts)])
+            for st, inc in zip(sts, incs):
                 st.assign(st.data + inc)
-            out = (update_result or result)(*read(stores))
+            out = (update_result or result)(*read(sts))
             return EagerTensor._from_op(np.asarray(out, update_dtype or value_dtype), None, ())
 
         vshape = TensorShape(list(value_shape))
         value = leaf("MetricValue", value_compute, value_dtype, vshape, probes_for(vshape, value_dtype),
-                     name="value", inputs=accs)
+                     name="value")
         ushape = TensorShape(list(update_shape if update_shape is not None else value_shape))
         udtype = update_dtype or value_dtype
         update = leaf("MetricUpdate", update_compute, udtype, ushape, probes_for(ushape, udtype),
-                      name="update_op", inputs=list(inputs) + accs)
+                      name="update_op", inputs=list(inputs))
     for c in metrics_collections or []:
         g.add_to_collection(c, value)
     for c in updates_collections or []:
