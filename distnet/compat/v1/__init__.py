@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as _np
 
+from distnet.compat.v1 import arg_scope as _arg_scope
 from distnet.compat.v1 import array_ops as _a
+from distnet.compat.v1 import contrib_layers as _cl
 from distnet.compat.v1 import distributed as _dist
 from distnet.compat.v1 import hooks as _hooks
 from distnet.compat.v1 import layers as _layers
@@ -206,13 +208,27 @@ layers = _Namespace(
     dropout=_layers.dropout, flatten=_layers.flatten,
 )
 
-contrib = _Namespace("contrib", layers=_Namespace(
-    "contrib.layers", l1_regularizer=_layers.l1_regularizer, l2_regularizer=_layers.l2_regularizer,
+_contrib_layers_members = dict(
+    l1_regularizer=_layers.l1_regularizer, l2_regularizer=_layers.l2_regularizer,
     l1_l2_regularizer=_layers.l1_l2_regularizer, sum_regularizer=_layers.sum_regularizer,
     apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
-    variance_scaling_initializer=variance_scaling_initializer, flatten=_layers.flatten,
-    fully_connected=_layers.fully_connected,
-))
+    xavier_initializer_conv2d=_layers.xavier_initializer, variance_scaling_initializer=variance_scaling_initializer,
+    flatten=_cl.flatten, fully_connected=_cl.fully_connected, conv2d=_cl.conv2d, convolution2d=_cl.convolution2d,
+    max_pool2d=_cl.max_pool2d, dropout=_cl.dropout, repeat=_cl.repeat,
+)
+_contrib_framework_members = dict(
+    arg_scope=_arg_scope.arg_scope, add_arg_scope=_arg_scope.add_arg_scope, has_arg_scope=_arg_scope.has_arg_scope,
+    current_arg_scope=_arg_scope.current_arg_scope, arg_scoped_arguments=_arg_scope.arg_scoped_arguments,
+    get_or_create_global_step=_train.get_or_create_global_step, get_global_step=_train.get_global_step,
+    get_variables=global_variables, get_model_variables=model_variables,
+)
+contrib = _Namespace(
+    "contrib",
+    layers=_Namespace("contrib.layers", **_contrib_layers_members),
+    framework=_Namespace("contrib.framework", **_contrib_framework_members),
+    # slim: the same layers and scopes under the name TF-Slim programs import.
+    slim=_Namespace("contrib.slim", **_contrib_layers_members, **_contrib_framework_members),
+)
 
 losses = _Namespace(
     "losses", mean_squared_error=_layers.mean_squared_error, softmax_cross_entropy=_layers.softmax_cross_entropy,
