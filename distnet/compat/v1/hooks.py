@@ -163,7 +163,7 @@ class LoggingTensorHook(SessionRunHook):
             logging.info(self._formatter(values))
             return
         with np.printoptions(suppress=True):
-            line = ", ".join(f"{tag} = {values[tag]}" for tag in self._order)
+            line = ", ".join(f"{tag} = {values[tag]!s}" for tag in self._order)
         logging.info(f"{line} ({elapsed:.3f} sec)" if elapsed is not None else line)
 
     def after_run(self, run_context, run_values) -> None:
