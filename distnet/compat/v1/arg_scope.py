@@ -21,12 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from distnet.compat.v1.graph import _DEFAULTS
 
-__all__ = ["arg_scope", "add_arg_scope", "has_arg_scope", "current_arg_scope", "arg_scoped_arguments",
-           "arg_scope_func_key"]
+__all__ = [
+    "add_arg_scope",
+    "arg_scope",
+    "arg_scope_func_key",
+    "arg_scoped_arguments",
+    "current_arg_scope",
+    "has_arg_scope",
+]
 
 
 def arg_scope_func_key(op: Callable) -> Any:

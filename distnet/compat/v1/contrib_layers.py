@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from distnet.compat.v1 import array_ops, layers as _layers, math_ops
+from distnet.compat.v1 import array_ops, math_ops
+from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1.arg_scope import add_arg_scope
 from distnet.compat.v1.graph import GraphKeys, convert_to_tensor, get_default_graph
 from distnet.compat.v1.variables import get_variable, variable_scope, zeros_initializer
 
-__all__ = ["conv2d", "convolution2d", "fully_connected", "flatten", "max_pool2d", "dropout", "repeat"]
+__all__ = ["conv2d", "convolution2d", "dropout", "flatten", "fully_connected", "max_pool2d", "repeat"]
 
 
 def _collections(variables_collections: Any, name: str) -> list:

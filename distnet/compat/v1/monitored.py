@@ -43,7 +43,6 @@ from distnet.compat.v1.errors import OutOfRangeError
 from distnet.compat.v1.graph import GraphKeys, get_default_graph
 from distnet.compat.v1.session import Session
 
-
 # -- the hook interface ------------------------------------------------------------------
 
 class SessionRunHook:
@@ -56,7 +55,7 @@ class SessionRunHook:
     def after_create_session(self, session, coord) -> None:
         """The session is created and the variables initialized or restored."""
 
-    def before_run(self, run_context) -> "SessionRunArgs | None":
+    def before_run(self, run_context) -> SessionRunArgs | None:
         """Before each ``run``: fetches and feeds to add to the call."""
         return None
 
@@ -117,12 +116,14 @@ class Scaffold:
         self.local_init_op, self.summary_op, self.saver = local_init_op, summary_op, saver
         self._finalized = False
 
-    def finalize(self) -> "Scaffold":
+    def finalize(self) -> Scaffold:
         """Make the missing ops (once), then finalize the graph."""
         from distnet.compat.v1.saver import Saver
         from distnet.compat.v1.summary import merge_all
         from distnet.compat.v1.variables import (
-            global_variables, global_variables_initializer, local_variables_initializer,
+            global_variables,
+            global_variables_initializer,
+            local_variables_initializer,
         )
 
         if self._finalized:
@@ -322,7 +323,7 @@ class _UseDefault:
 USE_DEFAULT = _UseDefault()
 
 
-def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint_dir: str | None = None,  # noqa: N802
+def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint_dir: str | None = None,
                              scaffold: Scaffold | None = None, hooks=None, chief_only_hooks=None,
                              save_checkpoint_secs: Any = USE_DEFAULT, save_summaries_steps: Any = USE_DEFAULT,
                              save_summaries_secs: Any = USE_DEFAULT, config: Any = None,
