@@ -217,6 +217,24 @@ class TensorBoardWriter:
         summary = Summary(value=[Summary.Value(tag=_tag(tag), metadata=meta, tensor=proto)])
         writer._get_file_writer().add_summary(summary, _step(step))
 
+    def add_tensor(self, tag: str, values: Any, step: int, description: str = "") -> None:
+        """A numeric array under exactly ``tag`` (TF1's ``tf.summary.tensor_summary``)."""
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+        arr = np.asarray(values)
+        kinds = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int8": "DT_INT8",
+                 "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64", "uint8": "DT_UINT8",
+                 "bool": "DT_BOOL"}
+        if arr.dtype.name not in kinds:
+            raise InvalidArgumentError(f"add_tensor: Expect: a numeric or bool array Actual: {arr.dtype}")
+        proto = TensorProto(dtype=kinds[arr.dtype.name], tensor_content=np.ascontiguousarray(arr).tobytes(),
+                            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=n) for n in arr.shape]))
+        meta = SummaryMetadata(summary_description=description) if description else None
+        value = Summary.Value(tag=_tag(tag), tensor=proto, metadata=meta)
+        self._w()._get_file_writer().add_summary(Summary(value=[value]), _step(step))
+
     def add_histograms(self, arrays: Mapping[str, Any], step: int, prefix: str = "weights") -> None:
         """One histogram per array, tagged ``<prefix>/<name>`` (e.g. ``weights/dense/kernel``)."""
         for name in sorted(arrays):

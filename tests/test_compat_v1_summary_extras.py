@@ -44,6 +44,8 @@ def test_image_text_audio_summaries_are_written_with_tf1_tags_and_pixels(tmp_pat
     with tf.name_scope("sc"):
         tf.summary.text("notes", tf.constant("hello *world*"))
         tf.summary.text("many", tf.constant([["a", "b"], ["c", "d"]]))
+        tf.summary.tensor_summary("t", tf.constant([[1.5, 2.0], [3.0, -1.0]]))
+        tf.summary.tensor_summary("i", tf.constant([1, 2, 3], tf.int64), summary_description="ids")
     tf.summary.audio("tone", tf.constant(np.sin(np.arange(800) / 8.0).reshape(1, 800).astype(np.float32)), 8000)
     merged = tf.summary.merge_all()
     with tf.Session() as sess:
@@ -68,6 +70,12 @@ def test_image_text_audio_summaries_are_written_with_tf1_tags_and_pixels(tmp_pat
     assert acc.SummaryMetadata("sc/notes").plugin_data.plugin_name == "text"
     many = tensor_util.make_ndarray(acc.Tensors("sc/many")[0].tensor_proto)
     assert many.tolist() == [[b"a", b"b"], [b"c", b"d"]]
+    # tensor_summary: TF 2.21 writes the same tags, values, dtypes and description
+    t = tensor_util.make_ndarray(acc.Tensors("sc/t")[0].tensor_proto)
+    assert t.dtype == np.float32 and t.tolist() == [[1.5, 2.0], [3.0, -1.0]]
+    ids = tensor_util.make_ndarray(acc.Tensors("sc/i")[0].tensor_proto)
+    assert ids.dtype == np.int64 and ids.tolist() == [1, 2, 3]
+    assert acc.SummaryMetadata("sc/i").summary_description == "ids"
     (clip,) = acc.Audio("tone/audio/0")
     assert clip.sample_rate == 8000 and clip.step == 7 and clip.length_frames == 800
 

@@ -289,7 +289,7 @@ gfile = _misc.gfile
 logging = _misc.logging
 summary = _Namespace(
     "summary", scalar=_summary.scalar, histogram=_summary.histogram, image=_summary.image, text=_summary.text,
-    audio=_summary.audio, merge=_summary.merge,
+    audio=_summary.audio, tensor_summary=_summary.tensor_summary, merge=_summary.merge,
     merge_all=_summary.merge_all, FileWriter=_summary.FileWriter, Summary=_summary.Summary,
 )
 

@@ -173,6 +173,24 @@ def text(name: str, tensor: Any, collections: Any = None):
     return out
 
 
+def tensor_summary(name: str, tensor: Any, summary_description: str | None = None, collections: Any = None,
+                   summary_metadata: Any = None, family: str | None = None, display_name: str | None = None):
+    """A summary op holding the whole numeric ``tensor`` under ``name`` (read back as a tensor)."""
+    g = get_default_graph()
+    t = convert_to_tensor(tensor)
+    if t.dtype is not None and t.dtype.kind not in "biuf":
+        raise TypeError(f"tf.summary.tensor_summary {name!r}: Expect: a numeric or bool tensor Actual: "
+                        f"{t.dtype.name} (use tf.summary.text for strings)")
+    tag = _tag(g, name, family)
+
+    def compute(run, values):
+        return Summary([("tensor", tag, (np.array(values[0].data, copy=True), summary_description or ""))])
+
+    out = leaf("TensorSummary", compute, None, TensorShape([]), None, name=name, inputs=[t])
+    _add(g, out, collections)
+    return out
+
+
 def audio(name: str, tensor: Any, sample_rate: Any, max_outputs: int = 3, collections: Any = None,
           family: str | None = None):
     """A summary op holding the first ``max_outputs`` clips of ``tensor`` (``[batch, frames]`` or
@@ -244,6 +262,8 @@ class FileWriter:
                 self._writer.add_image(tag, value, step)
             elif kind == "text":
                 self._writer.add_text_tensor(tag, value, step)
+            elif kind == "tensor":
+                self._writer.add_tensor(tag, value[0], step, value[1])
             elif kind == "audio":
                 self._writer.add_audio(tag, value[0], step, value[1])
             else:
