@@ -101,3 +101,21 @@ def test_contrib_arg_scope_cnn_matches_tf_slim_and_two_ranks_match_one(tmp_path)
                                  "fc3_weights", "logits_biases", "logits_weights"]   # TF1's contrib names
     run_program("contrib_arg_scope_cnn.py", n=2, env=env_with(STEPS=15, OUT=tmp_path / "two.npz", DISTRIBUTED=1))
     assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz", rtol=1e-4, atol=2e-6)
+
+
+def test_slim_monitored_metrics_matches_tf_slim_and_two_ranks_match_one(tmp_path):
+    pytest.importorskip("tensorboardX")
+    one = run_program("slim_monitored_metrics.py",
+                      env=env_with(STEPS=12, OUT=tmp_path / "one.npz", LOGDIR=tmp_path / "one"))
+    assert compare_with_reference(one, "slim_monitored_metrics.py", rtol=1e-4, atol=2e-6) == 3 * 2 + 6
+    assert "variables conv1/conv1_1/weights conv1/conv1_1/biases conv1/conv1_2/weights" in one   # slim.repeat
+    two = run_program("slim_monitored_metrics.py", n=2,
+                      env=env_with(STEPS=12, OUT=tmp_path / "two.npz", LOGDIR=tmp_path / "two", DISTRIBUTED=1))
+    # The running accuracy of tf.metrics is the global batch's: the same lines as one process.
+    np.testing.assert_allclose(parse_lines(two)["step running accuracy"],
+                               parse_lines(one)["step running accuracy"], rtol=1e-6)
+    assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz", rtol=1e-4, atol=2e-6)
+    # Summaries saved at steps 1, 5, 9 on every rank, written by rank 0 with the global loss.
+    a, b = _events(tmp_path / "one").Scalars("total_loss"), _events(tmp_path / "two").Scalars("total_loss")
+    assert [e.step for e in a] == [e.step for e in b] == [1, 5, 9]
+    np.testing.assert_allclose([e.value for e in b], [e.value for e in a], rtol=1e-5)
