@@ -173,6 +173,23 @@ def test_hook_protocol_fetches_feeds_and_request_stop():
             sess.run(x, feed_dict={x: 2.0})
 
 
+def test_config_proto_is_accepted_and_checks_its_fields():
+    config = tf.ConfigProto(allow_soft_placement=True, gpu_options=tf.GPUOptions(per_process_gpu_memory_fraction=0.5))
+    config.gpu_options.allow_growth = True
+    config.gpu_options.visible_device_list = "0"
+    assert config.gpu_options == tf.GPUOptions(per_process_gpu_memory_fraction=0.5, allow_growth=True,
+                                               visible_device_list="0")
+    with pytest.raises(AttributeError, match="GPUOptions has no field 'allow_growht'"):
+        config.gpu_options.allow_growht = True
+    w, loss, gs, train = _model()
+    with tf.train.MonitoredTrainingSession(config=config, hooks=[tf.train.StopAtStepHook(last_step=1)]) as sess:
+        sess.run(train)
+        assert sess.should_stop()
+    with tf.Session(config=config) as sess:
+        sess.run(tf.global_variables_initializer())
+        assert sess.run(gs) == 0
+
+
 def test_hooks_refuse_bad_arguments():
     with pytest.raises(ValueError, match="One of num_steps or last_step"):
         tf.train.StopAtStepHook()

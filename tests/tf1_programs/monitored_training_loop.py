@@ -60,11 +60,14 @@ hooks = [tf.train.StopAtStepHook(last_step=STEPS),
 if DISTRIBUTED:
     hooks.append(tf.distributed.BroadcastGlobalVariablesHook(0))
 checkpoint_dir = tempfile.mkdtemp(prefix="mts_") if rank == 0 else None
+config = tf.ConfigProto()
+config.gpu_options.allow_growth = True
+config.gpu_options.visible_device_list = str(rank)
 
 final, i = None, 0
 with tf.train.MonitoredTrainingSession(checkpoint_dir=checkpoint_dir, is_chief=(rank == 0), hooks=hooks,
                                        save_checkpoint_steps=10, save_summaries_steps=None,
-                                       log_step_count_steps=None) as sess:
+                                       log_step_count_steps=None, config=config) as sess:
     while not sess.should_stop():
         # (a bare sess.run(global_step) here would run the hooks too, which need the feeds)
         start = (i * BATCH) % len(features)

@@ -39,6 +39,7 @@ from distnet.compat.v1.graph import (
     get_default_session, no_output as _no_output, reset_default_graph,
 )
 from distnet.compat.v1.session import InteractiveSession, Session
+from distnet.compat.v1.session_config import ConfigProto, GPUOptions, GraphOptions
 from distnet.errors import InvalidArgumentError
 
 #: The TF1 API this module follows (programs compare it to pick APIs).
