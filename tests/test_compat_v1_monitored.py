@@ -266,3 +266,30 @@ def test_training_session_on_n_ranks_equals_one_process_and_resumes(tmp_path, n)
     assert run6.returncode == 0, run6.describe()
     assert _numbers(run6.stdout, "start") == [[4.0]]
     np.testing.assert_allclose(_numbers(run6.stdout, "w"), _numbers(one6.stdout, "w"), rtol=1e-5)
+
+
+def test_run_step_fn_feed_fn_hook_and_a_listener_that_stops(tmp_path):
+    tf.reset_default_graph()
+    x = tf.placeholder(tf.float32, [])
+    v = tf.Variable(0.0)
+    gs = tf.train.get_or_create_global_step()
+    step = tf.group(tf.assign_add(v, x), tf.assign_add(gs, 1))
+    fed = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+
+    class StopAfterTwoSaves(tf.train.CheckpointSaverListener):
+        def __init__(self):
+            self.saved = []
+
+        def after_save(self, session, global_step_value):
+            self.saved.append(global_step_value)
+            return len(self.saved) == 2
+
+    listener = StopAfterTwoSaves()
+    hooks = [tf.train.FeedFnHook(lambda: {x: next(fed)}),
+             tf.train.CheckpointSaverHook(str(tmp_path), save_steps=2, listeners=[listener])]
+    with tf.train.SingularMonitoredSession(hooks=hooks) as sess:
+        while not sess.should_stop():
+            sess.run_step_fn(lambda ctx: ctx.run_with_hooks(step))
+        assert sess.raw_session().run(v) == 1.0 + 2.0       # saved at step 0 and 2: the second save stops
+    assert listener.saved == [0, 2]
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-2")
