@@ -142,3 +142,11 @@ def test_dropout_follows_is_training():
     assert 0.65 < np.mean(on > 0) < 0.85
     with pytest.raises(ValueError, match="0 < keep_prob <= 1"):
         layers.dropout(x, keep_prob=0.0)
+
+
+def test_one_hot_encoding():
+    tf.reset_default_graph()
+    y = layers.one_hot_encoding(tf.constant([2, 0]), 3)
+    assert y.name.startswith("OneHotEncoding/") and y.dtype == np.float32
+    with tf.Session() as sess:
+        assert sess.run(y).tolist() == [[0, 0, 1], [1, 0, 0]]

@@ -215,7 +215,7 @@ _contrib_layers_members = dict(
     apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
     xavier_initializer_conv2d=_layers.xavier_initializer, variance_scaling_initializer=variance_scaling_initializer,
     flatten=_cl.flatten, fully_connected=_cl.fully_connected, conv2d=_cl.conv2d, convolution2d=_cl.convolution2d,
-    max_pool2d=_cl.max_pool2d, dropout=_cl.dropout, repeat=_cl.repeat,
+    max_pool2d=_cl.max_pool2d, dropout=_cl.dropout, repeat=_cl.repeat, one_hot_encoding=_cl.one_hot_encoding,
 )
 _contrib_framework_members = dict(
     arg_scope=_arg_scope.arg_scope, add_arg_scope=_arg_scope.add_arg_scope, has_arg_scope=_arg_scope.has_arg_scope,

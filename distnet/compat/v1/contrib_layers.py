@@ -1,5 +1,5 @@
 """``tf.contrib.layers`` (and ``tf.contrib.slim``'s layers): ``conv2d``,
-``fully_connected``, ``flatten``, ``max_pool2d``, ``dropout``, ``repeat``,
+``fully_connected``, ``flatten``, ``max_pool2d``, ``dropout``, ``one_hot_encoding``, ``repeat``,
 each decorated with :func:`~distnet.compat.v1.arg_scope.add_arg_scope`.
 
 TF1's contrib conventions, which differ from ``tf.layers``:
@@ -165,6 +165,15 @@ def dropout(inputs, keep_prob=0.5, noise_shape=None, is_training=True, outputs_c
         else:
             raise ValueError("dropout: a tensor keep_prob with a tensor is_training is not supported; "
                              "Expect: a number keep_prob, or a bool is_training")
+        return _collect(outputs_collections, out)
+
+
+@add_arg_scope
+def one_hot_encoding(labels, num_classes, on_value=1.0, off_value=0.0, outputs_collections=None, scope=None):
+    """``labels`` (class ids) as float32 one-hot rows of ``num_classes``."""
+    g = get_default_graph()
+    with g.name_scope(scope or "OneHotEncoding"):
+        out = array_ops.one_hot(labels, num_classes, on_value=on_value, off_value=off_value, dtype=np.float32)
         return _collect(outputs_collections, out)
 
 
