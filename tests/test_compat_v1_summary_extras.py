@@ -80,6 +80,15 @@ def test_image_text_audio_summaries_are_written_with_tf1_tags_and_pixels(tmp_pat
     assert clip.sample_rate == 8000 and clip.step == 7 and clip.length_frames == 800
 
 
+def test_a_second_summary_of_the_same_name_gets_a_unique_tag_as_in_tf1():
+    tf.reset_default_graph()
+    with tf.name_scope("train"):
+        a = tf.summary.scalar("loss", tf.constant(1.0))
+        b = tf.summary.scalar("loss", tf.constant(2.0))
+    with tf.Session() as sess:
+        assert [v[1] for v in sess.run(tf.summary.merge([a, b])).values] == ["train/loss", "train/loss_1"]
+
+
 def test_image_non_finite_pixels_are_red_and_bad_shapes_are_refused():
     tf.reset_default_graph()
     img = np.zeros((1, 1, 2, 3), np.float32)

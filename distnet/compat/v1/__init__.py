@@ -27,6 +27,7 @@ from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import metrics as _metrics
 from distnet.compat.v1 import misc as _misc
 from distnet.compat.v1 import monitored as _mon
+from distnet.compat.v1 import optimize_loss as _optimize_loss
 from distnet.compat.v1 import saver as _saver
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
@@ -216,6 +217,8 @@ _contrib_layers_members = dict(
     xavier_initializer_conv2d=_layers.xavier_initializer, variance_scaling_initializer=variance_scaling_initializer,
     flatten=_cl.flatten, fully_connected=_cl.fully_connected, conv2d=_cl.conv2d, convolution2d=_cl.convolution2d,
     max_pool2d=_cl.max_pool2d, dropout=_cl.dropout, repeat=_cl.repeat, one_hot_encoding=_cl.one_hot_encoding,
+    optimize_loss=_optimize_loss.optimize_loss, OPTIMIZER_CLS_NAMES=_optimize_loss.OPTIMIZER_CLS_NAMES,
+    OPTIMIZER_SUMMARIES=list(_optimize_loss.SUMMARIES),
 )
 _contrib_framework_members = dict(
     arg_scope=_arg_scope.arg_scope, add_arg_scope=_arg_scope.add_arg_scope, has_arg_scope=_arg_scope.has_arg_scope,

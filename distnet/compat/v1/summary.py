@@ -34,8 +34,18 @@ def _add(g, out, collections) -> None:
         g.add_to_collection(c, out)
 
 
-def _tag(g, name: str, family: str | None = None) -> str:
-    return "/".join(p for p in (family, g.get_name_scope(), name) if p)
+def _summary_leaf(g, op_type: str, name: str, inputs: list, collections: Any, family: str | None, values_of):
+    """A summary op; its tag is the op's unique name (TF1: a second ``loss`` in a scope is ``loss_1``),
+    after ``family/`` if given.  ``values_of(tag, run, input values)`` gives ``[(kind, tag, value)]``."""
+    named = {}
+
+    def compute(run, values):
+        return Summary(values_of(named["tag"], run, values))
+
+    out = leaf(op_type, compute, None, TensorShape([]), None, name=name, inputs=inputs)
+    named["tag"] = f"{family}/{out.op.name}" if family else out.op.name
+    _add(g, out, collections)
+    return out
 
 
 def _reads_fed_data(t) -> bool:
@@ -67,24 +77,21 @@ def _global_scalar(run, graph, value: float) -> float:
 def _summary_op(kind: str, name: str, tensor: Any, collections: Any, family: str | None):
     g = get_default_graph()
     t = convert_to_tensor(tensor)
-    tag = _tag(g, name, family)
     if kind == "scalar" and t.shape.ndims not in (None, 0) and t.shape.num_elements() not in (None, 1):
         raise ValueError(f"tf.summary.scalar {name!r}: Expect: a scalar tensor Actual: shape {t.shape}")
     data_dependent = kind == "scalar" and _reads_fed_data(t)
 
-    def compute(run, values):
+    def values_of(tag, run, values):
         arr = np.asarray(values[0].data)
         if kind != "scalar":
-            return Summary([(kind, tag, np.array(arr, copy=True))])
+            return [(kind, tag, np.array(arr, copy=True))]
         value = float(arr.reshape(()))
         if data_dependent and run is not None:
             value = _global_scalar(run, g, value)
-        return Summary([(kind, tag, value)])
+        return [(kind, tag, value)]
 
     op_type = "ScalarSummary" if kind == "scalar" else "HistogramSummary"
-    out = leaf(op_type, compute, None, TensorShape([]), None, name=name, inputs=[t])
-    _add(g, out, collections)
-    return out
+    return _summary_leaf(g, op_type, name, [t], collections, family, values_of)
 
 
 def scalar(name: str, tensor: Any, collections: Any = None, family: str | None = None):
@@ -143,18 +150,14 @@ def image(name: str, tensor: Any, max_outputs: int = 3, collections: Any = None,
         raise TypeError(f"tf.summary.image {name!r}: Expect: uint8 or float images Actual: {t.dtype.name}")
     if int(max_outputs) < 1:
         raise ValueError(f"tf.summary.image {name!r}: Expect: max_outputs >= 1 Actual: {max_outputs}")
-    base = _tag(g, name, family) + "/image"
 
-    def compute(run, values):
-        arr = np.asarray(values[0].data)
-        imgs = arr[: int(max_outputs)]
+    def values_of(tag, run, values):
+        imgs = np.asarray(values[0].data)[: int(max_outputs)]
         if max_outputs == 1:
-            return Summary([("image", base, _image_uint8(imgs[0]))] if len(imgs) else [])
-        return Summary([("image", f"{base}/{i}", _image_uint8(img)) for i, img in enumerate(imgs)])
+            return [("image", f"{tag}/image", _image_uint8(imgs[0]))] if len(imgs) else []
+        return [("image", f"{tag}/image/{i}", _image_uint8(img)) for i, img in enumerate(imgs)]
 
-    out = leaf("ImageSummary", compute, None, TensorShape([]), None, name=name, inputs=[t])
-    _add(g, out, collections)
-    return out
+    return _summary_leaf(g, "ImageSummary", name, [t], collections, family, values_of)
 
 
 def text(name: str, tensor: Any, collections: Any = None):
@@ -163,14 +166,11 @@ def text(name: str, tensor: Any, collections: Any = None):
     t = convert_to_tensor(tensor)
     if t.dtype is not None and t.dtype.kind not in "USO":
         raise TypeError(f"tf.summary.text {name!r}: Expect: a string tensor Actual: {t.dtype.name}")
-    tag = _tag(g, name)
 
-    def compute(run, values):
-        return Summary([("text", tag, np.array(values[0].data, copy=True))])
+    def values_of(tag, run, values):
+        return [("text", tag, np.array(values[0].data, copy=True))]
 
-    out = leaf("TextSummary", compute, None, TensorShape([]), None, name=name, inputs=[t])
-    _add(g, out, collections)
-    return out
+    return _summary_leaf(g, "TextSummary", name, [t], collections, None, values_of)
 
 
 def tensor_summary(name: str, tensor: Any, summary_description: str | None = None, collections: Any = None,
@@ -181,14 +181,11 @@ def tensor_summary(name: str, tensor: Any, summary_description: str | None = Non
     if t.dtype is not None and t.dtype.kind not in "biuf":
         raise TypeError(f"tf.summary.tensor_summary {name!r}: Expect: a numeric or bool tensor Actual: "
                         f"{t.dtype.name} (use tf.summary.text for strings)")
-    tag = _tag(g, name, family)
 
-    def compute(run, values):
-        return Summary([("tensor", tag, (np.array(values[0].data, copy=True), summary_description or ""))])
+    def values_of(tag, run, values):
+        return [("tensor", tag, (np.array(values[0].data, copy=True), summary_description or ""))]
 
-    out = leaf("TensorSummary", compute, None, TensorShape([]), None, name=name, inputs=[t])
-    _add(g, out, collections)
-    return out
+    return _summary_leaf(g, "TensorSummary", name, [t], collections, family, values_of)
 
 
 def audio(name: str, tensor: Any, sample_rate: Any, max_outputs: int = 3, collections: Any = None,
@@ -201,19 +198,16 @@ def audio(name: str, tensor: Any, sample_rate: Any, max_outputs: int = 3, collec
         raise ValueError(f"tf.summary.audio {name!r}: Expect: [batch, frames] or [batch, frames, 1] (mono) "
                          f"Actual: shape {t.shape}")
     rate = convert_to_tensor(sample_rate)
-    base = _tag(g, name, family) + "/audio"
 
-    def compute(run, values):
+    def values_of(tag, run, values):
         clips = np.asarray(values[0].data, np.float32)[: int(max_outputs)]
         sr = int(np.asarray(values[1].data))
         clips = clips.reshape(clips.shape[0], -1) if clips.ndim == 3 else clips
         if max_outputs == 1:
-            return Summary([("audio", base, (clips[0], sr))] if len(clips) else [])
-        return Summary([("audio", f"{base}/{i}", (c, sr)) for i, c in enumerate(clips)])
+            return [("audio", f"{tag}/audio", (clips[0], sr))] if len(clips) else []
+        return [("audio", f"{tag}/audio/{i}", (c, sr)) for i, c in enumerate(clips)]
 
-    out = leaf("AudioSummary", compute, None, TensorShape([]), None, name=name, inputs=[t, rate])
-    _add(g, out, collections)
-    return out
+    return _summary_leaf(g, "AudioSummary", name, [t, rate], collections, family, values_of)
 
 
 def merge(inputs, collections: Any = None, name: str | None = None):
