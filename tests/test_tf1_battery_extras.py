@@ -119,3 +119,17 @@ def test_slim_monitored_metrics_matches_tf_slim_and_two_ranks_match_one(tmp_path
     a, b = _events(tmp_path / "one").Scalars("total_loss"), _events(tmp_path / "two").Scalars("total_loss")
     assert [e.step for e in a] == [e.step for e in b] == [1, 5, 9]
     np.testing.assert_allclose([e.value for e in b], [e.value for e in a], rtol=1e-5)
+
+
+def test_contrib_optimize_loss_matches_tf_slim_and_two_ranks_match_one(tmp_path):
+    one = run_program("contrib_optimize_loss.py", env=env_with(STEPS=20, OUT=tmp_path / "one.npz"))
+    assert compare_with_reference(one, "contrib_optimize_loss.py", rtol=1e-4, atol=1e-6) == 5 * 4 + 2
+    # A DistributedOptimizer made by optimize_loss's optimizer function: the clip is the global gradient's,
+    # and the summaries (loss, gradient norm) are the global batch's: the same lines as one process.
+    two = run_program("contrib_optimize_loss.py", n=2,
+                      env=env_with(STEPS=20, OUT=tmp_path / "two.npz", DISTRIBUTED=1))
+    got, want = parse_lines(two), parse_lines(one)
+    assert sorted(got) == sorted(want)
+    for label in want:
+        np.testing.assert_allclose(got[label], want[label], rtol=2e-5, err_msg=label)
+    assert_same_weights(tmp_path / "one.npz", tmp_path / "two.npz")

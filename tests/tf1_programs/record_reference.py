@@ -59,6 +59,11 @@ try:
     for _name in ("conv2d", "convolution2d", "fully_connected", "flatten", "max_pool2d", "dropout", "repeat",
                   "l1_regularizer", "l2_regularizer", "xavier_initializer"):
         setattr(contrib.layers, _name, getattr(_slim_layers, _name, None) or getattr(_slim, _name))
+    from tensorflow.python.framework import ops as _ops
+    # tf-slim 1.1's optimize_loss names ops.Tensor and ops.IndexedSlices, which TF 2.21 moved.
+    _ops.Tensor, _ops.IndexedSlices = _real.Tensor, _real.IndexedSlices
+    from tf_slim.layers import optimizers as _slim_optimizers
+    contrib.layers.optimize_loss = _slim_optimizers.optimize_loss
     contrib.framework = _ns("tensorflow.contrib.framework", arg_scope=_slim.arg_scope,
                             add_arg_scope=_slim.add_arg_scope)
     contrib.slim = _slim
