@@ -108,7 +108,7 @@ def test_other_errors_propagate_and_skip_hooks_end():
     with pytest.raises(ZeroDivisionError):
         with tf.train.MonitoredTrainingSession(hooks=[final]) as sess:
             sess.run(train)
-            1 / 0
+            raise ZeroDivisionError("a failing step")
     assert final.final_ops_values is None
 
 
