@@ -280,7 +280,12 @@ class SummarySaverHook(SessionRunHook):
 class CheckpointSaverHook(SessionRunHook):
     """Saves a checkpoint ``checkpoint_dir/model.ckpt-<step>`` when the session starts, every
     ``save_steps`` steps (or ``save_secs`` seconds) and at the end (distnet's HDF5 format).
-    Under data parallelism rank 0 writes alone (all ranks hold the same values)."""
+
+    Under data parallelism rank 0 writes.  A hook of your own may run on rank 0 alone
+    (``chief_only_hooks``): it saves without the other ranks (all hold the same values).
+    The hook ``MonitoredTrainingSession`` makes runs on every rank and saves with all of
+    them (``Saver.save``), so state that only all ranks together hold (ZeRO-1's sharded
+    optimizer slots) is gathered; with ``save_secs`` rank 0 decides when."""
 
     def __init__(self, checkpoint_dir: str, save_secs: float | None = None, save_steps: int | None = None,
                  saver: Any = None, checkpoint_basename: str = "model.ckpt", scaffold: Any = None,
@@ -293,6 +298,8 @@ class CheckpointSaverHook(SessionRunHook):
         self._dir, self._path = checkpoint_dir, os.path.join(checkpoint_dir, checkpoint_basename)
         self._saver, self._scaffold = saver, scaffold
         self._listeners = list(listeners or [])
+        self._by_secs = save_secs is not None
+        self._on_every_rank = False   # set by MonitoredTrainingSession, which puts one on every rank
 
     def begin(self) -> None:
         self._gs = _global_step_tensor("CheckpointSaverHook")
@@ -317,9 +324,12 @@ class CheckpointSaverHook(SessionRunHook):
     def _save(self, session, step: int) -> bool:
         for listener in self._listeners:
             listener.before_save(session, step)
-        comm = get_default_graph()._comm
-        if comm is None or comm.size == 1 or comm.rank == 0:
+        comm = _comm()
+        if comm is not None and self._on_every_rank:
+            self._get_saver().save(session, self._path, global_step=step)
+        elif comm is None or comm.rank == 0:
             self._get_saver()._save(session, self._path, step, None, True, collective=False)
+        if comm is None or comm.rank == 0:
             logging.info("Saving checkpoints for %d into %s.", step, self._path)
         stop = False
         for listener in self._listeners:
@@ -336,7 +346,11 @@ class CheckpointSaverHook(SessionRunHook):
 
     def after_run(self, run_context, run_values) -> None:
         step = int(run_values.results)
-        if self._timer.should_trigger_for_step(step):
+        trigger = self._timer.should_trigger_for_step(step)
+        comm = _comm()
+        if comm is not None and self._on_every_rank and self._by_secs:
+            trigger = comm.bcast_object(trigger, root=0)   # time differs between ranks: rank 0 decides
+        if trigger:
             self._timer.update_last_triggered_step(step)
             if self._save(run_context.session, step):
                 run_context.request_stop()

@@ -30,9 +30,9 @@ Under data parallelism (a ``DistributedOptimizer`` in the graph, N ranks) a
 Horovod-style program passes ``is_chief=(rank == 0)`` and a checkpoint
 directory on rank 0 only.  Then every rank restores the checkpoint rank 0
 found (read on rank 0 and broadcast) or initializes from rank 0's values;
-rank 0's checkpoint hook writes alone; summaries are saved on every rank at
-the same steps (a scalar of fed data is global, see summary.py) and written
-by rank 0.
+checkpoints and summaries are saved on every rank at the same steps (rank 0
+decides when they go by seconds) and written by rank 0 (a scalar of fed
+data is global, see summary.py).
 """
 from __future__ import annotations
 
@@ -365,7 +365,16 @@ def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint
                                                  save_secs=save_summaries_secs, output_dir=summary_dir))
     if is_chief and summary_dir and log_step_count_steps and log_step_count_steps > 0:
         all_hooks.append(_hooks.StepCounterHook(output_dir=summary_dir, every_n_steps=log_step_count_steps))
-    if is_chief and checkpoint_dir and (save_checkpoint_secs or save_checkpoint_steps):
+    saves = bool(save_checkpoint_secs or save_checkpoint_steps)
+    if comm is not None:
+        # Every rank saves with rank 0 (Saver.save gathers what only all ranks hold), into rank 0's directory.
+        rank0_ckpt = comm.bcast_object(checkpoint_dir if is_chief or comm.rank == 0 else None, root=0)
+        if rank0_ckpt and saves:
+            hook = _hooks.CheckpointSaverHook(rank0_ckpt, save_steps=save_checkpoint_steps,
+                                              save_secs=save_checkpoint_secs, scaffold=scaffold)
+            hook._on_every_rank = True
+            all_hooks.append(hook)
+    elif is_chief and checkpoint_dir and saves:
         all_hooks.append(_hooks.CheckpointSaverHook(checkpoint_dir, save_steps=save_checkpoint_steps,
                                                     save_secs=save_checkpoint_secs, scaffold=scaffold))
     creator = ChiefSessionCreator(scaffold=scaffold, checkpoint_dir=checkpoint_dir if is_chief else None)
