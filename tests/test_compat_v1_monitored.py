@@ -225,13 +225,19 @@ hooks = [tf.train.StopAtStepHook(last_step=int(sys.argv[2]))]
 if distributed:
     hooks.append(tf.distributed.BroadcastGlobalVariablesHook(0))
 ckpt = sys.argv[1] if rank == 0 else None            # Horovod's idiom: only rank 0 checkpoints
+chief_summary = os.environ.get("CHIEF_SUMMARY") == "1"
+chief_only = [tf.train.SummarySaverHook(save_steps=2, output_dir=sys.argv[1] + "_chief",
+                                        summary_op=tf.summary.merge_all())] if chief_summary else []
 with tf.train.MonitoredTrainingSession(checkpoint_dir=ckpt, is_chief=rank == 0, hooks=hooks,
-                                       save_checkpoint_steps=2, save_summaries_steps=2) as sess:
+                                       chief_only_hooks=chief_only, save_checkpoint_steps=2,
+                                       save_summaries_steps=None if chief_summary else 2) as sess:
     start = None
     while not sess.should_stop():
         xs, ys = tf.distributed.shard(X, Y) if distributed else (X, Y)
         # Fetch with the step: the summary hook's first run needs the feeds (as in TF1).
-        _, step, final = sess.run([train, gs, w], {x: xs, y: ys})
+        _, step, final, local_loss = sess.run([train, gs, w, loss], {x: xs, y: ys})
+        if start is None and rank == 0:
+            print("first_local_loss", repr(float(local_loss)))
         start = step - 1 if start is None else start
 if rank == 0:
     print("start", start)
@@ -293,3 +299,16 @@ def test_run_step_fn_feed_fn_hook_and_a_listener_that_stops(tmp_path):
         assert sess.raw_session().run(v) == 1.0 + 2.0       # saved at step 0 and 2: the second save stops
     assert listener.saved == [0, 2]
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-2")
+
+
+def test_a_chief_only_summary_hook_on_two_ranks_writes_rank_zeros_values(tmp_path):
+    pytest.importorskip("tensorboardX")
+    prog = tmp_path / "mts_mpi.py"
+    prog.write_text(_MPI_PROGRAM)
+    run = run_mpi(str(prog), 2, str(tmp_path / "many"), "4", timeout=300,
+                  env={"DISTRIBUTED": "1", "CHIEF_SUMMARY": "1"})
+    assert run.returncode == 0, run.describe()          # no all-reduce waited for rank 1
+    written = _events(str(tmp_path / "many") + "_chief").Scalars("loss")
+    assert [e.step for e in written] == [1, 3]
+    # The first summary is rank 0's own shard loss (the value it fetched in that step), not the global one.
+    assert written[0].value == pytest.approx(float(run.values("first_local_loss")[0]), rel=1e-6)

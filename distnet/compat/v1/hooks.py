@@ -228,8 +228,10 @@ class SummarySaverHook(SessionRunHook):
     """Runs ``summary_op`` (default the scaffold's, i.e. ``merge_all()``) every ``save_steps``
     steps (or ``save_secs`` seconds), the first run included, and writes it at the global step.
 
-    Under data parallelism it must run on every rank (``MonitoredTrainingSession`` sees to it);
-    a rank without ``output_dir`` runs the summaries and writes nothing."""
+    Under data parallelism it runs on every rank (``MonitoredTrainingSession`` sees to it);
+    a rank without ``output_dir`` runs the summaries and writes nothing.  One given to
+    ``MonitoredTrainingSession`` as a chief-only hook runs on rank 0 alone: its summaries
+    are then rank 0's values (no all-reduce)."""
 
     def __init__(self, save_steps: int | None = None, save_secs: float | None = None, output_dir: str | None = None,
                  summary_writer: Any = None, scaffold: Any = None, summary_op: Any = None):
@@ -239,6 +241,8 @@ class SummarySaverHook(SessionRunHook):
         self._by_secs = save_secs is not None
         self._output_dir, self._given_writer = output_dir, summary_writer
         self._scaffold, self._summary_op = scaffold, summary_op
+        self._rank_local = False          # set by MonitoredTrainingSession for a chief-only hook
+        self._rank_local_request = False
 
     def begin(self) -> None:
         self._writer, self._owns_writer = _writer_for(self._output_dir, self._given_writer)
@@ -256,9 +260,10 @@ class SummarySaverHook(SessionRunHook):
     def before_run(self, run_context):
         self._request = self._next_step is None or self._timer.should_trigger_for_step(self._next_step)
         comm = _comm()
-        if comm is not None and self._by_secs:
+        if comm is not None and self._by_secs and not self._rank_local:
             # Time differs between ranks: rank 0 decides, so every rank runs the summaries together.
             self._request = comm.bcast_object(self._request, root=0)
+        self._rank_local_request = self._rank_local and self._request
         fetches = {"global_step": self._gs}
         if self._request and self._op() is not None:
             fetches["summary"] = self._op()

@@ -238,11 +238,15 @@ class _MonitoredSession:
                 if k in feeds:
                     raise RuntimeError(f"Same tensor is fed by a SessionRunHook and user: {getattr(k, 'name', k)}")
                 feeds[k] = v
+        # A chief-only summary hook's summaries run on rank 0 alone: no all-reduce could meet a partner.
+        self._sess._rank_local_summaries = any(getattr(h, "_rank_local_request", False) for h in self._hooks)
         try:
             results = self._sess.run({"caller": fetches, "hooks": extra}, feed_dict=feeds or None)
         except (OutOfRangeError, StopIteration):
             self._should_stop = True
             raise
+        finally:
+            self._sess._rank_local_summaries = False
         for i, h in enumerate(self._hooks):
             h.after_run(context, SessionRunValues(results["hooks"].get(i), options, run_metadata))
         if context.stop_requested:
@@ -348,6 +352,10 @@ def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint
     graph = get_default_graph()
     comm = _comm(graph)
     scaffold = scaffold or Scaffold()
+    if comm is not None and is_chief:
+        for h in chief_only_hooks or []:
+            if isinstance(h, _hooks.SummarySaverHook):
+                h._rank_local = True   # it runs on this rank only: its summaries are this rank's values
     all_hooks = list(chief_only_hooks or []) + list(hooks or []) if is_chief else list(hooks or [])
     summary_dir = summary_dir or checkpoint_dir
     summaries = bool(save_summaries_steps and save_summaries_steps > 0) or bool(save_summaries_secs and

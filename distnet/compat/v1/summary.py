@@ -66,7 +66,7 @@ def _global_scalar(run, graph, value: float) -> float:
     run's feed is a rank's part of a global batch; ``value`` otherwise."""
     comm = graph._comm
     shard = run.shard if run.shard is not None else graph._shard
-    if comm is None or comm.size == 1 or shard is None:
+    if comm is None or comm.size == 1 or shard is None or getattr(run.session, "_rank_local_summaries", False):
         return value
     count = float(shard[1])
     buf = np.array([value * count, count], np.float64)
