@@ -150,3 +150,26 @@ def test_one_hot_encoding():
     assert y.name.startswith("OneHotEncoding/") and y.dtype == np.float32
     with tf.Session() as sess:
         assert sess.run(y).tolist() == [[0, 0, 1], [1, 0, 0]]
+
+
+def test_batch_norm_and_avg_pool2d_join_arg_scope():
+    tf.reset_default_graph()
+    x = tf.placeholder(tf.float32, [None, 4, 4, 1])
+    training = tf.placeholder(tf.bool, [])
+    with arg_scope([layers.batch_norm], is_training=training, scale=True):
+        with arg_scope([layers.conv2d], normalizer_fn=layers.batch_norm):
+            y = layers.conv2d(x, 2, 3)
+        with arg_scope([layers.avg_pool2d], kernel_size=2, stride=2):
+            z = layers.avg_pool2d(y)
+    # The normalizer replaces the biases and lives in the conv's scope (TF1's contrib names);
+    # scale=True from the scope made gamma.
+    assert [v.op.name for v in tf.global_variables()] == ["Conv/weights", "Conv/BatchNorm/beta", "Conv/BatchNorm/gamma",
+                                                          "Conv/BatchNorm/moving_mean",
+                                                          "Conv/BatchNorm/moving_variance"]
+    assert z.shape.as_list() == [None, 2, 2, 2]
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        out = sess.run(y, {x: np.random.RandomState(0).rand(3, 4, 4, 1), training: True})
+    # Batch statistics (training from the scope's placeholder), then relu: per channel, a mean of
+    # relu(N(0, 1)-like values over the batch, so positive and below 1.
+    assert out.shape == (3, 4, 4, 2) and np.all(out >= 0) and 0 < out.mean() < 1

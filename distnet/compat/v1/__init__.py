@@ -27,8 +27,10 @@ from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import metrics as _metrics
 from distnet.compat.v1 import misc as _misc
 from distnet.compat.v1 import monitored as _mon
+from distnet.compat.v1 import normalization as _bn
 from distnet.compat.v1 import optimize_loss as _optimize_loss
 from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import spatial as _spatial
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
 from distnet.compat.v1 import variables as _v
@@ -181,6 +183,8 @@ nn = _Namespace(
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
     embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
+    moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
+    conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,
 )
 
 train = _Namespace(
@@ -207,7 +211,8 @@ train = _Namespace(
 
 layers = _Namespace(
     "layers", dense=_layers.dense, conv2d=_layers.conv2d, max_pooling2d=_layers.max_pooling2d,
-    dropout=_layers.dropout, flatten=_layers.flatten,
+    dropout=_layers.dropout, flatten=_layers.flatten, batch_normalization=_bn.layers_batch_normalization,
+    conv2d_transpose=_spatial.layers_conv2d_transpose, average_pooling2d=_spatial.average_pooling2d,
 )
 
 _contrib_layers_members = dict(
@@ -219,6 +224,9 @@ _contrib_layers_members = dict(
     max_pool2d=_cl.max_pool2d, dropout=_cl.dropout, repeat=_cl.repeat, one_hot_encoding=_cl.one_hot_encoding,
     optimize_loss=_optimize_loss.optimize_loss, OPTIMIZER_CLS_NAMES=_optimize_loss.OPTIMIZER_CLS_NAMES,
     OPTIMIZER_SUMMARIES=list(_optimize_loss.SUMMARIES),
+    # arg_scope reaches them too (slim's `arg_scope([batch_norm], is_training=...)`)
+    batch_norm=_arg_scope.add_arg_scope(_bn.contrib_batch_norm),
+    avg_pool2d=_arg_scope.add_arg_scope(_spatial.contrib_avg_pool2d),
 )
 _contrib_framework_members = dict(
     arg_scope=_arg_scope.arg_scope, add_arg_scope=_arg_scope.add_arg_scope, has_arg_scope=_arg_scope.has_arg_scope,
