@@ -1,14 +1,16 @@
 """``tf.summary`` in graph mode, written with distnet's TensorBoard writer
 (:class:`distnet.tensorboard.TensorBoardWriter`, tensorboardX).
 
-``tf.summary.scalar(name, t)``, ``histogram``, ``image``, ``text`` and
-``audio`` are ops whose value,
-when a session runs them, is a :class:`Summary` (the tags and values; TF1's
-is a serialized protocol buffer); ``merge`` / ``merge_all`` join them;
+``tf.summary.scalar(name, t)``, ``histogram``, ``image``, ``text``,
+``audio`` and ``tensor_summary`` are ops whose value, when a session runs
+them, is a :class:`Summary` (the tags and values; TF1's is a serialized
+protocol buffer); ``merge`` / ``merge_all`` join them;
 ``tf.summary.FileWriter(logdir).add_summary(summary, global_step)`` writes
-them to an event file in ``logdir``.  Under data parallelism only rank 0
-writes, and a scalar of fed data is the global value (see :func:`scalar`).  Graph visualisation (``FileWriter(logdir, sess.graph)``,
-``add_graph``) is accepted and not written.
+them to an event file in ``logdir``.  A summary's tag is its op's unique
+name, as in TF1.  Under data parallelism only rank 0 writes, and a scalar
+of fed data is the global value (see :func:`scalar`).  Graph visualisation
+(``FileWriter(logdir, sess.graph)``, ``add_graph``) is accepted and not
+written.
 """
 from __future__ import annotations
 
