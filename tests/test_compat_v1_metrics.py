@@ -189,3 +189,30 @@ def test_metrics_are_global_over_ranks_when_fed_shards(tmp_path, n):
     assert got == pytest.approx([expect_acc, np.mean(per_class)] * 2, rel=1e-6)
     # A feed that is not a shard is counted on its own rank (the same rows on every rank here).
     assert float(run.values("local")[0]) == pytest.approx(expect_local, rel=1e-6)
+
+
+_DATA_BATCH_PROGRAM = r"""
+import numpy as np
+import distnet.compat.v1 as tf
+labels_all = np.array([0, 1, 2, 1, 0, 2, 2, 1])
+preds_all = np.array([0, 1, 1, 1, 2, 2, 0, 1])
+x = tf.placeholder(tf.int64, [None]); y = tf.placeholder(tf.int64, [None])
+# What a tf.data iterator's batch is marked with (compat/v1/data.py): this rank's part of the data.
+x.op._data_batch = y.op._data_batch = True
+acc, up = tf.metrics.accuracy(x, y)
+tf.distributed.rank()                        # the graph runs on every rank
+with tf.Session() as sess:
+    sess.run(tf.local_variables_initializer())
+    r, n = tf.distributed.rank(), tf.distributed.size()
+    sess.run(up, {x: labels_all[r::n], y: preds_all[r::n]})      # each rank its own rows, not via shard()
+    if r == 0:
+        print("accuracy", sess.run(acc))
+"""
+
+
+def test_metrics_are_global_when_ranks_read_their_own_data_batches(tmp_path):
+    prog = tmp_path / "metrics_data_batch.py"
+    prog.write_text(_DATA_BATCH_PROGRAM)
+    run = run_mpi(str(prog), 2, timeout=240)
+    assert run.returncode == 0, run.describe()
+    assert float(run.values("accuracy")[0]) == pytest.approx(5 / 8)     # rank 0 alone: 1/4

@@ -10,9 +10,10 @@ batch to the accumulators and gives the metric over everything seen so far;
 TF1's (float32 accumulators, ``div_no_nan`` divisions, AUC by TF1's
 thresholds approximation).
 
-Under data parallelism the metrics are **global**: when a rank's feed is
-its part of a global batch (made by ``tf.distributed.shard``) and the graph
-runs on more than one rank, ``update_op`` sums each batch's increments over
+Under data parallelism the metrics are **global**: when a run's data is a
+rank's part of a global batch (a feed made by ``tf.distributed.shard``, a
+``tf.data`` batch; see :mod:`distnet.compat.v1.global_values`) and the
+graph runs on more than one rank, ``update_op`` sums each batch's increments over
 the ranks (one all-reduce per update) before adding them, so every rank's
 accumulators hold the totals of the whole global batch and ``value`` is
 the number one process computes on the whole data.  Every rank must then
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from distnet.compat.v1.errors import FailedPreconditionError
+from distnet.compat.v1.global_values import reducing_comm, sum_over_ranks
 from distnet.compat.v1.graph import (
     GraphKeys,
     Tensor,
@@ -52,19 +54,9 @@ def _div_no_nan(a, b):
 
 
 def _global_increments(run, graph, arrays: list) -> list:
-    """``arrays`` summed over the ranks when this run's feed is a shard of a global batch."""
-    comm = graph._comm
-    shard = run.shard if run.shard is not None else graph._shard
-    if comm is None or comm.size == 1 or shard is None:
-        return arrays
-    buf = np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in arrays])
-    comm.allreduce_(buf)
-    out, pos = [], 0
-    for a in arrays:
-        a = np.asarray(a)
-        out.append(buf[pos:pos + a.size].reshape(a.shape).astype(a.dtype))
-        pos += a.size
-    return out
+    """``arrays`` summed over the ranks when this run's data is a rank's part of a global batch."""
+    comm = reducing_comm(run, graph)
+    return arrays if comm is None else sum_over_ranks(comm, arrays)
 
 
 def _streaming(default_name: str, name: str | None, accumulators: Sequence[tuple], inputs: Sequence[Tensor],

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from distnet.compat.v1.global_values import reducing_comm, sample_count, sum_over_ranks
 from distnet.compat.v1.graph import GraphKeys, TensorShape, convert_to_tensor, get_default_graph, leaf
 
 
@@ -65,15 +66,13 @@ def _reads_fed_data(t) -> bool:
 
 def _global_scalar(run, graph, value: float) -> float:
     """The mean over ranks of ``value`` weighted by each rank's sample count, when this
-    run's feed is a rank's part of a global batch; ``value`` otherwise."""
-    comm = graph._comm
-    shard = run.shard if run.shard is not None else graph._shard
-    if comm is None or comm.size == 1 or shard is None or getattr(run.session, "_rank_local_summaries", False):
+    run's data is a rank's part of a global batch; ``value`` otherwise."""
+    comm = reducing_comm(run, graph)
+    if comm is None:
         return value
-    count = float(shard[1])
-    buf = np.array([value * count, count], np.float64)
-    comm.allreduce_(buf)
-    return float(buf[0] / buf[1]) if buf[1] > 0 else value
+    count = sample_count(run, graph)
+    total, n = sum_over_ranks(comm, [np.array([value * count, count])])[0]
+    return float(total / n) if n > 0 else value
 
 
 def _summary_op(kind: str, name: str, tensor: Any, collections: Any, family: str | None):
