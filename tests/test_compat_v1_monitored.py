@@ -228,9 +228,11 @@ ckpt = sys.argv[1] if rank == 0 else None            # Horovod's idiom: only ran
 chief_summary = os.environ.get("CHIEF_SUMMARY") == "1"
 chief_only = [tf.train.SummarySaverHook(save_steps=2, output_dir=sys.argv[1] + "_chief",
                                         summary_op=tf.summary.merge_all())] if chief_summary else []
+by_secs = os.environ.get("BY_SECS") == "1"           # rank 0 decides when; the others follow
+timing = (dict(save_checkpoint_secs=0.001, save_summaries_secs=0.001) if by_secs else
+          dict(save_checkpoint_steps=2, save_summaries_steps=None if chief_summary else 2))
 with tf.train.MonitoredTrainingSession(checkpoint_dir=ckpt, is_chief=rank == 0, hooks=hooks,
-                                       chief_only_hooks=chief_only, save_checkpoint_steps=2,
-                                       save_summaries_steps=None if chief_summary else 2) as sess:
+                                       chief_only_hooks=chief_only, **timing) as sess:
     start = None
     while not sess.should_stop():
         xs, ys = tf.distributed.shard(X, Y) if distributed else (X, Y)
@@ -312,3 +314,17 @@ def test_a_chief_only_summary_hook_on_two_ranks_writes_rank_zeros_values(tmp_pat
     assert [e.step for e in written] == [1, 3]
     # The first summary is rank 0's own shard loss (the value it fetched in that step), not the global one.
     assert written[0].value == pytest.approx(float(run.values("first_local_loss")[0]), rel=1e-6)
+
+
+def test_saving_by_seconds_on_three_ranks_follows_rank_zero(tmp_path):
+    pytest.importorskip("tensorboardX")
+    prog = tmp_path / "mts_mpi.py"
+    prog.write_text(_MPI_PROGRAM)
+    one = subprocess.run([sys.executable, str(prog), str(tmp_path / "one"), "4"], capture_output=True, text=True,
+                         timeout=300, env=mpi_env())
+    run = run_mpi(str(prog), 3, str(tmp_path / "many"), "4", timeout=300, env={"DISTRIBUTED": "1", "BY_SECS": "1"})
+    assert run.returncode == 0, run.describe()   # every rank saved and summarized at rank 0's moments
+    np.testing.assert_allclose(_numbers(run.stdout, "w"), _numbers(one.stdout, "w"), rtol=1e-5)
+    saved = sorted(f for f in os.listdir(tmp_path / "many") if f.startswith("model.ckpt"))
+    assert "model.ckpt-0" in saved and "model.ckpt-4" in saved
+    assert len(_events(tmp_path / "many").Scalars("loss")) >= 1
