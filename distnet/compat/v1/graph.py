@@ -426,6 +426,9 @@ class Operation:
     """A node of the graph: ``compute(run, input values) -> value`` (a distnet
     tensor, or None for an op without output, e.g. a training step)."""
 
+    #: Computed again whenever an op that needs it is (a variable's read; see session.py).
+    _volatile = False
+
     def __init__(self, op_type: str, inputs: Sequence["Tensor"], compute: Callable, *, name: str | None = None,
                  graph: Graph | None = None, control_inputs: Sequence["Operation"] = ()):
         graph = graph if graph is not None else get_default_graph()

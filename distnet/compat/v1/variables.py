@@ -66,9 +66,10 @@ class Variable(Tensor):
                     raise FailedPreconditionError(
                         f"Attempting to use uninitialized value {var.op.name}: Expect: "
                         "sess.run(tf.global_variables_initializer()) (or a Saver restore) before using it")
-                return st
+                return snapshot(run, var.op, st)
 
             op = Operation("VariableV2", [], read, name=name or "Variable")
+            op._volatile = True
             Tensor.__init__(self, op, init.dtype, init.shape, probes_for(init.shape, init.dtype))
             self._initializer_op = no_output(
                 "Assign", lambda run, values: var._store(run, values[0], broadcast=True), [init],
@@ -150,6 +151,24 @@ class Variable(Tensor):
         return f"<tf.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}_ref>"
 
     __hash__ = Tensor.__hash__
+
+
+def snapshot(run, op: Operation, st: NativeVariable) -> EagerTensor:
+    """The value of variable ``op`` in ``run``: a copy of its storage ``st``,
+    one per version.
+
+    A copy, because an update in the same call (a second ``minimize``
+    fetched with the first: a GAN's two steps) writes the storage in place,
+    and the ops computed before it must keep the values they read, as TF1
+    computes every gradient of a call from the same forward values.  A read
+    after the update (``sess.run([train_op, w])``) gets a new copy.
+    """
+    taken = run.snapshots.setdefault(op, [])
+    if taken and taken[-1][0] is st and taken[-1][1] == st.version:
+        return taken[-1][2]
+    value = EagerTensor._from_op(np.array(st.data, copy=True), None, ())
+    taken.append((st, st.version, value))
+    return value
 
 
 def _assign_op(op_type: str, ref: Variable, value: Any, name: str | None, update) -> Tensor:
