@@ -148,6 +148,7 @@ from distnet.compat.v1.math_ops import (  # noqa: E402
     reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum, rsqrt, sigmoid, sign, sqrt, square,
     subtract, tanh, where, where_v2,
 )
+from distnet.compat.v1.control_flow import case, cond, while_loop  # noqa: E402
 from distnet.compat.v1.train import gradients  # noqa: E402
 from distnet.compat.v1.variables import (  # noqa: E402
     AUTO_REUSE, Variable, VariableScope, all_variables, assign, assign_add, assign_sub, constant_initializer,

@@ -567,6 +567,18 @@ class Tensor:
 
     __div__ = __truediv__
 
+    def __floordiv__(self, o):
+        return _m().floordiv(self, o)
+
+    def __rfloordiv__(self, o):
+        return _m().floordiv(o, self)
+
+    def __mod__(self, o):
+        return _m().floormod(self, o)
+
+    def __rmod__(self, o):
+        return _m().floormod(o, self)
+
     def __matmul__(self, o):
         return _m().matmul(self, o)
 

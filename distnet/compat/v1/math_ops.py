@@ -10,7 +10,7 @@ import distnet
 import distnet.nn as dnn
 from distnet.compat.v1.graph import build, convert_to_tensor, leaf
 from distnet.errors import InvalidArgumentError
-from distnet.tensor import Tensor as EagerTensor
+from distnet.tensor import Tensor as EagerTensor, binary_operands
 
 
 def _unary(name: str, op_type: str, fn):
@@ -50,6 +50,23 @@ pow = _binary("pow", "Pow", distnet.pow)  # noqa: A001
 maximum = _binary("maximum", "Maximum", distnet.maximum)
 minimum = _binary("minimum", "Minimum", distnet.minimum)
 sign = _unary("sign", "Sign", distnet.sign)
+
+
+def _floordiv(a, b):
+    a, b = binary_operands(a, b, "floordiv")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return EagerTensor._from_op(np.floor_divide(a.data, b.data), None, ())   # TF1: no gradient
+
+
+def floordiv(x, y, name=None):
+    """``floor(x / y)`` (TF1's ``tf.floordiv``, the ``//`` operator; no gradient, as TF1)."""
+    return build("FloorDiv", _floordiv, x, y, _name=name)
+
+
+def floormod(x, y, name=None):
+    """``x - floor(x / y) * y`` (TF1's ``tf.floormod`` / ``tf.mod``, the ``%`` operator)."""
+    return build("FloorMod", lambda a, b: distnet.subtract(a, distnet.multiply(_floordiv(a, b), b)), x, y,
+                 _name=name)
 
 
 def add_n(inputs, name=None):
