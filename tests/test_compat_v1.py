@@ -298,8 +298,8 @@ def test_saver_round_trip_and_latest_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("path,name,nearest", [
     ("nn", "avg_pool", "tf.nn.max_pool"),
-    ("train", "AdadeltaOptimizer", "AdagradOptimizer"),
-    ("", "while_loop", "a Python loop"),
+    ("train", "FtrlOptimizer", "AdagradOptimizer"),
+    ("", "py_func", "through a placeholder"),
     ("layers", "batch_normalization", "no batch normalization"),
     ("train", "AdamOptimiser", "tf.train.AdamOptimizer"),
 ])
