@@ -3,7 +3,7 @@
 Each op lives in its own module; all are exported here, so
 ``distnet.nn.conv2d`` is :func:`distnet.nn.conv.conv2d`.
 """
-from distnet.nn.activations import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
+from distnet.nn.activations import leaky_relu, log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
 from distnet.nn.bias_add import bias_add  # noqa: F401
 from distnet.nn.conv import conv2d  # noqa: F401
 from distnet.nn.cross_entropy import (  # noqa: F401
@@ -11,10 +11,12 @@ from distnet.nn.cross_entropy import (  # noqa: F401
 )
 from distnet.nn.dropout import dropout, dropout_sample_keys  # noqa: F401
 from distnet.nn.l2_loss import l2_loss  # noqa: F401
+from distnet.nn.l2_normalize import l2_normalize  # noqa: F401
 from distnet.nn.pooling import max_pool  # noqa: F401
+from distnet.nn.top_k import top_k  # noqa: F401
 
 __all__ = [
-    "bias_add", "conv2d", "dropout", "dropout_sample_keys", "l2_loss", "log_softmax", "max_pool",
-    "relu", "sigmoid", "softmax", "softmax_cross_entropy_with_logits",
-    "sparse_softmax_cross_entropy_with_logits", "tanh",
+    "bias_add", "conv2d", "dropout", "dropout_sample_keys", "l2_loss", "l2_normalize", "leaky_relu",
+    "log_softmax", "max_pool", "relu", "sigmoid", "softmax", "softmax_cross_entropy_with_logits",
+    "sparse_softmax_cross_entropy_with_logits", "tanh", "top_k",
 ]

@@ -15,6 +15,8 @@ differences are listed in docs/tf1.md.
 """
 from __future__ import annotations
 
+import sys as _sys
+
 import numpy as _np
 
 from distnet.compat.v1 import array_ops as _a
@@ -148,7 +150,13 @@ from distnet.compat.v1.math_ops import (  # noqa: E402
     reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum, rsqrt, sigmoid, sign, sqrt, square,
     subtract, tanh, where, where_v2,
 )
+from distnet.compat.v1.clip_ops import clip_by_global_norm, clip_by_norm, global_norm  # noqa: E402
 from distnet.compat.v1.control_flow import case, cond, while_loop  # noqa: E402
+from distnet.compat.v1.array_ops import gather_nd, split, tile  # noqa: E402
+from distnet.compat.v1.math_ops import (  # noqa: E402
+    arg_max, arg_min, floordiv, floormod, reduce_logsumexp, reduce_prod, squared_difference,
+)
+from distnet.compat.v1.session import RunMetadata, RunOptions  # noqa: E402
 from distnet.compat.v1.train import gradients  # noqa: E402
 from distnet.compat.v1.variables import (  # noqa: E402
     AUTO_REUSE, Variable, VariableScope, all_variables, assign, assign_add, assign_sub, constant_initializer,
@@ -164,6 +172,7 @@ sub = subtract
 mul = multiply
 neg = negative
 pack = stack
+mod = floormod
 
 
 # -- sub-modules -----------------------------------------------------------------------------
@@ -174,6 +183,7 @@ nn = _Namespace(
     sparse_softmax_cross_entropy_with_logits=_m.sparse_softmax_cross_entropy_with_logits,
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
+    leaky_relu=_m.leaky_relu, softplus=_m.softplus, l2_normalize=_m.l2_normalize, top_k=_m.top_k,
     embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
 )
 
@@ -181,6 +191,7 @@ train = _Namespace(
     "train", Optimizer=_train.Optimizer, GradientDescentOptimizer=_train.GradientDescentOptimizer,
     MomentumOptimizer=_train.MomentumOptimizer, AdamOptimizer=_train.AdamOptimizer,
     RMSPropOptimizer=_train.RMSPropOptimizer, AdagradOptimizer=_train.AdagradOptimizer,
+    AdadeltaOptimizer=_train.AdadeltaOptimizer,
     exponential_decay=_train.exponential_decay, piecewise_constant=_train.piecewise_constant,
     polynomial_decay=_train.polynomial_decay, cosine_decay=_train.cosine_decay,
     get_or_create_global_step=_train.get_or_create_global_step, get_global_step=_train.get_global_step,
@@ -232,6 +243,9 @@ math = _Namespace(
     reduce_any=reduce_any, reduce_max=reduce_max, reduce_mean=reduce_mean, reduce_min=reduce_min,
     reduce_sum=reduce_sum, rsqrt=rsqrt, sigmoid=sigmoid, sign=sign, sqrt=sqrt, square=square, subtract=subtract,
     tanh=tanh, in_top_k=_m.in_top_k, softmax=_m.softmax, log_softmax=_m.log_softmax,
+    reduce_prod=reduce_prod, reduce_logsumexp=reduce_logsumexp, squared_difference=squared_difference,
+    floordiv=floordiv, floormod=floormod, top_k=_m.top_k, l2_normalize=_m.l2_normalize,
+    leaky_relu=_m.leaky_relu, softplus=_m.softplus,
 )
 
 errors = _Namespace(
@@ -255,6 +269,9 @@ summary = _Namespace(
 )
 
 
+
+#: ``tf.compat.v1`` is this module itself, so TF 1.15-style code (``tf.compat.v1.placeholder``) runs.
+compat = _Namespace("compat", v1=_sys.modules[__name__])
 
 
 def __getattr__(name: str):

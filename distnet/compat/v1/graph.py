@@ -177,7 +177,13 @@ def as_dtype(dtype: Any) -> np.dtype | None:
 
 
 def as_shape(shape: Any) -> TensorShape:
-    return shape if isinstance(shape, TensorShape) else TensorShape(None if shape is None else list(shape))
+    """A static shape from a TensorShape, a list/tuple, None (unknown), or an int
+    ``n`` (TF1 reads ``shape=(batch_size)`` -- an int -- as ``[n]``)."""
+    if isinstance(shape, TensorShape):
+        return shape
+    if isinstance(shape, (int, np.integer, Dimension)) and not isinstance(shape, bool):
+        return TensorShape([shape])
+    return TensorShape(None if shape is None else list(shape))
 
 
 # -- the default graph --------------------------------------------------------------

@@ -4,6 +4,8 @@ names and signatures (``reduction_indices=``, ``keep_dims=``, ``dim=``,
 """
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 import distnet
@@ -116,6 +118,8 @@ reduce_max = _reducer("Max", distnet.reduce_max)
 reduce_min = _reducer("Min", distnet.reduce_min)
 reduce_any = _reducer("Any", distnet.reduce_any)
 reduce_all = _reducer("All", distnet.reduce_all)
+reduce_prod = _reducer("Prod", distnet.reduce_prod)
+reduce_logsumexp = _reducer("ReduceLogSumExp", distnet.reduce_logsumexp)
 
 
 def argmax(input, axis=None, name=None, dimension=None, output_type=np.int64):  # noqa: A002
@@ -124,6 +128,19 @@ def argmax(input, axis=None, name=None, dimension=None, output_type=np.int64):  
 
 def argmin(input, axis=None, name=None, dimension=None, output_type=np.int64):  # noqa: A002
     return build("ArgMin", distnet.argmin, input, axis if axis is not None else dimension, output_type, _name=name)
+
+
+def arg_max(input, dimension, name=None, output_type=np.int64):  # noqa: A002
+    """TF1's deprecated ``tf.arg_max(input, dimension)``: :func:`argmax`."""
+    return argmax(input, dimension, name=name, output_type=output_type)
+
+
+def arg_min(input, dimension, name=None, output_type=np.int64):  # noqa: A002
+    """TF1's deprecated ``tf.arg_min(input, dimension)``: :func:`argmin`."""
+    return argmin(input, dimension, name=name, output_type=output_type)
+
+
+squared_difference = _binary("squared_difference", "SquaredDifference", distnet.squared_difference)
 
 
 # -- comparison and selection -------------------------------------------------------------
@@ -161,6 +178,39 @@ def relu(features, name=None):
 
 def relu6(features, name=None):
     return build("Relu6", lambda x: distnet.minimum(dnn.relu(x), 6.0), features, _name=name)
+
+
+def leaky_relu(features, alpha=0.2, name=None):
+    """``features`` where positive, else ``alpha * features`` (``alpha`` a number)."""
+    return build("LeakyRelu", dnn.leaky_relu, features, float(alpha), _name=name)
+
+
+def softplus(features, name=None):
+    """``log(1 + exp(x))`` in the stable form ``max(x, 0) + log(1 + exp(-|x|))``, composed."""
+    return build("Softplus", lambda x: distnet.maximum(x, 0.0) + distnet.log(1.0 + distnet.exp(-distnet.abs(x))),
+                 features, _name=name)
+
+
+def l2_normalize(x, axis=None, epsilon=1e-12, name=None, dim=None):
+    """``x / sqrt(max(sum(x**2, axis), epsilon))`` (``dim`` is TF1's older name of ``axis``)."""
+    if axis is not None and dim is not None:
+        raise ValueError("Cannot specify both 'axis' and 'dim'")
+    ax = axis if axis is not None else dim
+    return build("L2Normalize", dnn.l2_normalize, x, tuple(ax) if isinstance(ax, list) else ax, epsilon,
+                 _name=name)
+
+
+def top_k(input, k=1, sorted=True, name=None):  # noqa: A002
+    """``(values, indices)`` of the ``k`` largest entries of the last axis (a namedtuple, as TF1)."""
+    from distnet.compat.v1.multi_output import build_outputs
+
+    values, indices = build_outputs("TopKV2", lambda x, kk: dnn.top_k(x, int(np.asarray(
+        kk.data if isinstance(kk, EagerTensor) else kk)), sorted), 2, input, k, _name=name)
+    return TopKV2(values, indices)
+
+
+#: ``top_k``'s result: ``values`` and ``indices`` (TF1's namedtuple).
+TopKV2 = collections.namedtuple("TopKV2", ["values", "indices"])
 
 
 sigmoid = _unary("sigmoid", "Sigmoid", dnn.sigmoid)

@@ -65,6 +65,43 @@ class _Run:
         return self.evaluate(t.op)
 
 
+class RunOptions:
+    """TF1's ``tf.RunOptions(trace_level=...)``: accepted by ``Session.run(options=)``;
+    there is no runtime to trace, so no option changes a run."""
+
+    NO_TRACE, SOFTWARE_TRACE, HARDWARE_TRACE, FULL_TRACE = 0, 1, 2, 3
+
+    def __init__(self, trace_level: int = 0, timeout_in_ms: int = 0, inter_op_thread_pool: int = 0,
+                 output_partition_graphs: bool = False, report_tensor_allocations_upon_oom: bool = False,
+                 **kwargs: Any):
+        self.trace_level = trace_level
+        self.timeout_in_ms = timeout_in_ms
+        self.output_partition_graphs = output_partition_graphs
+
+
+class _StepStats:
+    """``RunMetadata.step_stats``: ``dev_stats`` stays empty (no per-device trace is recorded)."""
+
+    def __init__(self) -> None:
+        self.dev_stats: list = []
+
+
+class RunMetadata:
+    """TF1's ``tf.RunMetadata()``: filled by ``Session.run(run_metadata=)`` with an
+    empty ``step_stats`` (no per-op trace is recorded) and no partition graphs."""
+
+    def __init__(self) -> None:
+        self.step_stats = _StepStats()
+        self.partition_graphs: list = []
+        self.cost_graph = None
+
+    def HasField(self, name: str) -> bool:  # noqa: N802
+        return False
+
+    def ListFields(self) -> list:  # noqa: N802
+        return []
+
+
 class Session:
     """TF1's ``tf.Session(graph=None)``; a context manager that makes itself
     the default session.
@@ -101,6 +138,11 @@ class Session:
         scalars for 0-d), ``None`` for ops."""
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
+        if options is not None and not isinstance(options, RunOptions):
+            raise TypeError(f"Session.run: options: Expect: a tf.RunOptions Actual: {type(options).__name__}")
+        if run_metadata is not None and not isinstance(run_metadata, RunMetadata):
+            raise TypeError(f"Session.run: run_metadata: Expect: a tf.RunMetadata "
+                            f"Actual: {type(run_metadata).__name__}")
         fed, shard = self._feeds(feed_dict)
         run = _Run(self, fed, shard)
         graph = self.graph

@@ -318,6 +318,15 @@ class AdagradOptimizer(Optimizer):
         super().__init__(learning_rate, use_locking, name, initial_accumulator_value=initial_accumulator_value)
 
 
+class AdadeltaOptimizer(Optimizer):
+    """TF1's Adadelta with TF1's defaults (``learning_rate=0.001, rho=0.95, epsilon=1e-8``)."""
+
+    _native_cls = _opt.Adadelta
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-08, use_locking=False, name="Adadelta"):
+        super().__init__(learning_rate, use_locking, name, rho=rho, epsilon=epsilon)
+
+
 # -- learning-rate decays of global_step ------------------------------------------------
 
 def _decay(op_type: str, schedule, global_step, name: str | None, dtype=np.float32) -> Tensor:

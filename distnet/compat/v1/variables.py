@@ -21,7 +21,7 @@ import distnet
 from distnet.compat.v1 import array_ops
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
-    GraphKeys, Operation, Tensor, TensorShape, as_dtype, build, convert_to_tensor, get_default_graph, leaf, no_output,
+    GraphKeys, Operation, Tensor, TensorShape, as_dtype, as_shape, build, convert_to_tensor, get_default_graph, leaf, no_output,
     probes_for,
 )
 from distnet.errors import InvalidArgumentError
@@ -405,6 +405,8 @@ def get_variable(name: str, shape: Any = None, dtype: Any = None, initializer: A
     reused when the scope says so; ``regularizer(var)`` goes to
     ``REGULARIZATION_LOSSES``."""
     g = get_default_graph()
+    if shape is not None:
+        shape = as_shape(shape).as_list()   # an int n is [n], as TF1
     scope = get_variable_scope()
     full = f"{scope.name}/{name}" if scope.name else name
     existing = g._variables_by_name.get(full)
