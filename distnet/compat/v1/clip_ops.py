@@ -59,7 +59,7 @@ def clip_by_global_norm(t_list: Sequence[Any], clip_norm: Any, use_norm: Any = N
         # TF1: scale = clip_norm * min(1 / norm, 1 / clip_norm); NaN when the norm is not finite.
         scale = clip * m.minimum(1.0 / norm, 1.0 / clip)
         finite = m.less(m.abs(norm), np.asarray(np.inf, dtype=dt))
-        scale = m.where(finite, scale, scale * np.asarray(np.nan, dtype=dt))
+        scale = m.where_v2(finite, scale, np.asarray(np.nan, dtype=dt))
         out = [None if t is None else convert_to_tensor(t) * cast(scale, convert_to_tensor(t).dtype)
                for t in t_list]
     return out, norm
