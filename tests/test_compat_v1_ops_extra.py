@@ -341,3 +341,11 @@ def test_run_options_and_metadata_are_accepted(tmp_path):
     writer = tf.summary.FileWriter(str(tmp_path))
     writer.add_run_metadata(metadata, "step1", global_step=1)
     writer.close()
+
+
+def test_floormod_gradient_float64_and_floordiv_has_zero_gradient():
+    x0, y0 = np.array([[5.3, -7.2, 2.9]]), np.array([2.0, 3.1, -1.7])   # away from the jumps
+    check_graph_gradients(lambda x, y: tf.floormod(x, y), [x0, y0])
+    x = tf.placeholder(tf.float64, [3])
+    # TF1 has no gradient for floordiv; here it is a zero gradient (the op records no input)
+    assert run(tf.gradients(tf.floordiv(x, 2.0) + x * 0.0, x)[0], {x: [1.0, 2.0, 3.0]}).tolist() == [0, 0, 0]

@@ -307,7 +307,7 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
     with graph.name_scope(name or "while"):
         start = len(graph._ops)
         loop_ops = []
-        for k, (t, s) in enumerate(zip(flat_init, invariants)):
+        for t, s in zip(flat_init, invariants):
             probes = t._probes if t.shape == s else (probes_for(s, t.dtype) if s.dims is not None else None)
             lv = leaf("LoopVar", _loop_var_unset, t.dtype, s, probes, name="Identity")
             loop_ops.append(lv)
