@@ -55,6 +55,10 @@ def test_while_loop_power_iteration_and_recurrence_with_gradients(tmp_path):
     _one_and_two(tmp_path, "power_iteration_while.py", 44)
 
 
+def test_everyday_ops_with_adadelta_through_tf_compat_v1(tmp_path):
+    _one_and_two(tmp_path, "everyday_ops_adadelta.py", 17)
+
+
 @pytest.mark.parametrize("program", ["gan_two_optimizers.py", "clip_global_norm.py"])
 def test_three_ranks_match_one(tmp_path, program):
     run_program(program, env=env_with(OUT=tmp_path / "one.npz", STEPS=10))
