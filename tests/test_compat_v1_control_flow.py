@@ -295,3 +295,64 @@ def test_two_optimizers_of_one_variable_in_one_run_sum_like_tf1():
         sess.run(tf.global_variables_initializer())
         sess.run([a, b])
         assert np.isclose(sess.run(w), 2.0 - 0.6)
+
+
+# -- TensorArray ------------------------------------------------------------------------------
+
+def _rnn_by_hand(x, W, steps):
+    inputs = tf.TensorArray(tf.float32 if x.dtype == np.float32 else tf.float64, size=steps).unstack(x)
+    outs = tf.TensorArray(inputs.dtype, size=steps)
+
+    def body(t, h, outs):
+        h = tf.tanh(tf.matmul(h, W) + inputs.read(t))
+        return t + 1, h, outs.write(t, h)
+
+    _, h, outs = tf.while_loop(lambda t, h, o: t < steps, body, [0, tf.zeros_like(inputs.read(0)), outs])
+    return h, outs
+
+
+def test_tensor_array_rnn_by_hand_matches_tf():
+    rs = np.random.RandomState(0)
+    xv = rs.randn(4, 2, 3).astype(np.float32)
+    x = tf.placeholder(tf.float32, [4, 2, 3])
+    W = tf.Variable((rs.randn(3, 3) * 0.5).astype(np.float32))
+    h, outs = _rnn_by_hand(x, W, 4)
+    seq = outs.stack()
+    assert seq.shape.as_list() == [None, 2, 3] and h.shape.as_list() == [2, 3]
+    loss = tf.reduce_sum(seq * tf.constant(np.arange(24.0).reshape(4, 2, 3).astype(np.float32)))
+    g = tf.gradients(loss, W)[0]
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sv, gv, lv, n = sess.run([seq, g, loss, outs.size()], {x: xv})
+    # recorded from TF 2.21's tf.compat.v1 (the same program with TensorArray and while_loop)
+    np.testing.assert_allclose(sv[-1], [[0.901905, -0.967536, -0.996436], [0.912854, 0.61608, 0.095107]], atol=2e-6)
+    np.testing.assert_allclose(gv, [[9.456174, 78.732269, 42.900673], [-0.153651, 40.956825, 14.249518],
+                                    [0.97788, 1.701024, -5.143606]], rtol=2e-5, atol=2e-5)
+    assert abs(lv - 60.87096) < 1e-3 and n == 4
+
+
+def test_tensor_array_float64_gradient_check():
+    rs = np.random.RandomState(5)
+    check_graph_gradients(lambda x, w: _rnn_by_hand(x, w, 3)[1].stack(), [rs.randn(3, 2, 2), rs.randn(2, 2) * 0.5])
+
+
+def test_tensor_array_read_gather_concat_dynamic_size_and_errors():
+    ta = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    ta = ta.write(0, [1.0, 2.0]).write(2, [5.0, 6.0]).write(1, [3.0, 4.0])
+    fixed = tf.TensorArray(tf.float32, size=2)
+    twice = fixed.write(0, [1.0]).write(0, [2.0])
+    past = fixed.write(2, [1.0])
+    unread = fixed.write(1, [1.0]).stack()
+    with tf.Session() as sess:
+        assert sess.run(ta.size()) == 3
+        assert sess.run(ta.read(1)).tolist() == [3.0, 4.0]
+        assert sess.run(ta.gather([2, 0])).tolist() == [[5.0, 6.0], [1.0, 2.0]]
+        assert sess.run(ta.concat()).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        with pytest.raises(InvalidArgumentError, match="already been written"):
+            sess.run(twice.read(0))
+        with pytest.raises(InvalidArgumentError, match="out of range"):
+            sess.run(past.read(0))
+        with pytest.raises(InvalidArgumentError, match="not yet been written"):
+            sess.run(unread)
+    with pytest.raises(ValueError, match="Inconsistent shapes"):
+        tf.TensorArray(tf.float32, size=2).write(0, [1.0]).write(1, [1.0, 2.0])

@@ -152,6 +152,7 @@ from distnet.compat.v1.math_ops import (  # noqa: E402
 )
 from distnet.compat.v1.clip_ops import clip_by_global_norm, clip_by_norm, global_norm  # noqa: E402
 from distnet.compat.v1.control_flow import case, cond, while_loop  # noqa: E402
+from distnet.compat.v1.tensor_array import TensorArray  # noqa: E402
 from distnet.compat.v1.array_ops import gather_nd, split, tile  # noqa: E402
 from distnet.compat.v1.math_ops import (  # noqa: E402
     arg_max, arg_min, floordiv, floormod, reduce_logsumexp, reduce_prod, squared_difference,

@@ -28,6 +28,7 @@ import distnet
 from distnet.compat.v1.graph import (
     Operation, Tensor, TensorShape, as_shape, convert_to_tensor, get_default_graph, leaf, probes_for,
 )
+from distnet.compat.v1.tensor_array import TensorArray
 from distnet.compat.v1.train import node_tensor
 from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor
@@ -105,8 +106,18 @@ def _call(graph, fn: Callable, args: Sequence = (), what: str = "fn"):
     out = fn(*args)
     if out is None:
         raise ValueError(f"{what} returned None; Expect: a tensor or a (nested) list/tuple of tensors")
-    flat = [convert_to_tensor(x) for x in _flatten(out)]
+    flat = [_as_tensor(x) for x in _flatten(out)]
     return out, flat, start
+
+
+def _as_tensor(x: Any) -> Tensor:
+    """A graph tensor for a structure's leaf (a TensorArray stands for its ``flow``)."""
+    return x.flow if isinstance(x, TensorArray) else convert_to_tensor(x)
+
+
+def _rewrap(leaves: Sequence, tensors: Sequence[Tensor]) -> list:
+    """``tensors`` with each TensorArray position of ``leaves`` made a TensorArray again."""
+    return [x._new(t) if isinstance(x, TensorArray) else t for x, t in zip(leaves, tensors)]
 
 
 def _merged(shapes: Sequence[TensorShape]) -> TensorShape:
@@ -289,7 +300,8 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
         raise ValueError(f"while_loop: Expect: loop_vars a non-empty list or tuple of tensors "
                          f"Actual: {type(loop_vars).__name__}; write [x] for one loop variable")
     graph = get_default_graph()
-    flat_init = [convert_to_tensor(x) for x in _flatten(loop_vars)]
+    init_leaves = _flatten(loop_vars)
+    flat_init = [_as_tensor(x) for x in init_leaves]
     if shape_invariants is not None:
         invariants = [as_shape(s) for s in _flatten(shape_invariants)]
         if len(invariants) != len(flat_init):
@@ -311,7 +323,7 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
             probes = t._probes if t.shape == s else (probes_for(s, t.dtype) if s.dims is not None else None)
             lv = leaf("LoopVar", _loop_var_unset, t.dtype, s, probes, name="Identity")
             loop_ops.append(lv)
-        args = _pack(loop_vars, loop_ops)
+        args = _pack(loop_vars, _rewrap(init_leaves, loop_ops))
         c_out, c_flat, _ = _call(graph, cond, args, "while_loop: cond")
         if len(c_flat) != 1:
             raise ValueError(f"while_loop: cond must return one boolean tensor; Actual: {_describe(c_out)}")
@@ -322,6 +334,11 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
         if not _same_structure(loop_vars, b_out) or len(b_flat) != len(flat_init):
             raise ValueError(f"while_loop: body must return the structure of loop_vars; Expect: "
                              f"{_describe(loop_vars)} Actual: {_describe(b_out)}")
+        body_leaves = _flatten(b_out)
+        for i, (a, b) in enumerate(zip(init_leaves, body_leaves)):
+            if isinstance(a, TensorArray) != isinstance(b, TensorArray):
+                raise TypeError(f"while_loop: loop variable {i} is {type(a).__name__} but body returned "
+                                f"{type(b).__name__}; Expect: the same kinds")
         for t0, t1, s in zip(flat_init, b_flat, invariants):
             if t1.dtype != t0.dtype:
                 raise TypeError(f"while_loop: Input tensor '{t0.name}' enters the loop with dtype {t0.dtype}, but "
@@ -360,7 +377,7 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
 
         node = Operation("While", flat_init + extra + [t for t in inside.tensors if t not in flat_init], compute,
                          name="While", control_inputs=inside.controls)
-        exits = _outputs(node, [[lv] for lv in loop_ops], "Exit")
+        exits = _rewrap(body_leaves, _outputs(node, [[lv] for lv in loop_ops], "Exit"))
     if not return_same_structure and len(loop_vars) == 1:
         return exits[0] if len(flat_init) == 1 else _pack(loop_vars[0], exits)
     return _pack(loop_vars, exits)

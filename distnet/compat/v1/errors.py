@@ -28,7 +28,6 @@ NEAREST = {
     "FtrlOptimizer": "tf.train.AdagradOptimizer", "ProximalAdagradOptimizer": "tf.train.AdagradOptimizer",
     "batch_normalization": "none yet (distnet has no batch normalization)",
     "py_func": "compute the value in Python and feed it through a placeholder",
-    "TensorArray": "a tf.while_loop variable grown with tf.concat (shape_invariants=[tf.TensorShape([None, ...])])",
     "select": "tf.where (tf.select left TensorFlow in 1.0)",
     "Estimator": "a Session loop (see docs/tf1.md)", "data": "feed numpy batches through placeholders",
     "keras": "distnet's own Keras-like API (distnet.layers, distnet.Sequential)",
