@@ -55,6 +55,10 @@ def test_while_loop_power_iteration_and_recurrence_with_gradients(tmp_path):
     _one_and_two(tmp_path, "power_iteration_while.py", 44)
 
 
+def test_rnn_by_hand_with_while_loop_and_tensor_arrays(tmp_path):
+    _one_and_two(tmp_path, "rnn_while_tensorarray.py", 13)
+
+
 def test_everyday_ops_with_adadelta_through_tf_compat_v1(tmp_path):
     _one_and_two(tmp_path, "everyday_ops_adadelta.py", 17)
 

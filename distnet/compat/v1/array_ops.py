@@ -93,16 +93,21 @@ def constant(value: Any, dtype: Any = None, shape: Any = None, name: str = "Cons
     return t
 
 
+def _dims(shape: Any):
+    """A shape for distnet.zeros/ones/fill: sizes that are run-time values (``tf.shape(x)[0]``) as ints."""
+    return _ints(shape) if isinstance(shape, (list, tuple, EagerTensor)) else shape
+
+
 def zeros(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:
-    return build("Zeros", distnet.zeros, shape, as_dtype(dtype), _name=name)
+    return build("Zeros", lambda s, d: distnet.zeros(_dims(s), d), shape, as_dtype(dtype), _name=name)
 
 
 def ones(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:
-    return build("Ones", distnet.ones, shape, as_dtype(dtype), _name=name)
+    return build("Ones", lambda s, d: distnet.ones(_dims(s), d), shape, as_dtype(dtype), _name=name)
 
 
 def fill(dims: Any, value: Any, name: str | None = None) -> Tensor:
-    return build("Fill", distnet.fill, dims, value, _name=name)
+    return build("Fill", lambda s, v: distnet.fill(_dims(s), v), dims, value, _name=name)
 
 
 def zeros_like(tensor: Any, dtype: Any = None, name: str | None = None, optimize: bool = True) -> Tensor:
