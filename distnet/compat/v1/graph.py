@@ -534,7 +534,7 @@ class Tensor:
 
     def __bool__(self) -> bool:
         raise TypeError("Using a `tf.Tensor` as a Python `bool` is not allowed: its value is known only in "
-                        "Session.run; use tf.cond-free code such as tf.where, or fetch the value first")
+                        "Session.run; use tf.cond or tf.where, or fetch the value first")
 
     def __iter__(self):
         raise TypeError("a graph Tensor is not iterable; slice it (x[i]) or use tf.unstack-free indexing")
