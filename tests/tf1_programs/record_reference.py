@@ -47,8 +47,30 @@ contrib = _ns("tensorflow.contrib")
 contrib.rnn = _ns("tensorflow.contrib.rnn", **{k: getattr(v1.nn.rnn_cell, k) for k in dir(v1.nn.rnn_cell)
                                                 if not k.startswith("_")},
                   static_rnn=v1.nn.static_rnn, static_bidirectional_rnn=v1.nn.static_bidirectional_rnn)
+def _contrib_batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, activation_fn=None,
+                        updates_collections=v1.GraphKeys.UPDATE_OPS, is_training=True, reuse=None, scope=None):
+    """contrib.layers.batch_norm on TF 2.21: the layer with TF 1.x's fused kernel (a 2-D input viewed as
+    [N, 1, 1, C], as contrib did), its update ops moved out of UPDATE_OPS and run before the output when
+    updates_collections is None."""
+    flat = inputs.shape.ndims == 2
+    x = v1.reshape(inputs, [-1, 1, 1, int(inputs.shape[-1])]) if flat else inputs
+    before = list(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+    y = v1.layers.batch_normalization(x, momentum=decay, center=center, scale=scale, epsilon=epsilon,
+                                      training=is_training, reuse=reuse, name=scope or "BatchNorm")
+    new = [op for op in v1.get_collection(v1.GraphKeys.UPDATE_OPS) if op not in before]
+    if updates_collections is None:
+        ref = v1.get_collection_ref(v1.GraphKeys.UPDATE_OPS)
+        for op in new:
+            ref.remove(op)
+        with v1.control_dependencies(new):
+            y = v1.identity(y)
+    y = v1.reshape(y, v1.shape(inputs)) if flat else y
+    return activation_fn(y) if activation_fn is not None else y
+
+
 contrib.layers = _ns("tensorflow.contrib.layers",
-                     xavier_initializer=v1.glorot_uniform_initializer, flatten=v1.layers.flatten)
+                     xavier_initializer=v1.glorot_uniform_initializer, flatten=v1.layers.flatten,
+                     batch_norm=_contrib_batch_norm)
 
 class _TF1(types.ModuleType):
     """``import tensorflow as tf`` in a 1.x program: tf.compat.v1 plus contrib."""

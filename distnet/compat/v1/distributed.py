@@ -183,10 +183,14 @@ class DistributedOptimizer(Optimizer):
         samples) or ``"sum"``.
       sample_count: this rank's number of samples, an int or a tensor;
         default the first size of the fed batch.
+      sync_batch_norm: batch normalization in training mode takes the
+        statistics of the global batch (default); False keeps each rank's
+        own, as TensorFlow and Horovod do (see
+        :mod:`distnet.compat.v1.normalization`).
     """
 
     def __init__(self, optimizer: Optimizer, loss_reduction: str = "mean", sample_count: Any = None,
-                 name: str | None = None):
+                 name: str | None = None, sync_batch_norm: bool = True):
         if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
             raise InvalidArgumentError(f"DistributedOptimizer: Expect: a tf.train optimizer "
                                        f"(e.g. tf.train.AdamOptimizer(1e-4)) Actual: {type(optimizer).__name__}")
@@ -198,6 +202,10 @@ class DistributedOptimizer(Optimizer):
         self._sample_count = sample_count
         self._name = name or f"Distributed{optimizer.get_name()}"
         self._comm = _communicator()
+        # Read by the graph's batch normalization ops when they run (normalization._reducer).
+        graph = get_default_graph()
+        graph._sync_batch_norm = bool(sync_batch_norm)
+        graph._loss_reduction = loss_reduction
 
     def get_name(self) -> str:
         return self._name

@@ -24,9 +24,7 @@ class OutOfRangeError(DistnetError, RuntimeError):
 
 #: Unsupported TF1 names with the nearest supported API.
 NEAREST = {
-    "avg_pool": "tf.nn.max_pool",
     "FtrlOptimizer": "tf.train.AdagradOptimizer", "ProximalAdagradOptimizer": "tf.train.AdagradOptimizer",
-    "batch_normalization": "none yet (distnet has no batch normalization)",
     "py_func": "compute the value in Python and feed it through a placeholder",
     "select": "tf.where (tf.select left TensorFlow in 1.0)",
     "Estimator": "a Session loop (see docs/tf1.md)", "data": "feed numpy batches through placeholders",
