@@ -255,6 +255,13 @@ def test_tf_compat_v1_is_the_module():
     assert run(tf.compat.v1.reduce_sum(x), {x: [[1, 2]]}) == 3.0
 
 
+def test_tf_compat_string_helpers():
+    assert tf.compat.as_bytes("héllo") == "héllo".encode() and tf.compat.as_bytes(b"x") == b"x"
+    assert tf.compat.as_str(b"abc") == "abc" and tf.compat.as_text("abc") == "abc"
+    with pytest.raises(TypeError, match="binary or unicode"):
+        tf.compat.as_bytes(3)
+
+
 def test_deprecated_aliases():
     a = tf.constant(A)
     assert run(tf.arg_max(a, 1)).tolist() == REF["argmax_old"]

@@ -277,8 +277,28 @@ summary = _Namespace(
 
 
 
-#: ``tf.compat.v1`` is this module itself, so TF 1.15-style code (``tf.compat.v1.placeholder``) runs.
-compat = _Namespace("compat", v1=_sys.modules[__name__])
+def _as_bytes(bytes_or_text, encoding="utf-8"):
+    """``tf.compat.as_bytes``: text encoded, bytes unchanged."""
+    if isinstance(bytes_or_text, (bytes, bytearray)):
+        return bytes(bytes_or_text)
+    if isinstance(bytes_or_text, str):
+        return bytes_or_text.encode(encoding)
+    raise TypeError(f"Expected binary or unicode string, got {bytes_or_text!r}")
+
+
+def _as_text(bytes_or_text, encoding="utf-8"):
+    """``tf.compat.as_text`` / ``as_str``: bytes decoded, text unchanged."""
+    if isinstance(bytes_or_text, str):
+        return bytes_or_text
+    if isinstance(bytes_or_text, (bytes, bytearray)):
+        return bytes(bytes_or_text).decode(encoding)
+    raise TypeError(f"Expected binary or unicode string, got {bytes_or_text!r}")
+
+
+#: ``tf.compat.v1`` is this module itself, so TF 1.15-style code (``tf.compat.v1.placeholder``) runs;
+#: ``as_bytes``/``as_text``/``as_str`` are TF1's string helpers (word2vec's data reading uses them).
+compat = _Namespace("compat", v1=_sys.modules[__name__], as_bytes=_as_bytes, as_text=_as_text, as_str=_as_text,
+                    as_str_any=lambda value: value.decode() if isinstance(value, bytes) else str(value))
 
 
 def __getattr__(name: str):
