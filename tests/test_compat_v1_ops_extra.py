@@ -148,6 +148,21 @@ def test_leaky_relu_matches_tf_and_is_an_activation():
     np.testing.assert_allclose(out.numpy(), [[-0.6, -0.6]], rtol=1e-6)
 
 
+def test_softplus_elu_selu_follow_tfs_documented_formulas_and_gradients():
+    v = np.array([-30.0, -1.0, 0.0, 0.5, 40.0])
+    t = tf.constant(v)
+    sp, el, se = run([tf.nn.softplus(t), tf.nn.elu(t), tf.nn.selu(t)])
+    # log(1 + u) rounds where TF's kernel has log1p: an absolute error of a few 1e-17 near x = -30
+    np.testing.assert_allclose(sp, np.log1p(np.exp(-np.abs(v))) + np.maximum(v, 0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(el, np.where(v > 0, v, np.expm1(v)), rtol=1e-12)
+    alpha, scale = 1.6732632423543772, 1.0507009873554805        # TF's documented SELU constants
+    np.testing.assert_allclose(se, scale * np.where(v > 0, v, alpha * np.expm1(v)), rtol=1e-12)
+    for fn in (tf.nn.softplus, tf.nn.elu, tf.nn.selu):
+        check_graph_gradients(fn, [np.array([[-1.3, -0.2, 0.4], [1.7, 2.5, -3.0]])])
+    g = run(tf.gradients(tf.reduce_sum(tf.nn.elu(t)), t)[0])      # no NaN from the unpicked branch at 40
+    assert np.isfinite(g).all() and g[-1] == 1.0
+
+
 def test_squared_difference_and_l2_normalize_match_tf():
     a = tf.constant(A)
     close(run(tf.squared_difference(a, tf.constant(B)[:1])), "sqd")

@@ -187,6 +187,7 @@ nn = _Namespace(
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
     leaky_relu=_m.leaky_relu, softplus=_m.softplus, l2_normalize=_m.l2_normalize, top_k=_m.top_k,
+    elu=_m.elu, selu=_m.selu,
     embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
     moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
     conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,

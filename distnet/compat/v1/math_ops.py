@@ -185,10 +185,40 @@ def leaky_relu(features, alpha=0.2, name=None):
     return build("LeakyRelu", dnn.leaky_relu, features, float(alpha), _name=name)
 
 
+def _softplus(x):
+    # TF's kernel: exp(x) far below 0 and x far above (threshold log(eps) + 2 of the dtype), where
+    # log(1 + exp(x)) would round; in between the stable max(x, 0) + log(1 + exp(-|x|)).
+    low = float(np.log(np.finfo(x.dtype).eps) + 2.0)
+    middle = distnet.maximum(x, 0.0) + distnet.log(1.0 + distnet.exp(-distnet.abs(x)))
+    return distnet.where_v2(distnet.less(x, low), distnet.exp(distnet.minimum(x, low)),
+                            distnet.where_v2(distnet.greater(x, -low), x, middle))
+
+
 def softplus(features, name=None):
-    """``log(1 + exp(x))`` in the stable form ``max(x, 0) + log(1 + exp(-|x|))``, composed."""
-    return build("Softplus", lambda x: distnet.maximum(x, 0.0) + distnet.log(1.0 + distnet.exp(-distnet.abs(x))),
-                 features, _name=name)
+    """``log(1 + exp(x))`` with TF's kernel's cut-offs (``exp(x)`` far below 0, ``x`` far above),
+    composed; between them ``log(1 + u)`` stands for TF's ``log1p(u)`` (absolute error ~ the dtype's eps * u)."""
+    return build("Softplus", _softplus, features, _name=name)
+
+
+def _elu(x):
+    # exp of min(x, 0): the branch where() does not pick stays finite, so its gradient is 0, not NaN.
+    return distnet.where_v2(distnet.greater(x, 0.0), x, distnet.exp(distnet.minimum(x, 0.0)) - 1.0)
+
+
+def elu(features, name=None):
+    """``x`` where positive, else ``exp(x) - 1`` (TF1's ``tf.nn.elu``), composed."""
+    return build("Elu", _elu, features, _name=name)
+
+
+#: TF's SELU constants (Klambauer et al. 2017).
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def selu(features, name=None):
+    """``scale * (x if x > 0 else alpha * (exp(x) - 1))`` (TF1's ``tf.nn.selu``), composed."""
+    return build("Selu", lambda x: distnet.where_v2(distnet.greater(x, 0.0), x * SELU_SCALE,
+                                                    (distnet.exp(distnet.minimum(x, 0.0)) - 1.0)
+                                                    * (SELU_ALPHA * SELU_SCALE)), features, _name=name)
 
 
 def l2_normalize(x, axis=None, epsilon=1e-12, name=None, dim=None):
