@@ -21,8 +21,8 @@ import distnet
 from distnet.compat.v1 import array_ops
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
-    GraphKeys, Operation, Tensor, TensorShape, as_dtype, as_shape, build, convert_to_tensor, get_default_graph, leaf, no_output,
-    probes_for,
+    GraphKeys, Operation, Tensor, TensorShape, as_dtype, as_shape, build, convert_to_tensor, get_default_graph, leaf,
+    no_output, probes_for,
 )
 from distnet.errors import InvalidArgumentError
 from distnet.initializers import compute_fans
