@@ -107,6 +107,18 @@ def test_cond_errors_are_tf1s():
         tf.cond(x, lambda: x, lambda: x)
 
 
+def test_cond_with_operations_as_branches():
+    v = tf.Variable(0.0)
+    p = tf.placeholder(tf.bool, [])
+    step = tf.cond(p, lambda: tf.assign_add(v, 1.0).op, lambda: tf.no_op())
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        assert sess.run(step, {p: True}) is None
+        sess.run(step, {p: False})
+        sess.run(step, {p: True})
+        assert sess.run(v) == 2.0
+
+
 def test_nested_cond():
     x = tf.placeholder(tf.float32, [])
     y = tf.cond(x > 0, lambda: tf.cond(x > 10, lambda: x * 100, lambda: x * 10), lambda: -x)

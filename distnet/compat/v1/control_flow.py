@@ -111,8 +111,14 @@ def _call(graph, fn: Callable, args: Sequence = (), what: str = "fn"):
 
 
 def _as_tensor(x: Any) -> Tensor:
-    """A graph tensor for a structure's leaf (a TensorArray stands for its ``flow``)."""
-    return x.flow if isinstance(x, TensorArray) else convert_to_tensor(x)
+    """A graph tensor for a structure's leaf: a TensorArray stands for its ``flow``; an
+    Operation (``lambda: train_op``) for a tensor without value that runs after it."""
+    if isinstance(x, TensorArray):
+        return x.flow
+    if isinstance(x, Operation):
+        with x.graph.control_dependencies([x]):
+            return leaf("Identity", lambda run, values: None, None, TensorShape(None), None, name="control")
+    return convert_to_tensor(x)
 
 
 def _rewrap(leaves: Sequence, tensors: Sequence[Tensor]) -> list:
