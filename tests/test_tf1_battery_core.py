@@ -63,7 +63,8 @@ def test_everyday_ops_with_adadelta_through_tf_compat_v1(tmp_path):
     _one_and_two(tmp_path, "everyday_ops_adadelta.py", 17)
 
 
-@pytest.mark.parametrize("program", ["gan_two_optimizers.py", "clip_global_norm.py"])
+@pytest.mark.parametrize("program", ["gan_two_optimizers.py", "clip_global_norm.py", "vae_reparam.py",
+                                     "rnn_while_tensorarray.py"])
 def test_three_ranks_match_one(tmp_path, program):
     run_program(program, env=env_with(OUT=tmp_path / "one.npz", STEPS=10))
     run_program(program, n=3, env=env_with(OUT=tmp_path / "three.npz", DISTRIBUTED=1, STEPS=10))

@@ -40,7 +40,8 @@ loss = tf.reduce_mean(tf.square(predictions - target))
 
 optimizer = tf.train.AdamOptimizer(0.02)
 if DISTRIBUTED:
-    optimizer = tf.DistributedOptimizer(optimizer)
+    # time-major data: a rank's samples are the batch axis (axis 1), not the first size
+    optimizer = tf.DistributedOptimizer(optimizer, sample_count=tf.shape(x)[1])
 grads, variables = zip(*optimizer.compute_gradients(loss))
 grads, norm = tf.clip_by_global_norm(grads, 2.0)
 train_op = optimizer.apply_gradients(zip(grads, variables))
