@@ -64,7 +64,8 @@ def test_everyday_ops_with_adadelta_through_tf_compat_v1(tmp_path):
 
 
 @pytest.mark.parametrize("program", ["gan_two_optimizers.py", "clip_global_norm.py", "vae_reparam.py",
-                                     "rnn_while_tensorarray.py"])
+                                     "rnn_while_tensorarray.py", "train_eval_cond.py", "power_iteration_while.py",
+                                     "everyday_ops_adadelta.py"])
 def test_three_ranks_match_one(tmp_path, program):
     run_program(program, env=env_with(OUT=tmp_path / "one.npz", STEPS=10))
     run_program(program, n=3, env=env_with(OUT=tmp_path / "three.npz", DISTRIBUTED=1, STEPS=10))
