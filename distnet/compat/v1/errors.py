@@ -27,7 +27,7 @@ NEAREST = {
     "FtrlOptimizer": "tf.train.AdagradOptimizer", "ProximalAdagradOptimizer": "tf.train.AdagradOptimizer",
     "py_func": "compute the value in Python and feed it through a placeholder",
     "select": "tf.where (tf.select left TensorFlow in 1.0)",
-    "Estimator": "a Session loop (see docs/tf1.md)", "data": "feed numpy batches through placeholders",
+    "Estimator": "a Session loop (see docs/tf1.md)",
     "keras": "distnet's own Keras-like API (distnet.layers, distnet.Sequential)",
     "enable_eager_execution": "distnet's native API, which is eager",
     "image": "tf.summary.scalar or tf.summary.histogram", "text": "tf.summary.scalar or tf.summary.histogram",
