@@ -30,18 +30,9 @@ class Op:
     backward pass needs) and return one gradient per input from
     :meth:`backward`, ``None`` where ``needs[i]`` is false.  Broadcasting is
     undone with :func:`unbroadcast`.  Build a tensor with :meth:`apply`.
-
-    An op whose backward can produce a gradient straight into a given array
-    (``np.matmul(..., out=)``) may define ``backward_out(g, needs, outs)``:
-    ``outs[i]`` is an array of input ``i``'s shape and gradient dtype, or
-    None; it returns what :meth:`backward` returns, with ``outs[i]`` itself
-    where it wrote that gradient there.  :func:`gradients` calls it when a
-    leaf's gradient goes into a sink's destination array, saving the copy;
-    an op without it is simply copied from.
     """
 
     __slots__ = ()
-    backward_out = None   # optional: (g, needs, outs) -> tuple, see above
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -101,7 +92,8 @@ def _topological_order(root: "Tensor") -> list:
     return order
 
 
-def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero", *, sink=None) -> list | None:
+def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero", *,
+              on_leaf=None) -> list | None:
     """Gradients of the scalar ``ys`` with respect to each tensor in ``xs``.
 
     TF1's ``tf.gradients`` for a scalar: returns a list of numpy arrays in the
@@ -115,17 +107,20 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
       unconnected_gradients: TF's option: ``"zero"`` (default) gives zeros for
         a tensor ``ys`` does not depend on, ``"none"`` gives ``None`` and
         allocates nothing.
-      sink: where the gradients go instead of the returned list (the
-        training strategies' buffers; see
-        :class:`~distnet.distributed.strategies.base.GradientSink`), for
-        distinct leaf tensors ``xs``: ``sink.destination(i)`` is an array
-        the gradient of ``xs[i]`` may be built in (or None), and
-        ``sink.final(i, g)`` is called as soon as that gradient is complete
-        (every use of ``xs[i]`` processed), before the rest of the walk.
+      on_leaf: the one hook: ``on_leaf(i, g)`` is called once per ``xs[i]``
+        (distinct leaf tensors, e.g. variables) as soon as its gradient ``g``
+        is complete -- every use of ``xs[i]`` processed -- before the rest
+        of the walk (``g`` is None where ``ys`` does not depend on
+        ``xs[i]``).  The gradients are then handed over instead of returned:
+        the training strategies land them in their buffers and may start
+        reducing them while backward goes on
+        (:class:`~distnet.distributed.strategies.base.GradientSink`).  ``g``
+        may be an array the walk shares with another gradient: read or copy
+        it, never write it.
 
     Returns:
       ``list[np.ndarray]``, each of its tensor's shape and dtype, writeable
-      and distinct from the other returned arrays; None with a ``sink``.
+      and distinct from the other returned arrays; None with ``on_leaf``.
 
     Raises:
       StaleGradientError: ``ys`` was computed from a variable written since
@@ -161,24 +156,11 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
         for var, version in node._read:
             if var._version != version:
                 _stale(var, version)
+    # With the hook: each leaf's uses still to process (its gradient is complete at 0).
+    index = _leaf_index(xs) if on_leaf is not None else {}
+    pending = _uses(order, [x for x in index if x in needs])
 
     found: dict = {}
-    # With a sink: each leaf's uses still to process (its gradient is final at 0)
-    # and the arrays its gradient may be built in.
-    pending: dict = {}
-    dests: dict = {}
-    if sink is not None:
-        index = _sink_index(xs)
-        pending = {x: 0 for x in index if x in needs}
-        for node in order:
-            for p in node._parents:
-                if p in pending:
-                    pending[p] += 1
-        for x, i in index.items():
-            d = sink.destination(i)
-            if d is not None:
-                dests[x] = d
-
     if needs[ys]:
         seed = np.ones(ys.shape, dtype=_grad_dtype(ys)) if grad_ys is None else \
             np.asarray(grad_ys, dtype=_grad_dtype(ys)).reshape(ys.shape)
@@ -191,18 +173,18 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
             if g is not None and op is not None:
                 parent_needs = [needs[p] for p in parents]
                 if True in parent_needs:
-                    _accumulate(op, g, parents, parent_needs, grads, dests)
+                    _accumulate(op, g, parents, parent_needs, grads)
             for parent in parents:
                 if parent in pending:
                     pending[parent] -= 1
-                    if pending[parent] == 0:   # every use behind: final
+                    if pending[parent] == 0:   # every use behind: complete
                         del pending[parent]
-                        sink.final(index[parent], grads.pop(parent, None))
+                        on_leaf(index[parent], grads.pop(parent, None))
         del grads
-    if sink is not None:
+    if on_leaf is not None:
         for x, i in index.items():
             if x in pending or x not in needs:   # ys itself, or unconnected
-                sink.final(i, found.get(x))
+                on_leaf(i, found.get(x))
         return None
     result = []
     handed_out: set[int] = set()
@@ -226,23 +208,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
     return result
 
 
-def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads: dict, dests: dict) -> None:
-    """Run ``op``'s backward and add each input's gradient to ``grads``.
-
-    A leaf with a destination array (``dests``) gets its first contribution
-    written there (by the op itself when it has ``backward_out``) and the
-    later ones added in place; other tensors sum their contributions.
-    """
-    pgrads = None
-    if dests and op.backward_out is not None:
-        outs, given = [], set()
-        for p, need in zip(parents, parent_needs):
-            outs.append(dests.get(p) if need and p not in grads and p not in given else None)
-            given.add(p)
-        if any(d is not None for d in outs):
-            pgrads = op.backward_out(g, parent_needs, tuple(outs))
-    if pgrads is None:
-        pgrads = op.backward(g, parent_needs)
+def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads: dict) -> None:
+    """Run ``op``'s backward and add each input's gradient to ``grads``."""
+    pgrads = op.backward(g, parent_needs)
     for parent, pg, need in zip(parents, pgrads, parent_needs):
         if not need or pg is None:
             continue
@@ -250,16 +218,7 @@ def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads
             raise ShapeError(f"internal: {type(op).__name__}.backward returned a gradient of "
                              f"shape {pg.shape} for an input of shape {parent.shape}")
         prev = grads.get(parent)
-        if prev is None:
-            dest = dests.get(parent)
-            if dest is not None and pg is not dest:
-                np.copyto(dest, pg, casting="same_kind")
-                pg = dest
-            grads[parent] = pg
-        elif prev is dests.get(parent, False):
-            np.add(prev, pg, out=prev, casting="same_kind")
-        else:
-            grads[parent] = prev + pg
+        grads[parent] = pg if prev is None else prev + pg
 
 
 def _stale(var, version: int) -> None:
@@ -272,17 +231,28 @@ def _stale(var, version: int) -> None:
         "programs, distnet.compat.v1 (graph mode)")
 
 
-def _sink_index(xs: list) -> dict:
-    """``{tensor: position}`` for ``gradients(sink=)``: distinct leaves only."""
+def _leaf_index(xs: list) -> dict:
+    """``{tensor: position}`` for ``gradients(on_leaf=)``: distinct leaves only."""
     index: dict = {}
     for i, x in enumerate(xs):
         if x._op is not None:
-            raise InvalidArgumentError(f"gradients: sink: Expect: leaf tensors (variables) Actual: xs[{i}] "
+            raise InvalidArgumentError(f"gradients: on_leaf: Expect: leaf tensors (variables) Actual: xs[{i}] "
                                        f"is the output of {type(x._op).__name__}")
         if x in index:
-            raise InvalidArgumentError(f"gradients: sink: xs[{i}] is also xs[{index[x]}]; Expect: each tensor once")
+            raise InvalidArgumentError(f"gradients: on_leaf: xs[{i}] is also xs[{index[x]}]; "
+                                       "Expect: each tensor once")
         index[x] = i
     return index
+
+
+def _uses(order: list, leaves: list) -> dict:
+    """``{leaf: number of edges from it into the graph}`` for ``leaves`` (all in the graph)."""
+    uses = {x: 0 for x in leaves}
+    for node in order:
+        for p in node._parents:
+            if p in uses:
+                uses[p] += 1
+    return uses
 
 
 def _grad_dtype(t: "Tensor") -> np.dtype:

@@ -41,22 +41,17 @@ THIRD = textwrap.dedent('''
         def grad_views(self):
             return self.grads
 
-        def reduce(self, grads=None, local_count=0, scalars=None, regularization_grads=None,
-                   global_count=None, prescaled=False):
+        def reduce(self, local_count, scalars=None, regularization_grads=None, global_count=None):
             local_count, global_count = self._check_counts(local_count, global_count)
             scalars = self._check_scalars(scalars)
-            prescaled = self._pack(grads, local_count, global_count, prescaled)
-            self._written = False
+            self._take_written(local_count)
             self.buffer[0] = local_count
             for k, name in enumerate(self.scalar_names, start=1):
                 self.buffer[k] = scalars.get(name, 0.0)
             self.comm.allreduce_(self.buffer)
             for g in self.grads:
                 self.comm.allreduce_(g)
-            total = self._global_total(self.buffer[0], global_count, True, self.grads[0])
-            if not prescaled and global_count is None:
-                for g in self.grads:
-                    np.divide(g, total, out=g)
+            total = self._global_total(self.buffer[0], global_count)
             for g, r in zip(self.grads, self._aligned(regularization_grads, "regularization_grads")):
                 if r is not None:
                     np.add(g, r, out=g, casting="same_kind")
@@ -112,7 +107,7 @@ def test_a_new_module_is_a_new_strategy_that_trains_like_the_others(third_strate
         _train(strategy=third_strategy, overlap=True)
 
 
-def test_auto_prefers_zero1_on_several_ranks_unless_it_cannot():
+def test_auto_prefers_zero1_on_several_ranks_unless_an_option_needs_replicated():
     import types
 
     two = types.SimpleNamespace(size=2, rank=0)
@@ -121,7 +116,7 @@ def test_auto_prefers_zero1_on_several_ranks_unless_it_cannot():
     adam, clipped = distnet.optimizers.Adam(0.1), distnet.optimizers.Adam(0.1, global_clipnorm=1.0)
     assert strategy_class("auto", two, adam, {})[0].name == "zero1"
     assert strategy_class("auto", two, adam, {"shared_memory": "auto", "overlap": False})[0].name == "zero1"
-    assert strategy_class("auto", two, clipped, {})[0].name == "replicated"
+    assert strategy_class("auto", two, clipped, {})[0].name == "zero1"   # clipping runs under every strategy
     assert strategy_class("auto", two, adam, {"bucket_bytes": 1 << 20})[0].name == "replicated"
     assert strategy_class("auto", SingleCommunicator(), adam, {})[0].name == "replicated"
     cls, options = strategy_class("auto", two, adam, {"overlap": True, "shared_memory": "auto"})
