@@ -14,6 +14,7 @@ from distnet.data import ArrayDataset
 from distnet.distributed import SingleCommunicator, all_strategies
 from distnet.errors import InvalidArgumentError
 from distnet.trainer import Trainer
+from mpi_util import run_mpi
 
 # A third strategy, written as its own module: every variable's gradient
 # all-reduced on its own (no flat buffer), every rank updating every weight.
@@ -80,11 +81,12 @@ def _data(n=40, seed=0):
     return ArrayDataset(x, (x.reshape(n, -1).sum(axis=1) * 3).astype(np.int64) % 3, num_classes=3)
 
 
-def _train(**options) -> dict:
+def _train(optimizer_options: dict | None = None, **options) -> dict:
     model = distnet.Sequential([layers.Flatten(), layers.Dense(8, activation="tanh",
                                                                kernel_regularizer=regularizers.l2(0.01)),
                                 layers.Dropout(0.2), layers.Dense(3)], input_shape=(4, 4, 1), seed=4)
-    t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.02), _data(),
+    t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.02, **(optimizer_options or {})),
+                _data(),
                 global_batch_size=10, steps=8, micro_batches=2, seed=1, weight_decay=0.001,
                 ema=distnet.ExponentialMovingAverage(0.9), comm=SingleCommunicator(), **options)
     t.fit()
@@ -143,3 +145,43 @@ def test_job_files_name_the_strategy():
         parse_job(JOB + '[dist]\nstrategy = "zero1"\nshard_optimizer = false\n')
     with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap'"):
         build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\noverlap = true\n'))
+
+
+# -- clipping: the step between reduce and update, under every strategy --------------
+@pytest.mark.parametrize("clip", [{"global_clipnorm": 0.02}, {"clipnorm": 0.02}])
+def test_clipping_runs_under_zero1_in_one_process_bitwise_as_replicated(clip):
+    """One rank: ZeRO-1 holds every variable whole, so its clipping is the replicated one, bit for bit."""
+    want = _train(strategy="replicated", optimizer_options=clip)
+    got = _train(strategy="zero1", optimizer_options=clip)
+    unclipped = _train(strategy="replicated")
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert max(float(np.max(np.abs(want[k] - unclipped[k]))) for k in want) > 1e-3   # the clip acted
+
+
+def test_strategy_clip_scales_the_reduced_gradients_in_place():
+    from distnet.distributed.strategies.base import reduce_arrays
+    from distnet.distributed.strategies.zero1 import Zero1
+    from distnet.tensor import Variable
+
+    variables = [Variable(np.zeros(2, np.float32), name="a"), Variable(np.zeros(1, np.float32), name="b")]
+    for cls in (all_strategies()["replicated"], Zero1):
+        s = cls(SingleCommunicator(), variables)
+        res = reduce_arrays(s, [np.array([3.0, 4.0], np.float32), np.array([12.0], np.float32)], 1)
+        views = [np.asarray(g) for g in res.grads]
+        s.clip(res, distnet.optimizers.Adam(0.1, global_clipnorm=6.5))
+        assert all(g is v for g, v in zip(res.grads, views))   # the buffer itself
+        np.testing.assert_allclose(np.concatenate([np.ravel(g) for g in res.grads]), [1.5, 2.0, 6.0])
+        s.clip(res, distnet.optimizers.Adam(0.1))               # no clipping asked: nothing changes
+        np.testing.assert_allclose(np.concatenate([np.ravel(g) for g in res.grads]), [1.5, 2.0, 6.0])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_mpi_clipping_under_zero1_and_hierarchical_equals_replicated(ranks):
+    """tests/mpi_scripts/clip_check.py: bitwise where no variable is cut by a block
+    boundary (2 ranks), float rounding where one is (its norm is two partial sums)."""
+    run = run_mpi("clip_check.py", ranks, timeout=300)
+    assert run.returncode == 0, run.describe()
+    assert sorted(run.values("DONE")) == [str(r) for r in range(ranks)], run.describe()
+    assert len(run.values("OK")) == 18, run.describe()
