@@ -235,6 +235,13 @@ class Strategy(ABC):
         if ema is not None:
             ema.apply(self.updated, num_updates=int(optimizer.iterations) if num_updates else None)
 
+    def full_gradients(self, result: SyncResult) -> list:
+        """The whole reduced gradient, one new array per variable (aligned with
+        :attr:`variables`), whatever part of it this rank holds (a collective
+        for a strategy that spreads it over ranks): what Horovod's
+        ``compute_gradients`` returns, for code that transforms it itself."""
+        return [np.array(g) for g in result.grads]
+
     # -- full state <-> this rank's part ------------------------------------
     def full_state(self, table: Mapping[str, np.ndarray]) -> dict:
         """Full arrays keyed by variable name from this rank's ``table`` (a

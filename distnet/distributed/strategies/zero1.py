@@ -303,6 +303,15 @@ class Zero1(Strategy):
         if self.group.size > 1:
             self.group.allreduce_(squares)
 
+    def full_gradients(self, result: SyncResult) -> list:
+        """Every rank's reduced block all-gathered (a collective): the whole gradient."""
+        flat = np.zeros(self.padded, dtype=self.dtype)
+        lo = self.group.rank * self.block_size
+        flat[lo: lo + self.block_size] = self.grad_block
+        if self.group.size > 1:
+            self.group.allgather_(flat)
+        return [view.copy() for view in self.layout.views(flat)]
+
     def update(self, result: SyncResult, optimizer, ema=None, num_updates: bool = True) -> None:
         super().update(result, optimizer, ema, num_updates)
         self.gather_params()
