@@ -30,9 +30,18 @@ class Op:
     backward pass needs) and return one gradient per input from
     :meth:`backward`, ``None`` where ``needs[i]`` is false.  Broadcasting is
     undone with :func:`unbroadcast`.  Build a tensor with :meth:`apply`.
+
+    An op whose backward can produce a gradient straight into a given array
+    (``np.matmul(..., out=)``) may define ``backward_out(g, needs, outs)``:
+    ``outs[i]`` is an array of input ``i``'s shape and gradient dtype, or
+    None; it returns what :meth:`backward` returns, with ``outs[i]`` itself
+    where it wrote that gradient there.  :func:`gradients` calls it when a
+    leaf's gradient is to be built in a caller's ``out`` array, saving the
+    copy; an op without it is simply copied from.
     """
 
     __slots__ = ()
+    backward_out = None   # optional: (g, needs, outs) -> tuple, see above
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -93,7 +102,7 @@ def _topological_order(root: "Tensor") -> list:
 
 
 def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero", *,
-              on_leaf=None) -> list | None:
+              on_leaf=None, out=None) -> list | None:
     """Gradients of the scalar ``ys`` with respect to each tensor in ``xs``.
 
     TF1's ``tf.gradients`` for a scalar: returns a list of numpy arrays in the
@@ -116,7 +125,14 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
         reducing them while backward goes on
         (:class:`~distnet.distributed.strategies.base.GradientSink`).  ``g``
         may be an array the walk shares with another gradient: read or copy
-        it, never write it.
+        it, never write it -- unless it is ``out[i]``.
+      out: like numpy's ``out=``: arrays (or None entries), one per
+        ``xs[i]`` (distinct leaves), to build the gradients in -- the first
+        contribution written there (by the op itself when it has
+        ``backward_out``, e.g. a matmul's BLAS call), later ones added in
+        place, so a large gradient needs no temporary and no copy (the
+        strategies pass their buffer's views).  Where ``ys`` does not depend
+        on ``xs[i]``, ``out[i]`` is left as it was.
 
     Returns:
       ``list[np.ndarray]``, each of its tensor's shape and dtype, writeable
@@ -146,6 +162,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
     for i, x in enumerate(xs):
         if not isinstance(x, Tensor):
             raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
+    if out is not None and len(out) != len(xs):
+        raise InvalidArgumentError(f"gradients: out: Expect: one array (or None) per x, {len(xs)} "
+                                   f"Actual: {len(out)}")
 
     order = _topological_order(ys)
     wanted = set(xs)
@@ -157,8 +176,9 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
             if var._version != version:
                 _stale(var, version)
     # With the hook: each leaf's uses still to process (its gradient is complete at 0).
-    index = _leaf_index(xs) if on_leaf is not None else {}
-    pending = _uses(order, [x for x in index if x in needs])
+    index = _leaf_index(xs) if on_leaf is not None or out is not None else {}
+    pending = _uses(order, [x for x in index if x in needs]) if on_leaf is not None else {}
+    dests = {} if out is None else {x: out[i] for x, i in index.items() if out[i] is not None}
 
     found: dict = {}
     if needs[ys]:
@@ -173,7 +193,7 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
             if g is not None and op is not None:
                 parent_needs = [needs[p] for p in parents]
                 if True in parent_needs:
-                    _accumulate(op, g, parents, parent_needs, grads)
+                    _accumulate(op, g, parents, parent_needs, grads, dests)
             for parent in parents:
                 if parent in pending:
                     pending[parent] -= 1
@@ -208,9 +228,21 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
     return result
 
 
-def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads: dict) -> None:
-    """Run ``op``'s backward and add each input's gradient to ``grads``."""
-    pgrads = op.backward(g, parent_needs)
+def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads: dict, dests: dict) -> None:
+    """Run ``op``'s backward and add each input's gradient to ``grads``.
+
+    A leaf with an ``out`` array (``dests``) gets its first contribution
+    written there (by the op itself when it has ``backward_out``) and the
+    later ones added in place; other tensors sum their contributions.
+    """
+    pgrads = None
+    if dests and op.backward_out is not None:
+        outs = [dests.get(p) if need and p not in grads and p not in parents[:k] else None
+                for k, (p, need) in enumerate(zip(parents, parent_needs))]
+        if any(d is not None for d in outs):
+            pgrads = op.backward_out(g, parent_needs, tuple(outs))
+    if pgrads is None:
+        pgrads = op.backward(g, parent_needs)
     for parent, pg, need in zip(parents, pgrads, parent_needs):
         if not need or pg is None:
             continue
@@ -218,7 +250,16 @@ def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads
             raise ShapeError(f"internal: {type(op).__name__}.backward returned a gradient of "
                              f"shape {pg.shape} for an input of shape {parent.shape}")
         prev = grads.get(parent)
-        grads[parent] = pg if prev is None else prev + pg
+        if prev is None:
+            dest = dests.get(parent)
+            if dest is not None and pg is not dest:
+                np.copyto(dest, pg, casting="same_kind")
+                pg = dest
+            grads[parent] = pg
+        elif prev is dests.get(parent, False):
+            np.add(prev, pg, out=prev, casting="same_kind")
+        else:
+            grads[parent] = prev + pg
 
 
 def _stale(var, version: int) -> None:
@@ -232,14 +273,14 @@ def _stale(var, version: int) -> None:
 
 
 def _leaf_index(xs: list) -> dict:
-    """``{tensor: position}`` for ``gradients(on_leaf=)``: distinct leaves only."""
+    """``{tensor: position}`` for ``gradients(on_leaf=, out=)``: distinct leaves only."""
     index: dict = {}
     for i, x in enumerate(xs):
         if x._op is not None:
-            raise InvalidArgumentError(f"gradients: on_leaf: Expect: leaf tensors (variables) Actual: xs[{i}] "
+            raise InvalidArgumentError(f"gradients: on_leaf/out: Expect: leaf tensors (variables) Actual: xs[{i}] "
                                        f"is the output of {type(x._op).__name__}")
         if x in index:
-            raise InvalidArgumentError(f"gradients: on_leaf: xs[{i}] is also xs[{index[x]}]; "
+            raise InvalidArgumentError(f"gradients: on_leaf/out: xs[{i}] is also xs[{index[x]}]; "
                                        "Expect: each tensor once")
         index[x] = i
     return index

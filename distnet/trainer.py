@@ -331,7 +331,7 @@ class Trainer:
                 with span("backward", micro_batch=k):
                     sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
                                                   scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
-                    gradients(loss, self.variables, on_leaf=sink)
+                    gradients(loss, self.variables, on_leaf=sink, out=sink.out)
         with span("regularization"):
             reg = self.regularization_loss()
             reg_value, reg_grads = 0.0, None

@@ -439,3 +439,87 @@ def test_gradients_into_a_sink_check_against_finite_differences(rng):
         d[idx] = eps
         num[idx] = (f(w0 + d) - f(w0 - d)) / (2 * eps)
     np.testing.assert_allclose(buf, num, rtol=1e-6, atol=1e-8)
+
+
+class _ScaleInto(Op):
+    """y = a * w (w a vector), with a backward_out that writes dw into out."""
+
+    __slots__ = ("a", "w", "calls")
+
+    def forward(self, a, w):
+        self.a, self.w, self.calls = a, w, []
+        return a * w
+
+    def backward(self, g, needs):
+        self.calls.append("backward")
+        return (g * self.w if needs[0] else None), ((g * self.a).sum(axis=0) if needs[1] else None)
+
+    def backward_out(self, g, needs, outs):
+        self.calls.append(("backward_out", tuple(o is not None for o in outs)))
+        ga = g * self.w if needs[0] else None
+        gw = None
+        if needs[1]:
+            gw = outs[1] if outs[1] is not None else np.empty(self.w.shape, self.w.dtype)
+            np.sum(g * self.a, axis=0, out=gw)
+        return ga, gw
+
+
+def test_out_builds_the_gradients_in_the_given_arrays_bitwise(rng):
+    loss, xs = _net(rng)
+    plain = gradients(loss, xs)
+    outs = [np.full(x.shape, np.nan, np.float32) for x in xs]
+    rec = []
+    gradients(loss, xs, out=outs, on_leaf=lambda i, g: rec.append((i, g)))
+    for i in range(3):
+        np.testing.assert_array_equal(outs[i], plain[i])
+    assert all(g is outs[i] for i, g in rec if i < 3)        # the hook gets the out array itself
+    assert dict(rec)[3] is None and np.isnan(outs[3]).all()   # unconnected: left as it was
+    got = gradients(loss, xs, out=outs[:3] + [None])          # no hook: the list, built in out
+    assert all(got[i] is outs[i] for i in range(3)) and not got[3].any()
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="out: Expect: one array"):
+        gradients(loss, xs, out=outs[:2])
+
+
+def test_backward_out_writes_the_first_contribution_straight_into_out(rng):
+    a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
+    y = _ScaleInto.apply(a, w)
+    op = y._op
+    loss = distnet.reduce_sum(y * y)
+    plain = gradients(loss, [a, w])
+    assert op.calls == ["backward"]
+    outs = [np.full((3, 4), np.nan, np.float32), np.full(4, np.nan, np.float32)]
+    op.calls.clear()
+    received = {}
+    gradients(loss, [a, w], out=outs, on_leaf=received.__setitem__)
+    assert op.calls == [("backward_out", (True, True))]
+    assert received[1] is outs[1]
+    np.testing.assert_array_equal(outs[1], plain[1])
+    np.testing.assert_array_equal(outs[0], plain[0])
+    # Accumulating (GradientSink.out is None): the op is not handed arrays; the sink adds.
+    op.calls.clear()
+    sink = GradientSink(outs, accumulate=True)
+    gradients(loss, [a, w], on_leaf=sink, out=sink.out)
+    assert op.calls == ["backward"]
+    np.testing.assert_array_equal(outs[1], plain[1] + plain[1])
+
+
+def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
+    # w used twice; whichever use comes second is added in place, never handed
+    # to backward_out (which would overwrite the first).
+    a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
+    w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
+    y = _ScaleInto.apply(a, w)
+    loss = distnet.reduce_sum(y * y) + distnet.reduce_sum(w * w)
+    plain = gradients(loss, [w])
+    buf = np.full(4, np.nan, np.float32)
+    gradients(loss, [w], out=[buf])
+    np.testing.assert_array_equal(buf, plain[0])   # first use written, second added: as plain
+    y2 = _ScaleInto.apply(a, w)
+    z = _ScaleInto.apply(a, w)
+    loss2 = distnet.reduce_sum(y2 * z)
+    want = gradients(loss2, [w])[0]
+    gradients(loss2, [w], out=[buf])
+    np.testing.assert_array_equal(buf, want)
+    outs_given = [c for c in y2._op.calls + z._op.calls if isinstance(c, tuple) and c[1][1]]
+    assert len(outs_given) == 1

@@ -77,3 +77,25 @@ def test_matmul_dtype_mismatch():
         distnet.matmul(distnet.constant(np.ones((2, 2))), distnet.constant(np.ones((2, 2), np.float32)))
 
 
+@pytest.mark.parametrize("sa, sb", [((5, 4), (4, 3)), ((2, 5, 4), (4, 3)), ((2, 5, 4), (2, 4, 3))])
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul_writes_gradients_into_out_arrays_with_the_same_bits(sa, sb, ta, tb, rng):
+    a_shape = sa[:-2] + sa[-2:][::-1] if ta else sa
+    b_shape = sb[:-2] + sb[-2:][::-1] if tb else sb
+    a = distnet.Variable(rng.standard_normal(a_shape).astype(np.float32))
+    b = distnet.Variable(rng.standard_normal(b_shape).astype(np.float32))
+
+    def loss():
+        return distnet.reduce_sum(distnet.square(distnet.matmul(a, b, transpose_a=ta, transpose_b=tb)))
+
+    plain = gradients(loss(), [a, b])
+    outs = [np.full(a_shape, np.nan, np.float32), np.full(b_shape, np.nan, np.float32)]
+    gradients(loss(), [a, b], out=outs)
+    for p, o in zip(plain, outs):
+        np.testing.assert_array_equal(o, p)
+    # The 2-D case is produced in place by the op (no temporary to copy from).
+    op = loss()._parents[0]._parents[0]._op   # reduce_sum <- square <- matmul
+    if len(sa) == len(sb) == 2:
+        g = np.ones((sa[0], sb[1]), np.float32)
+        dest = np.empty(b_shape, np.float32)
+        assert op.backward_out(g, (False, True), (None, dest))[1] is dest

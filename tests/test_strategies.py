@@ -185,3 +185,20 @@ def test_mpi_clipping_under_zero1_and_hierarchical_equals_replicated(ranks):
     assert run.returncode == 0, run.describe()
     assert sorted(run.values("DONE")) == [str(r) for r in range(ranks)], run.describe()
     assert len(run.values("OK")) == 18, run.describe()
+
+
+def test_the_job_key_clip_norm_clips_under_zero1():
+    """``optimizer.clip_norm`` (the optimizer's global_clipnorm) reaches the strategy's clip step."""
+    from distnet.config import parse_job
+    from distnet.job import build_trainer
+    from test_dist_sharded import JOB
+
+    runs = {}
+    for clip in ("", "clip_norm = 0.01\n"):
+        job = parse_job(JOB + '[dist]\nstrategy = "zero1"\n' + (f"[optimizer]\n{clip}" if clip else ""))
+        trainer = build_trainer(job)
+        assert trainer.strategy.name == "zero1"
+        assert trainer.optimizer.global_clipnorm == (0.01 if clip else None)
+        trainer.fit(verbose=0)
+        runs[bool(clip)] = {v.name: v.numpy().copy() for v in trainer.variables}
+    assert max(float(np.max(np.abs(runs[True][k] - runs[False][k]))) for k in runs[True]) > 1e-4

@@ -49,6 +49,27 @@ class MatMul(Op):
             gb = unbroadcast(gb, b.shape)
         return ga, gb
 
+    def backward_out(self, g, needs, outs):
+        """As :meth:`backward`, producing a gradient straight into ``outs[i]``
+        where one is given and no broadcasting is undone (``np.matmul(out=)``:
+        the same BLAS call, so the same bits, without a temporary)."""
+        a, b, ta, tb = self.a, self.b, self.ta, self.tb
+        ga = gb = None
+        if needs[0]:
+            lhs, rhs = ((_mT(b) if tb else b), _mT(g)) if ta else (g, (b if tb else _mT(b)))
+            ga = self._product(lhs, rhs, a.shape, outs[0])
+        if needs[1]:
+            lhs, rhs = (_mT(g), (_mT(a) if ta else a)) if tb else ((a if ta else _mT(a)), g)
+            gb = self._product(lhs, rhs, b.shape, outs[1])
+        return ga, gb
+
+    @staticmethod
+    def _product(lhs, rhs, shape, out):
+        if out is not None and lhs.ndim == rhs.ndim == 2 and (lhs.shape[0], rhs.shape[1]) == shape \
+                and out.dtype == np.result_type(lhs, rhs):
+            return np.matmul(lhs, rhs, out=out)
+        return unbroadcast(np.matmul(lhs, rhs), shape)
+
 
 def matmul(a: Any, b: Any, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
     """Matrix product ``op(a) @ op(b)``, 2-D or batched (TF's ``tf.matmul``).

@@ -17,6 +17,10 @@ Conventions (TF1):
   per operation.  The element-wise arithmetic is the same, so the result is
   the same as a whole-array update.  One chunk-sized scratch buffer per
   variable is reused every step (no parameter-sized temporaries).
+* ``clipnorm`` / ``global_clipnorm`` are a transform applied before the
+  update (:class:`distnet.optimizers.clipping.Clip`): ``apply_gradients``
+  clips then calls ``apply_update`` (the rule alone); a training strategy
+  clips the reduced gradient itself and calls ``apply_update``.
 * A ``None`` gradient leaves its variable (and its slots) untouched, as in TF.
 * Every updated variable's version is incremented; ``compute_gradients`` (so
   ``minimize``) refuses a loss computed before the last update of one of its

@@ -366,8 +366,8 @@ class DistributedOptimizer(Optimizer):
                 check_not_stale(dl)
                 # This rank's share of the global gradient: of its mean times n_r / N, or of its sum.
                 share = n_local / total if reduction == "mean" else 1.0
-                distnet.gradients(dl, list(x_vals), grad_ys=share,
-                                  on_leaf=strategy.gradient_sink(False, n_local, {}))
+                sink = strategy.gradient_sink(False, n_local, {})
+                distnet.gradients(dl, list(x_vals), grad_ys=share, on_leaf=sink, out=sink.out)
             res = strategy.reduce(n_local, regularization_grads=reg, global_count=total)
             run.session.set_resource(("last-reduce", self), (run, res.is_finite))
             return [np.asarray(g, dtype=dt if dt.kind == "f" else np.float32)

@@ -2,15 +2,19 @@
 
 One step, as :class:`~distnet.trainer.Trainer` runs it, whatever the strategy:
 
-1. backward writes each micro-batch's gradients into the strategy's flat
-   buffer through :meth:`Strategy.gradient_sink` (already scaled: the loss is
-   the shard's sum over the *global* batch size);
+1. backward lands each micro-batch's gradients in the strategy's flat
+   buffer through :meth:`Strategy.gradient_sink`, the ``on_leaf`` hook of
+   :func:`distnet.autodiff.gradients` (already scaled: the loss is the
+   shard's sum over the *global* batch size);
 2. :meth:`Strategy.reduce` sums them over ranks with the sample count and the
    step's scalars (loss sum, correct count), adds the regularization gradient
    once (it depends on the weights alone, the same on every rank) and says
    whether every reduced value is finite (the same answer on every rank);
-3. :meth:`Strategy.update` runs the optimizer and the EMA on what this rank
-   holds (:attr:`Strategy.updated`) and makes every rank's weights whole again.
+3. :meth:`Strategy.clip` clips the reduced gradient as the optimizer asks
+   (``clipnorm`` / ``global_clipnorm``), with the norms of the whole gradient;
+4. :meth:`Strategy.update` runs the optimizer's update rule and the EMA on
+   what this rank holds (:attr:`Strategy.updated`) and makes every rank's
+   weights whole again.
 
 Checkpoints hold full arrays whatever the strategy: :meth:`Strategy.full_state`
 and :meth:`Strategy.local_state` convert between them and what this rank
@@ -66,12 +70,14 @@ class SyncResult:
 
 class GradientSink:
     """Lands one micro-batch's gradients in a strategy's buffer: the
-    ``on_leaf`` hook of :func:`distnet.autodiff.gradients`.
+    ``on_leaf`` hook of :func:`distnet.autodiff.gradients`, with :attr:`out`
+    its ``out=`` arrays.
 
     ``sink(i, g)`` receives variable ``i``'s complete gradient (None when the
     loss does not depend on it) and copies it into ``views[i]`` (zeros for
-    None), or adds it there when accumulating (micro-batches after the
-    first; rounding as ``view += g``).
+    None) unless backward built it there already (``g is views[i]``, through
+    :attr:`out`), or adds it there when accumulating (micro-batches after
+    the first; rounding as ``view += g``).
 
     Args:
         views: one array per variable, in the strategy's buffer.
@@ -79,7 +85,8 @@ class GradientSink:
         on_final: called as ``on_final(i)`` once variable ``i`` is landed
             (e.g. to start reducing the buckets it completes).
     Example:
-        >>> gradients(loss, variables, on_leaf=strategy.gradient_sink(False, n, scalars))
+        >>> sink = strategy.gradient_sink(False, n, scalars)
+        >>> gradients(loss, variables, on_leaf=sink, out=sink.out)
     """
 
     __slots__ = ("accumulate", "on_final", "views")
@@ -87,6 +94,12 @@ class GradientSink:
     def __init__(self, views: Sequence[np.ndarray], accumulate: bool,
                  on_final: Callable[[int], None] | None = None) -> None:
         self.views, self.accumulate, self.on_final = views, accumulate, on_final
+
+    @property
+    def out(self) -> Sequence[np.ndarray] | None:
+        """The arrays backward may build the gradients in (``gradients(out=)``):
+        the views, or None when accumulating (they hold earlier micro-batches)."""
+        return None if self.accumulate else self.views
 
     def __call__(self, i: int, g: np.ndarray | None) -> None:
         dest = self.views[i]
