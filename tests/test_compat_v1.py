@@ -298,10 +298,10 @@ def test_saver_round_trip_and_latest_checkpoint(tmp_path):
 # -- errors ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path,name,nearest", [
-    ("nn", "avg_pool", "tf.nn.max_pool"),
+    ("train", "FtrlOptimizer", "tf.train.AdagradOptimizer"),
     ("train", "AdadeltaOptimizer", "AdagradOptimizer"),
     ("", "while_loop", "a Python loop"),
-    ("layers", "batch_normalization", "no batch normalization"),
+    ("train", "ProximalAdagradOptimizer", "tf.train.AdagradOptimizer"),
     ("train", "AdamOptimiser", "tf.train.AdamOptimizer"),
 ])
 def test_unsupported_apis_name_themselves_and_the_nearest(path, name, nearest):

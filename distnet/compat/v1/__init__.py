@@ -22,7 +22,9 @@ from distnet.compat.v1 import distributed as _dist
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import normalization as _bn
 from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import spatial as _spatial
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
 from distnet.compat.v1 import variables as _v
@@ -174,6 +176,8 @@ nn = _Namespace(
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
     embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
+    moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
+    conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,
 )
 
 train = _Namespace(
@@ -191,7 +195,8 @@ train = _Namespace(
 
 layers = _Namespace(
     "layers", dense=_layers.dense, conv2d=_layers.conv2d, max_pooling2d=_layers.max_pooling2d,
-    dropout=_layers.dropout, flatten=_layers.flatten,
+    dropout=_layers.dropout, flatten=_layers.flatten, batch_normalization=_bn.layers_batch_normalization,
+    conv2d_transpose=_spatial.layers_conv2d_transpose, average_pooling2d=_spatial.average_pooling2d,
 )
 
 contrib = _Namespace("contrib", layers=_Namespace(
@@ -199,7 +204,8 @@ contrib = _Namespace("contrib", layers=_Namespace(
     l1_l2_regularizer=_layers.l1_l2_regularizer, sum_regularizer=_layers.sum_regularizer,
     apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
     variance_scaling_initializer=variance_scaling_initializer, flatten=_layers.flatten,
-    fully_connected=_layers.fully_connected,
+    fully_connected=_layers.fully_connected, batch_norm=_bn.contrib_batch_norm,
+    avg_pool2d=_spatial.contrib_avg_pool2d,
 ))
 
 losses = _Namespace(

@@ -194,19 +194,22 @@ class DistributedOptimizer(Optimizer):
         samples) or ``"sum"``.
       sample_count: this rank's number of samples, an int or a tensor;
         default the first size of the fed batch.
+      sync_batch_norm: batch normalization in training mode takes the
+        statistics of the global batch (default); False keeps each rank's
+        own, as TensorFlow and Horovod do (see
+        :mod:`distnet.compat.v1.normalization`).
       strategy: ``"replicated"`` (default: every rank updates every weight)
         or ``"zero1"`` (each rank updates 1/N of the weights and keeps 1/N
         of the optimizer's slots; the weights are all-gathered after the
         update); ``sharded=True`` is ``"zero1"``.
       max_bad_steps: consecutive non-finite steps tolerated before the job stops.
       **strategy_options: the strategy's own: ``overlap``, ``bucket_bytes``,
-        ``compression="float16"`` (replicated); ``shared_memory``,
-        ``compression`` (zero1).
+        ``compression="float16"`` (replicated); ``compression`` (zero1).
     """
 
     def __init__(self, optimizer: Optimizer, loss_reduction: str = "mean", sample_count: Any = None,
-                 name: str | None = None, *, strategy: str | None = None, sharded: bool = False,
-                 max_bad_steps: int = 5, **strategy_options):
+                 name: str | None = None, sync_batch_norm: bool = True, *, strategy: str | None = None,
+                 sharded: bool = False, max_bad_steps: int = 5, **strategy_options):
         if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
             raise InvalidArgumentError(f"DistributedOptimizer: Expect: a tf.train optimizer "
                                        f"(e.g. tf.train.AdamOptimizer(1e-4)) Actual: {type(optimizer).__name__}")
@@ -241,6 +244,10 @@ class DistributedOptimizer(Optimizer):
         self._name = name or f"Distributed{optimizer.get_name()}"
         self._guard = NonFiniteGuard(max_bad_steps, rank=self._comm.rank)
         optimizer._applier = self
+        # Read by the graph's batch normalization ops when they run (normalization._reducer).
+        graph = get_default_graph()
+        graph._sync_batch_norm = bool(sync_batch_norm)
+        graph._loss_reduction = loss_reduction
 
     def get_name(self) -> str:
         return self._name
