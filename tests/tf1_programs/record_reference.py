@@ -1,7 +1,8 @@
 """Record a battery program's numbers from real TensorFlow 2.21.
 
 Run with an interpreter that has ``tensorflow`` (2.21, ``tf.compat.v1``;
-``tf-keras`` with ``TF_USE_LEGACY_KERAS=1`` for ``tf.compat.v1.layers``) --
+``tf-keras`` with ``TF_USE_LEGACY_KERAS=1`` for ``tf.compat.v1.layers``;
+``tf-slim`` for ``tf.contrib.layers``/``framework``/``slim``) --
 a benchmark venv, never distnet's own dependencies::
 
     /path/to/tf-venv/bin/python tests/tf1_programs/record_reference.py PROGRAM.py [PROGRAM.py ...]
@@ -71,6 +72,26 @@ def _contrib_batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0
 contrib.layers = _ns("tensorflow.contrib.layers",
                      xavier_initializer=v1.glorot_uniform_initializer, flatten=v1.layers.flatten,
                      batch_norm=_contrib_batch_norm)
+try:
+    # tf-slim (pip install tf-slim) is TF 1.x's contrib.layers / contrib.framework / contrib.slim code,
+    # kept alive for TF 2: the reference for the programs that use them.
+    import tf_slim as _slim
+    from tf_slim import layers as _slim_layers
+
+    for _name in ("conv2d", "convolution2d", "fully_connected", "flatten", "max_pool2d", "dropout", "repeat",
+                  "l1_regularizer", "l2_regularizer", "xavier_initializer"):
+        setattr(contrib.layers, _name, getattr(_slim_layers, _name, None) or getattr(_slim, _name))
+    from tensorflow.python.framework import ops as _ops
+    # tf-slim 1.1's optimize_loss names ops.Tensor and ops.IndexedSlices, which TF 2.21 moved.
+    _ops.Tensor, _ops.IndexedSlices = _real.Tensor, _real.IndexedSlices
+    from tf_slim.layers import optimizers as _slim_optimizers
+    contrib.layers.optimize_loss = _slim_optimizers.optimize_loss
+    contrib.framework = _ns("tensorflow.contrib.framework", arg_scope=_slim.arg_scope,
+                            add_arg_scope=_slim.add_arg_scope)
+    contrib.slim = _slim
+    sys.modules["tensorflow.contrib.slim"] = _slim
+except ImportError:
+    pass
 
 class _TF1(types.ModuleType):
     """``import tensorflow as tf`` in a 1.x program: tf.compat.v1 plus contrib."""
