@@ -147,25 +147,7 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
       >>> distnet.gradients(distnet.reduce_sum(x * x), [x])
       [array([2., 4.], dtype=float32)]
     """
-    if not isinstance(ys, Tensor):
-        raise DTypeError(f"gradients: ys must be a Tensor, got {type(ys).__name__}")
-    if ys.data.size != 1:
-        raise ShapeError(
-            "gradients: ys must be a scalar (one element). "
-            f"Expect: shape () Actual: shape {ys.shape}; reduce it first, "
-            "e.g. with distnet.reduce_sum or distnet.reduce_mean"
-        )
-    if unconnected_gradients not in ("zero", "none"):
-        raise InvalidArgumentError(
-            f"gradients: unconnected_gradients must be 'zero' or 'none', got {unconnected_gradients!r}")
-    xs = [xs] if isinstance(xs, Tensor) else list(xs)
-    for i, x in enumerate(xs):
-        if not isinstance(x, Tensor):
-            raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
-    if out is not None and len(out) != len(xs):
-        raise InvalidArgumentError(f"gradients: out: Expect: one array (or None) per x, {len(xs)} "
-                                   f"Actual: {len(out)}")
-
+    xs = _checked_args(ys, xs, unconnected_gradients, out)
     order = _topological_order(ys)
     wanted = set(xs)
     # needs[t]: t is requested or lies downstream of a requested tensor.
@@ -206,6 +188,34 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
             if x in pending or x not in needs:   # ys itself, or unconnected
                 on_leaf(i, found.get(x))
         return None
+    return _handed_out(xs, found, unconnected_gradients)
+
+
+def _checked_args(ys, xs, unconnected_gradients: str, out) -> list:
+    """``xs`` as a list, after checking every argument of :func:`gradients`."""
+    if not isinstance(ys, Tensor):
+        raise DTypeError(f"gradients: ys must be a Tensor, got {type(ys).__name__}")
+    if ys.data.size != 1:
+        raise ShapeError(
+            "gradients: ys must be a scalar (one element). "
+            f"Expect: shape () Actual: shape {ys.shape}; reduce it first, "
+            "e.g. with distnet.reduce_sum or distnet.reduce_mean"
+        )
+    if unconnected_gradients not in ("zero", "none"):
+        raise InvalidArgumentError(
+            f"gradients: unconnected_gradients must be 'zero' or 'none', got {unconnected_gradients!r}")
+    xs = [xs] if isinstance(xs, Tensor) else list(xs)
+    for i, x in enumerate(xs):
+        if not isinstance(x, Tensor):
+            raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
+    if out is not None and len(out) != len(xs):
+        raise InvalidArgumentError(f"gradients: out: Expect: one array (or None) per x, {len(xs)} "
+                                   f"Actual: {len(out)}")
+    return xs
+
+
+def _handed_out(xs: list, found: dict, unconnected_gradients: str) -> list:
+    """The returned list: each x's gradient in its dtype, zeros (or None) where unconnected."""
     result = []
     handed_out: set[int] = set()
     for x in xs:
