@@ -321,6 +321,7 @@ metrics = _Namespace(
     true_positives=_metrics.true_positives, false_positives=_metrics.false_positives,
     true_negatives=_metrics.true_negatives, false_negatives=_metrics.false_negatives,
     mean_per_class_accuracy=_metrics.mean_per_class_accuracy, mean_iou=_metrics.mean_iou,
+)
 
 app = _misc.app
 flags = _misc.flags
