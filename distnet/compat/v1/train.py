@@ -141,6 +141,8 @@ class Optimizer:
     """
 
     _native_cls: type = _opt.GradientDescent
+    #: The ``DistributedOptimizer`` wrapping this one, which applies its updates (None: applied here).
+    _applier = None
 
     def __init__(self, learning_rate: Any, use_locking: bool = False, name: str | None = None, **hyper):
         if learning_rate is None:
@@ -175,10 +177,16 @@ class Optimizer:
             storages.append((g, st))
         pending = session.resource(("optimizer-state", self))
         if pending is not None:
-            native.build([st for _, st in storages])
-            native.load_state_dict(pending)
             session.set_resource(("optimizer-state", self), None)
-        native.apply_gradients([(None if g is None else g.data, st) for g, st in storages])
+        arrays = [(None if g is None else g.data, st) for g, st in storages]
+        if self._applier is not None:   # a DistributedOptimizer: guard, and ZeRO-1's sharded update
+            if not self._applier._apply(run, native, arrays, pending):
+                return   # a skipped step: global_step stays (as the native Trainer's)
+        else:
+            if pending is not None:
+                native.build([st for _, st in storages])
+                native.load_state_dict(pending)
+            native.apply_gradients(arrays)
         if global_step is not None:
             gs = global_step._storage(session)
             if gs is None:
