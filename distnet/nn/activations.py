@@ -1,4 +1,4 @@
-"""Activations: linear, relu, sigmoid, tanh, softmax, log_softmax.
+"""Activations: linear, relu, leaky_relu, sigmoid, tanh, softmax, log_softmax.
 
 All are numerically stable: sigmoid evaluates ``exp`` of a non-positive
 number only, softmax and log_softmax subtract the maximum along ``axis``.
@@ -53,6 +53,21 @@ class Relu(Op):
     def backward(self, g, needs):
         # TF: the gradient at exactly 0 is 0.
         return (g * self.mask,)
+
+
+class LeakyRelu(Op):
+    __slots__ = ("alpha", "mask")
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def forward(self, x):
+        self.mask = x > 0
+        return np.where(self.mask, x, x * x.dtype.type(self.alpha))
+
+    def backward(self, g, needs):
+        # TF (LeakyReluGrad): the slope at exactly 0 is alpha.
+        return (np.where(self.mask, g, g * g.dtype.type(self.alpha)),)
 
 
 class Sigmoid(Op):
@@ -141,6 +156,26 @@ def relu(features: Any, name: str | None = None) -> Tensor:
       array([0., 0., 2.], dtype=float32)
     """
     return Relu.apply(as_tensor(features))
+
+
+@register("activation", "leaky_relu", doc="`x` for `x > 0`, else `0.2 * x` (TF's `tf.nn.leaky_relu`)")
+def leaky_relu(features: Any, alpha: float = 0.2, name: str | None = None) -> Tensor:
+    """``features`` where positive, ``alpha * features`` elsewhere (TF's ``tf.nn.leaky_relu``,
+    default ``alpha`` 0.2 as TF and Keras' ``"leaky_relu"`` activation); slope ``alpha`` at 0.
+
+    Args:
+      features: a floating tensor.
+      alpha: the slope for negative inputs, a finite number.
+      name: ignored.
+
+    Example:
+      >>> distnet.nn.leaky_relu([-1.0, 0.0, 2.0]).numpy()
+      array([-0.2,  0. ,  2. ], dtype=float32)
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(alpha):
+        raise InvalidArgumentError(f"leaky_relu: alpha: Expect: a finite number Actual: {alpha!r}")
+    return LeakyRelu.apply(floating_tensor(features, "leaky_relu"), alpha=float(alpha))
 
 
 @register("activation", "sigmoid", doc="`1 / (1 + exp(-x))`")
