@@ -26,7 +26,8 @@ from distnet.tensor import Tensor
                  "the table's initializer (Keras: uniform in ±0.05)", ref="initializer"),
           Option("embeddings_regularizer", TABLE, None, "a regularizer of the table", ref="regularizer"),
           NAME, doc="integer ids `[batch, ...]` -> `[batch, ..., output_dim]`, rows of the table "
-                    "`<name>/embeddings [input_dim, output_dim]`")
+                    "`<name>/embeddings [input_dim, output_dim]`",
+          sequence_output=True)
 class Embedding(Layer):
     """A trainable lookup table (Keras ``Embedding``; TF's ``tf.nn.embedding_lookup``).
 

@@ -28,7 +28,7 @@ from distnet.tensor import Tensor
                  "separate recurrent bias (Keras' default)"), NAME,
           doc="gated recurrent unit on `[batch, time, features]` (Keras' gate order z, r, h); `[batch, units]`, "
               "or `[batch, time, units]` with `return_sequences`",
-          flat_output=True)
+          flat_output=True, sequence_input=True)
 class GRU(Recurrent):
     """A GRU layer (Keras semantics; weights ``<name>/kernel``, ``<name>/recurrent_kernel``, ``<name>/bias``).
 

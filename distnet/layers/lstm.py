@@ -40,7 +40,7 @@ class _UnitForgetBias:
           Option("unit_forget_bias", BOOL, True, "start the forget gate's bias at 1 (Keras)"), NAME,
           doc="long short-term memory on `[batch, time, features]` (Keras' gate order i, f, c, o); "
               "`[batch, units]`, or `[batch, time, units]` with `return_sequences`",
-          flat_output=True)
+          flat_output=True, sequence_input=True)
 class LSTM(Recurrent):
     """An LSTM layer (Keras semantics; weights ``<name>/kernel``, ``<name>/recurrent_kernel``, ``<name>/bias``).
 
