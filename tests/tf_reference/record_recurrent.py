@@ -71,7 +71,8 @@ xl = tf.constant(np.array([-2.0, -0.5, 0.0, 0.5, 3.0], np.float32))
 with tf.GradientTape() as tape:
     tape.watch(xl)
     yl = tf.nn.leaky_relu(xl)
-out["leaky_relu"] = lists({"x": xl, "y": yl, "grad": tape.gradient(tf.reduce_sum(yl), xl)})
+    total = tf.reduce_sum(yl)
+out["leaky_relu"] = lists({"x": xl, "y": yl, "grad": tape.gradient(total, xl)})
 
 Path(__file__).with_name("recurrent_values.json").write_text(json.dumps(out, indent=1) + "\n")
 print("wrote", sorted(out))
