@@ -11,7 +11,7 @@ import distnet
 from distnet import registry
 from distnet.errors import InvalidArgumentError, ShapeError
 from distnet.gradcheck import check_gradients
-from distnet.layers import GRU, LSTM, Dense, Embedding, Reshape
+from distnet.layers import GRU, LSTM, Embedding
 from distnet.models import Sequential
 
 TF = json.loads((Path(__file__).parent / "tf_reference" / "recurrent_values.json").read_text())
