@@ -266,3 +266,39 @@ def test_a_job_with_a_recurrent_layer_on_images_says_to_reshape(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "model.layers[0].type: a lstm layer takes [batch, time, features]: put a reshape layer before it" \
         in proc.stderr, proc.stderr
+
+
+def test_fused_lstm_op_gradients_float64():
+    rng = np.random.default_rng(12)
+    x, k, r, b = (rng.standard_normal(s) * 0.7 for s in ((3, 5, 2), (2, 12), (3, 12), (12,)))
+    check_gradients(distnet.nn.lstm, [x, k, r, b])
+    check_gradients(lambda *a: distnet.nn.lstm(*a)[:, -1], [x, k, r])   # no bias, the last state only
+    np.testing.assert_allclose(distnet.nn.lstm(x, k, r, b).numpy(), lstm_numpy(x, k, r, b), rtol=1e-12,
+                               atol=1e-14)
+
+
+def test_fused_lstm_equals_the_unrolled_native_ops():
+    """The layer takes the fused op for Keras' activations and unrolls native ops for others:
+    given the same functions as callables (so the unrolled path runs), both agree."""
+    rng = np.random.default_rng(13)
+    x = distnet.constant(rng.standard_normal((4, 6, 3)))
+    fused = LSTM(5, return_sequences=True)
+    unrolled = LSTM(5, return_sequences=True, activation=lambda t: distnet.nn.tanh(t),
+                    recurrent_activation=lambda t: distnet.nn.sigmoid(t))
+    r = rng.standard_normal((4, 6, 5))
+    grads = []
+    for layer in (fused, unrolled):
+        model = built(layer, 6, 3, seed=4)
+        y = model(x)
+        grads.append([y.numpy()] + distnet.gradients(distnet.reduce_sum(y * r), [x] + model.variables))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_fused_lstm_errors():
+    with pytest.raises(ShapeError, match=r"recurrent_kernel: Expect: \[units, 4 \* units\]"):
+        distnet.nn.lstm(np.zeros((1, 2, 3)), np.zeros((3, 8)), np.zeros((2, 6)))
+    with pytest.raises(ShapeError, match=r"kernel \[features, 8\]"):
+        distnet.nn.lstm(np.zeros((1, 2, 3)), np.zeros((4, 8)), np.zeros((2, 8)))
+    with pytest.raises(distnet.errors.DTypeError, match="one floating dtype"):
+        distnet.nn.lstm(np.zeros((1, 2, 3), np.float32), np.zeros((3, 8)), np.zeros((2, 8)))

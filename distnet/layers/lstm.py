@@ -8,6 +8,8 @@ Per step, with Keras' gate order ``i, f, c, o`` along the weights' last axis::
     h = o * activation(c)
 
 ``unit_forget_bias`` (Keras' default) starts the forget gate's bias at 1.
+With the default activations the layer runs :func:`distnet.nn.lstm` (the
+sequence as one op); with others it unrolls the loop over native ops.
 """
 from __future__ import annotations
 
@@ -77,8 +79,14 @@ class LSTM(Recurrent):
         return self.bias_initializer
 
     def call(self, x: Tensor, training: bool = False, rng=None, sample_keys=None) -> Tensor:
+        from distnet import nn
         from distnet.nn import bias_add
         from distnet.ops import matmul
+
+        if self.activation is nn.tanh and self.recurrent_activation is nn.sigmoid:
+            # Keras' defaults: the fused sequence op (the same recurrence, one op, its BPTT written out).
+            hs = nn.lstm(x, self.kernel, self.recurrent_kernel, self.bias if self.use_bias else None)
+            return hs if self.return_sequences else hs[:, -1]
 
         u = self.units
         h = c = self.zero_state(x.shape[0])
