@@ -290,6 +290,7 @@ def test_fused_lstm_equals_the_unrolled_native_ops():
     for layer in (fused, unrolled):
         model = built(layer, 6, 3, seed=4)
         y = model(x)
+        assert (type(y._op).__name__ == "LSTMSequence") == (layer is fused)   # the path taken
         grads.append([y.numpy()] + distnet.gradients(distnet.reduce_sum(y * r), [x] + model.variables))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
