@@ -303,3 +303,27 @@ def test_fused_lstm_errors():
         distnet.nn.lstm(np.zeros((1, 2, 3)), np.zeros((4, 8)), np.zeros((2, 8)))
     with pytest.raises(distnet.errors.DTypeError, match="one floating dtype"):
         distnet.nn.lstm(np.zeros((1, 2, 3), np.float32), np.zeros((3, 8)), np.zeros((2, 8)))
+
+
+def test_fused_gru_op_gradients_and_the_unrolled_path_float64():
+    rng = np.random.default_rng(14)
+    x, k, r, b = (rng.standard_normal(s) * 0.7 for s in ((3, 5, 2), (2, 9), (3, 9), (2, 9)))
+    check_gradients(distnet.nn.gru, [x, k, r, b])
+    check_gradients(lambda *a: distnet.nn.gru(*a)[:, -1], [x, k, r])
+    np.testing.assert_allclose(distnet.nn.gru(x, k, r, b).numpy(), gru_numpy(x, k, r, b, True), rtol=1e-12,
+                               atol=1e-14)
+    xt = distnet.constant(rng.standard_normal((4, 6, 3)))
+    fused = GRU(5, return_sequences=True)
+    unrolled = GRU(5, return_sequences=True, activation=lambda t: distnet.nn.tanh(t),
+                   recurrent_activation=lambda t: distnet.nn.sigmoid(t))
+    w = rng.standard_normal((4, 6, 5))
+    grads = []
+    for layer in (fused, unrolled):
+        model = built(layer, 6, 3, seed=5)
+        y = model(xt)
+        assert (type(y._op).__name__ == "GRUSequence") == (layer is fused)
+        grads.append([y.numpy()] + distnet.gradients(distnet.reduce_sum(y * w), [xt] + model.variables))
+    for a, bb in zip(*grads):
+        np.testing.assert_allclose(a, bb, rtol=1e-12, atol=1e-13)
+    with pytest.raises(ShapeError, match=r"bias: Expect: \(2, 9\)"):
+        distnet.nn.gru(x, k, r, np.zeros(9))

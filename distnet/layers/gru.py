@@ -11,7 +11,9 @@ reset gate multiplies the recurrent term after the matrix product::
     h = z * h + (1 - z) * activation(xh + r * hh)
 
 With ``reset_after = false`` the bias is ``[3 * units]`` and the candidate is
-``activation(xh + (r * h) @ recurrent_kernel[:, 2u:])``.
+``activation(xh + (r * h) @ recurrent_kernel[:, 2u:])``.  With Keras' defaults
+(``reset_after``, tanh, sigmoid) the layer runs :func:`distnet.nn.gru` (the
+sequence as one op); otherwise it unrolls the loop over native ops.
 """
 from __future__ import annotations
 
@@ -59,7 +61,13 @@ class GRU(Recurrent):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def call(self, x: Tensor, training: bool = False, rng=None, sample_keys=None) -> Tensor:
+        from distnet import nn
         from distnet.ops import matmul
+
+        if self.reset_after and self.activation is nn.tanh and self.recurrent_activation is nn.sigmoid:
+            # Keras' defaults: the fused sequence op (the same recurrence, one op, its BPTT written out).
+            hs = nn.gru(x, self.kernel, self.recurrent_kernel, self.bias if self.use_bias else None)
+            return hs if self.return_sequences else hs[:, -1]
 
         u = self.units
         h = self.zero_state(x.shape[0])
