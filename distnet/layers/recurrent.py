@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from distnet import initializers as _init
 from distnet import regularizers as _reg
 from distnet.errors import InvalidArgumentError, ShapeError
@@ -101,8 +103,6 @@ class Recurrent(Layer):
         return x if self.recurrent_activation is None else self.recurrent_activation(x)
 
     def zero_state(self, batch: int) -> Tensor:
-        import numpy as np
-
         return Tensor(np.zeros((batch, self.units), dtype=self.dtype))
 
     def finish(self, outputs: list[Tensor]) -> Tensor:
