@@ -55,21 +55,6 @@ class Relu(Op):
         return (g * self.mask,)
 
 
-class LeakyRelu(Op):
-    __slots__ = ("alpha", "mask")
-
-    def __init__(self, alpha: float):
-        self.alpha = alpha
-
-    def forward(self, x):
-        self.mask = x > 0
-        return np.where(self.mask, x, x * x.dtype.type(self.alpha))
-
-    def backward(self, g, needs):
-        # TF (LeakyReluGrad): the slope at exactly 0 is alpha.
-        return (np.where(self.mask, g, g * g.dtype.type(self.alpha)),)
-
-
 class Sigmoid(Op):
     __slots__ = ("y",)
 
@@ -158,26 +143,6 @@ def relu(features: Any, name: str | None = None) -> Tensor:
     return Relu.apply(as_tensor(features))
 
 
-@register("activation", "leaky_relu", doc="`x` for `x > 0`, else `0.2 * x` (TF's `tf.nn.leaky_relu`)")
-def leaky_relu(features: Any, alpha: float = 0.2, name: str | None = None) -> Tensor:
-    """``features`` where positive, ``alpha * features`` elsewhere (TF's ``tf.nn.leaky_relu``,
-    default ``alpha`` 0.2 as TF and Keras' ``"leaky_relu"`` activation); slope ``alpha`` at 0.
-
-    Args:
-      features: a floating tensor.
-      alpha: the slope for negative inputs, a finite number.
-      name: ignored.
-
-    Example:
-      >>> distnet.nn.leaky_relu([-1.0, 0.0, 2.0]).numpy()
-      array([-0.2,  0. ,  2. ], dtype=float32)
-    """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(alpha):
-        raise InvalidArgumentError(f"leaky_relu: alpha: Expect: a finite number Actual: {alpha!r}")
-    return LeakyRelu.apply(floating_tensor(features, "leaky_relu"), alpha=float(alpha))
-
-
 @register("activation", "sigmoid", doc="`1 / (1 + exp(-x))`")
 def sigmoid(x: Any, name: str | None = None) -> Tensor:
     """``1 / (1 + exp(-x))``, finite for any ``|x|`` (TF's ``tf.sigmoid``).
@@ -251,3 +216,32 @@ def log_softmax(logits: Any, axis: int = -1, name: str | None = None) -> Tensor:
     """
     x = floating_tensor(logits, "log_softmax")
     return LogSoftmax.apply(x, axis=class_axis(axis, x.ndim, "log_softmax"))
+
+
+class LeakyRelu(Op):
+    __slots__ = ("mask", "alpha")
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+    def forward(self, x):
+        self.mask = x > 0
+        return np.where(self.mask, x, x * np.asarray(self.alpha, dtype=x.dtype))
+
+    def backward(self, g, needs):
+        # TF: the gradient at exactly 0 is alpha.
+        return (np.where(self.mask, g, g * np.asarray(self.alpha, dtype=g.dtype)),)
+
+
+@register("activation", "leaky_relu", doc="`x` where `x > 0`, else `0.2 * x`")
+def leaky_relu(features: Any, alpha: float = 0.2, name: str | None = None) -> Tensor:
+    """``features`` where positive, else ``alpha * features`` (TF's ``tf.nn.leaky_relu``,
+    ``alpha=0.2`` by default); gradient ``alpha`` at 0, as TF.
+
+    Example:
+      >>> distnet.nn.leaky_relu([-1.0, 0.0, 2.0]).numpy()
+      array([-0.2,  0. ,  2. ], dtype=float32)
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)):
+        raise InvalidArgumentError(f"leaky_relu: Expect: alpha a number Actual: {alpha!r}")
+    return LeakyRelu.apply(floating_tensor(features, "leaky_relu"), alpha=float(alpha))

@@ -15,6 +15,8 @@ differences are listed in docs/tf1.md.
 """
 from __future__ import annotations
 
+import sys as _sys
+
 import numpy as _np
 
 from distnet.compat.v1 import arg_scope as _arg_scope
@@ -166,6 +168,14 @@ from distnet.compat.v1.math_ops import (  # noqa: E402
     reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum, rsqrt, sigmoid, sign, sqrt, square,
     subtract, tanh, where, where_v2,
 )
+from distnet.compat.v1.clip_ops import clip_by_global_norm, clip_by_norm, global_norm  # noqa: E402
+from distnet.compat.v1.control_flow import case, cond, while_loop  # noqa: E402
+from distnet.compat.v1.tensor_array import TensorArray  # noqa: E402
+from distnet.compat.v1.array_ops import gather_nd, split, tile  # noqa: E402
+from distnet.compat.v1.math_ops import (  # noqa: E402
+    arg_max, arg_min, floordiv, floormod, reduce_logsumexp, reduce_prod, squared_difference,
+)
+from distnet.compat.v1.session import RunMetadata, RunOptions  # noqa: E402
 from distnet.compat.v1.train import gradients  # noqa: E402
 from distnet.compat.v1.variables import (  # noqa: E402
     AUTO_REUSE, Variable, VariableScope, all_variables, assign, assign_add, assign_sub, constant_initializer,
@@ -183,6 +193,7 @@ sub = subtract
 mul = multiply
 neg = negative
 pack = stack
+mod = floormod
 
 
 # -- the queue era's readers (tf.train holds the producers and batching) ------------------------
@@ -210,6 +221,8 @@ nn = _Namespace(
     uniform_candidate_sampler=_cs.uniform_candidate_sampler,
     rnn_cell=_Namespace("nn.rnn_cell", **_CELLS), static_rnn=_rnn.static_rnn, dynamic_rnn=_rnn.dynamic_rnn,
     bidirectional_dynamic_rnn=_rnn.bidirectional_dynamic_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
+    leaky_relu=_m.leaky_relu, softplus=_m.softplus, l2_normalize=_m.l2_normalize, top_k=_m.top_k,
+    elu=_m.elu, selu=_m.selu,
     moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
     conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,
 )
@@ -218,6 +231,7 @@ train = _Namespace(
     "train", Optimizer=_train.Optimizer, GradientDescentOptimizer=_train.GradientDescentOptimizer,
     MomentumOptimizer=_train.MomentumOptimizer, AdamOptimizer=_train.AdamOptimizer,
     RMSPropOptimizer=_train.RMSPropOptimizer, AdagradOptimizer=_train.AdagradOptimizer,
+    AdadeltaOptimizer=_train.AdadeltaOptimizer,
     exponential_decay=_train.exponential_decay, piecewise_constant=_train.piecewise_constant,
     polynomial_decay=_train.polynomial_decay, cosine_decay=_train.cosine_decay,
     get_or_create_global_step=_train.get_or_create_global_step, get_global_step=_train.get_global_step,
@@ -309,6 +323,9 @@ math = _Namespace(
     reduce_any=reduce_any, reduce_max=reduce_max, reduce_mean=reduce_mean, reduce_min=reduce_min,
     reduce_sum=reduce_sum, rsqrt=rsqrt, sigmoid=sigmoid, sign=sign, sqrt=sqrt, square=square, subtract=subtract,
     tanh=tanh, in_top_k=_m.in_top_k, softmax=_m.softmax, log_softmax=_m.log_softmax,
+    reduce_prod=reduce_prod, reduce_logsumexp=reduce_logsumexp, squared_difference=squared_difference,
+    floordiv=floordiv, floormod=floormod, top_k=_m.top_k, l2_normalize=_m.l2_normalize,
+    leaky_relu=_m.leaky_relu, softplus=_m.softplus,
 )
 
 errors = _Namespace(
@@ -357,6 +374,29 @@ summary = _Namespace(
 )
 
 
+
+def _as_bytes(bytes_or_text, encoding="utf-8"):
+    """``tf.compat.as_bytes``: text encoded, bytes unchanged."""
+    if isinstance(bytes_or_text, (bytes, bytearray)):
+        return bytes(bytes_or_text)
+    if isinstance(bytes_or_text, str):
+        return bytes_or_text.encode(encoding)
+    raise TypeError(f"Expected binary or unicode string, got {bytes_or_text!r}")
+
+
+def _as_text(bytes_or_text, encoding="utf-8"):
+    """``tf.compat.as_text`` / ``as_str``: bytes decoded, text unchanged."""
+    if isinstance(bytes_or_text, str):
+        return bytes_or_text
+    if isinstance(bytes_or_text, (bytes, bytearray)):
+        return bytes(bytes_or_text).decode(encoding)
+    raise TypeError(f"Expected binary or unicode string, got {bytes_or_text!r}")
+
+
+#: ``tf.compat.v1`` is this module itself, so TF 1.15-style code (``tf.compat.v1.placeholder``) runs;
+#: ``as_bytes``/``as_text``/``as_str`` are TF1's string helpers (word2vec's data reading uses them).
+compat = _Namespace("compat", v1=_sys.modules[__name__], as_bytes=_as_bytes, as_text=_as_text, as_str=_as_text,
+                    as_str_any=lambda value: value.decode() if isinstance(value, bytes) else str(value))
 
 
 def __getattr__(name: str):
