@@ -186,7 +186,9 @@ def tensorflow_conv_ms(rng, n: int, hw: int, cin: int, cout: int, k: int, repeat
         with tf.GradientTape() as tape:
             tape.watch([x, w])
             y = tf.nn.conv2d(x, w, 1, "SAME")
-        return tape.gradient(y, [x, w], output_gradients=g)
+        # y is returned too: graph mode prunes an op whose output nothing uses, and the
+        # gradients read only x, w and g, so without it the forward convolution never runs.
+        return y, tape.gradient(y, [x, w], output_gradients=g)
 
     for _ in range(2):
         step()
