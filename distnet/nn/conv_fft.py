@@ -90,12 +90,31 @@ def _dft_matrices(h: int, w: int, rows: Axis, cols: Axis, k: tuple[int, int], dt
 
 
 class Conv2DFFT(Op):
-    """``conv2d`` by DFT (stride 1, no dilation); geometry resolved by :func:`distnet.nn.conv2d`."""
+    """``conv2d`` by DFT (stride 1, no dilation); geometry resolved by :func:`distnet.nn.conv2d`.
 
-    __slots__ = ("rows", "cols_axis", "x_shape", "w_shape", "m", "xf", "b")
+    Stages 2-4 run one width frequency ``q`` at a time (the height transform
+    and the channel products of different ``q`` are independent): each
+    frequency's arrays — a few hundred kB at batch 100 — stay in cache from
+    one stage to the next, where whole-batch stages would stream megabytes
+    through memory between them.
+    """
+
+    __slots__ = ("rows", "cols_axis", "x_shape", "w_shape", "m", "xf", "wri")
 
     def __init__(self, rows: Axis, cols_axis: Axis):
         self.rows, self.cols_axis = rows, cols_axis
+
+    def _blocks(self, q: int, out: np.ndarray) -> np.ndarray:
+        """``out[P, 2C, 2O]``: the blocks ``[[Wr, -Wi], [Wi, Wr]]`` of width frequency ``q``."""
+        p_ = self.m["p"]
+        wr, wi = self.wri[0, q * p_:(q + 1) * p_], self.wri[1, q * p_:(q + 1) * p_]
+        c, o = wr.shape[1], wr.shape[2]
+        b = out.reshape(p_, 2, c, 2, o)
+        b[:, 0, :, 0] = wr
+        np.negative(wi, out=b[:, 0, :, 1])
+        b[:, 1, :, 0] = wi
+        b[:, 1, :, 1] = wr
+        return out
 
     def forward(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         dtype = np.result_type(x, w)
@@ -104,56 +123,69 @@ class Conv2DFFT(Op):
         kh, kw, _, o = w.shape
         m = self.m = _dft_matrices(h, wd, self.rows, self.cols_axis, (kh, kw), dtype)
         p_, qr = m["p"], m["qr"]
-        f = qr * p_
         ho, wo = self.rows.out, self.cols_axis.out
-        # Stages 1-2 on the input, laid out [W, H, N, C] so that each stage is a GEMM from the left.
+        # The kernel's transform, [re/im, F, C, O] (F in (q, p) order).
+        self.wri = (m["kernel"] @ w.astype(dtype, copy=False).reshape(kh * kw, c * o)).reshape(2, qr * p_, c, o)
+        # Stage 1 on the input laid out [W, H, N, C], so that it is one GEMM from the left.
         xt = np.ascontiguousarray(x.transpose(2, 1, 0, 3), dtype=dtype).reshape(wd, h * n * c)
-        s1 = (m["t1"] @ xt).reshape(qr, 2 * h, n * c)                 # [q, (re/im, h), (n, c)]
-        s2 = np.matmul(m["m2"], s1).reshape(qr, p_, 2, n, c)           # [q, p, re/im, n, c]
-        self.xf = np.ascontiguousarray(s2.transpose(0, 1, 3, 2, 4)).reshape(f, n, 2 * c)
-        self.b = self._kernel_blocks(w.astype(dtype, copy=False))
-        # Stage 3, then 4-5 back to pixels.
-        y = np.matmul(self.xf, self.b).reshape(qr, p_, n, 2, o)        # [q, p, n, re/im, o]
-        yt = np.ascontiguousarray(y.transpose(0, 1, 3, 2, 4)).reshape(qr, 2 * p_, n * o)
-        z = np.matmul(m["n2"], yt).reshape(2 * qr, ho * n * o)         # [(q, re/im), (i, n, o)]
-        out = (m["n1"] @ z).reshape(wo, ho, n, o)
+        s1 = (m["t1"] @ xt).reshape(qr, 2 * h, n * c)                  # [q, (re/im, h), (n, c)]
+        # Per width frequency: stages 2, 3 and 4.  xf (kept for the filter gradient): [q, p, n, (re/im, c)].
+        xf = self.xf = np.empty((qr, p_, n, 2 * c), dtype=dtype)
+        s2 = np.empty((2 * p_, n * c), dtype=dtype)
+        b = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
+        y = np.empty((p_, n, 2 * o), dtype=dtype)
+        yt = np.empty((p_, 2, n, o), dtype=dtype)
+        z = np.empty((qr, 2 * ho, n * o), dtype=dtype)                # [q, (re/im, i), (n, o)]
+        for q in range(qr):
+            np.matmul(m["m2"], s1[q], out=s2)                          # [(p, re/im), (n, c)]
+            np.copyto(xf[q].reshape(p_, n, 2, c), s2.reshape(p_, 2, n, c).transpose(0, 2, 1, 3))
+            np.matmul(xf[q], self._blocks(q, b), out=y)                # [p, n, (re/im, o)]
+            np.copyto(yt, y.reshape(p_, n, 2, o).transpose(0, 2, 1, 3))
+            np.matmul(m["n2"], yt.reshape(2 * p_, n * o), out=z[q])
+        # Stage 5: back to pixels, [Wo, Ho, N, O], then NHWC.
+        out = (m["n1"] @ z.reshape(2 * qr, ho * n * o)).reshape(wo, ho, n, o)
         return np.ascontiguousarray(out.transpose(2, 1, 0, 3))
-
-    def _kernel_blocks(self, w: np.ndarray) -> np.ndarray:
-        """``[F, 2C, 2O]`` blocks ``[[Wr, -Wi], [Wi, Wr]]`` of the kernel's transform."""
-        kh, kw, c, o = w.shape
-        f = self.m["qr"] * self.m["p"]
-        wri = (self.m["kernel"] @ w.reshape(kh * kw, c * o)).reshape(2, f, c, o)
-        b = np.empty((f, 2, c, 2, o), dtype=w.dtype)
-        b[:, 0, :, 0] = wri[0]
-        np.negative(wri[1], out=b[:, 0, :, 1])
-        b[:, 1, :, 0] = wri[1]
-        b[:, 1, :, 1] = wri[0]
-        return b.reshape(f, 2 * c, 2 * o)
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         m = self.m
         n, h, wd, c = self.x_shape
         kh, kw, _, o = self.w_shape
         p_, qr = m["p"], m["qr"]
-        f = qr * p_
         ho, wo = self.rows.out, self.cols_axis.out
         dtype = self.xf.dtype
-        # Adjoint of stages 5 and 4: the upstream gradient into the frequency domain.
+        # Adjoint of stage 5: the upstream gradient into width frequencies.
         gt = np.ascontiguousarray(g.transpose(2, 1, 0, 3), dtype=dtype).reshape(wo, ho * n * o)
         gz = (m["n1"].T @ gt).reshape(qr, 2 * ho, n * o)
-        gy = np.matmul(m["n2"].T, gz).reshape(qr, p_, 2, n, o)
-        gf = np.ascontiguousarray(gy.transpose(0, 1, 3, 2, 4)).reshape(f, n, 2 * o)
+        gy = np.empty((2 * p_, n * o), dtype=dtype)
+        gf = np.empty((p_, n, 2, o), dtype=dtype)
+        dwri = db = dxf = dxt = ds1 = b = None
+        if needs[1]:
+            dwri = np.empty((2, qr * p_, c, o), dtype=dtype)
+            db = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
+        if needs[0]:
+            b = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
+            dxf = np.empty((p_, n, 2 * c), dtype=dtype)
+            dxt = np.empty((p_, 2, n, c), dtype=dtype)
+            ds1 = np.empty((qr, 2 * h, n * c), dtype=dtype)
+        for q in range(qr):
+            # Adjoints of stages 4 and 3 (and 2 for the input gradient), one width frequency at a time.
+            np.matmul(m["n2"].T, gz[q], out=gy)                         # [(p, re/im), (n, o)]
+            np.copyto(gf, gy.reshape(p_, 2, n, o).transpose(0, 2, 1, 3))
+            g3 = gf.reshape(p_, n, 2 * o)
+            if needs[1]:
+                np.matmul(self.xf[q].transpose(0, 2, 1), g3, out=db)     # [p, (re/im, c), (re/im, o)]
+                d4 = db.reshape(p_, 2, c, 2, o)
+                part = slice(q * p_, (q + 1) * p_)
+                np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=dwri[0, part])
+                np.subtract(d4[:, 1, :, 0], d4[:, 0, :, 1], out=dwri[1, part])
+            if needs[0]:
+                np.matmul(g3, self._blocks(q, b).transpose(0, 2, 1), out=dxf)
+                np.copyto(dxt, dxf.reshape(p_, n, 2, c).transpose(0, 2, 1, 3))
+                np.matmul(m["m2"].T, dxt.reshape(2 * p_, n * c), out=ds1[q])
         dw = dx = None
         if needs[1]:
-            db = np.matmul(self.xf.transpose(0, 2, 1), gf).reshape(f, 2, c, 2, o)
-            dwri = np.empty((2, f, c, o), dtype=dtype)
-            np.add(db[:, 0, :, 0], db[:, 1, :, 1], out=dwri[0])
-            np.subtract(db[:, 1, :, 0], db[:, 0, :, 1], out=dwri[1])
-            dw = (m["kernel"].T @ dwri.reshape(2 * f, c * o)).reshape(kh, kw, c, o)
+            dw = (m["kernel"].T @ dwri.reshape(2 * qr * p_, c * o)).reshape(kh, kw, c, o)
         if needs[0]:
-            dxf = np.matmul(gf, self.b.transpose(0, 2, 1)).reshape(qr, p_, n, 2, c)
-            dxt = np.ascontiguousarray(dxf.transpose(0, 1, 3, 2, 4)).reshape(qr, 2 * p_, n * c)
-            ds1 = np.matmul(m["m2"].T, dxt).reshape(2 * qr, h * n * c)
-            dx = np.ascontiguousarray((m["t1"].T @ ds1).reshape(wd, h, n, c).transpose(2, 1, 0, 3))
+            dx = (m["t1"].T @ ds1.reshape(2 * qr, h * n * c)).reshape(wd, h, n, c)
+            dx = np.ascontiguousarray(dx.transpose(2, 1, 0, 3))
         return dx, dw
