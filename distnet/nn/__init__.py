@@ -5,6 +5,7 @@ Each op lives in its own module; all are exported here, so
 """
 from distnet.nn.activations import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
 from distnet.nn.bias_add import bias_add  # noqa: F401
+from distnet.nn.bias_add_relu import bias_add_relu  # noqa: F401
 from distnet.nn.conv import conv2d  # noqa: F401
 from distnet.nn.cross_entropy import (  # noqa: F401
     softmax_cross_entropy_with_logits, sparse_softmax_cross_entropy_with_logits,
@@ -14,7 +15,7 @@ from distnet.nn.l2_loss import l2_loss  # noqa: F401
 from distnet.nn.pooling import max_pool  # noqa: F401
 
 __all__ = [
-    "bias_add", "conv2d", "dropout", "dropout_sample_keys", "l2_loss", "log_softmax", "max_pool",
+    "bias_add", "bias_add_relu", "conv2d", "dropout", "dropout_sample_keys", "l2_loss", "log_softmax", "max_pool",
     "relu", "sigmoid", "softmax", "softmax_cross_entropy_with_logits",
     "sparse_softmax_cross_entropy_with_logits", "tanh",
 ]
