@@ -283,7 +283,7 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
             both(f"conv {h}x{w}x{c} -> {f}, 5x5 SAME{', dW' if first else ', dW+dX'}", ours, tf_fn, [x, k])
             y = rng.standard_normal((n, h, w, f)).astype(np.float32)
             b = rng.standard_normal(f).astype(np.float32)
-            both(f"bias_add + relu {h}x{w}x{f}", {"": dn(lambda a, bb: nn.relu(nn.bias_add(a, bb)), [y, b], (0, 1))},
+            both(f"bias_add + relu {h}x{w}x{f}", {"": dn(nn.bias_add_relu, [y, b], (0, 1))},   # as the layers run it
                  lambda a, bb: tf.nn.relu(tf.nn.bias_add(a, bb)), [y, b])
             params += [(5, 5, c, f), (f,)]
             c, first = f, False
@@ -299,10 +299,10 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
             x = rng.standard_normal((n, c)).astype(np.float32)
             k = (rng.standard_normal((c, units)) * 0.01).astype(np.float32)
             b = rng.standard_normal(units).astype(np.float32)
-            act_dn = nn.relu if relu else nn.activations.linear
             act_tf = tf.nn.relu if relu else tf.identity
             both(f"dense {c} -> {units}{' + relu' if relu else ''}, dX+dW+db",
-                 {"": dn(lambda a, kk, bb: act_dn(nn.bias_add(distnet.matmul(a, kk), bb)), [x, k, b], (0, 1, 2))},
+                 {"": dn(lambda a, kk, bb: (nn.bias_add_relu if relu else nn.bias_add)(distnet.matmul(a, kk), bb),
+                         [x, k, b], (0, 1, 2))},
                  lambda a, kk, bb: act_tf(tf.nn.bias_add(tf.matmul(a, kk), bb)), [x, k, b])
             params += [(c, units), (units,)]
             c = units
