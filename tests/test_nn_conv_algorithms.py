@@ -271,3 +271,13 @@ def test_every_rank_runs_rank_0s_choice_and_stays_bitwise_equal(tmp_path, nranks
     # the fake measurement makes rank 0 pick the first applicable algorithm by name: fft
     assert plans[0].split(",")[0].endswith("=fft") and plans[0].split(",")[1].endswith("=fft"), plans[0]
     assert len(set(digests)) == 1, digests
+
+
+def test_job_key_is_validated_and_reaches_the_config():
+    from distnet.config import ConfigError, parse_job
+
+    cfg = parse_job('[train]\nsteps = 10\nconv_algorithm = "auto"\n')
+    assert cfg.train.conv_algorithm == "auto"
+    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm is None   # the Trainer's default, gemm
+    with pytest.raises(ConfigError, match=r"conv_algorithm.*unknown value 'winograde'; did you mean 'winograd'"):
+        parse_job("[train]\nsteps = 10\n", overrides=["train.conv_algorithm=winograde"])
