@@ -177,7 +177,7 @@ def unstack(value: Any, num: int | None = None, axis: int = 0, name: str = "unst
     n = num if num is not None else value.shape[axis].value
     if n is None:
         raise ValueError(f"Cannot infer num from shape {value.shape}")
-    lead = (slice(None),) * (axis % value.shape.ndims)
+    lead = (builtins.slice(None),) * (axis % value.shape.ndims)
     return [value[lead + (i,)] for i in builtins.range(n)]
 
 
