@@ -34,6 +34,7 @@ import numpy as np
 from distnet.compat.v1.errors import FailedPreconditionError, OutOfRangeError, UnsupportedError
 from distnet.compat.v1.graph import (
     Tensor, TensorShape, as_dtype, as_shape, convert_to_tensor, get_default_graph, leaf, no_output, probes_for,
+    upstream_ops,
 )
 from distnet.errors import DTypeError, InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor, _to_array
@@ -322,16 +323,10 @@ class Dataset:
 
 
 def _reads_placeholder(t: Tensor) -> bool:
-    seen, stack = set(), [t.op]
-    while stack:
-        op = stack.pop()
-        if op.type == "Placeholder":
-            return True
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(i.op for i in op.inputs)
-    return False
+    """Whether ``t`` reads a ``tf.placeholder`` (one that must be fed): only that
+    stops a one-shot iterator; a placeholder with a default or a shard constant
+    (:func:`~distnet.compat.v1.graph.reads_fed_data`'s wider sense) does not."""
+    return any(op.type == "Placeholder" for op in upstream_ops([t]))
 
 
 def _check_count(what: str, arg: str, value: Any, allow_auto: bool = False, minimum: int = 1) -> int:
@@ -655,16 +650,17 @@ class _Shuffle(Dataset):
     def _generator(self, ctx) -> np.random.Generator:
         state = ctx.state.get(self)
         if state is None:
-            graph_seed, op_seed = self._seed
-            if graph_seed is None:
+            from distnet.compat.v1.array_ops import seeded_rng
+
+            if self._seed[0] is None:
                 seed = [int(np.random.default_rng().integers(2 ** 32))]
-                comm = ctx.session.graph._comm
-                if comm is not None and comm.size > 1:
+                comm = ctx.session.graph.multi_rank_comm()
+                if comm is not None:
                     # Every rank must walk the same order (each then takes its shard): rank 0's draw.
                     seed = [int(comm.bcast_object(seed[0], root=0))]
+                rng = np.random.default_rng(seed)
             else:
-                seed = [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF]
-            rng = np.random.default_rng(seed)
+                rng = seeded_rng(self._seed)
             state = ctx.state[self] = (rng, rng.bit_generator.state)
         rng, start = state
         if not self._reshuffle:

@@ -276,6 +276,12 @@ class Graph:
         self._comm = None          # set by DistributedOptimizer: variables are broadcast when initialized
         self._shard = None         # (offset, count, global count) of a constant made of distributed.shard()'s output
 
+    def multi_rank_comm(self):
+        """The communicator a ``DistributedOptimizer`` built on this graph runs over,
+        when it spans more than one rank; None on one process (nothing to agree on)."""
+        comm = self._comm
+        return comm if comm is not None and comm.size > 1 else None
+
     def _shard_offset(self, run) -> int:
         """Index in the global batch of this rank's first sample (0 on one process)."""
         info = run.shard if run is not None and run.shard is not None else self._shard
@@ -632,6 +638,27 @@ class Tensor:
 
     def __getitem__(self, index):
         return _m().getitem(self, index)
+
+
+def upstream_ops(tensors: Sequence["Tensor"]) -> Iterator[Operation]:
+    """Each op that ``tensors`` are computed from (their own ops included), once,
+    walking the data inputs (not control inputs); lazily, so ``any(...)`` over it
+    stops at the first match."""
+    seen: set = set()
+    stack = [t.op for t in tensors]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        yield op
+        stack.extend(i.op for i in op.inputs)
+
+
+def reads_fed_data(t: "Tensor") -> bool:
+    """Whether ``t`` depends on the program's data: a placeholder, a tf.data or queue
+    batch, or a constant made of a rank's shard (ops marked ``_placeholder``)."""
+    return any(getattr(op, "_placeholder", False) for op in upstream_ops([t]))
 
 
 def _m():

@@ -72,8 +72,7 @@ def _global_step_tensor(hook: str) -> Tensor:
 
 
 def _comm():
-    comm = get_default_graph()._comm
-    return comm if comm is not None and comm.size > 1 else None
+    return get_default_graph().multi_rank_comm()
 
 
 class StopAtStepHook(SessionRunHook):

@@ -146,11 +146,6 @@ class Scaffold:
         return self
 
 
-def _comm(graph):
-    comm = graph._comm
-    return comm if comm is not None and comm.size > 1 else None
-
-
 class ChiefSessionCreator:
     """Creates the session: restores the newest checkpoint of ``checkpoint_dir``
     (or ``checkpoint_filename_with_path``), else runs the scaffold's ``init_op``
@@ -165,7 +160,7 @@ class ChiefSessionCreator:
     def _newest_checkpoint(self, graph) -> str | None:
         from distnet.compat.v1.saver import latest_checkpoint
 
-        comm = _comm(graph)
+        comm = graph.multi_rank_comm()
         path = None
         if comm is None or comm.rank == 0:
             path = self._checkpoint_path or (latest_checkpoint(self._checkpoint_dir) if self._checkpoint_dir else None)
@@ -350,7 +345,7 @@ def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint
     save_checkpoint_steps = None if save_checkpoint_steps is USE_DEFAULT else save_checkpoint_steps
 
     graph = get_default_graph()
-    comm = _comm(graph)
+    comm = graph.multi_rank_comm()
     scaffold = scaffold or Scaffold()
     if comm is not None and is_chief:
         for h in chief_only_hooks or []:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from distnet.compat.v1.array_ops import seeded_rng
 from distnet.compat.v1.data import _array, _Spec, flatten, multi_output, pack, read_lines
 from distnet.compat.v1.errors import OutOfRangeError, UnsupportedError
 from distnet.compat.v1.graph import Tensor, TensorShape, convert_to_tensor, get_default_graph, leaf, probes_for
@@ -39,11 +40,6 @@ def _sub_run(session, tensors: Sequence[Tensor]) -> list:
 
     run = _Run(session, {})
     return [_array(run.value(t)) for t in tensors]
-
-
-def _seeded_generator(seed: tuple) -> np.random.Generator:
-    graph_seed, op_seed = seed
-    return np.random.default_rng(None if graph_seed is None else [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF])
 
 
 def _text(value: Any) -> str:
@@ -78,7 +74,7 @@ class InputQueue:
         def make():
             items = self._items if self._items is not None else \
                 np.asarray(_sub_run(session, [self._tensor])[0]).reshape(-1).tolist()
-            return _ProducerState(items, self._epochs, self._shuffle, _seeded_generator(self._seed))
+            return _ProducerState(items, self._epochs, self._shuffle, seeded_rng(self._seed))
 
         return session.resource(("input_producer", self), make)
 
@@ -432,7 +428,7 @@ def shuffle_batch(tensors: Any, batch_size: int, capacity: int, min_after_dequeu
     rng_key = ("shuffle_batch", object())
 
     def pick(session, buffer, take):
-        rng = session.resource(rng_key, lambda: _seeded_generator(seeds))
+        rng = session.resource(rng_key, lambda: seeded_rng(seeds))
         out = []
         for _ in range(take):
             j = int(rng.integers(len(buffer)))

@@ -35,10 +35,6 @@ class NotFoundError(CheckpointError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _comm(graph):
-    return graph._comm if graph._comm is not None and graph._comm.size > 1 else None
-
-
 class Saver:
     """TF1's ``tf.train.Saver(var_list=None, max_to_keep=5)``.
 
@@ -100,7 +96,7 @@ class Saver:
             gs = next((v for v in self._map.values() if v.op.name == "global_step"), None)
             step = int(gs._storage(sess).data) if gs is not None and gs._storage(sess) is not None else 0
         optimizer = _optimizer_state(sess)
-        comm = _comm(sess.graph)
+        comm = sess.graph.multi_rank_comm()
         state = CheckpointState(params=params, ema=ema, step=max(step, 0), optimizer=optimizer,
                                 world_size=comm.size if comm is not None else 1)
         directory = os.path.dirname(os.path.abspath(path))
@@ -123,7 +119,7 @@ class Saver:
         """Assign the checkpoint's values to the variables (no initializer needed)."""
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
-        comm = _comm(sess.graph)
+        comm = sess.graph.multi_rank_comm()
         values = None
         if comm is None or comm.rank == 0:
             values = self._read(sess, save_path)
