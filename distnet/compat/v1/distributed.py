@@ -240,11 +240,10 @@ class DistributedOptimizer(Optimizer):
         self._sample_count = sample_count
         self._name = name or f"Distributed{optimizer.get_name()}"
         self._guard = NonFiniteGuard(max_bad_steps, rank=self._comm.rank)
+        # Read by the graph's batch normalization ops when they run (normalization._reducer);
+        # raises, before the optimizer is marked wrapped, when another DistributedOptimizer disagrees.
+        get_default_graph().set_batch_norm_sync(sync_batch_norm, loss_reduction)
         optimizer._applier = self
-        # Read by the graph's batch normalization ops when they run (normalization._reducer).
-        graph = get_default_graph()
-        graph._sync_batch_norm = bool(sync_batch_norm)
-        graph._loss_reduction = loss_reduction
 
     def get_name(self) -> str:
         return self._name

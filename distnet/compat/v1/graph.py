@@ -275,12 +275,33 @@ class Graph:
         self._optimizers: list = []   # the tf.train optimizers that made an update op here (for Saver)
         self._comm = None          # set by DistributedOptimizer: variables are broadcast when initialized
         self._shard = None         # (offset, count, global count) of a constant made of distributed.shard()'s output
+        self._batch_norm_sync: tuple | None = None   # (sync statistics, loss reduction): see set_batch_norm_sync
 
     def multi_rank_comm(self):
         """The communicator a ``DistributedOptimizer`` built on this graph runs over,
         when it spans more than one rank; None on one process (nothing to agree on)."""
         comm = self._comm
         return comm if comm is not None and comm.size > 1 else None
+
+    def set_batch_norm_sync(self, sync: bool, loss_reduction: str) -> None:
+        """How this graph's batch normalization ops combine ranks (as a
+        ``DistributedOptimizer`` built on it says): whether they all-reduce their
+        statistics, and whether the ranks' losses are a mean or a sum.  Every
+        ``DistributedOptimizer`` of a graph must agree, as one batch normalization op
+        serves all of them (a GAN builds two)."""
+        new = (bool(sync), loss_reduction)
+        if self._batch_norm_sync is not None and self._batch_norm_sync != new:
+            old_sync, old_reduction = self._batch_norm_sync
+            raise InvalidArgumentError(
+                "DistributedOptimizer: Expect: every DistributedOptimizer of a graph with the same "
+                f"sync_batch_norm and loss_reduction (its batch normalization follows them) Actual: "
+                f"sync_batch_norm={new[0]}, loss_reduction={loss_reduction!r} after sync_batch_norm={old_sync}, "
+                f"loss_reduction={old_reduction!r}")
+        self._batch_norm_sync = new
+
+    def batch_norm_sync(self) -> tuple:
+        """``(sync statistics, loss reduction)``; ``(True, "mean")`` before any ``DistributedOptimizer``."""
+        return self._batch_norm_sync if self._batch_norm_sync is not None else (True, "mean")
 
     def _shard_offset(self, run) -> int:
         """Index in the global batch of this rank's first sample (0 on one process)."""

@@ -100,10 +100,11 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001, 
 
 def _reducer(graph):
     """The all-reduce that synchronizes the statistics, and how the ranks' gradients combine."""
-    comm = graph._comm
-    if comm is None or comm.size == 1 or not getattr(graph, "_sync_batch_norm", True):
+    comm = graph.multi_rank_comm()
+    sync, loss_reduction = graph.batch_norm_sync()
+    if comm is None or not sync:
         return None, "mean"
-    return (lambda v: comm.allreduce_(v)), getattr(graph, "_loss_reduction", "mean")
+    return (lambda v: comm.allreduce_(v)), loss_reduction
 
 
 def _node(x: Tensor, gamma, beta, moving_mean, moving_variance, training: Any, epsilon: float, axis: int,
