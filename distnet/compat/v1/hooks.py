@@ -240,8 +240,6 @@ class SummarySaverHook(SessionRunHook):
         self._by_secs = save_secs is not None
         self._output_dir, self._given_writer = output_dir, summary_writer
         self._scaffold, self._summary_op = scaffold, summary_op
-        self._rank_local = False          # set by MonitoredTrainingSession for a chief-only hook
-        self._rank_local_request = False
 
     def begin(self) -> None:
         self._writer, self._owns_writer = _writer_for(self._output_dir, self._given_writer)
@@ -257,12 +255,15 @@ class SummarySaverHook(SessionRunHook):
         return op
 
     def before_run(self, run_context):
+        return self._before_run(run_context, rank_local=False)
+
+    def _before_run(self, run_context, rank_local: bool):
+        """``rank_local``: the hook runs on this rank alone (a chief-only hook; see monitored.py)."""
         self._request = self._next_step is None or self._timer.should_trigger_for_step(self._next_step)
         comm = _comm()
-        if comm is not None and self._by_secs and not self._rank_local:
+        if comm is not None and self._by_secs and not rank_local:
             # Time differs between ranks: rank 0 decides, so every rank runs the summaries together.
             self._request = comm.bcast_object(self._request, root=0)
-        self._rank_local_request = self._rank_local and self._request
         fetches = {"global_step": self._gs}
         if self._request and self._op() is not None:
             fetches["summary"] = self._op()
@@ -291,6 +292,9 @@ class CheckpointSaverHook(SessionRunHook):
     them (``Saver.save``), so state that only all ranks together hold (ZeRO-1's sharded
     optimizer slots) is gathered; with ``save_secs`` rank 0 decides when."""
 
+    #: Whether every rank runs this hook (:class:`EveryRankCheckpointSaverHook`) or one may run alone.
+    _on_every_rank = False
+
     def __init__(self, checkpoint_dir: str, save_secs: float | None = None, save_steps: int | None = None,
                  saver: Any = None, checkpoint_basename: str = "model.ckpt", scaffold: Any = None,
                  listeners: Any = None, save_graph_def: bool = True):
@@ -303,7 +307,6 @@ class CheckpointSaverHook(SessionRunHook):
         self._saver, self._scaffold = saver, scaffold
         self._listeners = list(listeners or [])
         self._by_secs = save_secs is not None
-        self._on_every_rank = False   # set by MonitoredTrainingSession, which puts one on every rank
 
     def begin(self) -> None:
         self._gs = _global_step_tensor("CheckpointSaverHook")
@@ -365,6 +368,13 @@ class CheckpointSaverHook(SessionRunHook):
             self._save(session, step)
         for listener in self._listeners:
             listener.end(session, step)
+
+
+class EveryRankCheckpointSaverHook(CheckpointSaverHook):
+    """The ``CheckpointSaverHook`` ``MonitoredTrainingSession`` puts on every rank: all ranks
+    save together (``Saver.save``), and with ``save_secs`` rank 0 decides when."""
+
+    _on_every_rank = True
 
 
 class CheckpointSaverListener:
