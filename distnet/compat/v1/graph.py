@@ -787,7 +787,7 @@ def _probe(op_type: str, compute: Callable, inputs: Sequence[Tensor]):
                 break
     if len(errors) == 2 and not merged_ok:
         if rank_known and isinstance(errors[0], (ShapeError, DTypeError, InvalidArgumentError)):
-            raise type(errors[0])(f"{op_type}: {errors[0]}") from None
+            raise type(errors[0])(_named(op_type, errors[0])) from None
         return None, TensorShape(None), None
     a, b = results
     if a is None or b is None:
@@ -798,6 +798,12 @@ def _probe(op_type: str, compute: Callable, inputs: Sequence[Tensor]):
         return a.dtype, TensorShape(None), (a, b)
     shape = TensorShape([n if n == m else None for n, m in zip(a.shape, b.shape)])
     return a.dtype, shape, (a, b)
+
+
+def _named(op_type: str, err: Exception) -> str:
+    """``err``'s message starting with the op's name once (the distnet function may name itself)."""
+    text = str(err)
+    return text if text.startswith(f"{op_type}:") else f"{op_type}: {text}"
 
 
 def _run_probes(compute: Callable, probe_sets: Sequence[Sequence[np.ndarray]]) -> tuple:

@@ -335,7 +335,7 @@ class CheckpointSaverHook(SessionRunHook):
         if comm is not None and self._on_every_rank:
             self._get_saver().save(session, self._path, global_step=step)
         elif comm is None or comm.rank == 0:
-            self._get_saver()._save(session, self._path, step, None, True, collective=False)
+            self._get_saver()._save(session, self._path, global_step=step, collective=False)
         if comm is None or comm.rank == 0:
             logging.info("Saving checkpoints for %d into %s.", step, self._path)
         stop = False

@@ -175,6 +175,10 @@ def _channels(x: Tensor, axis: int, what: str) -> tuple[int, int]:
 def _layer(inputs, *, axis, momentum, epsilon, center, scale, initializers, regularizers, training, trainable,
            name, default_name, reuse, unbiased, updates_collections, collections, what):
     x = convert_to_tensor(inputs)
+    if x.dtype is not None and not np.issubdtype(x.dtype, np.floating):
+        # Its variables would take the input's dtype, and the statistics cannot be integers.
+        raise TypeError(f"{what}: inputs: Expect: a floating-point tensor (tf.cast it, e.g. to tf.float32) "
+                        f"Actual: {x.dtype.name} {x.name}")
     axis, c = _channels(x, axis, what)
     g = get_default_graph()
     with variable_scope(name, default_name=default_name, reuse=reuse):

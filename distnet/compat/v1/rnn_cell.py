@@ -161,6 +161,9 @@ class RNNCell:
 
     def __call__(self, inputs: Any, state: Any, scope: Any = None):
         inputs = convert_to_tensor(inputs)
+        if inputs.shape.ndims is not None and inputs.shape.ndims != 2:
+            raise ValueError(f"{type(self).__name__}: inputs: Expect: rank 2, [batch, depth] (one time step; "
+                             f"tf.nn.dynamic_rnn for a sequence) Actual: shape {inputs.shape} of {inputs.name}")
         if self._scope is None:
             base = self._base_name()
             # TF1: a cell made to reuse (or under a reusing scope) takes its plain name, to find the variables

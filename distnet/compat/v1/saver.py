@@ -72,10 +72,11 @@ class Saver:
         """Write the variables' values; returns the checkpoint's path (``save_path-<step>``).
 
         Under data parallelism every rank calls it: rank 0 writes, the others wait."""
-        return self._save(sess, save_path, global_step, latest_filename, write_state, collective=True)
+        return self._save(sess, save_path, global_step=global_step, latest_filename=latest_filename,
+                          write_state=write_state, collective=True)
 
-    def _save(self, sess, save_path: str, global_step: Any, latest_filename: str | None, write_state: bool,
-              collective: bool) -> str:
+    def _save(self, sess, save_path: str, *, global_step: Any = None, latest_filename: str | None = None,
+              write_state: bool = True, collective: bool) -> str:
         """``save``; with ``collective=False`` rank 0 writes and no other rank takes part (a chief's
         CheckpointSaverHook, which runs on rank 0 alone)."""
         if global_step is not None:
