@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from distnet.compat.v1.array_ops import seeded_rng
-from distnet.compat.v1.data import _array, _Spec, flatten, multi_output, pack, read_lines
+from distnet.compat.v1.data import _array, _Spec, _text, flatten, multi_output, pack, read_lines
 from distnet.compat.v1.errors import OutOfRangeError, UnsupportedError
 from distnet.compat.v1.graph import Tensor, TensorShape, convert_to_tensor, get_default_graph, leaf, probes_for
 from distnet.errors import DTypeError, InvalidArgumentError
@@ -40,10 +40,6 @@ def _sub_run(session, tensors: Sequence[Tensor]) -> list:
 
     run = _Run(session, {})
     return [_array(run.value(t)) for t in tensors]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- producers --------------------------------------------------------------------------------
