@@ -76,6 +76,14 @@ def _comm():
     return comm if comm is not None and comm.size > 1 else None
 
 
+def _rank0_decides(comm, flag: bool, buf: np.ndarray) -> bool:
+    """Rank 0's ``flag`` on every rank, sent in ``buf`` (a hook's one-int array, so a decision
+    every step is one small Bcast, not a pickled object)."""
+    buf[0] = bool(flag)
+    comm.bcast_(buf, root=0)
+    return bool(buf[0])
+
+
 class StopAtStepHook(SessionRunHook):
     """Requests a stop when the global step reaches ``last_step``, or ``num_steps``
     after the step the session started at (exactly one of the two)."""
@@ -243,6 +251,7 @@ class SummarySaverHook(SessionRunHook):
         self._scaffold, self._summary_op = scaffold, summary_op
         self._rank_local = False          # set by MonitoredTrainingSession for a chief-only hook
         self._rank_local_request = False
+        self._decision = np.zeros(1, np.int32)
 
     def begin(self) -> None:
         self._writer, self._owns_writer = _writer_for(self._output_dir, self._given_writer)
@@ -262,7 +271,7 @@ class SummarySaverHook(SessionRunHook):
         comm = _comm()
         if comm is not None and self._by_secs and not self._rank_local:
             # Time differs between ranks: rank 0 decides, so every rank runs the summaries together.
-            self._request = comm.bcast_object(self._request, root=0)
+            self._request = _rank0_decides(comm, self._request, self._decision)
         self._rank_local_request = self._rank_local and self._request
         fetches = {"global_step": self._gs}
         if self._request and self._op() is not None:
@@ -305,6 +314,7 @@ class CheckpointSaverHook(SessionRunHook):
         self._listeners = list(listeners or [])
         self._by_secs = save_secs is not None
         self._on_every_rank = False   # set by MonitoredTrainingSession, which puts one on every rank
+        self._decision = np.zeros(1, np.int32)
 
     def begin(self) -> None:
         self._gs = _global_step_tensor("CheckpointSaverHook")
@@ -354,7 +364,7 @@ class CheckpointSaverHook(SessionRunHook):
         trigger = self._timer.should_trigger_for_step(step)
         comm = _comm()
         if comm is not None and self._on_every_rank and self._by_secs:
-            trigger = comm.bcast_object(trigger, root=0)   # time differs between ranks: rank 0 decides
+            trigger = _rank0_decides(comm, trigger, self._decision)   # time differs between ranks: rank 0 decides
         if trigger:
             self._timer.update_last_triggered_step(step)
             if self._save(run_context.session, step):
