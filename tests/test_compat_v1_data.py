@@ -638,3 +638,39 @@ def test_next_batch_follows_tfs_epochs(tmp_path):
 
 def test_input_data_is_where_tf1_programs_import_it():
     assert tf.examples.tutorials.mnist.input_data.read_data_sets is input_data.read_data_sets
+
+
+@pytest.mark.parametrize("n,buffer,batch,drop,reshuffle", [
+    (50, 10, 7, False, True), (50, 10, 7, True, False), (50, 100, 4, False, True), (7, 3, 1, False, True),
+    (13, 1, 5, True, True), (1, 5, 3, False, False), (40, 40, 40, False, True), (40, 39, 41, False, True)])
+def test_batches_of_rows_are_the_batches_of_elements(monkeypatch, n, buffer, batch, drop, reshuffle):
+    """from_tensor_slices -> shuffle -> batch gathers rows per batch (data.py's _rows); the batches,
+    their order and the draws left for the next pass are those of the element by element path."""
+    import importlib
+
+    data_mod = importlib.import_module("distnet.compat.v1.data")
+
+    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3) * 0.5
+    y = np.arange(n, dtype=np.int64) * 3 + 1
+
+    def batches(rows: bool) -> list:
+        if not rows:
+            monkeypatch.setattr(data_mod._Slices, "_rows", lambda self, ctx: None)
+        tf.reset_default_graph()
+        ds = D.from_tensor_slices((x, y)).shuffle(buffer, seed=5, reshuffle_each_iteration=reshuffle) \
+            .batch(batch, drop_remainder=drop).repeat(3)
+        nxt = ds.make_one_shot_iterator().get_next()
+        with tf.Session() as sess:
+            out = drain(sess, nxt, limit=1000)
+        monkeypatch.undo()
+        return out
+
+    fast, slow = batches(True), batches(False)
+    assert len(fast) == len(slow) > 0 or (drop and n < batch)
+    for (fx, fy), (sx, sy) in zip(fast, slow):
+        assert fx.dtype == sx.dtype and fy.dtype == sy.dtype
+        np.testing.assert_array_equal(fx, sx)
+        np.testing.assert_array_equal(fy, sy)
+    # the order is a shuffle: every row once per pass (when no remainder is dropped)
+    if not drop:
+        assert sorted(np.concatenate([b[1] for b in fast]).tolist()) == sorted(y.tolist() * 3)

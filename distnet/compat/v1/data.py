@@ -172,6 +172,12 @@ class Dataset:
         """The graph tensors this pipeline reads (fed or computed when an iterator starts)."""
         return []
 
+    def _rows(self, ctx: _Context):
+        """``(arrays, order)`` when every element is row ``i`` of each of ``arrays`` and
+        ``order.take(k)`` gives the next ``k`` row numbers of a pass (fewer at its end) -- so a batch gathers rows
+        at once instead of stacking elements one by one; None when the elements are not rows."""
+        return None
+
     # -- the element's structure ---------------------------------------
     @property
     def output_types(self):
@@ -375,6 +381,17 @@ class _Slices(Dataset):
 
     def _inputs(self) -> list:
         return [x for x in self._leaves if isinstance(x, Tensor)]
+
+    def _rows(self, ctx):
+        if not self._slices:
+            return None
+        values = [ctx.captured[x] if isinstance(x, Tensor) else x for x in self._leaves]
+        if any(not isinstance(v, np.ndarray) or v.ndim == 0 or v.dtype.kind in "OSU" for v in values):
+            return None     # objects and strings: stacked elements may differ (a string batch's width is its own)
+        n = len(values[0])
+        if any(len(v) != n for v in values):
+            return None      # _elements says what is wrong
+        return values, _InOrder(n)
 
     def _elements(self, ctx):
         values = [ctx.captured[x] if isinstance(x, Tensor) else x for x in self._leaves]
@@ -667,6 +684,13 @@ class _Shuffle(Dataset):
             rng.bit_generator.state = start   # every pass in the same order
         return rng
 
+    def _rows(self, ctx):
+        rows = self._input._rows(ctx)
+        if rows is None or not isinstance(rows[1], _InOrder):
+            return None       # shuffling rows already shuffled: the element path
+        arrays, order = rows
+        return arrays, _ShuffledRows(order.n, self._size, self._generator(ctx))
+
     def _elements(self, ctx):
         rng = self._generator(ctx)
         source = self._input._elements(ctx)
@@ -680,6 +704,52 @@ class _Shuffle(Dataset):
             yield buf[j]
             buf[j] = buf[-1]
             buf.pop()
+
+
+class _InOrder:
+    """Row numbers ``0 .. n-1`` of a pass, ``k`` at a time."""
+
+    def __init__(self, n: int):
+        self.n, self.next = n, 0
+
+    def take(self, k: int) -> np.ndarray:
+        idx = np.arange(self.next, min(self.next + k, self.n))
+        self.next += len(idx)
+        return idx
+
+
+class _ShuffledRows:
+    """The order ``_Shuffle._elements`` gives the rows ``0 .. n-1`` of a pass: the same buffer
+    and the same draws, ``k`` at a time.  A draw's bound is the buffer's length then, known in
+    advance (``size`` while rows remain to fill it, then one less per row), so the draws of ``k``
+    rows are one call of the generator, which gives the numbers of ``k`` calls one by one."""
+
+    def __init__(self, n: int, size: int, rng: np.random.Generator):
+        self.n, self.rng = n, rng
+        self.buf = list(range(min(size, n)))
+        self.first = self.fill = len(self.buf)     # the buffer's length while rows enter it; the next row
+        self.left = n                 # rows not yet given
+
+    def take(self, k: int) -> np.ndarray:
+        k = min(k, self.left)
+        if k == 0:
+            return np.zeros(0, np.int64)
+        given = self.n - self.left
+        # The draw for the t-th row given is bounded by the buffer's length then: full while rows
+        # enter it, then one less per row given.
+        bounds = np.minimum(self.n - np.arange(given, given + k), self.first)
+        draws = self.rng.integers(bounds).tolist()
+        buf, out = self.buf, []
+        for j in draws:
+            out.append(buf[j])
+            if self.fill < self.n:
+                buf[j] = self.fill
+                self.fill += 1
+            else:
+                buf[j] = buf[-1]
+                buf.pop()
+        self.left -= k
+        return np.asarray(out, dtype=np.int64)
 
 
 def _bool_arg(value: Any) -> bool:
@@ -722,6 +792,10 @@ class _Batch(Dataset):
         return self._input._inputs()
 
     def _elements(self, ctx):
+        rows = None if self._pad_shapes is not None else self._input._rows(ctx)
+        if rows is not None:
+            yield from self._gathered(*rows)
+            return
         buf = []
         for e in self._input._elements(ctx):
             buf.append(e)
@@ -730,6 +804,14 @@ class _Batch(Dataset):
                 buf = []
         if buf and not self._drop:
             yield self._stack(buf)
+
+    def _gathered(self, arrays: list, order: Any):
+        """The batches of rows: each the rows ``order`` gives, taken from every array at once."""
+        while True:
+            idx = order.take(self._n)
+            if len(idx) == 0 or (self._drop and len(idx) < self._n):
+                return
+            yield tuple(a[idx] for a in arrays)
 
     def _stack(self, buf: list) -> tuple:
         out = []

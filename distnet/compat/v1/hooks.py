@@ -75,6 +75,14 @@ def _comm():
     return get_default_graph().multi_rank_comm()
 
 
+def _rank0_decides(comm, flag: bool, buf: np.ndarray) -> bool:
+    """Rank 0's ``flag`` on every rank, sent in ``buf`` (a hook's one-int array, so a decision
+    every step is one small Bcast, not a pickled object)."""
+    buf[0] = bool(flag)
+    comm.bcast_(buf, root=0)
+    return bool(buf[0])
+
+
 class StopAtStepHook(SessionRunHook):
     """Requests a stop when the global step reaches ``last_step``, or ``num_steps``
     after the step the session started at (exactly one of the two)."""
@@ -240,6 +248,7 @@ class SummarySaverHook(SessionRunHook):
         self._by_secs = save_secs is not None
         self._output_dir, self._given_writer = output_dir, summary_writer
         self._scaffold, self._summary_op = scaffold, summary_op
+        self._decision = np.zeros(1, np.int32)
 
     def begin(self) -> None:
         self._writer, self._owns_writer = _writer_for(self._output_dir, self._given_writer)
@@ -263,7 +272,7 @@ class SummarySaverHook(SessionRunHook):
         comm = _comm()
         if comm is not None and self._by_secs and not rank_local:
             # Time differs between ranks: rank 0 decides, so every rank runs the summaries together.
-            self._request = comm.bcast_object(self._request, root=0)
+            self._request = _rank0_decides(comm, self._request, self._decision)
         fetches = {"global_step": self._gs}
         if self._request and self._op() is not None:
             fetches["summary"] = self._op()
@@ -307,6 +316,7 @@ class CheckpointSaverHook(SessionRunHook):
         self._saver, self._scaffold = saver, scaffold
         self._listeners = list(listeners or [])
         self._by_secs = save_secs is not None
+        self._decision = np.zeros(1, np.int32)
 
     def begin(self) -> None:
         self._gs = _global_step_tensor("CheckpointSaverHook")
@@ -356,7 +366,7 @@ class CheckpointSaverHook(SessionRunHook):
         trigger = self._timer.should_trigger_for_step(step)
         comm = _comm()
         if comm is not None and self._on_every_rank and self._by_secs:
-            trigger = comm.bcast_object(trigger, root=0)   # time differs between ranks: rank 0 decides
+            trigger = _rank0_decides(comm, trigger, self._decision)   # time differs between ranks: rank 0 decides
         if trigger:
             self._timer.update_last_triggered_step(step)
             if self._save(run_context.session, step):

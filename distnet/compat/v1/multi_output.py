@@ -9,10 +9,12 @@ from distnet.compat.v1.graph import Operation, _fill, _flatten, _probe, leaf
 from distnet.compat.v1.train import node_tensor
 
 
-def build_outputs(op_type: str, fn: Callable, n: int, *args, _name: str | None = None, **kwargs) -> list:
+def build_outputs(op_type: str, fn: Callable, n: int, *args, _name: str | None = None,
+                  _names: list | None = None, **kwargs) -> list:
     """``n`` tensors, the parts of ``fn(*args, **kwargs)`` (a sequence of ``n``
     distnet tensors), graph tensors in the arguments replaced by their values
-    as :func:`distnet.compat.v1.graph.build` does; shapes from probes."""
+    as :func:`distnet.compat.v1.graph.build` does; shapes from probes.
+    ``_names`` names the output tensors' ops (default ``<op>/out``)."""
     found: list = []
     template_args = _flatten(list(args), found)
     template_kwargs = _flatten(kwargs, found)
@@ -26,5 +28,6 @@ def build_outputs(op_type: str, fn: Callable, n: int, *args, _name: str | None =
     probed = [_probe(op_type, lambda run, values, i=i: compute(run, values)[i], found) for i in range(n)]
     node = Operation(op_type, found, compute, name=_name)
     value = node_tensor(node)
-    return [leaf(op_type, lambda run, values, i=i: values[0][i], dtype, shape, probes, name=f"{node.name}/out",
+    names = _names or [f"{node.name}/out"] * n
+    return [leaf(op_type, lambda run, values, i=i: values[0][i], dtype, shape, probes, name=names[i],
                  inputs=[value]) for i, (dtype, shape, probes) in enumerate(probed)]

@@ -36,6 +36,7 @@ import distnet
 from distnet.compat.v1.graph import (
     GraphKeys, Operation, Tensor, build, convert_to_tensor, get_default_graph, leaf, probes_for,
 )
+from distnet.compat.v1.multi_output import build_outputs
 from distnet.compat.v1.train import node_tensor
 from distnet.compat.v1.variables import get_variable, ones_initializer, variable_scope, zeros_initializer
 from distnet.nn import batch_norm as _bn
@@ -48,9 +49,10 @@ def moments(x, axes, shift=None, name=None, keep_dims=None, keepdims=None):
     """TF1's ``tf.nn.moments``: ``(mean, variance)`` over ``axes`` (biased variance)."""
     keep = bool(keepdims if keepdims is not None else keep_dims)
     axes = [int(a) for a in (axes if isinstance(axes, (list, tuple)) else [axes])]
-    mean = build("Mean", lambda v: _bn.moments(v, axes, keepdims=keep)[0], x, _name=f"{name or 'moments'}/mean")
-    variance = build("Mean", lambda v: _bn.moments(v, axes, keepdims=keep)[1], x,
-                     _name=f"{name or 'moments'}/variance")
+    scope = name or "moments"
+    # One op computes both (the mean once), each output takes its part.
+    mean, variance = build_outputs("Mean", lambda v: _bn.moments(v, axes, keepdims=keep), 2, x, _name=scope,
+                                   _names=[f"{scope}/mean", f"{scope}/variance"])
     return mean, variance
 
 

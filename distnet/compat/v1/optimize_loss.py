@@ -46,9 +46,12 @@ def _norm_op(tensors: list, name: str) -> Tensor:
                  tensors, _name=name)
 
 
-def _clip_by_norm(grads_and_vars: list, clip_norm: float) -> list:
+def _clip_by_norm(grads_and_vars: list, clip_norm: float, norm: Tensor | None = None) -> list:
+    """The gradients scaled by ``clip_norm / max(norm, clip_norm)``; ``norm`` is their global norm
+    when the summaries already made it (one computation per step, not two)."""
     kept = [(g, v) for g, v in grads_and_vars if g is not None]
-    norm = _norm_op([g for g, _ in kept], "global_norm")
+    if norm is None:
+        norm = _norm_op([g for g, _ in kept], "global_norm")
     out = []
     for g, v in kept:
         def clip(gv, n, dtype=g.dtype):
@@ -131,10 +134,12 @@ def optimize_loss(loss, global_step, learning_rate, optimizer, gradient_noise_sc
             raise ValueError("Empty list of (gradient, var) pairs encountered: the loss depends on none of the "
                              "variables")
         norms = "global_gradient_norm" in summaries or "gradient_norm" in summaries
+        norm = None
         if norms:
-            summary.scalar("global_norm/gradient_norm", _norm_op(present, "global_norm"))
+            norm = _norm_op(present, "global_norm")
+            summary.scalar("global_norm/gradient_norm", norm)
         if isinstance(clip_gradients, float):
-            grads = _clip_by_norm(grads, clip_gradients)
+            grads = _clip_by_norm(grads, clip_gradients, norm)
         elif callable(clip_gradients):
             grads = clip_gradients(grads)
         elif clip_gradients is not None:
