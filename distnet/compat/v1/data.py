@@ -152,7 +152,24 @@ def _evaluate(session, tensors: list) -> dict:
 
 # -- datasets ---------------------------------------------------------------------------------
 
-class Dataset:
+class _ElementStructure:
+    """TF1's ``output_types``/``output_shapes``/``output_classes`` of what ``self._template``
+    describes (a dataset's elements, an iterator's ``get_next``)."""
+
+    @property
+    def output_types(self):
+        return pack(self._template, [s.dtype for s in flatten(self._template)])
+
+    @property
+    def output_shapes(self):
+        return pack(self._template, [s.shape for s in flatten(self._template)])
+
+    @property
+    def output_classes(self):
+        return pack(self._template, [Tensor for _ in flatten(self._template)])
+
+
+class Dataset(_ElementStructure):
     """TF1's ``tf.data.Dataset`` (see the module doc).
 
     Example:
@@ -179,18 +196,6 @@ class Dataset:
         return None
 
     # -- the element's structure ---------------------------------------
-    @property
-    def output_types(self):
-        return pack(self._template, [s.dtype for s in flatten(self._template)])
-
-    @property
-    def output_shapes(self):
-        return pack(self._template, [s.shape for s in flatten(self._template)])
-
-    @property
-    def output_classes(self):
-        return pack(self._template, [Tensor for _ in flatten(self._template)])
-
     def _specs(self) -> list:
         return flatten(self._template)
 
@@ -940,7 +945,7 @@ class _Concatenate(Dataset):
 
 # -- iterators ----------------------------------------------------------------------------------
 
-class Iterator:
+class Iterator(_ElementStructure):
     """TF1's ``tf.data.Iterator``: made by ``make_one_shot_iterator``,
     ``make_initializable_iterator`` or ``Iterator.from_structure``.
 
@@ -979,18 +984,6 @@ class Iterator:
     def string_handle(self, name=None):
         raise UnsupportedError("Iterator.string_handle is not supported by distnet.compat.v1; nearest supported: "
                                "Iterator.from_structure(...) with make_initializer(dataset)")
-
-    @property
-    def output_types(self):
-        return pack(self._template, [s.dtype for s in flatten(self._template)])
-
-    @property
-    def output_shapes(self):
-        return pack(self._template, [s.shape for s in flatten(self._template)])
-
-    @property
-    def output_classes(self):
-        return pack(self._template, [Tensor for _ in flatten(self._template)])
 
     @property
     def initializer(self):
