@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distnet.compat.v1.errors import FailedPreconditionError, OutOfRangeError, UnsupportedError
+from distnet.compat.v1.errors import FailedPreconditionError, OutOfRangeError, UnsupportedError, refuser
 from distnet.compat.v1.graph import (
     Tensor, TensorShape, as_dtype, as_shape, convert_to_tensor, get_default_graph, leaf, no_output, probes_for,
     upstream_ops,
@@ -1138,11 +1138,7 @@ def get_output_classes(dataset_or_iterator):
 
 
 def _not_supported(name: str, hint: str):
-    def refuse(*args, **kwargs):
-        raise UnsupportedError(f"tf.data.{name} is not supported by distnet.compat.v1; {hint}")
-
-    refuse.__name__ = name
-    return refuse
+    return refuser(f"data.{name}", hint)
 
 
 TFRecordDataset = _not_supported("TFRecordDataset", "distnet reads no TFRecord files: convert the records to numpy "
