@@ -18,18 +18,23 @@ Phases (:class:`Phase`):
 * ``ABORTING``: ending at once, without a checkpoint (a start-up signal, a
   second signal, or a stop that outlasted its grace period).  Final.
 
-Events and transitions (every transition is taken under one lock):
+Events and transitions, every one taken under one lock ("stays": no change
+of phase; an action in capitals is the :class:`Decision` returned):
 
-==========  ===================  ===================  ===================  ==============  ====================
-phase       first signal         repeat < window      later signal         grace over      begin
-==========  ===================  ===================  ===================  ==============  ====================
-STARTING    ABORTING, ``ABORT``  --                   --                   --              RUNNING (STOPPING
-                                                                                           after a request)
-RUNNING     STOPPING, ``STOP``   --                   --                   ABORTING        stays
-STOPPING    STOPPING, ``STOP``   stays, ``REPEAT``    ABORTING, ``ABORT``  ABORTING        stays
-            (after a request)
-ABORTING    --                   stays, ``REPEAT``    stays, ``ABORT``     stays           ``ABORT`` (start-up)
-==========  ===================  ===================  ===================  ==============  ====================
+* ``STARTING``: a signal -> ``ABORTING``, ``ABORT`` (start-up);
+  :meth:`~Lifecycle.request` -> stays (the signal is recorded);
+  :meth:`~Lifecycle.begin` -> ``RUNNING``, or ``STOPPING`` and ``STOP`` after a
+  request; grace over -> ``ABORTING``, ``ABORT``.
+* ``RUNNING``: a signal -> ``STOPPING``, ``STOP``; request -> ``STOPPING``;
+  begin -> stays; grace over -> ``ABORTING``, ``ABORT``.
+* ``STOPPING``: the first counted signal (after a request) -> stays, ``STOP``;
+  a repeat within the window -> stays, ``REPEAT``; a later signal ->
+  ``ABORTING``, ``ABORT`` ("again"); request -> stays; begin -> stays,
+  ``STOP``; grace over -> ``ABORTING``, ``ABORT``.
+* ``ABORTING``: a repeat within the window -> ``REPEAT``; a later signal ->
+  ``ABORT`` ("again"); after the grace period any signal -> ``ABORT`` (the
+  grace period); request -> stays; begin -> ``ABORT`` after a start-up abort,
+  else nothing; grace over -> ``ABORT``.
 
 "First signal" is the first one *counted*: :meth:`Lifecycle.request` only
 records which signal the stop carries (a callback, a time limit, or the
@@ -39,9 +44,9 @@ request delivered twice (a scheduler that signals every process of a job,
 and mpiexec passing it on); a later one is a second request: abort.  After
 the grace period every signal aborts with the grace period as the reason.
 The signal a stop carries is the strongest received: a SIGTERM (a
-preemption) outranks a SIGINT.  ``STARTING`` is left by :meth:`Lifecycle.begin`
-only; a start-up abort that was decided but could not be acted on (see
-:meth:`distnet.stop.StopSignals.end_startup`) is acted on there.
+preemption) outranks a SIGINT.  A start-up abort that was decided but
+could not be acted on (see :meth:`distnet.stop.StopSignals.end_startup`) is
+acted on at :meth:`Lifecycle.begin`, before a first step can run.
 
 How signals reach the decisions is the caller's :class:`Delivery`: the
 Python handler acts itself (one process, the launcher), or it only records
