@@ -34,13 +34,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from distnet import exit_status
-from distnet.launcher import (
-    Host,
-    LaunchOutcome,
-    LaunchSettings,
-    launch_job,
-    parse_hostfile,
-)
+from distnet.launcher import Host, LaunchOutcome, LaunchSettings, launch_job, parse_hostfile
 
 #: Seconds the launcher waits beyond the workers' stop grace before it stops mpiexec itself.
 LAUNCHER_MARGIN = 15.0

@@ -39,14 +39,7 @@ import threading
 
 from distnet import exit_status
 from distnet.errors import TrainingStopped
-from distnet.runner.lifecycle import (  # noqa: F401
-    DUPLICATE_WINDOW,
-    Action,
-    Delivery,
-    Lifecycle,
-    Phase,
-    startup_why,
-)
+from distnet.runner.lifecycle import DUPLICATE_WINDOW, Action, Delivery, Lifecycle, Phase, startup_why  # noqa: F401
 
 #: What one rank's SIGTERM adds to the ``stop`` scalar (a SIGINT adds 1):
 #: more than any number of ranks' SIGINTs, and 4095 ranks' sum stays an
