@@ -63,7 +63,8 @@ FORWARD_DELAY = 1.0
 #: (status 130 / 143) while Python imports numpy and distnet, until ``distnet
 #: train`` installs its own handlers (:mod:`distnet.stop`).
 WORKER_ENTRY = ("-c", "import signal, sys\n"
-                      "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit(128 + n))\n"
+                      "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit("
+                      f"{exit_status.SIGTERM} if n == {int(signal.SIGTERM)} else {exit_status.SIGINT}))\n"
                       "from distnet.cli import main\n"
                       "sys.exit(main(sys.argv[1:]))")
 
