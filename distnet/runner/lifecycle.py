@@ -71,7 +71,6 @@ import enum
 import signal as _signal
 import threading
 import time
-from dataclasses import dataclass
 
 from distnet import exit_status
 
@@ -103,13 +102,27 @@ class Delivery(enum.Enum):
     THREAD = "thread"     # a thread reading a wakeup pipe; the handler only records (several ranks)
 
 
-@dataclass(frozen=True)
 class Decision:
-    """A decision: the action, the signal it is about, and why (for an abort)."""
+    """A decision: the action, the signal it is about, and why (for an abort).
 
-    action: Action
-    signum: int
-    why: str = ""
+    A plain class, not a dataclass: :mod:`distnet.stop` imports this module
+    before its handlers are installed, and ``dataclasses`` (with ``inspect``)
+    would lengthen the start-up that a signal can interrupt.
+    """
+
+    __slots__ = ("action", "signum", "why")
+
+    def __init__(self, action: Action, signum: int, why: str = "") -> None:
+        self.action, self.signum, self.why = action, signum, why
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Decision) and (self.action, self.signum, self.why) == \
+            (other.action, other.signum, other.why)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Decision({self.action}, {self.signum}, {self.why!r})"
 
 
 class Lifecycle:
