@@ -9,6 +9,10 @@ ends the run after the current step, as in Keras.  The evaluations are
 global (summed over every rank), so a callback that decides from them
 decides the same on every rank, and every rank stops at the same step.
 
+Each improvement is logged as a ``best`` record (``step``, ``metric``,
+``value``, ``by``: the callback's class), an early stop as an
+``early_stopping`` record: ``distnet plot`` and TensorBoard mark them.
+
 Choose on the validation split (``[data] validation``), never on the test
 set: the test set then still measures the chosen model honestly.
 """
@@ -56,6 +60,13 @@ class _Monitor:
             self.best, self.best_step = value, int(result["step"])
         return better
 
+    def log_best(self, trainer, **fields: Any) -> None:
+        """A ``best`` record in ``metrics.jsonl`` (plots and TensorBoard mark the best step from it)."""
+        log = getattr(trainer, "logger", None)
+        if log is not None:
+            log.log("best", step=self.best_step, metric=self.monitor, value=self.best,
+                    by=type(self).__name__, **fields)
+
 
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved for ``patience`` evaluations.
@@ -89,6 +100,7 @@ class EarlyStopping(_Monitor):
 
     def on_evaluate(self, trainer, result: Mapping[str, Any]) -> None:
         if self.improved(result):
+            self.log_best(trainer)
             self.wait = 0
             if self.restore_best_weights:
                 self._best_weights = {v.name: np.array(v.numpy(), copy=True) for v in trainer.all_variables}
@@ -140,3 +152,4 @@ class KeepBest(_Monitor):
         if trainer.comm.rank == 0:
             self.path = self._manager.save(state)
         trainer.comm.barrier()
+        self.log_best(trainer, checkpoint=self.path)

@@ -286,7 +286,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         eval_data=test, validation_data=validation, callbacks=callbacks, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
         ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
-        micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
+        micro_batches=t.micro_batches, conv_algorithm=t.conv_algorithm, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
         eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
         config_text=cfg.to_toml(), logger=logger, trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
@@ -399,10 +399,13 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     is_main = comm.rank == 0
 
+    checkpoints_found: list[str] = []   # rank 0's: the checkpoints a resume would continue from
+
     def start_up():
         check_world_size(cfg, comm.size)
         if is_main:   # only rank 0 writes (and may see) the run directory
-            check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
+            checkpoints_found.extend(check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any,
+                                                   overwrite=overwrite))
         return load_data(cfg)
 
     data = _agree(comm, start_up)
@@ -427,6 +430,9 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     logger.describe_job(cfg.to_toml())
     if cfg.train.histograms_every:
         every = cfg.train.histograms_every
+        if is_main and not (resuming and checkpoints_found):
+            # The initial weights (step 0, before the first update): a resumed run's come from its first attempt.
+            logger.log_histograms(0, {v.name: v.numpy() for v in trainer.all_variables})
         trainer.callbacks.append(lambda t, record: record["step"] % every or logger.log_histograms(
             record["step"], {v.name: v.numpy() for v in t.all_variables}))
     status = "failed"

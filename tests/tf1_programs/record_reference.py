@@ -1,7 +1,8 @@
 """Record a battery program's numbers from real TensorFlow 2.21.
 
 Run with an interpreter that has ``tensorflow`` (2.21, ``tf.compat.v1``;
-``tf-keras`` with ``TF_USE_LEGACY_KERAS=1`` for ``tf.compat.v1.layers``) --
+``tf-keras`` with ``TF_USE_LEGACY_KERAS=1`` for ``tf.compat.v1.layers``;
+``tf-slim`` for ``tf.contrib.layers``/``framework``/``slim``) --
 a benchmark venv, never distnet's own dependencies::
 
     /path/to/tf-venv/bin/python tests/tf1_programs/record_reference.py PROGRAM.py [PROGRAM.py ...]
@@ -71,6 +72,56 @@ def _contrib_batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0
 contrib.layers = _ns("tensorflow.contrib.layers",
                      xavier_initializer=v1.glorot_uniform_initializer, flatten=v1.layers.flatten,
                      batch_norm=_contrib_batch_norm)
+try:
+    # tf-slim (pip install tf-slim) is TF 1.x's contrib.layers / contrib.framework / contrib.slim code,
+    # kept alive for TF 2: the reference for the programs that use them.
+    import tf_slim as _slim
+    from tf_slim import layers as _slim_layers
+
+    for _name in ("conv2d", "convolution2d", "fully_connected", "flatten", "max_pool2d", "dropout", "repeat",
+                  "l1_regularizer", "l2_regularizer", "xavier_initializer"):
+        setattr(contrib.layers, _name, getattr(_slim_layers, _name, None) or getattr(_slim, _name))
+    from tensorflow.python.framework import ops as _ops
+    # tf-slim 1.1's optimize_loss names ops.Tensor and ops.IndexedSlices, which TF 2.21 moved.
+    _ops.Tensor, _ops.IndexedSlices = _real.Tensor, _real.IndexedSlices
+    from tf_slim.layers import optimizers as _slim_optimizers
+    contrib.layers.optimize_loss = _slim_optimizers.optimize_loss
+    contrib.framework = _ns("tensorflow.contrib.framework", arg_scope=_slim.arg_scope,
+                            add_arg_scope=_slim.add_arg_scope)
+    contrib.slim = _slim
+    sys.modules["tensorflow.contrib.slim"] = _slim
+except ImportError:
+    pass
+
+def _sequence_loss(logits, targets, weights, average_across_timesteps=True, average_across_batch=True,
+                   softmax_loss_function=None, name=None):
+    # contrib.seq2seq.sequence_loss (absent from TF 2.21) from its definition: weighted cross-entropy,
+    # summed and divided by the summed weights (+1e-12) over the averaged axes.
+    classes = v1.shape(logits)[2]
+    flat = v1.reshape(logits, [-1, classes])
+    xent = v1.nn.sparse_softmax_cross_entropy_with_logits(labels=v1.reshape(targets, [-1]), logits=flat)
+    xent = xent * v1.reshape(weights, [-1])
+    if average_across_timesteps and average_across_batch:
+        return v1.reduce_sum(xent) / (v1.reduce_sum(weights) + 1e-12)
+    xent = v1.reshape(xent, v1.shape(logits)[0:2])
+    if average_across_timesteps:
+        return v1.reduce_sum(xent, axis=1) / (v1.reduce_sum(weights, axis=1) + 1e-12)
+    if average_across_batch:
+        return v1.reduce_sum(xent, axis=0) / (v1.reduce_sum(weights, axis=0) + 1e-12)
+    return xent
+
+contrib.seq2seq = _ns("tensorflow.contrib.seq2seq", sequence_loss=_sequence_loss)
+
+def _sequence_loss_by_example(logits, targets, weights, average_across_timesteps=True,
+                              softmax_loss_function=None, name=None):
+    # contrib.legacy_seq2seq.sequence_loss_by_example from its definition: per example, the weighted
+    # cross-entropies summed over the steps, divided by the summed weights (+1e-12) if averaging.
+    terms = [v1.nn.sparse_softmax_cross_entropy_with_logits(labels=v1.reshape(t, [-1]), logits=l) * w
+             for l, t, w in zip(logits, targets, weights)]
+    total = v1.add_n(terms)
+    return total / (v1.add_n(weights) + 1e-12) if average_across_timesteps else total
+
+contrib.legacy_seq2seq = _ns("tensorflow.contrib.legacy_seq2seq", sequence_loss_by_example=_sequence_loss_by_example)
 
 class _TF1(types.ModuleType):
     """``import tensorflow as tf`` in a 1.x program: tf.compat.v1 plus contrib."""
