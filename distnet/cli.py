@@ -120,11 +120,11 @@ def _launch(args, cfg, signals) -> int:
     from distnet.stop import DEFAULT_GRACE
 
     signals.end_startup()
-    return supervise(worker_args, first_args=first_args, num_workers=args.num_workers, hostfile=args.hostfile,
-                     max_restarts=max_restarts, min_workers=args.min_workers, run_dir=cfg.run_dir,
-                     checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
-                     stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, entry=launcher.WORKER_ENTRY,
-                     launch=launcher.launch_job)
+    settings = launcher.LaunchSettings(num_workers=args.num_workers, hostfile=args.hostfile,
+                                       entry=launcher.WORKER_ENTRY)
+    return supervise(worker_args, settings, first_args=first_args, max_restarts=max_restarts,
+                     min_workers=args.min_workers, run_dir=cfg.run_dir, checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
+                     stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, launch=launcher.launch_job)
 
 
 def _cmd_run(args) -> int:

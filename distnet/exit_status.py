@@ -28,6 +28,12 @@ STALLED = 3
 SIGINT = 128 + signal.SIGINT     # 130
 SIGTERM = 128 + signal.SIGTERM   # 143
 
+#: The job ended as asked: every step ran, or a signal stopped it.
+DONE_OR_STOPPED = (OK, SIGINT, SIGTERM)
+#: Statuses that end a job for good (a restart would not change them): done,
+#: bad input, stopped by a signal (:mod:`distnet.restart`).
+FINAL = (OK, BAD_INPUT, SIGINT, SIGTERM)
+
 MEANING = {
     OK: "done",
     FAILED: "training failed",

@@ -3,20 +3,29 @@
 ``distnet train job.toml -n 4`` and ``distnet train job.toml --hostfile hosts``
 end here: :func:`launch` runs ``mpiexec -n N [-hosts ...] -genvall PYTHON -m
 distnet train ...`` and returns the job's exit status (:mod:`distnet.exit_status`;
-:func:`launch_job` also says which rank failed and how);
-:func:`build_mpiexec_command` only builds that command and its environment.
+:func:`launch_job` also says which rank failed and how).  Three parts, apart:
+
+* the settings: one :class:`LaunchSettings` holds every launch option
+  (:mod:`distnet.restart` relaunches with the same object);
+* the plan: :func:`plan` builds the command and the workers' environment
+  from the settings and starts nothing (:func:`build_mpiexec_command` is the
+  same for options given one by one);
+* the run: a :class:`Supervisor` owns the mpiexec process, passes signals on
+  (its phases are :mod:`distnet.runner.lifecycle`'s, as a worker's), watches
+  for a failed rank or a hung mpiexec and says how the job ended.
+
 mpiexec dies with the launcher (Linux), and hydra then ends every rank: a
 killed launcher leaves no job behind.  ``launch/README.md`` says what
 they do and why: which mpiexec, hostfiles, remote start, network, BLAS threads
 per worker, signals and failed workers, and the ``/dev/shm`` clean-up.
 
 Example:
-    >>> from distnet.launcher import build_mpiexec_command
-    >>> argv, env = build_mpiexec_command(["train", "job.toml"], num_workers=2,
-    ...                                   mpiexec="mpiexec", python="python", cores=4)
-    >>> argv
+    >>> from distnet.launcher import LaunchSettings, plan
+    >>> settings = LaunchSettings(num_workers=2, mpiexec="mpiexec", python="python", cores=4)
+    >>> launch_plan = plan(["train", "job.toml"], settings)
+    >>> launch_plan.argv
     ['mpiexec', '-n', '2', '-genvall', 'python', '-m', 'distnet', 'train', 'job.toml']
-    >>> env["OMP_NUM_THREADS"]
+    >>> launch_plan.env["OMP_NUM_THREADS"]
     '2'
 """
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import BinaryIO, Mapping, Sequence
 from distnet import exit_status
 from distnet.distributed.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
+from distnet.runner.lifecycle import Action, Lifecycle, Phase
 
 # What hydra prints when a rank dies or aborts; seeing it starts the failure grace.
 FAILURE_MARKERS = (b"BAD TERMINATION", b"application called MPI_Abort")
@@ -49,14 +59,12 @@ STOPPING_MARKERS = (b"Sending Ctrl-C to processes", b": stopping after the curre
 #: mpiexec takes a second copy as an order to kill every worker at once.
 FORWARD_DELAY = 1.0
 
-# Exit status when the launcher had to stop mpiexec itself after a failure.
-EXIT_STOPPED = exit_status.FAILED
-
 #: How ``distnet train -n N`` starts each worker: SIGINT / SIGTERM end it quietly
 #: (status 130 / 143) while Python imports numpy and distnet, until ``distnet
 #: train`` installs its own handlers (:mod:`distnet.stop`).
 WORKER_ENTRY = ("-c", "import signal, sys\n"
-                      "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit(128 + n))\n"
+                      "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit("
+                      f"{exit_status.SIGTERM} if n == {int(signal.SIGTERM)} else {exit_status.SIGINT}))\n"
                       "from distnet.cli import main\n"
                       "sys.exit(main(sys.argv[1:]))")
 
@@ -185,24 +193,11 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
-def build_mpiexec_command(
-    program_args: Sequence[str],
-    *,
-    num_workers: int | None = None,
-    hostfile: str | os.PathLike | None = None,
-    env: Mapping[str, str] | None = None,
-    launcher_exec: str | None = None,
-    iface: str | None = None,
-    mpiexec: str | None = None,
-    python: str | None = None,
-    entry: Sequence[str] = ("-m", "distnet"),
-    cores: int | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Build the mpiexec command line and the environment the workers get.
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How to launch a job of workers: every option of :func:`plan` and :class:`Supervisor`.
 
-    Args:
-        program_args: arguments after ``python -m distnet`` (e.g. ``["train", "job.toml"]``);
-            must not contain ``-n`` / ``--hostfile`` again.
+    Attributes:
         num_workers: number of ranks; defaults to the hostfile's total slots.
         hostfile: MPICH or OpenMPI hostfile; without it every rank runs here.
         env: environment to pass (default ``os.environ``); not modified.
@@ -210,22 +205,83 @@ def build_mpiexec_command(
         iface: network interface for MPI traffic (hydra's ``-iface``).
         mpiexec: the mpiexec to run (default :func:`find_mpiexec`).
         python: the workers' interpreter (default ``sys.executable``).
-        entry: what python runs before ``program_args`` (default ``-m distnet``).
+        entry: what python runs before the program's arguments (default ``-m distnet``).
         cores: cores per machine for the thread split (default :func:`usable_cores`).
-    Returns:
-        ``(argv, env)``.
+        failure_grace: seconds mpiexec gets to finish after it reported a failed rank.
+        stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
+    Raises:
+        InvalidArgumentError: a grace that is not a number of seconds > 0.
+    Example:
+        >>> LaunchSettings(num_workers=2, stop_grace=45.0).failure_grace
+        10.0
+    """
+
+    num_workers: int | None = None
+    hostfile: str | os.PathLike | None = None
+    env: Mapping[str, str] | None = None
+    launcher_exec: str | None = None
+    iface: str | None = None
+    mpiexec: str | None = None
+    python: str | None = None
+    entry: Sequence[str] = ("-m", "distnet")
+    cores: int | None = None
+    failure_grace: float = 10.0
+    stop_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("failure_grace", "stop_grace"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What :func:`plan` builds: the mpiexec command and the workers' environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def plan(program_args: Sequence[str], settings: LaunchSettings) -> LaunchPlan:
+    """The mpiexec command line and the environment the workers get; starts nothing.
+
+    Args:
+        program_args: arguments after ``python -m distnet`` (e.g. ``["train", "job.toml"]``);
+            must not contain ``-n`` / ``--hostfile`` again.
+        settings: the launch options (:class:`LaunchSettings`).
     Raises:
         InvalidArgumentError: ``num_workers`` < 1 or neither it nor a hostfile given.
         HostfileError: the hostfile is missing, empty or malformed.
         LaunchError: no mpiexec found.
     """
-    if num_workers is None and hostfile is None:
+    num_workers = settings.num_workers
+    if num_workers is None and settings.hostfile is None:
         raise InvalidArgumentError("give num_workers (-n N) or a hostfile (--hostfile FILE); "
                                    "got neither")
     if num_workers is not None:
         num_workers = _check_count("num_workers", num_workers)
-    if cores is not None:
-        cores = _check_count("cores", cores)
+    cores = _check_count("cores", settings.cores) if settings.cores is not None else None
+    program_args = _checked_program_args(program_args)
+    argv = [settings.mpiexec or find_mpiexec()]
+    if settings.hostfile is not None:
+        placement, busiest = _hosts_arguments(settings, num_workers)
+    else:
+        if settings.launcher_exec is not None:
+            raise InvalidArgumentError("launcher_exec starts workers on remote hosts: it needs "
+                                       "a hostfile")
+        placement, busiest = ["-n", str(num_workers)], int(num_workers)
+    argv += placement
+    out_env = dict(os.environ if settings.env is None else settings.env)
+    if settings.iface is not None:
+        argv += _iface_arguments(settings.iface, out_env)
+    argv.append("-genvall")  # hydra's default, stated: every rank gets this environment
+    argv += [settings.python or sys.executable, *settings.entry, *program_args]
+    _split_threads(out_env, cores, busiest)
+    return LaunchPlan(argv, out_env)
+
+
+def _checked_program_args(program_args: Sequence[str]) -> list[str]:
     if isinstance(program_args, (str, bytes)):
         raise InvalidArgumentError(f"program_args must be a list of arguments, got the string "
                                    f"{program_args!r}")
@@ -234,46 +290,52 @@ def build_mpiexec_command(
         if flag in program_args:
             raise InvalidArgumentError(f"program_args must not contain {flag} (each worker "
                                        f"would launch workers again); got {program_args}")
+    return program_args
 
-    argv = [mpiexec or find_mpiexec()]
-    if hostfile is not None:
-        hosts = parse_hostfile(hostfile)
-        if num_workers is None:
-            num_workers = sum(h.slots for h in hosts)
-        busiest = max(ranks_per_host(hosts, num_workers))
-        argv += ["-n", str(num_workers),
-                 "-hosts", ",".join(f"{h.name}:{h.slots}" for h in hosts)]
-        if not (env if env is not None else os.environ).get("HYDRA_LAUNCHER"):
-            argv += ["-launcher", "ssh"]  # else hydra's own variable decides (slurm.sbatch)
-        if launcher_exec is not None:
-            argv += ["-launcher-exec", str(launcher_exec)]
-    else:
-        if launcher_exec is not None:
-            raise InvalidArgumentError("launcher_exec starts workers on remote hosts: it needs "
-                                       "a hostfile")
-        busiest = int(num_workers)  # given: checked above
-        argv += ["-n", str(num_workers)]
-    out_env = dict(os.environ if env is None else env)
-    if iface is not None:
-        if not re.match(r"^[A-Za-z0-9_.\-@]+$", iface):
-            raise InvalidArgumentError(f"iface must be an interface name such as 'eth0', "
-                                       f"got {iface!r}")
-        argv += ["-iface", iface]
-        out_env.setdefault("UCX_NET_DEVICES", iface)
-        out_env.setdefault("FI_TCP_IFACE", iface)
-    argv.append("-genvall")  # hydra's default, stated: every rank gets this environment
-    argv += [python or sys.executable, *entry, *program_args]
 
+def _hosts_arguments(settings: LaunchSettings, num_workers: int | None) -> tuple[list[str], int]:
+    """mpiexec's arguments that place the ranks on the hostfile's hosts, and the most ranks on one host."""
+    hosts = parse_hostfile(settings.hostfile)
+    if num_workers is None:
+        num_workers = sum(h.slots for h in hosts)
+    busiest = max(ranks_per_host(hosts, num_workers))
+    args = ["-n", str(num_workers), "-hosts", ",".join(f"{h.name}:{h.slots}" for h in hosts)]
+    if not (settings.env if settings.env is not None else os.environ).get("HYDRA_LAUNCHER"):
+        args += ["-launcher", "ssh"]  # else hydra's own variable decides (slurm.sbatch)
+    if settings.launcher_exec is not None:
+        args += ["-launcher-exec", str(settings.launcher_exec)]
+    return args, busiest
+
+
+def _iface_arguments(iface: str, env: dict[str, str]) -> list[str]:
+    if not re.match(r"^[A-Za-z0-9_.\-@]+$", iface):
+        raise InvalidArgumentError(f"iface must be an interface name such as 'eth0', "
+                                   f"got {iface!r}")
+    env.setdefault("UCX_NET_DEVICES", iface)
+    env.setdefault("FI_TCP_IFACE", iface)
+    return ["-iface", iface]
+
+
+def _split_threads(env: dict[str, str], cores: int | None, busiest: int) -> None:
     # torchrun's convention: one pool per rank, an explicit setting wins.  One
     # variable set by the user (OMP_NUM_THREADS=2) sizes the pools left unset
     # too: their count from this machine's cores would not be the user's, and
     # differs between machines (a container sees its host's cores).
-    chosen = [out_env[name] for name in THREAD_VARIABLES if out_env.get(name)]
+    chosen = [env[name] for name in THREAD_VARIABLES if env.get(name)]
     threads = chosen[0] if chosen else str(max(1, (cores or usable_cores()) // busiest))
     for name in THREAD_VARIABLES:
-        if not out_env.get(name):
-            out_env[name] = threads
-    return argv, out_env
+        if not env.get(name):
+            env[name] = threads
+
+
+def build_mpiexec_command(program_args: Sequence[str], **options) -> tuple[list[str], dict[str, str]]:
+    """:func:`plan` for options given one by one (those of :class:`LaunchSettings`).
+
+    Returns:
+        ``(argv, env)``.
+    """
+    built = plan(program_args, LaunchSettings(**options))
+    return built.argv, built.env
 
 
 class _Relay(threading.Thread):
@@ -351,149 +413,180 @@ class LaunchOutcome:
     signal: int | None = None
 
 
-def launch_job(
-    program_args: Sequence[str],
-    *,
-    num_workers: int | None = None,
-    hostfile: str | os.PathLike | None = None,
-    env: Mapping[str, str] | None = None,
-    launcher_exec: str | None = None,
-    iface: str | None = None,
-    mpiexec: str | None = None,
-    python: str | None = None,
-    entry: Sequence[str] = ("-m", "distnet"),
-    cores: int | None = None,
-    failure_grace: float = 10.0,
-    stop_grace: float = 30.0,
-    stdout: BinaryIO | None = None,
-    stderr: BinaryIO | None = None,
-) -> LaunchOutcome:
+def launch_job(program_args: Sequence[str], settings: LaunchSettings | None = None, *,
+               stdout: BinaryIO | None = None, stderr: BinaryIO | None = None, **options) -> LaunchOutcome:
     """Run the workers under mpiexec; how it ended (:func:`launch` returns its ``code``).
 
     Args:
-        program_args, num_workers, hostfile, env, launcher_exec, iface, mpiexec, python,
-        entry, cores: as in :func:`build_mpiexec_command`.
-        failure_grace: seconds mpiexec gets to finish after it reported a failed rank.
-        stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
+        program_args: as in :func:`plan`.
+        settings: the launch options; or give them one by one as ``**options``
+            (the fields of :class:`LaunchSettings`), not both.
         stdout, stderr: binary streams for the workers' output (default ours).
     Returns:
         a :class:`LaunchOutcome`.
     Raises:
-        as :func:`build_mpiexec_command`; LaunchError when mpiexec cannot start.
+        as :func:`plan`; LaunchError when mpiexec cannot start.
     """
-    for name, value in (("failure_grace", failure_grace), ("stop_grace", stop_grace)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
-    argv, run_env = build_mpiexec_command(
-        program_args, num_workers=num_workers, hostfile=hostfile, env=env,
-        launcher_exec=launcher_exec, iface=iface, mpiexec=mpiexec, python=python,
-        entry=entry, cores=cores)
-    out = stdout if stdout is not None else _binary(sys.stdout)
-    err = stderr if stderr is not None else _binary(sys.stderr)
-    shm_before = shm_files()
-    received: list[int] = []
-    # The first signal goes on after FORWARD_DELAY unless mpiexec or the workers
-    # already have it; a repeat within the duplicate window is the same request;
-    # a later one (a second Ctrl-C) goes on at once: the job is aborted.
-    first_at: list[float] = []
-    proc: subprocess.Popen | None = None   # mpiexec, once it runs
+    if settings is None:
+        settings = LaunchSettings(**options)
+    elif options:
+        raise InvalidArgumentError(f"launch_job: Expect: settings or options one by one Actual: both "
+                                   f"(settings and {sorted(options)})")
+    return Supervisor(plan(program_args, settings), settings, stdout=stdout, stderr=stderr).run()
 
-    def send(signum: int) -> None:
+
+class Supervisor:
+    """Owns one run of mpiexec: starts it, relays its output, passes signals on,
+    watches for a failed rank or a hung mpiexec, and says how the job ended.
+
+    Signals follow the one lifecycle (:mod:`distnet.runner.lifecycle`), from
+    ``RUNNING``: the first SIGINT / SIGTERM (``STOP``) is held back for
+    :data:`FORWARD_DELAY` and passed on only when neither mpiexec nor the
+    workers have it already; a repeat within the duplicate window (``REPEAT``)
+    passes the held one on at once (unless they have it); a later one
+    (``ABORT``) goes to mpiexec at once: the job is aborted.  Its handlers
+    are installed before mpiexec starts, so a signal while it starts is passed
+    on like any other, and restored when :meth:`run` returns.
+
+    Args:
+        plan: the command and environment (:func:`plan`).
+        settings: the launch options (its graces).
+        stdout, stderr: binary streams for the workers' output (default ours).
+    """
+
+    def __init__(self, plan: LaunchPlan, settings: LaunchSettings, *, stdout: BinaryIO | None = None,
+                 stderr: BinaryIO | None = None) -> None:
+        self.plan, self.settings = plan, settings
+        self.out = stdout if stdout is not None else _binary(sys.stdout)
+        self.err = stderr if stderr is not None else _binary(sys.stderr)
+        self.lifecycle = Lifecycle(settings.stop_grace, phase=Phase.RUNNING)
+        self.proc: subprocess.Popen | None = None   # mpiexec, once it runs
+        self.failed, self.stopping = threading.Event(), threading.Event()
+        self._relays: list[_Relay] = []
+        self._ranks: _RankMap | None = None
+        self._passed_on = False      # the held first signal was passed on (or found not needed)
+        self._stopped_by_us = False  # the supervisor had to stop mpiexec itself
+        self._deadline: float | None = None
+        self._why = ""
+
+    def run(self) -> LaunchOutcome:
+        """Start mpiexec and supervise it until it ends; how the job ended."""
+        shm_before = shm_files()
+        previous = self._catch_signals()
         try:
-            if proc is not None:
-                proc.send_signal(signum)
+            self._start()
+            self._watch()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self.proc is not None and self.proc.poll() is None:  # an exception (KeyboardInterrupt ...)
+                _stop(self.proc)
+            for relay in self._relays:
+                relay.join(timeout=5)
+        return self._outcome(shm_before)
+
+    # -- signals --------------------------------------------------------------
+    def _catch_signals(self) -> dict:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum, _frame) -> None:
+        decision = self.lifecycle.signal(signum)
+        if decision.action is Action.STOP:
+            _say(self.err, f"distnet launch: {exit_status.signal_name(signum)}: every worker stops after its "
+                           f"current step and saves a checkpoint (again to abort at once)")
+        elif decision.action is Action.ABORT:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        try:
+            if self.proc is not None:
+                self.proc.send_signal(signum)
         except ProcessLookupError:
             pass
 
-    def forward(signum, _frame) -> None:
-        from distnet.stop import DUPLICATE_WINDOW
-
-        now = time.monotonic()
-        received.append(signum)
-        if not first_at:
-            first_at.append(now)
-            _say(err, f"distnet launch: {exit_status.signal_name(signum)}: every worker stops after its current "
-                      f"step and saves a checkpoint (again to abort at once)")
-        elif now - first_at[0] >= DUPLICATE_WINDOW:
-            send(signum)
-
-    # Caught before mpiexec starts: a signal while it starts is passed on like any other.
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, forward)
-    relays: list = []
-    stopped_by_us = False
-    passed_on = False
-    try:
+    # -- the run --------------------------------------------------------------
+    def _start(self) -> None:
         try:
-            proc = subprocess.Popen(argv, env=run_env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True,  # our signals reach it once, via us
-                                    preexec_fn=_die_with_parent(os.getpid()))
+            self.proc = subprocess.Popen(self.plan.argv, env=self.plan.env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         start_new_session=True,  # our signals reach it once, via us
+                                         preexec_fn=_die_with_parent(os.getpid()))
         except OSError as exc:
-            raise LaunchError(f"cannot start {argv[0]!r}: {exc}") from None
-        failed, stopping = threading.Event(), threading.Event()
-        relays = [_Relay(proc.stdout, out, failed, stopping), _Relay(proc.stderr, err, failed, stopping)]
-        for relay in relays:
+            raise LaunchError(f"cannot start {self.plan.argv[0]!r}: {exc}") from None
+        self._relays = [_Relay(self.proc.stdout, self.out, self.failed, self.stopping),
+                        _Relay(self.proc.stderr, self.err, self.failed, self.stopping)]
+        for relay in self._relays:
             relay.start()
-        proxies = _ProxyWatch(proc.pid)
-        ranks = _RankMap(proc.pid)
-        deadline = None
+        self._ranks = _RankMap(self.proc.pid)
+
+    def _watch(self) -> None:
+        proxies = _ProxyWatch(self.proc.pid)
         while True:
             try:
                 # Often while the ranks start (see _RankMap), then every 0.1 s.
-                proc.wait(timeout=0.01 if time.monotonic() < ranks.early_until else 0.1)
-                break
+                self.proc.wait(timeout=0.01 if time.monotonic() < self._ranks.early_until else 0.1)
+                return
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
-            ranks.look(now)
-            if first_at and not passed_on and (now - first_at[0] >= FORWARD_DELAY or len(received) > 1):
-                passed_on = True
-                if not stopping.is_set():
-                    send(received[0])
-            if deadline is None and received:
-                deadline, why = now + stop_grace, "after the interrupt"
-            if deadline is None and not failed.is_set() and proxies.one_ended():
-                failed.set()
-            if deadline is None and failed.is_set():
-                deadline, why = now + failure_grace, "after a rank failed"
-            if deadline is not None and now > deadline:
-                stopped_by_us = True
-                _say(err, f"distnet launch: mpiexec did not finish within "
-                          f"{stop_grace if received else failure_grace:g} s {why} (a host may "
-                          f"be unreachable); stopping it")
-                _stop(proc, term_wait=min(5.0, stop_grace if received else failure_grace))
-                break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if proc is not None and proc.poll() is None:  # an exception (KeyboardInterrupt in another thread...)
-            _stop(proc)
-        for relay in relays:
-            relay.join(timeout=5)
-    raw = proc.returncode
-    if raw < 0:
-        raw = 128 - raw
-    failure, host = _describe_failure(b"".join(r.report for r in relays), ranks)
-    code = exit_status.from_mpiexec(raw)
-    if failure is None and code != raw:
-        failure = f"a rank ended with status {raw} (hydra did not say which)"
-    if stopped_by_us and code == 0:
-        code = EXIT_STOPPED
-    if received and code not in (exit_status.OK, exit_status.SIGINT, exit_status.SIGTERM):
-        # Stopped at once (a second signal, hydra's forced abort): the stop is the reason.
-        code, failure = exit_status.for_signal(received[0]), None
-    if raw != 0:
-        removed, freed = remove_leftover_shm(shm_before)
-        if removed:
-            _say(err, f"distnet launch: removed {removed} shared-memory file(s) ({freed / 1e6:.1f} MB) that "
-                      f"the failed job's ranks left in {SHM_DIR}")
-    if failure is not None and code not in (exit_status.OK, exit_status.SIGINT, exit_status.SIGTERM):
-        _say(err, f"distnet launch: {failure}; exit status {code} ({exit_status.MEANING[code]})")
-    return LaunchOutcome(code=code, raw=raw, failure=failure, failed_host=host,
-                         signal=received[0] if received else None)
+            self._ranks.look(now)
+            self._pass_on_held_signal(now)
+            self._set_deadline(now, proxies)
+            if self._deadline is not None and now > self._deadline:
+                self._stop_mpiexec()
+                return
+
+    def _pass_on_held_signal(self, now: float) -> None:
+        life = self.lifecycle
+        if life.first is None or self._passed_on:
+            return
+        if now - life.first_at >= FORWARD_DELAY or life.received > 1:
+            self._passed_on = True
+            if not self.stopping.is_set():
+                self._send(life.first)
+
+    def _set_deadline(self, now: float, proxies: _ProxyWatch) -> None:
+        if self._deadline is None and self.lifecycle.first is not None:
+            self._deadline, self._why = now + self.settings.stop_grace, "after the interrupt"
+        if self._deadline is None and not self.failed.is_set() and proxies.one_ended():
+            self.failed.set()
+        if self._deadline is None and self.failed.is_set():
+            self._deadline, self._why = now + self.settings.failure_grace, "after a rank failed"
+
+    def _stop_mpiexec(self) -> None:
+        self._stopped_by_us = True
+        grace = self.settings.stop_grace if self.lifecycle.first is not None else self.settings.failure_grace
+        _say(self.err, f"distnet launch: mpiexec did not finish within {grace:g} s {self._why} (a host may "
+                       f"be unreachable); stopping it")
+        _stop(self.proc, term_wait=min(5.0, grace))
+
+    # -- the outcome ------------------------------------------------------------
+    def _outcome(self, shm_before: set[str]) -> LaunchOutcome:
+        raw = self.proc.returncode
+        if raw < 0:
+            raw = 128 - raw
+        failure, host = _describe_failure(b"".join(r.report for r in self._relays), self._ranks)
+        code = exit_status.from_mpiexec(raw)
+        if failure is None and code != raw:
+            failure = f"a rank ended with status {raw} (hydra did not say which)"
+        if self._stopped_by_us and code == exit_status.OK:
+            code = exit_status.FAILED
+        first = self.lifecycle.first
+        if first is not None and code not in exit_status.DONE_OR_STOPPED:
+            # Stopped at once (a second signal, hydra's forced abort): the stop is the reason.
+            code, failure = exit_status.for_signal(first), None
+        if raw != 0:
+            removed, freed = remove_leftover_shm(shm_before)
+            if removed:
+                _say(self.err, f"distnet launch: removed {removed} shared-memory file(s) ({freed / 1e6:.1f} MB) "
+                               f"that the failed job's ranks left in {SHM_DIR}")
+        if failure is not None and code not in exit_status.DONE_OR_STOPPED:
+            _say(self.err, f"distnet launch: {failure}; exit status {code} ({exit_status.MEANING[code]})")
+        return LaunchOutcome(code=code, raw=raw, failure=failure, failed_host=host, signal=first)
 
 
 def _die_with_parent(parent: int):

@@ -29,14 +29,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from distnet import exit_status
-from distnet.launcher import Host, LaunchOutcome, launch_job, parse_hostfile
+from distnet.launcher import Host, LaunchOutcome, LaunchSettings, launch_job, parse_hostfile
 
-#: Statuses that end the job for good: done, bad input, stopped by a signal.
-FINAL = (exit_status.OK, exit_status.BAD_INPUT, exit_status.SIGINT, exit_status.SIGTERM)
+#: Seconds the launcher waits beyond the workers' stop grace before it stops mpiexec itself.
+LAUNCHER_MARGIN = 15.0
 #: Failures of one host after which ``min_workers`` may leave it out.
 HOST_FAILURES = 2
 
@@ -83,44 +84,47 @@ def drop_host(hosts: Sequence[Host], failures: Counter, min_workers: int | None)
     return list(hosts), None
 
 
-def supervise(worker_args: Sequence[str], *, first_args: Sequence[str] = (), num_workers: int | None = None,
-              hostfile: str | os.PathLike | None = None, max_restarts: int = 0, min_workers: int | None = None,
+def supervise(worker_args: Sequence[str], settings: LaunchSettings | None = None, *,
+              first_args: Sequence[str] = (), max_restarts: int = 0, min_workers: int | None = None,
               run_dir: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None,
               stop_grace: float = 30.0, launch: Callable[..., LaunchOutcome] = launch_job,
-              say: Callable[[str], None] | None = None, **launch_options) -> int:
+              say: Callable[[str], None] | None = None) -> int:
     """Run ``distnet <worker_args>`` on the workers; relaunch it after a failure, up to ``max_restarts`` times.
 
     Args:
         worker_args: the workers' ``distnet`` arguments (``["train", JOB, ...]``).
+        settings: how to launch (:class:`distnet.launcher.LaunchSettings`): its
+            ``num_workers`` and ``hostfile`` are the first attempt's (default: the defaults).
         first_args: added to the first attempt only (``--resume``, ``--overwrite``);
             every restart adds ``--resume-if-any``.
-        num_workers, hostfile: as :func:`distnet.launcher.launch`.
         max_restarts: relaunches allowed (0: none).
         min_workers: with a hostfile, the fewest workers to go on with after
             leaving out a host that keeps failing (None: never leave one out).
         run_dir, checkpoint_dir: the job's, to see its progress and to record restarts.
         stop_grace: the workers' grace for a signalled stop; the launcher waits
             longer before it stops mpiexec itself.
-        launch: what runs one attempt (tests replace it).
+        launch: what runs one attempt, ``launch(args, settings) -> LaunchOutcome`` (tests replace it).
         say: where notices go (default: stderr).
-        **launch_options: passed to ``launch``.
     Returns:
         the job's exit status (:mod:`distnet.exit_status`).
     """
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    settings = settings if settings is not None else LaunchSettings()
+    hostfile = settings.hostfile
     hosts = parse_hostfile(hostfile) if hostfile is not None else None
     failures: Counter = Counter()
     restarts = 0
     extra = list(first_args)
     with tempfile.TemporaryDirectory(prefix="distnet-hosts-") as tmp:
         current_hostfile = hostfile
-        workers = num_workers
+        workers = settings.num_workers
         while True:
             before = last_logged_step(run_dir)
-            outcome = launch([*worker_args, *extra], num_workers=workers, hostfile=current_hostfile,
-                             stop_grace=stop_grace + 15.0, **launch_options)
+            attempt = replace(settings, num_workers=workers, hostfile=current_hostfile,
+                              stop_grace=stop_grace + LAUNCHER_MARGIN)
+            outcome = launch([*worker_args, *extra], attempt)
             code = outcome.code
-            if code in FINAL or max_restarts == 0:
+            if code in exit_status.FINAL or max_restarts == 0:
                 return code
             after = last_logged_step(run_dir)
             why = outcome.failure or f"the job failed with status {code} ({exit_status.MEANING[code]})"

@@ -19,8 +19,10 @@ signal, or a stop that takes longer than ``grace`` seconds, ends the job at
 once (no checkpoint).  A repeat within :data:`DUPLICATE_WINDOW` seconds of
 the first is the same request delivered twice (a scheduler that signals
 every process of a job step, and mpiexec forwarding it), not a second one.
-Before training begins (``phase == "startup"``) the first signal ends the
-process at once with the same status: there is nothing to save.
+Before training begins (phase ``STARTING``) the first signal ends the
+process at once with the same status: there is nothing to save.  These
+phases and transitions are :mod:`distnet.runner.lifecycle`'s, which the
+launcher follows too; this module delivers a worker's signals to it.
 
 With several ranks the signals are read by a thread from a wakeup pipe
 (:func:`signal.set_wakeup_fd`), so a second Ctrl-C acts even while the main
@@ -34,13 +36,11 @@ import os
 import signal
 import sys
 import threading
-import time
 
 from distnet import exit_status
 from distnet.errors import TrainingStopped
+from distnet.runner.lifecycle import DUPLICATE_WINDOW, Action, Delivery, Lifecycle, Phase, startup_why  # noqa: F401
 
-#: Seconds within which a repeated signal is the first one delivered twice.
-DUPLICATE_WINDOW = 1.0
 #: What one rank's SIGTERM adds to the ``stop`` scalar (a SIGINT adds 1):
 #: more than any number of ranks' SIGINTs, and 4095 ranks' sum stays an
 #: exact float32 integer (< 2**24).
@@ -72,15 +72,20 @@ class StopSignals:
     the two signals' handlers until :meth:`uninstall`, which restores them.
     ``Trainer.fit`` installs one for its own duration when given none;
     ``distnet train`` installs one before anything else, so a signal during
-    start-up ends the process cleanly too.
+    start-up ends the process cleanly too.  The decisions are those of
+    :class:`distnet.runner.lifecycle.Lifecycle`; this class delivers the
+    signals to it and acts on what it decides.
 
     Args:
         comm: the job's communicator (may be given later with :meth:`attach`).
         grace: seconds from the first signal until the stop is aborted.
         say: where one-line notices go (default: stderr).
     Attributes:
-        signum: the first signal received (None until one arrives).
-        phase: ``"startup"`` until :meth:`begin_training`, then ``"training"``.
+        signum: the signal the stop carries (None until one arrives).
+        phase: a :class:`~distnet.runner.lifecycle.Phase`: ``STARTING`` until
+            :meth:`begin_training`.
+        delivery: who acts on a signal (:class:`~distnet.runner.lifecycle.Delivery`):
+            the handler, or a thread once :meth:`attach` gave several ranks.
     Example:
         >>> with StopSignals(comm) as signals:
         ...     signals.begin_training()
@@ -93,23 +98,36 @@ class StopSignals:
 
             raise InvalidArgumentError(f"stop grace: Expect: seconds > 0 Actual: {grace!r}")
         self.comm = comm
-        self.grace = float(grace)
-        self.signum: int | None = None
-        self.phase = "startup"
+        self._life = Lifecycle(grace)
         self._say = say
-        self._first = 0.0
-        self._count = 0   # signals counted by whoever acts on them (the handler, or the reading thread)
         self._previous: dict = {}
         self._previous_unraisable = None
         self._installed = False
-        self._lock = threading.Lock()
         self._pipe: tuple[int, int] | None = None
         self._old_wakeup = -1
         self._reader: threading.Thread | None = None
         self._timer: threading.Timer | None = None
-        self._grace_over = False
-        self._aborting: int | None = None
-        self._startup_abort = False   # a signal during start-up ends the process (decided under the lock)
+
+    # -- state (the lifecycle's) ---------------------------------------------
+    @property
+    def grace(self) -> float:
+        return self._life.grace
+
+    @grace.setter
+    def grace(self, seconds: float) -> None:
+        self._life.grace = float(seconds)
+
+    @property
+    def signum(self) -> int | None:
+        return self._life.signum
+
+    @property
+    def phase(self) -> Phase:
+        return self._life.phase
+
+    @property
+    def delivery(self) -> Delivery:
+        return Delivery.THREAD if self._pipe is not None else Delivery.HANDLER
 
     # -- life -------------------------------------------------------------
     @property
@@ -156,13 +174,16 @@ class StopSignals:
             sys.unraisablehook = self._previous_unraisable
         self._previous_unraisable = None
         if self._pipe is not None:
-            signal.set_wakeup_fd(self._old_wakeup)
-            r, w = self._pipe
-            self._pipe = None
-            os.close(w)          # the reader sees end of file
-            if self._reader is not None:
-                self._reader.join(timeout=2.0)
-            os.close(r)
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        signal.set_wakeup_fd(self._old_wakeup)
+        r, w = self._pipe
+        self._pipe = None
+        os.close(w)          # the reader sees end of file
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        os.close(r)
 
     def __enter__(self) -> "StopSignals":
         return self.install()
@@ -177,13 +198,12 @@ class StopSignals:
         :meth:`end_startup`), or whose abort the reading thread has begun,
         ends the process here instead of a first step.
         """
-        with self._lock:   # against the reading thread deciding on a start-up signal just now
-            self.phase = "training"
-            startup_abort = self._startup_abort
-        if startup_abort:
-            raise self._startup_stop()
-        if self.signum is not None and self._timer is None:
-            self._start_timer()
+        decision = self._life.begin()   # under the lifecycle's lock: against the reading thread
+        if decision is None:
+            return
+        if decision.action is Action.ABORT:
+            raise _stopped_at_once(decision.signum, decision.why)
+        self._start_timer()
 
     def end_startup(self) -> None:
         """Hand the signals over to code that catches them itself (the launcher):
@@ -194,11 +214,8 @@ class StopSignals:
         loads), where an exception is only printed.  The signal stays recorded.
         """
         self.uninstall()
-        if self._startup_abort:
-            raise self._startup_stop()
-
-    def _startup_stop(self) -> TrainingStopped:
-        return _stopped_at_once(self.signum, _startup_why(self.signum))
+        if self._life.aborted_at_startup:
+            raise _stopped_at_once(self.signum, startup_why(self.signum))
 
     def _unraisable(self, unraisable) -> None:
         """``sys.unraisablehook`` while installed: the handler's TrainingStopped, raised
@@ -211,9 +228,7 @@ class StopSignals:
     def request(self, signum: int = signal.SIGINT) -> None:
         """Ask to stop after the current step, as the signal ``signum`` would
         (for code: a callback, a time limit)."""
-        with self._lock:
-            if self.signum is None or signum == signal.SIGTERM:
-                self.signum = signum
+        self._life.request(signum)
 
     @property
     def code(self) -> float:
@@ -221,14 +236,11 @@ class StopSignals:
         return encode(self.signum)
 
     # -- signals ------------------------------------------------------------
-    def _mpi(self) -> bool:
-        return self._pipe is not None
-
     def _handle(self, signum, frame) -> None:
         """The Python-level handler (main thread): acts alone in one process.
         With the reading thread it only records the request (at once, so the
         next step carries it); the thread counts signals and aborts."""
-        if self._mpi():
+        if self.delivery is Delivery.THREAD:
             self.request(signum)
             return
         action = self._note(signum)
@@ -252,29 +264,13 @@ class StopSignals:
 
     def _note(self, signum: int) -> tuple[int, str] | None:
         """Count a signal; returns ``(signal, why)`` when the job must end at once."""
-        now = time.monotonic()
-        name = exit_status.signal_name(signum)
-        with self._lock:
-            if self._grace_over:
-                return self.signum or signum, (f"the stop did not finish within {self.grace:g} s of "
-                                               f"{exit_status.signal_name(self.signum or signum)}")
-            first = self._count == 0
-            if self.signum is None or signum == signal.SIGTERM:
-                self.signum = signum   # a preemption outranks a Ctrl-C
-            if first:
-                self._count, self._first = 1, now
-            elif now - self._first < DUPLICATE_WINDOW:
-                return None
-            startup = first and self.phase == "startup"
-            if startup:
-                self._startup_abort = True
-        if not first:
-            return signum, f"{name} again"
-        if startup:
-            return signum, _startup_why(signum)
-        self._notice(f"distnet: {name}: stopping after the current step and saving a checkpoint "
-                     f"(again to abort at once; aborted after {self.grace:g} s)")
-        self._start_timer()
+        decision = self._life.signal(signum)
+        if decision.action is Action.ABORT:
+            return decision.signum, decision.why
+        if decision.action is Action.STOP:
+            self._notice(f"distnet: {exit_status.signal_name(signum)}: stopping after the current step and "
+                         f"saving a checkpoint (again to abort at once; aborted after {self.grace:g} s)")
+            self._start_timer()
         return None
 
     def _start_timer(self) -> None:
@@ -285,24 +281,19 @@ class StopSignals:
         self._timer.start()
 
     def _grace_expired(self) -> None:
-        with self._lock:
-            self._grace_over = True
-        signum = self.signum or signal.SIGINT
-        why = f"the stop did not finish within {self.grace:g} s of {exit_status.signal_name(signum)}"
-        if self._mpi():
-            self._abort(signum, why)
+        decision = self._life.grace_over()
+        if self.delivery is Delivery.THREAD:
+            self._abort(decision.signum, decision.why)
         else:
             # The main thread raises it from the handler (it may be inside
             # native code until then: a step's matrix product).
-            _thread.interrupt_main(signum)
+            _thread.interrupt_main(decision.signum)
 
     def _abort(self, signum: int, why: str) -> None:
         """End every rank now (from the reading thread or the timer)."""
+        if not self._life.claim_end():
+            return
         code = exit_status.for_signal(signum)
-        with self._lock:
-            if self._aborting is not None:
-                return
-            self._aborting = code
         message = f"distnet: {why}: aborting the job at once (no checkpoint)"
         comm = self.comm
         if comm is not None and getattr(comm, "size", 1) > 1:
@@ -323,10 +314,6 @@ class StopSignals:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-
-
-def _startup_why(signum: int) -> str:
-    return f"{exit_status.signal_name(signum)} during start-up (before the first step: nothing to save)"
 
 
 def _stopped_at_once(signum: int, why: str) -> TrainingStopped:

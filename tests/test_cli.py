@@ -147,8 +147,8 @@ def test_check_prints_the_effective_job(capsys, tmp_path):
 def _fake_launch(monkeypatch, launched: list, code: int = 0) -> None:
     import distnet.launcher
 
-    def fake(args, **kwargs):
-        launched.append((list(args), kwargs))
+    def fake(args, settings):
+        launched.append((list(args), vars(settings)))
         return distnet.launcher.LaunchOutcome(code=code, raw=code)
 
     monkeypatch.setattr(distnet.launcher, "launch_job", fake)

@@ -336,7 +336,7 @@ def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch)
 
     calls, said = [], []
 
-    def fail(args, **kwargs):
+    def fail(args, settings):
         calls.append(args)
         return LaunchOutcome(code=1, raw=9, failure="rank 1 (pid 5 on here) was killed by SIGKILL")
 
@@ -346,15 +346,16 @@ def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch)
 
 
 def test_restarts_leave_out_a_host_that_keeps_failing(tmp_path):
-    from distnet.launcher import LaunchOutcome
+    from distnet.launcher import LaunchOutcome, LaunchSettings
     from distnet.restart import supervise
 
     hosts = tmp_path / "hosts"
     hosts.write_text("a:2\nb:2\nc:1\n")
     calls, said, step = [], [], [0]
 
-    def attempt(args, **kwargs):
-        calls.append((list(args), kwargs["hostfile"], Path(kwargs["hostfile"]).read_text()))
+    def attempt(args, settings):
+        calls.append((list(args), settings.hostfile, Path(settings.hostfile).read_text()))
+        assert (settings.entry, settings.stop_grace) == (("-c", "x"), 30.0 + 15.0)   # the same settings
         step[0] += 10
         with open(tmp_path / "metrics.jsonl", "a") as f:   # progress in every attempt
             f.write(f'{{"kind":"step","step":{step[0]},"loss":1.0}}\n')
@@ -363,7 +364,7 @@ def test_restarts_leave_out_a_host_that_keeps_failing(tmp_path):
                                  failed_host="b")
         return LaunchOutcome(code=0, raw=0)
 
-    code = supervise(["train", "job.toml"], first_args=["--overwrite"], hostfile=hosts, max_restarts=3,
+    code = supervise(["train", "job.toml"], LaunchSettings(hostfile=hosts, entry=("-c", "x")), first_args=["--overwrite"], max_restarts=3,
                      min_workers=3, run_dir=tmp_path, launch=attempt, say=said.append)
     assert code == 0 and len(calls) == 3
     assert calls[0][0][-1] == "--overwrite" and calls[1][0][-1] == calls[2][0][-1] == "--resume-if-any"
