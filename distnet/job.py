@@ -25,7 +25,7 @@ from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate",
-           "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset",
+           "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "SubsetDataset",
            "model_from_checkpoint", "data_banner"]
 
 
@@ -214,28 +214,6 @@ def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> 
     return os.path.join(os.fspath(base), "checkpoints") if base is not None else None
 
 
-def loss_function(name: str):
-    """The loss ``fn(labels, logits, reduction)`` for integer class labels.
-
-    ``softmax_cross_entropy`` takes one-hot labels (TF1): the labels are
-    one-hot encoded from the logits' width first.
-    """
-    from distnet import losses
-
-    if name == "softmax_cross_entropy":
-        def softmax_cross_entropy(labels, logits, reduction="mean"):
-            labels = np.asarray(labels)
-            onehot = np.eye(logits.shape[-1], dtype=logits.dtype)[labels]
-            return losses.softmax_cross_entropy(onehot, logits, reduction=reduction)
-
-        return softmax_cross_entropy
-    return getattr(losses, name)
-
-
-def _loss(cfg: JobConfig):
-    return cfg.loss.type if cfg.loss.type == "sparse_softmax_cross_entropy" else loss_function(cfg.loss.type)
-
-
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
                   logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None,
                   log_info: dict | None = None):
@@ -311,7 +289,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("eval_data", "epochs", "steps", "ema",
                                                                         "checkpoint_dir", "logger")}
     try:
-        return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
+        return Trainer(build_model(cfg), cfg.loss.type, build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: {exc}") from None
 
@@ -536,20 +514,15 @@ def config_from_checkpoint(state, where: str, overrides: list[str] | tuple[str, 
 
 
 def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_size: int = 1000) -> dict:
-    """Mean loss and accuracy of ``model`` on ``dataset`` (one process).
+    """Mean loss and accuracy of ``model`` on ``dataset`` (one process; :mod:`distnet.training.evaluation`).
 
     Returns:
         ``{"loss": float, "accuracy": float, "samples": int}``.
     """
-    loss_fn = loss_function(loss)
-    n = len(dataset)
-    total, correct = 0.0, 0
-    for start in range(0, n, batch_size):
-        x, y = dataset.read(np.arange(start, min(start + batch_size, n)))
-        logits = model(x, training=False)
-        total += float(loss_fn(y, logits, reduction="sum").numpy())
-        correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
-    return {"loss": total / max(n, 1), "accuracy": correct / max(n, 1), "samples": n}
+    from distnet import losses
+    from distnet.training.evaluation import evaluate as evaluate_model
+
+    return evaluate_model(model, dataset, losses.get(loss, class_labels=True), batch_size=batch_size)
 
 
 def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = None,

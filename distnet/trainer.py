@@ -53,7 +53,8 @@ from distnet.autodiff import gradients
 from distnet.errors import InvalidArgumentError
 from distnet.stop import decode as decode_stop
 from distnet.tensor import Tensor, Variable
-from distnet.training.hook import EVENTS, Context, StopEvent, as_hook
+from distnet.training.evaluation import correct as count_correct
+from distnet.training.hook import Context, StopEvent, as_hook
 from distnet.training.settings import TrainConfig
 
 LossFn = Callable[..., Tensor]
@@ -129,7 +130,7 @@ class Trainer:
         if len(train_data) == 0:
             raise InvalidArgumentError("the training dataset is empty")
         strategy_cls, strategy_options = strategy_class(cfg.strategy, self.comm, optimizer, cfg.strategy_options)
-        self.loss_fn = losses.get(loss)
+        self.loss_fn = losses.get(loss, class_labels=True)
         if cfg.global_batch_size > len(train_data):
             raise InvalidArgumentError(
                 f"global_batch_size: Expect: at most the {len(train_data)} training samples "
@@ -263,7 +264,7 @@ class Trainer:
                     logits = self.model(x[part], training=True, dropout_keys=keys[part])
                     loss = self.loss_fn(y[part], logits, reduction="sum") / denom
                     loss_sum += float(loss.numpy()) * denom
-                    correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y[part]))
+                    correct += count_correct(logits.numpy(), y[part])
                 with span("backward", micro_batch=k):
                     sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
                                                   scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
