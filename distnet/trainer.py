@@ -120,7 +120,7 @@ class Trainer:
         from distnet.distributed.strategies import strategy_class
         from distnet.training.options import split_options
 
-        self.config, services, service_hooks = split_options(config, options)
+        self.config, services, self.hooks = split_options(config, options, hooks)
         cfg = self.config
         self.comm = comm if comm is not None else get_communicator("auto")
         if cfg.global_batch_size < self.comm.size:
@@ -137,7 +137,6 @@ class Trainer:
                 f"Actual: {cfg.global_batch_size} (every step would be the whole dataset)")
         self.model, self.optimizer, self.ema = model, optimizer, ema
         self.train_data, self.eval_data, self.validation_data = train_data, eval_data, validation_data
-        self.hooks = service_hooks + [as_hook(h) for h in hooks]
         self.log_every = services["log_every"]   # the progress display of fit(verbose=...)
         self.history: list[dict] = []
         self._data_id: dict | None = None

@@ -21,8 +21,8 @@ SERVICES = {"eval_every": None, "log_every": 100, "checkpoint_dir": None, "check
             "trace": None}
 
 
-def split_options(config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainConfig, dict, list]:
-    """``(config, services, hooks)`` from ``Trainer``'s keyword arguments."""
+def split_options(config: TrainConfig | None, options: dict[str, Any], hooks=()) -> tuple[TrainConfig, dict, list]:
+    """``(config, services, all hooks)`` from ``Trainer``'s keyword arguments and its ``hooks``."""
     own = {k: options.pop(k) for k in TrainConfig.names() if k in options}
     if config is not None and own:
         raise InvalidArgumentError(f"Trainer: Expect: the loop's settings in config= or as keywords, not both "
@@ -32,11 +32,13 @@ def split_options(config: TrainConfig | None, options: dict[str, Any]) -> tuple[
         config = TrainConfig(**own, strategy_options=dict(options))
     elif options:
         config.strategy_options = {**config.strategy_options, **options}
-    return config, services, service_hooks(services)
+    given = [as_hook(h) for h in hooks]
+    return config, services, service_hooks(services, given) + given
 
 
-def service_hooks(s: dict) -> list:
-    """The hooks of the services' keywords, in the order they run."""
+def service_hooks(s: dict, given=()) -> list:
+    """The hooks of the services' keywords, in the order they run (an evaluation at the end
+    unless ``given`` holds an evaluation hook of its own)."""
     from distnet.training.hooks.checkpointing import Checkpointing
     from distnet.training.hooks.metrics_log import MetricsLog
     from distnet.training.hooks.parameter_check import ParameterCheck
@@ -53,7 +55,8 @@ def service_hooks(s: dict) -> list:
         hooks.append(StallWatchdog(s["stall_timeout"]))
     if s["check_every"]:
         hooks.append(ParameterCheck(s["check_every"]))
-    hooks.append(PeriodicEvaluation(s["eval_every"]))
+    if s["eval_every"] is not None or not any(isinstance(h, PeriodicEvaluation) for h in given):
+        hooks.append(PeriodicEvaluation(s["eval_every"]))
     if s["checkpoint_dir"] is not None:
         hooks.append(Checkpointing(s["checkpoint_dir"], s["checkpoint_every"], s["max_to_keep"]))
     hooks += [as_hook(c) for c in s["callbacks"]]
