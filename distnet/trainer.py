@@ -171,6 +171,11 @@ class Trainer:
         return int(self.optimizer.iterations)
 
     @property
+    def ema_num_updates(self) -> bool:
+        """Whether the EMA's decay follows the step (``TrainConfig.ema_num_updates``)."""
+        return self.config.ema_num_updates
+
+    @property
     def stop_training(self) -> bool:
         """Set by a hook or callback (e.g. EarlyStopping) to end the run after the current step."""
         return self.ctx.stop_training
@@ -286,7 +291,7 @@ class Trainer:
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
             with span("update"):   # the optimizer, the EMA, the weights made whole
-                strategy.update(res, self.optimizer, self.ema, num_updates=self.config.ema_num_updates)
+                strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
