@@ -143,6 +143,10 @@ def test_config_and_keywords_give_the_same_run_and_do_not_mix():
                 TrainConfig(global_batch_size=20, steps=6), steps=3)
     with pytest.raises(InvalidArgumentError, match="give exactly one of epochs and steps"):
         TrainConfig(global_batch_size=20)
+    cfg = TrainConfig(global_batch_size=20, steps=1, strategy="replicated")
+    t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.05), blobs(), cfg, overlap=True)
+    assert t.strategy.overlap is True and t.config.strategy_options == {"overlap": True}
+    assert cfg.strategy_options == {}   # the caller's config is left as it was
 
 
 def test_loss_names_come_from_the_registry():

@@ -6,7 +6,7 @@ keep-best, histograms, the progress display — is a :class:`Hook`; a user's
 hook is written the same way.  Events, in the order a run raises them::
 
     on_fit_begin(ctx)            once, before the first step (resume happens here)
-    on_step_begin(ctx)           before each step (ctx.step is the step about to run, minus 1)
+    on_step_begin(ctx)           before each step (ctx.step: the steps done so far)
     on_step_end(ctx, record)     after each step every rank finished (a global record)
     on_evaluate(ctx, result)     after each evaluation (raised through ctx.evaluated)
     on_stop(ctx, stop)           every rank agreed to stop after this step (a signal or

@@ -9,6 +9,8 @@ checkpoints, then the callbacks), anything else is a strategy option
 """
 from __future__ import annotations
 
+import dataclasses
+from types import MappingProxyType
 from typing import Any
 
 from distnet.errors import InvalidArgumentError
@@ -16,9 +18,9 @@ from distnet.training.hook import as_hook
 from distnet.training.settings import TrainConfig
 
 #: The services' keywords and their defaults.
-SERVICES = {"eval_every": None, "log_every": 100, "checkpoint_dir": None, "checkpoint_every": None,
-            "max_to_keep": 5, "logger": None, "check_every": 100, "stall_timeout": None, "callbacks": (),
-            "trace": None}
+SERVICES = MappingProxyType({
+    "eval_every": None, "log_every": 100, "checkpoint_dir": None, "checkpoint_every": None, "max_to_keep": 5,
+    "logger": None, "check_every": 100, "stall_timeout": None, "callbacks": (), "trace": None})
 
 
 def split_options(config: TrainConfig | None, options: dict[str, Any], hooks=()) -> tuple[TrainConfig, dict, list]:
@@ -29,9 +31,9 @@ def split_options(config: TrainConfig | None, options: dict[str, Any], hooks=())
                                    f"Actual: config and {sorted(own)}")
     services = {k: options.pop(k, default) for k, default in SERVICES.items()}
     if config is None:
-        config = TrainConfig(**own, strategy_options=dict(options))
-    elif options:
-        config.strategy_options = {**config.strategy_options, **options}
+        config = TrainConfig(**{**own, "strategy_options": {**own.get("strategy_options", {}), **options}})
+    elif options:   # a copy: the caller's config stays as it was
+        config = dataclasses.replace(config, strategy_options={**config.strategy_options, **options})
     given = [as_hook(h) for h in hooks]
     return config, services, service_hooks(services, given) + given
 
