@@ -1,7 +1,6 @@
 """Checkpoints every N steps, at the end, and at an agreed stop; resuming from the newest one."""
 from __future__ import annotations
 
-from distnet.checkpoint import training_state
 from distnet.training.hook import Hook
 
 
@@ -63,6 +62,8 @@ class Checkpointing(Hook):
 
 def resume(ctx, manager) -> bool:
     """Continue from ``manager``'s newest good checkpoint (None: checkpoints are off); says whether one was found."""
+    from distnet.checkpoint import training_state   # h5py: imported only by runs that use checkpoints
+
     path, state = training_state.read_latest(ctx.comm, manager, ctx.all_variables)
     if state is None:
         where = manager.directory if manager is not None else "(checkpoints are off)"
