@@ -132,8 +132,15 @@ def _cmd_run(args) -> int:
     if args.num_workers is not None or args.hostfile is not None:
         from distnet import launcher
 
+        # Each worker is `distnet run PROGRAM` itself, so it gets the same alias.
+        entry = ("-m", "distnet", "run", *(() if args.tf_alias else ("--no-tf-alias",)))
         return int(launcher.launch([args.program, *args.program_args], num_workers=args.num_workers,
-                                   hostfile=args.hostfile, entry=()))
+                                   hostfile=args.hostfile, entry=entry))
+    alias = None
+    if args.tf_alias:
+        from distnet.compat import alias as tf_alias
+
+        alias = tf_alias.install()
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [args.program, *args.program_args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(args.program)))
@@ -144,6 +151,8 @@ def _cmd_run(args) -> int:
         return code if isinstance(code, int) else (0 if code is None else exit_status.FAILED)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
+        if alias is not None:
+            tf_alias.uninstall(alias)
     return exit_status.OK
 
 

@@ -210,14 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program (e.g. a TF1 program) on N MPI workers",
         description=_wrap("Run PROGRAM with its arguments: in this process, or with -n / --hostfile "
-                    "on N workers through mpiexec (the same as `mpiexec -n N python PROGRAM ...`). "
-                    "A TF1 program written with `import distnet.compat.v1 as tf` goes data "
-                    "parallel with `opt = tf.DistributedOptimizer(opt)` (see docs/tf1.md)."),
+                    "on N workers through mpiexec. A TF1 program runs unchanged: inside `distnet run`, "
+                    "`import tensorflow as tf` (also `tensorflow.compat.v1`, `tensorflow.contrib...`, "
+                    "`tensorflow.examples.tutorials.mnist`) is distnet.compat.v1 (--no-tf-alias "
+                    "leaves the installed TensorFlow in place). It goes data parallel with "
+                    "`opt = tf.DistributedOptimizer(opt)` (see docs/tf1.md)."),
         epilog="examples:\n  distnet run -n 2 mnist_softmax.py --steps 1000\n"
                "  distnet run --hostfile hosts.txt train.py\n",
         formatter_class=_formatter)
     p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N", help="launch N MPI workers")
     p.add_argument("--hostfile", metavar="FILE", help="launch workers on the hosts of an MPI hostfile")
+    p.add_argument("--no-tf-alias", dest="tf_alias", action="store_false",
+                   help="do not make `import tensorflow` distnet.compat.v1 (use the installed TensorFlow)")
     p.add_argument("program", metavar="PROGRAM", help="the Python program to run")
     p.add_argument("program_args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
 

@@ -307,7 +307,7 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
         ConfigError: naming the directory and the ways on.
     """
     from distnet.checkpoint import CheckpointManager
-    from distnet.metrics import METRICS_FILE
+    from distnet.metrics import METRICS_FILE, last_step
 
     if sum(map(bool, (resume, resume_if_any, overwrite))) > 1:
         raise ConfigError("give one of --resume, --resume-if-any and --overwrite")
@@ -321,8 +321,7 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
                           f"to start the run, or with --resume-if-any to continue only when there is one")
     if resume or resume_if_any or overwrite:
         return found
-    metrics = Path(run_dir) / METRICS_FILE
-    logged = metrics.is_file() and '"kind":"step"' in metrics.read_text(encoding="utf-8", errors="replace")
+    logged = last_step(run_dir) != 0  # None (unreadable) counts as an earlier run's log too
     if found or logged:
         what = f"checkpoints of an earlier run (newest {os.path.basename(found[-1])})" if found \
             else f"the {METRICS_FILE} of an earlier run"

@@ -30,7 +30,7 @@ from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
 
-__all__ = ["MetricsLogger", "read_metrics", "METRICS_FILE", "metric_name"]
+__all__ = ["MetricsLogger", "read_metrics", "last_step", "METRICS_FILE", "metric_name"]
 
 METRICS_FILE = "metrics.jsonl"
 # The trainer's records say test_ema_*; metrics.jsonl (and so plots,
@@ -483,3 +483,21 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
                 rec[key] = float(value)
         records.append(rec)
     return records
+
+
+def last_step(run_dir: str | os.PathLike) -> int | None:
+    """The highest step of the ``step`` records in ``run_dir``'s ``metrics.jsonl``.
+
+    0 when the run logged no step (or has no metrics file); None when the file
+    cannot be read or holds a bad line, for callers that must decide without it
+    (a restart between attempts, the check of a run directory).
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return 0
+    try:
+        records = read_metrics(path)
+    except (OSError, DataError):
+        return None
+    steps = [r["step"] for r in records if r.get("kind") == "step" and isinstance(r.get("step"), int)]
+    return max(steps, default=0)

@@ -45,22 +45,9 @@ def last_logged_step(run_dir: str | os.PathLike | None) -> int | None:
     """The highest step in ``run_dir/metrics.jsonl``, 0 with none, None when the file cannot be read."""
     if run_dir is None:
         return None
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    best = 0
-    for line in text.splitlines():
-        if '"kind":"step"' not in line:
-            continue
-        try:
-            best = max(best, int(json.loads(line)["step"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return best
+    from distnet.metrics import last_step
+
+    return last_step(run_dir)
 
 
 def newest_checkpoint(directory: str | os.PathLike | None) -> str | None:

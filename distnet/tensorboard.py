@@ -10,8 +10,10 @@ What goes in (tags):
   (``loss``, ``reg_loss``, ``lr``, ``accuracy``, ``samples_per_sec``);
 * ``eval/<key>`` for every number of an eval record (``test_loss``,
   ``test_accuracy``, ``ema_test_loss``, ``ema_test_accuracy``, ...);
-* text (the job's TOML, shown as a code block) and histograms (weights or
-  gradients) under tags the caller names.
+* text (the job's TOML, shown as a code block), histograms (weights or
+  gradients) and images under tags the caller names;
+* TF1's text summaries (a string tensor under exactly its tag,
+  :meth:`TensorBoardWriter.add_text_tensor`), for ``tf.summary.text``.
 
 The writer writes whatever it is given: which rank writes (rank 0) is the
 caller's decision, as with :class:`~distnet.metrics.MetricsLogger`.
@@ -159,6 +161,79 @@ class TensorBoardWriter:
         if arr.size == 0:
             return  # TensorBoard cannot draw an empty histogram
         self._w().add_histogram(_tag(tag), arr, global_step=_step(step))
+
+    def add_image(self, tag: str, image: Any, step: int) -> None:
+        """One image, ``uint8`` ``[height, width, channels]`` with 1 (grey), 3 (RGB) or 4 (RGBA) channels,
+        written as PNG (tensorboardX stores a grey image as RGB)."""
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+            raise InvalidArgumentError(f"add_image: Expect: a uint8 array [height, width, 1|3|4] Actual: "
+                                       f"{arr.dtype} {list(arr.shape)}")
+        self._w().add_image(_tag(tag), arr, global_step=_step(step), dataformats="HWC")
+
+    def add_audio(self, tag: str, clip: Any, step: int, sample_rate: int) -> None:
+        """One mono clip (floats, clipped to [-1, 1]) at ``sample_rate`` Hz, written as 16-bit WAV
+        (encoded here with the standard library: tensorboardX's own audio needs soundfile)."""
+        import io
+        import wave
+
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        arr = np.asarray(clip, np.float32).reshape(-1)
+        if isinstance(sample_rate, bool) or int(sample_rate) <= 0:
+            raise InvalidArgumentError(f"add_audio: sample_rate: Expect: an int > 0 Actual: {sample_rate!r}")
+        pcm = np.round(np.clip(np.nan_to_num(arr), -1.0, 1.0) * 32767.0).astype("<i2")
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(int(sample_rate))
+            wav.writeframes(pcm.tobytes())
+        value = Summary.Audio(sample_rate=float(sample_rate), num_channels=1, length_frames=arr.size,
+                              encoded_audio_string=buf.getvalue(), content_type="audio/wav")
+        writer = self._w()
+        writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=_tag(tag), audio=value)]),
+                                              _step(step))
+
+    def add_text_tensor(self, tag: str, strings: Any, step: int) -> None:
+        """Strings (any shape) under exactly ``tag``, as TF1's ``tf.summary.text`` writes them
+        (:meth:`add_text` appends ``/text_summary`` to the tag, as tensorboardX does)."""
+        from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+        arr = np.asarray(strings)
+        if arr.dtype.kind not in "US" and not (arr.dtype == object and all(isinstance(x, (str, bytes))
+                                                                            for x in arr.reshape(-1))):
+            raise InvalidArgumentError(f"add_text_tensor: Expect: strings Actual: {arr.dtype}")
+        writer = self._w()
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+            plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
+        proto = TensorProto(dtype="DT_STRING",
+                            string_val=[x if isinstance(x, bytes) else str(x).encode("utf-8")
+                                        for x in arr.reshape(-1)],
+                            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=n) for n in arr.shape]))
+        summary = Summary(value=[Summary.Value(tag=_tag(tag), metadata=meta, tensor=proto)])
+        writer._get_file_writer().add_summary(summary, _step(step))
+
+    def add_tensor(self, tag: str, values: Any, step: int, description: str = "") -> None:
+        """A numeric array under exactly ``tag`` (TF1's ``tf.summary.tensor_summary``)."""
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+        arr = np.asarray(values)
+        kinds = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int8": "DT_INT8",
+                 "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64", "uint8": "DT_UINT8",
+                 "bool": "DT_BOOL"}
+        if arr.dtype.name not in kinds:
+            raise InvalidArgumentError(f"add_tensor: Expect: a numeric or bool array Actual: {arr.dtype}")
+        proto = TensorProto(dtype=kinds[arr.dtype.name], tensor_content=np.ascontiguousarray(arr).tobytes(),
+                            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=n) for n in arr.shape]))
+        meta = SummaryMetadata(summary_description=description) if description else None
+        value = Summary.Value(tag=_tag(tag), tensor=proto, metadata=meta)
+        self._w()._get_file_writer().add_summary(Summary(value=[value]), _step(step))
 
     def add_histograms(self, arrays: Mapping[str, Any], step: int, prefix: str = "weights") -> None:
         """One histogram per array, tagged ``<prefix>/<name>`` (e.g. ``weights/dense/kernel``)."""

@@ -49,6 +49,19 @@ MODELS = {
     # no convolution: Flatten straight from NHWC
     "mlp": lambda: [layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dropout(0.5),
                     layers.Dense(10, activation="linear")],
+    # batch normalization on images and on features, average pooling (odd SAME), global pooling
+    "normalized": lambda: [layers.Conv2D(8, 3, padding="same"), layers.BatchNorm(),
+                           layers.AvgPool2D(3, strides=2, padding="same"), layers.Conv2D(6, 3, strides=2),
+                           layers.BatchNorm(center=False, epsilon=0.01), layers.AvgPool2D(2, padding="valid"),
+                           layers.GlobalAvgPool2D(), layers.BatchNorm(scale=False), layers.Dense(10)],
+    # transposed convolutions (SAME, VALID, a kernel smaller than its stride) and reshapes
+    "decoder": lambda: [layers.Conv2D(4, 3, strides=2, padding="same"),
+                        layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu"),
+                        layers.MaxPool2D(4), layers.Conv2DTranspose(2, 2, strides=3, padding="valid"),
+                        layers.Flatten(), layers.Dense(98, activation="tanh"), layers.Reshape((7, 7, 2)),
+                        layers.Conv2DTranspose(2, 5, strides=2, padding="same", use_bias=False),
+                        layers.Conv2DTranspose(3, 4, strides=2, padding="valid"), layers.Reshape((-1,)),
+                        layers.Dense(10)],
     # ends in a convolution with a softmax over channels: NHWC output, no probabilities
     "fully_convolutional": lambda: [layers.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
                                     layers.Conv2D(10, 3, padding="same", activation="softmax")],

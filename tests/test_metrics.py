@@ -164,3 +164,16 @@ def test_summary_counts_the_checkpoints_a_run_leaves(tmp_path):
     assert [line.split() for line in MetricsLogger.summary_table(off.summary()).splitlines()
             if line.startswith("checkpoints")] == [["checkpoints", "off"]]
     assert "checkpoint" not in str(MetricsLogger(None, progress="none").summary())
+
+
+def test_last_step_reads_the_step_records_not_their_text(tmp_path):
+    from distnet.metrics import last_step
+
+    assert last_step(tmp_path) == 0                       # no metrics file: nothing logged
+    lines = ['{"kind":"start","step":0}', '{"kind":"step","step":10,"loss":1.0}',
+             '{"kind": "step", "step": 20, "loss": 0.5}',  # spaced JSON: a substring test missed it
+             '{"kind":"eval","step":30}', '{"kind":"step","step":2']  # the last line cut by a kill
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    assert last_step(tmp_path) == 20
+    (tmp_path / "metrics.jsonl").write_text('{"kind":"step","step":5}\nnot json\n{"kind":"step","step":6}\n')
+    assert last_step(tmp_path) is None                    # a bad line inside: unreadable, said as None

@@ -1,8 +1,10 @@
 """Export a :class:`~distnet.models.Sequential` to an ONNX model.
 
 Every layer type distnet has is exported: Conv2D (``valid``/``same``
-padding, any strides), MaxPool2D (``valid``/``same``), Flatten, Dropout (the
-identity at inference) and Dense, with the activations ``relu``,
+padding, any strides), Conv2DTranspose, MaxPool2D and AvgPool2D
+(``valid``/``same``), GlobalAvgPool2D, BatchNorm (its inference form, with
+the moving statistics), Reshape, Flatten, Dropout (the identity at
+inference) and Dense, with the activations ``relu``,
 ``sigmoid``, ``tanh``, ``softmax`` and ``linear``.
 
 The exported model keeps distnet's interface: its input ``images`` is
@@ -39,7 +41,8 @@ __all__ = ["export_onnx", "to_onnx", "OPSET", "INSTALL_HINT"]
 #: axis (earlier opsets flatten from the axis on), read by every current runtime.
 OPSET = 13
 INSTALL_HINT = "pip install 'distnet[onnx]' (or: pip install onnx)"
-EXPORTABLE = ("Conv2D", "MaxPool2D", "Flatten", "Dropout", "Dense")
+EXPORTABLE = ("Conv2D", "MaxPool2D", "Flatten", "Dropout", "Dense", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm",
+              "Conv2DTranspose", "Reshape")
 
 
 def _onnx():
@@ -87,6 +90,12 @@ class _Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
         return name
 
+    def ints(self, name: str, value: Sequence[int]) -> str:
+        """An int64 constant (a shape)."""
+        name = self.name(name)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+        return name
+
     def node(self, op: str, inputs: Sequence[str], out: str, **attrs: Any) -> str:
         out = self.name(out)
         self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [out], name=out, **attrs))
@@ -126,7 +135,9 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
         ImportError: the onnx package is missing.
     """
     onnx = _onnx()
-    from distnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+    from distnet.layers import (
+        AvgPool2D, BatchNorm, Conv2D, Conv2DTranspose, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, Reshape,
+    )
     from distnet.models import Sequential
 
     if not isinstance(model, Sequential):
@@ -163,7 +174,13 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
     shape = input_shape
     for layer in model.layers:
         kind = type(layer).__name__
-        if isinstance(layer, (Conv2D, MaxPool2D)):
+        if isinstance(layer, BatchNorm) and len(shape) == 1:
+            x = _batch_norm(g, layer, values, x)
+        elif isinstance(layer, (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, BatchNorm, Conv2DTranspose)):
+            if isinstance(layer, BatchNorm) and (len(shape) != 3 or layer.axis not in (-1, 3)):
+                raise InvalidArgumentError(f"to_onnx: BatchNorm {layer.name!r} on per-sample shape {shape} with "
+                                           f"axis {layer.axis}: Expect: images with the channel axis last, or "
+                                           "[batch, features]")
             if not nchw:
                 x = g.node("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2])
                 nchw = True
@@ -176,11 +193,19 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
                 x = g.node("Conv", inputs, layer.name, kernel_shape=list(layer.kernel_size),
                            strides=list(layer.strides),
                            pads=_same_pads((h, w), layer.kernel_size, layer.strides, layer.padding))
+            elif isinstance(layer, Conv2DTranspose):
+                x = _conv_transpose(g, layer, values, x, (h, w))
+            elif isinstance(layer, BatchNorm):
+                x = _batch_norm(g, layer, values, x)
+            elif isinstance(layer, GlobalAvgPool2D):
+                x = g.node("Flatten", [g.node("GlobalAveragePool", [x], layer.name)], f"{layer.name}/flatten", axis=1)
+                nchw = False   # [batch, channels]: the same in both layouts
             else:
-                x = g.node("MaxPool", [x], layer.name, kernel_shape=list(layer.pool_size),
-                           strides=list(layer.strides),
+                # AveragePool's default count_include_pad=0 averages the real pixels, as TF's SAME.
+                x = g.node("MaxPool" if isinstance(layer, MaxPool2D) else "AveragePool", [x], layer.name,
+                           kernel_shape=list(layer.pool_size), strides=list(layer.strides),
                            pads=_same_pads((h, w), layer.pool_size, layer.strides, layer.padding))
-            op = _activation_op(layer) if isinstance(layer, Conv2D) else None
+            op = _activation_op(layer) if isinstance(layer, (Conv2D, Conv2DTranspose)) else None
             if op is not None:
                 # distnet's softmax is over the last (channel) axis: axis 1 in NCHW.
                 x = g.node(op, [x], f"{layer.name}/{op.lower()}", **({"axis": 1} if op == "Softmax" else {}))
@@ -189,6 +214,11 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
                 x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
                 nchw = False
             x = g.node("Flatten", [x], layer.name, axis=1)
+        elif isinstance(layer, Reshape):
+            if nchw:   # distnet reshapes in row-major NHWC order
+                x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+                nchw = False
+            x = g.node("Reshape", [x, g.ints(f"{layer.name}/shape", [0, *layer.output_shape])], layer.name)
         elif isinstance(layer, Dropout):
             pass   # the identity at inference
         elif isinstance(layer, Dense):
@@ -232,6 +262,35 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
         entry.key, entry.value = str(key), str(value)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _batch_norm(g: _Graph, layer, values: Mapping[str, np.ndarray], x: str) -> str:
+    """ONNX BatchNormalization (channels on axis 1: NCHW, or [batch, features]) with the moving statistics."""
+    c = values[layer.moving_mean.name].shape[0]
+    gamma = values[layer.gamma.name] if layer.gamma is not None else np.ones(c)
+    beta = values[layer.beta.name] if layer.beta is not None else np.zeros(c)
+    inputs = [x, g.weight(f"{layer.name}/gamma", gamma), g.weight(f"{layer.name}/beta", beta),
+              g.weight(layer.moving_mean.name, values[layer.moving_mean.name]),
+              g.weight(layer.moving_variance.name, values[layer.moving_variance.name])]
+    return g.node("BatchNormalization", inputs, layer.name, epsilon=layer.epsilon)
+
+
+def _conv_transpose(g: _Graph, layer, values: Mapping[str, np.ndarray], x: str, size: tuple[int, int]) -> str:
+    """ONNX ConvTranspose with TF's geometry: the full output cropped by the pads of the conv2d it
+    transposes (the odd pixel after), or extended by ``output_padding`` when the kernel is smaller
+    than the stride."""
+    kernel = values[layer.kernel.name].transpose(3, 2, 0, 1)   # [kh, kw, out, in] -> [in, out, kh, kw]
+    inputs = [x, g.weight(layer.kernel.name, kernel)]
+    if layer.use_bias:
+        inputs.append(g.weight(layer.bias.name, values[layer.bias.name]))
+    before, after, extra = [], [], []
+    for n, k, s, out in zip(size, layer.kernel_size, layer.strides, layer.output_shape[:2]):
+        total = (n - 1) * s + k - out
+        before.append(max(total, 0) // 2)
+        after.append(max(total, 0) - max(total, 0) // 2)
+        extra.append(max(-total, 0))
+    return g.node("ConvTranspose", inputs, layer.name, kernel_shape=list(layer.kernel_size),
+                  strides=list(layer.strides), pads=before + after, output_padding=extra)
 
 
 def export_onnx(model, path: str | os.PathLike, input_shape: Sequence[int] | None = None, **kwargs) -> str:

@@ -1,44 +1,40 @@
-# Linear regression as TF1 example collections wrote it: placeholders without a
-# shape fed one Python number at a time, Variables from numpy scalars, a cost
-# built from tf.pow and reduce_sum, and a loop over the samples.  Changed: the
-# import line.
+# Fitting a line with TF1 the way the first example collections did it:
+# placeholders with no shape that take one Python number per run, a weight
+# and a bias started from numpy scalars, the cost written out with tf.pow and
+# reduce_sum over the samples, stochastic gradient descent one sample at a
+# time, and a progress line every few epochs.  The data are 17 noisy points
+# of a line, made with numpy from a fixed seed.
 import os
 
-import numpy
+import numpy as np
 import distnet.compat.v1 as tf
 
-rng = numpy.random.RandomState(7)
+EPOCHS = int(os.environ.get("EPOCHS", 100))
+REPORT_EVERY = 25
+RATE = 0.01
 
-learning_rate = 0.01
-training_epochs = int(os.environ.get("EPOCHS", 100))
-display_step = 50
+gen = np.random.RandomState(7)
+xs = np.round(gen.uniform(1.0, 11.0, size=17), 3)
+ys = np.round(0.25 * xs + 0.8 + gen.normal(0.0, 0.3, size=17), 3)
+count = len(xs)
 
-train_X = numpy.asarray([3.3, 4.4, 5.5, 6.71, 6.93, 4.168, 9.779, 6.182, 7.59, 2.167,
-                         7.042, 10.791, 5.313, 7.997, 5.654, 9.27, 3.1])
-train_Y = numpy.asarray([1.7, 2.76, 2.09, 3.19, 1.694, 1.573, 3.366, 2.596, 2.53, 1.221,
-                         2.827, 3.465, 1.65, 2.904, 2.42, 2.94, 1.3])
-n_samples = train_X.shape[0]
-
-X = tf.placeholder("float")
-Y = tf.placeholder("float")
-W = tf.Variable(rng.randn(), name="weight")
-b = tf.Variable(rng.randn(), name="bias")
-pred = tf.add(tf.multiply(X, W), b)
-cost = tf.reduce_sum(tf.pow(pred - Y, 2)) / (2 * n_samples)
-optimizer = tf.train.GradientDescentOptimizer(learning_rate).minimize(cost)
-init = tf.global_variables_initializer()
+x_in = tf.placeholder("float")
+y_in = tf.placeholder("float")
+slope = tf.Variable(gen.randn(), name="slope")
+offset = tf.Variable(gen.randn(), name="offset")
+guess = slope * x_in + offset
+cost = tf.reduce_sum(tf.pow(guess - y_in, 2)) / (2 * count)
+sgd_step = tf.train.GradientDescentOptimizer(RATE).minimize(cost)
 
 with tf.Session() as sess:
-    sess.run(init)
-    for epoch in range(training_epochs):
-        for (x, y) in zip(train_X, train_Y):
-            sess.run(optimizer, feed_dict={X: x, Y: y})
-        if (epoch + 1) % display_step == 0:
-            c = sess.run(cost, feed_dict={X: train_X, Y: train_Y})
-            print("Epoch:", '%04d' % (epoch + 1), "cost=", "{:.9f}".format(c), "W=", sess.run(W), "b=", sess.run(b))
-    print("Optimization Finished!")
-    training_cost = sess.run(cost, feed_dict={X: train_X, Y: train_Y})
-    print("Training cost=", training_cost, "W=", sess.run(W), "b=", sess.run(b), '\n')
-    # Moving W by hand inside the loop (an op made after the session started).
-    sess.run(tf.assign(W, W * 1.0))
-    print("final", repr(float(sess.run(W))), repr(float(sess.run(b))), repr(float(training_cost)))
+    sess.run(tf.global_variables_initializer())
+    for epoch in range(1, EPOCHS + 1):
+        for one_x, one_y in zip(xs, ys):
+            sess.run(sgd_step, feed_dict={x_in: one_x, y_in: one_y})
+        if epoch % REPORT_EVERY == 0:
+            c, s, o = sess.run([cost, slope, offset], feed_dict={x_in: xs, y_in: ys})
+            print("epoch %d cost %.6f slope %.6f offset %.6f" % (epoch, c, s, o))
+    final_cost = sess.run(cost, feed_dict={x_in: xs, y_in: ys})
+    # An op made after the session started (rescaling by 1 leaves the slope as it is).
+    sess.run(tf.assign(slope, slope * 1.0))
+    print("final", repr(float(sess.run(slope))), repr(float(sess.run(offset))), repr(float(final_cost)))

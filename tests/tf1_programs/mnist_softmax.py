@@ -1,54 +1,61 @@
-# "MNIST for ML beginners" as TF1 tutorials wrote it (tf.app.run, FLAGS, a
-# placeholder-fed loop, softmax_cross_entropy_with_logits, in-graph accuracy).
-# Changed: the import line and the data loading (distnet's embedded
-# Fashion-MNIST subset).  DISTRIBUTED=1 adds the wrapper line and the shard line.
+# Softmax regression on 28x28 images, the first program of most TF1 courses:
+# command-line flags parsed by argparse and handed to tf.app.run, the image
+# rows fed through placeholders, one weight matrix and one bias, plain
+# gradient descent on the mean cross-entropy, and the share of test images
+# classified right at the end.  It reads its images with input_data (local
+# IDX files; here the Fashion-MNIST that distnet finds).  DISTRIBUTED=1 adds
+# the wrapper line and each worker's share of the batch.
 import argparse
 import os
 import sys
 
 import numpy as np
 import distnet.compat.v1 as tf
-import _data as input_data
+from distnet.compat.v1 import input_data
 
-FLAGS = None
 DISTRIBUTED = os.environ.get("DISTRIBUTED") == "1"
-if DISTRIBUTED and tf.distributed.rank() != 0:
-    print = lambda *args, **kwargs: None  # noqa: E731  (rank 0 prints, as Horovod programs do)
+args = None
 
 
-def main(_):
-    mnist = input_data.read_data_sets(FLAGS.data_dir, one_hot=True)
-    tf.set_random_seed(0)
-    x = tf.placeholder(tf.float32, [None, 784])
-    W = tf.Variable(tf.zeros([784, 10]))
-    b = tf.Variable(tf.zeros([10]))
-    y = tf.matmul(x, W) + b
-    y_ = tf.placeholder(tf.float32, [None, 10])
-    cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=y))
-    opt = tf.train.GradientDescentOptimizer(0.5)
+def softmax_model(n_inputs, n_classes):
+    """Placeholders, the two variables, the logits and the loss."""
+    pixels = tf.placeholder(tf.float32, shape=[None, n_inputs], name="pixels")
+    truth = tf.placeholder(tf.float32, shape=[None, n_classes], name="truth")
+    weights = tf.Variable(tf.zeros([n_inputs, n_classes]), name="weights")
+    biases = tf.Variable(tf.zeros([n_classes]), name="biases")
+    scores = tf.add(tf.matmul(pixels, weights), biases)
+    mean_xent = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=truth, logits=scores))
+    return pixels, truth, weights, biases, scores, mean_xent
+
+
+def run(_):
+    data = input_data.read_data_sets(args.data_dir, one_hot=True)
+    pixels, truth, weights, biases, scores, mean_xent = softmax_model(784, 10)
+    sgd = tf.train.GradientDescentOptimizer(learning_rate=0.5)
     if DISTRIBUTED:
-        opt = tf.DistributedOptimizer(opt)
-    train_step = opt.minimize(cross_entropy)
+        sgd = tf.DistributedOptimizer(sgd)
+    minimize = sgd.minimize(mean_xent)
+    hit = tf.equal(tf.argmax(scores, axis=1), tf.argmax(truth, axis=1))
+    share_right = tf.reduce_mean(tf.cast(hit, tf.float32))
 
-    sess = tf.InteractiveSession()
-    tf.global_variables_initializer().run()
-    for step in range(FLAGS.steps):
-        batch_xs, batch_ys = mnist.train.next_batch(100)
-        if DISTRIBUTED:
-            batch_xs, batch_ys = tf.distributed.shard(batch_xs, batch_ys)
-        sess.run(train_step, feed_dict={x: batch_xs, y_: batch_ys})
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        for _ in range(args.steps):
+            images, labels = data.train.next_batch(100)
+            if DISTRIBUTED:
+                images, labels = tf.distributed.shard(images, labels)
+            sess.run(minimize, feed_dict={pixels: images, truth: labels})
+        score = sess.run(share_right, feed_dict={pixels: data.test.images, truth: data.test.labels})
+        if not DISTRIBUTED or tf.distributed.rank() == 0:
+            print("test set accuracy %.4f" % score)
+            if args.out:
+                np.savez(args.out, weights=sess.run(weights), biases=sess.run(biases))
 
-    correct_prediction = tf.equal(tf.argmax(y, 1), tf.argmax(y_, 1))
-    accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32))
-    print('accuracy', sess.run(accuracy, feed_dict={x: mnist.test.images, y_: mnist.test.labels}))
-    if FLAGS.out and (not DISTRIBUTED or tf.distributed.rank() == 0):
-        np.savez(FLAGS.out, W=sess.run(W), b=sess.run(b))
 
-
-if __name__ == '__main__':
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--data_dir', type=str, default='/tmp/tensorflow/mnist/input_data')
-    parser.add_argument('--steps', type=int, default=1000)
-    parser.add_argument('--out', type=str, default='')
-    FLAGS, unparsed = parser.parse_known_args()
-    tf.app.run(main=main, argv=[sys.argv[0]] + unparsed)
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="softmax regression on MNIST-style images")
+    parser.add_argument("--data_dir", default="/tmp/mnist_data", help="directory of the IDX files")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of 100 images")
+    parser.add_argument("--out", default="", help="write the trained weights to this .npz")
+    args, rest = parser.parse_known_args()
+    tf.app.run(main=run, argv=[sys.argv[0]] + rest)

@@ -1,22 +1,23 @@
 # Seed 001's program (../shared/seeds/001): softmax regression with an L2 term,
 # GradientDescentOptimizer(0.5).minimize(loss) and session.run([optimizer, loss,
 # train_prediction]) in a loop, as in the course it quotes.  Changed: the import
-# line and the data loading (1000 Fashion-MNIST images instead of notMNIST).
+# line and the data loading (input_data: 1000 of the Fashion-MNIST images distnet finds, instead of notMNIST).
 # DISTRIBUTED=1 adds the wrapper line, and each rank builds its part of the
 # training set into the graph.
 import os
 import numpy as np
 import distnet.compat.v1 as tf
-import _data
+from distnet.compat.v1 import input_data
 
 DISTRIBUTED = os.environ.get("DISTRIBUTED") == "1"
 if DISTRIBUTED and tf.distributed.rank() != 0:
     print = lambda *args, **kwargs: None  # noqa: E731  (rank 0 prints, as Horovod programs do)
 image_size, num_labels, beta = 28, 10, 0.01
 num_steps = int(os.environ.get("STEPS", 101))
-mnist = _data.read_data_sets('notMNIST', one_hot=True)
-train_dataset, train_labels = mnist.train.images[:1000], mnist.train.labels[:1000]
-test_dataset, test_labels = mnist.test.images[:500], mnist.test.labels[:500]
+mnist = input_data.read_data_sets('notMNIST', one_hot=True)
+# float32 labels, as the course's notMNIST reformat() made them (input_data's one-hot rows are float64).
+train_dataset, train_labels = mnist.train.images[:1000], mnist.train.labels[:1000].astype(np.float32)
+test_dataset, test_labels = mnist.test.images[:500], mnist.test.labels[:500].astype(np.float32)
 if DISTRIBUTED:
     train_dataset, train_labels = tf.distributed.shard(train_dataset, train_labels)
 

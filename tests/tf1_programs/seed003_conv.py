@@ -1,6 +1,6 @@
 # Seed 003's complete program (../shared/seeds/003), as written there, with two
-# changes: the import line, and the data loading (the Fashion-MNIST subset
-# embedded in distnet instead of input_data's MNIST download).  For the tests'
+# changes: the import line, and the data loading (distnet's input_data, which
+# reads the Fashion-MNIST it finds locally, instead of the MNIST download).  For the tests'
 # run time the step count and which of the seed's three variants runs (its
 # commented-out lines) are read from the environment; the defaults are the
 # seed's own (1000 steps, no regularization, no dropout).
@@ -9,7 +9,7 @@
 from __future__ import print_function
 import os
 import distnet.compat.v1 as tf
-import _data as input_data
+from distnet.compat.v1 import input_data
 # number 1 to 10 data
 mnist = input_data.read_data_sets('MNIST_data', one_hot=True)
 STEPS = int(os.environ.get("SEED003_STEPS", 1000))

@@ -17,12 +17,23 @@ from __future__ import annotations
 
 import numpy as _np
 
+from distnet.compat.v1 import arg_scope as _arg_scope
 from distnet.compat.v1 import array_ops as _a
+from distnet.compat.v1 import data as _data
 from distnet.compat.v1 import distributed as _dist
+from distnet.compat.v1 import input_data as _input_data
+from distnet.compat.v1 import contrib_layers as _cl
+from distnet.compat.v1 import hooks as _hooks
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
+from distnet.compat.v1 import metrics as _metrics
 from distnet.compat.v1 import misc as _misc
+from distnet.compat.v1 import monitored as _mon
+from distnet.compat.v1 import normalization as _bn
+from distnet.compat.v1 import queues as _q
+from distnet.compat.v1 import optimize_loss as _optimize_loss
 from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import spatial as _spatial
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
 from distnet.compat.v1 import variables as _v
@@ -34,6 +45,7 @@ from distnet.compat.v1.graph import (
     get_default_session, no_output as _no_output, reset_default_graph,
 )
 from distnet.compat.v1.session import InteractiveSession, Session
+from distnet.compat.v1.session_config import ConfigProto, GPUOptions, GraphOptions
 from distnet.errors import InvalidArgumentError
 
 #: The TF1 API this module follows (programs compare it to pick APIs).
@@ -67,6 +79,7 @@ half, double = _np.float16, _np.float64
 int8, int16, int32, int64 = _np.int8, _np.int16, _np.int32, _np.int64
 uint8, uint16 = _np.uint8, _np.uint16
 bool = _np.bool_  # noqa: A001
+string = _np.bytes_
 
 
 # -- graph, session, scopes, control ----------------------------------------------------------
@@ -165,6 +178,12 @@ neg = negative
 pack = stack
 
 
+# -- the queue era's readers (tf.train holds the producers and batching) ------------------------
+from distnet.compat.v1.queues import (  # noqa: E402
+    FIFOQueue, FixedLengthRecordReader, IdentityReader, LMDBReader, PaddingFIFOQueue, RandomShuffleQueue,
+    TextLineReader, TFRecordReader, WholeFileReader, decode_csv, decode_raw, parse_single_example,
+)
+
 # -- sub-modules -----------------------------------------------------------------------------
 nn = _Namespace(
     "nn", relu=_m.relu, relu6=_m.relu6, sigmoid=_m.sigmoid, tanh=_m.tanh, softmax=_m.softmax,
@@ -174,6 +193,8 @@ nn = _Namespace(
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
     embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
+    moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
+    conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,
 )
 
 train = _Namespace(
@@ -187,20 +208,54 @@ train = _Namespace(
     ExponentialMovingAverage=_train.ExponentialMovingAverage, Saver=_saver.Saver,
     latest_checkpoint=_saver.latest_checkpoint, get_checkpoint_state=_saver.get_checkpoint_state,
     checkpoint_exists=_saver.checkpoint_exists,
+    string_input_producer=_q.string_input_producer, range_input_producer=_q.range_input_producer,
+    slice_input_producer=_q.slice_input_producer, batch=_q.batch, shuffle_batch=_q.shuffle_batch,
+    batch_join=_q.batch_join, shuffle_batch_join=_q.shuffle_batch_join, Coordinator=_q.Coordinator,
+    start_queue_runners=_q.start_queue_runners, QueueRunner=_q.QueueRunner,
+    match_filenames_once=_q.match_filenames_once,
+    MonitoredTrainingSession=_mon.MonitoredTrainingSession, MonitoredSession=_mon.MonitoredSession,
+    SingularMonitoredSession=_mon.SingularMonitoredSession, Scaffold=_mon.Scaffold,
+    ChiefSessionCreator=_mon.ChiefSessionCreator, WorkerSessionCreator=_mon.WorkerSessionCreator,
+    SessionRunHook=_mon.SessionRunHook, SessionRunArgs=_mon.SessionRunArgs, SessionRunContext=_mon.SessionRunContext,
+    SessionRunValues=_mon.SessionRunValues, StopAtStepHook=_hooks.StopAtStepHook, NanTensorHook=_hooks.NanTensorHook,
+    NanLossDuringTrainingError=_hooks.NanLossDuringTrainingError, LoggingTensorHook=_hooks.LoggingTensorHook,
+    CheckpointSaverHook=_hooks.CheckpointSaverHook, CheckpointSaverListener=_hooks.CheckpointSaverListener,
+    SummarySaverHook=_hooks.SummarySaverHook, StepCounterHook=_hooks.StepCounterHook,
+    FinalOpsHook=_hooks.FinalOpsHook, FeedFnHook=_hooks.FeedFnHook, SecondOrStepTimer=_hooks.SecondOrStepTimer,
 )
 
 layers = _Namespace(
     "layers", dense=_layers.dense, conv2d=_layers.conv2d, max_pooling2d=_layers.max_pooling2d,
-    dropout=_layers.dropout, flatten=_layers.flatten,
+    dropout=_layers.dropout, flatten=_layers.flatten, batch_normalization=_bn.layers_batch_normalization,
+    conv2d_transpose=_spatial.layers_conv2d_transpose, average_pooling2d=_spatial.average_pooling2d,
 )
 
-contrib = _Namespace("contrib", layers=_Namespace(
-    "contrib.layers", l1_regularizer=_layers.l1_regularizer, l2_regularizer=_layers.l2_regularizer,
+_contrib_layers_members = dict(
+    l1_regularizer=_layers.l1_regularizer, l2_regularizer=_layers.l2_regularizer,
     l1_l2_regularizer=_layers.l1_l2_regularizer, sum_regularizer=_layers.sum_regularizer,
     apply_regularization=_layers.apply_regularization, xavier_initializer=_layers.xavier_initializer,
-    variance_scaling_initializer=variance_scaling_initializer, flatten=_layers.flatten,
-    fully_connected=_layers.fully_connected,
-))
+    xavier_initializer_conv2d=_layers.xavier_initializer, variance_scaling_initializer=variance_scaling_initializer,
+    flatten=_cl.flatten, fully_connected=_cl.fully_connected, conv2d=_cl.conv2d, convolution2d=_cl.convolution2d,
+    max_pool2d=_cl.max_pool2d, dropout=_cl.dropout, repeat=_cl.repeat, one_hot_encoding=_cl.one_hot_encoding,
+    optimize_loss=_optimize_loss.optimize_loss, OPTIMIZER_CLS_NAMES=_optimize_loss.OPTIMIZER_CLS_NAMES,
+    OPTIMIZER_SUMMARIES=list(_optimize_loss.SUMMARIES),
+    # arg_scope reaches them too (slim's `arg_scope([batch_norm], is_training=...)`)
+    batch_norm=_arg_scope.add_arg_scope(_bn.contrib_batch_norm),
+    avg_pool2d=_arg_scope.add_arg_scope(_spatial.contrib_avg_pool2d),
+)
+_contrib_framework_members = dict(
+    arg_scope=_arg_scope.arg_scope, add_arg_scope=_arg_scope.add_arg_scope, has_arg_scope=_arg_scope.has_arg_scope,
+    current_arg_scope=_arg_scope.current_arg_scope, arg_scoped_arguments=_arg_scope.arg_scoped_arguments,
+    get_or_create_global_step=_train.get_or_create_global_step, get_global_step=_train.get_global_step,
+    get_variables=global_variables, get_model_variables=model_variables,
+)
+contrib = _Namespace(
+    "contrib",
+    layers=_Namespace("contrib.layers", **_contrib_layers_members),
+    framework=_Namespace("contrib.framework", **_contrib_framework_members),
+    # slim: the same layers and scopes under the name TF-Slim programs import.
+    slim=_Namespace("contrib.slim", **_contrib_layers_members, **_contrib_framework_members),
+)
 
 losses = _Namespace(
     "losses", mean_squared_error=_layers.mean_squared_error, softmax_cross_entropy=_layers.softmax_cross_entropy,
@@ -241,15 +296,39 @@ errors = _Namespace(
 distributed = _Namespace(
     "distributed", DistributedOptimizer=_dist.DistributedOptimizer, shard=_dist.shard, allreduce=_dist.allreduce,
     rank=_dist.rank, size=_dist.size, broadcast_global_variables=_dist.broadcast_global_variables,
+    BroadcastGlobalVariablesHook=_hooks.BroadcastGlobalVariablesHook,
 )
+BroadcastGlobalVariablesHook = _hooks.BroadcastGlobalVariablesHook
 DistributedOptimizer = _dist.DistributedOptimizer
+
+data = _Namespace(
+    "data", Dataset=_data.Dataset, Iterator=_data.Iterator, TextLineDataset=_data.TextLineDataset,
+    TFRecordDataset=_data.TFRecordDataset, FixedLengthRecordDataset=_data.FixedLengthRecordDataset,
+    make_one_shot_iterator=_data.make_one_shot_iterator, make_initializable_iterator=_data.make_initializable_iterator,
+    get_output_types=_data.get_output_types, get_output_shapes=_data.get_output_shapes,
+    get_output_classes=_data.get_output_classes,
+    experimental=_Namespace("data.experimental", AUTOTUNE=_data.AUTOTUNE),
+)
+
+# ``from tensorflow.examples.tutorials.mnist import input_data`` (local IDX files, never a download).
+examples = _Namespace("examples", tutorials=_Namespace("examples.tutorials", mnist=_Namespace(
+    "examples.tutorials.mnist", input_data=_input_data)))
+
+metrics = _Namespace(
+    "metrics", accuracy=_metrics.accuracy, mean=_metrics.mean, mean_squared_error=_metrics.mean_squared_error,
+    mean_absolute_error=_metrics.mean_absolute_error, root_mean_squared_error=_metrics.root_mean_squared_error,
+    precision=_metrics.precision, recall=_metrics.recall, auc=_metrics.auc,
+    true_positives=_metrics.true_positives, false_positives=_metrics.false_positives,
+    true_negatives=_metrics.true_negatives, false_negatives=_metrics.false_negatives,
+    mean_per_class_accuracy=_metrics.mean_per_class_accuracy, mean_iou=_metrics.mean_iou,
 
 app = _misc.app
 flags = _misc.flags
 gfile = _misc.gfile
 logging = _misc.logging
 summary = _Namespace(
-    "summary", scalar=_summary.scalar, histogram=_summary.histogram, merge=_summary.merge,
+    "summary", scalar=_summary.scalar, histogram=_summary.histogram, image=_summary.image, text=_summary.text,
+    audio=_summary.audio, tensor_summary=_summary.tensor_summary, merge=_summary.merge,
     merge_all=_summary.merge_all, FileWriter=_summary.FileWriter, Summary=_summary.Summary,
 )
 

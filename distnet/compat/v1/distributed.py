@@ -17,8 +17,10 @@ and ``mpiexec -n N python prog.py``.  Then:
   sums: a term that depends on no placeholder (a regularization term, any
   function of the weights only) is differentiated on every rank and enters
   the update exactly once;
-* data are what a rank feeds through placeholders, or builds into a
-  ``tf.constant`` from what :func:`shard` returned;
+* data are what a rank feeds through placeholders, builds into a
+  ``tf.constant`` from what :func:`shard` returned, or reads from a
+  ``tf.data`` iterator (``dataset.shard(size(), rank())``, see
+  :mod:`distnet.compat.v1.data`);
 * ``control_dependencies([train_step, ema_op])`` averages after the
   synchronized step; ``Saver`` writes on rank 0 only;
 * :func:`allreduce` makes a printed metric global.
@@ -26,8 +28,8 @@ and ``mpiexec -n N python prog.py``.  Then:
 With ``loss_reduction="mean"`` (default) the data terms are means over the
 rank's samples (``reduce_mean``, ``tf.losses.*``); with ``"sum"`` they are
 sums (``reduce_sum`` over the batch).  A rank's sample count is the first
-size of the batch it was fed (placeholders whose first size is ``None``),
-or ``sample_count=``.
+size of the batch it was fed (placeholders whose first size is ``None``)
+or read from a batched ``tf.data`` iterator, or ``sample_count=``.
 """
 from __future__ import annotations
 
@@ -173,6 +175,21 @@ def _reads_data(t: Tensor) -> bool:
     return False
 
 
+def _end_iterators_together(loss: Tensor, comm) -> None:
+    """Make the tf.data iterators and queue batches ``loss`` reads raise OutOfRangeError
+    on every rank as soon as one rank's input ends (see compat/v1/data.py), instead of
+    leaving the ranks that still have data waiting in the all-reduce."""
+    seen, stack = set(), [loss.op]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if getattr(op, "iterator", False):
+            op.end_together = comm
+        stack.extend(i.op for i in op.inputs)
+
+
 class DistributedOptimizer(Optimizer):
     """Wraps a ``tf.train`` optimizer so that its gradients are those of the
     global batch (see the module doc); variables are broadcast from rank 0.
@@ -183,10 +200,14 @@ class DistributedOptimizer(Optimizer):
         samples) or ``"sum"``.
       sample_count: this rank's number of samples, an int or a tensor;
         default the first size of the fed batch.
+      sync_batch_norm: batch normalization in training mode takes the
+        statistics of the global batch (default); False keeps each rank's
+        own, as TensorFlow and Horovod do (see
+        :mod:`distnet.compat.v1.normalization`).
     """
 
     def __init__(self, optimizer: Optimizer, loss_reduction: str = "mean", sample_count: Any = None,
-                 name: str | None = None):
+                 name: str | None = None, sync_batch_norm: bool = True):
         if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
             raise InvalidArgumentError(f"DistributedOptimizer: Expect: a tf.train optimizer "
                                        f"(e.g. tf.train.AdamOptimizer(1e-4)) Actual: {type(optimizer).__name__}")
@@ -198,6 +219,10 @@ class DistributedOptimizer(Optimizer):
         self._sample_count = sample_count
         self._name = name or f"Distributed{optimizer.get_name()}"
         self._comm = _communicator()
+        # Read by the graph's batch normalization ops when they run (normalization._reducer).
+        graph = get_default_graph()
+        graph._sync_batch_norm = bool(sync_batch_norm)
+        graph._loss_reduction = loss_reduction
 
     def get_name(self) -> str:
         return self._name
@@ -216,6 +241,7 @@ class DistributedOptimizer(Optimizer):
             raise InvalidArgumentError("DistributedOptimizer: grad_loss is not supported")
         terms = _terms(loss)
         data = [(s, t) for s, t in terms if _reads_data(t)]
+        _end_iterators_together(loss, self._comm)
         weights_only = [(s, t) for s, t in terms if not _reads_data(t)]
         count_t = self._sample_count if isinstance(self._sample_count, Tensor) else None
         comm, reduction, fixed = self._comm, self._reduction, self._sample_count
@@ -272,6 +298,10 @@ def _count(run, fixed: Any, count_value: Any) -> int:
     sizes = set()
     for op, value in run.fed.items():
         if op.outputs and op.outputs[0].shape.ndims and op.outputs[0].shape.dims[0].value is None:
+            sizes.add(int(value.shape[0]))
+    for op, value in run.values.items():
+        # A tf.data iterator's batched output is this rank's batch (see compat/v1/data.py).
+        if getattr(op, "_data_batch", False) and getattr(value, "ndim", 0):
             sizes.add(int(value.shape[0]))
     if len(sizes) == 1:
         return sizes.pop()

@@ -24,12 +24,11 @@ class OutOfRangeError(DistnetError, RuntimeError):
 
 #: Unsupported TF1 names with the nearest supported API.
 NEAREST = {
-    "avg_pool": "tf.nn.max_pool", "AdadeltaOptimizer": "tf.train.AdagradOptimizer or AdamOptimizer",
+    "AdadeltaOptimizer": "tf.train.AdagradOptimizer or AdamOptimizer",
     "FtrlOptimizer": "tf.train.AdagradOptimizer", "ProximalAdagradOptimizer": "tf.train.AdagradOptimizer",
-    "batch_normalization": "none yet (distnet has no batch normalization)",
     "while_loop": "a Python loop around sess.run", "cond": "tf.where",
     "py_func": "compute the value in Python and feed it through a placeholder",
-    "Estimator": "a Session loop (see docs/tf1.md)", "data": "feed numpy batches through placeholders",
+    "Estimator": "a Session loop (see docs/tf1.md)",
     "keras": "distnet's own Keras-like API (distnet.layers, distnet.Sequential)",
     "enable_eager_execution": "distnet's native API, which is eager",
     "image": "tf.summary.scalar or tf.summary.histogram", "text": "tf.summary.scalar or tf.summary.histogram",

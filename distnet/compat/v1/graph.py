@@ -183,12 +183,14 @@ def as_shape(shape: Any) -> TensorShape:
 # -- the default graph --------------------------------------------------------------
 
 class _Defaults(threading.local):
-    """The stack of graphs made default with ``as_default()`` and of default
-    sessions, per thread; the process-wide default graph below them."""
+    """The stack of graphs made default with ``as_default()``, of default
+    sessions and of ``arg_scope``s, per thread; the process-wide default graph
+    below them."""
 
     def __init__(self) -> None:
         self.graphs: list = []
         self.sessions: list = []
+        self.arg_scopes: list = []   # contrib.framework.arg_scope's stack of {function key: kwargs}
 
 
 _DEFAULTS = _Defaults()
@@ -235,6 +237,10 @@ class GraphKeys:
     INIT_OP = "init_op"
     MODEL_VARIABLES = "model_variables"
     SAVERS = "savers"
+    METRIC_VARIABLES = "metric_variables"
+    SUMMARY_OP = "summary_op"
+    READY_OP = "ready_op"
+    LOCAL_INIT_OP = "local_init_op"
 
 
 class Graph:

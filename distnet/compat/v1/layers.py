@@ -163,18 +163,6 @@ def flatten(inputs, name=None, data_format="channels_last"):
     return array_ops.reshape(inputs, [-1, int(np.prod(rest.as_list(), dtype=np.int64))], name=name)
 
 
-def fully_connected(inputs, num_outputs, activation_fn=math_ops.relu, normalizer_fn=None, normalizer_params=None,
-                    weights_initializer=None, weights_regularizer=None, biases_initializer=None,
-                    biases_regularizer=None, reuse=None, variables_collections=None, outputs_collections=None,
-                    trainable=True, scope=None):
-    """``tf.contrib.layers.fully_connected`` (ReLU by default)."""
-    if normalizer_fn is not None:
-        raise ValueError("fully_connected: normalizer_fn is not supported by distnet.compat.v1")
-    return dense(inputs, num_outputs, activation=activation_fn, kernel_initializer=weights_initializer,
-                 kernel_regularizer=weights_regularizer, bias_initializer=biases_initializer,
-                 bias_regularizer=biases_regularizer, trainable=trainable, name=scope or None, reuse=reuse)
-
-
 # -- tf.losses ----------------------------------------------------------------------------
 
 class Reduction:

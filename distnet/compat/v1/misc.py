@@ -174,7 +174,12 @@ class _Logging:
         self._log = _logging.getLogger("distnet.compat.v1")
 
     def set_verbosity(self, level):
+        """TF1: messages at ``level`` and above reach stderr (``INFO:tensorflow:...``)."""
         self._log.setLevel(level)
+        if not self._log.handlers:
+            handler = _logging.StreamHandler()
+            handler.setFormatter(_logging.Formatter("%(levelname)s:tensorflow:%(message)s"))
+            self._log.addHandler(handler)
 
     def debug(self, msg, *args):
         self._log.debug(msg, *args)

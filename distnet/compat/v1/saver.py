@@ -73,7 +73,15 @@ class Saver:
     def save(self, sess, save_path: str, global_step: Any = None, latest_filename: str | None = None,
              meta_graph_suffix: str = "meta", write_meta_graph: bool = True, write_state: bool = True,
              strip_default_attrs: bool = False, save_debug_info: bool = False) -> str:
-        """Write the variables' values; returns the checkpoint's path (``save_path-<step>``)."""
+        """Write the variables' values; returns the checkpoint's path (``save_path-<step>``).
+
+        Under data parallelism every rank calls it: rank 0 writes, the others wait."""
+        return self._save(sess, save_path, global_step, latest_filename, write_state, collective=True)
+
+    def _save(self, sess, save_path: str, global_step: Any, latest_filename: str | None, write_state: bool,
+              collective: bool) -> str:
+        """``save``; with ``collective=False`` rank 0 writes and no other rank takes part (a chief's
+        CheckpointSaverHook, which runs on rank 0 alone)."""
         if global_step is not None:
             step = int(sess.run(global_step)) if not isinstance(global_step, (int, np.integer)) else int(global_step)
             path = f"{save_path}-{step}"
@@ -106,7 +114,7 @@ class Saver:
                     os.remove(old)
             if write_state:
                 _write_state(directory, path, self._kept, latest_filename or "checkpoint")
-        if comm is not None:
+        if comm is not None and collective:
             comm.barrier()
         return path
 

@@ -309,7 +309,14 @@ def _decay(op_type: str, schedule, global_step, name: str | None, dtype=np.float
 
 
 def exponential_decay(learning_rate, global_step, decay_steps, decay_rate, staircase=False, name=None) -> Tensor:
-    """``learning_rate * decay_rate ** (global_step / decay_steps)``, the exponent floored with ``staircase``."""
+    """``learning_rate * decay_rate ** (global_step / decay_steps)``, the exponent floored with ``staircase``.
+
+    ``learning_rate`` may be a tensor, as in TF1 (contrib's ``optimize_loss`` passes its learning-rate
+    variable): the decay factor of the step times its value."""
+    if isinstance(learning_rate, Tensor):
+        factor = _decay("ExponentialDecay", _sched.exponential_decay(1.0, decay_steps, decay_rate, staircase),
+                        global_step, None)
+        return build("Mul", lambda lr, f: lr * f, learning_rate, factor, _name=name or "ExponentialDecay")
     return _decay("ExponentialDecay", _sched.exponential_decay(learning_rate, decay_steps, decay_rate, staircase),
                   global_step, name)
 
