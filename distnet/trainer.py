@@ -42,6 +42,7 @@ threads per rank, the allocator, aborting every rank when one fails).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -305,14 +306,10 @@ class Trainer:
         data = self.eval_data if data is None else data
         if data is None:
             raise InvalidArgumentError("no evaluation data")
-        run = lambda: evaluate(self.model, data, self.loss_fn, comm=self.comm,  # noqa: E731
-                               batch_size=self.config.eval_batch_size)
-        if not use_ema:
-            return run()
-        if self.ema is None:
+        if use_ema and self.ema is None:
             raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
-        with self.strategy.ema_weights(self.ema):
-            return run()
+        with self.strategy.ema_weights(self.ema) if use_ema else contextlib.nullcontext():
+            return evaluate(self.model, data, self.loss_fn, comm=self.comm, batch_size=self.config.eval_batch_size)
 
     def state(self):
         """The full training state as a CheckpointState (same on every rank; a collective)."""
