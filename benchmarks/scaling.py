@@ -114,7 +114,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
         step_times.append(now - last[0])
         last[0] = now
 
-    trainer.callbacks.append(on_step)
+    trainer.add_hook(on_step)
     comm.barrier()
     last[0] = time.perf_counter()
     trainer.fit()

@@ -97,7 +97,7 @@ def main() -> None:
         times["step"].append(now - last[0])
         last[0] = now
 
-    trainer.callbacks.append(on_step)
+    trainer.add_hook(on_step)
     comm.barrier()
     last[0] = time.perf_counter()
     trainer.fit(verbose=0)

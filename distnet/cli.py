@@ -19,13 +19,6 @@ import warnings
 
 import distnet.exit_status as exit_status
 
-EXIT_OK = exit_status.OK
-EXIT_FAILURE = exit_status.FAILED
-EXIT_BAD_INPUT = exit_status.BAD_INPUT
-EXIT_STALLED = exit_status.STALLED
-EXIT_INTERRUPTED = exit_status.SIGINT
-EXIT_TERMINATED = exit_status.SIGTERM
-
 # ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
@@ -42,7 +35,7 @@ def _cmd_train(args, signals) -> int:
         if args.num_workers is not None:
             check_world_size(cfg, args.num_workers)
         print(cfg.to_toml(), end="")
-        return EXIT_OK
+        return exit_status.OK
     if args.num_workers is not None or args.hostfile is not None:
         return _launch(args, cfg, signals)
     if args.max_restarts is not None or args.min_workers is not None:
@@ -64,7 +57,7 @@ def _cmd_train(args, signals) -> int:
                    progress=args.progress, trace=args.trace, signals=signals)
     if comm.size == 1:
         run_train(cfg, comm, **options)
-        return EXIT_OK
+        return exit_status.OK
     try:
         run_train(cfg, comm, **options)
     except (TrainingStopped, KeyboardInterrupt):
@@ -73,9 +66,9 @@ def _cmd_train(args, signals) -> int:
         if getattr(exc, "agreed_by_all_ranks", False):
             raise
         # comm.abort puts the "[rank R]" in front of each line.
-        comm.abort(EXIT_FAILURE, f"distnet: training failed: {type(exc).__name__}: {_one_line(exc)}")
+        comm.abort(exit_status.FAILED, f"distnet: training failed: {type(exc).__name__}: {_one_line(exc)}")
         raise
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _launch(args, cfg, signals) -> int:
@@ -155,12 +148,12 @@ def _cmd_run(args) -> int:
         runpy.run_path(args.program, run_name="__main__")
     except SystemExit as exc:
         code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILURE)
+        return code if isinstance(code, int) else (0 if code is None else exit_status.FAILED)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
         if alias is not None:
             tf_alias.uninstall(alias)
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _bad_input(message: str):
@@ -182,7 +175,7 @@ def _cmd_eval(args) -> int:
         print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
               f"test loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
               f"on {result['samples']} samples")
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _cmd_predict(args) -> int:
@@ -209,7 +202,7 @@ def _cmd_predict(args) -> int:
     if args.output is not None:
         summary += f"; wrote {out}"
     print(summary)
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _cmd_export(args) -> int:
@@ -224,7 +217,7 @@ def _cmd_export(args) -> int:
     out, info = export_checkpoint(args.ckpt, args.output, use_ema=args.ema)
     print(f"wrote {out}: the {info['weights']} weights of {info['checkpoint']} (step {info['step']}), "
           f"input images [batch, {', '.join(map(str, info['input_shape']))}]")
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _cmd_inspect(args) -> int:
@@ -264,7 +257,7 @@ def _cmd_inspect(args) -> int:
         print("\nconfig:")
         text = state.config_text.strip()
         print("  " + text.replace("\n", "\n  ") if text else "  (none stored)")
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _cmd_trace(args) -> int:
@@ -278,7 +271,7 @@ def _cmd_trace(args) -> int:
     print(f"{path}: {sum(counts.values())} events of {len(counts)} rank(s) "
           f"({', '.join(f'rank {r}: {n}' for r, n in sorted(counts.items()))}); "
           "open it in ui.perfetto.dev or chrome://tracing")
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _epoch_line(state) -> str:
@@ -302,7 +295,7 @@ def _cmd_plot(args) -> int:
     else:
         out = plot_runs(args.run_dirs, args.output or "runs.png")
     print(f"wrote {out}")
-    return EXIT_OK
+    return exit_status.OK
 
 
 def _cmd_data(args, parser) -> int:
@@ -311,16 +304,16 @@ def _cmd_data(args, parser) -> int:
 
         paths = fetch.fetch(args.name, args.dest, args.base_url, log=print)
         print(f"{args.name}: {len(paths)} files verified in {args.dest}")
-        return EXIT_OK
+        return exit_status.OK
     if args.data_command == "convert":
         from distnet.data import convert_idx_to_hdf5
 
         out = convert_idx_to_hdf5(args.images, args.labels, args.out, num_classes=args.num_classes,
                                   compression=args.compression)
         print(f"wrote {out}")
-        return EXIT_OK
+        return exit_status.OK
     parser.parse_args(["data", "--help"])
-    return EXIT_BAD_INPUT  # pragma: no cover - --help exits
+    return exit_status.BAD_INPUT  # pragma: no cover - --help exits
 
 
 def _is_main_rank() -> bool:
@@ -350,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 args = parser.parse_args(argv)
             except SystemExit as exc:  # --help, --version, or an argparse error (code 2)
-                return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_BAD_INPUT
+                return int(exc.code or 0) if not isinstance(exc.code, str) else exit_status.BAD_INPUT
         except TrainingStopped as exc:
             return _stopped(exc, speak)
         if args.command is None:
             parser.print_help()
-            return EXIT_OK
+            return exit_status.OK
         if args.command != "train":
             signals.uninstall()
         with warnings.catch_warnings():
@@ -396,29 +389,29 @@ def _run(args, parser, speak: bool, signals) -> int:
     except KeyboardInterrupt:
         if speak:
             print("\ndistnet: interrupted (Ctrl-C)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status.SIGINT
     except (ConfigError, DataError, CheckpointError, InvalidArgumentError) as exc:
         if speak:
             print(f"distnet: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_status.BAD_INPUT
     except DistnetError as exc:
         if speak:
             print(f"distnet: training failed: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_status.FAILED
     except BrokenPipeError:
         # Our reader went away (``distnet inspect CKPT | head``): stop quietly.
         import os
 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILURE
+        return exit_status.FAILED
     except ImportError as exc:
         print(f"distnet: error: {exc} (a part of distnet or an optional dependency is missing)",
               file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_status.FAILED
     except OSError as exc:
         print(f"distnet: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_status.FAILED
 
 
 def _one_line(exc: BaseException) -> str:

@@ -225,9 +225,8 @@ class JobConfig:
 # What a value must be; the component modules use the same words (distnet.registry).
 _INT, _FLOAT, _BOOL, _STR, _TABLE = registry.INT, registry.FLOAT, registry.BOOL, registry.STR, registry.TABLE
 
-# The layers, activations, initializers, regularizers, optimizers and schedules,
-# their names and keys, come from where they are defined: see distnet.registry.
-LOSSES = ("sparse_softmax_cross_entropy", "softmax_cross_entropy")
+# The layers, activations, initializers, regularizers, optimizers, schedules and
+# losses, their names and keys, come from where they are defined: see distnet.registry.
 
 _TOP = {"name": _STR, "seed": _INT, "run_dir": _STR}
 _SECTIONS: dict[str, dict[str, str]] = {
@@ -524,7 +523,9 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     loss = raw.get("loss", {})
     chk.known(loss, ("loss",), _SECTIONS["loss"])
     simple("loss", cfg.loss)
-    chk.choice(cfg.loss.type, ("loss", "type"), LOSSES)
+    from distnet.losses import job_losses
+
+    chk.choice(cfg.loss.type, ("loss", "type"), job_losses())
 
     # [regularization]
     chk.known(raw.get("regularization", {}), ("regularization",), _SECTIONS["regularization"])

@@ -25,7 +25,7 @@ from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate",
-           "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "loss_function", "SubsetDataset",
+           "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "SubsetDataset",
            "model_from_checkpoint", "data_banner"]
 
 
@@ -214,45 +214,27 @@ def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> 
     return os.path.join(os.fspath(base), "checkpoints") if base is not None else None
 
 
-def loss_function(name: str):
-    """The loss ``fn(labels, logits, reduction)`` for integer class labels.
-
-    ``softmax_cross_entropy`` takes one-hot labels (TF1): the labels are
-    one-hot encoded from the logits' width first.
-    """
-    from distnet import losses
-
-    if name == "softmax_cross_entropy":
-        def softmax_cross_entropy(labels, logits, reduction="mean"):
-            labels = np.asarray(labels)
-            onehot = np.eye(logits.shape[-1], dtype=logits.dtype)[labels]
-            return losses.softmax_cross_entropy(onehot, logits, reduction=reduction)
-
-        return softmax_cross_entropy
-    return getattr(losses, name)
-
-
-def _loss(cfg: JobConfig):
-    return cfg.loss.type if cfg.loss.type == "sparse_softmax_cross_entropy" else loss_function(cfg.loss.type)
-
-
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
-                  logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None):
+                  logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None,
+                  log_info: dict | None = None):
     """A :class:`distnet.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
         cfg: the validated job.
         comm: the communicator (default: ``get_communicator("auto")``).
         run_dir: overrides ``cfg.run_dir``.
-        logger: a :class:`~distnet.metrics.MetricsLogger` (default: none).
+        logger: a :class:`~distnet.metrics.MetricsLogger`, owned from here on by the
+            trainer's metrics-log hook (which starts and closes it); default: none.
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
         trace: a directory for every rank's timeline (:mod:`distnet.trace`), or None.
+        log_info: extra fields of the log's ``start`` record.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
     """
     from distnet.distributed import get_communicator
     from distnet.trainer import Trainer
+    from distnet.training.hooks.metrics_log import MetricsLog
 
     comm = comm if comm is not None else get_communicator("auto")
     check_world_size(cfg, comm.size)
@@ -260,7 +242,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
     d = cfg.dist
-    validation, callbacks = None, []
+    validation, hooks = None, []
     if cfg.data.validation is not None:
         from distnet.data import validation_split
 
@@ -269,27 +251,32 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         except InvalidArgumentError as exc:
             raise ConfigError(f"{cfg.source}: data.{exc}") from None
     if t.early_stopping is not None:
-        from distnet.callbacks import EarlyStopping
+        from distnet.training.hooks.early_stopping import EarlyStopping
 
         es = t.early_stopping
-        callbacks.append(EarlyStopping(es["metric"], patience=es.get("patience", 0),
-                                       min_delta=es.get("min_delta", 0.0), mode=es.get("mode", "auto"),
-                                       restore_best_weights=es.get("restore_best_weights", False)))
+        hooks.append(EarlyStopping(es["metric"], patience=es.get("patience", 0),
+                                   min_delta=es.get("min_delta", 0.0), mode=es.get("mode", "auto"),
+                                   restore_best_weights=es.get("restore_best_weights", False)))
     if cfg.checkpoint.keep_best is not None:
-        from distnet.callbacks import KeepBest
+        from distnet.training.hooks.keep_best import KeepBest
 
         where = checkpoint_dir(cfg, run_dir)
         if where is None:
             raise ConfigError(f"{cfg.source}: checkpoint.keep_best: Expect: checkpoints on Actual: they are off")
-        callbacks.append(KeepBest(os.path.join(where, "best"), cfg.checkpoint.keep_best))
+        hooks.append(KeepBest(os.path.join(where, "best"), cfg.checkpoint.keep_best))
+    if t.histograms_every:
+        from distnet.training.hooks.histograms import Histograms
+
+        hooks.append(Histograms(t.histograms_every))
     kwargs = dict(
-        eval_data=test, validation_data=validation, callbacks=callbacks, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
-        ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
-        weight_decay_exclude_bias=cfg.regularization.exclude_bias,
-        micro_batches=t.micro_batches, conv_algorithm=t.conv_algorithm, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
+        eval_data=test, validation_data=validation, hooks=hooks, global_batch_size=t.batch_size, epochs=t.epochs,
+        steps=t.steps, ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates,
+        weight_decay=cfg.regularization.weight_decay, weight_decay_exclude_bias=cfg.regularization.exclude_bias,
+        micro_batches=t.micro_batches, conv_algorithm=t.conv_algorithm, seed=cfg.seed, comm=comm,
+        eval_every=t.eval_every,
         eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), logger=logger, trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
+        config_text=cfg.to_toml(), trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
         max_bad_steps=d.max_bad_steps,
         # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
         strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
@@ -297,11 +284,13 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         # Unset: shared memory wherever ZeRO-1 can use it (one machine); the
         # job's own code writes the weights only inside the trainer.
         shared_memory="auto" if d.shared_memory is None else d.shared_memory,
+        # The metrics-log hook owns the logger: it starts and closes it.
+        logger=MetricsLog(logger, **(log_info or {})) if logger is not None else None,
     )
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("eval_data", "epochs", "steps", "ema",
                                                                         "checkpoint_dir", "logger")}
     try:
-        return Trainer(build_model(cfg), _loss(cfg), build_optimizer(cfg), train, **kwargs)
+        return Trainer(build_model(cfg), cfg.loss.type, build_optimizer(cfg), train, **kwargs)
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: {exc}") from None
 
@@ -392,29 +381,30 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         TrainingStopped: a signal stopped training.
     """
     from distnet.distributed import get_communicator
-    from distnet.errors import TrainingStopped
     from distnet.metrics import MetricsLogger
 
     comm = comm if comm is not None else get_communicator("auto")
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     is_main = comm.rank == 0
 
-    checkpoints_found: list[str] = []   # rank 0's: the checkpoints a resume would continue from
-
     def start_up():
         check_world_size(cfg, comm.size)
         if is_main:   # only rank 0 writes (and may see) the run directory
-            checkpoints_found.extend(check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any,
-                                                   overwrite=overwrite))
+            check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
         return load_data(cfg)
 
     data = _agree(comm, start_up)
     if overwrite and is_main:
         clear_run_dir(cfg, run_dir)
+    resuming = bool(resume or resume_if_any)
+    # Owned by the trainer's metrics-log hook from here on: it starts the log and closes it with the status.
     logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
                            checkpoint_dir=checkpoint_dir(cfg, run_dir) or "", tensorboard=cfg.train.tensorboard)
+    logger.describe_job(cfg.to_toml())
     trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
-                            trace=os.path.join(run_dir, "trace") if trace else None)
+                            trace=os.path.join(run_dir, "trace") if trace else None,
+                            log_info={"world_size": comm.size, "global_batch_size": cfg.train.batch_size,
+                                      "job": cfg.name, "resume": resuming})
     if is_main:
         train, test = data
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -424,28 +414,9 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
                        f"{trainer.total_steps} steps of {cfg.train.batch_size}; run dir {run_dir}")
         for line in data_banner(train, test):
             logger.message(line)
-    resuming = bool(resume or resume_if_any)
-    logger.start(total_steps=trainer.total_steps, world_size=comm.size,
-                 global_batch_size=cfg.train.batch_size, job=cfg.name, resume=resuming)
-    logger.describe_job(cfg.to_toml())
-    if cfg.train.histograms_every:
-        every = cfg.train.histograms_every
-        if is_main and not (resuming and checkpoints_found):
-            # The initial weights (step 0, before the first update): a resumed run's come from its first attempt.
-            logger.log_histograms(0, {v.name: v.numpy() for v in trainer.all_variables})
-        trainer.callbacks.append(lambda t, record: record["step"] % every or logger.log_histograms(
-            record["step"], {v.name: v.numpy() for v in t.all_variables}))
-    status = "failed"
-    try:
-        history = trainer.fit(resume=resuming, signals=signals, stop_grace=cfg.dist.stop_grace)
-        trainer.close()   # a collective: frees the workers' shared memory
-        status = "completed"
-        return history
-    except (KeyboardInterrupt, TrainingStopped):
-        status = "interrupted"
-        raise
-    finally:
-        logger.close(status)
+    history = trainer.fit(resume=resuming, signals=signals, stop_grace=cfg.dist.stop_grace)
+    trainer.close()   # a collective: frees the workers' shared memory
+    return history
 
 
 def data_banner(train, test) -> list[str]:
@@ -543,20 +514,15 @@ def config_from_checkpoint(state, where: str, overrides: list[str] | tuple[str, 
 
 
 def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_size: int = 1000) -> dict:
-    """Mean loss and accuracy of ``model`` on ``dataset`` (one process).
+    """Mean loss and accuracy of ``model`` on ``dataset`` (one process; :mod:`distnet.training.evaluation`).
 
     Returns:
         ``{"loss": float, "accuracy": float, "samples": int}``.
     """
-    loss_fn = loss_function(loss)
-    n = len(dataset)
-    total, correct = 0.0, 0
-    for start in range(0, n, batch_size):
-        x, y = dataset.read(np.arange(start, min(start + batch_size, n)))
-        logits = model(x, training=False)
-        total += float(loss_fn(y, logits, reduction="sum").numpy())
-        correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
-    return {"loss": total / max(n, 1), "accuracy": correct / max(n, 1), "samples": n}
+    from distnet import losses
+    from distnet.training.evaluation import evaluate as evaluate_model
+
+    return evaluate_model(model, dataset, losses.get(loss, class_labels=True), batch_size=batch_size)
 
 
 def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = None,

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.registry import register
 from distnet.tensor import Tensor, as_tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -78,6 +79,8 @@ def _per_sample_mean(x: Tensor) -> Tensor:
     return reduce_mean(x, axis=tuple(range(1, x.ndim)))
 
 
+@register("loss", "mean_squared_error", aliases=("mse",), outputs="values", labels="values",
+          doc="`mean((labels - outputs)**2)`: the outputs are the predictions (regression)")
 def mean_squared_error(labels: Any, predictions: Any, reduction: str = "mean") -> Tensor:
     """Mean squared error, ``mean((labels - predictions) ** 2)`` (TF1's ``tf.losses.mean_squared_error``).
 
@@ -107,6 +110,9 @@ def _class_logits(logits: Any, name: str) -> Tensor:
     return lg
 
 
+@register("loss", "softmax_cross_entropy", outputs="logits", labels="onehot",
+          doc="`-sum(onehot * log_softmax(logits))` per sample; integer class labels are one-hot encoded "
+              "first (the same value as the sparse form)")
 def softmax_cross_entropy(onehot_labels: Any, logits: Any, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy with one-hot (or probability) labels (TF1's ``tf.losses.softmax_cross_entropy``).
 
@@ -136,6 +142,8 @@ def softmax_cross_entropy(onehot_labels: Any, logits: Any, reduction: str = "mea
     return _reduce(per, reduction, name)
 
 
+@register("loss", "sparse_softmax_cross_entropy", outputs="logits", labels="classes",
+          doc="`-log_softmax(logits)[label]` per sample, integer class labels")
 def sparse_softmax_cross_entropy(labels: Any, logits: Any, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy with integer class labels (TF1's ``tf.losses.sparse_softmax_cross_entropy``).
 
@@ -179,6 +187,8 @@ def _check_probabilities(p: Tensor, name: str) -> None:
                                    f"got values in [{np.nanmin(p.data):g}, {np.nanmax(p.data):g}]")
 
 
+@register("loss", "cross_entropy", outputs="probabilities", labels="onehot",
+          doc="`-mean(onehot * log(clip(p, 1e-12, 1)))` on probabilities (a model ending in a softmax)")
 def cross_entropy(labels: Any, probabilities: Any, epsilon: float = 1e-12, reduction: str = "mean") -> Tensor:
     """Cross-entropy on probabilities with clipping, as TF1 code often wrote it:
     ``-reduce_mean(labels * log(clip_by_value(p, epsilon, 1.0)))``.
@@ -200,6 +210,8 @@ def cross_entropy(labels: Any, probabilities: Any, epsilon: float = 1e-12, reduc
     return _reduce(_per_sample_mean(-(lab * log(clip_by_value(p, epsilon, 1.0)))), reduction, name)
 
 
+@register("loss", "binary_crossentropy", outputs="probabilities", labels="values",
+          doc="`-mean(y * log(p) + (1 - y) * log(1 - p))`, clipped, on probabilities (a sigmoid output)")
 def binary_crossentropy(labels: Any, probabilities: Any, epsilon: float = 1e-12, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy on probabilities, clipped as TF1 code usually does:
     ``-mean(y * log(clip(p, eps, 1)) + (1 - y) * log(clip(1 - p, eps, 1)))``.
@@ -238,22 +250,48 @@ def get_regularization_loss(model) -> Tensor:
     return add_n(terms, dtype=getattr(model, "dtype", np.float32))
 
 
-_BY_NAME = {
-    "mean_squared_error": mean_squared_error, "mse": mean_squared_error,
-    "softmax_cross_entropy": softmax_cross_entropy,
-    "sparse_softmax_cross_entropy": sparse_softmax_cross_entropy,
-    "cross_entropy": cross_entropy, "binary_crossentropy": binary_crossentropy,
-}
+def get(identifier, class_labels: bool = False):
+    """A loss ``(labels, outputs, reduction=...) -> Tensor`` by its registered name (or alias), or a callable as is.
 
-
-def get(identifier):
-    """A loss ``(labels, outputs, reduction=...) -> Tensor`` by name, or a callable as is."""
+    Args:
+        identifier: a name of ``registry.names("loss")`` (``docs/jobs.md``), or a callable.
+        class_labels: the labels will be integer class indices (a job's, a
+            dataset's): a loss that takes one-hot labels gets them one-hot
+            encoded from the outputs' width first (``softmax_cross_entropy``).
+    Raises:
+        InvalidArgumentError: an unknown name.
+    """
     if callable(identifier):
         return identifier
-    if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier]
-    raise InvalidArgumentError(f"unknown loss {identifier!r}; expected a callable or one of {sorted(_BY_NAME)}")
+    from distnet import registry
+
+    found = registry.lookup("loss", identifier) if isinstance(identifier, str) else None
+    if found is None:
+        raise InvalidArgumentError(f"unknown loss {identifier!r}; expected a callable or one of "
+                                   f"{list(registry.names('loss'))}")
+    if class_labels and found.info.get("labels") == "onehot":
+        return _on_class_labels(found.obj)
+    return found.obj
+
+
+def _on_class_labels(loss):
+    """``loss`` (one-hot labels) taking integer class labels: they are one-hot encoded from the outputs' width."""
+    def on_class_labels(labels, logits, reduction="mean"):
+        labels = np.asarray(labels)
+        if np.issubdtype(labels.dtype, np.integer) and labels.ndim == len(logits.shape) - 1:
+            labels = np.eye(logits.shape[-1], dtype=logits.dtype)[labels]
+        return loss(labels, logits, reduction=reduction)
+
+    on_class_labels.__name__ = loss.__name__
+    return on_class_labels
+
+
+def job_losses() -> tuple[str, ...]:
+    """The losses a job file may choose: those on the logits a job's model gives."""
+    from distnet import registry
+
+    return tuple(c.name for c in registry.components("loss") if c.info.get("outputs") == "logits")
 
 
 __all__ = ["mean_squared_error", "softmax_cross_entropy", "sparse_softmax_cross_entropy", "cross_entropy",
-           "binary_crossentropy", "get_regularization_loss", "get", "REDUCTIONS"]
+           "binary_crossentropy", "get_regularization_loss", "get", "job_losses", "REDUCTIONS"]

@@ -248,7 +248,9 @@ def _predict(path, state, inputs: Inputs, use_ema: bool, batch_size: int) -> Pre
     class_names = inputs.class_names or (named if named and len(named) == probs.shape[-1] else None)
     accuracy = None
     if inputs.labels is not None and len(labels):
-        accuracy = float(np.mean(labels == inputs.labels))
+        from distnet.training.evaluation import correct
+
+        accuracy = correct(probs, inputs.labels) / len(labels)
     return Predictions(probs, labels, class_names, inputs.labels, accuracy, path, state.step,
                        "ema" if use_ema else "trained", inputs.source)
 

@@ -1,7 +1,7 @@
 """The named components a job file chooses from, each named once, where it is defined.
 
-Layers, activations, initializers, regularizers, optimizers and learning-rate
-schedules carry their job-file name, aliases and options on themselves::
+Layers, activations, initializers, regularizers, optimizers, learning-rate
+schedules and losses carry their job-file name, aliases and options on themselves::
 
     @register("optimizer", "momentum",
               Option("momentum", FLOAT, 0.9, "the velocity's decay", low=0.0),
@@ -57,6 +57,7 @@ KINDS = MappingProxyType({
     "regularizer": "distnet.regularizers",
     "optimizer": "distnet.optimizers",
     "schedule": "distnet.schedules",
+    "loss": "distnet.losses",
 })
 
 _MARK = "__distnet_component__"

@@ -36,6 +36,7 @@ _HEADINGS = {
     "regularizer": ("type", "parameters", "the term added to the loss"),
     "optimizer": ("name", "keys (default)", "update"),
     "schedule": ("type", "keys (default)", "learning rate at `step` (`lr` is `optimizer.learning_rate`)"),
+    "loss": ("type", "", "per sample, averaged over the batch"),
 }
 
 

@@ -378,10 +378,16 @@ def test_dist_and_train_options_reach_the_trainer():
     cfg = parse_job(MINIMAL + "eval_batch_size = 7\n[dist]\nstall_timeout = 9.5\ncheck_every = 3\n"
                     "max_bad_steps = 2\nbucket_bytes = 4096\n[ema]\ndecay = 0.5\nnum_updates = false\n"
                     "[data]\ntrain_samples = 30\ntest_samples = 10\n[checkpoint]\ndir = \"\"\n")
+    from distnet.training.hooks.checkpointing import Checkpointing
+    from distnet.training.hooks.parameter_check import ParameterCheck
+    from distnet.training.hooks.stall_watchdog import StallWatchdog
+
     t = build_trainer(cfg)
-    assert (t.stall_timeout, t.check_every, t.max_bad_steps, t.eval_batch_size) == (9.5, 3, 2, 7)
-    assert t.ema is not None and t.ema.decay == 0.5 and t.ema_num_updates is False
-    assert t.global_batch_size == 10 and t.total_steps == 3 and t.checkpoint_dir is None
+    assert (t.hook(StallWatchdog).stall_timeout, t.hook(ParameterCheck).every) == (9.5, 3)
+    assert (t.config.max_bad_steps, t.config.eval_batch_size) == (2, 7)
+    assert t.ema is not None and t.ema.decay == 0.5 and t.config.ema_num_updates is False
+    assert t.config.global_batch_size == 10 and t.total_steps == 3 and t.hook(Checkpointing) is None
+    assert t.config.strategy_options["bucket_bytes"] == 4096
     assert len(t.train_data) == 30 and len(t.eval_data) == 10
 
 

@@ -236,7 +236,8 @@ def test_decode_is_bitwise_numpys_cast():
 
 
 def test_distnet_train_takes_the_override(capsys, tmp_path):
-    from distnet.cli import EXIT_BAD_INPUT, EXIT_OK, main
+    from distnet import exit_status
+    from distnet.cli import main
 
     job = tmp_path / "job.toml"
     job.write_text('[[model.layers]]\ntype = "flatten"\n\n[[model.layers]]\ntype = "dense"\nunits = 10\n\n'
@@ -244,10 +245,10 @@ def test_distnet_train_takes_the_override(capsys, tmp_path):
                    '[train]\nbatch_size = 50\nsteps = 2\n')
     run_dir = tmp_path / "run"
     assert main(["train", str(job), "--set", "dist.compression=float16", "--run-dir", str(run_dir),
-                 "--progress", "none"]) == EXIT_OK
+                 "--progress", "none"]) == exit_status.OK
     assert parse_job((run_dir / "job.toml").read_text()).dist.compression == "float16"
     capsys.readouterr()
     assert main(["train", str(job), "--set", "dist.compression=half", "--run-dir", str(tmp_path / "bad"),
-                 "--progress", "none"]) == EXIT_BAD_INPUT
+                 "--progress", "none"]) == exit_status.BAD_INPUT
     err = capsys.readouterr().err
     assert "dist.compression: unknown value 'half'" in err and "float16" in err

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from trained_run import train_small_conv
 
-from distnet.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from distnet import exit_status
+from distnet.cli import main
 from distnet.data import convert_idx_to_hdf5
 from distnet.data.builtin import EMBEDDED_DIR, FASHION_MNIST_CLASSES, split_files
 from distnet.data.idx import read_idx
@@ -50,7 +51,7 @@ def test_predict_an_idx_file_with_its_labels_beside_it(capsys, run_dir, use_ema)
     probs = reference(run_dir, x, use_ema)
     code, out, err = run(capsys, "predict", str(run_dir), "--input", str(IMAGES),
                          *(["--ema"] if use_ema else []))
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     lines = out.splitlines()
     assert len(lines) == 12   # ten predictions, "... more", the summary
     for i, line in enumerate(lines[:10]):
@@ -76,7 +77,7 @@ def test_npy_output_holds_the_probabilities_and_csv_a_row_per_image(capsys, run_
         for name in ("u8", "f32"):
             code, out, err = run(capsys, "predict", str(run_dir), "--input", str(tmp_path / f"{name}.npy"),
                                  "--ema", "--output", str(tmp_path / f"{name}-preds.npy"), "--batch-size", "64")
-            assert code == EXIT_OK, err
+            assert code == exit_status.OK, err
             got = np.load(tmp_path / f"{name}-preds.npy")
             assert got.dtype == np.float32 and got.shape == (300, 10)
             np.testing.assert_allclose(got, probs, rtol=1e-5, atol=1e-6)
@@ -86,7 +87,7 @@ def test_npy_output_holds_the_probabilities_and_csv_a_row_per_image(capsys, run_
                              "--output", str(tmp_path / "preds.csv"))
     finally:
         os.umask(old)
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     assert stat.S_IMODE(os.stat(tmp_path / "preds.csv").st_mode) == 0o644
     with open(tmp_path / "preds.csv", newline="") as fh:
         rows = list(csv.reader(fh))
@@ -132,7 +133,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     path, state = load_checkpoint(run_dir)
     assert state.data == data_identity(*load_data(parse_job(state.config_text, "stored")))
     code, _, err = run(capsys, "predict", str(run_dir), "--input", str(tmp_path / "big.npy"))
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert err == (f"distnet: error: {tmp_path / 'big.npy'}: Expect: images of shape (28, 28, 1) (what "
                    f"{path} was trained on) Actual: (32, 32, 1)\n")
     # A checkpoint without a data identity (an older run): the weights' shapes tell.
@@ -140,7 +141,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     copy = tmp_path / "ckpt-00000006.h5"
     save(copy, state)
     code, _, err = run(capsys, "predict", str(copy), "--input", str(tmp_path / "big.npy"))
-    assert code == EXIT_BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
+    assert code == exit_status.BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
     assert "dense/kernel: expected shape (1024, 10) for inputs of shape (32, 32, 1), found (784, 10)" in err
 
 
@@ -159,17 +160,17 @@ def test_bad_inputs_are_one_line_errors(capsys, run_dir, tmp_path, make, message
     target = make(tmp_path)
     code, out, err = run(capsys, "predict", str(run_dir), "--input", str(target), "--output",
                          str(tmp_path / "p.npy"))
-    assert code == EXIT_BAD_INPUT and message in err and err.count("\n") == 1, err
+    assert code == exit_status.BAD_INPUT and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "p.npy").exists()
 
 
 def test_bad_outputs_write_nothing(capsys, run_dir, tmp_path):
     code, _, err = run(capsys, "predict", str(run_dir), "--input", str(IMAGES), "--output",
                        str(tmp_path / "p.txt"))
-    assert code == EXIT_BAD_INPUT and "--output: Expect: a file ending in .npy or .csv" in err
+    assert code == exit_status.BAD_INPUT and "--output: Expect: a file ending in .npy or .csv" in err
     code, _, err = run(capsys, "predict", str(run_dir), "--input", str(IMAGES), "--output",
                        str(tmp_path / "no" / "p.npy"))
-    assert code == EXIT_BAD_INPUT and "--output: Expect: an existing directory" in err
+    assert code == exit_status.BAD_INPUT and "--output: Expect: an existing directory" in err
     assert os.listdir(tmp_path) == []
 
 

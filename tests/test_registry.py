@@ -121,8 +121,8 @@ def test_option_ranges():
 
 
 def test_register_needs_a_known_kind_and_a_doc():
-    with pytest.raises(ValueError, match="unknown kind 'loss'"):
-        register("loss", "hinge", doc="x")
+    with pytest.raises(ValueError, match="unknown kind 'metric'"):
+        register("metric", "hinge", doc="x")
     with pytest.raises(ValueError, match="needs a doc"):
         register("layer", "thing", doc="")
 
