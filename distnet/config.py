@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Dataset names ``[data] name`` accepts (paths go in ``[data] path``).
-BUILTIN_DATASETS = ("fashion_mnist", "mnist")
+BUILTIN_DATASETS = ("fashion_mnist", "mnist", "tabular_regression", "tabular_binary")
 
 # ---------------------------------------------------------------------------
 # The dataclasses: one per section, every field with its default.
@@ -623,7 +623,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
 #: [train] early_stopping's keys and types (Keras's EarlyStopping arguments).
 _EARLY_STOPPING = {"metric": _STR, "patience": _INT, "min_delta": _FLOAT, "mode": _STR,
                    "restore_best_weights": _BOOL}
-_METRICS = ("val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy")
+_METRICS = ("val_loss", "val_accuracy", "val_mae", "ema_val_loss", "ema_val_accuracy", "ema_val_mae")
 
 
 def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
