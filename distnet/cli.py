@@ -172,8 +172,9 @@ def _cmd_eval(args) -> int:
 
         print(json.dumps(result))
     else:
+        metric = "mae" if "mae" in result else "accuracy"   # a regression's, or a classification's
         print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
-              f"test loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
+              f"test loss {result['loss']:.4f}, {metric} {result[metric]:.4f} "
               f"on {result['samples']} samples")
     return exit_status.OK
 

@@ -366,8 +366,8 @@ class MetricsLogger:
             out["median_samples_per_sec"] = rates[len(rates) // 2]
         if self._evals:
             e = self._evals[-1]
-            for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy", "val_loss",
-                        "val_accuracy"):
+            for key in ("test_loss", "test_accuracy", "test_mae", "ema_test_loss", "ema_test_accuracy",
+                        "ema_test_mae", "val_loss", "val_accuracy", "val_mae"):
                 if key in e:
                     out[key] = e[key]
             # "Best" is chosen on the validation split only: the test set measures, it never chooses.
@@ -389,12 +389,15 @@ class MetricsLogger:
                   ("final_lr", "final learning rate", "{:.3g}"),
                   ("val_loss", "validation loss", "{:.4f}"),
                   ("val_accuracy", "validation accuracy", "{:.4f}"),
+                  ("val_mae", "validation mae", "{:.4f}"),
                   ("best_val_accuracy", "best validation accuracy", "{:.4f}"),
                   ("best_val_step", "  at step", "{}"),
                   ("test_loss", "test loss", "{:.4f}"),
                   ("test_accuracy", "test accuracy", "{:.4f}"),
+                  ("test_mae", "test mae", "{:.4f}"),
                   ("ema_test_loss", "EMA test loss", "{:.4f}"),
-                  ("ema_test_accuracy", "EMA test accuracy", "{:.4f}")]
+                  ("ema_test_accuracy", "EMA test accuracy", "{:.4f}"),
+                  ("ema_test_mae", "EMA test mae", "{:.4f}")]
         for key, label, fmt in labels:
             if summary.get(key) is None:
                 continue
