@@ -148,6 +148,7 @@ class TrainConfig:
     early_stopping: dict | None = None   # {metric, patience, min_delta, mode, restore_best_weights}
     tensorboard: bool | None = None      # None: when tensorboardX is installed
     histograms_every: int | None = None  # weight histograms in TensorBoard every N steps
+    conv_algorithm: str | None = None    # None: "gemm" (distnet.nn.conv_choice.MODES)
 
 
 @dataclass
@@ -238,7 +239,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT, "validation": _FLOAT},
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT, "tensorboard": _BOOL,
-              "histograms_every": _INT, "early_stopping": _TABLE},
+              "histograms_every": _INT, "early_stopping": _TABLE, "conv_algorithm": _STR},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT, "keep_best": _STR},
     "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
@@ -581,6 +582,10 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
                  f"(got epochs = {t.epochs} and steps = {t.steps})")
     if t.epochs is None and t.steps is None:
         t.epochs = 1
+    if t.conv_algorithm is not None:
+        from distnet.nn.conv_choice import MODES
+
+        chk.choice(t.conv_algorithm, ("train", "conv_algorithm"), MODES)
     if t.micro_batches > t.batch_size:
         chk.fail(("train", "micro_batches"), f"must be <= train.batch_size ({t.batch_size}), "
                  f"got {t.micro_batches}")
@@ -732,7 +737,8 @@ def _validate_initializer(spec: Any, path: tuple, chk: _Checker) -> Any:
 
 
 def _check_model_order(layers: list[dict], chk: _Checker) -> None:
-    """Image layers come before the first flattening one; the last layer gives the logits."""
+    """Image layers come before the first flattening one; a recurrent layer comes after a reshape (or
+    an embedding); the last layer gives the logits."""
     kinds = registry.components("layer")
     flattening = "/".join(c.name for c in kinds if c.info.get("flat_output"))
     flat = False
@@ -743,6 +749,11 @@ def _check_model_order(layers: list[dict], chk: _Checker) -> None:
                      f"(NHWC) but comes after a {flattening} layer")
         if info.get("flat_output"):
             flat = True
+        if info.get("sequence_input") and not any(registry.lookup("layer", before["type"]).info.get(
+                "sequence_output") for before in layers[:i]):
+            chk.fail(("model", "layers", i, "type"), f"a {layer['type']} layer takes [batch, time, features]: "
+                     "put a reshape layer before it (e.g. target_shape = [28, 28] to read 28x28 images row by "
+                     "row) or an embedding")
     last = layers[-1]
     if not registry.lookup("layer", last["type"]).info.get("gives_logits"):
         logits = " or ".join(c.name for c in kinds if c.info.get("gives_logits"))
