@@ -156,3 +156,32 @@ def test_a_loss_or_width_that_does_not_fit_the_targets_is_refused(overrides, mes
     cfg = load_job(EXAMPLE, overrides)
     with pytest.raises(ConfigError, match=message):
         load_data(cfg)
+
+
+def test_predict_and_onnx_export_of_a_regression_and_a_binary_job(capsys, tmp_path):
+    import onnxruntime
+
+    from distnet.predict import predict
+
+    for data, loss in (("tabular_regression", "mean_squared_error"), ("tabular_binary", "sigmoid_cross_entropy")):
+        run_dir = tmp_path / data
+        code, _, err = run(capsys, "train", str(EXAMPLE), "--run-dir", str(run_dir), "--progress", "none",
+                           "--set", f"data.name={data}", "--set", f"loss.type={loss}", "--set", "train.epochs=2")
+        assert code == exit_status.OK, err
+        test = load_synthetic(data).test
+        inputs = tmp_path / f"{data}.npy"
+        np.save(inputs, test.images[:50])
+        pred = predict(run_dir, inputs, batch_size=16)
+        onnx_file = tmp_path / f"{data}.onnx"
+        assert run(capsys, "export", str(run_dir), "-o", str(onnx_file))[0] == exit_status.OK
+        (logits,) = onnxruntime.InferenceSession(str(onnx_file)).run(["logits"], {"images": test.images[:50]})
+        if data == "tabular_regression":
+            assert pred.task == "values" and pred.accuracy is None and pred.labels.shape == (50,)
+            np.testing.assert_allclose(pred.labels, logits[:, 0], rtol=1e-5, atol=1e-5)
+            # Trained two epochs: already far better than predicting the mean.
+            assert np.mean((pred.labels - test.labels[:50]) ** 2) < 0.5 * np.var(test.labels[:50])
+        else:
+            p = 1 / (1 + np.exp(-logits[:, 0].astype(np.float64)))
+            assert pred.task == "binary" and pred.probabilities.shape == (50, 2)
+            np.testing.assert_allclose(pred.probabilities[:, 1], p, rtol=1e-5, atol=1e-6)
+            assert pred.labels.tolist() == (logits[:, 0] > 0).astype(int).tolist()
