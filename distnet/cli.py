@@ -200,7 +200,8 @@ def _cmd_predict(args) -> int:
             print(f"{i:>6}  {label}{name}  p={pred.probabilities[i, label]:.4f}{truth}")
         if n > shown:
             print(f"  ... {n - shown} more; --output preds.csv or preds.npy writes them all")
-    summary = (f"predicted {n} {'rows' if pred.task == 'values' else 'images'} of {pred.source} with the {pred.weights} weights of "
+    what = "rows" if pred.task == "values" else "images"
+    summary = (f"predicted {n} {what} of {pred.source} with the {pred.weights} weights of "
                f"{pred.checkpoint} (step {pred.step})")
     if pred.accuracy is not None:
         summary += f"; accuracy {pred.accuracy:.4f} against its labels"

@@ -367,5 +367,5 @@ def job_losses() -> tuple[str, ...]:
     return tuple(c.name for c in registry.components("loss") if c.info.get("outputs") in ("logits", "values"))
 
 
-__all__ = ["mean_squared_error", "mean_absolute_error", "huber", "sigmoid_cross_entropy", "softmax_cross_entropy", "sparse_softmax_cross_entropy", "cross_entropy",
-           "binary_crossentropy", "get_regularization_loss", "get", "job_losses", "REDUCTIONS"]
+__all__ = ["mean_squared_error", "mean_absolute_error", "huber", "sigmoid_cross_entropy", "softmax_cross_entropy",
+           "sparse_softmax_cross_entropy", "cross_entropy", "binary_crossentropy", "get_regularization_loss", "get", "job_losses", "REDUCTIONS"]
