@@ -185,3 +185,19 @@ def test_predict_and_onnx_export_of_a_regression_and_a_binary_job(capsys, tmp_pa
             assert pred.task == "binary" and pred.probabilities.shape == (50, 2)
             np.testing.assert_allclose(pred.probabilities[:, 1], p, rtol=1e-5, atol=1e-6)
             assert pred.labels.tolist() == (logits[:, 0] > 0).astype(int).tolist()
+
+
+@pytest.mark.parametrize("loss, metric, ok", [
+    ("mean_squared_error", "val_mae", True), ("mean_squared_error", "val_accuracy", False),
+    ("sparse_softmax_cross_entropy", "val_accuracy", True), ("sparse_softmax_cross_entropy", "val_mae", False),
+    ("huber", "ema_val_mae", True), ("huber", "val_loss", True)])
+def test_early_stopping_and_keep_best_choose_on_the_tasks_metric(loss, metric, ok):
+    from distnet.config import load_job
+
+    overrides = [f"loss.type={loss}", f"train.early_stopping.metric={metric}", f"checkpoint.keep_best={metric}"]
+    if ok:
+        cfg = load_job(EXAMPLE, overrides)
+        assert cfg.train.early_stopping["metric"] == cfg.checkpoint.keep_best == metric
+    else:
+        with pytest.raises(ConfigError, match=f"early_stopping.metric.*{metric}"):
+            load_job(EXAMPLE, overrides)
