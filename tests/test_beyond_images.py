@@ -57,6 +57,12 @@ def test_metric_follows_the_task():
     assert metric_for("sparse_categorical_crossentropy") == Metric("accuracy", 0.0)
     assert metric_for("sigmoid_cross_entropy") == Metric("accuracy", 0.0)       # logits: threshold 0
     assert metric_for("binary_crossentropy") == Metric("accuracy", 0.5)         # probabilities: 0.5
+    # Float 0./1. labels of a sigmoid and one-hot floats stay a classification.
+    assert metric_for("sigmoid_cross_entropy", "values") == Metric("accuracy", 0.0)
+    assert metric_for("categorical_crossentropy", "values") == Metric("accuracy", 0.0)
+    assert metric_for(lambda y, z, reduction: None, "values") == Metric("mae")   # a callable: by the targets
+    onehot = np.eye(3)[[2, 0, 1]]
+    assert Metric("accuracy").total(np.array([[0.0, 0.1, 3.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), onehot) == 2
     out = np.array([[0.3], [-0.2], [0.7]])
     assert Metric("accuracy", 0.0).total(out, np.array([1, 0, 0])) == 2
     assert Metric("accuracy", 0.5).total(out, np.array([1, 0, 0])) == 1

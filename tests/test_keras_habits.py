@@ -88,3 +88,17 @@ def test_images_without_their_channel_axis():
     np.testing.assert_allclose(model.predict(x, batch_size=2), model(x[..., None]).numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(distnet.errors.ShapeError, match="Expect: input of shape"):
         model(x[:, :27])
+
+
+def test_one_hot_float_labels_with_categorical_crossentropy_count_accuracy():
+    x, y = blobs(120, 0)
+    onehot = np.eye(3, dtype=np.float32)[y]
+    t = Trainer(mlp(), "categorical_crossentropy", "adam", (x, onehot), eval_data=(x, onehot),
+                global_batch_size=20, steps=6)
+    sparse = Trainer(mlp(), "sparse_softmax_cross_entropy", "adam", (x, y), eval_data=(x, y),
+                     global_batch_size=20, steps=6)
+    a, b = t.fit(verbose=0), sparse.fit(verbose=0)
+    assert "mae" not in a.history
+    np.testing.assert_allclose(a.history["accuracy"], b.history["accuracy"])
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
+    assert a.history["test_accuracy"] == b.history["test_accuracy"]

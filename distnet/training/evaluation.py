@@ -18,7 +18,10 @@ import numpy as np
 
 def correct(outputs: np.ndarray, labels, threshold: float = 0.0) -> int:
     """How many samples the outputs (logits or probabilities) classify right: ``argmax == label``;
-    with one output unit (binary), ``(output > threshold) == label``."""
+    with one output unit (binary), ``(output > threshold) == label``; one-hot (or probability)
+    labels count by their argmax."""
+    if np.ndim(labels) == 2 and np.shape(labels) == outputs.shape and outputs.shape[-1] > 1:
+        labels = np.argmax(labels, axis=-1)
     if outputs.ndim == 2 and outputs.shape[-1] == 1 and np.ndim(labels) == 1:
         return int(np.sum((outputs[:, 0] > threshold) == (np.asarray(labels) > 0.5)))
     return int(np.sum(np.argmax(outputs, axis=-1) == labels))
@@ -45,10 +48,10 @@ class Metric:
 
 
 def metric_for(loss, target: str = "classes") -> Metric:
-    """The metric of a run: ``mae`` for float targets (``target == "values"``), else ``accuracy``
-    (thresholded at 0.5 when ``loss`` is a registered loss on probabilities, at 0 on logits)."""
-    if target == "values":
-        return Metric("mae")
+    """The metric of a run: ``mae`` for float targets (``target == "values"``) of a regression loss
+    (or an unregistered callable), else ``accuracy`` — also for float labels of a classification
+    loss (one-hot, or 0./1. for a sigmoid) — thresholded, for one output unit, at 0.5
+    when ``loss`` is a registered loss on probabilities and at 0 on logits."""
     from distnet import registry
 
     found = None
@@ -57,8 +60,12 @@ def metric_for(loss, target: str = "classes") -> Metric:
     else:
         found = next((c for c in registry.components("loss") if c.obj is loss
                       or getattr(loss, "__name__", None) == c.name), None)
-    probabilities = found is not None and found.info.get("outputs") == "probabilities"
-    return Metric("accuracy", 0.5 if probabilities else 0.0)
+    outputs = found.info.get("outputs") if found is not None else None
+    # Float targets are a regression's, unless a classification loss takes them (Keras's one-hot
+    # labels, or 0./1. floats for a sigmoid).
+    if target == "values" and outputs in (None, "values"):
+        return Metric("mae")
+    return Metric("accuracy", 0.5 if outputs == "probabilities" else 0.0)
 
 
 def evaluate(model, data, loss_fn, *, comm=None, batch_size: int = 1000, metric: Metric | None = None) -> dict:
