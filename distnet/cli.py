@@ -172,13 +172,16 @@ def _cmd_eval(args) -> int:
 
         print(json.dumps(result))
     else:
+        metric = "mae" if "mae" in result else "accuracy"   # a regression's, or a classification's
         print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
-              f"test loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
+              f"test loss {result['loss']:.4f}, {metric} {result[metric]:.4f} "
               f"on {result['samples']} samples")
     return exit_status.OK
 
 
 def _cmd_predict(args) -> int:
+    import numpy as np
+
     from distnet.predict import predict, write_predictions
 
     pred = predict(args.ckpt, args.input, use_ema=args.ema, batch_size=args.batch_size)
@@ -188,14 +191,17 @@ def _cmd_predict(args) -> int:
     else:
         names = pred.class_names
         shown = min(n, 10)
-        for i in range(shown):
+        for i in range(shown if pred.task == "values" else 0):   # a regression: the predicted values
+            print(f"{i:>6}  {np.array2string(np.atleast_1d(pred.probabilities[i]), precision=4)}")
+        for i in range(0 if pred.task == "values" else shown):
             label = int(pred.labels[i])
             name = f" {names[label]}" if names else ""
             truth = "" if pred.true_labels is None else f"  (true {int(pred.true_labels[i])})"
             print(f"{i:>6}  {label}{name}  p={pred.probabilities[i, label]:.4f}{truth}")
         if n > shown:
             print(f"  ... {n - shown} more; --output preds.csv or preds.npy writes them all")
-    summary = (f"predicted {n} images of {pred.source} with the {pred.weights} weights of "
+    what = "rows" if pred.task == "values" else "images"
+    summary = (f"predicted {n} {what} of {pred.source} with the {pred.weights} weights of "
                f"{pred.checkpoint} (step {pred.step})")
     if pred.accuracy is not None:
         summary += f"; accuracy {pred.accuracy:.4f} against its labels"

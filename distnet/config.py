@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Dataset names ``[data] name`` accepts (paths go in ``[data] path``).
-BUILTIN_DATASETS = ("fashion_mnist", "mnist")
+BUILTIN_DATASETS = ("fashion_mnist", "mnist", "tabular_regression", "tabular_binary")
 
 # ---------------------------------------------------------------------------
 # The dataclasses: one per section, every field with its default.
@@ -628,7 +628,14 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
 #: [train] early_stopping's keys and types (Keras's EarlyStopping arguments).
 _EARLY_STOPPING = {"metric": _STR, "patience": _INT, "min_delta": _FLOAT, "mode": _STR,
                    "restore_best_weights": _BOOL}
-_METRICS = ("val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy")
+_METRICS = ("val_loss", "val_accuracy", "val_mae", "ema_val_loss", "ema_val_accuracy", "ema_val_mae")
+
+
+def _task_metrics(cfg: JobConfig) -> tuple[str, ...]:
+    """The metrics the job's evaluations give: a regression loss gives ``mae``, the others ``accuracy``."""
+    found = registry.lookup("loss", cfg.loss.type)
+    other = "accuracy" if found is not None and found.info.get("outputs") == "values" else "mae"
+    return tuple(m for m in _METRICS if not m.endswith(other))
 
 
 def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
@@ -644,12 +651,12 @@ def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
             if key in es:
                 es[key] = chk.typed(es[key], ("train", "early_stopping", key), kind)
         es.setdefault("metric", "val_loss")
-        chk.choice(es["metric"], ("train", "early_stopping", "metric"), _METRICS)
+        chk.choice(es["metric"], ("train", "early_stopping", "metric"), _task_metrics(cfg))
         chk.positive(es.get("patience"), ("train", "early_stopping", "patience"), allow_zero=True)
         chk.positive(es.get("min_delta"), ("train", "early_stopping", "min_delta"), allow_zero=True)
         chk.choice(es.get("mode", "auto"), ("train", "early_stopping", "mode"), ("auto", "min", "max"))
     if cfg.checkpoint.keep_best is not None:
-        chk.choice(cfg.checkpoint.keep_best, ("checkpoint", "keep_best"), _METRICS)
+        chk.choice(cfg.checkpoint.keep_best, ("checkpoint", "keep_best"), _task_metrics(cfg))
     for path, wanted in ((("train", "early_stopping"), es is not None),
                          (("checkpoint", "keep_best"), cfg.checkpoint.keep_best is not None)):
         if wanted and v is None:

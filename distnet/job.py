@@ -160,7 +160,11 @@ def load_data(cfg: JobConfig) -> tuple[Any, Any]:
     d = cfg.data
     name = d.name or "fashion_mnist"
     test = None
-    if d.path is None:
+    from distnet.data.synthetic import SYNTHETIC_NAMES, load_synthetic
+
+    if d.path is None and name in SYNTHETIC_NAMES:
+        train, test = load_synthetic(name)
+    elif d.path is None:
         train, test = data.load_dataset(name)
     else:
         path = Path(d.path)
@@ -185,14 +189,36 @@ def load_data(cfg: JobConfig) -> tuple[Any, Any]:
     if test is not None and test.num_classes != train.num_classes:
         raise DataError(f"data: the test split has {test.num_classes} classes, the train split "
                         f"{train.num_classes}")
-    _check_output_units(cfg, train.num_classes)
+    _check_output_units(cfg, train)
     return train, test
 
 
-def _check_output_units(cfg: JobConfig, num_classes: int) -> None:
+def _check_output_units(cfg: JobConfig, train) -> None:
+    """The last layer's units: one per class, one per target (a regression), or one for
+    ``sigmoid_cross_entropy`` (binary classes)."""
     last = cfg.model.layers[-1]
+    i = len(cfg.model.layers) - 1
+    if getattr(train, "target", "classes") == "values":
+        width = int(np.prod(train.read([0])[1].shape[1:], dtype=np.int64))
+        if last.get("units") != width:
+            raise ConfigError(f"{cfg.source}: model.layers[{i}].units: the last layer gives one prediction "
+                              f"per target: Expect: {width} Actual: {last.get('units')}")
+        if registry.lookup("loss", cfg.loss.type).info.get("outputs") != "values":
+            raise ConfigError(f"{cfg.source}: loss.type: the data have float targets (a regression): Expect: "
+                              f"mean_squared_error, mean_absolute_error or huber Actual: {cfg.loss.type}")
+        return
+    if registry.lookup("loss", cfg.loss.type).name == "sigmoid_cross_entropy":
+        if train.num_classes != 2 or last.get("units") != 1:
+            raise ConfigError(f"{cfg.source}: model.layers[{i}].units: sigmoid_cross_entropy is for two classes "
+                              f"with one output unit: Expect: 1 unit and 2 classes Actual: {last.get('units')} "
+                              f"units and {train.num_classes} classes")
+        return
+    if registry.lookup("loss", cfg.loss.type).info.get("outputs") == "values":
+        raise ConfigError(f"{cfg.source}: loss.type: {cfg.loss.type} is a regression loss but the data have "
+                          f"integer class labels: Expect: sparse_softmax_cross_entropy (or sigmoid_cross_entropy "
+                          f"for two classes)")
+    num_classes = train.num_classes
     if last.get("units") != num_classes:
-        i = len(cfg.model.layers) - 1
         raise ConfigError(f"{cfg.source}: model.layers[{i}].units: the last layer gives one logit "
                           f"per class: expected {num_classes} (the dataset's classes), got {last.get('units')}")
 

@@ -62,6 +62,11 @@ def _float_tensor(x: Any, name: str, what: str, like: Tensor | None = None) -> T
 def _pair(labels: Any, predictions: Any, name: str, pred_name: str) -> tuple[Tensor, Tensor]:
     pred = _float_tensor(predictions, name, pred_name)
     lab = _float_tensor(labels, name, "labels", like=pred)
+    if lab.ndim == pred.ndim - 1 and pred.shape[-1] == 1 and lab.shape == pred.shape[:-1]:
+        # Keras: one target per sample against a (batch, 1) output is the same target.
+        from distnet.ops import expand_dims
+
+        lab = expand_dims(lab, -1)
     if lab.shape != pred.shape:
         raise ShapeError(f"{name}: labels and {pred_name} must have the same shape. "
                          f"Expect: {pred.shape} Actual: labels {lab.shape}")
@@ -103,6 +108,72 @@ def mean_squared_error(labels: Any, predictions: Any, reduction: str = "mean") -
     return _reduce(_per_sample_mean(square(lab - pred)), reduction, "mean_squared_error")
 
 
+@register("loss", "mean_absolute_error", aliases=("mae",), outputs="values", labels="values",
+          doc="`mean(|labels - outputs|)`: the outputs are the predictions (regression)")
+def mean_absolute_error(labels: Any, predictions: Any, reduction: str = "mean") -> Tensor:
+    """Mean absolute error, ``mean(|labels - predictions|)`` (TF1's ``tf.losses.absolute_difference``).
+
+    Example:
+      >>> mean_absolute_error([[1.0], [3.0]], distnet.constant([[2.0], [1.0]])).numpy()
+      array(1.5, dtype=float32)
+    """
+    from distnet.ops import abs as absolute
+
+    _check_reduction(reduction, "mean_absolute_error")
+    lab, pred = _pair(labels, predictions, "mean_absolute_error", "predictions")
+    return _reduce(_per_sample_mean(absolute(lab - pred)), reduction, "mean_absolute_error")
+
+
+@register("loss", "huber", aliases=("huber_loss",), outputs="values", labels="values",
+          doc="`0.5 * e**2` where `|e| <= 1`, else `|e| - 0.5` (e = labels - outputs, delta 1; regression)")
+def huber(labels: Any, predictions: Any, delta: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Huber loss (TF1's ``tf.losses.huber_loss``, Keras's ``huber``): with ``e = labels - predictions``,
+    ``0.5 * e**2`` where ``|e| <= delta`` and ``delta * (|e| - 0.5 * delta)`` elsewhere.
+
+    Written as TF1 does, ``0.5 * q**2 + delta * (|e| - q)`` with ``q = minimum(|e|, delta)``.
+
+    Example:
+      >>> huber([[0.0], [0.0]], distnet.constant([[0.5], [3.0]])).numpy()
+      array(1.3125, dtype=float32)
+    """
+    from distnet.ops import abs as absolute, minimum
+
+    name = "huber"
+    _check_reduction(reduction, name)
+    if not delta > 0:
+        raise InvalidArgumentError(f"{name}: delta: Expect: > 0 Actual: {delta!r}")
+    lab, pred = _pair(labels, predictions, name, "predictions")
+    err = absolute(lab - pred)
+    quad = minimum(err, delta)
+    return _reduce(_per_sample_mean(0.5 * quad * quad + delta * (err - quad)), reduction, name)
+
+
+@register("loss", "sigmoid_cross_entropy", outputs="logits", labels="values",
+          doc="`max(x, 0) - x * y + log(1 + exp(-|x|))` per element on logits x, labels y in {0, 1} "
+              "(binary classification: one output unit)")
+def sigmoid_cross_entropy(labels: Any, logits: Any, reduction: str = "mean") -> Tensor:
+    """Sigmoid cross-entropy on logits (TF1's ``tf.losses.sigmoid_cross_entropy``; Keras's
+    ``binary_crossentropy(from_logits=True)``), in TF's overflow-free form
+    ``max(x, 0) - x * y + log(1 + exp(-|x|))``; the mean runs over a sample's elements, then the batch.
+
+    Args:
+      labels: 0/1 (or probabilities), the logits' shape, or ``[batch]`` for ``[batch, 1]`` logits.
+      logits: floating ``[batch, ...]``.
+
+    Example:
+      >>> sigmoid_cross_entropy([[1.0, 0.0]], distnet.constant([[0.0, 0.0]])).numpy()
+      array(0.6931472, dtype=float32)
+    """
+    from distnet.ops import abs as absolute, exp, log, maximum, stop_gradient
+
+    name = "sigmoid_cross_entropy"
+    _check_reduction(reduction, name)
+    lab, x = _pair(labels, logits, name, "logits")
+    lab = stop_gradient(lab)   # TF1 does not differentiate the labels
+    per = maximum(x, 0.0) - x * lab + log(1.0 + exp(-absolute(x)))
+    return _reduce(_per_sample_mean(per), reduction, name)
+
+
 def _class_logits(logits: Any, name: str) -> Tensor:
     lg = _float_tensor(logits, name, "logits")
     if lg.ndim != 2:
@@ -110,7 +181,8 @@ def _class_logits(logits: Any, name: str) -> Tensor:
     return lg
 
 
-@register("loss", "softmax_cross_entropy", outputs="logits", labels="onehot",
+@register("loss", "softmax_cross_entropy", aliases=("categorical_crossentropy",), outputs="logits",
+          labels="onehot",
           doc="`-sum(onehot * log_softmax(logits))` per sample; integer class labels are one-hot encoded "
               "first (the same value as the sparse form)")
 def softmax_cross_entropy(onehot_labels: Any, logits: Any, reduction: str = "mean") -> Tensor:
@@ -142,7 +214,8 @@ def softmax_cross_entropy(onehot_labels: Any, logits: Any, reduction: str = "mea
     return _reduce(per, reduction, name)
 
 
-@register("loss", "sparse_softmax_cross_entropy", outputs="logits", labels="classes",
+@register("loss", "sparse_softmax_cross_entropy", aliases=("sparse_categorical_crossentropy",),
+          outputs="logits", labels="classes",
           doc="`-log_softmax(logits)[label]` per sample, integer class labels")
 def sparse_softmax_cross_entropy(labels: Any, logits: Any, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy with integer class labels (TF1's ``tf.losses.sparse_softmax_cross_entropy``).
@@ -287,11 +360,12 @@ def _on_class_labels(loss):
 
 
 def job_losses() -> tuple[str, ...]:
-    """The losses a job file may choose: those on the logits a job's model gives."""
+    """The losses a job file may choose: those on what a job's model gives, the logits of its last
+    Dense layer, or that layer's outputs as predictions (regression)."""
     from distnet import registry
 
-    return tuple(c.name for c in registry.components("loss") if c.info.get("outputs") == "logits")
+    return tuple(c.name for c in registry.components("loss") if c.info.get("outputs") in ("logits", "values"))
 
 
-__all__ = ["mean_squared_error", "softmax_cross_entropy", "sparse_softmax_cross_entropy", "cross_entropy",
-           "binary_crossentropy", "get_regularization_loss", "get", "job_losses", "REDUCTIONS"]
+__all__ = ["mean_squared_error", "mean_absolute_error", "huber", "sigmoid_cross_entropy", "softmax_cross_entropy",
+           "sparse_softmax_cross_entropy", "cross_entropy", "binary_crossentropy", "get_regularization_loss", "get", "job_losses", "REDUCTIONS"]

@@ -251,7 +251,7 @@ class MetricsLogger:
     def log_eval(self, record: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         """Record an evaluation on the test split, with trained and (if kept) EMA weights.
 
-        Keys: ``step``, ``epoch``, ``test_loss``, ``test_accuracy`` and, with
+        Keys: ``step``, ``epoch``, ``test_loss``, ``test_accuracy`` (``test_mae`` for a regression) and, with
         an EMA, ``ema_test_loss``, ``ema_test_accuracy`` (the spellings
         ``test_ema_loss`` / ``test_ema_accuracy`` are accepted too); others
         are stored as given.
@@ -266,7 +266,9 @@ class MetricsLogger:
             if old in r:
                 r.setdefault(new, r.pop(old))
         split = "test" if "test_loss" in r else "val"
-        missing = [k for k in ("step", f"{split}_loss", f"{split}_accuracy") if k not in r]
+        # The split's metric: accuracy (classes) or mae (a regression), as the evaluation gives it.
+        metric = "mae" if f"{split}_mae" in r and f"{split}_accuracy" not in r else "accuracy"
+        missing = [k for k in ("step", f"{split}_loss", f"{split}_{metric}") if k not in r]
         if missing:
             raise InvalidArgumentError(f"log_eval: missing {missing}; got keys {sorted(r)}")
         if self._t0 is None:
@@ -274,8 +276,8 @@ class MetricsLogger:
         rec: dict[str, Any] = {"kind": "eval", "step": int(r.pop("step")), "epoch": r.pop("epoch", None)}
         if rec["epoch"] is None:
             rec["epoch"] = self._last_step["epoch"] if self._last_step else 0
-        for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy",
-                    "val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy"):
+        for key in ("test_loss", f"test_{metric}", "ema_test_loss", f"ema_test_{metric}",
+                    "val_loss", f"val_{metric}", "ema_val_loss", f"ema_val_{metric}"):
             if r.get(key) is not None:
                 rec[key] = _float(r.pop(key))
         rec["time"] = time.time()
@@ -286,10 +288,11 @@ class MetricsLogger:
             parts = []
             for split, label in (("val", "validation"), ("test", "test")):
                 if f"{split}_loss" in rec:
-                    part = f"{label} loss {rec[f'{split}_loss']:.4f}, accuracy {rec[f'{split}_accuracy']:.4f}"
-                    if f"ema_{split}_accuracy" in rec:
+                    part = (f"{label} loss {rec[f'{split}_loss']:.4f}, "
+                            f"{metric} {rec.get(f'{split}_{metric}', float('nan')):.4f}")
+                    if f"ema_{split}_{metric}" in rec:
                         part += (f" (EMA {rec.get(f'ema_{split}_loss', float('nan')):.4f}, "
-                                 f"{rec[f'ema_{split}_accuracy']:.4f})")
+                                 f"{rec[f'ema_{split}_{metric}']:.4f})")
                     parts.append(part)
             self._print(f"eval  step {rec['step']}: " + " | ".join(parts))
 
@@ -369,8 +372,8 @@ class MetricsLogger:
             out["median_samples_per_sec"] = rates[len(rates) // 2]
         if self._evals:
             e = self._evals[-1]
-            for key in ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy", "val_loss",
-                        "val_accuracy"):
+            for key in ("test_loss", "test_accuracy", "test_mae", "ema_test_loss", "ema_test_accuracy",
+                        "ema_test_mae", "val_loss", "val_accuracy", "val_mae"):
                 if key in e:
                     out[key] = e[key]
             # "Best" is chosen on the validation split only: the test set measures, it never chooses.
@@ -392,12 +395,15 @@ class MetricsLogger:
                   ("final_lr", "final learning rate", "{:.3g}"),
                   ("val_loss", "validation loss", "{:.4f}"),
                   ("val_accuracy", "validation accuracy", "{:.4f}"),
+                  ("val_mae", "validation mae", "{:.4f}"),
                   ("best_val_accuracy", "best validation accuracy", "{:.4f}"),
                   ("best_val_step", "  at step", "{}"),
                   ("test_loss", "test loss", "{:.4f}"),
                   ("test_accuracy", "test accuracy", "{:.4f}"),
+                  ("test_mae", "test mae", "{:.4f}"),
                   ("ema_test_loss", "EMA test loss", "{:.4f}"),
-                  ("ema_test_accuracy", "EMA test accuracy", "{:.4f}")]
+                  ("ema_test_accuracy", "EMA test accuracy", "{:.4f}"),
+                  ("ema_test_mae", "EMA test mae", "{:.4f}")]
         for key, label, fmt in labels:
             if summary.get(key) is None:
                 continue

@@ -162,6 +162,11 @@ class Sequential:
             raise ShapeError(f"Sequential {self.name!r}: input must be [batch, ...]; Actual: shape {x.shape}")
         if not self.built:
             self.build(x.shape[1:])
+        if self.input_shape[-1:] == (1,) and len(self.input_shape) > 1 and tuple(x.shape[1:]) == self.input_shape[:-1]:
+            # The datasets' habit: (N, 28, 28) images for a model built on (28, 28, 1).
+            from distnet.ops import expand_dims
+
+            x = expand_dims(x, -1)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"Sequential {self.name!r}: Expect: input of shape (batch, "
                              f"{', '.join(map(str, self.input_shape))}{',' if len(self.input_shape) == 1 else ''}) "
@@ -177,6 +182,21 @@ class Sequential:
         for layer in self.layers:
             x = layer(x, training=training, rng=self._dropout_rng, sample_keys=dropout_keys)
         return x
+
+    def predict(self, x: Any, batch_size: int = 32) -> np.ndarray:
+        """The outputs (inference mode) for every row of ``x``, ``batch_size`` rows per forward pass,
+        as one numpy array (Keras's ``predict``; the outputs are what the last layer gives, e.g. logits).
+
+        Example:
+          >>> logits = model.predict(x_test, batch_size=256)     # doctest: +SKIP
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InvalidArgumentError(f"Sequential.predict: batch_size: Expect: a positive int Actual: {batch_size!r}")
+        arr = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        if arr.ndim < 1 or len(arr) == 0:
+            raise ShapeError(f"Sequential.predict: Expect: a batch of at least one sample Actual: shape {arr.shape}")
+        return np.concatenate([self(arr[i:i + batch_size], training=False).numpy()
+                               for i in range(0, len(arr), int(batch_size))])
 
     # -- variables ----------------------------------------------------------
     def _require_built(self, what: str) -> None:

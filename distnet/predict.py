@@ -75,13 +75,16 @@ class Predictions:
     """What :func:`predict` found.
 
     Attributes:
-        probabilities: float32 ``(N, num_classes)``, softmax of the model's logits.
-        labels: int64 ``(N,)``, the most probable class of each image.
+        probabilities: float32 ``(N, num_classes)``, softmax of the model's logits (``(N, 2)``,
+            ``[1 - p, p]``, for one sigmoid unit); for a regression the predicted values ``(N, k)``.
+        labels: int64 ``(N,)``, the most probable class of each image; for a regression the
+            predicted values (float32 ``(N,)`` for one target).
         class_names: the classes' names when known.
         true_labels: the input's labels when it had them.
         accuracy: the fraction predicted right, when the input had labels.
         checkpoint, step, weights: which checkpoint and weights ("trained"/"ema") predicted.
         source: the input.
+        task: ``"classes"``, ``"binary"`` or ``"values"`` (a regression; :func:`task_of` the job's loss).
     """
 
     probabilities: np.ndarray
@@ -93,12 +96,15 @@ class Predictions:
     step: int
     weights: str
     source: str
+    task: str = "classes"
 
 
-def _image_shape(arr, where: str) -> tuple[int, int, int]:
-    """Check an images array's (or h5py dataset's) shape and dtype; the shape of one image."""
-    if arr.ndim not in (3, 4):
-        raise DataError(f"{where}: images: Expect: shape (N, H, W) or (N, H, W, C) Actual: {arr.shape}")
+def _image_shape(arr, where: str) -> tuple[int, ...]:
+    """Check an inputs array's (or h5py dataset's) shape and dtype; the shape of one sample
+    (images (N, H, W) get their channel axis; (N, features) and other shapes are kept)."""
+    if arr.ndim < 2:
+        raise DataError(f"{where}: images: Expect: shape (N, H, W), (N, H, W, C) or (N, features) "
+                        f"Actual: {arr.shape}")
     if arr.dtype != np.uint8 and arr.dtype.kind != "f":
         raise DataError(f"{where}: images: Expect: dtype uint8 (0..255) or float (0..1) Actual: {arr.dtype}")
     return tuple(int(s) for s in arr.shape[1:]) + ((1,) if arr.ndim == 3 else ())
@@ -109,8 +115,11 @@ def _reader(arr, where: str):
 
     def read(start: int, stop: int) -> np.ndarray:
         block = np.asarray(arr[start:stop])
-        if block.dtype.kind == "f":
+        if block.dtype.kind == "f" and block.ndim in (3, 4):   # images: in [0, 1]
             check_float_images(block, where, np.arange(start, stop))
+        elif block.dtype.kind == "f" and not np.isfinite(block).all():
+            row = start + int(np.argmin(np.isfinite(block.reshape(len(block), -1)).all(axis=1)))
+            raise DataError(f"{where}: Expect: finite features Actual: a non-finite value in row {row}")
         return images_to_float(block)
 
     return read
@@ -195,11 +204,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def predict_arrays(model, inputs: Inputs, batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities of every input image, ``(N, num_classes)`` float32."""
+def sigmoid_pair(logits: np.ndarray) -> np.ndarray:
+    """``(N, 1)`` logits of one unit (binary) as the two classes' probabilities ``[1 - p, p]``, float32."""
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)[:, :1]))
+    return np.concatenate([1.0 - p, p], axis=1).astype(np.float32)
+
+
+#: What the model's outputs become, by the job's task (:func:`task_of`).
+_OUTPUTS = {"classes": softmax, "binary": sigmoid_pair, "values": lambda z: np.asarray(z, np.float32)}
+
+
+def task_of(loss_type: str) -> str:
+    """``"values"`` (a regression loss), ``"binary"`` (``sigmoid_cross_entropy``) or ``"classes"``."""
+    from distnet import registry
+
+    found = registry.lookup("loss", loss_type)
+    if found is not None and found.info.get("outputs") == "values":
+        return "values"
+    return "binary" if found is not None and found.name == "sigmoid_cross_entropy" else "classes"
+
+
+def predict_arrays(model, inputs: Inputs, batch_size: int = 1000, task: str = "classes") -> np.ndarray:
+    """Class probabilities of every input, ``(N, num_classes)`` float32 (``(N, 2)`` for a binary
+    ``task``); for ``task="values"`` (a regression) the model's outputs, the predicted values."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size: Expect: an int >= 1 Actual: {batch_size!r}")
-    out = [softmax(model(x, training=False).numpy()) for x in inputs.batches(batch_size)]
+    out = [_OUTPUTS[task](model(x, training=False).numpy()) for x in inputs.batches(batch_size)]
     if not out:
         return np.zeros((0,) + tuple(model.output_shape), np.float32)
     return np.concatenate(out)
@@ -240,7 +270,11 @@ def _predict(path, state, inputs: Inputs, use_ema: bool, batch_size: int) -> Pre
     # The stored job's data section is not needed to predict (its files may be gone).
     cfg = config_from_checkpoint(state, path, ['data.path=""'])
     model = model_from_checkpoint(path, state, cfg, inputs.image_shape, use_ema=use_ema)
-    probs = predict_arrays(model, inputs, batch_size)
+    task = task_of(cfg.loss.type)
+    probs = predict_arrays(model, inputs, batch_size, task)
+    if task == "values":   # a regression: the values are the predictions; nothing to score classes on
+        return Predictions(probs, probs[:, 0] if probs.shape[1:] == (1,) else probs, None, inputs.labels, None,
+                           path, state.step, "ema" if use_ema else "trained", inputs.source, task)
     labels = probs.argmax(axis=1).astype(np.int64) if probs.ndim == 2 else np.zeros(0, np.int64)
     from distnet.data.builtin import class_names as dataset_classes
 
@@ -252,7 +286,7 @@ def _predict(path, state, inputs: Inputs, use_ema: bool, batch_size: int) -> Pre
 
         accuracy = correct(probs, inputs.labels) / len(labels)
     return Predictions(probs, labels, class_names, inputs.labels, accuracy, path, state.step,
-                       "ema" if use_ema else "trained", inputs.source)
+                       "ema" if use_ema else "trained", inputs.source, task)
 
 
 def write_predictions(pred: Predictions, out: str | os.PathLike) -> str:
@@ -287,6 +321,11 @@ def write_predictions(pred: Predictions, out: str | os.PathLike) -> str:
 def _write_csv(fh, pred: Predictions) -> None:
     k = pred.probabilities.shape[1]
     writer = csv.writer(fh)
+    if pred.task == "values":   # a regression: one column per predicted value
+        writer.writerow(["index"] + [f"y{i}" for i in range(k)])
+        for i, row in enumerate(pred.probabilities):
+            writer.writerow([i] + [f"{v:.6g}" for v in row.tolist()])
+        return
     writer.writerow(["index", "label", "class"] + [f"p{i}" for i in range(k)])
     names: Sequence[str] = pred.class_names or [""] * k
     for i, (label, row) in enumerate(zip(pred.labels.tolist(), pred.probabilities)):

@@ -54,7 +54,8 @@ from distnet.autodiff import gradients
 from distnet.errors import InvalidArgumentError
 from distnet.stop import decode as decode_stop
 from distnet.tensor import Tensor, Variable
-from distnet.training.evaluation import correct as count_correct
+from distnet.training.evaluation import metric_for
+from distnet.training.history import History
 from distnet.training.hook import Context, StopEvent, as_hook
 from distnet.training.settings import TrainConfig
 
@@ -69,7 +70,7 @@ class StepResult:
     epoch: int
     loss: float
     reg_loss: float
-    accuracy: float
+    accuracy: float   # the run's metric (Trainer.metric: accuracy, or a regression's mae)
     lr: float
     samples: int
     finite: bool
@@ -116,13 +117,19 @@ class Trainer:
 
     def __init__(self, model, loss: str | LossFn, optimizer, train_data, config: TrainConfig | None = None, *,
                  hooks: Sequence = (), ema=None, comm=None, eval_data=None, validation_data=None, **options):
-        from distnet import losses
+        from distnet import losses, optimizers
+        from distnet.data.datasets import as_dataset
         from distnet.distributed import NonFiniteGuard, ShardSampler, get_communicator
         from distnet.distributed.strategies import strategy_class
         from distnet.training.options import split_options
 
         self.config, services, self.hooks = split_options(config, options, hooks)
         cfg = self.config
+        # Keras habits: (x, y) arrays for a dataset, an optimizer by name.
+        train_data = as_dataset(train_data, "train_data")
+        eval_data, validation_data = as_dataset(eval_data, "eval_data"), as_dataset(validation_data, "validation_data")
+        if isinstance(optimizer, str):
+            optimizer = optimizers.get(optimizer)
         self.comm = comm if comm is not None else get_communicator("auto")
         if cfg.global_batch_size < self.comm.size:
             raise InvalidArgumentError(
@@ -132,6 +139,8 @@ class Trainer:
             raise InvalidArgumentError("the training dataset is empty")
         strategy_cls, strategy_options = strategy_class(cfg.strategy, self.comm, optimizer, cfg.strategy_options)
         self.loss_fn = losses.get(loss, class_labels=True)
+        # What the step and the evaluations measure besides the loss (accuracy, or a regression's mae).
+        self.metric = metric_for(loss, getattr(train_data, "target", "classes"))
         if cfg.global_batch_size > len(train_data):
             raise InvalidArgumentError(
                 f"global_batch_size: Expect: at most the {len(train_data)} training samples "
@@ -139,7 +148,7 @@ class Trainer:
         self.model, self.optimizer, self.ema = model, optimizer, ema
         self.train_data, self.eval_data, self.validation_data = train_data, eval_data, validation_data
         self.log_every = services["log_every"]   # the progress display of fit(verbose=...)
-        self.history: list[dict] = []
+        self.history = History()
         self._data_id: dict | None = None
         self._signals = None   # the StopSignals of a running fit()
         self.steps_per_epoch = math.ceil(len(train_data) / cfg.global_batch_size)
@@ -275,7 +284,7 @@ class Trainer:
                     logits = self.model(x[part], training=True, dropout_keys=keys[part])
                     loss = self.loss_fn(y[part], logits, reduction="sum") / denom
                     loss_sum += float(loss.numpy()) * denom
-                    correct += count_correct(logits.numpy(), y[part])
+                    correct += self.metric.total(logits.numpy(), y[part])
                 with span("backward", micro_batch=k):
                     sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
                                                   scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
@@ -308,13 +317,16 @@ class Trainer:
         """Global loss (base, without regularization) and accuracy on ``data`` (a collective)."""
         from distnet.training.evaluation import evaluate
 
-        data = self.eval_data if data is None else data
+        from distnet.data.datasets import as_dataset
+
+        data = self.eval_data if data is None else as_dataset(data, "evaluate")
         if data is None:
             raise InvalidArgumentError("no evaluation data")
         if use_ema and self.ema is None:
             raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
         with self.strategy.ema_weights(self.ema) if use_ema else contextlib.nullcontext():
-            return evaluate(self.model, data, self.loss_fn, comm=self.comm, batch_size=self.config.eval_batch_size)
+            return evaluate(self.model, data, self.loss_fn, comm=self.comm, batch_size=self.config.eval_batch_size,
+                            metric=self.metric)
 
     def state(self):
         """The full training state as a CheckpointState (same on every rank; a collective)."""
@@ -333,8 +345,10 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------
     def fit(self, resume: bool = False, verbose: int | str = "auto", *, signals=None,
-            stop_grace: float | None = None) -> list[dict]:
-        """Train until ``steps`` / ``epochs`` are done; returns the history.
+            stop_grace: float | None = None) -> History:
+        """Train until ``steps`` / ``epochs`` are done; returns the :class:`~distnet.training.history.History`:
+        ``h.history["loss"]`` one entry per step, ``h.history["val_loss"]`` one per evaluation,
+        ``h.records`` the raw records (the History is also their list).
 
         SIGINT / SIGTERM stop it after a step every rank agrees on (module
         docstring), by raising :class:`~distnet.errors.TrainingStopped`
@@ -407,7 +421,7 @@ class Trainer:
                 with ctx.tracer.span("step"):
                     result = self.train_step(batch)
                 record = {"step": self.step, "epoch": batch.epoch, "loss": result.loss,
-                          "reg_loss": result.reg_loss, "accuracy": result.accuracy, "lr": result.lr,
+                          "reg_loss": result.reg_loss, self.metric.name: result.accuracy, "lr": result.lr,
                           "samples_per_sec": result.samples / max(result.seconds, 1e-9),
                           "finite": result.finite}
                 self.history.append(record)

@@ -396,8 +396,10 @@ def test_example_builds_its_model_and_optimizer(path):
     from distnet.job import build_ema, build_model, build_optimizer
 
     cfg = load_job(path)
+    from distnet.data.synthetic import SYNTHETIC_NAMES
+
     model = build_model(cfg)
-    model.build((None, 28, 28, 1))
+    model.build((None, 8) if cfg.data.name in SYNTHETIC_NAMES else (None, 28, 28, 1))   # tabular: 8 features
     names = {v.name for v in model.trainable_variables}
     dense = [l for l in cfg.model.layers if l["type"] == "dense"]
     assert len([n for n in names if n.endswith("/kernel")]) == len(dense) + sum(
@@ -415,8 +417,10 @@ def test_seed003_model_names_and_l2_term():
     from distnet.job import build_model
 
     cfg = load_job(ROOT / "examples" / "jobs" / "seed003_l2.toml")
+    from distnet.data.synthetic import SYNTHETIC_NAMES
+
     model = build_model(cfg)
-    model.build((None, 28, 28, 1))
+    model.build((None, 8) if cfg.data.name in SYNTHETIC_NAMES else (None, 28, 28, 1))   # tabular: 8 features
     shapes = {v.name: v.shape for v in model.trainable_variables}
     assert shapes == {"conv1/kernel": (5, 5, 1, 32), "conv1/bias": (32,), "fc1/kernel": (14 * 14 * 32, 1024),
                       "fc1/bias": (1024,), "fc2/kernel": (1024, 10), "fc2/bias": (10,)}

@@ -153,7 +153,10 @@ def test_loss_names_come_from_the_registry():
     from distnet import losses, registry
 
     assert losses.get("mse") is losses.mean_squared_error
-    assert set(losses.job_losses()) == {"sparse_softmax_cross_entropy", "softmax_cross_entropy"}
+    # On a job model's last Dense layer: its logits, or its outputs as a regression's predictions.
+    assert set(losses.job_losses()) == {"sparse_softmax_cross_entropy", "softmax_cross_entropy",
+                                        "sigmoid_cross_entropy", "mean_squared_error", "mean_absolute_error",
+                                        "huber"}
     assert "binary_crossentropy" in registry.names("loss")
     # The one-hot form of softmax_cross_entropy on class labels: the sparse form's value.
     logits = distnet.constant(np.array([[1.0, 2.0, 0.5], [0.1, -1.0, 3.0]], np.float32))

@@ -149,7 +149,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     (lambda d: d / "missing.npy", "Expect: an IDX, .npy or HDF5 file of images Actual: no such file"),
     (lambda d: d, "Expect: an IDX, .npy or HDF5 file of images Actual: a directory"),
     (lambda d: (np.save(d / "v.npy", np.zeros(5)), d / "v.npy")[1],
-     r"images: Expect: shape (N, H, W) or (N, H, W, C) Actual: (5,)"),
+     r"images: Expect: shape (N, H, W), (N, H, W, C) or (N, features) Actual: (5,)"),
     (lambda d: (np.save(d / "s.npy", np.array(["a"] * 8).reshape(2, 2, 2)), d / "s.npy")[1],
      "images: Expect: dtype uint8 (0..255) or float (0..1) Actual: <U1"),
     (lambda d: (np.save(d / "f.npy", np.full((2, 28, 28), 2.0)), d / "f.npy")[1],
