@@ -534,7 +534,7 @@ def _plain(raw: dict, section: str, target: Any, chk: _Checker) -> dict:
 
 
 def _validate_strategy(spec: Any, path: tuple, chk: _Checker) -> str | dict:
-    """``"zero1"`` or ``{type = "zero1", shared_memory = true}``: the name, checked, and the options
+    """``"zero1"`` or ``{type = "zero1", shared_memory = true}`` (no ``type``: ``"auto"``): the name, checked, and the options
     the named strategy (or, for ``"auto"``, some strategy) declares, checked as it declares them.
 
     Returns the name alone when no option is given, else the table with ``type`` first.
@@ -543,9 +543,7 @@ def _validate_strategy(spec: Any, path: tuple, chk: _Checker) -> str | dict:
 
     known = all_strategies()
     table = {"type": spec} if isinstance(spec, str) else dict(spec)
-    if "type" not in table:
-        chk.fail(path, "Expect: a 'type' (\"auto\" or one of: " + ", ".join(known)
-                 + "), e.g. {type = \"zero1\", shared_memory = true} Actual: none")
+    table.setdefault("type", "auto")   # --set dist.strategy.compression=float16 on a job that names none
     at = path if isinstance(spec, str) else path + ("type",)
     name = chk.choice(chk.typed(table["type"], at, _STR).lower(), at, ["auto", *known])
     takers = list(known.values()) if name == "auto" else [known[name]]

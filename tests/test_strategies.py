@@ -167,8 +167,8 @@ def test_job_files_name_the_strategy():
         parse_job(JOB + '[dist]\nstrategy = {type = "replicated", bucket_bytes = 0}\n')
     with pytest.raises(ConfigError, match=r"dist.strategy.shared_memory: expected true, false or \"auto\""):
         parse_job(JOB + '[dist]\nstrategy = {type = "zero1", shared_memory = "yes"}\n')
-    with pytest.raises(ConfigError, match=r"dist.strategy: Expect: a 'type'"):
-        parse_job(JOB + '[dist]\nstrategy = {overlap = true}\n')
+    assert parse_job(JOB, overrides=["dist.strategy.overlap=true"]).dist.strategy == {"type": "auto",
+                                                                                       "overlap": True}
     # "auto" with an option only replicated takes runs replicated.
     assert build_trainer(parse_job(JOB + '[dist]\nstrategy = {type = "auto", overlap = true}\n')
                          ).strategy.name == "replicated"

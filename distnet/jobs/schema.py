@@ -76,9 +76,10 @@ _CLI = "distnet.cli"
 SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in (
     Section("regularization", "RegularizationConfig",
             "weight decay, ``weight_decay * sum(l2_loss(v))`` over the trainable variables", (
-                Key("weight_decay", FLOAT, 0.0, "add `weight_decay * sum(l2_loss(v))` over the trainable "
-                    "variables to the loss (TF1's `tf.nn.l2_loss` sum)", low=0, arg="weight_decay"),
-                Key("exclude_bias", BOOL, False, "leave the biases out of it", arg="weight_decay_exclude_bias"),
+                Key("weight_decay", FLOAT, 0.0, "adds `weight_decay * sum(l2_loss(v))` over the trainable "
+                    "variables, `l2_loss(v) = sum(v**2) / 2` (TF1)", low=0, arg="weight_decay"),
+                Key("exclude_bias", BOOL, False, "leave the biases out of the weight decay (TF1 code that sums "
+                    "over `tf.trainable_variables()` includes them)", arg="weight_decay_exclude_bias"),
             )),
     Section("ema", "EMAConfig", "exponential moving average of the trainable weights", (
         Key("enabled", BOOL, False, "`false` switches it off again (e.g. `--set ema.enabled=false`)",
