@@ -604,9 +604,12 @@ def _upgrade(raw: dict, chk: _Checker) -> dict:
             spec.setdefault("type", "auto")
             spec[new[-1]] = value
         table["strategy"] = spec
+        # One line naming the key where it was written (the job file's line, or the --set).
         where = chk.loc.where(old)
-        warnings.warn(f"{where + ': ' if where else ''}{_dotted(old)} is deprecated: write [dist] {hint}",
-                      FutureWarning, stacklevel=2)
+        file, _, line = where.rpartition(":")
+        if where.startswith("--set") or not line.isdigit():
+            file, line = where or "<job>", "0"
+        warnings.warn_explicit(f"{_dotted(old)} is deprecated: write [dist] {hint}", FutureWarning, file, int(line))
     return raw
 
 

@@ -542,3 +542,21 @@ def test_every_declared_key_is_documented():
         assert f"<!-- registry: {name} -->" in text
         assert f"| `{key.name}` | {key.doc}" in registry_docs.render_section(name)
     assert registry_docs.update(text) == text, "run python -m distnet.registry_docs docs/jobs.md"
+
+
+def test_a_key_defaults_to_what_the_trainer_does_unless_the_job_says_otherwise():
+    """The job hands every key with a Trainer keyword over, default or not (no None filter), so a
+    default stated twice must agree; only the watchdog differs on purpose (a job turns it on)."""
+    import inspect
+
+    from distnet.training.options import SERVICES
+    from distnet.training.settings import TrainConfig as LoopConfig
+
+    loop = {name: p.default for name, p in inspect.signature(LoopConfig).parameters.items()}
+    differ = {}
+    for name, key in _plain_keys():
+        if key.arg:
+            trainer_default = loop[key.arg] if key.arg in loop else SERVICES[key.arg]
+            if trainer_default != key.default:
+                differ[key.arg] = (key.default, trainer_default)
+    assert differ == {"stall_timeout": (120.0, None)}

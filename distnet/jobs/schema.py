@@ -26,7 +26,7 @@ from types import MappingProxyType
 
 from distnet.registry import BOOL, FLOAT, INT, STR, STR_OR_TABLE, TABLE, Option
 
-__all__ = ["Key", "Section", "SECTIONS", "BUILTIN_DATASETS", "METRICS"]
+__all__ = ["BUILTIN_DATASETS", "METRICS", "SECTIONS", "Key", "Section"]
 
 #: Dataset names ``[data] name`` accepts (paths go in ``[data] path``).
 BUILTIN_DATASETS = ("fashion_mnist", "mnist")
