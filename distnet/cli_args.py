@@ -197,8 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "plot", help="plot loss, accuracy and learning-rate curves to a PNG",
         description=_wrap("Read metrics.jsonl of one run (or several, to compare them on the same "
-                    "axes) and draw loss, accuracy (train, test, EMA) and learning-rate curves "
-                    "into a PNG."),
+                    "axes) and draw loss, accuracy (train, validation, test, EMA) and learning-rate "
+                    "curves into a PNG, with a star at the best step of the metric early stopping "
+                    "or keep_best watched and a dashed line at an early stop. Line style tells "
+                    "train (solid), validation (dashed) and test (dash-dot) apart; colour, the runs."),
         epilog="examples:\n  distnet plot runs/default                  # -> runs/default/metrics.png\n"
                "  distnet plot runs/seed003_* -o seed003.png  # the three variants side by side\n",
         formatter_class=_formatter)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
+from distnet.tensorboard import RECORD_KINDS
 
 __all__ = ["MetricsLogger", "read_metrics", "last_step", "METRICS_FILE", "metric_name"]
 
@@ -137,15 +138,19 @@ class MetricsLogger:
         if self._file is not None:
             self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
             self._file.flush()
-        if self.tensorboard and record.get("kind") in ("step", "eval"):
-            if self._tb is None:
-                from distnet.tensorboard import TensorBoardWriter
+        if self.tensorboard and not self._closed and record.get("kind") in RECORD_KINDS and "step" in record:
+            self._tensorboard(record["step"]).add_record(record)
 
-                # A resumed run replaces what the earlier one wrote after its checkpoint.
-                self._tb = TensorBoardWriter(self.run_dir, purge_step=record["step"] if self._resuming else None)
-                if self._job_text is not None:
-                    self._tb.add_code("job/config", self._job_text)
-            self._tb.add_record(record)
+    def _tensorboard(self, step: int):
+        """The event file's writer, opened at the first event (``step``: that event's step)."""
+        if self._tb is None:
+            from distnet.tensorboard import TensorBoardWriter
+
+            # A resumed run replaces what the earlier one wrote after its checkpoint.
+            self._tb = TensorBoardWriter(self.run_dir, purge_step=int(step) if self._resuming else None)
+            if self._job_text is not None:
+                self._tb.add_code("job/config", self._job_text)
+        return self._tb
 
     def describe_job(self, toml_text: str) -> None:
         """Show the job file in TensorBoard's text tab (main rank, with TensorBoard on)."""
@@ -154,9 +159,10 @@ class MetricsLogger:
             self._tb.add_code("job/config", toml_text)
 
     def log_histograms(self, step: int, arrays: Mapping[str, Any], prefix: str = "weights") -> None:
-        """Histograms of ``arrays`` (e.g. the weights) at ``step`` in TensorBoard (main rank)."""
-        if self._tb is not None:
-            self._tb.add_histograms(arrays, step, prefix=prefix)
+        """Histograms of ``arrays`` (e.g. the weights) at ``step`` in TensorBoard (main rank, with
+        TensorBoard on); may be the first event, e.g. the initial weights at step 0."""
+        if self.tensorboard and not self._closed:
+            self._tensorboard(step).add_histograms(arrays, step, prefix=prefix)
 
     def _use_bar(self) -> bool:
         if self._mode == "bar":

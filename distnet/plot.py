@@ -1,4 +1,5 @@
-"""Plot a run's ``metrics.jsonl``: loss, accuracy and learning-rate curves.
+"""Plot a run's ``metrics.jsonl``: loss, accuracy and learning-rate curves, with
+the validation and test evaluations, the best step of a monitored metric and an early stop.
 
 Uses matplotlib's object API with the Agg canvas (no display, no global
 backend switch), so it works on a headless machine and inside tests.
@@ -15,7 +16,11 @@ from typing import Sequence
 from distnet.errors import DataError, InvalidArgumentError
 from distnet.metrics import read_metrics
 
-__all__ = ["plot_run", "plot_runs", "make_figure", "curves", "smoothed"]
+__all__ = ["plot_run", "plot_runs", "make_figure", "curves", "marks", "smoothed"]
+
+
+# Evaluation curves by kind: a name for each split, and the keys of its loss and accuracy.
+_EVAL_KINDS = ("val", "test", "ema_val", "ema_test")
 
 
 def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
@@ -24,13 +29,14 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     A step logged twice (a run resumed from an earlier checkpoint) keeps
     its latest value.  Curves: ``loss`` (total), ``base_loss`` (total minus
     regularization), ``reg_loss``, ``lr``,
-    ``train_accuracy`` (when steps carry ``accuracy``), ``test_loss``,
-    ``test_accuracy``, ``ema_test_loss``, ``ema_test_accuracy``.
+    ``train_accuracy`` (when steps carry ``accuracy``) and, from eval
+    records, ``<split>_loss`` and ``<split>_accuracy`` for the splits
+    ``val``, ``test``, ``ema_val`` and ``ema_test`` that were logged.
     """
+    eval_fields = {f"{kind}_{m}": f"{kind}_{m}" for kind in _EVAL_KINDS for m in ("loss", "accuracy")}
     fields = {"step": {"loss": "loss", "reg_loss": "reg_loss", "lr": "lr",
                        "accuracy": "train_accuracy"},
-              "eval": {"test_loss": "test_loss", "test_accuracy": "test_accuracy",
-                       "ema_test_loss": "ema_test_loss", "ema_test_accuracy": "ema_test_accuracy"}}
+              "eval": eval_fields}
     by_name: dict[str, dict[int, float]] = {}
     for rec in records:
         names = fields.get(rec.get("kind"))
@@ -48,6 +54,35 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
         steps, values = out["loss"]
         out["base_loss"] = (steps, [v - reg.get(s, 0.0) for s, v in zip(steps, values)])
     return out
+
+
+def marks(records: list[dict]) -> dict:
+    """The best step of each monitored metric and the early stop, from metrics records.
+
+    Returns:
+        ``{"best": {metric: (step, value)}, "stop": {"step", "metric", "best", "best_step"} or None}``.
+        A metric's best is its last ``best`` record (early stopping and
+        ``keep_best`` write one at each improvement; the last is what
+        ``keep_best`` holds), else the ``best`` / ``best_step`` of an
+        ``early_stopping`` record.
+    """
+    best: dict[str, tuple[int, float]] = {}
+    stop = None
+    for rec in records:
+        kind = rec.get("kind")
+        if kind == "best" and _number(rec.get("value")) and _number(rec.get("step")) and rec.get("metric"):
+            best[str(rec["metric"])] = (int(rec["step"]), float(rec["value"]))
+        elif kind == "early_stopping" and _number(rec.get("step")):
+            stop = {k: rec.get(k) for k in ("step", "metric", "best", "best_step")}
+            stop["step"] = int(stop["step"])
+    if stop is not None and stop["metric"] and stop["metric"] not in best \
+            and _number(stop["best"]) and _number(stop["best_step"]):
+        best[str(stop["metric"])] = (int(stop["best_step"]), float(stop["best"]))
+    return {"best": best, "stop": stop}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plot_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
@@ -78,11 +113,14 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
     """The matplotlib ``Figure`` :func:`plot_runs` draws (Agg canvas, nothing shown).
 
     One run: loss and accuracy panels with a colour per kind of curve
-    (train, test, EMA test) and legends below the panels.  Several runs: a
-    colour per run on every curve, the kind of curve in the line style (test
-    curves heavy with markers, training curves light), one legend outside
-    the panels.  A learning-rate panel only when some run's rate changes; a
-    constant rate is a note at the bottom.
+    (train, validation, test and their EMA-weight variants, as logged) and
+    legends below the panels.  Several runs: a colour per run on every
+    curve, one legend outside the panels.  Either way the kind of curve is
+    in the line style (train solid, validation dashed, test dash-dot, EMA
+    weights hollow markers), a star marks each monitored metric's best step
+    (``best`` records: early stopping, ``keep_best``) and a vertical dashed
+    line an early stop.  A learning-rate panel only when some run's rate
+    changes; a constant rate is a note at the bottom.
     """
     if not run_dirs:
         raise InvalidArgumentError("plot_runs needs at least one run directory")
@@ -90,12 +128,14 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
         raise InvalidArgumentError(f"expected one label per run ({len(run_dirs)}), got {len(labels)}")
     names = list(labels) if labels is not None else [
         (Path(d).name if Path(d).is_dir() else Path(d).parent.name) or str(d) for d in run_dirs]
-    runs = []
+    runs, run_marks = [], []
     for d in run_dirs:
-        c = curves(read_metrics(d))
-        if "loss" not in c and "test_loss" not in c:
+        records = read_metrics(d)
+        c = curves(records)
+        if "loss" not in c and not any(f"{kind}_loss" in c for kind in _EVAL_KINDS):
             raise DataError(f"{d}: the metrics hold no step or eval records to plot")
         runs.append(c)
+        run_marks.append(marks(records))
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -113,11 +153,12 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
     axes = fig.subplots(1, 3 if lr_panel else 2)
     ax_loss, ax_acc = axes[0], axes[1]
     ax_lr = axes[2] if lr_panel else None
-    for i, (c, name) in enumerate(zip(runs, names)):
+    for i, (c, m) in enumerate(zip(runs, run_marks)):
         if single:
             _single_run(ax_loss, ax_acc, ax_lr, c)
         else:
             _compared_run(ax_loss, ax_acc, ax_lr, c, f"C{i % 10}")
+        _marks(ax_loss, ax_acc, m, None if single else f"C{i % 10}")
     panels = [(ax_loss, "loss"), (ax_acc, "accuracy")] + ([(ax_lr, "learning rate")] if lr_panel else [])
     for ax, ylabel in panels:
         ax.set_xlabel("step")
@@ -147,11 +188,14 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
         # One legend for the figure, outside the panels: a colour per run, a
         # line style per kind of curve (the same in every panel).
         handles = [Line2D([], [], color=f"C{i % 10}", linewidth=3, label=name) for i, name in enumerate(names)]
-        drawn = {"train": any("base_loss" in c or "train_accuracy" in c for c in runs),
-                 "test": any("test_loss" in c or "test_accuracy" in c for c in runs),
-                 "ema": any("ema_test_loss" in c or "ema_test_accuracy" in c for c in runs)}
-        handles += [Line2D([], [], color="0.35", **_STYLE[k], label=label) for k, label in (
-            ("train", "train (smoothed)"), ("test", "test"), ("ema", "test, EMA weights")) if drawn[k]]
+        drawn = {"train": any("base_loss" in c or "train_accuracy" in c for c in runs)}
+        drawn.update({k: any(f"{k}_loss" in c or f"{k}_accuracy" in c for c in runs) for k in _EVAL_KINDS})
+        handles += [Line2D([], [], color="0.35", **_STYLE[k], label=_KIND_LABEL[k]) for k in _STYLE if drawn[k]]
+        monitored = sorted({metric for m in run_marks for metric in m["best"]})
+        if monitored:
+            handles.append(Line2D([], [], color="0.35", **_BEST, label="best " + ", ".join(monitored)))
+        if any(m["stop"] for m in run_marks):
+            handles.append(Line2D([], [], color="0.35", **_STOP, label="stopped early"))
         fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
     fig.suptitle(title or (names[0] if single else f"{len(runs)} runs"))
     notes = _lr_note(constant, single)
@@ -161,49 +205,87 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
     return fig
 
 
-# Line styles by kind of curve: in a comparison the colour is the run's, and the
-# test curves (what the runs are compared on) are drawn heavier than the
-# noisy training curves.
-_STYLE = {"train": {"linestyle": "-", "linewidth": 1.0, "alpha": 0.45},
-          "test": {"linestyle": "-", "linewidth": 2.4, "marker": "o", "markersize": 5},
-          "ema": {"linestyle": "--", "linewidth": 1.8, "marker": "s", "markersize": 4}}
+# Line styles by kind of curve, the same in every plot: train, validation and
+# test are told apart by the line style (solid, dashed, dash-dot), EMA weights
+# by hollow markers; the colour is the run's (several runs) or the curve's (one run).
+_STYLE = {"train": {"linestyle": "-", "linewidth": 1.3},
+          "val": {"linestyle": "--", "linewidth": 2.2, "marker": "s", "markersize": 5},
+          "test": {"linestyle": "-.", "linewidth": 2.2, "marker": "o", "markersize": 5},
+          "ema_val": {"linestyle": "--", "linewidth": 1.5, "marker": "s", "markersize": 5,
+                      "markerfacecolor": "white"},
+          "ema_test": {"linestyle": "-.", "linewidth": 1.5, "marker": "o", "markersize": 5,
+                       "markerfacecolor": "white"}}
+_KIND_LABEL = {"train": "train (smoothed)", "val": "validation", "test": "test",
+               "ema_val": "validation, EMA weights", "ema_test": "test, EMA weights"}
+# One run: a colour per kind of curve.
+_COLOUR = {"train": "C0", "val": "C3", "test": "C1", "ema_val": "C6", "ema_test": "C2"}
+# The best step of a monitored metric (a star on its curve) and an early stop (a vertical line).
+_BEST = {"linestyle": "none", "marker": "*", "markersize": 16, "markeredgecolor": "black",
+         "markeredgewidth": 0.8}
+_STOP = {"linestyle": (0, (5, 2)), "linewidth": 1.4}
 
 
 def _single_run(ax_loss, ax_acc, ax_lr, c: dict) -> None:
-    """One run: a colour per kind of curve."""
-    # Test losses have no regularization term, so the train curve to compare
+    """One run: a colour per kind of curve, the kind in the line style too."""
+    # Evaluation losses have no regularization term, so the train curve to compare
     # them with is the data term; total and regularization are drawn when there is any.
     has_reg = any(v != 0 for v in c.get("reg_loss", ((), ()))[1])
     _line(ax_loss, c, "base_loss", "train loss" + (" (without reg.)" if has_reg else ""), "C0", "-",
-          smooth=True)
+          smooth=True, linewidth=_STYLE["train"]["linewidth"])
     if has_reg:
-        _line(ax_loss, c, "loss", "train total loss", "C4", "--", smooth=True)
-        _line(ax_loss, c, "reg_loss", "regularization loss", "C3", ":")
-    _line(ax_loss, c, "test_loss", "test loss", "C1", "-", marker="o", linewidth=2.2)
-    _line(ax_loss, c, "ema_test_loss", "EMA test loss", "C2", "--", marker="s", linewidth=1.8)
-    _line(ax_acc, c, "train_accuracy", "train accuracy", "C0", "-", alpha=0.6, smooth=True)
-    _line(ax_acc, c, "test_accuracy", "test accuracy", "C1", "-", marker="o", linewidth=2.2)
-    _line(ax_acc, c, "ema_test_accuracy", "EMA test accuracy", "C2", "--", marker="s", linewidth=1.8)
+        _line(ax_loss, c, "loss", "train total loss", "C4", "-", smooth=True, linewidth=1.0)
+        _line(ax_loss, c, "reg_loss", "regularization loss", "C7", ":")
+    _line(ax_acc, c, "train_accuracy", "train accuracy", "C0", "-", smooth=True,
+          linewidth=_STYLE["train"]["linewidth"])
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for kind in _EVAL_KINDS:
+            _eval_line(ax, c, f"{kind}_{metric}", _COLOUR[kind], kind,
+                       label=f"{_KIND_LABEL[kind].replace(', EMA weights', '')} {metric}"
+                       + (", EMA weights" if kind.startswith("ema_") else ""))
     if ax_lr is not None:
         _line(ax_lr, c, "lr", "learning rate", "C0", "-")
 
 
 def _compared_run(ax_loss, ax_acc, ax_lr, c: dict, color: str) -> None:
     """One of several runs: the run's colour on every curve, the kind in the line style."""
-    for ax, train, test, ema in ((ax_loss, "base_loss", "test_loss", "ema_test_loss"),
-                                 (ax_acc, "train_accuracy", "test_accuracy", "ema_test_accuracy")):
+    for ax, metric, train in ((ax_loss, "loss", "base_loss"), (ax_acc, "accuracy", "train_accuracy")):
         if train in c:
             steps, values = c[train]
             ax.plot(steps, smoothed(values) if len(steps) > 50 else values, color=color, **_STYLE["train"])
-        for key, kind in ((test, "test"), (ema, "ema")):
-            if key in c:
-                steps, values = c[key]
-                style = dict(_STYLE[kind])
-                if len(steps) > 50:
-                    style.pop("marker")
-                ax.plot(steps, values, color=color, **style)
+        for kind in _EVAL_KINDS:
+            _eval_line(ax, c, f"{kind}_{metric}", color, kind)
     if ax_lr is not None and "lr" in c:
         ax_lr.plot(*c["lr"], color=color, linewidth=1.5)
+
+
+def _eval_line(ax, c: dict, name: str, color: str, kind: str, label: str | None = None) -> None:
+    if name not in c:
+        return
+    steps, values = c[name]
+    style = dict(_STYLE[kind])
+    if len(steps) > 50:   # markers only where they can be told apart
+        for key in ("marker", "markersize", "markerfacecolor"):
+            style.pop(key, None)
+    ax.plot(steps, values, color=color, label=label, **style)
+
+
+def _marks(ax_loss, ax_acc, m: dict, color: str | None) -> None:
+    """A star at each monitored metric's best step, a vertical line at an early stop.
+
+    ``color``: the run's (several runs); None gives each star its curve's colour and
+    the stop line grey, with labels for the panels' legends (one run).
+    """
+    for metric, (step, value) in sorted(m["best"].items()):
+        ax = ax_acc if "accuracy" in metric else ax_loss
+        kind = metric.rsplit("_", 1)[0]
+        face = color or _COLOUR.get(kind, "gold")
+        ax.plot([step], [value], color=face, zorder=5, gid=f"best:{metric}",
+                label=None if color else f"best {metric}: {value:.4g} at step {step}", **_BEST)
+    stop = m["stop"]
+    if stop is not None:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(stop["step"], color=color or "0.4", gid="early_stop", zorder=1,
+                       label=None if color else f"stopped early at step {stop['step']}", **_STOP)
 
 
 def _constant(curve) -> float | None:
@@ -276,5 +358,6 @@ def _line(ax, c: dict, name: str, label: str, color: str, style: str, marker: st
 
 
 def _positive(ax) -> bool:
-    values = [y for line in ax.lines for y in line.get_ydata()]
+    # The early-stop line's y runs over the axes (0 to 1), not over the data.
+    values = [y for line in ax.lines if line.get_gid() != "early_stop" for y in line.get_ydata()]
     return bool(values) and all(math.isfinite(v) and v > 0 for v in values)

@@ -8,8 +8,14 @@ What goes in (tags):
 
 * ``train/<key>`` for every number of a ``metrics.jsonl`` step record
   (``loss``, ``reg_loss``, ``lr``, ``accuracy``, ``samples_per_sec``);
-* ``eval/<key>`` for every number of an eval record (``test_loss``,
-  ``test_accuracy``, ``ema_test_loss``, ``ema_test_accuracy``, ...);
+* ``eval/<key>`` for every number of an eval record (``val_loss``,
+  ``test_accuracy``, ``ema_test_loss``, ``ema_val_accuracy``, ...); sample
+  counts (``test_samples``, ...) are not curves and are left out;
+* ``best/<metric>``: the monitored metric's value at each step it improved
+  (``best`` records, written by early stopping and ``keep_best``), so the
+  best step is the curve's last point;
+* ``early_stopping`` (text) at the step an ``early_stopping`` record says
+  the run stopped, naming the metric and its best value and step;
 * text (the job's TOML, shown as a code block), histograms (weights or
   gradients) and images under tags the caller names;
 * TF1's text summaries (a string tensor under exactly its tag,
@@ -38,36 +44,76 @@ import numpy as np
 
 from distnet.errors import InvalidArgumentError
 
-__all__ = ["TensorBoardWriter", "record_scalars", "INSTALL_HINT"]
+__all__ = ["TensorBoardWriter", "record_scalars", "record_points", "early_stop_text", "RECORD_KINDS",
+           "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install 'distnet[tensorboard]' (or: pip install tensorboardX)"
 
 # Keys of a metrics record that are positions or bookkeeping, not curves.
 _NOT_SCALARS = frozenset({"kind", "step", "epoch", "time", "finite"})
 _GROUPS = {"step": "train", "eval": "eval"}
+# The kinds of metrics.jsonl record add_record turns into events.
+RECORD_KINDS = frozenset({"step", "eval", "best", "early_stopping"})
+
+
+def _is_count(key: str) -> bool:
+    """A sample count (``test_samples``): a fixed number per run, not a curve."""
+    return key == "samples" or key.endswith("_samples")
 
 
 def record_scalars(record: Mapping[str, Any]) -> dict[str, float]:
     """The TensorBoard scalars of one ``metrics.jsonl`` record: ``{tag: value}``.
 
     Step records give ``train/<key>``, eval records ``eval/<key>``, for every
-    finite number in the record except ``step``, ``epoch``, ``time`` and
-    ``finite``; other kinds of record give nothing.
+    finite number in the record except ``step``, ``epoch``, ``time``,
+    ``finite`` and sample counts (``*_samples``); a ``best`` record gives
+    ``best/<metric>``, an ``early_stopping`` record ``best/<metric>`` at its
+    ``best_step`` (see :func:`record_points`); other kinds of record give nothing.
 
     Example:
         >>> record_scalars({"kind": "eval", "step": 100, "test_accuracy": 0.8})
         {'eval/test_accuracy': 0.8}
     """
-    group = _GROUPS.get(record.get("kind"))
+    return {tag: value for tag, (value, _step_) in record_points(record).items()}
+
+
+def record_points(record: Mapping[str, Any]) -> dict[str, tuple[float, int | None]]:
+    """:func:`record_scalars` with the step of each point: ``{tag: (value, step)}``.
+
+    The step is the record's, except for an ``early_stopping`` record, whose
+    ``best/<metric>`` point is at its ``best_step``.
+    """
+    kind = record.get("kind")
+    if kind in ("best", "early_stopping"):
+        metric, value = record.get("metric"), record.get("value" if kind == "best" else "best")
+        step = record.get("step" if kind == "best" else "best_step")
+        if not isinstance(metric, str) or not metric or not _finite_number(value) or not _finite_number(step):
+            return {}
+        return {f"best/{metric}": (float(value), int(step))}
+    group = _GROUPS.get(kind)
     if group is None:
         return {}
+    step = int(record["step"]) if _finite_number(record.get("step")) else None   # add_record refuses None
     out = {}
     for key, value in record.items():
-        if key in _NOT_SCALARS or isinstance(value, bool):
+        if key in _NOT_SCALARS or isinstance(value, bool) or _is_count(key):
             continue
         if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
-            out[f"{group}/{key}"] = float(value)
+            out[f"{group}/{key}"] = (float(value), step)
     return out
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(float(value)))
+
+
+def early_stop_text(record: Mapping[str, Any]) -> str:
+    """The sentence an ``early_stopping`` record shows in TensorBoard's text tab."""
+    best = record.get("best")
+    best_text = f"{best:.6g}" if _finite_number(best) else "none"
+    return (f"stopped early at step {record.get('step')}: {record.get('metric')} had not improved "
+            f"(best {best_text} at step {record.get('best_step')})")
 
 
 class TensorBoardWriter:
@@ -97,6 +143,7 @@ class TensorBoardWriter:
         self.flush_secs = flush_secs
         self._writer = None
         self._closed = False
+        self._best_points: set[tuple[str, int]] = set()   # (tag, step) of best/<metric> points written
 
     def _w(self):
         if self._closed:
@@ -129,20 +176,33 @@ class TensorBoardWriter:
     def add_record(self, record: Mapping[str, Any]) -> dict[str, float]:
         """Write a ``metrics.jsonl`` record's numbers (see :func:`record_scalars`).
 
-        The record's ``step`` is the x axis and its ``time`` the wall time.
+        The record's ``step`` is the x axis (an ``early_stopping`` record's
+        best point: its ``best_step``) and its ``time`` the wall time.  A
+        ``best/<metric>`` point already written at that step (early stopping
+        and ``keep_best`` watching the same metric both log it) is not
+        written twice.  An ``early_stopping`` record also writes its
+        sentence (:func:`early_stop_text`) as text ``early_stopping``.
 
         Returns:
             The scalars written, ``{tag: value}``.
         """
-        scalars = record_scalars(record)
-        if scalars:
-            if "step" not in record:
-                raise InvalidArgumentError(f"add_record: Expect: a record with a 'step' Actual: keys "
-                                           f"{sorted(record)}")
-            walltime = record.get("time")
-            self.add_scalars(scalars, int(record["step"]),
-                             float(walltime) if isinstance(walltime, (int, float)) else None)
-        return scalars
+        points = record_points(record)
+        if points and any(step is None for _value, step in points.values()):
+            raise InvalidArgumentError(f"add_record: Expect: a record with a 'step' Actual: keys "
+                                       f"{sorted(record)}")
+        walltime = record.get("time")
+        walltime = float(walltime) if _finite_number(walltime) else None
+        written = {}
+        for tag, (value, step) in points.items():
+            if tag.startswith("best/"):
+                if (tag, step) in self._best_points:
+                    continue
+                self._best_points.add((tag, step))
+            self.add_scalar(tag, value, step, walltime)
+            written[tag] = value
+        if record.get("kind") == "early_stopping" and _finite_number(record.get("step")):
+            self.add_text("early_stopping", early_stop_text(record), int(record["step"]))
+        return written
 
     def add_text(self, tag: str, text: str, step: int = 0) -> None:
         """Text under ``tag`` (TensorBoard renders it as Markdown)."""

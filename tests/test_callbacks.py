@@ -87,6 +87,19 @@ def test_two_workers_stop_early_at_the_same_step_and_keep_the_best(tmp_path):
     evals = [r for r in rows if r["kind"] == "eval"]
     best = min(evals, key=lambda r: r["val_loss"])
     assert stop[0]["best_step"] == best["step"]
+    # Each improvement is one "best" record per callback (rank 0 writes; no rank's copy), at the
+    # evaluations where val_loss improved; keep_best's last one names the checkpoint it kept.
+    improved, low = [], float("inf")
+    for r in evals:
+        if r["val_loss"] < low:
+            improved.append(r["step"])
+            low = r["val_loss"]
+    for by in ("EarlyStopping", "KeepBest"):
+        bests = [r for r in rows if r["kind"] == "best" and r["by"] == by]
+        assert [r["step"] for r in bests] == improved, by
+        assert all(r["metric"] == "val_loss" for r in bests) and bests[-1]["value"] == best["val_loss"]
+    keep = [r for r in rows if r["kind"] == "best" and r["by"] == "KeepBest"]
+    assert keep[-1]["checkpoint"].endswith(f"{best['step']:08d}.h5")
     assert "stopping early at step" in done.stdout + done.stderr
     from distnet.checkpoint import load
 

@@ -95,6 +95,51 @@ def test_a_writer_touches_no_file_until_its_first_write(tmp_path):
         tb.add_scalar("train/loss", 1.0, 1)
 
 
+def test_sample_counts_are_not_scalars():
+    rec = {"kind": "eval", "step": 10, "test_loss": 0.5, "test_samples": 200, "val_accuracy": 0.75,
+           "val_samples": 100, "ema_val_samples": 100}
+    assert record_scalars(rec) == {"eval/test_loss": 0.5, "eval/val_accuracy": 0.75}
+    # Throughput is a curve, not a count.
+    assert record_scalars({"kind": "step", "step": 1, "loss": 1.0, "samples_per_sec": 900.0}) == {
+        "train/loss": 1.0, "train/samples_per_sec": 900.0}
+
+
+def test_best_steps_and_an_early_stop_read_back(tmp_path):
+    records = [
+        {"kind": "eval", "step": 10, "time": 1.0, "val_loss": 0.7, "val_samples": 100},
+        {"kind": "best", "step": 10, "time": 1.0, "metric": "val_loss", "value": 0.7, "by": "EarlyStopping"},
+        {"kind": "best", "step": 10, "time": 1.0, "metric": "val_loss", "value": 0.7, "by": "KeepBest"},
+        {"kind": "eval", "step": 20, "time": 2.0, "val_loss": 0.5, "val_samples": 100},
+        {"kind": "best", "step": 20, "time": 2.0, "metric": "val_loss", "value": 0.5, "by": "EarlyStopping"},
+        {"kind": "eval", "step": 30, "time": 3.0, "val_loss": 0.6, "val_samples": 100},
+        {"kind": "early_stopping", "step": 30, "time": 3.0, "metric": "val_loss", "best": 0.5, "best_step": 20},
+    ]
+    with TensorBoardWriter(tmp_path) as tb:
+        for rec in records:
+            tb.add_record(rec)
+    acc = read_events(tmp_path)
+    assert set(acc.Tags()["scalars"]) == {"eval/val_loss", "best/val_loss"}
+    # One point per best step (two callbacks watching one metric write it once); the last is the best.
+    assert [(e.step, pytest.approx(e.value)) for e in acc.Scalars("best/val_loss")] == [(10, 0.7), (20, 0.5)]
+    (text,) = acc.Tensors("early_stopping/text_summary")
+    assert text.step == 30
+    assert text.tensor_proto.string_val[0].decode() == \
+        "stopped early at step 30: val_loss had not improved (best 0.5 at step 20)"
+
+
+def test_a_metrics_logger_writes_histograms_before_any_step(tmp_path):
+    """The initial weights at step 0: the logger opens the event file for a histogram too."""
+    log = MetricsLogger(tmp_path, progress="none", tensorboard=True)
+    log.start(total_steps=2)
+    log.log_histograms(0, {"dense/kernel": np.arange(6.0).reshape(2, 3)})
+    log.log_step(step=1, loss=1.0)
+    log.log_histograms(1, {"dense/kernel": np.ones((2, 3))})
+    log.close()
+    acc = read_events(tmp_path)
+    assert [(e.step, e.histogram_value.sum) for e in acc.Histograms("weights/dense/kernel")] == [(0, 15.0), (1, 6.0)]
+    assert [e.step for e in acc.Scalars("train/loss")] == [1]
+
+
 def test_record_scalars_leaves_out_positions_flags_and_non_finite_values():
     rec = {"kind": "step", "step": 5, "epoch": 0, "time": 1.0, "finite": True, "loss": 0.5,
            "lr": float("nan"), "note": "text"}
@@ -144,9 +189,12 @@ def test_distnet_train_writes_every_metric_the_job_and_histograms(tmp_path):
 
     job = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "mlp.toml"
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "distnet", "train", str(job), "--progress", "none", "--set", "train.steps=12",
+    # Early stopping with min_delta 100: the first evaluation is the best, the second stops the run (step 12).
+    cmd = [sys.executable, "-m", "distnet", "train", str(job), "--progress", "none", "--set", "train.steps=18",
            "--set", "train.eval_every=6", "--set", "train.log_every=1", "--set", "train.histograms_every=6",
-           "--set", "data.train_samples=600", "--set", "data.test_samples=200"]
+           "--set", "data.train_samples=600", "--set", "data.test_samples=200", "--set", "data.validation=100",
+           "--set", 'train.early_stopping={metric="val_loss", patience=0, min_delta=100}',
+           "--set", "checkpoint.keep_best=val_accuracy"]
     done = subprocess.run([*cmd, "--run-dir", str(run)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     acc = read_events(run)
@@ -162,7 +210,19 @@ def test_distnet_train_writes_every_metric_the_job_and_histograms(tmp_path):
             np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6, err_msg=key)
     assert any("job/config" in tag for tag in acc.Tags()["tensors"])
     hist = [t for t in acc.Tags()["histograms"] if t.startswith("weights/")]
-    assert len(hist) == 6 and [e.step for e in acc.Histograms(hist[0])] == [6, 12]
+    # Step 0: the initial weights, before the first update.
+    assert len(hist) == 6 and [e.step for e in acc.Histograms(hist[0])] == [0, 6, 12]
+    assert not [t for t in acc.Tags()["scalars"] if t.endswith("_samples")]
+    assert "eval/val_loss" in acc.Tags()["scalars"]
+    # The best step of each monitored metric and the early stop.
+    (stop,) = [r for r in records if r["kind"] == "early_stopping"]
+    assert stop["step"] == 12 and stop["best_step"] == 6
+    assert [(e.step, pytest.approx(e.value)) for e in acc.Scalars("best/val_loss")] == [(6, stop["best"])]
+    bests = [r for r in records if r["kind"] == "best" and r["metric"] == "val_accuracy"]
+    assert bests and [e.step for e in acc.Scalars("best/val_accuracy")] == [r["step"] for r in bests]
+    (text,) = acc.Tensors("early_stopping/text_summary")
+    assert text.step == 12 and text.tensor_proto.string_val[0].decode().startswith(
+        "stopped early at step 12: val_loss had not improved")
     quiet = tmp_path / "quiet"
     done = subprocess.run([*cmd, "--run-dir", str(quiet), "--set", "train.tensorboard=false"], capture_output=True,
                           text=True, timeout=300)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from distnet.nn.conv_choice import MODES as CONV_MODES
 from distnet.registry import BOOL, FLOAT, INT, STR, STR_OR_TABLE, TABLE, Option
 
 __all__ = ["BUILTIN_DATASETS", "METRICS", "SECTIONS", "Key", "Section"]
@@ -124,10 +125,19 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("micro_batches", INT, 1, "split each worker's shard into K pieces whose gradients are accumulated "
             "(same result, less memory); at most `batch_size`", **_POSITIVE, arg="micro_batches"),
         Key("tensorboard", BOOL, None, "write TensorBoard event files beside `metrics.jsonl` (every step and "
-            "evaluation number, the job file as text): `tensorboard --logdir runs/`", used_by=_JOB,
+            "evaluation number but sample counts, `best/<metric>` at each best step of a metric early stopping or "
+            "`keep_best` watches, an `early_stopping` text at an early stop, the job file as text): "
+            "`tensorboard --logdir runs/`", used_by=_JOB,
             shown="on when tensorboardX is installed (`pip install 'distnet[tensorboard]'`)"),
-        Key("histograms_every", INT, None, "also a histogram of every weight in TensorBoard every N steps",
+        Key("histograms_every", INT, None, "also a histogram of every weight in TensorBoard every N steps, and of the initial "
+            "weights at step 0",
             **_POSITIVE, used_by="distnet.job.build_trainer", shown="off"),
+        Key("conv_algorithm", STR, "gemm", "the convolution layers' algorithm: `gemm` (im2col + matrix product), "
+            "`auto` (the fastest of `gemm`, `fft`, `winograd` for each layer's shape, measured once at start-up; "
+            "rank 0's choice on every worker), or `fft` / `winograd` forced on the layers they can compute "
+            "(stride 1; Winograd: 3x3 kernels). The algorithms agree to float rounding, not bitwise, so `auto` may "
+            "give other last bits at another batch size or worker count; `--set train.conv_algorithm=fft` forces "
+            "one for a run", choices=CONV_MODES, arg="conv_algorithm"),
         Key("early_stopping", TABLE, None, "a table, Keras's `EarlyStopping`: `metric` (`val_loss`, "
             "`val_accuracy`, `ema_val_loss`, `ema_val_accuracy`; default `val_loss`), `patience` (evaluations "
             "without improvement before stopping, default 0), `min_delta` (a smaller change is no improvement), "
@@ -152,8 +162,9 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("strategy", STR_OR_TABLE, "auto", "how the workers synchronise a step: a strategy's name or a table "
             "with its `type` and its options, e.g. `{type = \"zero1\", shared_memory = false}` (the strategies "
             "and their options are listed below). `\"auto\"` takes the strategy that prefers this job most "
-            "among those that take the options given: ZeRO-1 with two or more workers unless "
-            "`optimizer.clip_norm` is set or an option only `replicated` takes is. Results and checkpoints are "
+            "among those that take the options given: ZeRO-1 with two or more workers unless an option only "
+            "`replicated` takes is given (`optimizer.clip_norm` clips the whole gradient under every strategy). "
+            "Results and checkpoints are "
             "the same whichever runs, and a checkpoint resumes under any on any number of workers. Step times "
             "and memory of each: `benchmarks/README.md`", used_by="distnet.job.build_trainer"),
         Key("stall_timeout", FLOAT, 120.0, "seconds without progress from a worker before the job is stopped "

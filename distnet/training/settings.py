@@ -34,6 +34,9 @@ class TrainConfig:
         eval_batch_size: samples per forward pass in evaluations.
         strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any registered strategy.
         strategy_options: the strategy's own options, checked by it.
+        conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
+            (measured per layer shape at start-up, rank 0's choice on every rank) or one
+            forced (:mod:`distnet.nn.conv_choice`).
         config_text: the job file stored in every checkpoint.
     """
 
@@ -49,6 +52,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     strategy: str = "auto"
     strategy_options: dict = field(default_factory=dict)
+    conv_algorithm: str = "gemm"
     config_text: str = ""
 
     def __post_init__(self) -> None:

@@ -14,7 +14,9 @@ class EarlyStopping(Monitor, Hook):
     """Stop when ``monitor`` has not improved for ``patience`` evaluations.
 
     The evaluations are global (summed over every rank), so every rank decides
-    the same and stops at the same step.  Choose on the validation split
+    the same and stops at the same step.  Each improvement is logged as a
+    ``best`` record, the stop as an ``early_stopping`` record (``distnet plot``
+    and TensorBoard mark them).  Choose on the validation split
     (``[data] validation``), never on the test set.
 
     Args:
@@ -43,6 +45,7 @@ class EarlyStopping(Monitor, Hook):
 
     def on_evaluate(self, ctx, result: Mapping[str, Any]) -> None:
         if self.improved(result):
+            self.log_best(ctx)
             self.wait = 0
             if self.restore_best_weights:
                 self._best_weights = {v.name: np.array(v.numpy(), copy=True) for v in ctx.all_variables}

@@ -34,3 +34,4 @@ class KeepBest(Monitor, Hook):
         if ctx.comm.rank == 0:
             self.path = self._manager.save(state)
         ctx.comm.barrier()
+        self.log_best(ctx, checkpoint=self.path)

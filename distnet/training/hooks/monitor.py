@@ -30,6 +30,13 @@ class Monitor:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_step: int | None = None
 
+    def log_best(self, ctx, **fields: Any) -> None:
+        """A ``best`` record in ``metrics.jsonl`` (plots and TensorBoard mark the best step from it)."""
+        log = getattr(ctx, "logger", None)
+        if log is not None:
+            log.log("best", step=self.best_step, metric=self.monitor, value=self.best,
+                    by=type(self).__name__, **fields)
+
     def improved(self, result: Mapping[str, Any]) -> bool:
         if self.monitor not in result:
             names = sorted(k for k in result if k not in ("step", "epoch"))
