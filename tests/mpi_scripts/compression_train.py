@@ -7,7 +7,7 @@ usage: python compression_train.py OUT.npz [--compression none|float16] [--shard
 ``--blowup-at STEP``: at that step rank 0 plants 1e6 in one gradient element (5e5 once weighted by n_r / N):
 finite in float32, beyond float16's 65504, so inf on the wire.
 ``--job``: the trainer is built from a job text with
-``--set``-style overrides (``dist.compression=...``) by ``distnet.job.build_trainer``.
+``--set``-style overrides (``dist.strategy.compression=...``) by ``distnet.job.build_trainer``.
 Saves the parameters (``param:<name>``), the per-step ``finite`` flags and
 losses; prints ``rank R digest D compressor C`` on every rank.
 """
