@@ -168,8 +168,9 @@ def test_job_file_key_and_override():
     assert parse_job("", overrides=["dist.strategy.compression=float16"]).dist.strategy["compression"] == "float16"
     assert parse_job('[dist.strategy]\ncompression = "float16"\n',
                      overrides=["dist.strategy.compression=none"]).dist.strategy["compression"] == "none"
-    with pytest.warns(FutureWarning, match=r"job.toml:2: dist.compression is deprecated"):
+    with pytest.warns(FutureWarning, match=r"dist.compression is deprecated") as seen:
         assert parse_job('[dist]\ncompression = "float16"\n', "job.toml").dist.strategy == cfg.dist.strategy
+    assert (seen[0].filename, seen[0].lineno) == ("job.toml", 2)   # where the old key was written
     with pytest.raises(ConfigError, match=r"job.toml:2: dist.strategy.compression: unknown value 'fp16'.*float16"):
         parse_job('[dist.strategy]\ncompression = "fp16"\n', "job.toml")
     with pytest.raises(ConfigError, match=r"dist.strategy.compression: unknown value 'float17'; "
