@@ -51,7 +51,7 @@ class Hierarchical(Zero1):
 
     name = "hierarchical"
     options = (COMPRESSION,)   # across machines; inside one, shared memory always
-    job_defaults = MappingProxyType({})
+    job_defaults = MappingProxyType({})   # not ZeRO-1's: shared memory is how it works inside a machine
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  compression: str = "none") -> None:
