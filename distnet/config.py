@@ -33,12 +33,14 @@ import math
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from distnet import registry
 from distnet.errors import ConfigError
+from distnet.jobs.schema import BUILTIN_DATASETS, METRICS, SECTIONS, Section
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,8 +54,6 @@ __all__ = [
     "parse_override", "check_world_size", "dumps_toml", "BUILTIN_DATASETS",
 ]
 
-#: Dataset names ``[data] name`` accepts (paths go in ``[data] path``).
-BUILTIN_DATASETS = ("fashion_mnist", "mnist", "tabular_regression", "tabular_binary")
 
 # ---------------------------------------------------------------------------
 # The dataclasses: one per section, every field with its default.
@@ -86,14 +86,6 @@ class LossConfig:
 
 
 @dataclass
-class RegularizationConfig:
-    """``[regularization]``: weight decay, ``weight_decay * sum(l2_loss(v))`` over the trainable variables."""
-
-    weight_decay: float = 0.0
-    exclude_bias: bool = False
-
-
-@dataclass
 class OptimizerConfig:
     """``[optimizer]``: the optimizer's name and its hyper-parameters."""
 
@@ -111,77 +103,20 @@ class ScheduleConfig:
     params: dict = field(default_factory=dict)  # decay_steps, decay_rate, ...
 
 
-@dataclass
-class EMAConfig:
-    """``[ema]``: exponential moving average of the trainable weights."""
-
-    enabled: bool = False
-    decay: float = 0.999
-    num_updates: bool = True
-
-
-@dataclass
-class DataConfig:
-    """``[data]``: a built-in dataset by name, or a path (HDF5 file or IDX directory).
-
-    With a path to an IDX directory, ``name`` says which dataset it holds.
-    """
-
-    name: str | None = None
-    path: str | None = None
-    train_samples: int | None = None
-    test_samples: int | None = None
-    validation: float | None = None   # samples held out of the training data (>= 1) or a fraction
+def _section_class(section: Section) -> type:
+    """The dataclass of a plain section: one field per declared key, with its default."""
+    cls = make_dataclass(section.cls, [(k.name, Any, field(default=k.default)) for k in section.keys])
+    cls.__doc__ = f"``[{section.name}]``: {section.doc}."
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass
-class TrainConfig:
-    """``[train]``: batch, length of the run, evaluation and logging."""
-
-    batch_size: int = 100
-    epochs: int | None = None
-    steps: int | None = None
-    eval_every: int | None = None
-    eval_batch_size: int | None = None
-    log_every: int = 100
-    micro_batches: int = 1
-    early_stopping: dict | None = None   # {metric, patience, min_delta, mode, restore_best_weights}
-    tensorboard: bool | None = None      # None: when tensorboardX is installed
-    histograms_every: int | None = None  # weight histograms in TensorBoard every N steps
-    conv_algorithm: str | None = None    # None: "gemm" (distnet.nn.conv_choice.MODES)
-
-
-@dataclass
-class CheckpointConfig:
-    """``[checkpoint]``: where and how often the job is saved.
-
-    ``dir`` defaults to ``RUN_DIR/checkpoints``.  Without ``every`` the job
-    is saved at its end and on Ctrl-C; ``every = 0`` (``--set
-    checkpoint.every=0``) switches checkpoints off altogether, as ``dir = ""``
-    does (TF1's ``save_checkpoints_steps=None``: nothing is written).
-    """
-
-    dir: str | None = None
-    every: int | None = None
-    max_to_keep: int = 5
-    keep_best: str | None = None   # an evaluation metric: its best checkpoint is kept in DIR/best
-
-
-@dataclass
-class DistConfig:
-    """``[dist]``: how the workers synchronise, and failure detection across them."""
-
-    strategy: str | None = None   # None: "auto" (or what shard_optimizer says)
-    stall_timeout: float = 120.0
-    check_every: int | None = None
-    max_bad_steps: int | None = None
-    bucket_bytes: int | None = None
-    shard_optimizer: bool | None = None
-    shared_memory: bool | None = None   # None: "auto" (on when every worker is on one machine)
-    overlap: bool | None = None
-    compression: str | None = None   # None: "none" (float32 on the wire); "float16"
-    stop_grace: float | None = None   # None: distnet.stop.DEFAULT_GRACE seconds for a signalled stop
-    max_restarts: int | None = None   # None: 0 (the launcher restarts a failed job this many times)
+RegularizationConfig = _section_class(SECTIONS["regularization"])
+EMAConfig = _section_class(SECTIONS["ema"])
+DataConfig = _section_class(SECTIONS["data"])
+TrainConfig = _section_class(SECTIONS["train"])
+CheckpointConfig = _section_class(SECTIONS["checkpoint"])
+DistConfig = _section_class(SECTIONS["dist"])
 
 
 @dataclass
@@ -232,18 +167,10 @@ _TOP = {"name": _STR, "seed": _INT, "run_dir": _STR}
 _SECTIONS: dict[str, dict[str, str]] = {
     "model": {"layers": "a list of tables"},
     "loss": {"type": _STR},
-    "regularization": {"weight_decay": _FLOAT, "exclude_bias": _BOOL},
     "optimizer": {"name": _STR, "learning_rate": _FLOAT},  # + per-optimizer keys
     "schedule": {"type": _STR, "warmup_steps": _INT},      # + per-schedule keys
-    "ema": {"enabled": _BOOL, "decay": _FLOAT, "num_updates": _BOOL},
-    "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT, "validation": _FLOAT},
-    "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
-              "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT, "tensorboard": _BOOL,
-              "histograms_every": _INT, "early_stopping": _TABLE, "conv_algorithm": _STR},
-    "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT, "keep_best": _STR},
-    "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
-             "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
-             "overlap": _BOOL, "compression": _STR, "stop_grace": _FLOAT, "max_restarts": _INT},
+    # The plain sections, declared in distnet.jobs.schema:
+    **{name: {k.name: k.type for k in section.keys} for name, section in SECTIONS.items()},
 }
 
 
@@ -528,9 +455,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     chk.choice(cfg.loss.type, ("loss", "type"), job_losses())
 
     # [regularization]
-    chk.known(raw.get("regularization", {}), ("regularization",), _SECTIONS["regularization"])
-    simple("regularization", cfg.regularization)
-    chk.positive(cfg.regularization.weight_decay, ("regularization", "weight_decay"), allow_zero=True)
+    _plain(raw, "regularization", cfg.regularization, chk)
 
     # [optimizer]
     opt = raw.get("optimizer", {})
@@ -555,87 +480,149 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     cfg.schedule.params = _options(sched, schedule, ("schedule",), chk, f"the {schedule.name} schedule")
 
     # [ema]
-    ema = raw.get("ema", {})
-    chk.known(ema, ("ema",), _SECTIONS["ema"])
-    simple("ema", cfg.ema)
+    ema = _plain(raw, "ema", cfg.ema, chk)
     if "ema" in raw and "enabled" not in ema:
         cfg.ema.enabled = True  # an [ema] section switches it on
-    if not 0.0 < cfg.ema.decay < 1.0:
-        chk.fail(("ema", "decay"), f"must be in (0, 1), got {cfg.ema.decay}")
 
     # [data]
-    data = raw.get("data", {})
-    chk.known(data, ("data",), _SECTIONS["data"])
-    simple("data", cfg.data)
+    _plain(raw, "data", cfg.data, chk)
     from_cli = ("data", "path") in chk.loc.overridden  # a --set path is relative to the cwd
     _check_data(cfg.data, chk, None if from_cli else base_dir)
 
     # [train]
-    chk.known(raw.get("train", {}), ("train",), _SECTIONS["train"])
-    simple("train", cfg.train)
+    _plain(raw, "train", cfg.train, chk)
     t = cfg.train
-    for key in ("batch_size", "epochs", "steps", "eval_every", "eval_batch_size", "log_every",
-                "micro_batches", "histograms_every"):
-        chk.positive(getattr(t, key), ("train", key))
     if t.epochs is not None and t.steps is not None:
         chk.fail(("train", "steps"), f"set either train.epochs or train.steps, not both "
                  f"(got epochs = {t.epochs} and steps = {t.steps})")
     if t.epochs is None and t.steps is None:
         t.epochs = 1
-    if t.conv_algorithm is not None:
-        from distnet.nn.conv_choice import MODES
-
-        chk.choice(t.conv_algorithm, ("train", "conv_algorithm"), MODES)
     if t.micro_batches > t.batch_size:
         chk.fail(("train", "micro_batches"), f"must be <= train.batch_size ({t.batch_size}), "
                  f"got {t.micro_batches}")
 
     # [checkpoint]
-    chk.known(raw.get("checkpoint", {}), ("checkpoint",), _SECTIONS["checkpoint"])
-    simple("checkpoint", cfg.checkpoint)
-    chk.positive(cfg.checkpoint.every, ("checkpoint", "every"), allow_zero=True)  # 0: off
-    chk.positive(cfg.checkpoint.max_to_keep, ("checkpoint", "max_to_keep"))
+    _plain(raw, "checkpoint", cfg.checkpoint, chk)
     if cfg.checkpoint.every and cfg.checkpoint.dir == "":
         chk.fail(("checkpoint", "every"), "checkpoint.every needs checkpoints on, "
                  "but checkpoint.dir is \"\" (off)")
 
     # [dist]
-    chk.known(raw.get("dist", {}), ("dist",), _SECTIONS["dist"])
-    simple("dist", cfg.dist)
-    chk.positive(cfg.dist.stall_timeout, ("dist", "stall_timeout"))
-    chk.positive(cfg.dist.check_every, ("dist", "check_every"))
-    chk.positive(cfg.dist.max_bad_steps, ("dist", "max_bad_steps"))
-    chk.positive(cfg.dist.bucket_bytes, ("dist", "bucket_bytes"))
-    chk.positive(cfg.dist.stop_grace, ("dist", "stop_grace"))
-    chk.positive(cfg.dist.max_restarts, ("dist", "max_restarts"), allow_zero=True)
-    if cfg.dist.compression is not None:
-        from distnet.distributed.compression import COMPRESSIONS
-
-        chk.choice(cfg.dist.compression, ("dist", "compression"), COMPRESSIONS)
-    if cfg.dist.strategy is not None:
-        from distnet.distributed.strategies import all_strategies
-
-        chk.choice(cfg.dist.strategy, ("dist", "strategy"), ["auto", *all_strategies()])
-        said = {True: "zero1", False: "replicated", None: cfg.dist.strategy}[cfg.dist.shard_optimizer]
-        if cfg.dist.strategy != said:
-            chk.fail(("dist", "shard_optimizer"), f"Expect: no shard_optimizer with strategy = "
-                                                  f"'{cfg.dist.strategy}' Actual: shard_optimizer = "
-                                                  f"{str(cfg.dist.shard_optimizer).lower()} (it means '{said}')")
+    _plain(raw, "dist", cfg.dist, chk)
+    cfg.dist.strategy = _validate_strategy(cfg.dist.strategy, ("dist", "strategy"), chk)
     _check_selection(cfg, chk)
     return cfg
+
+
+def _plain(raw: dict, section: str, target: Any, chk: _Checker) -> dict:
+    """Validate a plain section into ``target`` from its declared keys (distnet.jobs.schema):
+    each value's type, then its choices and range.  Rules across keys are the caller's."""
+    table = raw.get(section, {})
+    declared = SECTIONS[section]
+    chk.known(table, (section,), [k.name for k in declared.keys])
+    for key in declared.keys:
+        if key.name not in table:
+            continue
+        where = (section, key.name)
+        value = chk.typed(table[key.name], where, key.type)
+        if key.choices:
+            value = chk.choice(value.lower().replace("-", "_"), where, key.choices)
+        if (key.low is not None or key.high is not None) and not key.in_range(value):
+            chk.fail(where, f"must be {key.range_text()}, got {value}")
+        setattr(target, key.name, value)
+    return table
+
+
+def _validate_strategy(spec: Any, path: tuple, chk: _Checker) -> str | dict:
+    """``"zero1"`` or ``{type = "zero1", shared_memory = true}`` (no ``type``: ``"auto"``): the name, checked, and the options
+    the named strategy (or, for ``"auto"``, some strategy) declares, checked as it declares them.
+
+    Returns the name alone when no option is given, else the table with ``type`` first.
+    """
+    from distnet.distributed.strategies import all_strategies
+
+    known = all_strategies()
+    table = {"type": spec} if isinstance(spec, str) else dict(spec)
+    table.setdefault("type", "auto")   # --set dist.strategy.compression=float16 on a job that names none
+    at = path if isinstance(spec, str) else path + ("type",)
+    name = chk.choice(chk.typed(table["type"], at, _STR).lower(), at, ["auto", *known])
+    takers = list(known.values()) if name == "auto" else [known[name]]
+    declared = {o.name: o for cls in takers for o in cls.options}
+    chk.known({k: v for k, v in table.items() if k != "type"}, path, declared)
+    out: dict[str, Any] = {"type": name}
+    for key, value in table.items():
+        if key == "type":
+            continue
+        opt, where = declared[key], path + (key,)
+        if opt.type == registry.BOOL_OR_AUTO:
+            if not (isinstance(value, bool) or value == "auto"):
+                chk.fail(where, f"expected {opt.type}, got {_describe(value)}")
+        else:
+            value = chk.typed(value, where, opt.type)
+        if opt.choices:
+            value = chk.choice(value.lower(), where, opt.choices)
+        if (opt.low is not None or opt.high is not None) and not opt.in_range(value):
+            chk.fail(where, f"must be {opt.range_text()}, got {value}")
+        out[key] = value
+    return name if len(out) == 1 else out
+
+
+def strategy_spec(spec: str | Mapping) -> tuple[str, dict]:
+    """``(name, options asked for)`` of a validated ``[dist] strategy``."""
+    if isinstance(spec, str):
+        return spec, {}
+    return spec["type"], {k: v for k, v in spec.items() if k != "type"}
+
+
+#: Keys of earlier job files and where each lives now: the ONE mapping from the old layout.
+#: The strategy's options were flat keys of [dist]; shard_optimizer named the strategy.
+_MOVED = {("dist", key): ("dist", "strategy", key) for key in ("bucket_bytes", "overlap", "compression",
+                                                               "shared_memory")}
+_MOVED[("dist", "shard_optimizer")] = ("dist", "strategy", "type")
+
+
+def _upgrade(raw: dict, chk: _Checker) -> dict:
+    """The job in today's layout, each old key moved where :data:`_MOVED` says, with one
+    deprecation line per key naming where it goes now."""
+    for old, new in _MOVED.items():
+        table = raw.get(old[0])
+        if not isinstance(table, dict) or old[1] not in table:
+            continue
+        value = table.pop(old[1])
+        spec = table.get("strategy", "auto")
+        spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+        if old[1] == "shard_optimizer":
+            value = chk.typed(value, old, _BOOL)
+            said = "zero1" if value else "replicated"
+            if spec.get("type", "auto") not in ("auto", said):
+                chk.fail(old, f"Expect: no shard_optimizer with strategy = '{spec['type']}' Actual: "
+                              f"shard_optimizer = {str(value).lower()} (it means '{said}')")
+            hint = f'strategy = "{said}"'
+            spec["type"] = said
+        else:
+            hint = f"strategy = {{type = \"{spec.get('type', 'auto')}\", {old[1]} = {_toml_value(value)}}}"
+            spec.setdefault("type", "auto")
+            spec[new[-1]] = value
+        table["strategy"] = spec
+        # One line naming the key where it was written (the job file's line, or the --set).
+        where = chk.loc.where(old)
+        file, _, line = where.rpartition(":")
+        if where.startswith("--set") or not line.isdigit():
+            file, line = where or "<job>", "0"
+        warnings.warn_explicit(f"{_dotted(old)} is deprecated: write [dist] {hint}", FutureWarning, file, int(line))
+    return raw
 
 
 #: [train] early_stopping's keys and types (Keras's EarlyStopping arguments).
 _EARLY_STOPPING = {"metric": _STR, "patience": _INT, "min_delta": _FLOAT, "mode": _STR,
                    "restore_best_weights": _BOOL}
-_METRICS = ("val_loss", "val_accuracy", "val_mae", "ema_val_loss", "ema_val_accuracy", "ema_val_mae")
 
 
 def _task_metrics(cfg: JobConfig) -> tuple[str, ...]:
     """The metrics the job's evaluations give: a regression loss gives ``mae``, the others ``accuracy``."""
     found = registry.lookup("loss", cfg.loss.type)
     other = "accuracy" if found is not None and found.info.get("outputs") == "values" else "mae"
-    return tuple(m for m in _METRICS if not m.endswith(other))
+    return tuple(m for m in METRICS if not m.endswith(other))
 
 
 def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
@@ -774,8 +761,6 @@ def _check_model_order(layers: list[dict], chk: _Checker) -> None:
 
 
 def _check_data(d: DataConfig, chk: _Checker, base_dir: Path | None) -> None:
-    if d.name is not None:
-        d.name = chk.choice(d.name.lower().replace("-", "_"), ("data", "name"), BUILTIN_DATASETS)
     if d.path == "":
         d.path = None  # data.path = "" clears a path (e.g. --set data.path="")
     if d.path is not None:
@@ -852,6 +837,7 @@ def parse_job(text: str, filename: str | None = None, overrides: Iterable[str] =
         raise ConfigError(f"{filename or '<job>'}: not valid TOML: {exc}") from None
     raw = apply_overrides(raw, overrides)
     chk = _Checker(_Locator(text, filename, overrides))
+    raw = _upgrade(raw, chk)
     cfg = _validate(raw, chk, Path(base_dir) if base_dir is not None else None)
     cfg.source = filename or "<job>"
     if cfg.run_dir is None:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from distnet import registry
-from distnet.config import JobConfig, check_world_size, parse_job
+from distnet.config import JobConfig, check_world_size, parse_job, strategy_spec
 from distnet.data.split import Subset
+from distnet.jobs.schema import SECTIONS
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
@@ -267,7 +268,6 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
     train, test = data if data is not None else load_data(cfg)
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     t = cfg.train
-    d = cfg.dist
     validation, hooks = None, []
     if cfg.data.validation is not None:
         from distnet.data import validation_split
@@ -294,31 +294,42 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         from distnet.training.hooks.histograms import Histograms
 
         hooks.append(Histograms(t.histograms_every))
-    kwargs = dict(
-        eval_data=test, validation_data=validation, hooks=hooks, global_batch_size=t.batch_size, epochs=t.epochs,
-        steps=t.steps, ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates,
-        weight_decay=cfg.regularization.weight_decay, weight_decay_exclude_bias=cfg.regularization.exclude_bias,
-        micro_batches=t.micro_batches, conv_algorithm=t.conv_algorithm, seed=cfg.seed, comm=comm,
-        eval_every=t.eval_every,
-        eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
-        checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
-        config_text=cfg.to_toml(), trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,
-        max_bad_steps=d.max_bad_steps,
-        # Unset: automatic -- ZeRO-1 on two or more workers where the job allows it.
-        strategy=d.strategy or {True: "zero1", False: "replicated", None: "auto"}[d.shard_optimizer],
-        bucket_bytes=d.bucket_bytes, overlap=d.overlap, compression=d.compression,
-        # Unset: shared memory wherever ZeRO-1 can use it (one machine); the
-        # job's own code writes the weights only inside the trainer.
-        shared_memory="auto" if d.shared_memory is None else d.shared_memory,
+    optimizer = build_optimizer(cfg)
+    kwargs = trainer_keywords(cfg)   # every key declared with a Trainer keyword, as it is
+    try:
+        strategy, strategy_options = _strategy(cfg, comm, optimizer)
+    except InvalidArgumentError as exc:
+        raise ConfigError(f"{cfg.source}: dist.strategy: {exc}") from None
+    kwargs.update(
+        eval_data=test, validation_data=validation, hooks=hooks, ema=build_ema(cfg), seed=cfg.seed, comm=comm,
+        checkpoint_dir=checkpoint_dir(cfg, run_dir), config_text=cfg.to_toml(), trace=trace,
+        strategy=strategy, strategy_options=strategy_options,
         # The metrics-log hook owns the logger: it starts and closes it.
         logger=MetricsLog(logger, **(log_info or {})) if logger is not None else None,
     )
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("eval_data", "epochs", "steps", "ema",
-                                                                        "checkpoint_dir", "logger")}
     try:
-        return Trainer(build_model(cfg), cfg.loss.type, build_optimizer(cfg), train, **kwargs)
+        return Trainer(build_model(cfg), cfg.loss.type, optimizer, train, **kwargs)
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: {exc}") from None
+
+
+def trainer_keywords(cfg: JobConfig) -> dict:
+    """``{Trainer keyword: value}`` of every plain key declared with one (``Key.arg``)."""
+    return {key.arg: getattr(getattr(cfg, name), key.name)
+            for name, section in SECTIONS.items() for key in section.keys if key.arg}
+
+
+def _strategy(cfg: JobConfig, comm, optimizer) -> tuple[str, dict]:
+    """The strategy the job runs and the options it asked for, with the strategy's job defaults.
+
+    ``"auto"`` is resolved here, among the strategies that take the options
+    given, so that the chosen one's job defaults can apply.
+    """
+    from distnet.distributed.strategies import strategy_class
+
+    name, asked = strategy_spec(cfg.dist.strategy)
+    cls, _ = strategy_class(name, comm, optimizer, asked)
+    return cls.name, {**cls.job_defaults, **asked}
 
 
 def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = False,

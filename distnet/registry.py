@@ -26,7 +26,7 @@ from distnet.errors import InvalidArgumentError
 
 __all__ = ["Option", "Component", "REQUIRED", "KINDS", "register", "components", "names", "lookup", "make",
            "INT", "FLOAT", "BOOL", "STR", "TABLE", "INT_OR_PAIR", "INT_LIST", "NUMBER_LIST",
-           "STR_OR_TABLE"]
+           "STR_OR_TABLE", "BOOL_OR_AUTO"]
 
 # What a job-file value must be, as error messages say it ("expected an integer, got ...").
 INT = "an integer"
@@ -38,6 +38,7 @@ INT_OR_PAIR = "an integer or a pair of integers"
 INT_LIST = "a list of integers"
 NUMBER_LIST = "a list of numbers"
 STR_OR_TABLE = "a string or a table"
+BOOL_OR_AUTO = 'true, false or "auto"'
 
 
 class _Required:

@@ -1,6 +1,9 @@
-"""The tables of ``docs/jobs.md`` that list the components, written from :mod:`distnet.registry`.
+"""The tables of ``docs/jobs.md`` that list the components, the keys and the strategies.
 
-Each table sits between two marker lines that name its kind::
+Written from :mod:`distnet.registry` (a component kind), :mod:`distnet.jobs.schema`
+(a plain section's keys: ``<!-- registry: train -->``) and the strategies'
+own option declarations (``<!-- registry: strategy -->``).  Each table sits
+between two marker lines that name what it lists::
 
     <!-- registry: optimizer -->
     | name | keys (default) | update (TF1) |
@@ -24,7 +27,7 @@ from typing import Any
 from distnet import registry
 from distnet.registry import Component, Option
 
-__all__ = ["render", "update", "main"]
+__all__ = ["render", "render_section", "render_strategies", "update", "main"]
 
 _BLOCK = re.compile(r"(<!-- registry: (\w+) -->\n)(.*?)(<!-- end registry -->)", re.S)
 
@@ -119,6 +122,47 @@ def _group_options(components: list[Component] | tuple[Component, ...], group: s
     return out
 
 
+def _default(key: Option) -> str:
+    shown = getattr(key, "shown", "")
+    if shown:
+        return shown
+    return "none" if key.default is None else f"`{_value(key.default)}`"
+
+
+def _meaning(opt: Option) -> str:
+    extra = opt.range_text()
+    return opt.doc + (f" ({extra})" if extra else "")
+
+
+def render_section(name: str) -> str:
+    """The Markdown table of a plain section's keys (:data:`distnet.jobs.schema.SECTIONS`)."""
+    from distnet.jobs.schema import SECTIONS
+
+    lines = ["| key | meaning | default |", "|---|---|---|"]
+    lines += [f"| `{k.name}` | {_meaning(k)} | {_default(k)} |" for k in SECTIONS[name].keys]
+    return "\n".join(lines) + "\n"
+
+
+def render_strategies() -> str:
+    """Every strategy and its own options (the keys of ``[dist] strategy = {type = ..., ...}``)."""
+    from distnet.distributed.strategies import all_strategies
+
+    lines = []
+    for name, cls in all_strategies().items():
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        lines += [f'`"{name}"`: {summary}', ""]
+        if not cls.options:
+            lines += ["No options.", ""]
+            continue
+        lines += ["| option | meaning | default |", "|---|---|---|"]
+        for opt in cls.options:
+            default = cls.job_defaults.get(opt.name, opt.default)
+            lines.append(f"| `{opt.name}` | {_meaning(opt)} | "
+                         f"{'none' if default is None else f'`{_value(default)}`'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def update(text: str) -> str:
     """``text`` with every marked table rewritten from the registry.
 
@@ -126,9 +170,16 @@ def update(text: str) -> str:
         ValueError: a marker names no kind the registry has.
     """
     def block(m: re.Match) -> str:
+        from distnet.jobs.schema import SECTIONS
+
         kind = m.group(2)
+        if kind == "strategy":
+            return m.group(1) + render_strategies() + m.group(4)
+        if kind in SECTIONS:
+            return m.group(1) + render_section(kind) + m.group(4)
         if kind not in registry.KINDS:
-            raise ValueError(f"<!-- registry: {kind} -->: Expect: one of {list(registry.KINDS)} Actual: {kind!r}")
+            raise ValueError(f"<!-- registry: {kind} -->: Expect: one of {list(registry.KINDS)}, "
+                             f"{list(SECTIONS)} or 'strategy' Actual: {kind!r}")
         return m.group(1) + render(kind) + m.group(4)
 
     return _BLOCK.sub(block, text)

@@ -109,8 +109,9 @@ def main() -> int:
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
-    options = {"bucket_bytes": args.bucket,
-               "strategy": args.strategy or ("zero1" if args.shard else "replicated")}
+    options = {"strategy": args.strategy or ("zero1" if args.shard else "replicated")}
+    if args.bucket is not None:   # an option given is an option asked for
+        options["bucket_bytes"] = args.bucket
     if args.overlap is not None:
         options["overlap"] = bool(args.overlap)
     trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)
