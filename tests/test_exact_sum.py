@@ -7,14 +7,20 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from mpi_util import run_mpi
 
 from distnet.distributed.exact_sum import (
-    ZERO_EXPONENT, dequantize, empty_exponents, exact_allreduce, fraction_bits, local_exponents,
-    nonfinite_counts, quantize,
+    ZERO_EXPONENT,
+    dequantize,
+    empty_exponents,
+    exact_allreduce,
+    fraction_bits,
+    local_exponents,
+    nonfinite_counts,
+    quantize,
 )
 from distnet.distributed.single import SingleCommunicator
 from distnet.errors import DTypeError, InvalidArgumentError
-from mpi_util import run_mpi
 
 
 def simulated(ranks: list, count: int, starts=None) -> np.ndarray:

@@ -55,7 +55,7 @@ overflow to infinity).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,8 +10,8 @@ the same on every rank and for any number of ranks.  Prints ``DIGEST <hex>``,
 import hashlib
 
 import numpy as np
-
 from _common import say
+
 from distnet.distributed import block_counts, get_communicator, install_abort_hook
 from distnet.distributed.exact_sum import exact_allreduce
 
