@@ -40,7 +40,7 @@ def simulated(ranks: list, count: int, starts=None) -> np.ndarray:
 
 def exact_f32(column) -> np.float32:
     """The correctly rounded float32 of the exact sum (Fraction, then a round-half-even to 24 bits)."""
-    s = sum((Fraction(float(v)) for v in column), Fraction(0))
+    s = sum((v if isinstance(v, Fraction) else Fraction(float(v)) for v in column), Fraction(0))
     if s == 0:
         return np.float32(0)
     # float64 first cannot double-round wrongly only if exact: check it and fall back to a manual rounding.
@@ -212,3 +212,36 @@ def test_mpi_ranks_give_the_bits_of_one_process(nprocs):
     digests = run.values("DIGEST")
     assert len(digests) == nprocs and len(set(digests)) == 1, run.describe()
     assert digests[0] == one.values("DIGEST")[0], run.describe() + one.describe()
+
+
+def test_conversion_back_is_one_rounding():
+    # int64 sums near rounding midpoints of float32, where float64 first then float32 rounds twice
+    rng = np.random.default_rng(5)
+    frac = 40
+    vals = []
+    for k in range(20, 63):
+        base = int(rng.integers(1 << (k - 1), 1 << k))
+        shift = max(k - 24, 0)
+        mid = ((base >> shift) << shift) + ((1 << shift) >> 1)          # a float32 midpoint
+        vals += [mid, mid + 1, mid - 1, -mid, -mid - 1, base, -base]
+    vals = [v for v in vals if abs(v) <= 2 ** 62]
+    acc = np.array(vals, np.int64)
+    e = np.array([0, 0], np.int64)                     # E = 0: value = acc * 2**-40
+    got = dequantize(acc, e, frac)
+    for v, g in zip(vals, got):
+        assert g == exact_f32([Fraction(v, 1 << frac)]), v
+
+
+def test_arrays_longer_than_a_chunk_give_the_bits_of_their_slices():
+    # the element-wise passes run chunk by chunk; slices that fit one chunk must agree with them
+    rng = np.random.default_rng(6)
+    n = 3 * (1 << 15) + 123
+    pieces = [(rng.standard_normal(n) * 2.0 ** rng.integers(-20, 20, n)).astype(np.float32) for _ in range(3)]
+    starts = [0, 5, 70_000]
+    e = local_exponents(pieces, starts)
+    frac = fraction_bits(3)
+    whole = dequantize(quantize(pieces, e, frac, starts), e, frac, starts)
+    for lo, hi in ((0, 5), (5, 40_000), (40_000, 70_000), (70_000, n)):
+        seg_e = np.array([e[0 if hi <= 5 else (1 if hi <= 70_000 else 2)], 0], np.int64)
+        part = dequantize(quantize([p[lo:hi] for p in pieces], seg_e, frac), seg_e, frac)
+        assert bits(part) == bits(whole[lo:hi]), (lo, hi)

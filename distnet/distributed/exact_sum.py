@@ -46,11 +46,12 @@ so the result is NaN where any summand is NaN or both infinities meet, +-inf
 where only one sign does, and the finite elements are summed exactly as
 usual — the same bits on any N, and a finite-check still sees the non-finite.
 
-Conversion back: the int64 sum is rounded to float64 *to odd* (truncate, set
-the last bit when inexact), scaled by a power of two (exact in float64) and
-rounded once to float32; round-to-odd to 53 bits followed by round-to-nearest
-to 24 bits is the single correct rounding (including float32 subnormals and
-overflow to infinity).
+Conversion back: the int64 sum goes to float64 exactly below 2**53 and
+above it with its low 11 bits folded into a sticky bit (which cannot move
+float32's rounding, see :func:`_to_float64_sticky`), is scaled by a power of
+two (exact in float64) and rounded once to float32: the single correct
+rounding of the exact sum (float32 subnormals and overflow to infinity
+included).
 """
 from __future__ import annotations
 
@@ -109,17 +110,18 @@ def local_exponents(pieces: Sequence[np.ndarray], starts: Sequence[int] | None =
     """
     size = _check_pieces(pieces)
     s = _starts(starts, size or 0)
-    out = np.full(s.size + 1, ZERO_EXPONENT, np.int64)
-    out[-1] = 0
+    out = empty_exponents(s.size)
     for p in pieces:
-        finite = np.isfinite(p)
-        if not finite.all():
+        if not p.size:
+            continue
+        # Two passes per piece; a NaN or an infinity shows in the segment's max or min.
+        biggest = np.maximum(np.maximum.reduceat(p, s), -np.minimum.reduceat(p, s))
+        if not np.isfinite(biggest).all():
             out[-1] = 1
-        mag = np.where(finite, np.abs(p), np.float32(0))
-        if mag.size:
+            mag = np.where(np.isfinite(p), np.abs(p), np.float32(0))
             biggest = np.maximum.reduceat(mag, s)
-            _, e = np.frexp(biggest)
-            out[:-1] = np.maximum(out[:-1], np.where(biggest > 0, e, ZERO_EXPONENT))
+        _, e = np.frexp(biggest)
+        out[:-1] = np.maximum(out[:-1], np.where(biggest > 0, e, ZERO_EXPONENT))
     return out
 
 
@@ -130,9 +132,17 @@ def empty_exponents(segments: int = 1) -> np.ndarray:
     return out
 
 
-def _per_element(exponents: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:
-    lengths = np.diff(np.append(starts, size))
-    return np.repeat(exponents[:-1], lengths)
+def _segments(exponents: np.ndarray, starts: np.ndarray, size: int):
+    """``(lo, hi, E)`` of each segment with a nonzero summand somewhere."""
+    ends = np.append(starts[1:], size)
+    for lo, hi, e in zip(starts.tolist(), ends.tolist(), exponents[:-1].tolist()):
+        if e != ZERO_EXPONENT:
+            yield lo, hi, e
+
+
+def _chunks(lo: int, hi: int):
+    for a in range(lo, hi, _CHUNK):
+        yield a, min(hi, a + _CHUNK)
 
 
 def quantize(pieces: Sequence[np.ndarray], exponents: np.ndarray, frac_bits: int,
@@ -153,11 +163,21 @@ def quantize(pieces: Sequence[np.ndarray], exponents: np.ndarray, frac_bits: int
     s = _starts(starts, size)
     if out is None:
         out = np.zeros(size, np.int64)
-    shift = (frac_bits - _per_element(exponents, s, size)).astype(np.int32)
-    for p in pieces:
-        x = np.where(np.isfinite(p), p, np.float32(0)).astype(np.float64)
-        # x * 2**shift is exact in float64 (24 significant bits) and below 2**F in magnitude.
-        out += np.rint(np.ldexp(x, shift)).astype(np.int64)
+    scaled = np.empty(min(size, _CHUNK), np.float64)
+    whole = np.empty(min(size, _CHUNK), np.int64)
+    pieces = [np.where(np.isfinite(p), p, np.float32(0)) if exponents[-1] and not np.isfinite(p).all() else p
+              for p in pieces]
+    for lo, hi, e in _segments(exponents, s, size):
+        # x * 2**(F - E) is exact in float64 (24 significant bits, F - E <= 210) and below 2**F;
+        # the scale is np.float64: a Python float would leave the product in float32.
+        scale = np.float64(2.0 ** (frac_bits - e))
+        for a, b in _chunks(lo, hi):
+            f, w = scaled[: b - a], whole[: b - a]
+            for p in pieces:
+                np.multiply(p[a:b], scale, out=f)
+                np.rint(f, out=f)
+                np.copyto(w, f, casting="unsafe")   # integral already: exact
+                out[a:b] += w
     return out
 
 
@@ -171,16 +191,26 @@ def nonfinite_counts(pieces: Sequence[np.ndarray], size: int) -> np.ndarray:
     return out
 
 
-def _to_float64_odd(acc: np.ndarray) -> np.ndarray:
-    """int64 -> float64 rounded to odd: truncated toward zero, last bit set when inexact."""
-    f = acc.astype(np.float64)
-    # A float64 that rounded away from zero steps back toward it; |f| <= 2**62 converts back exactly.
-    back = f.astype(np.int64)
-    away = np.abs(back) > np.abs(acc)
-    f = np.where(away, np.nextafter(f, 0.0), f)
-    inexact = f.astype(np.int64) != acc
-    bits = f.view(np.int64)
-    return np.where(inexact, bits | 1, bits).view(np.float64)
+#: Elements per chunk of the element-wise passes: a chunk's float64 and int64
+#: temporaries stay in cache across the passes instead of streaming through memory.
+_CHUNK = 1 << 15
+_EXACT = 1 << 53   # int64 below this in magnitude converts to float64 exactly
+_LOW = 2047
+
+
+def _to_float64_sticky(acc: np.ndarray) -> np.ndarray:
+    """int64 -> float64 that rounds to float32 as ``acc`` itself would (no double rounding).
+
+    Below 2**53 the conversion is exact.  Above, float32's spacing is at
+    least 2**30, so its rounding midpoints are multiples of 2048: ``acc`` and
+    ``(acc & ~2047) + 1024`` (exact in float64, 52 significant bits) lie in
+    the same open interval between multiples of 2048 whenever the low bits are
+    nonzero — a sticky bit — and so round alike.
+    """
+    low = acc & _LOW
+    sticky = (acc ^ low) | ((low != 0).astype(np.int64) << 10)
+    big = (acc >= _EXACT) | (acc <= -_EXACT)
+    return np.where(big, sticky, acc).astype(np.float64)
 
 
 def dequantize(acc: np.ndarray, exponents: np.ndarray, frac_bits: int, starts: Sequence[int] | None = None,
@@ -190,9 +220,13 @@ def dequantize(acc: np.ndarray, exponents: np.ndarray, frac_bits: int, starts: S
     if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim != 1:
         raise DTypeError(f"dequantize: Expect: a 1-d int64 array Actual: {getattr(acc, 'dtype', type(acc))}")
     s = _starts(starts, acc.size)
-    shift = (_per_element(exponents, s, acc.size) - frac_bits).astype(np.int32)
+    out = np.zeros(acc.size, np.float32)
     with np.errstate(over="ignore"):   # a sum beyond float32's range is +-inf, as IEEE rounding says
-        out = np.ldexp(_to_float64_odd(acc), shift).astype(np.float32)
+        for lo, hi, e in _segments(exponents, s, acc.size):
+            scale = 2.0 ** (e - frac_bits)
+            for a, b in _chunks(lo, hi):
+                # times a power of two: exact in float64; the cast to float32 is the one rounding
+                np.copyto(out[a:b], _to_float64_sticky(acc[a:b]) * scale, casting="same_kind")
     if counts is not None:
         mask = (1 << _FIELD) - 1
         nan = counts & mask
