@@ -39,6 +39,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from distnet.distributed import Replicated, get_communicator  # noqa: E402
+from distnet.distributed.strategies.base import reduce_arrays  # noqa: E402
 from distnet.tensor import Variable  # noqa: E402
 
 SHAPES = {
@@ -103,8 +104,8 @@ def main() -> None:
         def nonblocking():
             sink = nb.gradient_sink(accumulate=False, local_count=local_count, scalars=scalars)
             for i in reversed(range(len(nb_views))):
-                sink.final(i, nb_views[i])
-            return nb.reduce(None, local_count, scalars=scalars, global_count=global_count, prescaled=True)
+                sink(i, nb_views[i])
+            return nb.reduce(local_count, scalars=scalars, global_count=global_count)
 
         def fill_views():   # stands for a backward pass writing into the views: not timed
             for v, g in zip(views, grads):
@@ -112,17 +113,17 @@ def main() -> None:
 
         cases = {
             "bare": lambda: comm.allreduce_(bare),
-            "copy": lambda: sync.reduce(grads, local_count, scalars=scalars, global_count=global_count),
-            "views": lambda: sync.reduce(views, local_count, scalars=scalars, global_count=global_count),
-            "prescaled": lambda: sync.reduce(views, local_count, scalars=scalars, global_count=global_count,
+            "copy": lambda: reduce_arrays(sync, grads, local_count, scalars=scalars, global_count=global_count),
+            "views": lambda: reduce_arrays(sync, views, local_count, scalars=scalars, global_count=global_count),
+            "prescaled": lambda: reduce_arrays(sync, views, local_count, scalars=scalars, global_count=global_count,
                                            prescaled=True),
-            "N reduced": lambda: sync.reduce(grads, local_count, scalars=scalars),
+            "N reduced": lambda: reduce_arrays(sync, grads, local_count, scalars=scalars),
             "nonblock": nonblocking,
         }
         if args.f16 == "on" and size > 1:
             sync16 = Replicated(comm, variables, bucket_bytes=bucket_bytes,
                                           scalar_names=("loss_sum", "correct"), compression="float16")
-            cases["f16 copy"] = lambda: sync16.reduce(grads16, local_count, scalars=scalars, global_count=global_count)
+            cases["f16 copy"] = lambda: reduce_arrays(sync16, grads16, local_count, scalars=scalars, global_count=global_count)
         times: dict = {k: [] for k in cases}
         for i in range(args.warmup + args.repeats):
             for name, fn in cases.items():   # interleaved: noise hits every case alike
@@ -167,12 +168,12 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
     syncs = {"none": sharded("none", False), "float16": sharded("float16", False), "shm": sharded("none", "auto")}
 
     def with_gather(sync, g):
-        sync.reduce(g, local_count, global_count=global_count)
+        reduce_arrays(sync, g, local_count, global_count=global_count)
         sync.gather_params()
 
     cases = {"bare": lambda: comm.allreduce_(bare),
-             "zero1 rs": lambda: syncs["none"].reduce(grads, local_count, global_count=global_count),
-             "zero1 f16": lambda: syncs["float16"].reduce(grads16, local_count, global_count=global_count),
+             "zero1 rs": lambda: reduce_arrays(syncs["none"], grads, local_count, global_count=global_count),
+             "zero1 f16": lambda: reduce_arrays(syncs["float16"], grads16, local_count, global_count=global_count),
              "rs+ag": lambda: with_gather(syncs["none"], grads),
              "shm rs+ag" if syncs["shm"].shared else "(no shm)": lambda: with_gather(syncs["shm"], grads)}
     times: dict = {k: [] for k in cases}

@@ -36,8 +36,8 @@ class Op:
     ``outs[i]`` is an array of input ``i``'s shape and gradient dtype, or
     None; it returns what :meth:`backward` returns, with ``outs[i]`` itself
     where it wrote that gradient there.  :func:`gradients` calls it when a
-    leaf's gradient goes into a sink's destination array, saving the copy;
-    an op without it is simply copied from.
+    leaf's gradient is to be built in a caller's ``out`` array, saving the
+    copy; an op without it is simply copied from.
     """
 
     __slots__ = ()
@@ -101,7 +101,8 @@ def _topological_order(root: "Tensor") -> list:
     return order
 
 
-def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero", *, sink=None) -> list | None:
+def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero", *,
+              on_leaf=None, out=None) -> list | None:
     """Gradients of the scalar ``ys`` with respect to each tensor in ``xs``.
 
     TF1's ``tf.gradients`` for a scalar: returns a list of numpy arrays in the
@@ -115,17 +116,27 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
       unconnected_gradients: TF's option: ``"zero"`` (default) gives zeros for
         a tensor ``ys`` does not depend on, ``"none"`` gives ``None`` and
         allocates nothing.
-      sink: where the gradients go instead of the returned list (the
-        training strategies' buffers; see
-        :class:`~distnet.distributed.strategies.base.GradientSink`), for
-        distinct leaf tensors ``xs``: ``sink.destination(i)`` is an array
-        the gradient of ``xs[i]`` may be built in (or None), and
-        ``sink.final(i, g)`` is called as soon as that gradient is complete
-        (every use of ``xs[i]`` processed), before the rest of the walk.
+      on_leaf: the one hook: ``on_leaf(i, g)`` is called once per ``xs[i]``
+        (distinct leaf tensors, e.g. variables) as soon as its gradient ``g``
+        is complete -- every use of ``xs[i]`` processed -- before the rest
+        of the walk (``g`` is None where ``ys`` does not depend on
+        ``xs[i]``).  The gradients are then handed over instead of returned:
+        the training strategies land them in their buffers and may start
+        reducing them while backward goes on
+        (:class:`~distnet.distributed.strategies.base.GradientSink`).  ``g``
+        may be an array the walk shares with another gradient: read or copy
+        it, never write it -- unless it is ``out[i]``.
+      out: like numpy's ``out=``: arrays (or None entries), one per
+        ``xs[i]`` (distinct leaves), to build the gradients in -- the first
+        contribution written there (by the op itself when it has
+        ``backward_out``, e.g. a matmul's BLAS call), later ones added in
+        place, so a large gradient needs no temporary and no copy (the
+        strategies pass their buffer's views).  Where ``ys`` does not depend
+        on ``xs[i]``, ``out[i]`` is left as it was.
 
     Returns:
       ``list[np.ndarray]``, each of its tensor's shape and dtype, writeable
-      and distinct from the other returned arrays; None with a ``sink``.
+      and distinct from the other returned arrays; None with ``on_leaf``.
 
     Raises:
       StaleGradientError: ``ys`` was computed from a variable written since
@@ -136,22 +147,7 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
       >>> distnet.gradients(distnet.reduce_sum(x * x), [x])
       [array([2., 4.], dtype=float32)]
     """
-    if not isinstance(ys, Tensor):
-        raise DTypeError(f"gradients: ys must be a Tensor, got {type(ys).__name__}")
-    if ys.data.size != 1:
-        raise ShapeError(
-            "gradients: ys must be a scalar (one element). "
-            f"Expect: shape () Actual: shape {ys.shape}; reduce it first, "
-            "e.g. with distnet.reduce_sum or distnet.reduce_mean"
-        )
-    if unconnected_gradients not in ("zero", "none"):
-        raise InvalidArgumentError(
-            f"gradients: unconnected_gradients must be 'zero' or 'none', got {unconnected_gradients!r}")
-    xs = [xs] if isinstance(xs, Tensor) else list(xs)
-    for i, x in enumerate(xs):
-        if not isinstance(x, Tensor):
-            raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
-
+    xs = _checked_args(ys, xs, unconnected_gradients, out)
     order = _topological_order(ys)
     wanted = set(xs)
     # needs[t]: t is requested or lies downstream of a requested tensor.
@@ -161,24 +157,12 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
         for var, version in node._read:
             if var._version != version:
                 _stale(var, version)
+    # With the hook: each leaf's uses still to process (its gradient is complete at 0).
+    index = _leaf_index(xs) if on_leaf is not None or out is not None else {}
+    pending = _uses(order, [x for x in index if x in needs]) if on_leaf is not None else {}
+    dests = {} if out is None else {x: out[i] for x, i in index.items() if out[i] is not None}
 
     found: dict = {}
-    # With a sink: each leaf's uses still to process (its gradient is final at 0)
-    # and the arrays its gradient may be built in.
-    pending: dict = {}
-    dests: dict = {}
-    if sink is not None:
-        index = _sink_index(xs)
-        pending = {x: 0 for x in index if x in needs}
-        for node in order:
-            for p in node._parents:
-                if p in pending:
-                    pending[p] += 1
-        for x, i in index.items():
-            d = sink.destination(i)
-            if d is not None:
-                dests[x] = d
-
     if needs[ys]:
         seed = np.ones(ys.shape, dtype=_grad_dtype(ys)) if grad_ys is None else \
             np.asarray(grad_ys, dtype=_grad_dtype(ys)).reshape(ys.shape)
@@ -195,15 +179,43 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
             for parent in parents:
                 if parent in pending:
                     pending[parent] -= 1
-                    if pending[parent] == 0:   # every use behind: final
+                    if pending[parent] == 0:   # every use behind: complete
                         del pending[parent]
-                        sink.final(index[parent], grads.pop(parent, None))
+                        on_leaf(index[parent], grads.pop(parent, None))
         del grads
-    if sink is not None:
+    if on_leaf is not None:
         for x, i in index.items():
             if x in pending or x not in needs:   # ys itself, or unconnected
-                sink.final(i, found.get(x))
+                on_leaf(i, found.get(x))
         return None
+    return _handed_out(xs, found, unconnected_gradients)
+
+
+def _checked_args(ys, xs, unconnected_gradients: str, out) -> list:
+    """``xs`` as a list, after checking every argument of :func:`gradients`."""
+    if not isinstance(ys, Tensor):
+        raise DTypeError(f"gradients: ys must be a Tensor, got {type(ys).__name__}")
+    if ys.data.size != 1:
+        raise ShapeError(
+            "gradients: ys must be a scalar (one element). "
+            f"Expect: shape () Actual: shape {ys.shape}; reduce it first, "
+            "e.g. with distnet.reduce_sum or distnet.reduce_mean"
+        )
+    if unconnected_gradients not in ("zero", "none"):
+        raise InvalidArgumentError(
+            f"gradients: unconnected_gradients must be 'zero' or 'none', got {unconnected_gradients!r}")
+    xs = [xs] if isinstance(xs, Tensor) else list(xs)
+    for i, x in enumerate(xs):
+        if not isinstance(x, Tensor):
+            raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
+    if out is not None and len(out) != len(xs):
+        raise InvalidArgumentError(f"gradients: out: Expect: one array (or None) per x, {len(xs)} "
+                                   f"Actual: {len(out)}")
+    return xs
+
+
+def _handed_out(xs: list, found: dict, unconnected_gradients: str) -> list:
+    """The returned list: each x's gradient in its dtype, zeros (or None) where unconnected."""
     result = []
     handed_out: set[int] = set()
     for x in xs:
@@ -229,16 +241,14 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
 def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads: dict, dests: dict) -> None:
     """Run ``op``'s backward and add each input's gradient to ``grads``.
 
-    A leaf with a destination array (``dests``) gets its first contribution
+    A leaf with an ``out`` array (``dests``) gets its first contribution
     written there (by the op itself when it has ``backward_out``) and the
     later ones added in place; other tensors sum their contributions.
     """
     pgrads = None
     if dests and op.backward_out is not None:
-        outs, given = [], set()
-        for p, need in zip(parents, parent_needs):
-            outs.append(dests.get(p) if need and p not in grads and p not in given else None)
-            given.add(p)
+        outs = [dests.get(p) if need and p not in grads and p not in parents[:k] else None
+                for k, (p, need) in enumerate(zip(parents, parent_needs))]
         if any(d is not None for d in outs):
             pgrads = op.backward_out(g, parent_needs, tuple(outs))
     if pgrads is None:
@@ -272,17 +282,28 @@ def _stale(var, version: int) -> None:
         "programs, distnet.compat.v1 (graph mode)")
 
 
-def _sink_index(xs: list) -> dict:
-    """``{tensor: position}`` for ``gradients(sink=)``: distinct leaves only."""
+def _leaf_index(xs: list) -> dict:
+    """``{tensor: position}`` for ``gradients(on_leaf=, out=)``: distinct leaves only."""
     index: dict = {}
     for i, x in enumerate(xs):
         if x._op is not None:
-            raise InvalidArgumentError(f"gradients: sink: Expect: leaf tensors (variables) Actual: xs[{i}] "
+            raise InvalidArgumentError(f"gradients: on_leaf/out: Expect: leaf tensors (variables) Actual: xs[{i}] "
                                        f"is the output of {type(x._op).__name__}")
         if x in index:
-            raise InvalidArgumentError(f"gradients: sink: xs[{i}] is also xs[{index[x]}]; Expect: each tensor once")
+            raise InvalidArgumentError(f"gradients: on_leaf/out: xs[{i}] is also xs[{index[x]}]; "
+                                       "Expect: each tensor once")
         index[x] = i
     return index
+
+
+def _uses(order: list, leaves: list) -> dict:
+    """``{leaf: number of edges from it into the graph}`` for ``leaves`` (all in the graph)."""
+    uses = {x: 0 for x in leaves}
+    for node in order:
+        for p in node._parents:
+            if p in uses:
+                uses[p] += 1
+    return uses
 
 
 def _grad_dtype(t: "Tensor") -> np.dtype:

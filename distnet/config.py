@@ -731,7 +731,8 @@ def _validate_initializer(spec: Any, path: tuple, chk: _Checker) -> Any:
 
 
 def _check_model_order(layers: list[dict], chk: _Checker) -> None:
-    """Image layers come before the first flattening one; the last layer gives the logits."""
+    """Image layers come before the first flattening one; a recurrent layer comes after a reshape (or
+    an embedding); the last layer gives the logits."""
     kinds = registry.components("layer")
     flattening = "/".join(c.name for c in kinds if c.info.get("flat_output"))
     flat = False
@@ -742,6 +743,11 @@ def _check_model_order(layers: list[dict], chk: _Checker) -> None:
                      f"(NHWC) but comes after a {flattening} layer")
         if info.get("flat_output"):
             flat = True
+        if info.get("sequence_input") and not any(registry.lookup("layer", before["type"]).info.get(
+                "sequence_output") for before in layers[:i]):
+            chk.fail(("model", "layers", i, "type"), f"a {layer['type']} layer takes [batch, time, features]: "
+                     "put a reshape layer before it (e.g. target_shape = [28, 28] to read 28x28 images row by "
+                     "row) or an embedding")
     last = layers[-1]
     if not registry.lookup("layer", last["type"]).info.get("gives_logits"):
         logits = " or ".join(c.name for c in kinds if c.info.get("gives_logits"))

@@ -179,6 +179,48 @@ class HeNormal:
         return "he_normal"
 
 
+class RandomUniform:
+    """Uniform(minval, maxval); Keras' defaults ±0.05 (its ``Embedding``'s ``"uniform"``)."""
+
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05):
+        if not (np.isfinite(minval) and np.isfinite(maxval)) or not minval < maxval:
+            raise InvalidArgumentError(f"random_uniform: Expect: finite minval < maxval Actual: {minval!r}, "
+                                       f"{maxval!r}")
+        self.minval, self.maxval = float(minval), float(maxval)
+
+    def __call__(self, shape, dtype=np.float32, rng=None) -> np.ndarray:
+        return _rng(rng).uniform(self.minval, self.maxval, size=_shape(shape)).astype(_dtype(dtype))
+
+    def __repr__(self) -> str:
+        return f"random_uniform(minval={self.minval}, maxval={self.maxval})"
+
+
+class Orthogonal:
+    """An orthogonal matrix (Keras' default ``recurrent_initializer``): the Q of a normal draw's QR
+    decomposition, its columns' signs fixed by R's diagonal (so Q is uniformly distributed),
+    times ``gain``.  A shape of rank > 2 is flattened to ``(prod(shape[:-1]), shape[-1])``."""
+
+    def __init__(self, gain: float = 1.0):
+        if not np.isfinite(gain):
+            raise InvalidArgumentError(f"orthogonal: gain must be finite, got {gain!r}")
+        self.gain = float(gain)
+
+    def __call__(self, shape, dtype=np.float32, rng=None) -> np.ndarray:
+        shape = _shape(shape)
+        if len(shape) < 2:
+            raise InvalidArgumentError(f"orthogonal: Expect: a shape of rank >= 2 Actual: {shape}")
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = _rng(rng).standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        return (self.gain * q).reshape(shape).astype(_dtype(dtype))
+
+    def __repr__(self) -> str:
+        return f"orthogonal(gain={self.gain})"
+
+
 zeros = register("initializer", "zeros", doc="all zeros")(Zeros())
 ones = register("initializer", "ones", doc="all ones")(Ones())
 glorot_uniform = register("initializer", "glorot_uniform",
@@ -215,6 +257,21 @@ def truncated_normal(mean: float = 0.0, stddev: float = 1.0) -> TruncatedNormal:
     return TruncatedNormal(mean, stddev)
 
 
+@register("initializer", "random_uniform", Option("minval", FLOAT, -0.05, "the lower bound"),
+          Option("maxval", FLOAT, 0.05, "the upper bound (> minval)"),
+          aliases=("uniform",), doc="uniform draws in `[minval, maxval)` (Keras' defaults ±0.05)")
+def random_uniform(minval: float = -0.05, maxval: float = 0.05) -> RandomUniform:
+    """Uniform(minval, maxval) initializer (Keras' ``RandomUniform``; the Embedding's default)."""
+    return RandomUniform(minval, maxval)
+
+
+@register("initializer", "orthogonal", Option("gain", FLOAT, 1.0, "multiplies the orthogonal matrix"),
+          doc="an orthogonal matrix times `gain` (Keras' default recurrent kernel)")
+def orthogonal(gain: float = 1.0) -> Orthogonal:
+    """Orthogonal initializer (Keras' ``Orthogonal``, the LSTM's and GRU's recurrent kernel)."""
+    return Orthogonal(gain)
+
+
 def get(identifier: Union[str, dict, Initializer]) -> Initializer:
     """An initializer from a callable, a name (``"zeros"``, ``"glorot_uniform"``, ...) or a
     job-file table (``{"type": "truncated_normal", "stddev": 0.1}``).
@@ -235,5 +292,5 @@ def get(identifier: Union[str, dict, Initializer]) -> Initializer:
 
 
 __all__ = ["zeros", "ones", "constant", "random_normal", "truncated_normal", "glorot_uniform", "he_normal",
-           "get", "compute_fans", "Zeros", "Ones", "Constant", "RandomNormal", "TruncatedNormal",
-           "GlorotUniform", "HeNormal"]
+           "random_uniform", "orthogonal", "get", "compute_fans", "Zeros", "Ones", "Constant", "RandomNormal", "TruncatedNormal",
+           "GlorotUniform", "HeNormal", "RandomUniform", "Orthogonal"]

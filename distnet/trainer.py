@@ -331,7 +331,7 @@ class Trainer:
                 with span("backward", micro_batch=k):
                     sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == len(parts) - 1,
                                                   scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
-                    gradients(loss, self.variables, sink=sink)
+                    gradients(loss, self.variables, on_leaf=sink, out=sink.out)
         with span("regularization"):
             reg = self.regularization_loss()
             reg_value, reg_grads = 0.0, None
@@ -340,16 +340,15 @@ class Trainer:
                 # Variables it does not touch get None (no parameter-sized zeros per step).
                 reg_grads = gradients(reg, self.variables, unconnected_gradients="none")
         with span("reduce", bytes=strategy.nbytes):
-            res = strategy.reduce(local_count=local,
-                                  scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop},
-                                  regularization_grads=reg_grads, global_count=batch.global_batch_size,
-                                  prescaled=True)
+            res = strategy.reduce(local, {"loss_sum": loss_sum, "correct": correct, "stop": stop},
+                                  regularization_grads=reg_grads, global_count=batch.global_batch_size)
         count = res.global_count
         lr = self.current_lr()
         # The regularization value is the same on every rank (same weights): an
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
-            with span("update"):   # the optimizer, the EMA, the weights made whole
+            with span("update"):   # clipping, the optimizer, the EMA, the weights made whole
+                strategy.clip(res, self.optimizer)
                 strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,

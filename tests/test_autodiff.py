@@ -309,7 +309,7 @@ def test_unconnected_gradients_none_allocates_nothing():
         distnet.gradients(loss, [x], unconnected_gradients="zeros")
 
 
-# -- gradients(sink=): where the training strategies' buffers get gradients --
+# -- gradients(on_leaf=): the one hook; the training strategies' sinks plug in there --
 def _net(rng, dtype=np.float32):
     """A small two-layer net with a shared weight and an unused variable."""
     w1 = distnet.Variable(rng.standard_normal((5, 4)).astype(dtype), name="w1")
@@ -324,111 +324,105 @@ def _net(rng, dtype=np.float32):
 
 
 class _Recorder:
-    """A sink that records what gradients() tells it, over given arrays."""
+    """An ``on_leaf`` hook that records what gradients() hands it (copies) and the order."""
 
-    def __init__(self, outs, accumulate=False, events=None):
-        self.sink = GradientSink(outs, accumulate, on_final=self.on_final)
-        self.events = [] if events is None else events
-        self.received = {}
+    def __init__(self):
+        self.events, self.received = [], {}
 
-    def destination(self, i):
-        return self.sink.destination(i)
-
-    def final(self, i, g):
-        self.received[i] = g
-        self.sink.final(i, g)
-
-    def on_final(self, i):
-        self.events.append(("final", i))
+    def __call__(self, i, g):
+        self.events.append(i)
+        self.received[i] = None if g is None else np.array(g)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sink_gets_the_plain_gradients_bitwise(rng, dtype):
+def test_on_leaf_gets_the_plain_gradients_once_each(rng, dtype):
     loss, xs = _net(rng, dtype)
     plain = gradients(loss, xs)
-    outs = [np.full(x.shape, np.nan, dtype) for x in xs]
-    rec = _Recorder(outs)
-    assert gradients(loss, xs, sink=rec) is None
-    for o, p in zip(outs, plain):
-        np.testing.assert_array_equal(o, p)   # the same arithmetic: bitwise
-    assert not outs[3].any()                  # unconnected: zero-filled
-    assert rec.received[3] is None and sorted(rec.received) == [0, 1, 2, 3]
-    # Built in place: the leaves' gradients are the destination arrays themselves.
-    assert all(rec.received[i] is outs[i] for i in range(3))
+    rec = _Recorder()
+    assert gradients(loss, xs, on_leaf=rec) is None
+    assert sorted(rec.events) == [0, 1, 2, 3]          # once per leaf
+    for i in range(3):
+        np.testing.assert_array_equal(rec.received[i], plain[i])   # the same arithmetic: bitwise
+        assert rec.received[i].dtype == dtype
+    assert rec.received[3] is None                        # unconnected: None, nothing allocated
 
 
-def test_sink_accumulate_equals_plus_equals(rng):
-    loss, xs = _net(rng)
-    start = [rng.standard_normal(x.shape).astype(np.float32) for x in xs]
-    want = [s.copy() for s in start]
-    for w, g in zip(want, gradients(loss, xs)):
-        w += g
-    outs = [s.copy() for s in start]
-    rec = _Recorder(outs, accumulate=True)
-    gradients(loss, xs, sink=rec)
-    for o, w in zip(outs, want):
-        np.testing.assert_array_equal(o, w)
-    assert all(rec.received[i] is not outs[i] for i in range(3))   # never built in the held sum
-
-
-def test_sink_sums_three_contributions_of_a_leaf_in_place():
-    # (x + x) * x: the leaf gets three contributions, added in place.
+def test_on_leaf_gets_the_sum_of_three_contributions():
+    # (x + x) * x: the leaf gets three contributions, summed before the hook sees it.
     x = distnet.Variable([1.0, -2.0, 3.0])
     y = distnet.Variable([1.0, 1.0])
-    outs = [np.empty(3, np.float32), np.full(2, 9.0, np.float32)]
-    gradients(distnet.reduce_sum((x + x) * x), [x, y], sink=_Recorder(outs))
-    np.testing.assert_array_equal(outs[0], [4.0, -8.0, 12.0])
-    np.testing.assert_array_equal(outs[1], [0.0, 0.0])
+    rec = _Recorder()
+    gradients(distnet.reduce_sum((x + x) * x), [x, y], on_leaf=rec)
+    np.testing.assert_array_equal(rec.received[0], [4.0, -8.0, 12.0])
+    assert rec.received[1] is None and rec.events == [0, 1]
 
 
-def test_sink_takes_ys_itself_when_it_is_a_leaf():
+def test_on_leaf_takes_ys_itself_when_it_is_a_leaf():
     x = distnet.Variable(np.float32(2.0))
-    out = [np.zeros((), np.float32)]
-    rec = _Recorder(out)
-    gradients(x, [x], sink=rec)
-    assert out[0] == 1.0 and rec.events == [("final", 0)]
+    rec = _Recorder()
+    gradients(x, [x], on_leaf=rec)
+    assert rec.received[0] == 1.0 and rec.events == [0]
 
 
-def test_sink_refuses_intermediate_tensors_and_duplicates(rng):
+def test_on_leaf_refuses_intermediate_tensors_and_duplicates(rng):
     loss, xs = _net(rng)
     h = xs[0] * 2.0
     with pytest.raises(distnet.errors.InvalidArgumentError, match=r"Expect: leaf tensors.*xs\[1\]"):
-        gradients(distnet.reduce_sum(h), [xs[0], h], sink=_Recorder([np.zeros((5, 4), np.float32)] * 2))
+        gradients(distnet.reduce_sum(h), [xs[0], h], on_leaf=_Recorder())
     with pytest.raises(distnet.errors.InvalidArgumentError, match="each tensor once"):
-        gradients(loss, [xs[0], xs[0]], sink=_Recorder([np.zeros((5, 4), np.float32)] * 2))
+        gradients(loss, [xs[0], xs[0]], on_leaf=_Recorder())
 
 
-def test_sink_final_fires_once_per_variable_as_soon_as_its_uses_are_done(rng):
-    # A chain of 3 layers: the last layer's weight is final after its matmul's
-    # backward, long before the walk reaches the first layer.
+def test_on_leaf_fires_as_soon_as_a_leafs_uses_are_done(rng):
+    # A chain of 3 layers on a variable input: each layer's weight is complete
+    # after its matmul's backward, before the walk reaches the chain's input.
     ws = [distnet.Variable(rng.standard_normal((4, 4)).astype(np.float32), name=f"w{i}") for i in range(3)]
-    h = distnet.constant(rng.standard_normal((2, 4)).astype(np.float32))
+    backwards = []
+
+    class Marked(Op):   # identity on the chain's input: records when backward reaches it
+        def forward(self, x):
+            return x
+
+        def backward(self, g, needs):
+            backwards.append("input")
+            return (g,)
+
+    x = distnet.Variable(rng.standard_normal((2, 4)).astype(np.float32), name="x")
+    h = Marked.apply(x)
     for w in ws:
         h = distnet.nn.tanh(distnet.matmul(h, w))
     loss = distnet.reduce_sum(h)
-    events = []
-    outs = [np.zeros((4, 4), np.float32) for _ in ws]
-    snapshots = {}
+    seen = []
+    gradients(loss, [*ws, x], on_leaf=lambda i, g: seen.append((i, list(backwards))))
+    assert [i for i, _ in seen] == [2, 1, 0, 3]
+    # Every weight was complete before backward reached the input; x after it.
+    assert [b for _, b in seen] == [[], [], [], ["input"]]
+    plain = gradients(loss, [*ws, x])
+    rec = _Recorder()
+    gradients(loss, [*ws, x], on_leaf=rec)
+    for i in range(4):
+        np.testing.assert_array_equal(rec.received[i], plain[i])
 
-    class Watch(_Recorder):
-        def on_final(self, i):
-            super().on_final(i)
-            snapshots[i] = outs[i].copy()     # the gradient is already landed
 
-    untouched = {}
-
-    class Early(Watch):
-        def on_final(self, i):
-            super().on_final(i)
-            untouched[i] = [not outs[j].any() for j in range(i)]   # earlier layers not landed yet
-
-    gradients(loss, ws, sink=Early(outs, events=events))
-    assert [e[1] for e in events] == [2, 1, 0]
-    # When the last layer's weight was final, the walk had not yet reached the first two.
-    assert untouched[2] == [True, True] and untouched[1] == [True]
-    plain = gradients(loss, ws)
-    for i in range(3):
-        np.testing.assert_array_equal(snapshots[i], plain[i])
+def test_gradient_sink_lands_copies_accumulates_and_zero_fills(rng):
+    """GradientSink (the strategies' hook): bitwise the plain gradients in its
+    views; accumulating rounds as ``view += g``; None zero-fills (not when accumulating)."""
+    loss, xs = _net(rng)
+    plain = gradients(loss, xs)
+    views = [np.full(x.shape, np.nan, np.float32) for x in xs]
+    landed = []
+    gradients(loss, xs, on_leaf=GradientSink(views, accumulate=False, on_final=landed.append))
+    for v, p in zip(views, plain):
+        np.testing.assert_array_equal(v, p)
+    assert sorted(landed) == [0, 1, 2, 3] and not views[3].any()
+    start = [rng.standard_normal(x.shape).astype(np.float32) for x in xs]
+    want = [s.copy() for s in start]
+    for w, g in zip(want, plain):
+        w += g
+    views = [s.copy() for s in start]
+    gradients(loss, xs, on_leaf=GradientSink(views, accumulate=True))
+    for v, w in zip(views, want):
+        np.testing.assert_array_equal(v, w)
 
 
 def test_gradients_into_a_sink_check_against_finite_differences(rng):
@@ -437,7 +431,7 @@ def test_gradients_into_a_sink_check_against_finite_differences(rng):
     f = lambda a: np.sum(np.tanh(a) * a)   # noqa: E731
     w = distnet.Variable(w0)
     buf = np.zeros((3, 2))
-    gradients(distnet.reduce_sum(distnet.nn.tanh(w) * w), [w], sink=_Recorder([buf], accumulate=True))
+    gradients(distnet.reduce_sum(distnet.nn.tanh(w) * w), [w], on_leaf=GradientSink([buf], accumulate=True))
     eps = 1e-6
     num = np.zeros_like(buf)
     for idx in np.ndindex(buf.shape):
@@ -470,7 +464,23 @@ class _ScaleInto(Op):
         return ga, gw
 
 
-def test_backward_out_writes_the_first_contribution_straight_into_the_sink(rng):
+def test_out_builds_the_gradients_in_the_given_arrays_bitwise(rng):
+    loss, xs = _net(rng)
+    plain = gradients(loss, xs)
+    outs = [np.full(x.shape, np.nan, np.float32) for x in xs]
+    rec = []
+    gradients(loss, xs, out=outs, on_leaf=lambda i, g: rec.append((i, g)))
+    for i in range(3):
+        np.testing.assert_array_equal(outs[i], plain[i])
+    assert all(g is outs[i] for i, g in rec if i < 3)        # the hook gets the out array itself
+    assert dict(rec)[3] is None and np.isnan(outs[3]).all()   # unconnected: left as it was
+    got = gradients(loss, xs, out=outs[:3] + [None])          # no hook: the list, built in out
+    assert all(got[i] is outs[i] for i in range(3)) and not got[3].any()
+    with pytest.raises(distnet.errors.InvalidArgumentError, match="out: Expect: one array"):
+        gradients(loss, xs, out=outs[:2])
+
+
+def test_backward_out_writes_the_first_contribution_straight_into_out(rng):
     a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
     w = distnet.Variable(rng.standard_normal(4).astype(np.float32))
     y = _ScaleInto.apply(a, w)
@@ -480,20 +490,21 @@ def test_backward_out_writes_the_first_contribution_straight_into_the_sink(rng):
     assert op.calls == ["backward"]
     outs = [np.full((3, 4), np.nan, np.float32), np.full(4, np.nan, np.float32)]
     op.calls.clear()
-    rec = _Recorder(outs)
-    gradients(loss, [a, w], sink=rec)
+    received = {}
+    gradients(loss, [a, w], out=outs, on_leaf=received.__setitem__)
     assert op.calls == [("backward_out", (True, True))]
-    assert rec.received[1] is outs[1]
+    assert received[1] is outs[1]
     np.testing.assert_array_equal(outs[1], plain[1])
     np.testing.assert_array_equal(outs[0], plain[0])
-    # Accumulating (the arrays hold earlier micro-batches): the op is not handed them.
+    # Accumulating (GradientSink.out is None): the op is not handed arrays; the sink adds.
     op.calls.clear()
-    gradients(loss, [a, w], sink=_Recorder(outs, accumulate=True))
+    sink = GradientSink(outs, accumulate=True)
+    gradients(loss, [a, w], on_leaf=sink, out=sink.out)
     assert op.calls == ["backward"]
     np.testing.assert_array_equal(outs[1], plain[1] + plain[1])
 
 
-def test_backward_out_is_not_used_once_the_sink_holds_a_contribution(rng):
+def test_backward_out_is_not_used_once_out_holds_a_contribution(rng):
     # w used twice; whichever use comes second is added in place, never handed
     # to backward_out (which would overwrite the first).
     a = distnet.Variable(rng.standard_normal((3, 4)).astype(np.float32))
@@ -502,13 +513,13 @@ def test_backward_out_is_not_used_once_the_sink_holds_a_contribution(rng):
     loss = distnet.reduce_sum(y * y) + distnet.reduce_sum(w * w)
     plain = gradients(loss, [w])
     buf = np.full(4, np.nan, np.float32)
-    gradients(loss, [w], sink=_Recorder([buf]))
+    gradients(loss, [w], out=[buf])
     np.testing.assert_array_equal(buf, plain[0])   # first use written, second added: as plain
     y2 = _ScaleInto.apply(a, w)
     z = _ScaleInto.apply(a, w)
     loss2 = distnet.reduce_sum(y2 * z)
     want = gradients(loss2, [w])[0]
-    gradients(loss2, [w], sink=_Recorder([buf]))
+    gradients(loss2, [w], out=[buf])
     np.testing.assert_array_equal(buf, want)
     outs_given = [c for c in y2._op.calls + z._op.calls if isinstance(c, tuple) and c[1][1]]
     assert len(outs_given) == 1

@@ -10,7 +10,8 @@ import pytest
 
 import distnet.compat.v1 as tf
 from distnet.compat.v1.errors import FailedPreconditionError, UnsupportedError
-from distnet.errors import DistnetError, ShapeError
+from distnet.distributed import CollectiveError
+from distnet.errors import DistnetError, InvalidArgumentError, ShapeError
 from mpi_util import run_mpi
 
 
@@ -298,8 +299,7 @@ def test_saver_round_trip_and_latest_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("path,name,nearest", [
     ("train", "FtrlOptimizer", "tf.train.AdagradOptimizer"),
-    ("train", "AdadeltaOptimizer", "AdagradOptimizer"),
-    ("", "while_loop", "a Python loop"),
+    ("", "py_func", "through a placeholder"),
     ("train", "ProximalAdagradOptimizer", "tf.train.AdagradOptimizer"),
     ("train", "AdamOptimiser", "tf.train.AdamOptimizer"),
 ])
@@ -360,6 +360,55 @@ def test_distributed_optimizer_equals_one_process_on_uneven_shards(tmp_path, n):
     assert all(float(c.split()[1]) < 1e-6 for c in checks[:2]), run.describe()
     assert sorted(run.values("done")) == [f"rank {r}" for r in range(n)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "model.ckpt-0", "tb"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [2, 3])
+def test_distributed_optimizer_on_the_strategies(tmp_path, n):
+    """tests/mpi_scripts/compat_distributed_strategies.py: replicated, ZeRO-1, overlap and
+    float16 equal one process; a global-norm clip between compute_gradients and
+    apply_gradients clips the global gradient; a non-finite step is skipped on every rank."""
+    run = run_mpi("compat_distributed_strategies.py", n, str(tmp_path), timeout=300)
+    assert run.returncode == 0, run.describe()
+    checks = run.values("check")
+    assert [c.split()[0] for c in checks] == ["replicated", "zero1", "overlap", "float16", "clip_replicated",
+                                              "clip_zero1", "guard_replicated", "guard_zero1"], run.describe()
+    assert sorted(run.values("done")) == [f"rank {r}" for r in range(n)]
+
+
+def test_distributed_optimizer_options_are_checked():
+    with pytest.raises(InvalidArgumentError, match="strategy: Expect: one of .*'replicated'.* Actual: 'ring'"):
+        tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), strategy="ring")
+    with pytest.raises(InvalidArgumentError, match="sharded=True is strategy='zero1'"):
+        tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), strategy="replicated", sharded=True)
+    with pytest.raises(InvalidArgumentError, match="option 'shared_memory'"):
+        tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), overlap=True, shared_memory=False)
+    with pytest.raises(InvalidArgumentError, match="shared_memory: Expect: False"):
+        tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), sharded=True, shared_memory=True)
+    opt = tf.train.GradientDescentOptimizer(0.1)
+    tf.DistributedOptimizer(opt)
+    with pytest.raises(InvalidArgumentError, match="wrapped once"):
+        tf.DistributedOptimizer(opt)
+
+
+def test_distributed_optimizer_skips_a_non_finite_step_in_one_process():
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 1])
+        w = tf.Variable([2.0])
+        step = tf.train.get_or_create_global_step()
+        train = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.5), max_bad_steps=2).minimize(
+            tf.reduce_mean(x * w), global_step=step)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            with pytest.warns(Warning, match="step skipped"):
+                sess.run(train, {x: [[np.nan]]})
+            assert sess.run(w).tolist() == [2.0] and sess.run(step) == 0
+            sess.run(train, {x: [[1.0]]})
+            assert sess.run(w).tolist() == [1.5] and sess.run(step) == 1
+            with pytest.warns(Warning):
+                sess.run(train, {x: [[np.inf]]})
+            with pytest.raises(CollectiveError, match="2 consecutive steps"):
+                sess.run(train, {x: [[np.nan]]})
 
 
 def test_rmsprop_and_adagrad_first_step_by_hand():

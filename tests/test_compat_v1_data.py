@@ -524,7 +524,9 @@ with tf.Session() as sess:
     finally:
         coord.request_stop()
     coord.join(threads)
-print("rank", rank, "steps", steps)
+# A file per rank: the ranks' stdout lines can interleave in mpiexec's output.
+with open(os.path.join(os.environ["DIR"], "steps%d.txt" % rank), "w") as f:
+    f.write("rank %d steps %d" % (rank, steps))
 """
 
 
@@ -536,7 +538,7 @@ def test_queue_batches_of_unequal_files_end_on_every_rank_together(tmp_path):
     prog.write_text(QUEUE_RANKS_PROGRAM)
     run = run_mpi(str(prog), 2, timeout=120, env={"DIR": str(tmp_path)})
     assert run.returncode == 0, run.describe()
-    assert "rank 0 steps 3" in run.stdout and "rank 1 steps 3" in run.stdout
+    assert [(tmp_path / f"steps{r}.txt").read_text() for r in (0, 1)] == ["rank 0 steps 3", "rank 1 steps 3"]
 
 
 def test_coordinator_keeps_the_stop_and_its_exception():

@@ -395,7 +395,7 @@ def test_example_builds_its_model_and_optimizer(path):
     names = {v.name for v in model.trainable_variables}
     dense = [l for l in cfg.model.layers if l["type"] == "dense"]
     assert len([n for n in names if n.endswith("/kernel")]) == len(dense) + sum(
-        l["type"] == "conv2d" for l in cfg.model.layers)
+        l["type"] in ("conv2d", "conv2d_transpose", "lstm", "gru") for l in cfg.model.layers)
     n_reg = sum("kernel_regularizer" in l for l in cfg.model.layers)
     assert len(model.regularization_losses) == n_reg
     opt = build_optimizer(cfg)

@@ -62,10 +62,25 @@ MODELS = {
                         layers.Conv2DTranspose(2, 5, strides=2, padding="same", use_bias=False),
                         layers.Conv2DTranspose(3, 4, strides=2, padding="valid"), layers.Reshape((-1,)),
                         layers.Dense(10)],
+    # images read row by row: stacked recurrent layers (every output / the last), both GRU forms,
+    # an LSTM without bias and with its own activations, leaky_relu
+    "rows": lambda: [layers.Reshape((28, 28)), layers.LSTM(12, return_sequences=True),
+                     layers.GRU(8, return_sequences=True), layers.GRU(6, reset_after=False, return_sequences=True),
+                     layers.LSTM(5, use_bias=False, unit_forget_bias=False, activation="relu",
+                                 recurrent_activation="tanh"),
+                     layers.Dense(16, activation="leaky_relu"), layers.Dense(10)],
+    # a recurrent layer after convolutions (NCHW inside the graph, back to NHWC before the reshape)
+    "conv_rows": lambda: [layers.Conv2D(4, 3, strides=2, padding="same", activation="leaky_relu"),
+                          layers.Reshape((14, 56)), layers.GRU(7), layers.Dense(10)],
     # ends in a convolution with a softmax over channels: NHWC output, no probabilities
     "fully_convolutional": lambda: [layers.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
                                     layers.Conv2D(10, 3, padding="same", activation="softmax")],
 }
+
+
+# Integer ids, not images: checked by test_embedding_and_recurrent_layers_on_ids.
+def ID_MODEL():
+    return [layers.Embedding(9, 5), layers.LSTM(4, return_sequences=True), layers.GRU(3), layers.Dense(2)]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -209,6 +224,7 @@ def test_every_layer_type_and_activation_a_job_can_name_is_exported_by_the_tests
     from distnet.export.onnx import EXPORTABLE, _activation_op
 
     models = [Sequential(make(), input_shape=(28, 28, 1)) for make in MODELS.values()]
+    models.append(Sequential(ID_MODEL(), input_shape=(6,)))
     used_layers = {type(layer).__name__ for m in models for layer in m.layers}
     used_ops = {_activation_op(layer) for m in models for layer in m.layers if hasattr(layer, "activation")}
     registered = {c.obj.__name__ for c in registry.components("layer")}
@@ -216,3 +232,21 @@ def test_every_layer_type_and_activation_a_job_can_name_is_exported_by_the_tests
     for c in registry.components("activation"):
         op = _activation_op(layers.Dense(2, activation=c.name))
         assert op in used_ops, f"activation {c.name!r} ({op}) is not in any model checked against onnxruntime"
+
+
+def test_embedding_and_recurrent_layers_on_ids():
+    """Ids come in as the float input (whole numbers) and are cast to int64 for Gather."""
+    model = Sequential(ID_MODEL(), input_shape=(6,), seed=2)
+    ids = np.random.default_rng(0).integers(0, 9, (7, 6)).astype(np.float32)
+    proto = to_onnx(model)
+    assert {n.op_type for n in proto.graph.node} >= {"Cast", "Gather", "LSTM", "GRU"}
+    np.testing.assert_allclose(run_onnx(proto, ids)["logits"], model(ids).numpy(), rtol=1e-5, atol=1e-6)
+    seq = Sequential([layers.Embedding(9, 3)], input_shape=(4,), seed=1)
+    np.testing.assert_array_equal(run_onnx(to_onnx(seq), ids[:, :4])["logits"], seq(ids[:, :4]).numpy())
+
+
+def test_recurrent_activation_without_onnx_form_is_refused():
+    model = Sequential([layers.GRU(3, activation="softmax"), layers.Dense(2)], input_shape=(4, 2))
+    with pytest.raises(InvalidArgumentError, match=r"GRU 'gru': its activation .* has no ONNX form; Expect: one of "
+                                                   r"relu, sigmoid, tanh"):
+        to_onnx(model)

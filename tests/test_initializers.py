@@ -76,3 +76,25 @@ def test_errors():
         init.random_normal(stddev=0.0)
     with pytest.raises(InvalidArgumentError, match="shape"):
         init.zeros((2, -1), np.float32, None)
+
+
+def test_orthogonal_and_random_uniform():
+    from distnet.initializers import get, orthogonal, random_uniform
+
+    rng = np.random.default_rng(0)
+    for shape in ((6, 6), (4, 10), (10, 4), (2, 3, 5)):
+        w = orthogonal(2.0)(shape, np.float64, rng)
+        assert w.shape == shape
+        m = w.reshape(-1, shape[-1])
+        small = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+        np.testing.assert_allclose(small, 4.0 * np.eye(min(m.shape)), atol=1e-12)
+    a, b = (orthogonal()((5, 5), np.float32, np.random.default_rng(3)) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    u = get("uniform")((1000,), np.float32, rng)
+    assert u.min() >= -0.05 and u.max() < 0.05 and u.std() > 0.025
+    v = get({"type": "random_uniform", "minval": 1.0, "maxval": 2.0})((500,), np.float64, rng)
+    assert v.min() >= 1.0 and v.max() < 2.0 and v.dtype == np.float64
+    with pytest.raises(InvalidArgumentError, match="minval < maxval"):
+        random_uniform(1.0, 1.0)
+    with pytest.raises(InvalidArgumentError, match="rank >= 2"):
+        orthogonal()((3,), np.float32, rng)

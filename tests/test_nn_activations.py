@@ -80,3 +80,23 @@ def test_errors():
         nn.log_softmax(np.zeros((2, 3)), axis=(0, 1))
     with pytest.raises(ShapeError, match="scalar"):
         nn.softmax(np.float64(1.0))
+
+
+def test_leaky_relu_is_tf_and_gradient_checked():
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).parent / "tf_reference" / "recurrent_values.json").read_text())["leaky_relu"]
+    x = distnet.Variable(np.array(ref["x"], np.float32))
+    y = nn.leaky_relu(x)
+    np.testing.assert_allclose(y.numpy(), ref["y"], rtol=1e-7)
+    (g,) = distnet.gradients(distnet.reduce_sum(y), [x])
+    np.testing.assert_array_equal(g, ref["grad"])   # TF 2.21: alpha at exactly 0
+    np.testing.assert_allclose(nn.leaky_relu(np.array([-2.0, 1.0]), alpha=0.5).numpy(), [-1.0, 1.0])
+    rng = np.random.default_rng(5)
+    check_gradients(lambda t: nn.leaky_relu(t, alpha=0.1), [away_from_zero(rng, (3, 4))])
+    assert nn.leaky_relu(np.ones(2, np.float64)).dtype == np.float64
+    with pytest.raises(InvalidArgumentError, match="leaky_relu: Expect: alpha a number"):
+        nn.leaky_relu([1.0], alpha="0.1")
+    with pytest.raises(DTypeError):
+        nn.leaky_relu(np.array([1, 2]))

@@ -206,6 +206,40 @@ def test_clipnorm_is_per_variable():
     np.testing.assert_allclose([a.data[0], b.data[0]], [-1.0, -0.5])
 
 
+def test_clip_transform_by_parts_gives_the_norms_of_whole_variables():
+    """Clip over parts of variables (as a ZeRO-1 rank holds them): ``owners``
+    maps each part to its variable, ``reduce`` sums the partial squares; the
+    result is the whole variables' clipping, part by part, in place."""
+    from distnet.optimizers.clipping import Clip
+
+    whole = [np.array([3.0, 4.0]), np.array([12.0])]          # norms 5 and 12; global 13
+    parts = [np.array([3.0]), np.array([4.0]), np.array([12.0])]
+    owners = [0, 0, 1]
+    reduced = []
+    got = Clip(clipnorm=10.0)(parts, owners=owners, variables=2, reduce=reduced.append, in_place=True)
+    assert got is parts and len(reduced) == 1 and reduced[0].tolist() == [25.0, 144.0]
+    np.testing.assert_allclose(np.concatenate(parts), [3.0, 4.0, 10.0])   # only the 12 exceeds 10
+    parts = [np.array([3.0]), np.array([4.0]), np.array([12.0])]
+    Clip(global_clipnorm=6.5)(parts, owners=owners, variables=2, in_place=True)
+    np.testing.assert_allclose(np.concatenate(parts), np.array([3.0, 4.0, 12.0]) / 2)
+    # Out of place (the optimizer's apply_gradients): the inputs stay as they were.
+    out = Clip(global_clipnorm=6.5)(whole)
+    np.testing.assert_allclose(out[1], [6.0]) and np.testing.assert_allclose(whole[1], [12.0])
+    with pytest.raises(InvalidArgumentError, match="global_clipnorm: the norm of the gradients is inf"):
+        Clip(global_clipnorm=1.0)([np.array([np.inf])])
+    with pytest.raises(InvalidArgumentError, match="clipnorm must be a finite number > 0"):
+        Clip(clipnorm=-1.0)
+
+
+def test_apply_update_is_the_rule_without_the_clipping():
+    a = distnet.Variable(np.array([0.0]), name="a")
+    opt = GradientDescent(1.0, global_clipnorm=1.0)
+    opt.apply_update([(np.array([3.0]), a)])
+    assert a.data[0] == -3.0 and opt.iterations == 1
+    opt.apply_gradients([(np.array([3.0]), a)])
+    assert a.data[0] == -4.0 and opt.iterations == 2
+
+
 def test_state_dict_roundtrip_continues_identically():
     v1 = distnet.Variable(np.array([1.0, -2.0]), name="w")
     opt1 = Adam(0.1)

@@ -89,7 +89,7 @@ def test_registry_docs_check_and_rewrite(tmp_path):
 # -- names, aliases and building -------------------------------------------------------
 
 def test_names_aliases_and_case():
-    assert registry.names("optimizer") == ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
+    assert registry.names("optimizer") == ("sgd", "momentum", "adagrad", "adadelta", "rmsprop", "adam", "adamw")
     assert registry.lookup("optimizer", "Gradient_Descent").obj is distnet.optimizers.GradientDescent
     assert registry.lookup("layer", "FC").obj is Dense
     assert registry.lookup("activation", "none").name == "linear"
@@ -181,7 +181,7 @@ def test_a_new_activation_and_optimizer_option_reach_the_job(monkeypatch):
     assert build_model(cfg).layers[1].activation is swish
 
     # An unknown optimizer lists every registered name, in registration order.
-    with pytest.raises(ConfigError, match="expected one of: sgd, momentum, adagrad, rmsprop, adam, adamw$"):
+    with pytest.raises(ConfigError, match="expected one of: sgd, momentum, adagrad, adadelta, rmsprop, adam, adamw$"):
         parse_job('[optimizer]\nname = "lamb"\n', "job.toml")
     opt = build_optimizer(parse_job('[optimizer]\nname = "rmsprop"\nclip_norm = 2.5\ncentered = true\n'))
     assert opt.global_clipnorm == 2.5 and opt.centered and opt.slot_names == ("rms", "momentum", "mg")

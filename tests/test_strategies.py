@@ -14,6 +14,7 @@ from distnet.data import ArrayDataset
 from distnet.distributed import SingleCommunicator, all_strategies
 from distnet.errors import InvalidArgumentError
 from distnet.trainer import Trainer
+from mpi_util import run_mpi
 
 # A third strategy, written as its own module: every variable's gradient
 # all-reduced on its own (no flat buffer), every rank updating every weight.
@@ -41,22 +42,17 @@ THIRD = textwrap.dedent('''
         def grad_views(self):
             return self.grads
 
-        def reduce(self, grads=None, local_count=0, scalars=None, regularization_grads=None,
-                   global_count=None, prescaled=False):
+        def reduce(self, local_count, scalars=None, regularization_grads=None, global_count=None):
             local_count, global_count = self._check_counts(local_count, global_count)
             scalars = self._check_scalars(scalars)
-            prescaled = self._pack(grads, local_count, global_count, prescaled)
-            self._written = False
+            self._take_written(local_count)
             self.buffer[0] = local_count
             for k, name in enumerate(self.scalar_names, start=1):
                 self.buffer[k] = scalars.get(name, 0.0)
             self.comm.allreduce_(self.buffer)
             for g in self.grads:
                 self.comm.allreduce_(g)
-            total = self._global_total(self.buffer[0], global_count, True, self.grads[0])
-            if not prescaled and global_count is None:
-                for g in self.grads:
-                    np.divide(g, total, out=g)
+            total = self._global_total(self.buffer[0], global_count)
             for g, r in zip(self.grads, self._aligned(regularization_grads, "regularization_grads")):
                 if r is not None:
                     np.add(g, r, out=g, casting="same_kind")
@@ -85,11 +81,12 @@ def _data(n=40, seed=0):
     return ArrayDataset(x, (x.reshape(n, -1).sum(axis=1) * 3).astype(np.int64) % 3, num_classes=3)
 
 
-def _train(**options) -> dict:
+def _train(optimizer_options: dict | None = None, **options) -> dict:
     model = distnet.Sequential([layers.Flatten(), layers.Dense(8, activation="tanh",
                                                                kernel_regularizer=regularizers.l2(0.01)),
                                 layers.Dropout(0.2), layers.Dense(3)], input_shape=(4, 4, 1), seed=4)
-    t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.02), _data(),
+    t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.02, **(optimizer_options or {})),
+                _data(),
                 global_batch_size=10, steps=8, micro_batches=2, seed=1, weight_decay=0.001,
                 ema=distnet.ExponentialMovingAverage(0.9), comm=SingleCommunicator(), **options)
     t.fit()
@@ -112,7 +109,7 @@ def test_a_new_module_is_a_new_strategy_that_trains_like_the_others(third_strate
         _train(strategy=third_strategy, overlap=True)
 
 
-def test_auto_prefers_zero1_on_several_ranks_unless_it_cannot():
+def test_auto_prefers_zero1_on_several_ranks_unless_an_option_needs_replicated():
     import types
 
     two = types.SimpleNamespace(size=2, rank=0)
@@ -121,7 +118,7 @@ def test_auto_prefers_zero1_on_several_ranks_unless_it_cannot():
     adam, clipped = distnet.optimizers.Adam(0.1), distnet.optimizers.Adam(0.1, global_clipnorm=1.0)
     assert strategy_class("auto", two, adam, {})[0].name == "zero1"
     assert strategy_class("auto", two, adam, {"shared_memory": "auto", "overlap": False})[0].name == "zero1"
-    assert strategy_class("auto", two, clipped, {})[0].name == "replicated"
+    assert strategy_class("auto", two, clipped, {})[0].name == "zero1"   # clipping runs under every strategy
     assert strategy_class("auto", two, adam, {"bucket_bytes": 1 << 20})[0].name == "replicated"
     assert strategy_class("auto", SingleCommunicator(), adam, {})[0].name == "replicated"
     cls, options = strategy_class("auto", two, adam, {"overlap": True, "shared_memory": "auto"})
@@ -148,3 +145,60 @@ def test_job_files_name_the_strategy():
         parse_job(JOB + '[dist]\nstrategy = "zero1"\nshard_optimizer = false\n')
     with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap'"):
         build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\noverlap = true\n'))
+
+
+# -- clipping: the step between reduce and update, under every strategy --------------
+@pytest.mark.parametrize("clip", [{"global_clipnorm": 0.02}, {"clipnorm": 0.02}])
+def test_clipping_runs_under_zero1_in_one_process_bitwise_as_replicated(clip):
+    """One rank: ZeRO-1 holds every variable whole, so its clipping is the replicated one, bit for bit."""
+    want = _train(strategy="replicated", optimizer_options=clip)
+    got = _train(strategy="zero1", optimizer_options=clip)
+    unclipped = _train(strategy="replicated")
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert max(float(np.max(np.abs(want[k] - unclipped[k]))) for k in want) > 1e-3   # the clip acted
+
+
+def test_strategy_clip_scales_the_reduced_gradients_in_place():
+    from distnet.distributed.strategies.base import reduce_arrays
+    from distnet.distributed.strategies.zero1 import Zero1
+    from distnet.tensor import Variable
+
+    variables = [Variable(np.zeros(2, np.float32), name="a"), Variable(np.zeros(1, np.float32), name="b")]
+    for cls in (all_strategies()["replicated"], Zero1):
+        s = cls(SingleCommunicator(), variables)
+        res = reduce_arrays(s, [np.array([3.0, 4.0], np.float32), np.array([12.0], np.float32)], 1)
+        views = [np.asarray(g) for g in res.grads]
+        s.clip(res, distnet.optimizers.Adam(0.1, global_clipnorm=6.5))
+        assert all(g is v for g, v in zip(res.grads, views))   # the buffer itself
+        np.testing.assert_allclose(np.concatenate([np.ravel(g) for g in res.grads]), [1.5, 2.0, 6.0])
+        s.clip(res, distnet.optimizers.Adam(0.1))               # no clipping asked: nothing changes
+        np.testing.assert_allclose(np.concatenate([np.ravel(g) for g in res.grads]), [1.5, 2.0, 6.0])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_mpi_clipping_under_zero1_and_hierarchical_equals_replicated(ranks):
+    """tests/mpi_scripts/clip_check.py: bitwise where no variable is cut by a block
+    boundary (2 ranks), float rounding where one is (its norm is two partial sums)."""
+    run = run_mpi("clip_check.py", ranks, timeout=300)
+    assert run.returncode == 0, run.describe()
+    assert sorted(run.values("DONE")) == [str(r) for r in range(ranks)], run.describe()
+    assert len(run.values("OK")) == 18, run.describe()
+
+
+def test_the_job_key_clip_norm_clips_under_zero1():
+    """``optimizer.clip_norm`` (the optimizer's global_clipnorm) reaches the strategy's clip step."""
+    from distnet.config import parse_job
+    from distnet.job import build_trainer
+    from test_dist_sharded import JOB
+
+    runs = {}
+    for clip in ("", "clip_norm = 0.01\n"):
+        job = parse_job(JOB + '[dist]\nstrategy = "zero1"\n' + (f"[optimizer]\n{clip}" if clip else ""))
+        trainer = build_trainer(job)
+        assert trainer.strategy.name == "zero1"
+        assert trainer.optimizer.global_clipnorm == (0.01 if clip else None)
+        trainer.fit(verbose=0)
+        runs[bool(clip)] = {v.name: v.numpy().copy() for v in trainer.variables}
+    assert max(float(np.max(np.abs(runs[True][k] - runs[False][k]))) for k in runs[True]) > 1e-4

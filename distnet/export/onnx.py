@@ -4,8 +4,10 @@ Every layer type distnet has is exported: Conv2D (``valid``/``same``
 padding, any strides), Conv2DTranspose, MaxPool2D and AvgPool2D
 (``valid``/``same``), GlobalAvgPool2D, BatchNorm (its inference form, with
 the moving statistics), Reshape, Flatten, Dropout (the identity at
-inference) and Dense, with the activations ``relu``,
-``sigmoid``, ``tanh``, ``softmax`` and ``linear``.
+inference), Dense, Embedding (``Cast`` of the float input to int64 ids, then
+``Gather``), LSTM and GRU (ONNX's ``LSTM`` and ``GRU`` ops, their weights
+reordered from Keras' gate layout), with the activations ``relu``,
+``leaky_relu``, ``sigmoid``, ``tanh``, ``softmax`` and ``linear``.
 
 The exported model keeps distnet's interface: its input ``images`` is
 ``[batch, H, W, C]`` float32 in [0, 1] (NHWC, what distnet's datasets give),
@@ -42,7 +44,7 @@ __all__ = ["export_onnx", "to_onnx", "OPSET", "INSTALL_HINT"]
 OPSET = 13
 INSTALL_HINT = "pip install 'distnet[onnx]' (or: pip install onnx)"
 EXPORTABLE = ("Conv2D", "MaxPool2D", "Flatten", "Dropout", "Dense", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm",
-              "Conv2DTranspose", "Reshape")
+              "Conv2DTranspose", "Reshape", "Embedding", "LSTM", "GRU")
 
 
 def _onnx():
@@ -101,6 +103,12 @@ class _Graph:
         self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
 
+    def node_outputs(self, op: str, inputs: Sequence[str], outs: Sequence[str], **attrs: Any) -> list[str]:
+        """A node with several outputs (``""`` leaves an optional one out)."""
+        names = [self.name(o) if o else "" for o in outs]
+        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), names, name=names[0] or names[-1], **attrs))
+        return names
+
 
 def _activation_op(layer) -> str | None:
     """The ONNX op of a layer's activation (None: linear)."""
@@ -109,11 +117,17 @@ def _activation_op(layer) -> str | None:
     act = getattr(layer, "activation", None)
     if act is None:
         return None
-    for name, op in (("relu", "Relu"), ("sigmoid", "Sigmoid"), ("tanh", "Tanh"), ("softmax", "Softmax")):
+    for name, op in (("relu", "Relu"), ("sigmoid", "Sigmoid"), ("tanh", "Tanh"), ("softmax", "Softmax"),
+                     ("leaky_relu", "LeakyRelu")):
         if act is getattr(nn, name):
             return op
     raise InvalidArgumentError(f"layer {layer.name!r}: its activation {act!r} has no ONNX form; "
-                               "Expect: one of relu, sigmoid, tanh, softmax, linear")
+                               "Expect: one of relu, leaky_relu, sigmoid, tanh, softmax, linear")
+
+
+def _activation_attrs(op: str, softmax_axis: int) -> dict:
+    """The attributes of an activation node: softmax's axis, leaky_relu's slope (distnet's 0.2)."""
+    return {"axis": softmax_axis} if op == "Softmax" else {"alpha": 0.2} if op == "LeakyRelu" else {}
 
 
 def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping[str, np.ndarray] | None = None,
@@ -136,7 +150,8 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
     """
     onnx = _onnx()
     from distnet.layers import (
-        AvgPool2D, BatchNorm, Conv2D, Conv2DTranspose, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, Reshape,
+        GRU, LSTM, AvgPool2D, BatchNorm, Conv2D, Conv2DTranspose, Dense, Dropout, Embedding, Flatten, GlobalAvgPool2D,
+        MaxPool2D, Reshape,
     )
     from distnet.models import Sequential
 
@@ -208,7 +223,7 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
             op = _activation_op(layer) if isinstance(layer, (Conv2D, Conv2DTranspose)) else None
             if op is not None:
                 # distnet's softmax is over the last (channel) axis: axis 1 in NCHW.
-                x = g.node(op, [x], f"{layer.name}/{op.lower()}", **({"axis": 1} if op == "Softmax" else {}))
+                x = g.node(op, [x], f"{layer.name}/{op.lower()}", **_activation_attrs(op, 1))
         elif isinstance(layer, Flatten):
             if nchw:   # back to NHWC so the features are in distnet's order
                 x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
@@ -219,6 +234,16 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
                 x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
                 nchw = False
             x = g.node("Reshape", [x, g.ints(f"{layer.name}/shape", [0, *layer.output_shape])], layer.name)
+        elif isinstance(layer, (Embedding, LSTM, GRU)):
+            if nchw:   # these read distnet's row-major NHWC order
+                x = g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+                nchw = False
+            if isinstance(layer, Embedding):
+                ids = g.node("Cast", [x], f"{layer.name}/ids", to=onnx.TensorProto.INT64)
+                x = g.node("Gather", [g.weight(layer.embeddings.name, values[layer.embeddings.name]), ids],
+                           layer.name, axis=0)
+            else:
+                x = _recurrent(g, layer, values, x)
         elif isinstance(layer, Dropout):
             pass   # the identity at inference
         elif isinstance(layer, Dense):
@@ -231,7 +256,7 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
             x = g.node("Gemm", inputs, layer.name)
             op = _activation_op(layer)
             if op is not None:
-                x = g.node(op, [x], f"{layer.name}/{op.lower()}", **({"axis": -1} if op == "Softmax" else {}))
+                x = g.node(op, [x], f"{layer.name}/{op.lower()}", **_activation_attrs(op, -1))
         else:
             raise InvalidArgumentError(f"to_onnx: layer {layer.name!r} of type {kind} has no ONNX form; "
                                        f"Expect: layers of the types {', '.join(EXPORTABLE)}")
@@ -291,6 +316,65 @@ def _conv_transpose(g: _Graph, layer, values: Mapping[str, np.ndarray], x: str, 
         extra.append(max(-total, 0))
     return g.node("ConvTranspose", inputs, layer.name, kernel_shape=list(layer.kernel_size),
                   strides=list(layer.strides), pads=before + after, output_padding=extra)
+
+
+# ONNX's activation names for the recurrent ops' ``activations`` attribute.
+_RECURRENT_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+def _recurrent_activation_names(layer) -> list[str]:
+    """``[gate activation, candidate activation]`` as ONNX names (None, linear: ``Affine`` would need
+    attributes we do not write, so only relu/sigmoid/tanh are exported)."""
+    import distnet.nn as nn
+
+    names = []
+    for what, act in (("recurrent_activation", layer.recurrent_activation), ("activation", layer.activation)):
+        found = [onnx_name for name, onnx_name in _RECURRENT_ACTIVATIONS.items() if act is getattr(nn, name)]
+        if not found:
+            raise InvalidArgumentError(f"to_onnx: {type(layer).__name__} {layer.name!r}: its {what} {act!r} has no "
+                                       f"ONNX form; Expect: one of {', '.join(_RECURRENT_ACTIVATIONS)}")
+        names.append(found[0])
+    return names
+
+
+def _recurrent(g: _Graph, layer, values: Mapping[str, np.ndarray], x: str) -> str:
+    """ONNX ``LSTM`` / ``GRU`` on ``[batch, time, features]``, one forward direction, time-major inside.
+
+    Keras' LSTM gates are ``i, f, c, o`` along the kernels' last axis, ONNX's
+    ``i, o, f, c``; GRU's ``z, r, h`` are the same in both, and Keras'
+    ``reset_after`` is ONNX's ``linear_before_reset = 1``.  ONNX's weights are
+    ``[1, gates * units, in]`` (transposed) and its bias ``[1, 2 * gates * units]``
+    (input bias, then recurrent bias).
+    """
+    from distnet.layers import LSTM
+
+    u = layer.units
+    kernel, recurrent = values[layer.kernel.name], values[layer.recurrent_kernel.name]
+    bias = values[layer.bias.name] if layer.use_bias else None
+    gate, cand = _recurrent_activation_names(layer)
+    if isinstance(layer, LSTM):
+        order = np.concatenate([np.arange(k * u, (k + 1) * u) for k in (0, 3, 1, 2)])   # i, o, f, c
+        kernel, recurrent = kernel[:, order], recurrent[:, order]
+        b = np.concatenate([bias[order], np.zeros(4 * u)]) if bias is not None else np.zeros(8 * u)
+        op, attrs = "LSTM", {"activations": [gate, cand, cand]}
+    else:
+        if bias is None:
+            b = np.zeros(6 * u)
+        elif layer.reset_after:
+            b = bias.reshape(-1)   # [input bias, recurrent bias]
+        else:
+            b = np.concatenate([bias, np.zeros(3 * u)])
+        op, attrs = "GRU", {"activations": [gate, cand], "linear_before_reset": int(layer.reset_after)}
+    w = g.weight(f"{layer.name}/W", kernel.T[None])
+    r = g.weight(f"{layer.name}/R", recurrent.T[None])
+    bb = g.weight(f"{layer.name}/B", b[None])
+    time_major = g.node("Transpose", [x], f"{layer.name}/time_major", perm=[1, 0, 2])
+    y, y_h = g.node_outputs(op, [time_major, w, r, bb], [f"{layer.name}/Y", f"{layer.name}/Y_h"],
+                            hidden_size=u, **attrs)
+    if layer.return_sequences:   # Y: [time, 1, batch, units] -> [batch, time, units]
+        y = g.node("Squeeze", [y, g.ints(f"{layer.name}/direction_axis", [1])], f"{layer.name}/sequence")
+        return g.node("Transpose", [y], layer.name, perm=[1, 0, 2])
+    return g.node("Squeeze", [y_h, g.ints(f"{layer.name}/direction_axis", [0])], layer.name)
 
 
 def export_onnx(model, path: str | os.PathLike, input_shape: Sequence[int] | None = None, **kwargs) -> str:

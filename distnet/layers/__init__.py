@@ -1,5 +1,5 @@
 """Keras-style layers (one module each): Dense, Conv2D, Conv2DTranspose, MaxPool2D, AvgPool2D,
-GlobalAvgPool2D, BatchNorm, Flatten, Reshape, Dropout."""
+GlobalAvgPool2D, BatchNorm, Flatten, Reshape, Dropout, Embedding, LSTM, GRU."""
 from distnet.layers.base import Layer, get_activation  # noqa: F401
 from distnet.layers.conv2d import Conv2D  # noqa: F401
 from distnet.layers.dense import Dense  # noqa: F401
@@ -11,7 +11,10 @@ from distnet.layers.avg_pool2d import AveragePooling2D, AvgPool2D, GlobalAverage
 from distnet.layers.batch_norm import BatchNorm, BatchNormalization, synchronize_batch_norm  # noqa: F401
 from distnet.layers.conv2d_transpose import Conv2DTranspose  # noqa: F401
 from distnet.layers.reshape import Reshape  # noqa: F401
+from distnet.layers.embedding import Embedding  # noqa: F401
+from distnet.layers.lstm import LSTM  # noqa: F401
+from distnet.layers.gru import GRU  # noqa: F401
 
 __all__ = ["Layer", "Dense", "Conv2D", "Conv2DTranspose", "MaxPool2D", "MaxPooling2D", "AvgPool2D",
            "AveragePooling2D", "GlobalAvgPool2D", "GlobalAveragePooling2D", "BatchNorm", "BatchNormalization",
-           "Flatten", "Reshape", "Dropout", "get_activation"]
+           "Flatten", "Reshape", "Dropout", "Embedding", "LSTM", "GRU", "get_activation"]

@@ -13,7 +13,8 @@ from distnet.tensor import Tensor
 
 @register("layer", "reshape", Option("target_shape", INT_LIST, REQUIRED,
                                      "the per-sample shape, one entry may be -1 (inferred)"), NAME,
-          doc="`[batch, ...] -> [batch, *target_shape]` (row-major; e.g. images to rows for a recurrent layer)")
+          doc="`[batch, ...] -> [batch, *target_shape]` (row-major; e.g. images to rows for a recurrent layer)",
+          sequence_output=True)
 class Reshape(Layer):
     """Keep the batch axis, reshape the rest (row-major), one ``-1`` inferred.
 

@@ -1,4 +1,4 @@
-"""Activations: linear, relu, sigmoid, tanh, softmax, log_softmax.
+"""Activations: linear, relu, leaky_relu, sigmoid, tanh, softmax, log_softmax.
 
 All are numerically stable: sigmoid evaluates ``exp`` of a non-positive
 number only, softmax and log_softmax subtract the maximum along ``axis``.
@@ -216,3 +216,32 @@ def log_softmax(logits: Any, axis: int = -1, name: str | None = None) -> Tensor:
     """
     x = floating_tensor(logits, "log_softmax")
     return LogSoftmax.apply(x, axis=class_axis(axis, x.ndim, "log_softmax"))
+
+
+class LeakyRelu(Op):
+    __slots__ = ("mask", "alpha")
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+    def forward(self, x):
+        self.mask = x > 0
+        return np.where(self.mask, x, x * np.asarray(self.alpha, dtype=x.dtype))
+
+    def backward(self, g, needs):
+        # TF: the gradient at exactly 0 is alpha.
+        return (np.where(self.mask, g, g * np.asarray(self.alpha, dtype=g.dtype)),)
+
+
+@register("activation", "leaky_relu", doc="`x` where `x > 0`, else `0.2 * x`")
+def leaky_relu(features: Any, alpha: float = 0.2, name: str | None = None) -> Tensor:
+    """``features`` where positive, else ``alpha * features`` (TF's ``tf.nn.leaky_relu``,
+    ``alpha=0.2`` by default); gradient ``alpha`` at 0, as TF.
+
+    Example:
+      >>> distnet.nn.leaky_relu([-1.0, 0.0, 2.0]).numpy()
+      array([-0.2,  0. ,  2. ], dtype=float32)
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)):
+        raise InvalidArgumentError(f"leaky_relu: Expect: alpha a number Actual: {alpha!r}")
+    return LeakyRelu.apply(floating_tensor(features, "leaky_relu"), alpha=float(alpha))

@@ -439,3 +439,13 @@ def add_n(inputs: Sequence[Any]) -> Tensor:
     if len(ts) == 1:
         return first
     return AddN.apply(*ts)
+
+
+def squared_difference(x: Any, y: Any) -> Tensor:
+    """``(x - y) ** 2`` element-wise, broadcasting (TF's ``tf.squared_difference``); composed.
+
+    Example:
+      >>> distnet.squared_difference(distnet.constant([1.0, 5.0]), 2.0).numpy()
+      array([1., 9.], dtype=float32)
+    """
+    return square(subtract(x, y))

@@ -245,3 +245,70 @@ def reduce_any(x: Any, axis: AxisArg = None, keepdims: bool = False) -> Tensor:
 def reduce_all(x: Any, axis: AxisArg = None, keepdims: bool = False) -> Tensor:
     """Logical and of a bool tensor across ``axis``; not differentiable."""
     return _bool_reduce(np.all, "reduce_all", x, axis, keepdims)
+
+
+class Prod(Op):
+    """reduce_prod; its gradient is the product of the *other* elements, computed
+    from exclusive cumulative products so that zeros are handled exactly (TF1)."""
+
+    __slots__ = ("x", "axes", "keepdims")
+
+    def __init__(self, axes, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.x = x
+        return np.prod(x, axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, g, needs):
+        x, axes = self.x, self.axes
+        if not self.keepdims:
+            g = g.reshape(_kept_shape(x.shape, axes))
+        rest = tuple(i for i in range(x.ndim) if i not in axes)
+        perm = rest + axes
+        moved = np.transpose(x, perm)
+        lead = moved.shape[:len(rest)]
+        flat = moved.reshape(lead + (-1,))
+        ones = np.ones(lead + (1,), dtype=x.dtype)
+        left = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+        right = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+        others = np.transpose((left * right).reshape(moved.shape), np.argsort(perm))
+        return (others * g,)
+
+
+def reduce_prod(x: Any, axis: AxisArg = None, keepdims: bool = False,
+                reduction_indices: AxisArg = None) -> Tensor:
+    """Product of elements across ``axis`` (TF's ``tf.reduce_prod``); arguments as :func:`reduce_sum`.
+
+    Example:
+      >>> distnet.reduce_prod(distnet.constant([[1.0, 2.0], [3.0, 4.0]]), axis=1).numpy()
+      array([ 2., 12.], dtype=float32)
+    """
+    return _reduce(Prod, "reduce_prod", x, axis, keepdims, reduction_indices)
+
+
+def reduce_logsumexp(x: Any, axis: AxisArg = None, keepdims: bool = False,
+                     reduction_indices: AxisArg = None) -> Tensor:
+    """``log(sum(exp(x)))`` across ``axis``, computed stably (TF's ``tf.reduce_logsumexp``).
+
+    Composed: ``log(sum(exp(x - m))) + m`` with ``m`` the (gradient-stopped)
+    maximum, replaced by 0 where it is infinite, as TF does; so its gradient
+    is the softmax of ``x`` over ``axis``.
+
+    Example:
+      >>> distnet.reduce_logsumexp(distnet.constant([0.0, 0.0])).numpy()   # log(2)
+      0.6931472
+    """
+    from distnet import ops
+
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise DTypeError(f"reduce_logsumexp: Expect: a floating tensor Actual: {x.dtype.name}")
+    axes = normalize_axis(_resolve_axis(axis, reduction_indices, "reduce_logsumexp"), x.ndim, "reduce_logsumexp")
+    top = np.max(x.data, axis=axes, keepdims=True) if x.size else np.zeros(_kept_shape(x.shape, axes), x.dtype)
+    m = Tensor(np.where(np.isfinite(top), top, 0).astype(x.dtype))
+    s = ops.log(reduce_sum(ops.exp(ops.subtract(x, m)), axis=axes, keepdims=True))
+    out = ops.add(s, m)
+    if not keepdims:
+        out = ops.reshape(out, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+    return out

@@ -405,3 +405,119 @@ def stop_gradient(x: Any) -> Tensor:
     """
     x = as_tensor(x)
     return Tensor._from_op(x.data, None, ())
+
+
+class Tile(Op):
+    __slots__ = ("shape", "multiples")
+
+    def __init__(self, multiples):
+        self.multiples = multiples
+
+    def forward(self, x):
+        self.shape = x.shape
+        return np.tile(x, self.multiples)
+
+    def backward(self, g, needs):
+        # Each output axis of size m*n is m copies of the input's n: sum the copies.
+        split = []
+        for m, n in zip(self.multiples, self.shape):
+            split += [m, n]
+        return (g.reshape(split).sum(axis=tuple(range(0, 2 * len(self.shape), 2))),)
+
+
+def tile(x: Any, multiples: Sequence[int]) -> Tensor:
+    """``x`` repeated ``multiples[i]`` times along axis ``i`` (TF's ``tf.tile``).
+
+    Example:
+      >>> distnet.tile(distnet.constant([[1, 2]]), [2, 3]).numpy()
+      array([[1, 2, 1, 2, 1, 2],
+             [1, 2, 1, 2, 1, 2]], dtype=int32)
+    """
+    x = as_tensor(x)
+    mult = np.asarray(multiples.data if isinstance(multiples, Tensor) else multiples)
+    if mult.ndim != 1 or mult.size != x.ndim or mult.dtype.kind not in "iu":
+        raise ShapeError(f"tile: Expect: multiples a list of {x.ndim} integers (one per axis of a {x.shape} "
+                         f"tensor) Actual: {mult.tolist()!r}")
+    if (mult < 0).any():
+        raise InvalidArgumentError(f"tile: Expect: multiples >= 0 Actual: {mult.tolist()}")
+    return Tile.apply(x, multiples=tuple(int(m) for m in mult))
+
+
+class GatherNd(Op):
+    __slots__ = ("index", "shape")
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.shape = x.shape
+        return x[self.index]
+
+    def backward(self, g, needs):
+        gx = np.zeros(self.shape, dtype=g.dtype)
+        np.add.at(gx, self.index, g)
+        return (gx,)
+
+
+def gather_nd(params: Any, indices: Any) -> Tensor:
+    """Slices of ``params`` at the index tuples in the last axis of ``indices`` (TF's ``tf.gather_nd``).
+
+    ``indices`` of shape ``[..., k]`` picks ``params[i_1, ..., i_k]``; the
+    result has shape ``indices.shape[:-1] + params.shape[k:]``.  The gradient
+    of a repeated index is summed.
+
+    Example:
+      >>> distnet.gather_nd(distnet.constant([[1.0, 2.0], [3.0, 4.0]]), [[1, 0], [0, 1]]).numpy()
+      array([3., 2.], dtype=float32)
+    """
+    params = as_tensor(params)
+    idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if idx.dtype.kind not in "iu" or idx.ndim == 0:
+        raise DTypeError(f"gather_nd: Expect: integer indices of rank >= 1 Actual: dtype {idx.dtype}, "
+                         f"shape {idx.shape}")
+    k = idx.shape[-1]
+    if k > params.ndim:
+        raise ShapeError(f"gather_nd: index depth {k} (the last size of indices) exceeds the rank of params "
+                         f"{params.ndim}; Expect: indices.shape[-1] <= {params.ndim}")
+    for d in range(k):
+        col = idx[..., d]
+        if col.size and (col.min() < 0 or col.max() >= params.shape[d]):
+            bad = col[(col < 0) | (col >= params.shape[d])].flat[0]
+            raise IndexOutOfRangeError(f"gather_nd: index {bad} of axis {d} is out of range; "
+                                       f"Expect: indices in [0, {params.shape[d]})")
+    return GatherNd.apply(params, index=tuple(idx[..., d] for d in range(k)))
+
+
+def split(value: Any, num_or_size_splits: Any, axis: int = 0) -> list:
+    """``value`` cut along ``axis`` into equal parts (an int) or parts of the given
+    sizes (one size may be -1: the rest) -- TF's ``tf.split``; composed from slicing.
+
+    Example:
+      >>> [p.shape for p in distnet.split(distnet.zeros([6, 2]), [1, -1, 2])]
+      [(1, 2), (3, 2), (2, 2)]
+    """
+    value = as_tensor(value)
+    ax = _check_axis("split", axis, value.ndim)
+    n = value.shape[ax]
+    spec = num_or_size_splits.data if isinstance(num_or_size_splits, Tensor) else num_or_size_splits
+    if np.ndim(spec) == 0:
+        parts = int(spec)
+        if parts <= 0 or n % parts:
+            raise InvalidArgumentError(f"split: Expect: the size {n} of axis {ax} divisible by num_split={parts} "
+                                       f"Actual: {n} % {parts} = {n % parts if parts > 0 else 'undefined'}")
+        sizes = [n // parts] * parts
+    else:
+        sizes = [int(s) for s in np.asarray(spec).reshape(-1)]
+        if sizes.count(-1) > 1 or any(s < -1 for s in sizes):
+            raise InvalidArgumentError(f"split: Expect: sizes >= 0 with at most one -1 Actual: {sizes}")
+        if -1 in sizes:
+            sizes[sizes.index(-1)] = n - (sum(sizes) + 1)
+        if sum(sizes) != n or min(sizes) < 0:
+            raise InvalidArgumentError(f"split: Expect: sizes summing to {n} (the size of axis {ax}) "
+                                       f"Actual: {sizes}")
+    out, start = [], 0
+    lead = (slice(None),) * ax
+    for s in sizes:
+        out.append(getitem(value, lead + (slice(start, start + s),)))
+        start += s
+    return out

@@ -4,6 +4,7 @@ from distnet.optimizers.base import Optimizer, clip_by_global_norm, global_norm 
 from distnet.optimizers.gradient_descent import GradientDescent  # noqa: F401
 from distnet.optimizers.momentum import Momentum  # noqa: F401
 from distnet.optimizers.adagrad import Adagrad  # noqa: F401
+from distnet.optimizers.adadelta import Adadelta  # noqa: F401
 from distnet.optimizers.rmsprop import RMSProp  # noqa: F401
 from distnet.optimizers.adam import Adam  # noqa: F401
 from distnet.optimizers.adamw import AdamW  # noqa: F401
@@ -11,7 +12,7 @@ from distnet.optimizers.adamw import AdamW  # noqa: F401
 
 
 def get(name: str, **kwargs) -> Optimizer:
-    """An optimizer by its registered name (``"sgd"``, ``"momentum"``, ``"adagrad"``,
+    """An optimizer by its registered name (``"sgd"``, ``"momentum"``, ``"adagrad"``, ``"adadelta"``,
     ``"rmsprop"``, ``"adam"``, ``"adamw"``), built with the constructor's ``kwargs``.
 
     Example:
@@ -27,5 +28,5 @@ def get(name: str, **kwargs) -> Optimizer:
     return found.obj(**kwargs)
 
 
-__all__ = ["Optimizer", "clip_by_global_norm", "global_norm", "GradientDescent", "Momentum", "Adagrad",
+__all__ = ["Optimizer", "clip_by_global_norm", "global_norm", "GradientDescent", "Momentum", "Adagrad", "Adadelta",
            "RMSProp", "Adam", "AdamW", "get"]

@@ -1,4 +1,4 @@
-"""The ``Optimizer`` base class and gradient clipping by global norm.
+"""The ``Optimizer`` base class.
 
 An optimizer turns ``(gradient, variable)`` pairs into in-place updates of
 ``variable.data``.  Its state is a set of named *slots* (``"m"``, ``"v"``,
@@ -17,6 +17,10 @@ Conventions (TF1):
   per operation.  The element-wise arithmetic is the same, so the result is
   the same as a whole-array update.  One chunk-sized scratch buffer per
   variable is reused every step (no parameter-sized temporaries).
+* ``clipnorm`` / ``global_clipnorm`` are a transform applied before the
+  update (:class:`distnet.optimizers.clipping.Clip`): ``apply_gradients``
+  clips then calls ``apply_update`` (the rule alone); a training strategy
+  clips the reduced gradient itself and calls ``apply_update``.
 * A ``None`` gradient leaves its variable (and its slots) untouched, as in TF.
 * Every updated variable's version is incremented; ``compute_gradients`` (so
   ``minimize``) refuses a loss computed before the last update of one of its
@@ -32,6 +36,7 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
+from distnet.optimizers.clipping import Clip, clip_by_global_norm, global_norm  # noqa: F401 (public here too)
 from distnet.registry import FLOAT, Option
 from distnet.schedules import LearningRate, resolve
 from distnet.tensor import Tensor, Variable
@@ -41,50 +46,6 @@ from distnet.tensor import Tensor, Variable
 CLIP_NORM = Option("clip_norm", FLOAT, None, "all gradients of a step are rescaled together so that their "
                    "global norm is at most this (TF1's `clip_by_global_norm`)", low=0.0, low_open=True,
                    arg="global_clipnorm", group="common")
-
-
-def global_norm(grads: Iterable[np.ndarray | None]) -> float:
-    """``sqrt(sum(sum(g**2)))`` over the non-None arrays (TF's ``tf.global_norm``)."""
-    total = 0.0
-    for g in grads:
-        if g is not None:
-            g = np.asarray(g)
-            total += float(np.vdot(g.ravel(), g.ravel()).real) if g.size else 0.0
-    return math.sqrt(total)
-
-
-def clip_by_global_norm(grads: Sequence[np.ndarray | None], clip_norm: float,
-                        use_norm: float | None = None) -> tuple[list, float]:
-    """Scale ``grads`` so that their global norm is at most ``clip_norm``.
-
-    TF1's ``tf.clip_by_global_norm``: each ``g`` becomes
-    ``g * clip_norm / max(global_norm, clip_norm)``; ``None`` entries stay None.
-
-    Args:
-      grads: arrays (or None).
-      clip_norm: the maximum global norm, > 0.
-      use_norm: the global norm if already known.
-
-    Returns:
-      ``(clipped, global_norm)``; the inputs are not modified.
-
-    Example:
-      >>> clipped, norm = clip_by_global_norm([np.array([3.0]), np.array([4.0])], 1.0)
-      >>> norm, clipped[0], clipped[1]
-      (5.0, array([0.6]), array([0.8]))
-    """
-    if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(float(clip_norm)) or clip_norm <= 0:
-        raise InvalidArgumentError(f"clip_norm must be a finite number > 0, got {clip_norm!r}")
-    norm = global_norm(grads) if use_norm is None else float(use_norm)
-    if not math.isfinite(norm):
-        raise InvalidArgumentError(f"clip_by_global_norm: the global norm of the gradients is {norm}; "
-                                   "expected a finite number (a gradient holds inf or nan)")
-    scale = float(clip_norm) / max(norm, float(clip_norm))
-    out = [None if g is None else (np.asarray(g) * np.asarray(g).dtype.type(scale)
-                                   if np.issubdtype(np.asarray(g).dtype, np.floating) else np.asarray(g) * scale)
-           for g in grads]
-    return out, norm
 
 
 def check_hyper(name: str, value, *, low: float | None = None, high: float | None = None,
@@ -212,14 +173,29 @@ class Optimizer:
         return resolve(self.learning_rate, self.iterations)
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[np.ndarray | None, Variable]]) -> int:
-        """Apply one update to each variable and increment ``iterations``.
+        """Clip the gradients as ``clipnorm`` / ``global_clipnorm`` ask, apply one
+        update to each variable and increment ``iterations``.
 
         Args:
-          grads_and_vars: ``(gradient ndarray or None, Variable)`` pairs.
+          grads_and_vars: ``(gradient ndarray or None, Variable)`` pairs (not modified).
 
         Returns:
           The new value of ``iterations``.
         """
+        pairs = self._checked_pairs(grads_and_vars)
+        clip = Clip.of(self)
+        if clip is not None:
+            pairs = list(zip(clip([g for g, _ in pairs]), [v for _, v in pairs]))
+        return self._apply(pairs)
+
+    def apply_update(self, grads_and_vars: Iterable[tuple[np.ndarray | None, Variable]]) -> int:
+        """:meth:`apply_gradients` without the clipping: the update rule alone, on
+        gradients already transformed (a training strategy clips the reduced
+        gradients itself, with the norms of the whole gradient:
+        :meth:`distnet.distributed.strategies.base.Strategy.clip`)."""
+        return self._apply(self._checked_pairs(grads_and_vars))
+
+    def _checked_pairs(self, grads_and_vars) -> list:
         pairs = []
         for i, item in enumerate(grads_and_vars):
             try:
@@ -243,11 +219,9 @@ class Optimizer:
         if dups:
             raise InvalidArgumentError(f"{self.name}: variable names must be unique. Found duplicates: {dups}")
         self.build([v for _, v in pairs])
-        if self.clipnorm is not None:
-            pairs = [(None if g is None else clip_by_global_norm([g], self.clipnorm)[0][0], v) for g, v in pairs]
-        if self.global_clipnorm is not None:
-            clipped, _ = clip_by_global_norm([g for g, _ in pairs], self.global_clipnorm)
-            pairs = list(zip(clipped, [v for _, v in pairs]))
+        return pairs
+
+    def _apply(self, pairs: list) -> int:
         lr = self._learning_rate()
         t = self.iterations + 1
         for g, v in pairs:

@@ -19,6 +19,7 @@ import hashlib
 import numpy as np
 
 from _common import expect, say, script_args
+from distnet.distributed.strategies.base import reduce_arrays
 from distnet.distributed import Replicated, get_communicator, install_abort_hook
 from distnet.distributed.strategies.zero1 import Zero1
 from distnet.tensor import Variable
@@ -44,8 +45,9 @@ def grads_of(r):
 
 
 def packed(r, known):
-    """What rank r's sync packs: its gradients times n_r / N (N known) or n_r."""
-    weight = counts[r] / total if known else float(counts[r])
+    """What rank r's sync packs: its gradients times n_r / N (N given, or
+    summed from the ranks' counts first by ``reduce_arrays``: the same weight)."""
+    weight = counts[r] / total
     return [np.multiply(g, weight) if counts[r] else np.zeros_like(g) for g in grads_of(r)]
 
 
@@ -73,22 +75,20 @@ mine = grads_of(rank) if counts[rank] else None
 # -- the replicated all-reduce ----------------------------------------------
 for known in (True, False):
     plain = Replicated(comm, variables, scalar_names=("loss_sum", "correct"))
-    ref32 = plain.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg,
+    ref32 = reduce_arrays(plain, mine, counts[rank], scalars=scalars, regularization_grads=reg,
                        global_count=total if known else None)
     ref32 = {"grads": [g.copy() for g in ref32.grads], "scalars": ref32.scalars, "count": ref32.global_count}
     sums = f16_sum(known)
     want = []
     for s, g in zip(sums, reg):
         x = s.astype(np.float16).astype(np.float32)
-        if not known:
-            x = np.divide(x, np.float32(total))
         want.append(np.add(x, g))
     for bucket_bytes in (None, 200, 1000, 10 ** 6):
         case = f"replicated bucket={bucket_bytes} global_count_known={known}"
         sync = Replicated(comm, variables, bucket_bytes=bucket_bytes,
                                     scalar_names=("loss_sum", "correct"), compression="float16")
         expect(sync.compressor is not None, f"{case}: no compressor on {size} ranks")
-        res = sync.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg,
+        res = reduce_arrays(sync, mine, counts[rank], scalars=scalars, regularization_grads=reg,
                         global_count=total if known else None)
         expect(res.is_finite, f"{case}: not finite")
         expect(res.global_count == total == ref32["count"], f"{case}: global count {res.global_count} != {total}")
@@ -117,8 +117,8 @@ sync = Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in
                            scalar_names=("loss_sum", "correct"), compression="float16")
 plain = Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
                             scalar_names=("loss_sum", "correct"))
-res32 = plain.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
-res = sync.reduce(mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
+res32 = reduce_arrays(plain, mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
+res = reduce_arrays(sync, mine, counts[rank], scalars=scalars, regularization_grads=reg, global_count=total)
 case = "sharded"
 expect(res.is_finite, f"{case}: not finite")
 expect(res.scalars == res32.scalars and res.global_count == total, f"{case}: scalars {res.scalars} != {res32.scalars}")
@@ -144,10 +144,10 @@ for label, s in (("replicated", Replicated(comm, variables, compression="float16
                  ("sharded", Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name)
                                                         for v in variables], compression="float16"))):
     # 1e5 > 65504, the largest float16: inf on the wire, although finite in float32.
-    r = s.reduce(big, max(counts[rank], 1), global_count=sum(max(c, 1) for c in counts), prescaled=True)
+    r = reduce_arrays(s, big, max(counts[rank], 1), global_count=sum(max(c, 1) for c in counts), prescaled=True)
     flags = comm.allgather_object(r.is_finite)
     expect(flags == [False] * size, f"overflow {label}: is_finite on the ranks {flags}, expected all False")
-    r32 = Replicated(comm, variables).reduce(big, max(counts[rank], 1),
+    r32 = reduce_arrays(Replicated(comm, variables), big, max(counts[rank], 1),
                                                      global_count=sum(max(c, 1) for c in counts), prescaled=True)
     expect(r32.is_finite, "overflow: the float32 path must be finite for this test to mean anything")
     if rank == 0:
@@ -157,10 +157,10 @@ for label, s in (("replicated", Replicated(comm, variables, compression="float16
 # in float16) sums beyond 65504; the replicated result is rounded to
 # float16, so inf; the sharded block keeps the float32 sum, finite.
 near = [np.full(v.shape, 6e4, np.float32) for v in variables]
-r = Replicated(comm, variables, compression="float16").reduce(near, 1, global_count=size, prescaled=True)
+r = reduce_arrays(Replicated(comm, variables, compression="float16"), near, 1, global_count=size, prescaled=True)
 expect(comm.allgather_object(r.is_finite) == [False] * size, "sum overflow: replicated must be non-finite")
-r = Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
-                        compression="float16").reduce(near, 1, global_count=size, prescaled=True)
+r = reduce_arrays(Zero1(comm, [Variable(np.ones(v.shape, np.float32), name=v.name) for v in variables],
+                        compression="float16"), near, 1, global_count=size, prescaled=True)
 expect(comm.allgather_object(r.is_finite) == [True] * size, "sum overflow: the sharded float32 block is finite")
 expect(all(float(np.max(g)) == 6e4 * size for g in r.grads if g.size), "sum overflow: sharded block value")
 if rank == 0:

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from _common import expect, script_args, say
+from distnet.distributed.strategies.base import reduce_arrays
 from distnet.distributed import (
     DivergenceChecker, Replicated, NonFiniteGuard, Watchdog, broadcast_variables,
     check_parameters_agree, check_same_variables, get_communicator, install_abort_hook,
@@ -91,7 +92,7 @@ for step in range(steps):
         if step == 5:
             failing_now()
         grads[1][0] = np.nan
-    res = sync.reduce(grads, count, scalars={"loss_sum": 1.0 * count})
+    res = reduce_arrays(sync, grads, count, scalars={"loss_sum": 1.0 * count})
     if guard.check(res.is_finite, step):
         for g, v in res.grads_and_vars():
             v.data -= 0.1 * g

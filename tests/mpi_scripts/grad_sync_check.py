@@ -13,6 +13,7 @@ sizes, with and without ``global_count``, and checks the result.  Prints
 import numpy as np
 
 from _common import expect, script_args, say
+from distnet.distributed.strategies.base import reduce_arrays
 from distnet.distributed import Replicated, get_communicator, install_abort_hook
 from distnet.tensor import Variable
 
@@ -50,7 +51,7 @@ for bucket_bytes in (None, 200, 1000, 10 ** 6):
     for known in (False, True):
         sync = Replicated(comm, variables, bucket_bytes=bucket_bytes, scalar_names=("loss_sum", "correct"))
         grads = [None if g is None else g.astype(np.float32) for g in local]
-        res = sync.reduce(grads, len(mine), scalars={"loss_sum": local_loss_sum, "correct": float(len(mine) % 2)},
+        res = reduce_arrays(sync, grads, len(mine), scalars={"loss_sum": local_loss_sum, "correct": float(len(mine) % 2)},
                         regularization_grads=[reg[v.name].astype(np.float32) for v in variables],
                         global_count=total if known else None)
         case = f"bucket={bucket_bytes} global_count_known={known}"
@@ -79,11 +80,11 @@ for view, g in zip(views, local):
         view.fill(np.nan)   # ignored: this rank has no samples
     else:
         np.copyto(view, g, casting="same_kind")
-res = sync.reduce(views, len(mine), global_count=total)
+res = reduce_arrays(sync, views, len(mine), global_count=total)   # the adapter lands views in place
 for g, w, v in zip(res.grads, want, variables):
     expect(float(np.max(np.abs(g + reg[v.name] - w))) < 1e-5, f"in-place views: {v.name}")
 prescaled = [None if g is None else (g * len(mine) / total).astype(np.float32) for g in local]
-res = Replicated(comm, variables).reduce(prescaled, len(mine), prescaled=True)
+res = reduce_arrays(Replicated(comm, variables), prescaled, len(mine), prescaled=True)
 for g, w, v in zip(res.grads, want, variables):
     expect(float(np.max(np.abs(g + reg[v.name] - w))) < 1e-5, f"prescaled: {v.name}")
 if rank == 0:
@@ -94,10 +95,10 @@ sync = Replicated(comm, variables)
 grads = [np.zeros(v.shape, np.float32) for v in variables]
 if rank == size - 1:
     grads[2][0, 0] = np.inf
-res = sync.reduce(grads, 1)
+res = reduce_arrays(sync, grads, 1)
 flags = comm.allgather_object(res.is_finite)
 expect(flags == [False] * size, f"is_finite after an inf on rank {size - 1}: {flags}")
-res = sync.reduce([np.zeros(v.shape, np.float32) for v in variables], 1)
+res = reduce_arrays(sync, [np.zeros(v.shape, np.float32) for v in variables], 1)
 expect(res.is_finite, "finite again on the next step")
 if rank == 0:
     say("OK non_finite")
@@ -115,10 +116,10 @@ for bucket_bytes in (None, 64, 500):
     if mine:
         sink = overlapped.gradient_sink(accumulate=False, local_count=len(mine), scalars=scal)
         for k in (2, 0, 3, 1):
-            sink.final(k, prescaled[k])
-    got = overlapped.reduce(None, len(mine), scalars=scal, global_count=total, prescaled=True,
+            sink(k, prescaled[k])
+    got = overlapped.reduce(len(mine), scalars=scal, global_count=total,
                             regularization_grads=[reg[v.name].astype(np.float32) for v in variables])
-    ref = blocking.reduce(prescaled, len(mine), scalars=scal, global_count=total, prescaled=True,
+    ref = reduce_arrays(blocking, prescaled, len(mine), scalars=scal, global_count=total, prescaled=True,
                         regularization_grads=[reg[v.name].astype(np.float32) for v in variables])
     case = f"overlap bucket={bucket_bytes} buckets={len(overlapped.buckets)}"
     expect(got.global_count == total and got.is_finite, case)

@@ -93,6 +93,36 @@ try:
 except ImportError:
     pass
 
+def _sequence_loss(logits, targets, weights, average_across_timesteps=True, average_across_batch=True,
+                   softmax_loss_function=None, name=None):
+    # contrib.seq2seq.sequence_loss (absent from TF 2.21) from its definition: weighted cross-entropy,
+    # summed and divided by the summed weights (+1e-12) over the averaged axes.
+    classes = v1.shape(logits)[2]
+    flat = v1.reshape(logits, [-1, classes])
+    xent = v1.nn.sparse_softmax_cross_entropy_with_logits(labels=v1.reshape(targets, [-1]), logits=flat)
+    xent = xent * v1.reshape(weights, [-1])
+    if average_across_timesteps and average_across_batch:
+        return v1.reduce_sum(xent) / (v1.reduce_sum(weights) + 1e-12)
+    xent = v1.reshape(xent, v1.shape(logits)[0:2])
+    if average_across_timesteps:
+        return v1.reduce_sum(xent, axis=1) / (v1.reduce_sum(weights, axis=1) + 1e-12)
+    if average_across_batch:
+        return v1.reduce_sum(xent, axis=0) / (v1.reduce_sum(weights, axis=0) + 1e-12)
+    return xent
+
+contrib.seq2seq = _ns("tensorflow.contrib.seq2seq", sequence_loss=_sequence_loss)
+
+def _sequence_loss_by_example(logits, targets, weights, average_across_timesteps=True,
+                              softmax_loss_function=None, name=None):
+    # contrib.legacy_seq2seq.sequence_loss_by_example from its definition: per example, the weighted
+    # cross-entropies summed over the steps, divided by the summed weights (+1e-12) if averaging.
+    terms = [v1.nn.sparse_softmax_cross_entropy_with_logits(labels=v1.reshape(t, [-1]), logits=l) * w
+             for l, t, w in zip(logits, targets, weights)]
+    total = v1.add_n(terms)
+    return total / (v1.add_n(weights) + 1e-12) if average_across_timesteps else total
+
+contrib.legacy_seq2seq = _ns("tensorflow.contrib.legacy_seq2seq", sequence_loss_by_example=_sequence_loss_by_example)
+
 class _TF1(types.ModuleType):
     """``import tensorflow as tf`` in a 1.x program: tf.compat.v1 plus contrib."""
     def __getattr__(self, name):

@@ -15,24 +15,31 @@ differences are listed in docs/tf1.md.
 """
 from __future__ import annotations
 
+import sys as _sys
+
 import numpy as _np
 
 from distnet.compat.v1 import arg_scope as _arg_scope
 from distnet.compat.v1 import array_ops as _a
+from distnet.compat.v1 import candidate_sampling as _cs
+from distnet.compat.v1 import contrib_layers as _cl
 from distnet.compat.v1 import data as _data
 from distnet.compat.v1 import distributed as _dist
-from distnet.compat.v1 import input_data as _input_data
-from distnet.compat.v1 import contrib_layers as _cl
+from distnet.compat.v1 import embedding as _embedding
 from distnet.compat.v1 import hooks as _hooks
+from distnet.compat.v1 import input_data as _input_data
 from distnet.compat.v1 import layers as _layers
 from distnet.compat.v1 import math_ops as _m
 from distnet.compat.v1 import metrics as _metrics
 from distnet.compat.v1 import misc as _misc
 from distnet.compat.v1 import monitored as _mon
 from distnet.compat.v1 import normalization as _bn
-from distnet.compat.v1 import queues as _q
 from distnet.compat.v1 import optimize_loss as _optimize_loss
+from distnet.compat.v1 import queues as _q
+from distnet.compat.v1 import rnn as _rnn
+from distnet.compat.v1 import rnn_cell as _cell
 from distnet.compat.v1 import saver as _saver
+from distnet.compat.v1 import seq2seq as _seq2seq
 from distnet.compat.v1 import spatial as _spatial
 from distnet.compat.v1 import summary as _summary
 from distnet.compat.v1 import train as _train
@@ -161,6 +168,14 @@ from distnet.compat.v1.math_ops import (  # noqa: E402
     reduce_all, reduce_any, reduce_max, reduce_mean, reduce_min, reduce_sum, rsqrt, sigmoid, sign, sqrt, square,
     subtract, tanh, where, where_v2,
 )
+from distnet.compat.v1.clip_ops import clip_by_global_norm, clip_by_norm, global_norm  # noqa: E402
+from distnet.compat.v1.control_flow import case, cond, while_loop  # noqa: E402
+from distnet.compat.v1.tensor_array import TensorArray  # noqa: E402
+from distnet.compat.v1.array_ops import gather_nd, split, tile  # noqa: E402
+from distnet.compat.v1.math_ops import (  # noqa: E402
+    arg_max, arg_min, floordiv, floormod, reduce_logsumexp, reduce_prod, squared_difference,
+)
+from distnet.compat.v1.session import RunMetadata, RunOptions  # noqa: E402
 from distnet.compat.v1.train import gradients  # noqa: E402
 from distnet.compat.v1.variables import (  # noqa: E402
     AUTO_REUSE, Variable, VariableScope, all_variables, assign, assign_add, assign_sub, constant_initializer,
@@ -171,11 +186,14 @@ from distnet.compat.v1.variables import (  # noqa: E402
     variable_scope, variables_initializer, variance_scaling_initializer, zeros_initializer,
 )
 
+reverse_sequence = _rnn.reverse_sequence
+sequence_mask = _rnn.sequence_mask
 div = truediv = divide
 sub = subtract
 mul = multiply
 neg = negative
 pack = stack
+mod = floormod
 
 
 # -- the queue era's readers (tf.train holds the producers and batching) ------------------------
@@ -185,6 +203,12 @@ from distnet.compat.v1.queues import (  # noqa: E402
 )
 
 # -- sub-modules -----------------------------------------------------------------------------
+_CELLS = dict(
+    RNNCell=_cell.RNNCell, BasicRNNCell=_cell.BasicRNNCell, BasicLSTMCell=_cell.BasicLSTMCell,
+    LSTMCell=_cell.LSTMCell, GRUCell=_cell.GRUCell, MultiRNNCell=_cell.MultiRNNCell,
+    DropoutWrapper=_cell.DropoutWrapper, ResidualWrapper=_cell.ResidualWrapper, LSTMStateTuple=_cell.LSTMStateTuple,
+)
+
 nn = _Namespace(
     "nn", relu=_m.relu, relu6=_m.relu6, sigmoid=_m.sigmoid, tanh=_m.tanh, softmax=_m.softmax,
     log_softmax=_m.log_softmax, softmax_cross_entropy_with_logits=_m.softmax_cross_entropy_with_logits,
@@ -192,7 +216,13 @@ nn = _Namespace(
     sparse_softmax_cross_entropy_with_logits=_m.sparse_softmax_cross_entropy_with_logits,
     sigmoid_cross_entropy_with_logits=_m.sigmoid_cross_entropy_with_logits, l2_loss=_m.l2_loss,
     dropout=_m.dropout, conv2d=_m.conv2d, max_pool=_m.max_pool, bias_add=_m.bias_add, in_top_k=_m.in_top_k,
-    embedding_lookup=lambda params, ids, name=None, **kw: _a.gather(params, ids, name=name),
+    embedding_lookup=_embedding.embedding_lookup, nce_loss=_cs.nce_loss, sampled_softmax_loss=_cs.sampled_softmax_loss,
+    log_uniform_candidate_sampler=_cs.log_uniform_candidate_sampler,
+    uniform_candidate_sampler=_cs.uniform_candidate_sampler,
+    rnn_cell=_Namespace("nn.rnn_cell", **_CELLS), static_rnn=_rnn.static_rnn, dynamic_rnn=_rnn.dynamic_rnn,
+    bidirectional_dynamic_rnn=_rnn.bidirectional_dynamic_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
+    leaky_relu=_m.leaky_relu, softplus=_m.softplus, l2_normalize=_m.l2_normalize, top_k=_m.top_k,
+    elu=_m.elu, selu=_m.selu,
     moments=_bn.moments, batch_normalization=_bn.batch_normalization, fused_batch_norm=_bn.fused_batch_norm,
     conv2d_transpose=_spatial.conv2d_transpose, avg_pool=_spatial.avg_pool, avg_pool2d=_spatial.avg_pool,
 )
@@ -201,6 +231,7 @@ train = _Namespace(
     "train", Optimizer=_train.Optimizer, GradientDescentOptimizer=_train.GradientDescentOptimizer,
     MomentumOptimizer=_train.MomentumOptimizer, AdamOptimizer=_train.AdamOptimizer,
     RMSPropOptimizer=_train.RMSPropOptimizer, AdagradOptimizer=_train.AdagradOptimizer,
+    AdadeltaOptimizer=_train.AdadeltaOptimizer,
     exponential_decay=_train.exponential_decay, piecewise_constant=_train.piecewise_constant,
     polynomial_decay=_train.polynomial_decay, cosine_decay=_train.cosine_decay,
     get_or_create_global_step=_train.get_or_create_global_step, get_global_step=_train.get_global_step,
@@ -255,6 +286,12 @@ contrib = _Namespace(
     framework=_Namespace("contrib.framework", **_contrib_framework_members),
     # slim: the same layers and scopes under the name TF-Slim programs import.
     slim=_Namespace("contrib.slim", **_contrib_layers_members, **_contrib_framework_members),
+    rnn=_Namespace(
+        "contrib.rnn", **_CELLS, static_rnn=_rnn.static_rnn, static_bidirectional_rnn=_rnn.static_bidirectional_rnn,
+    ),
+    seq2seq=_Namespace("contrib.seq2seq", sequence_loss=_seq2seq.sequence_loss),
+    legacy_seq2seq=_Namespace("contrib.legacy_seq2seq", sequence_loss=_seq2seq.legacy_sequence_loss,
+                              sequence_loss_by_example=_seq2seq.sequence_loss_by_example),
 )
 
 losses = _Namespace(
@@ -286,6 +323,9 @@ math = _Namespace(
     reduce_any=reduce_any, reduce_max=reduce_max, reduce_mean=reduce_mean, reduce_min=reduce_min,
     reduce_sum=reduce_sum, rsqrt=rsqrt, sigmoid=sigmoid, sign=sign, sqrt=sqrt, square=square, subtract=subtract,
     tanh=tanh, in_top_k=_m.in_top_k, softmax=_m.softmax, log_softmax=_m.log_softmax,
+    reduce_prod=reduce_prod, reduce_logsumexp=reduce_logsumexp, squared_difference=squared_difference,
+    floordiv=floordiv, floormod=floormod, top_k=_m.top_k, l2_normalize=_m.l2_normalize,
+    leaky_relu=_m.leaky_relu, softplus=_m.softplus,
 )
 
 errors = _Namespace(
@@ -334,6 +374,29 @@ summary = _Namespace(
 )
 
 
+
+def _as_bytes(bytes_or_text, encoding="utf-8"):
+    """``tf.compat.as_bytes``: text encoded, bytes unchanged."""
+    if isinstance(bytes_or_text, (bytes, bytearray)):
+        return bytes(bytes_or_text)
+    if isinstance(bytes_or_text, str):
+        return bytes_or_text.encode(encoding)
+    raise TypeError(f"Expected binary or unicode string, got {bytes_or_text!r}")
+
+
+def _as_text(bytes_or_text, encoding="utf-8"):
+    """``tf.compat.as_text`` / ``as_str``: bytes decoded, text unchanged."""
+    if isinstance(bytes_or_text, str):
+        return bytes_or_text
+    if isinstance(bytes_or_text, (bytes, bytearray)):
+        return bytes(bytes_or_text).decode(encoding)
+    raise TypeError(f"Expected binary or unicode string, got {bytes_or_text!r}")
+
+
+#: ``tf.compat.v1`` is this module itself, so TF 1.15-style code (``tf.compat.v1.placeholder``) runs;
+#: ``as_bytes``/``as_text``/``as_str`` are TF1's string helpers (word2vec's data reading uses them).
+compat = _Namespace("compat", v1=_sys.modules[__name__], as_bytes=_as_bytes, as_text=_as_text, as_str=_as_text,
+                    as_str_any=lambda value: value.decode() if isinstance(value, bytes) else str(value))
 
 
 def __getattr__(name: str):

@@ -93,16 +93,21 @@ def constant(value: Any, dtype: Any = None, shape: Any = None, name: str = "Cons
     return t
 
 
+def _dims(shape: Any):
+    """A shape for distnet.zeros/ones/fill: sizes that are run-time values (``tf.shape(x)[0]``) as ints."""
+    return _ints(shape) if isinstance(shape, (list, tuple, EagerTensor)) else shape
+
+
 def zeros(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:
-    return build("Zeros", distnet.zeros, shape, as_dtype(dtype), _name=name)
+    return build("Zeros", lambda s, d: distnet.zeros(_dims(s), d), shape, as_dtype(dtype), _name=name)
 
 
 def ones(shape: Any, dtype: Any = np.float32, name: str | None = None) -> Tensor:
-    return build("Ones", distnet.ones, shape, as_dtype(dtype), _name=name)
+    return build("Ones", lambda s, d: distnet.ones(_dims(s), d), shape, as_dtype(dtype), _name=name)
 
 
 def fill(dims: Any, value: Any, name: str | None = None) -> Tensor:
-    return build("Fill", distnet.fill, dims, value, _name=name)
+    return build("Fill", lambda s, v: distnet.fill(_dims(s), v), dims, value, _name=name)
 
 
 def zeros_like(tensor: Any, dtype: Any = None, name: str | None = None, optimize: bool = True) -> Tensor:
@@ -177,7 +182,7 @@ def unstack(value: Any, num: int | None = None, axis: int = 0, name: str = "unst
     n = num if num is not None else value.shape[axis].value
     if n is None:
         raise ValueError(f"Cannot infer num from shape {value.shape}")
-    lead = (slice(None),) * (axis % value.shape.ndims)
+    lead = (builtins.slice(None),) * (axis % value.shape.ndims)
     return [value[lead + (i,)] for i in builtins.range(n)]
 
 
@@ -263,10 +268,18 @@ def get_seed(op_seed: int | None) -> tuple:
 def _random(op_type: str, draw, shape: Any, dtype: Any, seed: int | None, name: str | None) -> Tensor:
     graph_seed, op_seed = get_seed(seed)
     dt = as_dtype(dtype)
+    if isinstance(shape, (int, np.integer)) or (isinstance(shape, Tensor) and shape.shape.ndims == 0):
+        raise ValueError(f"{op_type}: Shape must be rank 1 but is rank 0; Expect: a list such as [{shape}] "
+                         f"Actual: {shape!r}")
     shape_t = shape if isinstance(shape, Tensor) else None
     st = TensorShape(None) if shape_t is not None else TensorShape(list(_ints(shape)))
     if shape_t is not None and shape_t.op.type == "Const":
         st = TensorShape([int(n) for n in shape_t._probes[0]])
+    elif shape_t is not None and shape_t.op.type == "Shape" and shape_t._probes is not None:
+        # tf.shape(x): its probes are x's probe shapes, so sizes that differ are x's unknown ones.
+        a, b = (np.asarray(p).reshape(-1) for p in shape_t._probes)
+        if a.shape == b.shape:
+            st = TensorShape([int(n) if n == m else None for n, m in zip(a, b)])
 
     def compute(run, values):
         rng = run.session.resource(("rng", op), lambda: np.random.default_rng(
@@ -280,14 +293,35 @@ def _random(op_type: str, draw, shape: Any, dtype: Any, seed: int | None, name: 
     return t
 
 
-def truncated_normal(shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any = np.float32,
+def _scaled(op_type: str, draw, shape: Any, mean: Any, stddev: Any, dtype: Any, seed, name) -> Tensor:
+    """A standard draw times ``stddev`` plus ``mean`` when either is a graph tensor (TF1
+    composes them so: the gradient reaches them, e.g. a VAE's ``stddev=sigma``)."""
+    from distnet.compat.v1 import math_ops
+
+    dt = as_dtype(dtype)
+    scope = {"TruncatedNormal": "truncated_normal"}.get(op_type, "random_normal")
+    with get_default_graph().name_scope(name or scope):
+        z = _random(op_type, draw, shape, dt, seed, None)
+        std = stddev if isinstance(stddev, Tensor) else np.asarray(stddev, dtype=dt)
+        avg = mean if isinstance(mean, Tensor) else np.asarray(mean, dtype=dt)
+        return math_ops.add(math_ops.multiply(z, std), avg)
+
+
+def truncated_normal(shape: Any, mean: Any = 0.0, stddev: Any = 1.0, dtype: Any = np.float32,
                      seed: int | None = None, name: str | None = None) -> Tensor:
-    """Normal draws, those beyond 2 stddev drawn again (TF1's ``tf.truncated_normal``); new values every run."""
+    """Normal draws, those beyond 2 stddev drawn again (TF1's ``tf.truncated_normal``); new values every run.
+    ``mean`` and ``stddev`` may be tensors."""
+    if isinstance(mean, Tensor) or isinstance(stddev, Tensor):
+        return _scaled("TruncatedNormal", _init.TruncatedNormal(0.0, 1.0), shape, mean, stddev, dtype, seed, name)
     return _random("TruncatedNormal", _init.TruncatedNormal(mean, stddev), shape, dtype, seed, name)
 
 
-def random_normal(shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any = np.float32,
+def random_normal(shape: Any, mean: Any = 0.0, stddev: Any = 1.0, dtype: Any = np.float32,
                   seed: int | None = None, name: str | None = None) -> Tensor:
+    """Normal draws (TF1's ``tf.random_normal``); ``mean`` and ``stddev`` may be tensors."""
+    if isinstance(mean, Tensor) or isinstance(stddev, Tensor):
+        return _scaled("RandomStandardNormal", _init.RandomNormal(0.0, 1.0), shape, mean, stddev, dtype, seed,
+                       name)
     return _random("RandomStandardNormal", _init.RandomNormal(mean, stddev), shape, dtype, seed, name)
 
 
@@ -299,6 +333,17 @@ def random_uniform(shape: Any, minval: Any = 0, maxval: Any = None, dtype: Any =
         if maxval is None:
             raise ValueError(f"Must specify maxval for integer dtype {dt.name}")
         draw = lambda dims, d, rng: rng.integers(minval, maxval, size=dims).astype(d)  # noqa: E731
+    elif isinstance(minval, Tensor) or isinstance(maxval, Tensor):
+        # TF1: minval + u * (maxval - minval), so the gradient reaches the bounds.
+        from distnet.compat.v1 import math_ops
+
+        with get_default_graph().name_scope(name or "random_uniform"):
+            u = _random("RandomUniform", lambda dims, d, rng: rng.uniform(0.0, 1.0, size=dims), shape, dt, seed,
+                        None)
+            lo = minval if isinstance(minval, Tensor) else np.asarray(minval, dtype=dt)
+            hi = np.asarray(1.0, dtype=dt) if maxval is None else (
+                maxval if isinstance(maxval, Tensor) else np.asarray(maxval, dtype=dt))
+            return math_ops.add(math_ops.multiply(u, math_ops.subtract(hi, lo)), lo)
     else:
         hi = 1.0 if maxval is None else float(maxval)
         draw = lambda dims, d, rng: rng.uniform(float(minval), hi, size=dims)  # noqa: E731
@@ -318,3 +363,39 @@ def random_shuffle(value: Any, seed: int | None = None, name: str | None = None)
 
     t = leaf("RandomShuffle", compute, value.dtype, value.shape, value._probes, name=name, inputs=[value])
     return t
+
+
+# -- tile, split, gather_nd ---------------------------------------------------------------
+
+def tile(input: Any, multiples: Any, name: str | None = None) -> Tensor:  # noqa: A002
+    """``input`` repeated ``multiples[i]`` times along axis ``i``."""
+    return build("Tile", lambda x, m: distnet.tile(x, _ints(m)), input, multiples, _name=name)
+
+
+def split(value: Any, num_or_size_splits: Any, axis: Any = 0, num: int | None = None, name: str = "split") -> list:
+    """``value`` cut along ``axis`` into ``num_or_size_splits`` equal parts, or parts of
+    the sizes it lists (one may be -1); a list of tensors."""
+    from distnet.compat.v1.multi_output import build_outputs
+
+    spec = num_or_size_splits
+    if isinstance(spec, Tensor):
+        if spec.shape.ndims == 0 or spec.shape.dims is None or spec.shape[0].value is None:
+            raise ValueError(f"split: Expect: num_or_size_splits an int or a list (or a 1-D tensor of known "
+                             f"length) Actual: {spec!r}")
+        n = spec.shape[0].value if num is None else num
+    elif np.ndim(spec) == 0:
+        n = int(spec)
+    else:
+        n = len(list(spec))
+    if n <= 0:
+        raise ValueError(f"split: Expect: at least one part Actual: num_or_size_splits={num_or_size_splits!r}")
+    return build_outputs("Split", lambda x, s, a: distnet.split(x, _ints(s) if not np.ndim(_scalar(s)) == 0
+                                                                 else int(_scalar(s)), int(_scalar(a))),
+                         n, value, spec, axis, _name=name)
+
+
+def gather_nd(params: Any, indices: Any, name: str | None = None, batch_dims: int = 0) -> Tensor:
+    """Slices of ``params`` at the index tuples in the last axis of ``indices``."""
+    if batch_dims:
+        raise InvalidArgumentError(f"gather_nd: batch_dims={batch_dims} is not supported; Expect: 0")
+    return build("GatherNd", distnet.gather_nd, params, indices, _name=name)

@@ -194,6 +194,17 @@ class DistributedOptimizer(Optimizer):
     """Wraps a ``tf.train`` optimizer so that its gradients are those of the
     global batch (see the module doc); variables are broadcast from rank 0.
 
+    The gradients go through one of the package's strategies
+    (:mod:`distnet.distributed.strategies`), as the native ``Trainer``'s do:
+    backward lands each rank's share of the global mean in the strategy's
+    buffer, the strategy sums it over ranks and adds the weights-only terms'
+    gradient once.  ``compute_gradients`` returns the global (summed)
+    gradients, so a ``tf.clip_by_global_norm`` between it and
+    ``apply_gradients`` clips the global gradient, as with Horovod.  A step
+    whose summed gradient is not finite is skipped on every rank (no update,
+    ``global_step`` unchanged), and ``max_bad_steps`` such steps in a row
+    stop the job.
+
     Args:
       optimizer: a ``tf.train.*Optimizer``.
       loss_reduction: ``"mean"`` (the data terms are means over a rank's
@@ -204,21 +215,52 @@ class DistributedOptimizer(Optimizer):
         statistics of the global batch (default); False keeps each rank's
         own, as TensorFlow and Horovod do (see
         :mod:`distnet.compat.v1.normalization`).
+      strategy: ``"replicated"`` (default: every rank updates every weight)
+        or ``"zero1"`` (each rank updates 1/N of the weights and keeps 1/N
+        of the optimizer's slots; the weights are all-gathered after the
+        update); ``sharded=True`` is ``"zero1"``.
+      max_bad_steps: consecutive non-finite steps tolerated before the job stops.
+      **strategy_options: the strategy's own: ``overlap``, ``bucket_bytes``,
+        ``compression="float16"`` (replicated); ``compression`` (zero1).
     """
 
     def __init__(self, optimizer: Optimizer, loss_reduction: str = "mean", sample_count: Any = None,
-                 name: str | None = None, sync_batch_norm: bool = True):
+                 name: str | None = None, sync_batch_norm: bool = True, *, strategy: str | None = None,
+                 sharded: bool = False, max_bad_steps: int = 5, **strategy_options):
         if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
             raise InvalidArgumentError(f"DistributedOptimizer: Expect: a tf.train optimizer "
                                        f"(e.g. tf.train.AdamOptimizer(1e-4)) Actual: {type(optimizer).__name__}")
+        if optimizer._applier is not None:
+            raise InvalidArgumentError(f"DistributedOptimizer: Expect: an optimizer wrapped once Actual: "
+                                       f"{optimizer.get_name()} is already wrapped by {optimizer._applier.get_name()}")
         if loss_reduction not in ("mean", "sum"):
             raise InvalidArgumentError(f"DistributedOptimizer: loss_reduction: Expect: 'mean' or 'sum' "
                                        f"Actual: {loss_reduction!r}")
+        if sharded and strategy not in (None, "zero1"):
+            raise InvalidArgumentError(f"DistributedOptimizer: sharded=True is strategy='zero1'; Expect: one of "
+                                       f"them Actual: strategy={strategy!r}")
+        from distnet.distributed import NonFiniteGuard
+        from distnet.distributed.strategies import all_strategies
+
+        self._strategy_name = strategy or ("zero1" if sharded else "replicated")
+        known = all_strategies()
+        if self._strategy_name not in known:
+            raise InvalidArgumentError(f"DistributedOptimizer: strategy: Expect: one of {sorted(known)} "
+                                       f"Actual: {self._strategy_name!r}")
+        if strategy_options.get("shared_memory", False) is not False:
+            raise InvalidArgumentError(
+                "DistributedOptimizer: shared_memory: Expect: False (a TF1 session writes its variables "
+                f"outside the step, which weights shared by the ranks of a machine cannot take) Actual: "
+                f"{strategy_options['shared_memory']!r}")
+        self._comm = _communicator()
+        self._strategy_cls = known[self._strategy_name]
+        self._strategy_options = self._strategy_cls.check_options(strategy_options, self._comm)
         self._inner = optimizer
         self._reduction = loss_reduction
         self._sample_count = sample_count
         self._name = name or f"Distributed{optimizer.get_name()}"
-        self._comm = _communicator()
+        self._guard = NonFiniteGuard(max_bad_steps, rank=self._comm.rank)
+        optimizer._applier = self
         # Read by the graph's batch normalization ops when they run (normalization._reducer).
         graph = get_default_graph()
         graph._sync_batch_norm = bool(sync_batch_norm)
@@ -231,11 +273,85 @@ class DistributedOptimizer(Optimizer):
         return self._inner.apply_gradients(grads_and_vars, global_step=global_step, name=name)
 
     def get_slot(self, var, name):
-        return self._inner.get_slot(var, name)
+        """The slot ``name`` of ``var``; under ZeRO-1 gathered from every rank's piece
+        (a collective: every rank fetches it in the same ``Session.run``)."""
+        if self._strategy_name == "replicated":
+            return self._inner.get_slot(var, name)
+        from distnet.compat.v1.graph import leaf
+
+        opt = self
+
+        def compute(run, values):
+            native = opt._inner._native(run.session)
+            full = opt._full_optimizer_state(run.session, native.state_dict())
+            return distnet.constant(full["slots"][name][var.op.name])
+
+        return leaf("Slot", compute, var.dtype, var.shape, var._probes, name=f"{var.op.name}/{name}")
 
     def get_slot_names(self):
         return self._inner.get_slot_names()
 
+    # -- the strategy of a session ------------------------------------------------------
+    def _strategy(self, session, storages: list):
+        """The session's strategy over these variables (built on the first step)."""
+        key = ("strategy", self, tuple(id(st) for st in storages))
+
+        def make():
+            if self._strategy_name != "replicated" and session.resource(("strategy-of", self)) is not None:
+                raise InvalidArgumentError(
+                    f"DistributedOptimizer(strategy={self._strategy_name!r}): Expect: one list of variables per "
+                    "optimizer (its weights live in the strategy's buffer) Actual: a second var_list; wrap "
+                    "one optimizer per list")
+            built = self._strategy_cls.build(self._comm, storages, (), **self._strategy_options)
+            session.set_resource(("strategy-of", self), built)
+            return built
+
+        return session.resource(key, make)
+
+    def _apply(self, run, native, pairs: list, pending) -> bool:
+        """Apply one update of the wrapped optimizer (called by its ``apply_gradients`` op):
+        skipped on every rank when this step's summed gradient is not finite; under ZeRO-1,
+        this rank's pieces only, then the weights all-gathered.  Returns whether it applied."""
+        from distnet.distributed.strategies import SyncResult
+
+        session = run.session
+        last = session.resource(("last-reduce", self))
+        finite = last[1] if last is not None and last[0] is run else True
+        step = int(native.iterations) + 1
+        if not self._guard.check(bool(finite), step):
+            return False
+        strategy = session.resource(("strategy-of", self))
+        if strategy is None or self._strategy_name == "replicated":
+            if pending is not None:
+                native.build([st for _, st in pairs])
+                native.load_state_dict(pending)
+            native.apply_gradients(pairs)
+            return True
+        by_var = {id(st): g for g, st in pairs}
+        missing = [v.name for v in strategy.variables if id(v) not in by_var]
+        if missing:
+            raise InvalidArgumentError(f"DistributedOptimizer(strategy={self._strategy_name!r}).apply_gradients: "
+                                       f"Expect: a gradient (or None) for every variable of compute_gradients "
+                                       f"Actual: none for {missing}")
+        if pending is not None:
+            native.build(strategy.updated)
+            native.load_state_dict({"iterations": pending["iterations"],
+                                    "slots": {s: strategy.local_state(t) for s, t in pending["slots"].items()}})
+        grads = []
+        for p in strategy.pieces_info:
+            g = by_var[id(strategy.variables[p.index])]
+            grads.append(None if g is None else np.asarray(g).reshape(-1)[p.start: p.stop])
+        strategy.update(SyncResult(grads=grads, variables=list(strategy.updated)), native)
+        return True
+
+    def _full_optimizer_state(self, session, state: dict) -> dict:
+        """The wrapped optimizer's state with full slot arrays (a collective under ZeRO-1)."""
+        strategy = session.resource(("strategy-of", self))
+        if strategy is None or self._strategy_name == "replicated":
+            return state
+        return {**state, "slots": {s: strategy.full_state(t) for s, t in state["slots"].items()}}
+
+    # -- the gradients ----------------------------------------------------------------
     def _gradients(self, loss: Tensor, var_list: list, grad_loss: Any) -> list:
         if grad_loss is not None:
             raise InvalidArgumentError("DistributedOptimizer: grad_loss is not supported")
@@ -251,39 +367,36 @@ class DistributedOptimizer(Optimizer):
         def compute(run, y_vals, x_vals, weights):
             d_vals, w_vals, rest = y_vals[:nd], y_vals[nd:nd + nw], y_vals[nd + nw:]
             dtypes = [x.data.dtype for x in x_vals]
-            if not nd:
-                # No term reads data: every rank computes the same gradient, nothing to sum.
-                wl = eager_sum(w_vals, [s for s, _ in weights_only])
-                check_not_stale(wl)
-                return [np.asarray(g, dtype=dt if dt.kind == "f" else np.float32)
-                        for g, dt in zip(distnet.gradients(wl, list(x_vals)), dtypes)]
-            n_local = _count(run, fixed, rest[0] if rest else None)
-            g_data = [np.zeros(x.shape, np.float64) for x in x_vals]
-            if nd and n_local > 0:
-                dl = eager_sum(d_vals, [s for s, _ in data])
-                check_not_stale(dl)
-                g_data = [np.asarray(g, np.float64) for g in distnet.gradients(dl, list(x_vals))]
-            scale = float(n_local) if reduction == "mean" else 1.0
-            # One buffer, one all-reduce: every gradient, then the sample count.
-            buf = np.concatenate([g.reshape(-1) * scale for g in g_data] + [np.array([float(n_local)])])
-            if comm.size > 1:
-                comm.allreduce_(buf)
-            total = buf[-1]
-            if total <= 0:
-                raise InvalidArgumentError("DistributedOptimizer: no rank had samples in this step "
-                                           "(Expect: a fed batch with at least one row)")
-            out, pos = [], 0
-            for x in x_vals:
-                k = x.data.size
-                g = buf[pos:pos + k].reshape(x.shape)
-                pos += k
-                out.append(g / total if reduction == "mean" else g)
+            reg = None
             if nw:
                 wl = eager_sum(w_vals, [s for s, _ in weights_only])
                 check_not_stale(wl)
-                for i, g in enumerate(distnet.gradients(wl, list(x_vals))):
-                    out[i] = out[i] + g
-            return [np.asarray(g, dtype=dt if dt.kind == "f" else np.float32) for g, dt in zip(out, dtypes)]
+                reg = distnet.gradients(wl, list(x_vals), unconnected_gradients="none")
+            if not nd:
+                # No term reads data: every rank computes the same gradient, nothing to sum.
+                return [np.zeros(x.shape, dt if dt.kind == "f" else np.float32) if g is None
+                        else np.asarray(g, dtype=dt if dt.kind == "f" else np.float32) for g, x, dt in
+                        zip(reg, x_vals, dtypes)]
+            n_local = _count(run, fixed, rest[0] if rest else None)
+            counts = np.array([float(n_local)])
+            if comm.size > 1:
+                comm.allreduce_(counts)
+            total = int(counts[0])
+            if total <= 0:
+                raise InvalidArgumentError("DistributedOptimizer: no rank had samples in this step "
+                                           "(Expect: a fed batch with at least one row)")
+            strategy = self._strategy(run.session, list(x_vals))
+            if n_local > 0:   # a rank without samples writes nothing: the strategy adds zeros
+                dl = eager_sum(d_vals, [s for s, _ in data])
+                check_not_stale(dl)
+                # This rank's share of the global gradient: of its mean times n_r / N, or of its sum.
+                share = n_local / total if reduction == "mean" else 1.0
+                sink = strategy.gradient_sink(False, n_local, {})
+                distnet.gradients(dl, list(x_vals), grad_ys=share, on_leaf=sink, out=sink.out)
+            res = strategy.reduce(n_local, regularization_grads=reg, global_count=total)
+            run.session.set_resource(("last-reduce", self), (run, res.is_finite))
+            return [np.asarray(g, dtype=dt if dt.kind == "f" else np.float32)
+                    for g, dt in zip(strategy.full_gradients(res), dtypes)]
 
         ys = [t for _, t in data] + [t for _, t in weights_only] + extra
         return _grads_node("DistributedGradients", ys, var_list, None, compute)

@@ -24,10 +24,9 @@ class OutOfRangeError(DistnetError, RuntimeError):
 
 #: Unsupported TF1 names with the nearest supported API.
 NEAREST = {
-    "AdadeltaOptimizer": "tf.train.AdagradOptimizer or AdamOptimizer",
     "FtrlOptimizer": "tf.train.AdagradOptimizer", "ProximalAdagradOptimizer": "tf.train.AdagradOptimizer",
-    "while_loop": "a Python loop around sess.run", "cond": "tf.where",
     "py_func": "compute the value in Python and feed it through a placeholder",
+    "select": "tf.where (tf.select left TensorFlow in 1.0)",
     "Estimator": "a Session loop (see docs/tf1.md)",
     "keras": "distnet's own Keras-like API (distnet.layers, distnet.Sequential)",
     "enable_eager_execution": "distnet's native API, which is eager",

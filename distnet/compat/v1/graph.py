@@ -177,7 +177,13 @@ def as_dtype(dtype: Any) -> np.dtype | None:
 
 
 def as_shape(shape: Any) -> TensorShape:
-    return shape if isinstance(shape, TensorShape) else TensorShape(None if shape is None else list(shape))
+    """A static shape from a TensorShape, a list/tuple, None (unknown), or an int
+    ``n`` (TF1 reads ``shape=(batch_size)`` -- an int -- as ``[n]``)."""
+    if isinstance(shape, TensorShape):
+        return shape
+    if isinstance(shape, (int, np.integer, Dimension)) and not isinstance(shape, bool):
+        return TensorShape([shape])
+    return TensorShape(None if shape is None else list(shape))
 
 
 # -- the default graph --------------------------------------------------------------
@@ -432,6 +438,9 @@ class Operation:
     """A node of the graph: ``compute(run, input values) -> value`` (a distnet
     tensor, or None for an op without output, e.g. a training step)."""
 
+    #: Computed again whenever an op that needs it is (a variable's read; see session.py).
+    _volatile = False
+
     def __init__(self, op_type: str, inputs: Sequence["Tensor"], compute: Callable, *, name: str | None = None,
                  graph: Graph | None = None, control_inputs: Sequence["Operation"] = ()):
         graph = graph if graph is not None else get_default_graph()
@@ -531,7 +540,7 @@ class Tensor:
 
     def __bool__(self) -> bool:
         raise TypeError("Using a `tf.Tensor` as a Python `bool` is not allowed: its value is known only in "
-                        "Session.run; use tf.cond-free code such as tf.where, or fetch the value first")
+                        "Session.run; use tf.cond or tf.where, or fetch the value first")
 
     def __iter__(self):
         raise TypeError("a graph Tensor is not iterable; slice it (x[i]) or use tf.unstack-free indexing")
@@ -569,6 +578,18 @@ class Tensor:
         return _m().divide(o, self)
 
     __div__ = __truediv__
+
+    def __floordiv__(self, o):
+        return _m().floordiv(self, o)
+
+    def __rfloordiv__(self, o):
+        return _m().floordiv(o, self)
+
+    def __mod__(self, o):
+        return _m().floormod(self, o)
+
+    def __rmod__(self, o):
+        return _m().floormod(o, self)
 
     def __matmul__(self, o):
         return _m().matmul(self, o)
@@ -703,12 +724,39 @@ def probe_array(t: Tensor, k: int) -> np.ndarray:
 def _probe(op_type: str, compute: Callable, inputs: Sequence[Tensor]):
     """``(dtype, static shape, probes)`` of an op from running ``compute`` on
     the inputs' probes (see the module doc)."""
-    results, errors = [], []
     rank_known = all(t._shape.dims is not None for t in inputs)
-    for k in range(2):
-        vals = [EagerTensor._from_op(t._probes[k], None, ()) if t._probes is not None else None for t in inputs]
-        if any(v is None for v in vals):
-            return None, TensorShape(None), None
+    if any(t._probes is None for t in inputs):
+        return None, TensorShape(None), None
+    results, errors = _run_probes(compute, [[t._probes[k] for t in inputs] for k in range(2)])
+    merged_ok = False
+    if len(errors) == 2 and rank_known:
+        # TF1 merges an unknown size with a known one (labels [?] against logits [100, 10]);
+        # probe again with each unknown size set to a size another input has at that axis.
+        for merged in _merged_probes(inputs):
+            retried, retry_errors = _run_probes(compute, merged)
+            if len(retry_errors) < 2:
+                results, merged_ok = retried, True
+                break
+    if len(errors) == 2 and not merged_ok:
+        if rank_known and isinstance(errors[0], (ShapeError, DTypeError, InvalidArgumentError)):
+            raise type(errors[0])(f"{op_type}: {errors[0]}") from None
+        return None, TensorShape(None), None
+    a, b = results
+    if a is None or b is None:
+        one = a if a is not None else b
+        return (None if one is None else one.dtype), TensorShape(None), None
+    if not rank_known or a.ndim != b.ndim:
+        # An input of unknown rank (a placeholder without shape) probes as a scalar.
+        return a.dtype, TensorShape(None), (a, b)
+    shape = TensorShape([n if n == m else None for n, m in zip(a.shape, b.shape)])
+    return a.dtype, shape, (a, b)
+
+
+def _run_probes(compute: Callable, probe_sets: Sequence[Sequence[np.ndarray]]) -> tuple:
+    """``(results, errors)`` of ``compute`` on each set of input probes."""
+    results, errors = [], []
+    for arrays in probe_sets:
+        vals = [EagerTensor._from_op(a, None, ()) for a in arrays]
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -723,19 +771,36 @@ def _probe(op_type: str, compute: Callable, inputs: Sequence[Tensor]):
             results.append(np.asarray(out))
         else:
             results.append(None)
-    if len(errors) == 2:
-        if rank_known and isinstance(errors[0], (ShapeError, DTypeError, InvalidArgumentError)):
-            raise type(errors[0])(f"{op_type}: {errors[0]}") from None
-        return None, TensorShape(None), None
-    a, b = results
-    if a is None or b is None:
-        one = a if a is not None else b
-        return (None if one is None else one.dtype), TensorShape(None), None
-    if not rank_known or a.ndim != b.ndim:
-        # An input of unknown rank (a placeholder without shape) probes as a scalar.
-        return a.dtype, TensorShape(None), (a, b)
-    shape = TensorShape([n if n == m else None for n, m in zip(a.shape, b.shape)])
-    return a.dtype, shape, (a, b)
+    return results, errors
+
+
+def _merged_probes(inputs: Sequence[Tensor]) -> Iterator[list]:
+    """Stand-ins where each unknown size takes the known size another input has at
+    the same axis, counted from the front (batch axes), then from the back
+    (broadcasting); sizes still unknown stay 2, then 3."""
+    unknown = [t for t in inputs if any(d.value is None for d in t._shape.dims)]
+    if not unknown:
+        return
+    for from_back in (False, True):
+        known: dict = {}
+        for t in inputs:
+            n = len(t._shape.dims)
+            for i, d in enumerate(t._shape.dims):
+                if d.value is not None:
+                    known.setdefault(i - n if from_back else i, d.value)
+        sets = []
+        for size in PROBE_SIZES:
+            arrays = []
+            for t, p in zip(inputs, (t._probes[0] for t in inputs)):
+                if t in unknown:
+                    n = len(t._shape.dims)
+                    dims = tuple(d.value if d.value is not None else known.get(i - n if from_back else i, size)
+                                 for i, d in enumerate(t._shape.dims))
+                    arrays.append(np.zeros(dims, dtype=p.dtype))
+                else:
+                    arrays.append(p)
+            sets.append(arrays)
+        yield sets
 
 
 def leaf(op_type: str, compute: Callable, dtype: Any, shape: TensorShape, probes: tuple | None, *,

@@ -4,13 +4,15 @@ names and signatures (``reduction_indices=``, ``keep_dims=``, ``dim=``,
 """
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 import distnet
 import distnet.nn as dnn
 from distnet.compat.v1.graph import build, convert_to_tensor, leaf
 from distnet.errors import InvalidArgumentError
-from distnet.tensor import Tensor as EagerTensor
+from distnet.tensor import Tensor as EagerTensor, binary_operands
 
 
 def _unary(name: str, op_type: str, fn):
@@ -50,6 +52,23 @@ pow = _binary("pow", "Pow", distnet.pow)  # noqa: A001
 maximum = _binary("maximum", "Maximum", distnet.maximum)
 minimum = _binary("minimum", "Minimum", distnet.minimum)
 sign = _unary("sign", "Sign", distnet.sign)
+
+
+def _floordiv(a, b):
+    a, b = binary_operands(a, b, "floordiv")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return EagerTensor._from_op(np.floor_divide(a.data, b.data), None, ())   # TF1: no gradient
+
+
+def floordiv(x, y, name=None):
+    """``floor(x / y)`` (TF1's ``tf.floordiv``, the ``//`` operator; no gradient, as TF1)."""
+    return build("FloorDiv", _floordiv, x, y, _name=name)
+
+
+def floormod(x, y, name=None):
+    """``x - floor(x / y) * y`` (TF1's ``tf.floormod`` / ``tf.mod``, the ``%`` operator)."""
+    return build("FloorMod", lambda a, b: distnet.subtract(a, distnet.multiply(_floordiv(a, b), b)), x, y,
+                 _name=name)
 
 
 def add_n(inputs, name=None):
@@ -99,6 +118,8 @@ reduce_max = _reducer("Max", distnet.reduce_max)
 reduce_min = _reducer("Min", distnet.reduce_min)
 reduce_any = _reducer("Any", distnet.reduce_any)
 reduce_all = _reducer("All", distnet.reduce_all)
+reduce_prod = _reducer("Prod", distnet.reduce_prod)
+reduce_logsumexp = _reducer("ReduceLogSumExp", distnet.reduce_logsumexp)
 
 
 def argmax(input, axis=None, name=None, dimension=None, output_type=np.int64):  # noqa: A002
@@ -107,6 +128,19 @@ def argmax(input, axis=None, name=None, dimension=None, output_type=np.int64):  
 
 def argmin(input, axis=None, name=None, dimension=None, output_type=np.int64):  # noqa: A002
     return build("ArgMin", distnet.argmin, input, axis if axis is not None else dimension, output_type, _name=name)
+
+
+def arg_max(input, dimension, name=None, output_type=np.int64):  # noqa: A002
+    """TF1's deprecated ``tf.arg_max(input, dimension)``: :func:`argmax`."""
+    return argmax(input, dimension, name=name, output_type=output_type)
+
+
+def arg_min(input, dimension, name=None, output_type=np.int64):  # noqa: A002
+    """TF1's deprecated ``tf.arg_min(input, dimension)``: :func:`argmin`."""
+    return argmin(input, dimension, name=name, output_type=output_type)
+
+
+squared_difference = _binary("squared_difference", "SquaredDifference", distnet.squared_difference)
 
 
 # -- comparison and selection -------------------------------------------------------------
@@ -144,6 +178,69 @@ def relu(features, name=None):
 
 def relu6(features, name=None):
     return build("Relu6", lambda x: distnet.minimum(dnn.relu(x), 6.0), features, _name=name)
+
+
+def leaky_relu(features, alpha=0.2, name=None):
+    """``features`` where positive, else ``alpha * features`` (``alpha`` a number)."""
+    return build("LeakyRelu", dnn.leaky_relu, features, float(alpha), _name=name)
+
+
+def _softplus(x):
+    # TF's kernel: exp(x) far below 0 and x far above (threshold log(eps) + 2 of the dtype), where
+    # log(1 + exp(x)) would round; in between the stable max(x, 0) + log(1 + exp(-|x|)).
+    low = float(np.log(np.finfo(x.dtype).eps) + 2.0)
+    middle = distnet.maximum(x, 0.0) + distnet.log(1.0 + distnet.exp(-distnet.abs(x)))
+    return distnet.where_v2(distnet.less(x, low), distnet.exp(distnet.minimum(x, low)),
+                            distnet.where_v2(distnet.greater(x, -low), x, middle))
+
+
+def softplus(features, name=None):
+    """``log(1 + exp(x))`` with TF's kernel's cut-offs (``exp(x)`` far below 0, ``x`` far above),
+    composed; between them ``log(1 + u)`` stands for TF's ``log1p(u)`` (absolute error ~ the dtype's eps * u)."""
+    return build("Softplus", _softplus, features, _name=name)
+
+
+def _elu(x):
+    # exp of min(x, 0): the branch where() does not pick stays finite, so its gradient is 0, not NaN.
+    return distnet.where_v2(distnet.greater(x, 0.0), x, distnet.exp(distnet.minimum(x, 0.0)) - 1.0)
+
+
+def elu(features, name=None):
+    """``x`` where positive, else ``exp(x) - 1`` (TF1's ``tf.nn.elu``), composed."""
+    return build("Elu", _elu, features, _name=name)
+
+
+#: TF's SELU constants (Klambauer et al. 2017).
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def selu(features, name=None):
+    """``scale * (x if x > 0 else alpha * (exp(x) - 1))`` (TF1's ``tf.nn.selu``), composed."""
+    return build("Selu", lambda x: distnet.where_v2(distnet.greater(x, 0.0), x * SELU_SCALE,
+                                                    (distnet.exp(distnet.minimum(x, 0.0)) - 1.0)
+                                                    * (SELU_ALPHA * SELU_SCALE)), features, _name=name)
+
+
+def l2_normalize(x, axis=None, epsilon=1e-12, name=None, dim=None):
+    """``x / sqrt(max(sum(x**2, axis), epsilon))`` (``dim`` is TF1's older name of ``axis``)."""
+    if axis is not None and dim is not None:
+        raise ValueError("Cannot specify both 'axis' and 'dim'")
+    ax = axis if axis is not None else dim
+    return build("L2Normalize", dnn.l2_normalize, x, tuple(ax) if isinstance(ax, list) else ax, epsilon,
+                 _name=name)
+
+
+def top_k(input, k=1, sorted=True, name=None):  # noqa: A002
+    """``(values, indices)`` of the ``k`` largest entries of the last axis (a namedtuple, as TF1)."""
+    from distnet.compat.v1.multi_output import build_outputs
+
+    values, indices = build_outputs("TopKV2", lambda x, kk: dnn.top_k(x, int(np.asarray(
+        kk.data if isinstance(kk, EagerTensor) else kk)), sorted), 2, input, k, _name=name)
+    return TopKV2(values, indices)
+
+
+#: ``top_k``'s result: ``values`` and ``indices`` (TF1's namedtuple).
+TopKV2 = collections.namedtuple("TopKV2", ["values", "indices"])
 
 
 sigmoid = _unary("sigmoid", "Sigmoid", dnn.sigmoid)

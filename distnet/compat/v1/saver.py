@@ -178,8 +178,10 @@ def _optimizer_state(sess) -> dict:
                if isinstance(key, tuple) and key[0] == "optimizer" and value is not None]
     if len(natives) != 1:
         return {"name": "", "iterations": 0, "slots": {}, "hyper": {}}
-    native = natives[0][1]
+    opt, native = natives[0]
     st = native.state_dict()
+    if getattr(opt, "_applier", None) is not None:   # a DistributedOptimizer: full slots (ZeRO-1 gathers them)
+        st = opt._applier._full_optimizer_state(sess, st)
     return {"name": type(native).__name__, "iterations": st["iterations"], "slots": st["slots"], "hyper": {}}
 
 

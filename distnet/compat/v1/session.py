@@ -6,6 +6,10 @@ they were given: ``control_dependencies([train_step, ema_op])`` runs the
 step, then the average).  Values are distnet tensors, so a gradient op can
 differentiate the values of the same call with :func:`distnet.gradients`.
 
+An op marked ``_volatile`` (a variable's read) is computed again each time
+an op that needs it is computed, so a read after an update in the same call
+sees the new value; every other op is computed once per call.
+
 Variable values, optimizer slots and random generators belong to the session
 (TF1's resources): two sessions on one graph do not share them.
 """
@@ -23,39 +27,79 @@ from distnet.tensor import Tensor as EagerTensor, _to_array
 class _Run:
     """One ``Session.run`` call: the values computed so far, by op."""
 
-    __slots__ = ("session", "values", "fed", "shard")
+    __slots__ = ("session", "values", "fed", "shard", "snapshots")
 
     def __init__(self, session: "Session", fed: dict, shard: tuple | None = None):
         self.session = session
         self.values: dict = {}
         self.fed = fed
         self.shard = shard    # (offset, count, global count) when a fed batch came from distributed.shard
+        # The variable reads of this call, by variable op: [(storage, version, value)] (variables.py)
+        self.snapshots: dict = {}
 
     def evaluate(self, target: Operation) -> Any:
         """The value of ``target``, computing what it needs first (iteratively)."""
         values, fed = self.values, self.fed
-        if target in values:
+        if target in values and not target._volatile:
             return values[target]
         stack = [(target, False)]
         while stack:
             op, expanded = stack.pop()
-            if op in values:
+            if expanded:
+                if op not in values or op._volatile:
+                    values[op] = op._compute(self, [values[t.op] for t in op.inputs])
+                continue
+            if op in values and not op._volatile:
                 continue
             if op in fed:
                 values[op] = fed[op]
                 continue
-            if not expanded:
-                stack.append((op, True))
-                deps = list(op.control_inputs) + [t.op for t in op.inputs]
-                for dep in reversed(deps):
-                    if dep not in values:
-                        stack.append((dep, False))
-            else:
-                values[op] = op._compute(self, [values[t.op] for t in op.inputs])
+            stack.append((op, True))
+            deps = list(op.control_inputs) + [t.op for t in op.inputs]
+            for dep in reversed(deps):
+                if dep not in values or dep._volatile:
+                    stack.append((dep, False))
         return values[target]
 
     def value(self, t: Tensor) -> Any:
         return self.evaluate(t.op)
+
+
+class RunOptions:
+    """TF1's ``tf.RunOptions(trace_level=...)``: accepted by ``Session.run(options=)``;
+    there is no runtime to trace, so no option changes a run."""
+
+    NO_TRACE, SOFTWARE_TRACE, HARDWARE_TRACE, FULL_TRACE = 0, 1, 2, 3
+
+    def __init__(self, trace_level: int = 0, timeout_in_ms: int = 0, inter_op_thread_pool: int = 0,
+                 output_partition_graphs: bool = False, report_tensor_allocations_upon_oom: bool = False,
+                 **kwargs: Any):
+        self.trace_level = trace_level
+        self.timeout_in_ms = timeout_in_ms
+        self.output_partition_graphs = output_partition_graphs
+
+
+class _StepStats:
+    """``RunMetadata.step_stats``: ``dev_stats`` stays empty (no per-device trace is recorded)."""
+
+    def __init__(self) -> None:
+        self.dev_stats: list = []
+
+
+class RunMetadata:
+    """TF1's ``tf.RunMetadata()``: filled by ``Session.run(run_metadata=)`` with an
+    empty ``step_stats`` (no per-op trace is recorded) and no partition graphs."""
+
+    def __init__(self) -> None:
+        self.step_stats = _StepStats()
+        self.partition_graphs: list = []
+        self.cost_graph = None
+
+    def HasField(self, name: str) -> bool:  # noqa: N802
+        return False
+
+    def ListFields(self) -> list:  # noqa: N802
+        return []
 
 
 class Session:
@@ -73,6 +117,7 @@ class Session:
         self._closed = False
         self._resources: dict = {}
         self._default_depth = 0
+        self._gradient_plans: dict = {}   # fetches -> the gradient ops to run first
 
     # -- resources (variable values, optimizer state, generators) ----------
     def resource(self, key: Any, make=None):
@@ -93,16 +138,45 @@ class Session:
         scalars for 0-d), ``None`` for ops."""
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
+        if options is not None and not isinstance(options, RunOptions):
+            raise TypeError(f"Session.run: options: Expect: a tf.RunOptions Actual: {type(options).__name__}")
+        if run_metadata is not None and not isinstance(run_metadata, RunMetadata):
+            raise TypeError(f"Session.run: run_metadata: Expect: a tf.RunMetadata "
+                            f"Actual: {type(run_metadata).__name__}")
         fed, shard = self._feeds(feed_dict)
         run = _Run(self, fed, shard)
         graph = self.graph
         flat: list = []
         structure = _flatten_fetches(fetches, flat, graph)
+        # TF1 computes every gradient of a call from the same forward values before
+        # any update applies (a GAN's discriminator and generator steps fetched together):
+        # with more than one gradient op to run, those run first.
+        for op in self._gradient_ops(flat):
+            run.evaluate(op)
         results = []
         for f in flat:
             value = run.evaluate(f.op if isinstance(f, Tensor) else f)
             results.append(_to_numpy(value) if isinstance(f, Tensor) else None)
         return _rebuild(structure, results)
+
+    def _gradient_ops(self, flat: list) -> list:
+        """The gradient ops the fetches need, when more than one (else none)."""
+        key = tuple(id(f) for f in flat)
+        found = self._gradient_plans.get(key)
+        if found is None:
+            found, seen = [], set()
+            stack = [f.op if isinstance(f, Tensor) else f for f in reversed(flat)]
+            while stack:
+                op = stack.pop()
+                if op in seen:
+                    continue
+                seen.add(op)
+                if getattr(op, "_gradient", False):
+                    found.append(op)
+                stack.extend(reversed([t.op for t in op.inputs] + list(op.control_inputs)))
+            found = found if len(found) > 1 else []
+            self._gradient_plans[key] = found
+        return found
 
     def _feeds(self, feed_dict) -> tuple:
         fed: dict = {}

@@ -267,6 +267,9 @@ class FileWriter:
     def add_graph(self, graph: Any, global_step: Any = None) -> None:
         """Accepted; the graph is not drawn (see the module doc)."""
 
+    def add_run_metadata(self, run_metadata: Any, tag: str, global_step: Any = None) -> None:
+        """Accepted; nothing is written (``RunMetadata`` holds no trace, see docs/tf1.md)."""
+
     def add_session_log(self, session_log: Any, global_step: Any = None) -> None:
         """Accepted; nothing is written."""
 

@@ -68,9 +68,24 @@ def _grads_node(op_type: str, ys: Sequence[Tensor], xs: Sequence[Tensor], grad_y
         if grad_ys is not None:
             it = iter(gy)
             weights = [next(it) if isinstance(g, Tensor) else g for g in grad_ys]
-        return compute_grads(run, y_vals, x_vals, weights)
+        # A variable updated earlier in this call was read more than once (one copy
+        # per version, see variables.snapshot); the ys may have used any of the reads,
+        # so the gradient is the sum over them, as TF1 sums over a variable's reads.
+        reads = [_reads(run, x, v) for x, v in zip(xs, x_vals)]
+        if all(len(r) == 1 for r in reads):
+            return compute_grads(run, y_vals, x_vals, weights)
+        flat = compute_grads(run, y_vals, [v for r in reads for v in r], weights)
+        out, pos = [], 0
+        for r in reads:
+            g = flat[pos]
+            for extra in flat[pos + 1:pos + len(r)]:
+                g = g + extra
+            out.append(g)
+            pos += len(r)
+        return out
 
     node = Operation(op_type, inputs + extra, compute, name=op_type)
+    node._gradient = True   # see Session.run
     out = []
     for i, x in enumerate(xs):
         if not _reaches(ys, x):
@@ -80,6 +95,14 @@ def _grads_node(op_type: str, ys: Sequence[Tensor], xs: Sequence[Tensor], grad_y
                         x.dtype if x.dtype is not None and x.dtype.kind == "f" else np.float32,
                         x.shape, x._probes, name=f"{op_type}/grad_{i}", inputs=[node_tensor(node)]))
     return out
+
+
+def _reads(run, x: Tensor, value) -> list:
+    """The values ``x`` had in ``run``: every read of a variable, else ``[value]``."""
+    taken = run.snapshots.get(x.op) if run is not None and isinstance(x, Variable) else None
+    if not taken or len(taken) == 1:
+        return [value]
+    return [v for _, _, v in taken]
 
 
 def node_tensor(op: Operation) -> Tensor:
@@ -118,6 +141,8 @@ class Optimizer:
     """
 
     _native_cls: type = _opt.GradientDescent
+    #: The ``DistributedOptimizer`` wrapping this one, which applies its updates (None: applied here).
+    _applier = None
 
     def __init__(self, learning_rate: Any, use_locking: bool = False, name: str | None = None, **hyper):
         if learning_rate is None:
@@ -152,10 +177,16 @@ class Optimizer:
             storages.append((g, st))
         pending = session.resource(("optimizer-state", self))
         if pending is not None:
-            native.build([st for _, st in storages])
-            native.load_state_dict(pending)
             session.set_resource(("optimizer-state", self), None)
-        native.apply_gradients([(None if g is None else g.data, st) for g, st in storages])
+        arrays = [(None if g is None else g.data, st) for g, st in storages]
+        if self._applier is not None:   # a DistributedOptimizer: guard, and ZeRO-1's sharded update
+            if not self._applier._apply(run, native, arrays, pending):
+                return   # a skipped step: global_step stays (as the native Trainer's)
+        else:
+            if pending is not None:
+                native.build([st for _, st in storages])
+                native.load_state_dict(pending)
+            native.apply_gradients(arrays)
         if global_step is not None:
             gs = global_step._storage(session)
             if gs is None:
@@ -293,6 +324,15 @@ class AdagradOptimizer(Optimizer):
 
     def __init__(self, learning_rate, initial_accumulator_value=0.1, use_locking=False, name="Adagrad"):
         super().__init__(learning_rate, use_locking, name, initial_accumulator_value=initial_accumulator_value)
+
+
+class AdadeltaOptimizer(Optimizer):
+    """TF1's Adadelta with TF1's defaults (``learning_rate=0.001, rho=0.95, epsilon=1e-8``)."""
+
+    _native_cls = _opt.Adadelta
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-08, use_locking=False, name="Adadelta"):
+        super().__init__(learning_rate, use_locking, name, rho=rho, epsilon=epsilon)
 
 
 # -- learning-rate decays of global_step ------------------------------------------------

@@ -21,8 +21,8 @@ import distnet
 from distnet.compat.v1 import array_ops
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
-    GraphKeys, Operation, Tensor, TensorShape, as_dtype, build, convert_to_tensor, get_default_graph, leaf, no_output,
-    probes_for,
+    GraphKeys, Operation, Tensor, TensorShape, as_dtype, as_shape, build, convert_to_tensor, get_default_graph, leaf,
+    no_output, probes_for,
 )
 from distnet.errors import InvalidArgumentError
 from distnet.initializers import compute_fans
@@ -66,9 +66,10 @@ class Variable(Tensor):
                     raise FailedPreconditionError(
                         f"Attempting to use uninitialized value {var.op.name}: Expect: "
                         "sess.run(tf.global_variables_initializer()) (or a Saver restore) before using it")
-                return st
+                return snapshot(run, var.op, st)
 
             op = Operation("VariableV2", [], read, name=name or "Variable")
+            op._volatile = True
             Tensor.__init__(self, op, init.dtype, init.shape, probes_for(init.shape, init.dtype))
             self._initializer_op = no_output(
                 "Assign", lambda run, values: var._store(run, values[0], broadcast=True), [init],
@@ -150,6 +151,24 @@ class Variable(Tensor):
         return f"<tf.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}_ref>"
 
     __hash__ = Tensor.__hash__
+
+
+def snapshot(run, op: Operation, st: NativeVariable) -> EagerTensor:
+    """The value of variable ``op`` in ``run``: a copy of its storage ``st``,
+    one per version.
+
+    A copy, because an update in the same call (a second ``minimize``
+    fetched with the first: a GAN's two steps) writes the storage in place,
+    and the ops computed before it must keep the values they read, as TF1
+    computes every gradient of a call from the same forward values.  A read
+    after the update (``sess.run([train_op, w])``) gets a new copy.
+    """
+    taken = run.snapshots.setdefault(op, [])
+    if taken and taken[-1][0] is st and taken[-1][1] == st.version:
+        return taken[-1][2]
+    value = EagerTensor._from_op(np.array(st.data, copy=True), None, ())
+    taken.append((st, st.version, value))
+    return value
 
 
 def _assign_op(op_type: str, ref: Variable, value: Any, name: str | None, update) -> Tensor:
@@ -386,6 +405,8 @@ def get_variable(name: str, shape: Any = None, dtype: Any = None, initializer: A
     reused when the scope says so; ``regularizer(var)`` goes to
     ``REGULARIZATION_LOSSES``."""
     g = get_default_graph()
+    if shape is not None:
+        shape = as_shape(shape).as_list()   # an int n is [n], as TF1
     scope = get_variable_scope()
     full = f"{scope.name}/{name}" if scope.name else name
     existing = g._variables_by_name.get(full)

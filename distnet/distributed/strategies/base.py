@@ -2,15 +2,19 @@
 
 One step, as :class:`~distnet.trainer.Trainer` runs it, whatever the strategy:
 
-1. backward writes each micro-batch's gradients into the strategy's flat
-   buffer through :meth:`Strategy.gradient_sink` (already scaled: the loss is
-   the shard's sum over the *global* batch size);
+1. backward lands each micro-batch's gradients in the strategy's flat
+   buffer through :meth:`Strategy.gradient_sink`, the ``on_leaf`` hook of
+   :func:`distnet.autodiff.gradients` (already scaled: the loss is the
+   shard's sum over the *global* batch size);
 2. :meth:`Strategy.reduce` sums them over ranks with the sample count and the
    step's scalars (loss sum, correct count), adds the regularization gradient
    once (it depends on the weights alone, the same on every rank) and says
    whether every reduced value is finite (the same answer on every rank);
-3. :meth:`Strategy.update` runs the optimizer and the EMA on what this rank
-   holds (:attr:`Strategy.updated`) and makes every rank's weights whole again.
+3. :meth:`Strategy.clip` clips the reduced gradient as the optimizer asks
+   (``clipnorm`` / ``global_clipnorm``), with the norms of the whole gradient;
+4. :meth:`Strategy.update` runs the optimizer's update rule and the EMA on
+   what this rank holds (:attr:`Strategy.updated`) and makes every rank's
+   weights whole again.
 
 Checkpoints hold full arrays whatever the strategy: :meth:`Strategy.full_state`
 and :meth:`Strategy.local_state` convert between them and what this rank
@@ -65,20 +69,24 @@ class SyncResult:
 
 
 class GradientSink:
-    """Where backward writes one micro-batch's gradients: the hook of
-    :func:`distnet.autodiff.gradients` (``sink=``).
+    """Lands one micro-batch's gradients in a strategy's buffer: the
+    ``on_leaf`` hook of :func:`distnet.autodiff.gradients`, with :attr:`out`
+    its ``out=`` arrays.
 
-    ``destination(i)`` is the array variable ``i``'s gradient may be built in
-    (its first contribution written there, later ones added in place); None
-    when accumulating, since the array holds earlier micro-batches.
-    ``final(i, g)`` receives the complete gradient (``g`` may be the
-    destination itself, or None when the loss does not depend on the
-    variable) and lands it: copied (or zero-filled), or added when accumulating.
+    ``sink(i, g)`` receives variable ``i``'s complete gradient (None when the
+    loss does not depend on it) and copies it into ``views[i]`` (zeros for
+    None) unless backward built it there already (``g is views[i]``, through
+    :attr:`out`), or adds it there when accumulating (micro-batches after
+    the first; rounding as ``view += g``).
 
     Args:
         views: one array per variable, in the strategy's buffer.
-        accumulate: add to what the views hold (micro-batches after the first).
-        on_final: called as ``on_final(i)`` once variable ``i`` is landed.
+        accumulate: add to what the views hold.
+        on_final: called as ``on_final(i)`` once variable ``i`` is landed
+            (e.g. to start reducing the buckets it completes).
+    Example:
+        >>> sink = strategy.gradient_sink(False, n, scalars)
+        >>> gradients(loss, variables, on_leaf=sink, out=sink.out)
     """
 
     __slots__ = ("accumulate", "on_final", "views")
@@ -87,10 +95,13 @@ class GradientSink:
                  on_final: Callable[[int], None] | None = None) -> None:
         self.views, self.accumulate, self.on_final = views, accumulate, on_final
 
-    def destination(self, i: int) -> np.ndarray | None:
-        return None if self.accumulate else self.views[i]
+    @property
+    def out(self) -> Sequence[np.ndarray] | None:
+        """The arrays backward may build the gradients in (``gradients(out=)``):
+        the views, or None when accumulating (they hold earlier micro-batches)."""
+        return None if self.accumulate else self.views
 
-    def final(self, i: int, g: np.ndarray | None) -> None:
+    def __call__(self, i: int, g: np.ndarray | None) -> None:
         dest = self.views[i]
         if g is not dest:
             if g is None:
@@ -192,35 +203,57 @@ class Strategy(ABC):
         return GradientSink(self.grad_views(), accumulate)
 
     @abstractmethod
-    def reduce(self, grads=None, local_count: int = 0, scalars: Mapping[str, float] | None = None,
-               regularization_grads=None, global_count: int | None = None,
-               prescaled: bool = False) -> SyncResult:
-        """Sum the gradients over ranks, weighted by sample counts.
+    def reduce(self, local_count: int, scalars: Mapping[str, float] | None = None,
+               regularization_grads=None, global_count: int | None = None) -> SyncResult:
+        """Sum over ranks the gradients the step's sinks wrote, with the sample count and the scalars.
+
+        The gradients are what :meth:`gradient_sink` landed this step: this
+        rank's share of the global mean (its loss sum over the *global*
+        batch size); a rank that wrote none (no samples) adds zeros.  Arrays
+        from elsewhere go through :func:`reduce_arrays`.
 
         Args:
-            grads: this rank's gradients of its *mean* loss (a sequence
-                aligned with ``variables`` or a mapping name -> array; None
-                for a zero gradient), or None when sinks wrote them this step
-                (then ``prescaled`` is implied).
             local_count: samples this rank used (0 allowed).
             scalars: values of ``scalar_names`` on this rank, summed over ranks.
-            regularization_grads: gradients that depend on the weights alone,
-                added once after the sum.
-            global_count: the global batch size if known: saves a pass and is checked.
-            prescaled: the gradients are already this rank's share of the
-                global mean (of ``local loss sum / global_count``).
+            regularization_grads: gradients that depend on the weights alone
+                (a sequence aligned with ``variables`` or a mapping name ->
+                array; None entries for none), added once after the sum.
+            global_count: the global batch size if known: checked against
+                the sum of the ranks' ``local_count``.
         """
 
+    def clip(self, result: SyncResult, optimizer) -> None:
+        """Clip ``result.grads`` in place as ``optimizer``'s ``clipnorm`` /
+        ``global_clipnorm`` ask: the step between :meth:`reduce` and
+        :meth:`update`.  The norms are those of the whole reduced gradient,
+        whatever part of it this rank holds (a strategy that spreads it over
+        ranks sums their partial squares: one small all-reduce per norm)."""
+        from distnet.optimizers.clipping import Clip
+
+        transform = Clip.of(optimizer)
+        if transform is not None:
+            transform(result.grads, owners=self._owners(), variables=len(self.variables),
+                      reduce=self._sum_partial_squares, in_place=True)
+
     def update(self, result: SyncResult, optimizer, ema=None, num_updates: bool = True) -> None:
-        """Apply the optimizer (and the EMA) to what this rank holds, then make the weights whole.
+        """Apply the optimizer's update rule (and the EMA) to what this rank
+        holds, then make the weights whole.  Clipping is not part of it: it
+        is :meth:`clip`, run before.
 
         Args:
             num_updates: give the EMA the optimizer's step count after this
                 update (TF1's ``num_updates``), which caps its decay early on.
         """
-        optimizer.apply_gradients(result.grads_and_vars())
+        optimizer.apply_update(result.grads_and_vars())
         if ema is not None:
             ema.apply(self.updated, num_updates=int(optimizer.iterations) if num_updates else None)
+
+    def full_gradients(self, result: SyncResult) -> list:
+        """The whole reduced gradient, one new array per variable (aligned with
+        :attr:`variables`), whatever part of it this rank holds (a collective
+        for a strategy that spreads it over ranks): what Horovod's
+        ``compute_gradients`` returns, for code that transforms it itself."""
+        return [np.array(g) for g in result.grads]
 
     # -- full state <-> this rank's part ------------------------------------
     def full_state(self, table: Mapping[str, np.ndarray]) -> dict:
@@ -294,50 +327,72 @@ class Strategy(ABC):
             global_count = int(global_count)
         return local_count, global_count
 
-    def _pack(self, grads, local_count: int, global_count: int | None, prescaled: bool) -> bool:
-        """Write this rank's weighted gradients into :meth:`grad_views`; returns
-        whether they are prescaled.  Gradients written by a sink stay as they are."""
-        views = self.grad_views()
-        if grads is None and self._written:
-            if local_count == 0:
-                for view in views:
-                    view.fill(0.0)
-            return True
-        grads = self._aligned(grads, "grads")
-        # Pack n_r * grad (n_r / N * grad when N is known, grad when prescaled) in one pass.
-        if prescaled:
-            weight = 1.0
-        elif global_count is not None:
-            weight = local_count / global_count
-        else:
-            weight = float(local_count)
-        for i, g in enumerate(grads):
-            view = views[i]
-            if g is None or local_count == 0:
+    def _take_written(self, local_count: int) -> None:
+        """Close the step's writing: zeros in the views unless a sink wrote this rank's gradients."""
+        written, self._written = self._written, False
+        if not written or local_count == 0:
+            for view in self.grad_views():
                 view.fill(0.0)
-            elif g is view:
-                if weight != 1.0:
-                    np.multiply(view, weight, out=view)
-            elif weight == 1.0:
-                np.copyto(view, self._check_grad(i, g, "gradient"), casting="same_kind")
-            else:
-                np.multiply(self._check_grad(i, g, "gradient"), weight, out=view, casting="same_kind")
-        return prescaled
 
-    def _global_total(self, count: float, global_count: int | None, prescaled: bool,
-                      flat: np.ndarray) -> int:
-        """The reduced sample count, checked; divides ``flat`` by it when nothing else scaled."""
+    def _owners(self) -> list:
+        """For each array of :attr:`SyncResult.grads`, the index of the variable it is (part of)."""
+        return list(range(len(self.variables)))
+
+    def _sum_partial_squares(self, squares: np.ndarray) -> None:
+        """Sum per-variable partial sums of squares (float64) over the ranks
+        that hold parts of the gradient, in place (none here: a rank holds all)."""
+
+    def _global_total(self, count: float, global_count: int | None) -> int:
+        """The reduced sample count, checked."""
         total = int(round(float(count)))
         if total == 0:
             raise CollectiveError("gradient sync: the global batch is empty (every rank passed local_count=0)")
-        if global_count is None:
-            if not prescaled:
-                np.divide(flat, total, out=flat)
-        elif total != global_count:
+        if global_count is not None and total != global_count:
             raise DistributedError(
                 f"gradient sync: global_count: Expect: the sum of every rank's local_count = {total} "
                 f"Actual: {global_count} on rank {self.comm.rank}")
         return total
+
+
+def reduce_arrays(strategy: Strategy, grads, local_count: int, scalars: Mapping[str, float] | None = None,
+                  regularization_grads=None, global_count: int | None = None,
+                  prescaled: bool = False) -> SyncResult:
+    """:meth:`Strategy.reduce` of gradients held in arrays (tests, benchmarks, tools).
+
+    Lands ``grads`` in the strategy's buffer through its sink, weighted to
+    this rank's share of the global mean, then reduces.
+
+    Args:
+        grads: this rank's gradients of its *mean* loss (aligned with the
+            strategy's variables or a mapping name -> array; None entries
+            for zero), or of its share of the global mean when ``prescaled``.
+        local_count: samples this rank used (0 allowed).
+        global_count: the global batch size; None: summed from the ranks'
+            ``local_count`` first (one more small all-reduce).
+        prescaled: the gradients are already this rank's share.
+    Example:
+        >>> res = reduce_arrays(strategy, [g_w, g_b], local_count=len(batch), global_count=n)
+    """
+    local_count, global_count = strategy._check_counts(local_count, global_count)
+    scalars = strategy._check_scalars(scalars)
+    grads = [None if g is None else strategy._check_grad(i, g, "gradient")
+             for i, g in enumerate(strategy._aligned(grads, "grads"))]
+    weight = 1.0
+    if not prescaled:
+        total = global_count
+        if total is None:
+            counts = np.array([float(local_count)])
+            if strategy.comm.size > 1:
+                strategy.comm.allreduce_(counts)
+            total = int(counts[0])
+        weight = local_count / total if total else 0.0
+    sink = strategy.gradient_sink(False, local_count, scalars)
+    for i, g in enumerate(grads):
+        if g is None or local_count == 0:
+            sink(i, None)
+        else:
+            sink(i, g if weight == 1.0 else np.multiply(g, weight))
+    return strategy.reduce(local_count, scalars, regularization_grads, global_count)
 
 
 def all_finite(flat: np.ndarray) -> bool:

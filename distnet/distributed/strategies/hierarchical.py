@@ -35,7 +35,7 @@ import numpy as np
 
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import check_compression, make_compressor
-from distnet.distributed.strategies.zero1 import Zero1, _clipping, refuse_clipping
+from distnet.distributed.strategies.zero1 import Zero1
 from distnet.errors import InvalidArgumentError
 
 
@@ -72,7 +72,6 @@ class Hierarchical(Zero1):
     def check_options(cls, options: Mapping[str, Any], comm: Communicator, optimizer=None) -> dict:
         opts = super(Zero1, cls).check_options(options, comm, optimizer)
         opts["compression"] = check_compression(opts["compression"], "compression")
-        refuse_clipping(cls.name, optimizer)
         return opts
 
     @classmethod
@@ -80,7 +79,7 @@ class Hierarchical(Zero1):
         # Several machines with several ranks each (the same number): it puts each machine's
         # bytes on the network once where the flat strategies put each rank's, and it measured
         # faster there (docs/scaling.md).  A collective, called alike on every rank.
-        if comm.size < 4 or _clipping(optimizer):
+        if comm.size < 4:
             return None
         local = comm.split_local()
         try:

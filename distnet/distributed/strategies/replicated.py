@@ -48,9 +48,9 @@ class Replicated(Strategy):
 
     Example:
         >>> s = Replicated(comm, model.trainable_variables, scalar_names=("loss_sum",))
-        >>> res = s.reduce(grads, local_count=len(idx), scalars={"loss_sum": loss * len(idx)},
-        ...                regularization_grads=reg_grads)
-        >>> if res.is_finite: s.update(res, optimizer)
+        >>> gradients(loss_sum / n_global, variables, on_leaf=s.gradient_sink(False, len(idx), scalars))
+        >>> res = s.reduce(len(idx), scalars, regularization_grads=reg_grads, global_count=n_global)
+        >>> if res.is_finite: s.clip(res, optimizer); s.update(res, optimizer)
     """
 
     name = "replicated"
@@ -180,9 +180,8 @@ class Replicated(Strategy):
             self._scalars[k] = float(scalars.get(name, 0.0))
 
     # -- the step ---------------------------------------------------------
-    def reduce(self, grads=None, local_count: int = 0, scalars: Mapping[str, float] | None = None,
-               regularization_grads=None, global_count: int | None = None,
-               prescaled: bool = False) -> SyncResult:
+    def reduce(self, local_count: int, scalars: Mapping[str, float] | None = None,
+               regularization_grads=None, global_count: int | None = None) -> SyncResult:
         self._check_open()
         try:
             local_count, global_count = self._check_counts(local_count, global_count)
@@ -190,20 +189,20 @@ class Replicated(Strategy):
             if self._step is not None:
                 # An overlapped step: the gradients are in the views (some in
                 # flight) and the scalars in the buffer; check, never rewrite.
-                if grads is not None or (local_count, scalars) != self._step:
+                if (local_count, scalars) != self._step:
                     raise InvalidArgumentError(
                         f"reduce after an overlapped backward: Expect: local_count and scalars as given to "
-                        f"gradient_sink() {self._step} and no grads Actual: {(local_count, scalars)}")
-                prescaled = True
+                        f"gradient_sink() {self._step} Actual: {(local_count, scalars)}")
+                self._written = False
             else:
-                prescaled = self._pack(grads, local_count, global_count, prescaled)
+                self._take_written(local_count)
                 self._write_scalars(local_count, scalars)
             self._reduce()
         finally:
             self._step = None
             self._written = False
 
-        total = self._global_total(self._scalars[0], global_count, prescaled, self._grad_part)
+        total = self._global_total(self._scalars[0], global_count)
         if regularization_grads is not None:
             for i, g in enumerate(self._aligned(regularization_grads, "regularization_grads")):
                 if g is not None:

@@ -41,7 +41,8 @@ shadow blocks into full arrays keyed by variable name, and
 :meth:`Zero1.local_state` cuts a full state into this rank's pieces, so a
 checkpoint written by one strategy loads in the other, on any world size
 (ZeRO/DeepSpeed and PyTorch's ZeroRedundancyOptimizer also consolidate on save).
-Global-norm clipping is refused: a rank holds 1/N of the gradient.
+Clipping (:meth:`Strategy.clip`) takes the norms of the whole gradient: each
+rank's per-variable sums of squares of its block, summed in one small all-reduce.
 """
 from __future__ import annotations
 
@@ -62,27 +63,13 @@ from distnet.tensor import Variable
 SHARED_CHUNK = 1 << 16
 
 
-def _clipping(optimizer) -> bool:
-    return (getattr(optimizer, "clipnorm", None) is not None
-            or getattr(optimizer, "global_clipnorm", None) is not None)
-
-
-def refuse_clipping(strategy: str, optimizer) -> None:
-    """A strategy whose rank holds part of the gradient cannot clip by a norm over all of it."""
-    if optimizer is not None and _clipping(optimizer):
-        raise InvalidArgumentError(
-            f"strategy '{strategy}': Expect: an optimizer without clipnorm/global_clipnorm (a norm over the "
-            f"whole gradient is not available on a rank that holds part of it) Actual: "
-            f"clipnorm={optimizer.clipnorm!r}, global_clipnorm={optimizer.global_clipnorm!r}")
-
-
 class Zero1(Strategy):
     """Reduce-scatter the gradients, update this rank's block, all-gather the weights.
 
     Example:
         >>> s = Zero1(comm, variables, scalar_names=("loss_sum",))
         >>> opt.build(s.updated); ema.build(s.updated)
-        >>> res = s.reduce(grads, n_local, global_count=n_global, regularization_grads=reg)
+        >>> res = s.reduce(n_local, global_count=n_global, regularization_grads=reg)   # after the sinks
         >>> if res.is_finite: s.update(res, opt, ema)
     """
 
@@ -161,13 +148,12 @@ class Zero1(Strategy):
             raise InvalidArgumentError(
                 "shared_memory=True with compression: Expect: one of them (shared memory moves no messages "
                 "to compress)")
-        refuse_clipping(cls.name, optimizer)
         return opts
 
     @classmethod
     def preference(cls, comm: Communicator, optimizer, options: Mapping[str, Any]) -> int | None:
         # Several ranks share the update and the EMA; one rank has nothing to share.
-        return 1 if comm.size > 1 and not _clipping(optimizer) else None
+        return 1 if comm.size > 1 else None
 
     def _shard_group(self, comm: Communicator) -> Communicator:
         """The ranks among which the blocks are spread."""
@@ -264,9 +250,8 @@ class Zero1(Strategy):
             self.group.reduce_scatter_block_(self._grad_part, self.grad_block)
 
     # -- the step ---------------------------------------------------------
-    def reduce(self, grads=None, local_count: int = 0, scalars: Mapping[str, float] | None = None,
-               regularization_grads=None, global_count: int | None = None,
-               prescaled: bool = False) -> SyncResult:
+    def reduce(self, local_count: int, scalars: Mapping[str, float] | None = None,
+               regularization_grads=None, global_count: int | None = None) -> SyncResult:
         """As :meth:`Strategy.reduce`, but each rank gets only its block: the
         result's ``grads``/``variables`` are this rank's pieces; ``is_finite``
         is global (any non-finite element on any rank's block)."""
@@ -274,7 +259,7 @@ class Zero1(Strategy):
         try:
             local_count, global_count = self._check_counts(local_count, global_count)
             scalars = self._check_scalars(scalars)
-            prescaled = self._pack(grads, local_count, global_count, prescaled)
+            self._take_written(local_count)
         finally:
             self._written = False
         squares = self._reduce_scatter_shared() if self.shared else None
@@ -296,7 +281,7 @@ class Zero1(Strategy):
         if self.comm.size > 1:
             self.comm.allreduce_(small)
         finite = small[-1] == 0.0 and bool(np.isfinite(small[:-1]).all())
-        total = self._global_total(small[0], global_count, prescaled, gb)
+        total = self._global_total(small[0], global_count)
         if regularization_grads is not None:
             reg = self._aligned(regularization_grads, "regularization_grads")
             for p, gp in zip(self.pieces_info, self._grad_pieces):
@@ -309,6 +294,23 @@ class Zero1(Strategy):
             scalars={name: float(small[k]) for k, name in enumerate(self.scalar_names, start=1)},
             global_count=total, is_finite=finite,
         )
+
+    def _owners(self) -> list:
+        return [p.index for p in self.pieces_info]
+
+    def _sum_partial_squares(self, squares: np.ndarray) -> None:
+        # The ranks of the group hold the blocks; every group holds the same sums (hierarchical).
+        if self.group.size > 1:
+            self.group.allreduce_(squares)
+
+    def full_gradients(self, result: SyncResult) -> list:
+        """Every rank's reduced block all-gathered (a collective): the whole gradient."""
+        flat = np.zeros(self.padded, dtype=self.dtype)
+        lo = self.group.rank * self.block_size
+        flat[lo: lo + self.block_size] = self.grad_block
+        if self.group.size > 1:
+            self.group.allgather_(flat)
+        return [view.copy() for view in self.layout.views(flat)]
 
     def update(self, result: SyncResult, optimizer, ema=None, num_updates: bool = True) -> None:
         super().update(result, optimizer, ema, num_updates)
