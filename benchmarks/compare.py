@@ -37,6 +37,12 @@ skipped.  Run it with an interpreter that has them, e.g. a separate venv::
     /work/bench-venv/bin/python benchmarks/compare.py --quick    # under a minute
     /work/bench-venv/bin/python benchmarks/compare.py --models reference,mlp --configs 1x1 --rounds 5
 
+distnet's convolution layers run with ``Trainer(conv_algorithm="auto")``
+(``--conv-algorithm``): each layer's algorithm (im2col + GEMM, FFT,
+Winograd) is measured once at start-up, as TensorFlow's oneDNN and cuDNN's
+benchmark mode pick theirs; the chosen plan is printed in round 1.
+``--conv-algorithm gemm`` gives the Trainer's default (today's arithmetic).
+
 How the figures are taken: warm-up steps are excluded; each run reports the
 median wall time per step of its timed steps; the runs of all frameworks
 alternate in rounds (the order rotating from round to round) so that machine
@@ -200,7 +206,8 @@ def distnet_model(model_name: str):
     return distnet.Sequential(seq, input_shape=IMAGE, seed=0)
 
 
-def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False) -> dict | None:
+def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False,
+                conv_algorithm: str = "auto") -> dict | None:
     """distnet's step through ``Trainer`` on this process's communicator (mpiexec gives 2 ranks).
 
     Args:
@@ -208,6 +215,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
       batch: the global batch.
       steps, warmup: timed and untimed steps.
       sharded: ``Trainer(strategy="zero1")`` (ZeRO-1).
+      conv_algorithm: the Trainer's ``conv_algorithm`` (``"auto"``: measured per layer at start-up).
 
     Returns:
       On rank 0, ``{"step_ms", "cores", "sync_ms", "bare_allreduce_ms", "sync_mbytes", "rss"}``; None elsewhere.
@@ -225,7 +233,8 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     data = ArrayDataset(x, y, num_classes=CLASSES)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(LEARNING_RATE), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      strategy="zero1" if sharded else "replicated", **({"shared_memory": "auto"} if sharded else {}))
+                      strategy="zero1" if sharded else "replicated", conv_algorithm=conv_algorithm,
+                      **({"shared_memory": "auto"} if sharded else {}))
 
     sync_times: list[float] = []
     sync = trainer.strategy
@@ -289,6 +298,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
         "bare_allreduce_ms": 1e3 * statistics.median(bare) if bare else None,
         "sync_mbytes": nbytes / 1e6,
         "rss": rss,
+        "conv_algorithms": trainer.conv_algorithms,
     }
 
 
@@ -411,7 +421,7 @@ def run_tensorflow(model_name: str, batch: int, steps: int, warmup: int, threads
 def worker(args: argparse.Namespace) -> int:
     """One measurement in this process; prints ``RESULT {json}`` on rank 0."""
     if args.worker == "distnet":
-        out = run_distnet(args.models, args.batch, args.steps, args.warmup, args.sharded)
+        out = run_distnet(args.models, args.batch, args.steps, args.warmup, args.sharded, args.conv_algorithm)
     elif args.worker == "torch":
         out = run_torch(args.models, args.batch, args.steps, args.warmup, args.threads, args.ddp)
     else:
@@ -458,13 +468,15 @@ def parse_result(proc: subprocess.CompletedProcess, what: str) -> dict:
     raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
 
 
-def launch(framework: str, config: str, model: str, batch: int, steps: int, warmup: int, tf_jit: str) -> dict:
+def launch(framework: str, config: str, model: str, batch: int, steps: int, warmup: int, tf_jit: str,
+           conv_algorithm: str = "auto") -> dict:
     """Run one measurement in fresh subprocess(es) and return its result dict."""
     threads = 2 if config == "1x2" else 1
     sharded = framework == "distnet-zero1"
     me = [sys.executable, os.path.abspath(__file__), "--worker", "distnet" if sharded else framework, "--models", model,
           "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
-          "--threads", str(threads), "--tf-jit", tf_jit] + (["--sharded"] if sharded else [])
+          "--threads", str(threads), "--tf-jit", tf_jit, "--conv-algorithm", conv_algorithm] + (
+              ["--sharded"] if sharded else [])
     env = thread_env(threads)
     what = f"{framework} {config} {model}"
     if config != "2x1":
@@ -527,6 +539,9 @@ def main() -> int:
     parser.add_argument("--scaling-batch", type=int, default=200, help="global batch of the scaling run")
     parser.add_argument("--tf-jit", choices=("on", "off"), default="off",
                         help="TensorFlow's XLA compilation of the train step (default off: faster here)")
+    parser.add_argument("--conv-algorithm", choices=("auto", "gemm", "fft", "winograd"), default="auto",
+                        help="distnet's Trainer(conv_algorithm=...): auto (default) measures the algorithms per "
+                             "layer at start-up, as TensorFlow's oneDNN and cuDNN's benchmark mode choose theirs")
     parser.add_argument("--quick", action="store_true",
                         help="reference net and MLP (unless --models), 4 timed steps, 1 round: under a minute on an idle machine")
     parser.add_argument("--json", metavar="FILE", help="also write every raw result to FILE")
@@ -595,7 +610,8 @@ def main() -> int:
            }.get(args.openblas_core, f"OPENBLAS_CORETYPE={args.openblas_core} set")
     print(f"# numpy's OpenBLAS kernels in every run: {kernel} ({how}; --openblas-core)")
     print(f"# global batch {args.batch}, {args.steps} timed + {args.warmup} warm-up steps per run, "
-          f"{args.rounds} alternating round(s); TensorFlow jit_compile={args.tf_jit}")
+          f"{args.rounds} alternating round(s); TensorFlow jit_compile={args.tf_jit}; "
+          f"distnet conv_algorithm={args.conv_algorithm}")
     print("# command: " + " ".join([Path(sys.executable).name, *sys.argv]))
 
     two_rank = {"off": ["distnet"], "on": ["distnet-zero1"], "both": ["distnet", "distnet-zero1"]}[args.zero1]
@@ -620,7 +636,9 @@ def main() -> int:
         shift = (r * 3) % max(len(jobs), 1)
         for fw, config, model, batch in jobs[shift:] + jobs[:shift]:
             real = {"scaling1": "1x1", "scaling2": "2x1"}.get(config, config)
-            res = launch(fw, real, model, batch, args.steps, args.warmup, args.tf_jit)
+            res = launch(fw, real, model, batch, args.steps, args.warmup, args.tf_jit, args.conv_algorithm)
+            if res.get("conv_algorithms") and r == 0:
+                print(f"# distnet {config} {model}: convolution algorithms {res['conv_algorithms']}", flush=True)
             results.setdefault((fw, config, model), []).append(res)
         print(f"# round {r + 1}/{args.rounds} done after {time.time() - t_start:.0f} s, "
               f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)

@@ -28,6 +28,15 @@ With TensorFlow in the interpreter (e.g. compare.py's separate venv), the
 last line is TensorFlow's ``conv2d`` of conv2's shapes, forward and both
 gradients, on the same number of threads (minimum ms and GFLOP/s).
 
+``--net reference|twoconv`` prints instead one line per op of that net's
+training step (compare.py's nets, batch 100): distnet's forward + backward of
+the op beside TensorFlow's (each op alone in a ``tf.function`` with a
+``GradientTape``, its output returned so that nothing is pruned), and the
+Adam update of all the net's parameters (distnet's ``Adam`` against Keras's
+``Adam.apply_gradients``), so that each gap of compare.py has a name.  The
+convolutions run with each algorithm that applies; ``auto`` marks the one
+``conv_algorithm="auto"`` would pick (the fastest here).
+
 The upstream gradient is injected by a head op that costs nothing, so only
 the measured op and the autodiff machinery are timed.  BLAS threads are set
 explicitly with threadpoolctl (default 1: the figures are per core).
@@ -36,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -45,6 +56,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import distnet
 from distnet import nn
 from distnet.autodiff import Op
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # compare.py: the nets' shapes
 
 
 class InjectGrad(Op):
@@ -186,7 +199,9 @@ def tensorflow_conv_ms(rng, n: int, hw: int, cin: int, cout: int, k: int, repeat
         with tf.GradientTape() as tape:
             tape.watch([x, w])
             y = tf.nn.conv2d(x, w, 1, "SAME")
-        return tape.gradient(y, [x, w], output_gradients=g)
+        # y is returned too: graph mode prunes an op whose output nothing uses, and the
+        # gradients read only x, w and g, so without it the forward convolution never runs.
+        return y, tape.gradient(y, [x, w], output_gradients=g)
 
     for _ in range(2):
         step()
@@ -198,12 +213,161 @@ def tensorflow_conv_ms(rng, n: int, hw: int, cin: int, cout: int, k: int, repeat
     return min(times)
 
 
+def _min_ms(fn, repeats: int) -> float:
+    for _ in range(2):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, float | None]]:
+    """``[(label, {distnet variant: min ms}, TensorFlow min ms or None)]`` for each op of ``model``'s step."""
+    import importlib.util
+
+    import compare
+    from distnet.nn.conv import ALGORITHMS, algorithm_applies
+
+    tf = None
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    rng = np.random.default_rng(0)
+    n, (h, w, c) = 100, compare.IMAGE
+    rows: list[tuple[str, dict, float | None]] = []
+    params: list[tuple] = []
+    first = True
+
+    def both(label, ours: dict, tf_fn, args):
+        """Time distnet's variants and TensorFlow's ``tf_fn(*args)`` (forward + gradients w.r.t. all args)."""
+        times = {k: _min_ms(f, repeats) for k, f in ours.items()}
+        tf_ms = None
+        if tf is not None:
+            targs = [tf.constant(a) for a in args]
+
+            @tf.function
+            def step():
+                with tf.GradientTape() as tape:
+                    tape.watch(targs)
+                    y = tf_fn(*targs)
+                return y, tape.gradient(y, targs, output_gradients=tf.ones_like(y))
+            tf_ms = _min_ms(step, repeats)
+        rows.append((label, times, tf_ms))
+
+    def dn(fn, args, wrt):
+        """distnet's forward + gradients w.r.t. the arguments listed in ``wrt``."""
+        tensors = [distnet.Variable(a, name=f"a{i}") if i in wrt else distnet.constant(a) for i, a in enumerate(args)]
+
+        def run():
+            y = fn(*tensors)
+            return distnet.gradients(InjectGrad.apply(y, g=np.ones(y.shape, y.dtype)), [tensors[i] for i in wrt])
+        return run
+
+    for layer in compare.layer_plan(model):
+        if layer[0] == "conv":
+            f = layer[1]
+            x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+            k = (rng.standard_normal((5, 5, c, f)) * 0.1).astype(np.float32)
+            wrt = (1,) if first else (0, 1)
+            ours = {}
+            for algo in ALGORITHMS:
+                if algorithm_applies(algo, (5, 5), (1, 1), (1, 1)):
+                    ours[algo] = dn(lambda a, b, algo=algo: nn.conv2d(a, b, 1, "SAME", algorithm=algo), [x, k], wrt)
+            tf_fn = ((lambda a, b: tf.nn.conv2d(tf.stop_gradient(a), b, 1, "SAME")) if first
+                     else (lambda a, b: tf.nn.conv2d(a, b, 1, "SAME")))
+            both(f"conv {h}x{w}x{c} -> {f}, 5x5 SAME{', dW' if first else ', dW+dX'}", ours, tf_fn, [x, k])
+            y = rng.standard_normal((n, h, w, f)).astype(np.float32)
+            b = rng.standard_normal(f).astype(np.float32)
+            both(f"bias_add + relu {h}x{w}x{f}", {"": dn(nn.bias_add_relu, [y, b], (0, 1))},   # as the layers run it
+                 lambda a, bb: tf.nn.relu(tf.nn.bias_add(a, bb)), [y, b])
+            params += [(5, 5, c, f), (f,)]
+            c, first = f, False
+        elif layer[0] == "pool":
+            x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+            both(f"max_pool 2x2 {h}x{w}x{c}", {"": dn(lambda a: nn.max_pool(a, 2, 2, "VALID"), [x], (0,))},
+                 lambda a: tf.nn.max_pool2d(a, 2, 2, "VALID"), [x])
+            h, w = h // 2, w // 2
+        elif layer[0] == "flatten":
+            c, h, w = h * w * c, 1, 1
+        else:
+            units, relu = layer[1], layer[2]
+            x = rng.standard_normal((n, c)).astype(np.float32)
+            k = (rng.standard_normal((c, units)) * 0.01).astype(np.float32)
+            b = rng.standard_normal(units).astype(np.float32)
+            act_tf = tf.nn.relu if relu else tf.identity
+            both(f"dense {c} -> {units}{' + relu' if relu else ''}, dX+dW+db",
+                 {"": dn(lambda a, kk, bb: (nn.bias_add_relu if relu else nn.bias_add)(distnet.matmul(a, kk), bb),
+                         [x, k, b], (0, 1, 2))},
+                 lambda a, kk, bb: act_tf(tf.nn.bias_add(tf.matmul(a, kk), bb)), [x, k, b])
+            params += [(c, units), (units,)]
+            c = units
+    logits = rng.standard_normal((n, c)).astype(np.float32)
+    labels = rng.integers(0, c, n)
+    both("sparse softmax cross-entropy (mean)",
+         {"": dn(lambda a: distnet.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=a)),
+                 [logits], (0,))},
+         lambda a: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=a)), [logits])
+    # Adam over every parameter of the net.
+    values = [(rng.standard_normal(s) * 0.01).astype(np.float32) for s in params]
+    grads = [rng.standard_normal(s).astype(np.float32) * 1e-3 for s in params]
+    variables = [distnet.Variable(v, name=f"p{i}") for i, v in enumerate(values)]
+    opt = distnet.optimizers.Adam(1e-4)
+    pairs = list(zip(grads, variables))
+    ours = {"": lambda: opt.apply_gradients(pairs)}
+    times = {k: _min_ms(fn, repeats) for k, fn in ours.items()}
+    tf_ms = None
+    if tf is not None:
+        tvars = [tf.Variable(v) for v in values]
+        tgrads = [tf.constant(g) for g in grads]
+        topt = tf.keras.optimizers.Adam(1e-4)
+
+        @tf.function
+        def tf_update():
+            topt.apply_gradients(zip(tgrads, tvars))
+        tf_ms = _min_ms(tf_update, repeats)
+    rows.append((f"Adam update, {sum(int(np.prod(s)) for s in params):,} parameters", times, tf_ms))
+    return rows
+
+
+def print_net_ops(model: str, repeats: int, threads: int) -> None:
+    rows = net_ops(model, repeats, threads)
+    print(f"{model} net, batch 100, float32, {threads} thread(s); minimum of {repeats} ms, forward + backward")
+    print(f"{'op':52s} {'distnet':>16s} {'TensorFlow':>11s} {'ratio':>6s}")
+    tot_dn = tot_tf = 0.0
+    for label, times, tf_ms in rows:
+        best = min(times, key=times.get)
+        shown = "  ".join(f"{k or ''}{' ' if k else ''}{v:.2f}" for k, v in times.items())
+        tot_dn += times[best]
+        tot_tf += tf_ms or 0.0
+        ratio = f"{times[best] / tf_ms:6.2f}" if tf_ms else "     -"
+        auto = " (auto: " + best + ")" if len(times) > 1 else ""
+        print(f"{label:52s} {shown:>16s} {tf_ms if tf_ms is not None else float('nan'):11.2f} {ratio}{auto}")
+    print(f"{'sum (fastest distnet variant of each op)':52s} {tot_dn:16.2f} {tot_tf:11.2f} "
+          f"{tot_dn / tot_tf if tot_tf else float('nan'):6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed repetitions per case (median)")
+    parser.add_argument("--net", choices=("reference", "twoconv"),
+                        help="per-op table of that net's step, distnet beside TensorFlow (module doc)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    # As a training process (distnet.distributed.init): freed large blocks stay in the heap,
+    # so a step's arrays are not page-faulted in afresh every time.
+    from distnet.distributed.process import tune_malloc
+
+    tune_malloc()
+    if args.net:
+        with threadpool_limits(limits=args.threads, user_api="blas"):
+            print_net_ops(args.net, args.repeats, args.threads)
+        return
     with threadpool_limits(limits=args.threads, user_api="blas"):
         blas = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
                 for i in threadpool_info() if i["user_api"] == "blas"]

@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--strategy", default="auto", help="replicated, zero1, ... (auto: the Trainer's choice)")
+    parser.add_argument("--conv-algorithm", default="auto", choices=("auto", "gemm", "fft", "winograd"),
+                        help="the Trainer's conv_algorithm (default auto, as compare.py)")
     args = parser.parse_args()
 
     comm = distnet.distributed.init().comm
@@ -51,7 +53,7 @@ def main() -> None:
     trainer = Trainer(compare.distnet_model(args.model), "sparse_softmax_cross_entropy",
                       distnet.optimizers.Adam(compare.LEARNING_RATE), ArrayDataset(x, y, num_classes=compare.CLASSES),
                       global_batch_size=args.batch, steps=args.steps + args.warmup, seed=0, comm=comm,
-                      check_every=None, strategy=args.strategy, **options)
+                      check_every=None, strategy=args.strategy, conv_algorithm=args.conv_algorithm, **options)
     strategy = trainer.strategy
     times: dict[str, list] = {"step": [], "reduce": [], "mpi": [], "finite": [], "update": []}
     in_reduce = [False]
@@ -117,7 +119,7 @@ def main() -> None:
     if comm.rank != 0:
         return
     print(f"{args.model}, global batch {args.batch}, {comm.size} rank(s), strategy {strategy.name}, "
-          f"{strategy.nbytes / 1e6:.2f} MB reduced per step; medians in ms")
+          f"{strategy.nbytes / 1e6:.2f} MB reduced per step; convolutions {trainer.conv_algorithms}; medians in ms")
     for r, d in enumerate(rows):
         rest = d["step"] - d["reduce"] - d["update"]
         print(f"  rank {r}: step {d['step']:.2f} = rest (data, forward, backward) {rest:.2f} + reduce {d['reduce']:.2f} "

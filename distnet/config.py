@@ -148,6 +148,7 @@ class TrainConfig:
     early_stopping: dict | None = None   # {metric, patience, min_delta, mode, restore_best_weights}
     tensorboard: bool | None = None      # None: when tensorboardX is installed
     histograms_every: int | None = None  # weight histograms in TensorBoard every N steps
+    conv_algorithm: str | None = None    # None: "gemm" (distnet.nn.conv_choice.MODES)
 
 
 @dataclass
@@ -239,7 +240,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "data": {"name": _STR, "path": _STR, "train_samples": _INT, "test_samples": _INT, "validation": _FLOAT},
     "train": {"batch_size": _INT, "epochs": _INT, "steps": _INT, "eval_every": _INT,
               "eval_batch_size": _INT, "log_every": _INT, "micro_batches": _INT, "tensorboard": _BOOL,
-              "histograms_every": _INT, "early_stopping": _TABLE},
+              "histograms_every": _INT, "early_stopping": _TABLE, "conv_algorithm": _STR},
     "checkpoint": {"dir": _STR, "every": _INT, "max_to_keep": _INT, "keep_best": _STR},
     "dist": {"strategy": _STR, "stall_timeout": _FLOAT, "check_every": _INT, "max_bad_steps": _INT,
              "bucket_bytes": _INT, "shard_optimizer": _BOOL, "shared_memory": _BOOL,
@@ -580,6 +581,10 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
                  f"(got epochs = {t.epochs} and steps = {t.steps})")
     if t.epochs is None and t.steps is None:
         t.epochs = 1
+    if t.conv_algorithm is not None:
+        from distnet.nn.conv_choice import MODES
+
+        chk.choice(t.conv_algorithm, ("train", "conv_algorithm"), MODES)
     if t.micro_batches > t.batch_size:
         chk.fail(("train", "micro_batches"), f"must be <= train.batch_size ({t.batch_size}), "
                  f"got {t.micro_batches}")

@@ -286,7 +286,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         eval_data=test, validation_data=validation, callbacks=callbacks, global_batch_size=t.batch_size, epochs=t.epochs, steps=t.steps,
         ema=build_ema(cfg), ema_num_updates=cfg.ema.num_updates, weight_decay=cfg.regularization.weight_decay,
         weight_decay_exclude_bias=cfg.regularization.exclude_bias,
-        micro_batches=t.micro_batches, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
+        micro_batches=t.micro_batches, conv_algorithm=t.conv_algorithm, seed=cfg.seed, comm=comm, eval_every=t.eval_every,
         eval_batch_size=t.eval_batch_size, log_every=t.log_every, checkpoint_dir=checkpoint_dir(cfg, run_dir),
         checkpoint_every=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.max_to_keep,
         config_text=cfg.to_toml(), logger=logger, trace=trace, stall_timeout=d.stall_timeout, check_every=d.check_every,

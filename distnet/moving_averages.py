@@ -18,12 +18,26 @@ initializer is ``var.initialized_value()``), whether it is created by
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from distnet.distributed.chunk_threads import ChunkThreads
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError
 from distnet.tensor import Variable
+
+
+def _ema_chunks(s: np.ndarray, x: np.ndarray, tmp: np.ndarray, c: int, one_minus, part: int,
+                first: int, last: int) -> None:
+    """``s -= (s - x) * one_minus`` over chunks ``first:last`` (of ``c`` elements), scratch chunk ``part``."""
+    scratch = tmp[part * c:part * c + c]
+    for lo in range(first * c, min(last * c, x.size), c):
+        hi = min(lo + c, x.size)
+        sc, t = s[lo:hi], scratch[:hi - lo]
+        np.subtract(sc, x[lo:hi], out=t)
+        t *= one_minus
+        sc -= t
 
 
 class ExponentialMovingAverage:
@@ -52,6 +66,8 @@ class ExponentialMovingAverage:
         self._vars: dict[str, Variable] = {}
         self._pending: dict[str, np.ndarray] | None = None
         self._scratch: dict[str, np.ndarray] = {}
+        # The chunks on this rank's BLAS threads (distnet/distributed/chunk_threads.py): same bits.
+        self._chunk_threads = ChunkThreads("blas")
 
     # -- tracking ---------------------------------------------------------
     def average_name(self, var: Variable) -> str:
@@ -135,12 +151,11 @@ class ExponentialMovingAverage:
                 nd = dt(num_updates)
                 d = min(d, (dt(1) + nd) / (dt(10) + nd))
             one_minus = dt(1) - d
-            for lo in range(0, x.size, c):
-                hi = min(lo + c, x.size)
-                sc, t = s[lo:hi], tmp[:hi - lo]
-                np.subtract(sc, x[lo:hi], out=t)
-                t *= one_minus
-                sc -= t
+            chunks = -(-x.size // c)
+            parts = self._chunk_threads.parts(chunks)
+            if tmp.size < min(x.size, c) * parts:   # one scratch chunk per thread
+                tmp = self._scratch[v.name] = np.empty(min(x.size, c) * parts, dtype=v.dtype)
+            self._chunk_threads.run(chunks, partial(_ema_chunks, s, x, tmp, c, one_minus))
         return decay
 
     def average(self, var: Variable) -> Variable:

@@ -102,6 +102,10 @@ class Trainer:
     See the module docstring for the step; ``docs/DESIGN.md`` for the
     arguments.  Works unchanged with ``comm`` of size 1 (single process).
 
+    ``conv_algorithm``: the convolution layers' algorithm, ``"gemm"``
+    (default), ``"auto"`` (measured per layer shape at start-up, rank 0's
+    choice on every rank) or one forced (:mod:`distnet.nn.conv_choice`).
+
     Args (the strategy's):
         strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any name of
             :func:`distnet.distributed.strategies.all_strategies`.
@@ -153,6 +157,7 @@ class Trainer:
         deterministic: bool = False,
         piece_size: int | None = None,
         strategy: str = "auto",
+        conv_algorithm: str = "gemm",
         **strategy_options,
     ):
         from distnet.distributed import get_communicator
@@ -224,6 +229,12 @@ class Trainer:
         self.variables: list[Variable] = sorted(model.trainable_variables, key=lambda v: v.name)
         self.all_variables: list[Variable] = sorted(model.variables, key=lambda v: v.name)
         self._check_and_broadcast_variables()
+        from distnet.nn.conv_choice import check_mode, choose_conv_algorithms
+
+        # Per rank and micro-batch: the batch one forward pass sees.
+        local = -(-self.global_batch_size // self.comm.size)
+        self.conv_algorithms = choose_conv_algorithms(model, -(-local // self.micro_batches), self.comm,
+                                                      check_mode(conv_algorithm))
 
         from distnet.distributed import NonFiniteGuard, ShardSampler
 

@@ -18,6 +18,8 @@ import tensorflow.compat.v1 as tf1
 from tensorflow.contrib import layers
 import tensorflow.contrib.layers as contrib_layers
 import distnet.compat.v1 as native
+import tensorflow.compat
+print("compat", tf.compat.as_bytes("a") == b"a", tensorflow.compat.v1.Session is native.Session)
 print("same", tf.placeholder is native.placeholder, tf1.Session is native.Session,
       layers.l2_regularizer is contrib_layers.l2_regularizer is native.contrib.layers.l2_regularizer)
 try:
@@ -37,7 +39,7 @@ def _run(tmp_path, *flags):
 def test_import_tensorflow_is_distnet_inside_distnet_run(tmp_path):
     proc = _run(tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "same True True True" in proc.stdout
+    assert "same True True True" in proc.stdout and "compat True True" in proc.stdout
     assert ("refused import tensorflow.contrib.no_such_member: tf.contrib.no_such_member is not supported "
             "by distnet.compat.v1") in proc.stdout
 

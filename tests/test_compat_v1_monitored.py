@@ -46,7 +46,6 @@ def _events(logdir):
 
 
 def test_training_session_steps_checkpoints_summaries_and_logs_are_tf1s(tmp_path, caplog):
-    pytest.importorskip("tensorboardX")
     ckpt = tmp_path / "mts"
     w, loss, gs, train = _model()
     hooks = [tf.train.StopAtStepHook(last_step=5),
@@ -253,7 +252,6 @@ def _numbers(stdout, key):
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_training_session_on_n_ranks_equals_one_process_and_resumes(tmp_path, n):
-    pytest.importorskip("tensorboardX")
     prog = tmp_path / "mts_mpi.py"
     prog.write_text(_MPI_PROGRAM)
     one = subprocess.run([sys.executable, str(prog), str(tmp_path / "one"), "4"], capture_output=True, text=True,
@@ -304,7 +302,6 @@ def test_run_step_fn_feed_fn_hook_and_a_listener_that_stops(tmp_path):
 
 
 def test_a_chief_only_summary_hook_on_two_ranks_writes_rank_zeros_values(tmp_path):
-    pytest.importorskip("tensorboardX")
     prog = tmp_path / "mts_mpi.py"
     prog.write_text(_MPI_PROGRAM)
     run = run_mpi(str(prog), 2, str(tmp_path / "many"), "4", timeout=300,
@@ -317,7 +314,6 @@ def test_a_chief_only_summary_hook_on_two_ranks_writes_rank_zeros_values(tmp_pat
 
 
 def test_saving_by_seconds_on_three_ranks_follows_rank_zero(tmp_path):
-    pytest.importorskip("tensorboardX")
     prog = tmp_path / "mts_mpi.py"
     prog.write_text(_MPI_PROGRAM)
     one = subprocess.run([sys.executable, str(prog), str(tmp_path / "one"), "4"], capture_output=True, text=True,

@@ -8,13 +8,12 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image  # Pillow comes with matplotlib
+from tensorboard.backend.event_processing import event_accumulator  # the test extra
 
 import distnet.compat.v1 as tf
 from mpi_util import run_mpi
 
-pytest.importorskip("tensorboardX", reason="the tensorboard extra: pip install -e '.[test]'")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-Image = pytest.importorskip("PIL.Image")
 
 FLOATS = np.array([[[0.0, 0.25, 0.5], [0.75, 1.0, 0.3]], [[-1.0, 0.0, 0.5], [0.2, 2.0, -0.4]],
                    [[0, 0, 0], [0, 0, 0]]], np.float32)[..., None]

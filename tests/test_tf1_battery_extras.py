@@ -56,8 +56,7 @@ def _events(logdir):
 
 
 def test_summaries_autoencoder_matches_tensorflow_and_writes_the_events(tmp_path):
-    pytest.importorskip("tensorboardX")
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image
     from tensorboard.util import tensor_util
 
     one = run_program("summaries_autoencoder.py",
@@ -105,7 +104,6 @@ def test_contrib_arg_scope_cnn_matches_tf_slim_and_two_ranks_match_one(tmp_path)
 
 
 def test_slim_monitored_metrics_matches_tf_slim_and_two_ranks_match_one(tmp_path):
-    pytest.importorskip("tensorboardX")
     one = run_program("slim_monitored_metrics.py",
                       env=env_with(STEPS=12, OUT=tmp_path / "one.npz", LOGDIR=tmp_path / "one"))
     assert compare_with_reference(one, "slim_monitored_metrics.py", rtol=1e-4, atol=2e-6) == 3 * 2 + 6

@@ -38,8 +38,6 @@ def _target(fullname: str):
     # TF 1.13-1.15 and TF 2's ``tensorflow.compat.v1``: the same module.
     if parts[:2] == ["compat", "v1"]:
         parts = parts[2:]
-    elif parts == ["compat"]:
-        return types.SimpleNamespace(v1=v1)
     obj = v1
     for part in parts:
         obj = getattr(obj, part)  # an UnsupportedError names what is missing

@@ -206,6 +206,12 @@ class WeightedLayer(Layer):
             self.bias = self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer, rng)
 
     def _finish(self, y: Tensor) -> Tensor:
+        from distnet.nn.activations import relu
+
+        if self.use_bias and self.activation is relu:
+            from distnet.nn.bias_add_relu import bias_add_relu
+
+            return bias_add_relu(y, self.bias)   # bitwise relu(bias_add(y, bias)), fewer passes
         if self.use_bias:
             from distnet.nn import bias_add
 

@@ -45,6 +45,9 @@ class Conv2D(WeightedLayer):
         self.kernel_size = positive_pair(kernel_size, "kernel_size", "Conv2D")
         self.strides = positive_pair(strides, "strides", "Conv2D")
         self.padding = check_padding(padding, "Conv2D")
+        #: the convolution algorithm (``distnet.nn.conv2d``'s ``algorithm``); set by
+        #: :func:`distnet.nn.conv_choice.choose_conv_algorithms` (the Trainer's ``conv_algorithm``)
+        self.algorithm = "gemm"
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -64,4 +67,5 @@ class Conv2D(WeightedLayer):
     def call(self, x: Tensor, training: bool = False, rng=None, sample_keys=None) -> Tensor:
         from distnet.nn import conv2d
 
-        return self._finish(conv2d(x, self.kernel, strides=self.strides, padding=self.padding))
+        return self._finish(conv2d(x, self.kernel, strides=self.strides, padding=self.padding,
+                                   algorithm=self.algorithm))

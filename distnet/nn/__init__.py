@@ -8,6 +8,7 @@ from distnet.nn.activations import leaky_relu, log_softmax, relu, sigmoid, softm
 from distnet.nn.avg_pool import avg_pool  # noqa: F401
 from distnet.nn.batch_norm import batch_norm_train, batch_normalization, moments  # noqa: F401
 from distnet.nn.bias_add import bias_add  # noqa: F401
+from distnet.nn.bias_add_relu import bias_add_relu  # noqa: F401
 from distnet.nn.conv import conv2d  # noqa: F401
 from distnet.nn.conv_transpose import conv2d_transpose  # noqa: F401
 from distnet.nn.cross_entropy import (  # noqa: F401
@@ -23,8 +24,8 @@ from distnet.nn.pooling import max_pool  # noqa: F401
 from distnet.nn.top_k import top_k  # noqa: F401
 
 __all__ = [
-    "avg_pool", "batch_norm_train", "batch_normalization", "bias_add", "conv2d", "conv2d_transpose",
-    "dropout", "dropout_sample_keys", "gru", "l2_loss", "l2_normalize", "leaky_relu", "log_softmax", "lstm",
-    "lstm_step", "max_pool", "moments", "relu", "sigmoid", "softmax", "softmax_cross_entropy_with_logits",
-    "sparse_softmax_cross_entropy_with_logits", "tanh", "top_k",
+    "avg_pool", "batch_norm_train", "batch_normalization", "bias_add", "bias_add_relu", "conv2d",
+    "conv2d_transpose", "dropout", "dropout_sample_keys", "gru", "l2_loss", "l2_normalize", "leaky_relu",
+    "log_softmax", "lstm", "lstm_step", "max_pool", "moments", "relu", "sigmoid", "softmax",
+    "softmax_cross_entropy_with_logits", "sparse_softmax_cross_entropy_with_logits", "tanh", "top_k",
 ]

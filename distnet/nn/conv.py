@@ -26,6 +26,12 @@ both choices).  The chunked sums run in another order than the whole-matrix
 ones: equal within float rounding, not bitwise.
 
 Like TensorFlow this is a cross-correlation (the kernel is not flipped).
+
+Other algorithms compute the same convolution with less arithmetic for some
+shapes (``conv2d(..., algorithm=...)``): ``"fft"`` (:mod:`distnet.nn.conv_fft`,
+stride 1) and ``"winograd"`` (:mod:`distnet.nn.conv_winograd`, 3x3 kernels,
+stride 1).  They differ from this one by float rounding only;
+:mod:`distnet.nn.conv_choice` picks one per layer shape by measuring.
 """
 from __future__ import annotations
 
@@ -180,8 +186,22 @@ class Conv2D(Op):
         return dxp[:, rows.before:rows.before + h, cols.before:cols.before + w, :]
 
 
+#: The convolution algorithms of :func:`conv2d` (see the module doc).
+ALGORITHMS = ("gemm", "fft", "winograd")
+
+
+def algorithm_applies(algorithm: str, kernel: tuple[int, int], strides: tuple[int, int],
+                      dilations: tuple[int, int]) -> bool:
+    """Whether ``algorithm`` can compute a convolution of this geometry."""
+    if algorithm == "gemm":
+        return True
+    if strides != (1, 1) or dilations != (1, 1):
+        return False
+    return algorithm == "fft" or tuple(kernel) == (3, 3)
+
+
 def conv2d(input: Any, filters: Any, strides: Any, padding: str, data_format: str = "NHWC",
-           dilations: Any = None, name: str | None = None) -> Tensor:
+           dilations: Any = None, name: str | None = None, algorithm: str = "gemm") -> Tensor:
     """2-D cross-correlation of ``input`` with ``filters`` (TF's ``tf.nn.conv2d``).
 
     Args:
@@ -193,6 +213,9 @@ def conv2d(input: Any, filters: Any, strides: Any, padding: str, data_format: st
       data_format: only ``'NHWC'`` (as TF on CPU).
       dilations: optional, like ``strides``; default 1.
       name: ignored (TF compatibility).
+      algorithm: ``'gemm'`` (im2col + matrix product, any geometry),
+        ``'fft'`` (stride and dilation 1) or ``'winograd'`` (3x3 kernels,
+        stride and dilation 1); equal up to float rounding (module doc).
 
     Returns:
       ``[batch, out_height, out_width, out_channels]`` tensor of the input's dtype.
@@ -234,4 +257,22 @@ def conv2d(input: Any, filters: Any, strides: Any, padding: str, data_format: st
     dh, dw = (1, 1) if dilations is None else spatial_pair(dilations, "dilations", op_name)
     rows = axis_geometry(x.shape[1], w.shape[0], sh, dh, padding, "height", op_name)
     cols = axis_geometry(x.shape[2], w.shape[1], sw, dw, padding, "width", op_name)
+    if algorithm not in ALGORITHMS:
+        raise InvalidArgumentError(
+            f"{op_name}: unknown algorithm. Expect: one of {', '.join(map(repr, ALGORITHMS))} Actual: {algorithm!r}"
+        )
+    if not algorithm_applies(algorithm, w.shape[:2], (sh, sw), (dh, dw)):
+        need = "strides and dilations 1" + (" and a 3x3 kernel" if algorithm == "winograd" else "")
+        raise InvalidArgumentError(
+            f"{op_name}: algorithm {algorithm!r} needs {need}. Actual: kernel {w.shape[:2]}, strides {(sh, sw)}, "
+            f"dilations {(dh, dw)}; use algorithm 'gemm'"
+        )
+    if algorithm == "fft":
+        from distnet.nn.conv_fft import Conv2DFFT
+
+        return Conv2DFFT.apply(x, w, rows=rows, cols_axis=cols)
+    if algorithm == "winograd":
+        from distnet.nn.conv_winograd import Conv2DWinograd
+
+        return Conv2DWinograd.apply(x, w, rows=rows, cols_axis=cols)
     return Conv2D.apply(x, w, strides=(sh, sw), dilations=(dh, dw), rows=rows, cols_axis=cols)

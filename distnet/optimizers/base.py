@@ -16,7 +16,10 @@ Conventions (TF1):
   in the CPU cache instead of streaming the whole array through memory once
   per operation.  The element-wise arithmetic is the same, so the result is
   the same as a whole-array update.  One chunk-sized scratch buffer per
-  variable is reused every step (no parameter-sized temporaries).
+  variable (and thread) is reused every step (no parameter-sized temporaries).
+  With several BLAS threads in the process, runs of chunks are updated on
+  that many threads (:mod:`distnet.distributed.chunk_threads`); every element
+  takes the same operations, so the result is bitwise the one-thread result.
 * ``clipnorm`` / ``global_clipnorm`` are a transform applied before the
   update (:class:`distnet.optimizers.clipping.Clip`): ``apply_gradients``
   clips then calls ``apply_update`` (the rule alone); a training strategy
@@ -35,6 +38,7 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 
 from distnet.autodiff import gradients
+from distnet.distributed.chunk_threads import ChunkThreads
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
 from distnet.optimizers.clipping import Clip, clip_by_global_norm, global_norm  # noqa: F401 (public here too)
 from distnet.registry import FLOAT, Option
@@ -100,6 +104,8 @@ class Optimizer:
         self._slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
         self._scratch: dict[str, np.ndarray] = {}
         self._vars: dict[str, Variable] = {}
+        # The update's chunks on this rank's BLAS threads (distnet/distributed/chunk_threads.py).
+        self._chunk_threads = ChunkThreads("blas")
 
     # -- slots ------------------------------------------------------------
     def _init_slot(self, slot: str, var: Variable) -> np.ndarray:
@@ -244,11 +250,20 @@ class Optimizer:
         g = np.ravel(grad)
         slots = [self._slots[s][name].reshape(-1) for s in self.slot_names]
         n, c = p.size, max(1, int(self.chunk_size))
-        if tmp.size < min(n, c):   # chunk_size raised after build
-            tmp = self._scratch[name] = np.empty(min(n, c), dtype=var.dtype)
-        for lo in range(0, n, c):
-            hi = min(lo + c, n)
-            self._update_chunk(name, p[lo:hi], g[lo:hi], tuple(a[lo:hi] for a in slots), lr, t, tmp[:hi - lo])
+        chunks = -(-n // c)
+        parts = self._chunk_threads.parts(chunks)
+        if tmp.size < min(n, c) * parts:   # chunk_size raised after build, or one scratch per thread
+            tmp = self._scratch[name] = np.empty(min(n, c) * parts, dtype=var.dtype)
+
+        def work(part: int, first: int, last: int) -> None:
+            scratch = tmp[part * c:part * c + c]
+            for lo in range(first * c, min(last * c, n), c):
+                hi = min(lo + c, n)
+                self._update_chunk(name, p[lo:hi], g[lo:hi], tuple(a[lo:hi] for a in slots), lr, t,
+                                   scratch[:hi - lo])
+
+        # The chunks are independent: several threads give the same bits as one.
+        self._chunk_threads.run(chunks, work)
 
     def _update_chunk(self, name: str, p: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
                       tmp: np.ndarray) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 import distnet
 from distnet.compat.v1.graph import Tensor, get_default_graph, no_output
 from distnet.compat.v1.train import Optimizer, _grads_node, eager_sum
-from distnet.compat.v1.variables import global_variables
+from distnet.compat.v1.variables import Variable, global_variables
 from distnet.errors import InvalidArgumentError
 from distnet.tensor import check_not_stale
 
@@ -385,7 +385,7 @@ class DistributedOptimizer(Optimizer):
             if total <= 0:
                 raise InvalidArgumentError("DistributedOptimizer: no rank had samples in this step "
                                            "(Expect: a fed batch with at least one row)")
-            strategy = self._strategy(run.session, list(x_vals))
+            strategy = self._strategy(run.session, _storages(run, var_list, x_vals))
             if n_local > 0:   # a rank without samples writes nothing: the strategy adds zeros
                 dl = eager_sum(d_vals, [s for s, _ in data])
                 check_not_stale(dl)
@@ -400,6 +400,18 @@ class DistributedOptimizer(Optimizer):
 
         ys = [t for _, t in data] + [t for _, t in weights_only] + extra
         return _grads_node("DistributedGradients", ys, var_list, None, compute)
+
+
+def _storages(run, var_list: list, x_vals: list) -> list:
+    """The session's variables behind ``var_list``: the strategy lays out (and ``apply_gradients``
+    names) the variables themselves, while ``x_vals`` are the copies this run read (see
+    ``variables.snapshot``)."""
+    if len(x_vals) != len(var_list):
+        raise InvalidArgumentError(
+            "DistributedOptimizer: Expect: each variable read once before the gradients of a run "
+            f"Actual: {len(x_vals)} reads of {len(var_list)} variables (an update ran before this "
+            "optimizer's gradients in the same run); fetch the other update in its own run")
+    return [v._storage(run.session) if isinstance(v, Variable) else x for v, x in zip(var_list, x_vals)]
 
 
 def _count(run, fixed: Any, count_value: Any) -> int:
