@@ -11,7 +11,8 @@ the figure is the median over repeats of the slowest rank's time.
   (what a rank does today with micro-batches);
 - ``exact``: :func:`~distnet.distributed.exact_sum.exact_allreduce` (one max-reduction of
   the exponents, the int64 quantization of every piece, an int64 Allreduce of twice the bytes,
-  the conversion back), and its parts measured alone.
+  the conversion back), and its parts measured alone (the int64 all-reduce part includes a
+  copy of the buffer, so repeats do not sum sums).
 
 Usage::
 
@@ -52,6 +53,35 @@ def timed(comm, fn) -> float:
     return float(mine[0])
 
 
+def measure(comm, pieces: list, starts, repeats: int) -> tuple:
+    """Per repeat: the float32 path, the exact path and the exact path's parts (seconds, slowest rank)."""
+    count = len(pieces) * comm.size
+    frac = fraction_bits(count)
+
+    def plain():
+        acc = pieces[0].copy()
+        for g in pieces[1:]:
+            acc += g
+        comm.allreduce_(acc)
+
+    def exact():
+        exact_allreduce(comm, pieces, count, starts=starts)
+
+    parts = {"exps": [], "quantize": [], "allreduce": [], "back": []}
+    f32, ex = [], []
+    e = local_exponents(pieces, starts)
+    comm.allreduce_(e, op="max")
+    q = quantize(pieces, e, frac, starts)
+    for _ in range(repeats):
+        f32.append(timed(comm, plain))
+        ex.append(timed(comm, exact))
+        parts["exps"].append(timed(comm, lambda: comm.allreduce_(local_exponents(pieces, starts), op="max")))
+        parts["quantize"].append(timed(comm, lambda: quantize(pieces, e, frac, starts)))
+        parts["allreduce"].append(timed(comm, lambda: comm.allreduce_(q.copy())))
+        parts["back"].append(timed(comm, lambda: dequantize(q, e, frac, starts)))
+    return f32, ex, parts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pieces", default="1,8", help="pieces per rank, comma-separated")
@@ -71,30 +101,7 @@ def main() -> None:
         # gradient-like magnitudes that differ by layer
         pieces = [(rng.standard_normal(n) * np.repeat(10.0 ** -np.arange(len(sizes)), sizes)).astype(np.float32)
                   for _ in range(p)]
-        count = p * comm.size
-        frac = fraction_bits(count)
-
-        def plain():
-            acc = pieces[0].copy()
-            for g in pieces[1:]:
-                acc += g
-            comm.allreduce_(acc)
-
-        def exact():
-            exact_allreduce(comm, pieces, count, starts=starts)
-
-        parts = {"exps": [], "quantize": [], "allreduce": [], "back": []}
-        f32, ex = [], []
-        for _ in range(args.repeats):
-            f32.append(timed(comm, plain))
-            ex.append(timed(comm, exact))
-            e = local_exponents(pieces, starts)
-            parts["exps"].append(timed(comm, lambda: comm.allreduce_(local_exponents(pieces, starts), op="max")))
-            comm.allreduce_(e, op="max")
-            holder = {}
-            parts["quantize"].append(timed(comm, lambda: holder.setdefault("q", quantize(pieces, e, frac, starts))))
-            parts["allreduce"].append(timed(comm, lambda: comm.allreduce_(holder["q"])))
-            parts["back"].append(timed(comm, lambda: dequantize(holder["q"], e, frac, starts)))
+        f32, ex, parts = measure(comm, pieces, starts, args.repeats)
         if comm.rank == 0:
             a, b = statistics.median(f32) * 1e3, statistics.median(ex) * 1e3
             m = {k: statistics.median(v) * 1e3 for k, v in parts.items()}
