@@ -67,3 +67,14 @@ def test_trainer_deterministic_refuses_what_it_does_not_cover():
     with pytest.raises(InvalidArgumentError, match="deterministic"):
         build(deterministic="yes")
     assert build(deterministic=True).piece_size == 1      # ceil(4 / 16)
+
+
+@pytest.mark.mpi
+def test_trainer_deterministic_stopped_on_2_resumed_on_3_equals_1_uninterrupted(tmp_path):
+    one = run_script("deterministic_trainer.py", tmp_path, "one")
+    ckpt = tmp_path / "ckpt"
+    run_script("deterministic_trainer.py", tmp_path, "first", "--ckpt", ckpt, "--stop-at", 5, nprocs=2, timeout=180)
+    got = run_script("deterministic_trainer.py", tmp_path, "rest", "--ckpt", ckpt, "--resume", nprocs=3, timeout=180)
+    assert got["losses"].tobytes() == one["losses"][5:].tobytes()
+    differ = [k for k in one if k != "losses" and one[k].tobytes() != got[k].tobytes()]
+    assert not differ, f"2 -> 3 resume: arrays differ from the uninterrupted 1-process run: {differ}"
