@@ -168,6 +168,7 @@ class Trainer:
         # "stop": the stop request (distnet.stop) rides with the step's metrics.
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
+        self.deterministic, self.piece_size = self._check_deterministic(cfg.deterministic, cfg.piece_size)
         self._closed = False
         # What this rank updates: the variables, or (ZeRO-1) its pieces of them.
         self.optimizer.build(self.strategy.updated)
@@ -274,6 +275,8 @@ class Trainer:
         correct = 0
         # Read once: the sinks and the reduce must carry the same value.
         stop = self._signals.code if self._signals is not None else 0.0
+        if self.deterministic:
+            return self._deterministic_step(batch, t0, stop)
         if local:
             with span("data", samples=local):
                 x, y = self.train_data.read(indices)
@@ -305,6 +308,55 @@ class Trainer:
         # inf there (its gradient added after the reduce may be too) skips the step everywhere.
         if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
             with span("update"):   # clipping, the optimizer, the EMA, the weights made whole
+                strategy.clip(res, self.optimizer)
+                strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
+        return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
+                          reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
+                          samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
+                          stop=decode_stop(res.scalars["stop"]))
+
+    def _check_deterministic(self, deterministic, piece_size) -> tuple:
+        """``(deterministic, piece size)``: the prototype runs under the replicated strategy only."""
+        from distnet.distributed.pieces import default_piece_size
+        from distnet.distributed.strategies.replicated import Replicated
+
+        if not isinstance(deterministic, bool):
+            raise InvalidArgumentError(f"deterministic: Expect: True or False Actual: {deterministic!r}")
+        if not deterministic:
+            return False, None
+        s = self.strategy
+        if (type(s) is not Replicated or getattr(s, "compressor", None) is not None or getattr(s, "overlap", False)
+                or self.config.micro_batches != 1):
+            raise InvalidArgumentError(
+                "deterministic: Expect: strategy 'replicated' without compression or overlap, micro_batches 1 "
+                f"(pieces replace micro-batches) Actual: {type(s).__name__}, micro_batches {self.config.micro_batches}")
+        if piece_size is None:
+            return True, default_piece_size(self.config.global_batch_size)
+        if isinstance(piece_size, bool) or not isinstance(piece_size, (int, np.integer)) or piece_size < 1:
+            raise InvalidArgumentError(f"piece_size: Expect: an integer >= 1 Actual: {piece_size!r}")
+        return True, int(piece_size)
+
+    def _deterministic_step(self, batch, t0: float, stop: float) -> StepResult:
+        """:meth:`train_step` from canonical pieces and an exact sum: the same bits on any N
+        (distnet/training/deterministic.py)."""
+        from distnet.training.deterministic import deterministic_reduce
+
+        step, strategy, span = self.step, self.strategy, self.ctx.tracer.span
+        res = deterministic_reduce(self, batch, self.piece_size, step, stop)
+        with span("regularization"):
+            reg = self.regularization_loss()
+            reg_value = 0.0
+            if reg is not None:
+                reg_value = float(reg.numpy())
+                # Added once, after the sum, on every rank: the same weights give the same bits.
+                for view, g in zip(res.grads, gradients(reg, self.variables, unconnected_gradients="none")):
+                    if g is not None:
+                        np.add(view, g, out=view, casting="same_kind")
+                res.is_finite = res.is_finite and all(np.isfinite(v).all() for v in res.grads)
+        count = res.global_count
+        lr = self.current_lr()
+        if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
+            with span("update"):
                 strategy.clip(res, self.optimizer)
                 strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
         return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,

@@ -37,6 +37,9 @@ class TrainConfig:
         conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
             (measured per layer shape at start-up, rank 0's choice on every rank) or one
             forced (:mod:`distnet.nn.conv_choice`).
+        deterministic: a prototype: every step the same bits on any number of ranks
+            (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
+            summed exactly: distnet/training/deterministic.py); replicated strategy only.
         config_text: the job file stored in every checkpoint.
     """
 
@@ -53,6 +56,8 @@ class TrainConfig:
     strategy: str = "auto"
     strategy_options: dict = field(default_factory=dict)
     conv_algorithm: str = "gemm"
+    deterministic: bool = False
+    piece_size: int | None = None
     config_text: str = ""
 
     def __post_init__(self) -> None:
