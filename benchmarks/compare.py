@@ -224,7 +224,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
 
     import distnet
     from distnet.data import ArrayDataset
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     comm = distnet.distributed.init().comm   # BLAS threads per rank and the allocator, as `distnet train`
     baseline_rss = peak_rss_bytes()

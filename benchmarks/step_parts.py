@@ -33,7 +33,7 @@ import compare  # noqa: E402
 import distnet  # noqa: E402
 from distnet.data import ArrayDataset  # noqa: E402
 from distnet.distributed.strategies import base as strategy_base  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

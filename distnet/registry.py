@@ -10,8 +10,8 @@ schedules and losses carry their job-file name, aliases and options on themselve
     class Momentum(Optimizer): ...
 
 :func:`components` finds them by reading the module that defines (or exports)
-each kind, so the job validator (``distnet.config``), the job builder
-(``distnet.job``) and the tables in ``docs/jobs.md`` (``distnet.registry_docs``)
+each kind, so the job validator (``distnet.jobs.config``), the job builder
+(``distnet.jobs.job``) and the tables in ``docs/jobs.md`` (``distnet.jobs.registry_docs``)
 all read the same list.  Registering marks the object itself; no table is
 filled at import time.
 """
@@ -54,11 +54,11 @@ REQUIRED = _Required()
 KINDS = MappingProxyType({
     "layer": "distnet.layers",
     "activation": "distnet.nn.activations",
-    "initializer": "distnet.initializers",
-    "regularizer": "distnet.regularizers",
+    "initializer": "distnet.model.initializers",
+    "regularizer": "distnet.model.regularizers",
     "optimizer": "distnet.optimizers",
-    "schedule": "distnet.schedules",
-    "loss": "distnet.losses",
+    "schedule": "distnet.model.schedules",
+    "loss": "distnet.model.losses",
 })
 
 _MARK = "__distnet_component__"

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import exit_status, layers
-from distnet.cli import main
+from distnet import layers
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
 from distnet.data import ArrayDataset
 from distnet.data.synthetic import load_synthetic
 from distnet.errors import ConfigError, DataError
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 from distnet.training.evaluation import Metric, metric_for
 
 EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "jobs" / "tabular_regression.toml"
@@ -121,7 +122,7 @@ def run(capsys, *argv):
 
 
 def test_tabular_job_trains_and_evaluates_with_mae(capsys, tmp_path):
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", str(EXAMPLE), "--run-dir", str(run_dir), "--progress", "plain",
@@ -137,7 +138,7 @@ def test_tabular_job_trains_and_evaluates_with_mae(capsys, tmp_path):
 
 
 def test_binary_job_with_sigmoid_cross_entropy(capsys, tmp_path):
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     run_dir = tmp_path / "run"
     code, _, err = run(capsys, "train", str(EXAMPLE), "--run-dir", str(run_dir), "--progress", "none",
@@ -156,8 +157,8 @@ def test_binary_job_with_sigmoid_cross_entropy(capsys, tmp_path):
      "sigmoid_cross_entropy is for two classes with one output unit"),
 ])
 def test_a_loss_or_width_that_does_not_fit_the_targets_is_refused(overrides, message):
-    from distnet.config import load_job
-    from distnet.job import load_data
+    from distnet.jobs.config import load_job
+    from distnet.jobs.job import load_data
 
     cfg = load_job(EXAMPLE, overrides)
     with pytest.raises(ConfigError, match=message):
@@ -167,7 +168,7 @@ def test_a_loss_or_width_that_does_not_fit_the_targets_is_refused(overrides, mes
 def test_predict_and_onnx_export_of_a_regression_and_a_binary_job(capsys, tmp_path):
     import onnxruntime
 
-    from distnet.predict import predict
+    from distnet.jobs.predict import predict
 
     for data, loss in (("tabular_regression", "mean_squared_error"), ("tabular_binary", "sigmoid_cross_entropy")):
         run_dir = tmp_path / data
@@ -198,7 +199,7 @@ def test_predict_and_onnx_export_of_a_regression_and_a_binary_job(capsys, tmp_pa
     ("sparse_softmax_cross_entropy", "val_accuracy", True), ("sparse_softmax_cross_entropy", "val_mae", False),
     ("huber", "ema_val_mae", True), ("huber", "val_loss", True)])
 def test_early_stopping_and_keep_best_choose_on_the_tasks_metric(loss, metric, ok):
-    from distnet.config import load_job
+    from distnet.jobs.config import load_job
 
     overrides = [f"loss.type={loss}", f"train.early_stopping.metric={metric}", f"checkpoint.keep_best={metric}"]
     if ok:

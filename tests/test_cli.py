@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import exit_status
-from distnet.cli import main
-from distnet.config import parse_job
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
+from distnet.jobs.config import parse_job
 
 TINY_JOB = """\
 name = "tiny"
@@ -71,7 +71,7 @@ def test_version_as_module_subprocess():
 def test_the_command_line_starts_without_numpy_or_mpi():
     """`distnet train` installs its signal handlers before the slow imports: the
     package and the CLI module load neither numpy nor mpi4py."""
-    code = "import sys, distnet.cli; print(sorted(m for m in ('numpy', 'mpi4py', 'h5py') if m in sys.modules))"
+    code = "import sys, distnet.jobs.cli; print(sorted(m for m in ('numpy', 'mpi4py', 'h5py') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -82,7 +82,7 @@ def test_every_top_level_name_resolves():
     for name in distnet.__all__:
         assert getattr(distnet, name) is not None, name
     assert {"Trainer", "matmul", "optimizers", "distributed", "Variable", "gradients"} <= set(distnet.__all__)
-    assert distnet.matmul is distnet.ops.matmul and distnet.Trainer is distnet.trainer.Trainer
+    assert distnet.matmul is distnet.ops.matmul and distnet.Trainer is distnet.training.trainer.Trainer
     assert set(distnet.__all__) <= set(dir(distnet))
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         distnet.no_such_name
@@ -146,13 +146,13 @@ def test_check_prints_the_effective_job(capsys, tmp_path):
 
 
 def _fake_launch(monkeypatch, launched: list, code: int = 0) -> None:
-    import distnet.launcher
+    import distnet.runner.launcher
 
     def fake(args, settings):
         launched.append((list(args), vars(settings)))
-        return distnet.launcher.LaunchOutcome(code=code, raw=code)
+        return distnet.runner.launcher.LaunchOutcome(code=code, raw=code)
 
-    monkeypatch.setattr(distnet.launcher, "launch_job", fake)
+    monkeypatch.setattr(distnet.runner.launcher, "launch_job", fake)
 
 
 def test_world_size_checked_before_launch(capsys, monkeypatch):
@@ -193,19 +193,19 @@ def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path)
                     "--resume"]
     assert (kwargs["num_workers"], kwargs["hostfile"]) == (2, None)
     # The workers start quietly on a signal until distnet train installs its handlers.
-    assert kwargs["entry"][0] == "-c" and "from distnet.cli import main" in kwargs["entry"][1]
+    assert kwargs["entry"][0] == "-c" and "from distnet.jobs.cli import main" in kwargs["entry"][1]
 
 
 @pytest.mark.parametrize("exc, code", [(KeyboardInterrupt(), exit_status.SIGINT),
                                        (distnet.DistributedError("rank 1 stalled at step 7"), exit_status.FAILED),
                                        (distnet.DataError("train.h5: labels out of range"), exit_status.BAD_INPUT)])
 def test_exit_codes_of_train_failures(capsys, monkeypatch, exc, code):
-    import distnet.job
+    import distnet.jobs.job
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(distnet.job, "run_train", fail)
+    monkeypatch.setattr(distnet.jobs.job, "run_train", fail)
     # Not this machine's BLAS advice (distnet.distributed.init gives it before training): the failure alone.
     monkeypatch.setattr("distnet.distributed.threads.blas_kernel_advice", lambda: None)
     got, _, err = run(capsys, "train", "--set", "train.steps=1")
@@ -229,7 +229,7 @@ def _reference(weights: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, floa
 @pytest.fixture()
 def checkpoint(tmp_path):
     from distnet.checkpoint import CheckpointState, save
-    from distnet.job import load_data
+    from distnet.jobs.job import load_data
 
     cfg = parse_job(TINY_JOB, "tiny.toml")
     rng = np.random.default_rng(0)
@@ -309,7 +309,7 @@ def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
 def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, tmp_path):
     from distnet.checkpoint import load, save
     from distnet.data.identity import data_identity
-    from distnet.job import load_data
+    from distnet.jobs.job import load_data
 
     state = load(checkpoint[0])
     # After 5 whole epochs: the data resumes at epoch 5, sample 0; the last step was in epoch 4.
@@ -331,7 +331,7 @@ def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, 
 # -- plot and data ------------------------------------------------------------------
 
 def test_plot_command(capsys, tmp_path):
-    from distnet.metrics import MetricsLogger
+    from distnet.training.metrics import MetricsLogger
 
     for name in ("a", "b"):
         log = MetricsLogger(tmp_path / name, progress="none")
@@ -388,7 +388,7 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--progress", "plain")
     assert code == exit_status.OK, err
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     recs = read_metrics(run_dir)
     steps = [r for r in recs if r["kind"] == "step"]
@@ -425,7 +425,7 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
 def test_eval_warns_when_its_test_data_is_not_what_training_evaluated_on(capsys, checkpoint):
     from distnet.checkpoint import load, save
     from distnet.data.identity import data_identity
-    from distnet.job import load_data
+    from distnet.jobs.job import load_data
 
     path = checkpoint[0]
     code, out, err = run(capsys, "eval", str(path), "--json")
@@ -514,7 +514,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     assert proc.returncode == exit_status.SIGINT, err
     assert "interrupted" in err and "Traceback" not in err
     from distnet.checkpoint import load
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.h5"))
     assert ckpts, "no checkpoint saved on Ctrl-C"
@@ -533,7 +533,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
 @pytest.mark.parametrize("point_at", ["file", "directory"])
 def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     from distnet.data import write_hdf5_dataset
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     rng = np.random.default_rng(2)
     data = tmp_path / "data"

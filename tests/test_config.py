@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distnet.config import (
+from distnet.jobs.config import (
     DEFAULT_LAYERS, JobConfig, apply_overrides, check_world_size, default_job, dumps_toml,
     load_job, parse_job, parse_override,
 )
@@ -84,7 +84,7 @@ def test_default_job():
 
 
 def test_checkpoint_every_zero_switches_checkpoints_off():
-    from distnet.job import checkpoint_dir
+    from distnet.jobs.job import checkpoint_dir
 
     assert checkpoint_dir(load_job(None)) == os.path.join("runs", "default", "checkpoints")
     off = load_job(None, ["checkpoint.every=0"])
@@ -375,7 +375,7 @@ def test_dumps_toml_arrays_of_tables_and_escapes():
 
 
 def test_dist_and_train_options_reach_the_trainer():
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
 
     cfg = parse_job(MINIMAL + "eval_batch_size = 7\n[dist]\nstall_timeout = 9.5\ncheck_every = 3\n"
                     "max_bad_steps = 2\nbucket_bytes = 4096\n[ema]\ndecay = 0.5\nnum_updates = false\n"
@@ -395,7 +395,7 @@ def test_dist_and_train_options_reach_the_trainer():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_builds_its_model_and_optimizer(path):
-    from distnet.job import build_ema, build_model, build_optimizer
+    from distnet.jobs.job import build_ema, build_model, build_optimizer
 
     cfg = load_job(path)
     from distnet.data.synthetic import SYNTHETIC_NAMES
@@ -416,7 +416,7 @@ def test_example_builds_its_model_and_optimizer(path):
 def test_seed003_model_names_and_l2_term():
     import numpy as np
 
-    from distnet.job import build_model
+    from distnet.jobs.job import build_model
 
     cfg = load_job(ROOT / "examples" / "jobs" / "seed003_l2.toml")
     from distnet.data.synthetic import SYNTHETIC_NAMES
@@ -436,7 +436,7 @@ def test_seed003_model_names_and_l2_term():
 
 
 def test_schedule_from_the_job():
-    from distnet.job import build_schedule
+    from distnet.jobs.job import build_schedule
 
     lr = build_schedule(load_job(ROOT / "examples" / "jobs" / "mlp.toml"))
     # warm-up 50 steps to 0.05, then 0.05 * 0.5 ** (s / 600) counted from the end of the warm-up
@@ -501,8 +501,8 @@ def test_every_declared_key_is_built(monkeypatch):
     import importlib
     import inspect
 
-    import distnet.trainer
-    from distnet import job
+    import distnet.training.trainer
+    from distnet.jobs import job
     from distnet.training.options import SERVICES
     from distnet.training.settings import TrainConfig as LoopConfig
 
@@ -512,7 +512,7 @@ def test_every_declared_key_is_built(monkeypatch):
         def __init__(self, model, loss, optimizer, data, **kwargs):
             seen.update(kwargs)
 
-    monkeypatch.setattr(distnet.trainer, "Trainer", Recorder)
+    monkeypatch.setattr(distnet.training.trainer, "Trainer", Recorder)
     with_arg = [(name, key) for name, key in _plain_keys() if key.arg]
     values = {key.arg: _other_value(key) for name, key in with_arg}
     overrides = [f"{name}.{key.name}={str(values[key.arg]).lower()}" for name, key in with_arg]
@@ -539,13 +539,13 @@ def test_every_declared_key_is_built(monkeypatch):
 
 
 def test_every_declared_key_is_documented():
-    from distnet import registry_docs
+    from distnet.jobs import registry_docs
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "jobs.md").read_text(encoding="utf-8")
     for name, key in _plain_keys():
         assert f"<!-- registry: {name} -->" in text
         assert f"| `{key.name}` | {key.doc}" in registry_docs.render_section(name)
-    assert registry_docs.update(text) == text, "run python -m distnet.registry_docs docs/jobs.md"
+    assert registry_docs.update(text) == text, "run python -m distnet.jobs.registry_docs docs/jobs.md"
 
 
 def test_a_key_defaults_to_what_the_trainer_does_unless_the_job_says_otherwise():

@@ -50,7 +50,7 @@ def test_trainer_deterministic_refuses_what_it_does_not_cover():
     from distnet import layers
     from distnet.data import ArrayDataset
     from distnet.errors import InvalidArgumentError
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     x = np.zeros((8, 2, 2), np.float32)
     data = ArrayDataset(x, np.zeros(8, np.int64), num_classes=2)

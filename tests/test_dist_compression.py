@@ -17,14 +17,14 @@ import pytest
 
 import distnet
 from distnet import layers
-from distnet.config import parse_job
+from distnet.jobs.config import parse_job
 from distnet.data import ArrayDataset
 from distnet.distributed import Replicated, SingleCommunicator
 from distnet.distributed.compression import COMPRESSIONS, Float16Compressor, check_compression, make_compressor
 from distnet.distributed.strategies.zero1 import Zero1
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 from mpi_util import run_mpi
 
 TRAIN = "compression_train.py"
@@ -181,7 +181,7 @@ def test_job_file_key_and_override():
 
 
 def test_job_file_reaches_the_trainer_on_one_rank():
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
 
     cfg = parse_job('[[model.layers]]\ntype = "flatten"\n\n[[model.layers]]\ntype = "dense"\nunits = 3\n\n'
                     '[train]\nbatch_size = 20\nsteps = 2\n\n[checkpoint]\ndir = ""\n', "job.toml",
@@ -240,8 +240,8 @@ def test_decode_is_bitwise_numpys_cast():
 
 
 def test_distnet_train_takes_the_override(capsys, tmp_path):
-    from distnet import exit_status
-    from distnet.cli import main
+    from distnet.runner import exit_status
+    from distnet.jobs.cli import main
 
     job = tmp_path / "job.toml"
     job.write_text('[[model.layers]]\ntype = "flatten"\n\n[[model.layers]]\ntype = "dense"\nunits = 10\n\n'

@@ -181,9 +181,9 @@ def run_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("use_ema", [False, True])
 def test_distnet_export_of_a_trained_run_matches_its_forward_pass(capsys, run_dir, tmp_path, use_ema):
-    from distnet import exit_status
-    from distnet.cli import main
-    from distnet.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+    from distnet.runner import exit_status
+    from distnet.jobs.cli import main
+    from distnet.jobs.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
     _, test = load_dataset("fashion_mnist", EMBEDDED_DIR)
     x, y = test.read(np.arange(len(test)))   # all 2,000 embedded test images
@@ -209,8 +209,8 @@ def test_distnet_export_of_a_trained_run_matches_its_forward_pass(capsys, run_di
 def test_distnet_export_without_onnx_says_what_to_install(capsys, run_dir, tmp_path, monkeypatch):
     import sys
 
-    from distnet import exit_status
-    from distnet.cli import main
+    from distnet.runner import exit_status
+    from distnet.jobs.cli import main
 
     monkeypatch.setitem(sys.modules, "onnx", None)   # as if not installed
     code = main(["export", str(run_dir), "-o", str(tmp_path / "m.onnx")])

@@ -12,8 +12,8 @@ import distnet
 from distnet import layers
 from distnet.data import ArrayDataset
 from distnet.errors import InvalidArgumentError, TrainingStopped
-from distnet.metrics import MetricsLogger
-from distnet.trainer import Trainer
+from distnet.training.metrics import MetricsLogger
+from distnet.training.trainer import Trainer
 from distnet.training.hook import Hook
 from distnet.training.hooks.checkpointing import Checkpointing
 from distnet.training.hooks.metrics_log import MetricsLog
@@ -150,7 +150,8 @@ def test_config_and_keywords_give_the_same_run_and_do_not_mix():
 
 
 def test_loss_names_come_from_the_registry():
-    from distnet import losses, registry
+    from distnet import registry
+    from distnet.model import losses
 
     assert losses.get("mse") is losses.mean_squared_error
     # On a job model's last Dense layer: its logits, or its outputs as a regression's predictions.

@@ -9,7 +9,7 @@ import distnet
 from distnet import layers, optimizers
 from distnet.data import ArrayDataset
 from distnet.errors import InvalidArgumentError
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 
 
 def blobs(n, seed):

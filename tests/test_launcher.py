@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from distnet import launcher
+from distnet.runner import launcher
 from distnet.errors import ConfigError, DistnetError, InvalidArgumentError
-from distnet.launcher import (
+from distnet.runner.launcher import (
     Host, HostfileError, build_mpiexec_command, launch, parse_hostfile, ranks_per_host,
 )
 
@@ -391,7 +391,7 @@ def test_leftover_shared_memory_files_are_removed_unless_mapped_or_older(tmp_pat
 
 LAUNCH_IN_CHILD = """\
 import sys
-from distnet.launcher import launch
+from distnet.runner.launcher import launch
 sys.exit(launch([sys.argv[2]], num_workers=2, entry=[sys.argv[1]], stop_grace=20))
 """
 

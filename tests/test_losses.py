@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import losses
+from distnet.model import losses
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.gradcheck import check_gradients
 

@@ -1,4 +1,4 @@
-"""``distnet predict`` and distnet.predict: a trained run's checkpoint predicts
+"""``distnet predict`` and distnet.jobs.predict: a trained run's checkpoint predicts
 IDX, .npy and HDF5 images; outputs .npy and .csv; clear errors."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from trained_run import train_small_conv
 
-from distnet import exit_status
-from distnet.cli import main
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
 from distnet.data import convert_idx_to_hdf5
 from distnet.data.builtin import EMBEDDED_DIR, FASHION_MNIST_CLASSES, split_files
 from distnet.data.idx import read_idx
-from distnet.predict import predict, read_inputs, softmax
+from distnet.jobs.predict import predict, read_inputs, softmax
 
 IMAGES, LABELS = split_files(EMBEDDED_DIR, "test")
 
@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
 
 def reference(run_dir, x, use_ema):
     """distnet's own forward pass with the checkpoint's weights, softmaxed."""
-    from distnet.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+    from distnet.jobs.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
     path, state = load_checkpoint(run_dir)
     cfg = config_from_checkpoint(state, path)
@@ -125,8 +125,8 @@ def test_softmax_known_values():
 def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_dir, tmp_path):
     from distnet.checkpoint import save
     from distnet.data.identity import data_identity
-    from distnet.job import load_data, load_checkpoint
-    from distnet.config import parse_job
+    from distnet.jobs.job import load_data, load_checkpoint
+    from distnet.jobs.config import parse_job
 
     np.save(tmp_path / "big.npy", np.zeros((3, 32, 32), np.uint8))
     # The trainer stores the data's identity: the message names the size trained on.

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import layers, regularizers
+from distnet import layers
+from distnet.model import regularizers
 from distnet.data import ArrayDataset
 from distnet.distributed import SingleCommunicator, all_strategies
 from distnet.errors import InvalidArgumentError
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 from mpi_util import run_mpi
 
 # A third strategy, written as its own module: every variable's gradient
@@ -134,9 +135,9 @@ def test_auto_prefers_zero1_on_several_ranks_unless_an_option_needs_replicated()
 
 
 def test_job_files_name_the_strategy():
-    from distnet.config import parse_job
+    from distnet.jobs.config import parse_job
     from distnet.errors import ConfigError
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
     from test_dist_sharded import JOB
 
     assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\n')).strategy.name == "zero1"
@@ -213,8 +214,8 @@ def test_mpi_clipping_under_zero1_and_hierarchical_equals_replicated(ranks):
 
 def test_the_job_key_clip_norm_clips_under_zero1():
     """``optimizer.clip_norm`` (the optimizer's global_clipnorm) reaches the strategy's clip step."""
-    from distnet.config import parse_job
-    from distnet.job import build_trainer
+    from distnet.jobs.config import parse_job
+    from distnet.jobs.job import build_trainer
     from test_dist_sharded import JOB
 
     runs = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distnet import exit_status
-from distnet.cli import main
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
 
 SMALL_CONV_JOB = """\
 name = "small_conv"

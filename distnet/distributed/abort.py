@@ -15,11 +15,11 @@ import time
 import traceback
 from typing import Callable
 
-from distnet import exit_status
+from distnet.runner import exit_status
 from distnet.distributed.communicator import Communicator
 from distnet.errors import DistributedError
 
-#: The status of an aborted job: a failure (the table is :mod:`distnet.exit_status`).
+#: The status of an aborted job: a failure (the table is :mod:`distnet.runner.exit_status`).
 EXIT_CODE = exit_status.FAILED
 
 

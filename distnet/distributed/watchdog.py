@@ -40,7 +40,7 @@ checkpoint, an evaluation on uneven shards) and any stretch in which the
 heartbeat thread cannot get the GIL (a long native call that keeps it).
 The default, 120 s, is generous; tests use about 5 s.
 
-The message on abort goes to stderr; the exit status is :data:`distnet.exit_status.STALLED`.
+The message on abort goes to stderr; the exit status is :data:`distnet.runner.exit_status.STALLED`.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
-from distnet import exit_status
+from distnet.runner import exit_status
 from distnet.errors import InvalidArgumentError
 
 _TAG = 7411

@@ -4,14 +4,14 @@
 ``[dist]`` are declared here like components are (:class:`distnet.registry.Option`),
 and everything else reads these declarations:
 
-* the validator (``distnet.config``) checks each value's type, choices and range;
-* the dataclasses ``distnet.config.TrainConfig`` etc. are made from them;
-* the builder (``distnet.job.build_trainer``) hands every key with a
+* the validator (``distnet.jobs.config``) checks each value's type, choices and range;
+* the dataclasses ``distnet.jobs.config.TrainConfig`` etc. are made from them;
+* the builder (``distnet.jobs.job.build_trainer``) hands every key with a
   Trainer keyword (``arg``) to the Trainer as it is;
-* the tables of ``docs/jobs.md`` are written from them (``distnet.registry_docs``).
+* the tables of ``docs/jobs.md`` are written from them (``distnet.jobs.registry_docs``).
 
 A key the Trainer does not take as it is says which function reads it
-(``used_by``, e.g. ``"distnet.job.load_data"``); ``tests/test_config.py``
+(``used_by``, e.g. ``"distnet.jobs.job.load_data"``); ``tests/test_config.py``
 checks that function reads it.  A new ``[train]`` key is one :class:`Key`
 line here (plus, for a new Trainer setting, the Trainer's own parameter).
 
@@ -45,7 +45,7 @@ class Key(Option):
 
     Args:
         used_by: for a key the Trainer does not take as it is, the function
-            that reads it (``"distnet.job.load_data"``).
+            that reads it (``"distnet.jobs.job.load_data"``).
         shown: the default as the docs say it, when the value alone does not
             (``"the end only"`` for ``None``).
     """
@@ -71,8 +71,8 @@ class Section:
 
 
 _POSITIVE = {"low": 0, "low_open": True}
-_JOB = "distnet.job.run_train"
-_CLI = "distnet.cli"
+_JOB = "distnet.jobs.job.run_train"
+_CLI = "distnet.jobs.cli"
 
 SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in (
     Section("regularization", "RegularizationConfig",
@@ -84,9 +84,9 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             )),
     Section("ema", "EMAConfig", "exponential moving average of the trainable weights", (
         Key("enabled", BOOL, False, "`false` switches it off again (e.g. `--set ema.enabled=false`)",
-            used_by="distnet.job.build_ema", shown="`true` with the section"),
+            used_by="distnet.jobs.job.build_ema", shown="`true` with the section"),
         Key("decay", FLOAT, 0.999, "`shadow = decay * shadow + (1 - decay) * var`", low=0, high=1,
-            low_open=True, high_open=True, used_by="distnet.job.build_ema"),
+            low_open=True, high_open=True, used_by="distnet.jobs.job.build_ema"),
         Key("num_updates", BOOL, True, "pass the global step as `num_updates`: `decay = min(decay, "
             "(1 + step) / (10 + step))`, so early shadows follow the weights closely", arg="ema_num_updates"),
     )),
@@ -97,19 +97,19 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
                     "(`/usr/share/datasets/fashion-mnist`) or else the 10,000 + 2,000 images shipped with "
                     "distnet; MNIST needs `path` (`distnet data fetch mnist --dest DIR`); the tabular ones are "
                     "generated deterministically (`distnet/data/synthetic.py`)",
-                    choices=BUILTIN_DATASETS, used_by="distnet.job.load_data", shown='`"fashion_mnist"`'),
+                    choices=BUILTIN_DATASETS, used_by="distnet.jobs.job.load_data", shown='`"fashion_mnist"`'),
                 Key("path", STR, None, "a directory of IDX files (of the dataset `name`), a directory holding "
                     "`*train*.h5` and `*test*.h5`, or one HDF5 dataset file (`distnet data convert`); the test "
-                    "split of `x-train.h5` is `x-test.h5` when it exists", used_by="distnet.job.load_data"),
+                    "split of `x-train.h5` is `x-test.h5` when it exists", used_by="distnet.jobs.job.load_data"),
                 Key("train_samples", INT, None, "use only the first N training samples", **_POSITIVE,
-                    used_by="distnet.job.load_data", shown="all"),
+                    used_by="distnet.jobs.job.load_data", shown="all"),
                 Key("test_samples", INT, None, "evaluate on the first N test samples", **_POSITIVE,
-                    used_by="distnet.job.load_data", shown="all"),
+                    used_by="distnet.jobs.job.load_data", shown="all"),
                 Key("validation", FLOAT, None, "hold N samples (or a fraction, e.g. `0.1`) of the training data "
                     "out, drawn with the job's seed, and evaluate on them at every `eval_every` as "
                     "`val_loss`/`val_accuracy` (and `ema_val_*`): what early stopping and `keep_best` choose "
                     "on — the test set only measures; a whole number >= 1 or a fraction in (0, 1)",
-                    used_by="distnet.job.build_trainer"),
+                    used_by="distnet.jobs.job.build_trainer"),
             )),
     Section("train", "TrainConfig", "batch, length of the run, evaluation and logging", (
         Key("batch_size", INT, 100, "the global batch: split across the workers; at least the number of "
@@ -133,7 +133,7 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             shown="on when tensorboardX is installed (`pip install 'distnet[tensorboard]'`)"),
         Key("histograms_every", INT, None, "also a histogram of every weight in TensorBoard every N steps, and of the initial "
             "weights at step 0",
-            **_POSITIVE, used_by="distnet.job.build_trainer", shown="off"),
+            **_POSITIVE, used_by="distnet.jobs.job.build_trainer", shown="off"),
         Key("conv_algorithm", STR, "gemm", "the convolution layers' algorithm: `gemm` (im2col + matrix product), "
             "`auto` (the fastest of `gemm`, `fft`, `winograd` for each layer's shape, measured once at start-up; "
             "rank 0's choice on every worker), or `fft` / `winograd` forced on the layers they can compute "
@@ -146,19 +146,19 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             "`mode` (`auto`: maximise accuracies, minimise losses), `restore_best_weights`. Needs `[data] "
             "validation` and `eval_every`; every worker stops at the same step (the metrics are global), writes "
             "its last checkpoint there and says why, e.g. `early_stopping = {metric = \"val_loss\", patience = 3}`",
-            used_by="distnet.job.build_trainer", shown="off"),
+            used_by="distnet.jobs.job.build_trainer", shown="off"),
     )),
     Section("checkpoint", "CheckpointConfig", "where and how often the job is saved; ``dir`` defaults to "
             "``RUN_DIR/checkpoints``; ``every = 0`` or ``dir = \"\"`` switches checkpoints off", (
                 Key("dir", STR, None, "where checkpoints go; `\"\"` switches them off",
-                    used_by="distnet.job.checkpoint_dir", shown="`RUN_DIR/checkpoints`"),
+                    used_by="distnet.jobs.job.checkpoint_dir", shown="`RUN_DIR/checkpoints`"),
                 Key("every", INT, None, "write one every N steps (also at the end, and at the step a signal "
                     "stopped the job); `0` switches checkpoints off", low=0, arg="checkpoint_every",
                     shown="at the end and at a stop"),
                 Key("max_to_keep", INT, 5, "keep the newest N files", **_POSITIVE, arg="max_to_keep"),
                 Key("keep_best", STR, None, "also keep the checkpoint of the best evaluation of this metric "
                     "(`val_loss`, `val_accuracy`, `ema_val_*`) in `DIR/best/`, apart from the newest N; needs "
-                    "`[data] validation`", choices=METRICS, used_by="distnet.job.build_trainer", shown="off"),
+                    "`[data] validation`", choices=METRICS, used_by="distnet.jobs.job.build_trainer", shown="off"),
             )),
     Section("dist", "DistConfig", "how the workers synchronise, and failure detection across them", (
         Key("strategy", STR_OR_TABLE, "auto", "how the workers synchronise a step: a strategy's name or a table "
@@ -168,7 +168,7 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             "`replicated` takes is given (`optimizer.clip_norm` clips the whole gradient under every strategy). "
             "Results and checkpoints are "
             "the same whichever runs, and a checkpoint resumes under any on any number of workers. Step times "
-            "and memory of each: `benchmarks/README.md`", used_by="distnet.job.build_trainer"),
+            "and memory of each: `benchmarks/README.md`", used_by="distnet.jobs.job.build_trainer"),
         Key("stall_timeout", FLOAT, 120.0, "seconds without progress from a worker before the job is stopped "
             "with an error naming it", **_POSITIVE, arg="stall_timeout"),
         Key("stop_grace", FLOAT, None, "seconds a stop asked by SIGINT / SIGTERM may take (finish the step, "

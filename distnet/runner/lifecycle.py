@@ -1,7 +1,7 @@
 """The life of a training process, and of the launcher that runs its workers, as one state machine.
 
-A worker (:class:`distnet.stop.StopSignals`) and the launcher
-(:class:`distnet.launcher.Supervisor`) both turn SIGINT / SIGTERM into the
+A worker (:class:`distnet.training.stop.StopSignals`) and the launcher
+(:class:`distnet.runner.launcher.Supervisor`) both turn SIGINT / SIGTERM into the
 same decisions; this module is where those decisions are taken.  It only
 decides: it installs no handler, starts no thread and ends no process.  The
 caller acts on the returned :class:`Decision` (announce a stop, start the
@@ -45,7 +45,7 @@ and mpiexec passing it on); a later one is a second request: abort.  After
 the grace period every signal aborts with the grace period as the reason.
 The signal a stop carries is the strongest received: a SIGTERM (a
 preemption) outranks a SIGINT.  A start-up abort that was decided but
-could not be acted on (see :meth:`distnet.stop.StopSignals.end_startup`) is
+could not be acted on (see :meth:`distnet.training.stop.StopSignals.end_startup`) is
 acted on at :meth:`Lifecycle.begin`, before a first step can run.
 
 How signals reach the decisions is the caller's :class:`Delivery`: the
@@ -72,7 +72,7 @@ import signal as _signal
 import threading
 import time
 
-from distnet import exit_status
+from distnet.runner import exit_status
 
 #: Seconds within which a repeated signal is the first one delivered twice.
 DUPLICATE_WINDOW = 1.0
@@ -105,7 +105,7 @@ class Delivery(enum.Enum):
 class Decision:
     """A decision: the action, the signal it is about, and why (for an abort).
 
-    A plain class, not a dataclass: :mod:`distnet.stop` imports this module
+    A plain class, not a dataclass: :mod:`distnet.training.stop` imports this module
     before its handlers are installed, and ``dataclasses`` (with ``inspect``)
     would lengthen the start-up that a signal can interrupt.
     """

@@ -72,6 +72,6 @@ def deterministic_reduce(trainer, batch, piece_size: int, step: int, stop: float
 
 
 def _keys(seed: int, step: int, indices: np.ndarray) -> np.ndarray:
-    from distnet.trainer import per_sample_keys
+    from distnet.training.trainer import per_sample_keys
 
     return per_sample_keys(seed, step, indices)

@@ -74,7 +74,7 @@ def evaluate(model, data, loss_fn, *, comm=None, batch_size: int = 1000, metric:
     Args:
         model: called as ``model(x, training=False)`` -> logits.
         data: a dataset with ``len()`` and ``read(indices) -> (x, labels)``.
-        loss_fn: ``fn(labels, logits, reduction="sum") -> Tensor`` (see :func:`distnet.losses.get`).
+        loss_fn: ``fn(labels, logits, reduction="sum") -> Tensor`` (see :func:`distnet.model.losses.get`).
         comm: share the samples over its ranks and sum (None: this process alone).
         batch_size: samples per forward pass.
         metric: the task's metric (default: :func:`metric_for` the loss and the data's ``target``).

@@ -1,4 +1,4 @@
-"""``History``: what :meth:`distnet.trainer.Trainer.fit` returns, as Keras's ``fit`` does.
+"""``History``: what :meth:`distnet.training.trainer.Trainer.fit` returns, as Keras's ``fit`` does.
 
 It is the list of the run's raw records (one per step, one per evaluation,
 in the order they happened; also ``history.records``) and, as Keras users

@@ -82,15 +82,15 @@ class Context:
         variables / all_variables: the trainable / all variables, sorted by name.
         eval_data, validation_data: the evaluation splits (or None).
         history: the run's records (steps and evaluations).
-        logger: the run's :class:`~distnet.metrics.MetricsLogger` while a
+        logger: the run's :class:`~distnet.training.metrics.MetricsLogger` while a
             metrics-log hook holds one (else None).
-        tracer: the run's tracer (:data:`distnet.trace.OFF` when off).
+        tracer: the run's tracer (:data:`distnet.training.trace.OFF` when off).
         stop_training: set it to end the run after the current step (Keras).
         resume: whether this fit continues from the newest checkpoint.
     """
 
     def __init__(self, trainer) -> None:
-        from distnet import trace
+        from distnet.training import trace
 
         self.trainer = trainer   # for fn(trainer, record) callables only (as_hook)
         self.comm = trainer.comm

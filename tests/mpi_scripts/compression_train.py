@@ -7,7 +7,7 @@ usage: python compression_train.py OUT.npz [--compression none|float16] [--shard
 ``--blowup-at STEP``: at that step rank 0 plants 1e6 in one gradient element (5e5 once weighted by n_r / N):
 finite in float32, beyond float16's 65504, so inf on the wire.
 ``--job``: the trainer is built from a job text with
-``--set``-style overrides (``dist.strategy.compression=...``) by ``distnet.job.build_trainer``.
+``--set``-style overrides (``dist.strategy.compression=...``) by ``distnet.jobs.job.build_trainer``.
 Saves the parameters (``param:<name>``), the per-step ``finite`` flags and
 losses; prints ``rank R digest D compressor C`` on every rank.
 """
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from _common import expect, plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 from sharded_train import _net, optimizer  # noqa: E402
 from train_equivalence import dataset  # noqa: E402
 
@@ -69,8 +69,8 @@ def main() -> int:
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
     if args.job:
-        from distnet.config import parse_job
-        from distnet.job import build_trainer
+        from distnet.jobs.config import parse_job
+        from distnet.jobs.job import build_trainer
 
         overrides = [f"dist.strategy.compression={args.compression}",
                      f"dist.strategy.type={'zero1' if args.shard else 'replicated'}"]

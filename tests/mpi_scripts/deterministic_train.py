@@ -18,7 +18,8 @@ import numpy as np
 from _common import say, script_args
 
 import distnet
-from distnet import layers, losses
+from distnet import layers
+from distnet.model import losses
 from distnet.autodiff import gradients
 from distnet.distributed import (
     FlatLayout,
@@ -28,7 +29,7 @@ from distnet.distributed import (
 )
 from distnet.distributed.exact_sum import exact_allreduce
 from distnet.distributed.pieces import next_pieces
-from distnet.trainer import per_sample_keys
+from distnet.training.trainer import per_sample_keys
 
 args = script_args()
 out = args[0]

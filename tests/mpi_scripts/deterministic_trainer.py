@@ -12,9 +12,10 @@ import numpy as np
 from _common import script_args
 
 import distnet
-from distnet import layers, regularizers
+from distnet import layers
+from distnet.model import regularizers
 from distnet.data import ArrayDataset
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 
 args = script_args()
 out, det = args[0], (args[args.index("--deterministic") + 1] == "1") if "--deterministic" in args else True

@@ -22,8 +22,9 @@ from _common import expect, plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
 import distnet.errors  # noqa: E402
-from distnet import layers, regularizers, schedules  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.model import regularizers, schedules
+from distnet.training.trainer import Trainer  # noqa: E402
 from train_equivalence import dataset  # noqa: E402
 
 

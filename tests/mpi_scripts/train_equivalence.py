@@ -26,9 +26,10 @@ import numpy as np  # noqa: E402
 from _common import script_args, say  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet import layers, regularizers, schedules  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.model import regularizers, schedules
 from distnet.data import ArrayDataset  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def dataset(n: int = 53) -> ArrayDataset:

@@ -18,7 +18,7 @@ import distnet  # noqa: E402
 from distnet import layers  # noqa: E402
 from distnet.data import Subset  # noqa: E402
 from distnet.data.synthetic import load_synthetic  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> int:

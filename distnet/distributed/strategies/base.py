@@ -1,6 +1,6 @@
 """What every way of synchronising a data-parallel step provides: :class:`Strategy`.
 
-One step, as :class:`~distnet.trainer.Trainer` runs it, whatever the strategy:
+One step, as :class:`~distnet.training.trainer.Trainer` runs it, whatever the strategy:
 
 1. backward lands each micro-batch's gradients in the strategy's flat
    buffer through :meth:`Strategy.gradient_sink`, the ``on_leaf`` hook of

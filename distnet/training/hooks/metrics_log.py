@@ -1,6 +1,6 @@
 """The metrics log (``metrics.jsonl``, TensorBoard's scalars and the progress display) as a hook.
 
-The hook owns its :class:`~distnet.metrics.MetricsLogger`: it starts it when
+The hook owns its :class:`~distnet.training.metrics.MetricsLogger`: it starts it when
 the run begins and closes it — once, with the run's status — when it ends.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ class MetricsLog(Hook):
     """Logs every step and evaluation, the resume, the stop and the end.
 
     Args:
-        logger: the :class:`~distnet.metrics.MetricsLogger` this hook owns (closed by it).
+        logger: the :class:`~distnet.training.metrics.MetricsLogger` this hook owns (closed by it).
         **start_info: extra fields of the ``start`` record (``world_size``, ``job``, ...).
     """
 

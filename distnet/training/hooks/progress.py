@@ -14,7 +14,7 @@ class Progress(MetricsLog):
     """
 
     def __init__(self, verbose: int | str, print_every: int, is_main: bool) -> None:
-        from distnet.metrics import MetricsLogger
+        from distnet.training.metrics import MetricsLogger
 
         super().__init__(MetricsLogger(None, is_main=is_main, progress="plain" if verbose == 2 else "auto",
                                        print_every=print_every, tensorboard=False))

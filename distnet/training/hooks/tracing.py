@@ -1,4 +1,4 @@
-"""The run's timeline (:mod:`distnet.trace`) as a hook: it opens the tracer, writes and closes it."""
+"""The run's timeline (:mod:`distnet.training.trace`) as a hook: it opens the tracer, writes and closes it."""
 from __future__ import annotations
 
 from distnet.training.hook import Hook
@@ -12,7 +12,7 @@ class Tracing(Hook):
         self.tracer = None
 
     def on_fit_begin(self, ctx) -> None:
-        from distnet.trace import Tracer
+        from distnet.training.trace import Tracer
 
         if self.tracer is None:
             self.tracer = Tracer(self.directory, ctx.comm)   # a collective (aligns the clocks)
@@ -22,7 +22,7 @@ class Tracing(Hook):
         self.tracer.set_step(ctx.step + 1)
 
     def on_close(self, ctx, status: str) -> None:
-        from distnet.trace import OFF
+        from distnet.training.trace import OFF
 
         if self.tracer is not None:
             self.tracer.close()

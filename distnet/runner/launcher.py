@@ -2,11 +2,11 @@
 
 ``distnet train job.toml -n 4`` and ``distnet train job.toml --hostfile hosts``
 end here: :func:`launch` runs ``mpiexec -n N [-hosts ...] -genvall PYTHON -m
-distnet train ...`` and returns the job's exit status (:mod:`distnet.exit_status`;
+distnet train ...`` and returns the job's exit status (:mod:`distnet.runner.exit_status`;
 :func:`launch_job` also says which rank failed and how).  Three parts, apart:
 
 * the settings: one :class:`LaunchSettings` holds every launch option
-  (:mod:`distnet.restart` relaunches with the same object);
+  (:mod:`distnet.runner.restart` relaunches with the same object);
 * the plan: :func:`plan` builds the command and the workers' environment
   from the settings and starts nothing (:func:`build_mpiexec_command` is the
   same for options given one by one);
@@ -20,7 +20,7 @@ they do and why: which mpiexec, hostfiles, remote start, network, BLAS threads
 per worker, signals and failed workers, and the ``/dev/shm`` clean-up.
 
 Example:
-    >>> from distnet.launcher import LaunchSettings, plan
+    >>> from distnet.runner.launcher import LaunchSettings, plan
     >>> settings = LaunchSettings(num_workers=2, mpiexec="mpiexec", python="python", cores=4)
     >>> launch_plan = plan(["train", "job.toml"], settings)
     >>> launch_plan.argv
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
-from distnet import exit_status
+from distnet.runner import exit_status
 from distnet.distributed.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 from distnet.runner.lifecycle import Action, Lifecycle, Phase
@@ -52,7 +52,7 @@ from distnet.runner.lifecycle import Action, Lifecycle, Phase
 FAILURE_MARKERS = (b"BAD TERMINATION", b"application called MPI_Abort")
 
 # What shows that mpiexec or the workers have a stop signal already: hydra's
-# note on a SIGINT, and rank 0's (distnet.stop).
+# note on a SIGINT, and rank 0's (distnet.training.stop).
 STOPPING_MARKERS = (b"Sending Ctrl-C to processes", b": stopping after the current step")
 #: Seconds the launcher waits before it passes a signal on, to see whether
 #: mpiexec got it too (a scheduler that signals every process of the job):
@@ -61,11 +61,11 @@ FORWARD_DELAY = 1.0
 
 #: How ``distnet train -n N`` starts each worker: SIGINT / SIGTERM end it quietly
 #: (status 130 / 143) while Python imports numpy and distnet, until ``distnet
-#: train`` installs its own handlers (:mod:`distnet.stop`).
+#: train`` installs its own handlers (:mod:`distnet.training.stop`).
 WORKER_ENTRY = ("-c", "import signal, sys\n"
                       "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit("
                       f"{exit_status.SIGTERM} if n == {int(signal.SIGTERM)} else {exit_status.SIGINT}))\n"
-                      "from distnet.cli import main\n"
+                      "from distnet.jobs.cli import main\n"
                       "sys.exit(main(sys.argv[1:]))")
 
 # hydra's report of a rank that died: its pid, host, status and how it ended.
@@ -381,7 +381,7 @@ def _binary(stream) -> BinaryIO:
 def launch(program_args: Sequence[str], **options) -> int:
     """Run the workers under mpiexec and return the job's exit status.
 
-    The status is one of :mod:`distnet.exit_status`'s table: the ranks'
+    The status is one of :mod:`distnet.runner.exit_status`'s table: the ranks'
     own (0, 1, 2, 3, 130, 143), a rank that died otherwise (hydra's 9 for
     SIGKILL ...) is 1, with a line naming it (rank, host, signal) on
     ``stderr``.  The arguments are :func:`launch_job`'s, which says more.
@@ -398,7 +398,7 @@ class LaunchOutcome:
     """How one run of mpiexec ended.
 
     Attributes:
-        code: the job's exit status (:mod:`distnet.exit_status`).
+        code: the job's exit status (:mod:`distnet.runner.exit_status`).
         raw: mpiexec's own status (128 + N when it died of signal N).
         failure: which rank failed and how (``"rank 1 (pid 5127 on node2) was
             killed by SIGKILL"``), or None.

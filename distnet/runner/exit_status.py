@@ -31,7 +31,7 @@ SIGTERM = 128 + signal.SIGTERM   # 143
 #: The job ended as asked: every step ran, or a signal stopped it.
 DONE_OR_STOPPED = (OK, SIGINT, SIGTERM)
 #: Statuses that end a job for good (a restart would not change them): done,
-#: bad input, stopped by a signal (:mod:`distnet.restart`).
+#: bad input, stopped by a signal (:mod:`distnet.runner.restart`).
 FINAL = (OK, BAD_INPUT, SIGINT, SIGTERM)
 
 MEANING = {

@@ -1,12 +1,12 @@
 """The ``distnet`` command's arguments: every subcommand and option, and the
-help text (``distnet --help``).  :mod:`distnet.cli` runs what they ask for."""
+help text (``distnet --help``).  :mod:`distnet.jobs.cli` runs what they ask for."""
 from __future__ import annotations
 
 import argparse
 import sys
 import textwrap
 
-from distnet import exit_status
+from distnet.runner import exit_status
 from distnet._version import __version__
 
 _EPILOG_TOP = """\

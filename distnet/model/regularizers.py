@@ -16,7 +16,7 @@ returns ``None``; layers and :func:`collect` skip it.  A negative scale is an
 The two ways to regularize have one aggregate each, and both always return
 a scalar Tensor, ``0.0`` when there is nothing to add: :func:`weight_decay_loss`
 (weight decay over a list of variables, a job's ``[regularization]``) and
-``distnet.losses.get_regularization_loss`` (the sum of the layers' own
+``distnet.model.losses.get_regularization_loss`` (the sum of the layers' own
 regularizer terms).  Given the same scale on the same variables they agree.
 """
 from __future__ import annotations

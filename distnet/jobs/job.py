@@ -1,4 +1,4 @@
-"""Turn a :class:`~distnet.config.JobConfig` into a model, an optimizer, data and a Trainer.
+"""Turn a :class:`~distnet.jobs.config.JobConfig` into a model, an optimizer, data and a Trainer.
 
 This is what ``distnet train`` and ``distnet eval`` run::
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from distnet import registry
-from distnet.config import JobConfig, check_world_size, parse_job, strategy_spec
+from distnet.jobs.config import JobConfig, check_world_size, parse_job, strategy_spec
 from distnet.data.split import Subset
 from distnet.jobs.schema import SECTIONS
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
@@ -62,7 +62,7 @@ def build_model(cfg: JobConfig):
     Example:
         >>> model = build_model(load_job(None))
     """
-    from distnet.models import Sequential
+    from distnet.model.models import Sequential
 
     try:
         layer_list = [build_layer(spec) for spec in cfg.model.layers]
@@ -81,7 +81,7 @@ def build_schedule(cfg: JobConfig):
     Warm-up follows optax/Goyal et al.: linear from 0 over ``warmup_steps``,
     then the schedule starts its own step count.
     """
-    from distnet import schedules
+    from distnet.model import schedules
 
     s = cfg.schedule
     component = registry.lookup("schedule", s.type)
@@ -114,7 +114,7 @@ def build_ema(cfg: JobConfig):
     """An :class:`~distnet.ExponentialMovingAverage`, or ``None`` when ``[ema]`` is off."""
     if not cfg.ema.enabled:
         return None
-    from distnet.moving_averages import ExponentialMovingAverage
+    from distnet.model.moving_averages import ExponentialMovingAverage
 
     return ExponentialMovingAverage(cfg.ema.decay)
 
@@ -244,23 +244,23 @@ def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
                   logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None,
                   log_info: dict | None = None):
-    """A :class:`distnet.trainer.Trainer` running ``cfg`` on ``comm``.
+    """A :class:`distnet.training.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
         cfg: the validated job.
         comm: the communicator (default: ``get_communicator("auto")``).
         run_dir: overrides ``cfg.run_dir``.
-        logger: a :class:`~distnet.metrics.MetricsLogger`, owned from here on by the
+        logger: a :class:`~distnet.training.metrics.MetricsLogger`, owned from here on by the
             trainer's metrics-log hook (which starts and closes it); default: none.
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
-        trace: a directory for every rank's timeline (:mod:`distnet.trace`), or None.
+        trace: a directory for every rank's timeline (:mod:`distnet.training.trace`), or None.
         log_info: extra fields of the log's ``start`` record.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
     """
     from distnet.distributed import get_communicator
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
     from distnet.training.hooks.metrics_log import MetricsLog
 
     comm = comm if comm is not None else get_communicator("auto")
@@ -345,7 +345,7 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
         ConfigError: naming the directory and the ways on.
     """
     from distnet.checkpoint import CheckpointManager
-    from distnet.metrics import METRICS_FILE, last_step
+    from distnet.training.metrics import METRICS_FILE, last_step
 
     if sum(map(bool, (resume, resume_if_any, overwrite))) > 1:
         raise ConfigError("give one of --resume, --resume-if-any and --overwrite")
@@ -374,7 +374,7 @@ def clear_run_dir(cfg: JobConfig, run_dir: str | os.PathLike) -> list[str]:
     best ones in ``best/`` too), ``metrics.jsonl`` and TensorBoard event files; nothing else.
     Returns the files removed."""
     from distnet.checkpoint import CheckpointManager
-    from distnet.metrics import METRICS_FILE
+    from distnet.training.metrics import METRICS_FILE
 
     ckdir = checkpoint_dir(cfg, run_dir)
     doomed = []
@@ -406,10 +406,10 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         resume: continue from the newest good checkpoint (an error if there is none).
         run_dir: overrides ``cfg.run_dir``.
         progress: ``"auto"``, ``"bar"``, ``"plain"`` or ``"none"``.
-        trace: record every rank's timeline in ``RUN_DIR/trace`` (:mod:`distnet.trace`).
+        trace: record every rank's timeline in ``RUN_DIR/trace`` (:mod:`distnet.training.trace`).
         resume_if_any: continue from the newest good checkpoint if there is one.
         overwrite: delete an earlier run's checkpoints and metrics first.
-        signals: an installed :class:`distnet.stop.StopSignals` (default: ``fit`` installs one).
+        signals: an installed :class:`distnet.training.stop.StopSignals` (default: ``fit`` installs one).
 
     Returns:
         The trainer's history (a list of dicts).
@@ -418,7 +418,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         TrainingStopped: a signal stopped training.
     """
     from distnet.distributed import get_communicator
-    from distnet.metrics import MetricsLogger
+    from distnet.training.metrics import MetricsLogger
 
     comm = comm if comm is not None else get_communicator("auto")
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
@@ -556,7 +556,7 @@ def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_s
     Returns:
         ``{"loss": float, "accuracy": float, "samples": int}``.
     """
-    from distnet import losses
+    from distnet.model import losses
     from distnet.training.evaluation import evaluate as evaluate_model
 
     return evaluate_model(model, dataset, losses.get(loss, class_labels=True), batch_size=batch_size)

@@ -14,7 +14,7 @@ reduces it:
 * ``reduction='none'``: the per-sample vector ``[batch]``.
 
 Regularization: :func:`get_regularization_loss` sums a model's collected
-terms (the layers' regularizers; :func:`distnet.regularizers.weight_decay_loss`
+terms (the layers' regularizers; :func:`distnet.model.regularizers.weight_decay_loss`
 is the other way); ``total_loss = base_loss + regularization_loss``.
 """
 from __future__ import annotations
@@ -314,7 +314,7 @@ def get_regularization_loss(model) -> Tensor:
     Example:
       >>> total = sparse_softmax_cross_entropy(y, model(x)) + get_regularization_loss(model)
     """
-    from distnet.regularizers import add_n
+    from distnet.model.regularizers import add_n
 
     terms = getattr(model, "regularization_losses", None)
     if terms is None:

@@ -13,8 +13,8 @@ between two marker lines that name what it lists::
 Rewrite them after adding or changing a component (``tests/test_registry.py``
 fails until then)::
 
-    python -m distnet.registry_docs docs/jobs.md            # rewrite in place
-    python -m distnet.registry_docs --check docs/jobs.md    # exit 1 if out of date
+    python -m distnet.jobs.registry_docs docs/jobs.md            # rewrite in place
+    python -m distnet.jobs.registry_docs --check docs/jobs.md    # exit 1 if out of date
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def update(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distnet.registry_docs",
+    parser = argparse.ArgumentParser(prog="python -m distnet.jobs.registry_docs",
                                      description="Rewrite the component tables of a Markdown file.")
     parser.add_argument("file", type=Path)
     parser.add_argument("--check", action="store_true", help="exit 1 if the tables are out of date")
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if new != text:
             print(f"{args.file}: the component tables are out of date; run "
-                  f"python -m distnet.registry_docs {args.file}", file=sys.stderr)
+                  f"python -m distnet.jobs.registry_docs {args.file}", file=sys.stderr)
             return 1
         return 0
     if new != text:

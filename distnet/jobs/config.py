@@ -450,7 +450,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     loss = raw.get("loss", {})
     chk.known(loss, ("loss",), _SECTIONS["loss"])
     simple("loss", cfg.loss)
-    from distnet.losses import job_losses
+    from distnet.model.losses import job_losses
 
     chk.choice(cfg.loss.type, ("loss", "type"), job_losses())
 

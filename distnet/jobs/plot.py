@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distnet.errors import DataError, InvalidArgumentError
-from distnet.metrics import read_metrics
+from distnet.training.metrics import read_metrics
 
 __all__ = ["plot_run", "plot_runs", "make_figure", "curves", "marks", "smoothed"]
 

@@ -2,11 +2,11 @@
 
 Commands: ``train``, ``eval``, ``predict``, ``export``, ``inspect``, ``plot``,
 ``trace``, ``run``, ``data fetch``, ``data convert``.  Exit statuses: the table in
-:mod:`distnet.exit_status` (0 done, 1 training failed, 2 bad input, 3 stalled,
+:mod:`distnet.runner.exit_status` (0 done, 1 training failed, 2 bad input, 3 stalled,
 130 / 143 stopped by SIGINT / SIGTERM).
 
 Bad input prints one line, ``distnet: error: ...``, and no traceback.  The
-arguments are defined in :mod:`distnet.cli_args`.
+arguments are defined in :mod:`distnet.jobs.cli_args`.
 
 This module imports little at the top: :func:`main` installs the signal
 handling before the slow imports (argparse, numpy, MPI), so that a signal
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-import distnet.exit_status as exit_status
+import distnet.runner.exit_status as exit_status
 
 # ---------------------------------------------------------------------------
 # Commands
@@ -26,7 +26,7 @@ import distnet.exit_status as exit_status
 def _cmd_train(args, signals) -> int:
     """``signals``: installed by :func:`main`: a signal during start-up ends the process
     cleanly (130 / 143); one during training stops every rank after an agreed step."""
-    from distnet.config import check_world_size, load_job
+    from distnet.jobs.config import check_world_size, load_job
 
     cfg = load_job(args.job, args.overrides)
     if args.run_dir is not None:
@@ -42,8 +42,8 @@ def _cmd_train(args, signals) -> int:
         raise _bad_input("--max-restarts and --min-workers restart a job of workers: give -n N or --hostfile")
     from distnet.distributed import get_communicator, init
     from distnet.errors import TrainingStopped
-    from distnet.job import run_train
-    from distnet.stop import DEFAULT_GRACE
+    from distnet.jobs.job import run_train
+    from distnet.training.stop import DEFAULT_GRACE
 
     signals.grace = cfg.dist.stop_grace or DEFAULT_GRACE
     comm = get_communicator("auto")
@@ -74,9 +74,9 @@ def _cmd_train(args, signals) -> int:
 def _launch(args, cfg, signals) -> int:
     """Re-run this ``distnet train`` under mpiexec (as horovodrun / torchrun do);
     the launcher catches the signals from then on."""
-    from distnet.config import check_world_size
+    from distnet.jobs.config import check_world_size
 
-    from distnet import launcher
+    from distnet.runner import launcher
 
     size = args.num_workers
     if size is not None and size < 1:
@@ -108,9 +108,9 @@ def _launch(args, cfg, signals) -> int:
         if not 1 <= args.min_workers <= size:
             raise _bad_input(f"--min-workers: expected 1 .. {size} (the job's workers), got {args.min_workers}")
         check_world_size(cfg, args.min_workers)
-    from distnet.job import checkpoint_dir
-    from distnet.restart import supervise
-    from distnet.stop import DEFAULT_GRACE
+    from distnet.jobs.job import checkpoint_dir
+    from distnet.runner.restart import supervise
+    from distnet.training.stop import DEFAULT_GRACE
 
     signals.end_startup()
     settings = launcher.LaunchSettings(num_workers=args.num_workers, hostfile=args.hostfile,
@@ -130,7 +130,7 @@ def _cmd_run(args) -> int:
     if args.num_workers is not None and args.num_workers < 1:
         raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
     if args.num_workers is not None or args.hostfile is not None:
-        from distnet import launcher
+        from distnet.runner import launcher
 
         # Each worker is `distnet run PROGRAM` itself, so it gets the same alias.
         entry = ("-m", "distnet", "run", *(() if args.tf_alias else ("--no-tf-alias",)))
@@ -163,7 +163,7 @@ def _bad_input(message: str):
 
 
 def _cmd_eval(args) -> int:
-    from distnet.job import run_eval
+    from distnet.jobs.job import run_eval
 
     result = run_eval(args.ckpt, use_ema=args.ema, data=args.data, overrides=args.overrides,
                       allow_nonfinite=args.allow_nonfinite)
@@ -182,7 +182,7 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     import numpy as np
 
-    from distnet.predict import predict, write_predictions
+    from distnet.jobs.predict import predict, write_predictions
 
     pred = predict(args.ckpt, args.input, use_ema=args.ema, batch_size=args.batch_size)
     n = len(pred.labels)
@@ -227,7 +227,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from distnet.job import load_checkpoint
+    from distnet.jobs.job import load_checkpoint
 
     path, state = load_checkpoint(args.ckpt, allow_nonfinite=args.allow_nonfinite)
     print(f"checkpoint      {path}")
@@ -248,7 +248,7 @@ def _cmd_inspect(args) -> int:
         print(f"  {key} = {value}")
     print(f"ema             {'%d shadow weights' % len(state.ema) if state.ema else 'none'}")
     if state.metrics:
-        from distnet.metrics import metric_name
+        from distnet.training.metrics import metric_name
 
         print("\nmetrics:")
         for key, value in sorted((metric_name(k), v) for k, v in state.metrics.items()):
@@ -268,7 +268,7 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_trace(args) -> int:
     from distnet.errors import DataError
-    from distnet.trace import merge
+    from distnet.training.trace import merge
 
     try:
         path, counts = merge(args.run, args.output)
@@ -294,7 +294,7 @@ def _epoch_line(state) -> str:
 
 
 def _cmd_plot(args) -> int:
-    from distnet.plot import plot_run, plot_runs
+    from distnet.jobs.plot import plot_run, plot_runs
 
     if len(args.run_dirs) == 1:
         out = plot_run(args.run_dirs[0], args.output)
@@ -333,9 +333,9 @@ def _is_main_rank() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``distnet`` command; returns the exit status (:mod:`distnet.exit_status`)."""
+    """Run the ``distnet`` command; returns the exit status (:mod:`distnet.runner.exit_status`)."""
     from distnet.errors import TrainingStopped
-    from distnet.stop import StopSignals
+    from distnet.training.stop import StopSignals
 
     speak = _is_main_rank()
     # First of all, before the slow imports: SIGINT / SIGTERM end the start-up cleanly.
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     # itself); the other commands get the default back.
     with StopSignals() as signals:
         try:
-            from distnet.cli_args import build_parser
+            from distnet.jobs.cli_args import build_parser
 
             parser = build_parser()
             try:

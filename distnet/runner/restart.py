@@ -33,8 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from distnet import exit_status
-from distnet.launcher import Host, LaunchOutcome, LaunchSettings, launch_job, parse_hostfile
+from distnet.runner import exit_status
+from distnet.runner.launcher import Host, LaunchOutcome, LaunchSettings, launch_job, parse_hostfile
 
 #: Seconds the launcher waits beyond the workers' stop grace before it stops mpiexec itself.
 LAUNCHER_MARGIN = 15.0
@@ -46,7 +46,7 @@ def last_logged_step(run_dir: str | os.PathLike | None) -> int | None:
     """The highest step in ``run_dir/metrics.jsonl``, 0 with none, None when the file cannot be read."""
     if run_dir is None:
         return None
-    from distnet.metrics import last_step
+    from distnet.training.metrics import last_step
 
     return last_step(run_dir)
 
@@ -93,7 +93,7 @@ def supervise(worker_args: Sequence[str], settings: LaunchSettings | None = None
 
     Args:
         worker_args: the workers' ``distnet`` arguments (``["train", JOB, ...]``).
-        settings: how to launch (:class:`distnet.launcher.LaunchSettings`): its
+        settings: how to launch (:class:`distnet.runner.launcher.LaunchSettings`): its
             ``num_workers`` and ``hostfile`` are the first attempt's (default: the defaults).
         first_args: added to the first attempt only (``--resume``, ``--overwrite``);
             every restart adds ``--resume-if-any``.
@@ -106,7 +106,7 @@ def supervise(worker_args: Sequence[str], settings: LaunchSettings | None = None
         launch: what runs one attempt, ``launch(args, settings) -> LaunchOutcome`` (tests replace it).
         say: where notices go (default: stderr).
     Returns:
-        the job's exit status (:mod:`distnet.exit_status`).
+        the job's exit status (:mod:`distnet.runner.exit_status`).
     """
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     settings = settings if settings is not None else LaunchSettings()

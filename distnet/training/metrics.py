@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping
 
 from distnet.errors import DataError, InvalidArgumentError
-from distnet.tensorboard import RECORD_KINDS
+from distnet.training.tensorboard import RECORD_KINDS
 
 __all__ = ["MetricsLogger", "read_metrics", "last_step", "METRICS_FILE", "metric_name"]
 
@@ -112,7 +112,7 @@ class MetricsLogger:
         self._rates: list[float] = []
         self._closed = False
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
-        # TensorBoard event files beside metrics.jsonl (distnet/tensorboard.py): None writes them
+        # TensorBoard event files beside metrics.jsonl (distnet/training/tensorboard.py): None writes them
         # when tensorboardX is installed; opened on the first record, on the main rank only.
         if tensorboard is None:
             import importlib.util
@@ -144,7 +144,7 @@ class MetricsLogger:
     def _tensorboard(self, step: int):
         """The event file's writer, opened at the first event (``step``: that event's step)."""
         if self._tb is None:
-            from distnet.tensorboard import TensorBoardWriter
+            from distnet.training.tensorboard import TensorBoardWriter
 
             # A resumed run replaces what the earlier one wrote after its checkpoint.
             self._tb = TensorBoardWriter(self.run_dir, purge_step=int(step) if self._resuming else None)

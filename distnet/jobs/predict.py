@@ -250,7 +250,7 @@ def predict(ckpt: str | os.PathLike, input_file: str | os.PathLike, use_ema: boo
         DataError: the images are not of the size the model was trained on.
         CheckpointError: no usable checkpoint.
     """
-    from distnet.job import load_checkpoint
+    from distnet.jobs.job import load_checkpoint
 
     path, state = load_checkpoint(ckpt)
     inputs = read_inputs(input_file)
@@ -261,7 +261,7 @@ def predict(ckpt: str | os.PathLike, input_file: str | os.PathLike, use_ema: boo
 
 
 def _predict(path, state, inputs: Inputs, use_ema: bool, batch_size: int) -> Predictions:
-    from distnet.job import config_from_checkpoint, model_from_checkpoint
+    from distnet.jobs.job import config_from_checkpoint, model_from_checkpoint
 
     trained = (state.data.get("train") or {}).get("image_shape")
     if trained is not None and tuple(trained) != tuple(inputs.image_shape):

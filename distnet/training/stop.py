@@ -12,7 +12,7 @@ collective.  So a signal only *asks* to stop, and the ranks agree where:
 * after the reduction every rank holds the same sum, so every rank finishes
   the same step and stops after it (:func:`decode`: SIGTERM when any rank
   got one), writes one checkpoint there and exits with 130 / 143
-  (:mod:`distnet.exit_status`).
+  (:mod:`distnet.runner.exit_status`).
 
 A signal that arrives during a step is carried by the next one.  A second
 signal, or a stop that takes longer than ``grace`` seconds, ends the job at
@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 
-from distnet import exit_status
+from distnet.runner import exit_status
 from distnet.errors import TrainingStopped
 from distnet.runner.lifecycle import DUPLICATE_WINDOW, Action, Delivery, Lifecycle, Phase, startup_why  # noqa: F401
 

@@ -22,7 +22,7 @@ What goes in (tags):
   :meth:`TensorBoardWriter.add_text_tensor`), for ``tf.summary.text``.
 
 The writer writes whatever it is given: which rank writes (rank 0) is the
-caller's decision, as with :class:`~distnet.metrics.MetricsLogger`.
+caller's decision, as with :class:`~distnet.training.metrics.MetricsLogger`.
 tensorboardX is an optional dependency (``pip install 'distnet[tensorboard]'``);
 the event file is opened on the first write, so constructing a writer
 touches no file and starts no thread.

@@ -25,7 +25,7 @@ stop: the request rides in the step's reduction as one more scalar, so every
 rank finishes the same step, the hooks hear ``on_stop`` (the checkpointing
 hook writes one checkpoint there; its data position is the next unseen
 sample) and :class:`~distnet.errors.TrainingStopped` is raised with status
-130 / 143 (:mod:`distnet.stop`).
+130 / 143 (:mod:`distnet.training.stop`).
 
 How gradients are summed and who updates what is the strategy's business
 (:mod:`distnet.distributed.strategies`): ``"replicated"`` all-reduces them
@@ -52,7 +52,7 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import InvalidArgumentError
-from distnet.stop import decode as decode_stop
+from distnet.training.stop import decode as decode_stop
 from distnet.tensor import Tensor, Variable
 from distnet.training.evaluation import metric_for
 from distnet.training.history import History
@@ -96,7 +96,7 @@ class Trainer:
 
     Args:
         model, loss, optimizer, train_data: what Keras's ``compile`` + ``fit`` take;
-            ``loss`` a name of :func:`distnet.losses.get` or ``fn(labels, logits, reduction)``.
+            ``loss`` a name of :func:`distnet.model.losses.get` or ``fn(labels, logits, reduction)``.
         config: a :class:`~distnet.training.settings.TrainConfig` (the loop's settings).
         hooks: :class:`~distnet.training.hook.Hook` objects (or ``fn(trainer, record)`` callables),
             run in order after the services' hooks.
@@ -117,7 +117,8 @@ class Trainer:
 
     def __init__(self, model, loss: str | LossFn, optimizer, train_data, config: TrainConfig | None = None, *,
                  hooks: Sequence = (), ema=None, comm=None, eval_data=None, validation_data=None, **options):
-        from distnet import losses, optimizers
+        from distnet import optimizers
+        from distnet.model import losses
         from distnet.data.datasets import as_dataset
         from distnet.distributed import NonFiniteGuard, ShardSampler, get_communicator
         from distnet.distributed.strategies import strategy_class
@@ -165,7 +166,7 @@ class Trainer:
         local = -(-cfg.global_batch_size // self.comm.size)
         self.conv_algorithms = choose_conv_algorithms(model, -(-local // cfg.micro_batches), self.comm,
                                                       check_mode(cfg.conv_algorithm))
-        # "stop": the stop request (distnet.stop) rides with the step's metrics.
+        # "stop": the stop request (distnet.training.stop) rides with the step's metrics.
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
         self.deterministic, self.piece_size = self._check_deterministic(cfg.deterministic, cfg.piece_size)
@@ -216,7 +217,7 @@ class Trainer:
         for term in self.model.regularization_losses:
             total = term if total is None else add(total, term)
         if self.config.weight_decay > 0:
-            from distnet.regularizers import weight_decay_loss
+            from distnet.model.regularizers import weight_decay_loss
 
             wd = weight_decay_loss(self.variables, self.config.weight_decay,
                                    exclude_bias=self.config.weight_decay_exclude_bias)
@@ -224,8 +225,8 @@ class Trainer:
         return total
 
     def current_lr(self) -> float:
-        """The learning rate of the next step (:func:`distnet.schedules.resolve`: validated)."""
-        from distnet.schedules import resolve
+        """The learning rate of the next step (:func:`distnet.model.schedules.resolve`: validated)."""
+        from distnet.model.schedules import resolve
 
         return resolve(self.optimizer.learning_rate, self.step)
 
@@ -411,15 +412,15 @@ class Trainer:
             verbose: without a metrics-log hook, what rank 0 shows, as Keras's ``fit``: 0
                 nothing, 1 a progress bar on a terminal (lines every ``log_every`` steps
                 otherwise), 2 lines; ``"auto"`` is 1.
-            signals: a :class:`distnet.stop.StopSignals` already installed (``distnet train``
+            signals: a :class:`distnet.training.stop.StopSignals` already installed (``distnet train``
                 installs one before start-up); default: one installed for the duration of ``fit``.
-            stop_grace: seconds a stop may take (default :data:`distnet.stop.DEFAULT_GRACE`).
+            stop_grace: seconds a stop may take (default :data:`distnet.training.stop.DEFAULT_GRACE`).
         Raises:
             TrainingStopped: a signal stopped training.
         """
-        from distnet import exit_status
+        from distnet.runner import exit_status
         from distnet.errors import TrainingStopped
-        from distnet.stop import DEFAULT_GRACE, StopSignals
+        from distnet.training.stop import DEFAULT_GRACE, StopSignals
         from distnet.training.hooks.checkpointing import Checkpointing, resume as resume_from
         from distnet.training.hooks.metrics_log import MetricsLog
         from distnet.training.hooks.progress import Progress
@@ -462,7 +463,7 @@ class Trainer:
 
     def _loop(self, signals) -> StopEvent | None:
         """The steps; returns the stop every rank agreed on, or None when done."""
-        from distnet import exit_status
+        from distnet.runner import exit_status
 
         ctx = self.ctx
         self._signals = signals
