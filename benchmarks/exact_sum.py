@@ -31,8 +31,8 @@ import numpy as np
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from distnet.distributed import get_communicator
-from distnet.distributed.exact_sum import (
+from distnet.distributed import get_communicator  # noqa: E402 (after the thread settings)
+from distnet.distributed.exact_sum import (  # noqa: E402
     dequantize,
     exact_allreduce,
     fraction_bits,

@@ -12,7 +12,7 @@ Randomness is owned by the model: initial weights come from
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
