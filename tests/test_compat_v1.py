@@ -489,3 +489,18 @@ def test_a_failing_rank_ends_the_whole_tf1_job_with_its_error():
     assert run.returncode != 0, run.describe()
     assert "Cannot feed value of shape (4, 5)" in run.stderr and "[rank 1]" in run.stderr, run.describe()
     assert "unreachable on rank 1" not in run.stdout
+
+
+def test_distributed_optimizers_of_one_graph_must_agree_on_batch_norm_sync():
+    # One batch normalization op serves every optimizer of a graph, so a second
+    # DistributedOptimizer with other settings is refused instead of silently winning.
+    with tf.Graph().as_default() as g:
+        tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1))
+        tf.DistributedOptimizer(tf.train.AdamOptimizer(0.1))          # same settings: accepted
+        assert g.batch_norm_sync() == (True, "mean")
+        inner = tf.train.GradientDescentOptimizer(0.1)
+        with pytest.raises(InvalidArgumentError, match="sync_batch_norm=False, loss_reduction='mean'"):
+            tf.DistributedOptimizer(inner, sync_batch_norm=False)
+        assert inner._applier is None and g.batch_norm_sync() == (True, "mean")
+        with pytest.raises(InvalidArgumentError, match="loss_reduction='sum'"):
+            tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), loss_reduction="sum")

@@ -217,3 +217,11 @@ def test_which_batch_variance_feeds_the_moving_variance_is_tfs(case):
         sess.run(tf.get_collection(tf.GraphKeys.UPDATE_OPS))
         got = sess.run(by_name()["moving_variance"])
     np.testing.assert_allclose(got, case["moving_variance"], rtol=1e-6)
+
+
+def test_an_integer_input_is_refused_when_the_layer_is_built():
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.int32, [None, 3])
+        with pytest.raises(TypeError, match="Expect: a floating-point tensor .* Actual: int32"):
+            tf.layers.batch_normalization(x, training=True)
+        assert tf.global_variables() == []

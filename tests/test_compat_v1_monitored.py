@@ -324,3 +324,11 @@ def test_saving_by_seconds_on_three_ranks_follows_rank_zero(tmp_path):
     saved = sorted(f for f in os.listdir(tmp_path / "many") if f.startswith("model.ckpt"))
     assert "model.ckpt-0" in saved and "model.ckpt-4" in saved
     assert len(_events(tmp_path / "many").Scalars("loss")) >= 1
+
+
+def test_a_hook_without_the_hook_methods_is_refused_when_the_session_is_made():
+    with tf.Graph().as_default():
+        tf.train.get_or_create_global_step()
+        with pytest.raises(TypeError, match="Expect: tf.train.SessionRunHook objects .* Actual: a object without "
+                                            "begin, after_create_session, before_run, after_run, end"):
+            tf.train.MonitoredSession(hooks=[object()])

@@ -371,3 +371,10 @@ def test_floormod_gradient_float64_and_floordiv_has_zero_gradient():
     x = tf.placeholder(tf.float64, [3])
     # TF1 has no gradient for floordiv; here it is a zero gradient (the op records no input)
     assert run(tf.gradients(tf.floordiv(x, 2.0) + x * 0.0, x)[0], {x: [1.0, 2.0, 3.0]}).tolist() == [0, 0, 0]
+
+
+def test_a_shape_error_names_the_op_once():
+    x = tf.placeholder(tf.float32, [1, 4, 4, 3])
+    with pytest.raises(ShapeError) as info:
+        tf.nn.conv2d_transpose(x, tf.ones([3, 3, 2, 5]), [1, 8, 8, 2], [1, 2, 2, 1])
+    assert str(info.value).startswith("conv2d_transpose: value has 3 channels")

@@ -345,3 +345,11 @@ def test_a_fixed_size_initial_state_meets_a_none_batch():
             sess.run(tf.global_variables_initializer())
             a, b = sess.run([out, other], {xp: x})
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_cell_called_on_a_rank_1_input_says_it_wants_batch_by_depth():
+    with tf.Graph().as_default():
+        cell = tf.nn.rnn_cell.BasicLSTMCell(4)
+        x = tf.placeholder(tf.float32, [3])
+        with pytest.raises(ValueError, match=r"BasicLSTMCell: inputs: Expect: rank 2, \[batch, depth\]"):
+            cell(x, cell.zero_state(1, tf.float32))

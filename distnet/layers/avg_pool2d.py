@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Optional
 
 from distnet.errors import ShapeError
-from distnet.layers.base import NAME, PADDING, Layer, check_padding, pair_option, positive_pair, window_out
+from distnet.layers._pool2d import _Pool2D
+from distnet.layers.base import NAME, PADDING, Layer, pair_option
 from distnet.registry import register
 from distnet.tensor import Tensor
 
@@ -14,7 +15,7 @@ from distnet.tensor import Tensor
           aliases=("average_pooling2d", "avgpool2d", "avg_pool"),
           doc="mean over windows of NHWC images (`\"same\"`: a border window averages its real pixels)",
           image_input=True)
-class AvgPool2D(Layer):
+class AvgPool2D(_Pool2D):
     """Average pooling (Keras ``AveragePooling2D``; no variables).
 
     Args:
@@ -26,27 +27,7 @@ class AvgPool2D(Layer):
 
     base_name = "average_pooling2d"
 
-    def __init__(self, pool_size=2, strides=None, padding: str = "valid", name: Optional[str] = None):
-        super().__init__(name=name)
-        self.pool_size = positive_pair(pool_size, "pool_size", "AvgPool2D")
-        self.strides = self.pool_size if strides is None else positive_pair(strides, "strides", "AvgPool2D")
-        self.padding = check_padding(padding, "AvgPool2D")
-
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ShapeError(f"AvgPool2D {self.name!r}: expects NHWC inputs [batch, height, width, channels]; "
-                             f"Actual: per-sample shape {tuple(input_shape)}")
-        h, w, c = input_shape
-        oh = window_out(h, self.pool_size[0], self.strides[0], self.padding)
-        ow = window_out(w, self.pool_size[1], self.strides[1], self.padding)
-        if oh <= 0 or ow <= 0:
-            raise ShapeError(f"AvgPool2D {self.name!r}: pool {self.pool_size} is larger than the input {(h, w)}")
-        return (oh, ow, c)
-
-    def call(self, x: Tensor, training: bool = False, rng=None, sample_keys=None) -> Tensor:
-        from distnet.nn import avg_pool
-
-        return avg_pool(x, ksize=self.pool_size, strides=self.strides, padding=self.padding)
+    pool_op = "avg_pool"
 
 
 @register("layer", "global_avg_pool2d", NAME, aliases=("global_average_pooling2d",),

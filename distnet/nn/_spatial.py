@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from distnet.errors import InvalidArgumentError, ShapeError
+from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 
 
 def spatial_pair(value: Any, what: str, op_name: str) -> tuple[int, int]:
@@ -108,3 +108,26 @@ def window_slice(i: int, d: int, s: int, out: int) -> slice:
     """Rows (or columns) that kernel offset ``i`` touches, one per output position."""
     start = i * d
     return slice(start, start + (out - 1) * s + 1, s)
+
+
+def pool_geometry(value: Any, ksize: Any, strides: Any, padding: Any, data_format: str, op_name: str) -> tuple:
+    """The checked input of a 2-D pooling op and its geometry:
+    ``(x, (kh, kw), (sh, sw), rows, cols)`` (an NHWC floating tensor, windows, strides, axes)."""
+    from distnet.tensor import as_tensor
+
+    x = as_tensor(value)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DTypeError(f"{op_name}: expected a floating dtype (float32 or float64), got {x.dtype.name}")
+    if x.ndim != 4:
+        raise ShapeError(f"{op_name}: value must have rank 4 [batch, height, width, channels] (NHWC). "
+                         f"Expect: rank 4 Actual: rank {x.ndim}, shape {x.shape}")
+    if x.size == 0:
+        raise ShapeError(f"{op_name}: empty input of shape {x.shape}")
+    if data_format != "NHWC":
+        raise InvalidArgumentError(f"{op_name}: only data_format 'NHWC' is supported. Actual: {data_format!r}")
+    padding = check_padding(padding, op_name)
+    kh, kw = spatial_pair(ksize, "ksize", op_name)
+    sh, sw = spatial_pair(strides, "strides", op_name)
+    rows = axis_geometry(x.shape[1], kh, sh, 1, padding, "height", op_name)
+    cols = axis_geometry(x.shape[2], kw, sw, 1, padding, "width", op_name)
+    return x, (kh, kw), (sh, sw), rows, cols

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from distnet.autodiff import Op
-from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
-from distnet.nn._spatial import Axis, axis_geometry, check_padding, pad_hw, spatial_pair, window_slice
-from distnet.tensor import Tensor, as_tensor
+from distnet.nn._spatial import Axis, pad_hw, pool_geometry, window_slice
+from distnet.tensor import Tensor
 
 
 def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: int) -> np.ndarray | None:
@@ -188,22 +187,5 @@ def max_pool(value: Any, ksize: Any, strides: Any, padding: str, data_format: st
       array([[ 5.,  7.],
              [13., 15.]])
     """
-    op_name = "max_pool"
-    x = as_tensor(value)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise DTypeError(f"{op_name}: expected a floating dtype (float32 or float64), got {x.dtype.name}")
-    if x.ndim != 4:
-        raise ShapeError(
-            f"{op_name}: value must have rank 4 [batch, height, width, channels] (NHWC). "
-            f"Expect: rank 4 Actual: rank {x.ndim}, shape {x.shape}"
-        )
-    if x.size == 0:
-        raise ShapeError(f"{op_name}: empty input of shape {x.shape}")
-    if data_format != "NHWC":
-        raise InvalidArgumentError(f"{op_name}: only data_format 'NHWC' is supported. Actual: {data_format!r}")
-    padding = check_padding(padding, op_name)
-    kh, kw = spatial_pair(ksize, "ksize", op_name)
-    sh, sw = spatial_pair(strides, "strides", op_name)
-    rows = axis_geometry(x.shape[1], kh, sh, 1, padding, "height", op_name)
-    cols = axis_geometry(x.shape[2], kw, sw, 1, padding, "width", op_name)
-    return MaxPool.apply(x, ksize=(kh, kw), strides=(sh, sw), rows=rows, cols_axis=cols)
+    x, ksize, strides, rows, cols = pool_geometry(value, ksize, strides, padding, data_format, "max_pool")
+    return MaxPool.apply(x, ksize=ksize, strides=strides, rows=rows, cols_axis=cols)

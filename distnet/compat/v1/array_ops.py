@@ -265,8 +265,15 @@ def get_seed(op_seed: int | None) -> tuple:
     return None, None
 
 
+def seeded_rng(seeds: tuple) -> np.random.Generator:
+    """The generator of an op with ``seeds = get_seed(op_seed)``: its stream follows
+    from the two seeds, or from fresh entropy when they are ``(None, None)``."""
+    graph_seed, op_seed = seeds
+    return np.random.default_rng(None if graph_seed is None else [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF])
+
+
 def _random(op_type: str, draw, shape: Any, dtype: Any, seed: int | None, name: str | None) -> Tensor:
-    graph_seed, op_seed = get_seed(seed)
+    seeds = get_seed(seed)
     dt = as_dtype(dtype)
     if isinstance(shape, (int, np.integer)) or (isinstance(shape, Tensor) and shape.shape.ndims == 0):
         raise ValueError(f"{op_type}: Shape must be rank 1 but is rank 0; Expect: a list such as [{shape}] "
@@ -282,8 +289,7 @@ def _random(op_type: str, draw, shape: Any, dtype: Any, seed: int | None, name: 
             st = TensorShape([int(n) if n == m else None for n, m in zip(a, b)])
 
     def compute(run, values):
-        rng = run.session.resource(("rng", op), lambda: np.random.default_rng(
-            None if graph_seed is None else [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF]))
+        rng = run.session.resource(("rng", op), lambda: seeded_rng(seeds))
         dims = _ints(values[0]) if shape_t is not None else tuple(st.as_list())
         return distnet.constant(np.asarray(draw(dims, dt, rng), dtype=dt))
 
@@ -352,12 +358,11 @@ def random_uniform(shape: Any, minval: Any = 0, maxval: Any = None, dtype: Any =
 
 def random_shuffle(value: Any, seed: int | None = None, name: str | None = None) -> Tensor:
     """``value`` with its first axis permuted (a gather with a fresh permutation each run)."""
-    graph_seed, op_seed = get_seed(seed)
+    seeds = get_seed(seed)
     value = convert_to_tensor(value)
 
     def compute(run, values):
-        rng = run.session.resource(("rng", t.op), lambda: np.random.default_rng(
-            None if graph_seed is None else [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF]))
+        rng = run.session.resource(("rng", t.op), lambda: seeded_rng(seeds))
         x = values[0]
         return distnet.gather(x, rng.permutation(x.shape[0]))
 

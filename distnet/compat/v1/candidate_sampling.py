@@ -33,7 +33,7 @@ import numpy as np
 
 import distnet
 import distnet.nn as dnn
-from distnet.compat.v1.array_ops import get_seed
+from distnet.compat.v1.array_ops import get_seed, seeded_rng
 from distnet.compat.v1.embedding import lookup
 from distnet.compat.v1.graph import TensorShape, convert_to_tensor, leaf, probes_for
 from distnet.compat.v1.rnn import multi_output
@@ -71,7 +71,7 @@ def _sampler(op_type: str, draw, probability, true_classes: Any, num_true: int, 
     if num_sampled < 1 or range_max < 1:
         raise ValueError(f"{op_type}: num_sampled and range_max must be >= 1, got {num_sampled} and {range_max}")
     true_classes = convert_to_tensor(true_classes)
-    graph_seed, op_seed = get_seed(seed)
+    seeds = get_seed(seed)
     holder: list = []
 
     def compute(run, values):
@@ -82,8 +82,7 @@ def _sampler(op_type: str, draw, probability, true_classes: Any, num_true: int, 
         if run is None:
             rng = np.random.default_rng(0)
         else:
-            rng = run.session.resource(("rng", holder[0]), lambda: np.random.default_rng(
-                None if graph_seed is None else [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF]))
+            rng = run.session.resource(("rng", holder[0]), lambda: seeded_rng(seeds))
         if unique:
             picked: dict = {}
             tries = 0

@@ -31,9 +31,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distnet.compat.v1.errors import FailedPreconditionError, OutOfRangeError, UnsupportedError
+from distnet.compat.v1.errors import FailedPreconditionError, OutOfRangeError, UnsupportedError, refuser
 from distnet.compat.v1.graph import (
     Tensor, TensorShape, as_dtype, as_shape, convert_to_tensor, get_default_graph, leaf, no_output, probes_for,
+    upstream_ops,
 )
 from distnet.errors import DTypeError, InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor, _to_array
@@ -157,7 +158,24 @@ def _evaluate(session, tensors: list) -> dict:
 
 # -- datasets ---------------------------------------------------------------------------------
 
-class Dataset:
+class _ElementStructure:
+    """TF1's ``output_types``/``output_shapes``/``output_classes`` of what ``self._template``
+    describes (a dataset's elements, an iterator's ``get_next``)."""
+
+    @property
+    def output_types(self):
+        return pack(self._template, [s.dtype for s in flatten(self._template)])
+
+    @property
+    def output_shapes(self):
+        return pack(self._template, [s.shape for s in flatten(self._template)])
+
+    @property
+    def output_classes(self):
+        return pack(self._template, [Tensor for _ in flatten(self._template)])
+
+
+class Dataset(_ElementStructure):
     """TF1's ``tf.data.Dataset`` (see the module doc).
 
     Example:
@@ -184,18 +202,6 @@ class Dataset:
         return None
 
     # -- the element's structure ---------------------------------------
-    @property
-    def output_types(self):
-        return pack(self._template, [s.dtype for s in flatten(self._template)])
-
-    @property
-    def output_shapes(self):
-        return pack(self._template, [s.shape for s in flatten(self._template)])
-
-    @property
-    def output_classes(self):
-        return pack(self._template, [Tensor for _ in flatten(self._template)])
-
     def _specs(self) -> list:
         return flatten(self._template)
 
@@ -334,16 +340,10 @@ class Dataset:
 
 
 def _reads_placeholder(t: Tensor) -> bool:
-    seen, stack = set(), [t.op]
-    while stack:
-        op = stack.pop()
-        if op.type == "Placeholder":
-            return True
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(i.op for i in op.inputs)
-    return False
+    """Whether ``t`` reads a ``tf.placeholder`` (one that must be fed): only that
+    stops a one-shot iterator; a placeholder with a default or a shard constant
+    (:func:`~distnet.compat.v1.graph.reads_fed_data`'s wider sense) does not."""
+    return any(op.type == "Placeholder" for op in upstream_ops([t]))
 
 
 def _check_count(what: str, arg: str, value: Any, allow_auto: bool = False, minimum: int = 1) -> int:
@@ -678,16 +678,17 @@ class _Shuffle(Dataset):
     def _generator(self, ctx) -> np.random.Generator:
         state = ctx.state.get(self)
         if state is None:
-            graph_seed, op_seed = self._seed
-            if graph_seed is None:
+            from distnet.compat.v1.array_ops import seeded_rng
+
+            if self._seed[0] is None:
                 seed = [int(np.random.default_rng().integers(2 ** 32))]
-                comm = ctx.session.graph._comm
-                if comm is not None and comm.size > 1:
+                comm = ctx.session.graph.multi_rank_comm()
+                if comm is not None:
                     # Every rank must walk the same order (each then takes its shard): rank 0's draw.
                     seed = [int(comm.bcast_object(seed[0], root=0))]
+                rng = np.random.default_rng(seed)
             else:
-                seed = [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF]
-            rng = np.random.default_rng(seed)
+                rng = seeded_rng(self._seed)
             state = ctx.state[self] = (rng, rng.bit_generator.state)
         rng, start = state
         if not self._reshuffle:
@@ -950,7 +951,7 @@ class _Concatenate(Dataset):
 
 # -- iterators ----------------------------------------------------------------------------------
 
-class Iterator:
+class Iterator(_ElementStructure):
     """TF1's ``tf.data.Iterator``: made by ``make_one_shot_iterator``,
     ``make_initializable_iterator`` or ``Iterator.from_structure``.
 
@@ -989,18 +990,6 @@ class Iterator:
     def string_handle(self, name=None):
         raise UnsupportedError("Iterator.string_handle is not supported by distnet.compat.v1; nearest supported: "
                                "Iterator.from_structure(...) with make_initializer(dataset)")
-
-    @property
-    def output_types(self):
-        return pack(self._template, [s.dtype for s in flatten(self._template)])
-
-    @property
-    def output_shapes(self):
-        return pack(self._template, [s.shape for s in flatten(self._template)])
-
-    @property
-    def output_classes(self):
-        return pack(self._template, [Tensor for _ in flatten(self._template)])
 
     @property
     def initializer(self):
@@ -1155,11 +1144,7 @@ def get_output_classes(dataset_or_iterator):
 
 
 def _not_supported(name: str, hint: str):
-    def refuse(*args, **kwargs):
-        raise UnsupportedError(f"tf.data.{name} is not supported by distnet.compat.v1; {hint}")
-
-    refuse.__name__ = name
-    return refuse
+    return refuser(f"data.{name}", hint)
 
 
 TFRecordDataset = _not_supported("TFRecordDataset", "distnet reads no TFRecord files: convert the records to numpy "

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 import distnet
-from distnet.compat.v1.graph import Tensor, get_default_graph, no_output
+from distnet.compat.v1.graph import Tensor, get_default_graph, no_output, reads_fed_data, upstream_ops
 from distnet.compat.v1.train import Optimizer, _grads_node, eager_sum
 from distnet.compat.v1.variables import Variable, global_variables
 from distnet.errors import InvalidArgumentError
@@ -161,33 +161,13 @@ def _terms(loss: Tensor) -> list:
     return out
 
 
-def _reads_data(t: Tensor) -> bool:
-    """Whether ``t`` depends on a placeholder (fed data) in the graph."""
-    seen, stack = set(), [t.op]
-    while stack:
-        op = stack.pop()
-        if getattr(op, "_placeholder", False):
-            return True
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(i.op for i in op.inputs)
-    return False
-
-
 def _end_iterators_together(loss: Tensor, comm) -> None:
     """Make the tf.data iterators and queue batches ``loss`` reads raise OutOfRangeError
     on every rank as soon as one rank's input ends (see compat/v1/data.py), instead of
     leaving the ranks that still have data waiting in the all-reduce."""
-    seen, stack = set(), [loss.op]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
+    for op in upstream_ops([loss]):
         if getattr(op, "iterator", False):
             op.end_together = comm
-        stack.extend(i.op for i in op.inputs)
 
 
 class DistributedOptimizer(Optimizer):
@@ -260,11 +240,10 @@ class DistributedOptimizer(Optimizer):
         self._sample_count = sample_count
         self._name = name or f"Distributed{optimizer.get_name()}"
         self._guard = NonFiniteGuard(max_bad_steps, rank=self._comm.rank)
+        # Read by the graph's batch normalization ops when they run (normalization._reducer);
+        # raises, before the optimizer is marked wrapped, when another DistributedOptimizer disagrees.
+        get_default_graph().set_batch_norm_sync(sync_batch_norm, loss_reduction)
         optimizer._applier = self
-        # Read by the graph's batch normalization ops when they run (normalization._reducer).
-        graph = get_default_graph()
-        graph._sync_batch_norm = bool(sync_batch_norm)
-        graph._loss_reduction = loss_reduction
 
     def get_name(self) -> str:
         return self._name
@@ -356,9 +335,9 @@ class DistributedOptimizer(Optimizer):
         if grad_loss is not None:
             raise InvalidArgumentError("DistributedOptimizer: grad_loss is not supported")
         terms = _terms(loss)
-        data = [(s, t) for s, t in terms if _reads_data(t)]
+        data = [(s, t) for s, t in terms if reads_fed_data(t)]
         _end_iterators_together(loss, self._comm)
-        weights_only = [(s, t) for s, t in terms if not _reads_data(t)]
+        weights_only = [(s, t) for s, t in terms if not reads_fed_data(t)]
         count_t = self._sample_count if isinstance(self._sample_count, Tensor) else None
         comm, reduction, fixed = self._comm, self._reduction, self._sample_count
         nd, nw = len(data), len(weights_only)

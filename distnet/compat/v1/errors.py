@@ -35,6 +35,16 @@ NEAREST = {
 }
 
 
+def refuser(path: str, hint: str):
+    """A stand-in for ``tf.<path>`` (``"data.TFRecordDataset"``) that raises, when called, that
+    distnet.compat.v1 does not support it, with ``hint`` (what to use instead)."""
+    def refuse(*args, **kwargs):
+        raise UnsupportedError(f"tf.{path} is not supported by distnet.compat.v1; {hint}")
+
+    refuse.__name__ = path.rsplit(".", 1)[-1]
+    return refuse
+
+
 def unsupported(path: str, name: str, known: Iterable[str]) -> UnsupportedError:
     """The one error for ``tf.<path>.<name>`` that distnet.compat.v1 lacks."""
     full = f"{path}.{name}" if path else name

@@ -20,8 +20,8 @@ import numpy as np
 
 def reducing_comm(run: Any, graph: Any):
     """The communicator to sum this run's evaluation values over, or None (keep them local)."""
-    comm = graph._comm
-    if comm is None or comm.size == 1 or getattr(run.session, "_rank_local_summaries", False):
+    comm = graph.multi_rank_comm()
+    if comm is None or run.rank_local:
         return None
     if run.shard is not None or graph._shard is not None:
         return comm

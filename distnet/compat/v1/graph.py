@@ -275,6 +275,33 @@ class Graph:
         self._optimizers: list = []   # the tf.train optimizers that made an update op here (for Saver)
         self._comm = None          # set by DistributedOptimizer: variables are broadcast when initialized
         self._shard = None         # (offset, count, global count) of a constant made of distributed.shard()'s output
+        self._batch_norm_sync: tuple | None = None   # (sync statistics, loss reduction): see set_batch_norm_sync
+
+    def multi_rank_comm(self):
+        """The communicator a ``DistributedOptimizer`` built on this graph runs over,
+        when it spans more than one rank; None on one process (nothing to agree on)."""
+        comm = self._comm
+        return comm if comm is not None and comm.size > 1 else None
+
+    def set_batch_norm_sync(self, sync: bool, loss_reduction: str) -> None:
+        """How this graph's batch normalization ops combine ranks (as a
+        ``DistributedOptimizer`` built on it says): whether they all-reduce their
+        statistics, and whether the ranks' losses are a mean or a sum.  Every
+        ``DistributedOptimizer`` of a graph must agree, as one batch normalization op
+        serves all of them (a GAN builds two)."""
+        new = (bool(sync), loss_reduction)
+        if self._batch_norm_sync is not None and self._batch_norm_sync != new:
+            old_sync, old_reduction = self._batch_norm_sync
+            raise InvalidArgumentError(
+                "DistributedOptimizer: Expect: every DistributedOptimizer of a graph with the same "
+                f"sync_batch_norm and loss_reduction (its batch normalization follows them) Actual: "
+                f"sync_batch_norm={new[0]}, loss_reduction={loss_reduction!r} after sync_batch_norm={old_sync}, "
+                f"loss_reduction={old_reduction!r}")
+        self._batch_norm_sync = new
+
+    def batch_norm_sync(self) -> tuple:
+        """``(sync statistics, loss reduction)``; ``(True, "mean")`` before any ``DistributedOptimizer``."""
+        return self._batch_norm_sync if self._batch_norm_sync is not None else (True, "mean")
 
     def _shard_offset(self, run) -> int:
         """Index in the global batch of this rank's first sample (0 on one process)."""
@@ -634,6 +661,27 @@ class Tensor:
         return _m().getitem(self, index)
 
 
+def upstream_ops(tensors: Sequence["Tensor"]) -> Iterator[Operation]:
+    """Each op that ``tensors`` are computed from (their own ops included), once,
+    walking the data inputs (not control inputs); lazily, so ``any(...)`` over it
+    stops at the first match."""
+    seen: set = set()
+    stack = [t.op for t in tensors]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        yield op
+        stack.extend(i.op for i in op.inputs)
+
+
+def reads_fed_data(t: "Tensor") -> bool:
+    """Whether ``t`` depends on the program's data: a placeholder, a tf.data or queue
+    batch, or a constant made of a rank's shard (ops marked ``_placeholder``)."""
+    return any(getattr(op, "_placeholder", False) for op in upstream_ops([t]))
+
+
 def _m():
     from distnet.compat.v1 import math_ops
 
@@ -739,7 +787,7 @@ def _probe(op_type: str, compute: Callable, inputs: Sequence[Tensor]):
                 break
     if len(errors) == 2 and not merged_ok:
         if rank_known and isinstance(errors[0], (ShapeError, DTypeError, InvalidArgumentError)):
-            raise type(errors[0])(f"{op_type}: {errors[0]}") from None
+            raise type(errors[0])(_named(op_type, errors[0])) from None
         return None, TensorShape(None), None
     a, b = results
     if a is None or b is None:
@@ -750,6 +798,12 @@ def _probe(op_type: str, compute: Callable, inputs: Sequence[Tensor]):
         return a.dtype, TensorShape(None), (a, b)
     shape = TensorShape([n if n == m else None for n, m in zip(a.shape, b.shape)])
     return a.dtype, shape, (a, b)
+
+
+def _named(op_type: str, err: Exception) -> str:
+    """``err``'s message starting with the op's name once (the distnet function may name itself)."""
+    text = str(err)
+    return text if text.startswith(f"{op_type}:") else f"{op_type}: {text}"
 
 
 def _run_probes(compute: Callable, probe_sets: Sequence[Sequence[np.ndarray]]) -> tuple:

@@ -72,8 +72,7 @@ def _global_step_tensor(hook: str) -> Tensor:
 
 
 def _comm():
-    comm = get_default_graph()._comm
-    return comm if comm is not None and comm.size > 1 else None
+    return get_default_graph().multi_rank_comm()
 
 
 def _rank0_decides(comm, flag: bool, buf: np.ndarray) -> bool:
@@ -249,8 +248,6 @@ class SummarySaverHook(SessionRunHook):
         self._by_secs = save_secs is not None
         self._output_dir, self._given_writer = output_dir, summary_writer
         self._scaffold, self._summary_op = scaffold, summary_op
-        self._rank_local = False          # set by MonitoredTrainingSession for a chief-only hook
-        self._rank_local_request = False
         self._decision = np.zeros(1, np.int32)
 
     def begin(self) -> None:
@@ -267,12 +264,15 @@ class SummarySaverHook(SessionRunHook):
         return op
 
     def before_run(self, run_context):
+        return self._before_run(run_context, rank_local=False)
+
+    def _before_run(self, run_context, rank_local: bool):
+        """``rank_local``: the hook runs on this rank alone (a chief-only hook; see monitored.py)."""
         self._request = self._next_step is None or self._timer.should_trigger_for_step(self._next_step)
         comm = _comm()
-        if comm is not None and self._by_secs and not self._rank_local:
+        if comm is not None and self._by_secs and not rank_local:
             # Time differs between ranks: rank 0 decides, so every rank runs the summaries together.
             self._request = _rank0_decides(comm, self._request, self._decision)
-        self._rank_local_request = self._rank_local and self._request
         fetches = {"global_step": self._gs}
         if self._request and self._op() is not None:
             fetches["summary"] = self._op()
@@ -301,6 +301,9 @@ class CheckpointSaverHook(SessionRunHook):
     them (``Saver.save``), so state that only all ranks together hold (ZeRO-1's sharded
     optimizer slots) is gathered; with ``save_secs`` rank 0 decides when."""
 
+    #: Whether every rank runs this hook (:class:`EveryRankCheckpointSaverHook`) or one may run alone.
+    _on_every_rank = False
+
     def __init__(self, checkpoint_dir: str, save_secs: float | None = None, save_steps: int | None = None,
                  saver: Any = None, checkpoint_basename: str = "model.ckpt", scaffold: Any = None,
                  listeners: Any = None, save_graph_def: bool = True):
@@ -313,7 +316,6 @@ class CheckpointSaverHook(SessionRunHook):
         self._saver, self._scaffold = saver, scaffold
         self._listeners = list(listeners or [])
         self._by_secs = save_secs is not None
-        self._on_every_rank = False   # set by MonitoredTrainingSession, which puts one on every rank
         self._decision = np.zeros(1, np.int32)
 
     def begin(self) -> None:
@@ -343,7 +345,7 @@ class CheckpointSaverHook(SessionRunHook):
         if comm is not None and self._on_every_rank:
             self._get_saver().save(session, self._path, global_step=step)
         elif comm is None or comm.rank == 0:
-            self._get_saver()._save(session, self._path, step, None, True, collective=False)
+            self._get_saver()._save(session, self._path, global_step=step, collective=False)
         if comm is None or comm.rank == 0:
             logging.info("Saving checkpoints for %d into %s.", step, self._path)
         stop = False
@@ -376,6 +378,13 @@ class CheckpointSaverHook(SessionRunHook):
             self._save(session, step)
         for listener in self._listeners:
             listener.end(session, step)
+
+
+class EveryRankCheckpointSaverHook(CheckpointSaverHook):
+    """The ``CheckpointSaverHook`` ``MonitoredTrainingSession`` puts on every rank: all ranks
+    save together (``Saver.save``), and with ``save_secs`` rank 0 decides when."""
+
+    _on_every_rank = True
 
 
 class CheckpointSaverListener:

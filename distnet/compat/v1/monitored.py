@@ -146,11 +146,6 @@ class Scaffold:
         return self
 
 
-def _comm(graph):
-    comm = graph._comm
-    return comm if comm is not None and comm.size > 1 else None
-
-
 class ChiefSessionCreator:
     """Creates the session: restores the newest checkpoint of ``checkpoint_dir``
     (or ``checkpoint_filename_with_path``), else runs the scaffold's ``init_op``
@@ -165,7 +160,7 @@ class ChiefSessionCreator:
     def _newest_checkpoint(self, graph) -> str | None:
         from distnet.compat.v1.saver import latest_checkpoint
 
-        comm = _comm(graph)
+        comm = graph.multi_rank_comm()
         path = None
         if comm is None or comm.rank == 0:
             path = self._checkpoint_path or (latest_checkpoint(self._checkpoint_dir) if self._checkpoint_dir else None)
@@ -199,9 +194,48 @@ WorkerSessionCreator = ChiefSessionCreator
 
 # -- the monitored session ------------------------------------------------------------------
 
+_HOOK_METHODS = ("begin", "after_create_session", "before_run", "after_run", "end")
+
+
+def _check_hooks(hooks: list) -> list:
+    for h in hooks:
+        missing = [m for m in _HOOK_METHODS if not callable(getattr(h, m, None))]
+        if missing:
+            raise TypeError(f"MonitoredSession: hooks: Expect: tf.train.SessionRunHook objects (with "
+                            f"{', '.join(_HOOK_METHODS)}) Actual: a {type(h).__name__} without {', '.join(missing)}")
+    return hooks
+
+
+class _ChiefOnlySummaries(SessionRunHook):
+    """A ``SummarySaverHook`` given as a chief-only hook under data parallelism: it runs on
+    rank 0 alone, so it decides by its own clock and its summaries are rank 0's values
+    (the session runs them with ``rank_local``). Wraps the caller's hook, which is left as given."""
+
+    def __init__(self, hook):
+        self._hook = hook
+        self.requested = False
+
+    def begin(self):
+        self._hook.begin()
+
+    def after_create_session(self, session, coord):
+        self._hook.after_create_session(session, coord)
+
+    def before_run(self, run_context):
+        args = self._hook._before_run(run_context, rank_local=True)
+        self.requested = self._hook._request
+        return args
+
+    def after_run(self, run_context, run_values):
+        self._hook.after_run(run_context, run_values)
+
+    def end(self, session):
+        self._hook.end(session)
+
+
 class _MonitoredSession:
     def __init__(self, session_creator, hooks, should_recover: bool = True):
-        self._hooks = list(hooks or [])
+        self._hooks = _check_hooks(list(hooks or []))
         self._graph = get_default_graph()
         self._was_finalized = self._graph.finalized
         for h in self._hooks:
@@ -239,14 +273,13 @@ class _MonitoredSession:
                     raise RuntimeError(f"Same tensor is fed by a SessionRunHook and user: {getattr(k, 'name', k)}")
                 feeds[k] = v
         # A chief-only summary hook's summaries run on rank 0 alone: no all-reduce could meet a partner.
-        self._sess._rank_local_summaries = any(getattr(h, "_rank_local_request", False) for h in self._hooks)
+        rank_local = any(isinstance(h, _ChiefOnlySummaries) and h.requested for h in self._hooks)
         try:
-            results = self._sess.run({"caller": fetches, "hooks": extra}, feed_dict=feeds or None)
+            results = self._sess._run({"caller": fetches, "hooks": extra}, feed_dict=feeds or None,
+                                      rank_local=rank_local)
         except (OutOfRangeError, StopIteration):
             self._should_stop = True
             raise
-        finally:
-            self._sess._rank_local_summaries = False
         for i, h in enumerate(self._hooks):
             h.after_run(context, SessionRunValues(results["hooks"].get(i), options, run_metadata))
         if context.stop_requested:
@@ -350,13 +383,13 @@ def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint
     save_checkpoint_steps = None if save_checkpoint_steps is USE_DEFAULT else save_checkpoint_steps
 
     graph = get_default_graph()
-    comm = _comm(graph)
+    comm = graph.multi_rank_comm()
     scaffold = scaffold or Scaffold()
-    if comm is not None and is_chief:
-        for h in chief_only_hooks or []:
-            if isinstance(h, _hooks.SummarySaverHook):
-                h._rank_local = True   # it runs on this rank only: its summaries are this rank's values
-    all_hooks = list(chief_only_hooks or []) + list(hooks or []) if is_chief else list(hooks or [])
+    chief_hooks = list(chief_only_hooks or [])
+    if comm is not None:
+        # They run on this rank only: a summary hook's summaries are this rank's values.
+        chief_hooks = [_ChiefOnlySummaries(h) if isinstance(h, _hooks.SummarySaverHook) else h for h in chief_hooks]
+    all_hooks = chief_hooks + list(hooks or []) if is_chief else list(hooks or [])
     summary_dir = summary_dir or checkpoint_dir
     summaries = bool(save_summaries_steps and save_summaries_steps > 0) or bool(save_summaries_secs and
                                                                              save_summaries_secs > 0)
@@ -378,10 +411,8 @@ def MonitoredTrainingSession(master: str = "", is_chief: bool = True, checkpoint
         # Every rank saves with rank 0 (Saver.save gathers what only all ranks hold), into rank 0's directory.
         rank0_ckpt = comm.bcast_object(checkpoint_dir if is_chief or comm.rank == 0 else None, root=0)
         if rank0_ckpt and saves:
-            hook = _hooks.CheckpointSaverHook(rank0_ckpt, save_steps=save_checkpoint_steps,
-                                              save_secs=save_checkpoint_secs, scaffold=scaffold)
-            hook._on_every_rank = True
-            all_hooks.append(hook)
+            all_hooks.append(_hooks.EveryRankCheckpointSaverHook(rank0_ckpt, save_steps=save_checkpoint_steps,
+                                                                 save_secs=save_checkpoint_secs, scaffold=scaffold))
     elif is_chief and checkpoint_dir and saves:
         all_hooks.append(_hooks.CheckpointSaverHook(checkpoint_dir, save_steps=save_checkpoint_steps,
                                                     save_secs=save_checkpoint_secs, scaffold=scaffold))

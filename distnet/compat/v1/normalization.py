@@ -102,10 +102,11 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001, 
 
 def _reducer(graph):
     """The all-reduce that synchronizes the statistics, and how the ranks' gradients combine."""
-    comm = graph._comm
-    if comm is None or comm.size == 1 or not getattr(graph, "_sync_batch_norm", True):
+    comm = graph.multi_rank_comm()
+    sync, loss_reduction = graph.batch_norm_sync()
+    if comm is None or not sync:
         return None, "mean"
-    return (lambda v: comm.allreduce_(v)), getattr(graph, "_loss_reduction", "mean")
+    return (lambda v: comm.allreduce_(v)), loss_reduction
 
 
 def _node(x: Tensor, gamma, beta, moving_mean, moving_variance, training: Any, epsilon: float, axis: int,
@@ -176,6 +177,10 @@ def _channels(x: Tensor, axis: int, what: str) -> tuple[int, int]:
 def _layer(inputs, *, axis, momentum, epsilon, center, scale, initializers, regularizers, training, trainable,
            name, default_name, reuse, unbiased, updates_collections, collections, what):
     x = convert_to_tensor(inputs)
+    if x.dtype is not None and not np.issubdtype(x.dtype, np.floating):
+        # Its variables would take the input's dtype, and the statistics cannot be integers.
+        raise TypeError(f"{what}: inputs: Expect: a floating-point tensor (tf.cast it, e.g. to tf.float32) "
+                        f"Actual: {x.dtype.name} {x.name}")
     axis, c = _channels(x, axis, what)
     g = get_default_graph()
     with variable_scope(name, default_name=default_name, reuse=reuse):

@@ -27,27 +27,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distnet.compat.v1.data import _array, _Spec, flatten, multi_output, pack, read_lines
-from distnet.compat.v1.errors import OutOfRangeError, UnsupportedError
+from distnet.compat.v1.array_ops import seeded_rng
+from distnet.compat.v1.data import _evaluate, _Spec, _text, flatten, multi_output, pack, read_lines
+from distnet.compat.v1.errors import OutOfRangeError, UnsupportedError, refuser
 from distnet.compat.v1.graph import Tensor, TensorShape, convert_to_tensor, get_default_graph, leaf, probes_for
 from distnet.errors import DTypeError, InvalidArgumentError
 
 
 def _sub_run(session, tensors: Sequence[Tensor]) -> list:
     """The values of ``tensors`` computed together in one nested run of ``session``."""
-    from distnet.compat.v1.session import _Run
-
-    run = _Run(session, {})
-    return [_array(run.value(t)) for t in tensors]
-
-
-def _seeded_generator(seed: tuple) -> np.random.Generator:
-    graph_seed, op_seed = seed
-    return np.random.default_rng(None if graph_seed is None else [graph_seed & 0xFFFFFFFF, op_seed & 0xFFFFFFFF])
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    values = _evaluate(session, tensors)
+    return [values[t] for t in tensors]
 
 
 # -- producers --------------------------------------------------------------------------------
@@ -78,7 +68,7 @@ class InputQueue:
         def make():
             items = self._items if self._items is not None else \
                 np.asarray(_sub_run(session, [self._tensor])[0]).reshape(-1).tolist()
-            return _ProducerState(items, self._epochs, self._shuffle, _seeded_generator(self._seed))
+            return _ProducerState(items, self._epochs, self._shuffle, seeded_rng(self._seed))
 
         return session.resource(("input_producer", self), make)
 
@@ -432,7 +422,7 @@ def shuffle_batch(tensors: Any, batch_size: int, capacity: int, min_after_dequeu
     rng_key = ("shuffle_batch", object())
 
     def pick(session, buffer, take):
-        rng = session.resource(rng_key, lambda: _seeded_generator(seeds))
+        rng = session.resource(rng_key, lambda: seeded_rng(seeds))
         out = []
         for _ in range(take):
             j = int(rng.integers(len(buffer)))
@@ -514,29 +504,21 @@ def start_queue_runners(sess: Any = None, coord: Coordinator | None = None, daem
     return []
 
 
-def _refuse(name: str, hint: str):
-    def refuse(*args, **kwargs):
-        raise UnsupportedError(f"tf.{name} is not supported by distnet.compat.v1; {hint}")
-
-    refuse.__name__ = name.rsplit(".", 1)[-1]
-    return refuse
-
-
-FixedLengthRecordReader = _refuse("FixedLengthRecordReader", "read the file with numpy (np.fromfile) and feed it, "
+FixedLengthRecordReader = refuser("FixedLengthRecordReader", "read the file with numpy (np.fromfile) and feed it, "
                                   "or use tf.data.Dataset.from_tensor_slices")
-TFRecordReader = _refuse("TFRecordReader", "distnet reads no TFRecord files: convert the records to numpy arrays "
+TFRecordReader = refuser("TFRecordReader", "distnet reads no TFRecord files: convert the records to numpy arrays "
                          "and use tf.data.Dataset.from_tensor_slices")
-IdentityReader = _refuse("IdentityReader", "nearest supported: tf.TextLineReader or tf.WholeFileReader")
-LMDBReader = _refuse("LMDBReader", "nearest supported: tf.TextLineReader or tf.WholeFileReader")
-FIFOQueue = _refuse("FIFOQueue", "queues of your own are not supported; nearest supported: tf.train.batch on an "
+IdentityReader = refuser("IdentityReader", "nearest supported: tf.TextLineReader or tf.WholeFileReader")
+LMDBReader = refuser("LMDBReader", "nearest supported: tf.TextLineReader or tf.WholeFileReader")
+FIFOQueue = refuser("FIFOQueue", "queues of your own are not supported; nearest supported: tf.train.batch on an "
                     "input producer and a reader, or tf.data")
-RandomShuffleQueue = _refuse("RandomShuffleQueue", "nearest supported: tf.train.shuffle_batch or "
+RandomShuffleQueue = refuser("RandomShuffleQueue", "nearest supported: tf.train.shuffle_batch or "
                              "tf.data.Dataset.shuffle")
-PaddingFIFOQueue = _refuse("PaddingFIFOQueue", "nearest supported: tf.data.Dataset.padded_batch")
-QueueRunner = _refuse("train.QueueRunner", "queues of your own are not supported; tf.train.batch and "
+PaddingFIFOQueue = refuser("PaddingFIFOQueue", "nearest supported: tf.data.Dataset.padded_batch")
+QueueRunner = refuser("train.QueueRunner", "queues of your own are not supported; tf.train.batch and "
                       "tf.train.shuffle_batch need no queue runner here")
-batch_join = _refuse("train.batch_join", "nearest supported: tf.train.batch")
-shuffle_batch_join = _refuse("train.shuffle_batch_join", "nearest supported: tf.train.shuffle_batch")
-decode_raw = _refuse("decode_raw", "read the bytes with numpy (np.frombuffer) and feed them")
-parse_single_example = _refuse("parse_single_example", "distnet reads no tf.Example records: convert them to "
+batch_join = refuser("train.batch_join", "nearest supported: tf.train.batch")
+shuffle_batch_join = refuser("train.shuffle_batch_join", "nearest supported: tf.train.shuffle_batch")
+decode_raw = refuser("decode_raw", "read the bytes with numpy (np.frombuffer) and feed them")
+parse_single_example = refuser("parse_single_example", "distnet reads no tf.Example records: convert them to "
                                "numpy arrays")

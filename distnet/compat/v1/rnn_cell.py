@@ -161,6 +161,9 @@ class RNNCell:
 
     def __call__(self, inputs: Any, state: Any, scope: Any = None):
         inputs = convert_to_tensor(inputs)
+        if inputs.shape.ndims is not None and inputs.shape.ndims != 2:
+            raise ValueError(f"{type(self).__name__}: inputs: Expect: rank 2, [batch, depth] (one time step; "
+                             f"tf.nn.dynamic_rnn for a sequence) Actual: shape {inputs.shape} of {inputs.name}")
         if self._scope is None:
             base = self._base_name()
             # TF1: a cell made to reuse (or under a reusing scope) takes its plain name, to find the variables
@@ -444,7 +447,26 @@ class MultiRNNCell(RNNCell):
         return out, tuple(new)
 
 
-class DropoutWrapper(RNNCell):
+class _Wrapper(RNNCell):
+    """A cell around ``self._cell`` with its state, output size and zero state (no scope of its own)."""
+
+    @property
+    def wrapped_cell(self) -> RNNCell:
+        return self._cell
+
+    @property
+    def state_size(self):
+        return self._cell.state_size
+
+    @property
+    def output_size(self):
+        return self._cell.output_size
+
+    def zero_state(self, batch_size, dtype):
+        return self._cell.zero_state(batch_size, dtype)
+
+
+class DropoutWrapper(_Wrapper):
     """Dropout on a cell's inputs, outputs and new state (``*_keep_prob``, numbers or
     tensors); of an LSTM state only ``h`` is dropped, as TF1 does.  No scope of its own."""
 
@@ -461,21 +483,6 @@ class DropoutWrapper(RNNCell):
         self._cell = cell
         self._in, self._out, self._state = input_keep_prob, output_keep_prob, state_keep_prob
         self._seed = seed
-
-    @property
-    def wrapped_cell(self) -> RNNCell:
-        return self._cell
-
-    @property
-    def state_size(self):
-        return self._cell.state_size
-
-    @property
-    def output_size(self):
-        return self._cell.output_size
-
-    def zero_state(self, batch_size, dtype):
-        return self._cell.zero_state(batch_size, dtype)
 
     def _drop(self, x, keep, salt):
         if isinstance(keep, (int, float)) and float(keep) == 1.0:
@@ -496,24 +503,13 @@ class DropoutWrapper(RNNCell):
         return self._drop(out, self._out, 1), self._drop_state(new_state)
 
 
-class ResidualWrapper(RNNCell):
+class ResidualWrapper(_Wrapper):
     """The cell's output plus its input (shapes must agree)."""
 
     def __init__(self, cell: RNNCell, residual_fn: Any = None):
         super().__init__()
         self._cell = cell
         self._fn = residual_fn
-
-    @property
-    def state_size(self):
-        return self._cell.state_size
-
-    @property
-    def output_size(self):
-        return self._cell.output_size
-
-    def zero_state(self, batch_size, dtype):
-        return self._cell.zero_state(batch_size, dtype)
 
     def __call__(self, inputs, state, scope=None):
         inputs = convert_to_tensor(inputs)

@@ -35,10 +35,6 @@ class NotFoundError(CheckpointError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _comm(graph):
-    return graph._comm if graph._comm is not None and graph._comm.size > 1 else None
-
-
 class Saver:
     """TF1's ``tf.train.Saver(var_list=None, max_to_keep=5)``.
 
@@ -76,10 +72,11 @@ class Saver:
         """Write the variables' values; returns the checkpoint's path (``save_path-<step>``).
 
         Under data parallelism every rank calls it: rank 0 writes, the others wait."""
-        return self._save(sess, save_path, global_step, latest_filename, write_state, collective=True)
+        return self._save(sess, save_path, global_step=global_step, latest_filename=latest_filename,
+                          write_state=write_state, collective=True)
 
-    def _save(self, sess, save_path: str, global_step: Any, latest_filename: str | None, write_state: bool,
-              collective: bool) -> str:
+    def _save(self, sess, save_path: str, *, global_step: Any = None, latest_filename: str | None = None,
+              write_state: bool = True, collective: bool) -> str:
         """``save``; with ``collective=False`` rank 0 writes and no other rank takes part (a chief's
         CheckpointSaverHook, which runs on rank 0 alone)."""
         if global_step is not None:
@@ -100,7 +97,7 @@ class Saver:
             gs = next((v for v in self._map.values() if v.op.name == "global_step"), None)
             step = int(gs._storage(sess).data) if gs is not None and gs._storage(sess) is not None else 0
         optimizer = _optimizer_state(sess)
-        comm = _comm(sess.graph)
+        comm = sess.graph.multi_rank_comm()
         state = CheckpointState(params=params, ema=ema, step=max(step, 0), optimizer=optimizer,
                                 world_size=comm.size if comm is not None else 1)
         directory = os.path.dirname(os.path.abspath(path))
@@ -123,7 +120,7 @@ class Saver:
         """Assign the checkpoint's values to the variables (no initializer needed)."""
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
-        comm = _comm(sess.graph)
+        comm = sess.graph.multi_rank_comm()
         values = None
         if comm is None or comm.rank == 0:
             values = self._read(sess, save_path)

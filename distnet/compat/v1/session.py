@@ -27,10 +27,12 @@ from distnet.tensor import Tensor as EagerTensor, _to_array
 class _Run:
     """One ``Session.run`` call: the values computed so far, by op."""
 
-    __slots__ = ("session", "values", "fed", "shard", "snapshots")
+    __slots__ = ("session", "values", "fed", "shard", "snapshots", "rank_local")
 
-    def __init__(self, session: "Session", fed: dict, shard: tuple | None = None):
+    def __init__(self, session: "Session", fed: dict, shard: tuple | None = None, rank_local: bool = False):
         self.session = session
+        # This run's summaries and metrics are this rank's own (a chief-only hook's run): no all-reduce.
+        self.rank_local = rank_local
         self.values: dict = {}
         self.fed = fed
         self.shard = shard    # (offset, count, global count) when a fed batch came from distributed.shard
@@ -177,6 +179,11 @@ class Session:
         """Values of ``fetches`` (a tensor, an op, a name, or any nesting of
         lists, tuples, namedtuples and dicts of them): numpy arrays (numpy
         scalars for 0-d), ``None`` for ops."""
+        return self._run(fetches, feed_dict, options, run_metadata)
+
+    def _run(self, fetches, feed_dict=None, options=None, run_metadata=None, *, rank_local: bool = False):
+        """:meth:`run`; ``rank_local``: the run's summaries and metrics keep this rank's
+        values (``MonitoredSession`` running a chief-only hook's request on rank 0 alone)."""
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
         if options is not None and not isinstance(options, RunOptions):
@@ -185,7 +192,7 @@ class Session:
             raise TypeError(f"Session.run: run_metadata: Expect: a tf.RunMetadata "
                             f"Actual: {type(run_metadata).__name__}")
         fed, shard = self._feeds(feed_dict)
-        run = _Run(self, fed, shard)
+        run = _Run(self, fed, shard, rank_local)
         graph = self.graph
         flat: list = []
         structure = _flatten_fetches(fetches, flat, graph)

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from distnet.compat.v1.global_values import reducing_comm, sample_count, sum_over_ranks
-from distnet.compat.v1.graph import GraphKeys, TensorShape, convert_to_tensor, get_default_graph, leaf
+from distnet.compat.v1.graph import (
+    GraphKeys, TensorShape, convert_to_tensor, get_default_graph, leaf, reads_fed_data,
+)
 
 
 class Summary:
@@ -51,19 +53,6 @@ def _summary_leaf(g, op_type: str, name: str, inputs: list, collections: Any, fa
     return out
 
 
-def _reads_fed_data(t) -> bool:
-    """Whether ``t`` depends on fed data (a placeholder, or a constant made of a shard)."""
-    seen, stack = set(), [t.op]
-    while stack:
-        op = stack.pop()
-        if getattr(op, "_placeholder", False):
-            return True
-        if op not in seen:
-            seen.add(op)
-            stack.extend(i.op for i in op.inputs)
-    return False
-
-
 def _global_scalar(run, graph, value: float) -> float:
     """The mean over ranks of ``value`` weighted by each rank's sample count, when this
     run's data is a rank's part of a global batch; ``value`` otherwise."""
@@ -80,7 +69,7 @@ def _summary_op(kind: str, name: str, tensor: Any, collections: Any, family: str
     t = convert_to_tensor(tensor)
     if kind == "scalar" and t.shape.ndims not in (None, 0) and t.shape.num_elements() not in (None, 1):
         raise ValueError(f"tf.summary.scalar {name!r}: Expect: a scalar tensor Actual: shape {t.shape}")
-    data_dependent = kind == "scalar" and _reads_fed_data(t)
+    data_dependent = kind == "scalar" and reads_fed_data(t)
 
     def values_of(tag, run, values):
         arr = np.asarray(values[0].data)

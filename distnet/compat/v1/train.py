@@ -21,6 +21,7 @@ from distnet import schedules as _sched
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
     GraphKeys, Operation, Tensor, TensorShape, build, convert_to_tensor, get_default_graph, leaf, no_output,
+    upstream_ops,
 )
 from distnet.compat.v1.variables import Variable, global_variables, trainable_variables
 from distnet.errors import InvalidArgumentError
@@ -31,16 +32,7 @@ from distnet.tensor import Tensor as EagerTensor, check_not_stale
 
 def _reaches(ys: Sequence[Tensor], x: Tensor) -> bool:
     """Whether ``x`` is an input (transitively) of one of ``ys`` in the graph."""
-    seen, stack = set(), [t.op for t in ys]
-    while stack:
-        op = stack.pop()
-        if op is x.op:
-            return True
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-    return False
+    return any(op is x.op for op in upstream_ops(ys))
 
 
 def eager_sum(values: Sequence[EagerTensor], weights: Sequence[Any] | None = None) -> EagerTensor:

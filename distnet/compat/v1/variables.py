@@ -101,8 +101,8 @@ class Variable(Tensor):
             session.set_resource(("var", self), st)
         else:
             st.assign(arr)
-        comm = self.graph._comm
-        if broadcast and comm is not None and comm.size > 1:
+        comm = self.graph.multi_rank_comm()
+        if broadcast and comm is not None:
             comm.bcast_(st.data, root=0)
         return st
 
