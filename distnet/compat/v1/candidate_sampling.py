@@ -36,7 +36,7 @@ import distnet.nn as dnn
 from distnet.compat.v1.array_ops import get_seed, seeded_rng
 from distnet.compat.v1.embedding import lookup
 from distnet.compat.v1.graph import TensorShape, convert_to_tensor, leaf, probes_for
-from distnet.compat.v1.rnn import multi_output
+from distnet.compat.v1.multi_output import run_outputs
 from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor
 
@@ -99,7 +99,7 @@ def _sampler(op_type: str, draw, probability, true_classes: Any, num_true: int, 
         sampled_count = _expected(probability(sampled, range_max), num_sampled, tries, unique).astype(np.float32)
         return [EagerTensor._from_op(a, None, ()) for a in (sampled, true_count, sampled_count)]
 
-    out = multi_output(op_type, compute, [true_classes], name=name or op_type)
+    out = run_outputs(op_type, compute, [true_classes], name=name or op_type)
     holder.append(out[0].op.inputs[0].op)
     return tuple(out)
 

@@ -17,7 +17,7 @@ are zero and its state is carried through unchanged.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,14 +25,13 @@ import numpy as np
 import distnet
 from distnet.compat.v1 import array_ops as _a
 from distnet.compat.v1.graph import (
-    Operation,
     Tensor,
-    TensorShape,
     build,
     convert_to_tensor,
     get_default_graph,
     leaf,
 )
+from distnet.compat.v1.multi_output import run_outputs
 from distnet.compat.v1.rnn_cell import (
     LSTMStateTuple,
     RNNCell,
@@ -40,41 +39,8 @@ from distnet.compat.v1.rnn_cell import (
     pack_state,
 )
 from distnet.compat.v1.variables import variable_scope
-from distnet.errors import DistnetError, InvalidArgumentError
+from distnet.errors import InvalidArgumentError
 from distnet.tensor import Tensor as EagerTensor
-
-# -- an op with several outputs --------------------------------------------------------------
-
-def multi_output(op_type: str, compute: Callable, inputs: Sequence[Tensor], name: str | None = None) -> list:
-    """Tensors for the outputs of one op: ``compute(run, values)`` returns a list
-    of distnet tensors, computed once per ``Session.run``; shapes and dtypes come
-    from running it on the inputs' probes (see :mod:`distnet.compat.v1.graph`)."""
-    probes = []
-    for k in range(2):
-        if any(t._probes is None for t in inputs):
-            probes = None
-            break
-        vals = [EagerTensor._from_op(t._probes[k], None, ()) for t in inputs]
-        try:
-            with np.errstate(all="ignore"):
-                probes.append([np.asarray(v.data) for v in compute(None, vals)])
-        except (DistnetError, ValueError, TypeError, IndexError) as err:
-            if k == 0:
-                raise type(err)(f"{op_type}: {err}") from None
-            probes = None
-            break
-    node = Operation(op_type, list(inputs), compute, name=name or op_type)
-    node_t = Tensor(node, None, TensorShape(None), None)
-    if probes is None:
-        raise InvalidArgumentError(f"{op_type}: the rank of every input must be known to build it")
-    out = []
-    for i, (a, b) in enumerate(zip(*probes)):
-        shape = TensorShape([n if n == m else None for n, m in zip(a.shape, b.shape)]) if a.ndim == b.ndim \
-            else TensorShape(None)
-        out.append(leaf("Identity", lambda run, values, i=i: values[0][i], a.dtype, shape, (a, b),
-                        name=f"{node.name}/output_{i}", inputs=[node_t]))
-    return out
-
 
 # -- the one-step graph of a cell -------------------------------------------------------------
 
@@ -260,7 +226,7 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Any = None, initial
                 y = distnet.transpose(y, (1, 0, 2))
             return [y, *state]
 
-        results = multi_output("DynamicRNN", compute, op_inputs, name="rnn")
+        results = run_outputs("DynamicRNN", compute, op_inputs, name="rnn")
     return results[0], pack_state(state_struct, results[1:])
 
 
