@@ -211,9 +211,9 @@ def f16_sharded_and_casts(comm, args, variables, grads, grads16, bare, bare_valu
     if comm.rank == 0:
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         best = {k: min(v) * 1e3 for k, v in times.items()}
-        print(f"\nsharded (ZeRO-1) sync: reduce-scatter + small all-reduce (zero1 rs, f16: MPI messages), "
-              f"with the parameters' all-gather (rs+ag: MPI messages; shm rs+ag: through shared memory, "
-              f"the default when the ranks share a machine), beside the bare all-reduce")
+        print("\nsharded (ZeRO-1) sync: reduce-scatter + small all-reduce (zero1 rs, f16: MPI messages), "
+              "with the parameters' all-gather (rs+ag: MPI messages; shm rs+ag: through shared memory, "
+              "the default when the ranks share a machine), beside the bare all-reduce")
         for k in cases:
             print(f"{'one':>8} {'':>3} {k:>10} {med[k]:10.2f} {med[k] / med['bare']:6.2f} "
                   f"{best[k]:8.2f} {best[k] / best['bare']:6.2f}")

@@ -26,7 +26,7 @@ import numpy as np
 
 from distnet.checkpoint import CheckpointManager, CheckpointState, compute_digest, load, write_checkpoint
 from distnet.checkpoint import writer as writer_module
-from distnet.checkpoint.writer import CHUNK_BYTES, header_items
+from distnet.checkpoint.writer import header_items
 
 SHAPES = {
     "conv2d/kernel": (5, 5, 1, 32), "conv2d/bias": (32,),

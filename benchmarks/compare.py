@@ -224,7 +224,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
 
     import distnet
     from distnet.data import ArrayDataset
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     comm = distnet.distributed.init().comm   # BLAS threads per rank and the allocator, as `distnet train`
     baseline_rss = peak_rss_bytes()
@@ -272,7 +272,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
         cpu_times.append(cpu - last[1])
         last[0], last[1] = now, cpu
 
-    trainer.callbacks.append(on_step)
+    trainer.add_hook(on_step)
     comm.barrier()
     last[0], last[1] = time.perf_counter(), time.process_time()
     trainer.fit()

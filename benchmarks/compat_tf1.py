@@ -59,7 +59,7 @@ def graph_step(batch):
 
 def eager_step(batch):
     rng = np.random.default_rng(1)
-    init = distnet.initializers.truncated_normal(stddev=0.1)
+    init = distnet.model.initializers.truncated_normal(stddev=0.1)
     params = [distnet.Variable(init((5, 5, 1, 32), np.float32, rng)), distnet.Variable(np.full(32, 0.1, np.float32)),
               distnet.Variable(init((6272, 1024), np.float32, rng)), distnet.Variable(np.full(1024, 0.1, np.float32)),
               distnet.Variable(init((1024, 10), np.float32, rng)), distnet.Variable(np.full(10, 0.1, np.float32))]

@@ -147,7 +147,7 @@ def worker(args) -> None:
                                   ArrayDataset(x, y, num_classes=CLASSES), global_batch_size=batch,
                                   steps=args.steps + 2, comm=comm, check_every=None, **options)
         stamps = []
-        trainer.callbacks.append(lambda t, r: stamps.append(time.perf_counter()))
+        trainer.add_hook(lambda t, r: stamps.append(time.perf_counter()))
         comm.barrier()
         start = time.perf_counter()
         trainer.fit()

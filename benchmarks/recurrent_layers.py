@@ -16,7 +16,7 @@ import numpy as np
 
 import distnet
 from distnet.layers import GRU, LSTM
-from distnet.models import Sequential
+from distnet.model.models import Sequential
 
 
 def layer_step(model, x, r):

@@ -86,7 +86,7 @@ def variant_options(spec: str, bucket_mb: float | None) -> dict:
 def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: dict | None = None) -> dict | None:
     import distnet
     from distnet.data import ArrayDataset
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     comm = distnet.distributed.init().comm
     rng = np.random.default_rng(0)
@@ -114,7 +114,7 @@ def measure(batch: int, steps: int, warmup: int, shard: bool = False, options: d
         step_times.append(now - last[0])
         last[0] = now
 
-    trainer.callbacks.append(on_step)
+    trainer.add_hook(on_step)
     comm.barrier()
     last[0] = time.perf_counter()
     trainer.fit()
@@ -170,7 +170,7 @@ def measure_interleaved(names: list[str], batch: int, steps: int, warmup: int, b
     per-step ratios against the first variant are paired."""
     import distnet
     from distnet.data import ArrayDataset
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     comm = distnet.distributed.init().comm
     rng = np.random.default_rng(0)

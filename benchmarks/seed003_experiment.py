@@ -28,9 +28,10 @@ import time
 import numpy as np
 
 import distnet
-from distnet import initializers, layers, regularizers
+from distnet import layers
+from distnet.model import initializers, regularizers
 from distnet.data import ArrayDataset, load_dataset
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 
 
 def build_model(variant: str, seed: int, two_conv: bool = False) -> distnet.Sequential:

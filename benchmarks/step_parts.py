@@ -33,7 +33,7 @@ import compare  # noqa: E402
 import distnet  # noqa: E402
 from distnet.data import ArrayDataset  # noqa: E402
 from distnet.distributed.strategies import base as strategy_base  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -97,7 +97,7 @@ def main() -> None:
         times["step"].append(now - last[0])
         last[0] = now
 
-    trainer.callbacks.append(on_step)
+    trainer.add_hook(on_step)
     comm.barrier()
     last[0] = time.perf_counter()
     trainer.fit(verbose=0)

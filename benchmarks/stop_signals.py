@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--job", default=str(ROOT / "examples/jobs/mlp.toml"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from distnet.config import load_job
-    from distnet.job import load_data
+    from distnet.jobs.config import load_job
+    from distnet.jobs.job import load_data
 
     cfg = load_job(args.job, ["train.epochs=4"])
     num_samples, batch = len(load_data(cfg)[0]), cfg.train.batch_size

@@ -47,7 +47,7 @@ def main() -> int:
             for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
                 t = trainer(args.steps, os.path.join(tmp, f"trace{r}") if name == "on" else None)
                 stamps = []
-                t.callbacks.append(lambda tr, rec: stamps.append(time.perf_counter()))
+                t.add_hook(lambda tr, rec: stamps.append(time.perf_counter()))
                 t.fit(verbose=0)
                 times[name].append(statistics.median(np.diff(stamps)) * 1e3)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])

@@ -20,12 +20,15 @@ _EXPORTS = {
     "DistnetError": "distnet.errors", "DistributedError": "distnet.errors", "DTypeError": "distnet.errors",
     "InvalidArgumentError": "distnet.errors", "ShapeError": "distnet.errors",
     "Tensor": "distnet.tensor", "Variable": "distnet.tensor", "constant": "distnet.tensor",
-    "Sequential": "distnet.models",
-    "ExponentialMovingAverage": "distnet.moving_averages",
-    "Trainer": "distnet.trainer",
+    "Sequential": "distnet.model.models",
+    "ExponentialMovingAverage": "distnet.model.moving_averages",
+    "Trainer": "distnet.training.trainer",
 }
 _SUBPACKAGES = ("data", "distributed", "initializers", "layers", "losses", "nn", "optimizers",
                 "regularizers", "schedules")
+#: Public modules that live in a folder of their kind: ``distnet.losses`` is distnet/model/losses.py.
+_MOVED = {"initializers": "distnet.model.initializers", "losses": "distnet.model.losses",
+          "regularizers": "distnet.model.regularizers", "schedules": "distnet.model.schedules"}
 
 
 def __getattr__(name: str):
@@ -33,6 +36,8 @@ def __getattr__(name: str):
         value = sorted({"__version__", *_EXPORTS, *_SUBPACKAGES, *importlib.import_module("distnet.ops").__all__})
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _MOVED:
+        value = importlib.import_module(_MOVED[name])
     else:
         value = _submodule_or_op(name)
     # Bound like an imported name: later look-ups find it without this function.

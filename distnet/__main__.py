@@ -1,5 +1,5 @@
 import sys
 
-from distnet.cli import main
+from distnet.jobs.cli import main
 
 sys.exit(main())

@@ -46,7 +46,7 @@ class TrainingStopped(SystemExit):
     and no traceback, on every rank (the ranks raise it at the same step).
 
     Attributes:
-        code: the exit status (:mod:`distnet.exit_status`).
+        code: the exit status (:mod:`distnet.runner.exit_status`).
         signal: the signal number.
         step: the step every rank stopped after (None if aborted).
         checkpoint: the checkpoint written at that step, or None.

@@ -1,7 +1,7 @@
 """The named components a job file chooses from, each named once, where it is defined.
 
-Layers, activations, initializers, regularizers, optimizers and learning-rate
-schedules carry their job-file name, aliases and options on themselves::
+Layers, activations, initializers, regularizers, optimizers, learning-rate
+schedules and losses carry their job-file name, aliases and options on themselves::
 
     @register("optimizer", "momentum",
               Option("momentum", FLOAT, 0.9, "the velocity's decay", low=0.0),
@@ -10,8 +10,8 @@ schedules carry their job-file name, aliases and options on themselves::
     class Momentum(Optimizer): ...
 
 :func:`components` finds them by reading the module that defines (or exports)
-each kind, so the job validator (``distnet.config``), the job builder
-(``distnet.job``) and the tables in ``docs/jobs.md`` (``distnet.registry_docs``)
+each kind, so the job validator (``distnet.jobs.config``), the job builder
+(``distnet.jobs.job``) and the tables in ``docs/jobs.md`` (``distnet.jobs.registry_docs``)
 all read the same list.  Registering marks the object itself; no table is
 filled at import time.
 """
@@ -26,7 +26,7 @@ from distnet.errors import InvalidArgumentError
 
 __all__ = ["Option", "Component", "REQUIRED", "KINDS", "register", "components", "names", "lookup", "make",
            "INT", "FLOAT", "BOOL", "STR", "TABLE", "INT_OR_PAIR", "INT_LIST", "NUMBER_LIST",
-           "STR_OR_TABLE"]
+           "STR_OR_TABLE", "BOOL_OR_AUTO"]
 
 # What a job-file value must be, as error messages say it ("expected an integer, got ...").
 INT = "an integer"
@@ -38,6 +38,7 @@ INT_OR_PAIR = "an integer or a pair of integers"
 INT_LIST = "a list of integers"
 NUMBER_LIST = "a list of numbers"
 STR_OR_TABLE = "a string or a table"
+BOOL_OR_AUTO = 'true, false or "auto"'
 
 
 class _Required:
@@ -53,10 +54,11 @@ REQUIRED = _Required()
 KINDS = MappingProxyType({
     "layer": "distnet.layers",
     "activation": "distnet.nn.activations",
-    "initializer": "distnet.initializers",
-    "regularizer": "distnet.regularizers",
+    "initializer": "distnet.model.initializers",
+    "regularizer": "distnet.model.regularizers",
     "optimizer": "distnet.optimizers",
-    "schedule": "distnet.schedules",
+    "schedule": "distnet.model.schedules",
+    "loss": "distnet.model.losses",
 })
 
 _MARK = "__distnet_component__"

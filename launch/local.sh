@@ -10,7 +10,7 @@
 # Everything else goes to `distnet train` unchanged (--set KEY=VALUE, --resume,
 # --run-dir DIR, --progress ...).  distnet then runs mpiexec (MPICH's hydra from
 # the mpich wheel) with one BLAS/OpenMP thread pool per worker sized
-# cores // N; see distnet/launcher.py and launch/README.md.
+# cores // N; see distnet/runner/launcher.py and launch/README.md.
 #
 # Examples:
 #   launch/local.sh -n 4 examples/jobs/mlp.toml

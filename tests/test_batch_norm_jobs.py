@@ -11,7 +11,7 @@ import pytest
 
 import distnet
 from distnet.layers import AvgPool2D, BatchNorm, Conv2D, Dense, Flatten
-from distnet.models import Sequential
+from distnet.model.models import Sequential
 from mpi_util import run_script
 
 

@@ -1,4 +1,4 @@
-"""Early stopping, the best checkpoint and the validation split (distnet/callbacks.py, distnet/data/split.py)."""
+"""Early stopping, the best checkpoint and the validation split (distnet/training/callbacks.py, distnet/data/split.py)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet.callbacks import EarlyStopping
+from distnet.training.callbacks import EarlyStopping
 from distnet.data import ArrayDataset, validation_split
 from distnet.errors import InvalidArgumentError
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, main
-from distnet.config import parse_job
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
+from distnet.jobs.config import parse_job
 
 TINY_JOB = """\
 name = "tiny"
@@ -57,7 +58,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 def test_version_in_process(capsys):
     code, out, _ = run(capsys, "--version")
-    assert code == EXIT_OK and out.strip() == f"distnet {distnet.__version__}"
+    assert code == exit_status.OK and out.strip() == f"distnet {distnet.__version__}"
 
 
 def test_version_as_module_subprocess():
@@ -70,7 +71,7 @@ def test_version_as_module_subprocess():
 def test_the_command_line_starts_without_numpy_or_mpi():
     """`distnet train` installs its signal handlers before the slow imports: the
     package and the CLI module load neither numpy nor mpi4py."""
-    code = "import sys, distnet.cli; print(sorted(m for m in ('numpy', 'mpi4py', 'h5py') if m in sys.modules))"
+    code = "import sys, distnet.jobs.cli; print(sorted(m for m in ('numpy', 'mpi4py', 'h5py') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -81,10 +82,10 @@ def test_every_top_level_name_resolves():
     for name in distnet.__all__:
         assert getattr(distnet, name) is not None, name
     assert {"Trainer", "matmul", "optimizers", "distributed", "Variable", "gradients"} <= set(distnet.__all__)
-    assert distnet.matmul is distnet.ops.matmul and distnet.Trainer is distnet.trainer.Trainer
+    assert distnet.matmul is distnet.ops.matmul and distnet.Trainer is distnet.training.trainer.Trainer
     assert set(distnet.__all__) <= set(dir(distnet))
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        distnet.no_such_name
+        distnet.no_such_name  # noqa: B018 (the attribute access is what raises)
     namespace: dict = {}
     exec("from distnet import *", namespace)
     assert namespace["reduce_sum"] is distnet.reduce_sum and namespace["Sequential"] is distnet.Sequential
@@ -95,7 +96,7 @@ def test_every_top_level_name_resolves():
                                      ["data", "fetch"], ["data", "convert"]], ids=" ".join)
 def test_every_help_is_useful(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     assert out.startswith("usage: distnet")
     assert "example" in out  # an example of use in every --help
     assert len(out.splitlines()) >= 8
@@ -103,7 +104,7 @@ def test_every_help_is_useful(capsys, command):
 
 def test_no_command_prints_help(capsys):
     code, out, _ = run(capsys)
-    assert code == EXIT_OK and "train" in out and "eval" in out and "inspect" in out
+    assert code == exit_status.OK and "train" in out and "eval" in out and "inspect" in out
 
 
 @pytest.mark.parametrize("argv", [["bogus"], ["train", "--no-such-option"], ["eval"],
@@ -112,7 +113,7 @@ def test_no_command_prints_help(capsys):
                                   ["export", "runs/x", "-o", "m.onnx", "--format", "tflite"]])
 def test_argument_errors_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert "error:" in err and "Traceback" not in err
 
 
@@ -122,14 +123,14 @@ def test_bad_job_file_is_one_line_exit_2(capsys, tmp_path):
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB.replace("learning_rate = 0.01", "learning_rate = -0.01"))
     code, out, err = run(capsys, "train", str(job))
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert err == f"distnet: error: {job}:13: optimizer.learning_rate: must be > 0, got -0.01\n"
     assert out == ""
 
 
 def test_bad_override_exit_2(capsys):
     code, _, err = run(capsys, "train", "--set", "optimizer.learnig_rate=0.1", "--check")
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert "did you mean 'learning_rate'" in err and err.count("\n") == 1
 
 
@@ -138,27 +139,27 @@ def test_check_prints_the_effective_job(capsys, tmp_path):
     job.write_text(TINY_JOB)
     code, out, _ = run(capsys, "train", str(job), "--check", "--set", "train.steps=9",
                        "--run-dir", str(tmp_path / "r"))
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     raw = tomllib.loads(out)
     assert raw["train"]["steps"] == 9 and raw["run_dir"] == str(tmp_path / "r")
     assert parse_job(out).optimizer.learning_rate == 0.01
 
 
 def _fake_launch(monkeypatch, launched: list, code: int = 0) -> None:
-    import distnet.launcher
+    import distnet.runner.launcher
 
-    def fake(args, **kwargs):
-        launched.append((list(args), kwargs))
-        return distnet.launcher.LaunchOutcome(code=code, raw=code)
+    def fake(args, settings):
+        launched.append((list(args), vars(settings)))
+        return distnet.runner.launcher.LaunchOutcome(code=code, raw=code)
 
-    monkeypatch.setattr(distnet.launcher, "launch_job", fake)
+    monkeypatch.setattr(distnet.runner.launcher, "launch_job", fake)
 
 
 def test_world_size_checked_before_launch(capsys, monkeypatch):
     launched = []
     _fake_launch(monkeypatch, launched)
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "-n", "4")
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert "the global batch (3) must be at least the number of ranks (4)" in err
     assert launched == []
 
@@ -169,13 +170,13 @@ def test_hostfile_slots_checked_before_launch(capsys, monkeypatch, tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("node1:2\nnode2 slots=2\n")
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "--hostfile", str(hosts))
-    assert code == EXIT_BAD_INPUT and "number of ranks (4)" in err
+    assert code == exit_status.BAD_INPUT and "number of ranks (4)" in err
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "--hostfile", str(hosts), "-n", "3")
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     assert (launched[0][1]["num_workers"], launched[0][1]["hostfile"]) == (3, str(hosts))
     hosts.write_text("node1:zero\n")
     code, _, err = run(capsys, "train", "--hostfile", str(hosts))
-    assert code == EXIT_BAD_INPUT and f"{hosts}:1" in err
+    assert code == exit_status.BAD_INPUT and f"{hosts}:1" in err
     assert len(launched) == 1
 
 
@@ -186,31 +187,31 @@ def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path)
     job.write_text(TINY_JOB)
     code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume",
                      "--run-dir", "out")
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     args, kwargs = launched[0]
     assert args == ["train", str(job), "--set", "train.steps=6", "--run-dir", "out", "--progress", "plain",
                     "--resume"]
     assert (kwargs["num_workers"], kwargs["hostfile"]) == (2, None)
     # The workers start quietly on a signal until distnet train installs its handlers.
-    assert kwargs["entry"][0] == "-c" and "from distnet.cli import main" in kwargs["entry"][1]
+    assert kwargs["entry"][0] == "-c" and "from distnet.jobs.cli import main" in kwargs["entry"][1]
 
 
-@pytest.mark.parametrize("exc, code", [(KeyboardInterrupt(), EXIT_INTERRUPTED),
-                                       (distnet.DistributedError("rank 1 stalled at step 7"), EXIT_FAILURE),
-                                       (distnet.DataError("train.h5: labels out of range"), EXIT_BAD_INPUT)])
+@pytest.mark.parametrize("exc, code", [(KeyboardInterrupt(), exit_status.SIGINT),
+                                       (distnet.DistributedError("rank 1 stalled at step 7"), exit_status.FAILED),
+                                       (distnet.DataError("train.h5: labels out of range"), exit_status.BAD_INPUT)])
 def test_exit_codes_of_train_failures(capsys, monkeypatch, exc, code):
-    import distnet.job
+    import distnet.jobs.job
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(distnet.job, "run_train", fail)
+    monkeypatch.setattr(distnet.jobs.job, "run_train", fail)
     # Not this machine's BLAS advice (distnet.distributed.init gives it before training): the failure alone.
     monkeypatch.setattr("distnet.distributed.threads.blas_kernel_advice", lambda: None)
     got, _, err = run(capsys, "train", "--set", "train.steps=1")
     assert got == code
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    if code != EXIT_INTERRUPTED:
+    if code != exit_status.SIGINT:
         assert str(exc) in err
 
 
@@ -228,7 +229,7 @@ def _reference(weights: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, floa
 @pytest.fixture()
 def checkpoint(tmp_path):
     from distnet.checkpoint import CheckpointState, save
-    from distnet.job import load_data
+    from distnet.jobs.job import load_data
 
     cfg = parse_job(TINY_JOB, "tiny.toml")
     rng = np.random.default_rng(0)
@@ -253,7 +254,7 @@ def test_eval_matches_a_numpy_reference(capsys, checkpoint, use_ema):
     path, params, ema, x, y = checkpoint
     argv = ["eval", str(path.parent.parent), "--json"] + (["--ema"] if use_ema else [])
     code, out, err = run(capsys, *argv)
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     result = json.loads(out)
     loss, acc = _reference(ema if use_ema else params, x, y)
     assert result["checkpoint"] == str(path) and result["step"] == 4 and result["samples"] == 100
@@ -265,7 +266,7 @@ def test_eval_matches_a_numpy_reference(capsys, checkpoint, use_ema):
 def test_eval_text_output_and_overrides(capsys, checkpoint):
     path, params, _, x, y = checkpoint
     code, out, _ = run(capsys, "eval", str(path), "--set", "data.test_samples=40")
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     _, acc = _reference(params, x[:40], y[:40])
     assert out.startswith(f"{path} (step 4, trained weights): test loss ")
     assert out.rstrip().endswith(f"accuracy {acc:.4f} on 40 samples")
@@ -274,22 +275,22 @@ def test_eval_text_output_and_overrides(capsys, checkpoint):
 def test_eval_and_inspect_errors_exit_2(capsys, checkpoint, tmp_path):
     path = checkpoint[0]
     code, _, err = run(capsys, "eval", str(tmp_path / "nothing"))
-    assert code == EXIT_BAD_INPUT and "no such checkpoint" in err
+    assert code == exit_status.BAD_INPUT and "no such checkpoint" in err
     bad = tmp_path / "bad.h5"
     data = bytearray(path.read_bytes())
     bad.write_bytes(bytes(data[: len(data) // 2]))
     code, _, err = run(capsys, "inspect", str(bad))
-    assert code == EXIT_BAD_INPUT and "Traceback" not in err and str(bad) in err
+    assert code == exit_status.BAD_INPUT and "Traceback" not in err and str(bad) in err
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = run(capsys, "eval", str(empty))
-    assert code == EXIT_BAD_INPUT and "no checkpoint" in err
+    assert code == exit_status.BAD_INPUT and "no checkpoint" in err
 
 
 def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
     path = checkpoint[0]
     code, out, _ = run(capsys, "inspect", str(path.parent))
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     lines = out.splitlines()
     assert lines[0].split() == ["checkpoint", str(path)]
     assert "step            4" in out
@@ -302,13 +303,13 @@ def test_inspect_lists_step_variables_optimizer_and_config(capsys, checkpoint):
     assert "loss = 1.25" in out
     assert 'name = "tiny"' in out.split("config:")[1]
     code, out, _ = run(capsys, "inspect", str(path), "--no-config")
-    assert code == EXIT_OK and "config:" not in out
+    assert code == exit_status.OK and "config:" not in out
 
 
 def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, tmp_path):
     from distnet.checkpoint import load, save
     from distnet.data.identity import data_identity
-    from distnet.job import load_data
+    from distnet.jobs.job import load_data
 
     state = load(checkpoint[0])
     # After 5 whole epochs: the data resumes at epoch 5, sample 0; the last step was in epoch 4.
@@ -317,7 +318,7 @@ def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, 
     state.data = data_identity(*load_data(parse_job(state.config_text, "stored")))
     save(tmp_path / "ckpt-00000030.h5", state)
     code, out, _ = run(capsys, "inspect", str(tmp_path / "ckpt-00000030.h5"), "--no-config")
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     lines = out.splitlines()
     assert "epoch           4 (0-based, the epoch of step 30; resumes at epoch 5, sample 0)" in lines
     metrics = lines[lines.index("metrics:") + 1:lines.index("metrics:") + 4]
@@ -330,7 +331,7 @@ def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, 
 # -- plot and data ------------------------------------------------------------------
 
 def test_plot_command(capsys, tmp_path):
-    from distnet.metrics import MetricsLogger
+    from distnet.training.metrics import MetricsLogger
 
     for name in ("a", "b"):
         log = MetricsLogger(tmp_path / name, progress="none")
@@ -342,14 +343,14 @@ def test_plot_command(capsys, tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        assert code == EXIT_BAD_INPUT and "matplotlib" in err
+        assert code == exit_status.BAD_INPUT and "matplotlib" in err
         return
-    assert code == EXIT_OK and out.strip() == f"wrote {tmp_path / 'a' / 'metrics.png'}"
+    assert code == exit_status.OK and out.strip() == f"wrote {tmp_path / 'a' / 'metrics.png'}"
     assert (tmp_path / "a" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     code, out, _ = run(capsys, "plot", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "ab.png"))
-    assert code == EXIT_OK and (tmp_path / "ab.png").exists()
+    assert code == exit_status.OK and (tmp_path / "ab.png").exists()
     code, _, err = run(capsys, "plot", str(tmp_path / "missing"))
-    assert code == EXIT_BAD_INPUT and "no metrics file" in err
+    assert code == exit_status.BAD_INPUT and "no metrics file" in err
 
 
 def test_data_convert(capsys, tmp_path):
@@ -366,7 +367,7 @@ def test_data_convert(capsys, tmp_path):
                              str(tmp_path / "out.h5"), "--num-classes", "10")
     finally:
         os.umask(old)
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     # As any file the user creates (0666 less the umask), not a temporary file's private 0600.
     assert stat.S_IMODE(os.stat(tmp_path / "out.h5").st_mode) == 0o644
     ds = HDF5Dataset(tmp_path / "out.h5")
@@ -376,7 +377,7 @@ def test_data_convert(capsys, tmp_path):
     (tmp_path / "short.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05ab")
     code, _, err = run(capsys, "data", "convert", str(tmp_path / "img.idx"), str(tmp_path / "short.idx"),
                        str(tmp_path / "x.h5"))
-    assert code == EXIT_BAD_INPUT and "short.idx" in err and "Traceback" not in err
+    assert code == exit_status.BAD_INPUT and "short.idx" in err and "Traceback" not in err
 
 
 # -- end to end ------------------------------------------------------------------------
@@ -386,8 +387,8 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     job.write_text(TINY_JOB)
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--progress", "plain")
-    assert code == EXIT_OK, err
-    from distnet.metrics import read_metrics
+    assert code == exit_status.OK, err
+    from distnet.training.metrics import read_metrics
 
     recs = read_metrics(run_dir)
     steps = [r for r in recs if r["kind"] == "step"]
@@ -409,14 +410,14 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
     assert (run_dir / "job.toml").exists()
 
     code, out, _ = run(capsys, "eval", str(run_dir), "--ema", "--json")
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     result = json.loads(out)
     assert result["step"] == 4 and result["weights"] == "ema"
     assert result["accuracy"] == pytest.approx(evals[-1]["ema_test_accuracy"], abs=1e-9)
 
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--resume",
                        "--set", "train.steps=6", "--progress", "none")
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
 
@@ -424,23 +425,23 @@ def test_train_eval_resume_end_to_end(capsys, tmp_path):
 def test_eval_warns_when_its_test_data_is_not_what_training_evaluated_on(capsys, checkpoint):
     from distnet.checkpoint import load, save
     from distnet.data.identity import data_identity
-    from distnet.job import load_data
+    from distnet.jobs.job import load_data
 
     path = checkpoint[0]
     code, out, err = run(capsys, "eval", str(path), "--json")
     # A checkpoint that does not say which data its run used: nothing to compare.
-    assert code == EXIT_OK and err == "" and json.loads(out)["same_data_as_training"] is None
+    assert code == exit_status.OK and err == "" and json.loads(out)["same_data_as_training"] is None
     state = load(path)
     cfg = parse_job(state.config_text, "stored")
     state.data = data_identity(*load_data(cfg))   # what the trainer stores: 100 test images
     save(path, state)
     code, out, err = run(capsys, "eval", str(path), "--json")
-    assert code == EXIT_OK and err == ""
+    assert code == exit_status.OK and err == ""
     result = json.loads(out)
     assert result["same_data_as_training"] is True
     assert result["data_digest"] == state.data["test"]["digest"]
     code, out, err = run(capsys, "eval", str(path), "--json", "--set", "data.test_samples=40")
-    assert code == EXIT_OK and json.loads(out)["same_data_as_training"] is False
+    assert code == exit_status.OK and json.loads(out)["same_data_as_training"] is False
     (line,) = err.splitlines()
     digest = state.data["test"]["digest"][:12]
     assert line.startswith("distnet: warning: evaluating on other data than training used: training "
@@ -455,7 +456,7 @@ def test_checkpoints_switched_off_from_the_command_line(capsys, tmp_path):
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--progress", "plain",
                          "--set", "checkpoint.every=0")
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     assert not (run_dir / "checkpoints").exists() and (run_dir / "metrics.jsonl").exists()
     assert [line.split() for line in out.splitlines() if line.startswith("checkpoints")] == [["checkpoints", "off"]]
     # The banner names the data the run used.
@@ -467,7 +468,7 @@ def test_checkpoints_switched_off_from_the_command_line(capsys, tmp_path):
                         r"100 samples, sha256 [0-9a-f]{12}", banner[2]), banner[2]
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(run_dir), "--resume",
                        "--set", "checkpoint.every=0")
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     # (the last line: an environment's BLAS warning may come first)
     assert err.strip().splitlines()[-1] == (f"distnet: error: {job}: --resume needs checkpoints, but "
                                             "checkpoint.every is 0 (off)")
@@ -482,10 +483,10 @@ def test_eval_when_the_stored_data_path_is_gone(capsys, checkpoint, tmp_path):
     moved = tmp_path / "moved.h5"
     save(moved, state)
     code, _, err = run(capsys, "eval", str(moved))
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert "stored job configuration is invalid here" in err and "/nonexistent/train.h5" in err
     code, out, err = run(capsys, "eval", str(moved), "--data", "fashion_mnist", "--json")
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     assert json.loads(out)["accuracy"] == pytest.approx(_reference(params, x, y)[1], abs=1e-12)
 
 
@@ -510,10 +511,10 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert proc.returncode == exit_status.SIGINT, err
     assert "interrupted" in err and "Traceback" not in err
     from distnet.checkpoint import load
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.h5"))
     assert ckpts, "no checkpoint saved on Ctrl-C"
@@ -524,7 +525,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     # The interrupt may land between an update and its log line: the checkpoint is never behind.
     assert saved >= 1 and logged in (saved - 1, saved)
     assert main(["train", str(job), "--run-dir", str(run_dir), "--resume", "--progress", "none",
-                 "--set", f"train.steps={saved + 3}"]) == EXIT_OK
+                 "--set", f"train.steps={saved + 3}"]) == exit_status.OK
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"]
     assert steps == list(range(1, logged + 1)) + list(range(saved + 1, saved + 4))
 
@@ -532,7 +533,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
 @pytest.mark.parametrize("point_at", ["file", "directory"])
 def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     from distnet.data import write_hdf5_dataset
-    from distnet.metrics import read_metrics
+    from distnet.training.metrics import read_metrics
 
     rng = np.random.default_rng(2)
     data = tmp_path / "data"
@@ -545,12 +546,12 @@ def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
         'name = "fashion_mnist"\ntrain_samples = 300\ntest_samples = 100',
         'path = "data/toy-train.h5"' if point_at == "file" else 'path = "data"'))
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run"), "--progress", "none")
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     evals = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "eval"]
     assert evals and evals[-1]["test_samples"] == 20
     job.write_text(job.read_text().replace("units = 3", "units = 10"))
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run2"))
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
 
 
@@ -561,12 +562,12 @@ def test_the_banner_of_a_run_on_converted_files_names_the_hdf5_files(capsys, tmp
         images, labels = split_files(EMBEDDED_DIR, split)
         code, _, err = run(capsys, "data", "convert", str(images), str(labels),
                            str(tmp_path / f"fashion-{split}.h5"), "--num-classes", "10")
-        assert code == EXIT_OK, err
+        assert code == exit_status.OK, err
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB.replace('name = "fashion_mnist"\n', 'path = "fashion-train.h5"\n'))
     code, out, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run"), "--progress", "plain",
                          "--set", "checkpoint.every=0")
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     lines = out.splitlines()
     assert re.fullmatch(re.escape(f"  train data: {tmp_path / 'fashion-train.h5'} (converted from IDX "
                                   "train-images-idx3-ubyte.gz + train-labels-idx1-ubyte.gz (first 300)), "
@@ -598,9 +599,9 @@ def test_data_fetch_from_a_loopback_mirror_with_wrong_files(capsys, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert err.startswith("distnet: error: ") and "Traceback" not in err
     assert "train-images-idx3-ubyte.gz" in err
     assert not (tmp_path / "fm" / "train-images-idx3-ubyte.gz").exists()  # the bad file is deleted
     code, _, err = run(capsys, "data", "fetch", "cifar", "--dest", str(tmp_path / "x"))
-    assert code == EXIT_BAD_INPUT and "cifar" in err
+    assert code == exit_status.BAD_INPUT and "cifar" in err

@@ -1,12 +1,14 @@
 """Job files: parsing, validation errors (key, file and line), overrides, examples."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from distnet.config import (
+from distnet.jobs.config import (
     DEFAULT_LAYERS, JobConfig, apply_overrides, check_world_size, default_job, dumps_toml,
     load_job, parse_job, parse_override,
 )
@@ -82,7 +84,7 @@ def test_default_job():
 
 
 def test_checkpoint_every_zero_switches_checkpoints_off():
-    from distnet.job import checkpoint_dir
+    from distnet.jobs.job import checkpoint_dir
 
     assert checkpoint_dir(load_job(None)) == os.path.join("runs", "default", "checkpoints")
     off = load_job(None, ["checkpoint.every=0"])
@@ -373,25 +375,33 @@ def test_dumps_toml_arrays_of_tables_and_escapes():
 
 
 def test_dist_and_train_options_reach_the_trainer():
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
 
     cfg = parse_job(MINIMAL + "eval_batch_size = 7\n[dist]\nstall_timeout = 9.5\ncheck_every = 3\n"
                     "max_bad_steps = 2\nbucket_bytes = 4096\n[ema]\ndecay = 0.5\nnum_updates = false\n"
                     "[data]\ntrain_samples = 30\ntest_samples = 10\n[checkpoint]\ndir = \"\"\n")
+    from distnet.training.hooks.checkpointing import Checkpointing
+    from distnet.training.hooks.parameter_check import ParameterCheck
+    from distnet.training.hooks.stall_watchdog import StallWatchdog
+
     t = build_trainer(cfg)
-    assert (t.stall_timeout, t.check_every, t.max_bad_steps, t.eval_batch_size) == (9.5, 3, 2, 7)
-    assert t.ema is not None and t.ema.decay == 0.5 and t.ema_num_updates is False
-    assert t.global_batch_size == 10 and t.total_steps == 3 and t.checkpoint_dir is None
+    assert (t.hook(StallWatchdog).stall_timeout, t.hook(ParameterCheck).every) == (9.5, 3)
+    assert (t.config.max_bad_steps, t.config.eval_batch_size) == (2, 7)
+    assert t.ema is not None and t.ema.decay == 0.5 and t.config.ema_num_updates is False
+    assert t.config.global_batch_size == 10 and t.total_steps == 3 and t.hook(Checkpointing) is None
+    assert t.config.strategy_options["bucket_bytes"] == 4096
     assert len(t.train_data) == 30 and len(t.eval_data) == 10
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_builds_its_model_and_optimizer(path):
-    from distnet.job import build_ema, build_model, build_optimizer
+    from distnet.jobs.job import build_ema, build_model, build_optimizer
 
     cfg = load_job(path)
+    from distnet.data.synthetic import SYNTHETIC_NAMES
+
     model = build_model(cfg)
-    model.build((None, 28, 28, 1))
+    model.build((None, 8) if cfg.data.name in SYNTHETIC_NAMES else (None, 28, 28, 1))   # tabular: 8 features
     names = {v.name for v in model.trainable_variables}
     dense = [l for l in cfg.model.layers if l["type"] == "dense"]
     assert len([n for n in names if n.endswith("/kernel")]) == len(dense) + sum(
@@ -406,11 +416,13 @@ def test_example_builds_its_model_and_optimizer(path):
 def test_seed003_model_names_and_l2_term():
     import numpy as np
 
-    from distnet.job import build_model
+    from distnet.jobs.job import build_model
 
     cfg = load_job(ROOT / "examples" / "jobs" / "seed003_l2.toml")
+    from distnet.data.synthetic import SYNTHETIC_NAMES
+
     model = build_model(cfg)
-    model.build((None, 28, 28, 1))
+    model.build((None, 8) if cfg.data.name in SYNTHETIC_NAMES else (None, 28, 28, 1))   # tabular: 8 features
     shapes = {v.name: v.shape for v in model.trainable_variables}
     assert shapes == {"conv1/kernel": (5, 5, 1, 32), "conv1/bias": (32,), "fc1/kernel": (14 * 14 * 32, 1024),
                       "fc1/bias": (1024,), "fc2/kernel": (1024, 10), "fc2/bias": (10,)}
@@ -424,7 +436,7 @@ def test_seed003_model_names_and_l2_term():
 
 
 def test_schedule_from_the_job():
-    from distnet.job import build_schedule
+    from distnet.jobs.job import build_schedule
 
     lr = build_schedule(load_job(ROOT / "examples" / "jobs" / "mlp.toml"))
     # warm-up 50 steps to 0.05, then 0.05 * 0.5 ** (s / 600) counted from the end of the warm-up
@@ -435,3 +447,120 @@ def test_schedule_from_the_job():
     lr = build_schedule(parse_job('[schedule]\ntype = "piecewise"\nboundaries = [5]\nvalues = [1.0, 0.5]\n'))
     assert [lr(5), lr(6)] == pytest.approx([1.0, 0.5])
     assert build_schedule(parse_job("[optimizer]\nlearning_rate = 0.3\n")) == 0.3
+
+
+# -- the plain sections are declared once (distnet/jobs/schema.py) ---------------------------------
+
+def _plain_keys():
+    from distnet.jobs.schema import SECTIONS
+
+    return [(name, key) for name, section in SECTIONS.items() for key in section.keys]
+
+
+def _other_value(key):
+    """A valid value of ``key`` other than its default."""
+    from distnet import registry
+
+    if key.choices:
+        return next(c for c in key.choices if c != key.default)
+    return {registry.INT: 7 if key.default != 7 else 8, registry.FLOAT: 0.25 if key.default != 0.25 else 0.5,
+            registry.BOOL: not key.default if key.default is not None else True}[key.type]
+
+
+def test_every_declared_key_is_a_dataclass_field_with_its_default():
+    from distnet.jobs.schema import SECTIONS
+
+    cfg = JobConfig()
+    for name, section in SECTIONS.items():
+        fields = dataclasses.fields(getattr(cfg, name))
+        assert [f.name for f in fields] == [k.name for k in section.keys], name
+        for f, key in zip(fields, section.keys):
+            assert f.default == key.default, f"{name}.{key.name}"
+
+
+@pytest.mark.parametrize("name,key", _plain_keys(), ids=lambda x: getattr(x, "name", x))
+def test_every_declared_key_is_validated(name, key):
+    from distnet import registry
+
+    wrong = {registry.INT: '"x"', registry.FLOAT: '"x"', registry.BOOL: '"x"', registry.STR: "1",
+             registry.TABLE: "1", registry.STR_OR_TABLE: "1"}[key.type]
+    with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: expected {re.escape(key.type)}"):
+        parse_job("", overrides=[f"{name}.{key.name}={wrong}"])
+    if key.low is not None:
+        bad = key.low if key.low_open else key.low - 1
+        with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: must be {re.escape(key.range_text())}, got"):
+            parse_job("", overrides=[f"{name}.{key.name}={bad}"])
+    if key.choices:
+        with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: unknown value 'nothing_like_it'"):
+            parse_job("", overrides=[f"{name}.{key.name}=nothing_like_it"])
+
+
+def test_every_declared_key_is_built(monkeypatch):
+    """A key with a Trainer keyword reaches the Trainer as it is; build_trainer hands the Trainer no
+    other job value by hand; a key without one names the function that reads it, and that function does."""
+    import importlib
+    import inspect
+
+    import distnet.training.trainer
+    from distnet.jobs import job
+    from distnet.training.options import SERVICES
+    from distnet.training.settings import TrainConfig as LoopConfig
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, model, loss, optimizer, data, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(distnet.training.trainer, "Trainer", Recorder)
+    with_arg = [(name, key) for name, key in _plain_keys() if key.arg]
+    values = {key.arg: _other_value(key) for name, key in with_arg}
+    overrides = [f"{name}.{key.name}={str(values[key.arg]).lower()}" for name, key in with_arg]
+    cfg = parse_job(MINIMAL, overrides=[o for o in overrides if not o.startswith("train.epochs")])
+    job.build_trainer(cfg)
+    for name, key in with_arg:
+        assert key.arg in LoopConfig.names() or key.arg in SERVICES, f"Trainer takes no {key.arg!r}"
+        if key.name != "epochs":   # steps was set, which excludes epochs
+            assert seen[key.arg] == values[key.arg], f"{name}.{key.name}"
+    by_hand = set(seen) - {key.arg for _, key in with_arg}
+    assert by_hand == {"eval_data", "validation_data", "hooks", "ema", "seed", "comm", "checkpoint_dir",
+                       "config_text", "trace", "strategy", "strategy_options", "logger"}
+    for name, key in _plain_keys():
+        if key.arg:
+            continue
+        assert key.used_by, f"{name}.{key.name}: no Trainer keyword and no used_by"
+        module, _, attr = key.used_by.rpartition(".")
+        try:
+            reader = getattr(importlib.import_module(module), attr)
+        except (ImportError, ValueError):
+            reader = importlib.import_module(key.used_by)
+        assert re.search(rf"\.{key.name}\b|\b{name}\.{key.name}\b", inspect.getsource(reader)), \
+            f"{key.used_by} does not read {name}.{key.name}"
+
+
+def test_every_declared_key_is_documented():
+    from distnet.jobs import registry_docs
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "jobs.md").read_text(encoding="utf-8")
+    for name, key in _plain_keys():
+        assert f"<!-- registry: {name} -->" in text
+        assert f"| `{key.name}` | {key.doc}" in registry_docs.render_section(name)
+    assert registry_docs.update(text) == text, "run python -m distnet.jobs.registry_docs docs/jobs.md"
+
+
+def test_a_key_defaults_to_what_the_trainer_does_unless_the_job_says_otherwise():
+    """The job hands every key with a Trainer keyword over, default or not (no None filter), so a
+    default stated twice must agree; only the watchdog differs on purpose (a job turns it on)."""
+    import inspect
+
+    from distnet.training.options import SERVICES
+    from distnet.training.settings import TrainConfig as LoopConfig
+
+    loop = {name: p.default for name, p in inspect.signature(LoopConfig).parameters.items()}
+    differ = {}
+    for name, key in _plain_keys():
+        if key.arg:
+            trainer_default = loop[key.arg] if key.arg in loop else SERVICES[key.arg]
+            if trainer_default != key.default:
+                differ[key.arg] = (key.default, trainer_default)
+    assert differ == {"stall_timeout": (120.0, None)}

@@ -72,9 +72,12 @@ def test_array_dataset_slice_and_empty():
     (dict(labels=np.array([0, 1, 7, 2])), r"expected values in \[0, 7\), found 7 at row 2"),
     (dict(labels=np.array([0, -1, 1, 2])), r"found -1 at row 1"),
     (dict(labels=np.array([0, 1, 2])), "4 images and 3 labels"),
-    (dict(labels=np.array([0.0, 1, 2, 3])), "integer dtype"),
+    # Float labels are a regression's targets now (issue 23): they take no num_classes.
+    (dict(labels=np.array([0.0, 1, 2, 3])), "num_classes: Expect: None with float targets"),
+    (dict(labels=np.array(["a", "b", "c", "d"])), "integer class labels or float targets"),
     (dict(labels=np.zeros((4, 1), int)), r"expected shape \(N,\)"),
-    (dict(images=np.zeros((4, 5), np.uint8)), r"\(N, H, W\) or \(N, H, W, C\)"),
+    # Any feature shape is accepted now ((N, features) for tabular data); one value per sample is not.
+    (dict(images=np.zeros(4, np.uint8)), r"expected shape \(N, ...\) with one row per sample"),
     (dict(images=np.zeros((4, 2, 2), np.int32)), "uint8 or a float type"),
     (dict(images=np.full((4, 2, 2), 1.5)), r"\[0, 1\], found 1.5 in row 0"),
     (dict(images=np.array([0, 0, np.nan, 0]).reshape(4, 1, 1)), r"found nan in row 2"),

@@ -11,7 +11,7 @@ from distnet.data.builtin import EMBEDDED_DIR, split_files
 from distnet.data.identity import data_identity, dataset_identity, describe, same_data
 from distnet.data.idx import read_idx
 from distnet.errors import InvalidArgumentError
-from distnet.job import SubsetDataset
+from distnet.jobs.job import SubsetDataset
 
 
 def independent_digest(images_u8: np.ndarray, labels: np.ndarray, num_classes: int) -> str:

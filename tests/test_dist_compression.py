@@ -17,14 +17,14 @@ import pytest
 
 import distnet
 from distnet import layers
-from distnet.config import parse_job
+from distnet.jobs.config import parse_job
 from distnet.data import ArrayDataset
 from distnet.distributed import Replicated, SingleCommunicator
 from distnet.distributed.compression import COMPRESSIONS, Float16Compressor, check_compression, make_compressor
 from distnet.distributed.strategies.zero1 import Zero1
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 from distnet.tensor import Variable
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 from mpi_util import run_mpi
 
 TRAIN = "compression_train.py"
@@ -161,27 +161,31 @@ def test_bad_values_are_refused_by_name(bad):
 
 
 def test_job_file_key_and_override():
-    assert parse_job("").dist.compression is None
-    cfg = parse_job('[dist]\ncompression = "float16"\n', "job.toml")
-    assert cfg.dist.compression == "float16"
-    assert parse_job(cfg.to_toml(), "again.toml").dist.compression == "float16"
-    assert parse_job("", overrides=["dist.compression=float16"]).dist.compression == "float16"
-    assert parse_job('[dist]\ncompression = "float16"\n', overrides=["dist.compression=none"]).dist.compression \
-        == "none"
-    with pytest.raises(ConfigError, match=r"job.toml:2: dist.compression: unknown value 'fp16'.*float16"):
-        parse_job('[dist]\ncompression = "fp16"\n', "job.toml")
-    with pytest.raises(ConfigError, match=r"dist.compression: unknown value 'float17'; did you mean 'float16'"):
-        parse_job("", overrides=["dist.compression=float17"])
-    with pytest.raises(ConfigError, match=r"dist.compression"):
-        parse_job("[dist]\ncompression = 16\n", "job.toml")
+    assert parse_job("").dist.strategy == "auto"
+    cfg = parse_job('[dist]\nstrategy = {type = "auto", compression = "float16"}\n', "job.toml")
+    assert cfg.dist.strategy == {"type": "auto", "compression": "float16"}
+    assert parse_job(cfg.to_toml(), "again.toml").dist.strategy == cfg.dist.strategy
+    assert parse_job("", overrides=["dist.strategy.compression=float16"]).dist.strategy["compression"] == "float16"
+    assert parse_job('[dist.strategy]\ncompression = "float16"\n',
+                     overrides=["dist.strategy.compression=none"]).dist.strategy["compression"] == "none"
+    with pytest.warns(FutureWarning, match=r"dist.compression is deprecated") as seen:
+        assert parse_job('[dist]\ncompression = "float16"\n', "job.toml").dist.strategy == cfg.dist.strategy
+    assert (seen[0].filename, seen[0].lineno) == ("job.toml", 2)   # where the old key was written
+    with pytest.raises(ConfigError, match=r"job.toml:2: dist.strategy.compression: unknown value 'fp16'.*float16"):
+        parse_job('[dist.strategy]\ncompression = "fp16"\n', "job.toml")
+    with pytest.raises(ConfigError, match=r"dist.strategy.compression: unknown value 'float17'; "
+                                          r"did you mean 'float16'"):
+        parse_job("", overrides=["dist.strategy.compression=float17"])
+    with pytest.raises(ConfigError, match=r"dist.strategy.compression: expected a string"):
+        parse_job("[dist]\nstrategy = {compression = 16}\n", "job.toml")
 
 
 def test_job_file_reaches_the_trainer_on_one_rank():
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
 
     cfg = parse_job('[[model.layers]]\ntype = "flatten"\n\n[[model.layers]]\ntype = "dense"\nunits = 3\n\n'
                     '[train]\nbatch_size = 20\nsteps = 2\n\n[checkpoint]\ndir = ""\n', "job.toml",
-                    overrides=["dist.compression=float16"])
+                    overrides=["dist.strategy.compression=float16"])
     trainer = build_trainer(cfg, comm=SingleCommunicator(), data=(_blobs(), _blobs(20, 1)))
     assert trainer.strategy.compression == "float16" and trainer.strategy.compressor is None
 
@@ -236,18 +240,19 @@ def test_decode_is_bitwise_numpys_cast():
 
 
 def test_distnet_train_takes_the_override(capsys, tmp_path):
-    from distnet.cli import EXIT_BAD_INPUT, EXIT_OK, main
+    from distnet.runner import exit_status
+    from distnet.jobs.cli import main
 
     job = tmp_path / "job.toml"
     job.write_text('[[model.layers]]\ntype = "flatten"\n\n[[model.layers]]\ntype = "dense"\nunits = 10\n\n'
                    '[data]\nname = "fashion_mnist"\ntrain_samples = 200\ntest_samples = 50\n\n'
                    '[train]\nbatch_size = 50\nsteps = 2\n')
     run_dir = tmp_path / "run"
-    assert main(["train", str(job), "--set", "dist.compression=float16", "--run-dir", str(run_dir),
-                 "--progress", "none"]) == EXIT_OK
-    assert parse_job((run_dir / "job.toml").read_text()).dist.compression == "float16"
+    assert main(["train", str(job), "--set", "dist.strategy.compression=float16", "--run-dir", str(run_dir),
+                 "--progress", "none"]) == exit_status.OK
+    assert parse_job((run_dir / "job.toml").read_text()).dist.strategy["compression"] == "float16"
     capsys.readouterr()
-    assert main(["train", str(job), "--set", "dist.compression=half", "--run-dir", str(tmp_path / "bad"),
-                 "--progress", "none"]) == EXIT_BAD_INPUT
+    assert main(["train", str(job), "--set", "dist.strategy.compression=half", "--run-dir", str(tmp_path / "bad"),
+                 "--progress", "none"]) == exit_status.BAD_INPUT
     err = capsys.readouterr().err
-    assert "dist.compression: unknown value 'half'" in err and "float16" in err
+    assert "dist.strategy.compression: unknown value 'half'" in err and "float16" in err

@@ -246,7 +246,7 @@ def _tiny_trainer(**kwargs):
     import distnet
     from distnet import layers
     from distnet.data import ArrayDataset
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.random((8, 2, 2, 1), dtype=np.float32), rng.integers(0, 2, 8), num_classes=2)
@@ -388,9 +388,9 @@ dir = ""
 
 
 def test_job_file_option_reaches_the_trainer():
-    from distnet.config import parse_job
+    from distnet.jobs.config import parse_job
     from distnet.errors import ConfigError
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
 
     assert build_trainer(parse_job(JOB + "[dist]\nshard_optimizer = true\n")).strategy.name == "zero1"
     assert build_trainer(parse_job(JOB)).strategy.name == "replicated"
@@ -437,7 +437,7 @@ def test_job_files_shard_the_optimizer_by_default_on_several_ranks_where_they_ca
     run = run_mpi("job_defaults.py", 2, timeout=60)
     assert run.returncode == 0, run.describe()
     got = dict(line.split(" ", 2)[1:] for line in run.stdout.splitlines() if line.startswith("OPTIONS "))
-    eight = 8 << 20   # the replicated path's default buckets on several ranks (distnet/trainer.py)
+    eight = 8 << 20   # the replicated path's default buckets on several ranks (distnet/training/trainer.py)
     # and, on one machine, through shared memory unless told not to or compressing
     assert got == {"unset": "shard=True overlap=False buckets=None shm=True",
                    "off": f"shard=False overlap=False buckets={eight} shm=False",

@@ -14,7 +14,7 @@ from distnet.distributed import threads
 from distnet.distributed.threads import (THREAD_VARIABLES, PerformanceWarning, blas_kernel_advice, cpu_vector_level,
                                   kernel_vector_level, limit_blas_threads, usable_cores)
 from distnet.errors import InvalidArgumentError
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 from mpi_util import run_mpi
 
 UNSET = {v: "" for v in THREAD_VARIABLES}   # as if the user had set none of them

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from distnet.launcher import Host, parse_hostfile
+from distnet.runner.launcher import Host, parse_hostfile
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
@@ -406,10 +406,10 @@ def test_slurm_wrapper_hostfile_from_the_allocation(tmp_path):
 
 def test_the_cluster_test_counts_ranks_by_the_launchers_worker_entry():
     """docker/test-cluster.sh recognises a rank in `docker top` by the start of
-    distnet.launcher.WORKER_ENTRY (docker top cuts long command lines)."""
+    distnet.runner.launcher.WORKER_ENTRY (docker top cuts long command lines)."""
     from pathlib import Path
 
-    from distnet.launcher import WORKER_ENTRY
+    from distnet.runner.launcher import WORKER_ENTRY
 
     script = (Path(__file__).resolve().parent.parent / "docker" / "test-cluster.sh").read_text()
     start = WORKER_ENTRY[1].split("\n")[0]          # "import signal, sys"

@@ -181,15 +181,16 @@ def run_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("use_ema", [False, True])
 def test_distnet_export_of_a_trained_run_matches_its_forward_pass(capsys, run_dir, tmp_path, use_ema):
-    from distnet.cli import EXIT_OK, main
-    from distnet.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+    from distnet.runner import exit_status
+    from distnet.jobs.cli import main
+    from distnet.jobs.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
     _, test = load_dataset("fashion_mnist", EMBEDDED_DIR)
     x, y = test.read(np.arange(len(test)))   # all 2,000 embedded test images
     out = tmp_path / "model.onnx"
     code = main(["export", str(run_dir), "--format", "onnx", "-o", str(out)] + (["--ema"] if use_ema else []))
     stdout, err = capsys.readouterr()
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     ckpt = run_dir / "checkpoints" / "ckpt-00000006.h5"
     weights = "ema" if use_ema else "trained"
     assert stdout == (f"wrote {out}: the {weights} weights of {ckpt} (step 6), "
@@ -208,12 +209,13 @@ def test_distnet_export_of_a_trained_run_matches_its_forward_pass(capsys, run_di
 def test_distnet_export_without_onnx_says_what_to_install(capsys, run_dir, tmp_path, monkeypatch):
     import sys
 
-    from distnet.cli import EXIT_BAD_INPUT, main
+    from distnet.runner import exit_status
+    from distnet.jobs.cli import main
 
     monkeypatch.setitem(sys.modules, "onnx", None)   # as if not installed
     code = main(["export", str(run_dir), "-o", str(tmp_path / "m.onnx")])
     _, err = capsys.readouterr()
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert err == ("distnet: error: distnet export --format onnx needs the onnx package: "
                    "pip install 'distnet[onnx]' (or: pip install onnx)\n")
     assert os.listdir(tmp_path) == []

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from distnet import initializers as init
+from distnet.model import initializers as init
 from distnet.errors import DTypeError, InvalidArgumentError
 
 
@@ -79,7 +79,7 @@ def test_errors():
 
 
 def test_orthogonal_and_random_uniform():
-    from distnet.initializers import get, orthogonal, random_uniform
+    from distnet.model.initializers import get, orthogonal, random_uniform
 
     rng = np.random.default_rng(0)
     for shape in ((6, 6), (4, 10), (10, 4), (2, 3, 5)):

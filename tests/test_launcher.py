@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from distnet import launcher
+from distnet.runner import launcher
 from distnet.errors import ConfigError, DistnetError, InvalidArgumentError
-from distnet.launcher import (
+from distnet.runner.launcher import (
     Host, HostfileError, build_mpiexec_command, launch, parse_hostfile, ranks_per_host,
 )
 
@@ -205,6 +205,51 @@ def test_find_mpiexec_prefers_the_one_beside_python(tmp_path, monkeypatch):
         launcher.find_mpiexec()
 
 
+# ---------------------------------------------------------------- the plan, from one settings object
+
+def test_plan_builds_argv_and_env_from_settings_and_starts_nothing(tmp_path, monkeypatch):
+    def no_process(*args, **kwargs):
+        raise AssertionError("the plan started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("n1:3\nn2:1\n")
+    settings = launcher.LaunchSettings(hostfile=hosts, mpiexec="/nowhere/mpiexec", python="/py",
+                                       entry=("-c", "code"), cores=6, iface="ib0", launcher_exec="agent",
+                                       env={"KEEP": "1"})
+    built = launcher.plan(["x", "y"], settings)
+    assert built.argv == ["/nowhere/mpiexec", "-n", "4", "-hosts", "n1:3,n2:1", "-launcher", "ssh",
+                          "-launcher-exec", "agent", "-iface", "ib0", "-genvall", "/py", "-c", "code", "x", "y"]
+    assert built.env == {"KEEP": "1", "UCX_NET_DEVICES": "ib0", "FI_TCP_IFACE": "ib0", "OMP_NUM_THREADS": "2",
+                         "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}   # 6 cores, 3 ranks on n1
+    assert settings.env == {"KEEP": "1"}
+    # The same plan as the options one by one.
+    assert build_mpiexec_command(["x", "y"], hostfile=hosts, mpiexec="/nowhere/mpiexec", python="/py",
+                                 entry=("-c", "code"), cores=6, iface="ib0", launcher_exec="agent",
+                                 env={"KEEP": "1"}) == (built.argv, built.env)
+
+
+def test_settings_check_their_graces_and_launch_job_takes_one_form():
+    with pytest.raises(InvalidArgumentError, match="stop_grace must be a number of seconds > 0, got 0"):
+        launcher.LaunchSettings(num_workers=1, stop_grace=0)
+    with pytest.raises(InvalidArgumentError, match="settings or options one by one"):
+        launcher.launch_job(["x"], launcher.LaunchSettings(num_workers=1), num_workers=2)
+    with pytest.raises(TypeError):
+        launcher.LaunchSettings(workers=2)
+
+
+def test_launch_job_runs_the_plan_of_its_settings(tmp_path):
+    fake = tmp_path / "mpiexec"
+    fake.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                    f"print(' '.join(sys.argv[1:]), os.environ['OMP_NUM_THREADS'], flush=True)\n")
+    fake.chmod(0o755)
+    out, err = io.BytesIO(), io.BytesIO()
+    settings = launcher.LaunchSettings(num_workers=2, mpiexec=str(fake), python="P", cores=6, env=_clean_env())
+    outcome = launcher.launch_job(["a", "b"], settings, stdout=out, stderr=err)
+    assert (outcome.code, outcome.raw, outcome.signal, outcome.failure) == (0, 0, None, None)
+    assert out.getvalue() == b"-n 2 -genvall P -m distnet a b 3\n" and err.getvalue() == b""
+
+
 # ---------------------------------------------------------------- running mpiexec
 
 @pytest.mark.mpi
@@ -346,7 +391,7 @@ def test_leftover_shared_memory_files_are_removed_unless_mapped_or_older(tmp_pat
 
 LAUNCH_IN_CHILD = """\
 import sys
-from distnet.launcher import launch
+from distnet.runner.launcher import launch
 sys.exit(launch([sys.argv[2]], num_workers=2, entry=[sys.argv[1]], stop_grace=20))
 """
 

@@ -6,11 +6,11 @@ import distnet
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.gradcheck import check_gradients
 from distnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, get_activation
-from distnet.models import Sequential
+from distnet.model.models import Sequential
 
 
 def test_dense_forward_matches_numpy():
-    layer = Dense(3, activation="relu", bias_initializer=distnet.initializers.constant(0.5))
+    layer = Dense(3, activation="relu", bias_initializer=distnet.model.initializers.constant(0.5))
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     y = layer(x)                                  # built lazily from (5,)
     assert layer.built and layer.input_shape == (5,) and layer.output_shape == (3,)
@@ -299,8 +299,8 @@ def test_job_files_name_the_new_layers():
 
 
 def test_a_job_file_with_the_new_layers_validates_and_builds():
-    from distnet.config import parse_job
-    from distnet.job import build_model
+    from distnet.jobs.config import parse_job
+    from distnet.jobs.job import build_model
 
     cfg = parse_job('''
 [[model.layers]]

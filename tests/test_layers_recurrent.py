@@ -12,7 +12,7 @@ from distnet import registry
 from distnet.errors import InvalidArgumentError, ShapeError
 from distnet.gradcheck import check_gradients
 from distnet.layers import GRU, LSTM, Embedding
-from distnet.models import Sequential
+from distnet.model.models import Sequential
 
 TF = json.loads((Path(__file__).parent / "tf_reference" / "recurrent_values.json").read_text())
 
@@ -228,8 +228,8 @@ def test_job_files_name_the_recurrent_layers():
 
 
 def test_a_job_with_rows_into_a_recurrent_layer_validates_and_builds():
-    from distnet.config import parse_job
-    from distnet.job import build_model
+    from distnet.jobs.config import parse_job
+    from distnet.jobs.job import build_model
 
     cfg = parse_job('''
 [[model.layers]]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import losses
+from distnet.model import losses
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.gradcheck import check_gradients
 
@@ -105,3 +105,61 @@ def test_validation_errors():
     with pytest.raises(InvalidArgumentError, match="unknown loss"):
         losses.get("hinge")
     assert losses.get("sparse_softmax_cross_entropy") is losses.sparse_softmax_cross_entropy
+
+
+# -- regression and binary losses, Keras names (issue 23) -------------------------------------------
+_T = np.array([[0.5, -1.0], [2.0, 3.0]], np.float32)
+_P = np.array([[0.0, 1.5], [2.25, -0.5]], np.float32)
+_Y01 = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+_X = np.array([[2.0, -1.0, 0.3], [-3.0, 0.5, 4.0]], np.float32)
+
+
+def test_regression_and_sigmoid_losses_match_tf_2_21():
+    # Recorded from TF 2.21: tf.compat.v1.losses.absolute_difference / huber_loss (delta 1 and 2) /
+    # sigmoid_cross_entropy on these arrays (tf.keras's MeanAbsoluteError, Huber and
+    # BinaryCrossentropy(from_logits=True) give the same numbers).
+    assert float(losses.mean_absolute_error(_T, distnet.constant(_P))) == pytest.approx(1.6875, rel=1e-6)
+    assert float(losses.huber(_T, distnet.constant(_P))) == pytest.approx(1.2890625, rel=1e-6)
+    assert float(losses.huber(_T, distnet.constant(_P), delta=2.0)) == pytest.approx(2.0390625, rel=1e-6)
+    assert float(losses.sigmoid_cross_entropy(_Y01, distnet.constant(_X))) == pytest.approx(0.92255992, rel=1e-6)
+    # Large logits stay finite (the overflow-free form).
+    assert float(losses.sigmoid_cross_entropy([[1.0], [0.0]], distnet.constant([[-200.0], [300.0]]))) \
+        == pytest.approx(250.0)
+
+
+def test_regression_and_sigmoid_losses_gradients_float64():
+    rng = np.random.default_rng(3)
+    pred = rng.standard_normal((5, 2)) * 2.0
+    target = rng.standard_normal((5, 2))
+    # Away from the kinks (|e| = 0, |e| = delta, x = 0) where the one-sided slopes differ.
+    assert np.all(np.abs(np.abs(pred - target) - 1.0) > 1e-3) and np.all(np.abs(pred - target) > 1e-3)
+    check_gradients(lambda p: losses.mean_absolute_error(target, p), [pred])
+    check_gradients(lambda p: losses.huber(target, p, reduction="sum"), [pred])
+    check_gradients(lambda p: losses.huber(target, p, delta=0.5, reduction="none"), [pred])
+    labels = (rng.uniform(size=(5, 2)) > 0.5).astype(np.float64)
+    check_gradients(lambda z: losses.sigmoid_cross_entropy(labels, z), [pred])
+
+
+def test_one_target_per_sample_against_a_single_output_unit():
+    # Keras: targets (batch,) against outputs (batch, 1) are the same targets.
+    y = np.array([1.0, 3.0], np.float32)
+    out = distnet.constant([[2.0], [1.0]])
+    assert float(losses.mean_squared_error(y, out)) == float(losses.mean_squared_error(y[:, None], out)) == 2.5
+    assert float(losses.sigmoid_cross_entropy(np.array([1, 0]), distnet.constant([[0.0], [0.0]]))) \
+        == pytest.approx(math.log(2.0))
+    with pytest.raises(ShapeError, match="same shape"):
+        losses.mean_squared_error(np.zeros(2), distnet.constant([[1.0, 2.0], [3.0, 4.0]]))
+
+
+@pytest.mark.parametrize("keras_name, ours", [
+    ("sparse_categorical_crossentropy", "sparse_softmax_cross_entropy"),
+    ("categorical_crossentropy", "softmax_cross_entropy"),
+    ("mse", "mean_squared_error"), ("mae", "mean_absolute_error"), ("mean_absolute_error", "mean_absolute_error"),
+    ("huber", "huber"), ("huber_loss", "huber"), ("binary_crossentropy", "binary_crossentropy")])
+def test_keras_loss_names_are_aliases(keras_name, ours):
+    assert losses.get(keras_name) is getattr(losses, ours)
+
+
+def test_job_losses_include_the_regression_losses():
+    assert {"mean_squared_error", "mean_absolute_error", "huber", "sigmoid_cross_entropy",
+            "sparse_softmax_cross_entropy"} <= set(losses.job_losses())

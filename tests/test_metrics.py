@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distnet.errors import DataError, InvalidArgumentError
-from distnet.metrics import METRICS_FILE, MetricsLogger, read_metrics
+from distnet.training.metrics import METRICS_FILE, MetricsLogger, read_metrics
 
 
 def lines_of(path):
@@ -167,7 +167,7 @@ def test_summary_counts_the_checkpoints_a_run_leaves(tmp_path):
 
 
 def test_last_step_reads_the_step_records_not_their_text(tmp_path):
-    from distnet.metrics import last_step
+    from distnet.training.metrics import last_step
 
     assert last_step(tmp_path) == 0                       # no metrics file: nothing logged
     lines = ['{"kind":"start","step":0}', '{"kind":"step","step":10,"loss":1.0}',

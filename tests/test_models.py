@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import losses, regularizers
+from distnet.model import losses, regularizers
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
-from distnet.models import Sequential
-from distnet.moving_averages import ExponentialMovingAverage
+from distnet.model.models import Sequential
+from distnet.model.moving_averages import ExponentialMovingAverage
 from distnet.optimizers import Adam, GradientDescent
 
 

@@ -4,7 +4,7 @@ import pytest
 
 import distnet
 from distnet.errors import CheckpointError, InvalidArgumentError
-from distnet.moving_averages import ExponentialMovingAverage
+from distnet.model.moving_averages import ExponentialMovingAverage
 
 
 def test_hand_computed_sequence_without_num_updates():

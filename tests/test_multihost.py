@@ -109,7 +109,7 @@ def _last_checkpoint_params(run_dir: Path) -> dict:
 
 LAUNCH_SCRIPT = """\
 import sys
-from distnet.launcher import launch
+from distnet.runner.launcher import launch
 hostfile, agent, script, *args = sys.argv[1:]
 sys.exit(launch(args, hostfile=hostfile, launcher_exec=agent, iface="eth0", entry=[script],
                 failure_grace=2))

@@ -244,7 +244,7 @@ def test_bad_mode_is_a_clear_error():
 
 def test_trainer_runs_the_chosen_algorithms():
     from distnet.data import ArrayDataset
-    from distnet.trainer import Trainer
+    from distnet.training.trainer import Trainer
 
     rng = np.random.default_rng(4)
     data = ArrayDataset(rng.random((16, 9, 9, 2), dtype=np.float32), rng.integers(0, 2, 16), num_classes=2)
@@ -274,10 +274,10 @@ def test_every_rank_runs_rank_0s_choice_and_stays_bitwise_equal(tmp_path, nranks
 
 
 def test_job_key_is_validated_and_reaches_the_config():
-    from distnet.config import ConfigError, parse_job
+    from distnet.jobs.config import ConfigError, parse_job
 
     cfg = parse_job('[train]\nsteps = 10\nconv_algorithm = "auto"\n')
     assert cfg.train.conv_algorithm == "auto"
-    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm is None   # the Trainer's default, gemm
+    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm == "gemm"   # the Trainer's default
     with pytest.raises(ConfigError, match=r"conv_algorithm.*unknown value 'winograde'; did you mean 'winograd'"):
         parse_job("[train]\nsteps = 10\n", overrides=["train.conv_algorithm=winograde"])

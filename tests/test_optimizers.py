@@ -8,7 +8,7 @@ import distnet
 from distnet.errors import CheckpointError, DistnetError, InvalidArgumentError, ShapeError
 from distnet.optimizers import (Adagrad, Adam, AdamW, GradientDescent, Momentum, RMSProp,
                                 clip_by_global_norm, global_norm)
-from distnet.schedules import exponential_decay
+from distnet.model.schedules import exponential_decay
 
 W0 = [1.0, -2.0]
 GRADS = [np.array([0.5, -1.0]), np.array([0.25, 2.0]), np.array([-1.0, 0.5])]

@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from distnet.errors import DataError, InvalidArgumentError
-from distnet.metrics import MetricsLogger
-from distnet.plot import curves, plot_run, plot_runs
+from distnet.training.metrics import MetricsLogger
+from distnet.jobs.plot import curves, plot_run, plot_runs
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
@@ -118,7 +118,7 @@ def _overlaps(a, b) -> bool:
 
 
 def test_a_constant_learning_rate_is_a_note_not_a_panel(tmp_path):
-    from distnet.plot import make_figure
+    from distnet.jobs.plot import make_figure
 
     fig = make_figure([synthetic_run(tmp_path / "const", lr=1e-4)])
     assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
@@ -139,7 +139,7 @@ def test_a_constant_learning_rate_is_a_note_not_a_panel(tmp_path):
 def test_compared_runs_colour_runs_tell_kinds_by_line_style_and_keep_legends_off_the_data(tmp_path):
     from matplotlib.colors import to_hex
 
-    from distnet.plot import make_figure
+    from distnet.jobs.plot import make_figure
 
     runs = [synthetic_run(tmp_path / n, reg=r, lr=1e-4, ema=e) for n, r, e in (
         ("none", 0.0, True), ("l2", 0.05, True), ("dropout", 0.0, False))]
@@ -173,7 +173,7 @@ def test_compared_runs_colour_runs_tell_kinds_by_line_style_and_keep_legends_off
 
 
 def test_one_run_s_legends_sit_below_its_panels(tmp_path):
-    from distnet.plot import make_figure
+    from distnet.jobs.plot import make_figure
 
     fig = make_figure([synthetic_run(tmp_path / "run")])
     fig.canvas.draw()
@@ -188,7 +188,7 @@ def test_one_run_s_legends_sit_below_its_panels(tmp_path):
 
 
 def test_smoothing_is_a_debiased_moving_average():
-    from distnet.plot import smoothed
+    from distnet.jobs.plot import smoothed
 
     # weight 0.5: avg = 0.5, 0.25 -> debiased by 1 - 0.5**i: 1.0, 1/3
     assert smoothed([1.0, 0.0], weight=0.5) == pytest.approx([1.0, 1 / 3])
@@ -208,7 +208,7 @@ def test_curves_include_validation_and_ema_validation():
 
 
 def test_marks_find_the_best_step_and_the_early_stop():
-    from distnet.plot import marks
+    from distnet.jobs.plot import marks
 
     recs = [{"kind": "best", "step": 30, "metric": "val_loss", "value": 0.7, "by": "EarlyStopping"},
             {"kind": "best", "step": 30, "metric": "val_accuracy", "value": 0.6, "by": "KeepBest"},
@@ -224,7 +224,7 @@ def test_marks_find_the_best_step_and_the_early_stop():
 
 
 def test_one_run_draws_validation_curves_the_best_step_and_the_early_stop(tmp_path):
-    from distnet.plot import make_figure
+    from distnet.jobs.plot import make_figure
 
     run = synthetic_run(tmp_path / "run", val=True, stop_at=120)
     fig = make_figure([run])
@@ -254,7 +254,7 @@ def test_one_run_draws_validation_curves_the_best_step_and_the_early_stop(tmp_pa
 def test_compared_runs_mark_each_run_s_best_and_stop_in_its_colour(tmp_path):
     from matplotlib.colors import to_hex
 
-    from distnet.plot import make_figure
+    from distnet.jobs.plot import make_figure
 
     runs = [synthetic_run(tmp_path / "stopped", val=True, stop_at=90),
             synthetic_run(tmp_path / "full", val=True, ema=False)]

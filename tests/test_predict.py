@@ -1,4 +1,4 @@
-"""``distnet predict`` and distnet.predict: a trained run's checkpoint predicts
+"""``distnet predict`` and distnet.jobs.predict: a trained run's checkpoint predicts
 IDX, .npy and HDF5 images; outputs .npy and .csv; clear errors."""
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from trained_run import train_small_conv
 
-from distnet.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
 from distnet.data import convert_idx_to_hdf5
 from distnet.data.builtin import EMBEDDED_DIR, FASHION_MNIST_CLASSES, split_files
 from distnet.data.idx import read_idx
-from distnet.predict import predict, read_inputs, softmax
+from distnet.jobs.predict import predict, read_inputs, softmax
 
 IMAGES, LABELS = split_files(EMBEDDED_DIR, "test")
 
@@ -27,7 +28,7 @@ def run_dir(tmp_path_factory):
 
 def reference(run_dir, x, use_ema):
     """distnet's own forward pass with the checkpoint's weights, softmaxed."""
-    from distnet.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+    from distnet.jobs.job import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
     path, state = load_checkpoint(run_dir)
     cfg = config_from_checkpoint(state, path)
@@ -50,7 +51,7 @@ def test_predict_an_idx_file_with_its_labels_beside_it(capsys, run_dir, use_ema)
     probs = reference(run_dir, x, use_ema)
     code, out, err = run(capsys, "predict", str(run_dir), "--input", str(IMAGES),
                          *(["--ema"] if use_ema else []))
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     lines = out.splitlines()
     assert len(lines) == 12   # ten predictions, "... more", the summary
     for i, line in enumerate(lines[:10]):
@@ -76,7 +77,7 @@ def test_npy_output_holds_the_probabilities_and_csv_a_row_per_image(capsys, run_
         for name in ("u8", "f32"):
             code, out, err = run(capsys, "predict", str(run_dir), "--input", str(tmp_path / f"{name}.npy"),
                                  "--ema", "--output", str(tmp_path / f"{name}-preds.npy"), "--batch-size", "64")
-            assert code == EXIT_OK, err
+            assert code == exit_status.OK, err
             got = np.load(tmp_path / f"{name}-preds.npy")
             assert got.dtype == np.float32 and got.shape == (300, 10)
             np.testing.assert_allclose(got, probs, rtol=1e-5, atol=1e-6)
@@ -86,7 +87,7 @@ def test_npy_output_holds_the_probabilities_and_csv_a_row_per_image(capsys, run_
                              "--output", str(tmp_path / "preds.csv"))
     finally:
         os.umask(old)
-    assert code == EXIT_OK, err
+    assert code == exit_status.OK, err
     assert stat.S_IMODE(os.stat(tmp_path / "preds.csv").st_mode) == 0o644
     with open(tmp_path / "preds.csv", newline="") as fh:
         rows = list(csv.reader(fh))
@@ -124,15 +125,15 @@ def test_softmax_known_values():
 def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_dir, tmp_path):
     from distnet.checkpoint import save
     from distnet.data.identity import data_identity
-    from distnet.job import load_data, load_checkpoint
-    from distnet.config import parse_job
+    from distnet.jobs.job import load_data, load_checkpoint
+    from distnet.jobs.config import parse_job
 
     np.save(tmp_path / "big.npy", np.zeros((3, 32, 32), np.uint8))
     # The trainer stores the data's identity: the message names the size trained on.
     path, state = load_checkpoint(run_dir)
     assert state.data == data_identity(*load_data(parse_job(state.config_text, "stored")))
     code, _, err = run(capsys, "predict", str(run_dir), "--input", str(tmp_path / "big.npy"))
-    assert code == EXIT_BAD_INPUT
+    assert code == exit_status.BAD_INPUT
     assert err == (f"distnet: error: {tmp_path / 'big.npy'}: Expect: images of shape (28, 28, 1) (what "
                    f"{path} was trained on) Actual: (32, 32, 1)\n")
     # A checkpoint without a data identity (an older run): the weights' shapes tell.
@@ -140,7 +141,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     copy = tmp_path / "ckpt-00000006.h5"
     save(copy, state)
     code, _, err = run(capsys, "predict", str(copy), "--input", str(tmp_path / "big.npy"))
-    assert code == EXIT_BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
+    assert code == exit_status.BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
     assert "dense/kernel: expected shape (1024, 10) for inputs of shape (32, 32, 1), found (784, 10)" in err
 
 
@@ -148,7 +149,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     (lambda d: d / "missing.npy", "Expect: an IDX, .npy or HDF5 file of images Actual: no such file"),
     (lambda d: d, "Expect: an IDX, .npy or HDF5 file of images Actual: a directory"),
     (lambda d: (np.save(d / "v.npy", np.zeros(5)), d / "v.npy")[1],
-     r"images: Expect: shape (N, H, W) or (N, H, W, C) Actual: (5,)"),
+     r"images: Expect: shape (N, H, W), (N, H, W, C) or (N, features) Actual: (5,)"),
     (lambda d: (np.save(d / "s.npy", np.array(["a"] * 8).reshape(2, 2, 2)), d / "s.npy")[1],
      "images: Expect: dtype uint8 (0..255) or float (0..1) Actual: <U1"),
     (lambda d: (np.save(d / "f.npy", np.full((2, 28, 28), 2.0)), d / "f.npy")[1],
@@ -159,17 +160,17 @@ def test_bad_inputs_are_one_line_errors(capsys, run_dir, tmp_path, make, message
     target = make(tmp_path)
     code, out, err = run(capsys, "predict", str(run_dir), "--input", str(target), "--output",
                          str(tmp_path / "p.npy"))
-    assert code == EXIT_BAD_INPUT and message in err and err.count("\n") == 1, err
+    assert code == exit_status.BAD_INPUT and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "p.npy").exists()
 
 
 def test_bad_outputs_write_nothing(capsys, run_dir, tmp_path):
     code, _, err = run(capsys, "predict", str(run_dir), "--input", str(IMAGES), "--output",
                        str(tmp_path / "p.txt"))
-    assert code == EXIT_BAD_INPUT and "--output: Expect: a file ending in .npy or .csv" in err
+    assert code == exit_status.BAD_INPUT and "--output: Expect: a file ending in .npy or .csv" in err
     code, _, err = run(capsys, "predict", str(run_dir), "--input", str(IMAGES), "--output",
                        str(tmp_path / "no" / "p.npy"))
-    assert code == EXIT_BAD_INPUT and "--output: Expect: an existing directory" in err
+    assert code == exit_status.BAD_INPUT and "--output: Expect: an existing directory" in err
     assert os.listdir(tmp_path) == []
 
 

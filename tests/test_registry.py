@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import registry, registry_docs
-from distnet.config import parse_job
+from distnet import registry
+from distnet.jobs import registry_docs
+from distnet.jobs.config import parse_job
 from distnet.errors import ConfigError, InvalidArgumentError
-from distnet.job import build_model, build_optimizer
+from distnet.jobs.job import build_model, build_optimizer
 from distnet.layers import Dense, get_activation
 from distnet.layers.base import NAME, Layer
 from distnet.registry import FLOAT, Option, register
@@ -40,7 +41,7 @@ def test_docs_tables_are_the_registry():
     for kind in registry.KINDS:
         assert f"<!-- registry: {kind} -->" in text, f"docs/jobs.md has no table of the {kind}s"
     assert registry_docs.update(text) == text, (
-        "docs/jobs.md's component tables are out of date: run python -m distnet.registry_docs docs/jobs.md")
+        "docs/jobs.md's component tables are out of date: run python -m distnet.jobs.registry_docs docs/jobs.md")
 
 
 def test_every_component_and_option_has_a_doc():
@@ -102,7 +103,7 @@ def test_make():
     w = distnet.constant([[5.0, -2.0], [-3.0, 1.0]])
     assert float(registry.make("regularizer", {"type": "l2", "scale": 0.5})(w).numpy()) == 9.75
     assert float(registry.make("regularizer", {"type": "l1", "scale": 0.5})(w).numpy()) == 5.5
-    assert registry.make("initializer", "he_normal") is distnet.initializers.he_normal
+    assert registry.make("initializer", "he_normal") is distnet.model.initializers.he_normal
     assert repr(registry.make("initializer", {"type": "constant", "value": 0.1})) == "constant(0.1)"
     with pytest.raises(InvalidArgumentError, match="initializer 'constant': unknown parameter 'stddev'"):
         registry.make("initializer", {"type": "constant", "stddev": 1.0})
@@ -121,8 +122,8 @@ def test_option_ranges():
 
 
 def test_register_needs_a_known_kind_and_a_doc():
-    with pytest.raises(ValueError, match="unknown kind 'loss'"):
-        register("loss", "hinge", doc="x")
+    with pytest.raises(ValueError, match="unknown kind 'metric'"):
+        register("metric", "hinge", doc="x")
     with pytest.raises(ValueError, match="needs a doc"):
         register("layer", "thing", doc="")
 

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import losses, regularizers
+from distnet.model import losses, regularizers
 from distnet.errors import DTypeError, InvalidArgumentError
 from distnet.gradcheck import check_gradients
 from distnet.layers import Dense
-from distnet.models import Sequential
+from distnet.model.models import Sequential
 
 W = [[5.0, -2.0], [-3.0, 1.0]]
 

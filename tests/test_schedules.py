@@ -4,7 +4,7 @@ import math
 import pytest
 
 from distnet.errors import InvalidArgumentError
-from distnet.schedules import (cosine_decay, exponential_decay, piecewise_constant, polynomial_decay,
+from distnet.model.schedules import (cosine_decay, exponential_decay, piecewise_constant, polynomial_decay,
                                resolve, warmup)
 
 

@@ -1,4 +1,4 @@
-"""Stopping on signals, restarts and run directories (distnet/stop.py, distnet/restart.py).
+"""Stopping on signals, restarts and run directories (distnet/training/stop.py, distnet/runner/restart.py).
 
 The multi-worker tests run real jobs (``distnet train -n N`` through the
 launcher, or ``mpiexec -n N`` directly) and deliver a signal at a random
@@ -26,10 +26,10 @@ from stop_util import check_stopped, descendants, newest_checkpoint, ranks_of, r
     step_losses
 
 import distnet
-from distnet import exit_status
-from distnet.cli import main
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
 from distnet.errors import TrainingStopped
-from distnet.stop import TERM_WEIGHT, decode, encode
+from distnet.training.stop import TERM_WEIGHT, decode, encode
 
 STEPS = 1500
 BATCH = 100
@@ -198,7 +198,7 @@ def test_a_start_up_signal_whose_exception_python_could_not_raise_still_ends_the
     """Python may run a handler inside a finalizer or a weakref callback (the import
     system's, while numpy loads): its exception is then only printed.  The signal
     stays recorded; nothing is printed; training (or the launcher) does not start."""
-    from distnet.stop import StopSignals
+    from distnet.training.stop import StopSignals
 
     before = sys.unraisablehook
     with StopSignals() as signals:
@@ -218,7 +218,7 @@ def test_a_start_up_signal_whose_exception_python_could_not_raise_still_ends_the
 def test_a_start_up_abort_decided_by_the_reading_thread_keeps_the_first_step_from_running():
     """With several ranks a thread reads the signals; when it has decided to abort a
     start-up, the main thread arriving at training must not take (and log) a step first."""
-    from distnet.stop import StopSignals
+    from distnet.training.stop import StopSignals
 
     signals = StopSignals()
     assert signals._note(signal.SIGINT)[1].endswith("during start-up (before the first step: nothing to save)")
@@ -233,7 +233,7 @@ def test_a_start_up_abort_decided_by_the_reading_thread_keeps_the_first_step_fro
 
 
 def test_an_unraisable_error_of_another_kind_is_still_reported():
-    from distnet.stop import StopSignals
+    from distnet.training.stop import StopSignals
 
     seen = []
     before, sys.unraisablehook = sys.unraisablehook, seen.append
@@ -331,12 +331,12 @@ def test_the_restart_budget_runs_out(job, tmp_path):
 
 
 def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch):
-    from distnet.launcher import LaunchOutcome
-    from distnet.restart import supervise
+    from distnet.runner.launcher import LaunchOutcome
+    from distnet.runner.restart import supervise
 
     calls, said = [], []
 
-    def fail(args, **kwargs):
+    def fail(args, settings):
         calls.append(args)
         return LaunchOutcome(code=1, raw=9, failure="rank 1 (pid 5 on here) was killed by SIGKILL")
 
@@ -346,15 +346,16 @@ def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch)
 
 
 def test_restarts_leave_out_a_host_that_keeps_failing(tmp_path):
-    from distnet.launcher import LaunchOutcome
-    from distnet.restart import supervise
+    from distnet.runner.launcher import LaunchOutcome, LaunchSettings
+    from distnet.runner.restart import supervise
 
     hosts = tmp_path / "hosts"
     hosts.write_text("a:2\nb:2\nc:1\n")
     calls, said, step = [], [], [0]
 
-    def attempt(args, **kwargs):
-        calls.append((list(args), kwargs["hostfile"], Path(kwargs["hostfile"]).read_text()))
+    def attempt(args, settings):
+        calls.append((list(args), settings.hostfile, Path(settings.hostfile).read_text()))
+        assert (settings.entry, settings.stop_grace) == (("-c", "x"), 30.0 + 15.0)   # the same settings
         step[0] += 10
         with open(tmp_path / "metrics.jsonl", "a") as f:   # progress in every attempt
             f.write(f'{{"kind":"step","step":{step[0]},"loss":1.0}}\n')
@@ -363,7 +364,7 @@ def test_restarts_leave_out_a_host_that_keeps_failing(tmp_path):
                                  failed_host="b")
         return LaunchOutcome(code=0, raw=0)
 
-    code = supervise(["train", "job.toml"], first_args=["--overwrite"], hostfile=hosts, max_restarts=3,
+    code = supervise(["train", "job.toml"], LaunchSettings(hostfile=hosts, entry=("-c", "x")), first_args=["--overwrite"], max_restarts=3,
                      min_workers=3, run_dir=tmp_path, launch=attempt, say=said.append)
     assert code == 0 and len(calls) == 3
     assert calls[0][0][-1] == "--overwrite" and calls[1][0][-1] == calls[2][0][-1] == "--resume-if-any"
@@ -376,7 +377,7 @@ def test_restarts_leave_out_a_host_that_keeps_failing(tmp_path):
 # -- Trainer.fit() from Python ----------------------------------------------------------
 def _tiny_trainer(tmp_path, callbacks=(), steps=40):
     from distnet.data import load_dataset
-    from distnet.job import SubsetDataset
+    from distnet.jobs.job import SubsetDataset
 
     train, _ = load_dataset("fashion_mnist")
     model = distnet.Sequential([distnet.layers.Flatten(), distnet.layers.Dense(10)], seed=0)
@@ -415,7 +416,7 @@ def test_request_stop_from_a_callback(tmp_path):
 
 
 def test_a_second_signal_aborts_at_once(tmp_path):
-    from distnet.stop import DUPLICATE_WINDOW
+    from distnet.training.stop import DUPLICATE_WINDOW
 
     def send(trainer, record):
         if record["step"] == 2:
@@ -548,7 +549,7 @@ def test_a_global_batch_larger_than_the_dataset_is_an_error(capsys, tmp_path):
 
 def _nan_checkpoint(tmp_path) -> Path:
     from distnet.checkpoint import CheckpointState, write_checkpoint
-    from distnet.config import parse_job
+    from distnet.jobs.config import parse_job
 
     cfg = parse_job(TINY)
     kernel = np.zeros((784, 10), np.float32)
@@ -586,12 +587,12 @@ def test_a_checkpoint_holding_nan_is_refused_by_name(capsys, tmp_path):
 
 
 def test_errors_of_several_lines_print_as_one(capsys, monkeypatch):
-    import distnet.job
+    import distnet.jobs.job
 
     def fail(*args, **kwargs):
         raise distnet.CheckpointError("checkpoint x.h5 does not match the model:\n  - missing a\n  - extra b")
 
-    monkeypatch.setattr(distnet.job, "run_train", fail)
+    monkeypatch.setattr(distnet.jobs.job, "run_train", fail)
     code = main(["train", "--set", "train.steps=1", "--run-dir", "unused"])
     _, err = capsys.readouterr()
     assert code == 2

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import layers, regularizers
+from distnet import layers
+from distnet.model import regularizers
 from distnet.data import ArrayDataset
 from distnet.distributed import SingleCommunicator, all_strategies
 from distnet.errors import InvalidArgumentError
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 from mpi_util import run_mpi
 
 # A third strategy, written as its own module: every variable's gradient
@@ -117,25 +118,38 @@ def test_auto_prefers_zero1_on_several_ranks_unless_an_option_needs_replicated()
 
     adam, clipped = distnet.optimizers.Adam(0.1), distnet.optimizers.Adam(0.1, global_clipnorm=1.0)
     assert strategy_class("auto", two, adam, {})[0].name == "zero1"
-    assert strategy_class("auto", two, adam, {"shared_memory": "auto", "overlap": False})[0].name == "zero1"
+    assert strategy_class("auto", two, adam, {"shared_memory": "auto"})[0].name == "zero1"
+    # Every option given is asked for, whatever its value: overlap is replicated's alone.
+    assert strategy_class("auto", two, adam, {"overlap": False})[0].name == "replicated"
     assert strategy_class("auto", two, clipped, {})[0].name == "zero1"   # clipping runs under every strategy
     assert strategy_class("auto", two, adam, {"bucket_bytes": 1 << 20})[0].name == "replicated"
     assert strategy_class("auto", SingleCommunicator(), adam, {})[0].name == "replicated"
-    cls, options = strategy_class("auto", two, adam, {"overlap": True, "shared_memory": "auto"})
-    assert cls.name == "replicated" and "shared_memory" not in options   # "auto" asked for nothing
+    cls, options = strategy_class("auto", two, adam, {"overlap": True})
+    assert cls.name == "replicated" and options == {"bucket_bytes": None, "overlap": True, "compression": "none"}
+    with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['overlap', "
+                                                   r"'shared_memory'\]"):
+        strategy_class("auto", two, adam, {"overlap": False, "shared_memory": "auto"})
     with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['bucket_bytes', "
                                                    r"'shared_memory'\]"):
         strategy_class("auto", two, adam, {"bucket_bytes": 64, "shared_memory": True})
 
 
 def test_job_files_name_the_strategy():
-    from distnet.config import parse_job
+    from distnet.jobs.config import parse_job
     from distnet.errors import ConfigError
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
     from test_dist_sharded import JOB
 
     assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\n')).strategy.name == "zero1"
-    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = "replicated"\noverlap = true\n')).strategy.overlap
+    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = {type = "replicated", overlap = true}\n')).strategy.overlap
+    table = parse_job(JOB + '[dist.strategy]\ntype = "replicated"\nbucket_bytes = 4096\n')
+    assert table.dist.strategy == {"type": "replicated", "bucket_bytes": 4096}
+    assert parse_job(table.to_toml()).dist.strategy == table.dist.strategy
+    # The old flat key goes through the one mapping, says where it lives now, and builds the same.
+    with pytest.warns(FutureWarning, match=r"dist.overlap is deprecated: write \[dist\] strategy = "
+                                           r"\{type = \"replicated\", overlap = true\}"):
+        old = parse_job(JOB + '[dist]\nstrategy = "replicated"\noverlap = true\n')
+    assert old.dist.strategy == {"type": "replicated", "overlap": True}
     again = parse_job(parse_job(JOB + '[dist]\nstrategy = "zero1"\n').to_toml())
     assert again.dist.strategy == "zero1"
     with pytest.raises(ConfigError, match=r"dist.strategy: unknown value 'zero'; did you mean 'zero1'\?"):
@@ -143,8 +157,19 @@ def test_job_files_name_the_strategy():
     with pytest.raises(ConfigError, match=r"dist.shard_optimizer: Expect: no shard_optimizer with strategy = "
                                           r"'zero1' Actual: shard_optimizer = false"):
         parse_job(JOB + '[dist]\nstrategy = "zero1"\nshard_optimizer = false\n')
-    with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap'"):
-        build_trainer(parse_job(JOB + '[dist]\nstrategy = "zero1"\noverlap = true\n'))
+    # Each strategy's options are its own, checked when the job is read.
+    with pytest.raises(ConfigError, match=r"dist.strategy.overlap: unknown key; expected one of: compression, "
+                                          r"shared_memory"):
+        parse_job(JOB + '[dist]\nstrategy = {type = "zero1", overlap = true}\n')
+    with pytest.raises(ConfigError, match=r"dist.strategy.bucket_bytes: must be > 0, got 0"):
+        parse_job(JOB + '[dist]\nstrategy = {type = "replicated", bucket_bytes = 0}\n')
+    with pytest.raises(ConfigError, match=r"dist.strategy.shared_memory: expected true, false or \"auto\""):
+        parse_job(JOB + '[dist]\nstrategy = {type = "zero1", shared_memory = "yes"}\n')
+    assert parse_job(JOB, overrides=["dist.strategy.overlap=true"]).dist.strategy == {"type": "auto",
+                                                                                       "overlap": True}
+    # "auto" with an option only replicated takes runs replicated.
+    assert build_trainer(parse_job(JOB + '[dist]\nstrategy = {type = "auto", overlap = true}\n')
+                         ).strategy.name == "replicated"
 
 
 # -- clipping: the step between reduce and update, under every strategy --------------
@@ -189,8 +214,8 @@ def test_mpi_clipping_under_zero1_and_hierarchical_equals_replicated(ranks):
 
 def test_the_job_key_clip_norm_clips_under_zero1():
     """``optimizer.clip_norm`` (the optimizer's global_clipnorm) reaches the strategy's clip step."""
-    from distnet.config import parse_job
-    from distnet.job import build_trainer
+    from distnet.jobs.config import parse_job
+    from distnet.jobs.job import build_trainer
     from test_dist_sharded import JOB
 
     runs = {}

@@ -116,7 +116,7 @@ def test_a_trainer_keeps_no_second_copy_of_the_weights():
     for v in model.trainable_variables:
         assert v._initial is not None and v._initial.size == 0          # no copy kept
         with pytest.raises(InvalidArgumentError, match="forget_initial_value"):
-            v.initial_value
+            v.initial_value  # noqa: B018 (the access raises)
     # The shadows still started at the initial values (TF1): built before step 1, so after one
     # Adam step (num_updates 1: decay min(0.5, 2/11)) shadow = initial - (initial - w1) * (1 - d).
     model2 = distnet.Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(2, 2, 1), seed=0)

@@ -1,4 +1,4 @@
-"""distnet.tensorboard: event files written with tensorboardX, read back with
+"""distnet.training.tensorboard: event files written with tensorboardX, read back with
 TensorBoard's own reader (EventAccumulator)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from distnet.errors import InvalidArgumentError
-from distnet.metrics import MetricsLogger, read_metrics
-from distnet.tensorboard import TensorBoardWriter, record_scalars
+from distnet.training.metrics import MetricsLogger, read_metrics
+from distnet.training.tensorboard import TensorBoardWriter, record_scalars
 
 pytest.importorskip("tensorboardX", reason="the tensorboard extra: pip install -e '.[test]'")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")

@@ -1,4 +1,4 @@
-"""The per-rank timeline (distnet/trace.py): recorded, merged, readable, and
+"""The per-rank timeline (distnet/training/trace.py): recorded, merged, readable, and
 showing a straggler as the other ranks' wait."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from distnet.trace import KINDS, OFF, merge
+from distnet.training.trace import KINDS, OFF, merge
 from mpi_util import run_mpi
 
 REPO_JOB = "examples/jobs/mlp.toml"

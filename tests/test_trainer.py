@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 import distnet
-from distnet import layers, regularizers
+from distnet import layers
+from distnet.model import regularizers
 from distnet.data import ArrayDataset
 from distnet.distributed import CollectiveError
 from distnet.errors import InvalidArgumentError
-from distnet.trainer import Trainer
+from distnet.training.trainer import Trainer
 
 
 def blobs(n=120, seed=0):
@@ -58,8 +59,8 @@ def test_one_sgd_step_matches_hand_computation(wd):
     ref = mlp(seed=4, reg=reg)
     x, y = train.read(np.arange(12))
     logits = ref(x, training=True)
-    base = distnet.losses.sparse_softmax_cross_entropy(y, logits)
-    reg_total = distnet.losses.get_regularization_loss(ref) + regularizers.weight_decay_loss(
+    base = distnet.model.losses.sparse_softmax_cross_entropy(y, logits)
+    reg_total = distnet.model.losses.get_regularization_loss(ref) + regularizers.weight_decay_loss(
         ref.trainable_variables, wd)
     grads = distnet.gradients(base + reg_total, ref.trainable_variables)
     t.fit()
@@ -100,7 +101,7 @@ def test_epochs_cover_every_sample_once_with_partial_batch():
 def test_resume_is_bitwise(tmp_path):
     def make(steps, ckpt):
         return Trainer(mlp(seed=1, dropout=0.2), "sparse_softmax_cross_entropy",
-                       distnet.optimizers.Adam(distnet.schedules.exponential_decay(0.02, 3, 0.7)),
+                       distnet.optimizers.Adam(distnet.model.schedules.exponential_decay(0.02, 3, 0.7)),
                        blobs(37, 4), global_batch_size=8, steps=steps, seed=9,
                        ema=distnet.ExponentialMovingAverage(0.8), checkpoint_dir=ckpt, checkpoint_every=4)
 
@@ -235,17 +236,18 @@ def test_default_overlap_bucket_size_applies_only_with_overlap():
 
 
 def test_job_file_overlap_option_reaches_the_trainer():
-    from distnet.config import parse_job
+    from distnet.jobs.config import parse_job
     from distnet.errors import ConfigError
-    from distnet.job import build_trainer
+    from distnet.jobs.job import build_trainer
     from test_dist_sharded import JOB
 
     assert build_trainer(parse_job(JOB + "[dist]\noverlap = true\n")).strategy.overlap is True
     assert build_trainer(parse_job(JOB)).strategy.overlap is False
     with pytest.raises(ConfigError, match="overlap"):
         parse_job(JOB + "[dist]\noverlap = 1\n")
-    with pytest.raises(ConfigError, match="strategy 'zero1': option 'overlap': Expect: one of"):
-        build_trainer(parse_job(JOB + "[dist]\noverlap = true\nshard_optimizer = true\n"))
+    with pytest.raises(ConfigError, match="dist.strategy.overlap: unknown key; expected one of: compression, "
+                                          "shared_memory"):
+        parse_job(JOB + "[dist]\noverlap = true\nshard_optimizer = true\n")
 
 
 def test_fit_speaks_like_keras_unless_told_not_to(capsys):

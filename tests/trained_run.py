@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distnet.cli import EXIT_OK, main
+from distnet.runner import exit_status
+from distnet.jobs.cli import main
 
 SMALL_CONV_JOB = """\
 name = "small_conv"
@@ -56,5 +57,5 @@ def train_small_conv(directory: Path) -> Path:
     job.write_text(SMALL_CONV_JOB)
     run_dir = directory / "run"
     code = main(["train", str(job), "--run-dir", str(run_dir), "--progress", "none"])
-    assert code == EXIT_OK
+    assert code == exit_status.OK
     return run_dir

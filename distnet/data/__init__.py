@@ -13,7 +13,7 @@ from distnet.data.builtin import (  # noqa: F401
     DATASET_NAMES, FASHION_MNIST_CLASSES, MNIST_CLASSES, Splits, convert_dataset_to_hdf5,
     find_dataset, load_dataset, verify_embedded,
 )
-from distnet.data.datasets import ArrayDataset, Dataset, HDF5Dataset  # noqa: F401
+from distnet.data.datasets import ArrayDataset, Dataset, HDF5Dataset, as_dataset  # noqa: F401
 from distnet.data.hdf5_format import (  # noqa: F401
     FORMAT_NAME, FORMAT_VERSION, DatasetMetadata, convert_idx_to_hdf5, read_metadata,
     write_hdf5_dataset,

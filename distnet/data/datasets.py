@@ -16,7 +16,7 @@ import numpy as np
 
 from distnet.errors import DataError, InvalidArgumentError
 
-__all__ = ["Dataset", "ArrayDataset", "HDF5Dataset", "images_to_float"]
+__all__ = ["Dataset", "ArrayDataset", "HDF5Dataset", "images_to_float", "as_dataset"]
 
 
 def images_to_float(images: np.ndarray) -> np.ndarray:
@@ -64,8 +64,11 @@ class Dataset:
     and ``_read_sorted``.
     """
 
-    num_classes: int
-    image_shape: tuple[int, int, int]
+    num_classes: int | None
+    #: The per-sample feature shape ((H, W, C) for images, (features,) for tabular data).
+    image_shape: tuple[int, ...]
+    #: ``"classes"`` (integer labels) or ``"values"`` (float targets: a regression).
+    target: str = "classes"
     class_names: tuple[str, ...] | None = None
     source: str = ""
     #: The files the samples were read from (for :mod:`distnet.data.identity`).
@@ -104,14 +107,16 @@ class Dataset:
           indices: row numbers (any order, repeats allowed) or a slice.
 
         Returns:
-          ``x`` float32 of shape (n, H, W, C) in [0, 1]; ``y`` int64 of shape (n,).
+          ``x`` float32 of shape (n, *image_shape) (images in [0, 1]); ``y`` int64 of shape (n,)
+          (float32 targets for a regression).
 
         Example:
           >>> x, y = ds.read([3, 1, 2])  # doctest: +SKIP
         """
         idx = self._indices(indices)
         if idx.size == 0:
-            return (np.zeros((0, *self.image_shape), np.float32), np.zeros(0, np.int64))
+            return (np.zeros((0, *self.image_shape), np.float32),
+                    np.zeros(0, np.float32 if self.target == "values" else np.int64))
         # Read each distinct row once, in increasing order, then un-permute.
         uniq, inverse = np.unique(idx, return_inverse=True)
         x, y = self._read_sorted(uniq)
@@ -128,12 +133,14 @@ class Dataset:
                 f"num_classes={self.num_classes}{src})")
 
 
-def _image_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
+def _image_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The per-sample shape: (H, W) images get their channel axis, any other shape is kept."""
     if len(shape) == 3:
         return (int(shape[1]), int(shape[2]), 1)
-    if len(shape) == 4:
-        return (int(shape[1]), int(shape[2]), int(shape[3]))
-    raise DataError(f"{where}: images: expected shape (N, H, W) or (N, H, W, C), found {tuple(shape)}")
+    if len(shape) >= 2:
+        return tuple(int(n) for n in shape[1:])
+    raise DataError(f"{where}: images: expected shape (N, ...) with one row per sample "
+                    f"(e.g. (N, features) or (N, H, W)), found {tuple(shape)}")
 
 
 def _check_num_classes(num_classes: Any, where: str) -> int:
@@ -157,9 +164,13 @@ class ArrayDataset(Dataset):
     """A dataset held in memory.
 
     Args:
-      images: uint8 (stored as is, scaled by 1/255 on read) or float array in
-        [0, 1], of shape (N, H, W) or (N, H, W, C).
-      labels: integer array of shape (N,).
+      images: the features, one row per sample: images of shape (N, H, W) (a
+        channel axis is added) or (N, H, W, C), uint8 (scaled by 1/255 on read)
+        or float in [0, 1]; or any other shape, (N, features) for tabular data,
+        float (any finite values) or uint8.
+      labels: integer class labels of shape (N,); or float targets of shape
+        (N,) or (N, k) for a regression (then ``num_classes`` is None and
+        ``target`` is ``"values"``).
       num_classes: number of classes; default ``max(labels) + 1`` (Keras'
         convention for ``to_categorical``).  Pass it explicitly for a subset
         that might miss the last class.
@@ -171,6 +182,9 @@ class ArrayDataset(Dataset):
       >>> ds = ArrayDataset(np.zeros((4, 28, 28), np.uint8), np.array([0, 1, 2, 1]))
       >>> len(ds), ds.image_shape, ds.num_classes
       (4, (28, 28, 1), 3)
+      >>> reg = ArrayDataset(np.random.rand(500, 20), np.random.rand(500))
+      >>> reg.image_shape, reg.target, reg.num_classes
+      ((20,), 'values', None)
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int | None = None,
@@ -182,26 +196,61 @@ class ArrayDataset(Dataset):
         self.image_shape = _image_shape(images.shape, where)
         if images.dtype != np.uint8 and images.dtype.kind != "f":
             raise DataError(f"{where}: images: expected dtype uint8 or a float type, found {images.dtype}")
-        if labels.ndim != 1:
-            raise DataError(f"{where}: labels: expected shape (N,), found {labels.shape}")
-        if labels.dtype.kind not in "iu":
-            raise DataError(f"{where}: labels: expected an integer dtype, found {labels.dtype}")
+        regression = labels.dtype.kind == "f"
+        if labels.ndim != 1 and not (regression and labels.ndim == 2):
+            raise DataError(f"{where}: labels: expected shape (N,) (or (N, k) float targets), found {labels.shape}")
+        if labels.dtype.kind not in "iuf":
+            raise DataError(f"{where}: labels: expected integer class labels or float targets, "
+                            f"found dtype {labels.dtype}")
         if len(images) != len(labels):
             raise DataError(f"{where}: expected as many labels as images, found {len(images)} "
                             f"images and {len(labels)} labels")
+        if regression:
+            self._init_values(images, labels, num_classes, where)
+        else:
+            self._init_classes(images, labels, num_classes, class_names, where)
+        self.images = images
+        self.source = source
+        self.files = tuple(os.fspath(f) for f in files)
+
+    def _init_values(self, images: np.ndarray, labels: np.ndarray, num_classes, where: str) -> None:
+        """Float targets: a regression; the features need only be finite unless they are images."""
+        if num_classes is not None:
+            raise DataError(f"{where}: num_classes: Expect: None with float targets (a regression) "
+                            f"Actual: {num_classes!r}; pass integer labels for classes")
+        bad = ~np.isfinite(labels.reshape(len(labels), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"{where}: labels: expected finite targets, found "
+                            f"{labels[int(np.argmax(bad))]} at row {int(np.argmax(bad))}")
+        self._check_features(images, where)
+        self.target = "values"
+        self.num_classes = None
+        self.class_names = None
+        self.labels = labels.astype(np.float32, copy=False)
+
+    def _check_features(self, images: np.ndarray, where: str) -> None:
+        if images.dtype.kind != "f":
+            return
+        if images.ndim in (3, 4):   # images: [0, 1] as always
+            check_float_images(images, where)
+            return
+        flat = images.reshape(len(images), -1)
+        bad = ~np.isfinite(flat).all(axis=1)
+        if bad.any():
+            raise DataError(f"{where}: images: expected finite values, found a non-finite one "
+                            f"in row {int(np.argmax(bad))}")
+
+    def _init_classes(self, images, labels, num_classes, class_names, where: str) -> None:
+        self.target = "classes"
         if num_classes is None:
             if len(labels) == 0:
                 raise DataError(f"{where}: num_classes: cannot be inferred from zero labels; pass it")
             num_classes = int(labels.max()) + 1
         self.num_classes = _check_num_classes(num_classes, where)
         check_labels(labels, self.num_classes, where)
-        if images.dtype.kind == "f":
-            check_float_images(images, where)
+        self._check_features(images, where)
         self.class_names = _check_class_names(class_names, self.num_classes, where)
-        self.images = images
         self.labels = labels.astype(np.int64, copy=False)
-        self.source = source
-        self.files = tuple(os.fspath(f) for f in files)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -212,8 +261,26 @@ class ArrayDataset(Dataset):
     def read(self, indices: Sequence[int] | np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         idx = self._indices(indices)  # in memory: no need to sort
         if idx.size == 0:
-            return (np.zeros((0, *self.image_shape), np.float32), np.zeros(0, np.int64))
+            return (np.zeros((0, *self.image_shape), np.float32), self.labels[:0])
         return images_to_float(self.images[idx]), self.labels[idx]
+
+
+def as_dataset(data: Any, where: str = "data"):
+    """``data`` as a dataset: a Dataset (anything with ``len()`` and ``read``) as is, Keras's
+    ``(x, y)`` pair of arrays as an :class:`ArrayDataset`, None as None.
+
+    Raises:
+      InvalidArgumentError: anything else (the message names ArrayDataset).
+    """
+    if data is None or (hasattr(data, "read") and hasattr(data, "__len__")):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(a, "__len__") for a in data):
+        x, y = (np.asarray(a) for a in data)
+        if x.ndim >= 1 and y.ndim >= 1:
+            return ArrayDataset(x, y, source=f"{where}: arrays")
+    raise InvalidArgumentError(
+        f"{where}: Expect: a dataset (distnet.data.ArrayDataset(x, y), HDF5Dataset, ...) or an (x, y) pair "
+        f"of arrays Actual: {type(data).__name__}")
 
 
 def _consecutive_runs(values: np.ndarray) -> list[tuple[int, int]]:

@@ -52,7 +52,7 @@ def dataset_identity(ds: Any, block_rows: int = DIGEST_ROWS) -> dict:
 
     Returns:
         ``{"source": str, "files": [str, ...], "samples": int,
-        "image_shape": [h, w, c], "num_classes": int, "digest": "<64 hex>"}``
+        "image_shape": [h, w, c], "num_classes": int (None for float targets), "digest": "<64 hex>"}``
         (plain JSON values: it goes into checkpoints as JSON).
     """
     if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
@@ -60,16 +60,19 @@ def dataset_identity(ds: Any, block_rows: int = DIGEST_ROWS) -> dict:
     n = len(ds)
     shape = [int(s) for s in ds.image_shape]
     images, labels = hashlib.sha256(), hashlib.sha256()
+    # Float targets (a regression) are hashed as float32; class labels as int64, as always.
+    label_dtype = np.float32 if getattr(ds, "target", "classes") == "values" else np.int64
+    num_classes = 0 if ds.num_classes is None else int(ds.num_classes)
     for start in range(0, n, block_rows):
         x, y = ds.read(np.arange(start, min(start + block_rows, n)))
         images.update(np.ascontiguousarray(x, dtype=np.float32).data)
-        labels.update(np.ascontiguousarray(y, dtype=np.int64).data)
+        labels.update(np.ascontiguousarray(y, dtype=label_dtype).data)
     h = hashlib.sha256(_MAGIC)
-    h.update(b"%d:%s:%d\n" % (n, ",".join(map(str, shape)).encode(), int(ds.num_classes)))
+    h.update(b"%d:%s:%d\n" % (n, ",".join(map(str, shape)).encode(), num_classes))
     h.update(images.digest() + labels.digest())
     return {"source": str(getattr(ds, "source", "") or ""),
             "files": [str(f) for f in getattr(ds, "files", ()) or ()],
-            "samples": int(n), "image_shape": shape, "num_classes": int(ds.num_classes),
+            "samples": int(n), "image_shape": shape, "num_classes": ds.num_classes and int(ds.num_classes),
             "digest": h.hexdigest()}
 
 

@@ -27,6 +27,7 @@ class Subset:
         self.base = base
         self.indices = np.asarray(indices, dtype=np.int64)
         self.num_classes = base.num_classes
+        self.target = getattr(base, "target", "classes")
         self.image_shape = base.image_shape
         self.class_names = getattr(base, "class_names", None)
         self.source = f"{getattr(base, 'source', '')} ({label})"

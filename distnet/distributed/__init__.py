@@ -26,11 +26,11 @@ from distnet.distributed.single import SingleCommunicator
 from distnet.distributed.strategies import Strategy, SyncResult, all_strategies
 from distnet.distributed.strategies.replicated import Replicated
 from distnet.distributed.strategies.zero1 import Zero1
-from distnet.distributed.watchdog import STALL_EXIT_CODE, Watchdog
+from distnet.distributed.watchdog import Watchdog
 
 __all__ = [
     "CollectiveError", "Communicator", "Request", "DivergenceChecker", "FlatLayout", "NonFiniteGuard",
-    "NonFiniteWarning", "Replicated", "STALL_EXIT_CODE", "ShardBatch", "ShardSampler", "SingleCommunicator", "Strategy",
+    "NonFiniteWarning", "Replicated", "ShardBatch", "ShardSampler", "SingleCommunicator", "Strategy",
     "SyncResult", "Watchdog", "block_counts", "broadcast_arrays", "broadcast_variables", "check_parameters_agree",
     "check_same_variables", "get_communicator", "init", "install_abort_hook", "launched_world_size",
     "all_strategies", "parameter_checksums", "variable_specs", "Zero1",

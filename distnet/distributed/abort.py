@@ -15,10 +15,12 @@ import time
 import traceback
 from typing import Callable
 
+from distnet.runner import exit_status
 from distnet.distributed.communicator import Communicator
 from distnet.errors import DistributedError
 
-EXIT_CODE = 1
+#: The status of an aborted job: a failure (the table is :mod:`distnet.runner.exit_status`).
+EXIT_CODE = exit_status.FAILED
 
 
 class CollectiveError(DistributedError):

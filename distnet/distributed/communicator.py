@@ -44,7 +44,7 @@ class CallState:
         self.name: str | None = None
         self.since: float = 0.0
         #: Called as ``observer(name, since, until)`` when a collective ends
-        #: (:class:`distnet.trace.Tracer` records them); None: nobody listens.
+        #: (:class:`distnet.training.trace.Tracer` records them); None: nobody listens.
         self.observer = None
 
     def enter(self, name: str) -> None:

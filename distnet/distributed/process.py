@@ -52,8 +52,9 @@ def tune_malloc() -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version   # glibc, whose mallopt takes these parameters
     except (OSError, AttributeError):
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):   # glibc, whose mallopt takes these parameters
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's <malloc.h>

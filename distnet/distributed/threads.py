@@ -5,7 +5,7 @@ numpy's BLAS (OpenBLAS, MKL) starts one thread per core in every process.
 Two ranks on a 2-core machine then run four compute threads on two cores and
 each waits for the other (the cost is in benchmarks/README.md).
 ``distnet train -n N`` sets ``OMP_NUM_THREADS`` and friends before the ranks
-start (distnet/launcher.py); a job started with a bare ``mpiexec -n N python
+start (distnet/runner/launcher.py); a job started with a bare ``mpiexec -n N python
 script.py`` gets the same from :func:`limit_blas_threads`, which
 :func:`distnet.distributed.init` calls — as ``torchrun`` sets
 ``OMP_NUM_THREADS=1`` for its workers.

@@ -40,7 +40,7 @@ checkpoint, an evaluation on uneven shards) and any stretch in which the
 heartbeat thread cannot get the GIL (a long native call that keeps it).
 The default, 120 s, is generous; tests use about 5 s.
 
-The message on abort goes to stderr; the exit status is :data:`STALL_EXIT_CODE`.
+The message on abort goes to stderr; the exit status is :data:`distnet.runner.exit_status.STALLED`.
 """
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ import time
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
+from distnet.runner import exit_status
 from distnet.errors import InvalidArgumentError
 
-STALL_EXIT_CODE = 3
 _TAG = 7411
 TURN = 1.0          # seconds between the ranks' turns to report a stall
 MIN_GAP = 0.05      # seconds between two heartbeats woken by beats
@@ -182,7 +182,7 @@ class Watchdog:
                                         or now - peer_aborting_since > self.stall_timeout):
                 self.report = problem
                 send_all(self._payload(now, _ABORTING))
-                self.comm.abort(STALL_EXIT_CODE, f"distnet watchdog: {problem}; aborting the job "
+                self.comm.abort(exit_status.STALLED, f"distnet watchdog: {problem}; aborting the job "
                                                  f"(stall_timeout {self.stall_timeout:g} s)")
                 return
             self._wake.wait(self.interval)

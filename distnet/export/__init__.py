@@ -3,7 +3,7 @@
 * :func:`export_checkpoint` -- a checkpoint's model and weights to a file
   (``distnet export RUN --format onnx -o model.onnx``);
 * :func:`distnet.export.onnx.to_onnx` / :func:`~distnet.export.onnx.export_onnx`
-  -- any :class:`~distnet.models.Sequential` to ONNX.
+  -- any :class:`~distnet.model.models.Sequential` to ONNX.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, use_ema: 
         ``(absolute path written, {"checkpoint", "step", "weights", "input_shape"})``.
     """
     from distnet.data.builtin import class_names
-    from distnet.job import config_from_checkpoint, load_checkpoint, load_data, model_from_checkpoint
+    from distnet.jobs.job import config_from_checkpoint, load_checkpoint, load_data, model_from_checkpoint
 
     if format not in FORMATS:
         raise DataError(f"export: format: Expect: one of {', '.join(FORMATS)} Actual: {format!r}")

@@ -1,4 +1,4 @@
-"""Export a :class:`~distnet.models.Sequential` to an ONNX model.
+"""Export a :class:`~distnet.model.models.Sequential` to an ONNX model.
 
 Every layer type distnet has is exported: Conv2D (``valid``/``same``
 padding, any strides), Conv2DTranspose, MaxPool2D and AvgPool2D
@@ -135,7 +135,7 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
     """The model as an ``onnx.ModelProto`` (checked with ``onnx.checker``).
 
     Args:
-        model: a :class:`~distnet.models.Sequential` of distnet layers.
+        model: a :class:`~distnet.model.models.Sequential` of distnet layers.
         input_shape: ``(H, W, C)`` of one image; default: the built model's.
         weights: ``{variable name: array}`` to export instead of the model's
             own values (e.g. EMA shadows); every variable must be there.
@@ -153,7 +153,7 @@ def to_onnx(model, input_shape: Sequence[int] | None = None, *, weights: Mapping
         GRU, LSTM, AvgPool2D, BatchNorm, Conv2D, Conv2DTranspose, Dense, Dropout, Embedding, Flatten, GlobalAvgPool2D,
         MaxPool2D, Reshape,
     )
-    from distnet.models import Sequential
+    from distnet.model.models import Sequential
 
     if not isinstance(model, Sequential):
         raise InvalidArgumentError(f"to_onnx: model: Expect: a distnet Sequential Actual: {type(model).__name__}")

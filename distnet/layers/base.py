@@ -13,9 +13,9 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from distnet import initializers as _init
+from distnet.model import initializers as _init
 from distnet import registry
-from distnet import regularizers as _reg
+from distnet.model import regularizers as _reg
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.registry import BOOL, INT_OR_PAIR, STR, STR_OR_TABLE, TABLE, Option
 from distnet.tensor import Tensor, Variable

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from distnet import initializers as _init
+from distnet.model import initializers as _init
 from distnet.errors import InvalidArgumentError, ShapeError
 from distnet.layers.base import NAME, Layer
 from distnet.registry import BOOL, FLOAT, INT, STR_OR_TABLE, Option, register

@@ -11,8 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from distnet import initializers as _init
-from distnet import regularizers as _reg
+from distnet.model import initializers as _init
+from distnet.model import regularizers as _reg
 from distnet.errors import InvalidArgumentError
 from distnet.layers.base import NAME, Layer
 from distnet.registry import INT, STR_OR_TABLE, TABLE, Option, register

@@ -13,8 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from distnet import initializers as _init
-from distnet import regularizers as _reg
+from distnet.model import initializers as _init
+from distnet.model import regularizers as _reg
 from distnet.errors import InvalidArgumentError, ShapeError
 from distnet.layers.base import Layer, get_activation
 from distnet.registry import BOOL, INT, STR, STR_OR_TABLE, TABLE, Option

@@ -87,7 +87,6 @@ class Conv2D(Op):
         self.x_shape, self.w_shape = x.shape, w.shape
         n, c = x.shape[0], x.shape[3]
         kh, kw, _, o = w.shape
-        (sh, sw), (dh, dw) = self.strides, self.dilations
         ho, wo = self.rows.out, self.cols_axis.out
         xp = np.ascontiguousarray(pad_hw(x, self.rows, self.cols_axis))
         self.w2d = np.ascontiguousarray(w).reshape(kh * kw * c, o)

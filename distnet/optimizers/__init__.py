@@ -15,6 +15,9 @@ def get(name: str, **kwargs) -> Optimizer:
     """An optimizer by its registered name (``"sgd"``, ``"momentum"``, ``"adagrad"``, ``"adadelta"``,
     ``"rmsprop"``, ``"adam"``, ``"adamw"``), built with the constructor's ``kwargs``.
 
+    Without ``learning_rate``, Keras's default for the name is used (0.01 for ``"sgd"`` and
+    ``"momentum"``, 0.001 for the others), so ``Trainer(model, loss, "adam", data)`` works.
+
     Example:
       >>> get("adam", learning_rate=1e-4)
     """
@@ -25,6 +28,8 @@ def get(name: str, **kwargs) -> Optimizer:
     if found is None:
         raise InvalidArgumentError(f"unknown optimizer {name!r}; expected one of "
                                    f"{list(registry.names('optimizer'))}")
+    if "learning_rate" not in kwargs:
+        kwargs["learning_rate"] = 0.01 if found.name in ("sgd", "momentum") else 0.001
     return found.obj(**kwargs)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import FLOAT, Option, register
-from distnet.schedules import LearningRate
+from distnet.model.schedules import LearningRate
 
 
 @register("optimizer", "adagrad",

@@ -14,7 +14,7 @@ import numpy as np
 
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import FLOAT, Option, register
-from distnet.schedules import LearningRate
+from distnet.model.schedules import LearningRate
 #: Adam's job-file keys (AdamW takes them too).
 ADAM_OPTIONS = (
     Option("beta1", FLOAT, 0.9, "decay of the first moment", low=0.0, high=1.0, high_open=True),

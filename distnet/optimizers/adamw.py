@@ -14,7 +14,7 @@ from typing import Callable
 from distnet.optimizers.adam import ADAM_OPTIONS, Adam
 from distnet.optimizers.base import CLIP_NORM, check_hyper
 from distnet.registry import FLOAT, Option, register
-from distnet.schedules import LearningRate
+from distnet.model.schedules import LearningRate
 
 
 @register("optimizer", "adamw", *ADAM_OPTIONS,

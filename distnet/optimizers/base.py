@@ -42,7 +42,7 @@ from distnet.distributed.chunk_threads import ChunkThreads
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
 from distnet.optimizers.clipping import Clip, clip_by_global_norm, global_norm  # noqa: F401 (public here too)
 from distnet.registry import FLOAT, Option
-from distnet.schedules import LearningRate, resolve
+from distnet.model.schedules import LearningRate, resolve
 from distnet.tensor import Tensor, Variable
 
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from distnet.optimizers.base import CLIP_NORM, Optimizer
 from distnet.registry import register
-from distnet.schedules import LearningRate
+from distnet.model.schedules import LearningRate
 
 
 @register("optimizer", "sgd", CLIP_NORM, aliases=("gradient_descent", "gradientdescent"),

@@ -10,7 +10,7 @@ import distnet
 from _common import script_args
 from distnet.distributed import get_communicator, install_abort_hook
 from distnet.layers import AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, synchronize_batch_norm
-from distnet.models import Sequential
+from distnet.model.models import Sequential
 
 out_path = script_args()[0]
 comm = get_communicator("auto")

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_info  # noqa: E402
 import distnet  # noqa: E402
 from distnet import layers  # noqa: E402
 from distnet.data import ArrayDataset  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 arg = (script_args() or ["auto"])[0]
 value = None if arg == "none" else ("auto" if arg == "auto" else int(arg))

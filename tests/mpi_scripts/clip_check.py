@@ -27,10 +27,11 @@ import numpy as np  # noqa: E402
 from _common import expect, say  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet import layers, regularizers  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.model import regularizers
 from distnet.data import ArrayDataset  # noqa: E402
 from distnet.distributed import get_communicator, install_abort_hook  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 comm = get_communicator("auto")
 install_abort_hook(comm)

@@ -7,7 +7,7 @@ usage: python compression_train.py OUT.npz [--compression none|float16] [--shard
 ``--blowup-at STEP``: at that step rank 0 plants 1e6 in one gradient element (5e5 once weighted by n_r / N):
 finite in float32, beyond float16's 65504, so inf on the wire.
 ``--job``: the trainer is built from a job text with
-``--set``-style overrides (``dist.compression=...``) by ``distnet.job.build_trainer``.
+``--set``-style overrides (``dist.strategy.compression=...``) by ``distnet.jobs.job.build_trainer``.
 Saves the parameters (``param:<name>``), the per-step ``finite`` flags and
 losses; prints ``rank R digest D compressor C`` on every rank.
 """
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from _common import expect, plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 from sharded_train import _net, optimizer  # noqa: E402
 from train_equivalence import dataset  # noqa: E402
 
@@ -69,20 +69,22 @@ def main() -> int:
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
     if args.job:
-        from distnet.config import parse_job
-        from distnet.job import build_trainer
+        from distnet.jobs.config import parse_job
+        from distnet.jobs.job import build_trainer
 
-        overrides = [f"dist.compression={args.compression}", f"dist.shard_optimizer={str(args.shard).lower()}"]
+        overrides = [f"dist.strategy.compression={args.compression}",
+                     f"dist.strategy.type={'zero1' if args.shard else 'replicated'}"]
         cfg = parse_job(JOB, "compression.toml", overrides=overrides)
-        expect(cfg.dist.compression == args.compression, f"job: dist.compression = {cfg.dist.compression!r}")
+        expect(cfg.dist.strategy["compression"] == args.compression, f"job: dist.strategy = {cfg.dist.strategy!r}")
         expect(f'compression = "{args.compression}"' in cfg.to_toml(), "job: compression not in the job text")
         trainer = build_trainer(cfg, comm=comm, data=(dataset(), dataset(20)))
     else:
         trainer = Trainer(_net(), "sparse_softmax_cross_entropy", optimizer("adam"), dataset(),
                           global_batch_size=10, steps=args.steps, ema=distnet.ExponentialMovingAverage(0.9),
                           weight_decay=0.01, seed=11, comm=comm, check_every=4, log_every=1000,
-                          strategy="zero1" if args.shard else "replicated", bucket_bytes=args.bucket,
-                          compression=args.compression)
+                          strategy="zero1" if args.shard else "replicated", compression=args.compression,
+                          # an option given is an option asked for: bucket_bytes only when set
+                          **({"bucket_bytes": args.bucket} if args.bucket is not None else {}))
     expect((trainer.strategy.name == "zero1") == args.shard, "strategy")
     expect(trainer.strategy.compression == args.compression, f"sync.compression = {trainer.strategy.compression!r}")
     active = trainer.strategy.compressor is not None

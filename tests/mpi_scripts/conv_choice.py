@@ -23,7 +23,7 @@ import distnet  # noqa: E402
 from distnet import layers  # noqa: E402
 from distnet.data import ArrayDataset  # noqa: E402
 from distnet.nn import conv_choice  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from _common import say  # noqa: E402
 
-from distnet.config import parse_job  # noqa: E402
-from distnet.job import build_trainer  # noqa: E402
+from distnet.jobs.config import parse_job  # noqa: E402
+from distnet.jobs.job import build_trainer  # noqa: E402
 from test_dist_sharded import JOB  # noqa: E402
 
 VARIANTS = {

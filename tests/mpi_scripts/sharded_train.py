@@ -22,8 +22,9 @@ from _common import expect, plant_in_gradients, say, script_args  # noqa: E402
 
 import distnet  # noqa: E402
 import distnet.errors  # noqa: E402
-from distnet import layers, regularizers, schedules  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.model import regularizers, schedules
+from distnet.training.trainer import Trainer  # noqa: E402
 from train_equivalence import dataset  # noqa: E402
 
 
@@ -50,7 +51,8 @@ def build(args, comm) -> Trainer:
                    weight_decay=0.01, seed=11, comm=comm, check_every=5, checkpoint_dir=args.ckpt,
                    log_every=1000, strategy="auto" if args.auto else ("zero1" if args.shard else "replicated"),
                    eval_every=args.eval_every, micro_batches=args.micro_batches,
-                   **({} if args.shm == "default" else
+                   # an option given is asked for: shared_memory only to the strategy that takes it
+                   **({} if args.shm == "default" or not (args.shard or args.auto) else
                       {"shared_memory": {"auto": "auto", "on": True, "off": False}[args.shm]}))
 
 

@@ -26,9 +26,10 @@ import numpy as np  # noqa: E402
 from _common import script_args, say  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet import layers, regularizers, schedules  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.model import regularizers, schedules
 from distnet.data import ArrayDataset  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def dataset(n: int = 53) -> ArrayDataset:
@@ -109,8 +110,9 @@ def main() -> int:
     args = parser.parse_args(script_args())
     comm = distnet.distributed.get_communicator("auto")
     steps = args.stop_at if args.stop_at is not None else args.steps
-    options = {"bucket_bytes": args.bucket,
-               "strategy": args.strategy or ("zero1" if args.shard else "replicated")}
+    options = {"strategy": args.strategy or ("zero1" if args.shard else "replicated")}
+    if args.bucket is not None:   # an option given is an option asked for
+        options["bucket_bytes"] = args.bucket
     if args.overlap is not None:
         options["overlap"] = bool(args.overlap)
     trainer = build(steps, args.batch, args.micro, comm, args.ckpt, args.reg_mult, **options)

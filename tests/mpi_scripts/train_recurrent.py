@@ -16,8 +16,9 @@ from _common import script_args, say  # noqa: E402
 from train_equivalence import dataset  # noqa: E402
 
 import distnet  # noqa: E402
-from distnet import layers, regularizers  # noqa: E402
-from distnet.trainer import Trainer  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.model import regularizers
+from distnet.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> int:

@@ -57,10 +57,12 @@ with tf.Session() as s:
         out[k] = s.run(v, {x: xv}).tolist()
     ws = []
     for i in range(3):
-        s.run(step); ws.append(s.run(w).tolist())
+        s.run(step)
+        ws.append(s.run(w).tolist())
     out["adadelta_default"] = ws
     ws = []
     for i in range(3):
-        s.run(step2); ws.append(s.run(w2).tolist())
+        s.run(step2)
+        ws.append(s.run(w2).tolist())
     out["adadelta_custom"] = ws
 print(json.dumps(out))

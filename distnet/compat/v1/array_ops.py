@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import distnet
-from distnet import initializers as _init
+from distnet.model import initializers as _init
 from distnet.compat.v1.graph import (
     TensorShape, Tensor, as_dtype, as_shape, build, convert_to_tensor, get_default_graph, leaf, probes_for,
 )

@@ -76,7 +76,7 @@ def _pair(v, what: str) -> tuple:
 @add_arg_scope
 def conv2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME", data_format=None, rate=1,
            activation_fn=math_ops.relu, normalizer_fn=None, normalizer_params=None, weights_initializer=None,
-           weights_regularizer=None, biases_initializer=zeros_initializer(), biases_regularizer=None, reuse=None,
+           weights_regularizer=None, biases_initializer=zeros_initializer(), biases_regularizer=None, reuse=None,  # noqa: B008 (TF1's signature; stateless)
            variables_collections=None, outputs_collections=None, trainable=True, scope=None):
     """A 2-D convolution (NHWC) with ``Conv/weights`` ``[kh, kw, in, num_outputs]`` and ``Conv/biases``."""
     if data_format not in (None, "NHWC"):
@@ -101,7 +101,8 @@ convolution2d = conv2d
 
 @add_arg_scope
 def fully_connected(inputs, num_outputs, activation_fn=math_ops.relu, normalizer_fn=None, normalizer_params=None,
-                    weights_initializer=None, weights_regularizer=None, biases_initializer=zeros_initializer(),
+                    weights_initializer=None, weights_regularizer=None,
+                    biases_initializer=zeros_initializer(),  # noqa: B008 (TF1's signature; stateless)
                     biases_regularizer=None, reuse=None, variables_collections=None, outputs_collections=None,
                     trainable=True, scope=None):
     """``activation_fn(inputs @ weights + biases)`` over the last axis, with ``fully_connected/weights``

@@ -3,7 +3,7 @@
 Layers make their variables with ``get_variable`` under a variable scope
 (``dense/kernel``, ``dense_1/kernel``, ``conv2d/kernel``, ...) and compute
 with the graph ops; a ``kernel_regularizer``'s term goes to
-``REGULARIZATION_LOSSES``.  The losses run :mod:`distnet.losses` and add
+``REGULARIZATION_LOSSES``.  The losses run :mod:`distnet.model.losses` and add
 themselves to ``LOSSES``.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 import distnet
-from distnet import losses as _losses
-from distnet import regularizers as _reg
+from distnet.model import losses as _losses
+from distnet.model import regularizers as _reg
 from distnet.compat.v1 import array_ops, math_ops
 from distnet.compat.v1.graph import GraphKeys, Tensor, build, convert_to_tensor, get_default_graph
 from distnet.compat.v1.variables import get_variable, glorot_uniform_initializer, variable_scope, zeros_initializer

@@ -1,5 +1,5 @@
 """``tf.summary`` in graph mode, written with distnet's TensorBoard writer
-(:class:`distnet.tensorboard.TensorBoardWriter`, tensorboardX).
+(:class:`distnet.training.tensorboard.TensorBoardWriter`, tensorboardX).
 
 ``tf.summary.scalar(name, t)``, ``histogram``, ``image``, ``text``,
 ``audio`` and ``tensor_summary`` are ops whose value, when a session runs
@@ -224,7 +224,7 @@ class FileWriter:
 
     def __init__(self, logdir: str, graph: Any = None, max_queue: int = 10, flush_secs: int = 120,
                  filename_suffix: str | None = None, session: Any = None):
-        from distnet.tensorboard import TensorBoardWriter
+        from distnet.training.tensorboard import TensorBoardWriter
 
         comm = get_default_graph()._comm
         self._writes = comm is None or comm.size == 1 or comm.rank == 0

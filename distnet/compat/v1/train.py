@@ -3,7 +3,7 @@ learning-rate decays of ``global_step``, the global step, and
 ``ExponentialMovingAverage``.
 
 The update rules are distnet's (:mod:`distnet.optimizers`, TF1's formulas
-and defaults), the decays :mod:`distnet.schedules` and the averages
+and defaults), the decays :mod:`distnet.model.schedules` and the averages
 :class:`distnet.ExponentialMovingAverage`: a session holds one native
 optimizer / average per graph object, keyed by the variables' TF1 names.
 Gradients are :func:`distnet.gradients` of the values computed in the same
@@ -17,7 +17,7 @@ import numpy as np
 
 import distnet
 from distnet import optimizers as _opt
-from distnet import schedules as _sched
+from distnet.model import schedules as _sched
 from distnet.compat.v1.errors import FailedPreconditionError
 from distnet.compat.v1.graph import (
     GraphKeys, Operation, Tensor, TensorShape, build, convert_to_tensor, get_default_graph, leaf, no_output,

@@ -25,7 +25,7 @@ from distnet.compat.v1.graph import (
     no_output, probes_for,
 )
 from distnet.errors import InvalidArgumentError
-from distnet.initializers import compute_fans
+from distnet.model.initializers import compute_fans
 from distnet.tensor import Tensor as EagerTensor, Variable as NativeVariable
 
 

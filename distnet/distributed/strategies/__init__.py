@@ -18,11 +18,6 @@ from typing import Any, Mapping
 from distnet.distributed.strategies.base import GradientSink, Strategy, SyncResult
 from distnet.errors import InvalidArgumentError
 
-#: Option values that mean "nothing asked": ``"auto"`` drops them when the
-#: strategy it chose has no such option.
-NEUTRAL = (None, False, "auto")
-
-
 def all_strategies() -> dict[str, type[Strategy]]:
     """Every strategy defined in this folder, by name."""
     found: dict[str, type[Strategy]] = {}
@@ -41,34 +36,29 @@ def strategy_class(name: str, comm, optimizer, options: Mapping[str, Any]) -> tu
 
     Args:
         name: a strategy's name, or ``"auto"``: the one that prefers this job
-            most among those that take every option given (options with a
-            value in :data:`NEUTRAL` count as not given).
+            most among those that take every option given.
         comm: the job's communicator.
         optimizer: the job's optimizer (some strategies cannot clip by global norm).
-        options: the strategy's options.
+        options: the strategy's options: only those asked for (a key given is asked
+            for, whatever its value; leave a key out to let the strategy choose).
     Returns:
         ``(class, options)``.
     """
     known = all_strategies()
-    asked = {k for k, v in options.items() if not any(v is n or (isinstance(v, str) and v == n) for n in NEUTRAL)}
     if name == "auto":
         best, best_score = None, None
         for cls in known.values():
             score = cls.preference(comm, optimizer, options)
-            if score is not None and asked <= set(cls.options) and (best_score is None or score > best_score):
+            if score is not None and set(options) <= set(cls.option_names()) and (
+                    best_score is None or score > best_score):
                 best, best_score = cls, score
         if best is None:
             raise InvalidArgumentError(f"strategy 'auto': Expect: a strategy that takes the options "
-                                       f"{sorted(asked)} Actual: none among {sorted(known)}")
-        options = {k: v for k, v in options.items() if k in best.options}
+                                       f"{sorted(options)} Actual: none among {sorted(known)}")
         return best, best.check_options(options, comm, optimizer)
     if name not in known:
         raise InvalidArgumentError(f"strategy: Expect: 'auto' or one of {sorted(known)} Actual: {name!r}")
-    cls = known[name]
-    # An option of another strategy left at "nothing asked" does not concern this one.
-    others = {k for c in known.values() for k in c.options}
-    options = {k: v for k, v in options.items() if k in cls.options or k in asked or k not in others}
-    return cls, cls.check_options(options, comm, optimizer)
+    return known[name], known[name].check_options(options, comm, optimizer)
 
 
-__all__ = ["NEUTRAL", "GradientSink", "Strategy", "SyncResult", "all_strategies", "strategy_class"]
+__all__ = ["GradientSink", "Strategy", "SyncResult", "all_strategies", "strategy_class"]

@@ -1,6 +1,6 @@
 """What every way of synchronising a data-parallel step provides: :class:`Strategy`.
 
-One step, as :class:`~distnet.trainer.Trainer` runs it, whatever the strategy:
+One step, as :class:`~distnet.training.trainer.Trainer` runs it, whatever the strategy:
 
 1. backward lands each micro-batch's gradients in the strategy's flat
    buffer through :meth:`Strategy.gradient_sink`, the ``on_leaf`` hook of
@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -41,6 +42,7 @@ from distnet.distributed.abort import CollectiveError
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.layout import FlatLayout
 from distnet.errors import DistributedError, InvalidArgumentError, ShapeError
+from distnet.registry import Option
 
 
 @dataclass
@@ -132,8 +134,12 @@ class Strategy(ABC):
 
     #: The name a job file or ``Trainer(strategy=...)`` uses.
     name: ClassVar[str] = ""
-    #: Option name -> default.
-    options: ClassVar[dict] = {}
+    #: The strategy's own options, declared once: the Trainer's keywords, the job file's
+    #: ``[dist] strategy = {type = ..., key = value}`` and the table in docs/jobs.md.
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: Defaults a job file gets where the Trainer's differ: a job's own code never
+    #: holds the weights outside the Trainer (see Zero1's ``shared_memory``).
+    job_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     dtype = np.dtype(np.float32)
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
@@ -160,12 +166,21 @@ class Strategy(ABC):
         Subclasses check values and combinations after this (the "X applies
         only with Y" rules live in the strategy they concern).
         """
-        unknown = sorted(set(options) - set(cls.options))
+        unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             raise InvalidArgumentError(
-                f"strategy {cls.name!r}: option {unknown[0]!r}: Expect: one of {sorted(cls.options) or 'none'} "
-                f"Actual: {unknown[0]}={options[unknown[0]]!r}")
-        return {**cls.options, **options}
+                f"strategy {cls.name!r}: option {unknown[0]!r}: Expect: one of "
+                f"{sorted(cls.option_names()) or 'none'} Actual: {unknown[0]}={options[unknown[0]]!r}")
+        return {**cls.defaults(), **options}
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(o.name for o in cls.options)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Option name -> the Trainer's default."""
+        return {o.name: o.default for o in cls.options}
 
     @classmethod
     def build(cls, comm: Communicator, variables: Sequence, scalar_names: Sequence[str], **options) -> "Strategy":

@@ -29,12 +29,13 @@ the job spans several machines with several ranks each.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
-from distnet.distributed.compression import check_compression, make_compressor
+from distnet.distributed.compression import COMPRESSION, check_compression, make_compressor
 from distnet.distributed.strategies.zero1 import Zero1
 from distnet.errors import InvalidArgumentError
 
@@ -49,7 +50,8 @@ class Hierarchical(Zero1):
     """
 
     name = "hierarchical"
-    options = {"compression": "none"}
+    options = (COMPRESSION,)   # across machines; inside one, shared memory always
+    job_defaults = MappingProxyType({})   # not ZeRO-1's: shared memory is how it works inside a machine
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  compression: str = "none") -> None:

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
-from distnet.distributed.compression import check_compression, make_compressor
+from distnet.distributed.compression import COMPRESSION, check_compression, make_compressor
 from distnet.distributed.strategies.base import (
     GradientSink,
     Strategy,
@@ -37,6 +37,7 @@ from distnet.distributed.strategies.base import (
     all_finite,
 )
 from distnet.errors import InvalidArgumentError
+from distnet.registry import BOOL, INT, Option
 
 #: Bucket size when several ranks reduce and the user gave none (the step
 #: time against the bucket size is in benchmarks/README.md).
@@ -54,7 +55,16 @@ class Replicated(Strategy):
     """
 
     name = "replicated"
-    options = {"bucket_bytes": None, "overlap": False, "compression": "none"}
+    options = (
+        Option("bucket_bytes", INT, None, "size of the slices of the gradient buffer all-reduced one after the "
+               "other (the step time against the size is in `benchmarks/README.md`); unset: 8 MB with several "
+               "workers or `overlap`, one buffer with `compression`", low=0, low_open=True),
+        Option("overlap", BOOL, False, "start each bucket's all-reduce (non-blocking) as soon as backward has "
+               "produced its gradients, while backward goes on; the same results (bitwise on 2 workers; on 3 or "
+               "more MPI may add the terms in another order). On workers sharing a machine's cores it gains "
+               "nothing; it can help where the network, not the CPU, is the bottleneck. Not with `compression`"),
+        COMPRESSION,
+    )
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  bucket_bytes: int | None = None, overlap: bool = False, compression: str = "none") -> None:

@@ -1,0 +1,1 @@
+"""Job files and the command line: the job schema, parsing, building and the ``distnet`` commands."""

@@ -1,0 +1,1 @@
+"""The Trainer's services, one hook per module (the protocol: :mod:`distnet.training.hook`)."""

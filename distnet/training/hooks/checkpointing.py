@@ -1,0 +1,79 @@
+"""Checkpoints every N steps, at the end, and at an agreed stop; resuming from the newest one."""
+from __future__ import annotations
+
+from distnet.training.hook import Hook
+
+
+class Checkpointing(Hook):
+    """Writes the run's state to ``directory`` from rank 0 (a collective: every rank assembles it).
+
+    Args:
+        directory: where ``ckpt-<step>.h5`` files go.
+        every: steps between checkpoints (None: only at the end and at a stop).
+        max_to_keep: finished checkpoints kept.
+    Attributes:
+        last: the file of the newest checkpoint this hook wrote (rank 0), or None.
+    """
+
+    def __init__(self, directory: str, every: int | None = None, max_to_keep: int = 5) -> None:
+        self.directory = directory
+        self.every = every
+        self.max_to_keep = max_to_keep
+        self.manager = None
+        self.last: str | None = None
+
+    def _manager(self, ctx):
+        if self.manager is None:
+            from distnet.checkpoint import CheckpointManager
+
+            self.manager = CheckpointManager(self.directory, max_to_keep=self.max_to_keep,
+                                             is_writer=ctx.comm.rank == 0)
+        return self.manager
+
+    def save(self, ctx) -> str | None:
+        """Write a checkpoint from rank 0 (after the step's synchronisation); a collective."""
+        manager = self._manager(ctx)
+        path = None
+        state = ctx.state()   # a collective
+        if ctx.comm.rank == 0:
+            path = manager.save(state)
+        ctx.comm.barrier()
+        self.last = path
+        return path
+
+    def on_fit_begin(self, ctx) -> None:
+        manager = self._manager(ctx)
+        if ctx.resume:
+            resume(ctx, manager)
+
+    def on_step_end(self, ctx, record: dict) -> None:
+        if self.every and ctx.step % self.every == 0:
+            with ctx.tracer.span("checkpoint"):
+                self.save(ctx)
+
+    def on_stop(self, ctx, stop) -> None:
+        with ctx.tracer.span("checkpoint"):
+            stop.checkpoint = self.save(ctx)   # every rank is here, at the same step
+
+    def on_fit_end(self, ctx) -> None:
+        if not self.every or ctx.step % self.every:
+            self.save(ctx)
+
+
+def resume(ctx, manager) -> bool:
+    """Continue from ``manager``'s newest good checkpoint (None: checkpoints are off); says whether one was found."""
+    from distnet.checkpoint import training_state   # h5py: imported only by runs that use checkpoints
+
+    path, state = training_state.read_latest(ctx.comm, manager, ctx.all_variables)
+    if state is None:
+        where = manager.directory if manager is not None else "(checkpoints are off)"
+        ctx.message(f"distnet: no checkpoint in {where}: starting from step 0")
+        return False
+    training_state.restore(state, variables=ctx.all_variables, optimizer=ctx.optimizer, strategy=ctx.strategy,
+                           ema=ctx.ema, sampler=ctx.sampler)
+    if path is not None:
+        ctx.log("resume", checkpoint=path, step=state.step, epoch=state.epoch, position=state.position,
+                world_size_then=state.world_size)
+        ctx.message(f"distnet: resuming from {path}: step {state.step}, epoch {state.epoch} "
+                    f"(sample {state.position} of it), written by {state.world_size} rank(s)")
+    return True

@@ -1,0 +1,84 @@
+"""``TrainConfig``: the numbers that shape a training run (the loop's own settings, not its services').
+
+The services — checkpoints, evaluation, the log, the watchdog, ... — are
+hooks with their own settings (:mod:`distnet.training.hooks`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from distnet.errors import InvalidArgumentError
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """How the loop trains.
+
+    Args:
+        global_batch_size: samples per step over all ranks.
+        epochs / steps: how long; exactly one of them.
+        micro_batches: pieces each rank's shard is split into (gradients accumulated).
+        seed: the data order and dropout masks.
+        weight_decay: ``weight_decay * sum(l2_loss(v))`` added to the layers' terms (TF1).
+        weight_decay_exclude_bias: leave the biases out of it.
+        ema_num_updates: the EMA's decay follows ``min(decay, (1 + n) / (10 + n))``.
+        max_bad_steps: consecutive non-finite steps before the job stops.
+        eval_batch_size: samples per forward pass in evaluations.
+        strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any registered strategy.
+        strategy_options: the strategy's own options, checked by it.
+        conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
+            (measured per layer shape at start-up, rank 0's choice on every rank) or one
+            forced (:mod:`distnet.nn.conv_choice`).
+        deterministic: a prototype: every step the same bits on any number of ranks
+            (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
+            summed exactly: distnet/training/deterministic.py); replicated strategy only.
+        config_text: the job file stored in every checkpoint.
+    """
+
+    global_batch_size: int = 100
+    epochs: int | None = None
+    steps: int | None = None
+    micro_batches: int = 1
+    seed: int = 0
+    weight_decay: float = 0.0
+    weight_decay_exclude_bias: bool = False
+    ema_num_updates: bool = True
+    max_bad_steps: int = 5
+    eval_batch_size: int = 1000
+    strategy: str = "auto"
+    strategy_options: dict = field(default_factory=dict)
+    conv_algorithm: str = "gemm"
+    deterministic: bool = False
+    piece_size: int | None = None
+    config_text: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise InvalidArgumentError(
+                f"give exactly one of epochs and steps, got epochs={self.epochs!r}, steps={self.steps!r}")
+        for name in ("epochs", "steps"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        _positive_int("global_batch_size", self.global_batch_size)
+        _positive_int("micro_batches", self.micro_batches)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        if self.weight_decay < 0:
+            raise InvalidArgumentError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        self.global_batch_size = int(self.global_batch_size)
+        self.micro_batches = int(self.micro_batches)
+        self.seed = int(self.seed)
+        self.weight_decay = float(self.weight_decay)
+        self.max_bad_steps = int(self.max_bad_steps)
+        self.eval_batch_size = int(self.eval_batch_size)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
