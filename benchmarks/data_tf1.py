@@ -53,7 +53,7 @@ def main() -> None:
         .map(lambda u, v: (u * 2.0, v)).batch(100).repeat(),
     }
     for name, make in cases.items():
-        t = per_batch(make, a.batches if "map" not in name else max(a.batches // 5, 5))
+        t = per_batch(make, a.batches if "map" not in name else max(a.batches // 4, 5))
         print(f"{name:26s} median {1e3 * statistics.median(t):7.3f} ms  min {1e3 * min(t):7.3f} ms per batch")
     t = []
     for _ in range(a.batches):

@@ -136,10 +136,16 @@ class _Context:
 
     def run_function(self, inputs: list, outputs: list, element: tuple) -> tuple:
         """The values of ``outputs`` with the stand-ins ``inputs`` fed ``element``."""
-        from distnet.compat.v1.session import _Run
+        from distnet.compat.v1.session import _Run, evaluation_order
 
         run = _Run(self.session, {**self.fed, **{t.op: _eager(v) for t, v in zip(inputs, element)}})
-        return tuple(np.asarray(_array(run.value(t))) for t in outputs)
+        # The function's ops are ordered once per iteration, not walked again for each element.
+        key = ("order", *[t.op for t in outputs])
+        order = self.state.get(key)
+        if order is None:
+            order = self.state[key] = evaluation_order([t.op for t in outputs], run.fed)
+        run.run_in_order(order)
+        return tuple(np.asarray(_array(run.values[t.op])) for t in outputs)
 
 
 def _evaluate(session, tensors: list) -> dict:

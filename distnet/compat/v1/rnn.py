@@ -67,10 +67,12 @@ class _Step:
         created = set(g._ops[start:])
         self.external = self._externals(created)
         self.targets = [self.output.op] + [t.op for t in self.state_out]
+        from distnet.compat.v1.session import evaluation_order
+
         # Every time step runs the same graph with the same ops fed, so the order in which a session
         # run would compute the step's ops is found once here instead of by a walk per time step.
         fed = {self.x.op, *[s.op for s in self.state_in], *[t.op for t in self.external]}
-        self.schedule = _schedule(self.targets, fed)
+        self.schedule = evaluation_order(self.targets, fed)
 
     def _externals(self, created: set) -> list:
         """The tensors the step reads that it does not make: variables and anything built before it."""
@@ -102,43 +104,10 @@ class _Step:
             values = _probe_values(fed, targets)
         else:
             sub = _Run(run.session, fed, run.shard)
+            sub.run_in_order(self.schedule)
             values = sub.values
-            for op in self.schedule:
-                if op in fed:
-                    values[op] = fed[op]
-                elif op not in values or op._volatile:    # an op may have evaluated others (a cond's branch)
-                    values[op] = op._compute(sub, [values[t.op] for t in op.inputs])
         return values[targets[0]], [values[op] for op in targets[1:]]
 
-
-def _schedule(targets: list, fed: set) -> list:
-    """The ops in the order ``_Run.evaluate`` visits and computes them for ``targets`` one after
-    another with the ops ``fed`` given; a variable's read (``_volatile``) appears at each use, as it
-    is computed again at each use there."""
-    done, order = set(), []
-    for target in targets:
-        if target in done and not target._volatile:
-            continue
-        stack = [(target, False)]
-        while stack:
-            op, expanded = stack.pop()
-            if expanded:
-                if op not in done or op._volatile:
-                    done.add(op)
-                    order.append(op)
-                continue
-            if op in done and not op._volatile:
-                continue
-            if op in fed:
-                done.add(op)
-                order.append(op)
-                continue
-            stack.append((op, True))
-            deps = list(op.control_inputs) + [t.op for t in op.inputs]
-            for dep in reversed(deps):
-                if dep not in done or dep._volatile:
-                    stack.append((dep, False))
-    return order
 
 
 def _probe_values(fed: dict, targets: list) -> dict:

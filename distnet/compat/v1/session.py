@@ -66,6 +66,47 @@ class _Run:
     def value(self, t: Tensor) -> Any:
         return self.evaluate(t.op)
 
+    def run_in_order(self, order: list) -> None:
+        """Compute ``order`` (from :func:`evaluation_order` for this run's fed ops): what
+        ``evaluate`` of its targets computes, without walking the graph again."""
+        values, fed = self.values, self.fed
+        for op in order:
+            if op in fed:
+                values[op] = fed[op]
+            elif op not in values or op._volatile:    # an op may have evaluated others (a cond's branch)
+                values[op] = op._compute(self, [values[t.op] for t in op.inputs])
+
+
+def evaluation_order(targets: list, fed: Any) -> list:
+    """The ops in the order ``_Run.evaluate`` visits and computes them for ``targets`` one after
+    another with the ops in ``fed`` given -- for a graph run many times with the same ops fed (a
+    recurrent step, a dataset's function).  A variable's read (``_volatile``) appears at each
+    use, as it is computed again at each use."""
+    done, order = set(), []
+    for target in targets:
+        if target in done and not target._volatile:
+            continue
+        stack = [(target, False)]
+        while stack:
+            op, expanded = stack.pop()
+            if expanded:
+                if op not in done or op._volatile:
+                    done.add(op)
+                    order.append(op)
+                continue
+            if op in done and not op._volatile:
+                continue
+            if op in fed:
+                done.add(op)
+                order.append(op)
+                continue
+            stack.append((op, True))
+            deps = list(op.control_inputs) + [t.op for t in op.inputs]
+            for dep in reversed(deps):
+                if dep not in done or dep._volatile:
+                    stack.append((dep, False))
+    return order
+
 
 class RunOptions:
     """TF1's ``tf.RunOptions(trace_level=...)``: accepted by ``Session.run(options=)``;
