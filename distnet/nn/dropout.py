@@ -112,6 +112,16 @@ def dropout_sample_keys(seed: int, step: int, layer_index: int, sample_indices: 
 make_sample_keys = dropout_sample_keys
 
 
+def per_sample_keys(seed: int, step: int, indices: Any) -> np.ndarray:
+    """uint64 keys of the samples ``indices`` (global indices) at ``step``: the keys the
+    Trainer gives a model (each dropout layer derives its own from them) and augmentation.
+
+    A sample's key depends only on (seed, step, its global index), never on
+    the rank or on where the sample sits in the local batch.
+    """
+    return dropout_sample_keys(seed, step, 0, np.asarray(indices, dtype=np.int64))
+
+
 def keyed_bits32(sample_keys: np.ndarray, sample_shape: tuple) -> np.ndarray:
     """32 random bits per element, ``[len(keys), *sample_shape]`` uint32, each row from its key alone."""
     n_elem = int(np.prod(sample_shape, dtype=np.int64))

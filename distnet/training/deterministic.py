@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from distnet.autodiff import gradients
+from distnet.nn.dropout import per_sample_keys
 from distnet.distributed.exact_sum import exact_allreduce
 from distnet.distributed.pieces import piece_shard_of
 from distnet.distributed.strategies.base import SyncResult, all_finite
@@ -72,6 +73,4 @@ def deterministic_reduce(trainer, batch, piece_size: int, step: int, stop: float
 
 
 def _keys(seed: int, step: int, indices: np.ndarray) -> np.ndarray:
-    from distnet.training.trainer import per_sample_keys
-
     return per_sample_keys(seed, step, indices)

@@ -52,6 +52,7 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import InvalidArgumentError
+from distnet.nn.dropout import per_sample_keys
 from distnet.training.stop import decode as decode_stop
 from distnet.tensor import Tensor, Variable
 from distnet.training.evaluation import metric_for
@@ -76,17 +77,6 @@ class StepResult:
     finite: bool
     seconds: float = 0.0
     stop: int | None = None   # the signal every rank agreed to stop on after this step
-
-
-def per_sample_keys(seed: int, step: int, indices: np.ndarray) -> np.ndarray:
-    """uint64 dropout keys of the samples ``indices`` (global indices) at ``step``.
-
-    A sample's key depends only on (seed, step, its global index), never on
-    the rank or on where the sample sits in the local batch.
-    """
-    from distnet.nn.dropout import make_sample_keys
-
-    return make_sample_keys(seed, step, 0, np.asarray(indices, dtype=np.int64))
 
 
 class Trainer:

@@ -29,7 +29,7 @@ from distnet.distributed import (
 )
 from distnet.distributed.exact_sum import exact_allreduce
 from distnet.distributed.pieces import next_pieces
-from distnet.training.trainer import per_sample_keys
+from distnet.nn.dropout import per_sample_keys
 
 args = script_args()
 out = args[0]

@@ -17,7 +17,7 @@ import numpy as np
 
 from distnet.compat.v1.graph import Tensor, get_default_graph
 from distnet.compat.v1.misc import logging
-from distnet.compat.v1.monitored import SessionRunArgs, SessionRunHook
+from distnet.compat.v1.session_run_hook import SessionRunArgs, SessionRunHook
 
 
 class NanLossDuringTrainingError(RuntimeError):
