@@ -72,3 +72,37 @@ def test_bad_input_is_named():
         random_crop_flip(np.zeros((2, 4)), np.zeros(2, np.uint64))
     with pytest.raises(InvalidArgumentError, match="padding an int >= 0"):
         random_crop_flip(x, np.zeros(2, np.uint64), padding=-1)
+
+
+def _train(**options):
+    import distnet
+    from distnet import layers
+    from distnet.data import ArrayDataset
+
+    rng = np.random.default_rng(5)
+    data = ArrayDataset(rng.random((64, 8, 8)).astype(np.float32), rng.integers(0, 3, 64))
+    model = distnet.Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(8, 8, 1), seed=1)
+    trainer = distnet.Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.5), data,
+                              global_batch_size=16, steps=4, **options)
+    trainer.fit()
+    return model.get_variable("dense/kernel").numpy().copy()
+
+
+def test_the_trainer_augments_training_images_when_asked():
+    plain = _train()
+    assert np.array_equal(plain, _train())                                  # the same run twice
+    augmented = _train(augment_padding=2, augment_flip=True)
+    assert not np.array_equal(plain, augmented)                             # other pixels were seen
+    assert np.array_equal(augmented, _train(augment_padding=2, augment_flip=True))
+
+
+def test_augmentation_of_data_that_are_not_images_is_refused():
+    import distnet
+    from distnet import layers
+    from distnet.data import ArrayDataset
+
+    data = ArrayDataset(np.zeros((32, 5), np.float32), np.zeros(32, np.int64))
+    model = distnet.Sequential([layers.Dense(2)], input_shape=(5,), seed=0)
+    with pytest.raises(InvalidArgumentError, match=r"Expect: image data \(\[N, H, W\]"):
+        distnet.Trainer(model, "sparse_softmax_cross_entropy", "sgd", data, global_batch_size=8, steps=1,
+                        augment_flip=True)

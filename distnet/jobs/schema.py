@@ -110,6 +110,12 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
                     "`val_loss`/`val_accuracy` (and `ema_val_*`): what early stopping and `keep_best` choose "
                     "on — the test set only measures; a whole number >= 1 or a fraction in (0, 1)",
                     used_by="distnet.jobs.job.build_trainer"),
+                Key("augment_padding", INT, 0, "random crop for training images: pad this many zeros on each side, "
+                    "then cut a window of the image's size at a random offset (0: no crop); drawn per sample "
+                    "from its key, so N workers augment a sample as one worker does", low=0,
+                    arg="augment_padding", shown="0 (off)"),
+                Key("augment_flip", BOOL, False, "mirror each training image left-right with probability 1/2 "
+                    "(per sample, as the crop)", arg="augment_flip"),
             )),
     Section("train", "TrainConfig", "batch, length of the run, evaluation and logging", (
         Key("batch_size", INT, 100, "the global batch: split across the workers; at least the number of "

@@ -40,6 +40,8 @@ class TrainConfig:
         deterministic: a prototype: every step the same bits on any number of ranks
             (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
             summed exactly: distnet/training/deterministic.py); replicated strategy only.
+        augment_padding, augment_flip: random crop after zero padding and left-right flip of the
+            training images (distnet/data/augment.py), per sample from its key.
         config_text: the job file stored in every checkpoint.
     """
 
@@ -58,6 +60,8 @@ class TrainConfig:
     conv_algorithm: str = "gemm"
     deterministic: bool = False
     piece_size: int | None = None
+    augment_padding: int = 0
+    augment_flip: bool = False
     config_text: str = ""
 
     def __post_init__(self) -> None:
@@ -78,6 +82,9 @@ class TrainConfig:
         self.weight_decay = float(self.weight_decay)
         self.max_bad_steps = int(self.max_bad_steps)
         self.eval_batch_size = int(self.eval_batch_size)
+        if isinstance(self.augment_padding, bool) or not isinstance(self.augment_padding, int) \
+                or self.augment_padding < 0:
+            raise InvalidArgumentError(f"augment_padding: Expect: an int >= 0 Actual: {self.augment_padding!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

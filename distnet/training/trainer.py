@@ -52,6 +52,7 @@ import numpy as np
 
 from distnet.autodiff import gradients
 from distnet.errors import InvalidArgumentError
+from distnet.data.augment import random_crop_flip
 from distnet.nn.dropout import per_sample_keys
 from distnet.training.stop import decode as decode_stop
 from distnet.tensor import Tensor, Variable
@@ -160,6 +161,12 @@ class Trainer:
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
         self.deterministic, self.piece_size = self._check_deterministic(cfg.deterministic, cfg.piece_size)
+        self._augment = bool(cfg.augment_padding or cfg.augment_flip)
+        if self._augment and (self.deterministic or len(getattr(train_data, "image_shape", ()) or ()) not in (2, 3)):
+            raise InvalidArgumentError(
+                "augment_padding/augment_flip: Expect: image data ([N, H, W] or [N, H, W, C]) and the default "
+                f"step Actual: samples of shape {getattr(train_data, 'image_shape', None)}"
+                f"{', deterministic=True' if self.deterministic else ''}")
         self._closed = False
         # What this rank updates: the variables, or (ZeRO-1) its pieces of them.
         self.optimizer.build(self.strategy.updated)
@@ -269,9 +276,11 @@ class Trainer:
         if self.deterministic:
             return self._deterministic_step(batch, t0, stop)
         if local:
+            keys = per_sample_keys(self.config.seed, step, indices)
             with span("data", samples=local):
                 x, y = self.train_data.read(indices)
-            keys = per_sample_keys(self.config.seed, step, indices)
+                if self._augment:
+                    x = random_crop_flip(x, keys, self.config.augment_padding, self.config.augment_flip)
             parts = np.array_split(np.arange(local), min(self.config.micro_batches, local))
             for k, part in enumerate(parts):
                 with span("forward", micro_batch=k):
