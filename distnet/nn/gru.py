@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from distnet.autodiff import Op
-from distnet.errors import DTypeError, ShapeError
-from distnet.nn.lstm import _sigmoid
-from distnet.tensor import Tensor, as_tensor
+from distnet.errors import ShapeError
+from distnet.nn.lstm import _sigmoid, check_sequence_args
+from distnet.tensor import Tensor
 
 
 class GRUSequence(Op):
@@ -101,17 +101,7 @@ def gru(x: Any, kernel: Any, recurrent_kernel: Any, bias: Any = None) -> Tensor:
       ...                np.zeros((2, 6), np.float32)).shape
       (2, 3, 2)
     """
-    tensors = [as_tensor(v) for v in (x, kernel, recurrent_kernel) + (() if bias is None else (bias,))]
-    xt, k, r = tensors[:3]
-    if not np.issubdtype(xt.dtype, np.floating) or any(t.dtype != xt.dtype for t in tensors):
-        raise DTypeError(f"gru: Expect: one floating dtype for x and the weights Actual: "
-                         f"{[t.dtype.name for t in tensors]}")
-    if r.ndim != 2 or r.shape[1] != 3 * r.shape[0]:
-        raise ShapeError(f"gru: recurrent_kernel: Expect: [units, 3 * units] Actual: {r.shape}")
-    u = r.shape[0]
-    if xt.ndim != 3 or k.shape != (xt.shape[-1], 3 * u) or xt.shape[1] == 0:
-        raise ShapeError(f"gru: Expect: x [batch, time >= 1, features] and kernel [features, {3 * u}] Actual: "
-                         f"{xt.shape} and {k.shape}")
+    tensors, u = check_sequence_args("gru", 3, x, kernel, recurrent_kernel, bias, min_time=1)
     if bias is not None and tensors[3].shape != (2, 3 * u):
         raise ShapeError(f"gru: bias: Expect: (2, {3 * u}) (input and recurrent bias) Actual: {tensors[3].shape}")
     return GRUSequence.apply(*tensors, has_bias=bias is not None)

@@ -105,19 +105,29 @@ def lstm(x: Any, kernel: Any, recurrent_kernel: Any, bias: Any = None) -> Tensor
       ...                 np.zeros((2, 8), np.float32)).shape
       (2, 3, 2)
     """
+    tensors, u = check_sequence_args("lstm", 4, x, kernel, recurrent_kernel, bias)
+    if bias is not None and tensors[3].shape != (4 * u,):
+        raise ShapeError(f"lstm: bias: Expect: ({4 * u},) Actual: {tensors[3].shape}")
+    if tensors[0].shape[1] == 0:
+        raise ShapeError(f"lstm: Expect: at least one time step Actual: x of shape {tensors[0].shape}")
+    return LSTMSequence.apply(*tensors, has_bias=bias is not None)
+
+
+def check_sequence_args(op: str, gates: int, x, kernel, recurrent_kernel, bias, min_time: int = 0) -> tuple:
+    """The tensors of a fused recurrent op's arguments and its units, checked at the boundary.
+
+    ``gates`` is how many blocks of ``units`` columns the kernels hold (LSTM 4, GRU 3).
+    """
     tensors = [as_tensor(v) for v in (x, kernel, recurrent_kernel) + (() if bias is None else (bias,))]
     xt, k, r = tensors[:3]
     if not np.issubdtype(xt.dtype, np.floating) or any(t.dtype != xt.dtype for t in tensors):
-        raise DTypeError(f"lstm: Expect: one floating dtype for x and the weights Actual: "
+        raise DTypeError(f"{op}: Expect: one floating dtype for x and the weights Actual: "
                          f"{[t.dtype.name for t in tensors]}")
-    if r.ndim != 2 or r.shape[1] != 4 * r.shape[0]:
-        raise ShapeError(f"lstm: recurrent_kernel: Expect: [units, 4 * units] Actual: {r.shape}")
+    if r.ndim != 2 or r.shape[1] != gates * r.shape[0]:
+        raise ShapeError(f"{op}: recurrent_kernel: Expect: [units, {gates} * units] Actual: {r.shape}")
     u = r.shape[0]
-    if xt.ndim != 3 or k.shape != (xt.shape[-1], 4 * u):
-        raise ShapeError(f"lstm: Expect: x [batch, time, features] and kernel [features, {4 * u}] Actual: "
+    time = "time >= 1" if min_time else "time"
+    if xt.ndim != 3 or k.shape != (xt.shape[-1], gates * u) or xt.shape[1] < min_time:
+        raise ShapeError(f"{op}: Expect: x [batch, {time}, features] and kernel [features, {gates * u}] Actual: "
                          f"{xt.shape} and {k.shape}")
-    if bias is not None and tensors[3].shape != (4 * u,):
-        raise ShapeError(f"lstm: bias: Expect: ({4 * u},) Actual: {tensors[3].shape}")
-    if xt.shape[1] == 0:
-        raise ShapeError(f"lstm: Expect: at least one time step Actual: x of shape {xt.shape}")
-    return LSTMSequence.apply(*tensors, has_bias=bias is not None)
+    return tensors, u

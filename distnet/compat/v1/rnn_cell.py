@@ -201,10 +201,8 @@ def _gates(x: Tensor, n: int, k: int) -> list:
     return [x[:, i * n:(i + 1) * n] for i in range(k)]
 
 
-class BasicRNNCell(RNNCell):
-    """``h = activation([x, h] @ kernel + bias)`` (variables ``kernel``, ``bias``)."""
-
-    _default_name = "basic_rnn_cell"
+class _UnitsCell(RNNCell):
+    """A cell whose state and output are ``num_units`` wide, with one activation."""
 
     def __init__(self, num_units: int, activation: Any = None, reuse: Any = None, name: str | None = None,
                  dtype: Any = None, **kwargs):
@@ -219,6 +217,12 @@ class BasicRNNCell(RNNCell):
     @property
     def output_size(self) -> int:
         return self._num_units
+
+
+class BasicRNNCell(_UnitsCell):
+    """``h = activation([x, h] @ kernel + bias)`` (variables ``kernel``, ``bias``)."""
+
+    _default_name = "basic_rnn_cell"
 
     def _create_variables(self, input_depth, dtype):
         self._kernel = get_variable("kernel", [input_depth + self._num_units, self._num_units], dtype=dtype)
@@ -361,7 +365,7 @@ class LSTMCell(BasicLSTMCell):
         return m, self._join_state(c, m)
 
 
-class GRUCell(RNNCell):
+class GRUCell(_UnitsCell):
     """TF1's GRU: reset and update gates ``r, u`` (``gates/``, bias 1.0), then the
     ``candidate/`` from ``[x, r * h]``; ``h = u * h + (1 - u) * candidate``."""
 
@@ -369,19 +373,9 @@ class GRUCell(RNNCell):
 
     def __init__(self, num_units: int, activation: Any = None, reuse: Any = None, kernel_initializer: Any = None,
                  bias_initializer: Any = None, name: str | None = None, dtype: Any = None, **kwargs):
-        super().__init__(name=name, dtype=dtype, reuse=reuse)
-        self._num_units = int(num_units)
-        self._act = _activation(activation)
+        super().__init__(num_units, activation, reuse, name, dtype)
         self._kernel_init = kernel_initializer
         self._bias_init = bias_initializer
-
-    @property
-    def state_size(self) -> int:
-        return self._num_units
-
-    @property
-    def output_size(self) -> int:
-        return self._num_units
 
     def _create_variables(self, input_depth, dtype):
         n = self._num_units
