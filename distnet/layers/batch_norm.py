@@ -17,7 +17,8 @@ micro-batches takes statistics over each global micro-batch.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -34,10 +35,9 @@ from distnet.tensor import Tensor
           Option("center", BOOL, True, "learn an offset `<name>/beta`"),
           Option("scale", BOOL, True, "learn a scale `<name>/gamma`"),
           Option("axis", INT, -1, "the channel axis (of `[batch, ...]`)"),
-          Option("synchronized", BOOL, True, "statistics of the global batch (all workers) once the trainer "
-                 "hands the layer its communicator (`synchronize_batch_norm`; the native Trainer does not "
-                 "yet, so jobs on N workers still use each worker's own); false: always each worker's own, "
-                 "as TensorFlow and Horovod"),
+          Option("synchronized", BOOL, True, "statistics of the global batch (all workers: the Trainer "
+                 "synchronizes them unless `[dist] sync_batch_norm = false`); false: always each worker's "
+                 "own, as TensorFlow and Horovod"),
           Option("beta_initializer", STR_OR_TABLE, "zeros", "an initializer (table below)", ref="initializer"),
           Option("gamma_initializer", STR_OR_TABLE, "ones", "an initializer (table below)", ref="initializer"),
           NAME, aliases=("batch_normalization", "batchnorm"),
@@ -82,6 +82,12 @@ class BatchNorm(Layer):
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
         self._reducer: Optional[Callable[[np.ndarray], np.ndarray]] = None
         self._combine = "sum"
+        self._stand_in = False   # set by stand_in_calls() around a stand-in forward
+
+    @property
+    def synchronizing(self) -> bool:
+        """Whether a training call is a collective: a reducer is set and ``synchronized`` is on."""
+        return self.synchronized and self._reducer is not None
 
     def set_reducer(self, reducer: Optional[Callable[[np.ndarray], np.ndarray]], combine: str = "sum") -> None:
         """Reduce the statistics over the workers with ``reducer`` (float64 vector -> its sum
@@ -128,7 +134,7 @@ class BatchNorm(Layer):
             return batch_normalization(x, stats[0], stats[1], params[0], params[1], self.epsilon)
         reducer = self._reducer if self.synchronized else None
         y, st = batch_norm_train(x, self.gamma, self.beta, epsilon=self.epsilon, axis=axis, reducer=reducer,
-                                 combine=self._combine)
+                                 combine=self._combine, stand_in=self._stand_in and reducer is not None)
         for var, value in ((self.moving_mean, st.mean), (self.moving_variance, st.unbiased_variance())):
             var.mark_written()
             moving_average_update(var.data, value, self.momentum)
@@ -136,6 +142,26 @@ class BatchNorm(Layer):
 
 
 BatchNormalization = BatchNorm
+
+
+def batch_norm_layers(model) -> list:
+    """The :class:`BatchNorm` layers of ``model``, in call order."""
+    return [layer for layer in getattr(model, "layers", ()) if isinstance(layer, BatchNorm)]
+
+
+@contextlib.contextmanager
+def stand_in_calls(layers: Sequence[BatchNorm]) -> Iterator[None]:
+    """Within the block, training calls of ``layers`` take their input as a stand-in for an
+    empty batch (:func:`distnet.nn.batch_norm_train`'s ``stand_in``): a worker with no
+    samples in a micro-batch runs the model on one sample of its data so that it joins
+    every synchronizing layer's collectives, adding nothing and getting zero gradients."""
+    for layer in layers:
+        layer._stand_in = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._stand_in = False
 
 
 def synchronize_batch_norm(model, comm, combine: str = "sum") -> int:
@@ -148,7 +174,7 @@ def synchronize_batch_norm(model, comm, combine: str = "sum") -> int:
     training-mode forward and backward of the model, also with an empty shard,
     and the same number of micro-batches (each layer call is a collective).
     """
-    layers = [layer for layer in getattr(model, "layers", ()) if isinstance(layer, BatchNorm)]
+    layers = batch_norm_layers(model)
     if comm.size > 1:
         for layer in layers:
             layer.set_reducer(lambda v: comm.allreduce_(v), combine=combine)

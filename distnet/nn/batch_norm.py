@@ -34,6 +34,13 @@ of the global one).  With ``w`` the worker's weight in that combination
 is the textbook formula, with N workers the weighted sum of the workers'
 parameter gradients equals the one-worker gradient of the global batch.
 
+Stand-ins.  Every worker must make each call, also a worker with no
+samples in a (micro-)batch.  Many ops refuse an empty batch, so such a
+worker runs the model on a stand-in sample instead (``stand_in=True``): its
+values enter neither the statistics nor the reduced gradient sums (it adds
+zeros), it is normalized by the global statistics like the others, and its
+gradients are zeros, so upstream layers receive nothing from it.
+
 The one-pass variance ``E[x**2] - E[x]**2`` in float64 loses digits only
 when ``|mean| / std`` exceeds about 1e4 (float32 inputs keep their 7 digits
 below that).
@@ -151,19 +158,25 @@ def _reduce(reducer: Optional[Reducer], vec: np.ndarray, what: str) -> np.ndarra
 class BatchNormTrain(Op):
     """Normalization by the batch's (optionally all workers') statistics; see the module doc."""
 
-    __slots__ = ("axis", "epsilon", "reducer", "combine", "shape", "xhat", "inv_std", "scale", "stats")
+    __slots__ = ("axis", "epsilon", "reducer", "combine", "stand_in", "shape", "xhat", "inv_std", "scale",
+                 "stats")
 
-    def __init__(self, axis: int, epsilon: float, reducer: Optional[Reducer], combine: str):
+    def __init__(self, axis: int, epsilon: float, reducer: Optional[Reducer], combine: str,
+                 stand_in: bool = False):
         self.axis, self.epsilon, self.reducer, self.combine = axis, epsilon, reducer, combine
+        self.stand_in = stand_in
 
     def forward(self, x: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
         self.shape = x.shape
         x2d = _channels_last(x, self.axis)
         n, c = x2d.shape
-        vec = np.empty(2 * c + 1, dtype=np.float64)
-        vec[0] = n
-        np.sum(x2d, axis=0, dtype=np.float64, out=vec[1:c + 1])
-        np.einsum("ij,ij->j", x2d, x2d, dtype=np.float64, out=vec[c + 1:])
+        vec = np.zeros(2 * c + 1, dtype=np.float64)
+        if self.stand_in:
+            n = 0   # a stand-in for an empty batch: it adds nothing (module doc)
+        else:
+            vec[0] = n
+            np.sum(x2d, axis=0, dtype=np.float64, out=vec[1:c + 1])
+            np.einsum("ij,ij->j", x2d, x2d, dtype=np.float64, out=vec[c + 1:])
         vec = _reduce(self.reducer, vec, "statistics")
         total = int(round(vec[0]))
         if total < 1:
@@ -180,6 +193,8 @@ class BatchNormTrain(Op):
         return _back(self.xhat * scale + offset, self.shape, self.axis)
 
     def backward(self, g: np.ndarray, needs) -> tuple:
+        if self.stand_in:
+            return self._stand_in_backward(g, needs)
         g2d = _channels_last(g, self.axis)
         c = g2d.shape[1]
         s1 = np.sum(g2d, axis=0, dtype=np.float64)
@@ -197,6 +212,14 @@ class BatchNormTrain(Op):
             dx = _back(dx2d, self.shape, self.axis)
         return dx, dscale, doffset
 
+    def _stand_in_backward(self, g: np.ndarray, needs) -> tuple:
+        """Zeros for every gradient; the reduction joined with zeros (the others' collective)."""
+        c = self.scale.shape[0]
+        if needs[0]:
+            _reduce(self.reducer, np.zeros(2 * c, dtype=np.float64), "gradient sums")
+        zeros = (np.zeros_like(self.scale) if n else None for n in needs[1:])
+        return (np.zeros(self.shape, dtype=g.dtype) if needs[0] else None, *zeros)
+
 
 class BatchNormOutput(NamedTuple):
     """:func:`batch_norm_train`'s result: the normalized tensor and the statistics used."""
@@ -206,7 +229,8 @@ class BatchNormOutput(NamedTuple):
 
 
 def batch_norm_train(x: Any, scale: Any = None, offset: Any = None, *, epsilon: float = 1e-3, axis: int = -1,
-                     reducer: Optional[Reducer] = None, combine: str = "mean") -> BatchNormOutput:
+                     reducer: Optional[Reducer] = None, combine: str = "mean",
+                     stand_in: bool = False) -> BatchNormOutput:
     """Normalize ``x`` by the statistics of its batch (all axes but ``axis``).
 
     Args:
@@ -220,6 +244,8 @@ def batch_norm_train(x: Any, scale: Any = None, offset: Any = None, *, epsilon: 
       combine: how the workers' gradients are combined, ``"mean"`` (weighted
         by sample count: distnet's Trainer and DistributedOptimizer) or
         ``"sum"`` (see the module doc); irrelevant without a reducer.
+      stand_in: ``x`` stands for an empty batch on this worker (module doc):
+        it joins the reductions with zeros and gets zero gradients.
 
     Returns:
       ``(output, statistics)``: ``output`` is ``scale * (x - mean) /
@@ -254,7 +280,10 @@ def batch_norm_train(x: Any, scale: Any = None, offset: Any = None, *, epsilon: 
             raise ShapeError(f"batch_norm_train: {what} must hold one value per channel. Expect: shape ({c},) "
                              f"Actual: {t.shape}")
         params.append(t)
-    op = BatchNormTrain(axis, float(epsilon), reducer, combine)
+    if stand_in and reducer is None:
+        raise InvalidArgumentError("batch_norm_train: stand_in=True: Expect: a reducer (a stand-in joins the "
+                                   "other workers' statistics) Actual: reducer=None")
+    op = BatchNormTrain(axis, float(epsilon), reducer, combine, bool(stand_in))
     out = Tensor._from_op(op.forward(x.data, params[0].data, params[1].data), op, (x, *params))
     return BatchNormOutput(out, op.stats)
 

@@ -80,6 +80,8 @@ class Context:
     Attributes:
         comm, strategy, model, optimizer, ema, sampler: the job's parts.
         variables / all_variables: the trainable / all variables, sorted by name.
+        agreed_variables: those every rank holds the same values of (all but the moving
+            statistics of batch normalization with per-rank statistics).
         eval_data, validation_data: the evaluation splits (or None).
         history: the run's records (steps and evaluations).
         logger: the run's :class:`~distnet.training.metrics.MetricsLogger` while a
@@ -101,6 +103,7 @@ class Context:
         self.sampler = trainer.sampler
         self.variables = trainer.variables
         self.all_variables = trainer.all_variables
+        self.agreed_variables = trainer.agreed_variables
         self.eval_data = trainer.eval_data
         self.validation_data = trainer.validation_data
         self.history = trainer.history

@@ -40,6 +40,9 @@ class TrainConfig:
         deterministic: a prototype: every step the same bits on any number of ranks
             (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
             summed exactly: distnet/training/deterministic.py); replicated strategy only.
+        sync_batch_norm: batch normalization's statistics over the global batch (each step's
+            global micro-batch: :meth:`Trainer.train_step`), one small all-reduce per layer call;
+            False: each rank's own shard (TensorFlow's and Horovod's default).
         augment_padding, augment_flip: random crop after zero padding and left-right flip of the
             training images (distnet/data/augment.py), per sample from its key.
         config_text: the job file stored in every checkpoint.
@@ -62,6 +65,7 @@ class TrainConfig:
     piece_size: int | None = None
     augment_padding: int = 0
     augment_flip: bool = False
+    sync_batch_norm: bool = True
     config_text: str = ""
 
     def __post_init__(self) -> None:
@@ -82,6 +86,9 @@ class TrainConfig:
         self.weight_decay = float(self.weight_decay)
         self.max_bad_steps = int(self.max_bad_steps)
         self.eval_batch_size = int(self.eval_batch_size)
+        if not isinstance(self.sync_batch_norm, (bool, np.bool_)):
+            raise InvalidArgumentError(f"sync_batch_norm: Expect: True or False Actual: {self.sync_batch_norm!r}")
+        self.sync_batch_norm = bool(self.sync_batch_norm)
         if isinstance(self.augment_padding, bool) or not isinstance(self.augment_padding, int) \
                 or self.augment_padding < 0:
             raise InvalidArgumentError(f"augment_padding: Expect: an int >= 0 Actual: {self.augment_padding!r}")

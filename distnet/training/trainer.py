@@ -161,6 +161,10 @@ class Trainer:
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
         self.deterministic, self.piece_size = self._check_deterministic(cfg.deterministic, cfg.piece_size)
+        self._bn_layers, self._bn_global = self._synchronize_batch_norm(cfg.sync_batch_norm)
+        # What every rank holds the same values of (the parameter check): all but per-rank statistics.
+        own = {id(v) for layer in self._bn_own for v in layer.variables if not v.trainable}
+        self.agreed_variables: list[Variable] = [v for v in self.all_variables if id(v) not in own]
         self._augment = bool(cfg.augment_padding or cfg.augment_flip)
         if self._augment and (self.deterministic or len(getattr(train_data, "image_shape", ()) or ()) not in (2, 3)):
             raise InvalidArgumentError(
@@ -198,6 +202,34 @@ class Trainer:
     @stop_training.setter
     def stop_training(self, value: bool) -> None:
         self.ctx.stop_training = bool(value)
+
+    def _synchronize_batch_norm(self, sync: bool) -> tuple[list, bool]:
+        """``(layers given the communicator's all-reduce, whether micro-batches are global)``.
+
+        Synchronized (the default), each batch-norm layer's statistics are
+        those of the step's global (micro-)batch; its training calls become
+        collectives, so :meth:`_global_micro_batches` runs the step.  Otherwise
+        each rank normalizes by its own shard (``self._bn_own`` lists the
+        layers whose moving statistics then differ between ranks).
+        """
+        from distnet.layers.batch_norm import batch_norm_layers
+
+        found = batch_norm_layers(self.model)
+        synced = [layer for layer in found if sync and layer.synchronized]
+        self._bn_own = [layer for layer in found if layer not in synced] if self.comm.size > 1 else []
+        for layer in found:
+            layer.set_reducer(None)
+        if self.comm.size > 1:
+            comm = self.comm
+            for layer in synced:
+                # "sum": each rank's loss is its share sum / global batch and the gradients are summed.
+                layer.set_reducer(lambda v: comm.allreduce_(v), combine="sum")
+        if synced and self.deterministic:
+            raise InvalidArgumentError(
+                "deterministic: Expect: a model without batch normalization synchronized across ranks (its "
+                "statistics are one collective per micro-batch; the deterministic step runs pieces) Actual: "
+                f"{len(synced)} synchronized BatchNorm layer(s); sync_batch_norm=False gives statistics per piece")
+        return (synced if self.comm.size > 1 else []), bool(synced)
 
     def _check_and_broadcast_variables(self) -> None:
         from distnet.distributed import broadcast_variables, check_same_variables
@@ -246,6 +278,8 @@ class Trainer:
         if self._closed:
             return
         self._closed = True
+        for layer in self._bn_layers:   # the model's training calls are no longer collectives
+            layer.set_reducer(None)
         self.strategy.close()
 
     def __enter__(self) -> "Trainer":
@@ -275,7 +309,9 @@ class Trainer:
         stop = self._signals.code if self._signals is not None else 0.0
         if self.deterministic:
             return self._deterministic_step(batch, t0, stop)
-        if local:
+        if self._bn_global:
+            loss_sum, correct = self._global_micro_batches(batch, stop)
+        elif local:
             keys = per_sample_keys(self.config.seed, step, indices)
             with span("data", samples=local):
                 x, y = self.train_data.read(indices)
@@ -314,6 +350,54 @@ class Trainer:
                           reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
                           stop=decode_stop(res.scalars["stop"]))
+
+    def _global_micro_batches(self, batch, stop: float) -> tuple[float, int]:
+        """Forward and backward of a step whose batch normalization is synchronized;
+        ``(loss sum, correct)`` of this rank.
+
+        Micro-batch k is the global batch's samples at positions k, k + M,
+        k + 2M, ... (M = ``micro_batches``, at most the global batch), the same
+        samples whatever the number of ranks, so its statistics are too; each
+        rank holds about 1/M of its shard in each.  Every rank runs all M —
+        on a stand-in sample (the dataset's first, adding nothing, getting zero
+        gradients) where its shard has none — because each batch-norm call is
+        a collective.
+        """
+        from distnet.layers.batch_norm import stand_in_calls
+
+        strategy, span = self.strategy, self.ctx.tracer.span
+        indices, step = batch.indices, self.step
+        local = int(indices.size)
+        denom = float(batch.global_batch_size)
+        m = min(self.config.micro_batches, batch.global_batch_size)
+        loss_sum, correct = 0.0, 0
+        if local:
+            keys = per_sample_keys(self.config.seed, step, indices)
+            with span("data", samples=local):
+                x, y = self.train_data.read(indices)
+                if self._augment:
+                    x = random_crop_flip(x, keys, self.config.augment_padding, self.config.augment_flip)
+        position = (batch.offset + np.arange(local)) % m
+        for k in range(m):
+            part = np.flatnonzero(position == k)
+            with span("forward", micro_batch=k):
+                if part.size:
+                    logits = self.model(x[part], training=True, dropout_keys=keys[part])
+                    loss = self.loss_fn(y[part], logits, reduction="sum") / denom
+                    loss_sum += float(loss.numpy()) * denom
+                    correct += self.metric.total(logits.numpy(), y[part])
+                else:
+                    first = np.zeros(1, dtype=np.int64)
+                    x0, y0 = self.train_data.read(first)
+                    with stand_in_calls(self._bn_layers):
+                        logits = self.model(x0, training=True,
+                                            dropout_keys=per_sample_keys(self.config.seed, step, first))
+                    loss = self.loss_fn(y0, logits, reduction="sum") * 0.0
+            with span("backward", micro_batch=k):
+                sink = strategy.gradient_sink(accumulate=k > 0, local_count=local, last=k == m - 1,
+                                              scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
+                gradients(loss, self.variables, on_leaf=sink, out=sink.out)
+        return loss_sum, correct
 
     def _check_deterministic(self, deterministic, piece_size) -> tuple:
         """``(deterministic, piece size)``: the prototype runs under the replicated strategy only."""

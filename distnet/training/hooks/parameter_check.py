@@ -14,4 +14,4 @@ class ParameterCheck(Hook):
         if self.every and ctx.comm.size > 1 and ctx.step % self.every == 0:
             from distnet.distributed import check_parameters_agree
 
-            check_parameters_agree(ctx.comm, ctx.all_variables, step=ctx.step)
+            check_parameters_agree(ctx.comm, ctx.agreed_variables, step=ctx.step)
