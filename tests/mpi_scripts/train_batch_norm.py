@@ -73,7 +73,7 @@ def main() -> int:
     trainer = Trainer(model(args.momentum), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01),
                       dataset(), global_batch_size=10, steps=steps, micro_batches=args.micro, seed=11, comm=comm,
                       ema=distnet.ExponentialMovingAverage(0.9), sync_batch_norm=bool(args.sync),
-                      check_every=2, checkpoint_dir=args.ckpt, checkpoint_every=None, log_every=1000, **options)
+                      check_every=1, checkpoint_dir=args.ckpt, checkpoint_every=None, log_every=1000, **options)
     shards = []   # this rank's sample indices, one array per step
     original = trainer.sampler.next
 
