@@ -153,3 +153,56 @@ def test_stop_by_signal_and_resume_is_bitwise(tmp_path):
                                                                    else 8,)
             assert np.array_equal(stored, first[f"param:{name}"]), name
             assert name not in f["ema"], name   # not trained: no EMA shadow
+
+
+# -- in one process ----------------------------------------------------------------------------
+
+def _trainer(**options):
+    from distnet.optimizers import Adam
+    from distnet.training.trainer import Trainer
+
+    job = _job()
+    return Trainer(job.model(0.9), "sparse_softmax_cross_entropy", Adam(0.01), job.dataset(), global_batch_size=10,
+                   seed=11, log_every=1000, **{"steps": 2, **options})
+
+
+def test_job_key_reaches_the_trainer():
+    from distnet.jobs.config import load_job
+    from distnet.jobs.job import trainer_keywords
+
+    assert trainer_keywords(load_job(None))["sync_batch_norm"] is True
+    cfg = load_job(None, ["dist.sync_batch_norm=false"])
+    assert trainer_keywords(cfg)["sync_batch_norm"] is False
+    assert _trainer(sync_batch_norm=False).config.sync_batch_norm is False
+
+
+def test_bad_switch_and_deterministic_are_refused():
+    from distnet.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="sync_batch_norm: Expect: True or False Actual: 'no'"):
+        _trainer(sync_batch_norm="no")
+    with pytest.raises(InvalidArgumentError, match="deterministic: Expect: a model without batch normalization "
+                                                   "synchronized"):
+        _trainer(deterministic=True)
+    # Per-rank statistics need no collective: the deterministic step takes them.
+    assert _trainer(deterministic=True, sync_batch_norm=False).deterministic
+
+
+def test_micro_batches_are_the_global_batch_positions_m_apart():
+    """On one rank with 3 micro-batches the first layer's statistics are those of samples 0, 3, 6, 9 then
+    1, 4, 7 then 2, 5, 8 of the step's batch (momentum 0.9: the moving mean after one step says so)."""
+    from distnet.nn.dropout import per_sample_keys
+
+    job = _job()
+    t = _trainer(micro_batches=3, steps=1)
+    batch = t.sampler.shard_of(0, 0, 10)
+    t.fit(verbose=0)
+    expect = job.model(0.9)
+    x, _ = job.dataset().read(batch.indices)
+    for k in range(3):
+        part = batch.indices[k::3]
+        expect(x[k::3], training=True, dropout_keys=per_sample_keys(11, 0, part))
+    got = {v.name: v.numpy() for v in t.model.variables}
+    want = {v.name: v.numpy() for v in expect.variables}
+    for name in MOVING:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

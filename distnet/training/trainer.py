@@ -37,6 +37,15 @@ the same whichever runs.
 Dropout masks are keyed by (seed, step, global sample index), so a run on N
 ranks draws exactly the masks of the same run on one rank.
 
+Batch normalization is synchronized by default (``sync_batch_norm``): each
+layer's statistics are those of the step's global batch — with
+``micro_batches = M``, of each global micro-batch, the global batch's samples
+at positions k, k + M, ... — summed over the ranks in one small all-reduce
+per layer call (and one in backward), so N ranks train the 1-rank model.
+Each call is a collective: every rank runs every micro-batch, on a stand-in
+sample that adds nothing where its shard has none.  ``sync_batch_norm=False``
+keeps each rank's own statistics (TensorFlow's and Horovod's default).
+
 Set the process up once with :func:`distnet.distributed.init` first (BLAS
 threads per rank, the allocator, aborting every rank when one fails).
 """
