@@ -155,6 +155,16 @@ def test_stop_by_signal_and_resume_is_bitwise(tmp_path):
             assert name not in f["ema"], name   # not trained: no EMA shadow
 
 
+def test_resume_on_more_ranks_equals_one(single, tmp_path):
+    """A checkpoint of 2 ranks resumed on 3 (3 micro-batches) continues the 1-rank run: the
+    micro-batches and so the statistics do not depend on the number of ranks."""
+    ckpt = tmp_path / "ckpt"
+    run_script(SCRIPT, tmp_path, "first", "--micro", 3, "--ckpt", ckpt, "--stop-at", 5, nprocs=2)
+    resumed = run_script(SCRIPT, tmp_path, "resumed", "--micro", 3, "--ckpt", ckpt, "--resume", nprocs=3)
+    assert int(resumed["steps"]) == 12
+    assert _max_rel_diff(single[3], resumed) < TOL
+
+
 # -- in one process ----------------------------------------------------------------------------
 
 def _trainer(**options):

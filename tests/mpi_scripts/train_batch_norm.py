@@ -20,12 +20,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _common import script_args, say  # noqa: E402
+from _common import expect, script_args, say  # noqa: E402
 
 import distnet  # noqa: E402
 from distnet import layers  # noqa: E402
 from distnet.data import ArrayDataset  # noqa: E402
 from distnet.errors import TrainingStopped  # noqa: E402
+from distnet.layers.batch_norm import batch_norm_layers  # noqa: E402
 from distnet.training.trainer import Trainer  # noqa: E402
 
 
@@ -106,6 +107,9 @@ def main() -> int:
         np.savez(args.out, losses=losses, steps=trainer.step, stopped=-1 if stopped is None else stopped.step,
                  **arrays)
     trainer.close()
+    expect(len(batch_norm_layers(trainer.model)) == 2 and not any(
+        layer.synchronizing for layer in batch_norm_layers(trainer.model)),
+        "after close() the model's training calls are no collectives")
     say(f"rank {comm.rank} size {comm.size} steps {trainer.step} stopped {stopped is not None}")
     return 0
 
