@@ -232,6 +232,48 @@ def test_per_worker_statistics_differ_from_one_worker():
     np.testing.assert_allclose(y[:4], one_worker(x[:4], r[:4], np.ones(5), np.zeros(5))[0], rtol=1e-12)
 
 
+def test_a_stand_in_adds_nothing_and_gets_zero_gradients():
+    """A worker without samples joins both reductions through a stand-in: the other worker's
+    results are one worker's, the stand-in's gradients are zeros and its statistics the global ones."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 2, 3)) * 2 + 1
+    r = rng.standard_normal(x.shape)
+    gamma, beta = rng.random(3) + 0.5, rng.standard_normal(3)
+    hub, results, errors = ThreadSum(2), [None, None], []
+
+    def work(k):
+        try:
+            data = x if k == 0 else stand_in_sample
+            xt, gt, bt = distnet.constant(data), distnet.constant(gamma), distnet.constant(beta)
+            y, st = batch_norm_train(xt, gt, bt, epsilon=1e-3, reducer=hub.reducer(k), combine="sum",
+                                     stand_in=k == 1)
+            loss = distnet.reduce_sum(y * distnet.constant(r[:len(data)])) * (1.0 / len(x))
+            results[k] = (y.numpy(), st, *distnet.gradients(loss, [xt, gt, bt]))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            hub.barrier.abort()
+
+    stand_in_sample = x[:1] * 5.0 + 3.0   # far from the batch: it would move the statistics if counted
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    y1, dx1, dg1, db1, st1 = one_worker(x, r, gamma, beta)
+    (y, st, dx, dg, db), (_, st_in, dx_in, dg_in, db_in) = results
+    np.testing.assert_allclose(y, y1, rtol=1e-12, atol=1e-12)
+    for got, want in ((dx, dx1), (dg, dg1), (db, db1)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+    for g in (dx_in, dg_in, db_in):
+        assert not np.any(g)
+    assert st.count == st_in.count == 7 * 2 and st_in.local_count == 0
+    np.testing.assert_array_equal(st_in.mean, st.mean)
+    np.testing.assert_allclose(st.mean, st1.mean, rtol=1e-12)
+    with pytest.raises(InvalidArgumentError, match="stand_in=True: Expect: a reducer"):
+        batch_norm_train(distnet.constant(x), stand_in=True)
+
+
 @pytest.mark.parametrize("nprocs", [2, 3])
 @pytest.mark.parametrize("combine", ["mean", "sum"])
 def test_mpi_ranks_equal_one_process(tmp_path, nprocs, combine):
