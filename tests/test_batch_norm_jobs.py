@@ -95,3 +95,15 @@ def test_a_job_with_batch_norm_resumes_bitwise(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     six = params(tmp_path / "through" / "checkpoints" / "ckpt-00000006.h5")
     assert not np.array_equal(six["batch_normalization/moving_mean"], a["batch_normalization/moving_mean"])
+
+
+def test_a_job_on_two_workers_equals_one(tmp_path):
+    """`distnet train -n 2` (the job's default strategy: ZeRO-1 through shared memory) with
+    micro-batches trains the 1-worker model: the statistics are synchronized by default."""
+    train(tmp_path, "one", "--set", "train.micro_batches=3")
+    train(tmp_path, "two", "--set", "train.micro_batches=3", "-n", "2")
+    a = params(tmp_path / "one" / "checkpoints" / "ckpt-00000012.h5")
+    b = params(tmp_path / "two" / "checkpoints" / "ckpt-00000012.h5")
+    assert sorted(a) == sorted(b) and "batch_normalization/moving_mean" in a
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)   # float32 rounding
