@@ -170,9 +170,9 @@ class Trainer:
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
         self.deterministic, self.piece_size = self._check_deterministic(cfg.deterministic, cfg.piece_size)
-        self._bn_layers, self._bn_global = self._synchronize_batch_norm(cfg.sync_batch_norm)
+        self._bn_layers, self._bn_global, bn_own = self._synchronize_batch_norm(cfg.sync_batch_norm)
         # What every rank holds the same values of (the parameter check): all but per-rank statistics.
-        own = {id(v) for layer in self._bn_own for v in layer.variables if not v.trainable}
+        own = {id(v) for layer in bn_own for v in layer.variables if not v.trainable}
         self.agreed_variables: list[Variable] = [v for v in self.all_variables if id(v) not in own]
         self._augment = bool(cfg.augment_padding or cfg.augment_flip)
         if self._augment and (self.deterministic or len(getattr(train_data, "image_shape", ()) or ()) not in (2, 3)):
@@ -212,20 +212,20 @@ class Trainer:
     def stop_training(self, value: bool) -> None:
         self.ctx.stop_training = bool(value)
 
-    def _synchronize_batch_norm(self, sync: bool) -> tuple[list, bool]:
-        """``(layers given the communicator's all-reduce, whether micro-batches are global)``.
+    def _synchronize_batch_norm(self, sync: bool) -> tuple[list, bool, list]:
+        """``(layers given the communicator's all-reduce, whether micro-batches are global,
+        layers whose moving statistics differ between ranks)``.
 
         Synchronized (the default), each batch-norm layer's statistics are
         those of the step's global (micro-)batch; its training calls become
         collectives, so :meth:`_global_micro_batches` runs the step.  Otherwise
-        each rank normalizes by its own shard (``self._bn_own`` lists the
-        layers whose moving statistics then differ between ranks).
+        each rank normalizes by its own shard.
         """
         from distnet.layers.batch_norm import batch_norm_layers
 
         found = batch_norm_layers(self.model)
         synced = [layer for layer in found if sync and layer.synchronized]
-        self._bn_own = [layer for layer in found if layer not in synced] if self.comm.size > 1 else []
+        own = [layer for layer in found if layer not in synced] if self.comm.size > 1 else []
         for layer in found:
             layer.set_reducer(None)
         if self.comm.size > 1:
@@ -238,7 +238,7 @@ class Trainer:
                 "deterministic: Expect: a model without batch normalization synchronized across ranks (its "
                 "statistics are one collective per micro-batch; the deterministic step runs pieces) Actual: "
                 f"{len(synced)} synchronized BatchNorm layer(s); sync_batch_norm=False gives statistics per piece")
-        return (synced if self.comm.size > 1 else []), bool(synced)
+        return (synced if self.comm.size > 1 else []), bool(synced), own
 
     def _check_and_broadcast_variables(self) -> None:
         from distnet.distributed import broadcast_variables, check_same_variables
