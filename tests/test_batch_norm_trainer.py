@@ -133,7 +133,9 @@ def test_stop_by_signal_and_resume_is_bitwise(tmp_path):
     """Rank 0 gets a real SIGTERM during step 5; every rank stops after it with a checkpoint; the
     resumed run crosses the partial batches where rank 2 has no samples (zero1, 3 micro-batches)."""
     common = ("--micro", 3, "--strategy", "zero1")
-    full = run_script(SCRIPT, tmp_path, "full", *common, nprocs=3)
+    full = run_script(SCRIPT, tmp_path, "full", *common, "--per-rank", nprocs=3)
+    # Steps 6 and 12 gave rank 2 no sample: it joined every collective through stand-ins.
+    assert [i for i, shard in enumerate(_shards(full, 2)) if shard.size == 0] == [5, 11]
     ckpt = tmp_path / "ckpt"
     first = run_script(SCRIPT, tmp_path, "first", *common, "--ckpt", ckpt, "--signal-at", 5, nprocs=3)
     assert int(first["stopped"]) == 5 and int(first["steps"]) == 5

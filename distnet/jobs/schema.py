@@ -180,7 +180,8 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             "and one in backward), so N workers train as one worker does; with `micro_batches = K` they are "
             "those of each global micro-batch (the global batch's samples K apart). `false`: each worker "
             "normalizes by its own shard (TensorFlow's and Horovod's default; the moving statistics then "
-            "differ between workers and checkpoints hold worker 0's)", arg="sync_batch_norm"),
+            "differ between workers, each evaluates its part of the test set with its own, and checkpoints hold "
+            "worker 0's)", arg="sync_batch_norm"),
         Key("stall_timeout", FLOAT, 120.0, "seconds without progress from a worker before the job is stopped "
             "with an error naming it", **_POSITIVE, arg="stall_timeout"),
         Key("stop_grace", FLOAT, None, "seconds a stop asked by SIGINT / SIGTERM may take (finish the step, "
