@@ -69,6 +69,15 @@ def test_overlap_with_micro_batches_equals_one(single, tmp_path):
     assert _max_rel_diff(single[3], res) < TOL
 
 
+
+@pytest.mark.parametrize("strategy", ["replicated", "zero1"])
+def test_float16_compression_stays_close(single, tmp_path, strategy):
+    """The gradients sent as float16 (the statistics stay float64): as close to 1 rank as
+    tests/test_dist_compression.py asks of a net without batch norm."""
+    res = run_script(SCRIPT, tmp_path, "f16", "--micro", 3, "--strategy", strategy, "--compression", "float16",
+                     nprocs=3)
+    assert 0 < _max_rel_diff(single[3], res) < 5e-3
+
 def _fresh_statistics(job, indices: np.ndarray) -> dict:
     """The moving statistics after one training call of the untrained model on ``indices`` alone
     (momentum 0: the batch's statistics themselves)."""

@@ -7,7 +7,7 @@ trainer's state (the checkpoint's arrays); with ``--per-rank`` every rank saves 
 statistics too (``rank<r>:<name>``), and the sample indices of its shard at every step.
 
 usage: python train_batch_norm.py OUT.npz [--steps 12] [--micro 1] [--strategy replicated]
-       [--overlap 0|1] [--sync 0|1] [--per-rank] [--momentum 0.9]
+       [--overlap 0|1] [--compression float16] [--sync 0|1] [--per-rank] [--momentum 0.9]
        [--ckpt DIR [--stop-at K] [--resume] [--signal-at K]]
          (--signal-at: rank 0 sends itself SIGTERM during step K; the run stops there with a checkpoint)
 """
@@ -58,6 +58,7 @@ def main() -> int:
     p.add_argument("--micro", type=int, default=1)
     p.add_argument("--strategy", default="replicated")
     p.add_argument("--overlap", type=int, choices=(0, 1), default=None)
+    p.add_argument("--compression", default=None)
     p.add_argument("--sync", type=int, choices=(0, 1), default=1)
     p.add_argument("--per-rank", action="store_true")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -70,6 +71,8 @@ def main() -> int:
     options = {"strategy": args.strategy}
     if args.overlap is not None:
         options["overlap"] = bool(args.overlap)
+    if args.compression is not None:
+        options["compression"] = args.compression
     steps = args.stop_at if args.stop_at is not None else args.steps
     trainer = Trainer(model(args.momentum), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01),
                       dataset(), global_batch_size=10, steps=steps, micro_batches=args.micro, seed=11, comm=comm,
