@@ -1,4 +1,4 @@
-"""The exact (int64 fixed-point) sum against the plain float32 all-reduce it replaces.
+"""The exact (float64 fixed-grid) sum against the plain float32 all-reduce it replaces.
 
 The gradients have the reference conv net's shapes (conv2d 5x5x1x32 + bias,
 dense 6272x1024 + bias, dense_1 1024x10 + bias: ~6.4 M float32), one scale
@@ -10,8 +10,8 @@ the figure is the median over repeats of the slowest rank's time.
 - ``float32``: the pieces added locally in float32, one in-place float32 Allreduce
   (what a rank does today with micro-batches);
 - ``exact``: :func:`~distnet.distributed.exact_sum.exact_allreduce` (one max-reduction of
-  the exponents, the int64 quantization of every piece, an int64 Allreduce of twice the bytes,
-  the conversion back), and its parts measured alone (the int64 all-reduce part includes a
+  the exponents, the rounding of every piece to the grid, a float64 Allreduce of twice the bytes,
+  the conversion back), and its parts measured alone (the float64 all-reduce part includes a
   copy of the buffer, so repeats do not sum sums).
 
 Usage::
@@ -96,7 +96,7 @@ def main() -> None:
         print(f"ranks {comm.size}, {n} float32 per gradient ({n * 4 / 1e6:.1f} MB; int64 on the wire: "
               f"{n * 8 / 1e6:.1f} MB), {len(sizes)} segments, median of {args.repeats}, slowest rank")
         print(f"{'pieces/rank':>11} {'float32 ms':>11} {'exact ms':>9} {'ratio':>6} | exact parts ms: "
-              f"{'exps':>6} {'quantize':>8} {'int64 allreduce':>15} {'back':>6}")
+              f"{'exps':>6} {'quantize':>8} {'f64 allreduce':>15} {'back':>6}")
     for p in (int(v) for v in args.pieces.split(",")):
         # gradient-like magnitudes that differ by layer
         pieces = [(rng.standard_normal(n) * np.repeat(10.0 ** -np.arange(len(sizes)), sizes)).astype(np.float32)
