@@ -43,6 +43,17 @@ def test_one_two_three_ranks_train_bit_for_bit_alike(tmp_path):
 
 
 @pytest.mark.mpi
+def test_a_rank_without_a_piece_feeds_no_rows_and_changes_nothing(tmp_path):
+    # pieces of 12 of 24 rows: 2 pieces on 3 ranks, the third rank's shard is empty
+    one = launch(1, tmp_path / "a.npz", PIECE="12", STEPS="4")
+    three = launch(3, tmp_path / "b.npz", PIECE="12", STEPS="4")
+    assert one.returncode == 0 and three.returncode == 0, one.stderr + three.stderr
+    assert losses(three.stdout) == losses(one.stdout) and len(losses(one.stdout)) == 4
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a.files)
+
+
+@pytest.mark.mpi
 def test_the_default_mode_of_the_same_program_differs_between_one_and_two_ranks(tmp_path):
     # what the switch buys: without it, float rounding of the shard-sized GEMMs and the sum differs
     for n in (1, 2):
