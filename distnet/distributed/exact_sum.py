@@ -204,9 +204,11 @@ def quantize(pieces: Sequence[np.ndarray], exponents: np.ndarray, frac_bits: int
             b = min(size, a + _CHUNK)
             m, f, acc = _chunk_magic(magic, s, a, b), buf[: b - a], out[a:b]
             for p in pieces:
-                # float32 + float64 computes in float64 (M is np.float64, never a Python float,
-                # which would keep float32); both additions are correctly rounded, the second exact.
-                np.add(p[a:b], m, out=f, dtype=np.float64)
+                # Widened first (exact; numpy's plain cast is faster than a mixed-type add), then
+                # M added and subtracted in float64: the first addition is the rounding to the grid,
+                # the second is exact.
+                np.copyto(f, p[a:b])
+                np.add(f, m, out=f)
                 np.subtract(f, m, out=f)
                 np.add(acc, f, out=acc)   # grid values within 2**53 units: exact
     return out
