@@ -292,13 +292,13 @@ def _sum_of_two(comm, pieces: Sequence[np.ndarray], out: np.ndarray) -> np.ndarr
     (the correctly rounded sum) comes out of a plain float32 all-reduce in any order, the ranks
     without a summand adding ``-0.0`` (the exact identity: ``x + -0.0 == x`` for every ``x``,
     ``-0.0`` included).  Only a NaN's payload and sign depend on the order: made canonical."""
-    if len(pieces) == 2:
-        np.add(pieces[0], pieces[1], out=out)
-    elif len(pieces) == 1:
-        np.copyto(out, pieces[0])
-    else:
-        out.fill(-0.0)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):   # inf - inf is NaN, 2 * 3e38 is inf: IEEE's answers
+        if len(pieces) == 2:
+            np.add(pieces[0], pieces[1], out=out)
+        elif len(pieces) == 1:
+            np.copyto(out, pieces[0])
+        else:
+            out.fill(-0.0)
         comm.allreduce_(out)
     nan = np.isnan(out)
     if nan.any():
