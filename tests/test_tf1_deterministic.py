@@ -72,21 +72,33 @@ def test_feeding_other_rows_than_the_pieces_is_refused(tmp_path):
     assert "[12, 6, 6]" in proc.stderr + proc.stdout and "[8, 8, 8]" in proc.stderr + proc.stdout
 
 
-def test_one_process_pieces_match_the_global_loss():
-    # one process, 2 pieces: the global loss is the mean of the pieces' losses, summed exactly
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_one_process_pieces_match_the_global_loss_and_gradient(reduction):
+    # one process, 2 pieces of 2 rows: the global loss is the pieces' float32 loss sums added exactly,
+    # the gradient the pieces' gradients (each weighted n_piece / B for a mean) added exactly
     tf.reset_default_graph()
     x = tf.placeholder(tf.float32, [None, 3])
     w = tf.Variable(np.arange(3, dtype=np.float32).reshape(3, 1))
-    loss = tf.reduce_mean(tf.square(tf.matmul(x, w)))
-    opt = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), deterministic=True, piece_size=2)
-    train = opt.minimize(loss)
+    per_row_t = tf.square(tf.matmul(x, w))
+    loss = tf.reduce_mean(per_row_t) if reduction == "mean" else tf.reduce_sum(per_row_t)
+    opt = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), loss_reduction=reduction,
+                                  deterministic=True, piece_size=2)
+    (grad, _), = opt.compute_gradients(loss)
     rows = np.arange(12, dtype=np.float32).reshape(4, 3)
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
-        _, got = sess.run([train, opt.global_loss()], feed_dict={x: tf.distributed.shard(rows)})
-    per_row = (rows @ np.arange(3, dtype=np.float32)) ** 2
-    want = (np.float32(per_row[:2].mean() * 2) + np.float32(per_row[2:].mean() * 2)) / 4
-    assert got == np.float32(want)
+        got_loss, got_grad = sess.run([opt.global_loss(), grad], feed_dict={x: tf.distributed.shard(rows)})
+    wv = np.arange(3, dtype=np.float32)
+    per_row = (rows @ wv) ** 2
+    if reduction == "mean":
+        want = (np.float32(per_row[:2].mean() * 2) + np.float32(per_row[2:].mean() * 2)) / 4
+    else:
+        want = np.float32(per_row[:2].sum()) + np.float32(per_row[2:].sum())
+    assert got_loss == np.float32(want)
+    scale = 1 / 4 if reduction == "mean" else 1.0
+    want_grad = sum(2 * (rows[k:k + 2] @ wv) @ rows[k:k + 2] * scale
+                    for k in (0, 2))
+    np.testing.assert_allclose(got_grad.reshape(-1), want_grad, rtol=1e-6)
 
 
 @pytest.mark.parametrize("make, words", [
