@@ -129,3 +129,16 @@ def test_global_loss_needs_the_switch_and_minimize():
     opt = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), deterministic=True)
     with pytest.raises(InvalidArgumentError, match="minimize/compute_gradients called first"):
         opt.global_loss()
+
+
+def test_a_loss_of_the_weights_only_is_its_own_global_loss():
+    tf.reset_default_graph()
+    w = tf.Variable(np.array([1.5, -2.0], np.float32))
+    loss = tf.reduce_sum(tf.square(w))
+    opt = tf.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), deterministic=True)
+    train = opt.minimize(loss)
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        _, got = sess.run([train, opt.global_loss()])
+        assert got == np.float32(6.25)
+        np.testing.assert_allclose(sess.run(w), [1.2, -1.6], rtol=1e-6)   # the step applied

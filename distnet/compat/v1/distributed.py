@@ -409,6 +409,8 @@ class DistributedOptimizer(Optimizer):
                 reg = distnet.gradients(wl, list(x_vals), unconnected_gradients="none")
             if not nd:
                 # No term reads data: every rank computes the same gradient, nothing to sum.
+                if self._deterministic:
+                    run.session.set_resource(("global-loss", self), float(np.asarray(wl.data)) if nw else 0.0)
                 return [np.zeros(x.shape, dt if dt.kind == "f" else np.float32) if g is None
                         else np.asarray(g, dtype=dt if dt.kind == "f" else np.float32) for g, x, dt in
                         zip(reg, x_vals, dtypes)]
