@@ -69,8 +69,9 @@ def check_settings(trainer, deterministic, piece_size) -> tuple:
     if not deterministic:
         return False, None
     s, cfg = trainer.strategy, trainer.config
-    lossy = [what for what, on in (("compression", getattr(s, "compressor", None) is not None
-                                    or getattr(s, "cross_compressor", None) is not None),
+    # Refused on one worker too (where they do nothing), so a job is accepted on any N or on none.
+    lossy = [what for what, on in (("compression", getattr(s, "compression", "none") != "none"
+                                    or getattr(s, "cross_compression", "none") != "none"),
                                    ("overlap", getattr(s, "overlap", False))) if on]
     if lossy:
         raise InvalidArgumentError(

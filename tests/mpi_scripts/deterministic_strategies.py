@@ -1,7 +1,9 @@
 """Trainer(deterministic=True) under several strategies in one launch; rank 0 saves everything.
 
 usage: deterministic_strategies.py OUT.npz [--strategies replicated,zero1,...] [--ckpt DIR]
-       [--steps K] [--resume] [--micro M]
+       [--steps K] [--resume] [--micro M] [--default]
+
+``--default``: the same runs in the default (not deterministic) mode.
 
 A small conv net (conv, dense with an L2 regularizer, dropout, dense) with Adam
 (per-variable and global-norm clipping that bite), an EMA, on 50 images of 6x6,
@@ -39,6 +41,7 @@ strategies = opt("--strategies", "replicated").split(",")
 ckpt = opt("--ckpt", None)
 steps = int(opt("--steps", 10))
 micro = int(opt("--micro", 1))
+deterministic = "--default" not in args
 rng = np.random.default_rng(5)
 x = rng.random((73, 6, 6, 1), dtype=np.float32)
 y = (x[:, :3].mean(axis=(1, 2, 3)) * 3 > x[:, 3:].mean(axis=(1, 2, 3)) * 2 + 0.5).astype(np.int64)
@@ -59,7 +62,8 @@ for strategy in strategies:
     trainer = Trainer(model, "sparse_softmax_cross_entropy", optimizer, train, eval_data=test, ema=ema,
                       global_batch_size=14, steps=steps, seed=11, eval_every=4, eval_batch_size=5,
                       checkpoint_dir=None if ckpt is None else f"{ckpt}/{strategy}", checkpoint_every=None,
-                      log_every=1000, check_every=None, deterministic=True, piece_size=3,
+                      log_every=1000, check_every=None, deterministic=deterministic,
+                      piece_size=3 if deterministic else None,
                       micro_batches=micro, **SPECS[strategy])
     trainer.fit(resume="--resume" in args, verbose=0)
     losses = [r["loss"] for r in trainer.history if "loss" in r]
