@@ -108,3 +108,76 @@ def test_evaluation_from_pieces_equals_the_plain_evaluation_of_one_process(task)
         want = evaluate(model, Data(), loss, batch_size=batch, metric=metric)
         got = evaluate_pieces(model, Data(), loss, comm=None, batch_size=batch, metric=metric)
         assert got == want and got["samples"] == 37, (batch, got, want)
+
+
+# -- the job key, the command-line switch, --check and `distnet compare` --------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+SHORT = ["--set", "train.steps=6", "--set", "train.batch_size=30", "--set", "train.eval_every=3",
+         "--set", "data.train_samples=200", "--set", "data.test_samples=70", "--set", "train.eval_batch_size=20",
+         "--progress", "none"]
+
+
+def _distnet(*args, timeout=300):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "distnet", *map(str, args)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:   # a hang is a failure: end the launcher and its workers
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"distnet {args} did not finish in {timeout} s\n{out}\n{err}")
+    return proc.returncode, out + err
+
+
+def _logged(run_dir):
+    import json
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["loss"] for r in rows if r["kind"] == "step"]
+    evals = [(r["test_loss"], r["test_accuracy"], r["ema_test_loss"], r["ema_test_accuracy"])
+             for r in rows if r["kind"] == "eval"]
+    return steps, evals
+
+
+@pytest.mark.mpi
+def test_distnet_train_deterministic_on_1_and_3_workers_compare_equal(tmp_path):
+    # the MLP job (momentum, a warm-up schedule, weight decay, EMA) through the user's commands
+    job = REPO / "examples" / "jobs" / "mlp.toml"
+    code, out = _distnet("train", job, "--deterministic", *SHORT, "--run-dir", tmp_path / "one")
+    assert code == 0, out
+    code, out = _distnet("train", job, "--deterministic", "-n", 3, *SHORT, "--run-dir", tmp_path / "three")
+    assert code == 0, out
+    code, out = _distnet("train", job, "-n", 2, *SHORT, "--run-dir", tmp_path / "default2")
+    assert code == 0, out
+    code, out = _distnet("compare", tmp_path / "one", tmp_path / "three")
+    assert code == 0 and "bitwise equal: 18 arrays" in out, out
+    one, three = _logged(tmp_path / "one"), _logged(tmp_path / "three")
+    assert len(one[0]) == 6 and len(one[1]) == 2
+    assert one == three   # every step loss and every evaluation number, exactly
+    # the default mode on 2 workers is not bitwise the 1-worker run, and compare says so
+    code, out = _distnet("compare", tmp_path / "one", tmp_path / "default2")
+    assert code == 1 and "differ:" in out and "params/dense/kernel: max |a - b| = " in out, out
+
+
+def test_check_refuses_what_deterministic_mode_cannot_cover(tmp_path):
+    job = REPO / "examples" / "jobs" / "mlp.toml"
+    code, out = _distnet("train", job, "--deterministic", "--set", "dist.piece_size=4", "--check")
+    assert code == 0 and "deterministic = true" in out and "piece_size = 4" in out, out
+    for extra, actual in ((["--set", "dist.strategy.compression=float16"], 'compression = "float16"'),
+                          (["--set", "dist.strategy.overlap=true"], "overlap = true"),
+                          (["--set", "train.conv_algorithm=auto"], '"auto"')):
+        code, out = _distnet("train", job, "--deterministic", *extra, "--check")
+        assert code == 2, out
+        line = out.strip().splitlines()[-1]
+        assert "dist.deterministic: Expect:" in line and "Actual: " in line and actual in line, out
+    bn = tmp_path / "bn.toml"
+    bn.write_text('[model]\nlayers = [{type = "conv2d", filters = 4, kernel_size = 3}, {type = "batch_norm"}, '
+                  '{type = "flatten"}, {type = "dense", units = 10}]\n[dist]\ndeterministic = true\n')
+    code, out = _distnet("train", bn, "--check")
+    assert code == 2 and "Expect: a model without batch normalization" in out and "model.layers[1]" in out, out
