@@ -286,3 +286,28 @@ def test_hierarchical_across_two_hosts_of_two_ranks_matches_single_process(clust
                                    str(EQUIVALENCE), str(out), "--strategy", "auto", "--report-strategy"], _env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "strategy hierarchical" in r.stdout, r.stdout
+
+
+DETERMINISTIC = Path(__file__).parent / "mpi_scripts" / "deterministic_strategies.py"
+
+
+def test_deterministic_mode_across_two_hosts_of_two_ranks_equals_one_process_bitwise(cluster, files):
+    """2 hosts x 2 ranks in deterministic mode: hierarchical (shared memory inside each host,
+    each block all-reduced between the hosts), ZeRO-1 and replicated end with the bits of one
+    process: every checkpoint array, every step loss, every evaluation (plain and EMA)."""
+    d = files["dir"]
+    hostfile = d / "hosts2x2_det"
+    hostfile.write_text("".join(f"{a}:2\n" for a in cluster.addresses[:2]))
+    single = d / "det_single.npz"
+    r1 = _run([sys.executable, str(DETERMINISTIC), str(single)], _env())
+    assert r1.returncode == 0, r1.stdout + r1.stderr
+    out = d / "det_2x2.npz"
+    r = _run(cluster.in_host(0) + [sys.executable, "-c", LAUNCH_SCRIPT, str(hostfile), str(files["agent"]),
+                                   str(DETERMINISTIC), str(out), "--strategies", "hierarchical,zero1,replicated"],
+             _env(), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "strategy hierarchical machines 2 size 4" in r.stdout, r.stdout
+    want, got = dict(np.load(single)), dict(np.load(out))
+    assert len(want) == 27 and len(got) == 3 * 27
+    differ = [k for k in got if got[k].tobytes() != want["replicated:" + k.split(":", 1)[1]].tobytes()]
+    assert not differ, f"2 hosts x 2 ranks differ from 1 process: {differ}"

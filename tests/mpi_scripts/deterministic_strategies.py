@@ -18,16 +18,22 @@ logged step), ``evals`` (every evaluation number, in order) and ``final_eval``
 """
 from __future__ import annotations
 
+import os
 import sys
 
-import numpy as np
-from _common import script_args
+# Deterministic mode's guarantee holds for the same BLAS threads per rank: one, as
+# `distnet train --deterministic` sets (before numpy loads OpenBLAS).
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
 
-import distnet
-from distnet import layers
-from distnet.data import ArrayDataset
-from distnet.model import regularizers
-from distnet.training.trainer import Trainer
+import numpy as np  # noqa: E402
+from _common import say, script_args  # noqa: E402
+
+import distnet  # noqa: E402
+from distnet import layers  # noqa: E402
+from distnet.data import ArrayDataset  # noqa: E402
+from distnet.model import regularizers  # noqa: E402
+from distnet.training.trainer import Trainer  # noqa: E402
 
 args = script_args()
 out = args[0]
@@ -65,6 +71,9 @@ for strategy in strategies:
                       log_every=1000, check_every=None, deterministic=deterministic,
                       piece_size=3 if deterministic else None,
                       micro_batches=micro, **SPECS[strategy])
+    if trainer.comm.rank == 0:
+        say(f"strategy {trainer.strategy.name} machines {getattr(trainer.strategy, 'machines', 1)} "
+            f"size {trainer.comm.size}")
     trainer.fit(resume="--resume" in args, verbose=0)
     losses = [r["loss"] for r in trainer.history if "loss" in r]
     evals = [v for r in trainer.history for k, v in sorted(r.items())
