@@ -1,7 +1,7 @@
 """Deterministic mode under every strategy: N workers, and a resume on another N, equal 1 worker bit for bit.
 
-tests/mpi_scripts/deterministic_strategies.py trains a conv net with dropout, an L2
-regularizer, Adam with per-variable and global-norm clipping, an EMA and periodic
+tests/mpi_scripts/deterministic_strategies.py trains a conv net with dropout, augmentation
+(crop and flip), an L2 regularizer, Adam with per-variable and global-norm clipping, an EMA and periodic
 evaluation (with and without the EMA), under several strategies in one launch.  Every
 array of the final checkpoint state (weights, Adam slots, EMA shadows), every logged
 step loss and every evaluation number must have the bits of one plain process.

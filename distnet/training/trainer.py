@@ -37,6 +37,11 @@ the same whichever runs.
 Dropout masks are keyed by (seed, step, global sample index), so a run on N
 ranks draws exactly the masks of the same run on one rank.
 
+``deterministic=True`` replaces steps 2-3 (and the evaluations) with canonical
+pieces of the global batch and an exact sum, so that a run on any N has the
+bits of the run on one rank (:mod:`distnet.training.deterministic`,
+docs/determinism.md).
+
 Set the process up once with :func:`distnet.distributed.init` first (BLAS
 threads per rank, the allocator, aborting every rank when one fails).
 """

@@ -5,7 +5,8 @@ usage: deterministic_strategies.py OUT.npz [--strategies replicated,zero1,...] [
 
 ``--default``: the same runs in the default (not deterministic) mode.
 
-A small conv net (conv, dense with an L2 regularizer, dropout, dense) with Adam
+A small conv net (conv, dense with an L2 regularizer, dropout, dense; the images
+randomly cropped after padding and flipped) with Adam
 (per-variable and global-norm clipping that bite), an EMA, on 50 images of 6x6,
 global batch 14 (a partial last batch of 8; 14 is not a multiple of 3, 4, 5 or
 6), piece size 3 (5 pieces per batch: some ranks get none on 6), 10 steps,
@@ -70,7 +71,7 @@ for strategy in strategies:
                       checkpoint_dir=None if ckpt is None else f"{ckpt}/{strategy}", checkpoint_every=None,
                       log_every=1000, check_every=None, deterministic=deterministic,
                       piece_size=3 if deterministic else None,
-                      micro_batches=micro, **SPECS[strategy])
+                      micro_batches=micro, augment_padding=1, augment_flip=True, **SPECS[strategy])
     if trainer.comm.rank == 0:
         say(f"strategy {trainer.strategy.name} machines {getattr(trainer.strategy, 'machines', 1)} "
             f"size {trainer.comm.size}")
