@@ -181,3 +181,33 @@ def test_check_refuses_what_deterministic_mode_cannot_cover(tmp_path):
                   '{type = "flatten"}, {type = "dense", units = 10}]\n[dist]\ndeterministic = true\n')
     code, out = _distnet("train", bn, "--check")
     assert code == 2 and "Expect: a model without batch normalization" in out and "model.layers[1]" in out, out
+
+
+def test_compare_states_names_every_difference():
+    from distnet.checkpoint.compare import compare_states
+    from distnet.checkpoint.state import CheckpointState
+
+    def state(**change):
+        params = {"a": np.array([1.0, 2.0, 0.0], np.float32), "b": np.ones((2, 2), np.float32)}
+        slots = {"m": {"a": np.zeros(3, np.float32), "b": np.zeros((2, 2), np.float32)}}
+        s = CheckpointState(params=params, ema={"a": params["a"].copy()}, step=4, world_size=1,
+                            optimizer={"name": "adam", "iterations": 4, "slots": slots, "hyper": {}})
+        for k, v in change.items():
+            setattr(s, k, v)
+        return s
+
+    same, n = compare_states(state(), state(world_size=3, metrics={"samples_per_sec": 9.0}))
+    assert same == [] and n == 5   # the world size and the metrics are not compared
+    b = state()
+    b.params["a"] = np.array([1.0, 2.0, -0.0], np.float32)          # -0.0 is other bits
+    b.params["b"] = np.full((2, 2), np.float32(1) + np.float32(2 ** -23))
+    del b.ema["a"]
+    b.optimizer["slots"]["m"]["b"] = np.zeros(4, np.float32)
+    diffs, _ = compare_states(state(), b)
+    got = {d.what: d.detail for d in diffs}
+    assert got == {"params/a": "max |a - b| = 0 (1 of 3 elements)",
+                   "params/b": "max |a - b| = 1.19e-07 (4 of 4 elements)",
+                   "ema/a": "only in A",
+                   "slots/m/b": "float32[2, 2] vs float32[4]"}, got
+    diffs, _ = compare_states(state(), state(step=5, position=30))
+    assert {d.what: d.detail for d in diffs} == {"step": "4 vs 5", "position": "0 vs 30"}
