@@ -36,6 +36,7 @@ def one(tmp_path_factory):
     assert sum(k.startswith("replicated:slot/") for k in got) == 12
     assert sum(k.startswith("replicated:ema/") for k in got) == 6
     assert got["replicated:evals"].shape == (12,)
+    assert got["replicated:skipped"].size == 0
     return got
 
 
@@ -47,9 +48,21 @@ def test_2_to_6_workers_under_every_strategy_equal_1_worker_bitwise(one, tmp_pat
     for n in (2, 3, 4, 5, 6):
         extra = ("--micro", 3) if n == 3 else ()
         got = run_script(SCRIPT, tmp_path, f"n{n}", "--strategies", STRATEGIES, *extra, nprocs=n, timeout=300)
-        assert len(got) == 4 * 27, sorted(got)
+        assert len(got) == 4 * 28, sorted(got)
         differ = _differ(one, got)
         assert not differ, f"{n} workers: differ from 1 worker: {differ}"
+
+
+@pytest.mark.mpi
+def test_non_finite_steps_are_skipped_alike_on_any_number_of_workers(tmp_path):
+    # Sample 7 reads as NaNs: the steps whose batch holds it have a non-finite reduced gradient
+    # (the exact sum keeps it visible) and are skipped on every rank; the rest as on 1 worker.
+    one = run_script(SCRIPT, tmp_path, "nan1", "--nan-sample", 7)
+    assert one["replicated:skipped"].size >= 2 and len(one["replicated:losses"]) == 10 + one["replicated:skipped"].size
+    got = run_script(SCRIPT, tmp_path, "nan3", "--nan-sample", 7, "--strategies", "replicated,zero1,zero1shm",
+                     nprocs=3, timeout=300)
+    differ = _differ(one, got)
+    assert not differ, f"3 workers with a NaN sample: differ from 1 worker: {differ}"
 
 
 @pytest.mark.mpi
@@ -72,7 +85,7 @@ def test_stopped_and_resumed_on_another_number_of_workers_equals_1_uninterrupted
         # the 5 steps after the resume, the evaluations at steps 8 and 10, the final state
         assert got[f"{s}:losses"].tobytes() == one["replicated:losses"][5:].tobytes(), s
         assert got[f"{s}:evals"].tobytes() == one["replicated:evals"][4:].tobytes(), s
-        keys = [k for k in got if k.startswith(f"{s}:") and k.split(":", 1)[1] not in ("losses", "evals")]
+        keys = [k for k in got if k.startswith(f"{s}:") and k.split(":", 1)[1] not in ("losses", "evals", "skipped")]
         assert len(keys) == 25
         differ = _differ(one, got, keys)
         assert not differ, f"{first} -> {then} workers: differ from 1 uninterrupted worker: {differ}"

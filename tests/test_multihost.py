@@ -308,7 +308,7 @@ def test_deterministic_mode_across_two_hosts_of_two_ranks_equals_one_process_bit
     assert r.returncode == 0, r.stdout + r.stderr
     assert "strategy hierarchical machines 2 size 4" in r.stdout, r.stdout
     want, got = dict(np.load(single)), dict(np.load(out))
-    assert len(want) == 27 and len(got) == 3 * 27
+    assert len(want) == 28 and len(got) == 3 * 28
     differ = [k for k in got if got[k].tobytes() != want["replicated:" + k.split(":", 1)[1]].tobytes()]
     assert not differ, f"2 hosts x 2 ranks differ from 1 process: {differ}"
 

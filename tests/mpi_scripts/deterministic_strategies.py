@@ -1,7 +1,7 @@
 """Trainer(deterministic=True) under several strategies in one launch; rank 0 saves everything.
 
 usage: deterministic_strategies.py OUT.npz [--strategies replicated,zero1,...] [--ckpt DIR]
-       [--steps K] [--resume] [--micro M] [--default]
+       [--steps K] [--resume] [--micro M] [--default] [--nan-sample K]
 
 ``--default``: the same runs in the default (not deterministic) mode.
 
@@ -53,7 +53,23 @@ rng = np.random.default_rng(5)
 x = rng.random((73, 6, 6, 1), dtype=np.float32)
 y = (x[:, :3].mean(axis=(1, 2, 3)) * 3 > x[:, 3:].mean(axis=(1, 2, 3)) * 2 + 0.5).astype(np.int64)
 y = y + (x[:, 0, 0, 0] > 0.7)
-train, test = ArrayDataset(x[:50], y[:50], num_classes=3), ArrayDataset(x[50:], y[50:], num_classes=3)
+
+
+class NanAt(ArrayDataset):
+    """Reads sample ``nan_at`` as NaNs (a dataset refuses them in its arrays): the steps whose
+    batch holds it have a non-finite gradient and are skipped, on every rank alike."""
+
+    nan_at = -1
+
+    def read(self, indices):
+        xs, ys = super().read(indices)
+        xs = np.array(xs)
+        xs[np.asarray(indices) == self.nan_at] = np.nan
+        return xs, ys
+
+
+train, test = NanAt(x[:50], y[:50], num_classes=3), ArrayDataset(x[50:], y[50:], num_classes=3)
+train.nan_at = int(opt("--nan-sample", -1))
 # "zero1shm": ZeRO-1 through shared memory (one parameter buffer per machine)
 SPECS = {"replicated": {"strategy": "replicated"}, "zero1": {"strategy": "zero1"},
          "zero1shm": {"strategy": "zero1", "strategy_options": {"shared_memory": True}},
@@ -77,6 +93,7 @@ for strategy in strategies:
             f"size {trainer.comm.size}")
     trainer.fit(resume="--resume" in args, verbose=0)
     losses = [r["loss"] for r in trainer.history if "loss" in r]
+    skipped = [r["step"] for r in trainer.history if r.get("finite") is False]
     evals = [v for r in trainer.history for k, v in sorted(r.items())
              if k.startswith(("test_", "ema_test_")) and isinstance(v, float)]
     final = trainer.evaluate()
@@ -88,6 +105,7 @@ for strategy in strategies:
         for slot, per_var in state.optimizer["slots"].items():
             arrays.update({f"slot/{slot}/{k}": v for k, v in per_var.items()})
         arrays["losses"] = np.array(losses, np.float64)
+        arrays["skipped"] = np.array(skipped, np.int64)
         arrays["evals"] = np.array(evals, np.float64)
         arrays["final_eval"] = np.array([final["loss"], final["accuracy"], final_ema["loss"],
                                          final_ema["accuracy"]], np.float64)
