@@ -198,7 +198,7 @@ def evaluate_pieces(model, data, loss_fn, *, comm, batch_size: int, metric) -> d
         logits = model(x, training=False)
         table[p, 0] = float(loss_fn(y, logits, reduction="sum").numpy())
         table[p, 1] = metric.total(logits.numpy(), y)
-    if comm is not None and size > 1:
+    if comm is not None and size > 1 and pieces:
         # One nonzero contributor per entry: x + 0 + ... + 0 is x in any order.
         comm.allreduce_(table)
     loss_sum, right = 0.0, 0.0
