@@ -431,6 +431,7 @@ class Trainer:
             hooks.insert(0, Progress(verbose, self.log_every or 100, is_main=self.comm.rank == 0))
         ctx, status = self.ctx, "failed"
         ctx.resume, ctx.stop_training = bool(resume), False
+        ctx.restored_step = ctx.end_reason = None
         ctx._emit = lambda event, *args: [getattr(h, event)(ctx, *args) for h in hooks]
         own_signals = signals is None
         if own_signals:
@@ -439,6 +440,12 @@ class Trainer:
             ctx._emit("on_fit_begin")
             if resume and self.hook(Checkpointing) is None:
                 resume_from(ctx, None)   # says that checkpoints are off
+            if resume and self.step >= self.total_steps:   # said, not evaluated again as if trained
+                target = "train.steps" if self.config.steps is not None else "train.epochs"
+                ctx.end_reason = (f"nothing to train: the checkpoint is at step {self.step}, the target is "
+                                  f"{self.total_steps}; raise {target} to train more")
+                status = "nothing_to_train"
+                return self.history
             signals.begin_training()
             stop = self._loop(signals)
             if stop is not None:   # every rank agreed: the hooks save (the checkpoint) and log it

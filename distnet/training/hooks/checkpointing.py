@@ -21,6 +21,7 @@ class Checkpointing(Hook):
         self.max_to_keep = max_to_keep
         self.manager = None
         self.last: str | None = None
+        self._saved: tuple | None = None
 
     def _manager(self, ctx):
         if self.manager is None:
@@ -39,6 +40,7 @@ class Checkpointing(Hook):
             path = manager.save(state)
         ctx.comm.barrier()
         self.last = path
+        self._saved = (ctx.step, len(ctx.history))   # what the file holds: this step, these records
         return path
 
     def on_fit_begin(self, ctx) -> None:
@@ -56,7 +58,9 @@ class Checkpointing(Hook):
             stop.checkpoint = self.save(ctx)   # every rank is here, at the same step
 
     def on_fit_end(self, ctx) -> None:
-        if not self.every or ctx.step % self.every:
+        # Again at a step saved already when the weights or the figures changed since
+        # (restore_best_weights, and the evaluation of the restored weights).
+        if not self.every or ctx.step % self.every or self._saved != (ctx.step, len(ctx.history)):
             self.save(ctx)
 
 
