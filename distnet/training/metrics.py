@@ -34,6 +34,8 @@ from distnet.training.tensorboard import RECORD_KINDS
 __all__ = ["MetricsLogger", "read_metrics", "last_step", "METRICS_FILE", "metric_name"]
 
 METRICS_FILE = "metrics.jsonl"
+# The records of training progress, at a step: a resume from an earlier step logs them again.
+_SUPERSEDED = frozenset({"step", "eval", "best", "early_stopping"})
 # The trainer's records say test_ema_*; metrics.jsonl (and so plots,
 # TensorBoard and inspect) say ema_test_*, one name per quantity.
 _RENAMED = {"test_ema_loss": "ema_test_loss", "test_ema_accuracy": "ema_test_accuracy",
@@ -310,6 +312,46 @@ class MetricsLogger:
         elif kind == "early_stopping":
             self._early_stop = {k: fields.get(k) for k in ("step", "best_step", "metric", "restored")}
         self._write({"kind": kind, "time": time.time(), **fields})
+
+    def drop_after(self, step: int) -> int:
+        """Remove from ``metrics.jsonl`` what an earlier attempt logged after ``step`` (a resume
+        from the checkpoint of ``step`` trains those steps again): its ``step``, ``eval``,
+        ``best`` and ``early_stopping`` records, and a last line cut short by a kill.  The
+        run's other records (``start``, ``end``, ``restart``, ...) stay.  The file is rewritten
+        beside itself and renamed over it: a kill meanwhile leaves the old one or the new one.
+
+        Returns:
+            The number of records removed (0 on the other ranks).
+        """
+        if not self.is_main or self.path is None or not self.path.exists():
+            return 0
+        from distnet.tempfiles import create_beside, fill_and_replace
+
+        if self._file is not None:
+            self._file.close()
+            self._file = None   # reopened, for appending, at the next record
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept, dropped = [], 0
+        for i, line in enumerate(lines):
+            try:
+                rec = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:   # cut short by a kill: nothing to keep
+                    continue
+                raise DataError(f"{self.path}:{i + 1}: not a JSON line") from None
+            superseded = (isinstance(rec, dict) and rec.get("kind") in _SUPERSEDED
+                          and isinstance(rec.get("step"), int) and rec["step"] > step)
+            if superseded:
+                dropped += 1
+            elif line.strip():
+                kept.append(line)
+        if dropped or len(kept) != len(lines):
+            def fill(tmp: str) -> None:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write("".join(line + "\n" for line in kept))
+
+            fill_and_replace(create_beside(self.path), self.path, fill)
+        return dropped
 
     def message(self, text: str) -> None:
         """Print a line on the main rank without breaking the progress bar."""

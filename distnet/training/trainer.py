@@ -486,7 +486,7 @@ class Trainer:
                 self.history.append(record)
                 if result.stop is not None:   # the same step on every rank: it came from the reduce
                     return StopEvent(result.stop, exit_status.signal_name(result.stop), self.step,
-                                     self.sampler.epoch, record)
+                                     batch.epoch, record)   # the epoch of the step, as its record says
                 ctx._emit("on_step_end", record)
                 if ctx.stop_training:   # decided from global values: the same step on every rank
                     break

@@ -71,13 +71,21 @@ def resume(ctx, manager) -> bool:
     path, state = training_state.read_latest(ctx.comm, manager, ctx.all_variables)
     if state is None:
         where = manager.directory if manager is not None else "(checkpoints are off)"
-        ctx.message(f"distnet: no checkpoint in {where}: starting from step 0")
+        dropped = ctx.logger.drop_after(0) if ctx.logger is not None else 0   # an attempt without checkpoint
+        ctx.message(f"distnet: no checkpoint in {where}: starting from step 0"
+                    + (f"; {dropped} records an earlier attempt logged removed from the metrics log"
+                       if dropped else ""))
         return False
     training_state.restore(state, variables=ctx.all_variables, optimizer=ctx.optimizer, strategy=ctx.strategy,
                            ema=ctx.ema, sampler=ctx.sampler)
+    # What an earlier attempt logged after this checkpoint is trained again: its records go,
+    # so that metrics.jsonl holds each step once.
+    dropped = ctx.logger.drop_after(state.step) if ctx.logger is not None else 0
     if path is not None:
         ctx.log("resume", checkpoint=path, step=state.step, epoch=state.epoch, position=state.position,
-                world_size_then=state.world_size)
+                world_size_then=state.world_size, dropped_records=dropped)
         ctx.message(f"distnet: resuming from {path}: step {state.step}, epoch {state.epoch} "
-                    f"(sample {state.position} of it), written by {state.world_size} rank(s)")
+                    f"(sample {state.position} of it), written by {state.world_size} rank(s)"
+                    + (f"; {dropped} records an earlier attempt logged after step {state.step} removed "
+                       f"from the metrics log" if dropped else ""))
     return True
