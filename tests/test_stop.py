@@ -646,6 +646,8 @@ def test_every_record_has_the_epoch_of_its_step_also_after_a_resume(capsys, tmp_
     assert epochs == {s: (s - 1) // 4 for s in range(1, 11)}
     evals = [(r["step"], r["epoch"]) for r in recs if r["kind"] == "eval"]
     assert evals == [(s, epochs[s]) for s in (2, 4, 6, 8, 10)]       # step 4 is epoch 0, step 8 epoch 1
+    resume = next(r for r in recs if r["kind"] == "resume")
+    assert (resume["step"], resume["epoch"], resume["resumes_at_epoch"], resume["position"]) == (4, 0, 1, 0)
     # A stop after the last step of an epoch: its record says that step's epoch, not the next one's.
     from distnet.training.hooks.metrics_log import MetricsLog
     from distnet.training.metrics import MetricsLogger

@@ -82,8 +82,10 @@ def resume(ctx, manager) -> bool:
     # so that metrics.jsonl holds each step once.
     dropped = ctx.logger.drop_after(state.step) if ctx.logger is not None else 0
     if path is not None:
-        ctx.log("resume", checkpoint=path, step=state.step, epoch=state.epoch, position=state.position,
-                world_size_then=state.world_size, dropped_records=dropped)
+        # "epoch" as in every record: that of the step; where the data goes on: resumes_at_epoch, position.
+        last_epoch = state.epoch - 1 if state.position == 0 and state.epoch > 0 and state.step > 0 else state.epoch
+        ctx.log("resume", checkpoint=path, step=state.step, epoch=last_epoch, resumes_at_epoch=state.epoch,
+                position=state.position, world_size_then=state.world_size, dropped_records=dropped)
         ctx.message(f"distnet: resuming from {path}: step {state.step}, epoch {state.epoch} "
                     f"(sample {state.position} of it), written by {state.world_size} rank(s)"
                     + (f"; {dropped} records an earlier attempt logged after step {state.step} removed "
