@@ -402,6 +402,9 @@ class Trainer:
         ``h.history["loss"]`` one entry per step, ``h.history["val_loss"]`` one per evaluation,
         ``h.records`` the raw records (the History is also their list).
 
+        A resume whose checkpoint is at or past the last step trains nothing and says so
+        (the log's status ``nothing_to_train``).
+
         SIGINT / SIGTERM stop it after a step every rank agrees on (module
         docstring), by raising :class:`~distnet.errors.TrainingStopped`
         (status 130 / 143).  A second signal, or ``stop_grace`` seconds, end the job at once.
