@@ -190,5 +190,15 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             **_POSITIVE, arg="check_every"),
         Key("max_bad_steps", INT, 5, "stop after this many consecutive steps with a non-finite loss or "
             "gradient (each is skipped)", **_POSITIVE, arg="max_bad_steps"),
+        Key("deterministic", BOOL, False, "train and evaluate with the same bits on any number of workers, "
+            "under every strategy: a run on N workers, or resumed on another N, equals the 1-worker run bit "
+            "for bit (the global batch in pieces of `piece_size` samples, their gradients summed exactly; "
+            "`micro_batches` has no effect). Not with `compression`, `overlap`, batch normalization or "
+            "`conv_algorithm = \"auto\"`; `distnet train --deterministic` sets it "
+            "([determinism.md](determinism.md))", arg="deterministic"),
+        Key("piece_size", INT, None, "with `deterministic`: samples per piece of the global batch (each piece "
+            "one forward and backward wherever it runs); part of the computation: another piece size is "
+            "another run up to float rounding", **_POSITIVE, arg="piece_size",
+            shown="`ceil(batch_size / 16)`"),
     )),
 )})
