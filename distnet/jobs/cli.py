@@ -184,6 +184,7 @@ def _cmd_eval(args) -> int:
         print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
               f"test loss {result['loss']:.4f}, {metric} {result[metric]:.4f} "
               f"on {result['samples']} samples")
+        print(f"  data: {result['data']}")   # which samples: the job's test split, or those named
     return exit_status.OK
 
 

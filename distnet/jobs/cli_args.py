@@ -127,13 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  distnet eval runs/default\n"
                "  distnet eval runs/default/checkpoints/ckpt-00000300.h5 --ema\n"
-               "  distnet eval runs/default --data /data/fashion-test.h5\n",
+               "  distnet eval runs/default --data /data/fashion-test.h5\n"
+               "  distnet eval runs/default --data /data/t10k-images-idx3-ubyte.gz --set data.test_samples=500\n",
         formatter_class=_formatter)
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, checkpoint directory or run directory")
     p.add_argument("--ema", action="store_true", help="use the EMA shadow weights")
     p.add_argument("--data", metavar="NAME|PATH",
-                   help="evaluate on another dataset: fashion_mnist, mnist, an HDF5 file or an "
-                        "IDX directory (default: the job's own data)")
+                   help="evaluate on this data, whole: a dataset's name (fashion_mnist, mnist: its test "
+                        "split), an HDF5 file (e.g. from `distnet data convert`), an IDX images file "
+                        "(its labels file beside it) or a directory of IDX files (default: the test "
+                        "split of the job's own data)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the stored job, e.g. --set data.test_samples=500")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
