@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 JOB = REPO / "examples" / "jobs" / "mlp.toml"
 
-# Runs inside the namespace: argv = delay, mode ("launcher" or "all"), job, run_dir, marker.
+# Runs inside the namespace: argv = delay, mode ("launcher", "at_init" or "all"), job, run_dir, marker.
 DRIVER = r'''
 import json, os, signal, subprocess, sys, time
 delay, mode, job, run_dir, marker = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
@@ -59,6 +59,10 @@ proc = subprocess.Popen([sys.executable, "-m", "distnet", "train", job, "-n", "2
                          "--set", "data.train_samples=1000", "--set", "data.test_samples=200"],
                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 time.sleep(delay)
+if mode == "at_init":   # the moment MPICH creates its file: ranks inside MPI_Init
+    start = time.monotonic()
+    while not [n for n in os.listdir("/dev/shm") if n.startswith("mpich_shm_")] and time.monotonic() - start < 60:
+        time.sleep(0.001)
 at_kill = sorted(os.listdir("/dev/shm"))
 pids = job_pids()
 if mode == "all":
@@ -70,7 +74,7 @@ if mode == "all":
 else:
     os.kill(proc.pid, signal.SIGKILL)
 err = proc.communicate()[1].decode(errors="replace")
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + 120   # the launcher's guard waits stop_grace + 15 s for mpiexec
 while job_pids() and time.monotonic() < deadline:
     time.sleep(0.05)
 print(json.dumps({"at_kill": at_kill, "left": sorted(os.listdir("/dev/shm")), "alive": job_pids(),
@@ -94,7 +98,7 @@ def _kill_and_list(tmp_path: Path, delay: float, mode: str) -> dict:
     command = (f"mount -t tmpfs -o size=256m tmpfs /dev/shm && exec {sys.executable} -c \"$0\" "
                f"{delay} {mode} {JOB} {tmp_path / marker} {marker}")
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", command, DRIVER],
-                          capture_output=True, text=True, timeout=150)
+                          capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -112,6 +116,16 @@ def test_a_killed_job_leaves_no_file_in_dev_shm(namespace, tmp_path, mode, seed)
     """A SIGKILL of the launcher (the workers then stop through mpiexec) or of every process
     of the job at once (nothing runs MPI_Finalize), at a random moment: nothing stays."""
     result = _kill_and_list(tmp_path, random.Random(seed).uniform(1.5, 8.0), mode)
+    assert result["alive"] == [], result
+    assert result["left"] == [], result
+
+
+def test_a_launcher_killed_while_the_ranks_start_leaves_no_process_and_no_file(namespace, tmp_path):
+    """Killed the moment MPICH creates its file: a rank inside MPI_Init cannot act on the
+    SIGTERM mpiexec passes on, and hydra may wait for it forever; the launcher's guard
+    (distnet/runner/guard.py) ends the job after the grace period and removes the file."""
+    result = _kill_and_list(tmp_path, 0.0, "at_init")
+    assert [n for n in result["at_kill"] if n.startswith("mpich_shm_")], result   # the moment was hit
     assert result["alive"] == [], result
     assert result["left"] == [], result
 

@@ -125,13 +125,23 @@ def unlink_segment_files(comm: Communicator, directory: str = SHM_DIR) -> list[s
     if comm.size == 1:
         return []
     comm.barrier()
+    return unlink_mapped_segment_files(directory)
+
+
+def unlink_mapped_segment_files(directory: str = SHM_DIR) -> list[str]:
+    """Remove the names of the MPICH segment files this process maps, now, without asking the other ranks.
+
+    For a rank that ends during start-up (a signal before :func:`unlink_segment_files`
+    could run): the job ends with it, so no rank still needs to find the file.
+
+    Returns:
+        The names this process removed.
+    """
     removed = []
     for name in mapped_segment_files(directory=directory):
         try:
             os.unlink(os.path.join(directory, name))
-        except FileNotFoundError:
-            continue   # another rank of this machine removed it first
         except OSError:
-            continue   # not ours to remove: MPI_Finalize still does it
+            continue   # another rank of this machine removed it first, or not ours to remove
         removed.append(name)
     return removed

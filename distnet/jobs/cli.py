@@ -385,6 +385,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _stopped(exc, speak: bool) -> int:
     """Report a :class:`~distnet.errors.TrainingStopped`; returns its exit status."""
+    if exc.aborted:
+        # Stopped at once, perhaps inside MPI_Init (mpi4py's import then failed)
+        # or before init() removed the name of MPICH's segment file: the job
+        # ends, so none of its ranks needs the file any more.
+        from distnet.distributed.shared_memory import unlink_mapped_segment_files
+
+        unlink_mapped_segment_files()
     if speak:
         if exc.aborted:
             print(f"distnet: {exc.reason}: stopped at once (no checkpoint)", file=sys.stderr)

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -507,8 +508,10 @@ class Supervisor:
         """Start mpiexec and supervise it until it ends; how the job ended."""
         shm_before = shm_files()
         previous = self._catch_signals()
+        guard = None
         try:
             self._start()
+            guard = self._start_guard(shm_before)
             self._watch()
         finally:
             for sig, handler in previous.items():
@@ -519,6 +522,8 @@ class Supervisor:
                 relay.join(timeout=5)
             if self.hydra_log is not None:
                 self.hydra_log.close()
+            if guard is not None:
+                _dismiss(guard)
         return self._outcome(shm_before)
 
     # -- signals --------------------------------------------------------------
@@ -558,6 +563,21 @@ class Supervisor:
         for relay in self._relays:
             relay.start()
         self._ranks = _RankMap(self.proc.pid)
+
+    def _start_guard(self, shm_before: set[str]) -> subprocess.Popen | None:
+        """The watch that ends the job and cleans up if this process dies (:mod:`distnet.runner.guard`)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            guard = subprocess.Popen([sys.executable, "-m", "distnet.runner.guard", str(os.getpid()),
+                                      str(self.proc.pid), repr(self.settings.stop_grace)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, env=self.plan.env)
+            guard.stdin.write(json.dumps(sorted(shm_before)).encode() + b"\n")
+            guard.stdin.flush()
+        except OSError:
+            return None   # the job runs unguarded, as before
+        return guard
 
     def _watch(self) -> None:
         proxies = _ProxyWatch(self.proc.pid)
@@ -627,6 +647,20 @@ class Supervisor:
         elif log is not None and not told:
             _say(self.err, f"distnet launch: mpiexec's own messages are in {log}")
         return LaunchOutcome(code=code, raw=raw, failure=failure, failed_host=host, signal=first, hydra_log=log)
+
+
+def _dismiss(guard: subprocess.Popen) -> None:
+    """Tell the guard the job is over (it then exits without acting)."""
+    try:
+        guard.stdin.write(b"done")
+        guard.stdin.close()
+    except (OSError, ValueError):
+        pass
+    try:
+        guard.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        guard.kill()
+        guard.wait()
 
 
 def failure_line(failure: str, code: int, hydra_log: str | None = None) -> str:
