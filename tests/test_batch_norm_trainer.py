@@ -202,11 +202,9 @@ def test_bad_switch_and_deterministic_are_refused():
 
     with pytest.raises(InvalidArgumentError, match="sync_batch_norm: Expect: True or False Actual: 'no'"):
         _trainer(sync_batch_norm="no")
-    with pytest.raises(InvalidArgumentError, match="deterministic: Expect: a model without batch normalization "
-                                                   "synchronized"):
-        _trainer(deterministic=True)
-    # Per-rank statistics need no collective: the deterministic step takes them.
-    assert _trainer(deterministic=True, sync_batch_norm=False).deterministic
+    for sync in (True, False):   # the deterministic step's pieces would give statistics per piece
+        with pytest.raises(InvalidArgumentError, match="deterministic: Expect: a model without batch normalization"):
+            _trainer(deterministic=True, sync_batch_norm=sync)
 
 
 def test_micro_batches_are_the_global_batch_positions_m_apart():

@@ -37,9 +37,11 @@ class TrainConfig:
         conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
             (measured per layer shape at start-up, rank 0's choice on every rank) or one
             forced (:mod:`distnet.nn.conv_choice`).
-        deterministic: a prototype: every step the same bits on any number of ranks
-            (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
-            summed exactly: distnet/training/deterministic.py); replicated strategy only.
+        deterministic: every step and every evaluation the same bits on any number of ranks,
+            under every strategy (canonical pieces of ``piece_size`` samples, default
+            :func:`~distnet.distributed.pieces.default_piece_size`, summed exactly:
+            distnet/training/deterministic.py;
+            ``micro_batches`` has no effect there: pieces replace them).
         sync_batch_norm: batch normalization's statistics over the global batch (each step's
             global micro-batch: :meth:`Trainer.train_step`), one small all-reduce per layer call;
             False: each rank's own shard (TensorFlow's and Horovod's default).
