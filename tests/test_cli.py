@@ -185,12 +185,15 @@ def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path)
     _fake_launch(monkeypatch, launched)
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB)
-    code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume",
+    # --resume with no checkpoint to resume: refused before any worker starts, as the run refuses it
+    code, _, err = run(capsys, "train", str(job), "-n", "2", "--resume", "--run-dir", str(tmp_path / "out"))
+    assert code == exit_status.BAD_INPUT and "--resume: no checkpoint in" in err and launched == []
+    code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume-if-any",
                      "--run-dir", "out")
     assert code == exit_status.OK
     args, kwargs = launched[0]
     assert args == ["train", str(job), "--set", "train.steps=6", "--run-dir", "out", "--progress", "plain",
-                    "--resume"]
+                    "--resume-if-any"]
     assert (kwargs["num_workers"], kwargs["hostfile"]) == (2, None)
     # The workers start quietly on a signal until distnet train installs its handlers.
     assert kwargs["entry"][0] == "-c" and "from distnet.jobs.cli import main" in kwargs["entry"][1]

@@ -26,14 +26,16 @@ import distnet.runner.exit_status as exit_status
 def _cmd_train(args, signals) -> int:
     """``signals``: installed by :func:`main`: a signal during start-up ends the process
     cleanly (130 / 143); one during training stops every rank after an agreed step."""
-    from distnet.jobs.config import check_world_size, load_job
+    from distnet.jobs.config import load_job
 
     cfg = load_job(args.job, args.overrides)
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
-    if args.check:
-        if args.num_workers is not None:
-            check_world_size(cfg, args.num_workers)
+    if args.check:   # the run's own check (distnet.jobs.job.check_job), leaving nothing behind
+        from distnet.jobs.job import check_job
+
+        check_job(cfg, _world_size(args), resume=args.resume, resume_if_any=args.resume_if_any,
+                  overwrite=args.overwrite)
         print(cfg.to_toml(), end="")
         return exit_status.OK
     if args.num_workers is not None or args.hostfile is not None:
@@ -71,19 +73,29 @@ def _cmd_train(args, signals) -> int:
     return exit_status.OK
 
 
+def _world_size(args) -> int:
+    """The number of workers ``distnet train`` runs: ``-n``, else one per slot of the hostfile, else 1."""
+    size = args.num_workers
+    if size is not None and size < 1:
+        raise _bad_input(f"-n: expected a number of workers >= 1, got {size}")
+    if size is None and args.hostfile is not None:
+        from distnet.runner import launcher
+
+        size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
+    return 1 if size is None else size
+
+
 def _launch(args, cfg, signals) -> int:
     """Re-run this ``distnet train`` under mpiexec (as horovodrun / torchrun do);
     the launcher catches the signals from then on."""
     from distnet.jobs.config import check_world_size
+    from distnet.jobs.job import check_job
 
     from distnet.runner import launcher
 
-    size = args.num_workers
-    if size is not None and size < 1:
-        raise _bad_input(f"-n: expected a number of workers >= 1, got {size}")
-    if size is None:  # one worker per slot of the hostfile
-        size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
-    check_world_size(cfg, size)  # before any worker starts
+    size = _world_size(args)
+    # Every refusal of the run, before any worker starts (the workers check again, agreeing).
+    check_job(cfg, size, resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite)
     worker_args = ["train"]
     if args.job is not None:
         worker_args.append(args.job)

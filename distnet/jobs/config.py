@@ -644,6 +644,17 @@ def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
         chk.choice(es.get("mode", "auto"), ("train", "early_stopping", "mode"), ("auto", "min", "max"))
     if cfg.checkpoint.keep_best is not None:
         chk.choice(cfg.checkpoint.keep_best, ("checkpoint", "keep_best"), _task_metrics(cfg))
+    chosen = [(("train", "early_stopping", "metric"), es["metric"])] if es is not None else []
+    if cfg.checkpoint.keep_best is not None:
+        chosen.append((("checkpoint", "keep_best"), cfg.checkpoint.keep_best))
+        if cfg.checkpoint.every == 0 or cfg.checkpoint.dir == "":
+            off = "checkpoint.every = 0" if cfg.checkpoint.every == 0 else 'checkpoint.dir = ""'
+            chk.fail(("checkpoint", "keep_best"), f"Expect: checkpoints on (the best one is kept beside them) "
+                                                  f"Actual: they are off ({off})")
+    for path, metric in chosen:   # the evaluation gives ema_* metrics only with an EMA to evaluate
+        if metric.startswith("ema_") and not cfg.ema.enabled:
+            chk.fail(path, f"Expect: an [ema] section (the '{metric}' metric evaluates the EMA weights) "
+                           f"Actual: no EMA; add [ema] (e.g. --set ema.decay=0.999) or choose '{metric[4:]}'")
     for path, wanted in ((("train", "early_stopping"), es is not None),
                          (("checkpoint", "keep_best"), cfg.checkpoint.keep_best is not None)):
         if wanted and v is None:

@@ -25,7 +25,7 @@ from distnet.jobs.schema import SECTIONS
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
-           "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate",
+           "build_trainer", "run_train", "check_job", "check_run_dir", "check_writable_dir", "clear_run_dir", "run_eval", "evaluate",
            "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "SubsetDataset",
            "model_from_checkpoint", "data_banner"]
 
@@ -369,6 +369,111 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
     return found
 
 
+def check_writable_dir(path: str | os.PathLike, what: str = "run directory", *, keep: bool = False) -> None:
+    """Refuse a directory distnet cannot create or write, by trying: the missing
+    directories are made, a file is written and deleted in it; with ``keep=False``
+    the directories made are removed again (``--check`` leaves nothing behind).
+
+    Permission bits alone do not tell (root ignores them; a read-only file system
+    or a regular file on the way refuses root too), so this writes.
+
+    Raises:
+        ConfigError: one line naming the directory and why.
+    """
+    import tempfile
+
+    target = Path(os.path.expanduser(os.fspath(path)))
+    made, probe = [], target
+    while not probe.exists() and probe.parent != probe:   # the directories a run would make
+        made.append(probe)
+        probe = probe.parent
+    try:
+        for directory in reversed(made):
+            directory.mkdir()
+        if not target.is_dir():
+            raise NotADirectoryError(f"{target} is not a directory")
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, NotADirectoryError) or (exc.filename and not Path(exc.filename).parent.is_dir()):
+            blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+            reason = f"{blocker} is a file, not a directory" if blocker is not None else reason
+        raise ConfigError(f"{what} {path}: Expect: a directory distnet can create and write in Actual: "
+                          f"{reason}; choose another ({'--run-dir DIR' if what == 'run directory' else 'checkpoint.dir'})") from None
+    finally:
+        if not keep:
+            for directory in made:
+                if directory.is_dir():
+                    directory.rmdir()
+
+
+def check_job(cfg: JobConfig, world_size: int = 1, run_dir: str | os.PathLike | None = None, *,
+              resume: bool = False, resume_if_any: bool = False, overwrite: bool = False,
+              writer: bool = True) -> tuple[Any, Any]:
+    """Every refusal of a training run, checked before it trains: the ONE check that
+    ``distnet train --check``, the launcher (before any worker starts) and every rank of
+    the run (before its first collective) call, so that they cannot diverge.
+
+    The job's own keys and their rules across keys were checked when it was parsed
+    (:func:`distnet.jobs.config.parse_job`); this adds what needs the world, the disk
+    and the data: the number of workers, the run directory (an earlier run in it,
+    and that it can be created and written), the data (readable, one output unit per
+    class, a validation split it can hold, a batch it can fill, image data for the
+    augmentations) and that the model takes the data's samples.
+
+    Args:
+        world_size: the number of workers the job runs on.
+        run_dir: overrides ``cfg.run_dir``.
+        resume, resume_if_any, overwrite: as ``distnet train`` takes them (:func:`check_run_dir`).
+        writer: this process writes the run directory (rank 0): only the writer checks it.
+
+    Returns:
+        ``(train, test)``, the job's datasets (:func:`load_data`).
+    Raises:
+        ConfigError, DataError: one line naming the key, file or directory at fault.
+    """
+    run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
+    check_world_size(cfg, world_size)
+    if writer:
+        # Tried and left as found: a refused job leaves nothing behind (the run makes them later).
+        check_writable_dir(run_dir)
+        ckdir = checkpoint_dir(cfg, run_dir)
+        if ckdir is not None:
+            check_writable_dir(ckdir, "checkpoint directory")
+        check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
+    train, test = load_data(cfg)
+    _check_trainable(cfg, train)
+    return train, test
+
+
+def _check_trainable(cfg: JobConfig, train) -> None:
+    """What the Trainer would refuse of the job's data, named by the job's keys."""
+    n = len(train)
+    held = ""
+    if cfg.data.validation is not None:
+        from distnet.data import validation_split
+
+        try:
+            train, _ = validation_split(train, cfg.data.validation, cfg.seed)
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{cfg.source}: data.{exc}") from None
+        held = f" left after [data] validation holds {n - len(train)} out"
+    if cfg.train.batch_size > len(train):
+        raise ConfigError(f"{cfg.source}: train.batch_size: Expect: at most the {len(train)} training samples"
+                          f"{held} Actual: {cfg.train.batch_size} (every step would be the whole dataset)")
+    shape = tuple(getattr(train, "image_shape", ()) or ())
+    if (cfg.data.augment_padding or cfg.data.augment_flip) and len(shape) not in (2, 3):
+        raise ConfigError(f"{cfg.source}: data.augment_padding/augment_flip: Expect: image data ([N, H, W] or "
+                          f"[N, H, W, C]) Actual: samples of shape {shape}")
+    model = build_model(cfg)
+    try:
+        model.build((None,) + shape)
+    except DistnetError as exc:
+        raise ConfigError(f"{cfg.source}: model: Expect: layers that take the data's samples of shape "
+                          f"{shape} Actual: {exc}") from None
+
+
 def clear_run_dir(cfg: JobConfig, run_dir: str | os.PathLike) -> list[str]:
     """Delete an earlier run's records (``--overwrite``): its checkpoints (``ckpt-*.h5``, the
     best ones in ``best/`` too), ``metrics.jsonl`` and TensorBoard event files; nothing else.
@@ -424,11 +529,9 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     is_main = comm.rank == 0
 
-    def start_up():
-        check_world_size(cfg, comm.size)
-        if is_main:   # only rank 0 writes (and may see) the run directory
-            check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
-        return load_data(cfg)
+    def start_up():   # only rank 0 writes (and may see) the run directory
+        return check_job(cfg, comm.size, run_dir, resume=resume, resume_if_any=resume_if_any,
+                         overwrite=overwrite, writer=is_main)
 
     data = _agree(comm, start_up)
     if overwrite and is_main:

@@ -21,6 +21,8 @@ class Checkpointing(Hook):
         self.max_to_keep = max_to_keep
         self.manager = None
         self.last: str | None = None
+        self._saved_step: int | None = None           # the step of the newest periodic checkpoint
+        self._saved_in_evaluation: int | None = None  # ... when it was written at that step's evaluation
 
     def _manager(self, ctx):
         if self.manager is None:
@@ -41,22 +43,43 @@ class Checkpointing(Hook):
         self.last = path
         return path
 
+    def _due(self, ctx) -> bool:
+        """A periodic checkpoint is due at this step and not written yet."""
+        return bool(self.every) and ctx.step % self.every == 0 and self._saved_step != ctx.step
+
+    def _save_due(self, ctx) -> None:
+        with ctx.tracer.span("checkpoint"):
+            self.save(ctx)
+        self._saved_step = ctx.step
+
     def on_fit_begin(self, ctx) -> None:
+        self._saved_step = self._saved_in_evaluation = None
         manager = self._manager(ctx)
         if ctx.resume:
             resume(ctx, manager)
 
+    def on_evaluate(self, ctx, result: dict) -> None:
+        # An evaluation at a step due for a checkpoint: write it now, with the evaluation's
+        # numbers, before the hooks after this one act on them (early stopping, keep_best, a
+        # user's hook): if one of them fails, the step's checkpoint is on disk all the same.
+        if self._due(ctx) and result.get("step") == ctx.step:
+            self._save_due(ctx)
+            self._saved_in_evaluation = ctx.step
+
     def on_step_end(self, ctx, record: dict) -> None:
-        if self.every and ctx.step % self.every == 0:
-            with ctx.tracer.span("checkpoint"):
-                self.save(ctx)
+        if self._due(ctx):
+            self._save_due(ctx)
 
     def on_stop(self, ctx, stop) -> None:
         with ctx.tracer.span("checkpoint"):
             stop.checkpoint = self.save(ctx)   # every rank is here, at the same step
 
     def on_fit_end(self, ctx) -> None:
-        if not self.every or ctx.step % self.every:
+        # The end's checkpoint, unless this step's periodic one holds the end already; written
+        # again when the run stopped at an evaluation that came after it (early stopping may
+        # have put the best weights back).
+        periodic = bool(self.every) and ctx.step % self.every == 0
+        if not periodic or (ctx.stop_training and self._saved_in_evaluation == ctx.step):
             self.save(ctx)
 
 
