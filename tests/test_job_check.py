@@ -84,6 +84,11 @@ REFUSALS = [
     # The model on the data's samples (a 2-D convolution on rows of 8 numbers).
     (["data.name=tabular_binary", 'model.layers.0={type = "conv2d", filters = 2, kernel_size = 3}',
       "model.layers.1.units=2"], "model: Expect: layers that take the data's samples of shape (8,)"),
+    # The strategy's options, as the strategy checks them.
+    (['dist.strategy={bucket_bytes = 4096, shared_memory = true}'],
+     "dist.strategy: strategy 'auto': Expect: a strategy that takes the options ['bucket_bytes', 'shared_memory']"),
+    (['dist.strategy={type = "zero1", shared_memory = true, compression = "float16"}'],
+     "dist.strategy: shared_memory=True with compression: Expect: one of them"),
     # The run directory.
     (["run_dir={file}/run"], "run directory {file}/run: Expect: a directory distnet can create and write in "
                              "Actual: {file} is a file, not a directory"),
@@ -167,6 +172,15 @@ def test_an_earlier_run_and_resume_refused_by_check_too(capsys, job, tmp_path):
 def test_world_size_refused_by_check(capsys, job, tmp_path):
     code, checked, _ = _error(capsys, _args(job, ["train.batch_size=2"], tmp_path / "run") + ["--check", "-n", "3"])
     assert code == exit_status.BAD_INPUT and "train.batch_size" in checked[0] and "3" in checked[0]
+    # Shared memory needs two workers: refused for one, by --check as by the run, and passed for -n 2.
+    sets = ['dist.strategy={type = "zero1", shared_memory = true}']
+    code, checked, _ = _error(capsys, _args(job, sets, tmp_path / "run") + ["--check"])
+    assert code == exit_status.BAD_INPUT and checked == [
+        f"distnet: error: {job}: dist.strategy: shared_memory=True: Expect: an MPI job of 2 or more ranks on one "
+        "machine Actual: 1 rank(s)"]
+    code, ran, _ = _error(capsys, _args(job, sets, tmp_path / "run"))
+    assert code == exit_status.BAD_INPUT and ran == checked
+    assert main(_args(job, sets, tmp_path / "run") + ["--check", "-n", "2"]) == exit_status.OK
 
 
 # -- an unwritable run directory ------------------------------------------------------------------

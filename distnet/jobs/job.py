@@ -442,9 +442,39 @@ def check_job(cfg: JobConfig, world_size: int = 1, run_dir: str | os.PathLike | 
         if ckdir is not None:
             check_writable_dir(ckdir, "checkpoint directory")
         check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
+    _check_strategy(cfg, world_size)
     train, test = load_data(cfg)
     _check_trainable(cfg, train)
     return train, test
+
+
+class _PlannedWorld:
+    """The size of a world not started yet: what a strategy's option check reads of a communicator."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.rank = size, 0
+
+
+def _check_strategy(cfg: JobConfig, world_size: int) -> None:
+    """The strategy's options as the strategy checks them, for ``world_size`` workers."""
+    from distnet.distributed.strategies import all_strategies
+
+    name, asked = strategy_spec(cfg.dist.strategy)
+    known = all_strategies()
+    takers = [cls for cls in known.values() if set(asked) <= set(cls.option_names())]
+    if name != "auto":
+        takers = [known[name]]
+    elif not takers:
+        raise ConfigError(f"{cfg.source}: dist.strategy: strategy 'auto': Expect: a strategy that takes the "
+                          f"options {sorted(asked)} Actual: none among {sorted(known)}")
+    if len(takers) == 1:   # "auto" among several: the one chosen checks them when it starts
+        try:
+            takers[0].check_options(asked, _PlannedWorld(world_size), build_optimizer(cfg))
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{cfg.source}: dist.strategy: {exc}") from None
+    if asked.get("shared_memory") is True and world_size < 2:   # checked by ZeRO-1 when it starts
+        raise ConfigError(f"{cfg.source}: dist.strategy: shared_memory=True: Expect: an MPI job of 2 or more "
+                          f"ranks on one machine Actual: {world_size} rank(s)")
 
 
 def _check_trainable(cfg: JobConfig, train) -> None:
