@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from distnet.jobs.schema import SECTIONS
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
-           "build_trainer", "run_train", "check_job", "check_run_dir", "check_writable_dir", "clear_run_dir", "run_eval", "evaluate",
+           "build_trainer", "run_train", "check_job", "CheckedJob", "check_run_dir", "check_writable_dir", "clear_run_dir", "run_eval", "evaluate",
            "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "SubsetDataset",
            "model_from_checkpoint", "data_banner"]
 
@@ -243,7 +243,7 @@ def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> 
 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
                   logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None,
-                  log_info: dict | None = None):
+                  log_info: dict | None = None, model=None):
     """A :class:`distnet.training.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
@@ -255,6 +255,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
         trace: a directory for every rank's timeline (:mod:`distnet.training.trace`), or None.
         log_info: extra fields of the log's ``start`` record.
+        model: the job's model already built for the data (:func:`check_job`'s); default: :func:`build_model`.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
@@ -308,7 +309,8 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         logger=MetricsLog(logger, **(log_info or {})) if logger is not None else None,
     )
     try:
-        return Trainer(build_model(cfg), cfg.loss.type, optimizer, train, **kwargs)
+        return Trainer(model if model is not None else build_model(cfg), cfg.loss.type, optimizer, train,
+                       **kwargs)
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: {exc}") from None
 
@@ -429,7 +431,8 @@ def check_job(cfg: JobConfig, world_size: int = 1, run_dir: str | os.PathLike | 
         writer: this process writes the run directory (rank 0): only the writer checks it.
 
     Returns:
-        ``(train, test)``, the job's datasets (:func:`load_data`).
+        A :class:`CheckedJob`: the job's datasets (:func:`load_data`) and its model, built
+        for the data's samples (:func:`build_trainer` takes it: it is not built twice).
     Raises:
         ConfigError, DataError: one line naming the key, file or directory at fault.
     """
@@ -444,8 +447,7 @@ def check_job(cfg: JobConfig, world_size: int = 1, run_dir: str | os.PathLike | 
         check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
     _check_strategy(cfg, world_size)
     train, test = load_data(cfg)
-    _check_trainable(cfg, train)
-    return train, test
+    return CheckedJob(train, test, _check_trainable(cfg, train))
 
 
 class _PlannedWorld:
@@ -477,8 +479,17 @@ def _check_strategy(cfg: JobConfig, world_size: int) -> None:
                           f"ranks on one machine Actual: {world_size} rank(s)")
 
 
-def _check_trainable(cfg: JobConfig, train) -> None:
-    """What the Trainer would refuse of the job's data, named by the job's keys."""
+class CheckedJob(NamedTuple):
+    """What :func:`check_job` found good: the datasets and the model built for them."""
+
+    train: Any
+    test: Any
+    model: Any
+
+
+def _check_trainable(cfg: JobConfig, train):
+    """What the Trainer would refuse of the job's data, named by the job's keys; returns the model,
+    built for the data's samples."""
     n = len(train)
     held = ""
     if cfg.data.validation is not None:
@@ -502,6 +513,7 @@ def _check_trainable(cfg: JobConfig, train) -> None:
     except DistnetError as exc:
         raise ConfigError(f"{cfg.source}: model: Expect: layers that take the data's samples of shape "
                           f"{shape} Actual: {exc}") from None
+    return model
 
 
 def clear_run_dir(cfg: JobConfig, run_dir: str | os.PathLike) -> list[str]:
@@ -563,7 +575,8 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
         return check_job(cfg, comm.size, run_dir, resume=resume, resume_if_any=resume_if_any,
                          overwrite=overwrite, writer=is_main)
 
-    data = _agree(comm, start_up)
+    checked = _agree(comm, start_up)
+    data = (checked.train, checked.test)
     if overwrite and is_main:
         clear_run_dir(cfg, run_dir)
     resuming = bool(resume or resume_if_any)
@@ -571,7 +584,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
                            checkpoint_dir=checkpoint_dir(cfg, run_dir) or "", tensorboard=cfg.train.tensorboard)
     logger.describe_job(cfg.to_toml())
-    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
+    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data, model=checked.model,
                             trace=os.path.join(run_dir, "trace") if trace else None,
                             log_info={"world_size": comm.size, "global_batch_size": cfg.train.batch_size,
                                       "job": cfg.name, "resume": resuming})
