@@ -654,7 +654,7 @@ def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
     for path, metric in chosen:   # the evaluation gives ema_* metrics only with an EMA to evaluate
         if metric.startswith("ema_") and not cfg.ema.enabled:
             chk.fail(path, f"Expect: an [ema] section (the '{metric}' metric evaluates the EMA weights) "
-                           f"Actual: no EMA; add [ema] (e.g. --set ema.decay=0.999) or choose '{metric[4:]}'")
+                           f"Actual: no EMA; add [ema] (e.g. --set ema.enabled=true) or choose '{metric[4:]}'")
     for path, wanted in ((("train", "early_stopping"), es is not None),
                          (("checkpoint", "keep_best"), cfg.checkpoint.keep_best is not None)):
         if wanted and v is None:
