@@ -124,7 +124,7 @@ def test_bad_job_file_is_one_line_exit_2(capsys, tmp_path):
     job.write_text(TINY_JOB.replace("learning_rate = 0.01", "learning_rate = -0.01"))
     code, out, err = run(capsys, "train", str(job))
     assert code == exit_status.BAD_INPUT
-    assert err == f"distnet: error: {job}:13: optimizer.learning_rate: must be > 0, got -0.01\n"
+    assert err == f"distnet: error: {job}:13: optimizer.learning_rate: Expect: > 0 Actual: -0.01\n"
     assert out == ""
 
 
@@ -160,7 +160,7 @@ def test_world_size_checked_before_launch(capsys, monkeypatch):
     _fake_launch(monkeypatch, launched)
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "-n", "4")
     assert code == exit_status.BAD_INPUT
-    assert "the global batch (3) must be at least the number of ranks (4)" in err
+    assert "Expect: a global batch of at least the number of ranks (4) = 4 Actual: 3" in err
     assert launched == []
 
 

@@ -77,7 +77,7 @@ def _world_size(args) -> int:
     """The number of workers ``distnet train`` runs: ``-n``, else one per slot of the hostfile, else 1."""
     size = args.num_workers
     if size is not None and size < 1:
-        raise _bad_input(f"-n: expected a number of workers >= 1, got {size}")
+        raise _bad_input(f"-n: Expect: a number of workers >= 1 Actual: {size}")
     if size is None and args.hostfile is not None:
         from distnet.runner import launcher
 
@@ -113,12 +113,12 @@ def _launch(args, cfg, signals) -> int:
     first_args = next((flag for key, flag in first.items() if getattr(args, key)), [])
     max_restarts = args.max_restarts if args.max_restarts is not None else (cfg.dist.max_restarts or 0)
     if max_restarts < 0:
-        raise _bad_input(f"--max-restarts: expected a number of restarts >= 0, got {max_restarts}")
+        raise _bad_input(f"--max-restarts: Expect: a number of restarts >= 0 Actual: {max_restarts}")
     if args.min_workers is not None:
         if args.hostfile is None:
             raise _bad_input("--min-workers leaves out failed hosts of a --hostfile: give one")
         if not 1 <= args.min_workers <= size:
-            raise _bad_input(f"--min-workers: expected 1 .. {size} (the job's workers), got {args.min_workers}")
+            raise _bad_input(f"--min-workers: Expect: 1 .. {size} (the job's workers) Actual: {args.min_workers}")
         check_world_size(cfg, args.min_workers)
     from distnet.jobs.job import checkpoint_dir
     from distnet.runner.restart import supervise
@@ -140,7 +140,7 @@ def _cmd_run(args) -> int:
     if not os.path.isfile(args.program):
         raise _bad_input(f"run: PROGRAM: Expect: a Python file Actual: {args.program!r} does not exist")
     if args.num_workers is not None and args.num_workers < 1:
-        raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
+        raise _bad_input(f"-n: Expect: a number of workers >= 1 Actual: {args.num_workers}")
     if args.num_workers is not None or args.hostfile is not None:
         from distnet.runner import launcher
 

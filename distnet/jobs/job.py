@@ -221,7 +221,7 @@ def _check_output_units(cfg: JobConfig, train) -> None:
     num_classes = train.num_classes
     if last.get("units") != num_classes:
         raise ConfigError(f"{cfg.source}: model.layers[{i}].units: the last layer gives one logit "
-                          f"per class: expected {num_classes} (the dataset's classes), got {last.get('units')}")
+                          f"per class: Expect: {num_classes} (the dataset's classes) Actual: {last.get('units')}")
 
 
 # ---------------------------------------------------------------------------
