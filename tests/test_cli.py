@@ -616,7 +616,7 @@ def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     job.write_text(job.read_text().replace("units = 3", "units = 10"))
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run2"))
     assert code == exit_status.BAD_INPUT
-    assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
+    assert "model.layers[1].units: the last layer gives one logit per class: Expect: 3" in err
 
 
 def test_the_banner_of_a_run_on_converted_files_names_the_hdf5_files(capsys, tmp_path):
