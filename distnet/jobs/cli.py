@@ -28,12 +28,16 @@ def _cmd_train(args, signals) -> int:
     cleanly (130 / 143); one during training stops every rank after an agreed step."""
     from distnet.jobs.config import check_world_size, load_job
 
+    if args.deterministic:   # also handed on to the workers of -n / --hostfile with the other --set
+        args.overrides = [*args.overrides, "dist.deterministic=true"]
     cfg = load_job(args.job, args.overrides)
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
     if args.check:
         if args.num_workers is not None:
             check_world_size(cfg, args.num_workers)
+        if args.hostfile is not None:
+            _check_hosts(args.hostfile)
         print(cfg.to_toml(), end="")
         return exit_status.OK
     if args.num_workers is not None or args.hostfile is not None:
@@ -53,6 +57,12 @@ def _cmd_train(args, signals) -> int:
     # before training) returns normally on every rank; any other error on one
     # rank must end every rank at once instead of leaving them in a collective.
     init(comm)
+    if cfg.dist.deterministic:
+        # A matrix product's bits depend on its BLAS threads: one per worker, whatever N
+        # (the only count every N can keep on any machine; docs/determinism.md).
+        from distnet.distributed.threads import limit_blas_threads
+
+        limit_blas_threads(comm, 1)
     options = dict(resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite,
                    progress=args.progress, trace=args.trace, signals=signals)
     if comm.size == 1:
@@ -84,6 +94,8 @@ def _launch(args, cfg, signals) -> int:
     if size is None:  # one worker per slot of the hostfile
         size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
     check_world_size(cfg, size)  # before any worker starts
+    if args.hostfile is not None:
+        _check_hosts(args.hostfile)
     worker_args = ["train"]
     if args.job is not None:
         worker_args.append(args.job)
@@ -113,11 +125,22 @@ def _launch(args, cfg, signals) -> int:
     from distnet.training.stop import DEFAULT_GRACE
 
     signals.end_startup()
+    import os
+
     settings = launcher.LaunchSettings(num_workers=args.num_workers, hostfile=args.hostfile,
-                                       entry=launcher.WORKER_ENTRY)
+                                       entry=launcher.WORKER_ENTRY, verbose=args.verbose_launch,
+                                       launch_log=os.path.join(cfg.run_dir, "launch.log"))
     return supervise(worker_args, settings, first_args=first_args, max_restarts=max_restarts,
                      min_workers=args.min_workers, run_dir=cfg.run_dir, checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
                      stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, launch=launcher.launch_job)
+
+
+def _check_hosts(hostfile: str) -> None:
+    """Every host of the hostfile answers the remote start (ssh), or one line names those that do not."""
+    from distnet.runner.launcher import parse_hostfile
+    from distnet.runner.reachable import check_hosts_reachable
+
+    check_hosts_reachable(parse_hostfile(hostfile), source=f"hostfile {hostfile}")
 
 
 def _cmd_run(args) -> int:
@@ -132,10 +155,12 @@ def _cmd_run(args) -> int:
     if args.num_workers is not None or args.hostfile is not None:
         from distnet.runner import launcher
 
+        if args.hostfile is not None:
+            _check_hosts(args.hostfile)
         # Each worker is `distnet run PROGRAM` itself, so it gets the same alias.
         entry = ("-m", "distnet", "run", *(() if args.tf_alias else ("--no-tf-alias",)))
         return int(launcher.launch([args.program, *args.program_args], num_workers=args.num_workers,
-                                   hostfile=args.hostfile, entry=entry))
+                                   hostfile=args.hostfile, entry=entry, verbose=args.verbose_launch))
     alias = None
     if args.tf_alias:
         from distnet.compat import alias as tf_alias
@@ -176,6 +201,7 @@ def _cmd_eval(args) -> int:
         print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
               f"test loss {result['loss']:.4f}, {metric} {result[metric]:.4f} "
               f"on {result['samples']} samples")
+        print(f"  data: {result['data']}")   # which samples: the job's test split, or those named
     return exit_status.OK
 
 
@@ -224,6 +250,24 @@ def _cmd_export(args) -> int:
     print(f"wrote {out}: the {info['weights']} weights of {info['checkpoint']} (step {info['step']}), "
           f"input images [batch, {', '.join(map(str, info['input_shape']))}]")
     return exit_status.OK
+
+
+def _cmd_compare(args) -> int:
+    from distnet.checkpoint.compare import compare_states
+    from distnet.jobs.job import load_checkpoint
+
+    path_a, a = load_checkpoint(args.a, allow_nonfinite=True)
+    path_b, b = load_checkpoint(args.b, allow_nonfinite=True)
+    differences, arrays = compare_states(a, b)
+    print(f"A {path_a} (step {a.step}, {a.world_size} worker(s))")
+    print(f"B {path_b} (step {b.step}, {b.world_size} worker(s))")
+    if not differences:
+        print(f"bitwise equal: {arrays} arrays (weights, optimizer slots, EMA shadows), step, position")
+        return exit_status.OK
+    for d in differences:
+        print(f"  {d.what}: {d.detail}")
+    print(f"differ: {len(differences)} difference(s) in {arrays} arrays and the step fields")
+    return exit_status.FAILED
 
 
 def _cmd_inspect(args) -> int:
@@ -368,6 +412,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _stopped(exc, speak: bool) -> int:
     """Report a :class:`~distnet.errors.TrainingStopped`; returns its exit status."""
+    if exc.aborted:
+        # Stopped at once, perhaps inside MPI_Init (mpi4py's import then failed)
+        # or before init() removed the name of MPICH's segment file: the job
+        # ends, so none of its ranks needs the file any more.
+        from distnet.distributed.shared_memory import unlink_mapped_segment_files
+
+        unlink_mapped_segment_files()
     if speak:
         if exc.aborted:
             print(f"distnet: {exc.reason}: stopped at once (no checkpoint)", file=sys.stderr)
@@ -383,7 +434,7 @@ def _run(args, parser, speak: bool, signals) -> int:
                                 InvalidArgumentError, TrainingStopped)
 
     commands = {"eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
-                "inspect": _cmd_inspect, "plot": _cmd_plot, "trace": _cmd_trace, "run": _cmd_run}
+                "inspect": _cmd_inspect, "compare": _cmd_compare, "plot": _cmd_plot, "trace": _cmd_trace, "run": _cmd_run}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

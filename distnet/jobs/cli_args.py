@@ -93,12 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-workers", type=int, metavar="M",
                    help="with --hostfile and --max-restarts: leave out a host that failed twice and go on "
                         "while the others have at least M slots")
+    p.add_argument("--verbose-launch", action="store_true",
+                   help="with -n / --hostfile: show mpiexec's own messages (hydra's banners and lines) on "
+                        "the console; by default they go to RUN_DIR/launch.log, named when there are any")
     p.add_argument("--run-dir", metavar="DIR", help="where metrics.jsonl, job.toml and (by "
                    "default) checkpoints go (default: the job's run_dir, runs/<name>)")
     p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
                    help="progress display: a bar on a terminal, plain lines otherwise (default: auto)")
     p.add_argument("--check", action="store_true",
                    help="validate the job (and the dataset path) and print it as TOML; do not train")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same bits on any number of workers, and on a resume on another number "
+                        "(--set dist.deterministic=true; docs/determinism.md)")
     p.add_argument("--trace", action="store_true",
                    help="record every rank's timeline (data, forward, backward, reduce and the waits in it, "
                         "update, evaluation, checkpoints) in RUN_DIR/trace/; merge it with `distnet trace`")
@@ -124,13 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  distnet eval runs/default\n"
                "  distnet eval runs/default/checkpoints/ckpt-00000300.h5 --ema\n"
-               "  distnet eval runs/default --data /data/fashion-test.h5\n",
+               "  distnet eval runs/default --data /data/fashion-test.h5\n"
+               "  distnet eval runs/default --data /data/t10k-images-idx3-ubyte.gz --set data.test_samples=500\n",
         formatter_class=_formatter)
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, checkpoint directory or run directory")
     p.add_argument("--ema", action="store_true", help="use the EMA shadow weights")
     p.add_argument("--data", metavar="NAME|PATH",
-                   help="evaluate on another dataset: fashion_mnist, mnist, an HDF5 file or an "
-                        "IDX directory (default: the job's own data)")
+                   help="evaluate on this data, whole: a dataset's name (fashion_mnist, mnist: its test "
+                        "split), an HDF5 file (e.g. from `distnet data convert`), an IDX images file "
+                        "(its labels file beside it) or a directory of IDX files (default: the test "
+                        "split of the job's own data)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the stored job, e.g. --set data.test_samples=500")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -193,6 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="read a checkpoint whose weights, slots or shadows hold NaN/inf (refused otherwise)")
 
+    # -- compare ------------------------------------------------------------
+    p = sub.add_parser(
+        "compare", help="compare two checkpoints bit for bit",
+        description=_wrap("Compare every array of two checkpoints (files, checkpoint directories or run "
+                    "directories: the newest good checkpoint of each) — weights, optimizer slots, EMA "
+                    "shadows — and the step, iterations and data position, bit for bit. Exit 0 when "
+                    "they are equal, 1 when they differ (each difference printed). Two runs of a job "
+                    "with [dist] deterministic = true are equal on any numbers of workers "
+                    "(docs/determinism.md)."),
+        epilog="examples:\n  distnet compare runs/one runs/four\n"
+               "  distnet compare runs/a/checkpoints/ckpt-00000300.h5 runs/b/checkpoints/ckpt-00000300.h5\n",
+        formatter_class=_formatter)
+    p.add_argument("a", metavar="A", help="checkpoint file, checkpoint directory or run directory")
+    p.add_argument("b", metavar="B", help="the other one")
+
     # -- plot ---------------------------------------------------------------
     p = sub.add_parser(
         "plot", help="plot loss, accuracy and learning-rate curves to a PNG",
@@ -222,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter)
     p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N", help="launch N MPI workers")
     p.add_argument("--hostfile", metavar="FILE", help="launch workers on the hosts of an MPI hostfile")
+    p.add_argument("--verbose-launch", action="store_true",
+                   help="with -n / --hostfile: show mpiexec's own messages on the console; by default they "
+                        "go to a log file in the temp directory, named when there are any")
     p.add_argument("--no-tf-alias", dest="tf_alias", action="store_false",
                    help="do not make `import tensorflow` distnet.compat.v1 (use the installed TensorFlow)")
     p.add_argument("program", metavar="PROGRAM", help="the Python program to run")

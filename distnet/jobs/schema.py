@@ -149,9 +149,12 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("early_stopping", TABLE, None, "a table, Keras's `EarlyStopping`: `metric` (`val_loss`, "
             "`val_accuracy`, `ema_val_loss`, `ema_val_accuracy`; default `val_loss`), `patience` (evaluations "
             "without improvement before stopping, default 0), `min_delta` (a smaller change is no improvement), "
-            "`mode` (`auto`: maximise accuracies, minimise losses), `restore_best_weights`. Needs `[data] "
+            "`mode` (`auto`: maximise accuracies, minimise losses), `restore_best_weights` (the weights and EMA "
+            "shadows of the best evaluation come back; they are evaluated again, and the summary, the `end` "
+            "record and the last checkpoint give their figures). Needs `[data] "
             "validation` and `eval_every`; every worker stops at the same step (the metrics are global), writes "
-            "its last checkpoint there and says why, e.g. `early_stopping = {metric = \"val_loss\", patience = 3}`",
+            "its last checkpoint there and says why (\"stopped early at step N (best M)\" in the summary), e.g. "
+            "`early_stopping = {metric = \"val_loss\", patience = 3}`",
             used_by="distnet.jobs.job.build_trainer", shown="off"),
     )),
     Section("checkpoint", "CheckpointConfig", "where and how often the job is saved; ``dir`` defaults to "
@@ -187,5 +190,15 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             **_POSITIVE, arg="check_every"),
         Key("max_bad_steps", INT, 5, "stop after this many consecutive steps with a non-finite loss or "
             "gradient (each is skipped)", **_POSITIVE, arg="max_bad_steps"),
+        Key("deterministic", BOOL, False, "train and evaluate with the same bits on any number of workers, "
+            "under every strategy: a run on N workers, or resumed on another N, equals the 1-worker run bit "
+            "for bit (the global batch in pieces of `piece_size` samples, their gradients summed exactly; "
+            "`micro_batches` has no effect). Not with `compression`, `overlap`, batch normalization or "
+            "`conv_algorithm = \"auto\"`; `distnet train --deterministic` sets it "
+            "([determinism.md](determinism.md))", arg="deterministic"),
+        Key("piece_size", INT, None, "with `deterministic`: samples per piece of the global batch (each piece "
+            "one forward and backward wherever it runs); part of the computation: another piece size is "
+            "another run up to float rounding", **_POSITIVE, arg="piece_size",
+            shown="`ceil(batch_size / P)`, `P` the largest power of two <= 16 with >= 32 samples a piece"),
     )),
 )})

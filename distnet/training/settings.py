@@ -37,9 +37,11 @@ class TrainConfig:
         conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
             (measured per layer shape at start-up, rank 0's choice on every rank) or one
             forced (:mod:`distnet.nn.conv_choice`).
-        deterministic: a prototype: every step the same bits on any number of ranks
-            (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
-            summed exactly: distnet/training/deterministic.py); replicated strategy only.
+        deterministic: every step and every evaluation the same bits on any number of ranks,
+            under every strategy (canonical pieces of ``piece_size`` samples, default
+            :func:`~distnet.distributed.pieces.default_piece_size`, summed exactly:
+            distnet/training/deterministic.py;
+            ``micro_batches`` has no effect there: pieces replace them).
         augment_padding, augment_flip: random crop after zero padding and left-right flip of the
             training images (distnet/data/augment.py), per sample from its key.
         config_text: the job file stored in every checkpoint.
