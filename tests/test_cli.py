@@ -147,12 +147,16 @@ def test_check_prints_the_effective_job(capsys, tmp_path):
 
 def _fake_launch(monkeypatch, launched: list, code: int = 0) -> None:
     import distnet.runner.launcher
+    import distnet.runner.reachable
 
     def fake(args, settings):
         launched.append((list(args), vars(settings)))
         return distnet.runner.launcher.LaunchOutcome(code=code, raw=code)
 
     monkeypatch.setattr(distnet.runner.launcher, "launch_job", fake)
+    # The hostfiles here name machines that do not exist: no worker starts, so none is asked
+    # (tests/test_launch_messages.py tests the asking).
+    monkeypatch.setattr(distnet.runner.reachable, "check_hosts_reachable", lambda hosts, **options: None)
 
 
 def test_world_size_checked_before_launch(capsys, monkeypatch):

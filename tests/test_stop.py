@@ -305,7 +305,7 @@ def test_a_killed_rank_is_restarted_from_the_checkpoint_and_ends_bitwise_equal(j
     finally:
         code, err = _finish(proc)
     assert code == 0, err[-3000:]
-    assert "was killed by SIGKILL; restarting the job (1 of 2) from ckpt-" in err, err[-3000:]
+    assert "was killed by SIGKILL; restarting (attempt 2 of 3) from ckpt-" in err, err[-3000:]
     restarts = [r for r in records(run_dir) if r.get("kind") == "restart"]
     assert len(restarts) == 1 and "killed by SIGKILL" in restarts[0]["after"]
     losses, final = reference(2)
@@ -331,8 +331,8 @@ def test_the_restart_budget_runs_out(job, tmp_path):
     finally:
         code, err = _finish(proc)
     assert code == exit_status.FAILED
-    assert "restarting the job (1 of 1)" in err
-    assert "the restart budget (1) is used up: giving up (exit status 1)" in err, err[-3000:]
+    assert "restarting (attempt 2 of 2)" in err
+    assert "the restart budget (1) is used up: giving up; exit status 1 (training failed)" in err, err[-3000:]
 
 
 def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch):

@@ -38,6 +38,8 @@ def _cmd_train(args, signals) -> int:
 
         check_job(cfg, _world_size(args), resume=args.resume, resume_if_any=args.resume_if_any,
                   overwrite=args.overwrite)
+        if args.hostfile is not None:
+            _check_hosts(args.hostfile)
         print(cfg.to_toml(), end="")
         return exit_status.OK
     if args.num_workers is not None or args.hostfile is not None:
@@ -104,6 +106,8 @@ def _launch(args, cfg, signals) -> int:
     size = _world_size(args)
     # Every refusal of the run, before any worker starts (the workers check again, agreeing).
     check_job(cfg, size, resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite)
+    if args.hostfile is not None:
+        _check_hosts(args.hostfile)
     worker_args = ["train"]
     if args.job is not None:
         worker_args.append(args.job)
@@ -133,11 +137,22 @@ def _launch(args, cfg, signals) -> int:
     from distnet.training.stop import DEFAULT_GRACE
 
     signals.end_startup()
+    import os
+
     settings = launcher.LaunchSettings(num_workers=args.num_workers, hostfile=args.hostfile,
-                                       entry=launcher.WORKER_ENTRY)
+                                       entry=launcher.WORKER_ENTRY, verbose=args.verbose_launch,
+                                       launch_log=os.path.join(cfg.run_dir, "launch.log"))
     return supervise(worker_args, settings, first_args=first_args, max_restarts=max_restarts,
                      min_workers=args.min_workers, run_dir=cfg.run_dir, checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
                      stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, launch=launcher.launch_job)
+
+
+def _check_hosts(hostfile: str) -> None:
+    """Every host of the hostfile answers the remote start (ssh), or one line names those that do not."""
+    from distnet.runner.launcher import parse_hostfile
+    from distnet.runner.reachable import check_hosts_reachable
+
+    check_hosts_reachable(parse_hostfile(hostfile), source=f"hostfile {hostfile}")
 
 
 def _cmd_run(args) -> int:
@@ -152,10 +167,12 @@ def _cmd_run(args) -> int:
     if args.num_workers is not None or args.hostfile is not None:
         from distnet.runner import launcher
 
+        if args.hostfile is not None:
+            _check_hosts(args.hostfile)
         # Each worker is `distnet run PROGRAM` itself, so it gets the same alias.
         entry = ("-m", "distnet", "run", *(() if args.tf_alias else ("--no-tf-alias",)))
         return int(launcher.launch([args.program, *args.program_args], num_workers=args.num_workers,
-                                   hostfile=args.hostfile, entry=entry))
+                                   hostfile=args.hostfile, entry=entry, verbose=args.verbose_launch))
     alias = None
     if args.tf_alias:
         from distnet.compat import alias as tf_alias
@@ -407,6 +424,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _stopped(exc, speak: bool) -> int:
     """Report a :class:`~distnet.errors.TrainingStopped`; returns its exit status."""
+    if exc.aborted:
+        # Stopped at once, perhaps inside MPI_Init (mpi4py's import then failed)
+        # or before init() removed the name of MPICH's segment file: the job
+        # ends, so none of its ranks needs the file any more.
+        from distnet.distributed.shared_memory import unlink_mapped_segment_files
+
+        unlink_mapped_segment_files()
     if speak:
         if exc.aborted:
             print(f"distnet: {exc.reason}: stopped at once (no checkpoint)", file=sys.stderr)

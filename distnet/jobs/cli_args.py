@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-workers", type=int, metavar="M",
                    help="with --hostfile and --max-restarts: leave out a host that failed twice and go on "
                         "while the others have at least M slots")
+    p.add_argument("--verbose-launch", action="store_true",
+                   help="with -n / --hostfile: show mpiexec's own messages (hydra's banners and lines) on "
+                        "the console; by default they go to RUN_DIR/launch.log, named when there are any")
     p.add_argument("--run-dir", metavar="DIR", help="where metrics.jsonl, job.toml and (by "
                    "default) checkpoints go (default: the job's run_dir, runs/<name>)")
     p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
@@ -243,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter)
     p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N", help="launch N MPI workers")
     p.add_argument("--hostfile", metavar="FILE", help="launch workers on the hosts of an MPI hostfile")
+    p.add_argument("--verbose-launch", action="store_true",
+                   help="with -n / --hostfile: show mpiexec's own messages on the console; by default they "
+                        "go to a log file in the temp directory, named when there are any")
     p.add_argument("--no-tf-alias", dest="tf_alias", action="store_false",
                    help="do not make `import tensorflow` distnet.compat.v1 (use the installed TensorFlow)")
     p.add_argument("program", metavar="PROGRAM", help="the Python program to run")
