@@ -194,20 +194,20 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
 def _checked_args(ys, xs, unconnected_gradients: str, out) -> list:
     """``xs`` as a list, after checking every argument of :func:`gradients`."""
     if not isinstance(ys, Tensor):
-        raise DTypeError(f"gradients: ys must be a Tensor, got {type(ys).__name__}")
+        raise DTypeError(f"gradients: ys: Expect: a Tensor Actual: {type(ys).__name__}")
     if ys.data.size != 1:
         raise ShapeError(
-            "gradients: ys must be a scalar (one element). "
+            "gradients: ys: a scalar (one element): "
             f"Expect: shape () Actual: shape {ys.shape}; reduce it first, "
             "e.g. with distnet.reduce_sum or distnet.reduce_mean"
         )
     if unconnected_gradients not in ("zero", "none"):
         raise InvalidArgumentError(
-            f"gradients: unconnected_gradients must be 'zero' or 'none', got {unconnected_gradients!r}")
+            f"gradients: unconnected_gradients: Expect: 'zero' or 'none' Actual: {unconnected_gradients!r}")
     xs = [xs] if isinstance(xs, Tensor) else list(xs)
     for i, x in enumerate(xs):
         if not isinstance(x, Tensor):
-            raise DTypeError(f"gradients: xs[{i}] must be a Tensor or Variable, got {type(x).__name__}")
+            raise DTypeError(f"gradients: xs[{i}]: Expect: a Tensor or Variable Actual: {type(x).__name__}")
     if out is not None and len(out) != len(xs):
         raise InvalidArgumentError(f"gradients: out: Expect: one array (or None) per x, {len(xs)} "
                                    f"Actual: {len(out)}")

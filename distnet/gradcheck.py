@@ -52,7 +52,7 @@ def check_gradients(fn: Callable[..., Tensor], inputs: Sequence[np.ndarray], *, 
     arrays = [np.array(a, dtype=np.float64, copy=True) for a in inputs]
     for i, a in enumerate(inputs):
         if np.asarray(a).dtype != np.float64:
-            raise DTypeError(f"check_gradients: input {i} must be float64, got {np.asarray(a).dtype}")
+            raise DTypeError(f"check_gradients: input {i}: Expect: float64 Actual: {np.asarray(a).dtype}")
     wrt = list(range(len(arrays))) if wrt is None else list(wrt)
     tensors = [Tensor(a) for a in arrays]
     out = fn(*tensors)

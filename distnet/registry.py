@@ -28,7 +28,7 @@ __all__ = ["Option", "Component", "REQUIRED", "KINDS", "register", "components",
            "INT", "FLOAT", "BOOL", "STR", "TABLE", "INT_OR_PAIR", "INT_LIST", "NUMBER_LIST",
            "STR_OR_TABLE", "BOOL_OR_AUTO"]
 
-# What a job-file value must be, as error messages say it ("expected an integer, got ...").
+# What a job-file value must be, as error messages say it ("Expect: an integer Actual: ...").
 INT = "an integer"
 FLOAT = "a number"
 BOOL = "true or false"

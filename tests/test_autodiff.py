@@ -184,7 +184,7 @@ def test_gradients_of_non_scalar_raises():
 
 def test_gradients_rejects_non_tensors():
     x = distnet.Variable(1.0)
-    with pytest.raises(DTypeError, match="ys must be a Tensor"):
+    with pytest.raises(DTypeError, match="ys: Expect: a Tensor"):
         gradients(1.0, [x])
     with pytest.raises(DTypeError, match=r"xs\[1\]"):
         gradients(x * 2.0, [x, np.ones(1)])

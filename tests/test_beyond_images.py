@@ -202,6 +202,10 @@ def test_early_stopping_and_keep_best_choose_on_the_tasks_metric(loss, metric, o
     from distnet.jobs.config import load_job
 
     overrides = [f"loss.type={loss}", f"train.early_stopping.metric={metric}", f"checkpoint.keep_best={metric}"]
+    if metric.startswith("ema_"):   # an EMA metric needs the EMA (the example job has none)
+        with pytest.raises(ConfigError, match=r"early_stopping.metric: Expect: an \[ema\] section"):
+            load_job(EXAMPLE, overrides)
+        overrides.append("ema.decay=0.99")
     if ok:
         cfg = load_job(EXAMPLE, overrides)
         assert cfg.train.early_stopping["metric"] == cfg.checkpoint.keep_best == metric

@@ -45,8 +45,13 @@ def test_accuracy_is_maximised_and_the_best_weights_come_back():
 
 def test_a_missing_metric_and_bad_arguments_are_named():
     with pytest.raises(InvalidArgumentError, match=r"Expect: metric 'val_loss' in the evaluation Actual: "
-                                                   r"\['test_loss'\] \(a val_\* metric needs \[data\] validation\)"):
+                                                   r"\['test_loss'\] \(a val_\* metric needs validation data: "
+                                                   r"validation_data=\.\.\., \[data\] validation in a job\)"):
         EarlyStopping().on_evaluate(_trainer(), {"step": 1, "test_loss": 0.3})
+    # The cause named: an EMA metric needs the EMA (not blamed on the validation split).
+    with pytest.raises(InvalidArgumentError, match=r"\(an ema_\* metric needs an EMA: Trainer\(ema=\.\.\.\), \[ema\] "
+                                                   r"in a job\)$"):
+        EarlyStopping("ema_val_loss").on_evaluate(_trainer(), {"step": 1, "val_loss": 0.3})
     with pytest.raises(InvalidArgumentError, match="patience: Expect: an integer >= 0"):
         EarlyStopping(patience=-1)
     with pytest.raises(InvalidArgumentError, match="mode: Expect: 'auto', 'min' or 'max'"):

@@ -284,7 +284,7 @@ def test_a_format_1_file_with_a_data_attribute_is_refused(tmp_path):
 
 @pytest.mark.parametrize("data, version, message", [
     ({"train": {1, 2}}, 2, "data must hold JSON-able values only"),
-    ({1: {}}, 2, "data must be a dict with str keys"),
+    ({1: {}}, 2, "data: Expect: a dict with str keys"),
     ({"train": {}}, 1, "a format-1 checkpoint cannot hold it"),
     ({}, 3, r"format_version: Expect: one of \(1, 2\) Actual: 3"),
 ])
@@ -333,10 +333,10 @@ def test_strict_expected_checks_dtype(tmp_path):
     expected["conv2d/kernel"] = ((5, 5, 1, 4), np.float64)
     with pytest.raises(CheckpointMismatchError, match="file dtype float32, model float64"):
         load(path, expected)
-    with pytest.raises(InvalidArgumentError, match="must be \\(shape, dtype\\)"):
+    with pytest.raises(InvalidArgumentError, match="Expect: \\(shape, dtype\\)"):
         load(path, {"conv2d/kernel": 3})
     # The caller's mistake is reported as such, even for a file that is not there.
-    with pytest.raises(InvalidArgumentError, match="expected must be a dict"):
+    with pytest.raises(InvalidArgumentError, match="expected: Expect: a dict"):
         load(path + ".missing", [("conv2d/kernel", (5, 5, 1, 4), "float32")])
     with pytest.raises(InvalidArgumentError, match="max_bytes"):
         load(path, max_bytes=-1)
@@ -352,17 +352,17 @@ def test_strict_expected_checks_dtype(tmp_path):
     ({"params": {"w": np.array([object()])}}, "dtype object"),
     ({"params": {"w": np.array(["x"])}}, "dtype <U1"),
     ({"params": {"w": np.zeros(2, np.complex64)}}, "dtype complex64"),
-    ({"params": {"w": [1.0, 2.0]}}, "must be a numpy array, got list"),
-    ({"params": {}, "step": -1}, r"step must be in \[0"),
-    ({"params": {}, "step": 1.5}, "step must be an int, got float"),
-    ({"params": {}, "world_size": 0}, r"world_size must be in \[1"),
+    ({"params": {"w": [1.0, 2.0]}}, "Expect: a numpy array Actual: list"),
+    ({"params": {}, "step": -1}, r"step: Expect: in \[0"),
+    ({"params": {}, "step": 1.5}, "step: Expect: an int Actual: float"),
+    ({"params": {}, "world_size": 0}, r"world_size: Expect: in \[1"),
     ({"params": {}, "rng": {"g": object()}}, "rng must hold JSON-able values"),
-    ({"params": {}, "metrics": {"loss": "low"}}, r"metrics\['loss'\] must be a number, got str"),
-    ({"params": {}, "config_text": b"x"}, "config_text must be a str, got bytes"),
+    ({"params": {}, "metrics": {"loss": "low"}}, r"metrics\['loss'\]: Expect: a number Actual: str"),
+    ({"params": {}, "config_text": b"x"}, "config_text: Expect: a str Actual: bytes"),
     ({"params": {}, "config_text": "a\x00b"}, "contains a NUL character"),
     ({"params": {}, "optimizer": {"name": "sgd", "slot": {}}}, "unknown keys"),
     ({"params": {}, "optimizer": {"slots": {"m/x": {}}}}, "must not contain '/'"),
-    ({"params": {}, "optimizer": {"hyper": {"lr": [1]}}}, "must be a float or a str, got list"),
+    ({"params": {}, "optimizer": {"hyper": {"lr": [1]}}}, "Expect: a float or a str Actual: list"),
 ])
 def test_invalid_state_is_rejected_before_writing(tmp_path, bad, match):
     with pytest.raises(InvalidArgumentError, match=match):

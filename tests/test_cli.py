@@ -124,7 +124,7 @@ def test_bad_job_file_is_one_line_exit_2(capsys, tmp_path):
     job.write_text(TINY_JOB.replace("learning_rate = 0.01", "learning_rate = -0.01"))
     code, out, err = run(capsys, "train", str(job))
     assert code == exit_status.BAD_INPUT
-    assert err == f"distnet: error: {job}:13: optimizer.learning_rate: must be > 0, got -0.01\n"
+    assert err == f"distnet: error: {job}:13: optimizer.learning_rate: Expect: > 0 Actual: -0.01\n"
     assert out == ""
 
 
@@ -164,7 +164,7 @@ def test_world_size_checked_before_launch(capsys, monkeypatch):
     _fake_launch(monkeypatch, launched)
     code, _, err = run(capsys, "train", "--set", "train.batch_size=3", "-n", "4")
     assert code == exit_status.BAD_INPUT
-    assert "the global batch (3) must be at least the number of ranks (4)" in err
+    assert "Expect: a global batch of at least the number of ranks (4) = 4 Actual: 3" in err
     assert launched == []
 
 
@@ -189,12 +189,15 @@ def test_launch_reinvokes_train_with_the_same_job(capsys, monkeypatch, tmp_path)
     _fake_launch(monkeypatch, launched)
     job = tmp_path / "job.toml"
     job.write_text(TINY_JOB)
-    code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume",
+    # --resume with no checkpoint to resume: refused before any worker starts, as the run refuses it
+    code, _, err = run(capsys, "train", str(job), "-n", "2", "--resume", "--run-dir", str(tmp_path / "out"))
+    assert code == exit_status.BAD_INPUT and "--resume: no checkpoint in" in err and launched == []
+    code, _, _ = run(capsys, "train", str(job), "-n", "2", "--set", "train.steps=6", "--resume-if-any",
                      "--run-dir", "out")
     assert code == exit_status.OK
     args, kwargs = launched[0]
     assert args == ["train", str(job), "--set", "train.steps=6", "--run-dir", "out", "--progress", "plain",
-                    "--resume"]
+                    "--resume-if-any"]
     assert (kwargs["num_workers"], kwargs["hostfile"]) == (2, None)
     # The workers start quietly on a signal until distnet train installs its handlers.
     assert kwargs["entry"][0] == "-c" and "from distnet.jobs.cli import main" in kwargs["entry"][1]
@@ -617,7 +620,7 @@ def test_train_on_an_hdf5_dataset_pair(capsys, tmp_path, point_at):
     job.write_text(job.read_text().replace("units = 3", "units = 10"))
     code, _, err = run(capsys, "train", str(job), "--run-dir", str(tmp_path / "run2"))
     assert code == exit_status.BAD_INPUT
-    assert "model.layers[1].units: the last layer gives one logit per class: expected 3" in err
+    assert "model.layers[1].units: the last layer gives one logit per class: Expect: 3" in err
 
 
 def test_the_banner_of_a_run_on_converted_files_names_the_hdf5_files(capsys, tmp_path):

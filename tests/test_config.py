@@ -93,7 +93,7 @@ def test_checkpoint_every_zero_switches_checkpoints_off():
     # Both ways of saying "off" together are not a contradiction.
     both = parse_job('[checkpoint]\nevery = 0\ndir = ""\n')
     assert checkpoint_dir(both) is None
-    with pytest.raises(ConfigError, match=r"checkpoint.every: must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match=r"checkpoint.every: Expect: >= 0 Actual: -1"):
         load_job(None, ["checkpoint.every=-1"])
     with pytest.raises(ConfigError, match="checkpoint.every needs checkpoints on"):
         parse_job('[checkpoint]\nevery = 5\ndir = ""\n')
@@ -164,7 +164,7 @@ def test_unknown_key_in_inline_table_points_at_its_line():
 
 def test_dotted_keys_are_located():
     msg = error_of('name = "x"\noptimizer.learning_rate = -0.5\n')
-    assert msg.startswith("job.toml:2: optimizer.learning_rate: must be > 0, got -0.5")
+    assert msg.startswith("job.toml:2: optimizer.learning_rate: Expect: > 0 Actual: -0.5")
 
 
 # -- wrong types ------------------------------------------------------------------
@@ -180,17 +180,17 @@ def test_dotted_keys_are_located():
 def test_wrong_type(text, key, expected, got):
     msg = error_of(text)
     line = text.count("\n", 0, text.index(key.split(".")[-1] + " =")) + 1
-    assert msg == f"job.toml:{line}: {key}: expected {expected}, got {got}"
+    assert msg == f"job.toml:{line}: {key}: Expect: {expected} Actual: {got}"
 
 
 def test_section_that_is_not_a_table():
     msg = error_of("train = 3\n")
-    assert msg.startswith("job.toml:1: train: expected a table")
+    assert msg.startswith("job.toml:1: train: Expect: a table")
 
 
 def test_layers_must_be_tables():
     msg = error_of("[model]\nlayers = [1, 2]\n")
-    assert msg.startswith("job.toml:2: model.layers: expected a list of tables")
+    assert msg.startswith("job.toml:2: model.layers: Expect: a list of tables")
 
 
 def test_kernel_size_pair():
@@ -199,29 +199,29 @@ def test_kernel_size_pair():
                              "[[model.layers]]\ntype = \"dense\""))
     assert cfg.model.layers[0]["kernel_size"] == [3, 5]
     msg = error_of(MINIMAL.replace('type = "flatten"', 'type = "conv2d"\nfilters = 4\nkernel_size = [3, 5, 1]'))
-    assert "model.layers[0].kernel_size: expected an integer or a pair of integers" in msg
+    assert "model.layers[0].kernel_size: Expect: an integer or a pair of integers" in msg
 
 
 # -- impossible values -----------------------------------------------------------
 
 @pytest.mark.parametrize("text, message", [
-    ("[optimizer]\nlearning_rate = 0\n", "optimizer.learning_rate: must be > 0, got 0.0"),
-    ("[optimizer]\nlearning_rate = -1e-3\n", "optimizer.learning_rate: must be > 0, got -0.001"),
-    ("[train]\nbatch_size = 0\n", "train.batch_size: must be > 0, got 0"),
-    ("[train]\nsteps = -5\n", "train.steps: must be > 0, got -5"),
-    ("[train]\neval_every = 0\n", "train.eval_every: must be > 0, got 0"),
-    ("[regularization]\nweight_decay = -0.004\n", "regularization.weight_decay: must be >= 0, got -0.004"),
-    ("[ema]\ndecay = 1.0\n", "ema.decay: must be in (0, 1), got 1.0"),
-    ("[checkpoint]\nmax_to_keep = 0\n", "checkpoint.max_to_keep: must be > 0, got 0"),
-    ("[dist]\nstall_timeout = 0\n", "dist.stall_timeout: must be > 0, got 0.0"),
-    ("[dist]\nmax_bad_steps = 0\n", "dist.max_bad_steps: must be > 0, got 0"),
-    ("[train]\neval_batch_size = -1\n", "train.eval_batch_size: must be > 0, got -1"),
-    ("[optimizer]\nname = \"adam\"\nbeta1 = 1.0\n", "optimizer.beta1: must be in [0, 1), got 1.0"),
+    ("[optimizer]\nlearning_rate = 0\n", "optimizer.learning_rate: Expect: > 0 Actual: 0.0"),
+    ("[optimizer]\nlearning_rate = -1e-3\n", "optimizer.learning_rate: Expect: > 0 Actual: -0.001"),
+    ("[train]\nbatch_size = 0\n", "train.batch_size: Expect: > 0 Actual: 0"),
+    ("[train]\nsteps = -5\n", "train.steps: Expect: > 0 Actual: -5"),
+    ("[train]\neval_every = 0\n", "train.eval_every: Expect: > 0 Actual: 0"),
+    ("[regularization]\nweight_decay = -0.004\n", "regularization.weight_decay: Expect: >= 0 Actual: -0.004"),
+    ("[ema]\ndecay = 1.0\n", "ema.decay: Expect: in (0, 1) Actual: 1.0"),
+    ("[checkpoint]\nmax_to_keep = 0\n", "checkpoint.max_to_keep: Expect: > 0 Actual: 0"),
+    ("[dist]\nstall_timeout = 0\n", "dist.stall_timeout: Expect: > 0 Actual: 0.0"),
+    ("[dist]\nmax_bad_steps = 0\n", "dist.max_bad_steps: Expect: > 0 Actual: 0"),
+    ("[train]\neval_batch_size = -1\n", "train.eval_batch_size: Expect: > 0 Actual: -1"),
+    ("[optimizer]\nname = \"adam\"\nbeta1 = 1.0\n", "optimizer.beta1: Expect: in [0, 1) Actual: 1.0"),
     ("[schedule]\ntype = \"exponential\"\ndecay_steps = 0\ndecay_rate = 0.5\n",
-     "schedule.decay_steps: must be > 0, got 0"),
-    ("[schedule]\nwarmup_steps = -1\n", "schedule.warmup_steps: must be >= 0, got -1"),
-    ("[train]\nbatch_size = 4\nmicro_batches = 8\n", "train.micro_batches: must be <= train.batch_size (4), got 8"),
-    ("seed = -1\n", "seed: must be >= 0, got -1"),
+     "schedule.decay_steps: Expect: > 0 Actual: 0"),
+    ("[schedule]\nwarmup_steps = -1\n", "schedule.warmup_steps: Expect: >= 0 Actual: -1"),
+    ("[train]\nbatch_size = 4\nmicro_batches = 8\n", "train.micro_batches: Expect: at most train.batch_size (4) Actual: 8"),
+    ("seed = -1\n", "seed: Expect: >= 0 Actual: -1"),
 ])
 def test_impossible_values(text, message):
     msg = error_of(text)
@@ -231,12 +231,12 @@ def test_impossible_values(text, message):
 
 def test_impossible_layer_values():
     msg = error_of(MINIMAL.replace('type = "flatten"', 'type = "dropout"\nrate = 1.0'))
-    assert msg == ("job.toml:5: model.layers[0].rate: must be in [0, 1) (the fraction of units dropped), "
-                   "got 1.0")
+    assert msg == ("job.toml:5: model.layers[0].rate: Expect: in [0, 1) (the fraction of units dropped) "
+                   "Actual: 1.0")
     msg = error_of(MINIMAL.replace("units = 10", "units = 0"))
-    assert msg == "job.toml:8: model.layers[1].units: must be > 0, got 0"
+    assert msg == "job.toml:8: model.layers[1].units: Expect: > 0 Actual: 0"
     msg = error_of(MINIMAL.replace("units = 10", "units = 10\nkernel_regularizer = {type = \"l2\", scale = -1}"))
-    assert msg == "job.toml:9: model.layers[1].kernel_regularizer.scale: must be >= 0, got -1.0"
+    assert msg == "job.toml:9: model.layers[1].kernel_regularizer.scale: Expect: >= 0 Actual: -1.0"
 
 
 def test_missing_required_keys():
@@ -251,7 +251,7 @@ def test_model_structure_checks():
     msg = error_of(MINIMAL.replace("units = 10\n", "units = 10\nactivation = \"softmax\"\n"))
     assert msg.startswith("job.toml:9: model.layers[1].activation: the last layer gives the logits")
     msg = error_of(MINIMAL + '\n[[model.layers]]\ntype = "dropout"\nrate = 0.5\n')
-    assert "the last layer must be dense" in msg
+    assert "the last layer gives the logits, one per class: Expect: dense" in msg
     msg = error_of('[[model.layers]]\ntype = "flatten"\n[[model.layers]]\ntype = "conv2d"\nfilters = 3\n'
                    'kernel_size = 3\n[[model.layers]]\ntype = "dense"\nunits = 10\n')
     assert msg.startswith("job.toml:4: model.layers[1].type: a conv2d layer needs image input")
@@ -262,9 +262,9 @@ def test_piecewise_schedule_checks():
     ok = parse_job('[schedule]\ntype = "piecewise"\nboundaries = [100, 200]\nvalues = [0.1, 0.01, 0.001]\n')
     assert ok.schedule.params == {"boundaries": [100, 200], "values": [0.1, 0.01, 0.001]}
     msg = error_of('[schedule]\ntype = "piecewise"\nboundaries = [100, 200]\nvalues = [0.1, 0.01]\n')
-    assert msg.startswith("job.toml:4: schedule.values: needs one more entry")
+    assert msg.startswith("job.toml:4: schedule.values: one more entry than boundaries: Expect: ")
     msg = error_of('[schedule]\ntype = "piecewise"\nboundaries = [200, 100]\nvalues = [0.1, 0.01, 0.001]\n')
-    assert msg.startswith("job.toml:3: schedule.boundaries: must be positive and strictly increasing")
+    assert msg.startswith("job.toml:3: schedule.boundaries: Expect: positive and strictly increasing")
 
 
 def test_epochs_and_steps_both_set():
@@ -294,8 +294,8 @@ def test_batch_smaller_than_world_size():
     check_world_size(cfg, 3)
     with pytest.raises(ConfigError) as info:
         check_world_size(cfg, 4)
-    assert str(info.value) == ("job.toml: train.batch_size: the global batch (3) must be at least the "
-                               "number of ranks (4) = 4, so that every rank gets at least one sample per step")
+    assert str(info.value) == ("job.toml: train.batch_size: every rank needs at least one sample per step: Expect: a global "
+                               "batch of at least the number of ranks (4) = 4 Actual: 3")
     cfg = parse_job("[train]\nbatch_size = 6\nmicro_batches = 2\n", "job.toml")
     with pytest.raises(ConfigError, match=r"\(4\) x 2 micro-batches = 8"):
         check_world_size(cfg, 4)
@@ -338,7 +338,7 @@ def test_overrides_are_applied_and_validated():
     msg = error_of(MINIMAL, ["optimizer.learnig_rate=0.01"])
     assert msg.startswith("--set optimizer.learnig_rate=0.01: optimizer.learnig_rate: unknown key")
     msg = error_of(MINIMAL, ["train.batch_size=-2"])
-    assert msg == "--set train.batch_size=-2: train.batch_size: must be > 0, got -2"
+    assert msg == "--set train.batch_size=-2: train.batch_size: Expect: > 0 Actual: -2"
     msg = error_of(MINIMAL, ["model.layers.5.units=3"])
     assert msg == "--set model.layers.5.units=3: model.layers has 2 entries, no index 5"
 
@@ -484,11 +484,11 @@ def test_every_declared_key_is_validated(name, key):
 
     wrong = {registry.INT: '"x"', registry.FLOAT: '"x"', registry.BOOL: '"x"', registry.STR: "1",
              registry.TABLE: "1", registry.STR_OR_TABLE: "1"}[key.type]
-    with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: expected {re.escape(key.type)}"):
+    with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: Expect: {re.escape(key.type)}"):
         parse_job("", overrides=[f"{name}.{key.name}={wrong}"])
     if key.low is not None:
         bad = key.low if key.low_open else key.low - 1
-        with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: must be {re.escape(key.range_text())}, got"):
+        with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: Expect: {re.escape(key.range_text())} Actual:"):
             parse_job("", overrides=[f"{name}.{key.name}={bad}"])
     if key.choices:
         with pytest.raises(ConfigError, match=rf"{name}\.{key.name}: unknown value 'nothing_like_it'"):

@@ -176,7 +176,7 @@ def test_job_file_key_and_override():
     with pytest.raises(ConfigError, match=r"dist.strategy.compression: unknown value 'float17'; "
                                           r"did you mean 'float16'"):
         parse_job("", overrides=["dist.strategy.compression=float17"])
-    with pytest.raises(ConfigError, match=r"dist.strategy.compression: expected a string"):
+    with pytest.raises(ConfigError, match=r"dist.strategy.compression: Expect: a string"):
         parse_job("[dist]\nstrategy = {compression = 16}\n", "job.toml")
 
 

@@ -212,7 +212,7 @@ def test_corrupt_file_is_rejected_and_deleted(server, tmp_path):
     with pytest.raises(DataError, match="checksum mismatch") as info:
         fetch("fashion_mnist", tmp_path, base_url=server.url)
     message = str(info.value)
-    assert name in message and "25c81989df183df01b3e8a0aad5dffbe" in message and "got MD5" in message
+    assert name in message and "25c81989df183df01b3e8a0aad5dffbe" in message and "Actual: MD5" in message
     assert not (tmp_path / name).exists() and not list(tmp_path.glob(name + ".part*"))
     assert (tmp_path / NAMES[0]).exists()  # the file before it was good and kept
 
@@ -230,7 +230,7 @@ def test_md5_of_the_published_file(server, tmp_path):
     good = hashlib.md5((DEBIAN / name).read_bytes()).hexdigest()
     download(server.url + name, tmp_path / "a.gz", md5=good)
     assert (tmp_path / "a.gz").read_bytes() == (DEBIAN / name).read_bytes()
-    with pytest.raises(DataError, match=f"expected MD5 {'0' * 32}; got MD5 {good}"):
+    with pytest.raises(DataError, match=f"Expect: MD5 {'0' * 32} Actual: MD5 {good}"):
         download(server.url + name, tmp_path / "b.gz", md5="0" * 32)
     assert not (tmp_path / "b.gz").exists()
 

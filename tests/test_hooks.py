@@ -141,7 +141,7 @@ def test_config_and_keywords_give_the_same_run_and_do_not_mix():
     with pytest.raises(InvalidArgumentError, match=r"not both Actual: config and \['steps'\]"):
         Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.05), blobs(),
                 TrainConfig(global_batch_size=20, steps=6), steps=3)
-    with pytest.raises(InvalidArgumentError, match="give exactly one of epochs and steps"):
+    with pytest.raises(InvalidArgumentError, match="Expect: exactly one of epochs and steps"):
         TrainConfig(global_batch_size=20)
     cfg = TrainConfig(global_batch_size=20, steps=1, strategy="replicated")
     t = Trainer(mlp(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.05), blobs(), cfg, overlap=True)

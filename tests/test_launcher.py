@@ -62,8 +62,8 @@ def test_hostfile_mpich_openmpi_comments_and_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("content, lineno, words", [
-    ("node1:2\nnode2:zero\n", 2, "slots must be an integer >= 1, got 'zero'"),
-    ("node1:0\n", 1, "got '0'"),
+    ("node1:2\nnode2:zero\n", 2, "slots: Expect: an integer >= 1 Actual: 'zero'"),
+    ("node1:0\n", 1, "Actual: '0'"),
     ("node1 slots=3 extra\n", 1, "expected 'host'"),
     ("node1 max_slots=3\n", 1, "expected 'host'"),
     ("a\n\nbad/host:2\n", 3, "not a host name"),
@@ -165,14 +165,14 @@ def test_hydra_launcher_variable_replaces_ssh(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"num_workers": 0}, "num_workers must be >= 1, got 0"),
-    ({"num_workers": -2}, "got -2"),
-    ({"num_workers": 2.0}, "must be an integer"),
-    ({"num_workers": True}, "must be an integer"),
+    ({"num_workers": 0}, "num_workers: Expect: >= 1 Actual: 0"),
+    ({"num_workers": -2}, "Actual: -2"),
+    ({"num_workers": 2.0}, "Expect: an integer"),
+    ({"num_workers": True}, "Expect: an integer"),
     ({}, "got neither"),
     ({"num_workers": 2, "launcher_exec": "agent"}, "needs a hostfile"),
     ({"num_workers": 2, "iface": "eth0; rm"}, "interface name"),
-    ({"num_workers": 2, "cores": 0}, "cores must be >= 1"),
+    ({"num_workers": 2, "cores": 0}, "cores: Expect: >= 1"),
 ])
 def test_bad_arguments(kwargs, words):
     with pytest.raises(InvalidArgumentError, match=words.replace("(", r"\(")):
@@ -230,7 +230,7 @@ def test_plan_builds_argv_and_env_from_settings_and_starts_nothing(tmp_path, mon
 
 
 def test_settings_check_their_graces_and_launch_job_takes_one_form():
-    with pytest.raises(InvalidArgumentError, match="stop_grace must be a number of seconds > 0, got 0"):
+    with pytest.raises(InvalidArgumentError, match="stop_grace: Expect: a number of seconds > 0 Actual: 0"):
         launcher.LaunchSettings(num_workers=1, stop_grace=0)
     with pytest.raises(InvalidArgumentError, match="settings or options one by one"):
         launcher.launch_job(["x"], launcher.LaunchSettings(num_workers=1), num_workers=2)

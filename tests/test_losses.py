@@ -86,7 +86,7 @@ def test_seed_002_custom_piecewise_loss_from_plain_ops():
 
 def test_validation_errors():
     z = distnet.constant(np.zeros((2, 3)))
-    with pytest.raises(InvalidArgumentError, match=r"labels must be in \[0, 3\), got \[3\]"):
+    with pytest.raises(InvalidArgumentError, match=r"labels: Expect: in \[0, 3\) Actual: \[3\]"):
         losses.sparse_softmax_cross_entropy([0, 3], z)
     with pytest.raises(DTypeError, match="integer"):
         losses.sparse_softmax_cross_entropy([0.0, 1.0], z)

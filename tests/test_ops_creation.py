@@ -105,7 +105,7 @@ def test_fill_errors():
         distnet.fill(3, 1.0)  # TF's tf.fill refuses a bare number
     with pytest.raises(InvalidArgumentError, match=r"fill: dims\[0\]: Expect: a size >= 0 Actual: -2"):
         distnet.fill([-2, 3], 1.0)
-    with pytest.raises(ShapeError, match=r"fill: value must be a scalar; Expect: shape \(\) Actual: shape \(2,\)"):
+    with pytest.raises(ShapeError, match=r"fill: value: a scalar: Expect: shape \(\) Actual: shape \(2,\)"):
         distnet.fill([2], [1.0, 2.0])
     with pytest.raises(DTypeError, match=r"fill: value: Expect: a number.*'a'"):
         distnet.fill([2], "a")
@@ -308,7 +308,7 @@ def test_one_hot_dtype_errors():
         distnet.one_hot([0.0, 1.0], 2)
     with pytest.raises(DTypeError, match=r"indices.*Actual: bool"):
         distnet.one_hot(np.array([True]), 2)
-    with pytest.raises(ShapeError, match=r"on_value must be a scalar; Expect: shape \(\) Actual: shape \(2,\)"):
+    with pytest.raises(ShapeError, match=r"on_value: a scalar: Expect: shape \(\) Actual: shape \(2,\)"):
         distnet.one_hot([0], 2, on_value=[1.0, 2.0])
     with pytest.raises(DTypeError, match=r"one_hot: dtype: Expect: a dtype.*Actual: 'nonsense'"):
         distnet.one_hot([0], 2, dtype="nonsense")

@@ -161,7 +161,7 @@ def test_a_new_layer_is_validated_built_and_missing_from_the_docs(monkeypatch):
     assert out.shape == (1, 10)
     assert isinstance(model.layers[1], Scale) and model.layers[1].factor == 2.0
 
-    with pytest.raises(ConfigError, match=r"model.layers\[1\].factor: must be > 0, got 0.0"):
+    with pytest.raises(ConfigError, match=r"model.layers\[1\].factor: Expect: > 0 Actual: 0.0"):
         parse_job(LAYERS.format(kind="scale", extra="factor = 0"), "job.toml")
     with pytest.raises(ConfigError, match=r"model.layers\[1\].factr: unknown key; did you mean 'factor'"):
         parse_job(LAYERS.format(kind="scale", extra="factr = 2"), "job.toml")

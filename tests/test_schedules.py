@@ -61,7 +61,7 @@ def test_resolve():
 
 
 @pytest.mark.parametrize("make, word", [
-    (lambda: exponential_decay(0.1, 0, 0.9), "decay_steps must be > 0, got 0"),
+    (lambda: exponential_decay(0.1, 0, 0.9), "decay_steps: Expect: > 0 Actual: 0"),
     (lambda: exponential_decay(-0.1, 10, 0.9), "learning_rate"),
     (lambda: exponential_decay(0.1, 10, 0.0), "decay_rate"),
     (lambda: piecewise_constant([10, 5], [1, 2, 3]), "strictly increasing"),
@@ -70,7 +70,7 @@ def test_resolve():
     (lambda: cosine_decay(0.1, 10, alpha=2.0), "alpha"),
     (lambda: warmup(0.1, 0), "warmup_steps"),
     (lambda: warmup(0.1, "ten"), "warmup_steps"),
-    (lambda: exponential_decay("a", 10, 0.9), "learning_rate must be a number"),
+    (lambda: exponential_decay("a", 10, 0.9), "learning_rate: Expect: a number"),
 ])
 def test_validation(make, word):
     with pytest.raises(InvalidArgumentError, match=word):

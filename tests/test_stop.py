@@ -549,7 +549,7 @@ def test_a_global_batch_larger_than_the_dataset_is_an_error(capsys, tmp_path):
     job.write_text(TINY)
     code, out, err = _train(capsys, job, tmp_path / "run", "--set", "train.batch_size=500")
     assert code == 2
-    assert "global_batch_size: Expect: at most the 200 training samples Actual: 500" in err
+    assert "train.batch_size: Expect: at most the 200 training samples Actual: 500" in err   # the job's key
 
 
 def _nan_checkpoint(tmp_path) -> Path:

@@ -161,9 +161,9 @@ def test_job_files_name_the_strategy():
     with pytest.raises(ConfigError, match=r"dist.strategy.overlap: unknown key; expected one of: compression, "
                                           r"shared_memory"):
         parse_job(JOB + '[dist]\nstrategy = {type = "zero1", overlap = true}\n')
-    with pytest.raises(ConfigError, match=r"dist.strategy.bucket_bytes: must be > 0, got 0"):
+    with pytest.raises(ConfigError, match=r"dist.strategy.bucket_bytes: Expect: > 0 Actual: 0"):
         parse_job(JOB + '[dist]\nstrategy = {type = "replicated", bucket_bytes = 0}\n')
-    with pytest.raises(ConfigError, match=r"dist.strategy.shared_memory: expected true, false or \"auto\""):
+    with pytest.raises(ConfigError, match=r"dist.strategy.shared_memory: Expect: true, false or \"auto\""):
         parse_job(JOB + '[dist]\nstrategy = {type = "zero1", shared_memory = "yes"}\n')
     assert parse_job(JOB, overrides=["dist.strategy.overlap=true"]).dist.strategy == {"type": "auto",
                                                                                        "overlap": True}

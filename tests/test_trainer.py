@@ -139,7 +139,7 @@ def test_non_finite_steps_are_skipped_then_abort(options):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(epochs=1, steps=1), "exactly one of epochs and steps"),
-    (dict(steps=0), "steps must be a positive integer"),
+    (dict(steps=0), "steps: Expect: a positive integer"),
     (dict(steps=1, global_batch_size=0), "global_batch_size"),
     (dict(steps=1, micro_batches=0), "micro_batches"),
     (dict(steps=1, weight_decay=-1.0), "weight_decay"),

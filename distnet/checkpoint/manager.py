@@ -62,7 +62,7 @@ class CheckpointManager:
                  is_writer: bool = True, *, comm: Any = None, verify: bool = True):
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                         or max_to_keep < 1):
-            raise InvalidArgumentError(f"max_to_keep must be an int >= 1 or None, got {max_to_keep!r}")
+            raise InvalidArgumentError(f"max_to_keep: Expect: an int >= 1 or None Actual: {max_to_keep!r}")
         self.directory = os.path.abspath(os.fspath(directory))
         self.max_to_keep = max_to_keep
         self.is_writer = resolve_writer(comm, is_writer)
@@ -118,7 +118,7 @@ class CheckpointManager:
         if not self.is_writer:
             return None
         if not isinstance(state, CheckpointState):
-            raise InvalidArgumentError(f"state must be a CheckpointState, got {type(state).__name__}")
+            raise InvalidArgumentError(f"state: Expect: a CheckpointState Actual: {type(state).__name__}")
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, checkpoint_name(state.step))
         write_checkpoint(path, state, is_writer=True)

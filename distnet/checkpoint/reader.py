@@ -247,7 +247,7 @@ def _read_header(f: h5py.File, fname: str, version: int) -> dict[str, str]:
             if key in INT_ATTRIBUTES:
                 if not isinstance(value, (np.integer, int)):
                     raise CorruptCheckpointError(
-                        f"checkpoint {fname}: attribute {key} should be an integer, got {value!r:.60}")
+                        f"checkpoint {fname}: attribute {key}: Expect: an integer Actual: {value!r:.60}")
                 header[key] = str(int(value))
             else:
                 header[key] = _read_text(value, fname, key)
@@ -271,7 +271,7 @@ def _normalise_expected(expected: Any) -> _Expected | None:
         return None
     if not isinstance(expected, Mapping):
         raise InvalidArgumentError(
-            f"expected must be a dict {{name: (shape, dtype)}} or None, got {type(expected).__name__}")
+            f"expected: Expect: a dict {{name: (shape, dtype)}} or None Actual: {type(expected).__name__}")
     exp: _Expected = {}
     for name, spec in expected.items():
         check_name(name, "expected variable name")
@@ -280,7 +280,7 @@ def _normalise_expected(expected: Any) -> _Expected | None:
             exp[name] = (tuple(int(d) for d in shape), None if dtype is None else np.dtype(dtype))
         except (TypeError, ValueError):
             raise InvalidArgumentError(
-                f"expected[{name!r}] must be (shape, dtype), got {spec!r:.80}") from None
+                f"expected[{name!r}]: Expect: (shape, dtype) Actual: {spec!r:.80}") from None
     return exp
 
 
@@ -568,7 +568,7 @@ def load(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, *,
     exp = _normalise_expected(expected)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                   or max_bytes < 0):
-        raise InvalidArgumentError(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
+        raise InvalidArgumentError(f"max_bytes: Expect: a non-negative int or None Actual: {max_bytes!r}")
     try:
         state = _load(fname, exp, max_bytes)
     except (CheckpointError, InvalidArgumentError):

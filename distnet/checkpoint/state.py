@@ -91,7 +91,7 @@ def check_name(name: Any, what: str = "variable name") -> str:
     """
     if not isinstance(name, str):
         raise InvalidArgumentError(
-            f"{what} must be a str, got {type(name).__name__} {name!r}")
+            f"{what}: Expect: a str Actual: {type(name).__name__} {name!r}")
     parts = name.split("/")
     for part in parts:
         if not _COMPONENT.fullmatch(part) or part in (".", ".."):
@@ -105,7 +105,7 @@ def check_name(name: Any, what: str = "variable name") -> str:
 def _check_arrays(arrays: Any, where: str) -> dict[str, np.ndarray]:
     if not isinstance(arrays, Mapping):
         raise InvalidArgumentError(
-            f"{where} must be a dict {{name: ndarray}}, got {type(arrays).__name__}")
+            f"{where}: Expect: a dict {{name: ndarray}} Actual: {type(arrays).__name__}")
     out: dict[str, np.ndarray] = {}
     for name in sorted(arrays, key=str):
         check_name(name, f"name in {where}")
@@ -114,7 +114,7 @@ def _check_arrays(arrays: Any, where: str) -> dict[str, np.ndarray]:
             arr = np.asarray(arr)
         if not isinstance(arr, np.ndarray):
             raise InvalidArgumentError(
-                f"{where}[{name!r}] must be a numpy array, got {type(arr).__name__}")
+                f"{where}[{name!r}]: Expect: a numpy array Actual: {type(arr).__name__}")
         if arr.dtype.newbyteorder("=") not in ALLOWED_DTYPES:
             raise InvalidArgumentError(
                 f"{where}[{name!r}] has dtype {arr.dtype}; expected one of "
@@ -133,10 +133,10 @@ def _check_arrays(arrays: Any, where: str) -> dict[str, np.ndarray]:
 
 def _check_int(value: Any, what: str, minimum: int = 0) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"{what}: Expect: an int Actual: {type(value).__name__} {value!r}")
     value = int(value)
     if value < minimum or value >= 2 ** 63:
-        raise InvalidArgumentError(f"{what} must be in [{minimum}, 2**63), got {value}")
+        raise InvalidArgumentError(f"{what}: Expect: in [{minimum}, 2**63) Actual: {value}")
     return value
 
 
@@ -205,7 +205,7 @@ class CheckpointState:
         opt = self.optimizer
         if not isinstance(opt, Mapping):
             raise InvalidArgumentError(
-                f"optimizer must be a dict, got {type(opt).__name__}")
+                f"optimizer: Expect: a dict Actual: {type(opt).__name__}")
         unknown = set(opt) - {"name", "iterations", "slots", "hyper"}
         if unknown:
             raise InvalidArgumentError(
@@ -213,11 +213,11 @@ class CheckpointState:
                 "expected only 'name', 'iterations', 'slots', 'hyper'")
         name = opt.get("name", "")
         if not isinstance(name, str):
-            raise InvalidArgumentError(f"optimizer['name'] must be a str, got {type(name).__name__}")
+            raise InvalidArgumentError(f"optimizer['name']: Expect: a str Actual: {type(name).__name__}")
         slots_in = opt.get("slots", {})
         if not isinstance(slots_in, Mapping):
             raise InvalidArgumentError(
-                f"optimizer['slots'] must be a dict {{slot: {{var: ndarray}}}}, got {type(slots_in).__name__}")
+                f"optimizer['slots']: Expect: a dict {{slot: {{var: ndarray}}}} Actual: {type(slots_in).__name__}")
         slots = {}
         for slot in sorted(slots_in, key=str):
             check_name(slot, "slot name")
@@ -226,12 +226,12 @@ class CheckpointState:
             slots[slot] = _check_arrays(slots_in[slot], f"optimizer['slots'][{slot!r}]")
         hyper = opt.get("hyper", {})
         if not isinstance(hyper, Mapping):
-            raise InvalidArgumentError(f"optimizer['hyper'] must be a dict, got {type(hyper).__name__}")
+            raise InvalidArgumentError(f"optimizer['hyper']: Expect: a dict Actual: {type(hyper).__name__}")
         clean_hyper: dict[str, Any] = {}
         for k in sorted(hyper, key=str):
             v = hyper[k]
             if not isinstance(k, str):
-                raise InvalidArgumentError(f"optimizer['hyper'] keys must be str, got {k!r}")
+                raise InvalidArgumentError(f"optimizer['hyper'] keys: Expect: str Actual: {k!r}")
             if isinstance(v, (bool, np.bool_)):
                 v = bool(v)
             elif isinstance(v, (int, np.integer)):
@@ -240,7 +240,7 @@ class CheckpointState:
                 v = float(v)
             elif not isinstance(v, str):
                 raise InvalidArgumentError(
-                    f"optimizer['hyper'][{k!r}] must be a float or a str, got {type(v).__name__}")
+                    f"optimizer['hyper'][{k!r}]: Expect: a float or a str Actual: {type(v).__name__}")
             clean_hyper[k] = v
         self.optimizer = {
             "name": name,
@@ -253,26 +253,26 @@ class CheckpointState:
         self.position = _check_int(self.position, "position")
         self.world_size = _check_int(self.world_size, "world_size", minimum=1)
         if not isinstance(self.rng, Mapping) or not all(isinstance(k, str) for k in self.rng):
-            raise InvalidArgumentError(f"rng must be a dict with str keys, got {self.rng!r:.80}")
+            raise InvalidArgumentError(f"rng: Expect: a dict with str keys Actual: {self.rng!r:.80}")
         self.rng = dict(self.rng)
         _check_json(self.rng, "rng")
         if not isinstance(self.config_text, str):
             raise InvalidArgumentError(
-                f"config_text must be a str, got {type(self.config_text).__name__}")
+                f"config_text: Expect: a str Actual: {type(self.config_text).__name__}")
         if not isinstance(self.metrics, Mapping):
-            raise InvalidArgumentError(f"metrics must be a dict, got {type(self.metrics).__name__}")
+            raise InvalidArgumentError(f"metrics: Expect: a dict Actual: {type(self.metrics).__name__}")
         metrics = {}
         for k in sorted(self.metrics, key=str):
             v = self.metrics[k]
             if not isinstance(k, str):
-                raise InvalidArgumentError(f"metrics keys must be str, got {k!r}")
+                raise InvalidArgumentError(f"metrics keys: Expect: str Actual: {k!r}")
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise InvalidArgumentError(
-                    f"metrics[{k!r}] must be a number, got {type(v).__name__} {v!r:.40}")
+                    f"metrics[{k!r}]: Expect: a number Actual: {type(v).__name__} {v!r:.40}")
             metrics[k] = float(v)
         self.metrics = metrics
         if not isinstance(self.data, Mapping) or not all(isinstance(k, str) for k in self.data):
-            raise InvalidArgumentError(f"data must be a dict with str keys, got {self.data!r:.80}")
+            raise InvalidArgumentError(f"data: Expect: a dict with str keys Actual: {self.data!r:.80}")
         self.data = dict(self.data)
         _check_json(self.data, "data")
         self.format_version = _check_int(self.format_version, "format_version")
@@ -283,7 +283,7 @@ class CheckpointState:
             raise InvalidArgumentError("data: a format-1 checkpoint cannot hold it; "
                                        f"Expect: format_version >= 2 Actual: {self.format_version}")
         if not isinstance(self.distnet_version, str):
-            raise InvalidArgumentError("distnet_version must be a str")
+            raise InvalidArgumentError(f"distnet_version: Expect: a str Actual: {type(self.distnet_version).__name__}")
         return self
 
     def arrays(self) -> dict[str, np.ndarray]:

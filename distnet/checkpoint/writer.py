@@ -193,9 +193,9 @@ def write_checkpoint(path: str | os.PathLike, state: CheckpointState, *,
     if not resolve_writer(comm, is_writer):
         return None
     if not isinstance(state, CheckpointState):
-        raise InvalidArgumentError(f"state must be a CheckpointState, got {type(state).__name__}")
+        raise InvalidArgumentError(f"state: Expect: a CheckpointState Actual: {type(state).__name__}")
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-        raise InvalidArgumentError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        raise InvalidArgumentError(f"chunk_bytes: Expect: a positive int Actual: {chunk_bytes!r}")
     state.validate()
     final = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(final)

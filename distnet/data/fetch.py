@@ -166,11 +166,11 @@ def download(url: str, path: str | os.PathLike, *, md5: str | None = None,
         ...          md5="bb300cfdad3c16e7a12a480ee83cd310")  # doctest: +SKIP
     """
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise InvalidArgumentError(f"url must start with http:// or https://, got {url!r}")
+        raise InvalidArgumentError(f"url: Expect: http://... or https://... Actual: {url!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise InvalidArgumentError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        raise InvalidArgumentError(f"timeout: Expect: a number of seconds > 0 Actual: {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidArgumentError(f"retries must be an integer >= 0, got {retries!r}")
+        raise InvalidArgumentError(f"retries: Expect: an integer >= 0 Actual: {retries!r}")
     say = log or (lambda _msg: None)
     path = Path(path)
     if path.exists():
@@ -312,7 +312,7 @@ def _verify(path: Path, md5: str | None, content_sha256: str | None) -> str | No
         return None
     expected = [f"MD5 {md5}" if md5 else None,
                 f"SHA-256 of the content {content_sha256}" if content_sha256 else None]
-    report = f"expected {' or '.join(e for e in expected if e)}; got MD5 {got_md5}"
+    report = f"Expect: {' or '.join(e for e in expected if e)} Actual: MD5 {got_md5}"
     if content_sha256 is not None:
         content = hashlib.sha256()
         try:

@@ -26,16 +26,18 @@ import distnet.runner.exit_status as exit_status
 def _cmd_train(args, signals) -> int:
     """``signals``: installed by :func:`main`: a signal during start-up ends the process
     cleanly (130 / 143); one during training stops every rank after an agreed step."""
-    from distnet.jobs.config import check_world_size, load_job
+    from distnet.jobs.config import load_job
 
     if args.deterministic:   # also handed on to the workers of -n / --hostfile with the other --set
         args.overrides = [*args.overrides, "dist.deterministic=true"]
     cfg = load_job(args.job, args.overrides)
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
-    if args.check:
-        if args.num_workers is not None:
-            check_world_size(cfg, args.num_workers)
+    if args.check:   # the run's own check (distnet.jobs.job.check_job), leaving nothing behind
+        from distnet.jobs.job import check_job
+
+        check_job(cfg, _world_size(args), resume=args.resume, resume_if_any=args.resume_if_any,
+                  overwrite=args.overwrite)
         if args.hostfile is not None:
             _check_hosts(args.hostfile)
         print(cfg.to_toml(), end="")
@@ -81,19 +83,29 @@ def _cmd_train(args, signals) -> int:
     return exit_status.OK
 
 
+def _world_size(args) -> int:
+    """The number of workers ``distnet train`` runs: ``-n``, else one per slot of the hostfile, else 1."""
+    size = args.num_workers
+    if size is not None and size < 1:
+        raise _bad_input(f"-n: Expect: a number of workers >= 1 Actual: {size}")
+    if size is None and args.hostfile is not None:
+        from distnet.runner import launcher
+
+        size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
+    return 1 if size is None else size
+
+
 def _launch(args, cfg, signals) -> int:
     """Re-run this ``distnet train`` under mpiexec (as horovodrun / torchrun do);
     the launcher catches the signals from then on."""
     from distnet.jobs.config import check_world_size
+    from distnet.jobs.job import check_job
 
     from distnet.runner import launcher
 
-    size = args.num_workers
-    if size is not None and size < 1:
-        raise _bad_input(f"-n: expected a number of workers >= 1, got {size}")
-    if size is None:  # one worker per slot of the hostfile
-        size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
-    check_world_size(cfg, size)  # before any worker starts
+    size = _world_size(args)
+    # Every refusal of the run, before any worker starts (the workers check again, agreeing).
+    check_job(cfg, size, resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite)
     if args.hostfile is not None:
         _check_hosts(args.hostfile)
     worker_args = ["train"]
@@ -113,12 +125,12 @@ def _launch(args, cfg, signals) -> int:
     first_args = next((flag for key, flag in first.items() if getattr(args, key)), [])
     max_restarts = args.max_restarts if args.max_restarts is not None else (cfg.dist.max_restarts or 0)
     if max_restarts < 0:
-        raise _bad_input(f"--max-restarts: expected a number of restarts >= 0, got {max_restarts}")
+        raise _bad_input(f"--max-restarts: Expect: a number of restarts >= 0 Actual: {max_restarts}")
     if args.min_workers is not None:
         if args.hostfile is None:
             raise _bad_input("--min-workers leaves out failed hosts of a --hostfile: give one")
         if not 1 <= args.min_workers <= size:
-            raise _bad_input(f"--min-workers: expected 1 .. {size} (the job's workers), got {args.min_workers}")
+            raise _bad_input(f"--min-workers: Expect: 1 .. {size} (the job's workers) Actual: {args.min_workers}")
         check_world_size(cfg, args.min_workers)
     from distnet.jobs.job import checkpoint_dir
     from distnet.runner.restart import supervise
@@ -151,7 +163,7 @@ def _cmd_run(args) -> int:
     if not os.path.isfile(args.program):
         raise _bad_input(f"run: PROGRAM: Expect: a Python file Actual: {args.program!r} does not exist")
     if args.num_workers is not None and args.num_workers < 1:
-        raise _bad_input(f"-n: expected a number of workers >= 1, got {args.num_workers}")
+        raise _bad_input(f"-n: Expect: a number of workers >= 1 Actual: {args.num_workers}")
     if args.num_workers is not None or args.hostfile is not None:
         from distnet.runner import launcher
 

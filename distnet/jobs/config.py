@@ -282,22 +282,22 @@ class _Checker:
                     isinstance(x, int) and not isinstance(x, bool) for x in v)),
         }[kind]
         if not ok(value):
-            self.fail(path, f"expected {kind}, got {_describe(value)}")
+            self.fail(path, f"Expect: {kind} Actual: {_describe(value)}")
         if kind == _FLOAT:
             value = float(value)
             if not math.isfinite(value):
-                self.fail(path, f"expected a finite number, got {value}")
+                self.fail(path, f"Expect: a finite number Actual: {value}")
         if kind == registry.NUMBER_LIST:
             value = [float(x) for x in value]
             if not all(math.isfinite(x) for x in value):
-                self.fail(path, f"expected finite numbers, got {value}")
+                self.fail(path, f"Expect: finite numbers Actual: {value}")
         return value
 
     def positive(self, value, path: tuple, allow_zero: bool = False) -> None:
         if value is None:
             return
         if value < 0 or (value == 0 and not allow_zero):
-            self.fail(path, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+            self.fail(path, f"Expect: {'>= 0' if allow_zero else '> 0'} Actual: {value}")
 
     def choice(self, value: str, path: tuple, choices: Iterable[str]) -> str:
         choices = list(choices)
@@ -353,7 +353,7 @@ def parse_override(item: str) -> tuple[list, Any]:
     key, text = item.split("=", 1)
     key, text = key.strip(), text.strip()
     if not key or not re.fullmatch(r"[A-Za-z0-9_.-]+", key) or ".." in key or key.startswith("."):
-        raise ConfigError(f"--set {item}: expected a dotted key like optimizer.learning_rate, got {key!r}")
+        raise ConfigError(f"--set {item}: Expect: a dotted key like optimizer.learning_rate Actual: {key!r}")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -417,7 +417,7 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
             chk.typed(raw[key], (key,), kind)
     for section in _SECTIONS:
         if section in raw and not isinstance(raw[section], dict):
-            chk.fail((section,), f"expected a table ([{section}]), got {_describe(raw[section])}")
+            chk.fail((section,), f"Expect: a table ([{section}]) Actual: {_describe(raw[section])}")
 
     cfg = JobConfig()
     cfg.name = raw.get("name", cfg.name)
@@ -498,8 +498,8 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     if t.epochs is None and t.steps is None:
         t.epochs = 1
     if t.micro_batches > t.batch_size:
-        chk.fail(("train", "micro_batches"), f"must be <= train.batch_size ({t.batch_size}), "
-                 f"got {t.micro_batches}")
+        chk.fail(("train", "micro_batches"), f"Expect: at most train.batch_size ({t.batch_size}) "
+                 f"Actual: {t.micro_batches}")
 
     # [checkpoint]
     _plain(raw, "checkpoint", cfg.checkpoint, chk)
@@ -549,7 +549,7 @@ def _plain(raw: dict, section: str, target: Any, chk: _Checker) -> dict:
         if key.choices:
             value = chk.choice(value.lower().replace("-", "_"), where, key.choices)
         if (key.low is not None or key.high is not None) and not key.in_range(value):
-            chk.fail(where, f"must be {key.range_text()}, got {value}")
+            chk.fail(where, f"Expect: {key.range_text()} Actual: {value}")
         setattr(target, key.name, value)
     return table
 
@@ -577,13 +577,13 @@ def _validate_strategy(spec: Any, path: tuple, chk: _Checker) -> str | dict:
         opt, where = declared[key], path + (key,)
         if opt.type == registry.BOOL_OR_AUTO:
             if not (isinstance(value, bool) or value == "auto"):
-                chk.fail(where, f"expected {opt.type}, got {_describe(value)}")
+                chk.fail(where, f"Expect: {opt.type} Actual: {_describe(value)}")
         else:
             value = chk.typed(value, where, opt.type)
         if opt.choices:
             value = chk.choice(value.lower(), where, opt.choices)
         if (opt.low is not None or opt.high is not None) and not opt.in_range(value):
-            chk.fail(where, f"must be {opt.range_text()}, got {value}")
+            chk.fail(where, f"Expect: {opt.range_text()} Actual: {value}")
         out[key] = value
     return name if len(out) == 1 else out
 
@@ -665,6 +665,17 @@ def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
         chk.choice(es.get("mode", "auto"), ("train", "early_stopping", "mode"), ("auto", "min", "max"))
     if cfg.checkpoint.keep_best is not None:
         chk.choice(cfg.checkpoint.keep_best, ("checkpoint", "keep_best"), _task_metrics(cfg))
+    chosen = [(("train", "early_stopping", "metric"), es["metric"])] if es is not None else []
+    if cfg.checkpoint.keep_best is not None:
+        chosen.append((("checkpoint", "keep_best"), cfg.checkpoint.keep_best))
+        if cfg.checkpoint.every == 0 or cfg.checkpoint.dir == "":
+            off = "checkpoint.every = 0" if cfg.checkpoint.every == 0 else 'checkpoint.dir = ""'
+            chk.fail(("checkpoint", "keep_best"), f"Expect: checkpoints on (the best one is kept beside them) "
+                                                  f"Actual: they are off ({off})")
+    for path, metric in chosen:   # the evaluation gives ema_* metrics only with an EMA to evaluate
+        if metric.startswith("ema_") and not cfg.ema.enabled:
+            chk.fail(path, f"Expect: an [ema] section (the '{metric}' metric evaluates the EMA weights) "
+                           f"Actual: no EMA; add [ema] (e.g. --set ema.enabled=true) or choose '{metric[4:]}'")
     for path, wanted in ((("train", "early_stopping"), es is not None),
                          (("checkpoint", "keep_best"), cfg.checkpoint.keep_best is not None)):
         if wanted and v is None:
@@ -712,7 +723,7 @@ def _options(table: Mapping, component: registry.Component, path: tuple, chk: _C
         items = value if isinstance(value, list) else [value]
         if (opt.low is not None or opt.high is not None) and not all(opt.in_range(x) for x in items):
             note = f" {opt.note}" if opt.note else ""
-            chk.fail(where, f"must be {opt.range_text()}{note}, got {value}")
+            chk.fail(where, f"Expect: {opt.range_text()}{note} Actual: {value}")
         out[opt.name] = value
     problem = component.check(out) if component.check is not None else None
     if problem is not None:
@@ -772,8 +783,8 @@ def _check_model_order(layers: list[dict], chk: _Checker) -> None:
     last = layers[-1]
     if not registry.lookup("layer", last["type"]).info.get("gives_logits"):
         logits = " or ".join(c.name for c in kinds if c.info.get("gives_logits"))
-        chk.fail(("model", "layers", len(layers) - 1), f"the last layer must be {logits} "
-                 f"(it gives the logits, one per class), got {last['type']}")
+        chk.fail(("model", "layers", len(layers) - 1), f"the last layer gives the logits, one per class: "
+                 f"Expect: {logits} Actual: {last['type']}")
     activation = last.get("activation")
     if activation is not None and not registry.lookup("activation", activation).info.get("identity"):
         chk.fail(("model", "layers", len(layers) - 1, "activation"),
@@ -831,6 +842,9 @@ log_every = 20
 
 [checkpoint]
 every = 100
+# A first demo keeps its newest checkpoint only (103 MB: weights, Adam's slots
+# and the EMA of 6.4 M parameters) instead of the usual 5; --resume needs no more.
+max_to_keep = 1
 """
 
 
@@ -904,9 +918,9 @@ def check_world_size(cfg: JobConfig, world_size: int) -> None:
     need = world_size * cfg.train.micro_batches
     if cfg.train.batch_size < need:
         extra = f" x {cfg.train.micro_batches} micro-batches" if cfg.train.micro_batches > 1 else ""
-        raise ConfigError(f"{cfg.source}: train.batch_size: the global batch ({cfg.train.batch_size}) "
-                          f"must be at least the number of ranks ({world_size}){extra} = {need}, "
-                          "so that every rank gets at least one sample per step")
+        raise ConfigError(f"{cfg.source}: train.batch_size: every rank needs at least one sample per step: Expect: "
+                          f"a global batch of at least the number of ranks ({world_size}){extra} = {need} "
+                          f"Actual: {cfg.train.batch_size}")
 
 
 # ---------------------------------------------------------------------------

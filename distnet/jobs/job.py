@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from distnet.jobs.schema import SECTIONS
 from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError, InvalidArgumentError
 
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
-           "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate",
+           "build_trainer", "run_train", "check_job", "CheckedJob", "check_run_dir", "check_writable_dir", "clear_run_dir", "run_eval", "evaluate",
            "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "SubsetDataset",
            "model_from_checkpoint", "data_banner", "named_test_data"]
 
@@ -221,7 +221,7 @@ def _check_output_units(cfg: JobConfig, train) -> None:
     num_classes = train.num_classes
     if last.get("units") != num_classes:
         raise ConfigError(f"{cfg.source}: model.layers[{i}].units: the last layer gives one logit "
-                          f"per class: expected {num_classes} (the dataset's classes), got {last.get('units')}")
+                          f"per class: Expect: {num_classes} (the dataset's classes) Actual: {last.get('units')}")
 
 
 # ---------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def checkpoint_dir(cfg: JobConfig, run_dir: str | os.PathLike | None = None) -> 
 
 def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None = None, *,
                   logger=None, data: tuple[Any, Any] | None = None, trace: str | None = None,
-                  log_info: dict | None = None):
+                  log_info: dict | None = None, model=None):
     """A :class:`distnet.training.trainer.Trainer` running ``cfg`` on ``comm``.
 
     Args:
@@ -255,6 +255,7 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         data: ``(train, test)`` already loaded (default: :func:`load_data`).
         trace: a directory for every rank's timeline (:mod:`distnet.training.trace`), or None.
         log_info: extra fields of the log's ``start`` record.
+        model: the job's model already built for the data (:func:`check_job`'s); default: :func:`build_model`.
 
     Returns:
         The trainer; call ``trainer.fit(resume=...)``.
@@ -308,7 +309,8 @@ def build_trainer(cfg: JobConfig, comm=None, run_dir: str | os.PathLike | None =
         logger=MetricsLog(logger, **(log_info or {})) if logger is not None else None,
     )
     try:
-        return Trainer(build_model(cfg), cfg.loss.type, optimizer, train, **kwargs)
+        return Trainer(model if model is not None else build_model(cfg), cfg.loss.type, optimizer, train,
+                       **kwargs)
     except InvalidArgumentError as exc:
         raise ConfigError(f"{cfg.source}: {exc}") from None
 
@@ -369,6 +371,151 @@ def check_run_dir(cfg: JobConfig, run_dir: str | os.PathLike, *, resume: bool = 
     return found
 
 
+def check_writable_dir(path: str | os.PathLike, what: str = "run directory", *, keep: bool = False) -> None:
+    """Refuse a directory distnet cannot create or write, by trying: the missing
+    directories are made, a file is written and deleted in it; with ``keep=False``
+    the directories made are removed again (``--check`` leaves nothing behind).
+
+    Permission bits alone do not tell (root ignores them; a read-only file system
+    or a regular file on the way refuses root too), so this writes.
+
+    Raises:
+        ConfigError: one line naming the directory and why.
+    """
+    import tempfile
+
+    target = Path(os.path.expanduser(os.fspath(path)))
+    made, probe = [], target
+    while not probe.exists() and probe.parent != probe:   # the directories a run would make
+        made.append(probe)
+        probe = probe.parent
+    try:
+        for directory in reversed(made):
+            directory.mkdir()
+        if not target.is_dir():
+            raise NotADirectoryError(f"{target} is not a directory")
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, NotADirectoryError) or (exc.filename and not Path(exc.filename).parent.is_dir()):
+            blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+            reason = f"{blocker} is a file, not a directory" if blocker is not None else reason
+        raise ConfigError(f"{what} {path}: Expect: a directory distnet can create and write in Actual: "
+                          f"{reason}; choose another ({'--run-dir DIR' if what == 'run directory' else 'checkpoint.dir'})") from None
+    finally:
+        if not keep:
+            for directory in made:
+                if directory.is_dir():
+                    directory.rmdir()
+
+
+def check_job(cfg: JobConfig, world_size: int = 1, run_dir: str | os.PathLike | None = None, *,
+              resume: bool = False, resume_if_any: bool = False, overwrite: bool = False,
+              writer: bool = True) -> tuple[Any, Any]:
+    """Every refusal of a training run, checked before it trains: the ONE check that
+    ``distnet train --check``, the launcher (before any worker starts) and every rank of
+    the run (before its first collective) call, so that they cannot diverge.
+
+    The job's own keys and their rules across keys were checked when it was parsed
+    (:func:`distnet.jobs.config.parse_job`); this adds what needs the world, the disk
+    and the data: the number of workers, the run directory (an earlier run in it,
+    and that it can be created and written), the data (readable, one output unit per
+    class, a validation split it can hold, a batch it can fill, image data for the
+    augmentations) and that the model takes the data's samples.
+
+    Args:
+        world_size: the number of workers the job runs on.
+        run_dir: overrides ``cfg.run_dir``.
+        resume, resume_if_any, overwrite: as ``distnet train`` takes them (:func:`check_run_dir`).
+        writer: this process writes the run directory (rank 0): only the writer checks it.
+
+    Returns:
+        A :class:`CheckedJob`: the job's datasets (:func:`load_data`) and its model, built
+        for the data's samples (:func:`build_trainer` takes it: it is not built twice).
+    Raises:
+        ConfigError, DataError: one line naming the key, file or directory at fault.
+    """
+    run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
+    check_world_size(cfg, world_size)
+    if writer:
+        # Tried and left as found: a refused job leaves nothing behind (the run makes them later).
+        check_writable_dir(run_dir)
+        ckdir = checkpoint_dir(cfg, run_dir)
+        if ckdir is not None:
+            check_writable_dir(ckdir, "checkpoint directory")
+        check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
+    _check_strategy(cfg, world_size)
+    train, test = load_data(cfg)
+    return CheckedJob(train, test, _check_trainable(cfg, train))
+
+
+class _PlannedWorld:
+    """The size of a world not started yet: what a strategy's option check reads of a communicator."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.rank = size, 0
+
+
+def _check_strategy(cfg: JobConfig, world_size: int) -> None:
+    """The strategy's options as the strategy checks them, for ``world_size`` workers."""
+    from distnet.distributed.strategies import all_strategies
+
+    name, asked = strategy_spec(cfg.dist.strategy)
+    known = all_strategies()
+    takers = [cls for cls in known.values() if set(asked) <= set(cls.option_names())]
+    if name != "auto":
+        takers = [known[name]]
+    elif not takers:
+        raise ConfigError(f"{cfg.source}: dist.strategy: strategy 'auto': Expect: a strategy that takes the "
+                          f"options {sorted(asked)} Actual: none among {sorted(known)}")
+    if len(takers) == 1:   # "auto" among several: the one chosen checks them when it starts
+        try:
+            takers[0].check_options(asked, _PlannedWorld(world_size), build_optimizer(cfg))
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{cfg.source}: dist.strategy: {exc}") from None
+    if asked.get("shared_memory") is True and world_size < 2:   # checked by ZeRO-1 when it starts
+        raise ConfigError(f"{cfg.source}: dist.strategy: shared_memory=True: Expect: an MPI job of 2 or more "
+                          f"ranks on one machine Actual: {world_size} rank(s)")
+
+
+class CheckedJob(NamedTuple):
+    """What :func:`check_job` found good: the datasets and the model built for them."""
+
+    train: Any
+    test: Any
+    model: Any
+
+
+def _check_trainable(cfg: JobConfig, train):
+    """What the Trainer would refuse of the job's data, named by the job's keys; returns the model,
+    built for the data's samples."""
+    n = len(train)
+    held = ""
+    if cfg.data.validation is not None:
+        from distnet.data import validation_split
+
+        try:
+            train, _ = validation_split(train, cfg.data.validation, cfg.seed)
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{cfg.source}: data.{exc}") from None
+        held = f" left after [data] validation holds {n - len(train)} out"
+    if cfg.train.batch_size > len(train):
+        raise ConfigError(f"{cfg.source}: train.batch_size: Expect: at most the {len(train)} training samples"
+                          f"{held} Actual: {cfg.train.batch_size} (every step would be the whole dataset)")
+    shape = tuple(getattr(train, "image_shape", ()) or ())
+    if (cfg.data.augment_padding or cfg.data.augment_flip) and len(shape) not in (2, 3):
+        raise ConfigError(f"{cfg.source}: data.augment_padding/augment_flip: Expect: image data ([N, H, W] or "
+                          f"[N, H, W, C]) Actual: samples of shape {shape}")
+    model = build_model(cfg)
+    try:
+        model.build((None,) + shape)
+    except DistnetError as exc:
+        raise ConfigError(f"{cfg.source}: model: Expect: layers that take the data's samples of shape "
+                          f"{shape} Actual: {exc}") from None
+    return model
+
+
 def clear_run_dir(cfg: JobConfig, run_dir: str | os.PathLike) -> list[str]:
     """Delete an earlier run's records (``--overwrite``): its checkpoints (``ckpt-*.h5``, the
     best ones in ``best/`` too), ``metrics.jsonl`` and TensorBoard event files; nothing else.
@@ -424,13 +571,12 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     run_dir = os.fspath(run_dir) if run_dir is not None else cfg.run_dir
     is_main = comm.rank == 0
 
-    def start_up():
-        check_world_size(cfg, comm.size)
-        if is_main:   # only rank 0 writes (and may see) the run directory
-            check_run_dir(cfg, run_dir, resume=resume, resume_if_any=resume_if_any, overwrite=overwrite)
-        return load_data(cfg)
+    def start_up():   # only rank 0 writes (and may see) the run directory
+        return check_job(cfg, comm.size, run_dir, resume=resume, resume_if_any=resume_if_any,
+                         overwrite=overwrite, writer=is_main)
 
-    data = _agree(comm, start_up)
+    checked = _agree(comm, start_up)
+    data = (checked.train, checked.test)
     if overwrite and is_main:
         clear_run_dir(cfg, run_dir)
     resuming = bool(resume or resume_if_any)
@@ -438,7 +584,7 @@ def run_train(cfg: JobConfig, comm=None, resume: bool = False, *,
     logger = MetricsLogger(run_dir, is_main=is_main, progress=progress, print_every=cfg.train.log_every,
                            checkpoint_dir=checkpoint_dir(cfg, run_dir) or "", tensorboard=cfg.train.tensorboard)
     logger.describe_job(cfg.to_toml())
-    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data,
+    trainer = build_trainer(cfg, comm, run_dir, logger=logger, data=data, model=checked.model,
                             trace=os.path.join(run_dir, "trace") if trace else None,
                             log_info={"world_size": comm.size, "global_batch_size": cfg.train.batch_size,
                                       "job": cfg.name, "resume": resuming})

@@ -126,7 +126,7 @@ def make_figure(run_dirs: Sequence[str | os.PathLike], labels: Sequence[str] | N
     if not run_dirs:
         raise InvalidArgumentError("plot_runs needs at least one run directory")
     if labels is not None and len(labels) != len(run_dirs):
-        raise InvalidArgumentError(f"expected one label per run ({len(run_dirs)}), got {len(labels)}")
+        raise InvalidArgumentError(f"Expect: one label per run ({len(run_dirs)}) Actual: {len(labels)}")
     names = list(labels) if labels is not None else [
         (Path(d).name if Path(d).is_dir() else Path(d).parent.name) or str(d) for d in run_dirs]
     runs, run_marks = [], []

@@ -68,7 +68,7 @@ def check_name(name: Any) -> Optional[str]:
     if name is None:
         return None
     if not isinstance(name, str) or not name or "/" in name or name != name.strip():
-        raise InvalidArgumentError(f"layer name must be a non-empty string without '/' or surrounding spaces, got {name!r}")
+        raise InvalidArgumentError(f"layer name: Expect: a non-empty string without '/' or surrounding spaces Actual: {name!r}")
     return name
 
 
@@ -127,7 +127,7 @@ class Layer:
             return
         self.dtype = np.dtype(dtype)
         if not np.issubdtype(self.dtype, np.floating):
-            raise DTypeError(f"layer {self.name!r}: dtype must be floating, got {self.dtype}")
+            raise DTypeError(f"layer {self.name!r}: dtype: Expect: a floating dtype Actual: {self.dtype}")
         self.output_shape = tuple(self.compute_output_shape(input_shape))
         self.build_weights(input_shape, np.random.default_rng(0) if rng is None else rng)
         self.input_shape = input_shape
@@ -229,14 +229,14 @@ def positive_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok or a <= 0 or b <= 0:
-        raise InvalidArgumentError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+        raise InvalidArgumentError(f"{layer}: {what}: Expect: a positive int or a pair of them Actual: {value!r}")
     return a, b
 
 
 def check_padding(padding: Any, layer: str) -> str:
     """Keras' ``'valid'`` / ``'same'`` (either case) -> TF's ``'VALID'`` / ``'SAME'``."""
     if not isinstance(padding, str) or padding.upper() not in ("VALID", "SAME"):
-        raise InvalidArgumentError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
+        raise InvalidArgumentError(f"{layer}: padding: Expect: 'valid' or 'same' Actual: {padding!r}")
     return padding.upper()
 
 

@@ -71,7 +71,7 @@ class BatchNorm(Layer):
         if not float(epsilon) > 0.0:
             raise InvalidArgumentError(f"BatchNorm: Expect: epsilon > 0 Actual: {epsilon!r}")
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or int(axis) == 0:
-            raise InvalidArgumentError(f"BatchNorm: axis must be an int that is not the batch axis 0; "
+            raise InvalidArgumentError(f"BatchNorm: axis: Expect: an int that is not the batch axis 0 "
                                        f"Actual: {axis!r}")
         self.momentum, self.epsilon = float(momentum), float(epsilon)
         self.center, self.scale, self.axis = bool(center), bool(scale), int(axis)

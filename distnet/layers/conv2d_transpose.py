@@ -43,7 +43,7 @@ class Conv2DTranspose(WeightedLayer):
                  use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, name: Optional[str] = None):
         if isinstance(filters, bool) or not isinstance(filters, int) or filters <= 0:
-            raise InvalidArgumentError(f"Conv2DTranspose: filters must be a positive int, got {filters!r}")
+            raise InvalidArgumentError(f"Conv2DTranspose: filters: Expect: a positive int Actual: {filters!r}")
         super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer, name)
         self.filters = filters

@@ -34,7 +34,7 @@ class Dense(WeightedLayer):
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  name: Optional[str] = None):
         if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-            raise InvalidArgumentError(f"Dense: units must be a positive int, got {units!r}")
+            raise InvalidArgumentError(f"Dense: units: Expect: a positive int Actual: {units!r}")
         super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer, name)
         self.units = units

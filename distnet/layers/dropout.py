@@ -38,7 +38,7 @@ class Dropout(Layer):
     def __init__(self, rate: float, name: Optional[str] = None):
         super().__init__(name=name)
         if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= float(rate) < 1.0:
-            raise InvalidArgumentError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+            raise InvalidArgumentError(f"Dropout: rate: Expect: a number in [0, 1) Actual: {rate!r}")
         self.rate = float(rate)
 
     def layer_keys(self, dropout_keys: np.ndarray) -> np.ndarray:

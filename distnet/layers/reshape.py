@@ -32,7 +32,7 @@ class Reshape(Layer):
         except (TypeError, ValueError):
             ok, shape = False, ()
         if not ok or not shape or any(v == 0 or v < -1 for v in shape) or shape.count(-1) > 1:
-            raise InvalidArgumentError(f"Reshape: target_shape must be positive ints with at most one -1; "
+            raise InvalidArgumentError(f"Reshape: target_shape: Expect: positive ints with at most one -1 "
                                        f"Actual: {target_shape!r}")
         self.target_shape = shape
 

@@ -32,23 +32,23 @@ def _shape(shape) -> tuple[int, ...]:
     try:
         shape = tuple(int(n) for n in shape)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"initializer: shape must be a tuple of ints, got {shape!r}") from None
+        raise InvalidArgumentError(f"initializer: shape: Expect: a tuple of ints Actual: {shape!r}") from None
     if any(n < 0 for n in shape):
-        raise InvalidArgumentError(f"initializer: shape must have non-negative sizes, got {shape}")
+        raise InvalidArgumentError(f"initializer: shape: Expect: non-negative sizes Actual: {shape}")
     return shape
 
 
 def _dtype(dtype) -> np.dtype:
     dt = np.dtype(np.float32 if dtype is None else dtype)
     if not np.issubdtype(dt, np.floating):
-        raise DTypeError(f"initializer: expected a floating dtype, got {dt}")
+        raise DTypeError(f"initializer: Expect: a floating dtype Actual: {dt}")
     return dt
 
 
 def _rng(rng) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise InvalidArgumentError(
-            f"initializer: rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}")
+            f"initializer: rng: Expect: a numpy.random.Generator (e.g. np.random.default_rng(seed)) Actual: {type(rng).__name__}")
     return rng
 
 
@@ -88,7 +88,7 @@ class Constant:
 
     def __init__(self, value: float = 0.0):
         if np.ndim(value) != 0 or not np.isfinite(value):
-            raise InvalidArgumentError(f"constant initializer: value must be a finite scalar, got {value!r}")
+            raise InvalidArgumentError(f"constant initializer: value: Expect: a finite scalar Actual: {value!r}")
         self.value = float(value)
 
     def __call__(self, shape, dtype=np.float32, rng=None) -> np.ndarray:
@@ -100,9 +100,9 @@ class Constant:
 
 def _check_normal(mean, stddev) -> tuple[float, float]:
     if not np.isfinite(mean):
-        raise InvalidArgumentError(f"initializer: mean must be finite, got {mean!r}")
+        raise InvalidArgumentError(f"initializer: mean: Expect: a finite number Actual: {mean!r}")
     if not np.isfinite(stddev) or stddev <= 0:
-        raise InvalidArgumentError(f"initializer: stddev must be > 0, got {stddev!r}")
+        raise InvalidArgumentError(f"initializer: stddev: Expect: > 0 Actual: {stddev!r}")
     return float(mean), float(stddev)
 
 
@@ -202,7 +202,7 @@ class Orthogonal:
 
     def __init__(self, gain: float = 1.0):
         if not np.isfinite(gain):
-            raise InvalidArgumentError(f"orthogonal: gain must be finite, got {gain!r}")
+            raise InvalidArgumentError(f"orthogonal: gain: Expect: a finite number Actual: {gain!r}")
         self.gain = float(gain)
 
     def __call__(self, shape, dtype=np.float32, rng=None) -> np.ndarray:

@@ -42,7 +42,7 @@ def _reduce(per_sample: Tensor, reduction: str, name: str) -> Tensor:
 
 def _check_reduction(reduction: str, name: str) -> None:
     if reduction not in REDUCTIONS:
-        raise InvalidArgumentError(f"{name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise InvalidArgumentError(f"{name}: reduction: Expect: one of {REDUCTIONS} Actual: {reduction!r}")
 
 
 def _float_tensor(x: Any, name: str, what: str, like: Tensor | None = None) -> Tensor:
@@ -53,9 +53,9 @@ def _float_tensor(x: Any, name: str, what: str, like: Tensor | None = None) -> T
     else:
         t = as_tensor(x)
     if not np.issubdtype(t.dtype, np.floating):
-        raise DTypeError(f"{name}: {what} must be floating, got dtype {t.dtype}")
+        raise DTypeError(f"{name}: {what}: Expect: a floating dtype Actual: dtype {t.dtype}")
     if t.ndim < 1:
-        raise ShapeError(f"{name}: {what} must have a batch axis (rank >= 1), got a scalar")
+        raise ShapeError(f"{name}: {what}: Expect: a batch axis (rank >= 1) Actual: a scalar")
     return t
 
 
@@ -177,7 +177,7 @@ def sigmoid_cross_entropy(labels: Any, logits: Any, reduction: str = "mean") -> 
 def _class_logits(logits: Any, name: str) -> Tensor:
     lg = _float_tensor(logits, name, "logits")
     if lg.ndim != 2:
-        raise ShapeError(f"{name}: logits must be [batch, num_classes]. Actual: shape {lg.shape}")
+        raise ShapeError(f"{name}: logits: Expect: [batch, num_classes] Actual: shape {lg.shape}")
     return lg
 
 
@@ -243,21 +243,21 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, reduction: str = "mea
     lg = _class_logits(logits, name)
     lab = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer):
-        raise DTypeError(f"{name}: labels must be integer class indices, got dtype {lab.dtype}")
+        raise DTypeError(f"{name}: labels: Expect: integer class indices Actual: dtype {lab.dtype}")
     if lab.shape != lg.shape[:1]:
-        raise ShapeError(f"{name}: labels must be [batch] with one class index per row of logits. "
+        raise ShapeError(f"{name}: labels: one class index per row of logits: "
                          f"Expect: {lg.shape[:1]} Actual: {lab.shape}")
     if lab.size and (lab.min() < 0 or lab.max() >= lg.shape[1]):
         bad = lab[(lab < 0) | (lab >= lg.shape[1])]
-        raise InvalidArgumentError(f"{name}: labels must be in [0, {lg.shape[1]}), got {bad[:5].tolist()}")
+        raise InvalidArgumentError(f"{name}: labels: Expect: in [0, {lg.shape[1]}) Actual: {bad[:5].tolist()}")
     per = sparse_softmax_cross_entropy_with_logits(labels=lab, logits=lg)
     return _reduce(per, reduction, name)
 
 
 def _check_probabilities(p: Tensor, name: str) -> None:
     if p.size and (np.nanmin(p.data) < 0 or np.nanmax(p.data) > 1):
-        raise InvalidArgumentError(f"{name}: predictions must be probabilities in [0, 1]; "
-                                   f"got values in [{np.nanmin(p.data):g}, {np.nanmax(p.data):g}]")
+        raise InvalidArgumentError(f"{name}: predictions: Expect: probabilities in [0, 1] "
+                                   f"Actual: values in [{np.nanmin(p.data):g}, {np.nanmax(p.data):g}]")
 
 
 @register("loss", "cross_entropy", outputs="probabilities", labels="onehot",
@@ -319,7 +319,7 @@ def get_regularization_loss(model) -> Tensor:
     terms = getattr(model, "regularization_losses", None)
     if terms is None:
         raise InvalidArgumentError(
-            f"get_regularization_loss: expected a model with regularization_losses, got {type(model).__name__}")
+            f"get_regularization_loss: Expect: a model with regularization_losses Actual: {type(model).__name__}")
     return add_n(terms, dtype=getattr(model, "dtype", np.float32))
 
 

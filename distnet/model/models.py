@@ -30,8 +30,8 @@ def _per_sample_shape(input_shape: Any) -> tuple[int, ...]:
         shape = shape[1:]
     if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 for n in shape):
         raise InvalidArgumentError(
-            f"input_shape must be the shape of one sample, positive ints without the batch axis (e.g. (28, 28, 1)); "
-            f"got {input_shape!r}")
+            f"input_shape: Expect: the shape of one sample, positive ints without the batch axis (e.g. (28, 28, 1)) "
+            f"Actual: {input_shape!r}")
     return tuple(int(n) for n in shape)
 
 
@@ -56,11 +56,11 @@ class Sequential:
     def __init__(self, layers: Optional[Sequence[Layer]] = None, input_shape: Any = None, seed: int = 0,
                  dtype: Any = np.float32, name: str = "sequential"):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidArgumentError(f"Sequential: seed must be an int >= 0, got {seed!r}")
+            raise InvalidArgumentError(f"Sequential: seed: Expect: an int >= 0 Actual: {seed!r}")
         self.seed = int(seed)
         self.dtype = np.dtype(dtype)
         if not np.issubdtype(self.dtype, np.floating):
-            raise DTypeError(f"Sequential: dtype must be floating, got {self.dtype}")
+            raise DTypeError(f"Sequential: dtype: Expect: a floating dtype Actual: {self.dtype}")
         self.name = name
         self.layers: list[Layer] = []
         self.built = False
@@ -75,7 +75,7 @@ class Sequential:
     # -- construction -----------------------------------------------------
     def _append(self, layer: Layer) -> None:
         if not isinstance(layer, Layer):
-            raise InvalidArgumentError(f"Sequential: expected a distnet.layers.Layer, got {type(layer).__name__}")
+            raise InvalidArgumentError(f"Sequential: Expect: a distnet.layers.Layer Actual: {type(layer).__name__}")
         if layer._model is not None and layer._model is not self:
             raise InvalidArgumentError(f"Sequential: layer {layer.name!r} already belongs to another model; "
                                        "create a new layer instead of sharing one")
@@ -156,10 +156,10 @@ class Sequential:
         else:
             arr = np.asarray(x)
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-                raise DTypeError(f"Sequential {self.name!r}: input must be numeric, got dtype {arr.dtype}")
+                raise DTypeError(f"Sequential {self.name!r}: input: Expect: a numeric dtype Actual: dtype {arr.dtype}")
             x = Tensor(arr, dtype=self.dtype)
         if x.ndim < 2 and not (self.built and len(self.input_shape) == 0):
-            raise ShapeError(f"Sequential {self.name!r}: input must be [batch, ...]; Actual: shape {x.shape}")
+            raise ShapeError(f"Sequential {self.name!r}: input: Expect: [batch, ...] Actual: shape {x.shape}")
         if not self.built:
             self.build(x.shape[1:])
         if self.input_shape[-1:] == (1,) and len(self.input_shape) > 1 and tuple(x.shape[1:]) == self.input_shape[:-1]:
@@ -174,7 +174,7 @@ class Sequential:
         if dropout_keys is not None:
             keys = np.asarray(dropout_keys)
             if keys.dtype != np.uint64:
-                raise DTypeError(f"Sequential: dropout_keys must be a uint64 array, got dtype {keys.dtype}")
+                raise DTypeError(f"Sequential: dropout_keys: Expect: a uint64 array Actual: dtype {keys.dtype}")
             if keys.shape != (x.shape[0],):
                 raise ShapeError(f"Sequential: dropout_keys must hold one key per sample. "
                                  f"Expect: shape ({x.shape[0]},) Actual: {keys.shape}")

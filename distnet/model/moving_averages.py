@@ -59,7 +59,7 @@ class ExponentialMovingAverage:
 
     def __init__(self, decay: float, name: str = "ExponentialMovingAverage"):
         if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating)) or not 0.0 <= float(decay) <= 1.0:
-            raise InvalidArgumentError(f"ExponentialMovingAverage: decay must be a number in [0, 1], got {decay!r}")
+            raise InvalidArgumentError(f"ExponentialMovingAverage: decay: Expect: a number in [0, 1] Actual: {decay!r}")
         self.decay = float(decay)
         self.name = name
         self._shadows: dict[str, Variable] = {}
@@ -78,7 +78,7 @@ class ExponentialMovingAverage:
         var_list = list(var_list)
         for v in var_list:
             if not isinstance(v, Variable):
-                raise DTypeError(f"ExponentialMovingAverage: expected Variables, got {type(v).__name__}")
+                raise DTypeError(f"ExponentialMovingAverage: Expect: Variables Actual: {type(v).__name__}")
             if not np.issubdtype(v.dtype, np.floating):
                 raise DTypeError(f"ExponentialMovingAverage: variable {v.name!r} has dtype {v.dtype}; "
                                  "Expect: a floating dtype")
@@ -134,7 +134,7 @@ class ExponentialMovingAverage:
         decay = self.decay
         if num_updates is not None:
             if isinstance(num_updates, bool) or int(num_updates) != num_updates or num_updates < 0:
-                raise InvalidArgumentError(f"ExponentialMovingAverage: num_updates must be an integer >= 0, got {num_updates!r}")
+                raise InvalidArgumentError(f"ExponentialMovingAverage: num_updates: Expect: an integer >= 0 Actual: {num_updates!r}")
             n = float(num_updates)
             decay = min(decay, (1.0 + n) / (10.0 + n))
         c = max(1, int(self.chunk_size))
@@ -212,7 +212,7 @@ class ExponentialMovingAverage:
         :meth:`apply` the state is kept and used as the shadows' start values.
         """
         if not isinstance(state, dict):
-            raise CheckpointError(f"ExponentialMovingAverage: state must be a dict {{name: array}}, got {type(state).__name__}")
+            raise CheckpointError(f"ExponentialMovingAverage: state: Expect: a dict {{name: array}} Actual: {type(state).__name__}")
         if not self._shadows:
             self._pending = {str(k): np.array(v, copy=True) for k, v in state.items()}
             return

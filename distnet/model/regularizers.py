@@ -36,17 +36,17 @@ Regularizer = Callable[[Tensor], Optional[Tensor]]
 
 def _scale(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError(f"{name}: scale must be a number, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"{name}: scale: Expect: a number Actual: {type(value).__name__} {value!r}")
     v = float(value)
     if not math.isfinite(v) or v < 0:
-        raise InvalidArgumentError(f"{name}: scale must be a finite number >= 0, got {value!r}")
+        raise InvalidArgumentError(f"{name}: scale: Expect: a finite number >= 0 Actual: {value!r}")
     return v
 
 
 def _weights(name: str, w: Any) -> Tensor:
     t = as_tensor(w)
     if not np.issubdtype(t.dtype, np.floating):
-        raise DTypeError(f"{name}: expected a floating tensor, got dtype {t.dtype}")
+        raise DTypeError(f"{name}: Expect: a floating tensor Actual: dtype {t.dtype}")
     return t
 
 

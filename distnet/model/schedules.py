@@ -26,26 +26,26 @@ LearningRate = Union[float, Callable[[int], float]]
 
 def _number(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"{name}: Expect: a number Actual: {type(value).__name__} {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise InvalidArgumentError(f"{name} must be finite, got {value}")
+        raise InvalidArgumentError(f"{name}: Expect: a finite number Actual: {value}")
     if positive and value <= 0:
-        raise InvalidArgumentError(f"{name} must be > 0, got {value}")
+        raise InvalidArgumentError(f"{name}: Expect: > 0 Actual: {value}")
     if nonnegative and value < 0:
-        raise InvalidArgumentError(f"{name} must be >= 0, got {value}")
+        raise InvalidArgumentError(f"{name}: Expect: >= 0 Actual: {value}")
     return value
 
 
 def _step(step) -> int:
     if isinstance(step, bool):
-        raise InvalidArgumentError(f"step must be an integer >= 0, got {step!r}")
+        raise InvalidArgumentError(f"step: Expect: an integer >= 0 Actual: {step!r}")
     try:
         s = int(step)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"step must be an integer >= 0, got {step!r}") from None
+        raise InvalidArgumentError(f"step: Expect: an integer >= 0 Actual: {step!r}") from None
     if s != step or s < 0:
-        raise InvalidArgumentError(f"step must be an integer >= 0, got {step!r}")
+        raise InvalidArgumentError(f"step: Expect: an integer >= 0 Actual: {step!r}")
     return s
 
 
@@ -100,7 +100,7 @@ class PiecewiseConstant(Schedule):
                 f"Expect: {len(self.boundaries) + 1} values Actual: {len(self.values)}")
         for a, b in zip(self.boundaries, self.boundaries[1:]):
             if not b > a:
-                raise InvalidArgumentError(f"piecewise_constant: boundaries must be strictly increasing, got {list(boundaries)}")
+                raise InvalidArgumentError(f"piecewise_constant: boundaries: Expect: strictly increasing Actual: {list(boundaries)}")
 
     def __call__(self, step: int) -> float:
         s = _step(step)
@@ -153,7 +153,7 @@ class CosineDecay(Schedule):
         self.decay_steps = _number("decay_steps", decay_steps, positive=True)
         self.alpha = _number("alpha", alpha, nonnegative=True)
         if self.alpha > 1:
-            raise InvalidArgumentError(f"cosine_decay: alpha must be in [0, 1], got {self.alpha}")
+            raise InvalidArgumentError(f"cosine_decay: alpha: Expect: in [0, 1] Actual: {self.alpha}")
 
     def __call__(self, step: int) -> float:
         t = min(_step(step), self.decay_steps) / self.decay_steps
@@ -184,7 +184,7 @@ class LinearWarmup(Schedule):
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise InvalidArgumentError(f"warmup_steps must be an integer > 0, got {warmup_steps!r}")
+            raise InvalidArgumentError(f"warmup_steps: Expect: an integer > 0 Actual: {warmup_steps!r}")
         self.warmup_steps = int(warmup_steps)
         self.initial_learning_rate = _number("initial_learning_rate", initial_learning_rate, nonnegative=True)
 
@@ -238,10 +238,10 @@ def exponential_decay(learning_rate: float, decay_steps: int, decay_rate: float,
 def _check_piecewise(params) -> tuple[str, str] | None:
     b, v = params["boundaries"], params["values"]
     if len(v) != len(b) + 1:
-        return "values", (f"needs one more entry than boundaries ({len(b)} boundaries -> {len(b) + 1} "
-                          f"values), got {len(v)}")
+        return "values", (f"one more entry than boundaries: Expect: {len(b) + 1} values ({len(b)} boundaries) "
+                          f"Actual: {len(v)}")
     if any(x >= y for x, y in zip(b, b[1:])) or (b and b[0] <= 0):
-        return "boundaries", f"must be positive and strictly increasing, got {b}"
+        return "boundaries", f"Expect: positive and strictly increasing Actual: {b}"
     return None
 
 
@@ -317,7 +317,7 @@ def resolve(learning_rate: LearningRate, step: int) -> float:
         raise InvalidArgumentError(
             f"learning rate schedule returned {type(value).__name__} {value!r} at step {step}; expected a float") from None
     if not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"learning rate at step {step} must be a finite number >= 0, got {value}")
+        raise InvalidArgumentError(f"learning rate at step {step}: Expect: a finite number >= 0 Actual: {value}")
     return value
 
 

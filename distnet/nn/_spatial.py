@@ -31,8 +31,8 @@ def spatial_pair(value: Any, what: str, op_name: str) -> tuple[int, int]:
         if items is None or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                     for v in items):
             raise InvalidArgumentError(
-                f"{op_name}: {what} must be an int, a pair of ints or a list [1, h, w, 1] of ints; "
-                f"got {value!r}"
+                f"{op_name}: {what}: Expect: an int, a pair of ints or a list [1, h, w, 1] of ints "
+                f"Actual: {value!r}"
             )
     if len(items) == 1:
         h = w = int(items[0])
@@ -42,7 +42,7 @@ def spatial_pair(value: Any, what: str, op_name: str) -> tuple[int, int]:
         if int(items[0]) != 1 or int(items[3]) != 1:
             # TF: "Current implementation does not yet support strides in the batch and depth dimensions."
             raise InvalidArgumentError(
-                f"{op_name}: {what} in the batch and channel dimensions must be 1. "
+                f"{op_name}: {what}: 1 in the batch and channel dimensions: "
                 f"Expect: [1, h, w, 1] Actual: {[int(v) for v in items]}"
             )
         h, w = int(items[1]), int(items[2])
@@ -52,7 +52,7 @@ def spatial_pair(value: Any, what: str, op_name: str) -> tuple[int, int]:
             f"got {len(items)} entries: {value!r}"
         )
     if h < 1 or w < 1:
-        raise InvalidArgumentError(f"{op_name}: {what} must be positive, got ({h}, {w}) from {value!r}")
+        raise InvalidArgumentError(f"{op_name}: {what}: Expect: positive Actual: ({h}, {w}) from {value!r}")
     return h, w
 
 
@@ -60,7 +60,7 @@ def check_padding(padding: Any, op_name: str) -> str:
     """``'SAME'`` or ``'VALID'`` (TF's spelling, upper case) or an error."""
     if padding not in ("SAME", "VALID"):
         raise InvalidArgumentError(
-            f"{op_name}: padding must be 'SAME' or 'VALID'. Expect: 'SAME' | 'VALID' Actual: {padding!r}"
+            f"{op_name}: padding: Expect: 'SAME' | 'VALID' Actual: {padding!r}"
         )
     return padding
 
@@ -117,7 +117,7 @@ def pool_geometry(value: Any, ksize: Any, strides: Any, padding: Any, data_forma
 
     x = as_tensor(value)
     if not np.issubdtype(x.dtype, np.floating):
-        raise DTypeError(f"{op_name}: expected a floating dtype (float32 or float64), got {x.dtype.name}")
+        raise DTypeError(f"{op_name}: Expect: a floating dtype (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim != 4:
         raise ShapeError(f"{op_name}: value must have rank 4 [batch, height, width, channels] (NHWC). "
                          f"Expect: rank 4 Actual: rank {x.ndim}, shape {x.shape}")

@@ -30,9 +30,9 @@ def floating_tensor(x: Any, op_name: str) -> Tensor:
 def class_axis(axis: Any, ndim: int, op_name: str) -> int:
     """A single validated axis (``-1`` is the last) as a non-negative int."""
     if ndim == 0:
-        raise ShapeError(f"{op_name}: expected a tensor of rank >= 1, got a scalar")
+        raise ShapeError(f"{op_name}: Expect: a tensor of rank >= 1 Actual: a scalar")
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-        raise InvalidArgumentError(f"{op_name}: axis must be one int, got {axis!r}")
+        raise InvalidArgumentError(f"{op_name}: axis: Expect: one int Actual: {axis!r}")
     return normalize_axis(int(axis), ndim, op_name)[0]
 
 

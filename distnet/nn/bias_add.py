@@ -69,16 +69,16 @@ def bias_add(value: Any, bias: Any, data_format: str | None = None, name: str | 
     if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
         raise DTypeError(f"{op_name}: expected a numeric tensor. Actual: {v.dtype.name}")
     if v.ndim < 2:
-        raise ShapeError(f"{op_name}: value must be at least 2-D. Expect: rank >= 2 Actual: shape {v.shape}")
+        raise ShapeError(f"{op_name}: value: at least 2-D: Expect: rank >= 2 Actual: shape {v.shape}")
     if b.ndim != 1:
-        raise ShapeError(f"{op_name}: bias must be 1-D. Expect: rank 1 Actual: shape {b.shape}")
+        raise ShapeError(f"{op_name}: bias: 1-D: Expect: rank 1 Actual: shape {b.shape}")
     if data_format in (None, "NHWC", "NWC", "NDHWC", "N...C"):
         axis = v.ndim - 1
     elif data_format in ("NCHW", "NCW", "NCDHW", "NC..."):
         axis = 1
     else:
         raise InvalidArgumentError(
-            f"{op_name}: data_format must be None, 'NHWC' (channels last) or 'NCHW' (channels first). "
+            f"{op_name}: data_format: Expect: None, 'NHWC' (channels last) or 'NCHW' (channels first) "
             f"Actual: {data_format!r}"
         )
     if b.shape[0] != v.shape[axis]:

@@ -228,7 +228,7 @@ def conv2d(input: Any, filters: Any, strides: Any, padding: str, data_format: st
     op_name = "conv2d"
     x, w = binary_operands(input, filters, op_name)
     if not np.issubdtype(x.dtype, np.floating):
-        raise DTypeError(f"{op_name}: expected a floating dtype (float32 or float64), got {x.dtype.name}")
+        raise DTypeError(f"{op_name}: Expect: a floating dtype (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim != 4:
         raise ShapeError(
             f"{op_name}: input must have rank 4 [batch, height, width, channels] (NHWC). "

@@ -74,7 +74,7 @@ def conv2d_transpose(value: Any, filters: Any, output_shape: Any, strides: Any, 
     op_name = "conv2d_transpose"
     x, w = binary_operands(value, filters, op_name)
     if not np.issubdtype(x.dtype, np.floating):
-        raise DTypeError(f"{op_name}: expected a floating dtype (float32 or float64), got {x.dtype.name}")
+        raise DTypeError(f"{op_name}: Expect: a floating dtype (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(f"{op_name}: value [batch, height, width, channels] and filters [kh, kw, out, in] must "
                          f"have rank 4. Expect: rank 4 and 4 Actual: {x.shape} and {w.shape}")
@@ -87,7 +87,7 @@ def conv2d_transpose(value: Any, filters: Any, output_shape: Any, strides: Any, 
     except (TypeError, ValueError):
         out = ()
     if len(out) != 4 or min(out) < 1:
-        raise ShapeError(f"{op_name}: output_shape must be 4 positive ints [batch, height, width, channels]. "
+        raise ShapeError(f"{op_name}: output_shape: Expect: 4 positive ints [batch, height, width, channels] "
                          f"Actual: {output_shape!r}")
     if x.shape[3] != w.shape[3]:
         raise ShapeError(f"{op_name}: value has {x.shape[3]} channels but filters {w.shape} ([kh, kw, out, in]) "

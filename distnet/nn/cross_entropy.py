@@ -97,7 +97,7 @@ def softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, axis: int = -
     op_name = "softmax_cross_entropy_with_logits"
     lab, lg = binary_operands(labels, logits, op_name)
     if not np.issubdtype(lg.dtype, np.floating):
-        raise DTypeError(f"{op_name}: logits must be floating (float32 or float64). Actual: {lg.dtype.name}")
+        raise DTypeError(f"{op_name}: logits: Expect: floating (float32 or float64) Actual: {lg.dtype.name}")
     if lab.shape != lg.shape:
         raise ShapeError(
             f"{op_name}: labels and logits must have the same shape. "
@@ -134,13 +134,13 @@ def sparse_softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, name: 
     op_name = "sparse_softmax_cross_entropy_with_logits"
     lg = as_tensor(logits)
     if not np.issubdtype(lg.dtype, np.floating):
-        raise DTypeError(f"{op_name}: logits must be floating (float32 or float64). Actual: {lg.dtype.name}")
+        raise DTypeError(f"{op_name}: logits: Expect: floating (float32 or float64) Actual: {lg.dtype.name}")
     if lg.ndim < 1:
         raise ShapeError(f"{op_name}: logits must have rank >= 1 [..., num_classes]. Actual: a scalar")
     lab = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer):
         raise DTypeError(
-            f"{op_name}: labels must be integer class indices (int32 or int64). Actual: {lab.dtype.name}; "
+            f"{op_name}: labels: Expect: integer class indices (int32 or int64) Actual: {lab.dtype.name}; "
             "for one-hot or probability labels use softmax_cross_entropy_with_logits"
         )
     if lab.shape != lg.shape[:-1]:

@@ -59,9 +59,9 @@ def _hash32(x: np.ndarray) -> np.ndarray:
 
 def _uint64_scalar(value: Any, what: str) -> np.uint64:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"dropout_sample_keys: {what} must be a non-negative int, got {value!r}")
+        raise InvalidArgumentError(f"dropout_sample_keys: {what}: Expect: a non-negative int Actual: {value!r}")
     if not 0 <= int(value) < 2 ** 64:
-        raise InvalidArgumentError(f"dropout_sample_keys: {what} must be in [0, 2**64), got {value}")
+        raise InvalidArgumentError(f"dropout_sample_keys: {what}: Expect: in [0, 2**64) Actual: {value}")
     return np.uint64(int(value))
 
 
@@ -97,12 +97,12 @@ def dropout_sample_keys(seed: int, step: int, layer_index: int, sample_indices: 
     _mix64(h)
     idx = np.asarray(sample_indices)
     if idx.ndim != 1:
-        raise ShapeError(f"dropout_sample_keys: sample_indices must be 1-D. Actual: shape {idx.shape}")
+        raise ShapeError(f"dropout_sample_keys: sample_indices: Expect: 1-D Actual: shape {idx.shape}")
     if idx.size and not np.issubdtype(idx.dtype, np.integer):
-        raise DTypeError(f"dropout_sample_keys: sample_indices must be integers. Actual: {idx.dtype.name}")
+        raise DTypeError(f"dropout_sample_keys: sample_indices: Expect: integers Actual: {idx.dtype.name}")
     if idx.size and idx.min() < 0:
         raise InvalidArgumentError(
-            f"dropout_sample_keys: sample_indices must be >= 0, got {int(idx.min())}"
+            f"dropout_sample_keys: sample_indices: Expect: >= 0 Actual: {int(idx.min())}"
         )
     keys = idx.astype(np.uint64) ^ h
     return _mix64(keys)
@@ -164,14 +164,14 @@ def _rate(rate: Any, keep_prob: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"dropout: {name} must be a number, got {value!r}") from None
+        raise InvalidArgumentError(f"dropout: {name}: Expect: a number Actual: {value!r}") from None
     if rate is not None:
         if not 0.0 <= v < 1.0:
-            raise InvalidArgumentError(f"dropout: rate must be in [0, 1). Expect: 0 <= rate < 1 Actual: {v}")
+            raise InvalidArgumentError(f"dropout: rate: Expect: 0 <= rate < 1 Actual: {v}")
         return v
     if not 0.0 < v <= 1.0:
         raise InvalidArgumentError(
-            f"dropout: keep_prob must be in (0, 1]. Expect: 0 < keep_prob <= 1 Actual: {v}"
+            f"dropout: keep_prob: Expect: 0 < keep_prob <= 1 Actual: {v}"
         )
     return 1.0 - v
 
@@ -239,7 +239,7 @@ def dropout(x: Any, rate: float | None = None, *, keep_prob: float | None = None
     if rng is not None:
         if not isinstance(rng, np.random.Generator):
             raise DTypeError(
-                f"dropout: rng must be a numpy.random.Generator (np.random.default_rng(seed)). "
+                f"dropout: rng: Expect: a numpy.random.Generator (np.random.default_rng(seed)) "
                 f"Actual: {type(rng).__name__}"
             )
         if r == 0.0:
@@ -248,15 +248,15 @@ def dropout(x: Any, rate: float | None = None, *, keep_prob: float | None = None
     else:
         keys = np.asarray(sample_keys)
         if keys.dtype != np.uint64:
-            raise DTypeError(f"dropout: sample_keys must be a uint64 array. Actual: {keys.dtype.name}")
+            raise DTypeError(f"dropout: sample_keys: Expect: a uint64 array Actual: {keys.dtype.name}")
         if xt.ndim < 1 or keys.shape != (xt.shape[0],):
             raise ShapeError(
-                "dropout: sample_keys must be 1-D with one key per sample (x's first axis). "
+                "dropout: sample_keys: one key per sample (x's first axis): "
                 f"Expect: shape ({xt.shape[0] if xt.ndim else '?'},) Actual: {keys.shape} (x shape {xt.shape})"
             )
         if ns[0] != xt.shape[0]:
             raise ShapeError(
-                f"dropout: with sample_keys, noise_shape[0] must be the batch size {xt.shape[0]}; "
+                f"dropout: with sample_keys, noise_shape[0]: Expect: the batch size {xt.shape[0]} "
                 f"Actual: {ns[0]}"
             )
         if r == 0.0:

@@ -76,7 +76,7 @@ def not_equal(x: Any, y: Any) -> Tensor:
 def _as_bool(op_name: str, x: Any, arg: str = "x") -> Tensor:
     x = as_tensor(x)
     if x.dtype != np.bool_:
-        raise DTypeError(f"{op_name}: {arg} must be a bool tensor. Expect: bool Actual: {x.dtype.name}")
+        raise DTypeError(f"{op_name}: {arg}: a bool tensor: Expect: bool Actual: {x.dtype.name}")
     return x
 
 
@@ -236,7 +236,7 @@ def clip_by_value(t: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
             )
     if np.any(lo > hi):
         raise InvalidArgumentError(
-            f"clip_by_value: clip_value_min must be <= clip_value_max; Actual: min {clip_value_min!r} "
+            f"clip_by_value: Expect: clip_value_min <= clip_value_max Actual: min {clip_value_min!r} "
             f"and max {clip_value_max!r}"
         )
     return ClipByValue.apply(t, lo=lo, hi=hi)
@@ -251,7 +251,7 @@ def _arg_reduce(fn, op_name: str, x: Any, axis, output_type) -> Tensor:
         raise ShapeError(f"{op_name}: cannot reduce axis {ax} of size 0 (shape {x.shape})")
     out_dtype = np.dtype(output_type)
     if out_dtype.kind not in "iu":
-        raise DTypeError(f"{op_name}: output_type must be an integer dtype, got {out_dtype}")
+        raise DTypeError(f"{op_name}: output_type: Expect: an integer dtype Actual: {out_dtype}")
     return _leaf(fn(x.data, axis=ax).astype(out_dtype, copy=False))
 
 

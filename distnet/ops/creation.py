@@ -160,7 +160,7 @@ def _scalar(op_name: str, arg: str, value: Any, dtype: np.dtype | None = None) -
         try:
             arr = np.asarray(value)  # a list is not a scalar: refused by shape below
         except ValueError:  # ragged nested lists
-            raise ShapeError(f"{op_name}: {arg} must be a scalar; Expect: shape () Actual: a ragged list") from None
+            raise ShapeError(f"{op_name}: {arg}: a scalar: Expect: shape () Actual: a ragged list") from None
     elif isinstance(value, (bool, int, float)):
         if isinstance(value, bool):
             kind_ok = dtype is not None and dtype.kind == "b"
@@ -186,7 +186,7 @@ def _scalar(op_name: str, arg: str, value: Any, dtype: np.dtype | None = None) -
     else:
         raise DTypeError(f"{op_name}: {arg}: Expect: a number, a bool or a scalar tensor Actual: {_describe(value)}")
     if arr.ndim != 0:
-        raise ShapeError(f"{op_name}: {arg} must be a scalar; Expect: shape () Actual: shape {arr.shape}")
+        raise ShapeError(f"{op_name}: {arg}: a scalar: Expect: shape () Actual: shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise DTypeError(f"{op_name}: {arg}: Expect: a bool, integer or floating value Actual: dtype {arr.dtype}")
     return arr

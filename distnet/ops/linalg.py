@@ -94,7 +94,7 @@ def matmul(a: Any, b: Any, transpose_a: bool = False, transpose_b: bool = False)
     sa, sb = a.data.shape, b.data.shape
     if len(sa) < 2 or len(sb) < 2:
         raise ShapeError(
-            f"matmul: both operands must have rank >= 2, got shapes {sa} and {sb}; "
+            f"matmul: Expect: both operands of rank >= 2 Actual: shapes {sa} and {sb}; "
             "use reshape or expand_dims to make a vector a matrix"
         )
     k_a = sa[-2] if transpose_a else sa[-1]

@@ -36,11 +36,11 @@ def normalize_axis(axis, ndim: int, op_name: str) -> tuple[int, ...]:
     elif isinstance(axis, (tuple, list, np.ndarray)):
         axes = tuple(axis)
     else:
-        raise InvalidArgumentError(f"{op_name}: axis must be None, an int or a tuple of ints, got {axis!r}")
+        raise InvalidArgumentError(f"{op_name}: axis: Expect: None, an int or a tuple of ints Actual: {axis!r}")
     out = []
     for a in axes:
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
-            raise InvalidArgumentError(f"{op_name}: axis must be None, an int or a tuple of ints, got {axis!r}")
+            raise InvalidArgumentError(f"{op_name}: axis: Expect: None, an int or a tuple of ints Actual: {axis!r}")
         if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
             raise InvalidArgumentError(
                 f"{op_name}: axis {a} is out of range for a tensor of rank {ndim}; "

@@ -32,7 +32,7 @@ class IndexOutOfRangeError(InvalidArgumentError, IndexError):
 def _check_axis(op_name: str, axis: Any, ndim: int) -> int:
     """``axis`` in ``[-ndim, ndim)`` as a non-negative int."""
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-        raise InvalidArgumentError(f"{op_name}: axis must be an int, got {axis!r}")
+        raise InvalidArgumentError(f"{op_name}: axis: Expect: an int Actual: {axis!r}")
     if not -ndim <= axis < ndim:
         raise InvalidArgumentError(
             f"{op_name}: axis {axis} is out of range; Expect: an axis in [{-ndim}, {ndim}) Actual: {axis}"
@@ -67,7 +67,7 @@ def reshape(x: Any, shape: int | Sequence[int]) -> Tensor:
     try:
         shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"reshape: shape must be an int or a sequence of ints, got {shape!r}") from None
+        raise InvalidArgumentError(f"reshape: shape: Expect: an int or a sequence of ints Actual: {shape!r}") from None
     if shape == x.shape:
         return x
     try:
@@ -136,7 +136,7 @@ def transpose(x: Any, perm: Sequence[int] | None = None) -> Tensor:
         try:
             perm = tuple(int(p) for p in perm)
         except (TypeError, ValueError):
-            raise InvalidArgumentError(f"transpose: perm must be a sequence of ints, got {perm!r}") from None
+            raise InvalidArgumentError(f"transpose: perm: Expect: a sequence of ints Actual: {perm!r}") from None
         if sorted(perm) != list(range(x.ndim)):
             raise InvalidArgumentError(
                 f"transpose: perm {perm} is not a permutation of the {x.ndim} axes of a tensor of shape {x.shape}; "
@@ -151,7 +151,7 @@ def transpose(x: Any, perm: Sequence[int] | None = None) -> Tensor:
 
 def _same_dtype(op_name: str, values: Sequence[Any]) -> list[Tensor]:
     if isinstance(values, (Tensor, np.ndarray)) or not isinstance(values, (list, tuple)):
-        raise InvalidArgumentError(f"{op_name}: values must be a list or tuple of tensors, got {type(values).__name__}")
+        raise InvalidArgumentError(f"{op_name}: values: Expect: a list or tuple of tensors Actual: {type(values).__name__}")
     if len(values) == 0:
         raise InvalidArgumentError(f"{op_name}: values is empty; Expect: at least one tensor")
     like = next((v for v in values if isinstance(v, Tensor)), None)
@@ -343,13 +343,13 @@ def gather(params: Any, indices: Any, axis: int = 0) -> Tensor:
     """
     params = as_tensor(params)
     if params.ndim == 0:
-        raise ShapeError("gather: params must have rank >= 1, got a scalar")
+        raise ShapeError("gather: params: Expect: rank >= 1 Actual: a scalar")
     idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
     if idx.dtype.kind not in "iu":
         if idx.size == 0:
             idx = idx.astype(np.int64)
         else:
-            raise DTypeError(f"gather: indices must be integers, got dtype {idx.dtype}")
+            raise DTypeError(f"gather: indices: Expect: integers Actual: dtype {idx.dtype}")
     ax = _check_axis("gather", axis, params.ndim)
     n = params.shape[ax]
     if idx.size and (idx.min() < 0 or idx.max() >= n):

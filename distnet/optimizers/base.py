@@ -56,7 +56,7 @@ def check_hyper(name: str, value, *, low: float | None = None, high: float | Non
                 low_open: bool = False, high_open: bool = False) -> float:
     """Validate a float hyper-parameter against ``[low, high]`` (open ends on request)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"{name}: Expect: a number Actual: {type(value).__name__} {value!r}")
     v = float(value)
     bad = not math.isfinite(v)
     if low is not None:
@@ -68,7 +68,7 @@ def check_hyper(name: str, value, *, low: float | None = None, high: float | Non
         hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
         want = f"in {lo}, {hi}" if low is not None and high is not None else (
             f"{'>' if low_open else '>='} {low:g}" if low is not None else f"{'<' if high_open else '<='} {high:g}")
-        raise InvalidArgumentError(f"{name} must be {want}, got {value!r}")
+        raise InvalidArgumentError(f"{name}: Expect: {want} Actual: {value!r}")
     return v
 
 
@@ -114,7 +114,7 @@ class Optimizer:
 
     def _check_var(self, var) -> None:
         if not isinstance(var, Variable):
-            raise DTypeError(f"{self.name}: can only update a Variable, got {type(var).__name__}")
+            raise DTypeError(f"{self.name}: Expect: a Variable to update Actual: {type(var).__name__}")
         if not np.issubdtype(var.dtype, np.floating):
             raise DTypeError(f"{self.name}: variable {var.name!r} has dtype {var.dtype}; Expect: a floating dtype")
 
@@ -166,8 +166,8 @@ class Optimizer:
         if callable(loss) and not isinstance(loss, Tensor):
             loss = loss()
         if not isinstance(loss, Tensor):
-            raise DTypeError(f"{self.name}.compute_gradients: loss must be a Tensor or a callable returning one, "
-                             f"got {type(loss).__name__}")
+            raise DTypeError(f"{self.name}.compute_gradients: loss: Expect: a Tensor or a callable returning one "
+                             f"Actual: {type(loss).__name__}")
         var_list = list(var_list)
         if not var_list:
             raise InvalidArgumentError(f"{self.name}.compute_gradients: var_list is empty")
@@ -208,7 +208,7 @@ class Optimizer:
                 g, v = item
             except (TypeError, ValueError):
                 raise InvalidArgumentError(
-                    f"{self.name}.apply_gradients: item {i} must be a (gradient, variable) pair, got {item!r}") from None
+                    f"{self.name}.apply_gradients: item {i}: Expect: a (gradient, variable) pair Actual: {item!r}") from None
             self._check_var(v)
             if g is not None:
                 if isinstance(g, Tensor):
@@ -294,15 +294,15 @@ class Optimizer:
         variables.  Every problem is listed in one :class:`CheckpointError`.
         """
         if not isinstance(state, dict) or "iterations" not in state or "slots" not in state:
-            raise CheckpointError(f"{self.name}: optimizer state must be a dict with keys 'iterations' and 'slots', "
-                                  f"got {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else None}")
+            raise CheckpointError(f"{self.name}: optimizer state: Expect: a dict with keys 'iterations' and 'slots' "
+                                  f"Actual: {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else None}")
         it = state["iterations"]
         try:
             ok = not isinstance(it, bool) and int(it) == it and int(it) >= 0
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise CheckpointError(f"{self.name}: iterations must be an integer >= 0, got {it!r}")
+            raise CheckpointError(f"{self.name}: iterations: Expect: an integer >= 0 Actual: {it!r}")
         slots = state["slots"]
         problems = []
         missing_slots = sorted(set(self.slot_names) - set(slots))

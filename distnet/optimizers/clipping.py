@@ -160,4 +160,4 @@ def _scaled(g: np.ndarray, scale: float, in_place: bool) -> np.ndarray:
 def _check_clip(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not math.isfinite(float(value)) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InvalidArgumentError(f"{name}: Expect: a finite number > 0 Actual: {value!r}")

@@ -151,7 +151,7 @@ def _parse_host_line(line: str, path: Path, lineno: int) -> Host:
     if not name or not _HOST_RE.match(name):
         raise HostfileError(f"{where}: {name!r} is not a host name or address; {expect}")
     if not slots_text.isdigit() or int(slots_text) < 1:
-        raise HostfileError(f"{where}: slots must be an integer >= 1, got {slots_text!r}")
+        raise HostfileError(f"{where}: slots: Expect: an integer >= 1 Actual: {slots_text!r}")
     return Host(name, int(slots_text))
 
 
@@ -192,9 +192,9 @@ def find_mpiexec() -> str:
 
 def _check_count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InvalidArgumentError(f"{name}: Expect: an integer >= 1 Actual: {value!r}")
     if value < 1:
-        raise InvalidArgumentError(f"{name} must be >= 1, got {value}")
+        raise InvalidArgumentError(f"{name}: Expect: >= 1 Actual: {value}")
     return value
 
 
@@ -247,7 +247,7 @@ class LaunchSettings:
         for name in ("failure_grace", "stop_grace"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")
+                raise InvalidArgumentError(f"{name}: Expect: a number of seconds > 0 Actual: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -298,13 +298,13 @@ def plan(program_args: Sequence[str], settings: LaunchSettings) -> LaunchPlan:
 
 def _checked_program_args(program_args: Sequence[str]) -> list[str]:
     if isinstance(program_args, (str, bytes)):
-        raise InvalidArgumentError(f"program_args must be a list of arguments, got the string "
+        raise InvalidArgumentError(f"program_args: Expect: a list of arguments Actual: the string "
                                    f"{program_args!r}")
     program_args = [str(a) for a in program_args]
     for flag in ("-n", "--np", "--hostfile", "--num-workers"):
         if flag in program_args:
-            raise InvalidArgumentError(f"program_args must not contain {flag} (each worker "
-                                       f"would launch workers again); got {program_args}")
+            raise InvalidArgumentError(f"program_args: Expect: no {flag} (each worker "
+                                       f"would launch workers again) Actual: {program_args}")
     return program_args
 
 
@@ -324,8 +324,8 @@ def _hosts_arguments(settings: LaunchSettings, num_workers: int | None) -> tuple
 
 def _iface_arguments(iface: str, env: dict[str, str]) -> list[str]:
     if not re.match(r"^[A-Za-z0-9_.\-@]+$", iface):
-        raise InvalidArgumentError(f"iface must be an interface name such as 'eth0', "
-                                   f"got {iface!r}")
+        raise InvalidArgumentError(f"iface: Expect: an interface name such as 'eth0' "
+                                   f"Actual: {iface!r}")
     env.setdefault("UCX_NET_DEVICES", iface)
     env.setdefault("FI_TCP_IFACE", iface)
     return ["-iface", iface]

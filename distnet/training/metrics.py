@@ -95,9 +95,9 @@ class MetricsLogger:
                  stream: IO[str] | None = None, progress: str = "auto", print_every: int = 100,
                  checkpoint_dir: str | os.PathLike | None = None, tensorboard: bool | None = None):
         if progress not in ("auto", "bar", "plain", "none"):
-            raise InvalidArgumentError(f"progress must be 'auto', 'bar', 'plain' or 'none', got {progress!r}")
+            raise InvalidArgumentError(f"progress: Expect: 'auto', 'bar', 'plain' or 'none' Actual: {progress!r}")
         if print_every <= 0:
-            raise InvalidArgumentError(f"print_every must be > 0, got {print_every}")
+            raise InvalidArgumentError(f"print_every: Expect: > 0 Actual: {print_every}")
         self.is_main = bool(is_main)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.path = self.run_dir / METRICS_FILE if self.run_dir is not None else None
@@ -274,7 +274,7 @@ class MetricsLogger:
         metric = "mae" if f"{split}_mae" in r and f"{split}_accuracy" not in r else "accuracy"
         missing = [k for k in ("step", f"{split}_loss", f"{split}_{metric}") if k not in r]
         if missing:
-            raise InvalidArgumentError(f"log_eval: missing {missing}; got keys {sorted(r)}")
+            raise InvalidArgumentError(f"log_eval: Expect: the keys {missing} too Actual: keys {sorted(r)}")
         if self._t0 is None:
             self.start()
         rec: dict[str, Any] = {"kind": "eval", "step": int(r.pop("step")), "epoch": r.pop("epoch", None)}
@@ -526,7 +526,7 @@ def _float(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"expected a number, got {value!r}") from None
+        raise InvalidArgumentError(f"Expect: a number Actual: {value!r}") from None
 
 
 def _fmt_epoch(epoch: Any) -> str:
@@ -569,7 +569,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
                 break  # a line cut short by a killed run
             raise DataError(f"{p}:{i}: not a JSON line ({exc.msg})") from None
         if not isinstance(rec, dict):
-            raise DataError(f"{p}:{i}: expected a JSON object, got {type(rec).__name__}")
+            raise DataError(f"{p}:{i}: Expect: a JSON object Actual: {type(rec).__name__}")
         for key, value in rec.items():  # the strings _clean wrote for non-finite numbers
             if value in ("nan", "inf", "-inf"):
                 rec[key] = float(value)

@@ -15,7 +15,7 @@ from distnet.errors import InvalidArgumentError
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidArgumentError(f"{name}: Expect: a positive integer Actual: {value!r}")
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):
             raise InvalidArgumentError(
-                f"give exactly one of epochs and steps, got epochs={self.epochs!r}, steps={self.steps!r}")
+                f"Expect: exactly one of epochs and steps Actual: epochs={self.epochs!r}, steps={self.steps!r}")
         for name in ("epochs", "steps"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -81,7 +81,7 @@ class TrainConfig:
         _positive_int("micro_batches", self.micro_batches)
         _positive_int("eval_batch_size", self.eval_batch_size)
         if self.weight_decay < 0:
-            raise InvalidArgumentError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise InvalidArgumentError(f"weight_decay: Expect: >= 0 Actual: {self.weight_decay}")
         self.global_batch_size = int(self.global_batch_size)
         self.micro_batches = int(self.micro_batches)
         self.seed = int(self.seed)

@@ -69,7 +69,7 @@ def _sampler(op_type: str, draw, probability, true_classes: Any, num_true: int, 
         raise InvalidArgumentError(f"{op_type}: Expect: num_sampled <= range_max when unique=True "
                                    f"Actual: num_sampled={num_sampled}, range_max={range_max}")
     if num_sampled < 1 or range_max < 1:
-        raise ValueError(f"{op_type}: num_sampled and range_max must be >= 1, got {num_sampled} and {range_max}")
+        raise ValueError(f"{op_type}: num_sampled and range_max: Expect: >= 1 Actual: {num_sampled} and {range_max}")
     true_classes = convert_to_tensor(true_classes)
     seeds = get_seed(seed)
     holder: list = []

@@ -359,7 +359,7 @@ def dropout(x, keep_prob=None, noise_shape=None, seed=None, name=None, rate=None
         return dnn.dropout(xv, keep_prob=kp, sample_keys=keys, noise_shape=noise_shape)
 
     if x.dtype is not None and x.dtype.kind != "f":
-        raise InvalidArgumentError(f"dropout: x must be a floating tensor, got {x.dtype.name}")
+        raise InvalidArgumentError(f"dropout: x: Expect: a floating tensor Actual: {x.dtype.name}")
     t = leaf("Dropout", compute, x.dtype, x.shape, x._probes, name=name or "dropout", inputs=[x, prob])
     return t
 

@@ -43,15 +43,30 @@ class Checkpointing(Hook):
         self._saved = (ctx.step, len(ctx.history))   # what the file holds: this step, these records
         return path
 
+    def _due(self, ctx) -> bool:
+        """A periodic checkpoint is due at this step and not written yet."""
+        return bool(self.every) and ctx.step % self.every == 0 and (self._saved is None or
+                                                                    self._saved[0] != ctx.step)
+
+    def _save_due(self, ctx) -> None:
+        with ctx.tracer.span("checkpoint"):
+            self.save(ctx)
+
     def on_fit_begin(self, ctx) -> None:
         manager = self._manager(ctx)
         if ctx.resume:
             resume(ctx, manager)
 
+    def on_evaluate(self, ctx, result: dict) -> None:
+        # An evaluation at a step due for a checkpoint: write it now, with the evaluation's
+        # numbers, before the hooks after this one act on them (early stopping, keep_best, a
+        # user's hook): if one of them fails, the step's checkpoint is on disk all the same.
+        if self._due(ctx) and result.get("step") == ctx.step:
+            self._save_due(ctx)
+
     def on_step_end(self, ctx, record: dict) -> None:
-        if self.every and ctx.step % self.every == 0:
-            with ctx.tracer.span("checkpoint"):
-                self.save(ctx)
+        if self._due(ctx):
+            self._save_due(ctx)
 
     def on_stop(self, ctx, stop) -> None:
         with ctx.tracer.span("checkpoint"):

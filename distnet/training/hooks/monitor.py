@@ -16,6 +16,19 @@ def _mode(mode: str, monitor: str) -> str:
     return mode
 
 
+def _needs(monitor: str, given: list[str]) -> str:
+    """What the evaluation lacks to give ``monitor``: the cause named, not a guess."""
+    needs = []
+    if monitor.startswith("ema_") and not any(k.startswith("ema_") for k in given):
+        needs.append("an ema_* metric needs an EMA: Trainer(ema=...), [ema] in a job")
+    split = monitor[4:] if monitor.startswith("ema_") else monitor
+    if split.startswith("val_") and not any(k.startswith("val_") for k in given):
+        needs.append("a val_* metric needs validation data: validation_data=..., [data] validation in a job")
+    elif split.startswith("test_") and not any(k.startswith("test_") for k in given):
+        needs.append("a test_* metric needs eval_data")
+    return "; ".join(needs) or "the evaluation's metrics are [ema_]{val,test}_{loss,accuracy or mae}"
+
+
 class Monitor:
     """Tracks the best value of one evaluation metric."""
 
@@ -41,7 +54,7 @@ class Monitor:
         if self.monitor not in result:
             names = sorted(k for k in result if k not in ("step", "epoch"))
             raise InvalidArgumentError(f"{type(self).__name__}: Expect: metric {self.monitor!r} in the evaluation "
-                                       f"Actual: {names} (a val_* metric needs [data] validation)")
+                                       f"Actual: {names} ({_needs(self.monitor, names)})")
         value = float(result[self.monitor])
         better = value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
         if better:
