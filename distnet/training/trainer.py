@@ -151,12 +151,17 @@ class Trainer:
         self.variables: list[Variable] = sorted(model.trainable_variables, key=lambda v: v.name)
         self.all_variables: list[Variable] = sorted(model.variables, key=lambda v: v.name)
         self._check_and_broadcast_variables()
-        from distnet.nn.conv_choice import check_mode, choose_conv_algorithms
+        from distnet.nn.conv_choice import check_mode, choose_conv_algorithms, fixed_plan
 
-        # Per rank and micro-batch: the batch one forward pass sees.
-        local = -(-cfg.global_batch_size // self.comm.size)
-        self.conv_algorithms = choose_conv_algorithms(model, -(-local // cfg.micro_batches), self.comm,
-                                                      check_mode(cfg.conv_algorithm))
+        self._conv_mode = check_mode(cfg.conv_algorithm)
+        if self._conv_mode == "auto" and cfg.deterministic is True:
+            # The deterministic step's bits may depend on no timing (nor on N): a fixed plan.
+            self.conv_algorithms = fixed_plan(model)
+        else:
+            # Per rank and micro-batch: the batch one forward pass sees.
+            local = -(-cfg.global_batch_size // self.comm.size)
+            self.conv_algorithms = choose_conv_algorithms(model, -(-local // cfg.micro_batches), self.comm,
+                                                          self._conv_mode)
         # "stop": the stop request (distnet.training.stop) rides with the step's metrics.
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
@@ -392,8 +397,19 @@ class Trainer:
         return assemble(variables=self.all_variables, optimizer=self.optimizer, strategy=self.strategy,
                         ema=self.ema, sampler=self.sampler, seed=self.config.seed, world_size=self.comm.size,
                         config_text=self.config.config_text, data=self._data_id,
+                        conv_algorithms=self.conv_algorithms,
                         metrics={k: float(v) for k, v in last.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def resume_conv_plan(self, state) -> None:
+        """On resume from ``state`` (same on every rank): the convolution layers run the checkpoint's
+        plan, unless an algorithm was forced (:mod:`distnet.nn.conv_choice`)."""
+        if self._conv_mode != "auto":
+            return
+        from distnet.nn.conv_choice import apply_plan
+
+        # A file from before plans were stored (format < 3) ran "gemm" unless forced: apply_plan's default.
+        self.conv_algorithms = apply_plan(self.model, state.conv_algorithms)
 
     # -- the loop -------------------------------------------------------
     def fit(self, resume: bool = False, verbose: int | str = "auto", *, signals=None,

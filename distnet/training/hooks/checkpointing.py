@@ -71,6 +71,7 @@ def resume(ctx, manager) -> bool:
         return False
     training_state.restore(state, variables=ctx.all_variables, optimizer=ctx.optimizer, strategy=ctx.strategy,
                            ema=ctx.ema, sampler=ctx.sampler)
+    ctx.trainer.resume_conv_plan(state)
     if path is not None:
         ctx.log("resume", checkpoint=path, step=state.step, epoch=state.epoch, position=state.position,
                 world_size_then=state.world_size)
