@@ -390,6 +390,6 @@ def test_job_key_is_validated_and_reaches_the_config():
 
     cfg = parse_job('[train]\nsteps = 10\nconv_algorithm = "auto"\n')
     assert cfg.train.conv_algorithm == "auto"
-    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm == "gemm"   # the Trainer's default
+    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm == "auto"   # the Trainer's default
     with pytest.raises(ConfigError, match=r"conv_algorithm.*unknown value 'winograde'; did you mean 'winograd'"):
         parse_job("[train]\nsteps = 10\n", overrides=["train.conv_algorithm=winograde"])

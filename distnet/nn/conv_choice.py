@@ -33,7 +33,7 @@ run, not to the shapes:
   the machine's load) must not depend on a timing at all: it uses
   :func:`fixed_plan` — the checkpoint's plan on resume, else ``"gemm"``.
 
-Modes: ``"auto"`` (measure; the plan from the checkpoint on resume),
+Modes: ``"auto"`` (the default: measure; the plan from the checkpoint on resume),
 ``"gemm"`` (today's arithmetic, no measurement), or one algorithm forced on
 every layer that it can compute (``"fft"``, ``"winograd"``; the other layers
 keep ``"gemm"``, as the returned plan says) — for debugging and comparing; a

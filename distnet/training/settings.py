@@ -34,8 +34,9 @@ class TrainConfig:
         eval_batch_size: samples per forward pass in evaluations.
         strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any registered strategy.
         strategy_options: the strategy's own options, checked by it.
-        conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
-            (measured per layer shape at start-up, rank 0's choice on every rank) or one
+        conv_algorithm: the convolution layers' algorithm, ``"auto"`` (default: measured per
+            layer at start-up, rank 0's choice on every rank, stored in checkpoints and taken
+            from them on resume; the deterministic step measures nothing), ``"gemm"`` or one
             forced (:mod:`distnet.nn.conv_choice`).
         deterministic: a prototype: every step the same bits on any number of ranks
             (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
@@ -57,7 +58,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     strategy: str = "auto"
     strategy_options: dict = field(default_factory=dict)
-    conv_algorithm: str = "gemm"
+    conv_algorithm: str = "auto"
     deterministic: bool = False
     piece_size: int | None = None
     augment_padding: int = 0
