@@ -43,7 +43,11 @@ class BiasAddRelu(Op):
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         # TF: the relu's gradient at exactly 0 is 0; then bias_add's backward, unchanged.
-        gx = g * self.mask
+        # g * mask as the mask's 0/1 values times g: the same bits, without numpy's buffered
+        # bool-to-float casting inside the product (benchmarks/README.md).
+        gx = np.empty(g.shape, dtype=np.result_type(g.dtype, np.bool_))
+        np.copyto(gx, self.mask)
+        gx *= g
         op = BiasAdd(gx.ndim - 1)
         op.ndim = gx.ndim
         return op.backward(gx, needs)
