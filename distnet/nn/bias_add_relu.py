@@ -16,7 +16,7 @@ import numpy as np
 
 from distnet.autodiff import Op
 from distnet.nn.bias_add import BiasAdd, bias_add
-from distnet.nn.activations import relu
+from distnet.nn.activations import relu, times_mask
 from distnet.tensor import Tensor, binary_operands
 
 #: Elements per chunk of the forward pass (a few hundred kB: stays in a core's cache).
@@ -43,11 +43,7 @@ class BiasAddRelu(Op):
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         # TF: the relu's gradient at exactly 0 is 0; then bias_add's backward, unchanged.
-        # g * mask as the mask's 0/1 values times g: the same bits, without numpy's buffered
-        # bool-to-float casting inside the product (benchmarks/README.md).
-        gx = np.empty(g.shape, dtype=np.result_type(g.dtype, np.bool_))
-        np.copyto(gx, self.mask)
-        gx *= g
+        gx = times_mask(g, self.mask)
         op = BiasAdd(gx.ndim - 1)
         op.ndim = gx.ndim
         return op.backward(gx, needs)
