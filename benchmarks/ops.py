@@ -224,8 +224,9 @@ def _min_ms(fn, repeats: int) -> float:
     return best * 1e3
 
 
-def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, float | None]]:
-    """``[(label, {distnet variant: min ms}, TensorFlow min ms or None)]`` for each op of ``model``'s step."""
+def net_ops(model: str, repeats: int, threads: int, only: str | None = None) -> list[tuple[str, dict, float | None]]:
+    """``[(label, {distnet variant: min ms}, TensorFlow min ms or None)]`` for each op of ``model``'s step
+    (``only``: just the ops whose label contains it)."""
     import importlib.util
 
     import compare
@@ -245,6 +246,8 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
 
     def both(label, ours: dict, tf_fn, args):
         """Time distnet's variants and TensorFlow's ``tf_fn(*args)`` (forward + gradients w.r.t. all args)."""
+        if only and only not in label:
+            return
         times = {k: _min_ms(f, repeats) for k, f in ours.items()}
         tf_ms = None
         if tf is not None:
@@ -312,6 +315,8 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
          {"": dn(lambda a: distnet.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=a)),
                  [logits], (0,))},
          lambda a: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=a)), [logits])
+    if only and only not in "Adam update":
+        return rows
     # Adam over every parameter of the net.
     values = [(rng.standard_normal(s) * 0.01).astype(np.float32) for s in params]
     grads = [rng.standard_normal(s).astype(np.float32) * 1e-3 for s in params]
@@ -334,8 +339,8 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
     return rows
 
 
-def print_net_ops(model: str, repeats: int, threads: int) -> None:
-    rows = net_ops(model, repeats, threads)
+def print_net_ops(model: str, repeats: int, threads: int, only: str | None = None) -> None:
+    rows = net_ops(model, repeats, threads, only)
     print(f"{model} net, batch 100, float32, {threads} thread(s); minimum of {repeats} ms, forward + backward")
     print(f"{'op':52s} {'distnet':>16s} {'TensorFlow':>11s} {'ratio':>6s}")
     tot_dn = tot_tf = 0.0
@@ -357,6 +362,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed repetitions per case (median)")
     parser.add_argument("--net", choices=("reference", "twoconv"),
                         help="per-op table of that net's step, distnet beside TensorFlow (module doc)")
+    parser.add_argument("--only", default=None, help="with --net: only the ops whose label contains this "
+                        "(e.g. max_pool, relu, conv)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     # As a training process (distnet.distributed.init): freed large blocks stay in the heap,
@@ -366,7 +373,7 @@ def main() -> None:
     tune_malloc()
     if args.net:
         with threadpool_limits(limits=args.threads, user_api="blas"):
-            print_net_ops(args.net, args.repeats, args.threads)
+            print_net_ops(args.net, args.repeats, args.threads, args.only)
         return
     with threadpool_limits(limits=args.threads, user_api="blas"):
         blas = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
