@@ -195,6 +195,9 @@ def _pool_op(xs, k, s, padding):
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("xs, k, s, padding", DISJOINT)
 def test_disjoint_fast_path_equals_the_argmax_path_bitwise(xs, k, s, padding, ties, monkeypatch):
+    import distnet.nn.pooling as pooling
+
+    monkeypatch.setattr(pooling, "CHUNK_BYTES", 1)   # one sample per chunk on the tiled path
     # Disjoint windows without padding take a fast path: windows that tile the input exactly keep
     # no argmax (the backward compares the input with the output), the others a running maximum,
     # then the first offset equal to it.  Either must give exactly what the general argmax path

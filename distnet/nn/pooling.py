@@ -27,6 +27,10 @@ from distnet.nn._spatial import Axis, pad_hw, pool_geometry, window_slice
 from distnet.tensor import Tensor
 
 
+#: Input bytes per chunk of samples on the tiled path (a few hundred kB: stays in a core's cache).
+CHUNK_BYTES = 256 << 10
+
+
 def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: int) -> np.ndarray | None:
     """``[Ho, Wo]`` mask of the windows whose pixel at offset ``(i, j)`` is real, not padding.
 
@@ -60,6 +64,13 @@ class MaxPool(Op):
         (kh, kw), r, q = self.ksize, self.rows, self.cols_axis
         return self._disjoint() and x.shape[1] == r.out * kh and x.shape[2] == q.out * kw
 
+    @staticmethod
+    def _chunks(x: np.ndarray):
+        """``(lo, hi)`` runs of samples of about :data:`CHUNK_BYTES` of ``x``: each run's passes stay in cache."""
+        per = max(1, CHUNK_BYTES // max(1, x[:1].nbytes))
+        for lo in range(0, x.shape[0], per):
+            yield lo, min(lo + per, x.shape[0])
+
     def _windows(self, a: np.ndarray) -> np.ndarray:
         """``a`` (input-shaped, C-contiguous) as ``[N, Ho, kh, Wo, kw, C]``: a view, no copy."""
         (kh, kw), n, c = self.ksize, a.shape[0], a.shape[3]
@@ -78,11 +89,13 @@ class MaxPool(Op):
             # The running maximum in the general path's order of offsets (the same bits, signed
             # zeros included); np.maximum propagates NaN: then the general path follows TF1's rule.
             (kh, kw), xw = self.ksize, self._windows(x)
-            out = np.maximum(xw[:, :, 0, :, 0, :], xw[:, :, 0, :, 1, :]) if kw > 1 else \
-                np.array(xw[:, :, 0, :, 0, :])
-            for k in range(2 if kw > 1 else 1, kh * kw):
-                i, j = divmod(k, kw)
-                np.maximum(out, xw[:, :, i, :, j, :], out=out)
+            out = np.empty((x.shape[0], self.rows.out, self.cols_axis.out, x.shape[3]), dtype=x.dtype)
+            for lo, hi in self._chunks(x):
+                o, v = out[lo:hi], xw[lo:hi]
+                np.copyto(o, v[:, :, 0, :, 0, :])
+                for k in range(1, kh * kw):
+                    i, j = divmod(k, kw)
+                    np.maximum(o, v[:, :, i, :, j, :], out=o)
             if not np.isnan(out).any():
                 self.x, self.out = x, out   # backward finds the winners from these
                 return out
@@ -165,28 +178,29 @@ class MaxPool(Op):
         """The gradient of the tiling windows: to each window's first pixel (row-major) equal to its
         maximum, as TF1's kernel (its running maximum is replaced only by a strictly larger value)."""
         (kh, kw) = self.ksize
-        xw = self._windows(self.x)
-        eq = np.equal(xw, self.out[:, :, None, :, None, :])
-        if kh * kw > 1:
-            # Ties (e.g. a window of zeros after relu): only the first equal pixel keeps its gradient.
-            taken = eq[:, :, 0, :, 0, :].copy()
-            for k in range(1, kh * kw):
-                i, j = divmod(k, kw)
-                e = eq[:, :, i, :, j, :]
-                np.greater(e, taken, out=e)   # e and not taken
-                if k < kh * kw - 1:
-                    taken |= e
-        gb = g[:, :, None, :, None, :]
-        dx = np.empty(self.x.shape, dtype=g.dtype)
+        xw, dx = self._windows(self.x), np.empty(self.x.shape, dtype=g.dtype)
         dxw = self._windows(dx)
-        if np.isfinite(g).all():
-            # The mask as 0/1 values, then one product of the same dtype: numpy's mixed-dtype
-            # broadcast product (bool by float) runs its buffered casting loop, many times slower.
-            np.copyto(dxw, eq)
-            dxw *= gb
-        else:   # inf * 0 would be NaN: masked writes
-            dxw[...] = 0
-            np.copyto(dxw, np.broadcast_to(gb, dxw.shape), where=eq)
+        finite = bool(np.isfinite(g).all())
+        for lo, hi in self._chunks(self.x):
+            eq = np.equal(xw[lo:hi], self.out[lo:hi, :, None, :, None, :])
+            if kh * kw > 1:
+                # Ties (e.g. a window of zeros after relu): only the first equal pixel keeps its gradient.
+                taken = eq[:, :, 0, :, 0, :].copy()
+                for k in range(1, kh * kw):
+                    i, j = divmod(k, kw)
+                    e = eq[:, :, i, :, j, :]
+                    np.greater(e, taken, out=e)   # e and not taken
+                    if k < kh * kw - 1:
+                        taken |= e
+            gb, d = g[lo:hi, :, None, :, None, :], dxw[lo:hi]
+            if finite:
+                # The mask as 0/1 values, then one product of the same dtype: numpy's mixed-dtype
+                # broadcast product (bool by float) runs its buffered casting loop, many times slower.
+                np.copyto(d, eq)
+                d *= gb
+            else:   # inf * 0 would be NaN: masked writes
+                d[...] = 0
+                np.copyto(d, np.broadcast_to(gb, d.shape), where=eq)
         return dx
 
     def backward(self, g: np.ndarray, needs) -> tuple:
