@@ -45,8 +45,8 @@ def _log_sum_exp_parts(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
 
 def times_mask(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``g * mask`` (``mask`` boolean, of ``g``'s shape), bitwise: the mask cast to ``g``'s dtype, then
-    a product of one dtype -- numpy's mixed bool-by-float product runs a buffered cast, about twice the
-    time (benchmarks/README.md)."""
+    a product of one dtype, where numpy's mixed bool-by-float product runs a buffered cast
+    (benchmarks/README.md has the figures)."""
     g = np.asarray(g)
     out = np.empty(g.shape, dtype=np.result_type(g.dtype, np.bool_))
     np.copyto(out, mask)

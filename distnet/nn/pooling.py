@@ -195,7 +195,7 @@ class MaxPool(Op):
             gb, d = g[lo:hi, :, None, :, None, :], dxw[lo:hi]
             if finite:
                 # The mask as 0/1 values, then one product of the same dtype: numpy's mixed-dtype
-                # broadcast product (bool by float) runs its buffered casting loop, many times slower.
+                # broadcast product (bool by float) runs its buffered casting loop.
                 np.copyto(d, eq)
                 d *= gb
             else:   # inf * 0 would be NaN: masked writes
