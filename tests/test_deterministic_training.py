@@ -58,10 +58,22 @@ def test_trainer_deterministic_refuses_what_it_does_not_cover():
     def build(**kw):
         model = distnet.Sequential([layers.Flatten(), layers.Dense(2)], input_shape=(2, 2, 1), seed=0)
         return Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.1), data,
-                       global_batch_size=4, steps=1, log_every=1000, strategy="replicated", **kw)
+                       global_batch_size=4, steps=1, log_every=1000, **{"strategy": "replicated", **kw})
 
-    with pytest.raises(InvalidArgumentError, match="micro_batches"):
-        build(deterministic=True, micro_batches=2)
+    # pieces replace micro-batches: accepted (users' jobs set it), without effect
+    assert build(deterministic=True, micro_batches=2).deterministic
+    with pytest.raises(InvalidArgumentError, match="Expect: a strategy without compression or overlap.*compression"):
+        build(deterministic=True, strategy_options={"compression": "float16"})
+    with pytest.raises(InvalidArgumentError, match="Expect: a strategy without compression or overlap.*overlap"):
+        build(deterministic=True, strategy_options={"overlap": True})
+    with pytest.raises(InvalidArgumentError, match="zero1.*compression"):
+        build(deterministic=True, strategy="zero1", strategy_options={"compression": "float16"})
+    with pytest.raises(InvalidArgumentError, match="conv_algorithm.*Actual: 'auto'"):
+        build(deterministic=True, conv_algorithm="auto")
+    bn = distnet.Sequential([layers.Flatten(), layers.BatchNorm(), layers.Dense(2)], input_shape=(2, 2, 1), seed=0)
+    with pytest.raises(InvalidArgumentError, match="without batch normalization.*BatchNorm"):
+        Trainer(bn, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.1), data, global_batch_size=4,
+                steps=1, log_every=1000, deterministic=True)
     with pytest.raises(InvalidArgumentError, match="piece_size"):
         build(deterministic=True, piece_size=0)
     with pytest.raises(InvalidArgumentError, match="deterministic"):

@@ -286,3 +286,111 @@ def test_hierarchical_across_two_hosts_of_two_ranks_matches_single_process(clust
                                    str(EQUIVALENCE), str(out), "--strategy", "auto", "--report-strategy"], _env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "strategy hierarchical" in r.stdout, r.stdout
+
+
+DETERMINISTIC = Path(__file__).parent / "mpi_scripts" / "deterministic_strategies.py"
+
+
+def test_deterministic_mode_across_two_hosts_of_two_ranks_equals_one_process_bitwise(cluster, files):
+    """2 hosts x 2 ranks in deterministic mode: hierarchical (shared memory inside each host,
+    each block all-reduced between the hosts), ZeRO-1 and replicated end with the bits of one
+    process: every checkpoint array, every step loss, every evaluation (plain and EMA)."""
+    d = files["dir"]
+    hostfile = d / "hosts2x2_det"
+    hostfile.write_text("".join(f"{a}:2\n" for a in cluster.addresses[:2]))
+    single = d / "det_single.npz"
+    r1 = _run([sys.executable, str(DETERMINISTIC), str(single)], _env())
+    assert r1.returncode == 0, r1.stdout + r1.stderr
+    out = d / "det_2x2.npz"
+    r = _run(cluster.in_host(0) + [sys.executable, "-c", LAUNCH_SCRIPT, str(hostfile), str(files["agent"]),
+                                   str(DETERMINISTIC), str(out), "--strategies", "hierarchical,zero1,replicated"],
+             _env(), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "strategy hierarchical machines 2 size 4" in r.stdout, r.stdout
+    want, got = dict(np.load(single)), dict(np.load(out))
+    assert len(want) == 28 and len(got) == 3 * 28
+    differ = [k for k in got if got[k].tobytes() != want["replicated:" + k.split(":", 1)[1]].tobytes()]
+    assert not differ, f"2 hosts x 2 ranks differ from 1 process: {differ}"
+
+
+def _kill_workers_in(cluster, index: int) -> int:
+    """SIGKILL the training workers running in host ``index``'s namespace; returns how many."""
+    killed = 0
+    out = subprocess.run(["ip", "netns", "pids", cluster.namespace_of(cluster.addresses[index])],
+                         capture_output=True, text=True, timeout=30).stdout
+    for pid in map(int, out.split()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"hydra" in part for part in cmd[:1]) or not any(b"train" == part for part in cmd):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
+    return killed
+
+
+def _since_last_restart(run_dir: Path) -> list[dict]:
+    try:
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    starts = [i for i, r in enumerate(rows) if r["kind"] == "start"]
+    return rows[starts[-1]:] if starts else []
+
+
+def test_deterministic_supervised_restart_with_fewer_workers_equals_one_process(cluster, files):
+    """3 workers (host 1: 2, host 2: 1) in deterministic mode; host 2's worker is killed twice, so
+    the supervisor leaves host 2 out (--min-workers 2) and the job ends on 2 workers from its
+    newest checkpoint: the final checkpoint has the bits of an uninterrupted 1-process run."""
+    d = files["dir"]
+    hostfile = d / "hosts2_1"
+    hostfile.write_text(f"{cluster.addresses[0]}:2\n{cluster.addresses[1]}:1\n")
+    job = ["train", str(JOB), "--deterministic", "--set", "train.steps=60", "--set", "train.batch_size=30",
+           "--set", "data.train_samples=300", "--set", "data.test_samples=50", "--set", "train.eval_every=1000",
+           "--set", "train.log_every=1", "--set", "checkpoint.every=5", "--progress", "plain"]
+    single, multi = d / "restart_single", d / "restart_multi"
+    r1 = _run([sys.executable, "-m", "distnet", *job, "--run-dir", str(single)], _env(), timeout=300)
+    assert r1.returncode == 0, r1.stdout + r1.stderr
+    cmd = cluster.in_host(0) + [sys.executable, "-m", "distnet", *job, "--hostfile", str(hostfile),
+                                "--max-restarts", "2", "--min-workers", "2", "--run-dir", str(multi)]
+    proc = subprocess.Popen(cmd, env=_env(HYDRA_LAUNCHER_EXEC=str(files["agent"]), HYDRA_IFACE="eth0"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        # Kill host 2's worker after step 7 of the first attempt (a checkpoint at 5 exists), and
+        # after step 12 of the restarted one (it resumed at 5; progress, so it is restarted again).
+        for attempt, past in enumerate((7, 12)):
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, f"the job ended early ({proc.returncode}):\n{proc.stdout.read()}"
+                assert time.monotonic() < deadline, f"attempt {attempt + 1} never reached step {past}"
+                rows = _since_last_restart(multi)
+                steps = [r["step"] for r in rows if r["kind"] == "step"]
+                if rows and rows[0].get("world_size") == 3 and steps and max(steps) >= past and \
+                        sum(1 for r in _since_all(multi) if r["kind"] == "start") == attempt + 1:
+                    if _kill_workers_in(cluster, 1):
+                        break
+                time.sleep(0.05)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        cluster.close_processes()
+    assert proc.returncode == 0, out
+    assert "without host" in out, out
+    starts = [r for r in _since_all(multi) if r["kind"] == "start"]
+    assert [r["world_size"] for r in starts] == [3, 3, 2], starts
+    r = _run([sys.executable, "-m", "distnet", "compare", str(single), str(multi)], _env())
+    assert r.returncode == 0 and "bitwise equal" in r.stdout, r.stdout + r.stderr
+    assert "step 60, 2 worker(s)" in r.stdout, r.stdout
+
+
+def _since_all(run_dir: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []

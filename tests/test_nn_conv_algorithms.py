@@ -275,7 +275,7 @@ def _fake_timing(winner):
     return fake
 
 
-def _train(tmp_path, steps, conv_algorithm="auto", resume=False, deterministic=False):
+def _train(tmp_path, steps, conv_algorithm=None, resume=False, deterministic=False):
     from distnet.data import ArrayDataset
     from distnet.training.trainer import Trainer
 
@@ -390,6 +390,6 @@ def test_job_key_is_validated_and_reaches_the_config():
 
     cfg = parse_job('[train]\nsteps = 10\nconv_algorithm = "auto"\n')
     assert cfg.train.conv_algorithm == "auto"
-    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm == "auto"   # the Trainer's default
+    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm is None   # unset: the Trainer's default
     with pytest.raises(ConfigError, match=r"conv_algorithm.*unknown value 'winograde'; did you mean 'winograd'"):
         parse_job("[train]\nsteps = 10\n", overrides=["train.conv_algorithm=winograde"])

@@ -28,6 +28,8 @@ def _cmd_train(args, signals) -> int:
     cleanly (130 / 143); one during training stops every rank after an agreed step."""
     from distnet.jobs.config import check_world_size, load_job
 
+    if args.deterministic:   # also handed on to the workers of -n / --hostfile with the other --set
+        args.overrides = [*args.overrides, "dist.deterministic=true"]
     cfg = load_job(args.job, args.overrides)
     if args.run_dir is not None:
         cfg.run_dir = args.run_dir
@@ -53,6 +55,12 @@ def _cmd_train(args, signals) -> int:
     # before training) returns normally on every rank; any other error on one
     # rank must end every rank at once instead of leaving them in a collective.
     init(comm)
+    if cfg.dist.deterministic:
+        # A matrix product's bits depend on its BLAS threads: one per worker, whatever N
+        # (the only count every N can keep on any machine; docs/determinism.md).
+        from distnet.distributed.threads import limit_blas_threads
+
+        limit_blas_threads(comm, 1)
     options = dict(resume=args.resume, resume_if_any=args.resume_if_any, overwrite=args.overwrite,
                    progress=args.progress, trace=args.trace, signals=signals)
     if comm.size == 1:
@@ -226,6 +234,24 @@ def _cmd_export(args) -> int:
     return exit_status.OK
 
 
+def _cmd_compare(args) -> int:
+    from distnet.checkpoint.compare import compare_states
+    from distnet.jobs.job import load_checkpoint
+
+    path_a, a = load_checkpoint(args.a, allow_nonfinite=True)
+    path_b, b = load_checkpoint(args.b, allow_nonfinite=True)
+    differences, arrays = compare_states(a, b)
+    print(f"A {path_a} (step {a.step}, {a.world_size} worker(s))")
+    print(f"B {path_b} (step {b.step}, {b.world_size} worker(s))")
+    if not differences:
+        print(f"bitwise equal: {arrays} arrays (weights, optimizer slots, EMA shadows), step, position")
+        return exit_status.OK
+    for d in differences:
+        print(f"  {d.what}: {d.detail}")
+    print(f"differ: {len(differences)} difference(s) in {arrays} arrays and the step fields")
+    return exit_status.FAILED
+
+
 def _cmd_inspect(args) -> int:
     from distnet.jobs.job import load_checkpoint
 
@@ -385,7 +411,7 @@ def _run(args, parser, speak: bool, signals) -> int:
                                 InvalidArgumentError, TrainingStopped)
 
     commands = {"eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
-                "inspect": _cmd_inspect, "plot": _cmd_plot, "trace": _cmd_trace, "run": _cmd_run}
+                "inspect": _cmd_inspect, "compare": _cmd_compare, "plot": _cmd_plot, "trace": _cmd_trace, "run": _cmd_run}
     try:
         if args.command == "data":
             return _cmd_data(args, parser)

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress display: a bar on a terminal, plain lines otherwise (default: auto)")
     p.add_argument("--check", action="store_true",
                    help="validate the job (and the dataset path) and print it as TOML; do not train")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same bits on any number of workers, and on a resume on another number "
+                        "(--set dist.deterministic=true; docs/determinism.md)")
     p.add_argument("--trace", action="store_true",
                    help="record every rank's timeline (data, forward, backward, reduce and the waits in it, "
                         "update, evaluation, checkpoints) in RUN_DIR/trace/; merge it with `distnet trace`")
@@ -192,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-config", action="store_true", help="leave out the stored job configuration")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="read a checkpoint whose weights, slots or shadows hold NaN/inf (refused otherwise)")
+
+    # -- compare ------------------------------------------------------------
+    p = sub.add_parser(
+        "compare", help="compare two checkpoints bit for bit",
+        description=_wrap("Compare every array of two checkpoints (files, checkpoint directories or run "
+                    "directories: the newest good checkpoint of each) — weights, optimizer slots, EMA "
+                    "shadows — and the step, iterations and data position, bit for bit. Exit 0 when "
+                    "they are equal, 1 when they differ (each difference printed). Two runs of a job "
+                    "with [dist] deterministic = true are equal on any numbers of workers "
+                    "(docs/determinism.md)."),
+        epilog="examples:\n  distnet compare runs/one runs/four\n"
+               "  distnet compare runs/a/checkpoints/ckpt-00000300.h5 runs/b/checkpoints/ckpt-00000300.h5\n",
+        formatter_class=_formatter)
+    p.add_argument("a", metavar="A", help="checkpoint file, checkpoint directory or run directory")
+    p.add_argument("b", metavar="B", help="the other one")
 
     # -- plot ---------------------------------------------------------------
     p = sub.add_parser(

@@ -511,7 +511,28 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     _plain(raw, "dist", cfg.dist, chk)
     cfg.dist.strategy = _validate_strategy(cfg.dist.strategy, ("dist", "strategy"), chk)
     _check_selection(cfg, chk)
+    _check_deterministic(cfg, chk)
     return cfg
+
+
+def _check_deterministic(cfg: JobConfig, chk: _Checker) -> None:
+    """What ``[dist] deterministic`` cannot cover, refused before any worker starts (the Trainer
+    refuses the same: distnet/training/deterministic.py)."""
+    if not cfg.dist.deterministic:
+        return
+    _, options = strategy_spec(cfg.dist.strategy)
+    lossy = [f"{key} = {_toml_value(options[key])}" for key in ("compression", "overlap")
+             if options.get(key, False) not in (False, "none")]
+    if lossy:
+        chk.fail(("dist", "deterministic"), "Expect: a strategy without compression or overlap (the exact sum "
+                 f"replaces the float reduction) Actual: dist.strategy with {' and '.join(lossy)}")
+    if cfg.train.conv_algorithm == "auto":
+        chk.fail(("dist", "deterministic"), "Expect: train.conv_algorithm \"gemm\", \"fft\" or \"winograd\" "
+                 "(one fixed arithmetic) Actual: \"auto\" (measured at start-up: another run may choose another)")
+    bn = [i for i, layer in enumerate(cfg.model.layers) if layer.get("type") == "batch_norm"]
+    if bn:
+        chk.fail(("dist", "deterministic"), "Expect: a model without batch normalization (its batch statistics "
+                 f"would follow each worker's share of the batch) Actual: batch_norm at model.layers[{bn[0]}]")
 
 
 def _plain(raw: dict, section: str, target: Any, chk: _Checker) -> dict:

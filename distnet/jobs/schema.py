@@ -140,14 +140,16 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("histograms_every", INT, None, "also a histogram of every weight in TensorBoard every N steps, and of the initial "
             "weights at step 0",
             **_POSITIVE, used_by="distnet.jobs.job.build_trainer", shown="off"),
-        Key("conv_algorithm", STR, "auto", "the convolution layers' algorithm: `auto` (the fastest of `gemm`, "
+        Key("conv_algorithm", STR, None, "the convolution layers' algorithm: `auto` (the fastest of `gemm`, "
             "`fft`, `winograd` for each layer, measured once at start-up on rank 0 and used by every worker; "
             "layers too small to matter and near ties stay `gemm`; the plan is stored in every checkpoint and a "
-            "resumed run, on any number of workers, runs it again; the deterministic step measures nothing), "
+            "resumed run, on any number of workers, runs it again; unset, the default, is `auto`, and with "
+            "`deterministic` no measurement: `gemm`, or a checkpoint's plan on resume), "
             "`gemm` (im2col + matrix product everywhere: fresh runs independent of any measurement), or `fft` / "
             "`winograd` forced on the layers they can compute (stride 1; Winograd: 3x3 kernels). The algorithms "
             "agree to float rounding, not bitwise: two fresh `auto` runs on machines that measure differently "
-            "may differ in the last bits", choices=CONV_MODES, arg="conv_algorithm"),
+            "may differ in the last bits", choices=CONV_MODES, arg="conv_algorithm",
+            shown="`auto` (`deterministic`: `gemm`)"),
         Key("early_stopping", TABLE, None, "a table, Keras's `EarlyStopping`: `metric` (`val_loss`, "
             "`val_accuracy`, `ema_val_loss`, `ema_val_accuracy`; default `val_loss`), `patience` (evaluations "
             "without improvement before stopping, default 0), `min_delta` (a smaller change is no improvement), "
@@ -189,5 +191,15 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             **_POSITIVE, arg="check_every"),
         Key("max_bad_steps", INT, 5, "stop after this many consecutive steps with a non-finite loss or "
             "gradient (each is skipped)", **_POSITIVE, arg="max_bad_steps"),
+        Key("deterministic", BOOL, False, "train and evaluate with the same bits on any number of workers, "
+            "under every strategy: a run on N workers, or resumed on another N, equals the 1-worker run bit "
+            "for bit (the global batch in pieces of `piece_size` samples, their gradients summed exactly; "
+            "`micro_batches` has no effect). Not with `compression`, `overlap`, batch normalization or "
+            "`conv_algorithm = \"auto\"`; `distnet train --deterministic` sets it "
+            "([determinism.md](determinism.md))", arg="deterministic"),
+        Key("piece_size", INT, None, "with `deterministic`: samples per piece of the global batch (each piece "
+            "one forward and backward wherever it runs); part of the computation: another piece size is "
+            "another run up to float rounding", **_POSITIVE, arg="piece_size",
+            shown="`ceil(batch_size / 16)`"),
     )),
 )})

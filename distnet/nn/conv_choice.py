@@ -33,7 +33,11 @@ run, not to the shapes:
   the machine's load) must not depend on a timing at all: it uses
   :func:`fixed_plan` — the checkpoint's plan on resume, else ``"gemm"``.
 
-Modes: ``"auto"`` (the default: measure; the plan from the checkpoint on resume),
+The Trainer's default (``conv_algorithm`` unset, None) is ``"auto"``, and
+:func:`fixed_plan` in the deterministic step, which refuses an explicit
+``"auto"`` (distnet/training/deterministic.py).
+
+Modes: ``"auto"`` (measure; the plan from the checkpoint on resume),
 ``"gemm"`` (today's arithmetic, no measurement), or one algorithm forced on
 every layer that it can compute (``"fft"``, ``"winograd"``; the other layers
 keep ``"gemm"``, as the returned plan says) — for debugging and comparing; a
@@ -63,9 +67,9 @@ MEASURE_MIN_FLOP = 1e8
 MARGIN = 1.2
 
 
-def check_mode(mode: Any) -> str:
-    """``mode`` if it is one of :data:`MODES`, else a clear error."""
-    if mode not in MODES:
+def check_mode(mode: Any) -> str | None:
+    """``mode`` if it is one of :data:`MODES` or None (unset: the default, module doc), else a clear error."""
+    if mode is not None and mode not in MODES:
         raise InvalidArgumentError(
             f"conv_algorithm: Expect: one of {', '.join(map(repr, MODES))} Actual: {mode!r}")
     return mode

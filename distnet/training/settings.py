@@ -34,13 +34,15 @@ class TrainConfig:
         eval_batch_size: samples per forward pass in evaluations.
         strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any registered strategy.
         strategy_options: the strategy's own options, checked by it.
-        conv_algorithm: the convolution layers' algorithm, ``"auto"`` (default: measured per
-            layer at start-up, rank 0's choice on every rank, stored in checkpoints and taken
-            from them on resume; the deterministic step measures nothing), ``"gemm"`` or one
-            forced (:mod:`distnet.nn.conv_choice`).
-        deterministic: a prototype: every step the same bits on any number of ranks
-            (canonical pieces of ``piece_size`` samples, default ``ceil(global_batch_size / 16)``,
-            summed exactly: distnet/training/deterministic.py); replicated strategy only.
+        conv_algorithm: the convolution layers' algorithm: None (default) is ``"auto"`` --
+            measured per layer at start-up, rank 0's choice on every rank, stored in checkpoints
+            and taken from them on resume -- except in the deterministic step, which measures
+            nothing (``gemm``, or the checkpoint's plan); ``"gemm"`` or one forced
+            (:mod:`distnet.nn.conv_choice`).
+        deterministic: every step and every evaluation the same bits on any number of ranks,
+            under every strategy (canonical pieces of ``piece_size`` samples, default
+            ``ceil(global_batch_size / 16)``, summed exactly: distnet/training/deterministic.py;
+            ``micro_batches`` has no effect there: pieces replace them).
         augment_padding, augment_flip: random crop after zero padding and left-right flip of the
             training images (distnet/data/augment.py), per sample from its key.
         config_text: the job file stored in every checkpoint.
@@ -58,7 +60,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     strategy: str = "auto"
     strategy_options: dict = field(default_factory=dict)
-    conv_algorithm: str = "auto"
+    conv_algorithm: str | None = None
     deterministic: bool = False
     piece_size: int | None = None
     augment_padding: int = 0

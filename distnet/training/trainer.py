@@ -37,6 +37,11 @@ the same whichever runs.
 Dropout masks are keyed by (seed, step, global sample index), so a run on N
 ranks draws exactly the masks of the same run on one rank.
 
+``deterministic=True`` replaces steps 2-3 (and the evaluations) with canonical
+pieces of the global batch and an exact sum, so that a run on any N has the
+bits of the run on one rank (:mod:`distnet.training.deterministic`,
+docs/determinism.md).
+
 Set the process up once with :func:`distnet.distributed.init` first (BLAS
 threads per rank, the allocator, aborting every rank when one fails).
 """
@@ -153,25 +158,29 @@ class Trainer:
         self._check_and_broadcast_variables()
         from distnet.nn.conv_choice import check_mode, choose_conv_algorithms, fixed_plan
 
-        self._conv_mode = check_mode(cfg.conv_algorithm)
-        if self._conv_mode == "auto" and cfg.deterministic is True:
-            # The deterministic step's bits may depend on no timing (nor on N): a fixed plan.
-            self.conv_algorithms = fixed_plan(model)
-        else:
-            # Per rank and micro-batch: the batch one forward pass sees.
-            local = -(-cfg.global_batch_size // self.comm.size)
-            self.conv_algorithms = choose_conv_algorithms(model, -(-local // cfg.micro_batches), self.comm,
-                                                          self._conv_mode)
+        # Per rank and micro-batch: the batch one forward pass sees.
+        local = -(-cfg.global_batch_size // self.comm.size)
         # "stop": the stop request (distnet.training.stop) rides with the step's metrics.
         self.strategy = strategy_cls.build(self.comm, self.variables, ("loss_sum", "correct", "stop"),
                                            **strategy_options)
-        self.deterministic, self.piece_size = self._check_deterministic(cfg.deterministic, cfg.piece_size)
+        from distnet.training.deterministic import check_settings
+
+        self.deterministic, self.piece_size = check_settings(self, cfg.deterministic, cfg.piece_size)
+        # None (unset): "auto", but no timing in the deterministic step (its bits may depend on no
+        # measurement, nor on N): there the fixed plan (distnet/nn/conv_choice.py).
+        self._conv_mode = check_mode(cfg.conv_algorithm)
+        if self._conv_mode is None and self.deterministic:
+            self.conv_algorithms = fixed_plan(model)
+        else:
+            # Deterministic mode: every forward pass is one piece, whatever N.
+            self.conv_algorithms = choose_conv_algorithms(
+                model, self.piece_size if self.deterministic else -(-local // cfg.micro_batches), self.comm,
+                self._conv_mode or "auto")
         self._augment = bool(cfg.augment_padding or cfg.augment_flip)
-        if self._augment and (self.deterministic or len(getattr(train_data, "image_shape", ()) or ()) not in (2, 3)):
+        if self._augment and len(getattr(train_data, "image_shape", ()) or ()) not in (2, 3):
             raise InvalidArgumentError(
-                "augment_padding/augment_flip: Expect: image data ([N, H, W] or [N, H, W, C]) and the default "
-                f"step Actual: samples of shape {getattr(train_data, 'image_shape', None)}"
-                f"{', deterministic=True' if self.deterministic else ''}")
+                "augment_padding/augment_flip: Expect: image data ([N, H, W] or [N, H, W, C]) "
+                f"Actual: samples of shape {getattr(train_data, 'image_shape', None)}")
         self._closed = False
         # What this rank updates: the variables, or (ZeRO-1) its pieces of them.
         self.optimizer.build(self.strategy.updated)
@@ -320,54 +329,12 @@ class Trainer:
                           samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
                           stop=decode_stop(res.scalars["stop"]))
 
-    def _check_deterministic(self, deterministic, piece_size) -> tuple:
-        """``(deterministic, piece size)``: the prototype runs under the replicated strategy only."""
-        from distnet.distributed.pieces import default_piece_size
-        from distnet.distributed.strategies.replicated import Replicated
-
-        if not isinstance(deterministic, bool):
-            raise InvalidArgumentError(f"deterministic: Expect: True or False Actual: {deterministic!r}")
-        if not deterministic:
-            return False, None
-        s = self.strategy
-        if (type(s) is not Replicated or getattr(s, "compressor", None) is not None or getattr(s, "overlap", False)
-                or self.config.micro_batches != 1):
-            raise InvalidArgumentError(
-                "deterministic: Expect: strategy 'replicated' without compression or overlap, micro_batches 1 "
-                f"(pieces replace micro-batches) Actual: {type(s).__name__}, micro_batches {self.config.micro_batches}")
-        if piece_size is None:
-            return True, default_piece_size(self.config.global_batch_size)
-        if isinstance(piece_size, bool) or not isinstance(piece_size, (int, np.integer)) or piece_size < 1:
-            raise InvalidArgumentError(f"piece_size: Expect: an integer >= 1 Actual: {piece_size!r}")
-        return True, int(piece_size)
-
     def _deterministic_step(self, batch, t0: float, stop: float) -> StepResult:
         """:meth:`train_step` from canonical pieces and an exact sum: the same bits on any N
         (distnet/training/deterministic.py)."""
-        from distnet.training.deterministic import deterministic_reduce
+        from distnet.training.deterministic import deterministic_step
 
-        step, strategy, span = self.step, self.strategy, self.ctx.tracer.span
-        res = deterministic_reduce(self, batch, self.piece_size, step, stop)
-        with span("regularization"):
-            reg = self.regularization_loss()
-            reg_value = 0.0
-            if reg is not None:
-                reg_value = float(reg.numpy())
-                # Added once, after the sum, on every rank: the same weights give the same bits.
-                for view, g in zip(res.grads, gradients(reg, self.variables, unconnected_gradients="none")):
-                    if g is not None:
-                        np.add(view, g, out=view, casting="same_kind")
-                res.is_finite = res.is_finite and all(np.isfinite(v).all() for v in res.grads)
-        count = res.global_count
-        lr = self.current_lr()
-        if self._guard.check(res.is_finite and math.isfinite(reg_value), step):
-            with span("update"):
-                strategy.clip(res, self.optimizer)
-                strategy.update(res, self.optimizer, self.ema, num_updates=self.ema_num_updates)
-        return StepResult(step=self.step, epoch=batch.epoch, loss=res.scalars["loss_sum"] / count + reg_value,
-                          reg_loss=reg_value, accuracy=res.scalars["correct"] / count, lr=lr,
-                          samples=count, finite=res.is_finite, seconds=time.perf_counter() - t0,
-                          stop=decode_stop(res.scalars["stop"]))
+        return deterministic_step(self, batch, t0, stop)
 
     # -- evaluation and state ------------------------------------------
     def evaluate(self, data=None, use_ema: bool = False) -> dict:
@@ -382,6 +349,11 @@ class Trainer:
         if use_ema and self.ema is None:
             raise InvalidArgumentError("evaluate(use_ema=True) needs an ExponentialMovingAverage")
         with self.strategy.ema_weights(self.ema) if use_ema else contextlib.nullcontext():
+            if self.deterministic:   # the same bits on any N (distnet/training/deterministic.py)
+                from distnet.training.deterministic import evaluate_pieces
+
+                return evaluate_pieces(self.model, data, self.loss_fn, comm=self.comm,
+                                       batch_size=self.config.eval_batch_size, metric=self.metric)
             return evaluate(self.model, data, self.loss_fn, comm=self.comm, batch_size=self.config.eval_batch_size,
                             metric=self.metric)
 
@@ -404,7 +376,7 @@ class Trainer:
     def resume_conv_plan(self, state) -> None:
         """On resume from ``state`` (same on every rank): the convolution layers run the checkpoint's
         plan, unless an algorithm was forced (:mod:`distnet.nn.conv_choice`)."""
-        if self._conv_mode != "auto":
+        if self._conv_mode not in (None, "auto"):
             return
         from distnet.nn.conv_choice import apply_plan
 
