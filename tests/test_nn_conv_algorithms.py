@@ -315,8 +315,15 @@ def test_the_deterministic_step_measures_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(conv_choice, "MEASURE_MIN_FLOP", 0)
     monkeypatch.setattr(conv_choice, "time_algorithms", fail)
-    trainer, _ = _train(tmp_path, 2, deterministic=True)
+    trainer, _ = _train(tmp_path / "fresh", 2, deterministic=True)
     assert set(trainer.conv_algorithms.values()) == {"gemm"}
+    # Resumed, it runs the checkpoint's plan (measured by a default run), still measuring nothing.
+    monkeypatch.setattr(conv_choice, "time_algorithms", _fake_timing("fft"))
+    first, _ = _train(tmp_path / "cut", 2)
+    assert list(first.conv_algorithms.values()) == ["fft", "fft", "fft", "gemm"]
+    monkeypatch.setattr(conv_choice, "time_algorithms", fail)
+    resumed, _ = _train(tmp_path / "cut", 4, deterministic=True, resume=True)
+    assert resumed.conv_algorithms == first.conv_algorithms
 
 
 def test_time_algorithms_measures_each_algorithm_that_applies():
