@@ -106,3 +106,92 @@ def test_two_workers_stop_early_at_the_same_step_and_keep_the_best(tmp_path):
     kept = sorted((run / "checkpoints" / "best").glob("*.h5"))
     assert len(kept) == 1 and load(kept[0]).step == best["step"]
     assert load(sorted((run / "checkpoints").glob("*.h5"))[-1]).step == last_step
+
+
+ES_JOB = """\
+name = "es"
+seed = 2
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 32
+activation = "relu"
+[[model.layers]]
+type = "dense"
+units = 10
+[optimizer]
+name = "momentum"
+learning_rate = 0.2
+momentum = 0.9
+[ema]
+decay = 0.9
+[data]
+name = "fashion_mnist"
+train_samples = 1000
+test_samples = 300
+validation = 200
+[train]
+batch_size = 50
+steps = 200
+eval_every = 4
+log_every = 4
+early_stopping = {metric = "val_loss", patience = 0, restore_best_weights = true}
+[checkpoint]
+every = 8
+"""
+
+
+@pytest.mark.parametrize("progress, workers", [("plain", 1), ("none", 1),
+                                               pytest.param("plain", 2, marks=pytest.mark.mpi)])
+def test_restored_best_weights_are_what_every_figure_reports(tmp_path, capsys, progress, workers):
+    """After restore_best_weights the summary, the end record, the checkpoint's metrics and
+    ``distnet eval`` of the last checkpoint agree: all are of the best step's weights (and
+    their EMA shadows), on one process and on two workers (ZeRO-1's shadows in pieces)."""
+    from distnet.checkpoint import load
+    from distnet.jobs.cli import main
+    from distnet.jobs.job import run_eval
+
+    job = tmp_path / "job.toml"
+    job.write_text(ES_JOB)
+    run = tmp_path / "run"
+    argv = ["train", str(job), "--run-dir", str(run), "--progress", progress]
+    if workers == 1:
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+    else:
+        done = subprocess.run([sys.executable, "-m", "distnet", *argv, "-n", str(workers)], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    stop = next(r for r in rows if r["kind"] == "early_stopping")
+    assert stop["best_step"] < stop["step"] < 200, stop          # the job does stop early
+    evals = [r for r in rows if r["kind"] == "eval"]
+    best = next(r for r in evals if r["step"] == stop["best_step"])
+    last = next(r for r in evals if r["step"] == stop["step"] and "restored_step" not in r)
+    assert last["test_loss"] != best["test_loss"]                  # the discarded weights measure otherwise
+    end = rows[-1]
+    assert end["kind"] == "end" and end["status"] == "completed"
+    keys = ("test_loss", "test_accuracy", "ema_test_loss", "ema_test_accuracy", "val_loss", "val_accuracy")
+    assert {k: end[k] for k in keys} == {k: best[k] for k in keys}
+    assert end["eval_step"] == stop["best_step"] and end["best"] == {
+        "val_loss": {"value": best["val_loss"], "step": best["step"]}}
+    assert end["reason"] == (f"stopped early at step {stop['step']} (best at step {best['step']}: val_loss "
+                             f"{best['val_loss']:.4f}); the weights of step {best['step']} restored")
+    ckpts = sorted((run / "checkpoints").glob("ckpt-*.h5"))
+    state = load(ckpts[-1])
+    assert state.step == stop["step"]
+    assert {k: state.metrics[k] for k in ("test_loss", "test_accuracy", "val_loss")} == \
+        {k: best[k] for k in ("test_loss", "test_accuracy", "val_loss")}
+    for ema in (False, True):
+        got = run_eval(run, use_ema=ema)   # one process: two workers' sums round otherwise
+        prefix = "ema_" if ema else ""
+        assert got["accuracy"] == best[f"{prefix}test_accuracy"]
+        assert got["loss"] == (best[f"{prefix}test_loss"] if workers == 1 else
+                               pytest.approx(best[f"{prefix}test_loss"], rel=1e-6))
+    assert f"distnet: {end['reason']}" in out                     # also with --progress none
+    if progress == "plain":
+        assert f"stopped early at step {stop['step']} (best {best['step']})" in out
+        assert "best val_loss" in out and "best validation accuracy" not in out
+        assert f"the weights of step {best['step']} (best, restored)" in out

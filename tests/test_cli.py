@@ -147,12 +147,16 @@ def test_check_prints_the_effective_job(capsys, tmp_path):
 
 def _fake_launch(monkeypatch, launched: list, code: int = 0) -> None:
     import distnet.runner.launcher
+    import distnet.runner.reachable
 
     def fake(args, settings):
         launched.append((list(args), vars(settings)))
         return distnet.runner.launcher.LaunchOutcome(code=code, raw=code)
 
     monkeypatch.setattr(distnet.runner.launcher, "launch_job", fake)
+    # The hostfiles here name machines that do not exist: no worker starts, so none is asked
+    # (tests/test_launch_messages.py tests the asking).
+    monkeypatch.setattr(distnet.runner.reachable, "check_hosts_reachable", lambda hosts, **options: None)
 
 
 def test_world_size_checked_before_launch(capsys, monkeypatch):
@@ -268,8 +272,11 @@ def test_eval_text_output_and_overrides(capsys, checkpoint):
     code, out, _ = run(capsys, "eval", str(path), "--set", "data.test_samples=40")
     assert code == exit_status.OK
     _, acc = _reference(params, x[:40], y[:40])
-    assert out.startswith(f"{path} (step 4, trained weights): test loss ")
-    assert out.rstrip().endswith(f"accuracy {acc:.4f} on 40 samples")
+    first, data = out.rstrip().splitlines()
+    assert first.startswith(f"{path} (step 4, trained weights): test loss ")
+    assert first.endswith(f"accuracy {acc:.4f} on 40 samples")
+    assert re.fullmatch(r"  data: fashion_mnist.*t10k-images-idx3-ubyte\.gz \(first 40\), 40 samples, "
+                        r"sha256 [0-9a-f]{12}", data), data
 
 
 def test_eval_and_inspect_errors_exit_2(capsys, checkpoint, tmp_path):
@@ -452,14 +459,64 @@ def test_eval_warns_when_its_test_data_is_not_what_training_evaluated_on(capsys,
     result = json.loads(out)
     assert result["same_data_as_training"] is True
     assert result["data_digest"] == state.data["test"]["digest"]
+    # The first 40 of the same test data, as asked: other samples than training's, but no surprise.
     code, out, err = run(capsys, "eval", str(path), "--json", "--set", "data.test_samples=40")
-    assert code == exit_status.OK and json.loads(out)["same_data_as_training"] is False
+    assert code == exit_status.OK and err == "" and json.loads(out)["same_data_as_training"] is False
+    assert json.loads(out)["samples"] == 40
+    # Data that differ from what the run used without being asked for: the job's test data changed.
+    digest = state.data["test"]["digest"]
+    state.data["test"]["digest"] = "0" * 64        # as if training had seen other images
+    save(path, state)
+    code, out, err = run(capsys, "eval", str(path), "--json")
     (line,) = err.splitlines()
-    digest = state.data["test"]["digest"][:12]
     assert line.startswith("distnet: warning: evaluating on other data than training used: training "
                            "evaluated on fashion_mnist")
-    assert f"100 samples, sha256 {digest}; this evaluation uses fashion_mnist" in line
-    assert line.endswith(" (first 40), 40 samples, sha256 " + json.loads(out)["data_digest"][:12])
+    assert line.endswith(f"this evaluation uses {json.loads(out)['data']}") and digest[:12] in line
+    code, out, err = run(capsys, "eval", str(path), "--json", "--set", "data.test_samples=40")
+    (line,) = err.splitlines()
+    assert line.startswith("distnet: warning: the job's test data is not what training evaluated on: "
+                           "training evaluated on fashion_mnist") and "100 samples, sha256 000000000000" in line
+    assert line.endswith(f"this evaluation uses {json.loads(out)['data']}") and "(first 40), 40 samples" in line
+    code, out, err = run(capsys, "eval", str(path), "--json", "--data", "fashion_mnist")
+    assert code == exit_status.OK and err == "" and json.loads(out)["same_data_as_training"] is False
+
+
+def test_eval_on_the_data_named(capsys, checkpoint, tmp_path):
+    """``--data`` evaluates the file or dataset named, whole: a test file whatever its name,
+    an IDX pair, a converted HDF5 file, a directory; ``--set data.test_samples`` takes its first N."""
+    from distnet.data import load_dataset
+    from distnet.data.idx import write_idx
+
+    path, params, _, _, _ = checkpoint
+    full = load_dataset("fashion_mnist").test
+    x, y = full.read(np.arange(300))
+    raw = np.rint(x[..., 0] * 255).astype(np.uint8)             # the images as IDX stores them
+    idx_dir = tmp_path / "idx"
+    idx_dir.mkdir()
+    images = idx_dir / "t10k-images-idx3-ubyte"
+    write_idx(images, raw)
+    write_idx(idx_dir / "t10k-labels-idx1-ubyte", y.astype(np.uint8))
+    h5 = tmp_path / "my-test.h5"
+    assert run(capsys, "data", "convert", str(images), str(idx_dir / "t10k-labels-idx1-ubyte"), str(h5))[0] == 0
+    named = tmp_path / "fashion-train.h5"                       # named like a training file: still that file
+    named.write_bytes(h5.read_bytes())
+    loss, acc = _reference(params, x, y)
+    for data in (images, h5, named):
+        code, out, err = run(capsys, "eval", str(path), "--json", "--data", str(data))
+        assert code == exit_status.OK, err
+        got = json.loads(out)
+        assert got["samples"] == 300 and str(data) in got["data"], got
+        assert got["accuracy"] == pytest.approx(acc, abs=1e-12) and got["loss"] == pytest.approx(loss, rel=1e-5)
+        assert err == ""                                        # the user named it: nothing to warn about
+    code, out, err = run(capsys, "eval", str(path), "--json", "--data", str(h5), "--set", "data.test_samples=120")
+    assert code == exit_status.OK and err == "" and json.loads(out)["samples"] == 120
+    assert json.loads(out)["accuracy"] == pytest.approx(_reference(params, x[:120], y[:120])[1], abs=1e-12)
+    code, out, err = run(capsys, "eval", str(path), "--data", str(idx_dir / "t10k-labels-idx1-ubyte"))
+    assert code == exit_status.BAD_INPUT and err.strip().splitlines()[-1] == (
+        f"distnet: error: --data {idx_dir / 't10k-labels-idx1-ubyte'}: Expect: an HDF5 file, or an IDX images "
+        "file with its labels file beside it Actual: a labels file: name its images file (...-images-idx3-ubyte)")
+    code, out, err = run(capsys, "eval", str(path), "--data", str(tmp_path / "nothing.h5"))
+    assert code == exit_status.BAD_INPUT and "Actual: nothing at" in err
 
 
 def test_checkpoints_switched_off_from_the_command_line(capsys, tmp_path):
@@ -499,6 +556,14 @@ def test_eval_when_the_stored_data_path_is_gone(capsys, checkpoint, tmp_path):
     assert "stored job configuration is invalid here" in err and "/nonexistent/train.h5" in err
     code, out, err = run(capsys, "eval", str(moved), "--data", "fashion_mnist", "--json")
     assert code == exit_status.OK, err
+    from distnet.data import load_dataset
+
+    full = load_dataset("fashion_mnist").test                   # the dataset named, whole
+    fx, fy = full.read(np.arange(len(full)))
+    assert json.loads(out)["samples"] == len(full)
+    assert json.loads(out)["accuracy"] == pytest.approx(_reference(params, fx, fy)[1], abs=1e-12)
+    code, out, err = run(capsys, "eval", str(moved), "--data", "fashion_mnist", "--json",
+                         "--set", "data.test_samples=100")      # the first 100, as training evaluated
     assert json.loads(out)["accuracy"] == pytest.approx(_reference(params, x, y)[1], abs=1e-12)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -177,3 +178,34 @@ def test_last_step_reads_the_step_records_not_their_text(tmp_path):
     assert last_step(tmp_path) == 20
     (tmp_path / "metrics.jsonl").write_text('{"kind":"step","step":5}\nnot json\n{"kind":"step","step":6}\n')
     assert last_step(tmp_path) is None                    # a bad line inside: unreadable, said as None
+
+
+def test_the_summary_says_of_which_step_its_figures_are(tmp_path):
+    log = MetricsLogger(tmp_path, progress="none")
+    for step in (1, 2, 3):
+        log.log_step(step=step, epoch=0, loss=1.0, reg_loss=0.0, lr=0.1, samples_per_sec=1.0)
+    log.log_eval(step=2, epoch=0, test_loss=0.5, test_accuracy=0.75)
+    summary = log.summary()
+    assert summary["eval_step"] == 2 and summary["step"] == 3
+    table = MetricsLogger.summary_table(summary, "interrupted")
+    assert [line.split() for line in table.splitlines() if line.startswith("evaluated")] == \
+        [["evaluated", "at", "step", "2"]]                       # an interrupted run's test figures: step 2's
+    log.log_eval(step=3, epoch=0, test_loss=0.25, test_accuracy=0.875)
+    assert "evaluated" not in MetricsLogger.summary_table(log.summary())   # of the last step: nothing to say
+
+
+def test_the_summary_names_the_watched_metric_and_the_early_stop(tmp_path):
+    log = MetricsLogger(tmp_path, progress="none")
+    log.log_step(step=4, epoch=0, loss=1.0, reg_loss=0.0, lr=0.1, samples_per_sec=1.0)
+    log.log_eval(step=2, val_loss=0.5, val_accuracy=0.5)
+    log.log("best", step=2, metric="val_loss", value=0.5, by="EarlyStopping")
+    log.log_eval(step=4, val_loss=0.75, val_accuracy=0.625)
+    log.log("early_stopping", step=4, metric="val_loss", best=0.5, best_step=2, restored=True)
+    log.log_eval(step=4, val_loss=0.5, val_accuracy=0.5, restored_step=2)
+    summary = log.summary()
+    assert summary["best"] == {"val_loss": {"value": 0.5, "step": 2}} and "best_val_accuracy" not in summary
+    table = MetricsLogger.summary_table(summary)
+    rows = dict(re.split(r"\s{3,}", line.strip(), maxsplit=1) for line in table.splitlines()[1:-1])
+    assert rows["status"] == "stopped early at step 4 (best 2)"
+    assert rows["evaluated"] == "the weights of step 2 (best, restored)"
+    assert rows["best val_loss"] == "0.5000 at step 2" and rows["validation accuracy"] == "0.5000"

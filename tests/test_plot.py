@@ -272,3 +272,11 @@ def test_compared_runs_mark_each_run_s_best_and_stop_in_its_colour(tmp_path):
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["stopped", "full", "train (smoothed)", "validation", "test", "validation, EMA weights",
                       "test, EMA weights", "best val_loss", "stopped early"]
+
+
+def test_the_evaluation_of_restored_weights_is_no_point_of_the_curves():
+    from distnet.jobs.plot import curves
+
+    c = curves([{"kind": "eval", "step": 10, "val_loss": 0.5}, {"kind": "eval", "step": 20, "val_loss": 0.9},
+                {"kind": "eval", "step": 20, "val_loss": 0.5, "restored_step": 10}])
+    assert c["val_loss"] == ([10, 20], [0.5, 0.9])

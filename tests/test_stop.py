@@ -305,13 +305,18 @@ def test_a_killed_rank_is_restarted_from_the_checkpoint_and_ends_bitwise_equal(j
     finally:
         code, err = _finish(proc)
     assert code == 0, err[-3000:]
-    assert "was killed by SIGKILL; restarting the job (1 of 2) from ckpt-" in err, err[-3000:]
+    assert "was killed by SIGKILL; restarting (attempt 2 of 3) from ckpt-" in err, err[-3000:]
     restarts = [r for r in records(run_dir) if r.get("kind") == "restart"]
     assert len(restarts) == 1 and "killed by SIGKILL" in restarts[0]["after"]
     losses, final = reference(2)
     got = step_losses(run_dir)
     assert sorted(got) == list(range(1, STEPS + 1)) and all(got[s] == losses[s] for s in got)
     assert_same_state(newest_checkpoint(run_dir)[1], final)
+    # The restarted job trained the steps after the checkpoint again: each is logged once.
+    recs = records(run_dir)
+    assert [r["step"] for r in recs if r.get("kind") == "step"] == list(range(1, STEPS + 1))
+    evals = [r["step"] for r in recs if r.get("kind") == "eval"]
+    assert evals == sorted(set(evals)) and evals[-1] == STEPS
 
 
 @pytest.mark.mpi
@@ -326,8 +331,8 @@ def test_the_restart_budget_runs_out(job, tmp_path):
     finally:
         code, err = _finish(proc)
     assert code == exit_status.FAILED
-    assert "restarting the job (1 of 1)" in err
-    assert "the restart budget (1) is used up: giving up (exit status 1)" in err, err[-3000:]
+    assert "restarting (attempt 2 of 2)" in err
+    assert "the restart budget (1) is used up: giving up; exit status 1 (training failed)" in err, err[-3000:]
 
 
 def test_a_failure_before_the_first_step_is_not_restarted(tmp_path, monkeypatch):
@@ -598,3 +603,97 @@ def test_errors_of_several_lines_print_as_one(capsys, monkeypatch):
     assert code == 2
     assert err.strip().splitlines()[-1] == \
         "distnet: error: checkpoint x.h5 does not match the model:; - missing a; - extra b"
+
+
+def _step_epochs(recs) -> dict[int, int]:
+    return {r["step"]: r["epoch"] for r in recs if r.get("kind") == "step"}
+
+
+def test_resuming_at_the_last_step_says_there_is_nothing_to_train(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY + "eval_every = 2\n")
+    run_dir = tmp_path / "run"
+    code, out, err = _train(capsys, job, run_dir)
+    assert code == 0, err
+    before = records(run_dir)
+    ckpt = run_dir / "checkpoints" / "ckpt-00000004.h5"
+    stamp = ckpt.stat().st_mtime_ns
+    for extra in ((), ("--set", "train.steps=3")):    # at the target, and past it
+        code, out, err = _train(capsys, job, run_dir, "--resume", *extra)
+        target = 3 if extra else 4
+        said = (f"distnet: nothing to train: the checkpoint is at step 4, the target is {target}; "
+                "raise train.steps to train more")
+        assert code == 0 and said in out, out + err
+        assert "nothing to train" in out.split(said)[1] and "completed" not in out   # the summary's status
+        new = records(run_dir)[len(before):]
+        assert [r["kind"] for r in new] == ["start", "resume", "end"]      # no evaluation, no step
+        assert new[-1]["status"] == "nothing_to_train" and new[-1]["reason"] == said[len("distnet: "):]
+        before = records(run_dir)
+    assert ckpt.stat().st_mtime_ns == stamp                              # nor a checkpoint written
+    code, out, err = _train(capsys, job, run_dir, "--resume", "--progress", "none")
+    assert code == 0 and out.strip().endswith("raise train.steps to train more")   # said with --progress none too
+
+
+def test_every_record_has_the_epoch_of_its_step_also_after_a_resume(capsys, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(TINY + "eval_every = 2\n")                     # 4 steps per epoch
+    run_dir = tmp_path / "run"
+    assert _train(capsys, job, run_dir)[0] == 0
+    code, out, err = _train(capsys, job, run_dir, "--resume", "--set", "train.steps=10")
+    assert code == 0, err
+    recs = records(run_dir)
+    epochs = _step_epochs(recs)
+    assert epochs == {s: (s - 1) // 4 for s in range(1, 11)}
+    evals = [(r["step"], r["epoch"]) for r in recs if r["kind"] == "eval"]
+    assert evals == [(s, epochs[s]) for s in (2, 4, 6, 8, 10)]       # step 4 is epoch 0, step 8 epoch 1
+    resume = next(r for r in recs if r["kind"] == "resume")
+    assert (resume["step"], resume["epoch"], resume["resumes_at_epoch"], resume["position"]) == (4, 0, 1, 0)
+    # A stop after the last step of an epoch: its record says that step's epoch, not the next one's.
+    from distnet.training.hooks.metrics_log import MetricsLog
+    from distnet.training.metrics import MetricsLogger
+
+    stopped = tmp_path / "stopped"
+    trainer = _tiny_trainer(tmp_path, [lambda t, r: r["step"] == 5 and t.request_stop()])   # 6 steps an epoch
+    trainer.add_hook(MetricsLog(MetricsLogger(stopped, progress="none")))
+    with pytest.raises(TrainingStopped):
+        trainer.fit()
+    recs = records(stopped)
+    stop = next(r for r in recs if r["kind"] == "stop")
+    assert (stop["step"], stop["epoch"]) == (6, _step_epochs(recs)[6]) == (6, 0)
+
+
+def test_a_killed_run_resumed_logs_each_step_once(tmp_path):
+    """SIGKILL a training process after it logged steps past its newest checkpoint, then
+    resume: the steps trained again replace the earlier records (and a line cut by the kill)."""
+    job = tmp_path / "job.toml"
+    job.write_text(TINY.replace("steps = 4", "steps = 100000") + "eval_every = 8\n[checkpoint]\nevery = 10\n")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "distnet", "train", str(job), "--run-dir", str(run_dir),
+                             "--progress", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            steps = [r["step"] for r in records(run_dir) if r.get("kind") == "step"]
+            if steps and steps[-1] >= 25 and steps[-1] % 10 >= 3:   # a few steps past a checkpoint
+                break
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    killed_at = max(r["step"] for r in records(run_dir) if r.get("kind") == "step")
+    newest = newest_checkpoint(run_dir)[1].step
+    assert killed_at > newest, (killed_at, newest)                     # steps to be trained again
+    target = killed_at + 7
+    proc = subprocess.run([sys.executable, "-m", "distnet", "train", str(job), "--run-dir", str(run_dir),
+                           "--progress", "plain", "--resume", "--set", f"train.steps={target}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"records an earlier attempt logged after step {newest} removed from the metrics log" in proc.stdout
+    recs = records(run_dir)
+    assert [r["step"] for r in recs if r["kind"] == "step"] == list(range(1, target + 1))
+    evals = [r["step"] for r in recs if r["kind"] == "eval"]
+    assert evals == sorted(set(evals)) and evals[-1] == target
+    resume = next(r for r in recs if r["kind"] == "resume")
+    assert resume["step"] == newest and resume["dropped_records"] >= killed_at - newest
+    epochs = _step_epochs(recs)
+    assert all(r["epoch"] == epochs[r["step"]] for r in recs if r["kind"] == "eval")

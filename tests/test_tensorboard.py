@@ -228,3 +228,10 @@ def test_distnet_train_writes_every_metric_the_job_and_histograms(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not list(quiet.glob("events.out.tfevents.*"))
+
+
+def test_the_evaluation_of_restored_weights_writes_no_scalars():
+    from distnet.training.tensorboard import record_scalars
+
+    assert record_scalars({"kind": "eval", "step": 20, "val_loss": 0.5, "restored_step": 10}) == {}
+    assert record_scalars({"kind": "eval", "step": 20, "val_loss": 0.5}) == {"eval/val_loss": 0.5}

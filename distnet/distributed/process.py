@@ -76,6 +76,11 @@ def init(comm: Communicator | None = None, *, blas_threads: int | str | None = "
             exception, instead of leaving the others in a collective
             (:func:`~distnet.distributed.abort.install_abort_hook`); default:
             with more than one rank.
+    With several ranks it also removes the name of MPICH's segment file in
+    ``/dev/shm`` once every rank has it mapped
+    (:func:`~distnet.distributed.shared_memory.unlink_segment_files`), so a
+    killed job leaves no file there.
+
     Returns:
         a :class:`Process`; ``.comm`` is the communicator to give the Trainer.
     Example:
@@ -83,9 +88,11 @@ def init(comm: Communicator | None = None, *, blas_threads: int | str | None = "
         >>> trainer = Trainer(model, "sparse_softmax_cross_entropy", opt, train, comm=proc.comm, steps=100)
     """
     from distnet.distributed.abort import install_abort_hook
+    from distnet.distributed.shared_memory import unlink_segment_files
     from distnet.distributed.threads import limit_blas_threads, warn_blas_kernel
 
     comm = comm if comm is not None else get_communicator("auto")
+    unlink_segment_files(comm)   # a killed rank then leaves no file in /dev/shm
     threads = limit_blas_threads(comm, blas_threads)
     if comm.rank == 0:
         warn_blas_kernel()   # an OPENBLAS_CORETYPE older than the CPU

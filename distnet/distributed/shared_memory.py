@@ -25,10 +25,21 @@ is called on both sides of each barrier, the portable way to order loads and
 stores on shared windows.  Freeing a window is a collective
 (:meth:`~distnet.distributed.communicator.SharedArrays.free`, called by
 ``Trainer.close()``); a garbage collector cannot make that call.
+
+MPICH's own segment, ``/dev/shm/mpich_shm_<id>_<n>``, is created at
+``MPI_Init`` and unlinked only by ``MPI_Finalize``: a rank that is killed
+(a SIGKILL, hydra ending the job after a failure, a killed launcher) leaves
+it behind, held in memory until reboot.  Every local rank has it mapped
+when ``MPI_Init`` returns, so :func:`unlink_segment_files` (called by
+:func:`distnet.distributed.init`) removes its name at once, as programs do
+with a POSIX shared segment once every user has attached: the memory stays
+until the last rank ends, however it ends, and no file is left.  (The
+windows' files, ``mpich_shar_tmp*``, are unlinked by MPICH itself.)
 """
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -36,6 +47,8 @@ from distnet.distributed.communicator import Communicator
 
 #: Where MPICH puts the files behind shared windows.
 SHM_DIR = "/dev/shm"
+#: MPICH's per-job segment, created by MPI_Init (``/mpich_shm_%x_%d``).
+SEGMENT_FILE = re.compile(r"^mpich_shm_[0-9a-f]+_\d+$")
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -78,3 +91,57 @@ def room_for(comm: Communicator, nbytes: int) -> tuple[bool, int | None]:
 def segment_bytes(count: int, dtype) -> int:
     """Bytes of a segment of ``count`` elements, rounded up to whole pages."""
     return -(-count * np.dtype(dtype).itemsize // PAGE) * PAGE
+
+
+def mapped_segment_files(maps: str = "/proc/self/maps", directory: str = SHM_DIR) -> list[str]:
+    """Names of MPICH segment files in ``directory`` this process maps and that still have a name."""
+    prefix = directory.rstrip("/") + "/"
+    names = set()
+    try:
+        with open(maps, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                at = line.find(prefix)
+                if at < 0 or line.rstrip().endswith("(deleted)"):
+                    continue
+                name = line[at + len(prefix):].strip()
+                if SEGMENT_FILE.match(name):
+                    names.add(name)
+    except OSError:   # no /proc (not Linux): nothing known, nothing removed
+        return []
+    return sorted(names)
+
+
+def unlink_segment_files(comm: Communicator, directory: str = SHM_DIR) -> list[str]:
+    """Remove the names of MPICH's segment files this job's ranks share (a collective).
+
+    The barrier makes sure every rank of the job is past ``MPI_Init``, so
+    every rank on this machine has the segment mapped; the memory then lives
+    as long as the last rank that maps it, and nothing is left in ``directory``
+    when the ranks end, however they end.
+
+    Returns:
+        The names this rank removed (another local rank may have been first).
+    """
+    if comm.size == 1:
+        return []
+    comm.barrier()
+    return unlink_mapped_segment_files(directory)
+
+
+def unlink_mapped_segment_files(directory: str = SHM_DIR) -> list[str]:
+    """Remove the names of the MPICH segment files this process maps, now, without asking the other ranks.
+
+    For a rank that ends during start-up (a signal before :func:`unlink_segment_files`
+    could run): the job ends with it, so no rank still needs to find the file.
+
+    Returns:
+        The names this process removed.
+    """
+    removed = []
+    for name in mapped_segment_files(directory=directory):
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            continue   # another rank of this machine removed it first, or not ours to remove
+        removed.append(name)
+    return removed

@@ -36,6 +36,8 @@ def _cmd_train(args, signals) -> int:
     if args.check:
         if args.num_workers is not None:
             check_world_size(cfg, args.num_workers)
+        if args.hostfile is not None:
+            _check_hosts(args.hostfile)
         print(cfg.to_toml(), end="")
         return exit_status.OK
     if args.num_workers is not None or args.hostfile is not None:
@@ -92,6 +94,8 @@ def _launch(args, cfg, signals) -> int:
     if size is None:  # one worker per slot of the hostfile
         size = sum(host.slots for host in launcher.parse_hostfile(args.hostfile))
     check_world_size(cfg, size)  # before any worker starts
+    if args.hostfile is not None:
+        _check_hosts(args.hostfile)
     worker_args = ["train"]
     if args.job is not None:
         worker_args.append(args.job)
@@ -121,11 +125,22 @@ def _launch(args, cfg, signals) -> int:
     from distnet.training.stop import DEFAULT_GRACE
 
     signals.end_startup()
+    import os
+
     settings = launcher.LaunchSettings(num_workers=args.num_workers, hostfile=args.hostfile,
-                                       entry=launcher.WORKER_ENTRY)
+                                       entry=launcher.WORKER_ENTRY, verbose=args.verbose_launch,
+                                       launch_log=os.path.join(cfg.run_dir, "launch.log"))
     return supervise(worker_args, settings, first_args=first_args, max_restarts=max_restarts,
                      min_workers=args.min_workers, run_dir=cfg.run_dir, checkpoint_dir=checkpoint_dir(cfg, cfg.run_dir),
                      stop_grace=cfg.dist.stop_grace or DEFAULT_GRACE, launch=launcher.launch_job)
+
+
+def _check_hosts(hostfile: str) -> None:
+    """Every host of the hostfile answers the remote start (ssh), or one line names those that do not."""
+    from distnet.runner.launcher import parse_hostfile
+    from distnet.runner.reachable import check_hosts_reachable
+
+    check_hosts_reachable(parse_hostfile(hostfile), source=f"hostfile {hostfile}")
 
 
 def _cmd_run(args) -> int:
@@ -140,10 +155,12 @@ def _cmd_run(args) -> int:
     if args.num_workers is not None or args.hostfile is not None:
         from distnet.runner import launcher
 
+        if args.hostfile is not None:
+            _check_hosts(args.hostfile)
         # Each worker is `distnet run PROGRAM` itself, so it gets the same alias.
         entry = ("-m", "distnet", "run", *(() if args.tf_alias else ("--no-tf-alias",)))
         return int(launcher.launch([args.program, *args.program_args], num_workers=args.num_workers,
-                                   hostfile=args.hostfile, entry=entry))
+                                   hostfile=args.hostfile, entry=entry, verbose=args.verbose_launch))
     alias = None
     if args.tf_alias:
         from distnet.compat import alias as tf_alias
@@ -184,6 +201,7 @@ def _cmd_eval(args) -> int:
         print(f"{result['checkpoint']} (step {result['step']}, {result['weights']} weights): "
               f"test loss {result['loss']:.4f}, {metric} {result[metric]:.4f} "
               f"on {result['samples']} samples")
+        print(f"  data: {result['data']}")   # which samples: the job's test split, or those named
     return exit_status.OK
 
 
@@ -396,6 +414,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _stopped(exc, speak: bool) -> int:
     """Report a :class:`~distnet.errors.TrainingStopped`; returns its exit status."""
+    if exc.aborted:
+        # Stopped at once, perhaps inside MPI_Init (mpi4py's import then failed)
+        # or before init() removed the name of MPICH's segment file: the job
+        # ends, so none of its ranks needs the file any more.
+        from distnet.distributed.shared_memory import unlink_mapped_segment_files
+
+        unlink_mapped_segment_files()
     if speak:
         if exc.aborted:
             print(f"distnet: {exc.reason}: stopped at once (no checkpoint)", file=sys.stderr)

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-workers", type=int, metavar="M",
                    help="with --hostfile and --max-restarts: leave out a host that failed twice and go on "
                         "while the others have at least M slots")
+    p.add_argument("--verbose-launch", action="store_true",
+                   help="with -n / --hostfile: show mpiexec's own messages (hydra's banners and lines) on "
+                        "the console; by default they go to RUN_DIR/launch.log, named when there are any")
     p.add_argument("--run-dir", metavar="DIR", help="where metrics.jsonl, job.toml and (by "
                    "default) checkpoints go (default: the job's run_dir, runs/<name>)")
     p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
@@ -127,13 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  distnet eval runs/default\n"
                "  distnet eval runs/default/checkpoints/ckpt-00000300.h5 --ema\n"
-               "  distnet eval runs/default --data /data/fashion-test.h5\n",
+               "  distnet eval runs/default --data /data/fashion-test.h5\n"
+               "  distnet eval runs/default --data /data/t10k-images-idx3-ubyte.gz --set data.test_samples=500\n",
         formatter_class=_formatter)
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, checkpoint directory or run directory")
     p.add_argument("--ema", action="store_true", help="use the EMA shadow weights")
     p.add_argument("--data", metavar="NAME|PATH",
-                   help="evaluate on another dataset: fashion_mnist, mnist, an HDF5 file or an "
-                        "IDX directory (default: the job's own data)")
+                   help="evaluate on this data, whole: a dataset's name (fashion_mnist, mnist: its test "
+                        "split), an HDF5 file (e.g. from `distnet data convert`), an IDX images file "
+                        "(its labels file beside it) or a directory of IDX files (default: the test "
+                        "split of the job's own data)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the stored job, e.g. --set data.test_samples=500")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -240,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter)
     p.add_argument("-n", "--np", dest="num_workers", type=int, metavar="N", help="launch N MPI workers")
     p.add_argument("--hostfile", metavar="FILE", help="launch workers on the hosts of an MPI hostfile")
+    p.add_argument("--verbose-launch", action="store_true",
+                   help="with -n / --hostfile: show mpiexec's own messages on the console; by default they "
+                        "go to a log file in the temp directory, named when there are any")
     p.add_argument("--no-tf-alias", dest="tf_alias", action="store_false",
                    help="do not make `import tensorflow` distnet.compat.v1 (use the installed TensorFlow)")
     p.add_argument("program", metavar="PROGRAM", help="the Python program to run")

@@ -27,7 +27,7 @@ from distnet.errors import CheckpointError, ConfigError, DataError, DistnetError
 __all__ = ["build_model", "build_schedule", "build_optimizer", "build_ema", "load_data",
            "build_trainer", "run_train", "check_run_dir", "clear_run_dir", "run_eval", "evaluate",
            "load_checkpoint", "config_from_checkpoint", "checkpoint_dir", "SubsetDataset",
-           "model_from_checkpoint", "data_banner"]
+           "model_from_checkpoint", "data_banner", "named_test_data"]
 
 
 # ---------------------------------------------------------------------------
@@ -564,59 +564,135 @@ def evaluate(model, dataset, loss: str = "sparse_softmax_cross_entropy", batch_s
 
 def run_eval(ckpt: str | os.PathLike, use_ema: bool = False, data: str | None = None,
              overrides: list[str] | tuple[str, ...] = (), *, allow_nonfinite: bool = False) -> dict:
-    """Evaluate a checkpoint on its job's test split: what ``distnet eval`` runs.
+    """Evaluate a checkpoint on its job's test split, or on the data named: what ``distnet eval`` runs.
 
     Args:
         ckpt: a checkpoint file, a checkpoint directory or a run directory
             (the newest good checkpoint is used).
         use_ema: evaluate with the EMA shadow weights instead of the trained ones.
-        data: another dataset (a name or a path, as ``data.name`` / ``data.path``).
-        overrides: ``--set`` items applied to the stored job (e.g. ``data.test_samples=500``).
+        data: the data to evaluate on, whole (:func:`named_test_data`): a dataset's name
+            (``fashion_mnist``, ``mnist``, ...; its test split), an HDF5 file, an IDX
+            images file (its labels file beside it), or a directory of IDX files or
+            holding a ``*test*.h5``.  Default: the test split of the job stored in the checkpoint.
+        overrides: ``--set`` items applied to the stored job (e.g. ``data.test_samples=500``:
+            the first 500 test samples, also of ``data``).
 
     Returns:
-        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples", "data_digest",
+        ``{"checkpoint", "step", "weights", "loss", "accuracy", "samples", "data", "data_digest",
         "same_data_as_training"}`` (the last ``None`` when the checkpoint does not
         say which test data training used).
 
     Warns:
-        DataMismatchWarning: the test data differs from the one training
-            evaluated on (another subset, or the full dataset installed since).
+        DataMismatchWarning: the job's test data is not the one training evaluated on
+            (the full dataset installed since, another file at its path), when the user
+            did not name other data (``data``, ``--set data.path`` or ``data.name``).
     """
-    from distnet.data.identity import same_data
+    from distnet.data.identity import dataset_identity, describe, same_data
 
     path, state = load_checkpoint(ckpt, allow_nonfinite=allow_nonfinite)
-    extra = list(overrides)
+    # With data named, the stored job's data.path (perhaps of another machine) is not looked at.
+    cfg = config_from_checkpoint(state, path, list(overrides) + (['data.path=""'] if data is not None else []))
+    asked = {item.split("=", 1)[0].strip() for item in overrides}
     if data is not None:
-        if data.replace("-", "_").lower() in ("fashion_mnist", "mnist"):
-            extra += [f"data.name={data}", 'data.path=""']
-        else:
-            extra.append(f"data.path={data}")
-    cfg = config_from_checkpoint(state, path, extra)
-    _, test = load_data(cfg)
-    if test is None:
-        raise DataError(f"{cfg.data.path}: no test split found to evaluate on "
-                        "(expected a file named like the training file with 'train' replaced by 'test')")
+        test = named_test_data(data, cfg, state)
+        if "data.test_samples" in asked:   # the stored job's subset is its own; the user's applies
+            test = SubsetDataset(test, cfg.data.test_samples)
+    else:
+        _, test = load_data(cfg)
+        if test is None:
+            raise DataError(f"{cfg.data.path}: the job has no test split to evaluate on (a file named like "
+                            "its training file with 'train' replaced by 'test'): name one with --data TEST_FILE")
     model = model_from_checkpoint(path, state, cfg, test.image_shape, use_ema=use_ema)
-    identity = _warn_if_other_data(state, test)
+    identity = dataset_identity(test)
+    if data is None and not asked & {"data.path", "data.name"}:
+        _warn_if_other_data(state, path, overrides, asked, test, identity)
     result = evaluate(model, test, cfg.loss.type)
     return {"checkpoint": path, "step": state.step, "weights": "ema" if use_ema else "trained", **result,
-            "data_digest": identity["digest"],
+            "data": describe(identity), "data_digest": identity["digest"],
             "same_data_as_training": same_data(state.data.get("test"), identity)}
 
 
-def _warn_if_other_data(state, test) -> dict:
-    """Warn when ``test`` is not the test data the run evaluated on while training."""
+def named_test_data(data: str, cfg: JobConfig, state=None):
+    """The dataset ``distnet eval --data`` names, whole (no ``test_samples`` of the stored job).
+
+    Args:
+        data: a dataset's name (its test split), an HDF5 file (that file, whatever its name),
+            an IDX images file (with the labels file named like it beside it:
+            ``...-images-idx3-ubyte`` -> ``...-labels-idx1-ubyte``), or a directory of the four
+            IDX files (their test split) or holding one ``*test*.h5``.
+        cfg: the stored job (its ``data.name`` says whose IDX files a directory holds).
+        state: the checkpoint (its training data's class count labels an IDX pair).
+
+    Raises:
+        DataError: nothing usable there; the message says what was expected.
+    """
+    from distnet import data as datasets
+    from distnet.data.synthetic import SYNTHETIC_NAMES, load_synthetic
+
+    name = data.replace("-", "_").lower()
+    if name in SYNTHETIC_NAMES:
+        return load_synthetic(name).test
+    if name in ("fashion_mnist", "mnist"):
+        return datasets.load_dataset(name).test
+    p = Path(data)
+    if p.is_dir():
+        tests = sorted(p.glob("*test*.h5"))
+        if len(tests) == 1:
+            return datasets.HDF5Dataset(tests[0])
+        if tests:
+            raise DataError(f"--data {data}: Expect: one *test*.h5 in the directory Actual: {len(tests)} "
+                            f"({', '.join(t.name for t in tests)}): name the file")
+        return datasets.load_dataset(cfg.data.name or "fashion_mnist", p).test
+    if not p.is_file():
+        raise DataError(f"--data: Expect: a dataset name (fashion_mnist, mnist, "
+                        f"{', '.join(SYNTHETIC_NAMES)}), an HDF5 file, an IDX images file or a directory "
+                        f"Actual: nothing at {data!r}")
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        return datasets.HDF5Dataset(p)
+    from distnet.jobs.predict import labels_beside
+    from distnet.data.idx import read_idx_pair
+
+    labels_file = labels_beside(p)
+    if labels_file is None:
+        actual = (f"no {p.name.replace('images-idx3', 'labels-idx1')} beside it" if "images-idx3" in p.name
+                  else "a labels file: name its images file (...-images-idx3-ubyte)" if "labels-idx1" in p.name
+                  else "neither")
+        raise DataError(f"--data {data}: Expect: an HDF5 file, or an IDX images file with its labels file "
+                        f"beside it Actual: {actual}")
+    images, labels = read_idx_pair(p, labels_file)
+    trained = (state.data.get("train") or {}) if state is not None else {}
+    return datasets.ArrayDataset(images, labels.astype(np.int64), num_classes=trained.get("num_classes"),
+                                 source=f"IDX: {p}", files=(p, labels_file))
+
+
+def _warn_if_other_data(state, path: str, overrides, asked: set, test, identity: dict) -> None:
+    """Warn when the job's test data differs from the one training evaluated on.
+
+    With ``--set data.test_samples`` (or another ``data.*`` key) the user asked for other
+    samples of the same data: the data the stored job names (without those keys) is what
+    is compared, and the evaluation is not said to differ for being the subset asked for.
+    """
     import warnings
 
     from distnet.data.identity import DataMismatchWarning, dataset_identity, describe, same_data
 
-    identity = dataset_identity(test)
     trained = state.data.get("test")
-    if same_data(trained, identity) is False:
+    if not trained:
+        return   # an older checkpoint: it does not say
+    if any(key.startswith("data.") for key in asked):
+        cfg = config_from_checkpoint(state, path, [o for o in overrides if not o.strip().startswith("data.")])
+        _, base = load_data(cfg)
+        if base is None or same_data(trained, dataset_identity(base)) is not False:
+            return
+        warnings.warn(f"the job's test data is not what training evaluated on: training evaluated on "
+                      f"{describe(trained)}; the job's data here is {describe(dataset_identity(base))}, and "
+                      f"this evaluation uses {describe(identity)}", DataMismatchWarning, stacklevel=3)
+    elif same_data(trained, identity) is False:
         warnings.warn(f"evaluating on other data than training used: training evaluated on "
                       f"{describe(trained)}; this evaluation uses {describe(identity)}",
                       DataMismatchWarning, stacklevel=3)
-    return identity
 
 
 def model_from_checkpoint(path: str, state, cfg: JobConfig, input_shape, use_ema: bool = False):

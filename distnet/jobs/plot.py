@@ -27,7 +27,8 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     """Turn metrics records into ``{name: (steps, values)}`` curves.
 
     A step logged twice (a run resumed from an earlier checkpoint) keeps
-    its latest value.  Curves: ``loss`` (total), ``base_loss`` (total minus
+    its latest value; the evaluation of weights restored by early stopping
+    (``restored_step``) is left out: it repeats the points of that step.  Curves: ``loss`` (total), ``base_loss`` (total minus
     regularization), ``reg_loss``, ``lr``,
     ``train_accuracy`` (when steps carry ``accuracy``) and, from eval
     records, ``<split>_loss`` and ``<split>_accuracy`` for the splits
@@ -40,8 +41,8 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     by_name: dict[str, dict[int, float]] = {}
     for rec in records:
         names = fields.get(rec.get("kind"))
-        if names is None or "step" not in rec:
-            continue
+        if names is None or "step" not in rec or rec.get("restored_step") is not None:
+            continue   # restored weights evaluated again repeat their own step's points
         for key, name in names.items():
             value = rec.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -125,7 +125,7 @@ def _reader(arr, where: str):
     return read
 
 
-def _labels_beside(images_file: Path) -> Path | None:
+def labels_beside(images_file: Path) -> Path | None:
     """The IDX labels file named like ``images_file`` (``images-idx3`` -> ``labels-idx1``)."""
     name = images_file.name
     if "images-idx3" not in name:
@@ -158,7 +158,7 @@ def read_inputs(path: str | os.PathLike) -> Inputs:
         return _hdf5_inputs(p, where)
     from distnet.data.idx import read_idx, read_idx_pair
 
-    labels_file = _labels_beside(p)
+    labels_file = labels_beside(p)
     if labels_file is not None:
         images, labels = read_idx_pair(p, labels_file)
         labels = labels.astype(np.int64)

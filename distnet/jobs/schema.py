@@ -153,9 +153,12 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("early_stopping", TABLE, None, "a table, Keras's `EarlyStopping`: `metric` (`val_loss`, "
             "`val_accuracy`, `ema_val_loss`, `ema_val_accuracy`; default `val_loss`), `patience` (evaluations "
             "without improvement before stopping, default 0), `min_delta` (a smaller change is no improvement), "
-            "`mode` (`auto`: maximise accuracies, minimise losses), `restore_best_weights`. Needs `[data] "
+            "`mode` (`auto`: maximise accuracies, minimise losses), `restore_best_weights` (the weights and EMA "
+            "shadows of the best evaluation come back; they are evaluated again, and the summary, the `end` "
+            "record and the last checkpoint give their figures). Needs `[data] "
             "validation` and `eval_every`; every worker stops at the same step (the metrics are global), writes "
-            "its last checkpoint there and says why, e.g. `early_stopping = {metric = \"val_loss\", patience = 3}`",
+            "its last checkpoint there and says why (\"stopped early at step N (best M)\" in the summary), e.g. "
+            "`early_stopping = {metric = \"val_loss\", patience = 3}`",
             used_by="distnet.jobs.job.build_trainer", shown="off"),
     )),
     Section("checkpoint", "CheckpointConfig", "where and how often the job is saved; ``dir`` defaults to "

@@ -12,7 +12,9 @@ distnet train ...`` and returns the job's exit status (:mod:`distnet.runner.exit
   same for options given one by one);
 * the run: a :class:`Supervisor` owns the mpiexec process, passes signals on
   (its phases are :mod:`distnet.runner.lifecycle`'s, as a worker's), watches
-  for a failed rank or a hung mpiexec and says how the job ended.
+  for a failed rank or a hung mpiexec and says how the job ended; mpiexec's
+  own messages go to a log file its last line names
+  (:mod:`distnet.runner.hydra_output`) unless ``verbose``.
 
 mpiexec dies with the launcher (Linux), and hydra then ends every rank: a
 killed launcher leaves no job behind.  ``launch/README.md`` says what
@@ -31,12 +33,14 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
 from distnet.runner import exit_status
+from distnet.runner.hydra_output import HydraLog, LineSorter
 from distnet.distributed.threads import THREAD_VARIABLES, usable_cores  # noqa: F401 (re-exported)
 from distnet.errors import ConfigError, DistributedError, InvalidArgumentError
 from distnet.runner.lifecycle import Action, Lifecycle, Phase
@@ -209,6 +214,13 @@ class LaunchSettings:
         cores: cores per machine for the thread split (default :func:`usable_cores`).
         failure_grace: seconds mpiexec gets to finish after it reported a failed rank.
         stop_grace: seconds mpiexec gets to finish after a forwarded SIGINT/SIGTERM.
+        announce_failure: print the line that names a failed rank and the exit status;
+            :func:`distnet.runner.restart.supervise` turns it off when it may restart
+            the job, and says itself what follows (a restart or the exit status).
+        launch_log: the file for mpiexec's own messages (hydra's banners and
+            lines); default ``distnet-launch-PID.log`` in the temp directory.
+            ``distnet train`` gives ``RUN_DIR/launch.log``.
+        verbose: mpiexec's own messages on the console as they come, no log file.
     Raises:
         InvalidArgumentError: a grace that is not a number of seconds > 0.
     Example:
@@ -227,6 +239,9 @@ class LaunchSettings:
     cores: int | None = None
     failure_grace: float = 10.0
     stop_grace: float = 30.0
+    announce_failure: bool = True
+    launch_log: str | os.PathLike | None = None
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         for name in ("failure_grace", "stop_grace"):
@@ -342,9 +357,11 @@ class _Relay(threading.Thread):
     """Copy one of mpiexec's output pipes to our stream, watching for failure banners."""
 
     def __init__(self, source: BinaryIO, sink: BinaryIO, on_failure: threading.Event,
-                 on_stopping: threading.Event | None = None) -> None:
+                 on_stopping: threading.Event | None = None, hydra_log: HydraLog | None = None) -> None:
         super().__init__(daemon=True)
         self.source, self.sink, self.on_failure = source, sink, on_failure
+        # Without a log, every line goes to the sink as it comes (verbose).
+        self.hydra_log, self.sorter = hydra_log, LineSorter() if hydra_log is not None else None
         self.on_stopping = on_stopping if on_stopping is not None else threading.Event()
         self.report = b""   # what hydra printed from its first failure banner on (bounded)
 
@@ -366,12 +383,23 @@ class _Relay(threading.Thread):
             if self.on_failure.is_set() and len(self.report) < 8192:
                 self.report += window if not self.report else chunk
             tail = window[-64:]
-            try:
-                self.sink.write(chunk)
-                self.sink.flush()
-            except (OSError, ValueError):
-                pass  # our own output is gone; keep draining so mpiexec never blocks
+            if self.sorter is not None:
+                chunk, hydra = self.sorter.feed(chunk)
+                if not self.hydra_log.write(hydra):
+                    chunk += hydra   # the log cannot be written: the lines stay on the console
+            self._write(chunk)
+        if self.sorter is not None:
+            self._write(self.sorter.flush())
         self.source.close()
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            self.sink.write(data)
+            self.sink.flush()
+        except (OSError, ValueError):
+            pass  # our own output is gone; keep draining so mpiexec never blocks
 
 
 def _binary(stream) -> BinaryIO:
@@ -404,6 +432,8 @@ class LaunchOutcome:
             killed by SIGKILL"``), or None.
         failed_host: the host of the failed rank, when hydra named it.
         signal: the first SIGINT / SIGTERM the launcher received and passed on, or None.
+        hydra_log: the file that holds mpiexec's own messages of this run, or None
+            (none came, or they went to the console).
     """
 
     code: int
@@ -411,6 +441,7 @@ class LaunchOutcome:
     failure: str | None = None
     failed_host: str | None = None
     signal: int | None = None
+    hydra_log: str | None = None
 
 
 def launch_job(program_args: Sequence[str], settings: LaunchSettings | None = None, *,
@@ -468,13 +499,19 @@ class Supervisor:
         self._stopped_by_us = False  # the supervisor had to stop mpiexec itself
         self._deadline: float | None = None
         self._why = ""
+        log = settings.launch_log
+        if log is None:
+            log = Path(tempfile.gettempdir()) / f"distnet-launch-{os.getpid()}.log"
+        self.hydra_log = None if settings.verbose else HydraLog(log)
 
     def run(self) -> LaunchOutcome:
         """Start mpiexec and supervise it until it ends; how the job ended."""
         shm_before = shm_files()
         previous = self._catch_signals()
+        guard = None
         try:
             self._start()
+            guard = self._start_guard(shm_before)
             self._watch()
         finally:
             for sig, handler in previous.items():
@@ -483,6 +520,10 @@ class Supervisor:
                 _stop(self.proc)
             for relay in self._relays:
                 relay.join(timeout=5)
+            if self.hydra_log is not None:
+                self.hydra_log.close()
+            if guard is not None:
+                _dismiss(guard)
         return self._outcome(shm_before)
 
     # -- signals --------------------------------------------------------------
@@ -517,11 +558,26 @@ class Supervisor:
                                          preexec_fn=_die_with_parent(os.getpid()))
         except OSError as exc:
             raise LaunchError(f"cannot start {self.plan.argv[0]!r}: {exc}") from None
-        self._relays = [_Relay(self.proc.stdout, self.out, self.failed, self.stopping),
-                        _Relay(self.proc.stderr, self.err, self.failed, self.stopping)]
+        self._relays = [_Relay(self.proc.stdout, self.out, self.failed, self.stopping, self.hydra_log),
+                        _Relay(self.proc.stderr, self.err, self.failed, self.stopping, self.hydra_log)]
         for relay in self._relays:
             relay.start()
         self._ranks = _RankMap(self.proc.pid)
+
+    def _start_guard(self, shm_before: set[str]) -> subprocess.Popen | None:
+        """The watch that ends the job and cleans up if this process dies (:mod:`distnet.runner.guard`)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            guard = subprocess.Popen([sys.executable, "-m", "distnet.runner.guard", str(os.getpid()),
+                                      str(self.proc.pid), repr(self.settings.stop_grace)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, env=self.plan.env)
+            guard.stdin.write(json.dumps(sorted(shm_before)).encode() + b"\n")
+            guard.stdin.flush()
+        except OSError:
+            return None   # the job runs unguarded, as before
+        return guard
 
     def _watch(self) -> None:
         proxies = _ProxyWatch(self.proc.pid)
@@ -584,9 +640,33 @@ class Supervisor:
             if removed:
                 _say(self.err, f"distnet launch: removed {removed} shared-memory file(s) ({freed / 1e6:.1f} MB) "
                                f"that the failed job's ranks left in {SHM_DIR}")
-        if failure is not None and code not in exit_status.DONE_OR_STOPPED:
-            _say(self.err, f"distnet launch: {failure}; exit status {code} ({exit_status.MEANING[code]})")
-        return LaunchOutcome(code=code, raw=raw, failure=failure, failed_host=host, signal=first)
+        log = str(self.hydra_log.path) if self.hydra_log is not None and self.hydra_log.used else None
+        told = failure is not None and code not in exit_status.DONE_OR_STOPPED
+        if told and self.settings.announce_failure:
+            _say(self.err, failure_line(failure, code, log))
+        elif log is not None and not told:
+            _say(self.err, f"distnet launch: mpiexec's own messages are in {log}")
+        return LaunchOutcome(code=code, raw=raw, failure=failure, failed_host=host, signal=first, hydra_log=log)
+
+
+def _dismiss(guard: subprocess.Popen) -> None:
+    """Tell the guard the job is over (it then exits without acting)."""
+    try:
+        guard.stdin.write(b"done")
+        guard.stdin.close()
+    except (OSError, ValueError):
+        pass
+    try:
+        guard.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        guard.kill()
+        guard.wait()
+
+
+def failure_line(failure: str, code: int, hydra_log: str | None = None) -> str:
+    """The launcher's last word on a failed job: what failed, the exit status, where mpiexec's messages are."""
+    where = f" (mpiexec's own messages: {hydra_log})" if hydra_log else ""
+    return f"distnet launch: {failure}; exit status {code} ({exit_status.MEANING[code]}){where}"
 
 
 def _die_with_parent(parent: int):

@@ -15,8 +15,12 @@ Rules:
 * a job that ends with 0, 2 (bad input) or 130 / 143 (stopped by a signal)
   is never restarted; nor one that failed before completing a step in this
   attempt (its next attempt would fail the same way);
-* each restart appends a ``{"kind": "restart", ...}`` record to the run's
-  ``metrics.jsonl`` (no rank is running then);
+* each restart appends a ``{"kind": "restart", "attempt": 2, "of": 3, ...}``
+  record to the run's ``metrics.jsonl`` (no rank is running then), and says
+  the same on one line: ``distnet launch: rank 1 (pid 5127 on node2) was
+  killed by SIGKILL; restarting (attempt 2 of 3) from ckpt-00000200.h5``
+  (attempts count the first launch; no "exit status" line before it: the job
+  goes on);
 * with a hostfile and ``min_workers``, a host whose ranks failed twice is
   left out while the remaining hosts have at least ``min_workers`` slots:
   the job goes on with fewer workers (a checkpoint resumes on any number).
@@ -34,7 +38,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from distnet.runner import exit_status
-from distnet.runner.launcher import Host, LaunchOutcome, LaunchSettings, launch_job, parse_hostfile
+from distnet.runner.launcher import Host, LaunchOutcome, LaunchSettings, failure_line, launch_job, \
+    parse_hostfile
 
 #: Seconds the launcher waits beyond the workers' stop grace before it stops mpiexec itself.
 LAUNCHER_MARGIN = 15.0
@@ -120,21 +125,27 @@ def supervise(worker_args: Sequence[str], settings: LaunchSettings | None = None
         workers = settings.num_workers
         while True:
             before = last_logged_step(run_dir)
+            # With restarts, the launcher's "exit status" line waits for the decision below.
             attempt = replace(settings, num_workers=workers, hostfile=current_hostfile,
-                              stop_grace=stop_grace + LAUNCHER_MARGIN)
+                              stop_grace=stop_grace + LAUNCHER_MARGIN,
+                              announce_failure=settings.announce_failure and max_restarts == 0)
             outcome = launch([*worker_args, *extra], attempt)
             code = outcome.code
             if code in exit_status.FINAL or max_restarts == 0:
+                if max_restarts and outcome.failure is not None and code not in exit_status.DONE_OR_STOPPED:
+                    say(failure_line(outcome.failure, code, outcome.hydra_log))
                 return code
             after = last_logged_step(run_dir)
             why = outcome.failure or f"the job failed with status {code} ({exit_status.MEANING[code]})"
+            meaning = f"exit status {code} ({exit_status.MEANING[code]})"
+            where = f" (mpiexec's own messages: {outcome.hydra_log})" if outcome.hydra_log else ""
             if restarts >= max_restarts:
-                say(f"distnet launch: {why}; the restart budget ({max_restarts}) is used up: giving up "
-                    f"(exit status {code})")
+                say(f"distnet launch: {why}; the restart budget ({max_restarts}) is used up: giving up; "
+                    f"{meaning}{where}")
                 return code
             if before is not None and after is not None and after <= before:
                 say(f"distnet launch: {why} before completing a step (last step {after}): not restarted "
-                    f"(it would fail the same way; exit status {code})")
+                    f"(it would fail the same way); {meaning}{where}")
                 return code
             restarts += 1
             left_out = None
@@ -147,10 +158,12 @@ def supervise(worker_args: Sequence[str], settings: LaunchSettings | None = None
                     current_hostfile = os.path.join(tmp, f"hosts-{restarts}")
                     Path(current_hostfile).write_text("".join(f"{h.name}:{h.slots}\n" for h in hosts))
             ckpt = newest_checkpoint(checkpoint_dir)
-            append_record(run_dir, {"attempt": restarts + 1, "of": max_restarts + 1, "after": why,
+            # Attempts count the first launch, in the record and on the console alike.
+            number, of = restarts + 1, max_restarts + 1
+            append_record(run_dir, {"attempt": number, "of": of, "after": why,
                                     "status": code, "last_step": after, "checkpoint": ckpt,
                                     "left_out_host": left_out})
-            say(f"distnet launch: {why}; restarting the job ({restarts} of {max_restarts}) from "
+            say(f"distnet launch: {why}; restarting (attempt {number} of {of}) from "
                 + (os.path.basename(ckpt) if ckpt else "step 0 (no checkpoint yet)")
-                + (f" without host {left_out}" if left_out else ""))
+                + (f" without host {left_out}" if left_out else "") + where)
             extra = ["--resume-if-any"]

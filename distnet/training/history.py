@@ -14,7 +14,9 @@ class History(list):
     *training step* (every step is recorded); ``history["val_loss"]``, ``"test_accuracy"``,
     ``"ema_val_loss"``, ... have one entry per *evaluation* (every ``eval_every`` steps and at
     the end).  ``history["step"]`` gives the step of each training entry and
-    ``history["eval_step"]`` that of each evaluation.
+    ``history["eval_step"]`` that of each evaluation.  After an early stop with
+    ``restore_best_weights`` the last evaluation is of the restored weights (its
+    record holds ``restored_step``, the best step): ``history["val_loss"][-1]`` is theirs.
 
     Example:
       >>> h = trainer.fit()                          # doctest: +SKIP

@@ -13,7 +13,8 @@ hook is written the same way.  Events, in the order a run raises them::
                                  ctx.request_stop()); instead of on_step_end for that step
     on_fit_end(ctx)              the steps are done (or ctx.stop_training was set)
     on_close(ctx, status)        always, last, in reverse order: release what you opened;
-                                 status "completed", "interrupted" or "failed"
+                                 status "completed", "interrupted", "failed" or
+                                 "nothing_to_train" (resumed at or past the last step)
 
 Every event is called on every rank with the same global values at the same
 step, so a hook that decides from them decides the same everywhere; a hook
@@ -87,6 +88,11 @@ class Context:
         tracer: the run's tracer (:data:`distnet.training.trace.OFF` when off).
         stop_training: set it to end the run after the current step (Keras).
         resume: whether this fit continues from the newest checkpoint.
+        restored_step: the step whose weights the model holds when a hook put earlier
+            ones back (``restore_best_weights``); None: the current step's.  An
+            evaluation of restored weights carries it as ``restored_step``.
+        end_reason: why the run ended before its last step, in a sentence (early
+            stopping, nothing to train); the ``end`` record and the summary show it.
     """
 
     def __init__(self, trainer) -> None:
@@ -109,6 +115,8 @@ class Context:
         self.tracer = trace.OFF
         self.stop_training = False
         self.resume = False
+        self.restored_step: int | None = None
+        self.end_reason: str | None = None
         self._emit: Callable[..., None] | None = None
 
     @property
@@ -118,7 +126,14 @@ class Context:
 
     @property
     def epoch(self) -> int:
+        """The epoch the next step reads from."""
         return self.sampler.epoch
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch of the last step (0-based; 0 before the first), as its step record says."""
+        epoch, position = self.sampler.epoch, self.sampler.position
+        return epoch - 1 if position == 0 and epoch > 0 and self.step > 0 else epoch
 
     def request_stop(self, signum: int | None = None) -> None:
         """Stop after the next step as a signal would (checkpoint, TrainingStopped)."""

@@ -34,6 +34,8 @@ from distnet.training.tensorboard import RECORD_KINDS
 __all__ = ["MetricsLogger", "read_metrics", "last_step", "METRICS_FILE", "metric_name"]
 
 METRICS_FILE = "metrics.jsonl"
+# The records of training progress, at a step: a resume from an earlier step logs them again.
+_SUPERSEDED = frozenset({"step", "eval", "best", "early_stopping"})
 # The trainer's records say test_ema_*; metrics.jsonl (and so plots,
 # TensorBoard and inspect) say ema_test_*, one name per quantity.
 _RENAMED = {"test_ema_loss": "ema_test_loss", "test_ema_accuracy": "ema_test_accuracy",
@@ -109,6 +111,8 @@ class MetricsLogger:
         self._last_step: dict | None = None
         self._first_step: int | None = None
         self._evals: list[dict] = []
+        self._best: dict[str, dict] = {}   # per monitored metric: its last "best" record's value and step
+        self._early_stop: dict | None = None
         self._rates: list[float] = []
         self._closed = False
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
@@ -294,13 +298,60 @@ class MetricsLogger:
                         part += (f" (EMA {rec.get(f'ema_{split}_loss', float('nan')):.4f}, "
                                  f"{rec[f'ema_{split}_{metric}']:.4f})")
                     parts.append(part)
-            self._print(f"eval  step {rec['step']}: " + " | ".join(parts))
+            restored = rec.get("restored_step")
+            self._print(f"eval  step {rec['step']}"
+                        + (f" (the weights of step {restored}, restored)" if restored is not None else "")
+                        + ": " + " | ".join(parts))
 
     def log(self, kind: str, **fields: Any) -> None:
         """Record anything else (``kind`` names it: ``"checkpoint"``, ``"warning"``, ...)."""
         if not self.is_main:
             return
+        if kind == "best" and fields.get("metric") and fields.get("step") is not None:
+            self._best[str(fields["metric"])] = {"value": fields.get("value"), "step": fields["step"]}
+        elif kind == "early_stopping":
+            self._early_stop = {k: fields.get(k) for k in ("step", "best_step", "metric", "restored")}
         self._write({"kind": kind, "time": time.time(), **fields})
+
+    def drop_after(self, step: int) -> int:
+        """Remove from ``metrics.jsonl`` what an earlier attempt logged after ``step`` (a resume
+        from the checkpoint of ``step`` trains those steps again): its ``step``, ``eval``,
+        ``best`` and ``early_stopping`` records, and a last line cut short by a kill.  The
+        run's other records (``start``, ``end``, ``restart``, ...) stay.  The file is rewritten
+        beside itself and renamed over it: a kill meanwhile leaves the old one or the new one.
+
+        Returns:
+            The number of records removed (0 on the other ranks).
+        """
+        if not self.is_main or self.path is None or not self.path.exists():
+            return 0
+        from distnet.tempfiles import create_beside, fill_and_replace
+
+        if self._file is not None:
+            self._file.close()
+            self._file = None   # reopened, for appending, at the next record
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept, dropped = [], 0
+        for i, line in enumerate(lines):
+            try:
+                rec = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:   # cut short by a kill: nothing to keep
+                    continue
+                raise DataError(f"{self.path}:{i + 1}: not a JSON line") from None
+            superseded = (isinstance(rec, dict) and rec.get("kind") in _SUPERSEDED
+                          and isinstance(rec.get("step"), int) and rec["step"] > step)
+            if superseded:
+                dropped += 1
+            elif line.strip():
+                kept.append(line)
+        if dropped or len(kept) != len(lines):
+            def fill(tmp: str) -> None:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write("".join(line + "\n" for line in kept))
+
+            fill_and_replace(create_beside(self.path), self.path, fill)
+        return dropped
 
     def message(self, text: str) -> None:
         """Print a line on the main rank without breaking the progress bar."""
@@ -312,8 +363,11 @@ class MetricsLogger:
         """End the run: an ``end`` record, the bar closed and the summary table printed.
 
         Args:
-            status: ``"completed"``, ``"interrupted"`` (stopped by a signal) or ``"failed"``.
-            **fields: stored in the ``end`` record too (``signal="SIGTERM"``).
+            status: ``"completed"``, ``"interrupted"`` (stopped by a signal), ``"failed"`` or
+                ``"nothing_to_train"`` (resumed at or past the last step).
+            **fields: stored in the ``end`` record too (``signal="SIGTERM"``); a ``reason``
+                (why the run ended before its last step) is also printed, with
+                ``progress="none"`` too: it is how the run ended, not progress.
         """
         if not self.is_main or self._closed:
             return
@@ -329,6 +383,8 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if fields.get("reason"):
+            self._print(f"distnet: {fields['reason']}")
         if self._mode != "none":
             self._print(self.summary_table(summary, status))
 
@@ -372,21 +428,40 @@ class MetricsLogger:
             out["median_samples_per_sec"] = rates[len(rates) // 2]
         if self._evals:
             e = self._evals[-1]
+            # The step whose weights the figures below are of: the last evaluation's, or the
+            # best step's when early stopping restored its weights.
+            out["eval_step"] = e["step"] if e.get("restored_step") is None else e["restored_step"]
+            if e.get("restored_step") is not None:
+                out["eval_restored"] = True
             for key in ("test_loss", "test_accuracy", "test_mae", "ema_test_loss", "ema_test_accuracy",
                         "ema_test_mae", "val_loss", "val_accuracy", "val_mae"):
                 if key in e:
                     out[key] = e[key]
             # "Best" is chosen on the validation split only: the test set measures, it never chooses.
-            scored = [r for r in self._evals if "val_accuracy" in r]
-            if scored:
+            # The metric early stopping or keep_best watched, else the validation accuracy.
+            scored = [r for r in self._evals if "val_accuracy" in r and r.get("restored_step") is None]
+            if self._best:
+                out["best"] = {metric: dict(b) for metric, b in sorted(self._best.items())}
+            elif scored:
                 best = max(scored, key=lambda r: r["val_accuracy"])
                 out["best_val_accuracy"], out["best_val_step"] = best["val_accuracy"], best["step"]
+        if self._early_stop is not None:
+            out["stopped_early"] = dict(self._early_stop)
         return out
 
     @staticmethod
     def summary_table(summary: dict, status: str = "completed") -> str:
         """Format :meth:`summary` as a short two-column table."""
-        rows = [("status", status)]
+        stop = summary.get("stopped_early")
+        shown = status.replace("_", " ")
+        if stop and status == "completed":
+            shown = f"stopped early at step {stop.get('step')} (best {stop.get('best_step')})"
+        rows = [("status", shown)]
+        last = summary.get("step")
+        if summary.get("eval_restored"):
+            rows.append(("evaluated", f"the weights of step {summary.get('eval_step')} (best, restored)"))
+        elif summary.get("eval_step") is not None and summary.get("eval_step") != last:
+            rows.append(("evaluated at step", str(summary["eval_step"])))
         labels = [("step", "steps", "{}"), ("epoch", "epoch", None),
                   ("elapsed_sec", "wall time", "{:.1f} s"),
                   ("median_samples_per_sec", "samples/s (median)", "{:.0f}"),
@@ -405,6 +480,11 @@ class MetricsLogger:
                   ("ema_test_accuracy", "EMA test accuracy", "{:.4f}"),
                   ("ema_test_mae", "EMA test mae", "{:.4f}")]
         for key, label, fmt in labels:
+            if key == "best_val_accuracy":   # after the validation figures: the watched metrics' best
+                for metric, b in (summary.get("best") or {}).items():
+                    value = b.get("value")
+                    text = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+                    rows.append((f"best {metric}", f"{text} at step {b.get('step')}"))
             if summary.get(key) is None:
                 continue
             value = summary[key]

@@ -81,7 +81,8 @@ def record_points(record: Mapping[str, Any]) -> dict[str, tuple[float, int | Non
     """:func:`record_scalars` with the step of each point: ``{tag: (value, step)}``.
 
     The step is the record's, except for an ``early_stopping`` record, whose
-    ``best/<metric>`` point is at its ``best_step``.
+    ``best/<metric>`` point is at its ``best_step``.  An evaluation of restored
+    weights (``restored_step``) gives nothing: it repeats that step's points.
     """
     kind = record.get("kind")
     if kind in ("best", "early_stopping"):
@@ -91,8 +92,8 @@ def record_points(record: Mapping[str, Any]) -> dict[str, tuple[float, int | Non
             return {}
         return {f"best/{metric}": (float(value), int(step))}
     group = _GROUPS.get(kind)
-    if group is None:
-        return {}
+    if group is None or record.get("restored_step") is not None:
+        return {}   # restored weights evaluated again: the points of their own step, drawn already
     step = int(record["step"]) if _finite_number(record.get("step")) else None   # add_record refuses None
     out = {}
     for key, value in record.items():

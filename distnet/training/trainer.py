@@ -390,6 +390,9 @@ class Trainer:
         ``h.history["loss"]`` one entry per step, ``h.history["val_loss"]`` one per evaluation,
         ``h.records`` the raw records (the History is also their list).
 
+        A resume whose checkpoint is at or past the last step trains nothing and says so
+        (the log's status ``nothing_to_train``).
+
         SIGINT / SIGTERM stop it after a step every rank agrees on (module
         docstring), by raising :class:`~distnet.errors.TrainingStopped`
         (status 130 / 143).  A second signal, or ``stop_grace`` seconds, end the job at once.
@@ -419,6 +422,7 @@ class Trainer:
             hooks.insert(0, Progress(verbose, self.log_every or 100, is_main=self.comm.rank == 0))
         ctx, status = self.ctx, "failed"
         ctx.resume, ctx.stop_training = bool(resume), False
+        ctx.restored_step = ctx.end_reason = None
         ctx._emit = lambda event, *args: [getattr(h, event)(ctx, *args) for h in hooks]
         own_signals = signals is None
         if own_signals:
@@ -427,6 +431,12 @@ class Trainer:
             ctx._emit("on_fit_begin")
             if resume and self.hook(Checkpointing) is None:
                 resume_from(ctx, None)   # says that checkpoints are off
+            if resume and self.step >= self.total_steps:   # said, not evaluated again as if trained
+                target = "train.steps" if self.config.steps is not None else "train.epochs"
+                ctx.end_reason = (f"nothing to train: the checkpoint is at step {self.step}, the target is "
+                                  f"{self.total_steps}; raise {target} to train more")
+                status = "nothing_to_train"
+                return self.history
             signals.begin_training()
             stop = self._loop(signals)
             if stop is not None:   # every rank agreed: the hooks save (the checkpoint) and log it
@@ -467,7 +477,7 @@ class Trainer:
                 self.history.append(record)
                 if result.stop is not None:   # the same step on every rank: it came from the reduce
                     return StopEvent(result.stop, exit_status.signal_name(result.stop), self.step,
-                                     self.sampler.epoch, record)
+                                     batch.epoch, record)   # the epoch of the step, as its record says
                 ctx._emit("on_step_end", record)
                 if ctx.stop_training:   # decided from global values: the same step on every rank
                     break

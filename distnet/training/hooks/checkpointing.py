@@ -21,6 +21,7 @@ class Checkpointing(Hook):
         self.max_to_keep = max_to_keep
         self.manager = None
         self.last: str | None = None
+        self._saved: tuple | None = None
 
     def _manager(self, ctx):
         if self.manager is None:
@@ -39,6 +40,7 @@ class Checkpointing(Hook):
             path = manager.save(state)
         ctx.comm.barrier()
         self.last = path
+        self._saved = (ctx.step, len(ctx.history))   # what the file holds: this step, these records
         return path
 
     def on_fit_begin(self, ctx) -> None:
@@ -56,7 +58,9 @@ class Checkpointing(Hook):
             stop.checkpoint = self.save(ctx)   # every rank is here, at the same step
 
     def on_fit_end(self, ctx) -> None:
-        if not self.every or ctx.step % self.every:
+        # Again at a step saved already when the weights or the figures changed since
+        # (restore_best_weights, and the evaluation of the restored weights).
+        if not self.every or ctx.step % self.every or self._saved != (ctx.step, len(ctx.history)):
             self.save(ctx)
 
 
@@ -67,14 +71,24 @@ def resume(ctx, manager) -> bool:
     path, state = training_state.read_latest(ctx.comm, manager, ctx.all_variables)
     if state is None:
         where = manager.directory if manager is not None else "(checkpoints are off)"
-        ctx.message(f"distnet: no checkpoint in {where}: starting from step 0")
+        dropped = ctx.logger.drop_after(0) if ctx.logger is not None else 0   # an attempt without checkpoint
+        ctx.message(f"distnet: no checkpoint in {where}: starting from step 0"
+                    + (f"; {dropped} records an earlier attempt logged removed from the metrics log"
+                       if dropped else ""))
         return False
     training_state.restore(state, variables=ctx.all_variables, optimizer=ctx.optimizer, strategy=ctx.strategy,
                            ema=ctx.ema, sampler=ctx.sampler)
     ctx.trainer.resume_conv_plan(state)
+    # What an earlier attempt logged after this checkpoint is trained again: its records go,
+    # so that metrics.jsonl holds each step once.
+    dropped = ctx.logger.drop_after(state.step) if ctx.logger is not None else 0
     if path is not None:
-        ctx.log("resume", checkpoint=path, step=state.step, epoch=state.epoch, position=state.position,
-                world_size_then=state.world_size)
+        # "epoch" as in every record: that of the step; where the data goes on: resumes_at_epoch, position.
+        last_epoch = state.epoch - 1 if state.position == 0 and state.epoch > 0 and state.step > 0 else state.epoch
+        ctx.log("resume", checkpoint=path, step=state.step, epoch=last_epoch, resumes_at_epoch=state.epoch,
+                position=state.position, world_size_then=state.world_size, dropped_records=dropped)
         ctx.message(f"distnet: resuming from {path}: step {state.step}, epoch {state.epoch} "
-                    f"(sample {state.position} of it), written by {state.world_size} rank(s)")
+                    f"(sample {state.position} of it), written by {state.world_size} rank(s)"
+                    + (f"; {dropped} records an earlier attempt logged after step {state.step} removed "
+                       f"from the metrics log" if dropped else ""))
     return True

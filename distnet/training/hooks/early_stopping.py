@@ -24,7 +24,9 @@ class EarlyStopping(Monitor, Hook):
         patience: evaluations without improvement before stopping.
         min_delta: a smaller change does not count as an improvement.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies).
-        restore_best_weights: put back the weights of the best evaluation when stopping.
+        restore_best_weights: put back the weights of the best evaluation when stopping (the
+            trained weights and, with an EMA, its shadows); the run then evaluates them again,
+            and its summary, ``end`` record and last checkpoint give their figures.
     Attributes:
         stopped_step: the step the run stopped at, or None.
     Example:
@@ -42,26 +44,42 @@ class EarlyStopping(Monitor, Hook):
         self.wait = 0
         self.stopped_step: int | None = None
         self._best_weights: dict | None = None
+        self._best_ema: dict | None = None
 
     def on_evaluate(self, ctx, result: Mapping[str, Any]) -> None:
+        if result.get("restored_step") is not None:   # the restored weights evaluated again: no new evidence
+            return
         if self.improved(result):
             self.log_best(ctx)
             self.wait = 0
             if self.restore_best_weights:
                 self._best_weights = {v.name: np.array(v.numpy(), copy=True) for v in ctx.all_variables}
+                ema = getattr(ctx, "ema", None)
+                self._best_ema = ema.state_dict() if ema is not None else None   # this rank's shadows
             return
         self.wait += 1
         if self.wait >= self.patience:
             ctx.stop_training = True
             self.stopped_step = int(result["step"])
+            restored = self.restore_best_weights and self._best_weights is not None
+            reason = (f"stopped early at step {self.stopped_step} (best at step {self.best_step}: "
+                      f"{self.monitor} {self.best:.4f})"
+                      + (f"; the weights of step {self.best_step} restored" if restored else ""))
+            ctx.end_reason = reason
             log = getattr(ctx, "logger", None)
             if log is not None:
                 log.log("early_stopping", step=self.stopped_step, metric=self.monitor, best=self.best,
-                        best_step=self.best_step)
+                        best_step=self.best_step, restored=restored)
                 log.message(f"distnet: stopping early at step {self.stopped_step}: {self.monitor} has not "
                             f"improved for {self.wait} evaluation(s) (best {self.best:.4f} at step "
                             f"{self.best_step})")
-            if self.restore_best_weights and self._best_weights is not None:
+            if restored:
+                # The trained weights and their moving averages as they were at the best
+                # evaluation; the hooks after this one see them (the evaluation at the end
+                # measures them again, the last checkpoint stores them).
                 with ctx.strategy.writing_params():   # shared weights: every rank writes the same
                     for v in ctx.all_variables:
                         v.assign(self._best_weights[v.name])
+                    if self._best_ema is not None:
+                        ctx.ema.load_state_dict(self._best_ema)
+                ctx.restored_step = self.best_step

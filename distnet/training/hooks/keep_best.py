@@ -24,7 +24,7 @@ class KeepBest(Monitor, Hook):
         self.path: str | None = None
 
     def on_evaluate(self, ctx, result: Mapping[str, Any]) -> None:
-        if not self.improved(result):
+        if result.get("restored_step") is not None or not self.improved(result):   # restored: seen already
             return
         if self._manager is None:
             from distnet.checkpoint import CheckpointManager

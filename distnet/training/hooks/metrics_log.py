@@ -30,7 +30,7 @@ class MetricsLog(Hook):
         self.logger.log_step(record)
 
     def on_evaluate(self, ctx, result: dict) -> None:
-        self.logger.log_eval(result)
+        self.logger.log_eval({**result, "epoch": ctx.last_epoch})   # the epoch of the step evaluated
 
     def on_stop(self, ctx, stop) -> None:
         self.logger.log_step(stop.record)
@@ -45,6 +45,6 @@ class MetricsLog(Hook):
                                    " (checkpoints are off)"))
             self.logger.close("interrupted", signal=stop.name)
         else:
-            self.logger.close(status)
+            self.logger.close(status, **({"reason": ctx.end_reason} if ctx.end_reason else {}))
         if ctx.logger is self.logger:
             ctx.logger = None

@@ -18,6 +18,7 @@ class PeriodicEvaluation(Hook):
     def __init__(self, every: int | None = None) -> None:
         self.every = every
         self.last_step: int | None = None
+        self._restored: int | None = None
 
     @staticmethod
     def _splits(ctx) -> list:
@@ -25,9 +26,12 @@ class PeriodicEvaluation(Hook):
                 if data is not None]
 
     def evaluate(self, ctx) -> dict:
-        """Evaluate now, tell every hook; returns the result."""
-        self.last_step = ctx.step
+        """Evaluate now, tell every hook; returns the result (with ``restored_step`` when a hook
+        put earlier weights back: the figures are of that step's weights)."""
+        self.last_step, self._restored = ctx.step, ctx.restored_step
         result = {"step": ctx.step}
+        if ctx.restored_step is not None:
+            result["restored_step"] = ctx.restored_step
         splits = self._splits(ctx)
         for split, data in splits:
             result.update({f"{split}_{k}": v for k, v in ctx.evaluate(data).items()})
@@ -44,5 +48,6 @@ class PeriodicEvaluation(Hook):
                 self.evaluate(ctx)
 
     def on_fit_end(self, ctx) -> None:
-        if self._splits(ctx) and self.last_step != ctx.step:
+        # Once more at the end unless these weights were just evaluated (restored ones are new).
+        if self._splits(ctx) and (self.last_step, self._restored) != (ctx.step, ctx.restored_step):
             self.evaluate(ctx)
