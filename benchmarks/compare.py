@@ -25,7 +25,11 @@ numpy/torch/tensorflow are imported):
   with the sharded ZeRO-1 optimizer (``Trainer(strategy="zero1",
   shared_memory="auto")``, as job files run it: the weights in memory the two
   ranks share and the gradient blocks summed from it, no reduce-scatter/
-  all-gather messages).
+  all-gather messages).  With ``--deterministic on`` (the default) it also
+  runs the deterministic step (``Trainer(deterministic=True)``, replicated:
+  canonical pieces of the global batch and the exact sum,
+  docs/determinism.md) in the same rounds, and prints its ms/step beside the
+  default replicated step's and the ratio.
 
 The frameworks are optional: the script looks for ``torch`` and
 ``tensorflow`` with ``importlib`` in the running interpreter and says which it
@@ -207,7 +211,7 @@ def distnet_model(model_name: str):
 
 
 def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False,
-                conv_algorithm: str = "auto") -> dict | None:
+                conv_algorithm: str = "auto", deterministic: bool = False) -> dict | None:
     """distnet's step through ``Trainer`` on this process's communicator (mpiexec gives 2 ranks).
 
     Args:
@@ -216,6 +220,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
       steps, warmup: timed and untimed steps.
       sharded: ``Trainer(strategy="zero1")`` (ZeRO-1).
       conv_algorithm: the Trainer's ``conv_algorithm`` (``"auto"``: measured per layer at start-up).
+      deterministic: ``Trainer(deterministic=True)`` (replicated; the default piece size).
 
     Returns:
       On rank 0, ``{"step_ms", "cores", "sync_ms", "bare_allreduce_ms", "sync_mbytes", "rss"}``; None elsewhere.
@@ -234,7 +239,8 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(LEARNING_RATE), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
                       strategy="zero1" if sharded else "replicated", conv_algorithm=conv_algorithm,
-                      **({"shared_memory": "auto"} if sharded else {}))
+                      **({"shared_memory": "auto"} if sharded else {}),
+                      **({"deterministic": True} if deterministic else {}))
 
     sync_times: list[float] = []
     sync = trainer.strategy
@@ -299,6 +305,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
         "sync_mbytes": nbytes / 1e6,
         "rss": rss,
         "conv_algorithms": trainer.conv_algorithms,
+        "piece_size": trainer.piece_size if deterministic else None,
     }
 
 
@@ -421,7 +428,8 @@ def run_tensorflow(model_name: str, batch: int, steps: int, warmup: int, threads
 def worker(args: argparse.Namespace) -> int:
     """One measurement in this process; prints ``RESULT {json}`` on rank 0."""
     if args.worker == "distnet":
-        out = run_distnet(args.models, args.batch, args.steps, args.warmup, args.sharded, args.conv_algorithm)
+        out = run_distnet(args.models, args.batch, args.steps, args.warmup, args.sharded, args.conv_algorithm,
+                          args.det_worker)
     elif args.worker == "torch":
         out = run_torch(args.models, args.batch, args.steps, args.warmup, args.threads, args.ddp)
     else:
@@ -473,15 +481,17 @@ def launch(framework: str, config: str, model: str, batch: int, steps: int, warm
     """Run one measurement in fresh subprocess(es) and return its result dict."""
     threads = 2 if config == "1x2" else 1
     sharded = framework == "distnet-zero1"
-    me = [sys.executable, os.path.abspath(__file__), "--worker", "distnet" if sharded else framework, "--models", model,
+    det = framework == "distnet-det"
+    me = [sys.executable, os.path.abspath(__file__), "--worker", "distnet" if sharded or det else framework,
+          "--models", model,
           "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
           "--threads", str(threads), "--tf-jit", tf_jit, "--conv-algorithm", conv_algorithm] + (
-              ["--sharded"] if sharded else [])
+              ["--sharded"] if sharded else []) + (["--det-worker"] if det else [])
     env = thread_env(threads)
     what = f"{framework} {config} {model}"
     if config != "2x1":
         return parse_result(subprocess.run(me, env=env, capture_output=True, text=True), what)
-    if framework in ("distnet", "distnet-zero1"):
+    if framework in ("distnet", "distnet-zero1", "distnet-det"):
         mpiexec = str(Path(sys.executable).parent / "mpiexec")
         return parse_result(subprocess.run([mpiexec, "-n", "2", *me], env=env, capture_output=True, text=True), what)
     if framework == "torch":
@@ -549,6 +559,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--ddp", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sharded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--det-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--deterministic", choices=("on", "off"), default="on",
+                        help="also run distnet's deterministic step (Trainer(deterministic=True), replicated) at "
+                             "2x1 in the same rounds and print its cost beside the default step (default on)")
+    parser.add_argument("--frameworks", default=None,
+                        help="comma-separated subset of distnet,torch,tensorflow to run (default: all installed)")
     parser.add_argument("--zero1", choices=("off", "on", "both"), default="both",
                         help="distnet's 2-rank runs with the replicated optimizer (off), the sharded ZeRO-1 "
                              "optimizer (on) or both side by side (default)")
@@ -583,7 +599,12 @@ def main() -> int:
         parser.error(f"the batches must be even (split over 2 ranks), got {args.batch} and {args.scaling_batch}")
 
     present = ["distnet"]
+    wanted = set(FRAMEWORKS if args.frameworks is None else [f.strip() for f in args.frameworks.split(",")])
+    if not wanted <= set(FRAMEWORKS) or "distnet" not in wanted:
+        parser.error(f"--frameworks: Expect: distnet and some of torch,tensorflow Actual: {args.frameworks}")
     for fw in ("torch", "tensorflow"):
+        if fw not in wanted:
+            continue
         if importlib.util.find_spec(fw) is not None:
             present.append(fw)
         else:
@@ -615,6 +636,7 @@ def main() -> int:
     print("# command: " + " ".join([Path(sys.executable).name, *sys.argv]))
 
     two_rank = {"off": ["distnet"], "on": ["distnet-zero1"], "both": ["distnet", "distnet-zero1"]}[args.zero1]
+    det_rank = ["distnet-det"] if args.deterministic == "on" else []
     jobs: list[tuple[str, str, str, int]] = []
     for model in models:
         for config in configs:
@@ -627,7 +649,7 @@ def main() -> int:
                 if config == "2x1" and fw == "tensorflow":
                     continue  # TF's 2-process data parallelism is not part of the comparison
                 if config == "2x1" and fw == "distnet":
-                    jobs += [(d, config, model, args.batch) for d in two_rank]
+                    jobs += [(d, config, model, args.batch) for d in two_rank + det_rank]
                     continue
                 jobs.append((fw, config, model, args.batch))
     results: dict[tuple, list[dict]] = {}
@@ -658,7 +680,7 @@ def main() -> int:
         return "-" if m is None else f"{m:.1f} ({b:.1f})"
 
     # --- the table ---------------------------------------------------------
-    label = {"distnet": "replicated", "distnet-zero1": "ZeRO-1"}
+    label = {"distnet": "replicated", "distnet-zero1": "ZeRO-1", "distnet-det": "determin."}
     others = [fw for fw in present if fw != "distnet"]
     head = f"{'model':10} {'config':13} {'distnet':>15}" + "".join(f" {fw:>15}" for fw in others)
     head += "   samples/s (distnet" + "".join(f" / {fw}" for fw in others) + ")"
@@ -669,7 +691,7 @@ def main() -> int:
     rows = []  # (model, config, distnet variant)
     for model in models:
         for config in [c for c in configs if c != "scaling"]:
-            rows += [(model, config, d) for d in (two_rank if config == "2x1" else ["distnet"])]
+            rows += [(model, config, d) for d in (two_rank + det_rank if config == "2x1" else ["distnet"])]
     for model, config, dn in rows:
         d = med(dn, config, model)
         name = config + (f" {label[dn]}" if config == "2x1" else "")
@@ -693,11 +715,22 @@ def main() -> int:
           "settings and shows what the machine's load took)")
     for model in models:
         for config in [c for c in configs if c != "scaling"]:
-            cells = [f"{fw} {v:.2f}" for fw in (two_rank + others if config == "2x1" else present)
+            cells = [f"{fw} {v:.2f}" for fw in (two_rank + det_rank + others if config == "2x1" else present)
                      if (v := med(fw, config, model, "cores")) is not None]
             print(f"  {model:10} {config:7} " + ", ".join(cells))
 
-    # --- sync, scaling, memory --------------------------------------------
+    # --- the deterministic step's cost --------------------------------------
+    if det_rank and "2x1" in configs:
+        print("\ndeterministic step (canonical pieces + exact sum, replicated Adam) beside the default replicated "
+              "step, 2x1, same rounds (median over rounds; per round in brackets)")
+        for model in models:
+            d_runs, r_runs = results.get(("distnet-det", "2x1", model)), results.get(("distnet", "2x1", model))
+            if not d_runs or not r_runs:
+                continue
+            d, r = med("distnet-det", "2x1", model), med("distnet", "2x1", model)
+            per = ", ".join(f"{a['step_ms'] / b['step_ms']:.2f}x" for a, b in zip(d_runs, r_runs))
+            print(f"  {model:10} piece size {d_runs[0].get('piece_size')}: deterministic {d:.1f} ms/step, "
+                  f"default {r:.1f} ms/step -> {d / r:.2f}x ({per})")
     print()
     for model in models:
         for dn in two_rank:

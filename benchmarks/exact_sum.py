@@ -1,4 +1,4 @@
-"""The exact (int64 fixed-point) sum against the plain float32 all-reduce it replaces.
+"""The exact (float64 fixed-grid) sum against the plain float32 all-reduce it replaces.
 
 The gradients have the reference conv net's shapes (conv2d 5x5x1x32 + bias,
 dense 6272x1024 + bias, dense_1 1024x10 + bias: ~6.4 M float32), one scale
@@ -10,9 +10,9 @@ the figure is the median over repeats of the slowest rank's time.
 - ``float32``: the pieces added locally in float32, one in-place float32 Allreduce
   (what a rank does today with micro-batches);
 - ``exact``: :func:`~distnet.distributed.exact_sum.exact_allreduce` (one max-reduction of
-  the exponents, the int64 quantization of every piece, an int64 Allreduce of twice the bytes,
-  the conversion back), and its parts measured alone (the int64 all-reduce part includes a
-  copy of the buffer, so repeats do not sum sums).
+  the exponents, the rounding of every piece to the grid, a float64 reduce-scatter and a float32
+  all-gather, the conversion back of this rank's block), and its parts measured alone; with one
+  piece per rank on 2 ranks (2 summands in all) it is the float32 all-reduce path.
 
 Usage::
 
@@ -72,12 +72,16 @@ def measure(comm, pieces: list, starts, repeats: int) -> tuple:
     e = local_exponents(pieces, starts)
     comm.allreduce_(e, op="max")
     q = quantize(pieces, e, frac, starts)
+    blk = -(-q.size // comm.size)
+    q_pad = np.zeros(blk * comm.size)
+    q_pad[:q.size] = q
     for _ in range(repeats):
         f32.append(timed(comm, plain))
         ex.append(timed(comm, exact))
         parts["exps"].append(timed(comm, lambda: comm.allreduce_(local_exponents(pieces, starts), op="max")))
         parts["quantize"].append(timed(comm, lambda: quantize(pieces, e, frac, starts)))
-        parts["allreduce"].append(timed(comm, lambda: comm.allreduce_(q.copy())))
+        parts["allreduce"].append(timed(comm, lambda: comm.allgather_(np.zeros(blk * comm.size, np.float32))
+                                        if comm.reduce_scatter_block_(q_pad, np.empty(blk)) is not None else None))
         parts["back"].append(timed(comm, lambda: dequantize(q, e, frac, starts)))
     return f32, ex, parts
 
@@ -93,10 +97,10 @@ def main() -> None:
     n = sum(sizes)
     rng = np.random.default_rng(comm.rank)
     if comm.rank == 0:
-        print(f"ranks {comm.size}, {n} float32 per gradient ({n * 4 / 1e6:.1f} MB; int64 on the wire: "
-              f"{n * 8 / 1e6:.1f} MB), {len(sizes)} segments, median of {args.repeats}, slowest rank")
+        print(f"ranks {comm.size}, {n} float32 per gradient ({n * 4 / 1e6:.1f} MB; the exact sum's wire: float64 "
+              f"reduce-scatter + float32 all-gather), {len(sizes)} segments, median of {args.repeats}, slowest rank")
         print(f"{'pieces/rank':>11} {'float32 ms':>11} {'exact ms':>9} {'ratio':>6} | exact parts ms: "
-              f"{'exps':>6} {'quantize':>8} {'int64 allreduce':>15} {'back':>6}")
+              f"{'exps':>6} {'quantize':>8} {'f64 RS + f32 AG':>15} {'back':>6}")
     for p in (int(v) for v in args.pieces.split(",")):
         # gradient-like magnitudes that differ by layer
         pieces = [(rng.standard_normal(n) * np.repeat(10.0 ** -np.arange(len(sizes)), sizes)).astype(np.float32)

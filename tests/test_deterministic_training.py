@@ -78,7 +78,7 @@ def test_trainer_deterministic_refuses_what_it_does_not_cover():
         build(deterministic=True, piece_size=0)
     with pytest.raises(InvalidArgumentError, match="deterministic"):
         build(deterministic="yes")
-    assert build(deterministic=True).piece_size == 1      # ceil(4 / 16)
+    assert build(deterministic=True).piece_size == 4      # one piece below 64 samples
 
 
 @pytest.mark.mpi

@@ -70,7 +70,8 @@ def test_piece_shard_of_leaves_the_sampler_alone():
 
 
 def test_default_piece_size_depends_on_the_batch_only():
-    assert [default_piece_size(b) for b in (1, 16, 17, 64, 100)] == [1, 1, 2, 4, 7]
+    assert [default_piece_size(b) for b in (1, 16, 63, 64, 100, 128, 256, 512, 1000, 4096)] == \
+        [1, 16, 63, 32, 50, 32, 32, 32, 63, 256]
 
 
 @pytest.mark.parametrize("bad, words", [

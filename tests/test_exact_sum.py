@@ -16,7 +16,6 @@ from distnet.distributed.exact_sum import (
     exact_allreduce,
     fraction_bits,
     local_exponents,
-    nonfinite_counts,
     quantize,
 )
 from distnet.distributed.single import SingleCommunicator
@@ -25,17 +24,17 @@ from distnet.errors import DTypeError, InvalidArgumentError
 
 def simulated(ranks: list, count: int, starts=None) -> np.ndarray:
     """:func:`exact_allreduce` on simulated ranks (each a list of pieces), adding
-    the ranks' integers in the given order as MPI would in some order."""
+    the ranks' grid sums in the given order as MPI would in some order."""
     size = next(p.size for r in ranks for p in r)
     e = empty_exponents(1 if starts is None else len(starts))
     for r in ranks:
         e = np.maximum(e, local_exponents(r, starts) if r else empty_exponents(e.size - 1))
     frac = fraction_bits(count)
-    acc = np.zeros(size, np.int64)
-    for r in ranks:
-        acc += quantize(r, e, frac, starts, out=np.zeros(size, np.int64))
-    counts = sum(nonfinite_counts(r, size) for r in ranks) if e[-1] else None
-    return dequantize(acc, e, frac, starts, counts)
+    acc = np.zeros(size, np.float64)
+    with np.errstate(invalid="ignore"):   # +inf + -inf: NaN, as the float64 MPI sum gives
+        for r in ranks:
+            acc += quantize(r, e, frac, starts, out=np.zeros(size, np.float64))
+    return dequantize(acc, e, frac, starts)
 
 
 def exact_f32(column) -> np.float32:
@@ -76,8 +75,105 @@ def test_every_order_and_partition_gives_the_same_bits():
             assert bits(simulated(ranks, 6)) == bits(ref)
 
 
+def tree_sum(accs: list, rng) -> np.ndarray:
+    """The ranks' grid sums added in a random binary tree, as some MPI algorithm might."""
+    accs = [a.copy() for a in accs]
+    while len(accs) > 1:
+        i, j = sorted(rng.choice(len(accs), 2, replace=False))
+        b = accs.pop(j)
+        accs[i] = b + accs[i] if rng.random() < 0.5 else accs[i] + b
+    return accs[0]
+
+
+def extreme_pieces(rng, count: int, n: int) -> list:
+    """Random float32 summands over the whole range: normal and subnormal, zeros of both signs,
+    values near float32's largest, and (sometimes) NaN and infinities."""
+    x = rng.standard_normal((count, n)) * 2.0 ** rng.integers(-149, 128, (count, n))
+    kind = rng.integers(0, 12, (count, n))
+    x[kind == 0] = 0.0
+    x[kind == 1] = -0.0
+    x[kind == 2] = rng.standard_normal(int((kind == 2).sum())) * 1e-42        # subnormal
+    x[kind == 3] = rng.choice([-3.4e38, 3.4e38], int((kind == 3).sum()))      # near the largest
+    if rng.random() < 0.5:
+        x[kind == 4] = rng.choice([np.nan, np.inf, -np.inf], int((kind == 4).sum()))
+    with np.errstate(over="ignore"):
+        return list(x.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_property_any_split_any_order_same_bits(seed):
+    # Random data over the whole float32 range, random segments, dealt to 1..7 simulated ranks in random
+    # order (ranks may hold none), their grid sums added in a random tree: always the bits of one process.
+    rng = np.random.default_rng(100 + seed)
+    count, n = int(rng.integers(1, 13)), int(rng.integers(1, 300))
+    pieces = extreme_pieces(rng, count, n)
+    starts = np.unique(np.concatenate([[0], rng.integers(0, n, int(rng.integers(0, 5)))])) if n > 1 else None
+    ref = simulated([pieces], count, starts)
+    frac = fraction_bits(count)
+    for _ in range(6):
+        ranks = [[] for _ in range(int(rng.integers(1, 8)))]
+        for i in rng.permutation(count):
+            ranks[int(rng.integers(0, len(ranks)))].append(pieces[i])
+        e = empty_exponents(1 if starts is None else len(starts))
+        for r in ranks:
+            e = np.maximum(e, local_exponents(r, starts) if r else empty_exponents(e.size - 1))
+        with np.errstate(invalid="ignore"):
+            acc = tree_sum([quantize(r, e, frac, starts, out=np.zeros(n)) for r in ranks], rng)
+        assert bits(dequantize(acc, e, frac, starts)) == bits(ref)
+    # NaN/inf where the float64 reference says so; finite elements correctly rounded when no summand
+    # falls below the grid (checked elementwise with Fractions on the finite columns)
+    cols = np.stack(pieces)
+    nan = np.isnan(cols).any(0) | (np.isposinf(cols).any(0) & np.isneginf(cols).any(0))
+    assert np.array_equal(np.isnan(ref), nan)
+    assert np.all(ref[np.isposinf(cols).any(0) & ~nan] == np.inf)
+    assert np.all(ref[np.isneginf(cols).any(0) & ~nan] == -np.inf)
+    nan_bits = np.float32(np.nan).view(np.uint32)
+    assert np.all(ref[np.isnan(ref)].view(np.uint32) == nan_bits)       # the one canonical NaN
+    finite = np.flatnonzero(np.isfinite(cols).all(0))
+    exact = np.array([math.fsum(map(float, cols[:, j])) for j in finite])
+    # beyond float32's range (2**128 - 2**103 and up) the one rounding gives +-inf, as IEEE says
+    over = np.abs(exact) >= 2.0 ** 128 - 2.0 ** 103
+    assert np.array_equal(np.isinf(ref[finite]), over)
+    seg = np.searchsorted(np.zeros(1) if starts is None else starts, np.arange(n), side="right") - 1
+    e = local_exponents(pieces, starts)[seg].astype(np.float64)
+    ok = finite[~over]
+    got = ref[ok].astype(np.float64)
+    bound = (np.spacing(np.abs(ref[ok])).astype(np.float64) / 2 + count * 2.0 ** (e[ok] - frac - 1)
+             + np.abs(exact[~over]) * 2.0 ** -52)   # fsum's own float64 rounding
+    assert np.all(np.abs(got - exact[~over]) <= bound)
+
+
+def test_two_dimensional_pieces_and_out():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 70)).astype(np.float32)
+    out = np.full(70, 7, np.float32)
+    got = exact_allreduce(SingleCommunicator(), x, 5, starts=[0, 30], out=out)
+    assert got is out and bits(out) == bits(simulated([list(x)], 5, [0, 30]))
+
+
+SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.4e38, -3.4e38, np.inf, -np.inf, np.nan,
+                    -np.nan, 1.5, 2.0 ** -24, 1 + 2.0 ** -23], np.float32)
+
+
+def test_two_summands_take_the_float32_sum_in_either_order():
+    # count <= 2: a float32 all-reduce; a + b == b + a bit for bit (NaN made canonical), and a rank
+    # without a summand adds -0.0, which leaves every value's bits alone (-0.0 and NaN included).
+    a, b = np.repeat(SPECIAL, SPECIAL.size), np.tile(SPECIAL, SPECIAL.size)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = a + b
+    want[np.isnan(want)] = np.float32(np.nan)
+    comm = SingleCommunicator()
+    for pieces in ([a, b], [b, a]):
+        assert bits(exact_allreduce(comm, pieces, 2)) == bits(want)
+    with np.errstate(invalid="ignore"):
+        assert bits(np.float32(-0.0) + a) == bits(a)
+    one = exact_allreduce(comm, [a], 1)
+    assert bits(one[~np.isnan(a)]) == bits(a[~np.isnan(a)])
+    assert bits(exact_allreduce(comm, [], 2, size=3)) == bits(np.full(3, -0.0, np.float32))
+
+
 def test_bucket_split_gives_the_same_bits():
-    # Buckets quantized apart with the one agreed scale give the integers of the whole buffer.
+    # Buckets quantized apart with the one agreed scale give the grid sums of the whole buffer.
     rng = np.random.default_rng(1)
     pieces = [rng.standard_normal(100).astype(np.float32) for _ in range(4)]
     whole = simulated([pieces], 4)
@@ -134,7 +230,7 @@ def test_at_least_as_accurate_as_float32_sums(case):
 
 
 def test_error_bound_when_summands_fall_below_the_unit():
-    # 1 + (-1) + 1e-30: the unit at E=1, count=3 is 2**-59, so 1e-30 rounds away.  The bound says so.
+    # 1 + (-1) + 1e-30: the unit at E=1, count=3 is 2**-50, so 1e-30 rounds away.  The bound says so.
     x = np.array([[1.0], [-1.0], [1e-30]], np.float32)
     got = simulated([list(x)], 3)
     frac = fraction_bits(3)
@@ -150,7 +246,7 @@ def test_zeros_and_empty_segments():
     a = np.array([0, 0, 1.5, -2.5, 0, 0], np.float32)
     got = simulated([[a], [a]], 2, starts=[0, 2, 4])
     assert bits(got) == bits(2 * a)
-    # -0.0 + -0.0: integers have no negative zero; the sum is +0.0 on any N (stated, not IEEE's -0.0).
+    # -0.0 + -0.0: the grid rounds -0.0 to +0.0; the sum is +0.0 on any N (stated, not IEEE's -0.0).
     assert bits(simulated([[np.array([-0.0], np.float32)]], 1)) == bits(np.zeros(1, np.float32))
 
 
@@ -182,13 +278,42 @@ def test_single_communicator_is_the_local_sum():
     assert bits(exact_allreduce(SingleCommunicator(), pieces, 5)) == bits(simulated([pieces], 5))
 
 
-def test_headroom_never_overflows():
-    frac = fraction_bits(MAX := 1 << 20)
-    assert MAX * 2 ** frac <= 2 ** 62
+def test_headroom_keeps_every_partial_sum_exact():
+    for count in (1, 2, 3, 4, 5, 64, 65, 1000, 1 << 20):
+        frac = fraction_bits(count)
+        assert count * 2 ** frac <= 2 ** 53 and frac <= 51
+    frac = fraction_bits(1 << 20)
     x = np.full(3, np.float32(np.nextafter(np.float32(2.0), np.float32(0))), np.float32)   # just below 2**E
     e = local_exponents([x])
-    q = quantize([x], e, frac)
+    q = quantize([x], e, frac) / 2.0 ** (int(e[0]) - frac)
     assert np.all(np.abs(q) <= 2 ** frac)
+    # count summands of the largest magnitude, one sign: the grid sum is exact (every partial sum an
+    # integer multiple of the unit at most 2**53 units), checked against integers.
+    count = 1 << 12
+    frac = fraction_bits(count)
+    big = np.float32(np.nextafter(np.float32(2.0), np.float32(0)))
+    e = local_exponents([np.full(2, big)])
+    acc = quantize(np.full((count, 2), big, np.float32), e, frac)
+    unit = Fraction(2) ** (int(e[0]) - frac)
+    assert Fraction(acc[0]) == count * round(Fraction(float(big)) / unit) * unit
+
+
+def test_grid_rounding_is_rint_of_the_scaled_summand():
+    # (x + M) - M is x rounded half-to-even to the unit 2**(E - F), the integer format's definition
+    rng = np.random.default_rng(8)
+    for count in (1, 7, 64, 1 << 20):
+        frac = fraction_bits(count)
+        x = (rng.standard_normal(4000) * 2.0 ** rng.integers(-60, 0, 4000)).astype(np.float32)
+        x[:4] = [0.0, -0.0, 1.5 * 2.0 ** -40, -2.5 * 2.0 ** -40]    # ties at some units
+        e = local_exponents([x])
+        unit = Fraction(2) ** (int(e[0]) - frac)
+        got = quantize([x], e, frac)
+        for v, g in zip(x[:400].tolist() + x[:4].tolist(), got[:400].tolist() + got[:4].tolist()):
+            q = Fraction(v) / unit
+            n = math.floor(q)
+            if q - n > Fraction(1, 2) or (q - n == Fraction(1, 2) and n % 2):
+                n += 1
+            assert Fraction(g) == n * unit, (count, v)
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -196,6 +321,8 @@ def test_headroom_never_overflows():
     (lambda: local_exponents([np.zeros(3, np.float64)]), "float32"),
     (lambda: local_exponents([np.zeros(3, np.float32)], starts=[1]), "segments"),
     (lambda: quantize([np.zeros(3, np.float32), np.zeros(4, np.float32)], empty_exponents(), 10), "3 elements"),
+    (lambda: quantize([np.zeros(3, np.float32)], empty_exponents(), 10, out=np.zeros(3, np.int64)), "float64"),
+    (lambda: dequantize(np.zeros(3, np.int64)), "float64"),
 ])
 def test_bad_input_is_refused(bad, words):
     with pytest.raises((InvalidArgumentError, DTypeError), match=words):
@@ -215,19 +342,19 @@ def test_mpi_ranks_give_the_bits_of_one_process(nprocs):
 
 
 def test_conversion_back_is_one_rounding():
-    # int64 sums near rounding midpoints of float32, where float64 first then float32 rounds twice
+    # grid sums near rounding midpoints of float32 (and one unit off them): the cast rounds once, correctly
     rng = np.random.default_rng(5)
     frac = 40
     vals = []
-    for k in range(20, 63):
+    for k in range(20, 54):
         base = int(rng.integers(1 << (k - 1), 1 << k))
         shift = max(k - 24, 0)
         mid = ((base >> shift) << shift) + ((1 << shift) >> 1)          # a float32 midpoint
         vals += [mid, mid + 1, mid - 1, -mid, -mid - 1, base, -base]
-    vals = [v for v in vals if abs(v) <= 2 ** 62]
-    acc = np.array(vals, np.int64)
-    e = np.array([0, 0], np.int64)                     # E = 0: value = acc * 2**-40
-    got = dequantize(acc, e, frac)
+    vals = [v for v in vals if abs(v) <= 2 ** 53]
+    acc = np.array([v * 2.0 ** -frac for v in vals], np.float64)
+    assert all(Fraction(a) == Fraction(v, 1 << frac) for a, v in zip(acc.tolist(), vals))   # exact grid values
+    got = dequantize(acc, np.array([0, 0], np.int64), frac)
     for v, g in zip(vals, got):
         assert g == exact_f32([Fraction(v, 1 << frac)]), v
 

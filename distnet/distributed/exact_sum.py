@@ -1,57 +1,78 @@
-"""An order-independent exact sum of float32 arrays across ranks: fixed-point int64.
+"""An order-independent exact sum of float32 arrays across ranks: a float64 fixed-point grid.
 
 Float addition is not associative, so a float32 all-reduce gives bits that
 depend on the number of ranks, on MPI's reduction algorithm and on how the
-buffer is cut into buckets.  Integer addition is associative: if every
-summand is first turned into an int64 multiple of one unit ``2**(E - F)``
-that all ranks agree on, MPI's integer SUM is exact, and any N, algorithm or
-bucket split gives the same integers, hence the same float32 result.
+buffer is cut into buckets.  Addition of numbers on one grid is: if every
+summand is first rounded to a multiple of one unit ``u = 2**(E - F)`` that
+all ranks agree on, and no partial sum can leave the range where float64
+holds every multiple of ``u`` (``2**53 * u``), each float64 addition is
+exact, so MPI's float64 SUM gives the same numbers for any N, algorithm or
+bucket split, hence the same float32 result.  (The same argument as an int64
+fixed point, with float64 doing the bookkeeping: the rounding to the grid is
+two float64 additions and the conversion back one cast, instead of the
+multiply, round, convert and rescale passes of an integer format.)
 
 One step, every rank (a collective; :func:`exact_allreduce` does all of it)::
 
     e = local_exponents(pieces, starts)       # max binade per segment, + a non-finite flag
     comm.allreduce_(e, op="max")              # the one small agreement on the scale
-    acc = quantize(pieces, e, F, starts)      # int64, exact local sum of this rank's pieces
-    comm.allreduce_(acc)                      # associative: same integers for any N
-    out = dequantize(acc, e, F, starts)       # float32, one rounding
+    acc = quantize(pieces, e, F, starts)      # float64 on the grid: the exact sum of this rank's pieces
+    comm.allreduce_(acc)                      # exact, so associative: same numbers for any N
+    out = dequantize(acc, e)                  # float32, one rounding
 
 The scale.  ``E`` is the smallest integer with ``|x| < 2**E`` for every
 finite summand ``x`` of a segment, on every rank (``np.frexp``'s exponent);
-``F = 62 - ceil(log2(count))`` fraction bits, where ``count`` is the number
-of summands of the whole job (all pieces on all ranks) and must not depend on
-the number of ranks, or the unit would.  Each summand becomes
-``q = rint(x * 2**(F - E))`` with ``|q| <= 2**F``; any partial sum of at most
-``count`` of them is ``<= count * 2**F <= 2**62 < 2**63``: no int64 overflow,
-whatever the order MPI adds them in.  ``count`` is limited to ``2**20``.
+``F = min(51, 53 - ceil(log2(count)))`` fraction bits, where ``count`` is the
+number of summands of the whole job (all pieces on all ranks) and must not
+depend on the number of ranks, or the unit would.  Each summand is rounded to
+``q * u`` with ``|q| <= 2**F`` (round half to even, as ``np.rint``): with
+``M = 1.5 * 2**52 * u``, ``x + M`` lies in ``[2**52 u, 2**53 u)`` where
+float64's spacing is exactly ``u`` (that needs ``F <= 51``), so
+``(x + M) - M`` is ``x`` rounded to the grid and the subtraction is exact.
+Any partial sum of at most ``count`` grid values is ``<= count * 2**F * u <=
+2**53 * u``: exact in float64, whatever the order MPI adds them in.
+``count`` is limited to ``2**20`` (``F >= 33``).
 
 Segments (e.g. one per variable, given by their start offsets) get their own
 ``E``, so a layer of small gradients is not quantized at the scale of a layer
-of large ones.  A segment of zeros gets ``E = ZERO_EXPONENT`` and stays zero.
+of large ones.  A segment with no nonzero finite summand gets
+``E = ZERO_EXPONENT`` and ``M = 0``: its zeros stay zero.
 
 Accuracy (tested against ``fractions.Fraction``/``math.fsum``):
 
-- a summand within ``F - 24`` binades of its segment's largest (32 binades at
-  ``count = 64``, 42 at 1, 18 at ``2**20``) is converted exactly, so when
-  all are, the result is the **correctly rounded** float32 of the exact sum:
+- a summand within ``F - 24`` binades of its segment's largest (27 binades at
+  ``count = 2``, 23 at 64, 9 at ``2**20``) is on the grid already, so when all
+  are, the result is the **correctly rounded** float32 of the exact sum:
   never less accurate than any float32 summation order;
 - in general ``|result - exact| <= ulp(result)/2 + count * 2**(E - F - 1)``,
-  against the float32 sum's ``(count - 1) * 2**-24 * sum|x|`` with
-  ``sum|x| >= 2**(E-1)``: the second term is at least ``2**(37 - log2 count)``
-  times smaller than the float32 bound (what rounds away is below
-  ``2**(E - 63)`` per summand relative to a ``2**E`` largest summand).
+  against the float32 sum's bound ``(count - 1) * 2**-24 * sum|x|`` with
+  ``sum|x| >= 2**(E-1)``: the grid's term is about ``2**(F - 24)`` times
+  smaller (``2**27`` for up to 4 summands, ``2**23`` at 64, ``2**9`` at
+  ``2**20``).  The documented loss: a summand more than ``F`` binades below
+  its segment's largest rounds away (``1 + (-1) + 1e-30`` gives 0; float32 in
+  that order gives 1e-30).
 
-Non-finite values: the flag rides on the scale agreement; when any rank has a
-NaN or an infinity, one more int64 sum counts NaNs, +inf and -inf per element,
-so the result is NaN where any summand is NaN or both infinities meet, +-inf
-where only one sign does, and the finite elements are summed exactly as
-usual — the same bits on any N, and a finite-check still sees the non-finite.
+Non-finite values: the flag rides on the scale agreement.  A NaN or an
+infinity passes through the grid arithmetic unchanged and MPI's float64 SUM
+gives NaN where any summand is NaN or both infinities meet and +-inf where
+only one sign does — independent of the order; the NaN's payload and sign are
+not, so with the flag up every NaN of the result is made the one quiet NaN
+``0x7fc00000``.  A finite check still sees the non-finite.
 
-Conversion back: the int64 sum goes to float64 exactly below 2**53 and
-above it with its low 11 bits folded into a sticky bit (which cannot move
-float32's rounding, see :func:`_to_float64_sticky`), is scaled by a power of
-two (exact in float64) and rounded once to float32: the single correct
-rounding of the exact sum (float32 subnormals and overflow to infinity
-included).
+At most two summands in the whole job (``count <= 2``, e.g. a global batch
+cut into two pieces): float32 addition is commutative, so a plain float32
+all-reduce already gives ``fl(a + b)``, the correctly rounded sum, on any N
+(ranks without a summand add ``-0.0``, the exact identity); that path is
+taken, at the cost of the default all-reduce, with IEEE's signed zeros.
+
+Across ranks the float64 grid sums are reduce-scattered, each rank rounds its
+block to float32 and the blocks are all-gathered: 12 bytes per element on the
+wire against the float32 all-reduce's 8 (and a float64 all-reduce's 16).
+
+Conversion back: the float64 sum is exact, so its cast to float32 is the one
+correct rounding (float32 subnormals and overflow to infinity included).
+Zeros are ``+0.0`` (``-0.0`` summands are rounded to the grid's ``+0.0``) when
+``count > 2``.
 """
 from __future__ import annotations
 
@@ -65,22 +86,26 @@ from distnet.errors import DTypeError, InvalidArgumentError
 #: The exponent of a segment with no nonzero finite summand (below float32's
 #: smallest subnormal binade, -148), so the scale maps it to zero.
 ZERO_EXPONENT = -1000
-#: The largest number of summands: the non-finite counts share one int64 in 21-bit fields.
+#: The largest number of summands (``F >= 33``: the largest summand of a segment stays exact).
 MAX_COUNT = 1 << 20
-_FIELD = 21
+#: Elements per chunk of the element-wise passes: a chunk's float64 temporary stays
+#: in cache across the two grid additions and the accumulation instead of streaming
+#: through memory.
+_CHUNK = 1 << 15
+_CANONICAL_NAN = np.float32(np.nan)
 
 
 def fraction_bits(count: int) -> int:
-    """Fraction bits ``F`` of the fixed point for ``count`` summands in all: ``count * 2**F <= 2**62``.
+    """Fraction bits ``F`` of the grid for ``count`` summands in all: ``count * 2**F <= 2**53``, ``F <= 51``.
 
     Example:
-        >>> fraction_bits(1), fraction_bits(64), fraction_bits(65)
-        (62, 56, 55)
+        >>> fraction_bits(1), fraction_bits(4), fraction_bits(64), fraction_bits(65)
+        (51, 51, 47, 46)
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= MAX_COUNT:
         raise InvalidArgumentError(f"exact sum count: Expect: an integer in 1..{MAX_COUNT} "
                                    f"(the summands of the whole job) Actual: {count!r}")
-    return 62 - math.ceil(math.log2(int(count)))
+    return min(51, 53 - math.ceil(math.log2(int(count))))
 
 
 def _check_pieces(pieces: Sequence[np.ndarray], size: int | None = None) -> int:
@@ -114,7 +139,7 @@ def local_exponents(pieces: Sequence[np.ndarray], starts: Sequence[int] | None =
     for p in pieces:
         if not p.size:
             continue
-        # Two passes per piece; a NaN or an infinity shows in the segment's max or min.
+        # Two read passes per piece, every segment at once; a NaN or an infinity shows in the max or min.
         biggest = np.maximum(np.maximum.reduceat(p, s), -np.minimum.reduceat(p, s))
         if not np.isfinite(biggest).all():
             out[-1] = 1
@@ -132,28 +157,33 @@ def empty_exponents(segments: int = 1) -> np.ndarray:
     return out
 
 
-def _segments(exponents: np.ndarray, starts: np.ndarray, size: int):
-    """``(lo, hi, E)`` of each segment with a nonzero summand somewhere."""
-    ends = np.append(starts[1:], size)
-    for lo, hi, e in zip(starts.tolist(), ends.tolist(), exponents[:-1].tolist()):
-        if e != ZERO_EXPONENT:
-            yield lo, hi, e
+def _magic(exponents: np.ndarray, frac_bits: int) -> np.ndarray:
+    """Per segment, the float64 ``M = 1.5 * 2**52 * u`` whose addition and subtraction round
+    to the grid ``u = 2**(E - F)``; 0 for a zero segment (its +-0, NaN and inf pass unchanged)."""
+    e = np.asarray(exponents[:-1], np.int64)
+    m = np.ldexp(np.float64(1.5), (52 - frac_bits + e).astype(np.int32))
+    return np.where(e == ZERO_EXPONENT, np.float64(0), m)
 
 
-def _chunks(lo: int, hi: int):
-    for a in range(lo, hi, _CHUNK):
-        yield a, min(hi, a + _CHUNK)
+def _chunk_magic(magic: np.ndarray, starts: np.ndarray, a: int, b: int):
+    """``M`` for elements ``a:b``: a scalar when the chunk lies in one segment, else per element."""
+    i0 = int(np.searchsorted(starts, a, side="right")) - 1
+    i1 = int(np.searchsorted(starts, b - 1, side="right")) - 1
+    if i0 == i1:
+        return magic[i0]
+    bounds = np.clip(np.append(starts[i0:i1 + 1], b), a, b)
+    return np.repeat(magic[i0:i1 + 1], np.diff(bounds))
 
 
 def quantize(pieces: Sequence[np.ndarray], exponents: np.ndarray, frac_bits: int,
              starts: Sequence[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """The exact int64 sum of ``pieces`` in units of ``2**(E - F)`` (non-finite values count as 0).
+    """The exact float64 sum of ``pieces``, each first rounded to its segment's grid ``2**(E - F)``.
 
     Args:
-        pieces: 1-d float32 arrays of one length.
+        pieces: 1-d float32 arrays of one length (or the rows of a 2-d float32 array).
         exponents: the agreed (max-reduced) :func:`local_exponents`.
         frac_bits: :func:`fraction_bits` of the job's number of summands.
-        out: an int64 array to accumulate into (default: a new zero array).
+        out: a float64 array (of grid values) to accumulate into (default: a new zero array).
     """
     size = _check_pieces(pieces, None if out is None else out.size)
     if size is None:
@@ -162,95 +192,67 @@ def quantize(pieces: Sequence[np.ndarray], exponents: np.ndarray, frac_bits: int
         size = out.size
     s = _starts(starts, size)
     if out is None:
-        out = np.zeros(size, np.int64)
-    scaled = np.empty(min(size, _CHUNK), np.float64)
-    whole = np.empty(min(size, _CHUNK), np.int64)
-    pieces = [np.where(np.isfinite(p), p, np.float32(0)) if exponents[-1] and not np.isfinite(p).all() else p
-              for p in pieces]
-    for lo, hi, e in _segments(exponents, s, size):
-        # x * 2**(F - E) is exact in float64 (24 significant bits, F - E <= 210) and below 2**F;
-        # the scale is np.float64: a Python float would leave the product in float32.
-        scale = np.float64(2.0 ** (frac_bits - e))
-        for a, b in _chunks(lo, hi):
-            f, w = scaled[: b - a], whole[: b - a]
+        out = np.zeros(size, np.float64)
+    elif not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.ndim != 1:
+        raise DTypeError(f"quantize out: Expect: a 1-d float64 array Actual: {getattr(out, 'dtype', type(out))}")
+    if not len(pieces):
+        return out
+    magic = _magic(exponents, frac_bits)
+    buf = np.empty(min(size, _CHUNK), np.float64)
+    with np.errstate(invalid="ignore"):   # inf - inf where a NaN is the right answer (non-finite flag)
+        for a in range(0, size, _CHUNK):
+            b = min(size, a + _CHUNK)
+            m, f, acc = _chunk_magic(magic, s, a, b), buf[: b - a], out[a:b]
             for p in pieces:
-                np.multiply(p[a:b], scale, out=f)
-                np.rint(f, out=f)
-                np.copyto(w, f, casting="unsafe")   # integral already: exact
-                out[a:b] += w
+                # Widened first (exact; numpy's plain cast is faster than a mixed-type add), then
+                # M added and subtracted in float64: the first addition is the rounding to the grid,
+                # the second is exact.
+                np.copyto(f, p[a:b])
+                np.add(f, m, out=f)
+                np.subtract(f, m, out=f)
+                np.add(acc, f, out=acc)   # grid values within 2**53 units: exact
     return out
 
 
-def nonfinite_counts(pieces: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """Per element, NaNs + (+inf) * 2**21 + (-inf) * 2**42 among ``pieces`` (int64; sum it over ranks)."""
-    out = np.zeros(size, np.int64)
-    for p in pieces:
-        out += np.isnan(p).astype(np.int64)
-        out += (p == np.inf).astype(np.int64) << _FIELD
-        out += (p == -np.inf).astype(np.int64) << (2 * _FIELD)
-    return out
+def dequantize(acc: np.ndarray, exponents: np.ndarray | None = None, frac_bits: int | None = None,
+               starts: Sequence[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """The float32 value of the summed grid values ``acc`` (one rounding).
 
-
-#: Elements per chunk of the element-wise passes: a chunk's float64 and int64
-#: temporaries stay in cache across the passes instead of streaming through memory.
-_CHUNK = 1 << 15
-_EXACT = 1 << 53   # int64 below this in magnitude converts to float64 exactly
-_LOW = 2047
-
-
-def _to_float64_sticky(acc: np.ndarray) -> np.ndarray:
-    """int64 -> float64 that rounds to float32 as ``acc`` itself would (no double rounding).
-
-    Below 2**53 the conversion is exact.  Above, float32's spacing is at
-    least 2**30, so its rounding midpoints are multiples of 2048: ``acc`` and
-    ``(acc & ~2047) + 1024`` (exact in float64, 52 significant bits) lie in
-    the same open interval between multiples of 2048 whenever the low bits are
-    nonzero — a sticky bit — and so round alike.
+    ``exponents`` (the agreed :func:`local_exponents`) tells whether a
+    non-finite summand was present: then every NaN becomes the one quiet NaN
+    (its payload and sign would depend on MPI's order).  ``frac_bits`` and
+    ``starts`` are not needed (the grid values are the values) and kept for
+    callers that pass them.
     """
-    low = acc & _LOW
-    sticky = (acc ^ low) | ((low != 0).astype(np.int64) << 10)
-    big = (acc >= _EXACT) | (acc <= -_EXACT)
-    return np.where(big, sticky, acc).astype(np.float64)
-
-
-def dequantize(acc: np.ndarray, exponents: np.ndarray, frac_bits: int, starts: Sequence[int] | None = None,
-               counts: np.ndarray | None = None) -> np.ndarray:
-    """The float32 value of the summed ``acc`` (one rounding); with ``counts``
-    (summed :func:`nonfinite_counts`) the non-finite elements become NaN/+-inf."""
-    if not isinstance(acc, np.ndarray) or acc.dtype != np.int64 or acc.ndim != 1:
-        raise DTypeError(f"dequantize: Expect: a 1-d int64 array Actual: {getattr(acc, 'dtype', type(acc))}")
-    s = _starts(starts, acc.size)
-    out = np.zeros(acc.size, np.float32)
+    if not isinstance(acc, np.ndarray) or acc.dtype != np.float64 or acc.ndim != 1:
+        raise DTypeError(f"dequantize: Expect: a 1-d float64 array Actual: {getattr(acc, 'dtype', type(acc))}")
+    if out is None:
+        out = np.empty(acc.size, np.float32)
+    elif not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != acc.shape:
+        raise DTypeError(f"dequantize out: Expect: a float32 array of shape {acc.shape} Actual: "
+                         f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
     with np.errstate(over="ignore"):   # a sum beyond float32's range is +-inf, as IEEE rounding says
-        for lo, hi, e in _segments(exponents, s, acc.size):
-            scale = 2.0 ** (e - frac_bits)
-            for a, b in _chunks(lo, hi):
-                # times a power of two: exact in float64; the cast to float32 is the one rounding
-                np.copyto(out[a:b], _to_float64_sticky(acc[a:b]) * scale, casting="same_kind")
-    if counts is not None:
-        mask = (1 << _FIELD) - 1
-        nan = counts & mask
-        pos = (counts >> _FIELD) & mask
-        neg = (counts >> (2 * _FIELD)) & mask
-        out[pos > 0] = np.inf
-        out[neg > 0] = -np.inf
-        out[(nan > 0) | ((pos > 0) & (neg > 0))] = np.nan
+        np.copyto(out, acc, casting="same_kind")
+    if exponents is None or exponents[-1]:
+        out[np.isnan(out)] = _CANONICAL_NAN
     return out
 
 
 def exact_allreduce(comm, pieces: Sequence[np.ndarray], count: int, size: int | None = None,
-                    starts: Sequence[int] | None = None) -> np.ndarray:
+                    starts: Sequence[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """The sum over all ranks of all ranks' ``pieces``, the same bits for any split (a collective).
 
     Args:
         comm: a :class:`~distnet.distributed.communicator.Communicator`.
-        pieces: this rank's 1-d float32 summands (may be empty: then give ``size``).
+        pieces: this rank's 1-d float32 summands, or a 2-d float32 array of them
+            (may be empty: then give ``size``).
         count: summands of the whole job, the same on every rank and for any
             number of ranks (e.g. the canonical pieces of a global batch).
         size: elements of each summand (needed when ``pieces`` is empty).
         starts: start offsets of the segments that get a scale of their own.
+        out: a float32 array of ``size`` elements for the result (default: a new one).
     Returns:
-        a new float32 array of ``size`` elements.
+        the float32 sum (``out`` when given).
     Example:
         >>> exact_allreduce(comm, [g0, g1], count=8)   # 8 pieces over all ranks
     """
@@ -259,11 +261,46 @@ def exact_allreduce(comm, pieces: Sequence[np.ndarray], count: int, size: int | 
     if n is None:
         raise InvalidArgumentError("exact_allreduce: Expect: pieces or a size Actual: neither")
     s = _starts(starts, n)
-    e = local_exponents(pieces, s) if pieces else empty_exponents(s.size)
+    if out is None:
+        out = np.empty(n, np.float32)
+    elif not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (n,):
+        raise DTypeError(f"exact_allreduce out: Expect: a float32 array of shape ({n},) Actual: "
+                         f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+    if count <= 2:
+        return _sum_of_two(comm, pieces, out)
+    e = local_exponents(pieces, s) if len(pieces) else empty_exponents(s.size)
     comm.allreduce_(e, op="max")
-    acc = quantize(pieces, e, frac, s, out=np.zeros(n, np.int64))
-    comm.allreduce_(acc)
-    counts = None
-    if e[-1]:
-        counts = comm.allreduce_(nonfinite_counts(pieces, n))
-    return dequantize(acc, e, frac, s, counts)
+    if comm.size == 1:
+        return dequantize(quantize(pieces, e, frac, s), e, out=out)
+    # The float64 grid sums are reduce-scattered (exact, so in any order), each rank rounds its
+    # block to float32 (one rounding, element by element) and the float32 blocks are all-gathered:
+    # 12 bytes per element on the wire instead of a float64 all-reduce's 16.
+    block = -(-n // comm.size)
+    acc = quantize(pieces, e, frac, s, out=np.zeros(block * comm.size, np.float64)[:n])
+    whole = acc.base if acc.base is not None else acc
+    mine = comm.reduce_scatter_block_(whole, np.empty(block, np.float64))
+    gathered = out if block * comm.size == n else np.empty(block * comm.size, np.float32)
+    dequantize(mine, e, out=gathered[comm.rank * block:(comm.rank + 1) * block])
+    comm.allgather_(gathered)
+    if gathered is not out:
+        np.copyto(out, gathered[:n])
+    return out
+
+
+def _sum_of_two(comm, pieces: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """At most two summands in the whole job: float32 addition is commutative, so ``fl(a + b)``
+    (the correctly rounded sum) comes out of a plain float32 all-reduce in any order, the ranks
+    without a summand adding ``-0.0`` (the exact identity: ``x + -0.0 == x`` for every ``x``,
+    ``-0.0`` included).  Only a NaN's payload and sign depend on the order: made canonical."""
+    with np.errstate(invalid="ignore", over="ignore"):   # inf - inf is NaN, 2 * 3e38 is inf: IEEE's answers
+        if len(pieces) == 2:
+            np.add(pieces[0], pieces[1], out=out)
+        elif len(pieces) == 1:
+            np.copyto(out, pieces[0])
+        else:
+            out.fill(-0.0)
+        comm.allreduce_(out)
+    nan = np.isnan(out)
+    if nan.any():
+        out[nan] = _CANONICAL_NAN
+    return out

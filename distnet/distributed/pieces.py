@@ -27,9 +27,10 @@ from distnet.distributed.communicator import block_counts
 from distnet.distributed.sampler import ShardSampler
 from distnet.errors import InvalidArgumentError
 
-#: With no piece size from the job, a global batch is cut into this many pieces
-#: (the most ranks that get work without one): see :func:`default_piece_size`.
-DEFAULT_PIECES = 16
+#: With no piece size from the job, a global batch is cut into at most this many pieces ...
+MAX_DEFAULT_PIECES = 16
+#: ... of at least this many samples each (unless the batch is smaller): see :func:`default_piece_size`.
+MIN_DEFAULT_PIECE = 32
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -39,17 +40,28 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 def default_piece_size(global_batch_size: int) -> int:
-    """The piece size for a job that names none: ``ceil(B / 16)`` samples.
+    """The piece size for a job that names none: ``ceil(B / P)`` samples, ``P`` the largest
+    power of two with ``P <= 16`` and ``P * 32 <= B`` (one piece below 64 samples).
 
     Derived from the job's global batch size only (never from N), so a
-    resume on another number of ranks cuts the same pieces.
+    resume on another number of ranks cuts the same pieces.  Why these
+    numbers: every piece pays a whole gradient (its weight gradients are
+    parameter-sized, however few its samples) and its share of the exact sum,
+    so small pieces cost far more than their GEMMs (measured on the reference
+    net at B = 100, 2 ranks: pieces of 7 samples 3-4x the default step, of 50
+    about 1.1-1.2x, benchmarks/README.md); a power of two splits evenly over
+    2, 4, 8 and 16 ranks.  More ranks than pieces leave ranks idle: such a
+    job names a smaller ``piece_size``.
 
     Example:
-        >>> default_piece_size(64), default_piece_size(10), default_piece_size(100)
-        (4, 1, 7)
+        >>> default_piece_size(64), default_piece_size(10), default_piece_size(100), default_piece_size(1000)
+        (32, 10, 50, 63)
     """
     b = _check_int("global_batch_size", global_batch_size, 1)
-    return -(-b // DEFAULT_PIECES)
+    pieces = 1
+    while pieces * 2 <= MAX_DEFAULT_PIECES and pieces * 2 * MIN_DEFAULT_PIECE <= b:
+        pieces *= 2
+    return -(-b // pieces)
 
 
 @dataclass(frozen=True)

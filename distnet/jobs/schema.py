@@ -203,6 +203,6 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("piece_size", INT, None, "with `deterministic`: samples per piece of the global batch (each piece "
             "one forward and backward wherever it runs); part of the computation: another piece size is "
             "another run up to float rounding", **_POSITIVE, arg="piece_size",
-            shown="`ceil(batch_size / 16)`"),
+            shown="`ceil(batch_size / P)`, `P` the largest power of two <= 16 with >= 32 samples a piece"),
     )),
 )})

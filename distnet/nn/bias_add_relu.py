@@ -4,9 +4,10 @@ The same arithmetic as the two ops one after the other — ``max(value + bias,
 0)``, the gradient ``g * (value + bias > 0)`` to ``value`` and its column
 sums (:class:`~distnet.nn.bias_add.BiasAdd`'s backward) to ``bias`` — so the
 results are bitwise those of ``relu(bias_add(...))``.  The forward pass runs
-over cache-sized chunks of rows: each chunk's sum, maximum and mask are
+over cache-sized chunks of rows: each chunk's sum and maximum are
 computed while it is in cache, and the sum is never a whole array of its own
-(two passes over memory instead of four, one activation-sized array less).
+(two passes over memory instead of four, one activation-sized array less); the
+mask is made only by backward, from the output.
 """
 from __future__ import annotations
 
@@ -24,26 +25,26 @@ CHUNK_ELEMENTS = 1 << 16
 
 
 class BiasAddRelu(Op):
-    __slots__ = ("mask",)
+    __slots__ = ("out",)
 
     def forward(self, value: np.ndarray, bias: np.ndarray) -> np.ndarray:
         c = value.shape[-1]
         v2 = np.ascontiguousarray(value).reshape(-1, c)
         dtype = np.result_type(value, bias)
         y = np.empty(v2.shape, dtype=dtype)
-        mask = self.mask = np.empty(v2.shape, dtype=bool)
         rows = max(1, CHUNK_ELEMENTS // max(c, 1))
         for lo in range(0, v2.shape[0], rows):
             yc = y[lo:lo + rows]
             np.add(v2[lo:lo + rows], bias, out=yc)
             np.maximum(yc, 0, out=yc)
-            np.greater(yc, 0, out=mask[lo:lo + rows])
-        self.mask = mask.reshape(value.shape)
-        return y.reshape(value.shape)
+        # The relu's mask is ``y > 0``, taken in backward from the output (which the graph holds
+        # anyway): a forward pass that is never differentiated, an evaluation's, makes no mask.
+        self.out = y.reshape(value.shape)
+        return self.out
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         # TF: the relu's gradient at exactly 0 is 0; then bias_add's backward, unchanged.
-        gx = times_mask(g, self.mask)
+        gx = times_mask(g, self.out > 0)
         op = BiasAdd(gx.ndim - 1)
         op.ndim = gx.ndim
         return op.backward(gx, needs)

@@ -47,12 +47,12 @@ def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: i
 class MaxPool(Op):
     """``max_pool`` on arrays; geometry is resolved by :func:`max_pool`."""
 
-    __slots__ = ("ksize", "strides", "rows", "cols_axis", "x_shape", "argmax", "x", "out")
+    __slots__ = ("ksize", "strides", "rows", "cols_axis", "x_shape", "argmax", "saved", "x", "out")
 
     def __init__(self, ksize: tuple[int, int], strides: tuple[int, int], rows: Axis, cols_axis: Axis):
         self.ksize, self.strides = ksize, strides
         self.rows, self.cols_axis = rows, cols_axis
-        self.x = self.out = self.argmax = None
+        self.argmax = self.saved = self.x = self.out = None
 
     def _disjoint(self) -> bool:
         """Windows that neither overlap nor touch padding (e.g. 2x2 stride 2 on an even size)."""
@@ -109,21 +109,31 @@ class MaxPool(Op):
             for v in views[1:]:
                 np.maximum(out, v, out=out)
             if not np.isnan(out).any():
-                last = len(views) - 1
-                # Without NaN every window's maximum is one of its values: the last offset
-                # needs no comparison.
-                arg = np.full(out.shape, last, dtype=np.int8 if len(views) <= 127 else np.int32)
-                eq = np.empty(out.shape, dtype=bool)
-                step = np.empty(out.shape, dtype=arg.dtype)
-                for k in range(last - 1, -1, -1):
-                    np.equal(views[k], out, out=eq)
-                    # arg = eq ? k : arg, as arithmetic (masked writes are much slower)
-                    np.subtract(k, arg, out=step)
-                    step *= eq
-                    arg += step
-                self.argmax = arg
+                # The winning offsets are found only if a gradient is asked for (backward): an
+                # evaluation's forward pass never needs them. The input and the output are held
+                # by the graph anyway (the input tensor is the output's parent).
+                self.argmax, self.saved = None, (x, out)
                 return out
         return self._forward_argmax(x)
+
+    def _disjoint_argmax(self) -> np.ndarray:
+        """The fast path's winning offsets, from its input and output: each window's first
+        offset equal to its maximum, found from the last offset to the first (so the first wins)."""
+        x, out = self.saved
+        views = list(self._views(x))
+        last = len(views) - 1
+        # Without NaN every window's maximum is one of its values: the last offset
+        # needs no comparison.
+        arg = np.full(out.shape, last, dtype=np.int8 if len(views) <= 127 else np.int32)
+        eq = np.empty(out.shape, dtype=bool)
+        step = np.empty(out.shape, dtype=arg.dtype)
+        for k in range(last - 1, -1, -1):
+            np.equal(views[k], out, out=eq)
+            # arg = eq ? k : arg, as arithmetic (masked writes are much slower)
+            np.subtract(k, arg, out=step)
+            step *= eq
+            arg += step
+        return arg
 
     def _forward_argmax(self, x: np.ndarray) -> np.ndarray:
         """Any geometry: the running maximum and the winning offset of every window."""
@@ -206,6 +216,8 @@ class MaxPool(Op):
     def backward(self, g: np.ndarray, needs) -> tuple:
         if self.x is not None:
             return (self._backward_tiled(g),)
+        if self.argmax is None:
+            self.argmax, self.saved = self._disjoint_argmax(), None
         n, h, w, c = self.x_shape
         (kh, kw), (sh, sw) = self.ksize, self.strides
         rows, cols = self.rows, self.cols_axis

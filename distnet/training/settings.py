@@ -41,7 +41,8 @@ class TrainConfig:
             (:mod:`distnet.nn.conv_choice`).
         deterministic: every step and every evaluation the same bits on any number of ranks,
             under every strategy (canonical pieces of ``piece_size`` samples, default
-            ``ceil(global_batch_size / 16)``, summed exactly: distnet/training/deterministic.py;
+            :func:`~distnet.distributed.pieces.default_piece_size`, summed exactly:
+            distnet/training/deterministic.py;
             ``micro_batches`` has no effect there: pieces replace them).
         augment_padding, augment_flip: random crop after zero padding and left-right flip of the
             training images (distnet/data/augment.py), per sample from its key.

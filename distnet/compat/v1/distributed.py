@@ -75,7 +75,9 @@ def shard(*arrays: Any):
     """This rank's part of a global batch: the same rows of each array.
 
     Rows are split in rank order, the first ``n % size`` ranks taking one
-    more; every sample goes to exactly one rank.  Also tells dropout where
+    more; every sample goes to exactly one rank.  Under
+    ``DistributedOptimizer(deterministic=True)`` (built before) each rank gets
+    its whole canonical pieces instead (:mod:`distnet.compat.v1.deterministic`).  Also tells dropout where
     this rank's samples sit in the global batch, so their masks are those of
     a one-process run.
 
@@ -91,9 +93,15 @@ def shard(*arrays: Any):
             raise InvalidArgumentError(f"shard: every array must have the global batch's rows; "
                                        f"Expect: {n} rows Actual: {len(a)} in argument {i}")
     comm = _communicator()
-    base, extra = divmod(n, comm.size)
-    start = comm.rank * base + min(comm.rank, extra)
-    count = base + (1 if comm.rank < extra else 0)
+    pieces = getattr(get_default_graph(), "_deterministic_pieces", None)
+    if pieces is not None:   # DistributedOptimizer(deterministic=True): whole canonical pieces per rank
+        from distnet.compat.v1.deterministic import shard_bounds
+
+        start, count = shard_bounds(n, pieces[0], comm.rank, comm.size) if n else (0, 0)
+    else:
+        base, extra = divmod(n, comm.size)
+        start = comm.rank * base + min(comm.rank, extra)
+        count = base + (1 if comm.rank < extra else 0)
     parts = []
     for a in arrays:
         part = a[start:start + count].view(ShardArray)
@@ -200,13 +208,20 @@ class DistributedOptimizer(Optimizer):
         of the optimizer's slots; the weights are all-gathered after the
         update); ``sharded=True`` is ``"zero1"``.
       max_bad_steps: consecutive non-finite steps tolerated before the job stops.
+      deterministic: the same training bit for bit on any number of ranks
+        (:mod:`distnet.compat.v1.deterministic`, docs/tf1.md): the global
+        batch cut into canonical pieces of ``piece_size`` samples (default
+        from the global batch), each piece's gradient computed alone, the
+        pieces summed exactly; replicated strategy only.
+      piece_size: samples per piece with ``deterministic=True``.
       **strategy_options: the strategy's own: ``overlap``, ``bucket_bytes``,
         ``compression="float16"`` (replicated); ``compression`` (zero1).
     """
 
     def __init__(self, optimizer: Optimizer, loss_reduction: str = "mean", sample_count: Any = None,
                  name: str | None = None, sync_batch_norm: bool = True, *, strategy: str | None = None,
-                 sharded: bool = False, max_bad_steps: int = 5, **strategy_options):
+                 sharded: bool = False, max_bad_steps: int = 5, deterministic: bool = False,
+                 piece_size: int | None = None, **strategy_options):
         if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
             raise InvalidArgumentError(f"DistributedOptimizer: Expect: a tf.train optimizer "
                                        f"(e.g. tf.train.AdamOptimizer(1e-4)) Actual: {type(optimizer).__name__}")
@@ -232,6 +247,22 @@ class DistributedOptimizer(Optimizer):
                 "DistributedOptimizer: shared_memory: Expect: False (a TF1 session writes its variables "
                 f"outside the step, which weights shared by the ranks of a machine cannot take) Actual: "
                 f"{strategy_options['shared_memory']!r}")
+        if not isinstance(deterministic, bool):
+            raise InvalidArgumentError(f"DistributedOptimizer: deterministic: Expect: True or False "
+                                       f"Actual: {deterministic!r}")
+        if deterministic and (self._strategy_name != "replicated" or strategy_options or sample_count is not None):
+            raise InvalidArgumentError(
+                "DistributedOptimizer(deterministic=True): Expect: strategy 'replicated' without options and "
+                f"no sample_count (the fed batch is cut into pieces) Actual: strategy={self._strategy_name!r}, "
+                f"options {sorted(strategy_options)}, sample_count={sample_count!r}")
+        if piece_size is not None and not deterministic:
+            raise InvalidArgumentError(f"DistributedOptimizer: piece_size: Expect: None without deterministic=True "
+                                       f"Actual: {piece_size!r}")
+        from distnet.compat.v1.deterministic import check_piece_size
+
+        self._deterministic = deterministic
+        self._piece_size = check_piece_size(piece_size)
+        self._last_grads: list | None = None
         self._comm = _communicator()
         self._strategy_cls = known[self._strategy_name]
         self._strategy_options = self._strategy_cls.check_options(strategy_options, self._comm)
@@ -243,10 +274,31 @@ class DistributedOptimizer(Optimizer):
         # Read by the graph's batch normalization ops when they run (normalization._reducer);
         # raises, before the optimizer is marked wrapped, when another DistributedOptimizer disagrees.
         get_default_graph().set_batch_norm_sync(sync_batch_norm, loss_reduction)
+        if deterministic:   # read by shard(): whole pieces per rank
+            get_default_graph()._deterministic_pieces = (self._piece_size,)
         optimizer._applier = self
 
     def get_name(self) -> str:
         return self._name
+
+    def global_loss(self) -> Tensor:
+        """With ``deterministic=True``: the step's loss over the global batch (the data terms'
+        exact sum over the pieces, plus the weights-only terms), the same bits on any number
+        of ranks; fetch it in the run of the training op (after ``minimize``)."""
+        from distnet.compat.v1.graph import TensorShape, leaf, probes_for
+
+        if not self._deterministic or not self._last_grads:
+            raise InvalidArgumentError("DistributedOptimizer.global_loss: Expect: deterministic=True and "
+                                       "minimize/compute_gradients called first Actual: "
+                                       f"deterministic={self._deterministic}, gradients built: {bool(self._last_grads)}")
+        opt = self
+
+        def compute(run, values):
+            return distnet.constant(np.float32(run.session.resource(("global-loss", opt))))
+
+        shape = TensorShape([])
+        return leaf("GlobalLoss", compute, np.float32, shape, probes_for(shape, np.float32),
+                    name=f"{self._name}/global_loss", inputs=[self._last_grads[0]])
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
         return self._inner.apply_gradients(grads_and_vars, global_step=global_step, name=name)
@@ -338,6 +390,10 @@ class DistributedOptimizer(Optimizer):
         data = [(s, t) for s, t in terms if reads_fed_data(t)]
         _end_iterators_together(loss, self._comm)
         weights_only = [(s, t) for s, t in terms if not reads_fed_data(t)]
+        if self._deterministic:
+            from distnet.compat.v1.deterministic import check_loss
+
+            check_loss(data, var_list)
         count_t = self._sample_count if isinstance(self._sample_count, Tensor) else None
         comm, reduction, fixed = self._comm, self._reduction, self._sample_count
         nd, nw = len(data), len(weights_only)
@@ -353,9 +409,21 @@ class DistributedOptimizer(Optimizer):
                 reg = distnet.gradients(wl, list(x_vals), unconnected_gradients="none")
             if not nd:
                 # No term reads data: every rank computes the same gradient, nothing to sum.
+                if self._deterministic:
+                    run.session.set_resource(("global-loss", self), float(np.asarray(wl.data)) if nw else 0.0)
                 return [np.zeros(x.shape, dt if dt.kind == "f" else np.float32) if g is None
                         else np.asarray(g, dtype=dt if dt.kind == "f" else np.float32) for g, x, dt in
                         zip(reg, x_vals, dtypes)]
+            if self._deterministic:
+                from distnet.compat.v1.deterministic import piece_gradients
+
+                grads, loss, finite = piece_gradients(comm, run, data, list(x_vals), reg, reduction,
+                                                      self._piece_size)
+                if nw:
+                    loss += float(np.asarray(wl.data))
+                run.session.set_resource(("global-loss", self), loss)
+                run.session.set_resource(("last-reduce", self), (run, finite))
+                return [np.asarray(g, dtype=dt if dt.kind == "f" else np.float32) for g, dt in zip(grads, dtypes)]
             n_local = _count(run, fixed, rest[0] if rest else None)
             counts = np.array([float(n_local)])
             if comm.size > 1:
@@ -378,7 +446,9 @@ class DistributedOptimizer(Optimizer):
                     for g, dt in zip(strategy.full_gradients(res), dtypes)]
 
         ys = [t for _, t in data] + [t for _, t in weights_only] + extra
-        return _grads_node("DistributedGradients", ys, var_list, None, compute)
+        grads = _grads_node("DistributedGradients", ys, var_list, None, compute)
+        self._last_grads = [g for g in grads if g is not None]
+        return grads
 
 
 def _storages(run, var_list: list, x_vals: list) -> list:
