@@ -213,19 +213,21 @@ def tensorflow_conv_ms(rng, n: int, hw: int, cin: int, cout: int, k: int, repeat
     return min(times)
 
 
-def _min_ms(fn, repeats: int) -> float:
+def _min_ms(fn, repeats: int, clock=time.perf_counter) -> float:
     for _ in range(2):
         fn()
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best * 1e3
 
 
-def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, float | None]]:
-    """``[(label, {distnet variant: min ms}, TensorFlow min ms or None)]`` for each op of ``model``'s step."""
+def net_ops(model: str, repeats: int, threads: int, only: str | None = None,
+            clock=time.perf_counter) -> list[tuple[str, dict, float | None]]:
+    """``[(label, {distnet variant: min ms}, TensorFlow min ms or None)]`` for each op of ``model``'s step
+    (``only``: just the ops whose label contains it; ``clock``: wall or the process's CPU time)."""
     import importlib.util
 
     import compare
@@ -245,7 +247,9 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
 
     def both(label, ours: dict, tf_fn, args):
         """Time distnet's variants and TensorFlow's ``tf_fn(*args)`` (forward + gradients w.r.t. all args)."""
-        times = {k: _min_ms(f, repeats) for k, f in ours.items()}
+        if only and only not in label:
+            return
+        times = {k: _min_ms(f, repeats, clock) for k, f in ours.items()}
         tf_ms = None
         if tf is not None:
             targs = [tf.constant(a) for a in args]
@@ -256,7 +260,7 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
                     tape.watch(targs)
                     y = tf_fn(*targs)
                 return y, tape.gradient(y, targs, output_gradients=tf.ones_like(y))
-            tf_ms = _min_ms(step, repeats)
+            tf_ms = _min_ms(step, repeats, clock)
         rows.append((label, times, tf_ms))
 
     def dn(fn, args, wrt):
@@ -312,6 +316,8 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
          {"": dn(lambda a: distnet.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=a)),
                  [logits], (0,))},
          lambda a: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=a)), [logits])
+    if only and only not in "Adam update":
+        return rows
     # Adam over every parameter of the net.
     values = [(rng.standard_normal(s) * 0.01).astype(np.float32) for s in params]
     grads = [rng.standard_normal(s).astype(np.float32) * 1e-3 for s in params]
@@ -319,7 +325,7 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
     opt = distnet.optimizers.Adam(1e-4)
     pairs = list(zip(grads, variables))
     ours = {"": lambda: opt.apply_gradients(pairs)}
-    times = {k: _min_ms(fn, repeats) for k, fn in ours.items()}
+    times = {k: _min_ms(fn, repeats, clock) for k, fn in ours.items()}
     tf_ms = None
     if tf is not None:
         tvars = [tf.Variable(v) for v in values]
@@ -329,14 +335,15 @@ def net_ops(model: str, repeats: int, threads: int) -> list[tuple[str, dict, flo
         @tf.function
         def tf_update():
             topt.apply_gradients(zip(tgrads, tvars))
-        tf_ms = _min_ms(tf_update, repeats)
+        tf_ms = _min_ms(tf_update, repeats, clock)
     rows.append((f"Adam update, {sum(int(np.prod(s)) for s in params):,} parameters", times, tf_ms))
     return rows
 
 
-def print_net_ops(model: str, repeats: int, threads: int) -> None:
-    rows = net_ops(model, repeats, threads)
-    print(f"{model} net, batch 100, float32, {threads} thread(s); minimum of {repeats} ms, forward + backward")
+def print_net_ops(model: str, repeats: int, threads: int, only: str | None = None, clock: str = "wall") -> None:
+    rows = net_ops(model, repeats, threads, only, time.process_time if clock == "cpu" else time.perf_counter)
+    print(f"{model} net, batch 100, float32, {threads} thread(s); minimum of {repeats} ms ({clock} clock), "
+          "forward + backward")
     print(f"{'op':52s} {'distnet':>16s} {'TensorFlow':>11s} {'ratio':>6s}")
     tot_dn = tot_tf = 0.0
     for label, times, tf_ms in rows:
@@ -357,6 +364,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed repetitions per case (median)")
     parser.add_argument("--net", choices=("reference", "twoconv"),
                         help="per-op table of that net's step, distnet beside TensorFlow (module doc)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="with --net: wall-clock time, or the process's CPU time (on a machine loaded "
+                             "beyond its cores, wall time counts the waits for a core; CPU time counts "
+                             "every thread of the process, TensorFlow's pool threads too)")
+    parser.add_argument("--only", default=None, help="with --net: only the ops whose label contains this "
+                        "(e.g. max_pool, relu, conv)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     # As a training process (distnet.distributed.init): freed large blocks stay in the heap,
@@ -366,7 +379,7 @@ def main() -> None:
     tune_malloc()
     if args.net:
         with threadpool_limits(limits=args.threads, user_api="blas"):
-            print_net_ops(args.net, args.repeats, args.threads)
+            print_net_ops(args.net, args.repeats, args.threads, args.only, args.clock)
         return
     with threadpool_limits(limits=args.threads, user_api="blas"):
         blas = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"

@@ -50,6 +50,7 @@ def make_state(seed=0):
                         "files": ["/d/train-images-idx3-ubyte.gz", "/d/train-labels-idx1-ubyte.gz"],
                         "samples": 10000, "image_shape": [28, 28, 1], "num_classes": 10,
                         "digest": "ab" * 32}},
+        conv_algorithms={"conv2d": "fft", "conv2d_1": "gemm"},
     )
 
 
@@ -71,7 +72,7 @@ def assert_same(a: CheckpointState, b: CheckpointState):
     for key in ("name", "iterations", "hyper"):
         assert a.optimizer[key] == b.optimizer[key], key
     for field in ("step", "epoch", "position", "rng", "world_size", "config_text",
-                  "format_version", "distnet_version", "data"):
+                  "format_version", "distnet_version", "data", "conv_algorithms"):
         assert getattr(a, field) == getattr(b, field), field
     assert json.dumps(a.metrics) == json.dumps(b.metrics)  # NaN-aware equality
 
@@ -247,7 +248,7 @@ def test_data_identity_is_stored_as_json_and_covered_by_the_digest(tmp_path):
     path = write_checkpoint(tmp_path / "c.h5", make_state())
     with h5py.File(path, "r") as f:
         stored = json.loads(f["/state"].attrs["data"].decode("utf-8"))
-        assert f["/state"].attrs["format_version"] == 2 == FORMAT_VERSION
+        assert f["/state"].attrs["format_version"] == 3 == FORMAT_VERSION
     assert stored == make_state().data
     assert load(path).data == make_state().data
     with h5py.File(path, "r+") as f:  # another test set claimed after the fact
@@ -256,9 +257,38 @@ def test_data_identity_is_stored_as_json_and_covered_by_the_digest(tmp_path):
         load(path)
 
 
+def test_the_convolution_plan_is_stored_as_json_and_covered_by_the_digest(tmp_path):
+    path = write_checkpoint(tmp_path / "c.h5", make_state())
+    with h5py.File(path, "r") as f:
+        assert json.loads(f["/state"].attrs["conv_algorithms"].decode("utf-8")) == make_state().conv_algorithms
+    assert load(path).conv_algorithms == {"conv2d": "fft", "conv2d_1": "gemm"}
+    with h5py.File(path, "r+") as f:  # another plan claimed after the fact
+        f["/state"].attrs.modify("conv_algorithms", np.bytes_(b'{"conv2d":"gemm","conv2d_1":"gemm"}'))
+    with pytest.raises(CorruptCheckpointError, match="digest mismatch"):
+        load(path)
+
+
+def test_format_2_files_still_load_without_a_convolution_plan(tmp_path):
+    state = make_state()
+    state.conv_algorithms, state.format_version = {}, 2
+    path = write_checkpoint(tmp_path / "v2.h5", state)
+    with h5py.File(path, "r") as f:
+        assert "conv_algorithms" not in f["/state"].attrs and f["/state"].attrs["format_version"] == 2
+    back = load(path)
+    assert back.format_version == 2 and back.conv_algorithms == {} and back.data == make_state().data
+    assert_same(state.validate(), back)
+    state.conv_algorithms = {"conv2d": "fft"}
+    with pytest.raises(InvalidArgumentError, match="conv_algorithms: a format-1 or -2 checkpoint cannot hold it"):
+        write_checkpoint(tmp_path / "bad.h5", state)
+    state = make_state()
+    state.conv_algorithms = {"conv2d": 3}
+    with pytest.raises(InvalidArgumentError, match=r"conv_algorithms: Expect: a dict \{layer name: algorithm"):
+        write_checkpoint(tmp_path / "bad.h5", state)
+
+
 def test_format_1_files_still_load_without_a_data_identity(tmp_path):
     state = make_state()
-    state.data = {}
+    state.data, state.conv_algorithms = {}, {}
     state.format_version = 1
     path = write_checkpoint(tmp_path / "v1.h5", state)
     with h5py.File(path, "r") as f:
@@ -273,7 +303,7 @@ def test_format_1_files_still_load_without_a_data_identity(tmp_path):
 
 def test_a_format_1_file_with_a_data_attribute_is_refused(tmp_path):
     state = make_state()
-    state.data = {}
+    state.data, state.conv_algorithms = {}, {}
     state.format_version = 1
     path = write_checkpoint(tmp_path / "v1.h5", state)
     with h5py.File(path, "r+") as f:
@@ -286,7 +316,7 @@ def test_a_format_1_file_with_a_data_attribute_is_refused(tmp_path):
     ({"train": {1, 2}}, 2, "data must hold JSON-able values only"),
     ({1: {}}, 2, "data: Expect: a dict with str keys"),
     ({"train": {}}, 1, "a format-1 checkpoint cannot hold it"),
-    ({}, 3, r"format_version: Expect: one of \(1, 2\) Actual: 3"),
+    ({}, 4, r"format_version: Expect: one of \(1, 2, 3\) Actual: 4"),
 ])
 def test_bad_data_or_version_is_refused_before_writing(tmp_path, data, version, message):
     state = make_state()

@@ -338,6 +338,18 @@ def test_inspect_speaks_as_metrics_jsonl_and_the_summary_do(capsys, checkpoint, 
     assert data[1].startswith("  train: fashion_mnist") and ", 300 samples, sha256 " in data[1]
 
 
+def test_inspect_shows_the_convolution_plan(capsys, checkpoint, tmp_path):
+    from distnet.checkpoint import load, save
+
+    state = load(checkpoint[0])
+    code, out, _ = run(capsys, "inspect", str(checkpoint[0]), "--no-config")
+    assert code == exit_status.OK and "convolutions" not in out   # a net without convolutions
+    state.conv_algorithms = {"conv2d": "gemm", "conv2d_1": "fft"}
+    save(tmp_path / "ckpt-00000004.h5", state)
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "ckpt-00000004.h5"), "--no-config")
+    assert code == exit_status.OK and "convolutions    conv2d: gemm, conv2d_1: fft" in out.splitlines()
+
+
 # -- plot and data ------------------------------------------------------------------
 
 def test_plot_command(capsys, tmp_path):

@@ -100,3 +100,19 @@ def test_leaky_relu_is_tf_and_gradient_checked():
         nn.leaky_relu([1.0], alpha="0.1")
     with pytest.raises(DTypeError):
         nn.leaky_relu(np.array([1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_times_mask_is_bitwise_g_times_mask(dtype):
+    from distnet.nn.activations import times_mask
+
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((3, 5, 7)).astype(dtype)
+    g[0, 0, :3] = [np.inf, -np.inf, np.nan]
+    mask = rng.standard_normal((3, 5, 7)) > 0
+    mask[0, 0, :3] = False   # inf * 0 and nan * 0 are NaN, as in g * mask
+    with np.errstate(invalid="ignore"):
+        want = g * mask
+        got = times_mask(g, mask)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()   # -0.0 where g < 0 and the mask is off
+    assert times_mask(np.float32(-2.0), np.array(False)).tobytes() == (np.float32(-2.0) * np.array(False)).tobytes()

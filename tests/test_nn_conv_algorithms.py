@@ -223,11 +223,107 @@ def test_auto_takes_the_fastest_measured_and_measures_each_shape_once(monkeypatc
         return times
 
     monkeypatch.setattr(conv_choice, "time_algorithms", fake)
+    monkeypatch.setattr(conv_choice, "MEASURE_MIN_FLOP", 0)   # these layers are small: measure them anyway
     plan = conv_choice.choose_conv_algorithms(model, 7, SingleCommunicator(), "auto")
     assert list(plan.values()) == ["fft", "winograd", "winograd", "fft"]
     # the first layer reads the data: no input gradient in its measurement
     assert calls[0] == ((7, 9, 9, 2), (5, 5, 2, 4), False) and calls[1][2] is True
     assert len(calls) == 3   # the two layers of equal shapes share one measurement
+
+
+def test_auto_keeps_gemm_on_small_layers_and_on_near_ties(monkeypatch):
+    calls = []
+
+    def fake(x_shape, w_shape, strides, padding, dtype=np.float32, input_grad=True, **kwargs):
+        calls.append(x_shape)
+        return {"gemm": 1.0, "fft": 1.0 / (conv_choice.MARGIN * 0.99)}   # faster, but not by the margin
+
+    monkeypatch.setattr(conv_choice, "time_algorithms", fake)
+    # _model()'s layers at batch 7: under MEASURE_MIN_FLOP, never measured (a timing could only add noise)
+    assert conv_choice.forward_flop((7, 9, 9, 2), (5, 5, 2, 4), (1, 1), "SAME") == 2 * 7 * 81 * 25 * 2 * 4
+    assert set(conv_choice.choose_conv_algorithms(_model(), 7, SingleCommunicator(), "auto").values()) == {"gemm"}
+    assert calls == []
+    monkeypatch.setattr(conv_choice, "MEASURE_MIN_FLOP", 0)
+    assert set(conv_choice.choose_conv_algorithms(_model(), 7, SingleCommunicator(), "auto").values()) == {"gemm"}
+    assert len(calls) == 3
+    assert conv_choice.pick({"gemm": 1.0, "fft": 0.5, "winograd": 0.9}) == "fft"
+    assert conv_choice.pick({"gemm": 1.0, "fft": 1.0 / conv_choice.MARGIN}) == "fft"
+    assert conv_choice.pick({"gemm": 0.5, "fft": 1.0}) == "gemm"
+
+
+def test_apply_plan_and_the_fixed_plan_of_the_deterministic_step():
+    model = _model()
+    names = [layer.name for layer in model.layers[:4]]
+    # No plan (a checkpoint from before plans were stored, or a fresh deterministic run): gemm everywhere.
+    assert conv_choice.fixed_plan(model) == dict.fromkeys(names, "gemm")
+    plan = conv_choice.fixed_plan(model, {names[0]: "fft", names[1]: "winograd"})
+    assert plan == {names[0]: "fft", names[1]: "winograd", names[2]: "gemm", names[3]: "gemm"}
+    assert [layer.algorithm for layer in model.layers[:4]] == ["fft", "winograd", "gemm", "gemm"]
+    with pytest.raises(InvalidArgumentError, match=r"conv_algorithms\[.*\]: Expect: .* Actual: 'fft'"):
+        conv_choice.apply_plan(model, {names[3]: "fft"})   # strides 2: the FFT cannot compute it
+    with pytest.raises(InvalidArgumentError, match=r"Expect: one of .* Actual: 'cudnn'"):
+        conv_choice.apply_plan(model, {names[0]: "cudnn"})
+    with pytest.raises(InvalidArgumentError, match=r"the plan belongs to another model"):
+        conv_choice.apply_plan(model, {"conv2d_99": "gemm"})
+
+
+def _fake_timing(winner):
+    def fake(x_shape, w_shape, strides, padding, dtype=np.float32, input_grad=True, **kwargs):
+        names = [a for a in ("gemm", "fft", "winograd") if conv_choice.algorithm_applies(a, w_shape[:2], strides,
+                                                                                          (1, 1))]
+        return {a: (0.1 if a == winner else 1.0) for a in names}
+    return fake
+
+
+def _train(tmp_path, steps, conv_algorithm=None, resume=False, deterministic=False):
+    from distnet.data import ArrayDataset
+    from distnet.training.trainer import Trainer
+
+    rng = np.random.default_rng(4)
+    data = ArrayDataset(rng.random((32, 9, 9, 2), dtype=np.float32), rng.integers(0, 2, 32), num_classes=2)
+    trainer = Trainer(_model(), "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01), data,
+                      global_batch_size=8, steps=steps, seed=0, conv_algorithm=conv_algorithm, log_every=1000,
+                      checkpoint_dir=str(tmp_path), deterministic=deterministic)
+    trainer.fit(resume=resume, verbose=0)
+    return trainer, [v.numpy().copy() for v in trainer.all_variables]
+
+
+def test_a_resumed_auto_run_takes_the_checkpoints_plan_and_is_bitwise_the_uninterrupted_run(tmp_path,
+                                                                                             monkeypatch):
+    from distnet.checkpoint import load
+
+    monkeypatch.setattr(conv_choice, "MEASURE_MIN_FLOP", 0)
+    monkeypatch.setattr(conv_choice, "time_algorithms", _fake_timing("fft"))
+    whole, expected = _train(tmp_path / "whole", 6)
+    assert list(whole.conv_algorithms.values()) == ["fft", "fft", "fft", "gemm"]
+    first, _ = _train(tmp_path / "cut", 3)
+    stored = load(sorted((tmp_path / "cut").glob("ckpt-*.h5"))[-1])
+    assert stored.conv_algorithms == first.conv_algorithms == whole.conv_algorithms
+    # The resumed run's own measurement would now choose winograd/gemm: the checkpoint's plan wins.
+    monkeypatch.setattr(conv_choice, "time_algorithms", _fake_timing("winograd"))
+    resumed, got = _train(tmp_path / "cut", 6, resume=True)
+    assert resumed.conv_algorithms == whole.conv_algorithms
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+    # A forced algorithm wins over the checkpoint's plan (debugging a run).
+    forced, _ = _train(tmp_path / "cut", 7, conv_algorithm="gemm", resume=True)
+    assert set(forced.conv_algorithms.values()) == {"gemm"}
+
+
+def test_the_deterministic_step_measures_nothing(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the deterministic step timed an algorithm")
+
+    monkeypatch.setattr(conv_choice, "MEASURE_MIN_FLOP", 0)
+    monkeypatch.setattr(conv_choice, "time_algorithms", fail)
+    trainer, _ = _train(tmp_path / "fresh", 2, deterministic=True)
+    assert set(trainer.conv_algorithms.values()) == {"gemm"}
+    # Resumed, it runs the checkpoint's plan (measured by a default run), still measuring nothing.
+    monkeypatch.setattr(conv_choice, "time_algorithms", _fake_timing("fft"))
+    first, _ = _train(tmp_path / "cut", 2)
+    assert list(first.conv_algorithms.values()) == ["fft", "fft", "fft", "gemm"]
+    monkeypatch.setattr(conv_choice, "time_algorithms", fail)
+    resumed, _ = _train(tmp_path / "cut", 4, deterministic=True, resume=True)
+    assert resumed.conv_algorithms == first.conv_algorithms
 
 
 def test_time_algorithms_measures_each_algorithm_that_applies():
@@ -273,11 +369,34 @@ def test_every_rank_runs_rank_0s_choice_and_stays_bitwise_equal(tmp_path, nranks
     assert len(set(digests)) == 1, digests
 
 
+@pytest.mark.mpi
+def test_a_run_resumed_on_another_number_of_ranks_keeps_the_plan(tmp_path):
+    """2 ranks choose (rank 0: fft) and checkpoint; 3 ranks resume with the checkpoint's plan, not their
+    own measurement's, and stay bitwise equal."""
+    ckpt = tmp_path / "ckpt"
+    first = run_script("conv_choice.py", tmp_path, "first", "--steps", "2", "--ckpt", ckpt, nprocs=2)
+    plan = str(first["plans"][0])
+    assert plan.split(",")[0].endswith("=fft"), plan
+    from distnet.checkpoint import load
+
+    stored = load(sorted(ckpt.glob("ckpt-*.h5"))[-1])
+    assert ",".join(f"{k}={v}" for k, v in stored.conv_algorithms.items()) == plan and stored.world_size == 2
+    # Rank 0's measurement in the script always chooses fft: store a plan it would never choose.
+    from distnet.checkpoint import write_checkpoint
+
+    names = sorted(stored.conv_algorithms)
+    stored.conv_algorithms = {names[0]: "winograd", names[1]: "gemm"}
+    write_checkpoint(sorted(ckpt.glob("ckpt-*.h5"))[-1], stored)
+    third = run_script("conv_choice.py", tmp_path, "resumed", "--steps", "4", "--ckpt", ckpt, "--resume", nprocs=3)
+    assert set(third["plans"]) == {f"{names[0]}=winograd,{names[1]}=gemm"}, third["plans"]
+    assert len(set(third["digests"])) == 1
+
+
 def test_job_key_is_validated_and_reaches_the_config():
     from distnet.jobs.config import ConfigError, parse_job
 
     cfg = parse_job('[train]\nsteps = 10\nconv_algorithm = "auto"\n')
     assert cfg.train.conv_algorithm == "auto"
-    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm == "gemm"   # the Trainer's default
+    assert parse_job("[train]\nsteps = 10\n").train.conv_algorithm is None   # unset: the Trainer's default
     with pytest.raises(ConfigError, match=r"conv_algorithm.*unknown value 'winograde'; did you mean 'winograd'"):
         parse_job("[train]\nsteps = 10\n", overrides=["train.conv_algorithm=winograde"])

@@ -10,6 +10,7 @@ Layout (see docs/checkpoints.md)::
     /optimizer/<slot>/<name>   e.g. /optimizer/m/dense/kernel
     /state            @format_version @distnet_version @step @epoch @position
                       @world_size @config_text @rng @metrics @data (format 2)
+                      @conv_algorithms (format 3)
 """
 from distnet.checkpoint.manager import CheckpointManager, checkpoint_name, export_weights
 from distnet.checkpoint.reader import load, verify

@@ -221,6 +221,6 @@ def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike, use_
     out = CheckpointState(params=dict(params), step=state.step, epoch=state.epoch,
                           position=state.position, world_size=state.world_size,
                           config_text=state.config_text, metrics=dict(state.metrics),
-                          data=dict(state.data))
+                          data=dict(state.data), conv_algorithms=dict(state.conv_algorithms))
     write_checkpoint(path_out, out, is_writer=True)
     return os.path.abspath(os.fspath(path_out))

@@ -74,10 +74,12 @@ _GROUP_ATTRIBUTES = {
 
 
 def _group_attributes(version: int) -> dict[str, set[str]]:
-    """The attributes of each group in format ``version`` (2 added /state@data)."""
+    """The attributes of each group in format ``version`` (2 added /state@data, 3 /state@conv_algorithms)."""
     out = {g: set(names) for g, names in _GROUP_ATTRIBUTES.items()}
     if version >= 2:
         out["/state"].add("data")
+    if version >= 3:
+        out["/state"].add("conv_algorithms")
     return out
 _TOP_GROUPS = {"params", "ema", "optimizer", "state"}
 
@@ -515,7 +517,10 @@ def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.
     metrics = _parse_json(header["/state/metrics"], fname, "/state/metrics")
     hyper = _parse_json(header["/optimizer/hyper"], fname, "/optimizer/hyper")
     data = _parse_json(header["/state/data"], fname, "/state/data") if "/state/data" in header else {}
-    for what, value in (("rng", rng), ("metrics", metrics), ("hyper", hyper), ("data", data)):
+    conv = (_parse_json(header["/state/conv_algorithms"], fname, "/state/conv_algorithms")
+            if "/state/conv_algorithms" in header else {})
+    for what, value in (("rng", rng), ("metrics", metrics), ("hyper", hyper), ("data", data),
+                        ("conv_algorithms", conv)):
         if not isinstance(value, dict):
             raise CorruptCheckpointError(f"checkpoint {fname}: {what} is not a JSON object")
     state = CheckpointState(
@@ -526,7 +531,7 @@ def _build_state(fname: str, header: Mapping[str, str], arrays: Mapping[str, np.
         step=int(header["/state/step"]), epoch=int(header["/state/epoch"]),
         position=int(header["/state/position"]), world_size=int(header["/state/world_size"]),
         rng=rng, config_text=header["/state/config_text"], metrics=metrics, data=data,
-        format_version=int(header["/state/format_version"]),
+        conv_algorithms=conv, format_version=int(header["/state/format_version"]),
         distnet_version=header["/state/distnet_version"],
     )
     try:

@@ -19,10 +19,11 @@ from distnet._version import __version__
 from distnet.errors import CheckpointError, InvalidArgumentError
 
 #: Version of the on-disk layout that is written.  Version 2 added
-#: ``/state@data`` (which data the run used).
-FORMAT_VERSION = 2
+#: ``/state@data`` (which data the run used), version 3 ``/state@conv_algorithms``
+#: (the convolution layers' algorithms, reused on resume).
+FORMAT_VERSION = 3
 #: Versions a reader accepts (it refuses any other value).
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 #: Value of the root attribute ``format``: tells our files from other HDF5.
 FORMAT_NAME = "distnet-checkpoint"
 
@@ -166,6 +167,10 @@ class CheckpointState:
         data: which data the run used, ``{"train": {...}, "test": {...}}`` as
             :func:`distnet.data.identity.data_identity` gives it (empty when
             unknown; always empty in a format-1 file).
+        conv_algorithms: ``{conv layer name: algorithm}``, the plan the run's
+            convolution layers ran (:mod:`distnet.nn.conv_choice`), reused on
+            resume so that a resumed run computes what the first attempt did
+            (empty without convolution layers, and in format 1 and 2 files).
         format_version: on-disk layout version (set by the writer).
         distnet_version: package version that wrote the file.
 
@@ -187,6 +192,7 @@ class CheckpointState:
     config_text: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    conv_algorithms: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     distnet_version: str = __version__
 
@@ -282,6 +288,14 @@ class CheckpointState:
         if self.format_version < 2 and self.data:
             raise InvalidArgumentError("data: a format-1 checkpoint cannot hold it; "
                                        f"Expect: format_version >= 2 Actual: {self.format_version}")
+        if not isinstance(self.conv_algorithms, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.conv_algorithms.items()):
+            raise InvalidArgumentError("conv_algorithms: Expect: a dict {layer name: algorithm name} "
+                                       f"Actual: {self.conv_algorithms!r:.80}")
+        self.conv_algorithms = dict(sorted(self.conv_algorithms.items()))
+        if self.format_version < 3 and self.conv_algorithms:
+            raise InvalidArgumentError("conv_algorithms: a format-1 or -2 checkpoint cannot hold it; "
+                                       f"Expect: format_version >= 3 Actual: {self.format_version}")
         if not isinstance(self.distnet_version, str):
             raise InvalidArgumentError(f"distnet_version: Expect: a str Actual: {type(self.distnet_version).__name__}")
         return self

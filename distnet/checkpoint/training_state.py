@@ -13,7 +13,7 @@ from distnet.errors import CheckpointError
 
 
 def assemble(*, variables, optimizer, strategy, ema, sampler, seed: int, world_size: int, config_text: str,
-             data: dict, metrics: dict) -> CheckpointState:
+             data: dict, metrics: dict, conv_algorithms: dict | None = None) -> CheckpointState:
     """The full training state (same on every rank).
 
     A collective (every rank calls it): the strategy gathers what each rank
@@ -36,6 +36,7 @@ def assemble(*, variables, optimizer, strategy, ema, sampler, seed: int, world_s
         config_text=config_text,
         data=data,
         metrics=metrics,
+        conv_algorithms=dict(conv_algorithms or {}),
     )
 
 
@@ -99,7 +100,8 @@ def broadcast_state(comm, state):
                 "optimizer": {k: v for k, v in state.optimizer.items() if k != "slots"},
                 "slot_names": sorted(state.optimizer["slots"]),
                 "scalars": {k: getattr(state, k) for k in ("step", "epoch", "position", "rng", "world_size",
-                                                            "config_text", "metrics", "data")}}
+                                                            "config_text", "metrics", "data",
+                                                            "conv_algorithms", "format_version")}}
     meta = comm.bcast_object(meta, root=0)
     if meta is None:
         return None

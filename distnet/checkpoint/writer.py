@@ -88,6 +88,8 @@ def header_items(state: CheckpointState) -> dict[str, str]:
     }
     if state.format_version >= 2:  # format 1 had no /state@data
         items["/state/data"] = _json(state.data)
+    if state.format_version >= 3:  # formats 1 and 2 had no /state@conv_algorithms
+        items["/state/conv_algorithms"] = _json(state.conv_algorithms)
     return items
 
 

@@ -303,6 +303,8 @@ def _cmd_inspect(args) -> int:
     for key, value in opt.get("hyper", {}).items():
         print(f"  {key} = {value}")
     print(f"ema             {'%d shadow weights' % len(state.ema) if state.ema else 'none'}")
+    if state.conv_algorithms:   # the plan a resumed run runs again (distnet/nn/conv_choice.py)
+        print("convolutions    " + ", ".join(f"{k}: {v}" for k, v in state.conv_algorithms.items()))
     if state.metrics:
         from distnet.training.metrics import metric_name
 

@@ -140,12 +140,16 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("histograms_every", INT, None, "also a histogram of every weight in TensorBoard every N steps, and of the initial "
             "weights at step 0",
             **_POSITIVE, used_by="distnet.jobs.job.build_trainer", shown="off"),
-        Key("conv_algorithm", STR, "gemm", "the convolution layers' algorithm: `gemm` (im2col + matrix product), "
-            "`auto` (the fastest of `gemm`, `fft`, `winograd` for each layer's shape, measured once at start-up; "
-            "rank 0's choice on every worker), or `fft` / `winograd` forced on the layers they can compute "
-            "(stride 1; Winograd: 3x3 kernels). The algorithms agree to float rounding, not bitwise, so `auto` may "
-            "give other last bits at another batch size or worker count; `--set train.conv_algorithm=fft` forces "
-            "one for a run", choices=CONV_MODES, arg="conv_algorithm"),
+        Key("conv_algorithm", STR, None, "the convolution layers' algorithm: `auto` (the fastest of `gemm`, "
+            "`fft`, `winograd` for each layer, measured once at start-up on rank 0 and used by every worker; "
+            "layers too small to matter and near ties stay `gemm`; the plan is stored in every checkpoint and a "
+            "resumed run, on any number of workers, runs it again; unset, the default, is `auto`, and with "
+            "`deterministic` no measurement: `gemm`, or a checkpoint's plan on resume), "
+            "`gemm` (im2col + matrix product everywhere: fresh runs independent of any measurement), or `fft` / "
+            "`winograd` forced on the layers they can compute (stride 1; Winograd: 3x3 kernels). The algorithms "
+            "agree to float rounding, not bitwise: two fresh `auto` runs on machines that measure differently "
+            "may differ in the last bits", choices=CONV_MODES, arg="conv_algorithm",
+            shown="`auto` (`deterministic`: `gemm`)"),
         Key("early_stopping", TABLE, None, "a table, Keras's `EarlyStopping`: `metric` (`val_loss`, "
             "`val_accuracy`, `ema_val_loss`, `ema_val_accuracy`; default `val_loss`), `patience` (evaluations "
             "without improvement before stopping, default 0), `min_delta` (a smaller change is no improvement), "

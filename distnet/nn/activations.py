@@ -43,6 +43,17 @@ def _log_sum_exp_parts(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
     return z, lse
 
 
+def times_mask(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``g * mask`` (``mask`` boolean, of ``g``'s shape), bitwise: the mask cast to ``g``'s dtype, then
+    a product of one dtype, where numpy's mixed bool-by-float product runs a buffered cast
+    (benchmarks/README.md has the figures)."""
+    g = np.asarray(g)
+    out = np.empty(g.shape, dtype=np.result_type(g.dtype, np.bool_))
+    np.copyto(out, mask)
+    out *= g
+    return out
+
+
 class Relu(Op):
     __slots__ = ("mask",)
 
@@ -52,7 +63,7 @@ class Relu(Op):
 
     def backward(self, g, needs):
         # TF: the gradient at exactly 0 is 0.
-        return (g * self.mask,)
+        return (times_mask(g, self.mask),)
 
 
 class Sigmoid(Op):

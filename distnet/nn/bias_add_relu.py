@@ -17,7 +17,7 @@ import numpy as np
 
 from distnet.autodiff import Op
 from distnet.nn.bias_add import BiasAdd, bias_add
-from distnet.nn.activations import relu
+from distnet.nn.activations import relu, times_mask
 from distnet.tensor import Tensor, binary_operands
 
 #: Elements per chunk of the forward pass (a few hundred kB: stays in a core's cache).
@@ -44,7 +44,7 @@ class BiasAddRelu(Op):
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         # TF: the relu's gradient at exactly 0 is 0; then bias_add's backward, unchanged.
-        gx = g * (self.out > 0)
+        gx = times_mask(g, self.out > 0)
         op = BiasAdd(gx.ndim - 1)
         op.ndim = gx.ndim
         return op.backward(gx, needs)

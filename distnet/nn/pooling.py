@@ -2,10 +2,12 @@
 
 Vectorised by looping over the ``kh*kw`` window offsets only: each offset is
 one strided slice of the padded input covering every output pixel at once.
-Disjoint windows without padding (the usual 2x2 stride 2 on an even size)
-take a shorter forward: a running ``np.maximum``, then the first offset equal
-to it (the same output and winning offsets as the general path, in fewer
-passes over the data; benchmarks/README.md has the figures).
+Windows that tile the input exactly (the usual 2x2 stride 2 on an even size)
+keep no winning offsets: the forward is a running ``np.maximum`` only, and the
+backward finds each window's first pixel equal to its maximum from the input
+(which the graph holds anyway) in one comparison of the whole input against
+the broadcast output — the same output and gradient as the general path in
+fewer passes over the data (benchmarks/README.md has the figures).
 
 Ties and padding follow TF1's CPU kernel (``SpatialMaxPoolWithArgMaxHelper``,
 which scans a window's pixels in row-major order and replaces the running
@@ -25,6 +27,10 @@ from distnet.nn._spatial import Axis, pad_hw, pool_geometry, window_slice
 from distnet.tensor import Tensor
 
 
+#: Input bytes per chunk of samples on the tiled path (a few hundred kB: stays in a core's cache).
+CHUNK_BYTES = 256 << 10
+
+
 def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: int) -> np.ndarray | None:
     """``[Ho, Wo]`` mask of the windows whose pixel at offset ``(i, j)`` is real, not padding.
 
@@ -41,17 +47,34 @@ def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: i
 class MaxPool(Op):
     """``max_pool`` on arrays; geometry is resolved by :func:`max_pool`."""
 
-    __slots__ = ("ksize", "strides", "rows", "cols_axis", "x_shape", "argmax", "saved")
+    __slots__ = ("ksize", "strides", "rows", "cols_axis", "x_shape", "argmax", "saved", "x", "out")
 
     def __init__(self, ksize: tuple[int, int], strides: tuple[int, int], rows: Axis, cols_axis: Axis):
         self.ksize, self.strides = ksize, strides
         self.rows, self.cols_axis = rows, cols_axis
-        self.argmax = self.saved = None
+        self.argmax = self.saved = self.x = self.out = None
 
     def _disjoint(self) -> bool:
         """Windows that neither overlap nor touch padding (e.g. 2x2 stride 2 on an even size)."""
         r, q = self.rows, self.cols_axis
         return (self.ksize == self.strides and not (r.before or r.after or q.before or q.after))
+
+    def _tiles(self, x: np.ndarray) -> bool:
+        """Disjoint windows that cover the whole input (no padding, no leftover rows or columns)."""
+        (kh, kw), r, q = self.ksize, self.rows, self.cols_axis
+        return self._disjoint() and x.shape[1] == r.out * kh and x.shape[2] == q.out * kw
+
+    @staticmethod
+    def _chunks(x: np.ndarray):
+        """``(lo, hi)`` runs of samples of about :data:`CHUNK_BYTES` of ``x``: each run's passes stay in cache."""
+        per = max(1, CHUNK_BYTES // max(1, x[:1].nbytes))
+        for lo in range(0, x.shape[0], per):
+            yield lo, min(lo + per, x.shape[0])
+
+    def _windows(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (input-shaped, C-contiguous) as ``[N, Ho, kh, Wo, kw, C]``: a view, no copy."""
+        (kh, kw), n, c = self.ksize, a.shape[0], a.shape[3]
+        return a.reshape(n, self.rows.out, kh, self.cols_axis.out, kw, c)
 
     def _views(self, a: np.ndarray):
         """The ``kh*kw`` strided views of ``a`` (input-shaped) that each cover one window offset."""
@@ -62,6 +85,20 @@ class MaxPool(Op):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
+        if self._tiles(x) and x.flags.c_contiguous and np.issubdtype(x.dtype, np.floating):
+            # The running maximum in the general path's order of offsets (the same bits, signed
+            # zeros included); np.maximum propagates NaN: then the general path follows TF1's rule.
+            (kh, kw), xw = self.ksize, self._windows(x)
+            out = np.empty((x.shape[0], self.rows.out, self.cols_axis.out, x.shape[3]), dtype=x.dtype)
+            for lo, hi in self._chunks(x):
+                o, v = out[lo:hi], xw[lo:hi]
+                np.copyto(o, v[:, :, 0, :, 0, :])
+                for k in range(1, kh * kw):
+                    i, j = divmod(k, kw)
+                    np.maximum(o, v[:, :, i, :, j, :], out=o)
+            if not np.isnan(out).any():
+                self.x, self.out = x, out   # backward finds the winners from these
+                return out
         if self._disjoint():
             # Fast path: a running np.maximum over the offsets, then each window's first offset
             # equal to that maximum, found from the last offset to the first (so the first
@@ -147,7 +184,38 @@ class MaxPool(Op):
         self.argmax = arg
         return out
 
+    def _backward_tiled(self, g: np.ndarray) -> np.ndarray:
+        """The gradient of the tiling windows: to each window's first pixel (row-major) equal to its
+        maximum, as TF1's kernel (its running maximum is replaced only by a strictly larger value)."""
+        (kh, kw) = self.ksize
+        xw, dx = self._windows(self.x), np.empty(self.x.shape, dtype=g.dtype)
+        dxw = self._windows(dx)
+        finite = bool(np.isfinite(g).all())
+        for lo, hi in self._chunks(self.x):
+            eq = np.equal(xw[lo:hi], self.out[lo:hi, :, None, :, None, :])
+            if kh * kw > 1:
+                # Ties (e.g. a window of zeros after relu): only the first equal pixel keeps its gradient.
+                taken = eq[:, :, 0, :, 0, :].copy()
+                for k in range(1, kh * kw):
+                    i, j = divmod(k, kw)
+                    e = eq[:, :, i, :, j, :]
+                    np.greater(e, taken, out=e)   # e and not taken
+                    if k < kh * kw - 1:
+                        taken |= e
+            gb, d = g[lo:hi, :, None, :, None, :], dxw[lo:hi]
+            if finite:
+                # The mask as 0/1 values, then one product of the same dtype: numpy's mixed-dtype
+                # broadcast product (bool by float) runs its buffered casting loop.
+                np.copyto(d, eq)
+                d *= gb
+            else:   # inf * 0 would be NaN: masked writes
+                d[...] = 0
+                np.copyto(d, np.broadcast_to(gb, d.shape), where=eq)
+        return dx
+
     def backward(self, g: np.ndarray, needs) -> tuple:
+        if self.x is not None:
+            return (self._backward_tiled(g),)
         if self.argmax is None:
             self.argmax, self.saved = self._disjoint_argmax(), None
         n, h, w, c = self.x_shape

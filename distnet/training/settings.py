@@ -34,9 +34,11 @@ class TrainConfig:
         eval_batch_size: samples per forward pass in evaluations.
         strategy: ``"auto"``, ``"replicated"``, ``"zero1"`` or any registered strategy.
         strategy_options: the strategy's own options, checked by it.
-        conv_algorithm: the convolution layers' algorithm, ``"gemm"`` (default), ``"auto"``
-            (measured per layer shape at start-up, rank 0's choice on every rank) or one
-            forced (:mod:`distnet.nn.conv_choice`).
+        conv_algorithm: the convolution layers' algorithm: None (default) is ``"auto"`` --
+            measured per layer at start-up, rank 0's choice on every rank, stored in checkpoints
+            and taken from them on resume -- except in the deterministic step, which measures
+            nothing (``gemm``, or the checkpoint's plan); ``"gemm"`` or one forced
+            (:mod:`distnet.nn.conv_choice`).
         deterministic: every step and every evaluation the same bits on any number of ranks,
             under every strategy (canonical pieces of ``piece_size`` samples, default
             :func:`~distnet.distributed.pieces.default_piece_size`, summed exactly:
@@ -62,7 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     strategy: str = "auto"
     strategy_options: dict = field(default_factory=dict)
-    conv_algorithm: str = "gemm"
+    conv_algorithm: str | None = None
     deterministic: bool = False
     piece_size: int | None = None
     augment_padding: int = 0

@@ -165,7 +165,7 @@ class Trainer:
         self.variables: list[Variable] = sorted(model.trainable_variables, key=lambda v: v.name)
         self.all_variables: list[Variable] = sorted(model.variables, key=lambda v: v.name)
         self._check_and_broadcast_variables()
-        from distnet.nn.conv_choice import check_mode, choose_conv_algorithms
+        from distnet.nn.conv_choice import check_mode, choose_conv_algorithms, fixed_plan
 
         # Per rank and micro-batch: the batch one forward pass sees.
         local = -(-cfg.global_batch_size // self.comm.size)
@@ -175,10 +175,16 @@ class Trainer:
         from distnet.training.deterministic import check_settings
 
         self.deterministic, self.piece_size = check_settings(self, cfg.deterministic, cfg.piece_size)
-        # Deterministic mode: every forward pass is one piece, whatever N.
-        self.conv_algorithms = choose_conv_algorithms(
-            model, self.piece_size if self.deterministic else -(-local // cfg.micro_batches), self.comm,
-            check_mode(cfg.conv_algorithm))
+        # None (unset): "auto", but no timing in the deterministic step (its bits may depend on no
+        # measurement, nor on N): there the fixed plan (distnet/nn/conv_choice.py).
+        self._conv_mode = check_mode(cfg.conv_algorithm)
+        if self._conv_mode is None and self.deterministic:
+            self.conv_algorithms = fixed_plan(model)
+        else:
+            # Deterministic mode: every forward pass is one piece, whatever N.
+            self.conv_algorithms = choose_conv_algorithms(
+                model, self.piece_size if self.deterministic else -(-local // cfg.micro_batches), self.comm,
+                self._conv_mode or "auto")
         self._bn_layers, self._bn_global, bn_own = self._synchronize_batch_norm(cfg.sync_batch_norm)
         # What every rank holds the same values of (the parameter check): all but per-rank statistics.
         own = {id(v) for layer in bn_own for v in layer.variables if not v.trainable}
@@ -451,8 +457,19 @@ class Trainer:
         return assemble(variables=self.all_variables, optimizer=self.optimizer, strategy=self.strategy,
                         ema=self.ema, sampler=self.sampler, seed=self.config.seed, world_size=self.comm.size,
                         config_text=self.config.config_text, data=self._data_id,
+                        conv_algorithms=self.conv_algorithms,
                         metrics={k: float(v) for k, v in last.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def resume_conv_plan(self, state) -> None:
+        """On resume from ``state`` (same on every rank): the convolution layers run the checkpoint's
+        plan, unless an algorithm was forced (:mod:`distnet.nn.conv_choice`)."""
+        if self._conv_mode not in (None, "auto"):
+            return
+        from distnet.nn.conv_choice import apply_plan
+
+        # A file from before plans were stored (format < 3) ran "gemm" unless forced: apply_plan's default.
+        self.conv_algorithms = apply_plan(self.model, state.conv_algorithms)
 
     # -- the loop -------------------------------------------------------
     def fit(self, resume: bool = False, verbose: int | str = "auto", *, signals=None,

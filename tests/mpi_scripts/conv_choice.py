@@ -6,7 +6,10 @@ Every rank's measurement is replaced by a fake whose winner depends on the
 rank (rank r: algorithm number r of those that apply is fastest), so a rank
 that used its own measurement would disagree with rank 0.
 
-usage: python conv_choice.py OUT.npz [--steps 3]
+With ``--ckpt DIR`` the run writes its checkpoints there (the test resumes
+from them on another number of ranks).
+
+usage: python conv_choice.py OUT.npz [--steps 3] [--ckpt DIR] [--resume]
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--ckpt", default=None)
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(script_args())
     comm = distnet.distributed.init().comm
     real = conv_choice.time_algorithms
@@ -41,6 +46,7 @@ def main() -> None:
         return {name: (0.0 if name == winner else 1.0) for name in names}
 
     conv_choice.time_algorithms = fake
+    conv_choice.MEASURE_MIN_FLOP = 0   # the layers here are small: measure them anyway
     rng = np.random.default_rng(5)
     x = rng.random((24, 8, 8, 2), dtype=np.float32)
     y = rng.integers(0, 3, 24)
@@ -52,8 +58,8 @@ def main() -> None:
     ], input_shape=(8, 8, 2), seed=1)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01),
                       ArrayDataset(x, y, num_classes=3), global_batch_size=12, steps=args.steps, seed=2,
-                      comm=comm, conv_algorithm="auto", log_every=1000)
-    trainer.fit(verbose=0)
+                      comm=comm, conv_algorithm="auto", log_every=1000, checkpoint_dir=args.ckpt)
+    trainer.fit(resume=args.resume, verbose=0)
     plan = ",".join(f"{k}={v}" for k, v in sorted(trainer.conv_algorithms.items()))
     digest = hashlib.sha256(b"".join(v.data.tobytes() for v in trainer.all_variables)).hexdigest()
     rows = comm.allgather_object((plan, digest))

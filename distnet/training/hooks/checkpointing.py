@@ -93,6 +93,7 @@ def resume(ctx, manager) -> bool:
         return False
     training_state.restore(state, variables=ctx.all_variables, optimizer=ctx.optimizer, strategy=ctx.strategy,
                            ema=ctx.ema, sampler=ctx.sampler)
+    ctx.trainer.resume_conv_plan(state)
     # What an earlier attempt logged after this checkpoint is trained again: its records go,
     # so that metrics.jsonl holds each step once.
     dropped = ctx.logger.drop_after(state.step) if ctx.logger is not None else 0
