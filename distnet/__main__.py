@@ -1,5 +1,19 @@
+"""``python -m distnet`` and the ``distnet`` command (pyproject's console script).
+
+A signal may come at any moment of the start-up: the handlers that end the
+process cleanly go in before anything else is imported.
+"""
 import sys
 
-from distnet.jobs.cli import main
+from distnet.runner.startup_signals import end_at_once_on_signals
 
-sys.exit(main())
+
+def main() -> int:
+    end_at_once_on_signals()
+    from distnet.jobs.cli import main as run
+
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -282,9 +282,9 @@ for c in $("${C[@]}" ps -q); do
     uids=$(awk 'NR > 1 { print $2 }' "$WORK/top" | sort -u | tr '\n' ' ')
     [ "$uids" = "1000 " ] || fail "container $c runs processes as uid(s) $uids, expected 1000 only"
     # the ranks: python running distnet's CLI under hydra's proxy (the launcher starts the workers
-    # with distnet.runner.launcher.WORKER_ENTRY, `python -c "import signal, sys ..."`; docker top cuts the
+    # with distnet.runner.launcher.WORKER_ENTRY, `python -c "import sys ..."`; docker top cuts the
     # line short, so its start is what is matched; not mpiexec's own command line)
-    ranks=$((ranks + $(awk 'NR > 1 && $3 ~ /\/python[0-9.]*$/ && (/ -m distnet train / || / -c import signal, sys/)' \
+    ranks=$((ranks + $(awk 'NR > 1 && $3 ~ /\/python[0-9.]*$/ && (/ -m distnet train / || / -c import sys/)' \
                            "$WORK/top" | wc -l)))
 done
 [ "$ranks" = 2 ] || { cat "$WORK/top" >&2; fail "expected 2 ranks running in the cluster, found $ranks"; }

@@ -382,12 +382,9 @@ def _cmd_data(args, parser) -> int:
 
 def _is_main_rank() -> bool:
     """True unless this process is a rank > 0 of an MPI job (only rank 0 prints errors)."""
-    import os
+    from distnet.runner.startup_signals import is_main_rank
 
-    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK"):
-        if os.environ.get(var, "0") not in ("0", ""):
-            return False
-    return True
+    return is_main_rank()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,13 +405,13 @@ def main(argv: list[str] | None = None) -> int:
                 args = parser.parse_args(argv)
             except SystemExit as exc:  # --help, --version, or an argparse error (code 2)
                 return int(exc.code or 0) if not isinstance(exc.code, str) else exit_status.BAD_INPUT
+            if args.command != "train":
+                signals.end_startup()   # a signal held back during the imports ends it here
         except TrainingStopped as exc:
             return _stopped(exc, speak)
         if args.command is None:
             parser.print_help()
             return exit_status.OK
-        if args.command != "train":
-            signals.uninstall()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one line per warning, restored on return
             return _run(args, parser, speak, signals)

@@ -64,12 +64,13 @@ STOPPING_MARKERS = (b"Sending Ctrl-C to processes", b": stopping after the curre
 #: mpiexec takes a second copy as an order to kill every worker at once.
 FORWARD_DELAY = 1.0
 
-#: How ``distnet train -n N`` starts each worker: SIGINT / SIGTERM end it quietly
-#: (status 130 / 143) while Python imports numpy and distnet, until ``distnet
-#: train`` installs its own handlers (:mod:`distnet.training.stop`).
-WORKER_ENTRY = ("-c", "import signal, sys\n"
-                      "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, lambda n, f: sys.exit("
-                      f"{exit_status.SIGTERM} if n == {int(signal.SIGTERM)} else {exit_status.SIGINT}))\n"
+#: How ``distnet train -n N`` starts each worker: first of all SIGINT / SIGTERM end it
+#: at once (status 130 / 143, :mod:`distnet.runner.startup_signals`) while Python
+#: imports distnet, until ``distnet train`` installs its own handlers
+#: (:mod:`distnet.training.stop`).
+WORKER_ENTRY = ("-c", "import sys\n"
+                      "from distnet.runner.startup_signals import end_at_once_on_signals\n"
+                      "end_at_once_on_signals()\n"
                       "from distnet.jobs.cli import main\n"
                       "sys.exit(main(sys.argv[1:]))")
 

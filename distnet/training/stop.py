@@ -24,6 +24,14 @@ process at once with the same status: there is nothing to save.  These
 phases and transitions are :mod:`distnet.runner.lifecycle`'s, which the
 launcher follows too; this module delivers a worker's signals to it.
 
+A start-up signal never raises into an import: an exception that leaves an
+import half done breaks the module for good (a C extension such as numpy's
+cannot be loaded twice; numpy turns it into an ``ImportError``).  While the main
+thread is inside the import system the handler holds the end back and a thread
+delivers the signal again (:func:`_thread.interrupt_main`) until the import is
+over; :meth:`StopSignals.begin_training` and :meth:`StopSignals.end_startup`
+end the process in any case.
+
 With several ranks the signals are read by a thread from a wakeup pipe
 (:func:`signal.set_wakeup_fd`), so a second Ctrl-C acts even while the main
 thread waits in a collective for a rank that will never come; the abort is
@@ -48,6 +56,10 @@ TERM_WEIGHT = 4096.0
 #: Seconds a stop may take (finish the step, write the checkpoint) before it is aborted.
 DEFAULT_GRACE = 30.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds between deliveries of a start-up signal held back while an import runs.
+REDELIVER_EVERY = 0.01
+#: Where the frames of Python's import system come from.
+_IMPORT_SYSTEM = frozenset({"<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>"})
 
 
 def encode(signum: int | None) -> float:
@@ -107,6 +119,13 @@ class StopSignals:
         self._old_wakeup = -1
         self._reader: threading.Thread | None = None
         self._timer: threading.Timer | None = None
+        # A start-up end held back while an import runs: (signal, why), and the
+        # thread that delivers it again; ``_ended``: its exception is raised (or
+        # left to begin_training / end_startup), so deliveries do nothing more.
+        self._held: tuple[int, str] | None = None
+        self._redeliver: threading.Event | None = None
+        self._redeliver_lock = threading.Lock()
+        self._ended = False
 
     # -- state (the lifecycle's) ---------------------------------------------
     @property
@@ -164,6 +183,7 @@ class StopSignals:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._stop_redelivery()
         if not self._installed:
             return
         self._installed = False
@@ -202,6 +222,7 @@ class StopSignals:
         if decision is None:
             return
         if decision.action is Action.ABORT:
+            self._stop_redelivery()
             raise _stopped_at_once(decision.signum, decision.why)
         self._start_timer()
 
@@ -243,9 +264,46 @@ class StopSignals:
         if self.delivery is Delivery.THREAD:
             self.request(signum)
             return
-        action = self._note(signum)
-        if action is not None:
-            raise _stopped_at_once(*action)
+        if self._ended:
+            return   # its exception is on its way
+        # A delivery while an end is held back (again, or the thread's) is that end.
+        action = self._held or self._note(signum)
+        if action is None:
+            return
+        if _in_import(frame):
+            self._hold(action)
+            return
+        self._held = action
+        self._stop_redelivery()
+        raise _stopped_at_once(*action)
+
+    def _hold(self, action: tuple[int, str]) -> None:
+        """Keep the end until the import in progress is over: deliver the signal
+        again every :data:`REDELIVER_EVERY` s (the handler runs in the main thread
+        at its next Python instruction, inside the import or after it)."""
+        self._held = action
+        if self._redeliver is not None:
+            return
+        stop = self._redeliver = threading.Event()
+        signum = action[0]
+
+        def redeliver() -> None:
+            while not stop.wait(REDELIVER_EVERY):
+                with self._redeliver_lock:   # never after _stop_redelivery
+                    if not stop.is_set():
+                        _thread.interrupt_main(signum)
+
+        threading.Thread(target=redeliver, name="distnet-signals-held", daemon=True).start()
+
+    def _stop_redelivery(self) -> None:
+        """The held end is the caller's to raise now (the handler's, or
+        begin_training's / end_startup's): later deliveries do nothing."""
+        if self._held is not None:
+            self._ended = True
+        stop, self._redeliver = self._redeliver, None
+        if stop is not None:
+            with self._redeliver_lock:
+                stop.set()
 
     def _read(self, fd: int) -> None:
         while True:
@@ -314,6 +372,15 @@ class StopSignals:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+
+
+def _in_import(frame) -> bool:
+    """Is the frame (the main thread's, where a handler runs) inside an import?"""
+    while frame is not None:
+        if frame.f_code.co_filename in _IMPORT_SYSTEM:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _stopped_at_once(signum: int, why: str) -> TrainingStopped:
