@@ -10,6 +10,7 @@ per-step losses and the final weights of an uninterrupted run.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import re
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +249,44 @@ def test_an_unraisable_error_of_another_kind_is_still_reported():
     finally:
         sys.unraisablehook = before
     assert [type(u.exc_value) for u in seen] == [ValueError]
+
+
+def test_a_start_up_signal_during_an_import_ends_the_process_only_after_the_import(tmp_path, monkeypatch):
+    """An exception raised into an import leaves the module half loaded (numpy's C
+    extension then cannot be loaded again): the end waits for the import to finish."""
+    from distnet.training.stop import StopSignals
+
+    name = f"signalled_while_imported_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                        "for _ in range(200000):\n    pass\nLOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with StopSignals() as signals:
+            with pytest.raises(TrainingStopped) as stopped:
+                importlib.import_module(name)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:   # the held end arrives within milliseconds
+                    time.sleep(0.001)
+            assert signals.signum == signal.SIGINT
+        assert stopped.value.code == 130 and stopped.value.aborted and "during start-up" in stopped.value.reason
+        assert sys.modules[name].LOADED    # the import ran to its end
+        assert stopped.value.__traceback__.tb_next is not None   # raised here, after the import
+        assert all(f.f_code.co_filename != str(tmp_path / f"{name}.py")
+                   for f, _ in traceback.walk_tb(stopped.value.__traceback__))
+    finally:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_before_the_command_has_its_handlers_ends_it_with_its_status_and_one_line(sig, code):
+    """The entry's first statement: a signal while distnet's modules are imported."""
+    program = ("from distnet.runner.startup_signals import end_at_once_on_signals\n"
+               "end_at_once_on_signals()\n"
+               f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code
+    assert proc.stderr.splitlines() == [f"distnet: {signal.Signals(sig).name} during start-up (before the first "
+                                        "step: nothing to save): stopped at once (no checkpoint)"]
 
 
 @pytest.mark.mpi
