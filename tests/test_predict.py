@@ -142,7 +142,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     save(copy, state)
     code, _, err = run(capsys, "predict", str(copy), "--input", str(tmp_path / "big.npy"))
     assert code == exit_status.BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
-    assert "dense/kernel: expected shape (1024, 10) for inputs of shape (32, 32, 1), found (784, 10)" in err
+    assert "dense/kernel: Expect: shape (1024, 10) for inputs of shape (32, 32, 1) Actual: (784, 10)" in err
 
 
 @pytest.mark.parametrize("make, message", [
