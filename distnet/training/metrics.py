@@ -225,8 +225,8 @@ class MetricsLogger:
         r = {**(record or {}), **fields}
         missing = [k for k in ("step", "loss") if k not in r]
         if missing:
-            raise InvalidArgumentError(f"log_step: missing {missing}; expected at least step and loss, "
-                                       f"got keys {sorted(r)}")
+            raise InvalidArgumentError(f"log_step: record: Expect: at least the keys step and loss "
+                                       f"Actual: keys {sorted(r)} (missing {missing})")
         if self._t0 is None:
             self.start()
         rec = {"kind": "step", "step": int(r.pop("step")), "epoch": r.pop("epoch", 0),
