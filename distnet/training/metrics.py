@@ -557,7 +557,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DataError(f"{p}: no metrics file (expected {METRICS_FILE} in the run directory)") from None
+        raise DataError(f"{p}: no metrics file; give a run directory holding {METRICS_FILE} or that file") from None
     records = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
