@@ -44,7 +44,7 @@ from distnet.tensor import Tensor
           Option("axis", INT, -1, "the channel axis (of `[batch, ...]`)"),
           Option("synchronized", BOOL, True, "statistics of the global batch (all workers: the Trainer "
                  "synchronizes them unless `[dist] sync_batch_norm = false`); false: always each worker's "
-                 "own, as TensorFlow and Horovod"),
+                 "own, as TensorFlow and Horovod. No effect with `[dist] deterministic` (each piece's own)"),
           Option("beta_initializer", STR_OR_TABLE, "zeros", "an initializer (table below)", ref="initializer"),
           Option("gamma_initializer", STR_OR_TABLE, "ones", "an initializer (table below)", ref="initializer"),
           NAME, aliases=("batch_normalization", "batchnorm"),
