@@ -529,10 +529,6 @@ def _check_deterministic(cfg: JobConfig, chk: _Checker) -> None:
     if cfg.train.conv_algorithm == "auto":
         chk.fail(("dist", "deterministic"), "Expect: train.conv_algorithm \"gemm\", \"fft\" or \"winograd\" "
                  "(one fixed arithmetic) Actual: \"auto\" (measured at start-up: another run may choose another)")
-    bn = [i for i, layer in enumerate(cfg.model.layers) if layer.get("type") == "batch_norm"]
-    if bn:
-        chk.fail(("dist", "deterministic"), "Expect: a model without batch normalization (its batch statistics "
-                 f"would follow each worker's share of the batch) Actual: batch_norm at model.layers[{bn[0]}]")
 
 
 def _plain(raw: dict, section: str, target: Any, chk: _Checker) -> dict:
