@@ -197,14 +197,14 @@ def test_job_key_reaches_the_trainer():
     assert _trainer(sync_batch_norm=False).config.sync_batch_norm is False
 
 
-def test_bad_switch_and_deterministic_are_refused():
+def test_bad_switch_is_refused_and_deterministic_takes_no_reducer():
     from distnet.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="sync_batch_norm: Expect: True or False Actual: 'no'"):
         _trainer(sync_batch_norm="no")
-    for sync in (True, False):   # the deterministic step's pieces would give statistics per piece
-        with pytest.raises(InvalidArgumentError, match="deterministic: Expect: a model without batch normalization"):
-            _trainer(deterministic=True, sync_batch_norm=sync)
+    for sync in (True, False):   # deterministic: per-piece statistics, sync_batch_norm has no effect
+        trainer = _trainer(deterministic=True, sync_batch_norm=sync)
+        assert trainer.deterministic and trainer._bn_layers == [] and not trainer._bn_global
 
 
 def test_micro_batches_are_the_global_batch_positions_m_apart():

@@ -43,11 +43,11 @@ def test_array_dataset_of_any_feature_shape_and_target_kind():
     assert (reg.num_classes, reg.target) == (None, "values")
     assert reg.read([2])[1].tolist() == [3.0] and reg.read([2])[1].dtype == np.float32
     assert ArrayDataset(np.zeros((4, 2, 3, 5, 1)), np.zeros(4, np.int64)).image_shape == (2, 3, 5, 1)
-    with pytest.raises(DataError, match="labels: expected finite targets"):
+    with pytest.raises(DataError, match="labels: Expect: finite targets"):
         ArrayDataset(x, np.where(y == 2, np.nan, 1.0))
-    with pytest.raises(DataError, match="expected finite values"):
+    with pytest.raises(DataError, match="Expect: finite values"):
         ArrayDataset(np.full((3, 2), np.inf), np.zeros(3))
-    with pytest.raises(DataError, match="images: expected float values in \\[0, 1\\]"):   # images as before
+    with pytest.raises(DataError, match="images: Expect: float values in \\[0, 1\\]"):   # images as before
         ArrayDataset(np.full((3, 4, 4), 2.0), np.zeros(3, np.int64))
     with pytest.raises(DataError, match="num_classes: Expect: None with float targets"):
         ArrayDataset(x, y.astype(float), num_classes=3)

@@ -373,15 +373,15 @@ def test_strict_expected_checks_dtype(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"params": {"": np.zeros(2)}}, "not a valid checkpoint path"),
-    ({"params": {"a//b": np.zeros(2)}}, "not a valid checkpoint path"),
-    ({"params": {"a/../b": np.zeros(2)}}, "not a valid checkpoint path"),
-    ({"params": {"kernel\n": np.zeros(2)}}, "not a valid checkpoint path"),
-    ({"params": {"dense kernel": np.zeros(2)}}, "not a valid checkpoint path"),
+    ({"params": {"": np.zeros(2)}}, "Expect: a checkpoint path"),
+    ({"params": {"a//b": np.zeros(2)}}, "Expect: a checkpoint path"),
+    ({"params": {"a/../b": np.zeros(2)}}, "Expect: a checkpoint path"),
+    ({"params": {"kernel\n": np.zeros(2)}}, "Expect: a checkpoint path"),
+    ({"params": {"dense kernel": np.zeros(2)}}, "Expect: a checkpoint path"),
     ({"params": {"a": np.zeros(2), "a/b": np.zeros(2)}}, "both 'a' and 'a/b'"),
-    ({"params": {"w": np.array([object()])}}, "dtype object"),
-    ({"params": {"w": np.array(["x"])}}, "dtype <U1"),
-    ({"params": {"w": np.zeros(2, np.complex64)}}, "dtype complex64"),
+    ({"params": {"w": np.array([object()])}}, "dtype: Expect: one of .* Actual: object"),
+    ({"params": {"w": np.array(["x"])}}, "dtype: Expect: .* Actual: <U1"),
+    ({"params": {"w": np.zeros(2, np.complex64)}}, "dtype: Expect: .* Actual: complex64"),
     ({"params": {"w": [1.0, 2.0]}}, "Expect: a numpy array Actual: list"),
     ({"params": {}, "step": -1}, r"step: Expect: in \[0"),
     ({"params": {}, "step": 1.5}, "step: Expect: an int Actual: float"),

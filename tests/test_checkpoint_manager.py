@@ -191,7 +191,7 @@ def test_all_corrupt_lists_every_file(tmp_path):
             mgr.restore_latest()
     msg = str(info.value)
     assert paths[0] in msg and paths[1] in msg
-    assert "not an HDF5 file" in msg and "corrupt" in msg
+    assert "Expect: an HDF5 file" in msg and "corrupt" in msg
 
 
 def test_mismatch_does_not_fall_back(tmp_path):

@@ -105,9 +105,9 @@ CASES = {
                                       chunks=(4,)), "variable-length"),
     "string where a float is expected": (
         lambda f, d: replace(f, "params/dense/bias", data=np.array([b"0.0"] * 4), chunks=(4,),
-                             fletcher32=True), "dtype string"),
+                             fletcher32=True), "Actual: string"),
     "vlen string": (lambda f, d: replace(f, "params/dense/bias", data=["a", "b", "c", "d"],
-                                         dtype=h5py.string_dtype()), "dtype string"),
+                                         dtype=h5py.string_dtype()), "Actual: string"),
     "compound": (lambda f, d: replace(f, "params/dense/bias", shape=(4,),
                                       dtype=np.dtype([("a", "f4"), ("b", "i4")]), chunks=(4,),
                                       fletcher32=True), "compound"),
@@ -119,7 +119,7 @@ CASES = {
     "bool": (lambda f, d: replace(f, "params/dense/bias", shape=(4,), dtype="?", chunks=(4,),
                                   fletcher32=True), "enum"),
     "gzip filter": (lambda f, d: replace(f, "params/dense/bias", data=np.zeros(4, "f4"), compression="gzip",
-                                         fletcher32=True), "expected only fletcher32"),
+                                         fletcher32=True), "Expect: only fletcher32"),
     "no checksum": (lambda f, d: replace(f, "params/dense/bias", data=np.zeros(4, "f4")),
                     "without checksum"),
     "null dataspace": (lambda f, d: replace(f, "params/dense/bias", data=h5py.Empty("f4")),
@@ -137,7 +137,7 @@ CASES = {
     "reference attribute": (lambda f, d: (f["state"].attrs.__delitem__("rng"),
                                           f["state"].attrs.create("rng", f["params"].ref,
                                                                   dtype=h5py.ref_dtype)),
-                            "expected a string or an integer"),
+                            "Expect: a string or an integer"),
     "variable-length string attribute": (lambda f, d: (f["state"].attrs.__delitem__("config_text"),
                                                        f["state"].attrs.__setitem__("config_text", "[job]")),
                                          "variable-length string"),
@@ -145,7 +145,7 @@ CASES = {
                                                     f.attrs.__setitem__("format", "distnet-checkpoint")),
                                       "not a scalar fixed-length string"),
     "array attribute": (lambda f, d: f["state"].attrs.__setitem__("step", np.arange(3)),
-                        "expected a scalar"),
+                        "Expect: a scalar"),
     "dataset in /state": (lambda f, d: f.create_dataset("state/blob", data=np.zeros(4, "f4"),
                                                         chunks=(4,), fletcher32=True),
                           "unexpected dataset /state/blob"),
@@ -203,8 +203,8 @@ def test_max_bytes_caps_the_declared_size(ckpt, no_data_reads):
 
 
 @pytest.mark.parametrize("content, match", [
-    (b"", "not an HDF5 file"),
-    (b"[job]\nname='x'\n", "not an HDF5 file"),
+    (b"", "Expect: an HDF5 file"),
+    (b"[job]\nname='x'\n", "Expect: an HDF5 file"),
     (b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "cannot be opened as HDF5"),
 ])
 def test_not_hdf5(tmp_path, content, match):

@@ -275,9 +275,8 @@ def test_epochs_and_steps_both_set():
 
 def test_missing_dataset_path(tmp_path):
     msg = error_of('[data]\npath = "nowhere/train.h5"\n', base_dir=tmp_path)
-    assert msg.startswith("job.toml:2: data.path: no such file or directory: "
-                          f"{tmp_path / 'nowhere' / 'train.h5'}")
-    assert "expected an HDF5 dataset file or a directory of IDX files" in msg
+    assert msg == ("job.toml:2: data.path: Expect: an HDF5 dataset file or a directory of IDX files "
+                   f"Actual: no such file or directory: {tmp_path / 'nowhere' / 'train.h5'}")
 
 
 def test_dataset_path_relative_to_the_job_file(tmp_path):

@@ -169,16 +169,16 @@ def test_directory_wins_and_mnist_from_directory(tmp_path, gz):
 
 
 def test_bad_names_and_directories(tmp_path):
-    with pytest.raises(DataError, match="expected one of fashion_mnist, mnist, found 'cifar10'"):
+    with pytest.raises(DataError, match="Expect: one of fashion_mnist, mnist Actual: 'cifar10'"):
         load_dataset("cifar10")
     with pytest.raises(DataError, match="data fetch mnist"):
         load_dataset("mnist")
-    with pytest.raises(DataError, match="expected an existing directory, found nothing"):
+    with pytest.raises(DataError, match="Expect: an existing directory Actual: nothing"):
         load_dataset("mnist", tmp_path / "absent")
     make_dir(tmp_path / "d")
     (tmp_path / "d" / "train-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataError, match="train split: expected train-labels-idx1-ubyte.gz or "
-                                        "train-labels-idx1-ubyte, found neither"):
+    with pytest.raises(DataError, match="train split: Expect: train-labels-idx1-ubyte.gz or "
+                                        "train-labels-idx1-ubyte Actual: neither"):
         load_dataset("mnist", tmp_path / "d")
 
 
@@ -188,7 +188,7 @@ def test_malformed_files_in_a_directory(tmp_path):
     with pytest.raises(DataError, match="12 images and 11 labels"):
         load_dataset("mnist", tmp_path / "d")
     write_idx(tmp_path / "d" / "t10k-labels-idx1-ubyte.gz", np.full(12, 10, np.uint8))
-    with pytest.raises(DataError, match=r"\[0, 10\), found 10 at row 0"):
+    with pytest.raises(DataError, match=r"\[0, 10\) Actual: 10 at row 0"):
         load_dataset("mnist", tmp_path / "d")
 
 

@@ -69,19 +69,19 @@ def test_array_dataset_slice_and_empty():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(labels=np.array([0, 1, 7, 2])), r"expected values in \[0, 7\), found 7 at row 2"),
-    (dict(labels=np.array([0, -1, 1, 2])), r"found -1 at row 1"),
+    (dict(labels=np.array([0, 1, 7, 2])), r"Expect: values in \[0, 7\) Actual: 7 at row 2"),
+    (dict(labels=np.array([0, -1, 1, 2])), r"Actual: -1 at row 1"),
     (dict(labels=np.array([0, 1, 2])), "4 images and 3 labels"),
     # Float labels are a regression's targets now (issue 23): they take no num_classes.
     (dict(labels=np.array([0.0, 1, 2, 3])), "num_classes: Expect: None with float targets"),
     (dict(labels=np.array(["a", "b", "c", "d"])), "integer class labels or float targets"),
-    (dict(labels=np.zeros((4, 1), int)), r"expected shape \(N,\)"),
+    (dict(labels=np.zeros((4, 1), int)), r"Expect: shape \(N,\)"),
     # Any feature shape is accepted now ((N, features) for tabular data); one value per sample is not.
-    (dict(images=np.zeros(4, np.uint8)), r"expected shape \(N, ...\) with one row per sample"),
+    (dict(images=np.zeros(4, np.uint8)), r"Expect: shape \(N, ...\) with one row per sample"),
     (dict(images=np.zeros((4, 2, 2), np.int32)), "uint8 or a float type"),
-    (dict(images=np.full((4, 2, 2), 1.5)), r"\[0, 1\], found 1.5 in row 0"),
-    (dict(images=np.array([0, 0, np.nan, 0]).reshape(4, 1, 1)), r"found nan in row 2"),
-    (dict(class_names=["a", "b"]), "expected 7 names"),
+    (dict(images=np.full((4, 2, 2), 1.5)), r"\[0, 1\] Actual: 1.5 in row 0"),
+    (dict(images=np.array([0, 0, np.nan, 0]).reshape(4, 1, 1)), r"Actual: nan in row 2"),
+    (dict(class_names=["a", "b"]), "Expect: 7 names"),
     (dict(num_classes=0), "positive integer"),
 ])
 def test_array_dataset_validation(kwargs, match):
@@ -92,8 +92,8 @@ def test_array_dataset_validation(kwargs, match):
 
 
 @pytest.mark.parametrize("indices, match", [
-    ([0, 4], r"\[0, 4\), found 4 at position 1"),
-    ([-1], r"found -1 at position 0"),
+    ([0, 4], r"\[0, 4\) Actual: 4 at position 1"),
+    ([-1], r"Actual: -1 at position 0"),
     ([[0, 1]], "1-D"),
     ([0.5], "integers"),
 ])
@@ -264,18 +264,18 @@ def make_file(path, **overrides):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(images=None), r"dataset '/images': expected it to exist, found only \['labels'\]"),
-    (dict(labels=None), r"dataset '/labels': expected it to exist"),
-    (dict(format="something-else"), "attribute 'format': expected 'distnet-image-dataset'"),
+    (dict(images=None), r"dataset '/images': Expect: it to exist Actual: only \['labels'\]"),
+    (dict(labels=None), r"dataset '/labels': Expect: it to exist"),
+    (dict(format="something-else"), "attribute 'format': Expect: 'distnet-image-dataset'"),
     (dict(format=None), "attribute 'format'"),
-    (dict(format_version=2), r"'format_version': expected an integer in \[1, 1\], found 2"),
-    (dict(num_classes=None), "'num_classes': expected a positive integer, found None"),
-    (dict(num_classes=0), "'num_classes': expected a positive integer, found 0"),
-    (dict(class_names=np.array(["a", "b"], dtype=h5py.string_dtype())), "expected 7 names, found 2"),
-    (dict(images=np.zeros((40, 6, 5), np.uint8)), r"'/images': expected shape \(N, H, W, C\)"),
-    (dict(images=np.zeros((40, 6, 5, 1), np.float64)), "expected dtype uint8 or float32, found float64"),
-    (dict(labels=np.zeros((40, 1), np.int64)), r"'/labels': expected shape \(N,\)"),
-    (dict(labels=np.zeros(40, np.float32)), "integer dtype, found float32"),
+    (dict(format_version=2), r"'format_version': Expect: an integer in \[1, 1\] Actual: 2"),
+    (dict(num_classes=None), "'num_classes': Expect: a positive integer Actual: None"),
+    (dict(num_classes=0), "'num_classes': Expect: a positive integer Actual: 0"),
+    (dict(class_names=np.array(["a", "b"], dtype=h5py.string_dtype())), "Expect: 7 names Actual: 2"),
+    (dict(images=np.zeros((40, 6, 5), np.uint8)), r"'/images': Expect: shape \(N, H, W, C\)"),
+    (dict(images=np.zeros((40, 6, 5, 1), np.float64)), "Expect: dtype uint8 or float32 Actual: float64"),
+    (dict(labels=np.zeros((40, 1), np.int64)), r"'/labels': Expect: shape \(N,\)"),
+    (dict(labels=np.zeros(40, np.float32)), "integer dtype Actual: float32"),
     (dict(labels=np.zeros(39, np.int64)), "40 images and 39 labels"),
 ])
 def test_malformed_files(tmp_path, overrides, match):
@@ -289,12 +289,12 @@ def test_label_out_of_range_names_first_bad_row(tmp_path):
     labels = np.arange(40) % 7
     labels[23], labels[31] = 9, -2
     path = make_file(tmp_path / "bad.h5", labels=labels.astype(np.int16))
-    with pytest.raises(DataError, match=r"expected values in \[0, 7\), found 9 at row 23"):
+    with pytest.raises(DataError, match=r"Expect: values in \[0, 7\) Actual: 9 at row 23"):
         HDF5Dataset(path)
     # Without the scan at opening, reading the bad row still fails clearly.
     ds = HDF5Dataset(path, validate_labels=False)
     assert ds.read([0, 1])[1].tolist() == [0, 1]
-    with pytest.raises(DataError, match="found -2 at row 31"):
+    with pytest.raises(DataError, match="Actual: -2 at row 31"):
         ds.read([30, 31])
     ds.close()
 
@@ -305,20 +305,20 @@ def test_float_images_out_of_range_fail_on_read(tmp_path):
     path = make_file(tmp_path / "bad.h5", images=images)
     with HDF5Dataset(path) as ds:
         ds.read([11, 13])
-        with pytest.raises(DataError, match=r"\[0, 1\], found 3.0 in row 12"):
+        with pytest.raises(DataError, match=r"\[0, 1\] Actual: 3.0 in row 12"):
             ds.read([13, 12])
 
 
 def test_not_hdf5_missing_and_directory(tmp_path):
     text = tmp_path / "notes.h5"
     text.write_text("hello, not HDF5\n")
-    with pytest.raises(DataError, match="expected an HDF5 file"):
+    with pytest.raises(DataError, match="Expect: an HDF5 file"):
         HDF5Dataset(text)
-    with pytest.raises(DataError, match="expected an existing file, found none"):
+    with pytest.raises(DataError, match="Expect: an existing file Actual: nothing at that path"):
         HDF5Dataset(tmp_path / "missing.h5")
-    with pytest.raises(DataError, match="found a directory"):
+    with pytest.raises(DataError, match="Actual: a directory"):
         HDF5Dataset(tmp_path)
-    with pytest.raises(DataError, match="expected a str, os.PathLike or binary file object"):
+    with pytest.raises(DataError, match="Expect: a str, os.PathLike or binary file object"):
         HDF5Dataset(3.5)
 
 
@@ -341,9 +341,9 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(compression="zstd"), "compression: expected None, 'gzip' or 'lzf'"),
-    (dict(chunk_rows=0), "chunk_rows: expected a positive integer"),
-    (dict(labels=np.array([0, 1, 2, 99])), "found 99 at row 3"),
+    (dict(compression="zstd"), "compression: Expect: None, 'gzip' or 'lzf'"),
+    (dict(chunk_rows=0), "chunk_rows: Expect: a positive integer"),
+    (dict(labels=np.array([0, 1, 2, 99])), "Actual: 99 at row 3"),
 ])
 def test_write_validation(tmp_path, kwargs, match):
     args = dict(images=np.zeros((4, 2, 2), np.uint8), labels=np.array([0, 1, 2, 3]), num_classes=10)
@@ -355,9 +355,9 @@ def test_write_validation(tmp_path, kwargs, match):
 
 def test_write_to_bad_destination(tmp_path):
     images, labels = arrays(10)
-    with pytest.raises(DataError, match="expected a writable directory"):
+    with pytest.raises(DataError, match="Expect: a writable directory"):
         write_hdf5_dataset(tmp_path / "no" / "such" / "dir.h5", images, labels)
-    with pytest.raises(DataError, match="expected a file name, found the directory"):
+    with pytest.raises(DataError, match="Expect: a file name Actual: the directory"):
         write_hdf5_dataset(tmp_path, images, labels)
 
 

@@ -105,7 +105,7 @@ def test_unknown_dtype_code():
 
 def test_zero_dimensions():
     msg = error_of(bytes([0, 0, 8, 0]))
-    assert "number of dimensions" in msg and "at least 1" in msg and "found 0" in msg
+    assert "number of dimensions" in msg and "at least 1" in msg and "Actual: 0" in msg
 
 
 def test_truncated_dimension_sizes():
@@ -121,7 +121,7 @@ def test_file_shorter_than_the_fixed_header(cut):
 
 def test_required_ndim():
     msg = error_of(idx_bytes(0x08, (2, 2), bytes(4)), ndim=1)
-    assert "number of dimensions" in msg and "expected 1" in msg and "found 2" in msg
+    assert "number of dimensions" in msg and "Expect: 1" in msg and "Actual: 2" in msg
 
 
 # -- length defects -----------------------------------------------------------
@@ -130,8 +130,8 @@ def test_required_ndim():
 def test_truncated_data(compress):
     data = idx_bytes(0x0C, (2, 3), bytes(4 * 6 - 1))
     msg = error_of(gz(data) if compress else data)
-    assert "data length" in msg and "expected 24 data bytes" in msg
-    assert "found 23 data bytes (the file is truncated)" in msg
+    assert "data length" in msg and "Expect: 24 data bytes" in msg
+    assert "Actual: 23 data bytes (the file is truncated)" in msg
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -186,7 +186,7 @@ def test_missing_file_and_directory(tmp_path):
         read_idx(tmp_path / "nope.gz")
     with pytest.raises(DataError, match="cannot be opened"):
         read_idx(tmp_path)
-    with pytest.raises(DataError, match="expected a path"):
+    with pytest.raises(DataError, match="Expect: a path"):
         read_idx(12)
 
 
@@ -234,7 +234,7 @@ def test_pair_count_mismatch(tmp_path):
 
 def test_pair_wrong_ranks_and_label_dtype(tmp_path):
     ipath, lpath = write_pair(tmp_path, 3, 3, image_shape=(4,))
-    with pytest.raises(DataError, match=r"3 \(N, H, W\).*found 2"):
+    with pytest.raises(DataError, match=r"3 \(N, H, W\).*Actual: 2"):
         read_idx_pair(ipath, lpath)
     ipath, lpath = write_pair(tmp_path, 3, 3, label_dtype=np.float32)
     with pytest.raises(DataError, match="integer type for labels"):

@@ -70,10 +70,14 @@ def test_trainer_deterministic_refuses_what_it_does_not_cover():
         build(deterministic=True, strategy="zero1", strategy_options={"compression": "float16"})
     with pytest.raises(InvalidArgumentError, match="conv_algorithm.*Actual: 'auto'"):
         build(deterministic=True, conv_algorithm="auto")
+    # batch normalization: accepted, per-piece statistics (tests/test_deterministic_batch_norm.py);
+    # its moving statistics are the same on every rank, so the parameter check covers them
     bn = distnet.Sequential([layers.Flatten(), layers.BatchNorm(), layers.Dense(2)], input_shape=(2, 2, 1), seed=0)
-    with pytest.raises(InvalidArgumentError, match="without batch normalization.*BatchNorm"):
-        Trainer(bn, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.1), data, global_batch_size=4,
-                steps=1, log_every=1000, deterministic=True)
+    bn_trainer = Trainer(bn, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.1), data,
+                         global_batch_size=4, steps=1, log_every=1000, deterministic=True)
+    assert bn_trainer.deterministic and bn_trainer._bn_layers == [] and not bn_trainer._bn_global
+    assert {v.name for v in bn_trainer.agreed_variables} >= {"batch_normalization/moving_mean",
+                                                             "batch_normalization/moving_variance"}
     with pytest.raises(InvalidArgumentError, match="piece_size"):
         build(deterministic=True, piece_size=0)
     with pytest.raises(InvalidArgumentError, match="deterministic"):

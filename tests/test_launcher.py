@@ -64,10 +64,10 @@ def test_hostfile_mpich_openmpi_comments_and_defaults(tmp_path):
 @pytest.mark.parametrize("content, lineno, words", [
     ("node1:2\nnode2:zero\n", 2, "slots: Expect: an integer >= 1 Actual: 'zero'"),
     ("node1:0\n", 1, "Actual: '0'"),
-    ("node1 slots=3 extra\n", 1, "expected 'host'"),
-    ("node1 max_slots=3\n", 1, "expected 'host'"),
-    ("a\n\nbad/host:2\n", 3, "not a host name"),
-    (":4\n", 1, "not a host name"),
+    ("node1 slots=3 extra\n", 1, "Expect: 'host'"),
+    ("node1 max_slots=3\n", 1, "Expect: 'host'"),
+    ("a\n\nbad/host:2\n", 3, "host: Expect: a host name or address"),
+    (":4\n", 1, "host: Expect: a host name or address"),
     ("node1:1\n# x\nnode1:2\n", 3, "already listed on line 1"),
 ])
 def test_malformed_hostfile_names_file_and_line(tmp_path, content, lineno, words):

@@ -142,7 +142,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     save(copy, state)
     code, _, err = run(capsys, "predict", str(copy), "--input", str(tmp_path / "big.npy"))
     assert code == exit_status.BAD_INPUT and err.count("\n") == 1 and "Traceback" not in err
-    assert "dense/kernel: expected shape (1024, 10) for inputs of shape (32, 32, 1), found (784, 10)" in err
+    assert "dense/kernel: Expect: shape (1024, 10) for inputs of shape (32, 32, 1) Actual: (784, 10)" in err
 
 
 @pytest.mark.parametrize("make, message", [
@@ -153,7 +153,7 @@ def test_images_of_another_size_are_refused_with_the_size_expected(capsys, run_d
     (lambda d: (np.save(d / "s.npy", np.array(["a"] * 8).reshape(2, 2, 2)), d / "s.npy")[1],
      "images: Expect: dtype uint8 (0..255) or float (0..1) Actual: <U1"),
     (lambda d: (np.save(d / "f.npy", np.full((2, 28, 28), 2.0)), d / "f.npy")[1],
-     "images: expected float values in [0, 1], found 2.0 in row 0"),
+     "images: Expect: float values in [0, 1] Actual: 2.0 in row 0"),
     (lambda d: (d.joinpath("t.txt").write_text("not images"), d / "t.txt")[1], "t.txt"),
 ])
 def test_bad_inputs_are_one_line_errors(capsys, run_dir, tmp_path, make, message):

@@ -165,26 +165,26 @@ class _Scanner:
                 raise self.unsafe(f"unexpected attribute {name!r} on {path!r}")
             aid = h5py.h5a.open(oid, raw)
             if aid.shape != ():
-                raise self.unsafe(f"attribute {path}@{name} has shape {aid.shape}; expected a scalar")
+                raise self.unsafe(f"attribute {path}@{name}: shape: Expect: a scalar Actual: {aid.shape}")
             tid = aid.get_type()
             cls = tid.get_class()
             if cls == h5py.h5t.STRING:
                 if tid.is_variable_str():
                     # Variable-length strings live in the unchecksummed global
                     # heap; the writer never uses them.
-                    raise self.unsafe(f"attribute {path}@{name} is a variable-length string; "
-                                      "expected a fixed-length one")
+                    raise self.unsafe(f"attribute {path}@{name}: Expect: a fixed-length string "
+                                      "Actual: a variable-length string")
                 if tid.get_size() > MAX_TEXT_BYTES:
                     raise self.unsafe(f"attribute {path}@{name} is {tid.get_size()} bytes long")
             elif cls != h5py.h5t.INTEGER:
-                raise self.unsafe(f"attribute {path}@{name} has dtype {_type_name(tid)}; "
-                                  "expected a string or an integer")
+                raise self.unsafe(f"attribute {path}@{name}: dtype: Expect: a string or an integer "
+                                  f"Actual: {_type_name(tid)}")
 
     def check_dataset(self, did: Any, path: str) -> None:
         tid = did.get_type()
         if not any(tid.equal(t) for t in _ALLOWED_TYPES):
-            raise self.unsafe(f"dataset {path!r} has dtype {_type_name(tid)}; expected "
-                              "IEEE float16/32/64 or an 8- to 64-bit integer")
+            raise self.unsafe(f"dataset {path!r}: dtype: Expect: IEEE float16/32/64 or an 8- to "
+                              f"64-bit integer Actual: {_type_name(tid)}")
         space = did.get_space()
         kind = space.get_simple_extent_type()
         if kind not in (h5py.h5s.SIMPLE, h5py.h5s.SCALAR):
@@ -206,8 +206,8 @@ class _Scanner:
             size *= d
         if layout == h5py.h5d.CHUNKED:
             if filters != [h5py.h5z.FILTER_FLETCHER32]:
-                raise self.unsafe(f"dataset {path!r} has filters {filters}; expected only "
-                                  f"fletcher32 ({h5py.h5z.FILTER_FLETCHER32})")
+                raise self.unsafe(f"dataset {path!r}: filters: Expect: only fletcher32 "
+                                  f"({h5py.h5z.FILTER_FLETCHER32}) Actual: {filters}")
             chunk = dcpl.get_chunk()
             if len(chunk) != len(shape) or any(c < 1 or c > max(d, 1) for c, d in zip(chunk, shape)):
                 raise self.unsafe(f"dataset {path!r} has chunks {chunk} that do not fit its shape {shape}")
@@ -354,8 +354,8 @@ def _open(fname: str) -> h5py.File:
     with open(fname, "rb") as fh:
         head = fh.read(len(_HDF5_SIGNATURE))
     if head != _HDF5_SIGNATURE:
-        raise CorruptCheckpointError(f"checkpoint {fname} is not an HDF5 file "
-                                     f"(first bytes {head!r}, expected the HDF5 signature)")
+        raise CorruptCheckpointError(f"checkpoint {fname}: Expect: an HDF5 file (its signature) "
+                                     f"Actual: first bytes {head!r}")
     try:
         # rdcc_nbytes=0: chunks are read once, straight into the output array.
         return h5py.File(fname, "r", rdcc_nbytes=0)
@@ -371,8 +371,8 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
         fmt = _scalar_attribute(f, "format", fname)
         fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
         if fmt != FORMAT_NAME:
-            raise CorruptCheckpointError(f"checkpoint {fname}: root attribute 'format' is {fmt!r:.80}, "
-                                         f"expected {FORMAT_NAME!r} (not a distnet checkpoint)")
+            raise CorruptCheckpointError(f"checkpoint {fname}: root attribute 'format': Expect: "
+                                         f"{FORMAT_NAME!r} Actual: {fmt!r:.80} (not a distnet checkpoint)")
         version = _scalar_attribute(_state_group(f, fname), "format_version", fname)
         if not isinstance(version, (np.integer, int)) or int(version) not in READABLE_VERSIONS:
             shown = int(version) if isinstance(version, (np.integer, int)) else repr(version)[:80]
@@ -387,8 +387,8 @@ def _load(fname: str, expected: _Expected | None, max_bytes: int | None) -> Chec
         if top != _TOP_GROUPS:
             missing = sorted(_TOP_GROUPS - top)
             extra = sorted(top - _TOP_GROUPS)
-            raise CorruptCheckpointError(f"checkpoint {fname}: top-level groups missing {missing}, "
-                                         f"unexpected {extra}; expected exactly {sorted(_TOP_GROUPS)}")
+            raise CorruptCheckpointError(f"checkpoint {fname}: top-level groups: Expect: exactly "
+                                         f"{sorted(_TOP_GROUPS)} Actual: missing {missing}, unexpected {extra}")
         for path in scanner.datasets:
             if "/" not in path:
                 raise CorruptCheckpointError(f"checkpoint {fname}: {path!r} should be a group")

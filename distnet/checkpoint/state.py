@@ -97,9 +97,8 @@ def check_name(name: Any, what: str = "variable name") -> str:
     for part in parts:
         if not _COMPONENT.fullmatch(part) or part in (".", ".."):
             raise InvalidArgumentError(
-                f"{what} {name!r} is not a valid checkpoint path: expected "
-                "'/'-separated components of letters, digits and '_.:-' "
-                "(no empty, '.' or '..' component)")
+                f"{what}: Expect: a checkpoint path of '/'-separated components of letters, "
+                f"digits and '_.:-' (no empty, '.' or '..' component) Actual: {name!r}")
     return name
 
 
@@ -118,8 +117,8 @@ def _check_arrays(arrays: Any, where: str) -> dict[str, np.ndarray]:
                 f"{where}[{name!r}]: Expect: a numpy array Actual: {type(arr).__name__}")
         if arr.dtype.newbyteorder("=") not in ALLOWED_DTYPES:
             raise InvalidArgumentError(
-                f"{where}[{name!r}] has dtype {arr.dtype}; expected one of "
-                + ", ".join(str(d) for d in ALLOWED_DTYPES))
+                f"{where}[{name!r}]: dtype: Expect: one of "
+                + ", ".join(str(d) for d in ALLOWED_DTYPES) + f" Actual: {arr.dtype}")
         out[name] = arr
     for n in out:
         parts = n.split("/")
@@ -215,8 +214,8 @@ class CheckpointState:
         unknown = set(opt) - {"name", "iterations", "slots", "hyper"}
         if unknown:
             raise InvalidArgumentError(
-                f"optimizer has unknown keys {sorted(map(str, unknown))}; "
-                "expected only 'name', 'iterations', 'slots', 'hyper'")
+                "optimizer: Expect: only the keys 'name', 'iterations', 'slots', 'hyper' "
+                f"Actual: unknown keys {sorted(map(str, unknown))}")
         name = opt.get("name", "")
         if not isinstance(name, str):
             raise InvalidArgumentError(f"optimizer['name']: Expect: a str Actual: {type(name).__name__}")

@@ -62,7 +62,7 @@ def class_names(name: str | None) -> tuple[str, ...] | None:
 def _canonical(name: str) -> str:
     key = str(name).lower().replace("-", "_")
     if key not in DATASET_NAMES:
-        raise DataError(f"dataset name: expected one of {', '.join(DATASET_NAMES)}, found {name!r}")
+        raise DataError(f"dataset name: Expect: one of {', '.join(DATASET_NAMES)} Actual: {name!r}")
     return key
 
 
@@ -82,8 +82,8 @@ def split_files(directory: "str | os.PathLike[str]", split: str) -> tuple[Path, 
                 found.append(candidate)
                 break
         else:
-            raise DataError(f"dataset directory {str(directory)!r}: {split} split: expected "
-                            f"{stem}.gz or {stem}, found neither")
+            raise DataError(f"dataset directory {str(directory)!r}: {split} split: Expect: "
+                            f"{stem}.gz or {stem} Actual: neither")
     return found[0], found[1]
 
 
@@ -113,7 +113,7 @@ def find_dataset(name: str = "fashion_mnist", directory: "str | os.PathLike[str]
     if directory is not None:
         path = Path(os.fspath(directory))
         if not path.is_dir():
-            raise DataError(f"{key} directory: expected an existing directory, found "
+            raise DataError(f"{key} directory: Expect: an existing directory Actual: "
                             f"{'a file' if path.exists() else 'nothing'} at {str(path)!r}")
         for split in _STEMS:
             split_files(path, split)  # raises naming the missing file
@@ -126,8 +126,8 @@ def find_dataset(name: str = "fashion_mnist", directory: "str | os.PathLike[str]
             return candidate, "installed"
     if key == "fashion_mnist":
         return EMBEDDED_DIR, "embedded"
-    raise DataError(f"{key}: expected a directory holding its IDX files (train-images-idx3-ubyte"
-                    f"[.gz] and the three others), found no directory given and no installed "
+    raise DataError(f"{key}: Expect: a directory holding its IDX files (train-images-idx3-ubyte"
+                    f"[.gz] and the three others) Actual: no directory given and no installed "
                     f"copy; download it with `distnet data fetch {key} --dest DIR` and pass "
                     f"directory=DIR")
 
@@ -144,12 +144,12 @@ def verify_embedded(directory: "str | os.PathLike[str]" = EMBEDDED_DIR) -> None:
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as exc:
-            raise DataError(f"embedded dataset file {str(path)!r}: expected it to be installed "
-                            f"with distnet, found it unreadable ({exc.strerror or exc}); "
+            raise DataError(f"embedded dataset file {str(path)!r}: Expect: it to be installed "
+                            f"with distnet Actual: it is unreadable ({exc.strerror or exc}); "
                             f"reinstall distnet") from exc
         if digest != expected:
-            raise DataError(f"embedded dataset file {str(path)!r}: SHA-256: expected {expected}, "
-                            f"found {digest} (the file is corrupt or was modified; reinstall "
+            raise DataError(f"embedded dataset file {str(path)!r}: SHA-256: Expect: {expected} "
+                            f"Actual: {digest} (the file is corrupt or was modified; reinstall "
                             f"distnet or regenerate it with data/make_fashion_mnist_subset.py)")
 
 
@@ -186,8 +186,8 @@ def load_dataset(name: str = "fashion_mnist", directory: "str | os.PathLike[str]
         images_file, labels_file = split_files(path, split)
         images, labels = read_idx_pair(images_file, labels_file)
         if images.ndim != 3 or images.dtype.name != "uint8":
-            raise DataError(f"IDX file {str(images_file)!r}: images: expected uint8 of shape "
-                            f"(N, H, W), found {images.dtype.name} of shape {images.shape}")
+            raise DataError(f"IDX file {str(images_file)!r}: images: Expect: uint8 of shape "
+                            f"(N, H, W) Actual: {images.dtype.name} of shape {images.shape}")
         what = {"embedded": f"{key} (embedded subset)", "installed": f"{key} (installed)",
                 "directory": key}[kind]
         out.append(ArrayDataset(images, labels, num_classes=10, class_names=names,

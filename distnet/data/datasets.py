@@ -40,7 +40,7 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str, offset: int =
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(f"{where}: labels: expected values in [0, {num_classes}), found "
+        raise DataError(f"{where}: labels: Expect: values in [0, {num_classes}) Actual: "
                         f"{labels[row]} at row {offset + row}")
 
 
@@ -53,7 +53,7 @@ def check_float_images(images: np.ndarray, where: str, rows: np.ndarray | None =
         i = int(np.argmin(good_rows))
         value = flat[i][~ok[i]][0]
         row = int(rows[i]) if rows is not None else i
-        raise DataError(f"{where}: images: expected float values in [0, 1], found {value} "
+        raise DataError(f"{where}: images: Expect: float values in [0, 1] Actual: {value} "
                         f"in row {row}")
 
 
@@ -85,18 +85,18 @@ class Dataset:
         if idx.ndim == 0:
             idx = idx.reshape(1)
         if idx.ndim != 1:
-            raise InvalidArgumentError(f"read: indices: expected a 1-D sequence of row numbers, "
-                                       f"found an array of shape {idx.shape}")
+            raise InvalidArgumentError(f"read: indices: Expect: a 1-D sequence of row numbers "
+                                       f"Actual: an array of shape {idx.shape}")
         if idx.size == 0:
             return idx.astype(np.int64)
         if idx.dtype.kind not in "iu":
-            raise InvalidArgumentError(f"read: indices: expected integers, found dtype {idx.dtype}")
+            raise InvalidArgumentError(f"read: indices: Expect: integers Actual: dtype {idx.dtype}")
         idx = idx.astype(np.int64, copy=False)
         bad = (idx < 0) | (idx >= len(self))
         if bad.any():
             pos = int(np.argmax(bad))
             raise InvalidArgumentError(
-                f"read: indices: expected row numbers in [0, {len(self)}), found {idx[pos]} "
+                f"read: indices: Expect: row numbers in [0, {len(self)}) Actual: {idx[pos]} "
                 f"at position {pos}")
         return idx
 
@@ -139,14 +139,14 @@ def _image_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         return (int(shape[1]), int(shape[2]), 1)
     if len(shape) >= 2:
         return tuple(int(n) for n in shape[1:])
-    raise DataError(f"{where}: images: expected shape (N, ...) with one row per sample "
-                    f"(e.g. (N, features) or (N, H, W)), found {tuple(shape)}")
+    raise DataError(f"{where}: images: Expect: shape (N, ...) with one row per sample "
+                    f"(e.g. (N, features) or (N, H, W)) Actual: {tuple(shape)}")
 
 
 def _check_num_classes(num_classes: Any, where: str) -> int:
     if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
-        raise DataError(f"{where}: num_classes: expected a positive integer, found {num_classes!r}")
+        raise DataError(f"{where}: num_classes: Expect: a positive integer Actual: {num_classes!r}")
     return int(num_classes)
 
 
@@ -155,8 +155,8 @@ def _check_class_names(class_names: Any, num_classes: int, where: str) -> tuple[
         return None
     names = tuple(str(n) for n in class_names)
     if len(names) != num_classes:
-        raise DataError(f"{where}: class_names: expected {num_classes} names (one per class), "
-                        f"found {len(names)}")
+        raise DataError(f"{where}: class_names: Expect: {num_classes} names (one per class) "
+                        f"Actual: {len(names)}")
     return names
 
 
@@ -195,15 +195,15 @@ class ArrayDataset(Dataset):
         labels = np.asarray(labels)
         self.image_shape = _image_shape(images.shape, where)
         if images.dtype != np.uint8 and images.dtype.kind != "f":
-            raise DataError(f"{where}: images: expected dtype uint8 or a float type, found {images.dtype}")
+            raise DataError(f"{where}: images: Expect: dtype uint8 or a float type Actual: {images.dtype}")
         regression = labels.dtype.kind == "f"
         if labels.ndim != 1 and not (regression and labels.ndim == 2):
-            raise DataError(f"{where}: labels: expected shape (N,) (or (N, k) float targets), found {labels.shape}")
+            raise DataError(f"{where}: labels: Expect: shape (N,) (or (N, k) float targets) Actual: {labels.shape}")
         if labels.dtype.kind not in "iuf":
-            raise DataError(f"{where}: labels: expected integer class labels or float targets, "
-                            f"found dtype {labels.dtype}")
+            raise DataError(f"{where}: labels: Expect: integer class labels or float targets "
+                            f"Actual: dtype {labels.dtype}")
         if len(images) != len(labels):
-            raise DataError(f"{where}: expected as many labels as images, found {len(images)} "
+            raise DataError(f"{where}: Expect: as many labels as images Actual: {len(images)} "
                             f"images and {len(labels)} labels")
         if regression:
             self._init_values(images, labels, num_classes, where)
@@ -220,7 +220,7 @@ class ArrayDataset(Dataset):
                             f"Actual: {num_classes!r}; pass integer labels for classes")
         bad = ~np.isfinite(labels.reshape(len(labels), -1)).all(axis=1)
         if bad.any():
-            raise DataError(f"{where}: labels: expected finite targets, found "
+            raise DataError(f"{where}: labels: Expect: finite targets Actual: "
                             f"{labels[int(np.argmax(bad))]} at row {int(np.argmax(bad))}")
         self._check_features(images, where)
         self.target = "values"
@@ -237,7 +237,7 @@ class ArrayDataset(Dataset):
         flat = images.reshape(len(images), -1)
         bad = ~np.isfinite(flat).all(axis=1)
         if bad.any():
-            raise DataError(f"{where}: images: expected finite values, found a non-finite one "
+            raise DataError(f"{where}: images: Expect: finite values Actual: a non-finite one "
                             f"in row {int(np.argmax(bad))}")
 
     def _init_classes(self, images, labels, num_classes, class_names, where: str) -> None:
@@ -353,8 +353,8 @@ class HDF5Dataset(Dataset):
             try:
                 self.path = os.fspath(path)
             except TypeError:
-                raise DataError(f"HDF5Dataset: path: expected a str, os.PathLike or binary file "
-                                f"object, found {type(path).__name__}") from None
+                raise DataError(f"HDF5Dataset: path: Expect: a str, os.PathLike or binary file "
+                                f"object Actual: {type(path).__name__}") from None
             self._name = repr(str(self.path))
         self._cache = int(chunk_cache_bytes)
         self._file = None
@@ -421,8 +421,8 @@ class HDF5Dataset(Dataset):
         bad = (y < 0) | (y >= self.num_classes)
         if bad.any():  # only reachable with validate_labels=False
             i = int(np.argmax(bad))
-            raise DataError(f"{where}: labels: expected values in [0, {self.num_classes}), "
-                            f"found {y[i]} at row {rows[i]}")
+            raise DataError(f"{where}: labels: Expect: values in [0, {self.num_classes}) "
+                            f"Actual: {y[i]} at row {rows[i]}")
         if self._float_images:
             check_float_images(x, where, rows)
         return images_to_float(x), y.astype(np.int64, copy=False)

@@ -78,16 +78,16 @@ def open_file(path: "str | os.PathLike[str] | Any", name: str | None = None,
     if not is_fileobj:
         path = os.fspath(path)
         if not os.path.exists(path):
-            raise DataError(f"HDF5 dataset {name}: file: expected an existing file, found none")
+            raise DataError(f"HDF5 dataset {name}: file: Expect: an existing file Actual: nothing at that path")
         if os.path.isdir(path):
-            raise DataError(f"HDF5 dataset {name}: file: expected a file, found a directory")
+            raise DataError(f"HDF5 dataset {name}: file: Expect: a file Actual: a directory")
     try:
         # No HDF5 file locking: files are only ever replaced by an atomic rename,
         # so readers need no lock, and locks fail on some shared file systems
         # (NFS volumes of a cluster) where every rank opens the same file.
         return h5py.File(path, "r", rdcc_nbytes=int(chunk_cache_bytes), locking=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"HDF5 dataset {name}: file: expected an HDF5 file, found something "
+        raise DataError(f"HDF5 dataset {name}: file: Expect: an HDF5 file Actual: something "
                         f"h5py cannot open ({exc})") from exc
 
 
@@ -124,52 +124,52 @@ def validate_file(f, name: str, validate_labels: bool = True) -> DatasetMetadata
     where = f"HDF5 dataset {name}"
     fmt = _attr_text(f.attrs.get("format", ""))
     if fmt != FORMAT_NAME:
-        raise DataError(f"{where}: attribute 'format': expected {FORMAT_NAME!r}, found "
+        raise DataError(f"{where}: attribute 'format': Expect: {FORMAT_NAME!r} Actual: "
                         f"{fmt!r} (convert the data with convert_idx_to_hdf5 or write_hdf5_dataset)")
     version = f.attrs.get("format_version")
     if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= FORMAT_VERSION:
-        raise DataError(f"{where}: attribute 'format_version': expected an integer in "
-                        f"[1, {FORMAT_VERSION}], found {_show(version)}")
+        raise DataError(f"{where}: attribute 'format_version': Expect: an integer in "
+                        f"[1, {FORMAT_VERSION}] Actual: {_show(version)}")
     for key in ("images", "labels"):
         if key not in f:
-            raise DataError(f"{where}: dataset '/{key}': expected it to exist, found "
+            raise DataError(f"{where}: dataset '/{key}': Expect: it to exist Actual: "
                             f"only {sorted(f.keys())}")
         if not isinstance(f[key], h5py.Dataset):
-            raise DataError(f"{where}: '/{key}': expected a dataset, found a {type(f[key]).__name__}")
+            raise DataError(f"{where}: '/{key}': Expect: a dataset Actual: a {type(f[key]).__name__}")
     images, labels = f["images"], f["labels"]
     if images.ndim != 4:
-        raise DataError(f"{where}: dataset '/images': expected shape (N, H, W, C), found {images.shape}")
+        raise DataError(f"{where}: dataset '/images': Expect: shape (N, H, W, C) Actual: {images.shape}")
     if images.dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
-        raise DataError(f"{where}: dataset '/images': expected dtype uint8 or float32, "
-                        f"found {images.dtype}")
+        raise DataError(f"{where}: dataset '/images': Expect: dtype uint8 or float32 "
+                        f"Actual: {images.dtype}")
     if labels.ndim != 1:
-        raise DataError(f"{where}: dataset '/labels': expected shape (N,), found {labels.shape}")
+        raise DataError(f"{where}: dataset '/labels': Expect: shape (N,) Actual: {labels.shape}")
     if labels.dtype.kind not in "iu":
-        raise DataError(f"{where}: dataset '/labels': expected an integer dtype, found {labels.dtype}")
+        raise DataError(f"{where}: dataset '/labels': Expect: an integer dtype Actual: {labels.dtype}")
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{where}: expected as many labels as images, found {images.shape[0]} "
+        raise DataError(f"{where}: Expect: as many labels as images Actual: {images.shape[0]} "
                         f"images and {labels.shape[0]} labels")
     num_classes = f.attrs.get("num_classes")
     if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
-        raise DataError(f"{where}: attribute 'num_classes': expected a positive integer, "
-                        f"found {_show(num_classes)}")
+        raise DataError(f"{where}: attribute 'num_classes': Expect: a positive integer "
+                        f"Actual: {_show(num_classes)}")
     num_classes = int(num_classes)
     class_names = None
     if "class_names" in f.attrs:
         raw = np.atleast_1d(f.attrs["class_names"])
         class_names = tuple(_attr_text(v) for v in raw)
         if len(class_names) != num_classes:
-            raise DataError(f"{where}: attribute 'class_names': expected {num_classes} names, "
-                            f"found {len(class_names)}")
+            raise DataError(f"{where}: attribute 'class_names': Expect: {num_classes} names "
+                            f"Actual: {len(class_names)}")
     if validate_labels:
         for start in range(0, labels.shape[0], _VALIDATE_BLOCK_ROWS):
             block = labels[start:start + _VALIDATE_BLOCK_ROWS]
             bad = (block < 0) | (block >= num_classes)
             if bad.any():
                 row = int(np.argmax(bad))
-                raise DataError(f"{where}: dataset '/labels': expected values in "
-                                f"[0, {num_classes}), found {block[row]} at row {start + row}")
+                raise DataError(f"{where}: dataset '/labels': Expect: values in "
+                                f"[0, {num_classes}) Actual: {block[row]} at row {start + row}")
     return DatasetMetadata(
         num_samples=int(images.shape[0]),
         image_shape=tuple(int(s) for s in images.shape[1:]),
@@ -225,21 +225,21 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
     if images.dtype.kind == "f":
         images = images.astype(np.float32, copy=False)
     if compression not in (None, "gzip", "lzf"):
-        raise DataError(f"write_hdf5_dataset: compression: expected None, 'gzip' or 'lzf', "
-                        f"found {compression!r}")
+        raise DataError(f"write_hdf5_dataset: compression: Expect: None, 'gzip' or 'lzf' "
+                        f"Actual: {compression!r}")
     n = len(images)
     row_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize
     if chunk_rows is None:
         chunk_rows = max(1, CHUNK_BYTES // max(row_bytes, 1))
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
-        raise DataError(f"write_hdf5_dataset: chunk_rows: expected a positive integer, "
-                        f"found {chunk_rows!r}")
+        raise DataError(f"write_hdf5_dataset: chunk_rows: Expect: a positive integer "
+                        f"Actual: {chunk_rows!r}")
     chunk_rows = int(min(chunk_rows, max(n, 1)))
     h5py = _h5py()
     out_path = Path(os.fspath(out_path))
     directory = str(out_path.parent) or "."
     if out_path.is_dir():
-        raise DataError(f"write_hdf5_dataset: out_path: expected a file name, found the "
+        raise DataError(f"write_hdf5_dataset: out_path: Expect: a file name Actual: the "
                         f"directory {str(out_path)!r}")
     from distnet.tempfiles import create_beside, fill_and_replace
 
@@ -247,7 +247,7 @@ def write_hdf5_dataset(out_path: "str | os.PathLike[str]", images: np.ndarray, l
         # Mode 0666 less the umask, as any file the user creates (not mkstemp's 0600).
         tmp = create_beside(out_path)
     except OSError as exc:
-        raise DataError(f"write_hdf5_dataset: out_path: expected a writable directory, found "
+        raise DataError(f"write_hdf5_dataset: out_path: Expect: a writable directory Actual: "
                         f"{directory!r} ({exc.strerror or exc})") from exc
     def fill(path: str) -> None:
         with h5py.File(path, "w") as f:
@@ -292,8 +292,8 @@ def convert_idx_to_hdf5(images_idx: "str | os.PathLike[str]", labels_idx: "str |
 
     images, labels = read_idx_pair(images_idx, labels_idx)
     if images.dtype != np.uint8:
-        raise DataError(f"IDX file {str(os.fspath(images_idx))!r}: dtype code (byte 2): expected "
-                        f"0x08 (unsigned byte) for images, found {images.dtype}")
+        raise DataError(f"IDX file {str(os.fspath(images_idx))!r}: dtype code (byte 2): Expect: "
+                        f"0x08 (unsigned byte) for images Actual: {images.dtype}")
     if source is None:
         source = (f"converted from IDX {os.path.basename(os.fspath(images_idx))} + "
                   f"{os.path.basename(os.fspath(labels_idx))}")

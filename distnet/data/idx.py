@@ -69,7 +69,7 @@ class IdxHeader(NamedTuple):
 
 
 def _fail(name: str, field: str, expected: str, found: str) -> DataError:
-    return DataError(f"IDX file {name}: {field}: expected {expected}, found {found}")
+    return DataError(f"IDX file {name}: {field}: Expect: {expected} Actual: {found}")
 
 
 def _hex(data: bytes) -> str:
@@ -198,7 +198,7 @@ def decode_idx(data: bytes, name: str = "<bytes>", ndim: int | None = None) -> n
       [7, 9]
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise DataError(f"IDX data {name}: expected bytes, found {type(data).__name__}")
+        raise DataError(f"IDX data {name}: Expect: bytes Actual: {type(data).__name__}")
     return _decode(io.BytesIO(bytes(data)), name, len(data), ndim)
 
 
@@ -206,7 +206,7 @@ def _open(path) -> tuple[BinaryIO, str, int | None]:
     try:
         fspath = os.fspath(path)
     except TypeError:
-        raise DataError(f"IDX file: expected a path (str or os.PathLike), found "
+        raise DataError(f"IDX file: Expect: a path (str or os.PathLike) Actual: "
                         f"{type(path).__name__}") from None
     name = repr(str(fspath))
     try:
@@ -280,8 +280,8 @@ def read_idx_pair(images_path: "str | os.PathLike[str]",
                     f"{lh.dtype.newbyteorder('=').name}")
     if ih.shape[0] != lh.shape[0]:
         raise DataError(
-            f"IDX files {iname} and {lname}: item count (first dimension): expected the "
-            f"same number of images and labels, found {ih.shape[0]} images and "
+            f"IDX files {iname} and {lname}: item count (first dimension): Expect: the "
+            f"same number of images and labels Actual: {ih.shape[0]} images and "
             f"{lh.shape[0]} labels")
     return read_idx(images_path), read_idx(labels_path)
 
@@ -299,12 +299,12 @@ def encode_idx(array: np.ndarray, compress: bool = False) -> bytes:
     arr = np.asarray(array)
     code = _CODE_OF_DTYPE.get(arr.dtype.newbyteorder("="))
     if code is None:
-        raise DataError(f"IDX encoding: dtype: expected one of uint8, int8, int16, int32, "
-                        f"float32, float64, found {arr.dtype}")
+        raise DataError(f"IDX encoding: dtype: Expect: one of uint8, int8, int16, int32, "
+                        f"float32, float64 Actual: {arr.dtype}")
     if not 1 <= arr.ndim <= 255:
-        raise DataError(f"IDX encoding: number of dimensions: expected 1 to 255, found {arr.ndim}")
+        raise DataError(f"IDX encoding: number of dimensions: Expect: 1 to 255 Actual: {arr.ndim}")
     if any(s >= 2**32 for s in arr.shape):
-        raise DataError(f"IDX encoding: dimension sizes: expected < 2**32, found {arr.shape}")
+        raise DataError(f"IDX encoding: dimension sizes: Expect: < 2**32 Actual: {arr.shape}")
     header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
     body = header + np.ascontiguousarray(arr, dtype=IDX_DTYPES[code]).tobytes()
     if compress:

@@ -182,7 +182,7 @@ def load_data(cfg: JobConfig) -> tuple[Any, Any]:
             train = data.HDF5Dataset(train_file)
             test = data.HDF5Dataset(test_file) if test_file is not None else None
         else:
-            raise DataError(f"data.path: expected an HDF5 file or a directory, found nothing at {str(path)!r}")
+            raise DataError(f"data.path: Expect: an HDF5 file or a directory Actual: nothing at {str(path)!r}")
     if d.train_samples is not None:
         train = SubsetDataset(train, d.train_samples)
     if test is not None and d.test_samples is not None:
@@ -871,8 +871,8 @@ def model_from_checkpoint(path: str, state, cfg: JobConfig, input_shape, use_ema
                               f"unexpected {unexpected}")
     for name, var in by_name.items():
         if tuple(var.shape) != tuple(weights[name].shape):
-            raise CheckpointError(f"{path}: {name}: expected shape {tuple(var.shape)} for inputs of "
-                                  f"shape {tuple(input_shape)}, found {tuple(weights[name].shape)} "
+            raise CheckpointError(f"{path}: {name}: Expect: shape {tuple(var.shape)} for inputs of "
+                                  f"shape {tuple(input_shape)} Actual: {tuple(weights[name].shape)} "
                                   "(were the images it was trained on another size?)")
         var.assign(weights[name])
     return model

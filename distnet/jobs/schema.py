@@ -188,7 +188,7 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
             "those of each global micro-batch (the global batch's samples K apart). `false`: each worker "
             "normalizes by its own shard (TensorFlow's and Horovod's default; the moving statistics then "
             "differ between workers, each evaluates its part of the test set with its own, and checkpoints hold "
-            "worker 0's)", arg="sync_batch_norm"),
+            "worker 0's). No effect with `deterministic` (per-piece statistics)", arg="sync_batch_norm"),
         Key("stall_timeout", FLOAT, 120.0, "seconds without progress from a worker before the job is stopped "
             "with an error naming it", **_POSITIVE, arg="stall_timeout"),
         Key("stop_grace", FLOAT, None, "seconds a stop asked by SIGINT / SIGTERM may take (finish the step, "
@@ -204,7 +204,9 @@ SECTIONS: MappingProxyType[str, Section] = MappingProxyType({s.name: s for s in 
         Key("deterministic", BOOL, False, "train and evaluate with the same bits on any number of workers, "
             "under every strategy: a run on N workers, or resumed on another N, equals the 1-worker run bit "
             "for bit (the global batch in pieces of `piece_size` samples, their gradients summed exactly; "
-            "`micro_batches` has no effect). Not with `compression`, `overlap`, batch normalization or "
+            "`micro_batches` has no effect). Batch normalization takes each piece's own statistics (ghost batch "
+            "normalization; `sync_batch_norm` has no effect) and moves its moving statistics once per step, "
+            "toward the pieces' sample-weighted mean. Not with `compression`, `overlap` or "
             "`conv_algorithm = \"auto\"`; `distnet train --deterministic` sets it "
             "([determinism.md](determinism.md))", arg="deterministic"),
         Key("piece_size", INT, None, "with `deterministic`: samples per piece of the global batch (each piece "

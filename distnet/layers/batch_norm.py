@@ -14,6 +14,13 @@ one worker trains on the global batch; ``synchronized = false`` keeps each
 worker's own statistics (TensorFlow's and Horovod's default).  Each call in
 training mode is one collective on every worker: a model called on
 micro-batches takes statistics over each global micro-batch.
+
+Per-piece statistics (deterministic mode, :func:`piece_statistics`).  Within
+the block, a training call normalizes by its own input's statistics alone
+(no reducer, whatever ``synchronized`` says), leaves the moving statistics
+alone and records its batch mean and unbiased variance; the deterministic
+step sums the pieces' records exactly and moves the statistics once per
+step (:func:`apply_moving_statistics`), with the same bits on any N.
 """
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ from distnet.tensor import Tensor
           Option("axis", INT, -1, "the channel axis (of `[batch, ...]`)"),
           Option("synchronized", BOOL, True, "statistics of the global batch (all workers: the Trainer "
                  "synchronizes them unless `[dist] sync_batch_norm = false`); false: always each worker's "
-                 "own, as TensorFlow and Horovod"),
+                 "own, as TensorFlow and Horovod. No effect with `[dist] deterministic` (each piece's own)"),
           Option("beta_initializer", STR_OR_TABLE, "zeros", "an initializer (table below)", ref="initializer"),
           Option("gamma_initializer", STR_OR_TABLE, "ones", "an initializer (table below)", ref="initializer"),
           NAME, aliases=("batch_normalization", "batchnorm"),
@@ -83,6 +90,7 @@ class BatchNorm(Layer):
         self._reducer: Optional[Callable[[np.ndarray], np.ndarray]] = None
         self._combine = "sum"
         self._stand_in = False   # set by stand_in_calls() around a stand-in forward
+        self._recorded: Optional[list] = None   # set by piece_statistics() around a piece's forward
 
     @property
     def synchronizing(self) -> bool:
@@ -132,6 +140,11 @@ class BatchNorm(Layer):
             stats = [v.data.reshape(shape).copy() for v in (self.moving_mean, self.moving_variance)]
             params = [None if v is None else v.reshape(shape) for v in (self.beta, self.gamma)]
             return batch_normalization(x, stats[0], stats[1], params[0], params[1], self.epsilon)
+        if self._recorded is not None:
+            # One piece of a deterministic step: its own statistics, recorded; no collective, no move.
+            y, st = batch_norm_train(x, self.gamma, self.beta, epsilon=self.epsilon, axis=axis)
+            self._recorded.append((st.mean, st.unbiased_variance()))
+            return y
         reducer = self._reducer if self.synchronized else None
         y, st = batch_norm_train(x, self.gamma, self.beta, epsilon=self.epsilon, axis=axis, reducer=reducer,
                                  combine=self._combine, stand_in=self._stand_in and reducer is not None)
@@ -162,6 +175,33 @@ def stand_in_calls(layers: Sequence[BatchNorm]) -> Iterator[None]:
     finally:
         for layer in layers:
             layer._stand_in = False
+
+
+@contextlib.contextmanager
+def piece_statistics(layers: Sequence[BatchNorm]) -> Iterator[list]:
+    """Within the block, training calls of ``layers`` use per-piece statistics (module doc).
+
+    Yields a list with one list per layer (in ``layers``' order) that each
+    training call of that layer extends with ``(mean, unbiased variance)``,
+    float64 per channel; the moving statistics are not touched and no reducer is called.
+    """
+    records = [[] for _ in layers]
+    for layer, rec in zip(layers, records):
+        layer._recorded = rec
+    try:
+        yield records
+    finally:
+        for layer in layers:
+            layer._recorded = None
+
+
+def apply_moving_statistics(layer: BatchNorm, mean: np.ndarray, variance: np.ndarray) -> None:
+    """Move ``layer``'s moving statistics once toward ``mean`` and ``variance`` (its momentum)."""
+    from distnet.nn.batch_norm import moving_average_update
+
+    for var, value in ((layer.moving_mean, mean), (layer.moving_variance, variance)):
+        var.mark_written()
+        moving_average_update(var.data, value, layer.momentum)
 
 
 def synchronize_batch_norm(model, comm, combine: str = "sum") -> int:

@@ -315,7 +315,7 @@ def resolve(learning_rate: LearningRate, step: int) -> float:
         value = float(value)
     except (TypeError, ValueError):
         raise InvalidArgumentError(
-            f"learning rate schedule returned {type(value).__name__} {value!r} at step {step}; expected a float") from None
+            f"learning rate schedule at step {step}: Expect: a float Actual: {type(value).__name__} {value!r}") from None
     if not math.isfinite(value) or value < 0:
         raise InvalidArgumentError(f"learning rate at step {step}: Expect: a finite number >= 0 Actual: {value}")
     return value

@@ -21,7 +21,7 @@ def floating_tensor(x: Any, op_name: str) -> Tensor:
     t = as_tensor(x)
     if not np.issubdtype(t.dtype, np.floating):
         raise DTypeError(
-            f"{op_name}: expected a floating tensor (float32 or float64). Actual: {t.dtype.name}; "
+            f"{op_name}: Expect: a floating tensor (float32 or float64) Actual: {t.dtype.name}; "
             "use distnet.cast to convert"
         )
     return t

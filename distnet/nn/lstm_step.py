@@ -76,7 +76,7 @@ def lstm_step(z: Any, c: Any, forget_bias: float = 1.0) -> Tensor:
     """
     z, c = binary_operands(z, c, "lstm_step")
     if z.dtype.kind != "f":
-        raise DTypeError(f"lstm_step: expected floating tensors. Actual: {z.dtype.name}")
+        raise DTypeError(f"lstm_step: Expect: floating tensors Actual: {z.dtype.name}")
     if c.ndim != 2 or z.ndim != 2 or z.shape != (c.shape[0], 4 * c.shape[1]):
         raise ShapeError(f"lstm_step: Expect: z of shape [batch, 4 * units] and c of shape [batch, units] "
                          f"Actual: z {list(z.shape)}, c {list(c.shape)}")

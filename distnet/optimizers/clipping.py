@@ -144,8 +144,8 @@ def _squares(g: np.ndarray) -> float:
 
 def _scale(norm: float, clip: float, what: str) -> float:
     if not math.isfinite(norm):
-        raise InvalidArgumentError(f"{what}: the norm of the gradients is {norm}; "
-                                   "expected a finite number (a gradient holds inf or nan)")
+        raise InvalidArgumentError(f"{what}: the norm of the gradients: Expect: a finite number "
+                                   f"Actual: {norm} (a gradient holds inf or nan)")
     return clip / max(norm, clip)
 
 

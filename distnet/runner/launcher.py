@@ -115,7 +115,7 @@ def parse_hostfile(path: str | os.PathLike) -> list[Host]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise HostfileError(f"hostfile {str(p)!r} does not exist; expected a file with one "
+        raise HostfileError(f"hostfile {str(p)!r} does not exist; give a file with one "
                             f"'host:slots' line per machine") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise HostfileError(f"hostfile {str(p)!r} cannot be read: {exc}") from None
@@ -128,18 +128,18 @@ def parse_hostfile(path: str | os.PathLike) -> list[Host]:
         host = _parse_host_line(line, p, lineno)
         if host.name in seen:
             raise HostfileError(f"{p}:{lineno}: host {host.name!r} is already listed on line "
-                                f"{seen[host.name]}; expected each host once (give it more slots)")
+                                f"{seen[host.name]}; list each host once (give it more slots)")
         seen[host.name] = lineno
         hosts.append(host)
     if not hosts:
-        raise HostfileError(f"hostfile {str(p)!r} lists no host; expected one 'host:slots' "
+        raise HostfileError(f"hostfile {str(p)!r} lists no host; write one 'host:slots' "
                             f"line per machine")
     return hosts
 
 
 def _parse_host_line(line: str, path: Path, lineno: int) -> Host:
     where = f"{path}:{lineno}"
-    expect = "expected 'host', 'host:slots' (MPICH) or 'host slots=N' (OpenMPI)"
+    forms = "'host', 'host:slots' (MPICH) or 'host slots=N' (OpenMPI)"
     fields = line.split()
     if len(fields) == 1:
         name, sep, slots_text = fields[0].rpartition(":")
@@ -148,9 +148,9 @@ def _parse_host_line(line: str, path: Path, lineno: int) -> Host:
     elif len(fields) == 2 and fields[1].startswith("slots="):
         name, slots_text = fields[0], fields[1][len("slots="):]
     else:
-        raise HostfileError(f"{where}: cannot read {line!r}; {expect}")
+        raise HostfileError(f"{where}: Expect: {forms} Actual: {line!r}")
     if not name or not _HOST_RE.match(name):
-        raise HostfileError(f"{where}: {name!r} is not a host name or address; {expect}")
+        raise HostfileError(f"{where}: host: Expect: a host name or address, as {forms} Actual: {name!r}")
     if not slots_text.isdigit() or int(slots_text) < 1:
         raise HostfileError(f"{where}: slots: Expect: an integer >= 1 Actual: {slots_text!r}")
     return Host(name, int(slots_text))
@@ -186,7 +186,7 @@ def find_mpiexec() -> str:
         return str(beside)
     found = shutil.which("mpiexec")
     if found is None:
-        raise LaunchError(f"mpiexec not found next to {sys.executable} nor on PATH; expected "
+        raise LaunchError(f"mpiexec not found next to {sys.executable} nor on PATH; install "
                           f"MPICH's hydra (pip install mpich)")
     return found
 

@@ -19,6 +19,14 @@ ZeRO-1, hierarchical):
    :func:`~distnet.distributed.exact_sum.exact_allreduce` with ``count`` = the
    pieces of the global batch (never N): every rank holds the same full
    reduced gradient, bit for bit, for any N;
+   batch normalization (:func:`bn_segments`): each piece is normalized by its
+   own statistics ("ghost batch normalization": a piece does not depend on
+   N), no layer moves its moving statistics or calls a reducer during the
+   pieces; each piece appends, per layer, its per-channel batch mean and
+   unbiased variance weighted by its share of the global batch
+   (``samples / global count``), one scale segment each, so the exact sum is
+   the sample-weighted mean over the pieces; every rank then moves the moving
+   statistics once, ``moving * momentum + mean * (1 - momentum)``;
 4. on every rank alike, from that full gradient: the regularization gradient
    is added (a function of the weights, the same everywhere), the finite
    check and the clipping norms are computed over whole arrays in variable
@@ -36,8 +44,7 @@ has a single nonzero contributor, hence exact) and are summed in piece order:
 the numbers of one process's plain ``evaluate``, on any N.
 
 Not covered (refused with an error naming the reason): compression and
-overlap (a lossy or early sum), batch normalization (batch statistics over an
-N-dependent shard), ``conv_algorithm="auto"`` (a timing-based choice).
+overlap (a lossy or early sum), ``conv_algorithm="auto"`` (a timing-based choice).
 """
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ from distnet.distributed.exact_sum import exact_allreduce
 from distnet.distributed.pieces import default_piece_size, piece_shard_of
 from distnet.distributed.strategies.base import SyncResult, all_finite
 from distnet.errors import InvalidArgumentError
+from distnet.layers.batch_norm import apply_moving_statistics, batch_norm_layers, piece_statistics
 from distnet.nn.dropout import per_sample_keys
 
 #: The scalars each piece's vector carries after its gradients.
@@ -62,8 +70,6 @@ SCALARS = ("loss_sum", "correct")
 def check_settings(trainer, deterministic, piece_size) -> tuple:
     """``(deterministic, piece size)`` of ``trainer``'s settings, or an error naming what deterministic
     mode cannot cover.  Run after the strategy is built."""
-    from distnet.layers.batch_norm import BatchNorm
-
     if not isinstance(deterministic, (bool, np.bool_)):
         raise InvalidArgumentError(f"deterministic: Expect: True or False Actual: {deterministic!r}")
     if not deterministic:
@@ -77,11 +83,6 @@ def check_settings(trainer, deterministic, piece_size) -> tuple:
         raise InvalidArgumentError(
             f"deterministic: Expect: a strategy without compression or overlap (the exact sum replaces the "
             f"float reduction) Actual: strategy {s.name!r} with {' and '.join(lossy)}")
-    bn = [layer.name for layer in getattr(trainer.model, "layers", ()) if isinstance(layer, BatchNorm)]
-    if bn:
-        raise InvalidArgumentError(
-            f"deterministic: Expect: a model without batch normalization (its batch statistics would follow "
-            f"each worker's N-dependent share of the batch) Actual: BatchNorm layer(s) {bn}")
     if cfg.conv_algorithm == "auto":
         raise InvalidArgumentError(
             "deterministic: Expect: conv_algorithm 'gemm', 'fft' or 'winograd' (one fixed arithmetic) "
@@ -91,6 +92,25 @@ def check_settings(trainer, deterministic, piece_size) -> tuple:
     if isinstance(piece_size, bool) or not isinstance(piece_size, (int, np.integer)) or piece_size < 1:
         raise InvalidArgumentError(f"piece_size: Expect: an integer >= 1 Actual: {piece_size!r}")
     return True, int(piece_size)
+
+
+def bn_segments(layers) -> list[int]:
+    """The lengths of the batch-norm segments of a piece's vector: per layer (in call order)
+    its channels' means, then their variances."""
+    return [int(layer.moving_mean.shape[0]) for layer in layers for _ in range(2)]
+
+
+def _bn_record(layers, records, weight: float) -> np.ndarray:
+    """A piece's batch-norm segments: each layer's (one call's) mean and unbiased variance
+    times the piece's ``weight``, rounded to float32 once, wherever the piece runs."""
+    parts = []
+    for layer, calls in zip(layers, records):
+        if len(calls) != 1:
+            raise InvalidArgumentError(
+                f"deterministic: BatchNorm {layer.name!r}: Expect: one training call per forward pass "
+                f"(its per-piece statistics move the moving statistics once) Actual: {len(calls)} calls")
+        parts += [(stat * weight).astype(np.float32) for stat in calls[0]]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def deterministic_reduce(trainer, batch, piece_size: int, step: int, stop: float) -> SyncResult:
@@ -103,9 +123,12 @@ def deterministic_reduce(trainer, batch, piece_size: int, step: int, stop: float
     shard = piece_shard_of(trainer.sampler, batch.epoch, batch.start, batch.global_batch_size, piece_size,
                            batch.step)
     denom = float(batch.global_batch_size)
+    bn_layers = batch_norm_layers(trainer.model)
+    m = n + len(SCALARS)   # where the batch-norm segments start
+    size = m + sum(bn_segments(bn_layers))
     vectors = []
     for k, idx in enumerate(shard.indices):
-        with span("forward", micro_batch=k):
+        with span("forward", micro_batch=k), piece_statistics(bn_layers) as records:
             x, y = trainer.train_data.read(idx)
             keys = per_sample_keys(trainer.config.seed, step, idx)
             if trainer._augment:   # per sample from its key: the same image whichever rank reads it
@@ -113,20 +136,29 @@ def deterministic_reduce(trainer, batch, piece_size: int, step: int, stop: float
             logits = trainer.model(x, training=True, dropout_keys=keys)
             loss = trainer.loss_fn(y, logits, reduction="sum") / denom
         with span("backward", micro_batch=k):
-            vec = np.zeros(n + len(SCALARS), np.float32)
+            vec = np.zeros(size, np.float32)
             layout.pack(gradients(loss, trainer.variables), vec[:n])
             # the loss sum of the piece, rounded to float32 once per piece wherever it runs
             vec[n] = np.float32(float(loss.numpy()) * denom)
             vec[n + 1] = trainer.metric.total(logits.numpy(), y)
+            vec[m:] = _bn_record(bn_layers, records, len(idx) / denom)
             vectors.append(vec)
     starts = [layout.offsets[i] for i in layout.order()] + [n + k for k in range(len(SCALARS))]
-    with span("reduce", bytes=8 * (n + len(SCALARS))):
+    starts += [int(s) for s in m + np.cumsum([0] + bn_segments(bn_layers)[:-1])] if bn_layers else []
+    with span("reduce", bytes=8 * size):
         # count: the pieces of the global batch, never N (a rank with none adds nothing)
-        total = exact_allreduce(trainer.comm, vectors, count=shard.num_pieces, size=n + len(SCALARS),
-                                starts=starts)
+        total = exact_allreduce(trainer.comm, vectors, count=shard.num_pieces, size=size, starts=starts)
         # The stop code: the largest of the ranks' (decode() reads a sum and a max alike:
         # every code is 0, 1 or TERM_WEIGHT); integers, so the order cannot matter.
         stops = trainer.comm.allreduce_(np.array([stop], np.float64), op="max")
+    if bn_layers:
+        # Once per step, on every rank alike from the same sums: the sample-weighted mean of the
+        # pieces' statistics.  A skipped (non-finite) step moves them too, as the default step does.
+        pos = m
+        for layer in bn_layers:
+            c = int(layer.moving_mean.shape[0])
+            apply_moving_statistics(layer, total[pos:pos + c], total[pos + c:pos + 2 * c])
+            pos += 2 * c
     return SyncResult(grads=layout.views(total[:n]), variables=list(strategy.variables),
                       scalars={"loss_sum": float(total[n]), "correct": float(total[n + 1]),
                                "stop": float(stops[0])},

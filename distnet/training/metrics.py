@@ -225,8 +225,8 @@ class MetricsLogger:
         r = {**(record or {}), **fields}
         missing = [k for k in ("step", "loss") if k not in r]
         if missing:
-            raise InvalidArgumentError(f"log_step: missing {missing}; expected at least step and loss, "
-                                       f"got keys {sorted(r)}")
+            raise InvalidArgumentError(f"log_step: record: Expect: at least the keys step and loss "
+                                       f"Actual: keys {sorted(r)} (missing {missing})")
         if self._t0 is None:
             self.start()
         rec = {"kind": "step", "step": int(r.pop("step")), "epoch": r.pop("epoch", 0),
@@ -557,7 +557,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DataError(f"{p}: no metrics file (expected {METRICS_FILE} in the run directory)") from None
+        raise DataError(f"{p}: no metrics file; give a run directory holding {METRICS_FILE} or that file") from None
     records = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():

@@ -49,7 +49,9 @@ keeps each rank's own statistics (TensorFlow's and Horovod's default).
 ``deterministic=True`` replaces steps 2-3 (and the evaluations) with canonical
 pieces of the global batch and an exact sum, so that a run on any N has the
 bits of the run on one rank (:mod:`distnet.training.deterministic`,
-docs/determinism.md).
+docs/determinism.md); there batch normalization takes each piece's own
+statistics (``sync_batch_norm`` has no effect) and moves the moving
+statistics once per step from the pieces' exact sum.
 
 Set the process up once with :func:`distnet.distributed.init` first (BLAS
 threads per rank, the allocator, aborting every rank when one fails).
@@ -185,7 +187,12 @@ class Trainer:
             self.conv_algorithms = choose_conv_algorithms(
                 model, self.piece_size if self.deterministic else -(-local // cfg.micro_batches), self.comm,
                 self._conv_mode or "auto")
-        self._bn_layers, self._bn_global, bn_own = self._synchronize_batch_norm(cfg.sync_batch_norm)
+        # Deterministic mode: per-piece statistics, moved once per step from their exact sum, the
+        # same on every rank (distnet/training/deterministic.py): no reducer, no per-rank statistics.
+        self._bn_layers, self._bn_global, bn_own = self._synchronize_batch_norm(
+            cfg.sync_batch_norm and not self.deterministic)
+        if self.deterministic:
+            bn_own = []
         # What every rank holds the same values of (the parameter check): all but per-rank statistics.
         own = {id(v) for layer in bn_own for v in layer.variables if not v.trainable}
         self.agreed_variables: list[Variable] = [v for v in self.all_variables if id(v) not in own]

@@ -1,9 +1,11 @@
 """Trainer(deterministic=True) under several strategies in one launch; rank 0 saves everything.
 
 usage: deterministic_strategies.py OUT.npz [--strategies replicated,zero1,...] [--ckpt DIR]
-       [--steps K] [--resume] [--micro M] [--default] [--nan-sample K]
+       [--steps K] [--resume] [--micro M] [--default] [--nan-sample K] [--bn]
 
 ``--default``: the same runs in the default (not deterministic) mode.
+``--bn``: the conv net with two batch-normalization layers (after the conv and the
+first dense layer), ``sync_batch_norm`` left on (no effect in deterministic mode).
 
 A small conv net (conv, dense with an L2 regularizer, dropout, dense; the images
 randomly cropped after padding and flipped) with Adam
@@ -76,10 +78,16 @@ SPECS = {"replicated": {"strategy": "replicated"}, "zero1": {"strategy": "zero1"
          "hierarchical": {"strategy": "hierarchical"}}
 saved = {}
 for strategy in strategies:
-    model = distnet.Sequential([
-        layers.Conv2D(4, 3, activation="relu"), layers.Flatten(),
-        layers.Dense(16, activation="relu", kernel_regularizer=regularizers.l2(0.01)),
-        layers.Dropout(0.3), layers.Dense(3)], input_shape=(6, 6, 1), seed=3)
+    if "--bn" in args:
+        model = distnet.Sequential([
+            layers.Conv2D(4, 3, activation="relu"), layers.BatchNorm(momentum=0.8), layers.Flatten(),
+            layers.Dense(16, activation="relu", kernel_regularizer=regularizers.l2(0.01)),
+            layers.BatchNorm(momentum=0.7), layers.Dropout(0.3), layers.Dense(3)], input_shape=(6, 6, 1), seed=3)
+    else:
+        model = distnet.Sequential([
+            layers.Conv2D(4, 3, activation="relu"), layers.Flatten(),
+            layers.Dense(16, activation="relu", kernel_regularizer=regularizers.l2(0.01)),
+            layers.Dropout(0.3), layers.Dense(3)], input_shape=(6, 6, 1), seed=3)
     optimizer = distnet.optimizers.Adam(0.02, clipnorm=0.2, global_clipnorm=0.3)
     ema = distnet.ExponentialMovingAverage(0.9)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", optimizer, train, eval_data=test, ema=ema,
