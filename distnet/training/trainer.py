@@ -337,11 +337,7 @@ class Trainer:
         if self._bn_global:
             loss_sum, correct = self._global_micro_batches(batch, stop)
         elif local:
-            keys = per_sample_keys(self.config.seed, step, indices)
-            with span("data", samples=local):
-                x, y = self.train_data.read(indices)
-                if self._augment:
-                    x = random_crop_flip(x, keys, self.config.augment_padding, self.config.augment_flip)
+            x, y, keys = self._read(step, indices)
             parts = np.array_split(np.arange(local), min(self.config.micro_batches, local))
             for k, part in enumerate(parts):
                 with span("forward", micro_batch=k):
@@ -397,11 +393,7 @@ class Trainer:
         m = min(self.config.micro_batches, batch.global_batch_size)
         loss_sum, correct = 0.0, 0
         if local:
-            keys = per_sample_keys(self.config.seed, step, indices)
-            with span("data", samples=local):
-                x, y = self.train_data.read(indices)
-                if self._augment:
-                    x = random_crop_flip(x, keys, self.config.augment_padding, self.config.augment_flip)
+            x, y, keys = self._read(step, indices)
         position = (batch.offset + np.arange(local)) % m
         for k in range(m):
             part = np.flatnonzero(position == k)
@@ -423,6 +415,16 @@ class Trainer:
                                               scalars={"loss_sum": loss_sum, "correct": correct, "stop": stop})
                 gradients(loss, self.variables, on_leaf=sink, out=sink.out)
         return loss_sum, correct
+
+    def _read(self, step: int, indices: np.ndarray) -> tuple:
+        """This rank's samples of the step, augmented, and their per-sample keys (dropout and
+        augmentation are keyed by global sample index, so N ranks draw as one)."""
+        keys = per_sample_keys(self.config.seed, step, indices)
+        with self.ctx.tracer.span("data", samples=int(indices.size)):
+            x, y = self.train_data.read(indices)
+            if self._augment:
+                x = random_crop_flip(x, keys, self.config.augment_padding, self.config.augment_flip)
+        return x, y, keys
 
     def _deterministic_step(self, batch, t0: float, stop: float) -> StepResult:
         """:meth:`train_step` from canonical pieces and an exact sum: the same bits on any N
