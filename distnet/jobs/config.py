@@ -457,25 +457,11 @@ def _validate(raw: dict, chk: _Checker, base_dir: Path | None) -> JobConfig:
     # [regularization]
     _plain(raw, "regularization", cfg.regularization, chk)
 
-    # [optimizer]
-    opt = raw.get("optimizer", {})
-    if "name" in opt:
-        name = chk.typed(opt["name"], ("optimizer", "name"), _STR)
-        cfg.optimizer.name = _component("optimizer", name, ("optimizer", "name"), chk).name
-    optimizer = _component("optimizer", cfg.optimizer.name, ("optimizer", "name"), chk)
-    chk.known(opt, ("optimizer",), list(_SECTIONS["optimizer"]) + [o.name for o in optimizer.options])
-    simple("optimizer", cfg.optimizer, skip=("name",))
+    # [optimizer] and [schedule]: a registered component by name, then its options
+    opt, optimizer = _component_section(raw, "optimizer", "name", cfg.optimizer, chk, simple)
     chk.positive(cfg.optimizer.learning_rate, ("optimizer", "learning_rate"))
     cfg.optimizer.params = _options(opt, optimizer, ("optimizer",), chk, f"the {optimizer.name} optimizer")
-
-    # [schedule]
-    sched = raw.get("schedule", {})
-    if "type" in sched:
-        stype = chk.typed(sched["type"], ("schedule", "type"), _STR)
-        cfg.schedule.type = _component("schedule", stype, ("schedule", "type"), chk).name
-    schedule = _component("schedule", cfg.schedule.type, ("schedule", "type"), chk)
-    chk.known(sched, ("schedule",), list(_SECTIONS["schedule"]) + [o.name for o in schedule.options])
-    simple("schedule", cfg.schedule, skip=("type",))
+    sched, schedule = _component_section(raw, "schedule", "type", cfg.schedule, chk, simple)
     chk.positive(cfg.schedule.warmup_steps, ("schedule", "warmup_steps"), allow_zero=True)
     cfg.schedule.params = _options(sched, schedule, ("schedule",), chk, f"the {schedule.name} schedule")
 
@@ -680,6 +666,20 @@ def _check_selection(cfg: JobConfig, chk: _Checker) -> None:
         if wanted and not cfg.train.eval_every:
             chk.fail(path, "Expect: train.eval_every (how often the validation split is evaluated) Actual: none")
 
+
+
+def _component_section(raw: dict, section: str, key: str, target, chk, simple) -> tuple:
+    """``(the section's table, its component)`` for a section that names a registered component
+    (``[optimizer] name``, ``[schedule] type``): the name checked and canonical in ``target``, the
+    section's keys checked against its fields and the component's options, its plain fields set."""
+    body = raw.get(section, {})
+    if key in body:
+        name = chk.typed(body[key], (section, key), _STR)
+        setattr(target, key, _component(section, name, (section, key), chk).name)
+    component = _component(section, getattr(target, key), (section, key), chk)
+    chk.known(body, (section,), list(_SECTIONS[section]) + [o.name for o in component.options])
+    simple(section, target, skip=(key,))
+    return body, component
 
 def _component(kind: str, name: str, path: tuple, chk: _Checker) -> registry.Component:
     """The registered component ``name`` (an alias or any case), or a "did you mean" error."""
