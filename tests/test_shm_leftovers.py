@@ -107,6 +107,9 @@ def _kill_and_list(tmp_path: Path, delay: float, mode: str) -> dict:
 def namespace():
     reason = _namespace_reason()
     if reason is not None:
+        # A private /dev/shm takes a mount namespace (CAP_SYS_ADMIN; CI runs as root and has it);
+        # without one the test would list a /dev/shm that other jobs on the machine write to, and
+        # could pass or fail by their files. The reason is printed, not hidden.
         print(f"\n/dev/shm test skipped: {reason}")
         pytest.skip(reason)
 
