@@ -54,14 +54,12 @@ import time
 import numpy as np
 
 from distnet.autodiff import gradients
-from distnet.data.augment import random_crop_flip
 from distnet.distributed.communicator import block_counts
 from distnet.distributed.exact_sum import exact_allreduce
 from distnet.distributed.pieces import default_piece_size, piece_shard_of
 from distnet.distributed.strategies.base import SyncResult, all_finite
 from distnet.errors import InvalidArgumentError
 from distnet.layers.batch_norm import apply_moving_statistics, batch_norm_layers, piece_statistics
-from distnet.nn.dropout import per_sample_keys
 
 #: The scalars each piece's vector carries after its gradients.
 SCALARS = ("loss_sum", "correct")
@@ -129,10 +127,8 @@ def deterministic_reduce(trainer, batch, piece_size: int, step: int, stop: float
     vectors = []
     for k, idx in enumerate(shard.indices):
         with span("forward", micro_batch=k), piece_statistics(bn_layers) as records:
-            x, y = trainer.train_data.read(idx)
-            keys = per_sample_keys(trainer.config.seed, step, idx)
-            if trainer._augment:   # per sample from its key: the same image whichever rank reads it
-                x = random_crop_flip(x, keys, trainer.config.augment_padding, trainer.config.augment_flip)
+            # augmented per sample from its key: the same image whichever rank reads it
+            x, y, keys = trainer._read(step, idx)
             logits = trainer.model(x, training=True, dropout_keys=keys)
             loss = trainer.loss_fn(y, logits, reduction="sum") / denom
         with span("backward", micro_batch=k):
