@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from distnet import jit
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import FLOAT, Option, register
 from distnet.model.schedules import LearningRate
@@ -48,9 +49,12 @@ class Adam(Optimizer):
         self.beta2 = check_hyper("beta2", beta2, low=0.0, high=1.0, high_open=True)
         self.epsilon = check_hyper("epsilon", epsilon, low=0.0, low_open=True)
 
+    def _lr_t(self, lr: float, t: int) -> float:
+        return lr * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+
     def _adam_step(self, p, grad, m, v, lr, t, tmp):
         b1, b2 = self.beta1, self.beta2
-        lr_t = lr * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        lr_t = self._lr_t(lr, t)
         # m = b1 * m + (1 - b1) * g
         m *= b1
         np.multiply(grad, 1.0 - b1, out=tmp, casting="unsafe")
@@ -70,3 +74,23 @@ class Adam(Optimizer):
     def _update_chunk(self, name, p, g, slots, lr, t, tmp):
         m, v = slots
         self._adam_step(p, g, m, v, lr, t, tmp)
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if _adam_kernel is None:   # pragma: no cover - without numba
+            return False
+        m, v = slots
+        dt = p.dtype.type   # each constant as numpy's weak-scalar rule casts it in _adam_step
+        _adam_kernel(p, g, m, v, dt(self.beta1), dt(1.0 - self.beta1), dt(self.beta2), dt(1.0 - self.beta2),
+                     dt(self.epsilon), dt(self._lr_t(lr, t)))
+        return True
+
+
+@jit.kernel
+def _adam_kernel(p, g, m, v, b1, c1, b2, c2, eps, lr_t):
+    """``_adam_step`` in one pass: its operations, in its order, per element."""
+    for i in range(p.size):
+        mi = m[i] * b1 + g[i] * c1
+        m[i] = mi
+        vi = v[i] * b2 + (g[i] * g[i]) * c2
+        v[i] = vi
+        p[i] -= (mi / (np.sqrt(vi) + eps)) * lr_t

@@ -47,3 +47,8 @@ class AdamW(Adam):
             p *= 1.0 - lr * self.weight_decay
         m, v = slots
         self._adam_step(p, g, m, v, lr, t, tmp)
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if self.weight_decay and (self.decay_filter is None or self.decay_filter(name)):
+            p *= 1.0 - lr * self.weight_decay
+        return super()._update_compiled(name, p, g, slots, lr, t)

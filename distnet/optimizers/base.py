@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 
+from distnet import jit
 from distnet.autodiff import gradients
 from distnet.distributed.chunk_threads import ChunkThreads
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError, ShapeError
@@ -255,7 +256,14 @@ class Optimizer:
         if tmp.size < min(n, c) * parts:   # chunk_size raised after build, or one scratch per thread
             tmp = self._scratch[name] = np.empty(min(n, c) * parts, dtype=var.dtype)
 
+        # A compiled kernel (distnet/jit.py) does a run of elements in one pass, with the
+        # numpy path's operations (same bits); mixed dtypes keep the numpy path.
+        compiled = jit.available() and g.dtype == p.dtype and all(s.dtype == p.dtype for s in slots)
+
         def work(part: int, first: int, last: int) -> None:
+            if compiled and self._update_compiled(name, p[first * c:last * c], g[first * c:last * c],
+                                                  tuple(a[first * c:last * c] for a in slots), lr, t):
+                return
             scratch = tmp[part * c:part * c + c]
             for lo in range(first * c, min(last * c, n), c):
                 hi = min(lo + c, n)
@@ -264,6 +272,11 @@ class Optimizer:
 
         # The chunks are independent: several threads give the same bits as one.
         self._chunk_threads.run(chunks, work)
+
+    def _update_compiled(self, name: str, p: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> bool:
+        """Update a run of elements in place with a compiled kernel, as :meth:`_update_chunk`
+        would (the same bits); False where this optimizer has none (the chunks run instead)."""
+        return False
 
     def _update_chunk(self, name: str, p: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
                       tmp: np.ndarray) -> None:
