@@ -9,9 +9,10 @@ multiply-add, no reassociation: numba's default ``fastmath=False``), so its
 results are bitwise the numpy path's.  Every kernel's test checks that
 against the numpy path it stands for (``tests/test_jit_kernels.py``).
 
-``kernel(fn)`` returns the compiled function, or ``None`` where numba is not
-installed or ``DISTNET_JIT=0`` is set (for debugging: the numpy paths stay,
-and give the same bits).  Callers keep their numpy path for that case.
+``kernel(fn)`` returns a :class:`Kernel` that compiles ``fn`` at its first
+call, or ``None`` where numba is not installed or ``DISTNET_JIT=0`` is set
+(for debugging: the numpy paths run, and give the same bits).  Callers keep
+their numpy path for that case.
 
 Options, and why:
 
@@ -26,30 +27,44 @@ Options, and why:
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from typing import Callable, Optional
 
 #: ``DISTNET_JIT=0`` turns the compiled kernels off (the numpy paths run; same bits).
 ENABLED = os.environ.get("DISTNET_JIT", "1").strip().lower() not in ("0", "false", "no", "off")
-
-try:
-    if not ENABLED:
-        raise ImportError("DISTNET_JIT=0")
-    import numba as _numba
-except ImportError:   # pragma: no cover - numba is a dependency; this is the fallback
-    _numba = None
+#: numba is imported at a kernel's first call, not with distnet: importing it costs a
+#: process start-up more than half a second, which commands that train nothing need not pay.
+_AVAILABLE = ENABLED and importlib.util.find_spec("numba") is not None
 
 
-def kernel(fn: Callable) -> Optional[Callable]:
-    """``fn`` compiled by numba (lazily, per argument types), or None without numba.
+class Kernel:
+    """A function compiled by numba at its first call (then per new argument types).
 
-    The plain function stays reachable as ``.py_func`` on the result.
+    ``py_func`` is the plain Python function.
     """
-    if _numba is None:   # pragma: no cover - see above
-        return None
-    return _numba.njit(nogil=True, cache=True, error_model="numpy", boundscheck=False)(fn)
+
+    __slots__ = ("py_func", "_compiled")
+
+    def __init__(self, fn: Callable):
+        self.py_func = fn
+        self._compiled = None
+
+    def __call__(self, *args):
+        compiled = self._compiled
+        if compiled is None:   # two threads may both compile once; numba serialises it
+            numba = importlib.import_module("numba")
+            compiled = self._compiled = numba.njit(nogil=True, cache=True, error_model="numpy",
+                                                   boundscheck=False)(self.py_func)
+        return compiled(*args)
+
+
+def kernel(fn: Callable) -> Optional[Kernel]:
+    """``fn`` as a :class:`Kernel`, or None without numba (or with ``DISTNET_JIT=0``)."""
+    return Kernel(fn) if _AVAILABLE else None
 
 
 def available() -> bool:
-    """True when :func:`kernel` compiles (numba importable and not turned off)."""
-    return _numba is not None
+    """True when :func:`kernel` compiles (numba installed and not turned off)."""
+    return _AVAILABLE
