@@ -65,6 +65,17 @@ def kernel(fn: Callable) -> Optional[Kernel]:
     return Kernel(fn) if _AVAILABLE else None
 
 
+#: Arrays of fewer elements keep the numpy path (the same bits): a process's first
+#: kernel call imports numba and loads the compiled code, about a second, which the
+#: small arrays of a small model (and of most tests) never win back.
+MIN_ELEMENTS = 1 << 16
+
+
+def worth(n: int) -> bool:
+    """True when an array of ``n`` elements should take the compiled kernel."""
+    return _AVAILABLE and n >= MIN_ELEMENTS
+
+
 def available() -> bool:
     """True when :func:`kernel` compiles (numba installed and not turned off)."""
     return _AVAILABLE

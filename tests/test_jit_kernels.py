@@ -6,6 +6,9 @@ included, and compare the bits.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -40,7 +43,7 @@ def numpy_path(opt):
                                   lambda: AdamW(0.01, weight_decay=0.1, decay_filter=lambda name: name == "w")])
 def test_adam_kernel_is_bitwise_the_numpy_path(make, dtype):
     rng = np.random.default_rng(0)
-    shapes = {"w": (37, 1001), "b": (5,)}
+    shapes = {"w": (67, 1001), "b": (5,)}   # w over jit.MIN_ELEMENTS, b under it
     init = {k: special_values(rng, int(np.prod(s)), dtype).reshape(s) for k, s in shapes.items()}
     compiled, plain = make(), numpy_path(make())
     compiled.chunk_size = plain.chunk_size = 4096   # several chunks, and a partial last one
@@ -66,7 +69,28 @@ def test_adam_kernel_runs_where_dtypes_agree():
     opt = Adam(0.1)
     original = opt._update_compiled
     opt._update_compiled = lambda *args: calls.append(args[1].dtype) or original(*args)
-    v = Variable(np.ones(10, np.float32), name="v")
-    opt.apply_gradients([(np.ones(10, np.float32), v)])
-    opt.apply_gradients([(np.ones(10, np.float64), v)])
+    n = jit.MIN_ELEMENTS
+    v = Variable(np.ones(n, np.float32), name="v")
+    opt.apply_gradients([(np.ones(n, np.float32), v)])
+    opt.apply_gradients([(np.ones(n, np.float64), v)])
+    small = Variable(np.ones(n - 1, np.float32), name="small")
+    opt.apply_gradients([(np.ones(n - 1, np.float32), small)])
     assert calls == [np.dtype(np.float32)]
+
+
+def test_small_models_never_import_numba():
+    """A process that trains only small arrays pays nothing for the kernels (numba is not imported)."""
+    code = ("import sys, numpy as np, distnet\n"
+            "from distnet import layers\n"
+            "from distnet.data import ArrayDataset\n"
+            "from distnet.training.trainer import Trainer\n"
+            "x = np.random.default_rng(0).random((64, 8, 8, 1)).astype(np.float32)\n"
+            "y = np.arange(64) % 3\n"
+            "model = distnet.Sequential([layers.Conv2D(4, 3, padding='same', activation='relu'), layers.MaxPool2D(2),"
+            " layers.Flatten(), layers.Dense(3)], input_shape=(8, 8, 1), seed=0)\n"
+            "Trainer(model, 'sparse_softmax_cross_entropy', distnet.optimizers.Adam(0.01),"
+            " ArrayDataset(x, y, num_classes=3), global_batch_size=16, steps=3, seed=0).fit()\n"
+            "print('numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

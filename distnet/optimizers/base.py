@@ -257,8 +257,8 @@ class Optimizer:
             tmp = self._scratch[name] = np.empty(min(n, c) * parts, dtype=var.dtype)
 
         # A compiled kernel (distnet/jit.py) does a run of elements in one pass, with the
-        # numpy path's operations (same bits); mixed dtypes keep the numpy path.
-        compiled = jit.available() and g.dtype == p.dtype and all(s.dtype == p.dtype for s in slots)
+        # numpy path's operations (same bits); small arrays and mixed dtypes keep the numpy path.
+        compiled = jit.worth(n) and g.dtype == p.dtype and all(s.dtype == p.dtype for s in slots)
 
         def work(part: int, first: int, last: int) -> None:
             if compiled and self._update_compiled(name, p[first * c:last * c], g[first * c:last * c],
