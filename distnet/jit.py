@@ -32,6 +32,8 @@ import importlib.util
 import os
 from typing import Callable, Optional
 
+import numpy as np
+
 #: ``DISTNET_JIT=0`` turns the compiled kernels off (the numpy paths run; same bits).
 ENABLED = os.environ.get("DISTNET_JIT", "1").strip().lower() not in ("0", "false", "no", "off")
 #: numba is imported at a kernel's first call, not with distnet: importing it costs a
@@ -74,6 +76,14 @@ MIN_ELEMENTS = 1 << 16
 def worth(n: int) -> bool:
     """True when an array of ``n`` elements should take the compiled kernel."""
     return _AVAILABLE and n >= MIN_ELEMENTS
+
+
+def compiles(*arrays: np.ndarray) -> bool:
+    """True when the arrays have one dtype, float32 or float64: numba compiles neither
+    float16 nor long double, and mixed dtypes follow numpy's casting rules, which the
+    numpy paths keep."""
+    dtype = arrays[0].dtype
+    return dtype in (np.dtype(np.float32), np.dtype(np.float64)) and all(a.dtype == dtype for a in arrays)
 
 
 def available() -> bool:

@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from distnet import jit
 from distnet.distributed.chunk_threads import ChunkThreads
 from distnet.errors import CheckpointError, DTypeError, InvalidArgumentError
 from distnet.tensor import Variable
@@ -30,7 +31,11 @@ from distnet.tensor import Variable
 
 def _ema_chunks(s: np.ndarray, x: np.ndarray, tmp: np.ndarray, c: int, one_minus, part: int,
                 first: int, last: int) -> None:
-    """``s -= (s - x) * one_minus`` over chunks ``first:last`` (of ``c`` elements), scratch chunk ``part``."""
+    """``s -= (s - x) * one_minus`` over chunks ``first:last`` (of ``c`` elements), scratch chunk ``part``:
+    one compiled pass (distnet/jit.py, the same bits) or numpy's passes chunk by chunk."""
+    if _ema_kernel is not None and jit.worth(x.size) and jit.compiles(s, x):   # as the optimizers
+        _ema_kernel(s[first * c:last * c], x[first * c:last * c], one_minus)
+        return
     scratch = tmp[part * c:part * c + c]
     for lo in range(first * c, min(last * c, x.size), c):
         hi = min(lo + c, x.size)
@@ -38,6 +43,13 @@ def _ema_chunks(s: np.ndarray, x: np.ndarray, tmp: np.ndarray, c: int, one_minus
         np.subtract(sc, x[lo:hi], out=t)
         t *= one_minus
         sc -= t
+
+
+@jit.kernel
+def _ema_kernel(s, x, one_minus):
+    """``_ema_chunks``' numpy passes in one: their operations, in their order, per element."""
+    for i in range(s.size):
+        s[i] -= (s[i] - x[i]) * one_minus
 
 
 class ExponentialMovingAverage:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from distnet import jit
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import FLOAT, Option, register
 from distnet.model.schedules import LearningRate
@@ -60,3 +61,22 @@ class Adadelta(Optimizer):
         accum_update += (1.0 - rho) * (tmp * tmp)
         tmp *= lr
         p -= tmp
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if _adadelta_kernel is None:   # pragma: no cover - without numba
+            return False
+        accum, accum_update = slots
+        dt = p.dtype.type   # each constant as numpy's weak-scalar rule casts it in _update_chunk
+        _adadelta_kernel(p, g, accum, accum_update, dt(self.rho), dt(1.0 - self.rho), dt(self.epsilon), dt(lr))
+        return True
+
+
+@jit.kernel
+def _adadelta_kernel(p, g, accum, accum_update, rho, c, eps, lr):
+    """``_update_chunk`` in one pass: its operations, in its order, per element."""
+    for i in range(p.size):
+        a = accum[i] * rho + (g[i] * g[i]) * c
+        accum[i] = a
+        u = (np.sqrt(accum_update[i] + eps) / np.sqrt(a + eps)) * g[i]
+        accum_update[i] = accum_update[i] * rho + c * (u * u)
+        p[i] -= u * lr

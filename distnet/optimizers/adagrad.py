@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from distnet import jit
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import FLOAT, Option, register
 from distnet.model.schedules import LearningRate
@@ -45,3 +46,19 @@ class Adagrad(Optimizer):
         np.divide(grad, tmp, out=tmp, casting="unsafe")
         tmp *= lr
         p -= tmp
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if _adagrad_kernel is None:   # pragma: no cover - without numba
+            return False
+        (acc,) = slots
+        _adagrad_kernel(p, g, acc, p.dtype.type(lr))   # lr as numpy's weak-scalar rule casts it
+        return True
+
+
+@jit.kernel
+def _adagrad_kernel(p, g, acc, lr):
+    """``_update_chunk`` in one pass: its operations, in its order, per element."""
+    for i in range(p.size):
+        a = acc[i] + g[i] * g[i]
+        acc[i] = a
+        p[i] -= (g[i] / np.sqrt(a)) * lr

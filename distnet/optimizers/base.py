@@ -258,7 +258,7 @@ class Optimizer:
 
         # A compiled kernel (distnet/jit.py) does a run of elements in one pass, with the
         # numpy path's operations (same bits); small arrays and mixed dtypes keep the numpy path.
-        compiled = jit.worth(n) and g.dtype == p.dtype and all(s.dtype == p.dtype for s in slots)
+        compiled = jit.worth(n) and jit.compiles(p, g, *slots)
 
         def work(part: int, first: int, last: int) -> None:
             if compiled and self._update_compiled(name, p[first * c:last * c], g[first * c:last * c],

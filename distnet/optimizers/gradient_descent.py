@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from distnet import jit
 from distnet.optimizers.base import CLIP_NORM, Optimizer
 from distnet.registry import register
 from distnet.model.schedules import LearningRate
@@ -29,3 +30,16 @@ class GradientDescent(Optimizer):
     def _update_chunk(self, name, p, grad, slots, lr, t, tmp):
         np.multiply(grad, lr, out=tmp, casting="unsafe")
         p -= tmp
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if _sgd_kernel is None:   # pragma: no cover - without numba
+            return False
+        _sgd_kernel(p, g, p.dtype.type(lr))   # lr as numpy's weak-scalar rule casts it
+        return True
+
+
+@jit.kernel
+def _sgd_kernel(p, g, lr):
+    """``_update_chunk`` in one pass: its operations, in its order, per element."""
+    for i in range(p.size):
+        p[i] -= g[i] * lr

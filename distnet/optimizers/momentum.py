@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from distnet import jit
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import BOOL, FLOAT, Option, register
 from distnet.model.schedules import LearningRate
@@ -49,3 +50,23 @@ class Momentum(Optimizer):
         else:
             np.multiply(accum, lr, out=tmp)
             p -= tmp
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if _momentum_kernel is None:   # pragma: no cover - without numba
+            return False
+        (accum,) = slots
+        dt = p.dtype.type   # each constant as numpy's weak-scalar rule casts it in _update_chunk
+        _momentum_kernel(p, g, accum, dt(self.momentum), dt(lr), dt(lr * self.momentum), self.use_nesterov)
+        return True
+
+
+@jit.kernel
+def _momentum_kernel(p, g, accum, mu, lr, lr_mu, nesterov):
+    """``_update_chunk`` in one pass: its operations, in its order, per element."""
+    for i in range(p.size):
+        a = accum[i] * mu + g[i]
+        accum[i] = a
+        if nesterov:
+            p[i] = (p[i] - a * lr_mu) - g[i] * lr
+        else:
+            p[i] -= a * lr

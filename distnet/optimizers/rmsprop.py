@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from distnet import jit
 from distnet.optimizers.base import CLIP_NORM, Optimizer, check_hyper
 from distnet.registry import BOOL, FLOAT, Option, register
 from distnet.model.schedules import LearningRate
@@ -77,3 +78,28 @@ class RMSProp(Optimizer):
         mom *= self.momentum
         mom += tmp
         p -= mom
+
+    def _update_compiled(self, name, p, g, slots, lr, t):
+        if _rmsprop_kernel is None:   # pragma: no cover - without numba
+            return False
+        rms, mom = slots[0], slots[1]
+        mg = slots[2] if self.centered else rms   # not read when not centered
+        dt = p.dtype.type   # each constant as numpy's weak-scalar rule casts it in _update_chunk
+        _rmsprop_kernel(p, g, rms, mom, mg, dt(self.decay), dt(1.0 - self.decay), dt(self.epsilon), dt(lr),
+                        dt(self.momentum), self.centered)
+        return True
+
+
+@jit.kernel
+def _rmsprop_kernel(p, g, rms, mom, mg, d, c, eps, lr, mu, centered):
+    """``_update_chunk`` in one pass: its operations, in its order, per element."""
+    for i in range(p.size):
+        r = rms[i] * d + (g[i] * g[i]) * c
+        rms[i] = r
+        if centered:
+            m = mg[i] * d + g[i] * c
+            mg[i] = m
+            r = r - m * m
+        u = mom[i] * mu + (g[i] / np.sqrt(r + eps)) * lr
+        mom[i] = u
+        p[i] -= u
