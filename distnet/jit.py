@@ -7,7 +7,8 @@ performs, element by element, exactly the floating-point operations of the
 numpy code it replaces, in the same order and the same dtype (no fused
 multiply-add, no reassociation: numba's default ``fastmath=False``), so its
 results are bitwise the numpy path's.  Every kernel's test checks that
-against the numpy path it stands for (``tests/test_jit_kernels.py``).
+against the numpy path it stands for (``tests/test_jit_kernels.py``,
+``tests/test_jit_optimizers.py``).
 
 ``kernel(fn)`` returns a :class:`Kernel` that compiles ``fn`` at its first
 call, or ``None`` where numba is not installed or ``DISTNET_JIT=0`` is set
