@@ -17,7 +17,7 @@ from distnet.distributed.chunk_threads import ChunkThreads
 from distnet.model import moving_averages
 from distnet.model.moving_averages import ExponentialMovingAverage
 from distnet.model.schedules import ExponentialDecay
-from distnet.optimizers import Adadelta, Adagrad, GradientDescent, Momentum, RMSProp
+from distnet.optimizers import Adadelta, Adagrad, Adam, GradientDescent, Momentum, RMSProp
 from distnet.tensor import Variable
 
 pytestmark = [pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off"),
@@ -94,14 +94,15 @@ def test_optimizer_kernel_on_two_threads_is_bitwise_one(name):
     assert train(make(RATES["schedule"]), np.float32, threads=2) == train(make(RATES["schedule"]), np.float32)
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_dtypes_numba_does_not_compile_keep_the_numpy_path(name):
-    """float16 (and mixed dtypes) are updated by numpy; numba would refuse them."""
-    assert not jit.applies(np.zeros(1, np.float16))
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+@pytest.mark.parametrize("name", list(OPTIMIZERS) + ["adam"])
+def test_dtypes_numba_does_not_compile_keep_the_numpy_path(name, dtype):
+    """float16 and long double (and mixed dtypes) are updated by numpy; numba would refuse them."""
+    assert not jit.applies(np.zeros(1, dtype))
     assert not jit.applies(np.zeros(1, np.float32), np.zeros(1, np.float64))
-    v = Variable(np.ones(10, np.float16), name="v")
-    OPTIMIZERS[name](1.0).apply_gradients([(np.full(10, 0.5, np.float16), v)])
-    assert v.dtype == np.float16 and np.all(v.data < 1)
+    v = Variable(np.ones(10, dtype), name="v")
+    (Adam if name == "adam" else OPTIMIZERS[name])(1.0).apply_gradients([(np.full(10, 0.5, dtype), v)])
+    assert v.dtype == dtype and np.all(v.data < 1)
 
 
 def ema_run(dtype, monkeypatch, *, compiled=True, threads=1, nonfinite=False):
@@ -148,10 +149,11 @@ def test_ema_kernel_is_called_once_per_part(monkeypatch):
     assert sorted(calls) == sorted([first, n - first, b] * 5)
 
 
-def test_ema_float16_keeps_the_numpy_path():
-    v = Variable(np.ones(10, np.float16), name="v")
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_ema_dtypes_numba_does_not_compile_keep_the_numpy_path(dtype):
+    v = Variable(np.ones(10, dtype), name="v")
     ema = ExponentialMovingAverage(0.5)
     ema.build([v])
-    v.assign(np.zeros(10, np.float16))
+    v.assign(np.zeros(10, dtype))
     ema.apply([v])
-    assert ema.average(v).dtype == np.float16 and np.all(ema.average(v).data == 0.5)
+    assert ema.average(v).dtype == dtype and np.all(ema.average(v).data == 0.5)
