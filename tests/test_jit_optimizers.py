@@ -40,7 +40,7 @@ OPTIMIZERS = {
 }
 #: A constant rate, and a schedule (the rate changes every step).
 RATES = {"constant": 0.01, "schedule": ExponentialDecay(0.1, decay_steps=1, decay_rate=0.7)}
-SHAPES = {"w": (37, 1001), "b": (5,)}   # 37037 elements: 37 chunks of 1024 and a partial one
+SHAPES = {"w": (67, 1001), "b": (5,)}   # w over jit.MIN_ELEMENTS (66 chunks of 1024 and a partial one), b under
 CHUNK = 1024
 
 
@@ -98,10 +98,11 @@ def test_optimizer_kernel_on_two_threads_is_bitwise_one(name):
 @pytest.mark.parametrize("name", list(OPTIMIZERS) + ["adam"])
 def test_dtypes_numba_does_not_compile_keep_the_numpy_path(name, dtype):
     """float16 and long double (and mixed dtypes) are updated by numpy; numba would refuse them."""
-    assert not jit.applies(np.zeros(1, dtype))
-    assert not jit.applies(np.zeros(1, np.float32), np.zeros(1, np.float64))
-    v = Variable(np.ones(10, dtype), name="v")
-    (Adam if name == "adam" else OPTIMIZERS[name])(1.0).apply_gradients([(np.full(10, 0.5, dtype), v)])
+    assert not jit.compiles(np.zeros(1, dtype))
+    assert not jit.compiles(np.zeros(1, np.float32), np.zeros(1, np.float64))
+    n = jit.MIN_ELEMENTS
+    v = Variable(np.ones(n, dtype), name="v")
+    (Adam if name == "adam" else OPTIMIZERS[name])(1.0).apply_gradients([(np.full(n, 0.5, dtype), v)])
     assert v.dtype == dtype and np.all(v.data < 1)
 
 
@@ -139,21 +140,23 @@ def test_ema_kernel_on_two_threads_is_bitwise_one(monkeypatch):
 
 
 def test_ema_kernel_is_called_once_per_part(monkeypatch):
-    """The compiled path runs where it should: one kernel call per thread's part (ChunkThreads' split)."""
+    """The compiled path runs where it should: one kernel call per thread's part (ChunkThreads' split),
+    none for the variable under jit.MIN_ELEMENTS."""
     calls = []
     kernel = moving_averages._ema_kernel
     monkeypatch.setattr(moving_averages, "_ema_kernel", lambda s, x, d: calls.append(s.size) or kernel(s, x, d))
     ema_run(np.float32, monkeypatch, threads=2)
-    n, b = (int(np.prod(s)) for s in SHAPES.values())
+    n = int(np.prod(SHAPES["w"]))
     first = -(-n // CHUNK) // 2 * CHUNK   # part 0: the first half of the chunks
-    assert sorted(calls) == sorted([first, n - first, b] * 5)
+    assert sorted(calls) == sorted([first, n - first] * 5)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
 def test_ema_dtypes_numba_does_not_compile_keep_the_numpy_path(dtype):
-    v = Variable(np.ones(10, dtype), name="v")
+    n = jit.MIN_ELEMENTS
+    v = Variable(np.ones(n, dtype), name="v")
     ema = ExponentialMovingAverage(0.5)
     ema.build([v])
-    v.assign(np.zeros(10, dtype))
+    v.assign(np.zeros(n, dtype))
     ema.apply([v])
     assert ema.average(v).dtype == dtype and np.all(ema.average(v).data == 0.5)
