@@ -198,6 +198,8 @@ def test_disjoint_fast_path_equals_the_argmax_path_bitwise(xs, k, s, padding, ti
     import distnet.nn.pooling as pooling
 
     monkeypatch.setattr(pooling, "CHUNK_BYTES", 1)   # one sample per chunk on the tiled path
+    # The numpy fast paths (the compiled kernel, which stands for them: tests/test_jit_layers.py).
+    monkeypatch.setattr(pooling, "_disjoint_forward", None)
     # Disjoint windows without padding take a fast path: windows that tile the input exactly keep
     # no argmax (the backward compares the input with the output), the others a running maximum,
     # then the first offset equal to it.  Either must give exactly what the general argmax path

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from distnet import jit
 from distnet.autodiff import Op
+from distnet.nn._rows import over_rows
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
 from distnet.ops.reduction import normalize_axis
 from distnet.registry import register
@@ -54,16 +56,64 @@ def times_mask(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _compiled(*arrays: np.ndarray) -> bool:
+    """True where the compiled kernels below apply: numba, C-contiguous float32/64 arrays of one
+    shape and dtype (anything else takes the numpy path, with numpy's casting rules)."""
+    a = arrays[0]
+    return (_positive_part is not None and a.dtype in jit.FLOAT_DTYPES
+            and all(b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous for b in arrays))
+
+
+def positive_part(x: np.ndarray) -> np.ndarray:
+    """``np.maximum(x, 0)`` in ``x``'s dtype (relu's forward), compiled where :func:`_compiled`
+    says so, over runs of elements on the rank's threads (:mod:`distnet.nn._rows`)."""
+    if not _compiled(x):
+        return np.maximum(x, 0).astype(x.dtype, copy=False)
+    y, xf, zero = np.empty(x.shape, dtype=x.dtype), x.reshape(-1), x.dtype.type(0)
+    yf = y.reshape(-1)
+    over_rows(xf.size, 2 * x.nbytes, lambda lo, hi: _positive_part(xf[lo:hi], zero, yf[lo:hi]))
+    return y
+
+
+def times_positive(g: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``times_mask(g, y > 0)`` (relu's backward from its output: ``y > 0`` exactly where the input
+    was), compiled in one pass where :func:`_compiled` says so, on the rank's threads."""
+    if not _compiled(g, y):
+        return times_mask(g, y > 0)
+    out, gf, yf, dt = np.empty(g.shape, dtype=g.dtype), g.reshape(-1), y.reshape(-1), g.dtype.type
+    of = out.reshape(-1)
+    over_rows(gf.size, 3 * g.nbytes, lambda lo, hi: _times_positive(gf[lo:hi], yf[lo:hi], dt(0), dt(1), of[lo:hi]))
+    return out
+
+
+@jit.kernel
+def _positive_part(x, zero, y):
+    """``np.maximum(x, 0)``: ``x`` where ``x > 0`` or ``x`` is NaN, else ``+0`` (also for ``x = -0``)."""
+    for i in range(x.size):
+        xi = x[i]
+        y[i] = xi if (xi > zero or xi != xi) else zero
+
+
+@jit.kernel
+def _times_positive(g, y, zero, one, out):
+    """:func:`times_mask`'s product, the mask ``y > 0``: ``1 * g`` or ``0 * g`` (``-0`` for a
+    negative ``g``, NaN for an infinite one), as its cast mask times ``g`` gives it."""
+    for i in range(g.size):
+        out[i] = (one if y[i] > zero else zero) * g[i]
+
+
 class Relu(Op):
-    __slots__ = ("mask",)
+    __slots__ = ("out",)
 
     def forward(self, x):
-        self.mask = x > 0
-        return np.maximum(x, 0).astype(x.dtype, copy=False)
+        # The mask ``x > 0`` is ``out > 0``: backward takes it from the output (which the graph
+        # holds anyway) and an evaluation's forward makes none.
+        self.out = positive_part(x)
+        return self.out
 
     def backward(self, g, needs):
         # TF: the gradient at exactly 0 is 0.
-        return (times_mask(g, self.mask),)
+        return (times_positive(g, self.out),)
 
 
 class Sigmoid(Op):

@@ -7,7 +7,11 @@ keep no winning offsets: the forward is a running ``np.maximum`` only, and the
 backward finds each window's first pixel equal to its maximum from the input
 (which the graph holds anyway) in one comparison of the whole input against
 the broadcast output — the same output and gradient as the general path in
-fewer passes over the data (benchmarks/README.md has the figures).
+fewer passes over the data (benchmarks/README.md has the figures).  With numba
+(:mod:`distnet.jit`) disjoint windows without padding take one compiled pass
+instead, over runs of samples on the rank's threads: the same maximum, bit for
+bit, and each window's winning offset (one byte) kept for a backward that
+reads only it and the gradient.
 
 Ties and padding follow TF1's CPU kernel (``SpatialMaxPoolWithArgMaxHelper``,
 which scans a window's pixels in row-major order and replaces the running
@@ -22,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from distnet import jit
 from distnet.autodiff import Op
+from distnet.nn._rows import over_rows
 from distnet.nn._spatial import Axis, pad_hw, pool_geometry, window_slice
 from distnet.tensor import Tensor
 
@@ -47,12 +53,13 @@ def _real(rows: Axis, h: int, i: int, sh: int, cols: Axis, w: int, j: int, sw: i
 class MaxPool(Op):
     """``max_pool`` on arrays; geometry is resolved by :func:`max_pool`."""
 
-    __slots__ = ("ksize", "strides", "rows", "cols_axis", "x_shape", "argmax", "saved", "x", "out")
+    __slots__ = ("ksize", "strides", "rows", "cols_axis", "x_shape", "argmax", "saved", "x", "out", "winners",
+                 "tiles")
 
     def __init__(self, ksize: tuple[int, int], strides: tuple[int, int], rows: Axis, cols_axis: Axis):
         self.ksize, self.strides = ksize, strides
         self.rows, self.cols_axis = rows, cols_axis
-        self.argmax = self.saved = self.x = self.out = None
+        self.argmax = self.saved = self.x = self.out = self.winners = None
 
     def _disjoint(self) -> bool:
         """Windows that neither overlap nor touch padding (e.g. 2x2 stride 2 on an even size)."""
@@ -85,6 +92,11 @@ class MaxPool(Op):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
+        if (_disjoint_forward is not None and self._disjoint() and x.flags.c_contiguous
+                and x.dtype in jit.FLOAT_DTYPES):
+            out = self._forward_compiled(x)
+            if out is not None:
+                return out
         if self._tiles(x) and x.flags.c_contiguous and np.issubdtype(x.dtype, np.floating):
             # The running maximum in the general path's order of offsets (the same bits, signed
             # zeros included); np.maximum propagates NaN: then the general path follows TF1's rule.
@@ -115,6 +127,45 @@ class MaxPool(Op):
                 self.argmax, self.saved = None, (x, out)
                 return out
         return self._forward_argmax(x)
+
+    def _forward_compiled(self, x: np.ndarray) -> np.ndarray | None:
+        """Disjoint windows without padding, compiled: the forward paths' maximum (bits included) and
+        each window's winning offset (the first equal to its maximum, as their backward finds it),
+        kept for backward; None where a window's maximum is NaN (TF1's NaN rule: the general path)."""
+        (kh, kw) = self.ksize
+        n, c = x.shape[0], x.shape[3]
+        out = np.empty((n, self.rows.out, self.cols_axis.out, c), dtype=x.dtype)
+        winners = np.empty(out.shape, dtype=np.uint8)
+        nan = []
+
+        def work(lo, hi):
+            if _disjoint_forward(x, kh, kw, out, winners, lo, hi):
+                nan.append(True)
+
+        over_rows(n, x.nbytes, work)
+        if nan:
+            return None
+        self.winners, self.tiles = winners, self._tiles(x)
+        # The numpy backward's inputs too (held by the graph anyway), for a gradient of another dtype.
+        if self.tiles:
+            self.x, self.out = x, out
+        else:
+            self.saved = (x, out)
+        return out
+
+    def _backward_compiled(self, g: np.ndarray) -> np.ndarray:
+        """The gradient from the winning offsets :meth:`_forward_compiled` kept, bitwise the numpy
+        paths' (``_mode`` says which of their element-wise formulas applies)."""
+        (kh, kw), winners = self.ksize, self.winners
+        g = np.ascontiguousarray(g)
+        dx = np.empty(self.x_shape, dtype=g.dtype)
+        mode, dt = _mode(bool(np.isfinite(g).all()), self.tiles), g.dtype.type
+
+        def work(lo, hi):
+            _disjoint_backward(g, winners, kh, kw, mode, dt(0), dt(1), dx, lo, hi)
+
+        over_rows(g.shape[0], dx.nbytes, work)
+        return dx
 
     def _disjoint_argmax(self) -> np.ndarray:
         """The fast path's winning offsets, from its input and output: each window's first
@@ -214,6 +265,8 @@ class MaxPool(Op):
         return dx
 
     def backward(self, g: np.ndarray, needs) -> tuple:
+        if self.winners is not None and g.dtype in jit.FLOAT_DTYPES:
+            return (self._backward_compiled(g),)
         if self.x is not None:
             return (self._backward_tiled(g),)
         if self.argmax is None:
@@ -243,6 +296,97 @@ class MaxPool(Op):
         if hp == h and wp == w:
             return (dxp,)
         return (dxp[:, rows.before:rows.before + h, cols.before:cols.before + w, :],)
+
+
+@jit.kernel
+def _maximum(m, v):
+    """``np.maximum(m, v)``: ``m`` where ``m > v`` or ``m`` is NaN, else ``v`` (so ``maximum(0., -0.)``
+    is ``-0.``, as numpy's loops give it)."""
+    return m if (m > v or m != m) else v
+
+
+@jit.kernel
+def _disjoint_forward(x, kh, kw, out, winners, lo, hi):
+    """Samples ``lo:hi`` of the disjoint windows' forward: ``out`` as the numpy paths' running
+    ``np.maximum`` over the offsets in row-major order gives it (signed zeros included),
+    ``winners`` the first offset holding the maximum (TF1's strict ``max < value``, as the numpy
+    backward finds it).  True when some maximum is NaN."""
+    if kh == 2 and kw == 2:
+        return _forward_2x2(x, out, winners, lo, hi)
+    ho, wo, c = out.shape[1], out.shape[2], out.shape[3]
+    nan = False
+    for n in range(lo, hi):
+        for r in range(ho):
+            for q in range(wo):
+                o, a = out[n, r, q], winners[n, r, q]
+                o[:] = x[n, r * kh, q * kw]
+                a[:] = 0
+                for k in range(1, kh * kw):
+                    v, kk = x[n, r * kh + k // kw, q * kw + k % kw], np.uint8(k)
+                    for ch in range(c):
+                        a[ch] = kk if v[ch] > o[ch] else a[ch]
+                        o[ch] = _maximum(o[ch], v[ch])
+                for ch in range(c):
+                    nan |= o[ch] != o[ch]
+    return nan
+
+
+@jit.kernel
+def _forward_2x2(x, out, winners, lo, hi):
+    """:func:`_disjoint_forward` of the usual 2x2 window, its offsets unrolled so that the loop over
+    channels vectorises (3x faster than the general loop)."""
+    ho, wo, c = out.shape[1], out.shape[2], out.shape[3]
+    nan = False
+    for n in range(lo, hi):
+        for r in range(ho):
+            for q in range(wo):
+                o, a = out[n, r, q], winners[n, r, q]
+                x0, x1 = x[n, 2 * r, 2 * q], x[n, 2 * r, 2 * q + 1]
+                x2, x3 = x[n, 2 * r + 1, 2 * q], x[n, 2 * r + 1, 2 * q + 1]
+                for ch in range(c):
+                    m, k = x0[ch], np.uint8(0)
+                    k = np.uint8(1) if x1[ch] > m else k
+                    m = _maximum(m, x1[ch])
+                    k = np.uint8(2) if x2[ch] > m else k
+                    m = _maximum(m, x2[ch])
+                    k = np.uint8(3) if x3[ch] > m else k
+                    m = _maximum(m, x3[ch])
+                    o[ch], a[ch] = m, k
+                    nan |= m != m
+    return nan
+
+
+#: The numpy paths' gradient per pixel (winner ``w``): ``w * g`` where ``g`` is finite everywhere;
+#: else ``g`` (tiling windows' masked copy) or ``0 + g`` (the others' masked add into zeros).
+_PRODUCT, _COPY, _ADD = 0, 1, 2
+
+
+def _mode(finite: bool, tiles: bool) -> int:
+    return _PRODUCT if finite else (_COPY if tiles else _ADD)
+
+
+@jit.kernel
+def _disjoint_backward(g, winners, kh, kw, mode, zero, one, dx, lo, hi):
+    """Samples ``lo:hi`` of the gradient of the disjoint windows: each window's gradient to its
+    winning pixel, zero to the others and to the rows and columns no window covers."""
+    ho, wo, c = g.shape[1], g.shape[2], g.shape[3]
+    for n in range(lo, hi):
+        dx[n, ho * kh:] = zero
+        dx[n, :ho * kh, wo * kw:] = zero
+        for r in range(ho):
+            for q in range(wo):
+                gw, a = g[n, r, q], winners[n, r, q]
+                for k in range(kh * kw):
+                    d = dx[n, r * kh + k // kw, q * kw + k % kw]
+                    if mode == _PRODUCT:
+                        for ch in range(c):
+                            d[ch] = (one if a[ch] == k else zero) * gw[ch]
+                    elif mode == _COPY:
+                        for ch in range(c):
+                            d[ch] = gw[ch] if a[ch] == k else zero
+                    else:
+                        for ch in range(c):
+                            d[ch] = zero + gw[ch] if a[ch] == k else zero
 
 
 def max_pool(value: Any, ksize: Any, strides: Any, padding: str, data_format: str = "NHWC",
