@@ -26,6 +26,12 @@ pytestmark = pytest.mark.skipif(not jit.available(), reason="numba is a dependen
 DTYPES = [np.float32, np.float64]
 
 
+@pytest.fixture(autouse=True)
+def small_arrays_compiled(monkeypatch):
+    """The kernels run however small the arrays (a model's arrays under jit.MIN_ELEMENTS keep numpy)."""
+    monkeypatch.setattr(jit, "MIN_ELEMENTS", 1)
+
+
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request, monkeypatch):
     """The kernels split over ``threads`` threads, however small the arrays."""
@@ -93,7 +99,7 @@ def test_max_pool_kernels_are_bitwise_the_numpy_paths(shape, k, s, padding, dtyp
     rng = np.random.default_rng(sum(shape))
     x = special(rng, shape, dtype)
     x[0] = 0.0                     # whole windows of equal values: the first pixel wins
-    x[0, ::2] = -0.0               # ... and windows of mixed signed zeros (the output's sign bit)
+    x[1] = rng.choice(np.array([0.0, -0.0, -1.0], dtype), shape[1:])   # signed zeros mixed: the output's sign bit
     if shape[0] > 2:
         x[2] = rng.integers(-1, 2, shape[1:]).astype(dtype)   # many ties
     for gvals in ({}, {"nonfinite": True}):   # finite g: products; else the masked paths
@@ -137,6 +143,18 @@ def test_max_pool_kernel_runs_on_the_usual_geometry_only():
         op.forward(x)
         ops[name] = op.winners is not None
     assert ops == {"tiles": True, "float16": False, "overlap": False, "padded": False, "strided": False}
+
+
+def test_small_arrays_keep_the_numpy_paths(monkeypatch):
+    monkeypatch.setattr(jit, "MIN_ELEMENTS", 4 * 4 * 4 * 3 + 1)
+    x = np.random.default_rng(6).standard_normal((4, 4, 4, 3))
+    op = pool_op(x, 2, 2, "SAME")
+    op.forward(x)
+    assert op.winners is None
+    monkeypatch.setattr(activations, "_positive_part", lambda *args: pytest.fail("the kernel ran"))
+    monkeypatch.setattr(bar, "_bias_add_relu", lambda *args: pytest.fail("the kernel ran"))
+    nn.relu(x).numpy()
+    nn.bias_add_relu(x, np.ones(3)).numpy()
 
 
 def test_max_pool_gradient_of_another_dtype_takes_the_numpy_backward(monkeypatch):

@@ -57,10 +57,10 @@ def times_mask(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _compiled(*arrays: np.ndarray) -> bool:
-    """True where the compiled kernels below apply: numba, C-contiguous float32/64 arrays of one
-    shape and dtype (anything else takes the numpy path, with numpy's casting rules)."""
+    """True where the compiled kernels below apply: numba, large enough C-contiguous float32/64
+    arrays of one shape and dtype (anything else takes the numpy path, with numpy's casting rules)."""
     a = arrays[0]
-    return (_positive_part is not None and a.dtype in jit.FLOAT_DTYPES
+    return (_positive_part is not None and jit.worth(a.size) and a.dtype in jit.FLOAT_DTYPES
             and all(b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous for b in arrays))
 
 

@@ -92,7 +92,7 @@ class MaxPool(Op):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
-        if (_disjoint_forward is not None and self._disjoint() and x.flags.c_contiguous
+        if (_disjoint_forward is not None and jit.worth(x.size) and self._disjoint() and x.flags.c_contiguous
                 and x.dtype in jit.FLOAT_DTYPES):
             out = self._forward_compiled(x)
             if out is not None:
@@ -136,10 +136,10 @@ class MaxPool(Op):
         n, c = x.shape[0], x.shape[3]
         out = np.empty((n, self.rows.out, self.cols_axis.out, c), dtype=x.dtype)
         winners = np.empty(out.shape, dtype=np.uint8)
-        nan = []
+        nan, kernel = [], _forward_2x2 if (kh, kw) == (2, 2) else _disjoint_forward
 
         def work(lo, hi):
-            if _disjoint_forward(x, kh, kw, out, winners, lo, hi):
+            if kernel(x, kh, kw, out, winners, lo, hi):
                 nan.append(True)
 
         over_rows(n, x.nbytes, work)
@@ -299,20 +299,14 @@ class MaxPool(Op):
 
 
 @jit.kernel
-def _maximum(m, v):
-    """``np.maximum(m, v)``: ``m`` where ``m > v`` or ``m`` is NaN, else ``v`` (so ``maximum(0., -0.)``
-    is ``-0.``, as numpy's loops give it)."""
-    return m if (m > v or m != m) else v
-
-
-@jit.kernel
 def _disjoint_forward(x, kh, kw, out, winners, lo, hi):
     """Samples ``lo:hi`` of the disjoint windows' forward: ``out`` as the numpy paths' running
     ``np.maximum`` over the offsets in row-major order gives it (signed zeros included),
     ``winners`` the first offset holding the maximum (TF1's strict ``max < value``, as the numpy
-    backward finds it).  True when some maximum is NaN."""
-    if kh == 2 and kw == 2:
-        return _forward_2x2(x, out, winners, lo, hi)
+    backward finds it).  True when some maximum is NaN.
+
+    ``np.maximum(m, v)`` is ``m`` where ``m > v`` or ``m`` is NaN, else ``v`` (so ``maximum(0., -0.)``
+    is ``-0.``, as numpy's loops give it)."""
     ho, wo, c = out.shape[1], out.shape[2], out.shape[3]
     nan = False
     for n in range(lo, hi):
@@ -324,15 +318,16 @@ def _disjoint_forward(x, kh, kw, out, winners, lo, hi):
                 for k in range(1, kh * kw):
                     v, kk = x[n, r * kh + k // kw, q * kw + k % kw], np.uint8(k)
                     for ch in range(c):
-                        a[ch] = kk if v[ch] > o[ch] else a[ch]
-                        o[ch] = _maximum(o[ch], v[ch])
+                        m = o[ch]
+                        a[ch] = kk if v[ch] > m else a[ch]
+                        o[ch] = m if (m > v[ch] or m != m) else v[ch]
                 for ch in range(c):
                     nan |= o[ch] != o[ch]
     return nan
 
 
 @jit.kernel
-def _forward_2x2(x, out, winners, lo, hi):
+def _forward_2x2(x, kh, kw, out, winners, lo, hi):
     """:func:`_disjoint_forward` of the usual 2x2 window, its offsets unrolled so that the loop over
     channels vectorises (3x faster than the general loop)."""
     ho, wo, c = out.shape[1], out.shape[2], out.shape[3]
@@ -344,13 +339,15 @@ def _forward_2x2(x, out, winners, lo, hi):
                 x0, x1 = x[n, 2 * r, 2 * q], x[n, 2 * r, 2 * q + 1]
                 x2, x3 = x[n, 2 * r + 1, 2 * q], x[n, 2 * r + 1, 2 * q + 1]
                 for ch in range(c):
-                    m, k = x0[ch], np.uint8(0)
-                    k = np.uint8(1) if x1[ch] > m else k
-                    m = _maximum(m, x1[ch])
-                    k = np.uint8(2) if x2[ch] > m else k
-                    m = _maximum(m, x2[ch])
-                    k = np.uint8(3) if x3[ch] > m else k
-                    m = _maximum(m, x3[ch])
+                    m, k, v = x0[ch], np.uint8(0), x1[ch]
+                    k = np.uint8(1) if v > m else k
+                    m = m if (m > v or m != m) else v
+                    v = x2[ch]
+                    k = np.uint8(2) if v > m else k
+                    m = m if (m > v or m != m) else v
+                    v = x3[ch]
+                    k = np.uint8(3) if v > m else k
+                    m = m if (m > v or m != m) else v
                     o[ch], a[ch] = m, k
                     nan |= m != m
     return nan
