@@ -90,6 +90,7 @@ GEOMETRIES = [  # (input shape, ksize, strides, padding)
     ((2, 5, 4, 3), 1, 1, "VALID"),
     ((5, 4, 6, 1), (1, 2), (1, 2), "SAME"),
     ((2, 9, 5, 7), (4, 1), (4, 1), "VALID"),
+    ((3, 17, 16, 2), 16, 16, "VALID"),  # 256 offsets: the last is 255, the largest a byte holds
 ]
 
 
@@ -102,6 +103,8 @@ def test_max_pool_kernels_are_bitwise_the_numpy_paths(shape, k, s, padding, dtyp
     x[1] = rng.choice(np.array([0.0, -0.0, -1.0], dtype), shape[1:])   # signed zeros mixed: the output's sign bit
     if shape[0] > 2:
         x[2] = rng.integers(-1, 2, shape[1:]).astype(dtype)   # many ties
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x[-1, kh - 1, kw - 1] = np.finfo(dtype).max   # the first window's last offset wins
     for gvals in ({}, {"nonfinite": True}):   # finite g: products; else the masked paths
         g0 = pool_both(x, np.zeros(1, dtype), k, s, padding, monkeypatch)[0][0]
         g = special(rng, g0.shape, dtype, **gvals)
@@ -138,11 +141,14 @@ def test_max_pool_kernel_runs_on_the_usual_geometry_only():
                                    ("float16", rng.standard_normal((2, 4, 4, 3)).astype(np.float16), 2, 2, "SAME"),
                                    ("overlap", rng.standard_normal((2, 5, 5, 3)), 3, 2, "VALID"),
                                    ("padded", rng.standard_normal((2, 5, 5, 3)), 2, 2, "SAME"),
-                                   ("strided", rng.standard_normal((2, 4, 8, 3))[:, :, ::2], 2, 2, "SAME")]:
+                                   ("strided", rng.standard_normal((2, 4, 8, 3))[:, :, ::2], 2, 2, "SAME"),
+                                   ("256 offsets", rng.standard_normal((1, 16, 16, 2)), 16, 16, "VALID"),
+                                   ("257 offsets", rng.standard_normal((1, 1, 257, 2)), (1, 257), (1, 257), "VALID")]:
         op = pool_op(x, k, s, padding)
         op.forward(x)
         ops[name] = op.winners is not None
-    assert ops == {"tiles": True, "float16": False, "overlap": False, "padded": False, "strided": False}
+    assert ops == {"tiles": True, "float16": False, "overlap": False, "padded": False, "strided": False,
+                   "256 offsets": True, "257 offsets": False}
 
 
 def test_small_arrays_keep_the_numpy_paths(monkeypatch):

@@ -93,7 +93,7 @@ class MaxPool(Op):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
         if (_disjoint_forward is not None and jit.worth(x.size) and self._disjoint() and x.flags.c_contiguous
-                and x.dtype in jit.FLOAT_DTYPES):
+                and x.dtype in jit.FLOAT_DTYPES and self.ksize[0] * self.ksize[1] <= 256):   # offsets in a byte
             out = self._forward_compiled(x)
             if out is not None:
                 return out
