@@ -35,10 +35,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-#: The dtypes kernels are compiled for where an op takes any floating dtype (float16 and the
-#: others keep the numpy paths: numba has no float16 arithmetic).
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 #: ``DISTNET_JIT=0`` turns the compiled kernels off (the numpy paths run; same bits).
 ENABLED = os.environ.get("DISTNET_JIT", "1").strip().lower() not in ("0", "false", "no", "off")
 #: numba is imported at a kernel's first call, not with distnet: importing it costs a

@@ -60,8 +60,8 @@ def _compiled(*arrays: np.ndarray) -> bool:
     """True where the compiled kernels below apply: numba, large enough C-contiguous float32/64
     arrays of one shape and dtype (anything else takes the numpy path, with numpy's casting rules)."""
     a = arrays[0]
-    return (_positive_part is not None and jit.worth(a.size) and a.dtype in jit.FLOAT_DTYPES
-            and all(b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous for b in arrays))
+    return (_positive_part is not None and jit.worth(a.size) and jit.compiles(*arrays)
+            and all(b.shape == a.shape and b.flags.c_contiguous for b in arrays))
 
 
 def positive_part(x: np.ndarray) -> np.ndarray:

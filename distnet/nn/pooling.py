@@ -93,7 +93,7 @@ class MaxPool(Op):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
         if (_disjoint_forward is not None and jit.worth(x.size) and self._disjoint() and x.flags.c_contiguous
-                and x.dtype in jit.FLOAT_DTYPES and self.ksize[0] * self.ksize[1] <= 256):   # offsets in a byte
+                and jit.compiles(x) and self.ksize[0] * self.ksize[1] <= 256):   # offsets in a byte
             out = self._forward_compiled(x)
             if out is not None:
                 return out
@@ -265,7 +265,7 @@ class MaxPool(Op):
         return dx
 
     def backward(self, g: np.ndarray, needs) -> tuple:
-        if self.winners is not None and g.dtype in jit.FLOAT_DTYPES:
+        if self.winners is not None and jit.compiles(g):
             return (self._backward_compiled(g),)
         if self.x is not None:
             return (self._backward_tiled(g),)
