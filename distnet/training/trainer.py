@@ -96,6 +96,14 @@ class StepResult:
     stop: int | None = None   # the signal every rank agreed to stop on after this step
 
 
+def _micro_batch_slices(n: int, m: int) -> list:
+    """``m`` consecutive slices of ``range(n)``, the sizes of ``np.array_split(range(n), m)``:
+    a micro-batch is a view of the shard's arrays, not a copy made by an index array."""
+    q, r = divmod(n, m)
+    edges = [k * q + min(k, r) for k in range(m + 1)]
+    return [slice(edges[k], edges[k + 1]) for k in range(m)]
+
+
 class Trainer:
     """Train a model with data parallelism over a communicator: the loop, plus hooks.
 
@@ -338,7 +346,7 @@ class Trainer:
             loss_sum, correct = self._global_micro_batches(batch, stop)
         elif local:
             x, y, keys = self._read(step, indices)
-            parts = np.array_split(np.arange(local), min(self.config.micro_batches, local))
+            parts = _micro_batch_slices(local, min(self.config.micro_batches, local))
             for k, part in enumerate(parts):
                 with span("forward", micro_batch=k):
                     logits = self.model(x[part], training=True, dropout_keys=keys[part])
