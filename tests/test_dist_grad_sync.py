@@ -372,3 +372,24 @@ def test_overlap_and_float16_compression_are_refused_together():
     v = [Variable(np.zeros(3, np.float32), name="a")]
     with pytest.raises(InvalidArgumentError, match=r"overlap=True with compression='float16': Expect: one of them"):
         Replicated(SingleCommunicator(), v, overlap=True, compression="float16")
+
+
+# -- shared_sum: the two ranks' buffers summed through a shared window ------------
+def test_shared_sum_is_refused_or_left_off_where_it_cannot_run():
+    variables = make_vars()
+    with pytest.raises(InvalidArgumentError, match="shared_sum=True: Expect: an MPI job of 2 ranks on one machine "
+                                                   "Actual: 1 rank"):
+        Replicated(SingleCommunicator(), variables, shared_sum=True)
+    assert not Replicated(SingleCommunicator(), variables, shared_sum="auto").shared
+    with pytest.raises(InvalidArgumentError, match="shared_sum=True with overlap=True"):
+        Replicated(SingleCommunicator(), variables, overlap=True, shared_sum=True)
+    with pytest.raises(InvalidArgumentError, match="shared_sum: Expect: 'auto', True or False Actual: 'yes'"):
+        Replicated(SingleCommunicator(), variables, shared_sum="yes")
+
+
+@pytest.mark.mpi
+def test_mpi_shared_sum_gives_the_all_reduce_bits_and_finite_decision():
+    run = run_mpi("shared_sum_check.py", 2, timeout=120)
+    assert run.returncode == 0, run.describe()
+    assert sorted(run.values("DONE")) == ["0", "1"], run.describe()
+    assert len(run.values("OK")) == 2 * (2 * 7 + 1), run.describe()

@@ -79,6 +79,16 @@ def test_micro_batches_equal_one_batch():
         np.testing.assert_allclose(runs[0][k], runs[1][k], atol=1e-6)
 
 
+
+def test_micro_batch_slices_are_array_split_parts():
+    from distnet.training.trainer import _micro_batch_slices
+
+    for n in range(1, 30):
+        for m in range(1, n + 1):
+            parts = [np.arange(n)[s] for s in _micro_batch_slices(n, m)]
+            expect = np.array_split(np.arange(n), m)
+            assert [p.tolist() for p in parts] == [e.tolist() for e in expect], (n, m)
+
 def test_epochs_cover_every_sample_once_with_partial_batch():
     seen = []
 

@@ -21,9 +21,20 @@ Options:
 * ``compression``: ``"float16"`` sends the gradients as float16 (the count
   and scalars stay float32, reduced apart; :mod:`distnet.distributed.compression`).
   Not with ``overlap``: its reduction is made of blocking collectives.
+* ``shared_sum``: with 2 ranks on one machine, the buffer is each rank's
+  segment of a shared window (:mod:`distnet.distributed.shared_memory`);
+  after a barrier each rank sums its half of the buffer with the other
+  rank's half in place and checks it is finite in the same pass, and after a
+  second barrier copies the other half from the other segment.  No MPI
+  message moves the gradients: inside a step MPI's all-reduce of a small
+  buffer costs well above the same call in a hot loop (its cells and the
+  other rank's data are out of the caches), and its finite check is a second
+  pass.  The same bits as the all-reduce (two summands add the same in either
+  order).  Not with ``overlap`` or ``compression``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -37,11 +48,14 @@ from distnet.distributed.strategies.base import (
     all_finite,
 )
 from distnet.errors import InvalidArgumentError
-from distnet.registry import BOOL, INT, Option
+from distnet.registry import BOOL, BOOL_OR_AUTO, INT, Option
 
 #: Bucket size when several ranks reduce and the user gave none (the step
 #: time against the bucket size is in benchmarks/README.md).
 DEFAULT_BUCKET_BYTES = 8 << 20
+#: Elements per chunk of the shared sum (256 KiB of float32: summed and
+#: checked while in the core's cache).
+SHARED_CHUNK = 1 << 16
 
 
 class Replicated(Strategy):
@@ -64,17 +78,34 @@ class Replicated(Strategy):
                "more MPI may add the terms in another order). On workers sharing a machine's cores it gains "
                "nothing; it can help where the network, not the CPU, is the bottleneck. Not with `compression`"),
         COMPRESSION,
+        Option("shared_sum", BOOL_OR_AUTO, False, "with 2 workers on one machine: sum the gradients in memory "
+               "both map (each sums half, the finite check in the same pass) instead of an MPI all-reduce; the "
+               "same bits. `auto`: where it applies (else MPI, with a warning when `/dev/shm` lacks room). Not "
+               "with `overlap` or `compression`"),
     )
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
-                 bucket_bytes: int | None = None, overlap: bool = False, compression: str = "none") -> None:
+                 bucket_bytes: int | None = None, overlap: bool = False, compression: str = "none",
+                 shared_sum: bool | str = False) -> None:
         super().__init__(comm, variables, scalar_names)
-        self.check_options({"bucket_bytes": bucket_bytes, "overlap": overlap, "compression": compression}, comm)
+        self.check_options({"bucket_bytes": bucket_bytes, "overlap": overlap, "compression": compression,
+                            "shared_sum": shared_sum}, comm)
         self.overlap = bool(overlap)
         self.compression = compression
         self.bucket_bytes = bucket_bytes   # None: one all-reduce of the whole buffer
         n_scalars = 1 + len(self.scalar_names)
-        self.buffer = np.zeros(n_scalars + self.layout.total, dtype=self.dtype)
+        size = n_scalars + self.layout.total
+        self._window = None
+        if self._choose_shared_sum(shared_sum, size):
+            # Each rank's segment: the buffer, then its half's finite flag.
+            self._window = comm.shared_arrays(size + 1, self.dtype)
+            self._segments = self._window.arrays
+            self.buffer = self._segments[comm.rank][:size]
+            self.buffer[:] = 0
+            half = -(-size // 2)
+            self._halves = [slice(0, half), slice(half, size)]
+        else:
+            self.buffer = np.zeros(size, dtype=self.dtype)
         self._scalars = self.buffer[:n_scalars]
         self._grad_part = self.buffer[n_scalars:]
         self._views = self.layout.views(self._grad_part)
@@ -110,7 +141,49 @@ class Replicated(Strategy):
             raise InvalidArgumentError(
                 f"overlap=True with compression={opts['compression']!r}: Expect: one of them (the float16 "
                 "reduction is made of its own blocking collectives, it cannot run as non-blocking buckets)")
+        shared = opts["shared_sum"]
+        if not (isinstance(shared, (bool, np.bool_)) or shared == "auto"):
+            raise InvalidArgumentError(f"shared_sum: Expect: 'auto', True or False Actual: {shared!r}")
+        if isinstance(shared, (bool, np.bool_)) and shared and (overlap or opts["compression"] != "none"):
+            raise InvalidArgumentError(
+                f"shared_sum=True with overlap={bool(overlap)}, compression={opts['compression']!r}: Expect: "
+                "neither (the shared sum replaces the all-reduce they change)")
         return opts
+
+    def _choose_shared_sum(self, shared_sum, size: int) -> bool:
+        """Whether this strategy sums through a shared window (a collective where it may:
+        every rank gets the same answer)."""
+        forced = not isinstance(shared_sum, str)   # True or False; else "auto"
+        if (forced and not shared_sum) or self.overlap or self.compression != "none":
+            return False
+        from distnet.distributed.shared_memory import SHM_DIR, one_machine, room_for, segment_bytes
+
+        possible = self.comm.size == 2 and one_machine(self.comm)
+        if not possible:
+            if forced:
+                raise InvalidArgumentError("shared_sum=True: Expect: an MPI job of 2 ranks on one machine Actual: "
+                                           + (f"{self.comm.size} rank(s)" if self.comm.size != 2
+                                              else "ranks on two machines"))
+            return False
+        need = 2 * segment_bytes(size + 1, self.dtype)
+        enough, free = room_for(self.comm, need)   # a collective; every rank gets the same answer
+        if enough:
+            return True
+        why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for both ranks' gradients Actual: "
+               + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}"))
+        if forced:
+            raise InvalidArgumentError(f"shared_sum=True: Expect: {why}")
+        if self.comm.rank == 0:
+            from distnet.distributed.threads import PerformanceWarning
+
+            warnings.warn(f"shared_sum: the replicated strategy all-reduces with MPI (slower): Expect: {why}",
+                          PerformanceWarning, stacklevel=3)
+        return False
+
+    @property
+    def shared(self) -> bool:
+        """True when the gradients are summed through a shared window (``shared_sum``)."""
+        return self._window is not None
 
     @classmethod
     def preference(cls, comm: Communicator, optimizer, options: Mapping[str, Any]) -> int | None:
@@ -163,10 +236,13 @@ class Replicated(Strategy):
             self._requests[self._next] = self.comm.iallreduce_(self.buckets[self._next])
             self._next -= 1
 
-    def _reduce(self) -> None:
+    def _reduce(self) -> bool | None:
         """All-reduce every bucket: blocking in order, or (overlap) start what
         is not started yet, last bucket first, and wait for all; with
-        compression, the count and scalars exactly, then the float16 gradients."""
+        compression, the count and scalars exactly, then the float16 gradients;
+        or the shared sum, which returns whether the sum is finite (else None: not checked)."""
+        if self._window is not None:
+            return self._shared_sum()
         if self.compressor is not None:
             self.comm.allreduce_(self._scalars)
             self.compressor.allreduce_(self._grad_part)
@@ -183,6 +259,36 @@ class Replicated(Strategy):
         for k in range(len(self.buckets) - 1, -1, -1):
             self._requests[k].wait()
         self._requests = []
+
+    def _shared_barrier(self) -> None:
+        """A barrier with ``MPI_Win_sync`` on both sides (stores before it seen by loads after it)."""
+        self._window.sync()
+        self.comm.barrier()
+        self._window.sync()
+
+    def _shared_sum(self) -> bool:
+        """Sum the two ranks' segments into each (see the module docstring); returns
+        whether every summed element is finite.  Three barriers: both segments
+        written; both halves summed (and flagged); the other rank done reading
+        this segment, which the step writes next (regularization, clipping,
+        the next backward)."""
+        rank, size = self.comm.rank, self.buffer.size
+        mine, other = self._segments[rank], self._segments[1 - rank]
+        own, theirs = self._halves[rank], self._halves[1 - rank]
+        self._shared_barrier()
+        finite = True
+        with np.errstate(over="ignore", invalid="ignore"):
+            for lo in range(own.start, own.stop, SHARED_CHUNK):   # each chunk summed and checked while cached
+                hi = min(lo + SHARED_CHUNK, own.stop)
+                out = mine[lo:hi]
+                np.add(out, other[lo:hi], out=out)
+                finite = finite and bool(np.isfinite(np.dot(out, out)))
+        mine[size] = 0.0 if finite else 1.0   # the dot of finite values can overflow: the exact check below
+        self._shared_barrier()
+        mine[theirs] = other[theirs]
+        finite = mine[size] == 0.0 and other[size] == 0.0
+        self._shared_barrier()
+        return finite or bool(np.isfinite(self.buffer).all())
 
     def _write_scalars(self, local_count: int, scalars: dict) -> None:
         self._scalars[0] = local_count
@@ -207,13 +313,14 @@ class Replicated(Strategy):
             else:
                 self._take_written(local_count)
                 self._write_scalars(local_count, scalars)
-            self._reduce()
+            summed_finite = self._reduce()
         finally:
             self._step = None
             self._written = False
 
         total = self._global_total(self._scalars[0], global_count)
         if regularization_grads is not None:
+            summed_finite = None   # checked after the regularization is added
             for i, g in enumerate(self._aligned(regularization_grads, "regularization_grads")):
                 if g is not None:
                     np.add(self._views[i], self._check_grad(i, g, "regularization gradient"),
@@ -221,5 +328,20 @@ class Replicated(Strategy):
         return SyncResult(
             grads=list(self._views), variables=list(self.variables),
             scalars={name: float(self._scalars[k]) for k, name in enumerate(self.scalar_names, start=1)},
-            global_count=total, is_finite=all_finite(self.buffer),
+            global_count=total, is_finite=all_finite(self.buffer) if summed_finite is None else summed_finite,
         )
+
+    def close(self) -> None:
+        """Free the shared window, if any (a collective); the strategy trains no more."""
+        if self._closed:
+            return
+        super().close()
+        if self._window is None:
+            return
+        # Nothing may point into a freed window; a closed strategy reduces no more.
+        self.buffer = np.zeros(0, dtype=self.dtype)
+        self._scalars = self._grad_part = self.buffer
+        self._views, self._segments, self.buckets = [], [], []
+        self.comm.barrier()   # every rank done with the segments
+        self._window.free()
+        self._window = None
