@@ -12,7 +12,7 @@ Usage::
 
     python benchmarks/step_parts.py --model reference --batch 200
     mpiexec -n 2 python benchmarks/step_parts.py --model reference --batch 200 --strategy zero1
-    mpiexec -n 2 python benchmarks/step_parts.py --model mlp --batch 100 --strategy replicated
+    mpiexec -n 2 python benchmarks/step_parts.py --model mlp --batch 100 --strategy replicated [--shared-sum on]
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--strategy", default="auto", help="replicated, zero1, ... (auto: the Trainer's choice)")
+    parser.add_argument("--shared-sum", choices=("on", "off"), default="off",
+                        help="replicated: sum the gradients through a shared window (shared_sum='auto')")
     parser.add_argument("--conv-algorithm", default="auto", choices=("auto", "gemm", "fft", "winograd"),
                         help="the Trainer's conv_algorithm (default auto, as compare.py)")
     args = parser.parse_args()
@@ -50,6 +52,8 @@ def main() -> None:
     comm = distnet.distributed.init().comm
     x, y = compare.make_data(args.batch * (args.steps + args.warmup))
     options = {"shared_memory": "auto"} if args.strategy == "zero1" else {}
+    if args.shared_sum == "on":
+        options["shared_sum"] = "auto"
     trainer = Trainer(compare.distnet_model(args.model), "sparse_softmax_cross_entropy",
                       distnet.optimizers.Adam(compare.LEARNING_RATE), ArrayDataset(x, y, num_classes=compare.CLASSES),
                       global_batch_size=args.batch, steps=args.steps + args.warmup, seed=0, comm=comm,
@@ -118,7 +122,8 @@ def main() -> None:
     rows = comm.allgather_object({k: med(v) for k, v in times.items()})
     if comm.rank != 0:
         return
-    print(f"{args.model}, global batch {args.batch}, {comm.size} rank(s), strategy {strategy.name}, "
+    print(f"{args.model}, global batch {args.batch}, {comm.size} rank(s), strategy {strategy.name}"
+          f"{' (shared sum)' if getattr(strategy, 'shared', False) else ''}, "
           f"{strategy.nbytes / 1e6:.2f} MB reduced per step; convolutions {trainer.conv_algorithms}; medians in ms")
     for r, d in enumerate(rows):
         rest = d["step"] - d["reduce"] - d["update"]
