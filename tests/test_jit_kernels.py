@@ -94,3 +94,28 @@ def test_small_models_never_import_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 37, 70_001])
+@pytest.mark.parametrize("plant", [None, "inf", "-inf", "nan", "overflow"])
+def test_shared_sum_add_finite_kernel_is_bitwise_the_numpy_path(dtype, n, plant, monkeypatch):
+    from distnet.distributed.strategies import replicated
+
+    rng = np.random.default_rng(n)
+    a, b = special_values(rng, n, dtype), special_values(rng, n, dtype)
+    if plant == "overflow":   # finite summands whose sum is not; and a sum of squares that overflows
+        a[-1] = b[-1] = np.finfo(dtype).max / 1.5
+    elif plant is not None:
+        a[n // 2] = float(plant)
+    outs, flags = [], []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(replicated, "_add_finite_kernel", None)
+        out = a.copy()
+        flags.append(replicated.add_finite(out, b))
+        outs.append(out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = a + b
+    assert outs[0].tobytes() == outs[1].tobytes() == want.tobytes()
+    assert flags[0] == flags[1] == bool(np.isfinite(want).all()) == (plant is None)
