@@ -125,7 +125,8 @@ def test_auto_prefers_zero1_on_several_ranks_unless_an_option_needs_replicated()
     assert strategy_class("auto", two, adam, {"bucket_bytes": 1 << 20})[0].name == "replicated"
     assert strategy_class("auto", SingleCommunicator(), adam, {})[0].name == "replicated"
     cls, options = strategy_class("auto", two, adam, {"overlap": True})
-    assert cls.name == "replicated" and options == {"bucket_bytes": None, "overlap": True, "compression": "none"}
+    assert cls.name == "replicated" and options == {"bucket_bytes": None, "overlap": True, "compression": "none",
+                                                    "shared_sum": False}
     with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['overlap', "
                                                    r"'shared_memory'\]"):
         strategy_class("auto", two, adam, {"overlap": False, "shared_memory": "auto"})
