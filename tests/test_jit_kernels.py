@@ -99,8 +99,9 @@ def test_small_models_never_import_numba():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 37, 70_001])
 @pytest.mark.parametrize("plant", [None, "inf", "-inf", "nan", "overflow"])
-def test_shared_sum_add_finite_kernel_is_bitwise_the_numpy_path(dtype, n, plant, monkeypatch):
-    from distnet.distributed.strategies import replicated
+@pytest.mark.parametrize("in_place", [False, True])
+def test_sum_finite_kernel_is_bitwise_the_numpy_path(dtype, n, plant, in_place, monkeypatch):
+    from distnet.distributed import sum_finite
 
     rng = np.random.default_rng(n)
     a, b = special_values(rng, n, dtype), special_values(rng, n, dtype)
@@ -111,9 +112,10 @@ def test_shared_sum_add_finite_kernel_is_bitwise_the_numpy_path(dtype, n, plant,
     outs, flags = [], []
     for compiled in (True, False):
         if not compiled:
-            monkeypatch.setattr(replicated, "_add_finite_kernel", None)
-        out = a.copy()
-        flags.append(replicated.add_finite(out, b))
+            monkeypatch.setattr(sum_finite, "_sum_finite_kernel", None)
+        x = a.copy()
+        out = x if in_place else np.full_like(a, 7.0)
+        flags.append(sum_finite.sum_finite(out, x, b))
         outs.append(out)
     with np.errstate(over="ignore", invalid="ignore"):
         want = a + b

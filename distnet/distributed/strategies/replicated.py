@@ -39,7 +39,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from distnet import jit
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import COMPRESSION, check_compression, make_compressor
 from distnet.distributed.strategies.base import (
@@ -48,44 +47,13 @@ from distnet.distributed.strategies.base import (
     SyncResult,
     all_finite,
 )
+from distnet.distributed.sum_finite import sum_finite
 from distnet.errors import InvalidArgumentError
 from distnet.registry import BOOL, BOOL_OR_AUTO, INT, Option
 
 #: Bucket size when several ranks reduce and the user gave none (the step
 #: time against the bucket size is in benchmarks/README.md).
 DEFAULT_BUCKET_BYTES = 8 << 20
-#: Elements per chunk of the shared sum's numpy path (256 KiB of float32:
-#: summed and checked while in the core's cache).
-SHARED_CHUNK = 1 << 16
-
-
-@jit.kernel
-def _add_finite_kernel(out, other):
-    """``out += other`` (the float sum numpy's ``np.add`` does) in one pass; whether every sum is finite."""
-    finite = True
-    for i in range(out.size):
-        s = out[i] + other[i]
-        out[i] = s
-        finite &= np.isfinite(s)
-    return finite
-
-
-def add_finite(out: np.ndarray, other: np.ndarray) -> bool:
-    """``out += other`` in place (1-d, same dtype); True when every element of the sum is finite.
-
-    Compiled: one pass.  Numpy (no numba): chunk by chunk, the sum then its
-    sum of squares while cached, finite only if every element is, and the
-    exact check where a sum of squares overflows; the same bits and answer.
-    """
-    if _add_finite_kernel is not None:
-        return bool(_add_finite_kernel(out, other))
-    finite = True
-    with np.errstate(over="ignore", invalid="ignore"):
-        for lo in range(0, out.size, SHARED_CHUNK):
-            chunk = out[lo: lo + SHARED_CHUNK]
-            np.add(chunk, other[lo: lo + SHARED_CHUNK], out=chunk)
-            finite = finite and bool(np.isfinite(np.dot(chunk, chunk)) or np.isfinite(chunk).all())
-    return finite
 
 
 class Replicated(Strategy):
@@ -306,7 +274,7 @@ class Replicated(Strategy):
         mine, other = self._segments[rank], self._segments[1 - rank]
         own, theirs = self._halves[rank], self._halves[1 - rank]
         self._shared_barrier()
-        mine[size] = 0.0 if add_finite(mine[own], other[own]) else 1.0
+        mine[size] = 0.0 if sum_finite(mine[own], mine[own], other[own]) else 1.0
         self._shared_barrier()
         mine[theirs] = other[theirs]
         finite = mine[size] == 0.0 and other[size] == 0.0

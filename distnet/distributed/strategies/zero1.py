@@ -56,6 +56,7 @@ import numpy as np
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import COMPRESSION, check_compression, make_compressor
 from distnet.distributed.strategies.base import Strategy, SyncResult
+from distnet.distributed.sum_finite import sum_finite
 from distnet.errors import DTypeError, InvalidArgumentError
 from distnet.registry import BOOL_OR_AUTO, Option
 from distnet.tensor import Variable
@@ -235,8 +236,8 @@ class Zero1(Strategy):
         return self._views
 
     # -- collectives on preallocated buffers ------------------------------
-    def _reduce_scatter_shared(self) -> float:
-        """This rank's block summed over every rank's segment; returns its sum of squares.
+    def _reduce_scatter_shared(self) -> bool:
+        """This rank's block summed over every rank's segment; returns whether it is all finite.
 
         After a barrier: every rank has written its gradients and has stopped
         reading the parameters (the update that follows writes them).
@@ -245,6 +246,8 @@ class Zero1(Strategy):
         lo = self.group.rank * self.block_size
         first, *rest = self._segments
         gb = self.grad_block
+        if len(rest) == 1:   # the sum and its check in one pass
+            return sum_finite(gb, first[lo: lo + self.block_size], rest[0][lo: lo + self.block_size])
         squares = 0.0
         with np.errstate(over="ignore", invalid="ignore"):
             for a in range(0, self.block_size, SHARED_CHUNK):
@@ -254,7 +257,7 @@ class Zero1(Strategy):
                 for seg in rest[1:]:
                     out += seg[lo + a: lo + b]
                 squares += float(np.dot(out, out))
-        return squares
+            return bool(np.isfinite(squares) or np.isfinite(gb).all())
 
     def _reduce_scatter(self) -> None:
         if self.compressor is not None:
@@ -277,21 +280,22 @@ class Zero1(Strategy):
             self._take_written(local_count)
         finally:
             self._written = False
-        squares = self._reduce_scatter_shared() if self.shared else None
+        finite = self._reduce_scatter_shared() if self.shared else None
         if not self.shared:
             self._reduce_scatter()
         gb = self.grad_block
         if self.group is not self.comm:
             self._across_groups(gb)
-            squares = None
+            finite = None
         small = self._small
         small[0] = local_count
         for k, name in enumerate(self.scalar_names, start=1):
             small[k] = float(scalars.get(name, 0.0))
-        with np.errstate(over="ignore", invalid="ignore"):
-            # Each rank checks its reduced block (1/N of the buffer); the flags
-            # ride in the small all-reduce, so every rank decides the same.
-            finite = bool(np.isfinite(np.dot(gb, gb) if squares is None else squares) or np.isfinite(gb).all())
+        # Each rank checks its reduced block (1/N of the buffer; through shared memory
+        # while summing it); the flags ride in the small all-reduce, so every rank decides the same.
+        if finite is None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = bool(np.isfinite(np.dot(gb, gb)) or np.isfinite(gb).all())
         small[-1] = 0.0 if finite else 1.0
         if self.comm.size > 1:
             self.comm.allreduce_(small)
