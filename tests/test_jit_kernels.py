@@ -103,6 +103,7 @@ def test_small_models_never_import_numba():
 def test_sum_finite_kernel_is_bitwise_the_numpy_path(dtype, n, plant, in_place, monkeypatch):
     from distnet.distributed import sum_finite
 
+    monkeypatch.setattr(jit, "MIN_ELEMENTS", 1)   # the kernel on small arrays too
     rng = np.random.default_rng(n)
     a, b = special_values(rng, n, dtype), special_values(rng, n, dtype)
     if plant == "overflow":   # finite summands whose sum is not; and a sum of squares that overflows

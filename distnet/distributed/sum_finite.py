@@ -32,10 +32,11 @@ def sum_finite(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     """``out[:] = a + b`` (1-d arrays of one dtype and size; ``out`` may be ``a``); True when
     every element of the sum is finite.
 
-    Numpy path (no numba, ``DISTNET_JIT=0``): chunk by chunk, the sum then its sum of
-    squares while cached (finite only if every element is), the exact check where it overflows.
+    Numpy path (no numba, ``DISTNET_JIT=0``, fewer than ``jit.MIN_ELEMENTS`` elements, a dtype
+    numba does not compile): chunk by chunk, the sum then its sum of squares while cached
+    (finite only if every element is), the exact check where it overflows.
     """
-    if _sum_finite_kernel is not None:
+    if _sum_finite_kernel is not None and jit.worth(out.size) and jit.compiles(out, a, b):
         return bool(_sum_finite_kernel(out, a, b))
     finite = True
     with np.errstate(over="ignore", invalid="ignore"):
