@@ -28,6 +28,18 @@ def _sum_finite_kernel(out, a, b):
     return finite
 
 
+# In place (``out`` is ``a``): with ``out`` and ``a`` as two arguments the compiled loop finds
+# them overlapping at run time and takes its scalar version, at a third of the speed.
+@jit.kernel
+def _add_finite_kernel(out, b):
+    finite = True
+    for i in range(out.size):
+        s = out[i] + b[i]
+        out[i] = s
+        finite &= np.isfinite(s)
+    return finite
+
+
 def sum_finite(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     """``out[:] = a + b`` (1-d arrays of one dtype and size; ``out`` may be ``a``); True when
     every element of the sum is finite.
@@ -37,6 +49,8 @@ def sum_finite(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     (finite only if every element is), the exact check where it overflows.
     """
     if _sum_finite_kernel is not None and jit.worth(out.size) and jit.compiles(out, a, b):
+        if a is out or (a.ctypes.data == out.ctypes.data and a.strides == out.strides):
+            return bool(_add_finite_kernel(out, b))
         return bool(_sum_finite_kernel(out, a, b))
     finite = True
     with np.errstate(over="ignore", invalid="ignore"):
