@@ -211,7 +211,7 @@ def distnet_model(model_name: str):
 
 
 def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False,
-                conv_algorithm: str = "auto", deterministic: bool = False, shared_sum: bool = False) -> dict | None:
+                conv_algorithm: str = "auto", deterministic: bool = False, shared_memory: bool = False) -> dict | None:
     """distnet's step through ``Trainer`` on this process's communicator (mpiexec gives 2 ranks).
 
     Args:
@@ -219,7 +219,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
       batch: the global batch.
       steps, warmup: timed and untimed steps.
       sharded: ``Trainer(strategy="zero1")`` (ZeRO-1).
-      shared_sum: the replicated strategy's ``shared_sum="auto"`` (2 ranks on one machine: no MPI all-reduce).
+      shared_memory: the replicated strategy's ``shared_memory="auto"`` (2 ranks on one machine: no MPI all-reduce).
       conv_algorithm: the Trainer's ``conv_algorithm`` (``"auto"``: measured per layer at start-up).
       deterministic: ``Trainer(deterministic=True)`` (replicated; the default piece size).
 
@@ -241,7 +241,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
                       strategy="zero1" if sharded else "replicated", conv_algorithm=conv_algorithm,
                       **({"shared_memory": "auto"} if sharded else {}),
-                      **({"shared_sum": "auto"} if shared_sum and not sharded and not deterministic else {}),
+                      **({"shared_memory": "auto"} if shared_memory and not sharded and not deterministic else {}),
                       **({"deterministic": True} if deterministic else {}))
 
     sync_times: list[float] = []
@@ -431,7 +431,7 @@ def worker(args: argparse.Namespace) -> int:
     """One measurement in this process; prints ``RESULT {json}`` on rank 0."""
     if args.worker == "distnet":
         out = run_distnet(args.models, args.batch, args.steps, args.warmup, args.sharded, args.conv_algorithm,
-                          args.det_worker, args.shared_sum == "on")
+                          args.det_worker, args.shared_memory == "on")
     elif args.worker == "torch":
         out = run_torch(args.models, args.batch, args.steps, args.warmup, args.threads, args.ddp)
     else:
@@ -479,7 +479,7 @@ def parse_result(proc: subprocess.CompletedProcess, what: str) -> dict:
 
 
 def launch(framework: str, config: str, model: str, batch: int, steps: int, warmup: int, tf_jit: str,
-           conv_algorithm: str = "auto", shared_sum: str = "off") -> dict:
+           conv_algorithm: str = "auto", shared_memory: str = "off") -> dict:
     """Run one measurement in fresh subprocess(es) and return its result dict."""
     threads = 2 if config == "1x2" else 1
     sharded = framework == "distnet-zero1"
@@ -488,7 +488,7 @@ def launch(framework: str, config: str, model: str, batch: int, steps: int, warm
           "--models", model,
           "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
           "--threads", str(threads), "--tf-jit", tf_jit, "--conv-algorithm", conv_algorithm,
-          "--shared-sum", shared_sum] + (
+          "--shared-memory", shared_memory] + (
               ["--sharded"] if sharded else []) + (["--det-worker"] if det else [])
     env = thread_env(threads)
     what = f"{framework} {config} {model}"
@@ -571,9 +571,9 @@ def main() -> int:
     parser.add_argument("--zero1", choices=("off", "on", "both"), default="both",
                         help="distnet's 2-rank runs with the replicated optimizer (off), the sharded ZeRO-1 "
                              "optimizer (on) or both side by side (default)")
-    parser.add_argument("--shared-sum", choices=("on", "off"), default="off",
+    parser.add_argument("--shared-memory", choices=("on", "off"), default="off",
                         help="distnet's replicated 2-rank runs sum the gradients through shared memory "
-                             "(Trainer(shared_sum='auto')) instead of an MPI all-reduce (default off)")
+                             "(Trainer(shared_memory='auto')) instead of an MPI all-reduce (default off)")
     parser.add_argument("--openblas-core", default="auto", metavar="auto|inherit|NAME",
                         help="OPENBLAS_CORETYPE of every run: auto (default) removes it, so OpenBLAS picks its "
                              "kernels from the CPU as oneDNN does for torch and TensorFlow; inherit keeps this "
@@ -665,7 +665,7 @@ def main() -> int:
         for fw, config, model, batch in jobs[shift:] + jobs[:shift]:
             real = {"scaling1": "1x1", "scaling2": "2x1"}.get(config, config)
             res = launch(fw, real, model, batch, args.steps, args.warmup, args.tf_jit, args.conv_algorithm,
-                         args.shared_sum)
+                         args.shared_memory)
             if res.get("conv_algorithms") and r == 0:
                 print(f"# distnet {config} {model}: convolution algorithms {res['conv_algorithms']}", flush=True)
             results.setdefault((fw, config, model), []).append(res)

@@ -12,7 +12,7 @@ Usage::
 
     python benchmarks/step_parts.py --model reference --batch 200
     mpiexec -n 2 python benchmarks/step_parts.py --model reference --batch 200 --strategy zero1
-    mpiexec -n 2 python benchmarks/step_parts.py --model mlp --batch 100 --strategy replicated [--shared-sum on]
+    mpiexec -n 2 python benchmarks/step_parts.py --model mlp --batch 100 --strategy replicated [--shared-memory on]
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--strategy", default="auto", help="replicated, zero1, ... (auto: the Trainer's choice)")
-    parser.add_argument("--shared-sum", choices=("on", "off"), default="off",
-                        help="replicated: sum the gradients through a shared window (shared_sum='auto')")
+    parser.add_argument("--shared-memory", choices=("on", "off"), default="off",
+                        help="replicated: sum the gradients through a shared window (shared_memory='auto')")
     parser.add_argument("--conv-algorithm", default="auto", choices=("auto", "gemm", "fft", "winograd"),
                         help="the Trainer's conv_algorithm (default auto, as compare.py)")
     args = parser.parse_args()
@@ -52,8 +52,8 @@ def main() -> None:
     comm = distnet.distributed.init().comm
     x, y = compare.make_data(args.batch * (args.steps + args.warmup))
     options = {"shared_memory": "auto"} if args.strategy == "zero1" else {}
-    if args.shared_sum == "on":
-        options["shared_sum"] = "auto"
+    if args.shared_memory == "on":
+        options["shared_memory"] = "auto"
     trainer = Trainer(compare.distnet_model(args.model), "sparse_softmax_cross_entropy",
                       distnet.optimizers.Adam(compare.LEARNING_RATE), ArrayDataset(x, y, num_classes=compare.CLASSES),
                       global_batch_size=args.batch, steps=args.steps + args.warmup, seed=0, comm=comm,

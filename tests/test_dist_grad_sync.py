@@ -374,17 +374,17 @@ def test_overlap_and_float16_compression_are_refused_together():
         Replicated(SingleCommunicator(), v, overlap=True, compression="float16")
 
 
-# -- shared_sum: the two ranks' buffers summed through a shared window ------------
+# -- shared_memory: the two ranks' buffers summed through a shared window ------------
 def test_shared_sum_is_refused_or_left_off_where_it_cannot_run():
     variables = make_vars()
-    with pytest.raises(InvalidArgumentError, match="shared_sum=True: Expect: an MPI job of 2 ranks on one machine "
+    with pytest.raises(InvalidArgumentError, match="shared_memory=True: Expect: an MPI job of 2 ranks on one machine "
                                                    "Actual: 1 rank"):
-        Replicated(SingleCommunicator(), variables, shared_sum=True)
-    assert not Replicated(SingleCommunicator(), variables, shared_sum="auto").shared
-    with pytest.raises(InvalidArgumentError, match="shared_sum=True with overlap=True"):
-        Replicated(SingleCommunicator(), variables, overlap=True, shared_sum=True)
-    with pytest.raises(InvalidArgumentError, match="shared_sum: Expect: 'auto', True or False Actual: 'yes'"):
-        Replicated(SingleCommunicator(), variables, shared_sum="yes")
+        Replicated(SingleCommunicator(), variables, shared_memory=True)
+    assert not Replicated(SingleCommunicator(), variables, shared_memory="auto").shared
+    with pytest.raises(InvalidArgumentError, match="shared_memory=True with overlap=True"):
+        Replicated(SingleCommunicator(), variables, overlap=True, shared_memory=True)
+    with pytest.raises(InvalidArgumentError, match="shared_memory: Expect: 'auto', True or False Actual: 'yes'"):
+        Replicated(SingleCommunicator(), variables, shared_memory="yes")
 
 
 @pytest.mark.mpi

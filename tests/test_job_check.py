@@ -85,8 +85,8 @@ REFUSALS = [
     (["data.name=tabular_binary", 'model.layers.0={type = "conv2d", filters = 2, kernel_size = 3}',
       "model.layers.1.units=2"], "model: Expect: layers that take the data's samples of shape (8,)"),
     # The strategy's options, as the strategy checks them.
-    (['dist.strategy={bucket_bytes = 4096, shared_memory = true}'],
-     "dist.strategy: strategy 'auto': Expect: a strategy that takes the options ['bucket_bytes', 'shared_memory']"),
+    (['dist.strategy={overlap = true, shared_memory = true}'],
+     "dist.strategy: shared_memory=True with overlap=True, compression='none': Expect: neither"),
     (['dist.strategy={type = "zero1", shared_memory = true, compression = "float16"}'],
      "dist.strategy: shared_memory=True with compression: Expect: one of them"),
     # The run directory.

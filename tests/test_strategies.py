@@ -126,13 +126,13 @@ def test_auto_prefers_zero1_on_several_ranks_unless_an_option_needs_replicated()
     assert strategy_class("auto", SingleCommunicator(), adam, {})[0].name == "replicated"
     cls, options = strategy_class("auto", two, adam, {"overlap": True})
     assert cls.name == "replicated" and options == {"bucket_bytes": None, "overlap": True, "compression": "none",
-                                                    "shared_sum": False}
+                                                    "shared_memory": False}
+    # shared_memory is both strategies' option: with one of replicated's alone, replicated runs it.
+    assert strategy_class("auto", two, adam, {"overlap": False, "shared_memory": "auto"})[0].name == "replicated"
+    assert strategy_class("auto", two, adam, {"bucket_bytes": 64, "shared_memory": True})[0].name == "replicated"
     with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['overlap', "
-                                                   r"'shared_memory'\]"):
-        strategy_class("auto", two, adam, {"overlap": False, "shared_memory": "auto"})
-    with pytest.raises(InvalidArgumentError, match=r"Expect: a strategy that takes the options \['bucket_bytes', "
-                                                   r"'shared_memory'\]"):
-        strategy_class("auto", two, adam, {"bucket_bytes": 64, "shared_memory": True})
+                                                   r"'piece_count'\]"):
+        strategy_class("auto", two, adam, {"overlap": False, "piece_count": 4})
 
 
 def test_job_files_name_the_strategy():

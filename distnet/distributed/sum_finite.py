@@ -1,6 +1,6 @@
 """``out = a + b`` and whether every sum is finite, in one pass: the shared-memory reductions' step.
 
-A rank that sums gradients itself (the replicated strategy's ``shared_sum``,
+A rank that sums gradients itself (the replicated strategy's ``shared_memory``,
 ZeRO-1's block sums through shared memory) must also say whether the sum is
 finite; numpy needs a second pass over the result for that (a sum of squares,
 or ``isfinite``).  The compiled kernel (:mod:`distnet.jit`) checks each sum as

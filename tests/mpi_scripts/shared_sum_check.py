@@ -1,11 +1,11 @@
-"""Replicated's ``shared_sum`` against its MPI all-reduce, on 2 real ranks.
+"""Replicated's ``shared_memory`` against its MPI all-reduce, on 2 real ranks.
 
 Both strategies reduce the same gradients (random, with special values:
 ±0, subnormals, huge values whose sum overflows, and in some cases inf or NaN
 on one rank): the reduced buffers must be the same bits (NaN as NaN) and the
 finite decision the same, with and without regularization gradients, for a
 buffer smaller than one chunk and one of several chunks; then a Trainer with
-``shared_sum=True`` trains to the same weights as one without.  Prints
+``shared_memory=True`` trains to the same weights as one without.  Prints
 ``OK <case>`` and ``DONE <rank>``.
 """
 import numpy as np
@@ -28,9 +28,9 @@ def same_bits(a, b):
 
 for n in (37, 200_001):
     variables = [Variable(np.zeros((n,), np.float32), name="b/w"), Variable(np.zeros((3, 5), np.float32), name="a/k")]
-    shared = Replicated(comm, variables, scalar_names=("loss_sum",), shared_sum=True)
+    shared = Replicated(comm, variables, scalar_names=("loss_sum",), shared_memory=True)
     plain = Replicated(comm, variables, scalar_names=("loss_sum",))
-    expect(shared.shared and not plain.shared, "shared_sum=True on 2 ranks of one machine: a shared window")
+    expect(shared.shared and not plain.shared, "shared_memory=True on 2 ranks of one machine: a shared window")
     for case in ("plain", "specials", "overflow", "inf", "nan", "reg", "reg_inf"):
         rng = np.random.default_rng(100 * rank + len(case))
         grads = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
@@ -72,13 +72,13 @@ rng = np.random.default_rng(0)
 x = rng.random((64, 6), dtype=np.float32)
 y = (x[:, 0] > x[:, 1]).astype(np.int64)
 weights = []
-for shared_sum in (False, True):
+for shared_memory in (False, True):
     model = distnet.Sequential([layers.Dense(8, activation="relu"), layers.Dense(2)], input_shape=(6,), seed=3)
     t = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(0.01), ArrayDataset(x, y, num_classes=2),
-                global_batch_size=16, steps=6, seed=1, comm=comm, strategy="replicated", shared_sum=shared_sum,
+                global_batch_size=16, steps=6, seed=1, comm=comm, strategy="replicated", shared_memory=shared_memory,
                 weight_decay=0.01)
     t.fit(verbose=0)
-    expect(t.strategy.shared == shared_sum, f"Trainer(shared_sum={shared_sum}) strategy.shared={t.strategy.shared}")
+    expect(t.strategy.shared == shared_memory, f"Trainer(shared_memory={shared_memory}) strategy.shared={t.strategy.shared}")
     t.close()
     weights.append({v.name: v.numpy().copy() for v in model.trainable_variables})
 expect(all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0]), "Trainer: weights differ")

@@ -21,7 +21,7 @@ Options:
 * ``compression``: ``"float16"`` sends the gradients as float16 (the count
   and scalars stay float32, reduced apart; :mod:`distnet.distributed.compression`).
   Not with ``overlap``: its reduction is made of blocking collectives.
-* ``shared_sum``: with 2 ranks on one machine, the buffer is each rank's
+* ``shared_memory``: with 2 ranks on one machine, the buffer is each rank's
   segment of a shared window (:mod:`distnet.distributed.shared_memory`);
   after a barrier each rank sums its half of the buffer with the other
   rank's half in place and checks it is finite in the same pass, and after a
@@ -76,7 +76,7 @@ class Replicated(Strategy):
                "more MPI may add the terms in another order). On workers sharing a machine's cores it gains "
                "nothing; it can help where the network, not the CPU, is the bottleneck. Not with `compression`"),
         COMPRESSION,
-        Option("shared_sum", BOOL_OR_AUTO, False, "with 2 workers on one machine: sum the gradients in memory "
+        Option("shared_memory", BOOL_OR_AUTO, False, "with 2 workers on one machine: sum the gradients in memory "
                "both map (each sums half, the finite check in the same pass) instead of an MPI all-reduce; the "
                "same bits. `auto`: where it applies (else MPI, with a warning when `/dev/shm` lacks room). Not "
                "with `overlap` or `compression`"),
@@ -84,17 +84,17 @@ class Replicated(Strategy):
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  bucket_bytes: int | None = None, overlap: bool = False, compression: str = "none",
-                 shared_sum: bool | str = False) -> None:
+                 shared_memory: bool | str = False) -> None:
         super().__init__(comm, variables, scalar_names)
         self.check_options({"bucket_bytes": bucket_bytes, "overlap": overlap, "compression": compression,
-                            "shared_sum": shared_sum}, comm)
+                            "shared_memory": shared_memory}, comm)
         self.overlap = bool(overlap)
         self.compression = compression
         self.bucket_bytes = bucket_bytes   # None: one all-reduce of the whole buffer
         n_scalars = 1 + len(self.scalar_names)
         size = n_scalars + self.layout.total
         self._window = None
-        if self._choose_shared_sum(shared_sum, size):
+        if self._choose_shared_memory(shared_memory, size):
             # Each rank's segment: the buffer, then its half's finite flag.
             self._window = comm.shared_arrays(size + 1, self.dtype)
             self._segments = self._window.arrays
@@ -139,27 +139,27 @@ class Replicated(Strategy):
             raise InvalidArgumentError(
                 f"overlap=True with compression={opts['compression']!r}: Expect: one of them (the float16 "
                 "reduction is made of its own blocking collectives, it cannot run as non-blocking buckets)")
-        shared = opts["shared_sum"]
+        shared = opts["shared_memory"]
         if not (isinstance(shared, (bool, np.bool_)) or shared == "auto"):
-            raise InvalidArgumentError(f"shared_sum: Expect: 'auto', True or False Actual: {shared!r}")
+            raise InvalidArgumentError(f"shared_memory: Expect: 'auto', True or False Actual: {shared!r}")
         if isinstance(shared, (bool, np.bool_)) and shared and (overlap or opts["compression"] != "none"):
             raise InvalidArgumentError(
-                f"shared_sum=True with overlap={bool(overlap)}, compression={opts['compression']!r}: Expect: "
+                f"shared_memory=True with overlap={bool(overlap)}, compression={opts['compression']!r}: Expect: "
                 "neither (the shared sum replaces the all-reduce they change)")
         return opts
 
-    def _choose_shared_sum(self, shared_sum, size: int) -> bool:
+    def _choose_shared_memory(self, shared_memory, size: int) -> bool:
         """Whether this strategy sums through a shared window (a collective where it may:
         every rank gets the same answer)."""
-        forced = not isinstance(shared_sum, str)   # True or False; else "auto"
-        if (forced and not shared_sum) or self.overlap or self.compression != "none":
+        forced = not isinstance(shared_memory, str)   # True or False; else "auto"
+        if (forced and not shared_memory) or self.overlap or self.compression != "none":
             return False
         from distnet.distributed.shared_memory import SHM_DIR, one_machine, room_for, segment_bytes
 
         possible = self.comm.size == 2 and one_machine(self.comm)
         if not possible:
             if forced:
-                raise InvalidArgumentError("shared_sum=True: Expect: an MPI job of 2 ranks on one machine Actual: "
+                raise InvalidArgumentError("shared_memory=True: Expect: an MPI job of 2 ranks on one machine Actual: "
                                            + (f"{self.comm.size} rank(s)" if self.comm.size != 2
                                               else "ranks on two machines"))
             return False
@@ -170,17 +170,17 @@ class Replicated(Strategy):
         why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for both ranks' gradients Actual: "
                + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}"))
         if forced:
-            raise InvalidArgumentError(f"shared_sum=True: Expect: {why}")
+            raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
         if self.comm.rank == 0:
             from distnet.distributed.threads import PerformanceWarning
 
-            warnings.warn(f"shared_sum: the replicated strategy all-reduces with MPI (slower): Expect: {why}",
+            warnings.warn(f"shared_memory: the replicated strategy all-reduces with MPI (slower): Expect: {why}",
                           PerformanceWarning, stacklevel=3)
         return False
 
     @property
     def shared(self) -> bool:
-        """True when the gradients are summed through a shared window (``shared_sum``)."""
+        """True when the gradients are summed through a shared window (``shared_memory``)."""
         return self._window is not None
 
     @classmethod
@@ -240,7 +240,7 @@ class Replicated(Strategy):
         compression, the count and scalars exactly, then the float16 gradients;
         or the shared sum, which returns whether the sum is finite (else None: not checked)."""
         if self._window is not None:
-            return self._shared_sum()
+            return self._sum_in_shared_memory()
         if self.compressor is not None:
             self.comm.allreduce_(self._scalars)
             self.compressor.allreduce_(self._grad_part)
@@ -264,7 +264,7 @@ class Replicated(Strategy):
         self.comm.barrier()
         self._window.sync()
 
-    def _shared_sum(self) -> bool:
+    def _sum_in_shared_memory(self) -> bool:
         """Sum the two ranks' segments into each (see the module docstring); returns
         whether every summed element is finite.  Three barriers: both segments
         written; both halves summed (and flagged); the other rank done reading
