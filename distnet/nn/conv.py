@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from distnet import jit
 from distnet.autodiff import Op
 from distnet.errors import DTypeError, InvalidArgumentError, ShapeError
+from distnet.nn._rows import over_rows
 from distnet.nn._spatial import Axis, axis_geometry, check_padding, pad_hw, spatial_pair, window_slice
 from distnet.tensor import Tensor, binary_operands
 
@@ -52,12 +54,46 @@ CHUNK_MIN_BYTES = 16 << 20
 CHUNK_BYTES = 2 << 20
 
 
+def _window_rows_loop(xp, cols, short, c, sh, sw, dh, lo, hi):
+    """im2col of samples ``lo:hi`` when the window's columns are adjacent (width dilation 1):
+    ``cols[n, i, j, a, :]`` (``[N, Ho, Wo, kh, kw*C]``) is the run of ``kw*C`` values of ``xp``
+    (``[N, Hp, Wp*C]``) at row ``i*sh + a*dh``, from column ``j*sw``.
+
+    ``short`` is a tuple as long as a run when runs are short (one input channel: 5 values for a
+    5x5 kernel), else empty: its length is a compile-time constant, so the short copy is unrolled
+    instead of running a loop of a few iterations (numba compiles one version per length)."""
+    _, ho, wo, kh, run = cols.shape
+    if len(short):
+        run = len(short)
+    for n in range(lo, hi):
+        for i in range(ho):
+            for j in range(wo):
+                start = j * sw * c
+                for a in range(kh):
+                    r = i * sh + a * dh
+                    for t in range(run):
+                        cols[n, i, j, a, t] = xp[n, r, start + t]
+
+
+#: Runs of up to this many values are copied by a version of the kernel unrolled for their length.
+SHORT_RUN = 16
+
+#: The column copy compiled (distnet/jit.py), or None: the numpy copy below (the same values).
+_WINDOW_ROWS = jit.kernel(_window_rows_loop)
+
+
 def _im2col(xp: np.ndarray, k: tuple[int, int], out: tuple[int, int], strides: tuple[int, int],
             dilations: tuple[int, int]) -> np.ndarray:
     """Contiguous ``[N*Ho*Wo, kh*kw*C]`` windows of the C-contiguous padded input ``xp``."""
     n, _, _, c = xp.shape
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = k, out, strides, dilations
     bn, bh, bw, bc = xp.strides
+    if dw == 1 and _WINDOW_ROWS is not None:
+        cols = np.empty((n, ho, wo, kh, kw * c), dtype=xp.dtype)
+        flat = xp.reshape(n, xp.shape[1], -1)
+        short = (0,) * (kw * c) if kw * c <= SHORT_RUN else ()
+        over_rows(n, 2 * cols.nbytes, lambda lo, hi: _WINDOW_ROWS(flat, cols, short, c, sh, sw, dh, lo, hi))
+        return cols.reshape(n * ho * wo, kh * kw * c)
     if dw == 1:
         # A window row (kw pixels x C channels) is one contiguous run of kw*C values: view each
         # run as a single opaque item, so the copy moves kw*C values per step instead of C.

@@ -46,8 +46,75 @@ from __future__ import annotations
 
 import numpy as np
 
+from distnet import jit
 from distnet.autodiff import Op
+from distnet.nn._rows import over_rows
 from distnet.nn._spatial import Axis
+
+
+# The data movement between the GEMMs -- transposing copies into and out of the stages' layouts,
+# the filter's complex blocks and its gradient's real/imaginary sums -- as compiled one-pass
+# loops (distnet/jit.py), split over the rank's threads.  Each moves or adds exactly what the
+# numpy expression beside its call does (the fallback without numba), so the bits are the same.
+
+def _swap_axes_1_3(src, dst, lo, hi):
+    """``dst[a, d, c, b, :] = src[a, b, c, d, :]`` for ``lo <= d < hi`` (both C-contiguous, 5-d)."""
+    na, nb, nc, _, ne = src.shape
+    for a in range(na):
+        for d in range(lo, hi):
+            for c in range(nc):
+                for b in range(nb):
+                    for e in range(ne):
+                        dst[a, d, c, b, e] = src[a, b, c, d, e]
+
+
+def _blocks_loop(wr, wi, b, lo, hi):
+    """``b[p] = [[wr, -wi], [wi, wr]]`` for ``lo <= p < hi`` (``b``: ``[P, 2, C, 2, O]``)."""
+    _, nc, no = wr.shape
+    for p in range(lo, hi):
+        for c in range(nc):
+            # One run per block row: plain copies that vectorise.
+            for o in range(no):
+                b[p, 0, c, 0, o] = wr[p, c, o]
+            for o in range(no):
+                b[p, 0, c, 1, o] = -wi[p, c, o]
+            for o in range(no):
+                b[p, 1, c, 0, o] = wi[p, c, o]
+            for o in range(no):
+                b[p, 1, c, 1, o] = wr[p, c, o]
+
+
+def _block_sums_loop(d, re, im, lo, hi):
+    """``re = d[:, 0, :, 0] + d[:, 1, :, 1]``, ``im = d[:, 1, :, 0] - d[:, 0, :, 1]`` for rows ``lo:hi``."""
+    _, _, nc, _, no = d.shape
+    for p in range(lo, hi):
+        for c in range(nc):
+            for o in range(no):
+                re[p, c, o] = d[p, 0, c, 0, o] + d[p, 1, c, 1, o]
+                im[p, c, o] = d[p, 1, c, 0, o] - d[p, 0, c, 1, o]
+
+
+_SWAP = jit.kernel(_swap_axes_1_3)
+_BLOCKS = jit.kernel(_blocks_loop)
+_BLOCK_SUMS = jit.kernel(_block_sums_loop)
+
+
+def _swapped(src: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+    """``src`` (4-d, any layout) with axes 0 and 2 exchanged, C-contiguous in ``dtype``:
+    NHWC <-> the stages' ``[W, H, N, C]``."""
+    a, b, c, d = shape
+    src = np.ascontiguousarray(src, dtype=dtype)
+    out = np.empty((c, b, a, d), dtype=dtype)
+    _swap(src.reshape(1, a, b, c, d), out.reshape(1, c, b, a, d))
+    return out
+
+
+def _swap(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = src.transpose(0, 3, 2, 1, 4)`` (both C-contiguous, 5-d), on the rank's threads."""
+    if _SWAP is None:
+        np.copyto(dst, src.transpose(0, 3, 2, 1, 4))
+        return
+    over_rows(dst.shape[1], 2 * dst.nbytes, lambda lo, hi: _SWAP(src, dst, lo, hi))
 
 
 def _dft_matrices(h: int, w: int, rows: Axis, cols: Axis, k: tuple[int, int], dtype) -> dict:
@@ -110,6 +177,9 @@ class Conv2DFFT(Op):
         wr, wi = self.wri[0, q * p_:(q + 1) * p_], self.wri[1, q * p_:(q + 1) * p_]
         c, o = wr.shape[1], wr.shape[2]
         b = out.reshape(p_, 2, c, 2, o)
+        if _BLOCKS is not None:
+            over_rows(p_, 2 * out.nbytes, lambda lo, hi: _BLOCKS(wr, wi, b, lo, hi))
+            return out
         b[:, 0, :, 0] = wr
         np.negative(wi, out=b[:, 0, :, 1])
         b[:, 1, :, 0] = wi
@@ -127,7 +197,7 @@ class Conv2DFFT(Op):
         # The kernel's transform, [re/im, F, C, O] (F in (q, p) order).
         self.wri = (m["kernel"] @ w.astype(dtype, copy=False).reshape(kh * kw, c * o)).reshape(2, qr * p_, c, o)
         # Stage 1 on the input laid out [W, H, N, C], so that it is one GEMM from the left.
-        xt = np.ascontiguousarray(x.transpose(2, 1, 0, 3), dtype=dtype).reshape(wd, h * n * c)
+        xt = _swapped(x, x.shape, dtype).reshape(wd, h * n * c)
         s1 = (m["t1"] @ xt).reshape(qr, 2 * h, n * c)                  # [q, (re/im, h), (n, c)]
         # Per width frequency: stages 2, 3 and 4.  xf (kept for the filter gradient): [q, p, n, (re/im, c)].
         xf = self.xf = np.empty((qr, p_, n, 2 * c), dtype=dtype)
@@ -138,13 +208,13 @@ class Conv2DFFT(Op):
         z = np.empty((qr, 2 * ho, n * o), dtype=dtype)                # [q, (re/im, i), (n, o)]
         for q in range(qr):
             np.matmul(m["m2"], s1[q], out=s2)                          # [(p, re/im), (n, c)]
-            np.copyto(xf[q].reshape(p_, n, 2, c), s2.reshape(p_, 2, n, c).transpose(0, 2, 1, 3))
+            _swap(s2.reshape(p_, 2, 1, n, c), xf[q].reshape(p_, n, 1, 2, c))
             np.matmul(xf[q], self._blocks(q, b), out=y)                # [p, n, (re/im, o)]
-            np.copyto(yt, y.reshape(p_, n, 2, o).transpose(0, 2, 1, 3))
+            _swap(y.reshape(p_, n, 1, 2, o), yt.reshape(p_, 2, 1, n, o))
             np.matmul(m["n2"], yt.reshape(2 * p_, n * o), out=z[q])
         # Stage 5: back to pixels, [Wo, Ho, N, O], then NHWC.
-        out = (m["n1"] @ z.reshape(2 * qr, ho * n * o)).reshape(wo, ho, n, o)
-        return np.ascontiguousarray(out.transpose(2, 1, 0, 3))
+        out = m["n1"] @ z.reshape(2 * qr, ho * n * o)
+        return _swapped(out, (wo, ho, n, o), dtype)
 
     def backward(self, g: np.ndarray, needs) -> tuple:
         m = self.m
@@ -154,7 +224,7 @@ class Conv2DFFT(Op):
         ho, wo = self.rows.out, self.cols_axis.out
         dtype = self.xf.dtype
         # Adjoint of stage 5: the upstream gradient into width frequencies.
-        gt = np.ascontiguousarray(g.transpose(2, 1, 0, 3), dtype=dtype).reshape(wo, ho * n * o)
+        gt = _swapped(g, (n, ho, wo, o), dtype).reshape(wo, ho * n * o)
         gz = (m["n1"].T @ gt).reshape(qr, 2 * ho, n * o)
         gy = np.empty((2 * p_, n * o), dtype=dtype)
         gf = np.empty((p_, n, 2, o), dtype=dtype)
@@ -170,22 +240,25 @@ class Conv2DFFT(Op):
         for q in range(qr):
             # Adjoints of stages 4 and 3 (and 2 for the input gradient), one width frequency at a time.
             np.matmul(m["n2"].T, gz[q], out=gy)                         # [(p, re/im), (n, o)]
-            np.copyto(gf, gy.reshape(p_, 2, n, o).transpose(0, 2, 1, 3))
+            _swap(gy.reshape(p_, 2, 1, n, o), gf.reshape(p_, n, 1, 2, o))
             g3 = gf.reshape(p_, n, 2 * o)
             if needs[1]:
                 np.matmul(self.xf[q].transpose(0, 2, 1), g3, out=db)     # [p, (re/im, c), (re/im, o)]
                 d4 = db.reshape(p_, 2, c, 2, o)
                 part = slice(q * p_, (q + 1) * p_)
-                np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=dwri[0, part])
-                np.subtract(d4[:, 1, :, 0], d4[:, 0, :, 1], out=dwri[1, part])
+                re, im = dwri[0, part], dwri[1, part]
+                if _BLOCK_SUMS is not None:
+                    over_rows(p_, 2 * db.nbytes, lambda lo, hi: _BLOCK_SUMS(d4, re, im, lo, hi))
+                else:
+                    np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=re)
+                    np.subtract(d4[:, 1, :, 0], d4[:, 0, :, 1], out=im)
             if needs[0]:
                 np.matmul(g3, self._blocks(q, b).transpose(0, 2, 1), out=dxf)
-                np.copyto(dxt, dxf.reshape(p_, n, 2, c).transpose(0, 2, 1, 3))
+                _swap(dxf.reshape(p_, n, 1, 2, c), dxt.reshape(p_, 2, 1, n, c))
                 np.matmul(m["m2"].T, dxt.reshape(2 * p_, n * c), out=ds1[q])
         dw = dx = None
         if needs[1]:
             dw = (m["kernel"].T @ dwri.reshape(2 * qr * p_, c * o)).reshape(kh, kw, c, o)
         if needs[0]:
-            dx = (m["t1"].T @ ds1.reshape(2 * qr, h * n * c)).reshape(wd, h, n, c)
-            dx = np.ascontiguousarray(dx.transpose(2, 1, 0, 3))
+            dx = _swapped(m["t1"].T @ ds1.reshape(2 * qr, h * n * c), (wd, h, n, c), dtype)
         return dx, dw
