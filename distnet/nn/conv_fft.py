@@ -56,8 +56,10 @@ from distnet.nn._spatial import Axis
 
 # The data movement between the GEMMs -- transposing copies into and out of the stages' layouts,
 # the filter's complex blocks and its gradient's real/imaginary sums -- as compiled one-pass
-# loops (distnet/jit.py), split over the rank's threads.  Each moves or adds exactly what the
-# numpy expression beside its call does (the fallback without numba), so the bits are the same.
+# loops (distnet/jit.py).  Each moves or adds exactly what the numpy expression beside its call
+# does (the fallback without numba), so the bits are the same.  The whole-batch copies are split
+# over the rank's threads; the per-frequency ones (tens of microseconds) stay on the calling
+# thread, where a hand-over would cost more than it saves.
 
 def _swap_axes_1_3(src, dst, lo, hi):
     """``dst[a, d, c, b, :] = src[a, b, c, d, :]`` for ``lo <= d < hi`` (both C-contiguous, 5-d)."""
@@ -70,10 +72,10 @@ def _swap_axes_1_3(src, dst, lo, hi):
                         dst[a, d, c, b, e] = src[a, b, c, d, e]
 
 
-def _blocks_loop(wr, wi, b, lo, hi):
-    """``b[p] = [[wr, -wi], [wi, wr]]`` for ``lo <= p < hi`` (``b``: ``[P, 2, C, 2, O]``)."""
-    _, nc, no = wr.shape
-    for p in range(lo, hi):
+def _blocks_loop(wr, wi, b):
+    """``b[p] = [[wr, -wi], [wi, wr]]`` (``b``: ``[P, 2, C, 2, O]``; ``wr``, ``wi``: ``[P, C, O]``)."""
+    n_p, nc, no = wr.shape
+    for p in range(n_p):
         for c in range(nc):
             # One run per block row: plain copies that vectorise.
             for o in range(no):
@@ -86,10 +88,10 @@ def _blocks_loop(wr, wi, b, lo, hi):
                 b[p, 1, c, 1, o] = wr[p, c, o]
 
 
-def _block_sums_loop(d, re, im, lo, hi):
-    """``re = d[:, 0, :, 0] + d[:, 1, :, 1]``, ``im = d[:, 1, :, 0] - d[:, 0, :, 1]`` for rows ``lo:hi``."""
-    _, _, nc, _, no = d.shape
-    for p in range(lo, hi):
+def _block_sums_loop(d, re, im):
+    """``re = d[:, 0, :, 0] + d[:, 1, :, 1]``, ``im = d[:, 1, :, 0] - d[:, 0, :, 1]``."""
+    n_p, _, nc, _, no = d.shape
+    for p in range(n_p):
         for c in range(nc):
             for o in range(no):
                 re[p, c, o] = d[p, 0, c, 0, o] + d[p, 1, c, 1, o]
@@ -107,16 +109,18 @@ def _swapped(src: np.ndarray, shape: tuple, dtype) -> np.ndarray:
     a, b, c, d = shape
     src = np.ascontiguousarray(src, dtype=dtype)
     out = np.empty((c, b, a, d), dtype=dtype)
-    _swap(src.reshape(1, a, b, c, d), out.reshape(1, c, b, a, d))
+    _swap(src.reshape(1, a, b, c, d), out.reshape(1, c, b, a, d), split=True)
     return out
 
 
-def _swap(src: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[...] = src.transpose(0, 3, 2, 1, 4)`` (both C-contiguous, 5-d), on the rank's threads."""
+def _swap(src: np.ndarray, dst: np.ndarray, split: bool = False) -> None:
+    """``dst[...] = src.transpose(0, 3, 2, 1, 4)`` (both C-contiguous, 5-d); ``split``: on the rank's threads."""
     if _SWAP is None:
         np.copyto(dst, src.transpose(0, 3, 2, 1, 4))
-        return
-    over_rows(dst.shape[1], 2 * dst.nbytes, lambda lo, hi: _SWAP(src, dst, lo, hi))
+    elif split:
+        over_rows(dst.shape[1], 2 * dst.nbytes, lambda lo, hi: _SWAP(src, dst, lo, hi))
+    else:
+        _SWAP(src, dst, 0, dst.shape[1])
 
 
 @functools.lru_cache(maxsize=32)
@@ -186,7 +190,7 @@ class Conv2DFFT(Op):
         c, o = wr.shape[1], wr.shape[2]
         b = out.reshape(p_, 2, c, 2, o)
         if _BLOCKS is not None:
-            over_rows(p_, 2 * out.nbytes, lambda lo, hi: _BLOCKS(wr, wi, b, lo, hi))
+            _BLOCKS(wr, wi, b)
             return out
         b[:, 0, :, 0] = wr
         np.negative(wi, out=b[:, 0, :, 1])
@@ -256,7 +260,7 @@ class Conv2DFFT(Op):
                 part = slice(q * p_, (q + 1) * p_)
                 re, im = dwri[0, part], dwri[1, part]
                 if _BLOCK_SUMS is not None:
-                    over_rows(p_, 2 * db.nbytes, lambda lo, hi: _BLOCK_SUMS(d4, re, im, lo, hi))
+                    _BLOCK_SUMS(d4, re, im)
                 else:
                     np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=re)
                     np.subtract(d4[:, 1, :, 0], d4[:, 0, :, 1], out=im)
