@@ -303,7 +303,7 @@ def net_ops(model: str, repeats: int, threads: int, only: str | None = None,
             x = rng.standard_normal((n, c)).astype(np.float32)
             k = (rng.standard_normal((c, units)) * 0.01).astype(np.float32)
             b = rng.standard_normal(units).astype(np.float32)
-            act_tf = tf.nn.relu if relu else tf.identity
+            act_tf = None if tf is None else tf.nn.relu if relu else tf.identity   # None: TF not installed
             both(f"dense {c} -> {units}{' + relu' if relu else ''}, dX+dW+db",
                  {"": dn(lambda a, kk, bb: (nn.bias_add_relu if relu else nn.bias_add)(distnet.matmul(a, kk), bb),
                          [x, k, b], (0, 1, 2))},

@@ -54,17 +54,14 @@ CHUNK_MIN_BYTES = 16 << 20
 CHUNK_BYTES = 2 << 20
 
 
-def _window_rows_loop(xp, cols, short, c, sh, sw, dh, lo, hi):
-    """im2col of samples ``lo:hi`` when the window's columns are adjacent (width dilation 1):
-    ``cols[n, i, j, a, :]`` (``[N, Ho, Wo, kh, kw*C]``) is the run of ``kw*C`` values of ``xp``
-    (``[N, Hp, Wp*C]``) at row ``i*sh + a*dh``, from column ``j*sw``.
-
-    ``short`` is a tuple as long as a run when runs are short (one input channel: 5 values for a
-    5x5 kernel), else empty: its length is a compile-time constant, so the short copy is unrolled
-    instead of running a loop of a few iterations (numba compiles one version per length)."""
-    _, ho, wo, kh, run = cols.shape
-    if len(short):
-        run = len(short)
+def _window_rows_loop(xp, cols, run_, c, sh, sw, dh, lo, hi):
+    """im2col of samples ``lo:hi`` for short window rows (width dilation 1): ``cols[n, i, j, a, :]``
+    (``[N, Ho, Wo, kh, kw*C]``) is the run of ``kw*C`` values of ``xp`` (``[N, Hp, Wp*C]``) at row
+    ``i*sh + a*dh``, from column ``j*sw``.  The run's length is that of the tuple ``run_``: a
+    compile-time constant (numba compiles one version per length), so the copy of a run is
+    unrolled instead of being a loop of a few iterations."""
+    _, ho, wo, kh, _ = cols.shape
+    run = len(run_)
     for n in range(lo, hi):
         for i in range(ho):
             for j in range(wo):
@@ -75,8 +72,9 @@ def _window_rows_loop(xp, cols, short, c, sh, sw, dh, lo, hi):
                         cols[n, i, j, a, t] = xp[n, r, start + t]
 
 
-#: Runs of up to this many values are copied by a version of the kernel unrolled for their length.
-SHORT_RUN = 16
+#: Window rows of up to this many values (``kw * C``) are copied by the kernel above; longer ones
+#: by numpy's copy of whole runs, as fast from about ten values on (benchmarks/README.md).
+SHORT_RUN = 8
 
 #: The column copy compiled (distnet/jit.py), or None: the numpy copy below (the same values).
 _WINDOW_ROWS = jit.kernel(_window_rows_loop)
@@ -88,11 +86,10 @@ def _im2col(xp: np.ndarray, k: tuple[int, int], out: tuple[int, int], strides: t
     n, _, _, c = xp.shape
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = k, out, strides, dilations
     bn, bh, bw, bc = xp.strides
-    if dw == 1 and _WINDOW_ROWS is not None:
+    if dw == 1 and kw * c <= SHORT_RUN and _WINDOW_ROWS is not None:
         cols = np.empty((n, ho, wo, kh, kw * c), dtype=xp.dtype)
-        flat = xp.reshape(n, xp.shape[1], -1)
-        short = (0,) * (kw * c) if kw * c <= SHORT_RUN else ()
-        over_rows(n, 2 * cols.nbytes, lambda lo, hi: _WINDOW_ROWS(flat, cols, short, c, sh, sw, dh, lo, hi))
+        flat, run_ = xp.reshape(n, xp.shape[1], -1), (0,) * (kw * c)
+        over_rows(n, 2 * cols.nbytes, lambda lo, hi: _WINDOW_ROWS(flat, cols, run_, c, sh, sw, dh, lo, hi))
         return cols.reshape(n * ho * wo, kh * kw * c)
     if dw == 1:
         # A window row (kw pixels x C channels) is one contiguous run of kw*C values: view each
