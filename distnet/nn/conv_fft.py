@@ -50,22 +50,22 @@ import numpy as np
 
 from distnet import jit
 from distnet.autodiff import Op
-from distnet.nn._rows import over_rows
 from distnet.nn._spatial import Axis
 
 
 # The data movement between the GEMMs -- transposing copies into and out of the stages' layouts,
 # the filter's complex blocks and its gradient's real/imaginary sums -- as compiled one-pass
 # loops (distnet/jit.py).  Each moves or adds exactly what the numpy expression beside its call
-# does (the fallback without numba), so the bits are the same.  The whole-batch copies are split
-# over the rank's threads; the per-frequency ones (tens of microseconds) stay on the calling
-# thread, where a hand-over would cost more than it saves.
+# does (the fallback without numba), so the bits are the same.  They run on the calling thread:
+# split over the rank's two threads, a whole-batch copy took as long (its speed is the memory's),
+# and longer right after a GEMM, whose BLAS threads still hold the other core
+# (benchmarks/README.md).
 
-def _swap_axes_1_3(src, dst, lo, hi):
-    """``dst[a, d, c, b, :] = src[a, b, c, d, :]`` for ``lo <= d < hi`` (both C-contiguous, 5-d)."""
-    na, nb, nc, _, ne = src.shape
+def _swap_axes_1_3(src, dst):
+    """``dst[a, d, c, b, :] = src[a, b, c, d, :]`` (both C-contiguous, 5-d)."""
+    na, nb, nc, nd, ne = src.shape
     for a in range(na):
-        for d in range(lo, hi):
+        for d in range(nd):
             for c in range(nc):
                 for b in range(nb):
                     for e in range(ne):
@@ -109,18 +109,16 @@ def _swapped(src: np.ndarray, shape: tuple, dtype) -> np.ndarray:
     a, b, c, d = shape
     src = np.ascontiguousarray(src, dtype=dtype)
     out = np.empty((c, b, a, d), dtype=dtype)
-    _swap(src.reshape(1, a, b, c, d), out.reshape(1, c, b, a, d), split=True)
+    _swap(src.reshape(1, a, b, c, d), out.reshape(1, c, b, a, d))
     return out
 
 
-def _swap(src: np.ndarray, dst: np.ndarray, split: bool = False) -> None:
-    """``dst[...] = src.transpose(0, 3, 2, 1, 4)`` (both C-contiguous, 5-d); ``split``: on the rank's threads."""
+def _swap(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = src.transpose(0, 3, 2, 1, 4)`` (both C-contiguous, 5-d)."""
     if _SWAP is None:
         np.copyto(dst, src.transpose(0, 3, 2, 1, 4))
-    elif split:
-        over_rows(dst.shape[1], 2 * dst.nbytes, lambda lo, hi: _SWAP(src, dst, lo, hi))
     else:
-        _SWAP(src, dst, 0, dst.shape[1])
+        _SWAP(src, dst)
 
 
 @functools.lru_cache(maxsize=32)
