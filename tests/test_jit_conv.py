@@ -36,6 +36,12 @@ def special_values(rng, shape, dtype):
     return x
 
 
+@pytest.fixture(autouse=True)
+def small_arrays_compiled(monkeypatch):
+    """The kernels run on these tests' small arrays too (jit.MIN_ELEMENTS keeps numpy below it)."""
+    monkeypatch.setattr(jit, "MIN_ELEMENTS", 0)
+
+
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request, monkeypatch):
     """The rank's threads for the layers' kernels: one, or two with every call split."""

@@ -86,7 +86,8 @@ def _im2col(xp: np.ndarray, k: tuple[int, int], out: tuple[int, int], strides: t
     n, _, _, c = xp.shape
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = k, out, strides, dilations
     bn, bh, bw, bc = xp.strides
-    if dw == 1 and kw * c <= SHORT_RUN and _WINDOW_ROWS is not None:
+    if (dw == 1 and kw * c <= SHORT_RUN and _WINDOW_ROWS is not None and jit.worth(n * ho * wo * kh * kw * c)
+            and jit.compiles(xp)):
         cols = np.empty((n, ho, wo, kh, kw * c), dtype=xp.dtype)
         flat, run_ = xp.reshape(n, xp.shape[1], -1), (0,) * (kw * c)
         over_rows(n, 2 * cols.nbytes, lambda lo, hi: _WINDOW_ROWS(flat, cols, run_, c, sh, sw, dh, lo, hi))

@@ -116,10 +116,10 @@ def _swapped(src: np.ndarray, shape: tuple, dtype) -> np.ndarray:
 
 def _swap(src: np.ndarray, dst: np.ndarray) -> None:
     """``dst[...] = src.transpose(0, 3, 2, 1, 4)`` (both C-contiguous, 5-d)."""
-    if _SWAP is None:
-        np.copyto(dst, src.transpose(0, 3, 2, 1, 4))
-    else:
+    if _SWAP is not None and jit.worth(dst.size) and jit.compiles(src, dst):
         _SWAP(src, dst)
+    else:
+        np.copyto(dst, src.transpose(0, 3, 2, 1, 4))
 
 
 @functools.lru_cache(maxsize=32)
@@ -212,7 +212,7 @@ class Conv2DFFT(Op):
         wr, wi = self.wri[0, q * p_:(q + 1) * p_], self.wri[1, q * p_:(q + 1) * p_]
         c, o = wr.shape[1], wr.shape[2]
         b = out.reshape(p_, 2, c, 2, o)
-        if _BLOCKS is not None:
+        if _BLOCKS is not None and jit.worth(out.size) and jit.compiles(wr, wi, out):
             _BLOCKS(wr, wi, b)
             return out
         b[:, 0, :, 0] = wr
@@ -286,7 +286,7 @@ class Conv2DFFT(Op):
                     d4 = db.reshape(p_, 2, c, 2, o)
                     f = slice(q * p_, (q + 1) * p_)
                     re, im = dwri[0, f], dwri[1, f]
-                    if _BLOCK_SUMS is not None:
+                    if _BLOCK_SUMS is not None and jit.worth(db.size) and jit.compiles(db, re, im):
                         _BLOCK_SUMS(d4, re, im)
                     else:
                         np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=re)
