@@ -157,25 +157,3 @@ def test_chunked_im2col_is_bitwise_the_numpy_path(threads, monkeypatch):
     compiled, plain = both_paths(monkeypatch, lambda: convolve(conv.Conv2D, x, w, g, strides=(1, 1),
                                                                dilations=(1, 1), rows=rows, cols_axis=cols))
     assert_same_bits(compiled, plain)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fft_frequencies_on_two_threads_are_bitwise_one_thread(dtype, monkeypatch):
-    """With two threads each runs its own width frequencies with a one-thread BLAS: the bits of a
-    one-thread run (one thread in the pool, BLAS limited to one thread)."""
-    from threadpoolctl import threadpool_limits
-
-    n, h, wd, c, o, (kh, kw), padding = FFT_CASES[3]
-    rng = np.random.default_rng(4)
-    rows = axis_geometry(h, kh, 1, 1, padding, "height", "test")
-    cols = axis_geometry(wd, kw, 1, 1, padding, "width", "test")
-    x, w = special_values(rng, (n, h, wd, c), dtype), special_values(rng, (kh, kw, c, o), dtype)
-    g = special_values(rng, (n, rows.out, cols.out, o), dtype)
-    runs = []
-    for count in (1, 2):
-        pool = ChunkThreads(count, min_per_part=1)
-        monkeypatch.setattr(_rows, "_threads", lambda: pool)
-        with threadpool_limits(limits=1 if count == 1 else 2, user_api="blas"):
-            runs.append(convolve(conv_fft.Conv2DFFT, x, w, g, rows=rows, cols_axis=cols))
-        pool.close()
-    assert_same_bits(*runs)
