@@ -239,9 +239,11 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     data = ArrayDataset(x, y, num_classes=CLASSES)
     trainer = Trainer(model, "sparse_softmax_cross_entropy", distnet.optimizers.Adam(LEARNING_RATE), data,
                       global_batch_size=batch, steps=steps + warmup, seed=0, comm=comm, check_every=None,
-                      strategy="zero1" if sharded else "replicated", conv_algorithm=conv_algorithm,
-                      **({"shared_memory": "auto"} if sharded else {}),
-                      **({"shared_memory": "auto"} if shared_memory and not sharded and not deterministic else {}),
+                      strategy="zero1" if sharded else "replicated",
+                      # the deterministic step refuses an explicit "auto" (a timing would choose):
+                      # unset, it runs the fixed plan (gemm on a fresh run)
+                      conv_algorithm=None if deterministic and conv_algorithm == "auto" else conv_algorithm,
+                      **({"shared_memory": "auto"} if sharded or (shared_memory and not deterministic) else {}),
                       **({"deterministic": True} if deterministic else {}))
 
     sync_times: list[float] = []
