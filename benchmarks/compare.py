@@ -67,6 +67,7 @@ from the shapes, and each issue-7 target with its measured figure.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -638,6 +639,12 @@ def main() -> int:
            else "picked from the CPU", "inherit": f"OPENBLAS_CORETYPE={inherited or '(unset)'} kept"
            }.get(args.openblas_core, f"OPENBLAS_CORETYPE={args.openblas_core} set")
     print(f"# numpy's OpenBLAS kernels in every run: {kernel} ({how}; --openblas-core)")
+    from distnet import jit
+    numba = importlib.util.find_spec("numba")
+    print("# distnet's compiled kernels (distnet/jit.py): " + (
+        f"numba {importlib.metadata.version('numba')}" if jit.available() else
+        "OFF (" + ("DISTNET_JIT=0" if numba else "numba is not installed in this interpreter") +
+        "): the numpy paths run, the same bits, slower"))
     print(f"# global batch {args.batch}, {args.steps} timed + {args.warmup} warm-up steps per run, "
           f"{args.rounds} alternating round(s); TensorFlow jit_compile={args.tf_jit}; "
           f"distnet conv_algorithm={args.conv_algorithm}")
