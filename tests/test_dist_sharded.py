@@ -271,7 +271,8 @@ def test_shared_memory_is_refused_where_it_cannot_be():
     with pytest.raises(InvalidArgumentError, match="shared_memory=True: Expect: an MPI job of 2 or more ranks "
                                                    "on one machine Actual: 1 rank"):
         _tiny_trainer(strategy="zero1", shared_memory=True)
-    with pytest.raises(InvalidArgumentError, match="strategy 'replicated': option 'shared_memory': Expect: one of"):
+    with pytest.raises(InvalidArgumentError, match="shared_memory=True: Expect: an MPI job of 2 ranks on one machine "
+                                                   "Actual: 1 rank"):
         _tiny_trainer(strategy="replicated", shared_memory=True)
     for bad in ("yes", 1, None):
         with pytest.raises(InvalidArgumentError, match="shared_memory: Expect: 'auto', True or False"):
