@@ -13,3 +13,26 @@ import pytest
 def rng() -> np.random.Generator:
     """A fresh numpy Generator seeded with 0, one per test."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def small_arrays_compiled(monkeypatch):
+    """The compiled kernels run however small the arrays (a model's arrays under
+    ``jit.MIN_ELEMENTS`` keep the numpy paths): tests/test_jit_*.py."""
+    from distnet import jit
+
+    monkeypatch.setattr(jit, "MIN_ELEMENTS", 1)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, monkeypatch):
+    """The layers' kernels split over one or two threads (distnet/nn/_rows.py), however small the arrays."""
+    from distnet.distributed.chunk_threads import ChunkThreads
+    from distnet.nn import _rows
+
+    pool = ChunkThreads(request.param, min_per_part=1)
+    monkeypatch.setattr(_rows, "_threads", lambda: pool)
+    monkeypatch.setattr(_rows, "MIN_BYTES_PER_PART", 1)
+    yield request.param
+    pool.close()
+

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from distnet import jit
-from distnet.distributed.chunk_threads import ChunkThreads
-from distnet.nn import _rows, conv, conv_fft
+from distnet.nn import conv, conv_fft
 from distnet.nn._spatial import axis_geometry
 
-pytestmark = pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off")
+pytestmark = [pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off"),
+              pytest.mark.usefixtures("small_arrays_compiled")]   # and `threads`: tests/conftest.py
 
 KERNELS = {conv_fft: ("_SWAP", "_BLOCKS", "_BLOCK_SUMS"), conv: ("_WINDOW_ROWS",)}
 
@@ -36,20 +36,6 @@ def special_values(rng, shape, dtype):
     return x
 
 
-@pytest.fixture(autouse=True)
-def small_arrays_compiled(monkeypatch):
-    """The kernels run on these tests' small arrays too (jit.MIN_ELEMENTS keeps numpy below it)."""
-    monkeypatch.setattr(jit, "MIN_ELEMENTS", 0)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request, monkeypatch):
-    """The rank's threads for the layers' kernels: one, or two with every call split."""
-    pool = ChunkThreads(request.param, min_per_part=1)
-    monkeypatch.setattr(_rows, "_threads", lambda: pool)
-    monkeypatch.setattr(_rows, "MIN_BYTES_PER_PART", 0)
-    yield request.param
-    pool.close()
 
 
 def both_paths(monkeypatch, run):

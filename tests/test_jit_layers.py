@@ -14,32 +14,17 @@ import pytest
 
 import distnet
 from distnet import jit, nn
-from distnet.distributed.chunk_threads import ChunkThreads
 
 pooling = sys.modules["distnet.nn.pooling"]
 activations = sys.modules["distnet.nn.activations"]
 bar = sys.modules["distnet.nn.bias_add_relu"]
-rows = sys.modules["distnet.nn._rows"]
 
-pytestmark = pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off")
+pytestmark = [pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off"),
+              pytest.mark.usefixtures("small_arrays_compiled")]   # and `threads`: tests/conftest.py
 
 DTYPES = [np.float32, np.float64]
 
 
-@pytest.fixture(autouse=True)
-def small_arrays_compiled(monkeypatch):
-    """The kernels run however small the arrays (a model's arrays under jit.MIN_ELEMENTS keep numpy)."""
-    monkeypatch.setattr(jit, "MIN_ELEMENTS", 1)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request, monkeypatch):
-    """The kernels split over ``threads`` threads, however small the arrays."""
-    pool = ChunkThreads(request.param, min_per_part=1)
-    monkeypatch.setattr(rows, "_threads", lambda: pool)
-    monkeypatch.setattr(rows, "MIN_BYTES_PER_PART", 1)
-    yield request.param
-    pool.close()
 
 
 def special(rng, shape, dtype, ties=True, nonfinite=False):
