@@ -190,3 +190,14 @@ def run_script(script: str, tmp_path, name: str, *args, nprocs: int | None = Non
         run = run_mpi(script, nprocs, str(out), *map(str, args), timeout=timeout)
         assert run.returncode == 0, run.describe()
     return dict(np.load(out))
+
+
+def differ_from_replicated(one: dict, got: dict, keys=None) -> list:
+    """The keys of ``got`` (``"strategy:what"``, from :func:`run_script`) whose array is not
+    bitwise ``one["replicated:what"]`` (another shape or other bytes)."""
+    out = []
+    for k in keys if keys is not None else got:
+        ref = one[f"replicated:{k.split(':', 1)[1]}"]
+        if ref.shape != got[k].shape or ref.tobytes() != got[k].tobytes():
+            out.append(k)
+    return out

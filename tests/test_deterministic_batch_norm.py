@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mpi_util import run_script
+from mpi_util import differ_from_replicated as _differ, run_script
 
 SCRIPT = "deterministic_strategies.py"
 # one machine: zero1shm is ZeRO-1 through shared memory, hierarchical its cross-machine step (a no-op)
@@ -18,15 +18,6 @@ STRATEGIES = "replicated,zero1,zero1shm,hierarchical"
 RESUMED = "replicated,zero1"   # also what one process runs (zero1shm needs 2 ranks)
 MOVING = ("param/batch_normalization/moving_mean", "param/batch_normalization/moving_variance",
           "param/batch_normalization_1/moving_mean", "param/batch_normalization_1/moving_variance")
-
-
-def _differ(one: dict, got: dict, keys=None) -> list:
-    out = []
-    for k in keys if keys is not None else got:
-        ref = one[f"replicated:{k.split(':', 1)[1]}"]
-        if ref.shape != got[k].shape or ref.tobytes() != got[k].tobytes():
-            out.append(k)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mpi_util import run_script
+from mpi_util import differ_from_replicated as _differ, run_script
 
 SCRIPT = "deterministic_strategies.py"
 # one machine: hierarchical is ZeRO-1 through shared memory plus its cross-machine step (here a no-op)
 STRATEGIES = "replicated,zero1,zero1shm,hierarchical"
-
-
-def _differ(one: dict, got: dict, keys=None) -> list:
-    out = []
-    for k in keys if keys is not None else got:
-        what = k.split(":", 1)[1]
-        ref = one[f"replicated:{what}"]
-        if ref.shape != got[k].shape or ref.tobytes() != got[k].tobytes():
-            out.append(k)
-    return out
 
 
 @pytest.fixture(scope="module")
