@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 
 from distnet.distributed.communicator import Communicator
+from distnet.errors import InvalidArgumentError
 
 #: Where MPICH puts the files behind shared windows.
 SHM_DIR = "/dev/shm"
@@ -86,6 +88,27 @@ def room_for(comm: Communicator, nbytes: int) -> tuple[bool, int | None]:
         return False, None
     least = min(seen)
     return least >= nbytes + (1 << 20), least
+
+
+def check_room(comm: Communicator, nbytes: int, *, purpose: str, forced: bool, fallback: str, warn: bool,
+               hint: str = "", stacklevel: int = 2) -> bool:
+    """Whether ``nbytes`` for ``purpose`` fit in ``SHM_DIR`` on every rank (a collective: all agree).
+
+    Where they do not: with ``forced`` (``shared_memory=True``) an error saying so; else (``"auto"``)
+    False, and where ``warn``, a warning that the strategy takes its ``fallback`` instead.
+    """
+    enough, free = room_for(comm, nbytes)
+    if enough:
+        return True
+    why = (f"{nbytes / 1e6:.1f} MB free in {SHM_DIR} for {purpose} Actual: "
+           + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}") + hint)
+    if forced:
+        raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
+    if warn:
+        from distnet.distributed.threads import PerformanceWarning
+
+        warnings.warn(f"shared_memory: {fallback}: Expect: {why}", PerformanceWarning, stacklevel=stacklevel + 1)
+    return False
 
 
 def segment_bytes(count: int, dtype) -> int:

@@ -34,7 +34,6 @@ Options:
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -154,7 +153,7 @@ class Replicated(Strategy):
         forced = not isinstance(shared_memory, str)   # True or False; else "auto"
         if (forced and not shared_memory) or self.overlap or self.compression != "none":
             return False
-        from distnet.distributed.shared_memory import SHM_DIR, one_machine, room_for, segment_bytes
+        from distnet.distributed.shared_memory import check_room, one_machine, segment_bytes
 
         possible = self.comm.size == 2 and one_machine(self.comm)
         if not possible:
@@ -163,20 +162,9 @@ class Replicated(Strategy):
                                            + (f"{self.comm.size} rank(s)" if self.comm.size != 2
                                               else "ranks on two machines"))
             return False
-        need = 2 * segment_bytes(size + 1, self.dtype)
-        enough, free = room_for(self.comm, need)   # a collective; every rank gets the same answer
-        if enough:
-            return True
-        why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for both ranks' gradients Actual: "
-               + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}"))
-        if forced:
-            raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
-        if self.comm.rank == 0:
-            from distnet.distributed.threads import PerformanceWarning
-
-            warnings.warn(f"shared_memory: the replicated strategy all-reduces with MPI (slower): Expect: {why}",
-                          PerformanceWarning, stacklevel=3)
-        return False
+        return check_room(self.comm, 2 * segment_bytes(size + 1, self.dtype), purpose="both ranks' gradients",
+                          forced=forced, fallback="the replicated strategy all-reduces with MPI (slower)",
+                          warn=self.comm.rank == 0, stacklevel=3)
 
     @property
     def shared(self) -> bool:

@@ -47,7 +47,6 @@ rank's per-variable sums of squares of its block, summed in one small all-reduce
 from __future__ import annotations
 
 import contextlib
-import warnings
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -182,12 +181,7 @@ class Zero1(Strategy):
         auto = shared_memory == "auto" and not isinstance(shared_memory, (bool, np.bool_))
         if not auto and not shared_memory:
             return False
-        from distnet.distributed.shared_memory import (
-            SHM_DIR,
-            one_machine,
-            room_for,
-            segment_bytes,
-        )
+        from distnet.distributed.shared_memory import check_room, one_machine, segment_bytes
 
         possible = one_machine(self.group)   # a collective: called on every rank alike
         if not auto and not possible:   # True: possible, or an error saying why not
@@ -198,20 +192,10 @@ class Zero1(Strategy):
             return False
         need = (self.group.size * segment_bytes(self.padded + n_scalars, self.dtype)
                 + segment_bytes(self.padded, self.param_dtype))
-        enough, free = room_for(self.group, need)   # a collective; every rank gets the same answer
-        if enough:
-            return True
-        why = (f"{need / 1e6:.1f} MB free in {SHM_DIR} for the weights and every rank's gradients Actual: "
-               + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}")
-               + " (a container gets 64 MB there by default: docker run --shm-size, compose shm_size)")
-        if not auto:
-            raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
-        if self.comm.rank == 0:
-            from distnet.distributed.threads import PerformanceWarning
-
-            warnings.warn(f"shared_memory: the ZeRO-1 strategy uses MPI messages (slower): Expect: {why}",
-                          PerformanceWarning, stacklevel=4)
-        return False
+        return check_room(self.group, need, purpose="the weights and every rank's gradients", forced=not auto,
+                          fallback="the ZeRO-1 strategy uses MPI messages (slower)", warn=self.comm.rank == 0,
+                          hint=" (a container gets 64 MB there by default: docker run --shm-size, compose shm_size)",
+                          stacklevel=4)
 
     def _bind_params(self, params: np.ndarray) -> None:
         """Make ``params`` the flat parameter buffer that the variables, this
