@@ -1,5 +1,6 @@
 """ChunkThreads: element-wise updates over chunks on several threads give the one-thread bits."""
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -105,3 +106,30 @@ def test_ema_on_two_threads_gives_the_one_thread_bits():
             ema.apply([v], num_updates=step)
         results.append((start, ema.average(v).numpy()))
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("mode", ["ignore", "raise"])
+def test_the_callers_errstate_holds_in_every_part(mode):
+    # numpy keeps np.errstate in a context variable: a pool thread starts from its own context
+    # unless the part runs in a copy of the caller's.
+    pool = ChunkThreads(2, min_per_part=1)
+    big = np.full(1000, 3e38, np.float32)
+    out = np.empty_like(big)
+    on_pool = []
+
+    def work(part, lo, hi):
+        on_pool.append(part)
+        if part == 1:   # only the pool's part overflows
+            np.multiply(big[lo:hi], np.float32(10), out=out[lo:hi])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # a warning from the pool's part fails the "ignore" case
+        with np.errstate(over=mode):
+            if mode == "raise":
+                with pytest.raises(FloatingPointError, match="overflow"):
+                    pool.run(1000, work)
+            else:
+                pool.run(1000, work)
+                assert np.isinf(out[500:]).all()
+    assert sorted(on_pool) == [0, 1]
+    pool.close()

@@ -16,6 +16,7 @@ parallel run and owned by the object that made it.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -66,7 +67,10 @@ class ChunkThreads:
 
     def run(self, n: int, work: Callable[[int, int, int], None]) -> None:
         """``work(part, lo, hi)`` for the :meth:`parts` contiguous ranges of ``range(n)``; part 0 in
-        the calling thread, the others on the pool; returns when all are done (re-raising an error)."""
+        the calling thread, the others on the pool; returns when all are done (re-raising an error).
+
+        Every part sees the caller's context variables (a copy each): numpy keeps ``np.errstate``
+        in one, so a caller's ``errstate(over="ignore")`` or ``"raise"`` holds in every part."""
         parts = self.parts(n)
         if parts == 1:
             work(0, 0, n)
@@ -75,7 +79,8 @@ class ChunkThreads:
             self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="distnet-chunks")
             self._pid = os.getpid()
         bounds = [n * k // parts for k in range(parts + 1)]
-        futures = [self._pool.submit(work, k, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+        futures = [self._pool.submit(contextvars.copy_context().run, work, k, bounds[k], bounds[k + 1])
+                   for k in range(1, parts)]
         try:
             work(0, bounds[0], bounds[1])
         finally:
