@@ -1,6 +1,8 @@
 """The single-process trainer: the step's arithmetic, epochs, resume, guards."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -274,3 +276,23 @@ def test_fit_speaks_like_keras_unless_told_not_to(capsys):
     assert capsys.readouterr().out == ""
     with pytest.raises(InvalidArgumentError, match="verbose: Expect: 0, 1, 2 or 'auto' Actual: 3"):
         make().fit(verbose=3)
+
+
+def test_a_resume_on_other_training_data_warns(tmp_path):
+    from distnet.data.identity import DataMismatchWarning
+
+    def make(data, steps):
+        return Trainer(mlp(seed=1), "sparse_softmax_cross_entropy", distnet.optimizers.GradientDescent(0.1),
+                       data, global_batch_size=8, steps=steps, seed=9, checkpoint_dir=tmp_path,
+                       checkpoint_every=4)
+
+    make(blobs(37, 4), 4).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataMismatchWarning)
+        same = make(blobs(37, 4), 6)
+        same.fit(resume=True)   # the same samples: no warning
+    assert same.step == 6
+    other = make(blobs(37, 5), 8)   # as many samples, other values
+    with pytest.warns(DataMismatchWarning, match=r"other training data.* 37 samples, sha256 "):
+        other.fit(resume=True)
+    assert other.step == 8

@@ -39,7 +39,8 @@ _MAGIC = b"distnet-dataset-digest-v1\n"
 
 
 class DataMismatchWarning(UserWarning):
-    """A checkpoint is evaluated on other data than its run evaluated on."""
+    """A checkpoint is evaluated on other data than its run evaluated on, or resumed on other
+    training data than its run trained on."""
 
 
 def dataset_identity(ds: Any, block_rows: int = DIGEST_ROWS) -> dict:

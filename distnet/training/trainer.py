@@ -462,18 +462,23 @@ class Trainer:
             return evaluate(self.model, data, self.loss_fn, comm=self.comm, batch_size=self.config.eval_batch_size,
                             metric=self.metric)
 
+    def data_identity(self) -> dict:
+        """Which data the run trains and evaluates on (:func:`distnet.data.identity.data_identity`),
+        computed once: one pass over the data."""
+        if self._data_id is None:
+            from distnet.data.identity import data_identity
+
+            self._data_id = data_identity(self.train_data, self.eval_data)
+        return self._data_id
+
     def state(self):
         """The full training state as a CheckpointState (same on every rank; a collective)."""
         from distnet.checkpoint.training_state import assemble
 
-        if self._data_id is None:   # which data the run trains and evaluates on, computed once
-            from distnet.data.identity import data_identity
-
-            self._data_id = data_identity(self.train_data, self.eval_data)
         last = self.history[-1] if self.history else {}
         return assemble(variables=self.all_variables, optimizer=self.optimizer, strategy=self.strategy,
                         ema=self.ema, sampler=self.sampler, seed=self.config.seed, world_size=self.comm.size,
-                        config_text=self.config.config_text, data=self._data_id,
+                        config_text=self.config.config_text, data=self.data_identity(),
                         conv_algorithms=self.conv_algorithms,
                         metrics={k: float(v) for k, v in last.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -1,6 +1,8 @@
 """Checkpoints every N steps, at the end, and at an agreed stop; resuming from the newest one."""
 from __future__ import annotations
 
+import warnings
+
 from distnet.training.hook import Hook
 
 
@@ -94,6 +96,7 @@ def resume(ctx, manager) -> bool:
     training_state.restore(state, variables=ctx.all_variables, optimizer=ctx.optimizer, strategy=ctx.strategy,
                            ema=ctx.ema, sampler=ctx.sampler)
     ctx.trainer.resume_conv_plan(state)
+    other_data = _other_training_data(ctx, state)
     # What an earlier attempt logged after this checkpoint is trained again: its records go,
     # so that metrics.jsonl holds each step once.
     dropped = ctx.logger.drop_after(state.step) if ctx.logger is not None else 0
@@ -101,9 +104,28 @@ def resume(ctx, manager) -> bool:
         # "epoch" as in every record: that of the step; where the data goes on: resumes_at_epoch, position.
         last_epoch = state.epoch - 1 if state.position == 0 and state.epoch > 0 and state.step > 0 else state.epoch
         ctx.log("resume", checkpoint=path, step=state.step, epoch=last_epoch, resumes_at_epoch=state.epoch,
-                position=state.position, world_size_then=state.world_size, dropped_records=dropped)
+                position=state.position, world_size_then=state.world_size, dropped_records=dropped,
+                other_training_data=other_data)
         ctx.message(f"distnet: resuming from {path}: step {state.step}, epoch {state.epoch} "
                     f"(sample {state.position} of it), written by {state.world_size} rank(s)"
                     + (f"; {dropped} records an earlier attempt logged after step {state.step} removed "
                        f"from the metrics log" if dropped else ""))
+    return True
+
+
+def _other_training_data(ctx, state) -> bool:
+    """Whether the checkpoint's run trained on other samples than this run's training data; warns
+    (rank 0) if so: the same job file can mean other data on another machine (the installed
+    dataset or the embedded subset), and the steps from here would silently read it."""
+    from distnet.data.identity import DataMismatchWarning, describe, same_data
+
+    then = (state.data or {}).get("train")
+    now = ctx.trainer.data_identity()["train"]
+    if same_data(then, now) is not False:   # the same samples, or a checkpoint that did not record them
+        return False
+    if ctx.comm.rank == 0:
+        warnings.warn(f"distnet: resuming on other training data than the checkpoint's run trained on: it "
+                      f"trained on {describe(then)}; this run's training data is {describe(now)}. Resume with "
+                      f"the run's own data to continue it as it was, or start a new run directory",
+                      DataMismatchWarning, stacklevel=2)
     return True
