@@ -188,6 +188,19 @@ def pss_bytes() -> int | None:
     return None
 
 
+def resident_bytes() -> dict:
+    """This process's resident pages now by kind (Linux ``/proc/self/status``): ``anon`` (its own heap
+    and arrays), ``file`` (mapped files, mostly shared libraries: clean pages the kernel can drop and
+    reread, one copy per machine) and ``shmem`` (shared memory, e.g. ZeRO-1's shared weights); {}
+    elsewhere."""
+    kinds = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    try:
+        return {kinds[f[0]]: int(f[1]) * 1024 for f in map(str.split, Path("/proc/self/status").read_text().splitlines())
+                if f and f[0] in kinds}
+    except OSError:
+        return {}
+
+
 # ---------------------------------------------------------------------------
 # Workers: one run = one framework, one configuration, one model; prints one
 # JSON line (rank 0).
@@ -287,6 +300,9 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
     comm.barrier()
     last[0], last[1] = time.perf_counter(), time.process_time()
     trainer.fit()
+    # Before the bare all-reduce below: its buffer (and MPI's for the sum) is this script's, not training's.
+    peak = peak_rss_bytes()
+    resident = resident_bytes()
 
     bare: list[float] = []
     nbytes = int(getattr(sync, "nbytes", 0) or 0)
@@ -297,7 +313,7 @@ def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: b
             t0 = time.perf_counter()
             comm.allreduce_(buf)
             bare.append(time.perf_counter() - t0)
-    rss = comm.allgather_object({"peak": peak_rss_bytes(), "baseline": baseline_rss, "pss": pss_bytes()})
+    rss = comm.allgather_object({"peak": peak, "baseline": baseline_rss, "pss": pss_bytes(), **resident})
     if comm.rank != 0:
         return None
     return {
@@ -766,7 +782,7 @@ def main() -> int:
             print(f"scaling, reference net, global batch {args.scaling_batch}, {label[dn]}: T1 = {t1:.1f} ms "
                   f"(1 rank x 1 thread), T2 = {t2:.1f} ms (2 ranks x 1 thread); "
                   f"efficiency = T1 / (2 * T2) = {100 * t1 / (2 * t2):.1f} %")
-    print("\npeak RSS per distnet rank (ru_maxrss; counts a shared page in every rank that touches it) and "
+    print("\npeak RSS per distnet rank during training (ru_maxrss; counts a shared page in every rank that touches it) and "
           "PSS at the end (shared pages split between the ranks) beside the theoretical need (MB = 1e6 bytes)")
     mem_rows = []
     for model in models:
@@ -788,6 +804,12 @@ def main() -> int:
               + ", ".join(f"rank {i} {p:.0f}" for i, p in enumerate(peaks))
               + f" MB (of which {base:.0f} MB before the model: interpreter, numpy, MPI, data)"
               + (f"; PSS at the end {', '.join(f'{p:.0f}' for p in pss)} MB" if all(pss) else ""))
+        kinds = [{k: statistics.median(run["rss"][i].get(k, 0) for run in runs) / 1e6 for k in ("anon", "file", "shmem")}
+                 for i in range(size)]
+        if kinds[0]["anon"]:
+            print(f"  {'':30} resident at the end: " + "; ".join(
+                f"anonymous {k['anon']:.0f} + files {k['file']:.0f} (shared libraries) + shared memory "
+                f"{k['shmem']:.0f} MB" for k in kinds))
         sharded = dn == "distnet-zero1"
         shared = sharded and bool(runs[0].get("shared_memory"))
         slots = need["adam_m_v"] // size if sharded else need["adam_m_v"]

@@ -22,8 +22,10 @@ Options, and why:
 * ``error_model="numpy"``: a division by zero gives inf/nan as numpy does
   (numba's default raises, and its checks keep loops from being vectorised);
 * ``cache``: compiled code is kept on disk beside the module (or in numba's
-  user cache directory where that is read-only), so a process compiles a
-  kernel once per argument types, not every start;
+  user cache directory, ``~/.cache/numba``, where that is read-only, as in an
+  installed package), so a process compiles a kernel once per argument types,
+  not every start; where neither is writable (nor ``NUMBA_CACHE_DIR``), each
+  process compiles in memory, with a warning;
 * ``boundscheck=False``: callers pass arrays of matching sizes.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -57,10 +60,27 @@ class Kernel:
     def __call__(self, *args):
         compiled = self._compiled
         if compiled is None:   # two threads may both compile once; numba serialises it
-            numba = importlib.import_module("numba")
-            compiled = self._compiled = numba.njit(nogil=True, cache=True, error_model="numpy",
-                                                   boundscheck=False)(self.py_func)
+            compiled = self._compiled = _compile(self.py_func)
         return compiled(*args)
+
+
+def _compile(fn: Callable):
+    """numba's dispatcher of ``fn``, cached on disk where numba finds a writable place."""
+    njit = importlib.import_module("numba").njit
+    options = {"nogil": True, "error_model": "numpy", "boundscheck": False}
+    try:
+        return njit(cache=True, **options)(fn)
+    except RuntimeError:
+        # Neither the package's directory nor numba's user cache directory (~/.cache/numba,
+        # NUMBA_CACHE_DIR) is writable (a read-only install and home, as in many containers):
+        # numba refuses to cache.  Compiled in memory instead, the kernel costs the process
+        # a compilation at its first call (seconds, and a higher peak memory) at every start.
+        from distnet.distributed.threads import PerformanceWarning   # imports distnet.jit
+
+        warnings.warn("distnet's compiled kernels: numba finds no writable cache directory, so each process "
+                      "compiles them again; Expect: NUMBA_CACHE_DIR set to a writable directory",
+                      PerformanceWarning)   # this line: shown once per process
+        return njit(**options)(fn)
 
 
 def kernel(fn: Callable) -> Optional[Kernel]:

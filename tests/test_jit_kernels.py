@@ -6,6 +6,7 @@ included, and compare the bits.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -97,6 +98,26 @@ def test_small_models_never_import_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_kernels_run_without_a_writable_cache_directory():
+    """Where numba finds nowhere to cache (a read-only install and home), the kernels compile in
+    memory with a warning, instead of the first call raising numba's "no locator available"."""
+    code = ("import warnings, numpy as np\n"
+            "from distnet.optimizers import Adam\n"
+            "from distnet.tensor import Variable\n"
+            "warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    v = Variable(np.ones(70_001, np.float32), name='v')\n"
+            "    Adam(0.5).apply_gradients([(np.ones(70_001, np.float32), v)])\n"
+            "print(v.data.tobytes().hex()[:16], sum('NUMBA_CACHE_DIR' in str(w.message) for w in seen))\n")
+    # numba's locators reduced to NUMBA_CACHE_DIR, which cannot be created: no place to cache
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator", NUMBA_CACHE_DIR="/dev/null/none")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    expected = Variable(np.ones(70_001, np.float32), name="v")
+    numpy_path(Adam(0.5)).apply_gradients([(np.ones(70_001, np.float32), expected)])
+    assert out.stdout.split() == [expected.data.tobytes().hex()[:16], "1"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

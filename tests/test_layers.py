@@ -98,6 +98,28 @@ def test_layer_gradients_float64():
     check_gradients(f, [k.numpy().copy()])
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", None])
+def test_layers_release_their_result_before_the_bias(activation):
+    """The graph keeps a layer's matmul/convolution result (the bias op's input) only as its shape
+    and dtype: no backward reads its values, and the gradients are the same."""
+    from distnet.nn.bias_add import BiasAdd
+    from distnet.nn.bias_add_relu import BiasAddRelu
+
+    rng = np.random.default_rng(4)
+    model = Sequential([Conv2D(2, 3, padding="same", activation=activation), Flatten(), Dense(3, activation=activation)],
+                       input_shape=(4, 4, 1), dtype=np.float64, seed=1)
+    x = rng.standard_normal((2, 4, 4, 1))
+    out = model(distnet.constant(x))
+    released, node = [], out
+    while node._parents:   # the chain back to the input: the bias ops' inputs
+        if isinstance(node._op, BiasAddRelu if activation == "relu" else BiasAdd):
+            released.append(node._parents[0].data)
+        node = node._parents[0]
+    assert [(a.shape, a.dtype, set(a.strides)) for a in released] == [
+        ((2, 3), np.float64, {0}), ((2, 4, 4, 2), np.float64, {0})]
+    check_gradients(lambda t: model(t), [x])
+
+
 def test_errors():
     with pytest.raises(InvalidArgumentError, match="units"):
         Dense(0)

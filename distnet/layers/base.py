@@ -211,11 +211,11 @@ class WeightedLayer(Layer):
         if self.use_bias and self.activation is relu:
             from distnet.nn.bias_add_relu import bias_add_relu
 
-            return bias_add_relu(y, self.bias)   # bitwise relu(bias_add(y, bias)), fewer passes
+            return _release(y, bias_add_relu(y, self.bias))   # bitwise relu(bias_add(y, bias)), fewer passes
         if self.use_bias:
             from distnet.nn import bias_add
 
-            y = bias_add(y, self.bias)
+            y = _release(y, bias_add(y, self.bias))
         return y if self.activation is None else self.activation(y)
 
 
@@ -245,3 +245,15 @@ def window_out(size: int, k: int, s: int, padding: str) -> int:
     if padding == "SAME":
         return -(-size // s)
     return -(-(size - k + 1) // s)
+
+
+def _release(inner: Tensor, out: Tensor) -> Tensor:
+    """``out``, after letting go of the values of ``inner``, the layer's own intermediate tensor
+    (the convolution's or matmul's result, before the bias): the graph keeps ``inner`` until the
+    step's gradients are done, but no backward reads it (each op keeps what its backward needs,
+    and the bias ops need only their output or nothing), so an activation-sized array less is
+    held through the rest of the step.  ``inner`` keeps its shape and dtype, which the gradient
+    walk checks, as a read-only view of one zero."""
+    if inner._op is not None and out is not inner:   # an op's result, not a tensor of the caller's
+        inner.data = np.broadcast_to(np.zeros((), dtype=inner.data.dtype), inner.data.shape)
+    return out
