@@ -104,7 +104,15 @@ def compiles(*arrays: np.ndarray) -> bool:
     float16 nor long double, and mixed dtypes follow numpy's casting rules, which the
     numpy paths keep."""
     dtype = arrays[0].dtype
-    return dtype in (np.dtype(np.float32), np.dtype(np.float64)) and all(a.dtype == dtype for a in arrays)
+    if dtype not in _COMPILED_DTYPES:
+        return False
+    for a in arrays:
+        if a.dtype != dtype:
+            return False
+    return True
+
+
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def available() -> bool:

@@ -68,18 +68,22 @@ def test_adam_kernel_is_bitwise_the_numpy_path(make, dtype):
 
 
 def test_adam_kernel_runs_where_dtypes_agree():
-    """A float64 gradient of a float32 variable keeps the numpy path (numpy's casting rules)."""
+    """A float64 gradient of a float32 variable keeps the numpy path (numpy's casting rules); an array
+    under jit.MIN_ELEMENTS takes the kernel once a large one has loaded it, not before."""
     calls = []
     opt = Adam(0.1)
     original = opt._update_compiled
-    opt._update_compiled = lambda *args: calls.append(args[1].dtype) or original(*args)
+    opt._update_compiled = lambda *args: calls.append(args[1].size) or original(*args)
     n = jit.MIN_ELEMENTS
     v = Variable(np.ones(n, np.float32), name="v")
-    opt.apply_gradients([(np.ones(n, np.float32), v)])
-    opt.apply_gradients([(np.ones(n, np.float64), v)])
     small = Variable(np.ones(n - 1, np.float32), name="small")
     opt.apply_gradients([(np.ones(n - 1, np.float32), small)])
-    assert calls == [np.dtype(np.float32)]
+    assert calls == []
+    opt.apply_gradients([(np.ones(n, np.float32), v)])
+    opt.apply_gradients([(np.ones(n, np.float64), v)])
+    opt.apply_gradients([(np.ones(n - 1, np.float32), small)])
+    opt.apply_gradients([(np.ones(n - 1, np.float64), small)])
+    assert calls == [n, n - 1]
 
 
 def test_small_models_never_import_numba():

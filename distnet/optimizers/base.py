@@ -90,6 +90,8 @@ class Optimizer:
     #: elements per in-place pass of the update: a chunk of every array the update
     #: reads stays in the CPU cache (benchmarks/optimizer_update.py; figures in benchmarks/README.md).
     chunk_size: int = 32768
+    #: whether this optimizer's compiled kernel has run (then every array takes it: see _update)
+    _kernel_loaded: bool = False
 
     def __init__(self, learning_rate: LearningRate, *, clipnorm: float | None = None,
                  global_clipnorm: float | None = None, name: str | None = None):
@@ -116,7 +118,7 @@ class Optimizer:
     def _check_var(self, var) -> None:
         if not isinstance(var, Variable):
             raise DTypeError(f"{self.name}: Expect: a Variable to update Actual: {type(var).__name__}")
-        if not np.issubdtype(var.dtype, np.floating):
+        if var.dtype.kind != "f":
             raise DTypeError(f"{self.name}: variable {var.name!r} has dtype {var.dtype}; Expect: a floating dtype")
 
     def build(self, var_list: Sequence[Variable]) -> None:
@@ -126,14 +128,14 @@ class Optimizer:
         """
         var_list = list(var_list)
         names = [getattr(v, "name", None) for v in var_list]
-        dups = sorted({n for n in names if names.count(n) > 1})
-        if dups:
+        if len(set(names)) != len(names):
+            dups = sorted({n for n in names if names.count(n) > 1})
             raise InvalidArgumentError(f"{self.name}: variable names must be unique. Found duplicates: {dups}")
-        for var in var_list:
-            self._check_var(var)
-            known = self._vars.get(var.name)
-            if known is var:
+        for var, name in zip(var_list, names):
+            known = self._vars.get(name)
+            if known is var:   # checked when its slots were made (every step passes here)
                 continue
+            self._check_var(var)
             if known is not None:
                 raise InvalidArgumentError(
                     f"{self.name}: a different variable named {var.name!r} already has slots; "
@@ -218,14 +220,10 @@ class Optimizer:
                 if g.shape != v.shape:
                     raise ShapeError(f"{self.name}: gradient of {v.name!r} has the wrong shape; "
                                      f"Expect: {v.shape} Actual: {g.shape}")
-                if not (np.issubdtype(g.dtype, np.floating) or np.issubdtype(g.dtype, np.integer)):
+                if g.dtype.kind not in "fiu":
                     raise DTypeError(f"{self.name}: gradient of {v.name!r} has dtype {g.dtype}; Expect: a floating dtype")
             pairs.append((g, v))
-        names = [v.name for _, v in pairs]
-        dups = sorted({n for n in names if names.count(n) > 1})
-        if dups:
-            raise InvalidArgumentError(f"{self.name}: variable names must be unique. Found duplicates: {dups}")
-        self.build([v for _, v in pairs])
+        self.build([v for _, v in pairs])   # the names unique, slots for new variables
         return pairs
 
     def _apply(self, pairs: list) -> int:
@@ -248,7 +246,7 @@ class Optimizer:
             raise InvalidArgumentError(f"{self.name}: variable {name!r}: Expect: a C-contiguous buffer "
                                        "(updated in place) Actual: a non-contiguous one")
         p = var.data.reshape(-1)
-        g = np.ravel(grad)
+        g = grad.reshape(-1)
         slots = [self._slots[s][name].reshape(-1) for s in self.slot_names]
         n, c = p.size, max(1, int(self.chunk_size))
         chunks = -(-n // c)
@@ -257,12 +255,15 @@ class Optimizer:
             tmp = self._scratch[name] = np.empty(min(n, c) * parts, dtype=var.dtype)
 
         # A compiled kernel (distnet/jit.py) does a run of elements in one pass, with the
-        # numpy path's operations (same bits); small arrays and mixed dtypes keep the numpy path.
-        compiled = jit.worth(n) and jit.compiles(p, g, *slots)
+        # numpy path's operations (same bits); mixed dtypes keep the numpy path, and so do small
+        # arrays until a large one has loaded this optimizer's kernel: from then on a call costs a
+        # few microseconds where numpy's passes cost one or more each.
+        compiled = (jit.worth(n) or self._kernel_loaded) and jit.compiles(p, g, *slots)
 
         def work(part: int, first: int, last: int) -> None:
             if compiled and self._update_compiled(name, p[first * c:last * c], g[first * c:last * c],
                                                   tuple(a[first * c:last * c] for a in slots), lr, t):
+                self._kernel_loaded = True
                 return
             scratch = tmp[part * c:part * c + c]
             for lo in range(first * c, min(last * c, n), c):
