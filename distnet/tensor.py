@@ -254,7 +254,7 @@ class Variable(Tensor):
 
     def __init__(self, initial_value: Any, name: str | None = None, trainable: bool = True, dtype=None):
         arr = _to_array(initial_value, dtype)
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        if arr.dtype.kind not in "fiu":
             raise DTypeError(f"Variable {name!r}: Expect: a numeric dtype Actual: {arr.dtype}")
         if name is None:
             n = next(Variable._unnamed)

@@ -126,7 +126,7 @@ class Layer:
                                  f"Actual: {input_shape}")
             return
         self.dtype = np.dtype(dtype)
-        if not np.issubdtype(self.dtype, np.floating):
+        if self.dtype.kind != "f":
             raise DTypeError(f"layer {self.name!r}: dtype: Expect: a floating dtype Actual: {self.dtype}")
         self.output_shape = tuple(self.compute_output_shape(input_shape))
         self.build_weights(input_shape, np.random.default_rng(0) if rng is None else rng)
@@ -148,7 +148,7 @@ class Layer:
         if x.ndim < 1:
             raise ShapeError(f"layer {self.name!r}: input must have a batch axis; Actual: a scalar")
         if not self.built:
-            dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
+            dtype = x.dtype if x.dtype.kind == "f" else np.float32
             self.build(x.shape[1:], dtype=dtype)
         elif tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"layer {self.name!r}: Expect: input of shape (batch, {', '.join(map(str, self.input_shape))}"

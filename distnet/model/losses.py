@@ -52,7 +52,7 @@ def _float_tensor(x: Any, name: str, what: str, like: Tensor | None = None) -> T
         t = Tensor(np.asarray(x), dtype=like.dtype)
     else:
         t = as_tensor(x)
-    if not np.issubdtype(t.dtype, np.floating):
+    if t.dtype.kind != "f":
         raise DTypeError(f"{name}: {what}: Expect: a floating dtype Actual: dtype {t.dtype}")
     if t.ndim < 1:
         raise ShapeError(f"{name}: {what}: Expect: a batch axis (rank >= 1) Actual: a scalar")
@@ -242,7 +242,7 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, reduction: str = "mea
     _check_reduction(reduction, name)
     lg = _class_logits(logits, name)
     lab = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
-    if not np.issubdtype(lab.dtype, np.integer):
+    if lab.dtype.kind not in "iu":
         raise DTypeError(f"{name}: labels: Expect: integer class indices Actual: dtype {lab.dtype}")
     if lab.shape != lg.shape[:1]:
         raise ShapeError(f"{name}: labels: one class index per row of logits: "
@@ -351,7 +351,7 @@ def _on_class_labels(loss):
     """``loss`` (one-hot labels) taking integer class labels: they are one-hot encoded from the outputs' width."""
     def on_class_labels(labels, logits, reduction="mean"):
         labels = np.asarray(labels)
-        if np.issubdtype(labels.dtype, np.integer) and labels.ndim == len(logits.shape) - 1:
+        if labels.dtype.kind in "iu" and labels.ndim == len(logits.shape) - 1:
             labels = np.eye(logits.shape[-1], dtype=logits.dtype)[labels]
         return loss(labels, logits, reduction=reduction)
 

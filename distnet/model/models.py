@@ -59,7 +59,7 @@ class Sequential:
             raise InvalidArgumentError(f"Sequential: seed: Expect: an int >= 0 Actual: {seed!r}")
         self.seed = int(seed)
         self.dtype = np.dtype(dtype)
-        if not np.issubdtype(self.dtype, np.floating):
+        if self.dtype.kind != "f":
             raise DTypeError(f"Sequential: dtype: Expect: a floating dtype Actual: {self.dtype}")
         self.name = name
         self.layers: list[Layer] = []
@@ -155,7 +155,7 @@ class Sequential:
                                  "(use distnet.cast, or pass a numpy array, which is converted)")
         else:
             arr = np.asarray(x)
-            if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            if arr.dtype.kind not in "fiu":
                 raise DTypeError(f"Sequential {self.name!r}: input: Expect: a numeric dtype Actual: dtype {arr.dtype}")
             x = Tensor(arr, dtype=self.dtype)
         if x.ndim < 2 and not (self.built and len(self.input_shape) == 0):

@@ -91,7 +91,7 @@ class ExponentialMovingAverage:
         for v in var_list:
             if not isinstance(v, Variable):
                 raise DTypeError(f"ExponentialMovingAverage: Expect: Variables Actual: {type(v).__name__}")
-            if not np.issubdtype(v.dtype, np.floating):
+            if v.dtype.kind != "f":
                 raise DTypeError(f"ExponentialMovingAverage: variable {v.name!r} has dtype {v.dtype}; "
                                  "Expect: a floating dtype")
         names = [v.name for v in var_list]

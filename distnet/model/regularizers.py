@@ -45,7 +45,7 @@ def _scale(name: str, value: Any) -> float:
 
 def _weights(name: str, w: Any) -> Tensor:
     t = as_tensor(w)
-    if not np.issubdtype(t.dtype, np.floating):
+    if t.dtype.kind != "f":
         raise DTypeError(f"{name}: Expect: a floating tensor Actual: dtype {t.dtype}")
     return t
 

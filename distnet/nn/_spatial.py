@@ -116,7 +116,7 @@ def pool_geometry(value: Any, ksize: Any, strides: Any, padding: Any, data_forma
     from distnet.tensor import as_tensor
 
     x = as_tensor(value)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         raise DTypeError(f"{op_name}: Expect: a floating dtype (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim != 4:
         raise ShapeError(f"{op_name}: value must have rank 4 [batch, height, width, channels] (NHWC). "

@@ -21,7 +21,7 @@ from distnet.tensor import Tensor, as_tensor
 def floating_tensor(x: Any, op_name: str) -> Tensor:
     """``x`` as a Tensor of a floating dtype, or a :class:`DTypeError`."""
     t = as_tensor(x)
-    if not np.issubdtype(t.dtype, np.floating):
+    if t.dtype.kind != "f":
         raise DTypeError(
             f"{op_name}: Expect: a floating tensor (float32 or float64) Actual: {t.dtype.name}; "
             "use distnet.cast to convert"

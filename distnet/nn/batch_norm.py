@@ -76,7 +76,7 @@ def moments(x: Any, axes: Any, keepdims: bool = False, name: str | None = None) 
     from distnet.ops import reduce_mean, square, squeeze, stop_gradient, subtract
 
     x = as_tensor(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         raise DTypeError(f"moments: Expect: a floating tensor Actual: dtype {x.dtype.name}")
     axes = [axes] if isinstance(axes, (int, np.integer)) else list(axes)
     mean = reduce_mean(x, axis=axes, keepdims=True)
@@ -97,7 +97,7 @@ def batch_normalization(x: Any, mean: Any, variance: Any, offset: Any, scale: An
     from distnet.ops import add, multiply, sqrt, subtract
 
     x = as_tensor(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         raise DTypeError(f"batch_normalization: Expect: a floating tensor Actual: dtype {x.dtype.name}")
     variance = as_tensor(variance, like=x)
     inv = 1.0 / sqrt(variance + float(variance_epsilon))
@@ -258,7 +258,7 @@ def batch_norm_train(x: Any, scale: Any = None, offset: Any = None, *, epsilon: 
       (array([-1.,  1.], dtype=float32), array([2.]), array([1.]))
     """
     x = as_tensor(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         raise DTypeError(f"batch_norm_train: Expect: a floating tensor (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim < 1:
         raise ShapeError("batch_norm_train: Expect: a tensor with a channel axis Actual: a scalar")

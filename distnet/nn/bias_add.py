@@ -66,7 +66,7 @@ def bias_add(value: Any, bias: Any, data_format: str | None = None, name: str | 
     """
     op_name = "bias_add"
     v, b = binary_operands(value, bias, op_name)
-    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+    if v.dtype.kind not in "fiu":
         raise DTypeError(f"{op_name}: Expect: a numeric tensor Actual: {v.dtype.name}")
     if v.ndim < 2:
         raise ShapeError(f"{op_name}: value: at least 2-D: Expect: rank >= 2 Actual: shape {v.shape}")

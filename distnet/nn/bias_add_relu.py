@@ -77,6 +77,6 @@ def bias_add_relu(value: Any, bias: Any) -> Tensor:
       array([[0. , 1.5]], dtype=float32)
     """
     v, b = binary_operands(value, bias, "bias_add")
-    if not np.issubdtype(v.dtype, np.floating) or v.ndim < 2 or b.ndim != 1 or b.shape[0] != v.shape[-1]:
+    if v.dtype.kind != "f" or v.ndim < 2 or b.ndim != 1 or b.shape[0] != v.shape[-1]:
         return relu(bias_add(v, b))   # the two ops give the errors (and integer arithmetic) their way
     return BiasAddRelu.apply(v, b)

@@ -261,7 +261,7 @@ def conv2d(input: Any, filters: Any, strides: Any, padding: str, data_format: st
     """
     op_name = "conv2d"
     x, w = binary_operands(input, filters, op_name)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         raise DTypeError(f"{op_name}: Expect: a floating dtype (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim != 4:
         raise ShapeError(

@@ -73,7 +73,7 @@ def conv2d_transpose(value: Any, filters: Any, output_shape: Any, strides: Any, 
     """
     op_name = "conv2d_transpose"
     x, w = binary_operands(value, filters, op_name)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         raise DTypeError(f"{op_name}: Expect: a floating dtype (float32 or float64) Actual: {x.dtype.name}")
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(f"{op_name}: value [batch, height, width, channels] and filters [kh, kw, out, in] must "

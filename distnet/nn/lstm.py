@@ -120,7 +120,7 @@ def check_sequence_args(op: str, gates: int, x, kernel, recurrent_kernel, bias, 
     """
     tensors = [as_tensor(v) for v in (x, kernel, recurrent_kernel) + (() if bias is None else (bias,))]
     xt, k, r = tensors[:3]
-    if not np.issubdtype(xt.dtype, np.floating) or any(t.dtype != xt.dtype for t in tensors):
+    if xt.dtype.kind != "f" or any(t.dtype != xt.dtype for t in tensors):
         raise DTypeError(f"{op}: Expect: one floating dtype for x and the weights Actual: "
                          f"{[t.dtype.name for t in tensors]}")
     if r.ndim != 2 or r.shape[1] != gates * r.shape[0]:

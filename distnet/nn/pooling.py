@@ -97,7 +97,7 @@ class MaxPool(Op):
             out = self._forward_compiled(x)
             if out is not None:
                 return out
-        if self._tiles(x) and x.flags.c_contiguous and np.issubdtype(x.dtype, np.floating):
+        if self._tiles(x) and x.flags.c_contiguous and x.dtype.kind == "f":
             # The running maximum in the general path's order of offsets (the same bits, signed
             # zeros included); np.maximum propagates NaN: then the general path follows TF1's rule.
             (kh, kw), xw = self.ksize, self._windows(x)
@@ -203,7 +203,7 @@ class MaxPool(Op):
         # Masked writes (copyto/where) are much slower than arithmetic on random masks, so the
         # running maximum uses fmax (equal to TF's rule for NaN-free input) and the argmax an
         # arithmetic select; input holding NaN takes the masked path, which follows TF exactly.
-        exact = bool(np.isnan(x).any()) if np.issubdtype(x.dtype, np.floating) else False
+        exact = bool(np.isnan(x).any()) if x.dtype.kind == "f" else False
         unseen = None
         for k in range(kh * kw):
             i, j = divmod(k, kw)

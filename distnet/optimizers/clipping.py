@@ -151,7 +151,7 @@ def _scale(norm: float, clip: float, what: str) -> float:
 
 def _scaled(g: np.ndarray, scale: float, in_place: bool) -> np.ndarray:
     g = np.asarray(g)
-    factor = g.dtype.type(scale) if np.issubdtype(g.dtype, np.floating) else scale
+    factor = g.dtype.type(scale) if g.dtype.kind == "f" else scale
     if in_place:
         return np.multiply(g, factor, out=g)
     return g * factor
