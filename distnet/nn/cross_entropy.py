@@ -57,17 +57,23 @@ class SparseSoftmaxCrossEntropy(Op):
 
     def forward(self, logits):
         z, lse = _log_sum_exp_parts(logits, -1)
-        idx = self.labels[..., None].astype(np.intp, copy=False)
-        loss = lse[..., 0] - np.take_along_axis(z, idx, axis=-1)[..., 0]
+        rows, at = _label_entries(z, self.labels)
+        loss = lse[..., 0] - rows[at].reshape(self.labels.shape)
         self.softmax = np.exp(z - lse)
         return loss
 
     def backward(self, g, needs):
         grad = self.softmax.copy()
-        idx = self.labels[..., None].astype(np.intp, copy=False)
-        np.put_along_axis(grad, idx, np.take_along_axis(grad, idx, axis=-1) - 1, axis=-1)
+        rows, at = _label_entries(grad, self.labels)   # a view: grad is C-contiguous
+        rows[at] -= 1
         grad *= g[..., None]
         return (grad,)
+
+
+def _label_entries(a: np.ndarray, labels: np.ndarray) -> tuple:
+    """``(a as [examples, classes], the index of each example's label entry)``: a plain gather
+    where ``np.take_along_axis`` builds its index arrays in Python every call; the same elements."""
+    return a.reshape(labels.size, a.shape[-1]), (np.arange(labels.size), labels.reshape(-1))
 
 
 def softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, axis: int = -1,
@@ -96,7 +102,7 @@ def softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, axis: int = -
     """
     op_name = "softmax_cross_entropy_with_logits"
     lab, lg = binary_operands(labels, logits, op_name)
-    if not np.issubdtype(lg.dtype, np.floating):
+    if lg.dtype.kind != "f":
         raise DTypeError(f"{op_name}: logits: Expect: floating (float32 or float64) Actual: {lg.dtype.name}")
     if lab.shape != lg.shape:
         raise ShapeError(
@@ -133,12 +139,12 @@ def sparse_softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, name: 
     """
     op_name = "sparse_softmax_cross_entropy_with_logits"
     lg = as_tensor(logits)
-    if not np.issubdtype(lg.dtype, np.floating):
+    if lg.dtype.kind != "f":
         raise DTypeError(f"{op_name}: logits: Expect: floating (float32 or float64) Actual: {lg.dtype.name}")
     if lg.ndim < 1:
         raise ShapeError(f"{op_name}: logits must have rank >= 1 [..., num_classes]. Actual: a scalar")
     lab = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
-    if not np.issubdtype(lab.dtype, np.integer):
+    if lab.dtype.kind not in "iu":
         raise DTypeError(
             f"{op_name}: labels: Expect: integer class indices (int32 or int64) Actual: {lab.dtype.name}; "
             "for one-hot or probability labels use softmax_cross_entropy_with_logits"
