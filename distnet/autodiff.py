@@ -153,7 +153,12 @@ def gradients(ys: "Tensor", xs, grad_ys=None, unconnected_gradients: str = "zero
     # needs[t]: t is requested or lies downstream of a requested tensor.
     needs: dict = {}
     for node in order:
-        needs[node] = node in wanted or any(needs[p] for p in node._parents)
+        need = node in wanted
+        for p in node._parents:   # a loop, not any(generator): this runs for every node of every step
+            if need:
+                break
+            need = needs[p]
+        needs[node] = need
         for var, version in node._read:
             if var._version != version:
                 _stale(var, version)
@@ -247,10 +252,12 @@ def _accumulate(op: Op, g: np.ndarray, parents: tuple, parent_needs: list, grads
     """
     pgrads = None
     if dests and op.backward_out is not None:
-        outs = [dests.get(p) if need and p not in grads and p not in parents[:k] else None
-                for k, (p, need) in enumerate(zip(parents, parent_needs))]
-        if any(d is not None for d in outs):
-            pgrads = op.backward_out(g, parent_needs, tuple(outs))
+        outs = tuple([dests.get(p) if need and p not in grads and p not in parents[:k] else None
+                      for k, (p, need) in enumerate(zip(parents, parent_needs))])
+        for d in outs:
+            if d is not None:
+                pgrads = op.backward_out(g, parent_needs, outs)
+                break
     if pgrads is None:
         pgrads = op.backward(g, parent_needs)
     for parent, pg, need in zip(parents, pgrads, parent_needs):

@@ -109,7 +109,7 @@ class Tensor:
         t._op = op
         t._parents = parents = tuple(parents)
         # The versions of the variables this op read (see check_not_stale).
-        t._read = tuple((p, p._version) for p in parents if isinstance(p, Variable)) \
+        t._read = tuple([(p, p._version) for p in parents if isinstance(p, Variable)]) \
             if op is not None else ()
         t.name = None
         return t
