@@ -40,8 +40,9 @@ def class_axis(axis: Any, ndim: int, op_name: str) -> int:
 
 def _log_sum_exp_parts(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """``(z, lse)`` with ``z = x - max(x)`` and ``lse = log(sum(exp(z)))`` (keepdims)."""
-    z = x - np.max(x, axis=axis, keepdims=True)
-    lse = np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    # The ufuncs' reductions, which np.max and np.sum call (without their Python layer).
+    z = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+    lse = np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))
     return z, lse
 
 

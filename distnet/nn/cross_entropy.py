@@ -155,8 +155,8 @@ def sparse_softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, name: 
             f"Expect: {lg.shape[:-1]} (logits {lg.shape}) Actual: {lab.shape}"
         )
     num_classes = lg.shape[-1]
-    bad = (lab < 0) | (lab >= num_classes)
-    if bad.any():
+    if lab.size and (np.minimum.reduce(lab, axis=None) < 0 or np.maximum.reduce(lab, axis=None) >= num_classes):
+        bad = (lab < 0) | (lab >= num_classes)
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         value = int(lab[where])
         raise InvalidArgumentError(

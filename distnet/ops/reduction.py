@@ -64,6 +64,13 @@ def _resolve_axis(axis, reduction_indices, op_name: str):
     return axis
 
 
+def _broadcast_copy(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """``np.broadcast_to(g, shape).copy()`` (the same values) without broadcast_to's Python layer."""
+    out = np.empty(shape, dtype=g.dtype)
+    np.copyto(out, g)
+    return out
+
+
 class Sum(Op):
     __slots__ = ("shape", "axes", "keepdims")
 
@@ -79,7 +86,7 @@ class Sum(Op):
     def backward(self, g, needs):
         if not self.keepdims:
             g = g.reshape(_kept_shape(self.shape, self.axes))
-        return (np.broadcast_to(g, self.shape).copy(),)
+        return (_broadcast_copy(g, self.shape),)
 
 
 class Mean(Op):
@@ -111,7 +118,7 @@ class Mean(Op):
     def backward(self, g, needs):
         if not self.keepdims:
             g = g.reshape(_kept_shape(self.shape, self.axes))
-        return (np.broadcast_to(g / max(self.count, 1), self.shape).copy(),)
+        return (_broadcast_copy(g / max(self.count, 1), self.shape),)
 
 
 class _Extremum(Op):

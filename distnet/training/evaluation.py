@@ -20,11 +20,12 @@ def correct(outputs: np.ndarray, labels, threshold: float = 0.0) -> int:
     """How many samples the outputs (logits or probabilities) classify right: ``argmax == label``;
     with one output unit (binary), ``(output > threshold) == label``; one-hot (or probability)
     labels count by their argmax."""
-    if np.ndim(labels) == 2 and np.shape(labels) == outputs.shape and outputs.shape[-1] > 1:
-        labels = np.argmax(labels, axis=-1)
-    if outputs.ndim == 2 and outputs.shape[-1] == 1 and np.ndim(labels) == 1:
-        return int(np.sum((outputs[:, 0] > threshold) == (np.asarray(labels) > 0.5)))
-    return int(np.sum(np.argmax(outputs, axis=-1) == labels))
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape == outputs.shape and outputs.shape[-1] > 1:
+        labels = labels.argmax(axis=-1)
+    if outputs.ndim == 2 and outputs.shape[-1] == 1 and labels.ndim == 1:
+        return int(np.count_nonzero((outputs[:, 0] > threshold) == (labels > 0.5)))
+    return int(np.count_nonzero(outputs.argmax(axis=-1) == labels))
 
 
 def absolute_error(outputs: np.ndarray, targets) -> float:
