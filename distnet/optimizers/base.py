@@ -259,6 +259,9 @@ class Optimizer:
         # arrays until a large one has loaded this optimizer's kernel: from then on a call costs a
         # few microseconds where numpy's passes cost one or more each.
         compiled = (jit.worth(n) or self._kernel_loaded) and jit.compiles(p, g, *slots)
+        if compiled and parts == 1 and self._update_compiled(name, p, g, tuple(slots), lr, t):
+            self._kernel_loaded = True   # one run, in this thread: no per-chunk closure and slices
+            return
 
         def work(part: int, first: int, last: int) -> None:
             if compiled and self._update_compiled(name, p[first * c:last * c], g[first * c:last * c],
