@@ -57,6 +57,11 @@ class Kernel:
         self.py_func = fn
         self._compiled = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether this process has compiled (or loaded from the cache) the kernel already."""
+        return self._compiled is not None
+
     def __call__(self, *args):
         compiled = self._compiled
         if compiled is None:   # two threads may both compile once; numba serialises it
@@ -94,9 +99,11 @@ def kernel(fn: Callable) -> Optional[Kernel]:
 MIN_ELEMENTS = 1 << 16
 
 
-def worth(n: int) -> bool:
-    """True when an array of ``n`` elements should take the compiled kernel."""
-    return _AVAILABLE and n >= MIN_ELEMENTS
+def worth(n: int, kernel: Optional[Kernel] = None) -> bool:
+    """True when an array of ``n`` elements should take the compiled kernel: from ``MIN_ELEMENTS``
+    on, or at any size once ``kernel`` is loaded in this process (a large array loaded it): then a
+    call costs a few microseconds, where numpy's path costs about one per operation."""
+    return _AVAILABLE and (n >= MIN_ELEMENTS or (kernel is not None and kernel.loaded))
 
 
 def compiles(*arrays: np.ndarray) -> bool:

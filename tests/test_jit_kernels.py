@@ -86,6 +86,16 @@ def test_adam_kernel_runs_where_dtypes_agree():
     assert calls == [n, n - 1]
 
 
+def test_small_arrays_take_a_kernel_once_it_is_loaded():
+    """jit.worth: from MIN_ELEMENTS on; below, only a kernel this process has loaded already."""
+    n = jit.MIN_ELEMENTS
+    assert jit.worth(n) and not jit.worth(n - 1)
+    fresh = jit.kernel(lambda x: x)
+    assert not fresh.loaded and not jit.worth(1, fresh) and jit.worth(n, fresh)
+    fresh(1)
+    assert fresh.loaded and jit.worth(1, fresh)
+
+
 def test_small_models_never_import_numba():
     """A process that trains only small arrays pays nothing for the kernels (numba is not imported)."""
     code = ("import sys, numpy as np, distnet\n"

@@ -139,16 +139,37 @@ def test_max_pool_kernel_runs_on_the_usual_geometry_only():
                    "256 offsets": True, "257 offsets": False}
 
 
-def test_small_arrays_keep_the_numpy_paths(monkeypatch):
+class _Kernel:
+    """A stand-in kernel, loaded in this process or not, that records its calls."""
+
+    def __init__(self, loaded: bool, kernel=None):
+        self.loaded, self.kernel, self.calls = loaded, kernel, 0
+
+    def __call__(self, *args):
+        assert self.loaded, "a kernel not loaded ran on a small array"
+        self.calls += 1
+        return self.kernel(*args)
+
+
+def test_small_arrays_keep_the_numpy_paths_until_the_kernel_is_loaded(monkeypatch):
     monkeypatch.setattr(jit, "MIN_ELEMENTS", 4 * 4 * 4 * 3 + 1)
     x = np.random.default_rng(6).standard_normal((4, 4, 4, 3))
     op = pool_op(x, 2, 2, "SAME")
     op.forward(x)
     assert op.winners is None
-    monkeypatch.setattr(activations, "_positive_part", lambda *args: pytest.fail("the kernel ran"))
-    monkeypatch.setattr(bar, "_bias_add_relu", lambda *args: pytest.fail("the kernel ran"))
-    nn.relu(x).numpy()
-    nn.bias_add_relu(x, np.ones(3)).numpy()
+    real = activations._positive_part, activations._times_positive, bar._bias_add_relu
+    for loaded in (False, True):
+        kernels = {"positive": _Kernel(loaded, real[0]), "times": _Kernel(loaded, real[1]),
+                   "bias": _Kernel(loaded, real[2])}
+        monkeypatch.setattr(activations, "_positive_part", kernels["positive"])
+        monkeypatch.setattr(activations, "_times_positive", kernels["times"])
+        monkeypatch.setattr(bar, "_bias_add_relu", kernels["bias"])
+        xt = distnet.constant(x)
+        y = nn.relu(xt)
+        y.numpy()
+        distnet.gradients(distnet.reduce_sum(y), [xt])
+        nn.bias_add_relu(x, np.ones(3)).numpy()
+        assert [k.calls > 0 for k in kernels.values()] == [loaded] * 3
 
 
 def test_max_pool_gradient_of_another_dtype_takes_the_numpy_backward(monkeypatch):

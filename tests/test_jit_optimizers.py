@@ -143,15 +143,24 @@ def test_ema_kernel_on_two_threads_is_bitwise_one(monkeypatch):
 
 
 def test_ema_kernel_is_called_once_per_part(monkeypatch):
-    """The compiled path runs where it should: one kernel call per thread's part (ChunkThreads' split),
-    none for the variable under jit.MIN_ELEMENTS."""
+    """The compiled path runs where it should: one kernel call per thread's part (ChunkThreads' split);
+    the variable under jit.MIN_ELEMENTS in one call, once the large one has loaded the kernel (it has:
+    "w" comes first)."""
     calls = []
     kernel = moving_averages._ema_kernel
-    monkeypatch.setattr(moving_averages, "_ema_kernel", lambda s, x, d: calls.append(s.size) or kernel(s, x, d))
+
+    class Counted:   # the kernel, counting its calls; loaded when the kernel is
+        loaded = property(lambda self: kernel.loaded)
+
+        def __call__(self, s, x, d):
+            calls.append(s.size)
+            return kernel(s, x, d)
+
+    monkeypatch.setattr(moving_averages, "_ema_kernel", Counted())
     ema_run(np.float32, monkeypatch, threads=2)
     n = int(np.prod(SHAPES["w"]))
     first = -(-n // CHUNK) // 2 * CHUNK   # part 0: the first half of the chunks
-    assert sorted(calls) == sorted([first, n - first] * 5)
+    assert sorted(calls) == sorted([first, n - first] * 5 + [int(np.prod(SHAPES["b"]))] * 5)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.longdouble])

@@ -44,14 +44,14 @@ def sum_finite(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     """``out[:] = a + b`` (1-d arrays of one dtype and size; ``out`` may be ``a``); True when
     every element of the sum is finite.
 
-    Numpy path (no numba, ``DISTNET_JIT=0``, fewer than ``jit.MIN_ELEMENTS`` elements, a dtype
-    numba does not compile): chunk by chunk, the sum then its sum of squares while cached
+    Numpy path (no numba, ``DISTNET_JIT=0``, fewer than ``jit.MIN_ELEMENTS`` elements while the
+    kernel is not loaded, a dtype numba does not compile): chunk by chunk, the sum then its sum of squares while cached
     (finite only if every element is), the exact check where it overflows.
     """
-    if _sum_finite_kernel is not None and jit.worth(out.size) and jit.compiles(out, a, b):
-        if a is out or (a.ctypes.data == out.ctypes.data and a.strides == out.strides):
-            return bool(_add_finite_kernel(out, b))
-        return bool(_sum_finite_kernel(out, a, b))
+    if _sum_finite_kernel is not None and jit.compiles(out, a, b):
+        in_place = a is out or (a.ctypes.data == out.ctypes.data and a.strides == out.strides)
+        if jit.worth(out.size, _add_finite_kernel if in_place else _sum_finite_kernel):
+            return bool(_add_finite_kernel(out, b) if in_place else _sum_finite_kernel(out, a, b))
     finite = True
     with np.errstate(over="ignore", invalid="ignore"):
         for lo in range(0, out.size, CHUNK):

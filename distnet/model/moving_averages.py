@@ -33,7 +33,7 @@ def _ema_chunks(s: np.ndarray, x: np.ndarray, tmp: np.ndarray, c: int, one_minus
                 first: int, last: int) -> None:
     """``s -= (s - x) * one_minus`` over chunks ``first:last`` (of ``c`` elements), scratch chunk ``part``:
     one compiled pass (distnet/jit.py, the same bits) or numpy's passes chunk by chunk."""
-    if _ema_kernel is not None and jit.worth(x.size) and jit.compiles(s, x):   # as the optimizers
+    if _ema_kernel is not None and jit.worth(x.size, _ema_kernel) and jit.compiles(s, x):   # as the optimizers
         _ema_kernel(s[first * c:last * c], x[first * c:last * c], one_minus)
         return
     scratch = tmp[part * c:part * c + c]

@@ -57,18 +57,19 @@ def times_mask(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _compiled(*arrays: np.ndarray) -> bool:
-    """True where the compiled kernels below apply: numba, large enough C-contiguous float32/64
-    arrays of one shape and dtype (anything else takes the numpy path, with numpy's casting rules)."""
+def _compiled(kernel, *arrays: np.ndarray) -> bool:
+    """True where ``kernel`` (one of the compiled kernels below) applies: numba, C-contiguous float32/64
+    arrays of one shape and dtype, large enough or the kernel loaded already (:func:`distnet.jit.worth`);
+    anything else takes the numpy path, with numpy's casting rules."""
     a = arrays[0]
-    return (_positive_part is not None and jit.worth(a.size) and jit.compiles(*arrays)
+    return (kernel is not None and jit.worth(a.size, kernel) and jit.compiles(*arrays)
             and all(b.shape == a.shape and b.flags.c_contiguous for b in arrays))
 
 
 def positive_part(x: np.ndarray) -> np.ndarray:
     """``np.maximum(x, 0)`` in ``x``'s dtype (relu's forward), compiled where :func:`_compiled`
     says so, over runs of elements on the rank's threads (:mod:`distnet.nn._rows`)."""
-    if not _compiled(x):
+    if not _compiled(_positive_part, x):
         return np.maximum(x, 0).astype(x.dtype, copy=False)
     y, xf, zero = np.empty(x.shape, dtype=x.dtype), x.reshape(-1), x.dtype.type(0)
     yf = y.reshape(-1)
@@ -79,7 +80,7 @@ def positive_part(x: np.ndarray) -> np.ndarray:
 def times_positive(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``times_mask(g, y > 0)`` (relu's backward from its output: ``y > 0`` exactly where the input
     was), compiled in one pass where :func:`_compiled` says so, on the rank's threads."""
-    if not _compiled(g, y):
+    if not _compiled(_times_positive, g, y):
         return times_mask(g, y > 0)
     out, gf, yf, dt = np.empty(g.shape, dtype=g.dtype), g.reshape(-1), y.reshape(-1), g.dtype.type
     of = out.reshape(-1)

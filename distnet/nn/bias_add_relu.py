@@ -36,7 +36,7 @@ class BiasAddRelu(Op):
         v2 = np.ascontiguousarray(value).reshape(-1, c)
         dtype = np.result_type(value, bias)
         y = np.empty(v2.shape, dtype=dtype)
-        if _bias_add_relu is not None and jit.worth(y.size) and jit.compiles(value, bias):
+        if _bias_add_relu is not None and jit.worth(y.size, _bias_add_relu) and jit.compiles(value, bias):
             # One compiled pass, over runs of rows on the rank's threads: the same operations.
             b, zero = np.ascontiguousarray(bias), dtype.type(0)
             over_rows(v2.shape[0], 2 * y.nbytes, lambda lo, hi: _bias_add_relu(v2[lo:hi], b, zero, y[lo:hi]))
