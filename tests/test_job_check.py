@@ -181,6 +181,13 @@ def test_world_size_refused_by_check(capsys, job, tmp_path):
     code, ran, _ = _error(capsys, _args(job, sets, tmp_path / "run"))
     assert code == exit_status.BAD_INPUT and ran == checked
     assert main(_args(job, sets, tmp_path / "run") + ["--check", "-n", "2"]) == exit_status.OK
+    # The replicated strategy's shared sum needs exactly two: refused for 3 before the job starts.
+    sets = ['dist.strategy={type = "replicated", shared_memory = true}']
+    code, checked, _ = _error(capsys, _args(job, sets, tmp_path / "run") + ["--check", "-n", "3"])
+    assert code == exit_status.BAD_INPUT and checked == [
+        f"distnet: error: {job}: dist.strategy: shared_memory=True: Expect: an MPI job of 2 ranks on one machine "
+        "Actual: 3 rank(s)"]
+    assert main(_args(job, sets, tmp_path / "run") + ["--check", "-n", "2"]) == exit_status.OK
 
 
 # -- an unwritable run directory ------------------------------------------------------------------

@@ -50,6 +50,8 @@ from distnet.distributed.sum_finite import sum_finite
 from distnet.errors import InvalidArgumentError
 from distnet.registry import BOOL, BOOL_OR_AUTO, INT, Option
 
+_TWO_RANKS = "shared_memory=True: Expect: an MPI job of 2 ranks on one machine Actual: "
+
 #: Bucket size when several ranks reduce and the user gave none (the step
 #: time against the bucket size is in benchmarks/README.md).
 DEFAULT_BUCKET_BYTES = 8 << 20
@@ -145,6 +147,8 @@ class Replicated(Strategy):
             raise InvalidArgumentError(
                 f"shared_memory=True with overlap={bool(overlap)}, compression={opts['compression']!r}: Expect: "
                 "neither (the shared sum replaces the all-reduce they change)")
+        if isinstance(shared, (bool, np.bool_)) and shared and comm.size != 2:   # here, so a job's check sees it
+            raise InvalidArgumentError(_TWO_RANKS + f"{comm.size} rank(s)")
         return opts
 
     def _choose_shared_memory(self, shared_memory, size: int) -> bool:
@@ -157,10 +161,8 @@ class Replicated(Strategy):
 
         possible = self.comm.size == 2 and one_machine(self.comm)
         if not possible:
-            if forced:
-                raise InvalidArgumentError("shared_memory=True: Expect: an MPI job of 2 ranks on one machine Actual: "
-                                           + (f"{self.comm.size} rank(s)" if self.comm.size != 2
-                                              else "ranks on two machines"))
+            if forced:   # 2 ranks (check_options)
+                raise InvalidArgumentError(_TWO_RANKS + "ranks on two machines")
             return False
         return check_room(self.comm, 2 * segment_bytes(size + 1, self.dtype), purpose="both ranks' gradients",
                           forced=forced, fallback="the replicated strategy all-reduces with MPI (slower)",
