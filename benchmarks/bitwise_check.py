@@ -3,8 +3,8 @@
 Trains a small net (conv with an L2 kernel regularizer, dense with L1, dropout,
 weight decay, Adam on an exponential-decay schedule, EMA with num_updates) for
 20 steps on 1 rank and under ``mpiexec -n 2`` / ``-n 3`` with every strategy
-that runs on one host (replicated, replicated+overlap, replicated+float16,
-zero1, zero1+shared memory, hierarchical), with and without micro-batches, with
+that runs on one host (replicated, replicated+shared memory,
+replicated+overlap, replicated+float16, zero1, zero1+shared memory, hierarchical), with and without micro-batches, with
 global-norm and per-variable clipping (where the strategy takes it today), and
 a stop after 8 steps + resume to 20.  Each run saves every final parameter,
 optimizer slot (full arrays, gathered), EMA shadow, the optimizer's iteration
@@ -43,6 +43,8 @@ def configs() -> list[dict]:
     out.append({"name": "n1_resume", "ranks": 1, "strategy": "auto", "micro": 2, "stop_at": 8})
     strategies = {
         "replicated": {"strategy": "replicated"},
+        # as job files run it: the shared sum on 2 ranks, the all-reduce on 3
+        "replicatedshm": {"strategy": "replicated", "shared_memory": "auto"},
         "overlap": {"strategy": "replicated", "overlap": True},
         "fp16": {"strategy": "replicated", "compression": "float16"},
         "zero1": {"strategy": "zero1"},
@@ -59,6 +61,8 @@ def configs() -> list[dict]:
         out.append({"name": f"n{n}_zero1_resume", "ranks": n, "micro": 2, "strategy": "zero1", "stop_at": 8})
         out.append({"name": f"n{n}_replicated_resume", "ranks": n, "micro": 1, "strategy": "replicated",
                     "stop_at": 8})
+        out.append({"name": f"n{n}_replicatedshm_resume", "ranks": n, "micro": 1, "stop_at": 8,
+                    **strategies["replicatedshm"]})
     return out
 
 

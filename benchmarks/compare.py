@@ -25,7 +25,9 @@ numpy/torch/tensorflow are imported):
   with the sharded ZeRO-1 optimizer (``Trainer(strategy="zero1",
   shared_memory="auto")``, as job files run it: the weights in memory the two
   ranks share and the gradient blocks summed from it, no reduce-scatter/
-  all-gather messages).  With ``--deterministic on`` (the default) it also
+  all-gather messages).  The replicated run sums the gradients as job files do
+  too (``--shared-memory on``, the default: ``shared_memory="auto"``, through the
+  two ranks' shared memory; ``off``: the MPI all-reduce).  With ``--deterministic on`` (the default) it also
   runs the deterministic step (``Trainer(deterministic=True)``, replicated:
   canonical pieces of the global batch and the exact sum,
   docs/determinism.md) in the same rounds, and prints its ms/step beside the
@@ -225,7 +227,7 @@ def distnet_model(model_name: str):
 
 
 def run_distnet(model_name: str, batch: int, steps: int, warmup: int, sharded: bool = False,
-                conv_algorithm: str = "auto", deterministic: bool = False, shared_memory: bool = False) -> dict | None:
+                conv_algorithm: str = "auto", deterministic: bool = False, shared_memory: bool = True) -> dict | None:
     """distnet's step through ``Trainer`` on this process's communicator (mpiexec gives 2 ranks).
 
     Args:
@@ -498,7 +500,7 @@ def parse_result(proc: subprocess.CompletedProcess, what: str) -> dict:
 
 
 def launch(framework: str, config: str, model: str, batch: int, steps: int, warmup: int, tf_jit: str,
-           conv_algorithm: str = "auto", shared_memory: str = "off") -> dict:
+           conv_algorithm: str = "auto", shared_memory: str = "on") -> dict:
     """Run one measurement in fresh subprocess(es) and return its result dict."""
     threads = 2 if config == "1x2" else 1
     sharded = framework == "distnet-zero1"
@@ -590,9 +592,10 @@ def main() -> int:
     parser.add_argument("--zero1", choices=("off", "on", "both"), default="both",
                         help="distnet's 2-rank runs with the replicated optimizer (off), the sharded ZeRO-1 "
                              "optimizer (on) or both side by side (default)")
-    parser.add_argument("--shared-memory", choices=("on", "off"), default="off",
+    parser.add_argument("--shared-memory", choices=("on", "off"), default="on",
                         help="distnet's replicated 2-rank runs sum the gradients through shared memory "
-                             "(Trainer(shared_memory='auto')) instead of an MPI all-reduce (default off)")
+                             "(Trainer(shared_memory='auto'), as job files run them: the default) or, off, "
+                             "with an MPI all-reduce")
     parser.add_argument("--openblas-core", default="auto", metavar="auto|inherit|NAME",
                         help="OPENBLAS_CORETYPE of every run: auto (default) removes it, so OpenBLAS picks its "
                              "kernels from the CPU as oneDNN does for torch and TensorFlow; inherit keeps this "

@@ -12,7 +12,7 @@ Usage::
 
     python benchmarks/step_parts.py --model reference --batch 200
     mpiexec -n 2 python benchmarks/step_parts.py --model reference --batch 200 --strategy zero1
-    mpiexec -n 2 python benchmarks/step_parts.py --model mlp --batch 100 --strategy replicated [--shared-memory on]
+    mpiexec -n 2 python benchmarks/step_parts.py --model mlp --batch 100 --strategy replicated [--shared-memory off]
 """
 from __future__ import annotations
 
@@ -43,17 +43,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--strategy", default="auto", help="replicated, zero1, ... (auto: the Trainer's choice)")
-    parser.add_argument("--shared-memory", choices=("on", "off"), default="off",
-                        help="replicated: sum the gradients through a shared window (shared_memory='auto')")
+    parser.add_argument("--shared-memory", choices=("on", "off"), default="on",
+                        help="sum the gradients through a shared window (shared_memory='auto', as job files run "
+                             "it: the default) or, off, with MPI messages")
     parser.add_argument("--conv-algorithm", default="auto", choices=("auto", "gemm", "fft", "winograd"),
                         help="the Trainer's conv_algorithm (default auto, as compare.py)")
     args = parser.parse_args()
 
     comm = distnet.distributed.init().comm
     x, y = compare.make_data(args.batch * (args.steps + args.warmup))
-    options = {"shared_memory": "auto"} if args.strategy == "zero1" else {}
-    if args.shared_memory == "on":
-        options["shared_memory"] = "auto"
+    from distnet.distributed.strategies import all_strategies
+
+    takes = args.strategy == "auto" or "shared_memory" in all_strategies()[args.strategy].option_names()
+    options = {"shared_memory": "auto" if args.shared_memory == "on" else False} if takes else {}
     trainer = Trainer(compare.distnet_model(args.model), "sparse_softmax_cross_entropy",
                       distnet.optimizers.Adam(compare.LEARNING_RATE), ArrayDataset(x, y, num_classes=compare.CLASSES),
                       global_batch_size=args.batch, steps=args.steps + args.warmup, seed=0, comm=comm,

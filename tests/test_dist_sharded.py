@@ -434,17 +434,22 @@ def test_malloc_tuning_reuses_freed_large_blocks():
 
 
 @pytest.mark.mpi
-def test_job_files_shard_the_optimizer_by_default_on_several_ranks_where_they_can():
-    run = run_mpi("job_defaults.py", 2, timeout=60)
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_job_files_shard_the_optimizer_by_default_on_several_ranks_where_they_can(ranks):
+    run = run_mpi("job_defaults.py", ranks, timeout=60)
     assert run.returncode == 0, run.describe()
     got = dict(line.split(" ", 2)[1:] for line in run.stdout.splitlines() if line.startswith("OPTIONS "))
     eight = 8 << 20   # the replicated path's default buckets on several ranks (distnet/training/trainer.py)
-    # and, on one machine, through shared memory unless told not to or compressing
+    # On one machine through shared memory unless told not to or compressing: ZeRO-1 on any
+    # number of ranks; replicated's shared sum on 2 (also with buckets: it does not use them),
+    # never with overlap; on 3 ranks replicated falls back to the all-reduce.
+    two = ranks == 2
     assert got == {"unset": "shard=True overlap=False buckets=None shm=True",
-                   "off": f"shard=False overlap=False buckets={eight} shm=False",
-                   "buckets": "shard=False overlap=False buckets=4096 shm=False",
+                   "off": f"shard=False overlap=False buckets={eight} shm={two}",
+                   "buckets": f"shard=False overlap=False buckets=4096 shm={two}",
                    "overlap": f"shard=False overlap=True buckets={eight} shm=False",
                    "clip": "shard=True overlap=False buckets=None shm=True",   # clipping runs sharded too
                    "f16": "shard=False overlap=False buckets=None shm=False",
                    "noshm": "shard=True overlap=False buckets=None shm=False",
+                   "replnoshm": f"shard=False overlap=False buckets={eight} shm=False",
                    "shard-f16": "shard=True overlap=False buckets=None shm=False"}, run.describe()

@@ -24,10 +24,12 @@ pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 JOB = REPO / "examples" / "jobs" / "mlp.toml"
 
-# Runs inside the namespace: argv = delay, mode ("launcher", "at_init" or "all"), job, run_dir, marker.
+# Runs inside the namespace: argv = delay, mode ("launcher", "at_init" or "all"), job, run_dir, marker,
+# then the job's extra settings (each given to --set).
 DRIVER = r'''
 import json, os, signal, subprocess, sys, time
 delay, mode, job, run_dir, marker = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+extra = [a for kv in sys.argv[6:] for a in ("--set", kv)]
 env = dict(os.environ, DISTNET_TEST_MARKER=marker)
 
 def job_pids():
@@ -56,7 +58,7 @@ def steps():
 
 proc = subprocess.Popen([sys.executable, "-m", "distnet", "train", job, "-n", "2", "--run-dir", run_dir,
                          "--progress", "none", "--set", "train.steps=100000", "--set", "train.log_every=1",
-                         "--set", "data.train_samples=1000", "--set", "data.test_samples=200"],
+                         "--set", "data.train_samples=1000", "--set", "data.test_samples=200", *extra],
                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 time.sleep(delay)
 if mode == "at_init":   # the moment MPICH creates its file: ranks inside MPI_Init
@@ -93,10 +95,10 @@ def _namespace_reason() -> str | None:
     return None
 
 
-def _kill_and_list(tmp_path: Path, delay: float, mode: str) -> dict:
+def _kill_and_list(tmp_path: Path, delay: float, mode: str, *sets: str) -> dict:
     marker = f"{tmp_path.name}-{mode}-{delay:.3f}"
     command = (f"mount -t tmpfs -o size=256m tmpfs /dev/shm && exec {sys.executable} -c \"$0\" "
-               f"{delay} {mode} {JOB} {tmp_path / marker} {marker}")
+               f"{delay} {mode} {JOB} {tmp_path / marker} {marker} {' '.join(sets)}")
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", command, DRIVER],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -114,11 +116,13 @@ def namespace():
         pytest.skip(reason)
 
 
-@pytest.mark.parametrize("mode,seed", [("launcher", 1), ("launcher", 2), ("all", 3)])
-def test_a_killed_job_leaves_no_file_in_dev_shm(namespace, tmp_path, mode, seed):
+@pytest.mark.parametrize("mode,seed,strategy", [("launcher", 1, "auto"), ("launcher", 2, "auto"), ("all", 3, "auto"),
+                                               ("launcher", 4, "replicated"), ("all", 5, "replicated")])
+def test_a_killed_job_leaves_no_file_in_dev_shm(namespace, tmp_path, mode, seed, strategy):
     """A SIGKILL of the launcher (the workers then stop through mpiexec) or of every process
-    of the job at once (nothing runs MPI_Finalize), at a random moment: nothing stays."""
-    result = _kill_and_list(tmp_path, random.Random(seed).uniform(1.5, 8.0), mode)
+    of the job at once (nothing runs MPI_Finalize), at a random moment: nothing stays.  Under
+    ZeRO-1 (the default on 2 workers) and the replicated strategy, both through shared memory."""
+    result = _kill_and_list(tmp_path, random.Random(seed).uniform(1.5, 8.0), mode, f"dist.strategy={strategy}")
     assert result["alive"] == [], result
     assert result["left"] == [], result
 

@@ -1,7 +1,7 @@
 """Which synchroniser a job file gets on this many ranks: prints, on rank 0,
 one line ``OPTIONS <variant> shard=<bool> overlap=<bool> buckets=<bucket_bytes> shm=<bool>``
-per ``[dist]`` variant (buckets: None when sharded or one buffer; shm: the
-sharded path through shared memory).
+per ``[dist]`` variant (buckets: None when sharded or one buffer; shm: through
+shared memory: ZeRO-1's weights and block sums, or the replicated strategy's sum).
 
 usage: mpiexec -n N python job_defaults.py
 """
@@ -26,6 +26,7 @@ VARIANTS = {
     "clip": "[optimizer]\nclip_norm = 1.0\n",
     "f16": "[dist]\nshard_optimizer = false\ncompression = \"float16\"\n",
     "noshm": "[dist]\nshared_memory = false\n",
+    "replnoshm": "[dist]\nstrategy = {type = \"replicated\", shared_memory = false}\n",
     "shard-f16": "[dist]\ncompression = \"float16\"\n",
 }
 for name, extra in VARIANTS.items():

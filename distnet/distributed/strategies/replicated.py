@@ -30,10 +30,17 @@ Options:
   buffer costs well above the same call in a hot loop (its cells and the
   other rank's data are out of the caches), and its finite check is a second
   pass.  The same bits as the all-reduce (two summands add the same in either
-  order).  Not with ``overlap`` or ``compression``.
+  order).  Not with ``overlap`` or ``compression`` (``bucket_bytes`` is
+  the all-reduce's: no effect on the shared sum).  ``"auto"`` (a job's
+  default, as ZeRO-1's): on where it applies, the all-reduce elsewhere (3 or
+  more ranks, several machines, ``overlap``, ``compression``, too little
+  room in ``/dev/shm``: then a warning).  ``False`` (the ``Trainer``'s and
+  this class's default, as ZeRO-1's): the all-reduce; the window is freed
+  by ``close()`` only (a collective), which a job always calls.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -79,9 +86,14 @@ class Replicated(Strategy):
         COMPRESSION,
         Option("shared_memory", BOOL_OR_AUTO, False, "with 2 workers on one machine: sum the gradients in memory "
                "both map (each sums half, the finite check in the same pass) instead of an MPI all-reduce; the "
-               "same bits. `auto`: where it applies (else MPI, with a warning when `/dev/shm` lacks room). Not "
-               "with `overlap` or `compression`"),
+               "same bits, a faster step (`benchmarks/README.md`). `\"auto\"`: where it applies (2 workers, one "
+               "machine, no `overlap` or `compression`, room in `/dev/shm` for 2 copies of the gradients), else "
+               "the MPI all-reduce (with a warning when `/dev/shm` lacks room); `true` makes it an error when it "
+               "cannot be; `false` always uses MPI. `bucket_bytes` has no effect on the shared sum"),
     )
+    # As ZeRO-1's: a job runs the fastest path that gives the same bits, and always closes its trainer
+    # (the collective that frees the window).
+    job_defaults = MappingProxyType({"shared_memory": "auto"})
 
     def __init__(self, comm: Communicator, variables: Sequence, scalar_names: Sequence[str] = (),
                  bucket_bytes: int | None = None, overlap: bool = False, compression: str = "none",
