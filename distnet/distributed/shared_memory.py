@@ -52,6 +52,8 @@ SHM_DIR = "/dev/shm"
 #: MPICH's per-job segment, created by MPI_Init (``/mpich_shm_%x_%d``).
 SEGMENT_FILE = re.compile(r"^mpich_shm_[0-9a-f]+_\d+$")
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+#: The end of a "no room" message: where a too small ``SHM_DIR`` usually comes from.
+CONTAINER_HINT = " (a container gets 64 MB there by default: docker run --shm-size, compose shm_size)"
 
 
 def one_machine(comm: Communicator) -> bool:

@@ -169,7 +169,7 @@ class Replicated(Strategy):
         forced = not isinstance(shared_memory, str)   # True or False; else "auto"
         if (forced and not shared_memory) or self.overlap or self.compression != "none":
             return False
-        from distnet.distributed.shared_memory import check_room, one_machine, segment_bytes
+        from distnet.distributed.shared_memory import CONTAINER_HINT, check_room, one_machine, segment_bytes
 
         possible = self.comm.size == 2 and one_machine(self.comm)
         if not possible:
@@ -178,7 +178,7 @@ class Replicated(Strategy):
             return False
         return check_room(self.comm, 2 * segment_bytes(size + 1, self.dtype), purpose="both ranks' gradients",
                           forced=forced, fallback="the replicated strategy all-reduces with MPI (slower)",
-                          warn=self.comm.rank == 0, stacklevel=3)
+                          warn=self.comm.rank == 0, hint=CONTAINER_HINT, stacklevel=3)
 
     @property
     def shared(self) -> bool:

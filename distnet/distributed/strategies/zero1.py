@@ -181,7 +181,7 @@ class Zero1(Strategy):
         auto = shared_memory == "auto" and not isinstance(shared_memory, (bool, np.bool_))
         if not auto and not shared_memory:
             return False
-        from distnet.distributed.shared_memory import check_room, one_machine, segment_bytes
+        from distnet.distributed.shared_memory import CONTAINER_HINT, check_room, one_machine, segment_bytes
 
         possible = one_machine(self.group)   # a collective: called on every rank alike
         if not auto and not possible:   # True: possible, or an error saying why not
@@ -194,7 +194,7 @@ class Zero1(Strategy):
                 + segment_bytes(self.padded, self.param_dtype))
         return check_room(self.group, need, purpose="the weights and every rank's gradients", forced=not auto,
                           fallback="the ZeRO-1 strategy uses MPI messages (slower)", warn=self.comm.rank == 0,
-                          hint=" (a container gets 64 MB there by default: docker run --shm-size, compose shm_size)",
+                          hint=CONTAINER_HINT,
                           stacklevel=4)
 
     def _bind_params(self, params: np.ndarray) -> None:
