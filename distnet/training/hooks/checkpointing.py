@@ -124,7 +124,7 @@ def _other_training_data(ctx, state) -> bool:
     if same_data(then, now) is not False:   # the same samples, or a checkpoint that did not record them
         return False
     if ctx.comm.rank == 0:
-        warnings.warn(f"distnet: resuming on other training data than the checkpoint's run trained on: it "
+        warnings.warn(f"resuming on other training data than the checkpoint's run trained on: it "
                       f"trained on {describe(then)}; this run's training data is {describe(now)}. Resume with "
                       f"the run's own data to continue it as it was, or start a new run directory",
                       DataMismatchWarning, stacklevel=2)
