@@ -16,7 +16,19 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-def small_arrays_compiled(monkeypatch):
+def compiled_kernels():
+    """The tests that compare distnet's compiled kernels with their numpy paths (tests/test_jit_*.py)
+    need the kernels on.  Skipped only where they are off (``DISTNET_JIT=0``, or numba missing
+    although it is a dependency): then nothing compiled runs to compare, and the rest of the suite
+    covers the numpy paths, which are what runs in their place."""
+    from distnet import jit
+
+    if not jit.available():
+        pytest.skip("the compiled kernels are off (DISTNET_JIT=0 or no numba): no compiled path to compare")
+
+
+@pytest.fixture
+def small_arrays_compiled(compiled_kernels, monkeypatch):
     """The compiled kernels run however small the arrays (a model's arrays under
     ``jit.MIN_ELEMENTS`` keep the numpy paths): tests/test_jit_*.py."""
     from distnet import jit

@@ -13,15 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distnet import jit
 from distnet.nn import conv, conv_fft
 from distnet.nn._spatial import axis_geometry
 
-# Skipped only where the kernels are off (DISTNET_JIT=0, or numba missing although it is a
-# dependency): then there is no compiled path to compare, and the rest of the suite covers the
-# numpy paths that run in their place.
-pytestmark = [pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off"),
-              pytest.mark.usefixtures("small_arrays_compiled")]   # and `threads`: tests/conftest.py
+# tests/conftest.py: the kernels on however small the arrays (skipped only with the kernels off); and `threads`
+pytestmark = pytest.mark.usefixtures("small_arrays_compiled")
 
 KERNELS = {conv_fft: ("_SWAP", "_BLOCKS", "_BLOCK_SUMS"), conv: ("_WINDOW_ROWS",)}
 

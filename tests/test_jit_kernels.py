@@ -17,10 +17,7 @@ from distnet import jit
 from distnet.optimizers import Adam, AdamW
 from distnet.tensor import Variable
 
-# Skipped only where the kernels are off (DISTNET_JIT=0, or numba missing although it is a
-# dependency): then there is no compiled path to compare, and the rest of the suite covers the
-# numpy paths that run in their place.
-pytestmark = pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")   # tests/conftest.py: skipped only with the kernels off
 
 
 def special_values(rng, n, dtype):

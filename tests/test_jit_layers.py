@@ -19,11 +19,8 @@ pooling = sys.modules["distnet.nn.pooling"]
 activations = sys.modules["distnet.nn.activations"]
 bar = sys.modules["distnet.nn.bias_add_relu"]
 
-# Skipped only where the kernels are off (DISTNET_JIT=0, or numba missing although it is a
-# dependency): then there is no compiled path to compare, and the rest of the suite covers the
-# numpy paths that run in their place.
-pytestmark = [pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off"),
-              pytest.mark.usefixtures("small_arrays_compiled")]   # and `threads`: tests/conftest.py
+# tests/conftest.py: the kernels on however small the arrays (skipped only with the kernels off); and `threads`
+pytestmark = pytest.mark.usefixtures("small_arrays_compiled")
 
 DTYPES = [np.float32, np.float64]
 

@@ -20,12 +20,8 @@ from distnet.model.schedules import ExponentialDecay
 from distnet.optimizers import Adadelta, Adagrad, Adam, GradientDescent, Momentum, RMSProp
 from distnet.tensor import Variable
 
-# Skipped only where the kernels are off (DISTNET_JIT=0, or numba missing although it is a
-# dependency): then there is no compiled path to compare, and the rest of the suite covers the
-# numpy paths that run in their place.
-pytestmark = [pytest.mark.skipif(not jit.available(), reason="numba is a dependency; DISTNET_JIT=0 turns it off"),
-              # huge values overflow, infinities give NaNs: IEEE's answers, on purpose (and np.errstate
-              # does not reach the chunk threads)
+pytestmark = [pytest.mark.usefixtures("compiled_kernels"),   # tests/conftest.py: skipped only with the kernels off
+              # huge values overflow, infinities give NaNs: IEEE's answers, on purpose
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
 #: Every variant of every optimizer with a kernel here, as ``learning_rate -> optimizer``.
