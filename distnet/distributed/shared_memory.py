@@ -93,7 +93,7 @@ def room_for(comm: Communicator, nbytes: int) -> tuple[bool, int | None]:
 
 
 def check_room(comm: Communicator, nbytes: int, *, purpose: str, forced: bool, fallback: str, warn: bool,
-               hint: str = "", stacklevel: int = 2) -> bool:
+               stacklevel: int = 2) -> bool:
     """Whether ``nbytes`` for ``purpose`` fit in ``SHM_DIR`` on every rank (a collective: all agree).
 
     Where they do not: with ``forced`` (``shared_memory=True``) an error saying so; else (``"auto"``)
@@ -103,7 +103,7 @@ def check_room(comm: Communicator, nbytes: int, *, purpose: str, forced: bool, f
     if enough:
         return True
     why = (f"{nbytes / 1e6:.1f} MB free in {SHM_DIR} for {purpose} Actual: "
-           + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}") + hint)
+           + (f"{free / 1e6:.1f} MB free" if free is not None else f"no {SHM_DIR}") + CONTAINER_HINT)
     if forced:
         raise InvalidArgumentError(f"shared_memory=True: Expect: {why}")
     if warn:
@@ -111,6 +111,16 @@ def check_room(comm: Communicator, nbytes: int, *, purpose: str, forced: bool, f
 
         warnings.warn(f"shared_memory: {fallback}: Expect: {why}", PerformanceWarning, stacklevel=stacklevel + 1)
     return False
+
+
+def synced_barrier(comm: Communicator, windows) -> None:
+    """A barrier of ``comm`` with ``MPI_Win_sync`` on every window on both sides: each rank's stores
+    to the segments before it are seen by every rank's loads after it."""
+    for w in windows:
+        w.sync()
+    comm.barrier()
+    for w in windows:
+        w.sync()
 
 
 def segment_bytes(count: int, dtype) -> int:

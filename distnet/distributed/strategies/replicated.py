@@ -47,6 +47,7 @@ import numpy as np
 
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import COMPRESSION, check_compression, make_compressor
+from distnet.distributed.shared_memory import synced_barrier
 from distnet.distributed.strategies.base import (
     GradientSink,
     Strategy,
@@ -155,11 +156,12 @@ class Replicated(Strategy):
         shared = opts["shared_memory"]
         if not (isinstance(shared, (bool, np.bool_)) or shared == "auto"):
             raise InvalidArgumentError(f"shared_memory: Expect: 'auto', True or False Actual: {shared!r}")
-        if isinstance(shared, (bool, np.bool_)) and shared and (overlap or opts["compression"] != "none"):
+        forced_on = isinstance(shared, (bool, np.bool_)) and shared
+        if forced_on and (overlap or opts["compression"] != "none"):
             raise InvalidArgumentError(
                 f"shared_memory=True with overlap={bool(overlap)}, compression={opts['compression']!r}: Expect: "
                 "neither (the shared sum replaces the all-reduce they change)")
-        if isinstance(shared, (bool, np.bool_)) and shared and comm.size != 2:   # here, so a job's check sees it
+        if forced_on and comm.size != 2:   # here, so a job's check sees it
             raise InvalidArgumentError(_TWO_RANKS + f"{comm.size} rank(s)")
         return opts
 
@@ -169,7 +171,7 @@ class Replicated(Strategy):
         forced = not isinstance(shared_memory, str)   # True or False; else "auto"
         if (forced and not shared_memory) or self.overlap or self.compression != "none":
             return False
-        from distnet.distributed.shared_memory import CONTAINER_HINT, check_room, one_machine, segment_bytes
+        from distnet.distributed.shared_memory import check_room, one_machine, segment_bytes
 
         possible = self.comm.size == 2 and one_machine(self.comm)
         if not possible:
@@ -178,7 +180,7 @@ class Replicated(Strategy):
             return False
         return check_room(self.comm, 2 * segment_bytes(size + 1, self.dtype), purpose="both ranks' gradients",
                           forced=forced, fallback="the replicated strategy all-reduces with MPI (slower)",
-                          warn=self.comm.rank == 0, hint=CONTAINER_HINT, stacklevel=3)
+                          warn=self.comm.rank == 0, stacklevel=3)
 
     @property
     def shared(self) -> bool:
@@ -262,9 +264,7 @@ class Replicated(Strategy):
 
     def _shared_barrier(self) -> None:
         """A barrier with ``MPI_Win_sync`` on both sides (stores before it seen by loads after it)."""
-        self._window.sync()
-        self.comm.barrier()
-        self._window.sync()
+        synced_barrier(self.comm, (self._window,))
 
     def _sum_in_shared_memory(self) -> bool:
         """Sum the two ranks' segments into each (see the module docstring); returns

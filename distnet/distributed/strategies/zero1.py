@@ -54,6 +54,7 @@ import numpy as np
 
 from distnet.distributed.communicator import Communicator
 from distnet.distributed.compression import COMPRESSION, check_compression, make_compressor
+from distnet.distributed.shared_memory import synced_barrier
 from distnet.distributed.strategies.base import Strategy, SyncResult
 from distnet.distributed.sum_finite import sum_finite
 from distnet.errors import DTypeError, InvalidArgumentError
@@ -181,7 +182,7 @@ class Zero1(Strategy):
         auto = shared_memory == "auto" and not isinstance(shared_memory, (bool, np.bool_))
         if not auto and not shared_memory:
             return False
-        from distnet.distributed.shared_memory import CONTAINER_HINT, check_room, one_machine, segment_bytes
+        from distnet.distributed.shared_memory import check_room, one_machine, segment_bytes
 
         possible = one_machine(self.group)   # a collective: called on every rank alike
         if not auto and not possible:   # True: possible, or an error saying why not
@@ -194,7 +195,6 @@ class Zero1(Strategy):
                 + segment_bytes(self.padded, self.param_dtype))
         return check_room(self.group, need, purpose="the weights and every rank's gradients", forced=not auto,
                           fallback="the ZeRO-1 strategy uses MPI messages (slower)", warn=self.comm.rank == 0,
-                          hint=CONTAINER_HINT,
                           stacklevel=4)
 
     def _bind_params(self, params: np.ndarray) -> None:
@@ -210,11 +210,7 @@ class Zero1(Strategy):
 
     def _shared_barrier(self) -> None:
         """A barrier with ``MPI_Win_sync`` on both sides (stores before it seen by loads after it)."""
-        for w in self._windows:
-            w.sync()
-        self.group.barrier()
-        for w in self._windows:
-            w.sync()
+        synced_barrier(self.group, self._windows)
 
     def grad_views(self) -> list:
         return self._views

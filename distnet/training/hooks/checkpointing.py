@@ -120,8 +120,10 @@ def _other_training_data(ctx, state) -> bool:
     from distnet.data.identity import DataMismatchWarning, describe, same_data
 
     then = (state.data or {}).get("train")
+    if not then:   # a checkpoint that does not record its data (format 1)
+        return False
     now = ctx.trainer.data_identity()["train"]
-    if same_data(then, now) is not False:   # the same samples, or a checkpoint that did not record them
+    if same_data(then, now) is not False:
         return False
     if ctx.comm.rank == 0:
         warnings.warn(f"resuming on other training data than the checkpoint's run trained on: it "
