@@ -80,6 +80,8 @@ import sys
 import time
 from pathlib import Path
 
+from distnet.runner.blas_spin import spin_briefly  # imports no numpy: the workers set their threads first
+
 MODELS = ("reference", "twoconv", "mlp")
 CONFIGS = ("1x1", "1x2", "2x1")
 FRAMEWORKS = ("distnet", "torch", "tensorflow")
@@ -481,6 +483,9 @@ def thread_env(threads: int) -> dict:
         env["OPENBLAS_CORETYPE"] = OPENBLAS_CORE
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    # OpenBLAS's idle threads spin briefly, as in the processes the distnet command starts
+    # (distnet/runner/blas_spin.py); torch (MKL) and TensorFlow (oneDNN, Eigen) do not read it.
+    spin_briefly(env)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["PYTHONWARNINGS"] = "ignore"
     return env

@@ -26,6 +26,9 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distnet.runner.blas_spin import spin_briefly  # noqa: E402 (imports no numpy)
+
+spin_briefly()   # as the distnet command's processes, before numpy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 
