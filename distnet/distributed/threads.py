@@ -23,6 +23,8 @@ OpenBLAS, so only the user can change it, before Python starts.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 from distnet.distributed.communicator import Communicator
@@ -132,6 +134,35 @@ def ranks_on_this_host(comm: Communicator) -> int:
         return local.size
     finally:
         local.free()
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_libraries() -> tuple:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (found once: a few
+    hundred microseconds; the libraries numpy loaded stay)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return ()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread inside the block, its thread counts as before after it.
+
+    For a block whose own threads call BLAS side by side (``nn._rows.over_parts_one_blas_thread``).
+    The count is the process's: a product another thread starts meanwhile runs on one thread too.
+    """
+    libraries = _blas_libraries()
+    before = [lib.num_threads for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, count in zip(libraries, before):
+            lib.set_num_threads(count)
 
 
 def limit_blas_threads(comm: Communicator, threads: int | str | None = "auto") -> int | None:

@@ -50,6 +50,7 @@ import numpy as np
 
 from distnet import jit
 from distnet.autodiff import Op
+from distnet.nn._rows import over_parts_one_blas_thread
 from distnet.nn._spatial import Axis
 
 
@@ -211,17 +212,21 @@ class Conv2DFFT(Op):
         s1 = (m["t1"] @ xt).reshape(qr, 2 * h, n * c)                  # [q, (re/im, h), (n, c)]
         # Per width frequency: stages 2, 3 and 4.  xf (kept for the filter gradient): [q, p, n, (re/im, c)].
         xf = self.xf = np.empty((qr, p_, n, 2 * c), dtype=dtype)
-        s2 = np.empty((2 * p_, n * c), dtype=dtype)
-        b = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
-        y = np.empty((p_, n, 2 * o), dtype=dtype)
-        yt = np.empty((p_, 2, n, o), dtype=dtype)
         z = np.empty((qr, 2 * ho, n * o), dtype=dtype)                # [q, (re/im, i), (n, o)]
-        for q in range(qr):
-            np.matmul(m["m2"], s1[q], out=s2)                          # [(p, re/im), (n, c)]
-            _swap(s2.reshape(p_, 2, 1, n, c), xf[q].reshape(p_, n, 1, 2, c))
-            np.matmul(xf[q], self._blocks(q, b), out=y)                # [p, n, (re/im, o)]
-            _swap(y.reshape(p_, n, 1, 2, o), yt.reshape(p_, 2, 1, n, o))
-            np.matmul(m["n2"], yt.reshape(2 * p_, n * o), out=z[q])
+
+        def frequencies(lo: int, hi: int) -> None:
+            s2 = np.empty((2 * p_, n * c), dtype=dtype)
+            b = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
+            y = np.empty((p_, n, 2 * o), dtype=dtype)
+            yt = np.empty((p_, 2, n, o), dtype=dtype)
+            for q in range(lo, hi):
+                np.matmul(m["m2"], s1[q], out=s2)                      # [(p, re/im), (n, c)]
+                _swap(s2.reshape(p_, 2, 1, n, c), xf[q].reshape(p_, n, 1, 2, c))
+                np.matmul(xf[q], self._blocks(q, b), out=y)            # [p, n, (re/im, o)]
+                _swap(y.reshape(p_, n, 1, 2, o), yt.reshape(p_, 2, 1, n, o))
+                np.matmul(m["n2"], yt.reshape(2 * p_, n * o), out=z[q])
+
+        over_parts_one_blas_thread(qr, frequencies)
         # Stage 5: back to pixels, [Wo, Ho, N, O], then NHWC.
         out = m["n1"] @ z.reshape(2 * qr, ho * n * o)
         return _swapped(out, (wo, ho, n, o), dtype)
@@ -236,36 +241,42 @@ class Conv2DFFT(Op):
         # Adjoint of stage 5: the upstream gradient into width frequencies.
         gt = _swapped(g, (n, ho, wo, o), dtype).reshape(wo, ho * n * o)
         gz = (m["n1"].T @ gt).reshape(qr, 2 * ho, n * o)
-        gy = np.empty((2 * p_, n * o), dtype=dtype)
-        gf = np.empty((p_, n, 2, o), dtype=dtype)
-        dwri = db = dxf = dxt = ds1 = b = None
+        dwri = ds1 = None
         if needs[1]:
             dwri = np.empty((2, qr * p_, c, o), dtype=dtype)
-            db = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
         if needs[0]:
-            b = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
-            dxf = np.empty((p_, n, 2 * c), dtype=dtype)
-            dxt = np.empty((p_, 2, n, c), dtype=dtype)
             ds1 = np.empty((qr, 2 * h, n * c), dtype=dtype)
-        for q in range(qr):
+
+        def frequencies(lo: int, hi: int) -> None:
             # Adjoints of stages 4 and 3 (and 2 for the input gradient), one width frequency at a time.
-            np.matmul(m["n2"].T, gz[q], out=gy)                         # [(p, re/im), (n, o)]
-            _swap(gy.reshape(p_, 2, 1, n, o), gf.reshape(p_, n, 1, 2, o))
-            g3 = gf.reshape(p_, n, 2 * o)
+            gy = np.empty((2 * p_, n * o), dtype=dtype)
+            gf = np.empty((p_, n, 2, o), dtype=dtype)
             if needs[1]:
-                np.matmul(self.xf[q].transpose(0, 2, 1), g3, out=db)     # [p, (re/im, c), (re/im, o)]
-                d4 = db.reshape(p_, 2, c, 2, o)
-                f = slice(q * p_, (q + 1) * p_)
-                re, im = dwri[0, f], dwri[1, f]
-                if _BLOCK_SUMS is not None and jit.worth(db.size) and jit.compiles(db, re, im):
-                    _BLOCK_SUMS(d4, re, im)
-                else:
-                    np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=re)
-                    np.subtract(d4[:, 1, :, 0], d4[:, 0, :, 1], out=im)
+                db = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
             if needs[0]:
-                np.matmul(g3, self._blocks(q, b).transpose(0, 2, 1), out=dxf)
-                _swap(dxf.reshape(p_, n, 1, 2, c), dxt.reshape(p_, 2, 1, n, c))
-                np.matmul(m["m2"].T, dxt.reshape(2 * p_, n * c), out=ds1[q])
+                b = np.empty((p_, 2 * c, 2 * o), dtype=dtype)
+                dxf = np.empty((p_, n, 2 * c), dtype=dtype)
+                dxt = np.empty((p_, 2, n, c), dtype=dtype)
+            for q in range(lo, hi):
+                np.matmul(m["n2"].T, gz[q], out=gy)                     # [(p, re/im), (n, o)]
+                _swap(gy.reshape(p_, 2, 1, n, o), gf.reshape(p_, n, 1, 2, o))
+                g3 = gf.reshape(p_, n, 2 * o)
+                if needs[1]:
+                    np.matmul(self.xf[q].transpose(0, 2, 1), g3, out=db)  # [p, (re/im, c), (re/im, o)]
+                    d4 = db.reshape(p_, 2, c, 2, o)
+                    f = slice(q * p_, (q + 1) * p_)
+                    re, im = dwri[0, f], dwri[1, f]
+                    if _BLOCK_SUMS is not None and jit.worth(db.size) and jit.compiles(db, re, im):
+                        _BLOCK_SUMS(d4, re, im)
+                    else:
+                        np.add(d4[:, 0, :, 0], d4[:, 1, :, 1], out=re)
+                        np.subtract(d4[:, 1, :, 0], d4[:, 0, :, 1], out=im)
+                if needs[0]:
+                    np.matmul(g3, self._blocks(q, b).transpose(0, 2, 1), out=dxf)
+                    _swap(dxf.reshape(p_, n, 1, 2, c), dxt.reshape(p_, 2, 1, n, c))
+                    np.matmul(m["m2"].T, dxt.reshape(2 * p_, n * c), out=ds1[q])
+
+        over_parts_one_blas_thread(qr, frequencies)
         dw = dx = None
         if needs[1]:
             dw = (m["kernel"].T @ dwri.reshape(2 * qr * p_, c * o)).reshape(kh, kw, c, o)
