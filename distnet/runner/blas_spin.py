@@ -7,13 +7,15 @@ rank of several threads a worker never sleeps: it holds a core for the whole
 step, and the rank's own threads (the element-wise passes over chunks,
 :mod:`distnet.distributed.chunk_threads`; the FFT convolution's frequencies)
 run beside it on a fraction of that core and gain nothing over one thread.
-Spinning ``2**18`` cycles, a worker still catches the next product of a run of
-them, and sleeps between runs.  benchmarks/README.md has the figures.
+Spinning ``2**20`` cycles (a few tenths of a millisecond), a worker still
+catches the next product of a run of them, and sleeps between runs.  Shorter
+spins cost the small products of an MLP a wake-up each; benchmarks/README.md
+has the figures.
 
 OpenBLAS reads the variable once, when numpy loads it, so it must be set
 before: the ``distnet`` command does it first thing (its workers inherit
 it); a program of your own that trains on several threads per process sets
-it in its environment (``OPENBLAS_THREAD_TIMEOUT=18 python train.py``).
+it in its environment (``OPENBLAS_THREAD_TIMEOUT=20 python train.py``).
 This module imports nothing heavy, so the command can use it before numpy.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import MutableMapping
 #: OpenBLAS's variable: its idle workers spin ``2**value`` cycles (OpenBLAS clamps it to 4..30; default 28).
 VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
 #: The value distnet's processes run with.
-SPIN = 18
+SPIN = 20
 #: Up to this value the workers sleep soon enough for the rank's own threads to have the cores.
 BRIEF = 20
 
