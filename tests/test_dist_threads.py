@@ -43,7 +43,8 @@ def test_a_thread_count_in_the_environment_or_none_is_left_alone():
     assert set(_threads(run_mpi("blas_threads.py", 3, "1", env=UNSET, timeout=60)).values()) == {"set=1 blas=[1]"}
 
 
-def test_one_process_is_left_alone_and_bad_values_are_refused():
+def test_one_process_is_left_alone_and_bad_values_are_refused(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "20")   # init's spin advice is another test's
     assert limit_blas_threads(SingleCommunicator(), "auto") is None
     assert limit_blas_threads(SingleCommunicator(), None) is None
     for bad in (0, -1, 1.5, True, "all"):
@@ -92,6 +93,7 @@ def test_no_advice_when_openblas_chose_or_the_pin_matches_the_cpu(monkeypatch):
 
 def test_init_warns_and_building_a_trainer_does_not(monkeypatch):
     monkeypatch.setattr(threads, "blas_kernel_advice", lambda: "held back")
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "20")   # the spin advice: the next tests
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.random((4, 2, 2, 1), dtype=np.float32), rng.integers(0, 3, 4), num_classes=3)
 
@@ -108,3 +110,27 @@ def test_init_warns_and_building_a_trainer_does_not(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PerformanceWarning)
         make()   # building objects changes nothing in the process and says nothing
+
+
+def test_several_openblas_threads_that_spin_long_are_named_with_the_variable_and_its_value():
+    advice = threads.blas_spin_advice({}, [2])
+    assert "OPENBLAS_THREAD_TIMEOUT=20" in advice and "distnet command" in advice
+    assert threads.blas_spin_advice({"OPENBLAS_THREAD_TIMEOUT": "28"}, [2, 1]) == advice
+    assert threads.blas_spin_advice({"OPENBLAS_THREAD_TIMEOUT": "20"}, [2]) is None   # brief: the command's value
+    assert threads.blas_spin_advice({}, [1]) is None                                 # one thread: nothing spins
+    assert threads.blas_spin_advice({}, []) is None                                  # no OpenBLAS (MKL)
+
+
+def test_init_warns_of_a_long_spin_on_several_blas_threads_only(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    import warnings
+
+    monkeypatch.setattr(threads, "blas_kernel_advice", lambda: None)
+    for value, warns in (("28", True), ("20", False)):
+        monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", value)
+        with threadpool_limits(limits=2, user_api="blas"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            distnet.distributed.init(SingleCommunicator(), blas_threads=None, malloc_tuning=False)
+        said = [str(w.message) for w in caught if issubclass(w.category, PerformanceWarning)]
+        assert (len(said) == 1 and "OPENBLAS_THREAD_TIMEOUT" in said[0]) if warns else said == [], (value, said)

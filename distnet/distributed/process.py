@@ -76,6 +76,9 @@ def init(comm: Communicator | None = None, *, blas_threads: int | str | None = "
             exception, instead of leaving the others in a collective
             (:func:`~distnet.distributed.abort.install_abort_hook`); default:
             with more than one rank.
+    On rank 0 it warns (:class:`~distnet.distributed.threads.PerformanceWarning`)
+    about an ``OPENBLAS_CORETYPE`` older than the CPU and about several BLAS
+    threads that spin long when idle (distnet/runner/blas_spin.py).
     With several ranks it also removes the name of MPICH's segment file in
     ``/dev/shm`` once every rank has it mapped
     (:func:`~distnet.distributed.shared_memory.unlink_segment_files`), so a
@@ -89,13 +92,14 @@ def init(comm: Communicator | None = None, *, blas_threads: int | str | None = "
     """
     from distnet.distributed.abort import install_abort_hook
     from distnet.distributed.shared_memory import unlink_segment_files
-    from distnet.distributed.threads import limit_blas_threads, warn_blas_kernel
+    from distnet.distributed.threads import limit_blas_threads, warn_blas_kernel, warn_blas_spin
 
     comm = comm if comm is not None else get_communicator("auto")
     unlink_segment_files(comm)   # a killed rank then leaves no file in /dev/shm
     threads = limit_blas_threads(comm, blas_threads)
     if comm.rank == 0:
         warn_blas_kernel()   # an OPENBLAS_CORETYPE older than the CPU
+        warn_blas_spin()     # several BLAS threads that spin long when idle
     tuned = tune_malloc() if malloc_tuning else False
     if abort_on_exception is None:
         abort_on_exception = comm.size > 1

@@ -14,6 +14,13 @@ The limit is applied at run time with threadpoolctl (the BLAS library is
 already loaded by numpy by then); a thread count the user chose in the
 environment is left alone.
 
+With several threads in one rank, how long OpenBLAS's idle threads spin
+matters too: by default they hold a core for the whole step, and the rank's
+own threads (element-wise passes, the FFT convolution's frequencies) gain
+nothing (distnet/runner/blas_spin.py).  The ``distnet`` command shortens the
+spin before numpy loads; :func:`blas_spin_advice` notices a process that runs
+several BLAS threads without it, and :func:`distnet.distributed.init` warns.
+
 The kernels matter as much as the threads: OpenBLAS picks them from the CPU
 unless ``OPENBLAS_CORETYPE`` names a core, and a core older than the CPU
 runs every matrix product at that core's speed (benchmarks/README.md).
@@ -110,6 +117,44 @@ def blas_kernel_advice(environ=None, cores: list[str] | None = None, cpu_level: 
 def warn_blas_kernel() -> str | None:
     """Warn (:class:`PerformanceWarning`) if :func:`blas_kernel_advice` has advice; returns it."""
     advice = blas_kernel_advice()
+    if advice:
+        import warnings
+
+        warnings.warn(advice, PerformanceWarning, stacklevel=3)
+    return advice
+
+
+def blas_spin_advice(environ=None, threads: list[int] | None = None) -> str | None:
+    """A sentence for the user when OpenBLAS runs several threads that spin long when idle, else None.
+
+    Args:
+        environ: the environment (default ``os.environ``).
+        threads: the thread counts of the OpenBLAS libraries loaded (default: threadpoolctl's report).
+    Example:
+        >>> blas_spin_advice({}, [2])[:40]
+        "OpenBLAS's idle threads spin for about a"
+        >>> blas_spin_advice({"OPENBLAS_THREAD_TIMEOUT": "20"}, [2]) is None
+        True
+    """
+    from distnet.runner.blas_spin import SPIN, VARIABLE, spins_briefly
+
+    if threads is None:
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            return None
+        threads = [int(p.get("num_threads") or 1) for p in threadpool_info() if p.get("internal_api") == "openblas"]
+    if not any(n > 1 for n in threads) or spins_briefly(environ):
+        return None
+    return (f"OpenBLAS's idle threads spin for about a tenth of a second after each matrix product "
+            f"({VARIABLE} unset or above 20) and hold a core this rank's other threads need: a step on "
+            f"several threads per process runs slower than it could. Set {VARIABLE}={SPIN} before "
+            f"starting Python, as the distnet command does.")
+
+
+def warn_blas_spin() -> str | None:
+    """Warn (:class:`PerformanceWarning`) if :func:`blas_spin_advice` has advice; returns it."""
+    advice = blas_spin_advice()
     if advice:
         import warnings
 
