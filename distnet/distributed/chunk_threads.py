@@ -6,7 +6,10 @@ the matrix products, but numpy's element-wise passes — the optimizer's update
 and the EMA's, over every parameter each step — run on one.  numpy releases
 the GIL inside its element-wise loops, so contiguous runs of chunks can be
 updated by several threads at once.  Each element is computed by the same
-operations as on one thread, so the results are bitwise the same.
+operations as on one thread, so the results are bitwise the same.  The
+threads have the cores only where BLAS's own idle threads do not spin for
+long after each product (distnet/runner/blas_spin.py: the ``distnet``
+command sees to it).
 
 The thread count follows the rank's BLAS threads
 (:func:`distnet.distributed.threads.limit_blas_threads`: one per rank when
