@@ -136,7 +136,7 @@ def blas_spin_advice(environ=None, threads: list[int] | None = None) -> str | No
         >>> blas_spin_advice({"OPENBLAS_THREAD_TIMEOUT": "20"}, [2]) is None
         True
     """
-    from distnet.runner.blas_spin import SPIN, VARIABLE, spins_briefly
+    from distnet.runner.blas_spin import BRIEF, SPIN, VARIABLE, spins_briefly
 
     if threads is None:
         try:
@@ -147,7 +147,7 @@ def blas_spin_advice(environ=None, threads: list[int] | None = None) -> str | No
     if not any(n > 1 for n in threads) or spins_briefly(environ):
         return None
     return (f"OpenBLAS's idle threads spin for about a tenth of a second after each matrix product "
-            f"({VARIABLE} unset or above 20) and hold a core this rank's other threads need: a step on "
+            f"({VARIABLE} unset or above {BRIEF}) and hold a core this rank's other threads need: a step on "
             f"several threads per process runs slower than it could. Set {VARIABLE}={SPIN} before "
             f"starting Python, as the distnet command does.")
 
