@@ -114,14 +114,18 @@ def blas_kernel_advice(environ=None, cores: list[str] | None = None, cpu_level: 
             f"net's dense layer on one such machine). Unset OPENBLAS_CORETYPE before starting Python.")
 
 
-def warn_blas_kernel() -> str | None:
-    """Warn (:class:`PerformanceWarning`) if :func:`blas_kernel_advice` has advice; returns it."""
-    advice = blas_kernel_advice()
+def _warn(advice: str | None) -> str | None:
+    """Warn ``advice`` (:class:`PerformanceWarning`) at the caller of ``init``, if any; returns it."""
     if advice:
         import warnings
 
-        warnings.warn(advice, PerformanceWarning, stacklevel=3)
+        warnings.warn(advice, PerformanceWarning, stacklevel=4)
     return advice
+
+
+def warn_blas_kernel() -> str | None:
+    """Warn (:class:`PerformanceWarning`) if :func:`blas_kernel_advice` has advice; returns it."""
+    return _warn(blas_kernel_advice())
 
 
 def blas_spin_advice(environ=None, threads: list[int] | None = None) -> str | None:
@@ -154,12 +158,7 @@ def blas_spin_advice(environ=None, threads: list[int] | None = None) -> str | No
 
 def warn_blas_spin() -> str | None:
     """Warn (:class:`PerformanceWarning`) if :func:`blas_spin_advice` has advice; returns it."""
-    advice = blas_spin_advice()
-    if advice:
-        import warnings
-
-        warnings.warn(advice, PerformanceWarning, stacklevel=3)
-    return advice
+    return _warn(blas_spin_advice())
 
 
 def usable_cores() -> int:
