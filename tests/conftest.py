@@ -5,8 +5,15 @@ asks for ``rng`` and gets a generator with a fixed seed.
 """
 from __future__ import annotations
 
-import numpy as np
-import pytest
+from distnet.runner.blas_spin import spin_briefly
+
+# The test process runs as the ``distnet`` command's processes do: OpenBLAS's idle threads spin
+# briefly (set before numpy loads; the children the tests start inherit it).  Tests of the long spin
+# set the variable themselves.
+spin_briefly()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture
