@@ -31,6 +31,8 @@ def compiled_kernels():
     from distnet import jit
 
     if not jit.available():
+        # Why a skip is right here: with the kernels off there is no compiled path to compare, and
+        # CI runs with them on (numba is a dependency), so these tests run there.
         pytest.skip("the compiled kernels are off (DISTNET_JIT=0 or no numba): no compiled path to compare")
 
 

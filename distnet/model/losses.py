@@ -236,7 +236,7 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, reduction: str = "mea
       >>> sparse_softmax_cross_entropy([1], distnet.constant([[0.0, 0.0]])).numpy()
       array(0.6931472, dtype=float32)
     """
-    from distnet.nn.cross_entropy import SparseSoftmaxCrossEntropy
+    from distnet.nn.cross_entropy import SparseSoftmaxCrossEntropy, labels_out_of_range
 
     name = "sparse_softmax_cross_entropy"
     _check_reduction(reduction, name)
@@ -247,7 +247,7 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, reduction: str = "mea
     if lab.shape != lg.shape[:1]:
         raise ShapeError(f"{name}: labels: one class index per row of logits: "
                          f"Expect: {lg.shape[:1]} Actual: {lab.shape}")
-    if lab.size and (np.minimum.reduce(lab, axis=None) < 0 or np.maximum.reduce(lab, axis=None) >= lg.shape[1]):
+    if labels_out_of_range(lab, lg.shape[1]):
         bad = lab[(lab < 0) | (lab >= lg.shape[1])]
         raise InvalidArgumentError(f"{name}: labels: Expect: in [0, {lg.shape[1]}) Actual: {bad[:5].tolist()}")
     # The op itself: the checks of nn.sparse_softmax_cross_entropy_with_logits are the ones above.

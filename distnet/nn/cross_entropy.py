@@ -70,6 +70,13 @@ class SparseSoftmaxCrossEntropy(Op):
         return (grad,)
 
 
+def labels_out_of_range(labels: np.ndarray, num_classes: int) -> bool:
+    """Whether any integer label lies outside ``[0, num_classes)``: two reductions, no mask (the
+    mask is built only for the error message), run on every training step."""
+    return bool(labels.size) and bool(np.minimum.reduce(labels, axis=None) < 0
+                                      or np.maximum.reduce(labels, axis=None) >= num_classes)
+
+
 def _label_entries(a: np.ndarray, labels: np.ndarray) -> tuple:
     """``(a as [examples, classes], the index of each example's label entry)``: a plain gather
     where ``np.take_along_axis`` builds its index arrays in Python every call; the same elements."""
@@ -155,7 +162,7 @@ def sparse_softmax_cross_entropy_with_logits(*, labels: Any, logits: Any, name: 
             f"Expect: {lg.shape[:-1]} (logits {lg.shape}) Actual: {lab.shape}"
         )
     num_classes = lg.shape[-1]
-    if lab.size and (np.minimum.reduce(lab, axis=None) < 0 or np.maximum.reduce(lab, axis=None) >= num_classes):
+    if labels_out_of_range(lab, num_classes):
         bad = (lab < 0) | (lab >= num_classes)
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         value = int(lab[where])
